@@ -1,0 +1,476 @@
+package testcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Cluster is a running replicated PostgreSQL cluster. Its methods are safe for
+// concurrent use, but chaos operations on the same node are serialized.
+type Cluster struct {
+	opts Options
+
+	// Read-only after Start.
+	nodes  []*Node
+	dir    string
+	binDir string
+	cred   *syscall.Credential
+
+	mu        sync.Mutex // guards the bookkeeping below
+	master    *Node
+	syncNames []string // the nodes the master's synchronous_standby_names lists
+	stopped   bool
+}
+
+// nodeDriver is what a backend does for one node.
+type nodeDriver interface {
+	addr() string       // the address clients use (through faults)
+	directAddr() string // an address that bypasses faults where the backend can
+	running() bool
+	start(ctx context.Context) error
+	stop() error
+	kill() error
+	pause() error
+	resume() error
+	partition() error
+	heal() error
+	setLatency(d time.Duration) error
+	primaryConnInfo(app string) string
+	makeStandby(primary *Node) error
+	rewind(ctx context.Context, source *Node) error
+	logTail(n int) string
+	teardown() error // immediate shutdown, for Cluster.Stop
+	close() error
+}
+
+// Start starts a cluster and returns once every replica streams from the
+// master and the synchronous ones show sync_state 'sync'. On error nothing
+// is left running. The caller must call Stop.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{opts: opts}
+	begin := time.Now()
+	if err := c.startLocal(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	c.master = c.nodes[0]
+	var replicas []string
+	for _, n := range c.nodes[1:] {
+		replicas = append(replicas, n.name)
+	}
+	if err := c.waitStreaming(ctx, c.master, replicas, nil); err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	if err := c.setSync(ctx, c.master, replicas[:opts.SyncReplicas]); err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	opts.Logf("testcluster: %d nodes up in %s: %s", len(c.nodes), time.Since(begin).Round(time.Millisecond), c.layout())
+	return c, nil
+}
+
+// New starts a cluster for a test and stops it when the test ends. A test
+// that fails gets the tail of every node's server log.
+func New(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Logf == nil {
+		opts.Logf = t.Logf
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("testcluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.nodes {
+				t.Logf("testcluster: last lines of %s's server log:\n%s", n.name, n.drv.logTail(60))
+			}
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("testcluster: stop: %v", err)
+		}
+	})
+	return c
+}
+
+// DSN is a multi-host URL naming every node, through its fault proxy, in
+// node order.
+func (c *Cluster) DSN() string {
+	hosts := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		hosts[i] = n.Addr()
+	}
+	return c.dsn(hosts)
+}
+
+func (c *Cluster) dsn(hosts []string) string {
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.UserPassword(c.opts.User, c.opts.Password),
+		Host:     strings.Join(hosts, ","),
+		Path:     "/" + c.opts.Database,
+		RawQuery: "sslmode=disable",
+	}
+	return u.String()
+}
+
+// Nodes returns every node; index 0 is the first master.
+func (c *Cluster) Nodes() []*Node { return slices.Clone(c.nodes) }
+
+// Master returns the node that is master now, per the cluster's own
+// bookkeeping (Start, Promote, Failover).
+func (c *Cluster) Master() *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.master
+}
+
+// SyncReplicas returns the nodes the master's synchronous_standby_names
+// names, per the cluster's bookkeeping.
+func (c *Cluster) SyncReplicas() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Node
+	for _, name := range c.syncNames {
+		out = append(out, c.node(name))
+	}
+	return out
+}
+
+// Replicas returns every node but the master, per the cluster's bookkeeping.
+func (c *Cluster) Replicas() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Node
+	for _, n := range c.nodes {
+		if n != c.master {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Dir is the cluster's temporary directory (data directories and logs).
+// It is removed by Stop.
+func (c *Cluster) Dir() string { return c.dir }
+
+func (c *Cluster) node(name string) *Node {
+	for _, n := range c.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) layout() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var parts []string
+	for _, n := range c.nodes {
+		role := "async"
+		switch {
+		case n == c.master:
+			role = "master"
+		case slices.Contains(c.syncNames, n.name):
+			role = "sync"
+		}
+		parts = append(parts, fmt.Sprintf("%s=%s@%s", n.name, role, n.Addr()))
+	}
+	return strings.Join(parts, " ")
+}
+
+// Failover promotes to and repoints every other running replica to it,
+// keeping the number of synchronous replicas: replicas that were synchronous
+// stay so, and the places of the old master or of a lost replica go to the
+// running replicas in node order. The old master is left alone (it may be
+// dead, hung, partitioned, or still running: see Rejoin). A replica that
+// cannot follow the new timeline (it had received WAL past the promotion
+// point) is rewound with pg_rewind. Failover returns once every repointed
+// replica streams from to.
+func (c *Cluster) Failover(ctx context.Context, to *Node) error {
+	c.mu.Lock()
+	old, prevSync := c.master, slices.Clone(c.syncNames)
+	c.mu.Unlock()
+	if to == old {
+		return fmt.Errorf("testcluster: failover: %s is already the master", to.name)
+	}
+	begin := time.Now()
+	if err := to.Promote(ctx); err != nil {
+		return fmt.Errorf("testcluster: failover: %w", err)
+	}
+	var others []*Node
+	for _, n := range c.nodes {
+		if n != to && n != old && n.drv.running() {
+			others = append(others, n)
+		}
+	}
+	for _, n := range others {
+		if err := c.repoint(ctx, n, to); err != nil {
+			return fmt.Errorf("testcluster: failover: repoint %s: %w", n.name, err)
+		}
+	}
+	for _, n := range others {
+		waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.waitStreaming(waitCtx, to, []string{n.name}, nil)
+		cancel()
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("testcluster: failover: %w", err)
+		}
+		c.opts.Logf("testcluster: %s does not follow %s (%v); rewinding it", n.name, to.name, err)
+		if err := c.rebuildStandby(ctx, n, to); err != nil {
+			return fmt.Errorf("testcluster: failover: %w", err)
+		}
+	}
+	// Keep the layout: previous sync replicas first, then the others.
+	var candidates []string
+	for _, name := range prevSync {
+		if n := c.node(name); n != to && slices.Contains(others, n) {
+			candidates = append(candidates, name)
+		}
+	}
+	for _, n := range others {
+		if !slices.Contains(candidates, n.name) {
+			candidates = append(candidates, n.name)
+		}
+	}
+	k := min(c.opts.SyncReplicas, len(candidates))
+	if err := c.setSync(ctx, to, candidates[:k]); err != nil {
+		return fmt.Errorf("testcluster: failover: %w", err)
+	}
+	c.opts.Logf("testcluster: failover from %s to %s in %s: %s", old.name, to.name, time.Since(begin).Round(time.Millisecond), c.layout())
+	return nil
+}
+
+// Rejoin brings a former master (crashed, stopped, or still running after a
+// split brain) back as an asynchronous replica of the current master: it is
+// stopped if running, rewound with pg_rewind, configured as a standby and
+// started. Rejoin returns once it streams.
+func (c *Cluster) Rejoin(ctx context.Context, old *Node) error {
+	master := c.Master()
+	if old == master {
+		return fmt.Errorf("testcluster: rejoin: %s is the master", old.name)
+	}
+	begin := time.Now()
+	if err := c.rebuildStandby(ctx, old, master); err != nil {
+		return fmt.Errorf("testcluster: rejoin: %w", err)
+	}
+	c.opts.Logf("testcluster: %s rejoined as a replica of %s in %s", old.name, master.name, time.Since(begin).Round(time.Millisecond))
+	return nil
+}
+
+// rebuildStandby stops n, rewinds it from primary, makes it a standby of
+// primary, starts it and waits until it streams.
+func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
+	if n.drv.running() {
+		if err := n.drv.stop(); err != nil {
+			return fmt.Errorf("stop %s: %w", n.name, err)
+		}
+	}
+	// pg_rewind reads the source's timeline from its control file, which a
+	// promotion updates only at the next checkpoint.
+	if err := primary.exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint on %s: %w", primary.name, err)
+	}
+	if err := n.drv.rewind(ctx, primary); err != nil {
+		return fmt.Errorf("%s: %w", n.name, err)
+	}
+	if err := n.drv.makeStandby(primary); err != nil {
+		return fmt.Errorf("%s: %w", n.name, err)
+	}
+	if err := n.drv.start(ctx); err != nil {
+		return fmt.Errorf("start %s: %w", n.name, err)
+	}
+	return c.waitStreaming(ctx, primary, []string{n.name}, nil)
+}
+
+// repoint makes the running replica n stream from primary, with a reload.
+func (c *Cluster) repoint(ctx context.Context, n, primary *Node) error {
+	conn, err := c.connect(ctx, n.drv.directAddr())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = "+quoteConfValue(primary.drv.primaryConnInfo(n.name))); err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, "SELECT pg_reload_conf()")
+	return err
+}
+
+// setSync makes names the master's synchronous standbys and waits until each
+// shows sync_state 'sync'.
+func (c *Cluster) setSync(ctx context.Context, master *Node, names []string) error {
+	value := ""
+	if len(names) > 0 {
+		value = fmt.Sprintf("FIRST %d (%s)", len(names), strings.Join(names, ", "))
+	}
+	conn, err := c.connect(ctx, master.drv.directAddr())
+	if err != nil {
+		return fmt.Errorf("set synchronous_standby_names on %s: %w", master.name, err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = "+quoteConfValue(value)); err != nil {
+		return fmt.Errorf("set synchronous_standby_names on %s: %w", master.name, err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.master, c.syncNames = master, slices.Clone(names)
+	c.mu.Unlock()
+	var running []string
+	for _, name := range names {
+		if c.node(name).drv.running() {
+			running = append(running, name)
+		}
+	}
+	return c.waitStreaming(ctx, master, running, running)
+}
+
+// waitStreaming polls master's pg_stat_replication until every name streams
+// and every name in sync shows sync_state sync or quorum.
+func (c *Cluster) waitStreaming(ctx context.Context, master *Node, names, sync []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	ticker := time.NewTicker(20 * time.Millisecond)
+	defer ticker.Stop()
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	var last string
+	for {
+		var err error
+		if conn == nil {
+			conn, err = c.connect(ctx, master.drv.directAddr())
+		}
+		if err == nil {
+			var states map[string]string
+			states, err = replicationStates(ctx, conn)
+			if err == nil {
+				missing := waitingFor(states, names, sync)
+				if len(missing) == 0 {
+					return nil
+				}
+				last = fmt.Sprintf("waiting for %s (pg_stat_replication on %s: %v)", strings.Join(missing, ", "), master.name, states)
+			} else {
+				conn.Close(context.Background())
+				conn = nil
+			}
+		}
+		if err != nil {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replicas did not stream from %s: %w; %s", master.name, ctx.Err(), last)
+		case <-ticker.C:
+		}
+	}
+}
+
+// replicationStates maps application_name to "state/sync_state".
+func replicationStates(ctx context.Context, conn *pgx.Conn) (map[string]string, error) {
+	rows, err := conn.Query(ctx, "SELECT application_name, state, sync_state FROM pg_stat_replication")
+	if err != nil {
+		return nil, err
+	}
+	states := map[string]string{}
+	for rows.Next() {
+		var app, state, syncState string
+		if err := rows.Scan(&app, &state, &syncState); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		states[app] = state + "/" + syncState
+	}
+	return states, rows.Err()
+}
+
+func waitingFor(states map[string]string, names, sync []string) []string {
+	var missing []string
+	for _, name := range names {
+		st := states[name]
+		state, syncState, _ := strings.Cut(st, "/")
+		switch {
+		case state != "streaming":
+			missing = append(missing, name)
+		case slices.Contains(sync, name) && syncState != "sync" && syncState != "quorum":
+			missing = append(missing, name)
+		}
+	}
+	return missing
+}
+
+// connect opens an administrative connection to addr.
+func (c *Cluster) connect(ctx context.Context, addr string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(c.dsn([]string{addr}))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// Stop shuts every node down (immediate shutdown: the data is thrown away),
+// closes the fault proxies and removes the cluster's directory. It is safe
+// to call more than once.
+func (c *Cluster) Stop() error {
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return nil
+	}
+	c.stopped = true
+	c.mu.Unlock()
+
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := n.drv.teardown()
+			if err2 := n.drv.close(); err == nil {
+				err = err2
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", n.name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if c.dir != "" {
+		if err := os.RemoveAll(c.dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

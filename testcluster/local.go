@@ -1,0 +1,507 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pgxha/pgxha/testcluster/internal/faultproxy"
+)
+
+// localNode runs one PostgreSQL server as a child process of this program,
+// behind its own fault proxy.
+type localNode struct {
+	c       *Cluster
+	name    string
+	dataDir string
+	sockDir string
+	logPath string
+	port    int // the server's own port; clients use the proxy's
+	proxy   *faultproxy.Proxy
+
+	mu     sync.Mutex // guards the fields below; held across start and stop
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has been waited for
+	paused bool
+}
+
+var _ nodeDriver = (*localNode)(nil)
+
+func (l *localNode) addr() string       { return l.proxy.Addr() }
+func (l *localNode) directAddr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(l.port)) }
+
+// running reports whether the postmaster process is alive (paused counts).
+// Caller must hold mu.
+func (l *localNode) runningLocked() bool {
+	if l.cmd == nil {
+		return false
+	}
+	select {
+	case <-l.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (l *localNode) running() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.runningLocked()
+}
+
+func (l *localNode) start(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.runningLocked() {
+		return errors.New("already running")
+	}
+	logFile, err := os.OpenFile(l.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(l.c.binDir, "postgres"),
+		"-D", l.dataDir,
+		"-c", "port="+strconv.Itoa(l.port),
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "unix_socket_directories="+l.sockDir,
+		"-c", "cluster_name="+l.name,
+	)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.Env = serverEnv(nil)
+	cmd.SysProcAttr = sysProcAttr(l.c.cred, true)
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		// Owned by the node: ends when the server process exits, which
+		// stop, kill and Cluster.Stop all wait for.
+		_ = cmd.Wait()
+		logFile.Close()
+		close(exited)
+	}()
+	l.cmd, l.exited, l.paused = cmd, exited, false
+
+	if err := l.waitAccepting(ctx, exited); err != nil {
+		children := killTree(cmd.Process.Pid)
+		<-exited
+		reap(children, 5*time.Second)
+		return err
+	}
+	l.proxy.Refuse(false)
+	return nil
+}
+
+// waitAccepting returns once the server accepts an authenticated
+// connection, or fails when the process exits or ctx ends.
+func (l *localNode) waitAccepting(ctx context.Context, exited chan struct{}) error {
+	ticker := time.NewTicker(10 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		attemptCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := l.c.connect(attemptCtx, l.directAddr())
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("postgres exited during start-up; log tail:\n%s", tailFile(l.logPath, 20))
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for postgres to accept connections: %w (last error: %v)", ctx.Err(), err)
+		case <-ticker.C:
+		}
+	}
+}
+
+func (l *localNode) stop() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.shutdownLocked(syscall.SIGINT, 60*time.Second)
+}
+
+// shutdownLocked sends sig (SIGINT: fast shutdown; SIGQUIT: immediate) and
+// waits up to timeout, then kills. Caller must hold mu.
+func (l *localNode) shutdownLocked(sig syscall.Signal, timeout time.Duration) error {
+	if !l.runningLocked() {
+		l.proxy.Refuse(true)
+		return nil
+	}
+	pid := l.cmd.Process.Pid
+	if l.paused {
+		_ = continueTree(pid)
+		l.paused = false
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("signal postmaster: %w", err)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-l.exited:
+	case <-timer.C:
+		err = fmt.Errorf("postgres did not shut down within %s; killed it", timeout)
+		children := killTree(pid)
+		<-l.exited
+		reap(children, 5*time.Second)
+	}
+	l.proxy.Refuse(true)
+	return err
+}
+
+func (l *localNode) teardown() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.shutdownLocked(syscall.SIGQUIT, 10*time.Second)
+}
+
+func (l *localNode) kill() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.runningLocked() {
+		return errors.New("not running")
+	}
+	// Reset the clients first, as a crashed host's kernel would, then kill
+	// the whole tree: the postmaster frozen so it cannot restart children.
+	l.proxy.Refuse(true)
+	children := killTree(l.cmd.Process.Pid)
+	<-l.exited
+	reap(children, 5*time.Second)
+	l.paused = false
+	return nil
+}
+
+func (l *localNode) pause() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.runningLocked() {
+		return errors.New("not running")
+	}
+	if l.paused {
+		return nil
+	}
+	if _, err := stopTree(l.cmd.Process.Pid); err != nil {
+		return err
+	}
+	l.paused = true
+	return nil
+}
+
+func (l *localNode) resume() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.runningLocked() {
+		return errors.New("not running")
+	}
+	if !l.paused {
+		return nil
+	}
+	if err := continueTree(l.cmd.Process.Pid); err != nil {
+		return err
+	}
+	l.paused = false
+	return nil
+}
+
+func (l *localNode) partition() error { l.proxy.Partition(); return nil }
+func (l *localNode) heal() error      { l.proxy.Heal(); return nil }
+
+func (l *localNode) setLatency(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("negative latency %s", d)
+	}
+	l.proxy.SetLatency(d)
+	return nil
+}
+
+// primaryConnInfo is the conninfo a replica named app streams from this node
+// with: through this node's proxy, so a partition cuts replication too.
+func (l *localNode) primaryConnInfo(app string) string {
+	host, port, _ := net.SplitHostPort(l.proxy.Addr())
+	return fmt.Sprintf("host=%s port=%s user=%s password=%s application_name=%s sslmode=disable connect_timeout=2",
+		host, port, quoteConnValue(l.c.opts.User), quoteConnValue(l.c.opts.Password), app)
+}
+
+// makeStandby turns the (stopped) data directory into a standby of primary.
+// postgresql.auto.conf is rewritten whole: whatever was copied from another
+// node (synchronous_standby_names, an old primary_conninfo) goes.
+func (l *localNode) makeStandby(primary *Node) error {
+	auto := "# managed by testcluster\nprimary_conninfo = " + quoteConfValue(primary.drv.primaryConnInfo(l.name)) + "\n"
+	if err := l.c.writeServerFile(filepath.Join(l.dataDir, "postgresql.auto.conf"), auto); err != nil {
+		return err
+	}
+	return l.c.writeServerFile(filepath.Join(l.dataDir, "standby.signal"), "")
+}
+
+// rewind runs pg_rewind against source; the server must be stopped.
+func (l *localNode) rewind(ctx context.Context, source *Node) error {
+	if l.running() {
+		return errors.New("pg_rewind needs the node stopped")
+	}
+	host, port, _ := net.SplitHostPort(source.drv.directAddr())
+	src := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable", host, port,
+		quoteConnValue(l.c.opts.User), quoteConnValue(l.c.opts.Database))
+	out, err := l.c.runServerProgram(ctx, "pg_rewind", []string{"PGPASSWORD=" + l.c.opts.Password},
+		"--target-pgdata="+l.dataDir, "--source-server="+src)
+	if err != nil {
+		return fmt.Errorf("pg_rewind: %w\n%s", err, out)
+	}
+	l.c.opts.Logf("testcluster: pg_rewind of %s from %s:\n%s", l.name, source.name, strings.TrimSpace(out))
+	return nil
+}
+
+func (l *localNode) logTail(n int) string { return tailFile(l.logPath, n) }
+
+func (l *localNode) close() error { return l.proxy.Close() }
+
+// startLocal sets up and starts every node as a local process.
+func (c *Cluster) startLocal(ctx context.Context) error {
+	var err error
+	if c.binDir = c.opts.BinDir; c.binDir == "" {
+		if c.binDir, err = FindBinDir(); err != nil {
+			return err
+		}
+	} else if !hasServerPrograms(c.binDir) {
+		return fmt.Errorf("testcluster: BinDir %s does not hold %s", c.binDir, strings.Join(serverPrograms, ", "))
+	}
+	if c.cred, err = serverCredential(); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	becomeSubreaper()
+
+	c.dir, err = os.MkdirTemp(c.opts.Dir, "pgxha-testcluster-")
+	if err != nil {
+		return fmt.Errorf("testcluster: temp dir: %w", err)
+	}
+	if err := chownTree(c.dir, c.cred); err != nil {
+		return fmt.Errorf("testcluster: chown %s: %w", c.dir, err)
+	}
+
+	count := 1 + c.opts.Replicas
+	for i := 0; i < count; i++ {
+		name := "n" + strconv.Itoa(i+1)
+		port, err := freePort()
+		if err != nil {
+			return fmt.Errorf("testcluster: %w", err)
+		}
+		l := &localNode{
+			c:       c,
+			name:    name,
+			dataDir: filepath.Join(c.dir, name),
+			sockDir: filepath.Join(c.dir, name+".sock"),
+			logPath: filepath.Join(c.dir, name+".log"),
+			port:    port,
+		}
+		if l.proxy, err = faultproxy.New("127.0.0.1:0", l.directAddr()); err != nil {
+			return fmt.Errorf("testcluster: proxy for %s: %w", name, err)
+		}
+		l.proxy.Refuse(true) // down until the server accepts connections
+		c.nodes = append(c.nodes, &Node{c: c, name: name, index: i, drv: l})
+		if err := os.Mkdir(l.sockDir, 0o700); err != nil {
+			return fmt.Errorf("testcluster: %w", err)
+		}
+		if err := chownTree(l.sockDir, c.cred); err != nil {
+			return fmt.Errorf("testcluster: %w", err)
+		}
+	}
+
+	// One initdb; the replicas are cold copies of the never-started master,
+	// which is a valid base backup and much faster than pg_basebackup.
+	master := c.nodes[0].drv.(*localNode)
+	pwfile := filepath.Join(c.dir, "pwfile")
+	if err := c.writeServerFile(pwfile, c.opts.Password+"\n"); err != nil {
+		return err
+	}
+	out, err := c.runServerProgram(ctx, "initdb", nil,
+		"-D", master.dataDir, "-U", c.opts.User, "--pwfile="+pwfile,
+		"--auth-local=trust", "--auth-host=scram-sha-256",
+		"-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
+	os.Remove(pwfile)
+	if err != nil {
+		return fmt.Errorf("testcluster: initdb: %w\n%s", err, out)
+	}
+	if err := c.writeServerFile(filepath.Join(master.dataDir, "pg_hba.conf"), hbaConf); err != nil {
+		return err
+	}
+	if err := c.appendServerFile(filepath.Join(master.dataDir, "postgresql.conf"), c.serverConf()); err != nil {
+		return err
+	}
+	for _, n := range c.nodes[1:] {
+		l := n.drv.(*localNode)
+		if out, err := c.runServerProgram(ctx, "cp", nil, "-a", master.dataDir, l.dataDir); err != nil {
+			return fmt.Errorf("testcluster: copy data directory for %s: %w\n%s", n.name, err, out)
+		}
+		if err := l.makeStandby(c.nodes[0]); err != nil {
+			return fmt.Errorf("testcluster: %s: %w", n.name, err)
+		}
+	}
+
+	if err := c.nodes[0].drv.start(ctx); err != nil {
+		return fmt.Errorf("testcluster: start %s: %w", c.nodes[0].name, err)
+	}
+	errs := make([]error, len(c.nodes))
+	var wg sync.WaitGroup
+	for i, n := range c.nodes[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.drv.start(ctx); err != nil {
+				errs[i] = fmt.Errorf("testcluster: start %s: %w", n.name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// hbaConf: trust on the local socket (the harness's own use), passwords over
+// TCP, so clients and replicas authenticate as they would in production.
+const hbaConf = `# managed by testcluster
+local   all          all                 trust
+local   replication  all                 trust
+host    all          all   127.0.0.1/32  scram-sha-256
+host    replication  all   127.0.0.1/32  scram-sha-256
+host    all          all   ::1/128       scram-sha-256
+host    replication  all   ::1/128       scram-sha-256
+`
+
+// serverConf is appended to every node's postgresql.conf. Settings that
+// differ per node (port, cluster_name, sockets) are given on the command
+// line, so pg_rewind copying configuration files between nodes is harmless.
+func (c *Cluster) serverConf() string {
+	settings := map[string]string{
+		"wal_level":                   "replica",
+		"max_wal_senders":             "20",
+		"max_replication_slots":       "20",
+		"wal_keep_size":               "'512MB'",
+		"hot_standby":                 "on",
+		"hot_standby_feedback":        "on",
+		"wal_log_hints":               "on",
+		"synchronous_commit":          "on",
+		"fsync":                       "off",
+		"full_page_writes":            "on",
+		"shared_buffers":              "'32MB'",
+		"max_connections":             "200",
+		"wal_receiver_status_interval": "'1s'",
+		"wal_retrieve_retry_interval": "'100ms'",
+		"wal_sender_timeout":          "'10s'",
+		"wal_receiver_timeout":        "'10s'",
+		"log_line_prefix":             "'%m [%p] %q%a '",
+		"log_connections":             "off",
+		"password_encryption":         "'scram-sha-256'",
+		"jit":                         "off",
+		"recovery_target_timeline":    "'latest'",
+	}
+	for k, v := range c.opts.Settings {
+		settings[k] = quoteConfValue(v)
+	}
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("\n# testcluster\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s = %s\n", k, settings[k])
+	}
+	return b.String()
+}
+
+// runServerProgram runs a PostgreSQL program (or cp) as the server's user.
+func (c *Cluster) runServerProgram(ctx context.Context, program string, env []string, args ...string) (string, error) {
+	path := program
+	if program != "cp" {
+		path = filepath.Join(c.binDir, program)
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	cmd.Env = serverEnv(env)
+	cmd.SysProcAttr = sysProcAttr(c.cred, false)
+	cmd.Dir = c.dir
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// writeServerFile writes a file the server's user owns.
+func (c *Cluster) writeServerFile(path, content string) error {
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	if err := chownTree(path, c.cred); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	return nil
+}
+
+func (c *Cluster) appendServerFile(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	return f.Close()
+}
+
+// serverEnv is a small, predictable environment for server programs.
+func serverEnv(extra []string) []string {
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C", "LANG=C", "TZ=UTC"}
+	return append(env, extra...)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// quoteConnValue quotes a libpq conninfo value.
+func quoteConnValue(s string) string {
+	if s != "" && !strings.ContainsAny(s, " '\\") {
+		return s
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// quoteConfValue quotes a postgresql.conf value.
+func quoteConfValue(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// tailFile returns the last n lines of a file.
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

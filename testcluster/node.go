@@ -1,0 +1,222 @@
+package testcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Node is one PostgreSQL server of a Cluster. Its chaos operations act on the
+// real server process or its network path; they are safe for concurrent use.
+type Node struct {
+	c     *Cluster
+	name  string
+	index int
+	drv   nodeDriver
+
+	opMu sync.Mutex // serializes chaos operations on this node
+}
+
+// Name is the node's name: n1, n2, ... It is the server's cluster_name and
+// its walreceiver's application_name.
+func (n *Node) Name() string { return n.name }
+
+// Index is the node's position in Cluster.Nodes and in DSN.
+func (n *Node) Index() int { return n.index }
+
+// Addr is the node's address in DSN, "127.0.0.1:port": its fault proxy.
+func (n *Node) Addr() string { return n.drv.addr() }
+
+// DirectAddr is the server's own address, which bypasses the fault proxy
+// (partitions and latency do not apply to it).
+func (n *Node) DirectAddr() string { return n.drv.directAddr() }
+
+// DSN is a single-host URL for this node, through its fault proxy.
+func (n *Node) DSN() string { return n.c.dsn([]string{n.Addr()}) }
+
+// DirectDSN is a single-host URL for this node that bypasses the fault proxy.
+func (n *Node) DirectDSN() string { return n.c.dsn([]string{n.DirectAddr()}) }
+
+// Running reports whether the server process is up (a paused server counts).
+func (n *Node) Running() bool { return n.drv.running() }
+
+// String returns the node's name.
+func (n *Node) String() string { return n.name }
+
+func (n *Node) op(what string, f func() error) error {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	begin := time.Now()
+	if err := f(); err != nil {
+		return fmt.Errorf("testcluster: %s %s: %w", what, n.name, err)
+	}
+	n.c.opts.Logf("testcluster: %s %s (%s)", what, n.name, time.Since(begin).Round(time.Millisecond))
+	return nil
+}
+
+// Kill crashes the node: its clients' connections are reset, the postmaster
+// and every backend get SIGKILL, and new connections are refused until Start.
+func (n *Node) Kill() error { return n.op("kill", n.drv.kill) }
+
+// Stop shuts the node down cleanly (fast shutdown: clients get 57P01), then
+// refuses connections until Start.
+func (n *Node) Stop() error { return n.op("stop", n.drv.stop) }
+
+// Start starts a stopped or killed node with its data directory as it is (a
+// crashed master comes back as a master: see Cluster.Rejoin to bring it back
+// as a replica). It returns once the server accepts connections.
+func (n *Node) Start() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return n.op("start", func() error { return n.drv.start(ctx) })
+}
+
+// Pause freezes the postmaster and every backend (SIGSTOP): connections are
+// accepted by the kernel but nothing answers, existing ones hang.
+func (n *Node) Pause() error { return n.op("pause", n.drv.pause) }
+
+// Resume undoes Pause (SIGCONT).
+func (n *Node) Resume() error { return n.op("resume", n.drv.resume) }
+
+// Partition black-holes the node's network path: connections through its
+// proxy, old and new, get no byte in either direction, and no close or reset
+// crosses. Replication from this node (it goes through the proxy) stops too.
+func (n *Node) Partition() error { return n.op("partition", n.drv.partition) }
+
+// Heal ends a partition; held bytes and closes flow again.
+func (n *Node) Heal() error { return n.op("heal", n.drv.heal) }
+
+// SetLatency delays every chunk of bytes through the node's proxy by d in
+// each direction, so a round trip takes 2d longer. 0 removes the delay.
+func (n *Node) SetLatency(d time.Duration) error {
+	return n.op("set latency of", func() error { return n.drv.setLatency(d) })
+}
+
+// Promote promotes the node (pg_promote, waiting for it to finish) and
+// records it as the cluster's master. Other replicas are not repointed: see
+// Cluster.Failover. Promoting a replica while the master runs makes a split
+// brain, on purpose.
+func (n *Node) Promote(ctx context.Context) error {
+	return n.op("promote", func() error {
+		var ok bool
+		if err := n.queryRow(ctx, "SELECT pg_promote(true, 60)", &ok); err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("pg_promote returned false")
+		}
+		n.c.mu.Lock()
+		n.c.master, n.c.syncNames = n, nil
+		n.c.mu.Unlock()
+		return nil
+	})
+}
+
+// PauseReplay pauses WAL replay on a replica (pg_wal_replay_pause), so its
+// replay lag grows while WAL keeps arriving.
+func (n *Node) PauseReplay(ctx context.Context) error {
+	return n.op("pause replay on", func() error { return n.exec(ctx, "SELECT pg_wal_replay_pause()") })
+}
+
+// ResumeReplay resumes WAL replay on a replica.
+func (n *Node) ResumeReplay(ctx context.Context) error {
+	return n.op("resume replay on", func() error { return n.exec(ctx, "SELECT pg_wal_replay_resume()") })
+}
+
+// Conn opens a connection to the node that bypasses its fault proxy, for
+// tests that inspect or change a node whatever state its network is in.
+// The caller closes it.
+func (n *Node) Conn(ctx context.Context) (*pgx.Conn, error) {
+	return n.c.connect(ctx, n.DirectAddr())
+}
+
+// Logs returns the last lines of the node's server log.
+func (n *Node) Logs(lines int) string { return n.drv.logTail(lines) }
+
+func (n *Node) exec(ctx context.Context, sql string) error {
+	conn, err := n.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+func (n *Node) queryRow(ctx context.Context, sql string, dest ...any) error {
+	conn, err := n.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return conn.QueryRow(ctx, sql).Scan(dest...)
+}
+
+// NodeState is what a node says of itself, for status displays.
+type NodeState struct {
+	Name string
+	Addr string
+	// Role is "master", "sync", "async" (per the master's
+	// pg_stat_replication), "replica" (in recovery, not listed by the master),
+	// or "down" (Err says why).
+	Role     string
+	Timeline int
+	Err      error
+}
+
+// Status asks every node for its role. Nodes are asked directly, bypassing
+// fault proxies, each within ctx.
+func (c *Cluster) Status(ctx context.Context) []NodeState {
+	states := make([]NodeState, len(c.nodes))
+	sync := map[string]string{}
+	for i, n := range c.nodes {
+		states[i] = NodeState{Name: n.name, Addr: n.Addr()}
+		conn, err := n.Conn(ctx)
+		if err != nil {
+			states[i].Role, states[i].Err = "down", err
+			continue
+		}
+		var inRecovery bool
+		var tli int
+		err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
+			CASE WHEN pg_is_in_recovery() THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0)
+			ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END`).Scan(&inRecovery, &tli)
+		if err == nil && !inRecovery {
+			var rs map[string]string
+			if rs, err = replicationStates(ctx, conn); err == nil {
+				for app, st := range rs {
+					_, syncState, _ := strings.Cut(st, "/")
+					sync[app] = syncState
+				}
+			}
+		}
+		conn.Close(context.Background())
+		if err != nil {
+			states[i].Role, states[i].Err = "down", err
+			continue
+		}
+		states[i].Timeline = tli
+		if !inRecovery {
+			states[i].Role = "master"
+		} else {
+			states[i].Role = "replica"
+		}
+	}
+	for i := range states {
+		if states[i].Role != "replica" {
+			continue
+		}
+		switch sync[states[i].Name] {
+		case "sync", "quorum":
+			states[i].Role = "sync"
+		case "async", "potential":
+			states[i].Role = "async"
+		}
+	}
+	return states
+}

@@ -1,0 +1,113 @@
+package testcluster
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Options configures a cluster. The zero Options starts the layout most tests
+// want: one master and two replicas, the first synchronous, the second
+// asynchronous.
+type Options struct {
+	// Replicas is the number of replicas beside the master. 0 means 2 when
+	// SyncReplicas is 0 too (the default layout); -1 means a master alone.
+	Replicas int
+
+	// SyncReplicas is how many of the replicas are synchronous
+	// (synchronous_standby_names = 'FIRST k (...)', synchronous_commit = on).
+	// The first SyncReplicas replicas (n2, n3, ...) are synchronous, the rest
+	// asynchronous. With the zero Options it is 1.
+	SyncReplicas int
+
+	// User, Password and Database are the superuser and database of the DSN.
+	// Defaults: "postgres", "postgres", "postgres".
+	User, Password, Database string
+
+	// Dir is where the cluster's temporary directory is made. Default: the
+	// system temporary directory.
+	Dir string
+
+	// BinDir holds the PostgreSQL server programs. Default: see FindBinDir.
+	BinDir string
+
+	// Settings are extra postgresql.conf settings for every node.
+	Settings map[string]string
+
+	// Backend selects how nodes run: BackendLocal (processes on this
+	// machine, the default). The PGXHA_TESTCLUSTER environment variable
+	// names the backend when Backend is empty.
+	Backend Backend
+
+	// Logf receives progress lines (start-up, chaos operations). Default:
+	// none. New sets it to t.Logf.
+	Logf func(format string, args ...any)
+}
+
+// Backend is where a cluster's nodes run.
+type Backend string
+
+const (
+	// BackendLocal runs every node as a local process, behind a fault proxy.
+	BackendLocal Backend = "local"
+)
+
+// withDefaults fills in defaults and validates o.
+func (o Options) withDefaults() (Options, error) {
+	if o.Replicas == 0 && o.SyncReplicas == 0 {
+		o.Replicas, o.SyncReplicas = 2, 1
+	}
+	if o.Replicas < 0 {
+		if o.Replicas != -1 {
+			return o, fmt.Errorf("testcluster: Replicas %d: want -1 (no replica) or more", o.Replicas)
+		}
+		o.Replicas = 0
+	}
+	if o.SyncReplicas < 0 || o.SyncReplicas > o.Replicas {
+		return o, fmt.Errorf("testcluster: SyncReplicas %d: want 0 to Replicas (%d)", o.SyncReplicas, o.Replicas)
+	}
+	if o.Replicas > 62 {
+		return o, fmt.Errorf("testcluster: Replicas %d: at most 62", o.Replicas)
+	}
+	if o.User == "" {
+		o.User = "postgres"
+	}
+	if o.Password == "" {
+		o.Password = "postgres"
+	}
+	if o.Database == "" {
+		o.Database = "postgres"
+	}
+	if o.Backend == "" {
+		o.Backend = Backend(strings.TrimSpace(os.Getenv("PGXHA_TESTCLUSTER")))
+	}
+	if o.Backend == "" {
+		o.Backend = BackendLocal
+	}
+	switch o.Backend {
+	case BackendLocal:
+	default:
+		return o, fmt.Errorf("testcluster: unknown backend %q: want %q", o.Backend, BackendLocal)
+	}
+	for k := range o.Settings {
+		if !validSettingName(k) {
+			return o, fmt.Errorf("testcluster: setting name %q: want letters, digits, '_' and '.'", k)
+		}
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	return o, nil
+}
+
+func validSettingName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,206 @@
+//go:build linux
+
+package testcluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// PostgreSQL's postmaster makes every child a session leader (setsid), so a
+// signal to the postmaster's process group does not reach its backends. The
+// process tree is walked through /proc instead.
+
+var subreaperOnce sync.Once
+
+// becomeSubreaper makes this process the reaper of orphaned descendants, so
+// backends of a killed postmaster are reparented to it and can be reaped here
+// rather than left as zombies under an init that may not reap them.
+func becomeSubreaper() {
+	subreaperOnce.Do(func() {
+		const prSetChildSubreaper = 36
+		_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
+	})
+}
+
+// childPids lists the processes whose parent is ppid.
+func childPids(ppid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if parent, ok := parentPid(pid); ok && parent == ppid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// parentPid reads the parent of pid from /proc/pid/stat.
+func parentPid(pid int) (int, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	s := string(b)
+	// The command name is in parentheses and may itself contain spaces or
+	// parentheses: the fields after it start after the last ')'.
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false
+	}
+	fields := strings.Fields(s[i+1:])
+	if len(fields) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return 0, false
+	}
+	return ppid, true
+}
+
+// processAlive reports whether pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return false
+	}
+	fields := strings.Fields(s[i+1:])
+	return len(fields) > 0 && fields[0] != "Z" && fields[0] != "X"
+}
+
+// stopTree freezes the postmaster first, so it cannot fork, then every
+// child. It returns the children it stopped.
+func stopTree(pid int) ([]int, error) {
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return nil, fmt.Errorf("SIGSTOP postmaster %d: %w", pid, err)
+	}
+	children := childPids(pid)
+	for _, c := range children {
+		_ = syscall.Kill(c, syscall.SIGSTOP)
+	}
+	return children, nil
+}
+
+// continueTree resumes the children, then the postmaster.
+func continueTree(pid int) error {
+	for _, c := range childPids(pid) {
+		_ = syscall.Kill(c, syscall.SIGCONT)
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		return fmt.Errorf("SIGCONT postmaster %d: %w", pid, err)
+	}
+	return nil
+}
+
+// killTree SIGKILLs the postmaster's children while the postmaster is frozen,
+// then the postmaster. It returns the children, which the caller reaps once
+// the postmaster itself has been waited for.
+func killTree(pid int) []int {
+	children, _ := stopTree(pid)
+	for _, c := range children {
+		_ = syscall.Kill(c, syscall.SIGKILL)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	return children
+}
+
+// reap waits for orphaned children that were reparented to this process.
+// Children reparented elsewhere are only waited for until they are gone.
+func reap(pids []int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for _, pid := range pids {
+		for {
+			var ws syscall.WaitStatus
+			got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+			if got == pid || errors.Is(err, syscall.ECHILD) && !processAlive(pid) {
+				break
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+}
+
+// serverCredential returns the credential to run PostgreSQL programs with:
+// nil when not root, the postgres user's when root (PostgreSQL refuses to run
+// as root).
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root, PostgreSQL must run as the postgres user, which was not found: %w", err)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("postgres user uid %q: %w", u.Uid, err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("postgres user gid %q: %w", u.Gid, err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+}
+
+// sysProcAttr runs a program as cred, and for servers ties its life to this
+// process: if the test process dies the postmaster gets SIGKILL, and its
+// backends exit when they see the postmaster gone.
+func sysProcAttr(cred *syscall.Credential, server bool) *syscall.SysProcAttr {
+	a := &syscall.SysProcAttr{Credential: cred}
+	if server {
+		a.Pdeathsig = syscall.SIGKILL
+		a.Setpgid = true
+	}
+	return a
+}
+
+// chownTree gives path and everything below it to cred's user.
+func chownTree(path string, cred *syscall.Credential) error {
+	if cred == nil {
+		return nil
+	}
+	return walkChown(path, int(cred.Uid), int(cred.Gid))
+}
+
+func walkChown(path string, uid, gid int) error {
+	if err := os.Lchown(path, uid, gid); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.IsDir() {
+		return err
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := walkChown(path+"/"+e.Name(), uid, gid); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,376 @@
+package testcluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// TestFailsWithClusterUp is the child of TestNothingLeaksAfterFailedTest: a
+// test that fails while its cluster is up. It runs only as that child.
+func TestFailsWithClusterUp(t *testing.T) {
+	if os.Getenv("PGXHA_TESTCLUSTER_FAILING_CHILD") != "1" {
+		t.Skip("a fixture run by TestNothingLeaksAfterFailedTest in a child process")
+	}
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	fmt.Printf("CLUSTER_DIR=%s\n", c.Dir())
+	t.Fatal("failing on purpose with the cluster up")
+}
+
+func connect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// replication returns application_name → sync_state from a master.
+func replication(t *testing.T, ctx context.Context, n *testcluster.Node) map[string]string {
+	t.Helper()
+	conn, err := n.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT application_name, sync_state FROM pg_stat_replication WHERE state = 'streaming'")
+	require.NoError(t, err)
+	out := map[string]string{}
+	for rows.Next() {
+		var app, st string
+		require.NoError(t, rows.Scan(&app, &st))
+		out[app] = st
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+func inRecovery(t *testing.T, ctx context.Context, dsn string) bool {
+	t.Helper()
+	conn := connect(t, ctx, dsn)
+	var r bool
+	require.NoError(t, conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&r))
+	return r
+}
+
+// waitRow waits until the row id is visible through dsn.
+func waitRow(t *testing.T, ctx context.Context, dsn string, id int) {
+	t.Helper()
+	conn := connect(t, ctx, dsn)
+	require.Eventually(t, func() bool {
+		var n int
+		err := conn.QueryRow(ctx, "SELECT count(*) FROM t WHERE id = $1", id).Scan(&n)
+		return err == nil && n == 1
+	}, 20*time.Second, 10*time.Millisecond, "row %d not visible through %s", id, dsn)
+}
+
+// queryFails runs a query through dsn with a short deadline and returns its
+// error (nil if it answered).
+func queryWithin(ctx context.Context, dsn string, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var one int
+	return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
+
+func TestReplicatedCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	nodes := c.Nodes()
+	require.Len(t, nodes, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	require.Equal(t, n1, c.Master())
+
+	t.Run("roles", func(t *testing.T) {
+		assert.Equal(t, map[string]string{"n2": "sync", "n3": "async"}, replication(t, ctx, n1))
+		assert.False(t, inRecovery(t, ctx, n1.DSN()))
+		assert.True(t, inRecovery(t, ctx, n2.DSN()))
+		assert.True(t, inRecovery(t, ctx, n3.DSN()))
+		conn := connect(t, ctx, n2.DSN())
+		var clusterName string
+		require.NoError(t, conn.QueryRow(ctx, "SHOW cluster_name").Scan(&clusterName))
+		assert.Equal(t, "n2", clusterName)
+	})
+
+	t.Run("DSN reaches every node", func(t *testing.T) {
+		cfg, err := pgconn.ParseConfig(c.DSN())
+		require.NoError(t, err)
+		hosts := []string{net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))}
+		for _, fb := range cfg.Fallbacks {
+			hosts = append(hosts, net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port))))
+		}
+		assert.Equal(t, []string{n1.Addr(), n2.Addr(), n3.Addr()}, hosts)
+	})
+
+	t.Run("write on master, read on both replicas", func(t *testing.T) {
+		conn := connect(t, ctx, n1.DSN())
+		_, err := conn.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+		require.NoError(t, err)
+		_, err = conn.Exec(ctx, "INSERT INTO t VALUES (1, 'one')")
+		require.NoError(t, err)
+		waitRow(t, ctx, n2.DSN(), 1)
+		waitRow(t, ctx, n3.DSN(), 1)
+		_, err = connect(t, ctx, n2.DSN()).Exec(ctx, "INSERT INTO t VALUES (2, 'two')")
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		assert.Equal(t, "25006", pgErr.Code, "a replica refuses writes")
+	})
+
+	t.Run("pause replay makes lag", func(t *testing.T) {
+		require.NoError(t, n3.PauseReplay(ctx))
+		master := connect(t, ctx, n1.DSN())
+		_, err := master.Exec(ctx, "INSERT INTO t SELECT g, 'x' FROM generate_series(100, 1099) g")
+		require.NoError(t, err)
+		waitRow(t, ctx, n2.DSN(), 1099)
+		var lagBytes int64
+		require.NoError(t, master.QueryRow(ctx,
+			"SELECT pg_current_wal_lsn() - replay_lsn FROM pg_stat_replication WHERE application_name = 'n3'").Scan(&lagBytes))
+		assert.Positive(t, lagBytes)
+		var visible int
+		require.NoError(t, connect(t, ctx, n3.DSN()).QueryRow(ctx, "SELECT count(*) FROM t WHERE id >= 100").Scan(&visible))
+		assert.Zero(t, visible, "paused replica must not show the new rows")
+		require.NoError(t, n3.ResumeReplay(ctx))
+		waitRow(t, ctx, n3.DSN(), 1099)
+	})
+
+	t.Run("latency", func(t *testing.T) {
+		conn := connect(t, ctx, n2.DSN())
+		require.NoError(t, n2.SetLatency(50*time.Millisecond))
+		begin := time.Now()
+		_, err := conn.Exec(ctx, "SELECT 1")
+		require.NoError(t, err)
+		assert.GreaterOrEqual(t, time.Since(begin), 100*time.Millisecond, "a round trip crosses the delay twice")
+		require.NoError(t, n2.SetLatency(0))
+	})
+
+	t.Run("partition", func(t *testing.T) {
+		conn := connect(t, ctx, n3.DSN())
+		require.NoError(t, n3.Partition())
+		err := queryWithin(ctx, n3.DSN(), 300*time.Millisecond)
+		assert.True(t, errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err), "new connection must hang: %v", err)
+		qctx, qcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err = conn.Exec(qctx, "SELECT 1")
+		qcancel()
+		assert.True(t, pgconn.Timeout(err), "existing connection must hang: %v", err)
+		assert.NoError(t, queryWithin(ctx, n2.DSN(), 5*time.Second), "the others answer")
+		assert.NoError(t, queryWithin(ctx, n3.DirectDSN(), 5*time.Second), "the server itself is fine")
+		require.NoError(t, n3.Heal())
+		assert.NoError(t, queryWithin(ctx, n3.DSN(), 5*time.Second))
+	})
+
+	t.Run("pause", func(t *testing.T) {
+		require.NoError(t, n3.Pause())
+		err := queryWithin(ctx, n3.DirectDSN(), 300*time.Millisecond)
+		assert.True(t, errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err), "paused server must hang: %v", err)
+		assert.NoError(t, queryWithin(ctx, n2.DSN(), 5*time.Second), "the others answer")
+		require.NoError(t, n3.Resume())
+		assert.NoError(t, queryWithin(ctx, n3.DSN(), 5*time.Second))
+	})
+
+	t.Run("stop and start", func(t *testing.T) {
+		conn := connect(t, ctx, n3.DSN())
+		require.NoError(t, n3.Stop())
+		_, err := conn.Exec(ctx, "SELECT 1")
+		require.Error(t, err, "a connection to a stopped server fails")
+		_, err = net.DialTimeout("tcp", n3.Addr(), time.Second)
+		assert.ErrorIs(t, err, syscall.ECONNREFUSED)
+		require.NoError(t, n3.Start())
+		waitRow(t, ctx, n3.DSN(), 1)
+		assert.Contains(t, replication(t, ctx, n1), "n3")
+	})
+
+	t.Run("kill", func(t *testing.T) {
+		conn := connect(t, ctx, n3.DSN())
+		require.NoError(t, n3.Kill())
+		_, err := conn.Exec(ctx, "SELECT 1")
+		require.Error(t, err, "a connection to a killed server is reset")
+		_, err = net.DialTimeout("tcp", n3.Addr(), time.Second)
+		assert.ErrorIs(t, err, syscall.ECONNREFUSED, "a killed node refuses connections")
+		assert.False(t, n3.Running())
+		require.NoError(t, n3.Start())
+		waitRow(t, ctx, n3.DSN(), 1)
+	})
+
+	t.Run("failover and rejoin", func(t *testing.T) {
+		master := connect(t, ctx, n1.DSN())
+		_, err := master.Exec(ctx, "INSERT INTO t VALUES (2000, 'before failover')")
+		require.NoError(t, err, "synchronous commit: acknowledged means on n2")
+		require.NoError(t, n1.Kill())
+		require.NoError(t, c.Failover(ctx, n2))
+		assert.Equal(t, n2, c.Master())
+		assert.False(t, inRecovery(t, ctx, n2.DSN()), "the promoted node is a master")
+		waitRow(t, ctx, n2.DSN(), 2000)
+		_, err = connect(t, ctx, n2.DSN()).Exec(ctx, "INSERT INTO t VALUES (2001, 'after failover')")
+		require.NoError(t, err, "the promoted node accepts writes")
+		waitRow(t, ctx, n3.DSN(), 2001)
+		assert.Equal(t, map[string]string{"n3": "sync"}, replication(t, ctx, n2), "n3 streams from n2 and took the sync place")
+
+		require.NoError(t, c.Rejoin(ctx, n1))
+		assert.True(t, inRecovery(t, ctx, n1.DSN()), "the old master came back as a replica")
+		waitRow(t, ctx, n1.DSN(), 2001)
+		assert.Equal(t, map[string]string{"n1": "async", "n3": "sync"}, replication(t, ctx, n2))
+	})
+}
+
+func TestPromoteMakesSplitBrain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	require.NoError(t, n2.Promote(ctx))
+	assert.Equal(t, n2, c.Master())
+	for _, n := range []*testcluster.Node{n1, n2} {
+		_, err := connect(t, ctx, n.DSN()).Exec(ctx, "CREATE TABLE IF NOT EXISTS split (id int)")
+		assert.NoError(t, err, "%s accepts writes", n)
+	}
+	st := c.Status(ctx)
+	require.Len(t, st, 2)
+	assert.Equal(t, "master", st[0].Role)
+	assert.Equal(t, "master", st[1].Role)
+	assert.Greater(t, st[1].Timeline, st[0].Timeline, "the promoted node is on a newer timeline")
+}
+
+func TestOptionsErrors(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		opts testcluster.Options
+		want string
+	}{
+		{testcluster.Options{Replicas: -2}, "Replicas -2"},
+		{testcluster.Options{Replicas: 1, SyncReplicas: 2}, "SyncReplicas 2"},
+		{testcluster.Options{Backend: "cloud"}, `unknown backend "cloud"`},
+		{testcluster.Options{BinDir: t.TempDir()}, "does not hold initdb"},
+		{testcluster.Options{Settings: map[string]string{"x; DROP": "1"}}, "setting name"},
+	} {
+		_, err := testcluster.Start(ctx, tc.opts)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+}
+
+func TestFindBinDirNamesWhereItLooked(t *testing.T) {
+	t.Setenv("PGXHA_PG_BINDIR", "/nonexistent/bin")
+	_, err := testcluster.FindBinDir()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "/nonexistent/bin")
+}
+
+// serverProcesses lists live processes whose command line mentions dir.
+func serverProcesses(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var found []string
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(string(cmdline), dir) {
+			found = append(found, e.Name()+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return found
+}
+
+func TestNothingLeaksAfterStop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := testcluster.Start(ctx, testcluster.Options{Replicas: 1})
+	require.NoError(t, err)
+	dir := c.Dir()
+	var addrs []string
+	for _, n := range c.Nodes() {
+		addrs = append(addrs, n.Addr(), n.DirectAddr())
+	}
+	require.NotEmpty(t, serverProcesses(t, dir), "the cluster runs")
+	require.NoError(t, c.Nodes()[1].Pause(), "a paused node must not stop Stop")
+	require.NoError(t, c.Stop())
+	require.NoError(t, c.Stop(), "Stop is idempotent")
+	assert.Empty(t, serverProcesses(t, dir))
+	_, err = os.Stat(dir)
+	assert.True(t, os.IsNotExist(err), "the cluster directory is removed")
+	for _, a := range addrs {
+		_, err := net.DialTimeout("tcp", a, time.Second)
+		assert.ErrorIs(t, err, syscall.ECONNREFUSED, "nothing listens on %s", a)
+	}
+}
+
+func TestNothingLeaksAfterFailedTest(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.v", "-test.run=^TestFailsWithClusterUp$")
+	cmd.Env = append(os.Environ(), "PGXHA_TESTCLUSTER_FAILING_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr, "the child test must fail; output:\n%s", out)
+	text := string(out)
+	assert.Contains(t, text, "failing on purpose")
+	assert.Contains(t, text, "last lines of n1's server log", "a failed test gets the node logs")
+	i := strings.Index(text, "CLUSTER_DIR=")
+	require.GreaterOrEqual(t, i, 0, "output:\n%s", text)
+	dir := strings.Fields(text[i+len("CLUSTER_DIR="):])[0]
+	assert.Empty(t, serverProcesses(t, dir))
+	_, err = os.Stat(dir)
+	assert.True(t, os.IsNotExist(err), "the cluster directory %s is removed", dir)
+}
+
+func BenchmarkStart(b *testing.B) {
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		c, err := testcluster.Start(ctx, testcluster.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := c.Stop(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+func BenchmarkFailover(b *testing.B) {
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		c, err := testcluster.Start(ctx, testcluster.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		n1, n2 := c.Nodes()[0], c.Nodes()[1]
+		if err := n1.Kill(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := c.Failover(ctx, n2); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := c.Stop(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
