@@ -1,0 +1,115 @@
+package balancer
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync/atomic"
+)
+
+// LeastBusy returns a Builder of the "least_busy" policy, which picks the
+// candidate with the fewest connections in use relative to its weight, that
+// is the one with the smallest InUse/Weight and so the most idle capacity.
+//
+// Pick reads every candidate's live InUse counter, scanning from a random
+// offset and keeping the first candidate with the smallest score, so that
+// when all candidates tie (as in an idle cluster) each is equally likely. It
+// stops early at a candidate with no connections in use, since none can beat
+// it. Latency is ignored.
+//
+// The Builder and its Pickers are safe for concurrent use. Pick takes time
+// proportional to the number of candidates and does not allocate.
+func LeastBusy() Builder { return leastBusyBuilder{} }
+
+type leastBusyBuilder struct{}
+
+func (leastBusyBuilder) Name() string { return nameLeastBusy }
+
+func (leastBusyBuilder) Build(nodes []Node) Picker {
+	checkNodes(nodes, nameLeastBusy)
+	if len(nodes) == 1 {
+		return single{}
+	}
+	rel, equal := relativeWeights(nodes)
+	if equal {
+		p := &leastInUsePicker{inUse: make([]*atomic.Int64, len(nodes))}
+		for i := range nodes {
+			p.inUse[i] = inUseOf(&nodes[i])
+		}
+		return p
+	}
+	p := &leastBusyPicker{nodes: make([]busyNode, len(nodes))}
+	for i := range nodes {
+		p.nodes[i] = busyNode{inUse: inUseOf(&nodes[i]), invWeight: inverse(rel[i])}
+	}
+	return p
+}
+
+// leastInUsePicker is the least_busy Picker for candidates of equal weight:
+// it compares InUse directly.
+type leastInUsePicker struct {
+	inUse []*atomic.Int64
+}
+
+func (p *leastInUsePicker) Pick() int {
+	start := rand.IntN(len(p.inUse))
+	best, bestInUse := start, int64(math.MaxInt64)
+	// Scan start..n-1, then 0..start-1, keeping the first minimum.
+	for i, c := range p.inUse[start:] {
+		u := c.Load()
+		if u == 0 {
+			return start + i
+		}
+		if u < bestInUse {
+			best, bestInUse = start+i, u
+		}
+	}
+	for i, c := range p.inUse[:start] {
+		u := c.Load()
+		if u == 0 {
+			return i
+		}
+		if u < bestInUse {
+			best, bestInUse = i, u
+		}
+	}
+	return best
+}
+
+type busyNode struct {
+	inUse     *atomic.Int64
+	invWeight float64 // 1/relative weight, >= 1
+}
+
+// leastBusyPicker is the least_busy Picker for candidates of unequal weight.
+type leastBusyPicker struct {
+	nodes []busyNode
+}
+
+func (p *leastBusyPicker) Pick() int {
+	start := rand.IntN(len(p.nodes))
+	// Scores are never NaN, so the first node beats +Inf unless its own
+	// score overflows to +Inf, and then best = start is still right.
+	best, bestScore := start, math.Inf(1)
+	// Scan start..n-1, then 0..start-1, keeping the first minimum.
+	for i := range p.nodes[start:] {
+		nd := &p.nodes[start+i]
+		u := nd.inUse.Load()
+		if u == 0 {
+			return start + i
+		}
+		if score := float64(u) * nd.invWeight; score < bestScore {
+			best, bestScore = start+i, score
+		}
+	}
+	for i := range p.nodes[:start] {
+		nd := &p.nodes[i]
+		u := nd.inUse.Load()
+		if u == 0 {
+			return i
+		}
+		if score := float64(u) * nd.invWeight; score < bestScore {
+			best, bestScore = i, score
+		}
+	}
+	return best
+}
