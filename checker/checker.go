@@ -1,0 +1,115 @@
+// Package checker finds out what a PostgreSQL node is: master or replica, how
+// far its WAL has gone, which replicas stream from it and whether they are
+// synchronous. The hasql Manager runs a Checker on a dedicated connection per
+// node; the PostgreSQL checker does it in one round trip.
+package checker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Checker inspects one node through conn, a connection dedicated to checks
+// (never one of the application's). Check must honour ctx, which carries the
+// per-check timeout, and must not keep conn busy after it returns.
+// Implementations are called from one goroutine per node at a time.
+type Checker interface {
+	Check(ctx context.Context, conn *pgx.Conn) (Result, error)
+}
+
+// Result is what one check found.
+type Result struct {
+	// InRecovery is pg_is_in_recovery(): true on a replica.
+	InRecovery bool
+	// ReadOnly is transaction_read_only in a new transaction: true on a
+	// replica, and on a primary with default_transaction_read_only on.
+	ReadOnly bool
+	// LSN is pg_current_wal_lsn() on a master and pg_last_wal_replay_lsn()
+	// on a replica: how far the node's visible data has gone.
+	LSN LSN
+	// ReceiveLSN is pg_last_wal_receive_lsn() on a replica, 0 on a master.
+	ReceiveLSN LSN
+	// ReplayTime is pg_last_xact_replay_timestamp() on a replica; zero when
+	// nothing has been replayed since start-up, and on a master.
+	ReplayTime time.Time
+	// ReplayPaused reports a replica whose replay was paused
+	// (pg_wal_replay_pause).
+	ReplayPaused bool
+	// ServerTime is clock_timestamp() on the node.
+	ServerTime time.Time
+	// Timeline is the node's timeline: of the WAL it writes on a master, of
+	// the WAL it receives (or last replayed) on a replica.
+	Timeline uint32
+	// Name is how the node appears in its master's pg_stat_replication: the
+	// application_name of its walreceiver (from primary_conninfo), else its
+	// cluster_name. Empty when neither is known.
+	Name string
+	// Replicas lists pg_stat_replication; only a master reports it.
+	Replicas []Replica
+}
+
+// Replica is one row of a master's pg_stat_replication.
+type Replica struct {
+	ApplicationName string
+	// ClientAddr is the replica's address as the master sees it; empty for
+	// a Unix-socket connection.
+	ClientAddr string
+	// State is the walsender state: startup, catchup, streaming, backup,
+	// stopping.
+	State string
+	// SyncState is async, potential, sync or quorum.
+	SyncState string
+	SentLSN   LSN
+	FlushLSN  LSN
+	ReplayLSN LSN
+	// ReplayLag is pg_stat_replication.replay_lag; HasReplayLag is false when
+	// it was NULL (the replica is idle and caught up, or has not reported).
+	ReplayLag    time.Duration
+	HasReplayLag bool
+}
+
+// Sync reports whether the master waits for this replica on commit.
+func (r Replica) Sync() bool { return r.SyncState == "sync" || r.SyncState == "quorum" }
+
+// LSN is a PostgreSQL write-ahead log location (pg_lsn).
+type LSN uint64
+
+// String formats the LSN the way PostgreSQL does: "16/B374D848".
+func (l LSN) String() string {
+	return strings.ToUpper(strconv.FormatUint(uint64(l)>>32, 16) + "/" + strconv.FormatUint(uint64(l)&0xFFFFFFFF, 16))
+}
+
+// ParseLSN parses PostgreSQL's text form of an LSN, "16/B374D848".
+func ParseLSN(s string) (LSN, error) {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, fmt.Errorf("invalid LSN %q: want the form 16/B374D848", s)
+	}
+	h, err := strconv.ParseUint(hi, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("invalid LSN %q: %w", s, err)
+	}
+	l, err := strconv.ParseUint(lo, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("invalid LSN %q: %w", s, err)
+	}
+	return LSN(h<<32 | l), nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (l *LSN) UnmarshalText(b []byte) error {
+	v, err := ParseLSN(string(b))
+	if err != nil {
+		return err
+	}
+	*l = v
+	return nil
+}

@@ -1,0 +1,112 @@
+package checker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/checker"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+func TestLSN(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want checker.LSN
+		err  bool
+	}{
+		{"0/0", 0, false},
+		{"0/16B3748", 0x16B3748, false},
+		{"16/B374D848", 0x16_B374D848, false},
+		{"FFFFFFFF/FFFFFFFF", ^checker.LSN(0), false},
+		{"", 0, true},
+		{"16B374D848", 0, true},
+		{"1/G", 0, true},
+		{"100000000/0", 0, true},
+	} {
+		got, err := checker.ParseLSN(tc.in)
+		if tc.err {
+			assert.Error(t, err, tc.in)
+			continue
+		}
+		require.NoError(t, err, tc.in)
+		assert.Equal(t, tc.want, got, tc.in)
+		if tc.in != "0/0" {
+			assert.Equal(t, tc.in, got.String())
+		}
+	}
+}
+
+func TestConnInfoValue(t *testing.T) {
+	ci := `user=postgres password=******** channel_binding=prefer dbname=replication host=127.0.0.1 port=5432 application_name='my app' fallback_application_name=walreceiver sslmode=disable`
+	assert.Equal(t, "my app", checker.ConnInfoValue(ci, "application_name"))
+	assert.Equal(t, "5432", checker.ConnInfoValue(ci, "port"))
+	assert.Equal(t, "", checker.ConnInfoValue(ci, "cluster_name"))
+	assert.Equal(t, `it's`, checker.ConnInfoValue(`x = 'it\'s'`, "x"))
+	assert.Equal(t, "", checker.ConnInfoValue("garbage", "x"))
+}
+
+func TestPostgreSQLChecker(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	check := func(n *testcluster.Node) checker.Result {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, n.DSN())
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		res, err := checker.PostgreSQL().Check(ctx, conn)
+		require.NoError(t, err)
+		return res
+	}
+
+	m := check(n1)
+	assert.False(t, m.InRecovery)
+	assert.False(t, m.ReadOnly)
+	assert.Equal(t, uint32(1), m.Timeline)
+	assert.NotZero(t, m.LSN)
+	assert.Equal(t, "n1", m.Name)
+	require.Len(t, m.Replicas, 2)
+	states := map[string]string{}
+	for _, r := range m.Replicas {
+		states[r.ApplicationName] = r.SyncState
+		assert.Equal(t, "streaming", r.State)
+		assert.Equal(t, "127.0.0.1", r.ClientAddr)
+		assert.NotZero(t, r.ReplayLSN)
+	}
+	assert.Equal(t, map[string]string{"n2": "sync", "n3": "async"}, states)
+
+	for _, n := range []*testcluster.Node{n2, n3} {
+		r := check(n)
+		assert.True(t, r.InRecovery)
+		assert.True(t, r.ReadOnly)
+		assert.Equal(t, n.Name(), r.Name, "named by the walreceiver's application_name")
+		assert.Equal(t, uint32(1), r.Timeline)
+		assert.Empty(t, r.Replicas)
+		assert.False(t, r.ReplayPaused)
+		assert.NotZero(t, r.ReceiveLSN)
+	}
+
+	require.NoError(t, n3.PauseReplay(ctx))
+	conn, err := pgx.Connect(ctx, n1.DSN())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE TABLE t AS SELECT generate_series(1, 10000) AS id")
+	require.NoError(t, err)
+	after := check(n1)
+	assert.Greater(t, after.LSN, m.LSN, "the master's LSN moves with writes")
+	paused := check(n3)
+	assert.True(t, paused.ReplayPaused)
+	assert.Less(t, paused.LSN, after.LSN, "a paused replica's replay LSN stays behind")
+
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n2))
+	promoted := check(n2)
+	assert.False(t, promoted.InRecovery)
+	assert.Equal(t, uint32(2), promoted.Timeline, "promotion starts timeline 2")
+}
