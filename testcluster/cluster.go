@@ -27,10 +27,28 @@ type Cluster struct {
 	binDir string
 	cred   *syscall.Credential
 
+	// orchestrator, when set by a backend, owns the topology: Master,
+	// Failover and Rejoin ask it instead of the cluster's own bookkeeping.
+	orchestrator orchestrator
+
 	mu        sync.Mutex // guards the bookkeeping below
 	master    *Node
 	syncNames []string // the nodes the master's synchronous_standby_names lists
 	stopped   bool
+}
+
+// backends start a cluster's nodes, by Backend. A start function fills
+// c.nodes (index 0 the first master), sets c.master and c.syncNames, and
+// returns once every replica streams and the synchronous ones show sync.
+var backends = map[Backend]func(c *Cluster, ctx context.Context) error{
+	BackendLocal: (*Cluster).startLocal,
+}
+
+// orchestrator is a backend that manages failover itself (Patroni).
+type orchestrator interface {
+	master() *Node // the current master as the orchestrator sees it, or nil
+	failover(ctx context.Context, to *Node) error
+	rejoin(ctx context.Context, old *Node) error
 }
 
 // nodeDriver is what a backend does for one node.
@@ -64,22 +82,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{opts: opts}
 	begin := time.Now()
-	if err := c.startLocal(ctx); err != nil {
+	start, ok := backends[opts.Backend]
+	if !ok {
+		return nil, fmt.Errorf("testcluster: backend %q is not available in this build", opts.Backend)
+	}
+	if err := start(c, ctx); err != nil {
 		c.Stop()
 		return nil, err
-	}
-	c.master = c.nodes[0]
-	var replicas []string
-	for _, n := range c.nodes[1:] {
-		replicas = append(replicas, n.name)
-	}
-	if err := c.waitStreaming(ctx, c.master, replicas, nil); err != nil {
-		c.Stop()
-		return nil, fmt.Errorf("testcluster: %w", err)
-	}
-	if err := c.setSync(ctx, c.master, replicas[:opts.SyncReplicas]); err != nil {
-		c.Stop()
-		return nil, fmt.Errorf("testcluster: %w", err)
 	}
 	opts.Logf("testcluster: %d nodes up in %s: %s", len(c.nodes), time.Since(begin).Round(time.Millisecond), c.layout())
 	return c, nil
@@ -138,6 +147,9 @@ func (c *Cluster) Nodes() []*Node { return slices.Clone(c.nodes) }
 // Master returns the node that is master now, per the cluster's own
 // bookkeeping (Start, Promote, Failover).
 func (c *Cluster) Master() *Node {
+	if c.orchestrator != nil {
+		return c.orchestrator.master()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.master
@@ -207,6 +219,9 @@ func (c *Cluster) layout() string {
 // point) is rewound with pg_rewind. Failover returns once every repointed
 // replica streams from to.
 func (c *Cluster) Failover(ctx context.Context, to *Node) error {
+	if c.orchestrator != nil {
+		return c.orchestrator.failover(ctx, to)
+	}
 	c.mu.Lock()
 	old, prevSync := c.master, slices.Clone(c.syncNames)
 	c.mu.Unlock()
@@ -268,6 +283,9 @@ func (c *Cluster) Failover(ctx context.Context, to *Node) error {
 // stopped if running, rewound with pg_rewind, configured as a standby and
 // started. Rejoin returns once it streams.
 func (c *Cluster) Rejoin(ctx context.Context, old *Node) error {
+	if c.orchestrator != nil {
+		return c.orchestrator.rejoin(ctx, old)
+	}
 	master := c.Master()
 	if old == master {
 		return fmt.Errorf("testcluster: rejoin: %s is the master", old.name)

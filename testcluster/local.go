@@ -367,7 +367,21 @@ func (c *Cluster) startLocal(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	c.master = c.nodes[0]
+	var replicas []string
+	for _, n := range c.nodes[1:] {
+		replicas = append(replicas, n.name)
+	}
+	if err := c.waitStreaming(ctx, c.master, replicas, nil); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	if err := c.setSync(ctx, c.master, replicas[:c.opts.SyncReplicas]); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	return nil
 }
 
 // hbaConf: trust on the local socket (the harness's own use), passwords over

@@ -35,8 +35,10 @@ type Options struct {
 	Settings map[string]string
 
 	// Backend selects how nodes run: BackendLocal (processes on this
-	// machine, the default). The PGXHA_TESTCLUSTER environment variable
-	// names the backend when Backend is empty.
+	// machine, the default), BackendCompose (containers of
+	// docker-compose.replication.yml) or BackendPatroni (local processes
+	// managed by Patroni and etcd). The PGXHA_TESTCLUSTER environment
+	// variable names the backend when Backend is empty.
 	Backend Backend
 
 	// Logf receives progress lines (start-up, chaos operations). Default:
@@ -50,6 +52,13 @@ type Backend string
 const (
 	// BackendLocal runs every node as a local process, behind a fault proxy.
 	BackendLocal Backend = "local"
+	// BackendCompose runs the nodes as containers of
+	// docker-compose.replication.yml.
+	BackendCompose Backend = "compose"
+	// BackendPatroni runs every node as a local PostgreSQL managed by a
+	// local Patroni, with etcd as the configuration store, each behind a
+	// fault proxy. Patroni, not the test, decides failovers.
+	BackendPatroni Backend = "patroni"
 )
 
 // withDefaults fills in defaults and validates o.
@@ -85,9 +94,9 @@ func (o Options) withDefaults() (Options, error) {
 		o.Backend = BackendLocal
 	}
 	switch o.Backend {
-	case BackendLocal:
+	case BackendLocal, BackendCompose, BackendPatroni:
 	default:
-		return o, fmt.Errorf("testcluster: unknown backend %q: want %q", o.Backend, BackendLocal)
+		return o, fmt.Errorf("testcluster: unknown backend %q: want %q, %q or %q", o.Backend, BackendLocal, BackendCompose, BackendPatroni)
 	}
 	for k := range o.Settings {
 		if !validSettingName(k) {
