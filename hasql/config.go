@@ -1,0 +1,619 @@
+package hasql
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgxha/pgxha/balancer"
+	"github.com/pgxha/pgxha/checker"
+)
+
+// Defaults of the settings a connection string can carry.
+const (
+	DefaultCheckInterval     = 500 * time.Millisecond
+	DefaultCheckTimeout      = time.Second
+	DefaultFastCheckInterval = 20 * time.Millisecond
+	DefaultFastCheckWindow   = 5 * time.Second
+)
+
+// Config configures a Manager. Make it with ParseConfig, then change fields
+// as needed before NewWithConfig. A Config must not be changed after it was
+// passed to NewWithConfig.
+type Config struct {
+	// PoolConfig is the pool configuration parsed from the connection string,
+	// with every hasql_* setting, target_session_attrs and load_balance_hosts
+	// removed. Its ConnConfig names every host; each node's pool gets a copy
+	// naming that node alone. Hooks and pool sizes set here apply to every
+	// node's pool.
+	PoolConfig *pgxpool.Config
+
+	// Nodes lists the hosts of the connection string, in order.
+	Nodes []NodeConfig
+
+	// CheckInterval is the time between two checks of a node in steady
+	// state (hasql_check_interval, default 500ms).
+	CheckInterval time.Duration
+	// CheckTimeout bounds each check of a node, connecting included
+	// (hasql_check_timeout, default 1s). A check that times out makes the
+	// node suspect; a second one in a row marks it down.
+	CheckTimeout time.Duration
+	// FastCheckInterval is the time between checks while the cluster has no
+	// master or its master looks unwell (hasql_fast_check_interval, default
+	// 20ms). After FastCheckWindow (hasql_fast_check_window, default 5s) the
+	// interval backs off to CheckInterval.
+	FastCheckInterval time.Duration
+	FastCheckWindow   time.Duration
+	// WaitOnSocket makes each node's check connection wait on its socket
+	// between checks, so a connection closed by the server (shutdown, crash,
+	// termination) triggers a check at once (hasql_wait_on_socket, default
+	// true).
+	WaitOnSocket bool
+
+	// Balancer picks among candidate nodes (hasql_balancer, default
+	// round_robin; load_balance_hosts=random means random and disable means
+	// first when hasql_balancer is not given).
+	Balancer balancer.Builder
+
+	// MaxLagBytes and MaxLag are the default limits for replicas that
+	// AcquireReplica may return (hasql_max_lag_bytes, hasql_max_lag; 0 means
+	// no limit). The MaxLag replica option overrides them per call.
+	MaxLagBytes int64
+	MaxLag      time.Duration
+
+	// MasterReadWeight lets the master serve reads among the replicas, with
+	// this weight relative to a replica's 1 (hasql_master_read_weight,
+	// default 0: the master serves reads only through FallbackToMaster).
+	MasterReadWeight float64
+
+	// TargetSessionAttrs is target_session_attrs from the connection string
+	// (default "any"). The manager does the routing, so it is never sent: it
+	// sets the default target of DB().
+	TargetSessionAttrs string
+
+	// Checker inspects nodes. Default: checker.PostgreSQL().
+	Checker checker.Checker
+
+	// Logger receives role changes, nodes going down and up, and split
+	// brain. Default: slog.Default(). Steady state logs nothing at Info.
+	Logger *slog.Logger
+
+	// MeterProvider and TracerProvider receive the manager's metrics and
+	// spans. Default: the global providers of go.opentelemetry.io/otel.
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
+
+	// ConfigureNode, when set, is called once per node with a copy of
+	// PoolConfig already pointing at that node, before its pool is made. An
+	// error stops NewWithConfig.
+	ConfigureNode func(node NodeConfig, cfg *pgxpool.Config) error
+
+	createdByParseConfig bool
+}
+
+// NodeConfig is one host of the connection string.
+type NodeConfig struct {
+	// Addr is "host:port" as written in the connection string (the port
+	// filled in when it was implied).
+	Addr string
+	Host string
+	Port uint16
+	// Name is the application_name the node's walreceiver uses in its
+	// master's pg_stat_replication, when it is not the node's cluster_name
+	// or the one in its primary_conninfo (see WithReplicaName).
+	Name string
+	// Weight is the node's weight for the balancer (default 1).
+	Weight float64
+
+	tls []*pgconn.FallbackConfig // the TLS variants pgconn made for this host
+}
+
+// settingKeys are the hasql_* keys a connection string may carry.
+var settingKeys = []string{
+	"hasql_balancer",
+	"hasql_check_interval",
+	"hasql_check_timeout",
+	"hasql_fast_check_interval",
+	"hasql_fast_check_window",
+	"hasql_master_read_weight",
+	"hasql_max_lag",
+	"hasql_max_lag_bytes",
+	"hasql_wait_on_socket",
+}
+
+var targetSessionAttrs = []string{"any", "read-write", "read-only", "primary", "standby", "prefer-standby"}
+
+// ParseConfig parses a multi-host connection string, in URL form
+// (postgres://user:pass@h1:5432,h2:5433/db?...) or keyword/value form
+// (host=h1,h2 port=5432,5433 ...), with libpq's rules: one port applies to
+// every host, a port list must match the host list. Settings for the manager
+// travel as hasql_* parameters (see the README's table) and, like
+// target_session_attrs and load_balance_hosts, are never sent to the server.
+// Everything else is parsed by pgxpool.ParseConfig. Errors name the setting
+// and the value at fault, never the password.
+func ParseConfig(connString string) (*Config, error) {
+	cfg, err := parseConfig(connString)
+	if err != nil {
+		return nil, redact(err, connString)
+	}
+	return cfg, nil
+}
+
+func parseConfig(connString string) (*Config, error) {
+	raw, err := rawHostsPorts(connString)
+	if err != nil {
+		return nil, err
+	}
+	poolCfg, err := parsePool(raw.connString)
+	if err != nil {
+		return nil, parseError(err)
+	}
+	cfg := &Config{
+		PoolConfig:           poolCfg,
+		CheckInterval:        DefaultCheckInterval,
+		CheckTimeout:         DefaultCheckTimeout,
+		FastCheckInterval:    DefaultFastCheckInterval,
+		FastCheckWindow:      DefaultFastCheckWindow,
+		WaitOnSocket:         true,
+		Balancer:             balancer.RoundRobin(),
+		TargetSessionAttrs:   "any",
+		Checker:              checker.PostgreSQL(),
+		createdByParseConfig: true,
+	}
+
+	params := poolCfg.ConnConfig.RuntimeParams
+	var unknown []string
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if strings.HasPrefix(k, "hasql_") && !slices.Contains(settingKeys, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, fmt.Errorf("hasql: unknown setting %s; known settings: %s", strings.Join(unknown, ", "), strings.Join(settingKeys, ", "))
+	}
+	if err := cfg.applySettings(params); err != nil {
+		return nil, err
+	}
+	for k := range params {
+		if strings.HasPrefix(k, "hasql_") || k == "load_balance_hosts" {
+			delete(params, k)
+		}
+	}
+	if tsa, ok := raw.targetSessionAttrs(); ok {
+		if !slices.Contains(targetSessionAttrs, tsa) {
+			return nil, fmt.Errorf("hasql: target_session_attrs %q: want one of %s", tsa, strings.Join(targetSessionAttrs, ", "))
+		}
+		cfg.TargetSessionAttrs = tsa
+	}
+	// The manager routes; pgconn must not reject nodes by role itself.
+	poolCfg.ConnConfig.ValidateConnect = nil
+
+	if cfg.Nodes, err = nodesOf(poolCfg.ConnConfig.Config, raw); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// applySettings reads hasql_* and load_balance_hosts from params.
+func (cfg *Config) applySettings(params map[string]string) error {
+	durations := []struct {
+		key string
+		dst *time.Duration
+		min time.Duration
+	}{
+		{"hasql_check_interval", &cfg.CheckInterval, time.Millisecond},
+		{"hasql_check_timeout", &cfg.CheckTimeout, time.Millisecond},
+		{"hasql_fast_check_interval", &cfg.FastCheckInterval, time.Millisecond},
+		{"hasql_fast_check_window", &cfg.FastCheckWindow, 0},
+		{"hasql_max_lag", &cfg.MaxLag, 0},
+	}
+	for _, d := range durations {
+		v, ok := params[d.key]
+		if !ok {
+			continue
+		}
+		parsed, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("hasql: %s %q: want a duration such as 500ms or 2s", d.key, v)
+		}
+		if parsed < d.min {
+			return fmt.Errorf("hasql: %s %q: must be at least %s", d.key, v, d.min)
+		}
+		*d.dst = parsed
+	}
+	if v, ok := params["hasql_max_lag_bytes"]; ok {
+		n, err := parseBytes(v)
+		if err != nil {
+			return fmt.Errorf("hasql: hasql_max_lag_bytes %q: %w", v, err)
+		}
+		cfg.MaxLagBytes = n
+	}
+	if v, ok := params["hasql_master_read_weight"]; ok {
+		w, err := strconv.ParseFloat(v, 64)
+		if err != nil || w < 0 || math.IsNaN(w) || math.IsInf(w, 0) {
+			return fmt.Errorf("hasql: hasql_master_read_weight %q: want a number >= 0", v)
+		}
+		cfg.MasterReadWeight = w
+	}
+	if v, ok := params["hasql_wait_on_socket"]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("hasql: hasql_wait_on_socket %q: want true or false", v)
+		}
+		cfg.WaitOnSocket = b
+	}
+	if v, ok := params["load_balance_hosts"]; ok {
+		switch v {
+		case "disable":
+			cfg.Balancer = balancer.First()
+		case "random":
+			cfg.Balancer = balancer.Random()
+		default:
+			return fmt.Errorf("hasql: load_balance_hosts %q: want disable or random", v)
+		}
+	}
+	if v, ok := params["hasql_balancer"]; ok {
+		b, err := balancer.ByName(v)
+		if err != nil {
+			return fmt.Errorf("hasql: hasql_balancer: %w", err)
+		}
+		cfg.Balancer = b
+	}
+	return nil
+}
+
+// parseBytes reads a byte count: a plain number, or with a kB, MB, GB or TB
+// suffix (powers of 1024, as in postgresql.conf).
+func parseBytes(s string) (int64, error) {
+	num, mult := s, int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"kB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"TB", 1 << 40}} {
+		if strings.HasSuffix(s, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, errors.New("want a byte count such as 1048576 or 16MB")
+	}
+	return n * mult, nil
+}
+
+// rawSettings is what ParseConfig reads of the connection string itself, to
+// check what pgconn's parser does not: empty hosts and port lists that do
+// not match the host list.
+type rawSettings struct {
+	connString string // possibly with implied ports made explicit
+	url        *url.URL
+	keyword    bool
+}
+
+func (r rawSettings) targetSessionAttrs() (string, bool) {
+	if r.url != nil {
+		if v, ok := r.url.Query()["target_session_attrs"]; ok {
+			return v[0], true
+		}
+	} else if v, ok := connInfoLookup(r.connString, "target_session_attrs"); ok {
+		return v, true
+	}
+	if v := os.Getenv("PGTARGETSESSIONATTRS"); v != "" {
+		return v, true
+	}
+	return "", false
+}
+
+func connInfoLookup(s, key string) (string, bool) {
+	v := checker.ConnInfoValue(s, key)
+	if v != "" {
+		return v, true
+	}
+	// Distinguish "key=''" from absent.
+	return "", strings.Contains(s, key+"=") || strings.Contains(s, key+" =")
+}
+
+func rawHostsPorts(connString string) (rawSettings, error) {
+	r := rawSettings{connString: connString}
+	var hosts, ports []string
+	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
+		u, err := url.Parse(connString)
+		if err != nil {
+			return r, fmt.Errorf("hasql: connection string is not a valid URL: %w", urlErrorOnly(err))
+		}
+		r.url = u
+		q := u.Query()
+		if q.Has("host") || q.Has("port") {
+			if q.Has("host") {
+				hosts = strings.Split(q.Get("host"), ",")
+			}
+			if q.Has("port") {
+				ports = strings.Split(q.Get("port"), ",")
+			}
+		} else if u.Host != "" {
+			elems := strings.Split(u.Host, ",")
+			withPort := 0
+			for i, e := range elems {
+				if e == "" {
+					return r, fmt.Errorf("hasql: empty host at position %d of %q", i+1, u.Host)
+				}
+				h, p, err := net.SplitHostPort(e)
+				if err != nil {
+					h, p = strings.Trim(e, "[]"), ""
+				}
+				if h == "" {
+					return r, fmt.Errorf("hasql: empty host at position %d of %q", i+1, u.Host)
+				}
+				if p != "" {
+					withPort++
+				}
+				hosts = append(hosts, h)
+				ports = append(ports, p)
+			}
+			// pgconn pairs the ports it saw with the first hosts; make an
+			// implied port explicit so each host keeps its own.
+			if withPort > 0 && withPort < len(elems) {
+				def := os.Getenv("PGPORT")
+				if def == "" || strings.Contains(def, ",") {
+					def = "5432"
+				}
+				for i := range elems {
+					if ports[i] == "" {
+						elems[i] = net.JoinHostPort(hosts[i], def)
+					}
+				}
+				u.Host = strings.Join(elems, ",")
+				r.connString = u.String()
+			}
+			ports = nil // per-host ports cannot mismatch
+		}
+	} else {
+		r.keyword = true
+		if v, ok := connInfoLookup(connString, "host"); ok {
+			hosts = strings.Split(v, ",")
+		}
+		if v, ok := connInfoLookup(connString, "port"); ok {
+			ports = strings.Split(v, ",")
+		}
+	}
+	if hosts == nil {
+		if v := os.Getenv("PGHOST"); v != "" {
+			hosts = strings.Split(v, ",")
+		}
+	}
+	if ports == nil {
+		if v := os.Getenv("PGPORT"); v != "" {
+			ports = strings.Split(v, ",")
+		}
+	}
+	for i, h := range hosts {
+		if strings.TrimSpace(h) == "" && len(hosts) > 1 {
+			return r, fmt.Errorf("hasql: empty host at position %d of host list %q", i+1, strings.Join(hosts, ","))
+		}
+	}
+	if len(hosts) > 0 && len(ports) > 1 && len(ports) != len(hosts) {
+		return r, fmt.Errorf("hasql: port list %q has %d entries for %d hosts %q: give one port for all hosts or one per host",
+			strings.Join(ports, ","), len(ports), len(hosts), strings.Join(hosts, ","))
+	}
+	for i, p := range ports {
+		if p == "" && len(ports) > 1 {
+			return r, fmt.Errorf("hasql: empty port at position %d of port list %q", i+1, strings.Join(ports, ","))
+		}
+	}
+	return r, nil
+}
+
+// parsePool is pgxpool.ParseConfig, with a panic of its parser (pgconn's
+// keyword/value parser panics on a quoted value that ends with a backslash)
+// turned into an error.
+func parsePool(connString string) (cfg *pgxpool.Config, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cfg, err = nil, errors.New("hasql: cannot parse connection string: malformed keyword/value string (check quotes and backslashes)")
+		}
+	}()
+	return pgxpool.ParseConfig(connString)
+}
+
+// parseError rewords an error of pgxpool.ParseConfig without the
+// connection string pgconn quotes in it: its redaction of the password is a
+// best effort that misses unusual spellings.
+func parseError(err error) error {
+	var pce *pgconn.ParseConfigError
+	if !errors.As(err, &pce) {
+		return fmt.Errorf("hasql: %w", err)
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		msg = msg[i+3:]
+	}
+	return &configError{msg: "hasql: cannot parse connection string: " + msg, err: pce}
+}
+
+// configError carries a ParseConfigError under a message of its own.
+type configError struct {
+	msg string
+	err error
+}
+
+func (e *configError) Error() string { return e.msg }
+func (e *configError) Unwrap() error { return errors.Unwrap(e.err) }
+
+// urlErrorOnly drops the URL from a *url.Error: it holds the password.
+func urlErrorOnly(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// nodesOf groups pgconn's host list (one entry per host and TLS variant)
+// into nodes.
+func nodesOf(cc pgconn.Config, raw rawSettings) ([]NodeConfig, error) {
+	all := append([]*pgconn.FallbackConfig{{Host: cc.Host, Port: cc.Port, TLSConfig: cc.TLSConfig}}, cc.Fallbacks...)
+	var nodes []NodeConfig
+	for _, fb := range all {
+		if fb.Host == "" {
+			return nil, errors.New("hasql: empty host in the connection string")
+		}
+		addr := net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port)))
+		if strings.HasPrefix(fb.Host, "/") {
+			addr = fb.Host + ":" + strconv.Itoa(int(fb.Port))
+		}
+		// pgconn lists each host once per TLS variant (sslmode prefer: TLS
+		// then plain; allow: plain then TLS): a second entry of the same
+		// address with the other variant belongs to the same host.
+		if n := len(nodes); n > 0 && nodes[n-1].Addr == addr && len(nodes[n-1].tls) == 1 &&
+			(nodes[n-1].tls[0].TLSConfig == nil) != (fb.TLSConfig == nil) {
+			nodes[n-1].tls = append(nodes[n-1].tls, fb)
+			continue
+		}
+		for _, prev := range nodes {
+			if prev.Addr == addr {
+				return nil, fmt.Errorf("hasql: host %s is listed twice", addr)
+			}
+		}
+		nodes = append(nodes, NodeConfig{Addr: addr, Host: fb.Host, Port: fb.Port, Weight: 1, tls: []*pgconn.FallbackConfig{fb}})
+	}
+	return nodes, nil
+}
+
+// Copy returns a deep copy of cfg (pool configuration included), safe to
+// change.
+func (cfg *Config) Copy() *Config {
+	c := *cfg
+	c.PoolConfig = cfg.PoolConfig.Copy()
+	c.Nodes = slices.Clone(cfg.Nodes)
+	for i := range c.Nodes {
+		c.Nodes[i].tls = slices.Clone(c.Nodes[i].tls)
+	}
+	return &c
+}
+
+// validate checks a Config before a Manager is made of it.
+func (cfg *Config) validate() error {
+	if cfg == nil {
+		return errors.New("hasql: nil Config")
+	}
+	if !cfg.createdByParseConfig {
+		return errors.New("hasql: config must be created by ParseConfig")
+	}
+	if len(cfg.Nodes) == 0 {
+		return errors.New("hasql: no host in the connection string")
+	}
+	for name, d := range map[string]time.Duration{
+		"CheckInterval": cfg.CheckInterval, "CheckTimeout": cfg.CheckTimeout, "FastCheckInterval": cfg.FastCheckInterval,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("hasql: %s %s: must be positive", name, d)
+		}
+	}
+	if cfg.FastCheckWindow < 0 || cfg.MaxLag < 0 || cfg.MaxLagBytes < 0 {
+		return errors.New("hasql: FastCheckWindow, MaxLag and MaxLagBytes must not be negative")
+	}
+	if cfg.MasterReadWeight < 0 || math.IsNaN(cfg.MasterReadWeight) || math.IsInf(cfg.MasterReadWeight, 0) {
+		return fmt.Errorf("hasql: MasterReadWeight %v: want a number >= 0", cfg.MasterReadWeight)
+	}
+	for _, n := range cfg.Nodes {
+		if !(n.Weight > 0) || math.IsInf(n.Weight, 0) {
+			return fmt.Errorf("hasql: node %s: weight %v: want a number > 0", n.Addr, n.Weight)
+		}
+	}
+	if cfg.Balancer == nil || cfg.Checker == nil {
+		return errors.New("hasql: Balancer and Checker must be set")
+	}
+	return nil
+}
+
+// nodePoolConfig makes the pool configuration of one node.
+func (cfg *Config) nodePoolConfig(n NodeConfig) (*pgxpool.Config, error) {
+	pc := cfg.PoolConfig.Copy()
+	cc := &pc.ConnConfig.Config
+	cc.Host, cc.Port, cc.TLSConfig = n.tls[0].Host, n.tls[0].Port, n.tls[0].TLSConfig
+	cc.Fallbacks = nil
+	for _, fb := range n.tls[1:] {
+		f := *fb
+		cc.Fallbacks = append(cc.Fallbacks, &f)
+	}
+	cc.ValidateConnect = nil
+	if cfg.ConfigureNode != nil {
+		if err := cfg.ConfigureNode(n, pc); err != nil {
+			return nil, fmt.Errorf("hasql: ConfigureNode %s: %w", n.Addr, err)
+		}
+	}
+	return pc, nil
+}
+
+// redact removes the password of connString from err's text, whatever
+// produced it.
+func redact(err error, connString string) error {
+	msg := err.Error()
+	if clean := Redact(connString, msg); clean != msg {
+		return &redactedError{msg: clean, err: err}
+	}
+	return err
+}
+
+// Redact returns text with the password of connString, and anything that
+// looks like a password in a connection string (password=..., the user
+// information of a URL), replaced by xxxxx. Use it on anything derived from
+// a connection string before it is shown or logged.
+func Redact(connString, text string) string {
+	clean := passwordKV.ReplaceAllString(text, "password=xxxxx")
+	clean = urlUserinfo.ReplaceAllString(clean, "://xxxxx@")
+	if pw := passwordOf(connString); pw != "" {
+		clean = strings.ReplaceAll(clean, pw, "xxxxx")
+	}
+	return clean
+}
+
+var (
+	passwordKV  = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)`)
+	urlUserinfo = regexp.MustCompile(`://[^/@\s]*@`)
+)
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// passwordOf finds the password in a connection string, best effort.
+func passwordOf(connString string) string {
+	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
+		if u, err := url.Parse(connString); err == nil {
+			if pw, ok := u.User.Password(); ok {
+				return pw
+			}
+			return u.Query().Get("password")
+		}
+		// An unparsable URL: take what sits between the scheme's user and @.
+		rest := connString[strings.Index(connString, "://")+3:]
+		if at := strings.LastIndex(rest, "@"); at > 0 {
+			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
+				return pw
+			}
+		}
+		return ""
+	}
+	return checker.ConnInfoValue(connString, "password")
+}

@@ -1,0 +1,200 @@
+package hasql_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/hasql"
+)
+
+const secret = "s3cr3t-pa55word"
+
+func addrs(cfg *hasql.Config) []string {
+	var out []string
+	for _, n := range cfg.Nodes {
+		out = append(out, n.Addr)
+	}
+	return out
+}
+
+func TestParseConfigHosts(t *testing.T) {
+	for _, tc := range []struct {
+		name, dsn string
+		want      []string
+	}{
+		{"url per-host ports", "postgres://u:" + secret + "@h1:5433,h2:5434,h3:5435/db", []string{"h1:5433", "h2:5434", "h3:5435"}},
+		{"url default port", "postgres://u@h1,h2/db", []string{"h1:5432", "h2:5432"}},
+		{"url mixed ports keep their hosts", "postgres://u@h1:6000,h2,h3:6001/db", []string{"h1:6000", "h2:5432", "h3:6001"}},
+		{"url ipv6", "postgres://u@[::1]:5433/db", []string{"[::1]:5433"}},
+		{"kv ipv6", "host=::1,::2 user=u", []string{"[::1]:5432", "[::2]:5432"}},
+		{"kv one port for all", "host=h1,h2,h3 port=6000 user=u", []string{"h1:6000", "h2:6000", "h3:6000"}},
+		{"kv port per host", "host=h1,h2 port=6000,6001 user=u password=" + secret, []string{"h1:6000", "h2:6001"}},
+		{"kv no port", "host=h1,h2 user=u", []string{"h1:5432", "h2:5432"}},
+		{"unix socket", "host=/tmp port=5433 user=u", []string{"/tmp:5433"}},
+		{"sslmode prefer makes one node per host", "postgres://u@h1,h2/db?sslmode=prefer", []string{"h1:5432", "h2:5432"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := hasql.ParseConfig(tc.dsn)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, addrs(cfg))
+		})
+	}
+}
+
+func TestParseConfigSettings(t *testing.T) {
+	cfg, err := hasql.ParseConfig("postgres://u:" + secret + "@h1,h2/db?hasql_check_interval=250ms&hasql_check_timeout=2s" +
+		"&hasql_fast_check_interval=10ms&hasql_fast_check_window=3s&hasql_balancer=least_busy&hasql_max_lag_bytes=16MB" +
+		"&hasql_max_lag=5s&hasql_master_read_weight=0.5&hasql_wait_on_socket=false&target_session_attrs=read-write" +
+		"&load_balance_hosts=random&application_name=svc&pool_max_conns=7")
+	require.NoError(t, err)
+	assert.Equal(t, 250*time.Millisecond, cfg.CheckInterval)
+	assert.Equal(t, 2*time.Second, cfg.CheckTimeout)
+	assert.Equal(t, 10*time.Millisecond, cfg.FastCheckInterval)
+	assert.Equal(t, 3*time.Second, cfg.FastCheckWindow)
+	assert.Equal(t, "least_busy", cfg.Balancer.Name(), "hasql_balancer wins over load_balance_hosts")
+	assert.Equal(t, int64(16<<20), cfg.MaxLagBytes)
+	assert.Equal(t, 5*time.Second, cfg.MaxLag)
+	assert.Equal(t, 0.5, cfg.MasterReadWeight)
+	assert.False(t, cfg.WaitOnSocket)
+	assert.Equal(t, "read-write", cfg.TargetSessionAttrs)
+	assert.Equal(t, int32(7), cfg.PoolConfig.MaxConns)
+	params := cfg.PoolConfig.ConnConfig.RuntimeParams
+	assert.Equal(t, map[string]string{"application_name": "svc"}, params, "library keys are never sent to the server")
+	assert.Nil(t, cfg.PoolConfig.ConnConfig.ValidateConnect, "routing is the manager's, not pgconn's")
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := hasql.ParseConfig("host=h1,h2 user=u")
+	require.NoError(t, err)
+	assert.Equal(t, hasql.DefaultCheckInterval, cfg.CheckInterval)
+	assert.Equal(t, hasql.DefaultCheckTimeout, cfg.CheckTimeout)
+	assert.Equal(t, hasql.DefaultFastCheckInterval, cfg.FastCheckInterval)
+	assert.Equal(t, "round_robin", cfg.Balancer.Name())
+	assert.True(t, cfg.WaitOnSocket)
+	assert.Equal(t, "any", cfg.TargetSessionAttrs)
+	assert.Zero(t, cfg.MaxLagBytes)
+	assert.Zero(t, cfg.MasterReadWeight)
+
+	lb, err := hasql.ParseConfig("host=h1,h2 user=u load_balance_hosts=disable")
+	require.NoError(t, err)
+	assert.Equal(t, "first", lb.Balancer.Name())
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, dsn string
+		want      []string // all must appear in the error
+	}{
+		{"bad port", "postgres://u:" + secret + "@h1:5432,h2:99999/db", []string{"port"}},
+		{"non-numeric port kv", "host=h1 port=abc user=u password=" + secret, []string{"port"}},
+		{"port list mismatch", "host=h1,h2,h3 port=5432,5433 user=u password=" + secret, []string{"5432,5433", "2 entries", "3 hosts"}},
+		{"unknown hasql key", "postgres://u:" + secret + "@h1/db?hasql_chek_interval=1s", []string{"hasql_chek_interval", "hasql_check_interval"}},
+		{"bad duration", "postgres://u:" + secret + "@h1/db?hasql_check_interval=fast", []string{"hasql_check_interval", `"fast"`}},
+		{"duration without unit", "host=h1 user=u password=" + secret + " hasql_check_timeout=500", []string{"hasql_check_timeout", `"500"`}},
+		{"zero interval", "host=h1 user=u hasql_check_interval=0s", []string{"hasql_check_interval", "at least"}},
+		{"empty host url", "postgres://u:" + secret + "@h1,,h3/db", []string{"empty host", "position 2"}},
+		{"empty host kv", "host=h1,,h3 user=u password=" + secret, []string{"empty host", "position 2"}},
+		{"empty port kv", "host=h1,h2 port=5432, user=u", []string{"empty port"}},
+		{"bad balancer", "host=h1 user=u hasql_balancer=fastest", []string{"hasql_balancer", "fastest", "round_robin"}},
+		{"bad max lag bytes", "host=h1 user=u hasql_max_lag_bytes=lots", []string{"hasql_max_lag_bytes", "lots"}},
+		{"negative weight", "host=h1 user=u hasql_master_read_weight=-1", []string{"hasql_master_read_weight", "-1"}},
+		{"bad bool", "host=h1 user=u hasql_wait_on_socket=maybe", []string{"hasql_wait_on_socket", "maybe"}},
+		{"bad target_session_attrs", "postgres://u:" + secret + "@h1/db?target_session_attrs=writer", []string{"target_session_attrs", "writer"}},
+		{"bad load_balance_hosts", "host=h1 user=u load_balance_hosts=yes", []string{"load_balance_hosts", "yes"}},
+		{"duplicate host", "host=h1,h1 user=u", []string{"h1:5432", "twice"}},
+		{"duplicate host sslmode disable", "host=h1,h1 user=u sslmode=disable", []string{"h1:5432", "twice"}},
+		{"duplicate host sslmode allow", "host=h1,h2,h1 user=u sslmode=allow", []string{"h1:5432", "twice"}},
+		{"broken url", "postgres://u:" + secret + "@h1:5432/db%zz", []string{"URL"}},
+		{"broken kv", "host=h1 user=u password='" + secret, []string{"cannot parse"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := hasql.ParseConfig(tc.dsn)
+			require.Error(t, err)
+			assert.Nil(t, cfg)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+			assert.NotContains(t, err.Error(), secret, "never the password")
+		})
+	}
+}
+
+func TestOptionsErrors(t *testing.T) {
+	ctx := t.Context()
+	for _, tc := range []struct {
+		opt  hasql.Option
+		want string
+	}{
+		{hasql.WithReplicaName("nowhere:1", "n9"), "no host nowhere:1"},
+		{hasql.WithNodeWeight("h1:5432", 0), "want a number > 0"},
+		{hasql.WithNodeWeight("nowhere:1", 1), "no host nowhere:1"},
+		{hasql.WithMasterReadWeight(-2), "want a number >= 0"},
+		{hasql.WithBalancer(nil), "nil balancer"},
+		{hasql.WithChecker(nil), "nil checker"},
+	} {
+		m, err := hasql.New(ctx, "postgres://u:"+secret+"@h1,h2/db", tc.opt)
+		require.Error(t, err)
+		assert.Nil(t, m)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+}
+
+func TestNewWithConfigRefusesHandMadeConfig(t *testing.T) {
+	_, err := hasql.NewWithConfig(t.Context(), &hasql.Config{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "ParseConfig")
+}
+
+func TestConfigCopyIsIndependent(t *testing.T) {
+	cfg, err := hasql.ParseConfig("host=h1,h2 user=u application_name=a")
+	require.NoError(t, err)
+	cp := cfg.Copy()
+	cp.Nodes[0].Weight = 5
+	cp.PoolConfig.ConnConfig.RuntimeParams["application_name"] = "b"
+	assert.Equal(t, 1.0, cfg.Nodes[0].Weight)
+	assert.Equal(t, "a", cfg.PoolConfig.ConnConfig.RuntimeParams["application_name"])
+}
+
+func FuzzParseConfig(f *testing.F) {
+	for _, s := range []string{
+		"h1:5432,h2:5433/db?hasql_check_interval=1s",
+		"host=h1,h2 port=5432,5433 user=u",
+		"h1,,h2/db",
+		"host=h1 port=1,2,3",
+		"[::1]:5/db?hasql_balancer=p2c",
+		"h1:5432/db%zz",
+		"host=h1 password = 'x",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		// The password sits where a password goes; whatever else s makes
+		// of the string, it must not show up in an error.
+		for _, dsn := range []string{
+			"postgres://u:" + secret + "@" + s,
+			"password=" + secret + " " + s,
+			s + " password='" + secret + "'",
+			s,
+		} {
+			cfg, err := hasql.ParseConfig(dsn)
+			if err != nil {
+				if !strings.Contains(s, secret) && strings.Contains(err.Error(), secret) {
+					t.Fatalf("error shows the password: %v", err)
+				}
+				continue
+			}
+			if len(cfg.Nodes) == 0 {
+				t.Fatalf("no node from %q", dsn)
+			}
+			for k := range cfg.PoolConfig.ConnConfig.RuntimeParams {
+				if strings.HasPrefix(k, "hasql_") || k == "load_balance_hosts" {
+					t.Fatalf("%s would be sent to the server", k)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,115 @@
+package hasql
+
+import (
+	"errors"
+	"strings"
+)
+
+var (
+	// ErrNoMaster: no node qualified as master before the context ended.
+	ErrNoMaster = errors.New("hasql: no master")
+	// ErrNoReplica: no replica qualified before the context ended.
+	ErrNoReplica = errors.New("hasql: no replica")
+	// ErrClosed: the Manager was closed.
+	ErrClosed = errors.New("hasql: manager closed")
+	// ErrSplitBrain: more than one node is writable and their timelines do
+	// not tell which is the master. Writes are refused until it resolves.
+	ErrSplitBrain = errors.New("hasql: split brain")
+)
+
+// NoNodeError is returned by acquires that found no qualifying node before
+// their context ended. It unwraps to ErrNoMaster or ErrNoReplica, to the
+// context's error, and to each node's last error.
+type NoNodeError struct {
+	// Target is ErrNoMaster or ErrNoReplica.
+	Target error
+	// Cause is why the wait ended: the context's error.
+	Cause error
+	// Nodes is the state of every node when the wait ended.
+	Nodes []NodeStatus
+}
+
+func (e *NoNodeError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Target.Error())
+	if e.Cause != nil {
+		b.WriteString(" (")
+		b.WriteString(e.Cause.Error())
+		b.WriteString(")")
+	}
+	for i, n := range e.Nodes {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(n.Addr)
+		b.WriteString(" ")
+		b.WriteString(describe(n))
+	}
+	return b.String()
+}
+
+// describe says in a few words what a node is.
+func describe(n NodeStatus) string {
+	switch {
+	case n.LastError != nil && n.Role == RoleUnknown:
+		return "down: " + n.LastError.Error()
+	case n.SplitBrain && n.Role == RoleUnknown:
+		return "writable, not used (split brain)"
+	case n.LastCheck.IsZero():
+		return "not checked yet"
+	case n.Suspect:
+		return n.Role.String() + ", suspect: " + errString(n.LastError)
+	default:
+		return n.Role.String()
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "no error"
+	}
+	return err.Error()
+}
+
+func (e *NoNodeError) Unwrap() []error {
+	errs := []error{e.Target}
+	if e.Cause != nil {
+		errs = append(errs, e.Cause)
+	}
+	for _, n := range e.Nodes {
+		if n.LastError != nil {
+			errs = append(errs, n.LastError)
+		}
+	}
+	return errs
+}
+
+// SplitBrainError names the nodes that are writable together on the same,
+// highest timeline. It unwraps to ErrSplitBrain.
+type SplitBrainError struct {
+	Addrs    []string
+	Timeline uint32
+}
+
+func (e *SplitBrainError) Error() string {
+	return "hasql: split brain: " + strings.Join(e.Addrs, " and ") +
+		" are all writable on timeline " + uitoa(e.Timeline) + "; refusing writes until only one is"
+}
+
+func (e *SplitBrainError) Unwrap() error { return ErrSplitBrain }
+
+func uitoa(v uint32) string {
+	if v == 0 {
+		return "0"
+	}
+	var buf [10]byte
+	i := len(buf)
+	for v > 0 {
+		i--
+		buf[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return string(buf[i:])
+}

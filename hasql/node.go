@@ -1,0 +1,338 @@
+package hasql
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgxha/pgxha/checker"
+)
+
+// node is one host of the connection string: its pool, its check
+// connection and what the manager knows of it.
+type node struct {
+	// Read-only after newNode.
+	m        *Manager
+	index    int
+	cfg      NodeConfig
+	pool     *pgxpool.Pool
+	checkCfg *pgx.ConnConfig
+	conns    connRegistry
+
+	// Live values read lock-free by acquires and balancers.
+	inUse       atomic.Int64 // connections acquired through the manager, not yet released
+	acquires    atomic.Int64 // connections acquired through the manager, ever
+	acquireErrs atomic.Int64 // failed acquires from this node's pool, ever
+	latencyEWMA atomic.Int64 // smoothed check latency, nanoseconds
+	replayLSN   atomic.Uint64
+	lagBytes    atomic.Int64
+	lagNanos    atomic.Int64
+	lagKnown    atomic.Bool
+	sync        atomic.Bool
+	suspect     atomic.Bool
+	poisoned    sync.Map // *pgx.Conn → struct{}: met 25006, closed on release
+	nPoisoned   atomic.Int64
+
+	// Re-check requests: pending is set, then the wait in progress (if any)
+	// is cancelled; a burst of requests collapses into one check.
+	pending    atomic.Bool
+	cancelWait atomic.Pointer[context.CancelFunc]
+
+	// Owned by the node's check goroutine.
+	conn     *pgx.Conn
+	remoteIP string
+
+	// Guarded by m.mu.
+	view nodeView
+}
+
+// nodeView is the manager's bookkeeping of a node; guarded by m.mu.
+type nodeView struct {
+	checked    bool // a check has finished
+	up         bool
+	suspect    bool
+	timeouts   int // consecutive timed-out checks
+	res        checker.Result
+	resAt      time.Time
+	latency    time.Duration
+	ewma       time.Duration
+	lastErr    error
+	lastErrAt  time.Time
+	role       Role
+	syncState  string
+	writable   bool
+	splitBrain bool
+	lagBytes   int64
+	lag        time.Duration
+	lagKnown   bool
+	lagAt      time.Time
+	remoteIP   string
+}
+
+func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, error) {
+	pc, err := m.cfg.nodePoolConfig(nc)
+	if err != nil {
+		return nil, err
+	}
+	n := &node{m: m, index: index, cfg: nc}
+
+	// The check connection: the node's settings, its own name, no user
+	// tracer (checks are not the application's queries) and no timeout of
+	// its own (each check has CheckTimeout).
+	n.checkCfg = pc.ConnConfig.Copy()
+	n.checkCfg.Tracer = nil
+	n.checkCfg.RuntimeParams["application_name"] = "pgxha-check"
+	n.checkCfg.ConnectTimeout = 0
+
+	userTracer := pc.ConnConfig.Tracer
+	pc.ConnConfig.Tracer = newNodeTracer(n, userTracer)
+	dial := pc.ConnConfig.DialFunc
+	pc.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return n.conns.track(c), nil
+	}
+	n.pool, err = pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("hasql: pool for %s: %w", nc.Addr, err)
+	}
+	return n, nil
+}
+
+// run is the node's check loop, owned by the Manager: it ends on Close.
+func (n *node) run(checked chan<- struct{}) {
+	m := n.m
+	defer m.wg.Done()
+	defer n.closeCheckConn()
+	first := true
+	for m.ctx.Err() == nil {
+		n.pending.Store(false)
+		res, latency, err := n.check()
+		if m.ctx.Err() != nil {
+			return
+		}
+		again := m.report(n, res, latency, err)
+		if first {
+			first = false
+			checked <- struct{}{} // buffered for every node
+		}
+		if again {
+			continue
+		}
+		n.wait(m.interval())
+	}
+}
+
+// check runs one check, connecting first if needed, within CheckTimeout.
+func (n *node) check() (checker.Result, time.Duration, error) {
+	m := n.m
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.CheckTimeout)
+	defer cancel()
+	begin := time.Now()
+	if m.snap.Load().master == n {
+		// A master whose check is slow may be hanging: check the others
+		// fast meanwhile, so a promotion is seen at once.
+		slow := time.AfterFunc(m.slowThreshold(n), func() { m.masterSlow(n) })
+		defer slow.Stop()
+	}
+	if n.conn == nil || n.conn.IsClosed() {
+		conn, err := pgx.ConnectConfig(ctx, n.checkCfg)
+		if err != nil {
+			if ctx.Err() != nil && m.ctx.Err() == nil {
+				err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
+			}
+			return checker.Result{}, time.Since(begin), err
+		}
+		n.conn = conn
+		if a, ok := conn.PgConn().Conn().RemoteAddr().(*net.TCPAddr); ok {
+			n.remoteIP = a.IP.String()
+		}
+	}
+	res, err := m.cfg.Checker.Check(ctx, n.conn)
+	latency := time.Since(begin)
+	if err != nil {
+		n.closeCheckConn()
+		if ctx.Err() != nil && m.ctx.Err() == nil {
+			err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
+		}
+	}
+	return res, latency, err
+}
+
+func (n *node) closeCheckConn() {
+	if n.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	n.conn.Close(ctx)
+	n.conn = nil
+}
+
+// wait waits d before the next check, or less when a re-check is requested,
+// the manager closes or (with WaitOnSocket) the check connection's server
+// closes it.
+func (n *node) wait(d time.Duration) {
+	ctx, cancel := context.WithTimeout(n.m.ctx, d)
+	defer cancel()
+	n.cancelWait.Store(&cancel)
+	defer n.cancelWait.Store(nil)
+	if n.pending.Load() {
+		return
+	}
+	if n.m.cfg.WaitOnSocket && n.conn != nil {
+		// Reads the socket until ctx ends: an error other than ctx's means
+		// the server went away (shutdown, crash, termination).
+		err := n.conn.PgConn().WaitForNotification(ctx)
+		if err != nil && ctx.Err() == nil {
+			n.closeCheckConn()
+		}
+		return
+	}
+	<-ctx.Done()
+}
+
+// trigger requests a check now.
+func (n *node) trigger() {
+	n.pending.Store(true)
+	if c := n.cancelWait.Load(); c != nil {
+		(*c)()
+	}
+}
+
+// acquireFailed records a failed acquire from the node's pool and has the
+// node checked at once.
+func (n *node) acquireFailed(err error) {
+	n.acquireErrs.Add(1)
+	n.m.mu.Lock()
+	if n.view.up {
+		// A node already down keeps the error that put it down.
+		n.view.lastErr, n.view.lastErrAt = fmt.Errorf("acquire: %w", err), time.Now()
+	}
+	n.m.mu.Unlock()
+	n.trigger()
+}
+
+// withinLag reports whether the node's last known lag is within the limits
+// (0: no limit). With a limit, an unknown lag does not qualify.
+func (n *node) withinLag(maxBytes int64, maxLag time.Duration) bool {
+	if maxBytes == 0 && maxLag == 0 {
+		return true
+	}
+	if !n.lagKnown.Load() {
+		return false
+	}
+	if maxBytes > 0 && n.lagBytes.Load() > maxBytes {
+		return false
+	}
+	if maxLag > 0 && time.Duration(n.lagNanos.Load()) > maxLag {
+		return false
+	}
+	return true
+}
+
+// statusLocked builds the node's NodeStatus. Caller must hold m.mu.
+func (n *node) statusLocked() NodeStatus {
+	v := &n.view
+	st := NodeStatus{
+		Addr:         n.cfg.Addr,
+		Name:         n.name(),
+		Role:         v.role,
+		Up:           v.up || v.suspect,
+		Suspect:      v.suspect,
+		Writable:     v.writable,
+		SplitBrain:   v.splitBrain,
+		SyncState:    v.syncState,
+		LastCheck:    v.resAt,
+		CheckLatency: v.latency,
+		LastError:    v.lastErr,
+		LastErrorAt:  v.lastErrAt,
+	}
+	if v.up || v.suspect {
+		st.Timeline = v.res.Timeline
+		st.LSN = v.res.LSN
+		st.ReplayPaused = v.res.ReplayPaused
+		if v.res.InRecovery {
+			st.ReceiveLSN = v.res.ReceiveLSN
+		}
+	}
+	if v.role.IsReplica() {
+		st.LagBytes, st.Lag, st.LagKnown, st.LagAt = v.lagBytes, v.lag, v.lagKnown, v.lagAt
+	}
+	return st
+}
+
+// name is how the node is known in its master's pg_stat_replication.
+// Caller must hold m.mu.
+func (n *node) name() string {
+	if n.cfg.Name != "" {
+		return n.cfg.Name
+	}
+	return n.view.res.Name
+}
+
+// sever closes every connection of the node's pool that is checked out,
+// after the pool was reset: operations in flight on a hung or fenced node
+// fail now instead of when the application's context ends.
+func (n *node) sever() int {
+	return n.conns.closeAll()
+}
+
+// connRegistry tracks the network connections of a node's pool.
+type connRegistry struct {
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+}
+
+type trackedConn struct {
+	net.Conn
+	reg  *connRegistry
+	once sync.Once
+}
+
+func (r *connRegistry) track(c net.Conn) net.Conn {
+	tc := &trackedConn{Conn: c, reg: r}
+	r.mu.Lock()
+	if r.conns == nil {
+		r.conns = make(map[*trackedConn]struct{})
+	}
+	r.conns[tc] = struct{}{}
+	r.mu.Unlock()
+	return tc
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.reg.mu.Lock()
+		delete(c.reg.conns, c)
+		c.reg.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (r *connRegistry) closeAll() int {
+	r.mu.Lock()
+	conns := make([]*trackedConn, 0, len(r.conns))
+	for c := range r.conns {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	return len(conns)
+}
+
+func (r *connRegistry) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns)
+}

@@ -1,0 +1,179 @@
+package hasql
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgxha/pgxha/balancer"
+	"github.com/pgxha/pgxha/checker"
+)
+
+// Option changes a Config for New: everything a connection string cannot
+// carry.
+type Option func(*Config) error
+
+// WithBalancer sets the balancer (see package balancer; any Builder works).
+func WithBalancer(b balancer.Builder) Option {
+	return func(c *Config) error {
+		if b == nil {
+			return fmt.Errorf("hasql: WithBalancer: nil balancer")
+		}
+		c.Balancer = b
+		return nil
+	}
+}
+
+// WithChecker sets the node checker.
+func WithChecker(ch checker.Checker) Option {
+	return func(c *Config) error {
+		if ch == nil {
+			return fmt.Errorf("hasql: WithChecker: nil checker")
+		}
+		c.Checker = ch
+		return nil
+	}
+}
+
+// WithLogger sets the logger for role changes, node failures and split brain.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *Config) error { c.Logger = l; return nil }
+}
+
+// WithMeterProvider sets the OpenTelemetry meter provider.
+func WithMeterProvider(p metric.MeterProvider) Option {
+	return func(c *Config) error { c.MeterProvider = p; return nil }
+}
+
+// WithTracerProvider sets the OpenTelemetry tracer provider.
+func WithTracerProvider(p trace.TracerProvider) Option {
+	return func(c *Config) error { c.TracerProvider = p; return nil }
+}
+
+// WithConfigureNode sets a hook that adjusts each node's pool configuration.
+func WithConfigureNode(f func(node NodeConfig, cfg *pgxpool.Config) error) Option {
+	return func(c *Config) error { c.ConfigureNode = f; return nil }
+}
+
+// WithCheckInterval and WithCheckTimeout set what hasql_check_interval and
+// hasql_check_timeout set.
+func WithCheckInterval(d time.Duration) Option {
+	return func(c *Config) error { c.CheckInterval = d; return nil }
+}
+
+// WithCheckTimeout sets the per-check timeout.
+func WithCheckTimeout(d time.Duration) Option {
+	return func(c *Config) error { c.CheckTimeout = d; return nil }
+}
+
+// WithMasterReadWeight lets the master serve reads with weight w relative to
+// a replica's 1 (0: never, except through FallbackToMaster).
+func WithMasterReadWeight(w float64) Option {
+	return func(c *Config) error {
+		if w < 0 || math.IsNaN(w) || math.IsInf(w, 0) {
+			return fmt.Errorf("hasql: WithMasterReadWeight %v: want a number >= 0", w)
+		}
+		c.MasterReadWeight = w
+		return nil
+	}
+}
+
+// WithReplicaName tells the manager the name under which the node at addr
+// appears in its master's pg_stat_replication (application_name), for
+// replicas whose name the checker cannot find out itself (no pg_monitor role,
+// a name set by a proxy). addr is as written in the connection string.
+func WithReplicaName(addr, name string) Option {
+	return func(c *Config) error {
+		for i := range c.Nodes {
+			if c.Nodes[i].Addr == addr {
+				c.Nodes[i].Name = name
+				return nil
+			}
+		}
+		return fmt.Errorf("hasql: WithReplicaName: no host %s in the connection string (hosts: %s)", addr, addrList(c.Nodes))
+	}
+}
+
+// WithNodeWeight sets the balancer weight of the node at addr (default 1).
+func WithNodeWeight(addr string, w float64) Option {
+	return func(c *Config) error {
+		if !(w > 0) || math.IsInf(w, 0) {
+			return fmt.Errorf("hasql: WithNodeWeight %s: weight %v: want a number > 0", addr, w)
+		}
+		for i := range c.Nodes {
+			if c.Nodes[i].Addr == addr {
+				c.Nodes[i].Weight = w
+				return nil
+			}
+		}
+		return fmt.Errorf("hasql: WithNodeWeight: no host %s in the connection string (hosts: %s)", addr, addrList(c.Nodes))
+	}
+}
+
+func addrList(nodes []NodeConfig) string {
+	s := ""
+	for i, n := range nodes {
+		if i > 0 {
+			s += ", "
+		}
+		s += n.Addr
+	}
+	return s
+}
+
+// ReplicaOption narrows which replicas AcquireReplica and Replica may use.
+type ReplicaOption func(*replicaOptions)
+
+type replicaOptions struct {
+	syncOnly    bool
+	preferSync  bool
+	fallback    bool
+	lagSet      bool
+	maxLagBytes int64
+	maxLag      time.Duration
+	minLSN      LSN
+	minLSNWait  time.Duration
+}
+
+// custom reports whether the options need a candidate set of their own,
+// beyond the sets every snapshot prepares.
+func (o *replicaOptions) custom() bool { return o.lagSet || o.minLSN != 0 }
+
+// SyncOnly accepts only synchronous replicas.
+func SyncOnly() ReplicaOption { return func(o *replicaOptions) { o.syncOnly = true } }
+
+// PreferSync uses synchronous replicas while any qualifies, then
+// asynchronous ones.
+func PreferSync() ReplicaOption { return func(o *replicaOptions) { o.preferSync = true } }
+
+// MaxLag accepts only replicas at most bytes of WAL and d of time behind the
+// master; 0 means no limit for that measure. It replaces the connection
+// string's hasql_max_lag_bytes and hasql_max_lag for this call. A replica
+// whose lag is not known (no master seen yet) does not qualify while a limit
+// is set.
+func MaxLag(bytes int64, d time.Duration) ReplicaOption {
+	return func(o *replicaOptions) { o.lagSet, o.maxLagBytes, o.maxLag = true, max(bytes, 0), max(d, 0) }
+}
+
+// FallbackToMaster uses the master when no replica qualifies, instead of
+// waiting for one.
+func FallbackToMaster() ReplicaOption { return func(o *replicaOptions) { o.fallback = true } }
+
+// MinLSN accepts only replicas that have replayed WAL up to lsn, for
+// read-your-writes: take the LSN after a write (see Manager.CurrentLSN) and
+// pass it here. A replica whose last check is behind lsn is asked again on
+// the connection itself before it is refused. With FallbackToMaster the
+// master serves when no replica has caught up within MinLSNWait.
+func MinLSN(lsn LSN) ReplicaOption { return func(o *replicaOptions) { o.minLSN = lsn } }
+
+// MinLSNWait bounds how long an acquire with MinLSN waits for a replica to
+// catch up before it falls back to the master (with FallbackToMaster) or
+// keeps waiting until its context ends. Default 0: fall back at once.
+func MinLSNWait(d time.Duration) ReplicaOption {
+	return func(o *replicaOptions) { o.minLSNWait = max(d, 0) }
+}

@@ -1,0 +1,243 @@
+package hasql
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Querier runs statements on the node a target routes to, picking a node per
+// call, the way a pgxpool.Pool runs them on one of its connections:
+//
+//	m.Master().Exec(ctx, "INSERT ...")
+//	m.Replica().QueryRow(ctx, "SELECT ...").Scan(&v)
+//
+// A statement that failed before anything reached the server is run again
+// on a fresh connection. On a replica, a statement whose connection was lost
+// (the replica crashed, hung or was cut off) is also run again on another
+// replica: a replica cannot have executed a write, so this is safe. At most
+// maxRuns runs, within ctx. A Querier is safe for concurrent use.
+type Querier struct {
+	m *Manager
+	t target
+	o *replicaOptions // nil: plain
+}
+
+// maxRuns bounds how often a routed statement runs.
+const maxRuns = 3
+
+// Master returns the Querier that routes to the master.
+func (m *Manager) Master() *Querier { return &Querier{m: m, t: targetMaster} }
+
+// Replica returns a Querier that routes to replicas chosen with opts (see
+// AcquireReplica).
+func (m *Manager) Replica(opts ...ReplicaOption) *Querier {
+	q := &Querier{m: m, t: targetReplica}
+	if len(opts) > 0 {
+		q.o = new(replicaOptions)
+		for _, opt := range opts {
+			opt(q.o)
+		}
+	}
+	return q
+}
+
+// Acquire returns a connection from the node the Querier routes to.
+func (q *Querier) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	if q.t == targetReplica && q.o != nil && q.o.minLSN != 0 {
+		return q.m.acquireMinLSN(ctx, q.o)
+	}
+	return q.m.acquire(ctx, q.t, q.o)
+}
+
+// retry reports whether a run that failed with err on a connection that is
+// now lost (or not) may run again.
+func (q *Querier) retry(ctx context.Context, run int, err error, lost bool) bool {
+	if err == nil || run+1 >= maxRuns || ctx.Err() != nil {
+		return false
+	}
+	if pgconn.SafeToRetry(err) {
+		return true
+	}
+	return q.t == targetReplica && lost
+}
+
+// Exec runs sql on a connection of the target.
+func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	for run := 0; ; run++ {
+		conn, err := q.Acquire(ctx)
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		tag, err := conn.Exec(ctx, sql, args...)
+		lost := conn.Conn().IsClosed()
+		conn.Release()
+		if !q.retry(ctx, run, err, lost) {
+			return tag, err
+		}
+	}
+}
+
+// Query runs sql on a connection of the target; the connection goes back to
+// its pool when the rows are closed or read to the end.
+func (q *Querier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	for run := 0; ; run++ {
+		conn, err := q.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := conn.Query(ctx, sql, args...)
+		if err == nil {
+			return &routedRows{Rows: rows, conn: conn}, nil
+		}
+		lost := conn.Conn().IsClosed()
+		conn.Release()
+		if !q.retry(ctx, run, err, lost) {
+			return nil, err
+		}
+	}
+}
+
+// QueryRow runs sql when Scan is called, on a connection of the target. Like
+// Exec it runs again where that is safe.
+func (q *Querier) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return &routedRow{q: q, ctx: ctx, sql: sql, args: args}
+}
+
+// SendBatch sends b on a connection of the target; the connection goes back
+// to its pool when the results are closed.
+func (q *Querier) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	conn, err := q.Acquire(ctx)
+	if err != nil {
+		return errBatchResults{err: err}
+	}
+	return &routedBatch{BatchResults: conn.SendBatch(ctx, b), conn: conn}
+}
+
+// CopyFrom copies rows into a table on a connection of the target.
+func (q *Querier) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
+	conn, err := q.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Release()
+	return conn.CopyFrom(ctx, table, columns, src)
+}
+
+// Begin starts a transaction on a connection of the target. The connection
+// goes back to its pool on Commit or Rollback.
+func (q *Querier) Begin(ctx context.Context) (pgx.Tx, error) {
+	return q.BeginTx(ctx, pgx.TxOptions{})
+}
+
+// BeginTx starts a transaction with opts; see Begin.
+func (q *Querier) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+	for run := 0; ; run++ {
+		conn, err := q.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tx, err := conn.BeginTx(ctx, opts)
+		if err == nil {
+			return &routedTx{Tx: tx, conn: conn}, nil
+		}
+		lost := conn.Conn().IsClosed()
+		conn.Release()
+		if !q.retry(ctx, run, err, lost) {
+			return nil, err
+		}
+	}
+}
+
+// routedRows releases its connection once the rows are done.
+type routedRows struct {
+	pgx.Rows
+	conn *pgxpool.Conn
+	once sync.Once
+}
+
+func (r *routedRows) release() { r.once.Do(r.conn.Release) }
+
+func (r *routedRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Rows.Close()
+	r.release()
+	return false
+}
+
+func (r *routedRows) Close() {
+	r.Rows.Close()
+	r.release()
+}
+
+// routedRow runs its query when scanned.
+type routedRow struct {
+	q    *Querier
+	ctx  context.Context
+	sql  string
+	args []any
+}
+
+func (r *routedRow) Scan(dest ...any) error {
+	for run := 0; ; run++ {
+		conn, err := r.q.Acquire(r.ctx)
+		if err != nil {
+			return err
+		}
+		err = conn.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...)
+		lost := conn.Conn().IsClosed()
+		conn.Release()
+		if errors.Is(err, pgx.ErrNoRows) || !r.q.retry(r.ctx, run, err, lost) {
+			return err
+		}
+	}
+}
+
+// routedBatch releases its connection when closed.
+type routedBatch struct {
+	pgx.BatchResults
+	conn *pgxpool.Conn
+	once sync.Once
+}
+
+func (b *routedBatch) Close() error {
+	err := b.BatchResults.Close()
+	b.once.Do(b.conn.Release)
+	return err
+}
+
+type errBatchResults struct{ err error }
+
+func (e errBatchResults) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, e.err }
+func (e errBatchResults) Query() (pgx.Rows, error)         { return nil, e.err }
+func (e errBatchResults) QueryRow() pgx.Row                { return errRow{e.err} }
+func (e errBatchResults) Close() error                     { return e.err }
+
+type errRow struct{ err error }
+
+func (e errRow) Scan(...any) error { return e.err }
+
+// routedTx releases its connection when the transaction ends.
+type routedTx struct {
+	pgx.Tx
+	conn *pgxpool.Conn
+	once sync.Once
+}
+
+func (t *routedTx) Commit(ctx context.Context) error {
+	err := t.Tx.Commit(ctx)
+	t.once.Do(t.conn.Release)
+	return err
+}
+
+func (t *routedTx) Rollback(ctx context.Context) error {
+	err := t.Tx.Rollback(ctx)
+	t.once.Do(t.conn.Release)
+	return err
+}

@@ -1,0 +1,167 @@
+package hasql
+
+import (
+	"slices"
+	"time"
+
+	"github.com/pgxha/pgxha/balancer"
+)
+
+// snapshot is the immutable routing view: who is master, which replicas
+// qualify for each kind of read, and a Picker for each set. It is replaced
+// whenever routing changes; changed is closed then, which wakes acquires
+// waiting for a node.
+type snapshot struct {
+	changed chan struct{}
+	closed  bool
+
+	master    *node
+	masterErr error // a *SplitBrainError when writes are refused
+	sets      [setCount]candidateSet
+}
+
+// The candidate sets every snapshot prepares.
+const (
+	setMaster      = iota // the master
+	setReplicas           // replicas for a plain read: up, not suspect (unless all are), within the default lag limits; plus the master with MasterReadWeight
+	setSync               // the sync replicas of setReplicas
+	setAllReplicas        // every replica that is up, for custom options and WaitReady
+	setCount
+)
+
+type candidateSet struct {
+	nodes  []*node
+	picker balancer.Picker
+}
+
+func (c candidateSet) pick() int {
+	if len(c.nodes) == 1 {
+		return 0
+	}
+	return c.picker.Pick()
+}
+
+func (s *snapshot) set(i int) candidateSet { return s.sets[i] }
+
+// buildSet makes a candidate set and its picker.
+func (m *Manager) buildSet(nodes []*node, weight func(*node) float64) candidateSet {
+	if len(nodes) == 0 {
+		return candidateSet{}
+	}
+	bn := make([]balancer.Node, len(nodes))
+	for i, n := range nodes {
+		w := n.cfg.Weight
+		if weight != nil {
+			w = weight(n)
+		}
+		bn[i] = balancer.Node{
+			Index:   n.index,
+			Addr:    n.cfg.Addr,
+			Weight:  w,
+			Latency: time.Duration(n.latencyEWMA.Load()),
+			InUse:   &n.inUse,
+		}
+	}
+	return candidateSet{nodes: nodes, picker: m.cfg.Balancer.Build(bn)}
+}
+
+// candidates returns the set an acquire for t with options o may pick from,
+// minus excluded nodes. Plain acquires use a prepared set and allocate
+// nothing; options that filter by live values (MaxLag, MinLSN) and
+// exclusions build a set of their own.
+func (m *Manager) candidates(s *snapshot, t target, o *replicaOptions, excluded []*node) (candidateSet, error) {
+	if t == targetMaster {
+		if s.masterErr != nil {
+			return candidateSet{}, s.masterErr
+		}
+		return without(m, s.set(setMaster), excluded), nil
+	}
+	if o == nil {
+		return without(m, s.set(setReplicas), excluded), nil
+	}
+	var set candidateSet
+	switch {
+	case o.custom():
+		set = m.customSet(s, o)
+	case o.syncOnly:
+		set = s.set(setSync)
+	case o.preferSync && len(s.set(setSync).nodes) > 0:
+		set = s.set(setSync)
+	default:
+		set = s.set(setReplicas)
+	}
+	set = without(m, set, excluded)
+	if len(set.nodes) == 0 && o.fallback && o.minLSN == 0 && s.master != nil && s.masterErr == nil && !slices.Contains(excluded, s.master) {
+		return s.set(setMaster), nil
+	}
+	return set, nil
+}
+
+// without drops excluded nodes from set (building a new picker).
+func without(m *Manager, set candidateSet, excluded []*node) candidateSet {
+	if len(excluded) == 0 || len(set.nodes) == 0 {
+		return set
+	}
+	var keep []*node
+	for _, n := range set.nodes {
+		if !slices.Contains(excluded, n) {
+			keep = append(keep, n)
+		}
+	}
+	if len(keep) == len(set.nodes) {
+		return set
+	}
+	return m.buildSet(keep, nil)
+}
+
+// customSet filters the replicas by the live lag and LSN of each node.
+func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
+	maxBytes, maxLag := m.cfg.MaxLagBytes, m.cfg.MaxLag
+	if o.lagSet {
+		maxBytes, maxLag = o.maxLagBytes, o.maxLag
+	}
+	all := s.set(setAllReplicas).nodes
+	keep := make([]*node, 0, len(all))
+	var suspects []*node
+	for _, n := range all {
+		if o.syncOnly && !n.sync.Load() {
+			continue
+		}
+		if !n.withinLag(maxBytes, maxLag) {
+			continue
+		}
+		if o.minLSN != 0 && LSN(n.replayLSN.Load()) < o.minLSN {
+			continue
+		}
+		if n.suspect.Load() {
+			suspects = append(suspects, n)
+			continue
+		}
+		keep = append(keep, n)
+	}
+	if len(keep) == 0 {
+		keep = suspects
+	}
+	if o.preferSync && !o.syncOnly {
+		var syncs []*node
+		for _, n := range keep {
+			if n.sync.Load() {
+				syncs = append(syncs, n)
+			}
+		}
+		if len(syncs) > 0 {
+			keep = syncs
+		}
+	}
+	return m.buildSet(keep, nil)
+}
+
+// routingEntry is what of a node decides routing; a snapshot is rebuilt
+// only when an entry changes.
+type routingEntry struct {
+	role      Role
+	eligible  bool // in setReplicas
+	up        bool
+	suspect   bool
+	latencyMS int64 // bucketed, for latency-aware balancers
+}

@@ -1,0 +1,100 @@
+package hasql
+
+import (
+	"time"
+
+	"github.com/pgxha/pgxha/checker"
+)
+
+// Role is what a node is to the manager.
+type Role int
+
+const (
+	// RoleUnknown: the node is down, not checked yet, or writable but not
+	// used (a split brain; see NodeStatus.SplitBrain).
+	RoleUnknown Role = iota
+	// RoleMaster: the writable node that gets writes.
+	RoleMaster
+	// RoleSyncReplica: a replica the master waits for on commit
+	// (sync_state sync or quorum in the master's pg_stat_replication).
+	RoleSyncReplica
+	// RoleAsyncReplica: any other replica.
+	RoleAsyncReplica
+)
+
+// String returns "unknown", "master", "sync" or "async".
+func (r Role) String() string {
+	switch r {
+	case RoleMaster:
+		return "master"
+	case RoleSyncReplica:
+		return "sync"
+	case RoleAsyncReplica:
+		return "async"
+	default:
+		return "unknown"
+	}
+}
+
+// IsReplica reports whether r is a sync or async replica.
+func (r Role) IsReplica() bool { return r == RoleSyncReplica || r == RoleAsyncReplica }
+
+// LSN is a PostgreSQL write-ahead log location, as pg_lsn: "16/B374D848".
+type LSN = checker.LSN
+
+// ParseLSN parses the text form of an LSN.
+func ParseLSN(s string) (LSN, error) { return checker.ParseLSN(s) }
+
+// NodeStatus is the manager's view of one node.
+type NodeStatus struct {
+	// Addr is "host:port" as written in the connection string.
+	Addr string
+	// Name is the node's name in its master's pg_stat_replication (its
+	// walreceiver's application_name or cluster_name), when known.
+	Name string
+	// Role is the node's role for routing.
+	Role Role
+	// Up reports a node whose last check succeeded, or that is suspect
+	// (one check timed out, a second one would put it down).
+	Up bool
+	// Suspect reports a node whose last check timed out: it gets no new
+	// reads while other replicas qualify, and is marked down if the next
+	// check times out too.
+	Suspect bool
+	// Writable reports a node that was not in recovery and not read-only at
+	// its last check. A writable node that is not the master is a split
+	// brain.
+	Writable bool
+	// SplitBrain reports a writable node while another node is writable too.
+	SplitBrain bool
+	// SyncState is the node's sync_state in the master's
+	// pg_stat_replication (sync, quorum, potential, async), or "" when the
+	// master does not list it.
+	SyncState string
+	// Timeline is the node's timeline at its last check.
+	Timeline uint32
+	// LSN is the node's WAL position at its last check: current on a
+	// master, replayed on a replica. ReceiveLSN is what a replica received.
+	LSN        LSN
+	ReceiveLSN LSN
+	// ReplayPaused reports a replica whose WAL replay is paused.
+	ReplayPaused bool
+	// LagBytes and Lag are a replica's replication lag behind the master:
+	// bytes of WAL not yet replayed, and how old the newest data it has not
+	// replayed is. LagKnown is false until a master has been seen; LagAt is
+	// when they were measured (they keep their last values while there is
+	// no master to measure against).
+	LagBytes int64
+	Lag      time.Duration
+	LagKnown bool
+	LagAt    time.Time
+	// LastCheck is when the last check finished; CheckLatency is how long it
+	// took (connecting included, if it had to).
+	LastCheck    time.Time
+	CheckLatency time.Duration
+	// LastError is the error of the last check, or of the last failed
+	// acquire of a connection from the node's pool; nil when the last check
+	// succeeded. LastErrorAt is when it happened.
+	LastError   error
+	LastErrorAt time.Time
+}

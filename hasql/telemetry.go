@@ -1,0 +1,337 @@
+package hasql
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+const instrumentationName = "github.com/pgxha/pgxha/hasql"
+
+// Names of the metrics the Manager records. Library-specific ones are under
+// "hasql."; pool metrics follow the database semantic conventions.
+const (
+	MetricNodeRole         = "hasql.node.role"
+	MetricCheckDuration    = "hasql.check.duration"
+	MetricLagBytes         = "hasql.replication.lag.bytes"
+	MetricLag              = "hasql.replication.lag"
+	MetricAcquireDuration  = "hasql.acquire.duration"
+	MetricAcquireErrors    = "hasql.acquire.errors"
+	MetricRoleChanges      = "hasql.role.changes"
+	MetricFailovers        = "hasql.failovers"
+	MetricSplitBrain       = "hasql.split_brain"
+	MetricConnectionCount  = "db.client.connection.count"
+	MetricConnectionMax    = "db.client.connection.max"
+	SpanAcquire            = "hasql.acquire"
+	SpanRoleChange         = "hasql.role_change"
+	EventRoleChanged       = "hasql.role_changed"
+	EventViewChanged       = "hasql.view_changed"
+	AttrRole               = "hasql.role"
+	AttrRoleFrom           = "hasql.role.from"
+	AttrTarget             = "hasql.target"
+	AttrCheckResult        = "hasql.check.result"
+	AttrNodeName           = "hasql.node.name"
+	AttrAcquireWait        = "hasql.acquire.wait"
+	attrDBSystemName       = "db.system.name"
+	attrServerAddress      = "server.address"
+	attrServerPort         = "server.port"
+	attrDBNamespace        = "db.namespace"
+	attrErrorType          = "error.type"
+	attrConnectionState    = "db.client.connection.state"
+	attrConnectionPoolName = "db.client.connection.pool.name"
+	dbSystemPostgreSQL     = "postgresql"
+	checkResultOK          = "ok"
+	checkResultError       = "error"
+	checkResultTimeout     = "timeout"
+	connectionStateIdle    = "idle"
+	connectionStateUsed    = "used"
+	errorTypeNoNode        = "no_node"
+	errorTypeSplitBrain    = "split_brain"
+	errorTypeClosed        = "closed"
+	errorTypeContext       = "context"
+	errorTypePool          = "pool"
+)
+
+// defaultTracerProvider is the global provider before anyone set one: while
+// it is in place, acquires start no span (and allocate nothing for it).
+var defaultTracerProvider = otel.GetTracerProvider()
+
+// telemetry holds the Manager's instruments, made once.
+type telemetry struct {
+	m  *Manager
+	tp trace.TracerProvider // nil: the global one, looked up per acquire
+
+	checkDuration   metric.Float64Histogram
+	acquireDuration metric.Float64Histogram
+	acquireErrors   metric.Int64Counter
+	roleChanges     metric.Int64Counter
+	failovers       metric.Int64Counter
+	reg             metric.Registration
+
+	splitBrainNow bool // guarded by m.mu
+
+	// Per node, made once so that recording allocates nothing.
+	nodeAttrs    [][]attribute.KeyValue
+	acquireOK    [][2]metric.RecordOption // [node][target]
+	checkOpts    [][3]metric.RecordOption // [node][ok, error, timeout]
+	spanStart    []trace.SpanStartOption
+	cachedTracer atomic.Pointer[cachedTracer]
+}
+
+type cachedTracer struct {
+	tp     trace.TracerProvider
+	tracer trace.Tracer
+}
+
+func newTelemetry(m *Manager) (*telemetry, error) {
+	t := &telemetry{m: m, tp: m.cfg.TracerProvider}
+	mp := m.cfg.MeterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	meter := mp.Meter(instrumentationName)
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var err error
+	t.checkDuration, err = meter.Float64Histogram(MetricCheckDuration, metric.WithUnit("s"),
+		metric.WithDescription("Duration of a node check, connecting included."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+	add(err)
+	t.acquireDuration, err = meter.Float64Histogram(MetricAcquireDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time to acquire a connection for a target (master or replica), waiting for a node included."),
+		metric.WithExplicitBucketBoundaries(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+	add(err)
+	t.acquireErrors, err = meter.Int64Counter(MetricAcquireErrors, metric.WithUnit("{error}"),
+		metric.WithDescription("Acquires that returned an error, by target and error type."))
+	add(err)
+	t.roleChanges, err = meter.Int64Counter(MetricRoleChanges, metric.WithUnit("{change}"),
+		metric.WithDescription("Changes of a node's role."))
+	add(err)
+	t.failovers, err = meter.Int64Counter(MetricFailovers, metric.WithUnit("{failover}"),
+		metric.WithDescription("Times a node became master after another was, or after there was none."))
+	add(err)
+	role, err := meter.Int64ObservableGauge(MetricNodeRole, metric.WithUnit("1"),
+		metric.WithDescription("1 for each node, with its current role in hasql.role (master, sync, async, unknown)."))
+	add(err)
+	lagBytes, err := meter.Int64ObservableGauge(MetricLagBytes, metric.WithUnit("By"),
+		metric.WithDescription("Bytes of WAL a replica has not replayed yet."))
+	add(err)
+	lag, err := meter.Float64ObservableGauge(MetricLag, metric.WithUnit("s"),
+		metric.WithDescription("How old the newest data a replica has not replayed is."))
+	add(err)
+	splitBrain, err := meter.Int64ObservableGauge(MetricSplitBrain, metric.WithUnit("1"),
+		metric.WithDescription("1 while more than one node is writable."))
+	add(err)
+	connCount, err := meter.Int64ObservableUpDownCounter(MetricConnectionCount, metric.WithUnit("{connection}"),
+		metric.WithDescription("Connections of a node's pool, by state (idle, used)."))
+	add(err)
+	connMax, err := meter.Int64ObservableUpDownCounter(MetricConnectionMax, metric.WithUnit("{connection}"),
+		metric.WithDescription("Maximum connections of a node's pool."))
+	add(err)
+	if len(errs) > 0 {
+		// Instruments that failed are no-ops; the rest still work.
+		otel.Handle(errors.Join(errs...))
+	}
+
+	db := m.cfg.PoolConfig.ConnConfig.Database
+	for _, nc := range m.cfg.Nodes {
+		attrs := []attribute.KeyValue{
+			attribute.String(attrDBSystemName, dbSystemPostgreSQL),
+			attribute.String(attrServerAddress, nc.Host),
+			attribute.Int(attrServerPort, int(nc.Port)),
+			attribute.String(attrDBNamespace, db),
+		}
+		t.nodeAttrs = append(t.nodeAttrs, attrs)
+		var ok [2]metric.RecordOption
+		for tg := targetMaster; tg <= targetReplica; tg++ {
+			ok[tg] = metric.WithAttributeSet(attribute.NewSet(append(attrs, attribute.String(AttrTarget, tg.String()))...))
+		}
+		t.acquireOK = append(t.acquireOK, ok)
+		var co [3]metric.RecordOption
+		for i, r := range []string{checkResultOK, checkResultError, checkResultTimeout} {
+			co[i] = metric.WithAttributeSet(attribute.NewSet(append(attrs, attribute.String(AttrCheckResult, r))...))
+		}
+		t.checkOpts = append(t.checkOpts, co)
+	}
+	t.spanStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+
+	t.reg, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		t.observe(o, role, lagBytes, lag, splitBrain, connCount, connMax)
+		return nil
+	}, role, lagBytes, lag, splitBrain, connCount, connMax)
+	if err != nil {
+		otel.Handle(err)
+	}
+	return t, nil
+}
+
+func (t *telemetry) close() {
+	if t.reg != nil {
+		_ = t.reg.Unregister()
+	}
+}
+
+// observe reports the gauges: roles, lag, split brain, pool statistics.
+func (t *telemetry) observe(o metric.Observer, role metric.Int64ObservableGauge, lagBytes metric.Int64ObservableGauge,
+	lag metric.Float64ObservableGauge, splitBrain metric.Int64ObservableGauge,
+	connCount, connMax metric.Int64ObservableUpDownCounter) {
+	m := t.m
+	if m.nodes == nil {
+		return
+	}
+	m.mu.Lock()
+	statuses := make([]NodeStatus, len(m.nodes))
+	for i, n := range m.nodes {
+		statuses[i] = n.statusLocked()
+	}
+	sb := t.splitBrainNow
+	m.mu.Unlock()
+	for i, st := range statuses {
+		n := m.nodes[i]
+		attrs := t.nodeAttrs[i]
+		o.ObserveInt64(role, 1, metric.WithAttributes(append(attrs[:len(attrs):len(attrs)],
+			attribute.String(AttrRole, st.Role.String()), attribute.String(AttrNodeName, st.Name))...))
+		if st.Role.IsReplica() && st.LagKnown {
+			o.ObserveInt64(lagBytes, st.LagBytes, metric.WithAttributes(attrs...))
+			o.ObserveFloat64(lag, st.Lag.Seconds(), metric.WithAttributes(attrs...))
+		}
+		ps := n.pool.Stat()
+		pool := attribute.String(attrConnectionPoolName, n.cfg.Addr)
+		o.ObserveInt64(connCount, int64(ps.IdleConns()), metric.WithAttributes(append(attrs[:len(attrs):len(attrs)],
+			pool, attribute.String(attrConnectionState, connectionStateIdle))...))
+		o.ObserveInt64(connCount, int64(ps.AcquiredConns()), metric.WithAttributes(append(attrs[:len(attrs):len(attrs)],
+			pool, attribute.String(attrConnectionState, connectionStateUsed))...))
+		o.ObserveInt64(connMax, int64(ps.MaxConns()), metric.WithAttributes(append(attrs[:len(attrs):len(attrs)], pool)...))
+	}
+	v := int64(0)
+	if sb {
+		v = 1
+	}
+	o.ObserveInt64(splitBrain, v, metric.WithAttributes(attribute.String(attrDBSystemName, dbSystemPostgreSQL)))
+}
+
+// tracer returns the tracer to start acquire spans with, or nil while no
+// tracer provider is in place.
+func (t *telemetry) tracer() trace.Tracer {
+	tp := t.tp
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+		if tp == defaultTracerProvider {
+			return nil
+		}
+	}
+	if c := t.cachedTracer.Load(); c != nil && c.tp == tp {
+		return c.tracer
+	}
+	tr := tp.Tracer(instrumentationName)
+	t.cachedTracer.Store(&cachedTracer{tp: tp, tracer: tr})
+	return tr
+}
+
+// startAcquire starts an acquire span when tracing is on.
+func (t *telemetry) startAcquire(ctx context.Context, tg target) (context.Context, trace.Span) {
+	tr := t.tracer()
+	if tr == nil {
+		return ctx, nil
+	}
+	ctx, span := tr.Start(ctx, SpanAcquire+" "+tg.String(), t.spanStart...)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String(AttrTarget, tg.String()), attribute.String(attrDBSystemName, dbSystemPostgreSQL))
+	}
+	return ctx, span
+}
+
+// acquired records an acquire: its duration, its node or its error.
+func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time.Time, span trace.Span, err error) {
+	d := time.Since(start).Seconds()
+	if err == nil {
+		t.acquireDuration.Record(ctx, d, t.acquireOK[n.index][tg])
+	} else {
+		errType := errorType(err)
+		attrs := metric.WithAttributes(attribute.String(attrDBSystemName, dbSystemPostgreSQL),
+			attribute.String(AttrTarget, tg.String()), attribute.String(attrErrorType, errType))
+		t.acquireDuration.Record(ctx, d, attrs)
+		t.acquireErrors.Add(ctx, 1, attrs)
+	}
+	if span == nil {
+		return
+	}
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Float64(AttrAcquireWait, d))
+		if n != nil {
+			span.SetAttributes(t.nodeAttrs[n.index]...)
+		}
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+			span.SetAttributes(attribute.String(attrErrorType, errorType(err)))
+		}
+	}
+	span.End()
+}
+
+func errorType(err error) string {
+	var sb *SplitBrainError
+	switch {
+	case errors.As(err, &sb):
+		return errorTypeSplitBrain
+	case errors.Is(err, ErrClosed):
+		return errorTypeClosed
+	case errors.Is(err, ErrNoMaster), errors.Is(err, ErrNoReplica):
+		return errorTypeNoNode
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return errorTypeContext
+	default:
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			return pgErr.Code
+		}
+		return errorTypePool
+	}
+}
+
+// checked records a check's duration and outcome.
+func (t *telemetry) checked(n *node, d time.Duration, err error) {
+	i := 0
+	if err != nil {
+		i = 1
+		if isTimeout(err) {
+			i = 2
+		}
+	}
+	t.checkDuration.Record(context.Background(), d.Seconds(), t.checkOpts[n.index][i])
+}
+
+// roleChanged counts a role change and emits a span with an event for it.
+// Caller holds m.mu.
+func (t *telemetry) roleChanged(n *node, from, to Role) {
+	attrs := append(t.nodeAttrs[n.index][:len(t.nodeAttrs[n.index]):len(t.nodeAttrs[n.index])],
+		attribute.String(AttrRoleFrom, from.String()), attribute.String(AttrRole, to.String()))
+	t.roleChanges.Add(context.Background(), 1, metric.WithAttributes(attrs...))
+	if tr := t.tracer(); tr != nil {
+		_, span := tr.Start(context.Background(), SpanRoleChange, trace.WithSpanKind(trace.SpanKindInternal))
+		span.AddEvent(EventRoleChanged, trace.WithAttributes(attrs...))
+		span.SetAttributes(attrs...)
+		span.End()
+	}
+}
+
+// failover counts a node becoming master. Caller holds m.mu.
+func (t *telemetry) failover(n *node) {
+	t.failovers.Add(context.Background(), 1, metric.WithAttributes(t.nodeAttrs[n.index]...))
+}
+
+// splitBrain records whether a split brain is on. Caller holds m.mu.
+func (t *telemetry) splitBrain(on bool) { t.splitBrainNow = on }

@@ -1,0 +1,168 @@
+package hasql
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// nodeTracer sits in every pooled connection of a node. It watches the
+// errors the application meets: a connection lost or a server shutting down
+// (57P01, 57P02, 57P03) has the node checked at once; a read-only error
+// (25006) also marks the connection, which is closed when released instead of
+// going back to the pool. It counts releases for the balancers. The user's
+// own tracer, if any, is called as before.
+type nodeTracer struct {
+	n    *node
+	user pgx.QueryTracer
+}
+
+// nodeTracerAcquire is a nodeTracer whose user tracer also traces pool
+// acquires; kept apart so that pools without one skip that tracing.
+type nodeTracerAcquire struct {
+	*nodeTracer
+	acq pgxpool.AcquireTracer
+}
+
+func newNodeTracer(n *node, user pgx.QueryTracer) pgx.QueryTracer {
+	t := &nodeTracer{n: n, user: user}
+	if acq, ok := user.(pgxpool.AcquireTracer); ok {
+		return &nodeTracerAcquire{nodeTracer: t, acq: acq}
+	}
+	return t
+}
+
+func (t *nodeTracer) observe(conn *pgx.Conn, err error) {
+	if err == nil {
+		return
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "25006": // read_only_sql_transaction: the node is no longer master
+			t.n.poison(conn)
+			t.n.trigger()
+		case "57P01", "57P02", "57P03": // admin shutdown, crash shutdown, cannot connect now
+			t.n.trigger()
+		}
+		return
+	}
+	if conn != nil && conn.IsClosed() {
+		t.n.trigger() // the connection was lost
+	}
+}
+
+func (t *nodeTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if t.user != nil {
+		return t.user.TraceQueryStart(ctx, conn, data)
+	}
+	return ctx
+}
+
+func (t *nodeTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryEndData) {
+	t.observe(conn, data.Err)
+	if t.user != nil {
+		t.user.TraceQueryEnd(ctx, conn, data)
+	}
+}
+
+func (t *nodeTracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	if u, ok := t.user.(pgx.BatchTracer); ok {
+		return u.TraceBatchStart(ctx, conn, data)
+	}
+	return ctx
+}
+
+func (t *nodeTracer) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchQueryData) {
+	t.observe(conn, data.Err)
+	if u, ok := t.user.(pgx.BatchTracer); ok {
+		u.TraceBatchQuery(ctx, conn, data)
+	}
+}
+
+func (t *nodeTracer) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchEndData) {
+	t.observe(conn, data.Err)
+	if u, ok := t.user.(pgx.BatchTracer); ok {
+		u.TraceBatchEnd(ctx, conn, data)
+	}
+}
+
+func (t *nodeTracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
+	if u, ok := t.user.(pgx.CopyFromTracer); ok {
+		return u.TraceCopyFromStart(ctx, conn, data)
+	}
+	return ctx
+}
+
+func (t *nodeTracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromEndData) {
+	t.observe(conn, data.Err)
+	if u, ok := t.user.(pgx.CopyFromTracer); ok {
+		u.TraceCopyFromEnd(ctx, conn, data)
+	}
+}
+
+func (t *nodeTracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
+	if u, ok := t.user.(pgx.PrepareTracer); ok {
+		return u.TracePrepareStart(ctx, conn, data)
+	}
+	return ctx
+}
+
+func (t *nodeTracer) TracePrepareEnd(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareEndData) {
+	t.observe(conn, data.Err)
+	if u, ok := t.user.(pgx.PrepareTracer); ok {
+		u.TracePrepareEnd(ctx, conn, data)
+	}
+}
+
+func (t *nodeTracer) TraceConnectStart(ctx context.Context, data pgx.TraceConnectStartData) context.Context {
+	if u, ok := t.user.(pgx.ConnectTracer); ok {
+		return u.TraceConnectStart(ctx, data)
+	}
+	return ctx
+}
+
+func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
+	if u, ok := t.user.(pgx.ConnectTracer); ok {
+		u.TraceConnectEnd(ctx, data)
+	}
+}
+
+// TraceRelease runs at the start of every Release.
+func (t *nodeTracer) TraceRelease(pool *pgxpool.Pool, data pgxpool.TraceReleaseData) {
+	t.n.inUse.Add(-1)
+	if t.n.nPoisoned.Load() > 0 {
+		if _, ok := t.n.poisoned.LoadAndDelete(data.Conn); ok {
+			t.n.nPoisoned.Add(-1)
+			// Closed now, the pool destroys it instead of keeping it.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			data.Conn.Close(ctx)
+			cancel()
+		}
+	}
+	if u, ok := t.user.(pgxpool.ReleaseTracer); ok {
+		u.TraceRelease(pool, data)
+	}
+}
+
+func (t *nodeTracerAcquire) TraceAcquireStart(ctx context.Context, pool *pgxpool.Pool, data pgxpool.TraceAcquireStartData) context.Context {
+	return t.acq.TraceAcquireStart(ctx, pool, data)
+}
+
+func (t *nodeTracerAcquire) TraceAcquireEnd(ctx context.Context, pool *pgxpool.Pool, data pgxpool.TraceAcquireEndData) {
+	t.acq.TraceAcquireEnd(ctx, pool, data)
+}
+
+// poison marks conn to be closed on release.
+func (n *node) poison(conn *pgx.Conn) {
+	if conn == nil {
+		return
+	}
+	if _, loaded := n.poisoned.LoadOrStore(conn, struct{}{}); !loaded {
+		n.nPoisoned.Add(1)
+	}
+}

@@ -1,0 +1,484 @@
+package hasql
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgxha/pgxha/checker"
+)
+
+// afterReport is what report decided to do once m.mu is released: resetting
+// pools does I/O.
+type afterReport struct {
+	reset   []*node // reset the pool: the node is down or no longer master
+	sever   []*node // and close its checked-out connections: hung or fenced
+	trigger bool    // check every node now (fast checking began)
+}
+
+// report records a check of n and rebuilds the routing view. It returns true
+// when n must be checked again at once (a first timeout, to confirm).
+func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err error) (again bool) {
+	now := time.Now()
+	m.tel.checked(n, latency, err)
+	var after afterReport
+	m.mu.Lock()
+	v := &n.view
+	wasChecked, wasUp := v.checked, v.up
+	v.checked, v.latency, v.remoteIP = true, latency, n.remoteIP
+	if err == nil {
+		v.up, v.suspect, v.timeouts = true, false, 0
+		v.res, v.resAt = res, now
+		v.lastErr, v.lastErrAt = nil, time.Time{}
+		if v.ewma == 0 {
+			v.ewma = latency
+		} else {
+			v.ewma = (v.ewma*7 + latency) / 8
+		}
+		n.latencyEWMA.Store(int64(v.ewma))
+		if !res.InRecovery && !res.ReadOnly {
+			m.history.add(n.index, res.Timeline, now.Add(-latency/2), res.LSN)
+		}
+		if wasChecked && !wasUp {
+			m.log.Info("pgxha: node up", "addr", n.cfg.Addr, "name", n.name(), "recovery", res.InRecovery)
+		}
+	} else {
+		v.lastErr, v.lastErrAt, v.resAt = err, now, now
+		if isTimeout(err) && v.up {
+			v.timeouts++
+		}
+		switch {
+		case isTimeout(err) && v.up && v.timeouts < 2:
+			// A timeout needs a confirmation: suspect now, check again.
+			if !v.suspect {
+				m.log.Warn("pgxha: node suspect: check timed out", "addr", n.cfg.Addr, "name", n.name(), "role", v.role.String(), "err", err)
+			}
+			v.suspect = true
+			again = true
+		default:
+			if v.up || !wasChecked {
+				m.log.Warn("pgxha: node down", "addr", n.cfg.Addr, "name", n.name(), "role", v.role.String(), "err", err)
+			}
+			if v.up {
+				after.reset = append(after.reset, n)
+				if isTimeout(err) {
+					after.sever = append(after.sever, n)
+				}
+			}
+			v.up, v.suspect, v.timeouts = false, false, 0
+		}
+	}
+	n.suspect.Store(v.suspect)
+	m.rebuildLocked(now, &after)
+	m.mu.Unlock()
+
+	for _, x := range after.reset {
+		x.pool.Reset()
+	}
+	for _, x := range after.sever {
+		if k := x.sever(); k > 0 {
+			m.log.Info("pgxha: closed connections in flight", "addr", x.cfg.Addr, "count", k)
+		}
+	}
+	if after.trigger {
+		for _, x := range m.nodes {
+			if x != n {
+				x.trigger()
+			}
+		}
+	}
+	return again
+}
+
+// rebuildLocked derives roles, lag and split brain from every node's view,
+// swaps in a new snapshot when routing changed, and adjusts fast checking.
+// Caller must hold m.mu.
+func (m *Manager) rebuildLocked(now time.Time, after *afterReport) {
+	// The master: the writable node on the highest timeline.
+	var writable []*node
+	for _, x := range m.nodes {
+		v := &x.view
+		v.writable = (v.up || v.suspect) && !v.res.InRecovery && !v.res.ReadOnly
+		if v.writable {
+			writable = append(writable, x)
+		}
+	}
+	var master *node
+	var masterErr error
+	if len(writable) > 0 {
+		top := writable[0]
+		for _, x := range writable[1:] {
+			if x.view.res.Timeline > top.view.res.Timeline {
+				top = x
+			}
+		}
+		var tied []string
+		for _, x := range writable {
+			if x.view.res.Timeline == top.view.res.Timeline {
+				tied = append(tied, x.cfg.Addr)
+			}
+		}
+		if len(tied) == 1 {
+			master = top
+		} else {
+			masterErr = &SplitBrainError{Addrs: tied, Timeline: top.view.res.Timeline}
+		}
+	}
+	m.reportSplitBrain(writable, master, masterErr)
+
+	var mres checker.Result
+	if master != nil {
+		mres = master.view.res
+	}
+	historyOK := master != nil && m.history.owner == master.index && m.history.timeline == mres.Timeline
+
+	for _, x := range m.nodes {
+		v := &x.view
+		prev := v.role
+		v.splitBrain = v.writable && len(writable) > 1
+		role := RoleUnknown
+		switch {
+		case x == master:
+			role = RoleMaster
+			v.syncState = ""
+		case (v.up || v.suspect) && v.res.InRecovery:
+			role = RoleAsyncReplica
+			if master != nil {
+				entry, ok := matchReplica(x, mres.Replicas, m.nodes)
+				v.syncState = ""
+				if ok {
+					v.syncState = entry.SyncState
+					if entry.Sync() {
+						role = RoleSyncReplica
+					}
+				}
+				replay := max(v.res.LSN, entry.ReplayLSN)
+				v.lagBytes = 0
+				if mres.LSN > replay {
+					v.lagBytes = int64(mres.LSN - replay)
+				}
+				v.lag = 0
+				if ok && entry.HasReplayLag {
+					v.lag = entry.ReplayLag
+				}
+				if historyOK {
+					v.lag = max(v.lag, m.history.lagFor(replay, now))
+				}
+				v.lagKnown, v.lagAt = true, now
+			} else if prev.IsReplica() {
+				role = prev // no master to ask: keep what it was
+			}
+		}
+		v.role = role
+		x.replayLSN.Store(uint64(v.res.LSN))
+		x.lagBytes.Store(v.lagBytes)
+		x.lagNanos.Store(int64(v.lag))
+		x.lagKnown.Store(v.lagKnown)
+		x.sync.Store(role == RoleSyncReplica)
+
+		if prev != role && v.checked {
+			m.roleChanged(x, prev, role, master)
+			if prev == RoleMaster && (v.up || v.suspect) {
+				// No longer master: no connection opened while it was may
+				// linger. A node that lost to a newer timeline may be hung
+				// or cut off: fail what is in flight there too.
+				after.reset = append(after.reset, x)
+				if v.writable {
+					after.sever = append(after.sever, x)
+				}
+			}
+		}
+	}
+
+	// Fast checks while there is no master or the master is suspect.
+	needFast := master == nil || master.view.suspect
+	if needFast {
+		if m.fastSince.Load() == 0 {
+			m.fastSince.Store(now.UnixNano())
+			after.trigger = true
+		}
+	} else {
+		m.fastSince.Store(0)
+	}
+
+	m.swapSnapshotLocked(master, masterErr)
+}
+
+// swapSnapshotLocked builds a new snapshot when routing changed.
+// Caller must hold m.mu.
+func (m *Manager) swapSnapshotLocked(master *node, masterErr error) {
+	key := make([]routingEntry, len(m.nodes))
+	for i, x := range m.nodes {
+		v := &x.view
+		key[i] = routingEntry{
+			role:      v.role,
+			up:        v.up,
+			suspect:   v.suspect,
+			eligible:  v.role.IsReplica() && x.withinLag(m.cfg.MaxLagBytes, m.cfg.MaxLag),
+			latencyMS: latencyBucket(v.ewma),
+		}
+	}
+	old := m.snap.Load()
+	if old.closed {
+		return
+	}
+	if slices.Equal(key, m.routingKey) && old.master == master && sameErr(old.masterErr, masterErr) {
+		return
+	}
+	m.routingKey = key
+
+	s := &snapshot{changed: make(chan struct{}), master: master, masterErr: masterErr}
+	if master != nil {
+		s.sets[setMaster] = m.buildSet([]*node{master}, nil)
+	}
+	var all, plain, suspects, syncs []*node
+	for i, x := range m.nodes {
+		if !key[i].role.IsReplica() {
+			continue
+		}
+		all = append(all, x)
+		if !key[i].eligible {
+			continue
+		}
+		if key[i].suspect {
+			suspects = append(suspects, x)
+			continue
+		}
+		plain = append(plain, x)
+		if key[i].role == RoleSyncReplica {
+			syncs = append(syncs, x)
+		}
+	}
+	if len(plain) == 0 {
+		plain = suspects // a suspect replica beats none
+	}
+	s.sets[setAllReplicas] = m.buildSet(all, nil)
+	s.sets[setSync] = m.buildSet(syncs, nil)
+	if master != nil && m.cfg.MasterReadWeight > 0 {
+		mixed := append(slices.Clone(plain), master)
+		s.sets[setReplicas] = m.buildSet(mixed, func(x *node) float64 {
+			if x == master {
+				return x.cfg.Weight * m.cfg.MasterReadWeight
+			}
+			return x.cfg.Weight
+		})
+	} else {
+		s.sets[setReplicas] = m.buildSet(plain, nil)
+	}
+	m.snap.Store(s)
+	close(old.changed)
+}
+
+func sameErr(a, b error) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Error() == b.Error()
+}
+
+// latencyBucket rounds a latency so that small changes do not rebuild the
+// snapshot: buckets grow by powers of two from 100µs.
+func latencyBucket(d time.Duration) int64 {
+	b := int64(0)
+	for t := 100 * time.Microsecond; d > t && b < 30; t *= 2 {
+		b++
+	}
+	return b
+}
+
+// matchReplica finds x in the master's pg_stat_replication: by name, else by
+// address when only one row has it.
+func matchReplica(x *node, rows []checker.Replica, nodes []*node) (checker.Replica, bool) {
+	if name := x.name(); name != "" {
+		for _, r := range rows {
+			if r.ApplicationName == name {
+				return r, true
+			}
+		}
+	}
+	ip := x.view.remoteIP
+	if ip == "" {
+		if a := net.ParseIP(x.cfg.Host); a != nil {
+			ip = a.String()
+		}
+	}
+	if ip == "" {
+		return checker.Replica{}, false
+	}
+	var found checker.Replica
+	count := 0
+	for _, r := range rows {
+		if r.ClientAddr == ip {
+			found = r
+			count++
+		}
+	}
+	if count != 1 {
+		return checker.Replica{}, false
+	}
+	// Another node on the same address would make the match a guess.
+	for _, other := range nodes {
+		if other != x && (other.view.remoteIP == ip || other.cfg.Host == x.cfg.Host) {
+			return checker.Replica{}, false
+		}
+	}
+	return found, true
+}
+
+// roleChanged logs and counts a role change. Caller must hold m.mu.
+func (m *Manager) roleChanged(x *node, from, to Role, master *node) {
+	m.tel.roleChanged(x, from, to)
+	attrs := []any{"addr", x.cfg.Addr, "name", x.name(), "from", from.String(), "to", to.String()}
+	switch {
+	case to == RoleMaster:
+		m.log.Warn("pgxha: new master", append(attrs, "timeline", x.view.res.Timeline)...)
+		if from != RoleUnknown || m.everHadMaster {
+			m.tel.failover(x)
+		}
+		m.everHadMaster = true
+	case from == RoleUnknown && x.view.lastErr == nil:
+		m.log.Debug("pgxha: node found", attrs...)
+	default:
+		m.log.Info("pgxha: role changed", attrs...)
+	}
+}
+
+// reportSplitBrain logs a split brain when it starts and when it ends.
+// Caller must hold m.mu.
+func (m *Manager) reportSplitBrain(writable []*node, master *node, masterErr error) {
+	desc := ""
+	if len(writable) > 1 {
+		parts := make([]string, len(writable))
+		for i, x := range writable {
+			parts[i] = x.cfg.Addr + " (timeline " + uitoa(x.view.res.Timeline) + ")"
+		}
+		desc = strings.Join(parts, ", ")
+	}
+	if desc == m.splitBrain {
+		return
+	}
+	switch {
+	case desc == "":
+		m.log.Info("pgxha: split brain over", "was", m.splitBrain)
+	case masterErr != nil:
+		m.log.Error("pgxha: split brain: writes refused", "writable", desc, "err", masterErr)
+	default:
+		m.log.Warn("pgxha: split brain: writes go to the newest timeline", "writable", desc, "master", master.cfg.Addr)
+	}
+	m.splitBrain = desc
+	m.tel.splitBrain(desc != "")
+}
+
+// interval is the time until a node's next check.
+func (m *Manager) interval() time.Duration {
+	fs := m.fastSince.Load()
+	if fs == 0 {
+		return m.cfg.CheckInterval
+	}
+	elapsed := time.Since(time.Unix(0, fs))
+	if elapsed < m.cfg.FastCheckWindow {
+		return m.cfg.FastCheckInterval
+	}
+	// Back off to the normal interval, doubling every second.
+	d := m.cfg.FastCheckInterval
+	for s := time.Duration(0); s <= elapsed-m.cfg.FastCheckWindow && d < m.cfg.CheckInterval; s += time.Second {
+		d *= 2
+	}
+	return min(d, m.cfg.CheckInterval)
+}
+
+// slowThreshold is how long a master's check may take before the others are
+// checked fast.
+func (m *Manager) slowThreshold(n *node) time.Duration {
+	d := max(4*m.cfg.FastCheckInterval, 8*time.Duration(n.latencyEWMA.Load()))
+	return min(d, m.cfg.CheckTimeout/2)
+}
+
+// masterSlow starts fast checks of the other nodes while n, the master,
+// takes long to answer.
+func (m *Manager) masterSlow(n *node) {
+	if m.snap.Load().master != n || m.fastSince.Load() != 0 || m.ctx.Err() != nil {
+		return
+	}
+	if m.fastSince.CompareAndSwap(0, time.Now().UnixNano()) {
+		m.log.Debug("pgxha: master check slow; checking the others fast", "addr", n.cfg.Addr)
+		for _, x := range m.nodes {
+			if x != n {
+				x.trigger()
+			}
+		}
+	}
+}
+
+// isTimeout reports a check that ran out of time, as opposed to one that
+// was refused or failed: only a timeout needs a confirmation.
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// lsnHistory remembers the master's WAL position at its recent checks, to
+// tell how old the newest data a replica has not replayed is.
+type lsnHistory struct {
+	owner    int // index of the node the samples are of
+	timeline uint32
+	samples  [512]lsnSample // ring
+	head     int            // next write
+	count    int
+}
+
+type lsnSample struct {
+	at  time.Time
+	lsn checker.LSN
+}
+
+func (h *lsnHistory) add(owner int, timeline uint32, at time.Time, lsn checker.LSN) {
+	if h.owner != owner || h.timeline != timeline || h.count == 0 {
+		*h = lsnHistory{owner: owner, timeline: timeline}
+	}
+	if h.count > 0 && h.at(h.count-1).lsn > lsn {
+		h.count = 0 // went backwards: a new history
+		h.head = 0
+	}
+	h.samples[h.head] = lsnSample{at: at, lsn: lsn}
+	h.head = (h.head + 1) % len(h.samples)
+	h.count = min(h.count+1, len(h.samples))
+}
+
+// at returns the i-th oldest sample.
+func (h *lsnHistory) at(i int) lsnSample {
+	start := (h.head - h.count + len(h.samples)) % len(h.samples)
+	return h.samples[(start+i)%len(h.samples)]
+}
+
+// lagFor is how long ago the master had WAL beyond replay: the time since
+// the oldest sample past replay. When only the newest sample is past it, the
+// replica is within one check of the master and 0 is returned (the master's
+// replay_lag is the finer measure then).
+func (h *lsnHistory) lagFor(replay checker.LSN, now time.Time) time.Duration {
+	if h.count == 0 {
+		return 0
+	}
+	// Samples are in LSN order: find the first one past replay.
+	lo, hi := 0, h.count
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if h.at(mid).lsn > replay {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	if lo >= h.count-1 {
+		return 0
+	}
+	return max(now.Sub(h.at(lo).at), 0)
+}
