@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgxha/pgxha/hasql"
+)
+
+// Exit statuses.
+const (
+	exitOK       = 0
+	exitError    = 1 // usage and other errors
+	exitNoMaster = 2 // status found no master
+)
+
+// dsnEnv names the environment variable that holds the DSN when the command
+// line does not.
+const dsnEnv = "PGXHA_DSN"
+
+const usage = `Usage:
+  pgxha status [-json] [-wait 2s] [-v] [DSN]
+  pgxha watch  [-json] [-interval 1s] [-v] [DSN]
+
+status prints each node's role, sync state, timeline, LSN, replication lag,
+check latency and last error once; watch redraws it until interrupted.
+DSN is a multi-host PostgreSQL connection string; without it, $PGXHA_DSN is
+used. Run "pgxha status -h" or "pgxha watch -h" for the flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options is a parsed command line.
+type options struct {
+	cmd      string // "status" or "watch"
+	dsn      string
+	json     bool
+	wait     time.Duration // status
+	interval time.Duration // watch
+	verbose  bool
+}
+
+// run runs the command line args (without the program name) and returns the
+// exit status. status returns when done; watch runs until ctx ends.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// Whatever is printed, the password of any connection string given is
+	// not: errors from flag parsing may quote arguments, errors from the
+	// server may quote the connection's settings.
+	red := newRedactor(append(slices.Clone(args), os.Getenv(dsnEnv))...)
+	stdout, stderr = red.Writer(stdout), red.Writer(stderr)
+
+	o, code, ok := parseArgs(args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if o.cmd == "watch" {
+		return watch(ctx, o, red, stdout, stderr)
+	}
+	return status(ctx, o, red, stdout, stderr)
+}
+
+// parseArgs parses the command line. When it returns ok false, it has
+// printed why (or the help asked for) and code is the exit status.
+func parseArgs(args []string, stdout, stderr io.Writer) (o options, code int, ok bool) {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return o, exitError, false
+	}
+	switch o.cmd = args[0]; o.cmd {
+	case "status", "watch":
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return o, exitOK, false
+	default:
+		fmt.Fprintf(stderr, "pgxha: unknown command %q: want status or watch\n\n%s", o.cmd, usage)
+		return o, exitError, false
+	}
+
+	fs := flag.NewFlagSet("pgxha "+o.cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table (watch: one document per line)")
+	fs.BoolVar(&o.verbose, "v", false, "log role changes and node errors to standard error")
+	if o.cmd == "status" {
+		fs.DurationVar(&o.wait, "wait", 2*time.Second, "how long to wait for a complete view (a master, every node that answers classified); 0: print after the first round of checks")
+	} else {
+		fs.DurationVar(&o.interval, "interval", time.Second, "time between two redraws")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: pgxha %s [flags] [DSN]\n\nDSN is a multi-host PostgreSQL connection string; without it, $%s is used.\n\nFlags:\n", o.cmd, dsnEnv)
+		fs.PrintDefaults()
+	}
+	usageError := func(format string, args ...any) (options, int, bool) {
+		fmt.Fprintf(stderr, "pgxha %s: %s\nRun \"pgxha %s -h\" for usage.\n", o.cmd, fmt.Sprintf(format, args...), o.cmd)
+		return o, exitError, false
+	}
+
+	positional, err := parseInterspersed(fs, args[1:])
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return o, exitOK, false
+	case err != nil:
+		return o, exitError, false // the flag package said why
+	case len(positional) > 1:
+		return usageError("too many arguments (%d): want at most one DSN; quote a keyword/value DSN", len(positional))
+	case len(positional) == 1:
+		o.dsn = positional[0]
+	default:
+		o.dsn = os.Getenv(dsnEnv)
+	}
+	switch {
+	case strings.TrimSpace(o.dsn) == "":
+		return usageError("no DSN: give one as the argument or in $%s", dsnEnv)
+	case o.wait < 0:
+		return usageError("-wait %s: must not be negative", o.wait)
+	case o.cmd == "watch" && o.interval <= 0:
+		return usageError("-interval %s: must be positive", o.interval)
+	}
+	return o, exitOK, true
+}
+
+// parseInterspersed parses flags placed before, between or after the
+// positional arguments, which it returns. Everything after "--" is
+// positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		if len(rest) == 0 {
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	return positional, nil
+}
+
+// connect makes the Manager, which checks every node once before it
+// returns (see hasql.New).
+func connect(ctx context.Context, o options, red redactor, stderr io.Writer) (*hasql.Manager, error) {
+	logger := slog.New(slog.DiscardHandler)
+	if o.verbose {
+		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	m, err := hasql.New(ctx, o.dsn, hasql.WithLogger(logger))
+	if err != nil {
+		return nil, errors.New(strings.TrimPrefix(red.String(err.Error()), "hasql: "))
+	}
+	return m, nil
+}
+
+// status prints the view once, after waiting up to o.wait for it to be
+// complete.
+func status(ctx context.Context, o options, red redactor, stdout, stderr io.Writer) int {
+	waitCtx := ctx
+	if o.wait > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, o.wait)
+		defer cancel()
+	}
+	m, err := connect(waitCtx, o, red, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "pgxha: %v\n", err)
+		return exitError
+	}
+	defer m.Close()
+	if o.wait > 0 {
+		waitComplete(waitCtx, m)
+	}
+
+	rep := makeReport(time.Now(), m.Nodes(), red)
+	if o.json {
+		err = writeJSON(stdout, rep, true)
+	} else {
+		err = writeTable(stdout, rep, "")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pgxha: %v\n", err)
+		return exitError
+	}
+	if rep.Master == nil {
+		if o.wait > 0 {
+			fmt.Fprintf(stderr, "pgxha: no master (waited %s)\n", o.wait)
+		} else {
+			fmt.Fprintln(stderr, "pgxha: no master")
+		}
+		return exitNoMaster
+	}
+	return exitOK
+}
+
+// waitComplete waits until the Manager's view is complete (see complete) or
+// ctx ends. It wakes on changes of the Manager's view through WaitReady,
+// asking each time for as many replicas as there are nodes not known to be
+// down.
+func waitComplete(ctx context.Context, m *hasql.Manager) {
+	// Each round follows a change of the view; the bound only guards
+	// against a view that keeps changing until ctx ends anyway.
+	for range 10000 {
+		ok, replicas := complete(m.Nodes())
+		if ok || m.WaitReady(ctx, 1, replicas) != nil {
+			return
+		}
+	}
+}
+
+// watch redraws the view every o.interval, and at once when a role changes,
+// until ctx ends.
+func watch(ctx context.Context, o options, red redactor, stdout, stderr io.Writer) int {
+	m, err := connect(ctx, o, red, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "pgxha: %v\n", err)
+		return exitError
+	}
+	defer m.Close()
+
+	note := "every " + o.interval.String() + " and on every change, Ctrl-C to quit"
+	ticker := time.NewTicker(o.interval)
+	defer ticker.Stop()
+	for {
+		changed := m.Changed()
+		rep := makeReport(time.Now(), m.Nodes(), red)
+		if o.json {
+			err = writeJSON(stdout, rep, false)
+		} else {
+			var frame bytes.Buffer
+			frame.WriteString(clearScreen)
+			if err = writeTable(&frame, rep, note); err == nil {
+				_, err = stdout.Write(frame.Bytes())
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "pgxha: %v\n", err)
+			return exitError
+		}
+		select {
+		case <-ctx.Done():
+			return exitOK
+		case <-ticker.C:
+		case <-changed:
+		}
+	}
+}
