@@ -577,7 +577,7 @@ func redact(err error, connString string) error {
 // a connection string before it is shown or logged.
 func Redact(connString, text string) string {
 	clean := passwordKV.ReplaceAllString(text, "password=xxxxx")
-	clean = urlUserinfo.ReplaceAllString(clean, "://xxxxx@")
+	clean = urlUserinfo.ReplaceAllString(clean, "://$1:xxxxx@")
 	if pw := passwordOf(connString); pw != "" {
 		clean = strings.ReplaceAll(clean, pw, "xxxxx")
 	}
@@ -586,7 +586,7 @@ func Redact(connString, text string) string {
 
 var (
 	passwordKV  = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)`)
-	urlUserinfo = regexp.MustCompile(`://[^/@\s]*@`)
+	urlUserinfo = regexp.MustCompile(`://([^/@:\s]*):[^/@\s]*@`)
 )
 
 type redactedError struct {

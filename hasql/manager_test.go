@@ -443,7 +443,7 @@ func TestBadConnectionsAreNodesDown(t *testing.T) {
 	for _, tc := range []struct {
 		name, dsn, want string
 	}{
-		{"wrong password", strings.Replace(c.DSN(), ":postgres@", ":"+secret+"@", 1), "password authentication failed"},
+		{"wrong password", strings.Replace(c.DSN(), ":pgxha@", ":"+secret+"@", 1), "password authentication failed"},
 		{"database missing", strings.Replace(c.DSN(), "/postgres?", "/nosuchdb?", 1), `database "nosuchdb" does not exist`},
 		{"unreachable host", "postgres://postgres:" + secret + "@127.0.0.1:1/postgres?sslmode=disable", "connection refused"},
 	} {

@@ -335,12 +335,12 @@ func (m *Manager) roleChanged(x *node, from, to Role, master *node) {
 	m.tel.roleChanged(x, from, to)
 	attrs := []any{"addr", x.cfg.Addr, "name", x.name(), "from", from.String(), "to", to.String()}
 	switch {
+	case to == RoleMaster && !m.everHadMaster:
+		m.everHadMaster = true
+		m.log.Debug("pgxha: master found", append(attrs, "timeline", x.view.res.Timeline)...)
 	case to == RoleMaster:
 		m.log.Warn("pgxha: new master", append(attrs, "timeline", x.view.res.Timeline)...)
-		if from != RoleUnknown || m.everHadMaster {
-			m.tel.failover(x)
-		}
-		m.everHadMaster = true
+		m.tel.failover(x)
 	case from == RoleUnknown && x.view.lastErr == nil:
 		m.log.Debug("pgxha: node found", attrs...)
 	default:

@@ -21,7 +21,7 @@ type Options struct {
 	SyncReplicas int
 
 	// User, Password and Database are the superuser and database of the DSN.
-	// Defaults: "postgres", "postgres", "postgres".
+	// Defaults: "postgres", "pgxha", "postgres".
 	User, Password, Database string
 
 	// Dir is where the cluster's temporary directory is made. Default: the
@@ -82,7 +82,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.User = "postgres"
 	}
 	if o.Password == "" {
-		o.Password = "postgres"
+		o.Password = "pgxha"
 	}
 	if o.Database == "" {
 		o.Database = "postgres"
