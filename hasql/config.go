@@ -64,6 +64,12 @@ type Config struct {
 	// termination) triggers a check at once (hasql_wait_on_socket, default
 	// true).
 	WaitOnSocket bool
+	// WatchPromotion makes each replica's check connection, between
+	// checks, run a statement that returns as soon as the replica leaves
+	// recovery, so a promotion is seen within about 10ms whatever the
+	// interval (hasql_watch_promotion, default true). It costs one backend
+	// per replica waking every 10ms.
+	WatchPromotion bool
 
 	// Balancer picks among candidate nodes (hasql_balancer, default
 	// round_robin; load_balance_hosts=random means random and disable means
@@ -134,6 +140,7 @@ var settingKeys = []string{
 	"hasql_max_lag",
 	"hasql_max_lag_bytes",
 	"hasql_wait_on_socket",
+	"hasql_watch_promotion",
 }
 
 var targetSessionAttrs = []string{"any", "read-write", "read-only", "primary", "standby", "prefer-standby"}
@@ -256,6 +263,13 @@ func (cfg *Config) applySettings(params map[string]string) error {
 			return fmt.Errorf("hasql: hasql_wait_on_socket %q: want true or false", v)
 		}
 		cfg.WaitOnSocket = b
+	}
+	if v, ok := params["hasql_watch_promotion"]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("hasql: hasql_watch_promotion %q: want true or false", v)
+		}
+		cfg.WatchPromotion = b
 	}
 	if v, ok := params["load_balance_hosts"]; ok {
 		switch v {

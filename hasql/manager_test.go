@@ -276,9 +276,8 @@ func TestManager(t *testing.T) {
 		var first hasql.NodeStatus
 		require.Eventually(t, func() bool {
 			first = m.Nodes()[2]
-			return first.LagBytes > 1<<20
-		}, 10*time.Second, 10*time.Millisecond, "n3's byte lag grows")
-		assert.True(t, first.ReplayPaused)
+			return first.LagBytes > 1<<20 && first.ReplayPaused
+		}, 10*time.Second, 10*time.Millisecond, "n3's byte lag grows, and its check shows replay paused")
 		require.Eventually(t, func() bool { return m.Nodes()[2].Lag > first.Lag+200*time.Millisecond },
 			10*time.Second, 10*time.Millisecond, "n3's time lag grows while replay is paused")
 		assert.Less(t, m.Nodes()[1].LagBytes, int64(1<<20), "the other replica keeps up")
@@ -545,3 +544,31 @@ func (p lastPicker) Pick() int { return int(p) }
 
 var _ = errors.New
 var _ = fmt.Sprintf
+
+func TestPromotionSeenWithoutPolling(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	// Checks every 30s: only the promotion watcher can see the promotion
+	// within the bound below.
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "30s"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	changed := m.Changed()
+	require.NoError(t, n2.Promote(ctx))
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the promotion was not seen")
+	}
+	require.Eventually(t, func() bool { return roles(m)["n2"] == hasql.RoleMaster }, 5*time.Second, time.Millisecond)
+	st := m.Nodes()
+	assert.True(t, st[0].SplitBrain && st[1].SplitBrain, "both writable: a split brain, reported")
+	assert.Equal(t, hasql.RoleUnknown, st[0].Role, "the old master, on the older timeline, gets no writes")
+	assert.True(t, st[0].Writable)
+	conn, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "n2", nodeOf(c, conn), "writes go to the newer timeline")
+	conn.Release()
+	_ = n1
+}

@@ -36,7 +36,8 @@ type node struct {
 	lagKnown    atomic.Bool
 	sync        atomic.Bool
 	suspect     atomic.Bool
-	poisoned    sync.Map // *pgx.Conn → struct{}: met 25006, closed on release
+	watchable   atomic.Bool // the last check found a replica: watch for its promotion
+	poisoned    sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
 	nPoisoned   atomic.Int64
 
 	// Re-check requests: pending is set, then the wait in progress (if any)
@@ -178,27 +179,53 @@ func (n *node) closeCheckConn() {
 }
 
 // wait waits d before the next check, or less when a re-check is requested,
-// the manager closes or (with WaitOnSocket) the check connection's server
-// closes it.
+// the manager closes or the check connection's server goes away. On a
+// replica (with WatchPromotion) the wait is a statement that polls
+// pg_is_in_recovery() on the server every 10ms and returns as soon as the
+// replica is promoted; elsewhere (with WaitOnSocket) it reads the idle
+// connection's socket, which ends when the server closes it (shutdown,
+// crash, termination). A re-check request cuts either short.
 func (n *node) wait(d time.Duration) {
-	ctx, cancel := context.WithTimeout(n.m.ctx, d)
+	m := n.m
+	watch := m.cfg.WatchPromotion && n.conn != nil && n.watchable.Load()
+	limit := d
+	if watch {
+		limit = d + m.cfg.CheckTimeout // a hung replica makes the watcher overrun
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, limit)
 	defer cancel()
 	n.cancelWait.Store(&cancel)
 	defer n.cancelWait.Store(nil)
 	if n.pending.Load() {
 		return
 	}
-	if n.m.cfg.WaitOnSocket && n.conn != nil {
+	switch {
+	case watch:
+		rounds := max(1, int(d/promotionPoll))
+		_, err := n.conn.PgConn().Exec(ctx, fmt.Sprintf(watchSQL, rounds)).ReadAll()
+		if err != nil {
+			// Cut short (the connection is unusable then), a server gone or
+			// hung: the check that follows tells which.
+			n.closeCheckConn()
+		}
+	case m.cfg.WaitOnSocket && n.conn != nil:
 		// Reads the socket until ctx ends: an error other than ctx's means
-		// the server went away (shutdown, crash, termination).
+		// the server went away.
 		err := n.conn.PgConn().WaitForNotification(ctx)
 		if err != nil && ctx.Err() == nil {
 			n.closeCheckConn()
 		}
-		return
+	default:
+		<-ctx.Done()
 	}
-	<-ctx.Done()
 }
+
+// promotionPoll is how often the promotion watcher asks the server.
+const promotionPoll = 10 * time.Millisecond
+
+// watchSQL returns after %d rounds of 10ms, or as soon as the server is out
+// of recovery. It reads no table.
+const watchSQL = `DO $pgxha$ BEGIN FOR i IN 1..%d LOOP EXIT WHEN NOT pg_is_in_recovery(); PERFORM pg_sleep(0.01); END LOOP; END $pgxha$`
 
 // trigger requests a check now.
 func (n *node) trigger() {

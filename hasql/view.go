@@ -74,6 +74,7 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 		}
 	}
 	n.suspect.Store(v.suspect)
+	n.watchable.Store(v.up && v.res.InRecovery)
 	m.rebuildLocked(now, &after)
 	m.mu.Unlock()
 
