@@ -177,6 +177,7 @@ func parseConfig(connString string) (*Config, error) {
 		FastCheckInterval:    DefaultFastCheckInterval,
 		FastCheckWindow:      DefaultFastCheckWindow,
 		WaitOnSocket:         true,
+		WatchPromotion:       true,
 		Balancer:             balancer.RoundRobin(),
 		TargetSessionAttrs:   "any",
 		Checker:              checker.PostgreSQL(),

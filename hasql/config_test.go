@@ -198,3 +198,12 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestWatchPromotionSetting(t *testing.T) {
+	cfg, err := hasql.ParseConfig("host=h1 user=u")
+	require.NoError(t, err)
+	assert.True(t, cfg.WatchPromotion, "on by default")
+	cfg, err = hasql.ParseConfig("host=h1 user=u hasql_watch_promotion=false")
+	require.NoError(t, err)
+	assert.False(t, cfg.WatchPromotion)
+}
