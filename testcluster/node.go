@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +21,17 @@ type Node struct {
 	drv   nodeDriver
 
 	opMu sync.Mutex // serializes chaos operations on this node
+
+	promotedAt atomic.Int64 // unix nanoseconds, when Promote last returned
+}
+
+// PromotedAt is when the last Promote of this node (by Promote or Failover)
+// returned, the promotion complete; zero if never.
+func (n *Node) PromotedAt() time.Time {
+	if ns := n.promotedAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // Name is the node's name: n1, n2, ... It is the server's cluster_name and
@@ -110,6 +122,7 @@ func (n *Node) Promote(ctx context.Context) error {
 		if !ok {
 			return errors.New("pg_promote returned false")
 		}
+		n.promotedAt.Store(time.Now().UnixNano())
 		n.c.mu.Lock()
 		n.c.master, n.c.syncNames = n, nil
 		n.c.mu.Unlock()

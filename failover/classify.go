@@ -1,0 +1,222 @@
+// Package failover tells what an error means while the cluster changes, and
+// re-runs transactions on the new master when, and only when, that is safe.
+//
+//	err := failover.RunInTx(ctx, m, failover.Options{}, func(ctx context.Context, tx pgx.Tx) error {
+//		_, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance - $1 WHERE id = $2", amount, id)
+//		return err
+//	})
+//	if errors.Is(err, failover.ErrCommitUnknown) {
+//		// The connection was lost during COMMIT: the transaction may or
+//		// may not have committed. It was not run again.
+//	}
+package failover
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgxha/pgxha/hasql"
+)
+
+// Class is what an error means for retrying.
+type Class int
+
+const (
+	// None: no error.
+	None Class = iota
+	// SafeToRetry: nothing reached the server (pgconn.SafeToRetry), so
+	// running the statement again cannot run it twice.
+	SafeToRetry
+	// RoleChanged: the node is no longer what it was asked for: 25006
+	// (read-only transaction: the master was demoted or the connection
+	// reached a replica), 57P01 (admin shutdown), 57P02 (crash shutdown),
+	// 57P03 (cannot connect now), or a split brain refusing writes. The
+	// transaction did not commit; the next master can take it.
+	RoleChanged
+	// NodeDown: the connection failed (refused, reset, closed, timed out)
+	// outside a commit; the transaction did not commit.
+	NodeDown
+	// Serialization: the transaction was rolled back by a serialization
+	// failure (40001) or a deadlock (40P01); running it again is the usual
+	// answer.
+	Serialization
+	// CommitUnknown: the connection was lost while COMMIT was in flight.
+	// The transaction may or may not have committed: never run again
+	// blindly.
+	CommitUnknown
+	// Permanent: everything else: running again would fail again, or
+	// the caller's context ended.
+	Permanent
+)
+
+var classNames = [...]string{"none", "safe to retry", "role changed", "node down", "serialization", "commit outcome unknown", "permanent"}
+
+// String names the class.
+func (c Class) String() string {
+	if c < 0 || int(c) >= len(classNames) {
+		return "unknown"
+	}
+	return classNames[c]
+}
+
+// Retryable reports whether a transaction that failed with this class may
+// run again from the start.
+func (c Class) Retryable() bool {
+	return c == SafeToRetry || c == RoleChanged || c == NodeDown || c == Serialization
+}
+
+// Sentinels for errors.Is on an *Error of the matching class.
+var (
+	ErrSafeToRetry   = errors.New("failover: safe to retry")
+	ErrRoleChanged   = errors.New("failover: node role changed")
+	ErrNodeDown      = errors.New("failover: node down")
+	ErrSerialization = errors.New("failover: serialization failure")
+	ErrCommitUnknown = errors.New("failover: commit outcome unknown")
+	ErrPermanent     = errors.New("failover: permanent error")
+)
+
+func (c Class) sentinel() error {
+	switch c {
+	case SafeToRetry:
+		return ErrSafeToRetry
+	case RoleChanged:
+		return ErrRoleChanged
+	case NodeDown:
+		return ErrNodeDown
+	case Serialization:
+		return ErrSerialization
+	case CommitUnknown:
+		return ErrCommitUnknown
+	case Permanent:
+		return ErrPermanent
+	}
+	return nil
+}
+
+// Error is an error with its class, as RunInTx returns it. errors.Is(err,
+// ErrCommitUnknown) and friends match the class; errors.As reaches the
+// cause.
+type Error struct {
+	Class Class
+	// Attempts is how many times the transaction ran.
+	Attempts int
+	Err      error
+}
+
+func (e *Error) Error() string {
+	if e.Attempts > 1 {
+		return "failover: " + e.Class.String() + " after " + itoa(e.Attempts) + " attempts: " + e.Err.Error()
+	}
+	return "failover: " + e.Class.String() + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is matches the sentinel of e's class.
+func (e *Error) Is(target error) bool { return target != nil && target == e.Class.sentinel() }
+
+func itoa(n int) string {
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + string(rune('0'+n%10))
+}
+
+// Classify tells what err means for running a statement or transaction
+// again. It does not know whether err came from a COMMIT: see
+// ClassifyCommit.
+func Classify(err error) Class {
+	if err == nil {
+		return None
+	}
+	var fe *Error
+	if errors.As(err, &fe) {
+		return fe.Class
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The caller's context ended: stop, whatever else happened.
+		if !pgconn.Timeout(err) || errors.Is(err, context.Canceled) {
+			return Permanent
+		}
+	}
+	if errors.Is(err, hasql.ErrSplitBrain) {
+		return RoleChanged
+	}
+	if errors.Is(err, hasql.ErrClosed) || errors.Is(err, hasql.ErrNoMaster) || errors.Is(err, hasql.ErrNoReplica) {
+		// An acquire that waited until its context ended, or a closed
+		// manager: nothing to retry within this context.
+		return Permanent
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "25006", "57P01", "57P02", "57P03":
+			return RoleChanged
+		case "40001", "40P01":
+			return Serialization
+		}
+		if len(pgErr.Code) == 5 && pgErr.Code[:2] == "08" { // connection exception
+			return NodeDown
+		}
+		return Permanent
+	}
+	if pgconn.SafeToRetry(err) {
+		return SafeToRetry
+	}
+	if connectionLost(err) {
+		return NodeDown
+	}
+	return Permanent
+}
+
+// ClassifyCommit classifies an error returned by COMMIT: a lost connection
+// (or a server shutting down) while COMMIT was in flight leaves the outcome
+// unknown; a refusal from the server means the transaction rolled back.
+func ClassifyCommit(err error) Class {
+	c := Classify(err)
+	switch c {
+	case NodeDown, RoleChanged:
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "25006" {
+			return RoleChanged // refused: nothing committed
+		}
+		if errors.Is(err, hasql.ErrSplitBrain) {
+			return RoleChanged
+		}
+		return CommitUnknown
+	case SafeToRetry:
+		return SafeToRetry // the COMMIT never left
+	}
+	if errors.Is(err, pgx.ErrTxCommitRollback) {
+		return Permanent // the transaction had failed: it rolled back
+	}
+	return c
+}
+
+// connectionLost reports network-level failures of an established or new
+// connection.
+func connectionLost(err error) bool {
+	if pgconn.Timeout(err) {
+		return true
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	return false
+}

@@ -1,0 +1,64 @@
+package failover_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// addrOf is "host:port" of a connection, as testcluster names nodes.
+func addrOf(conn *pgx.Conn) string {
+	cfg := conn.Config()
+	return fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
+}
+
+// testLogger sends the manager's log to the test's log while the test runs.
+func testLogger(t *testing.T) *slog.Logger {
+	h := &tlogHandler{t: t, mu: &sync.Mutex{}}
+	t.Cleanup(func() {
+		h.mu.Lock()
+		h.done = true
+		h.mu.Unlock()
+	})
+	return slog.New(h)
+}
+
+type tlogHandler struct {
+	t     *testing.T
+	mu    *sync.Mutex
+	done  bool
+	attrs []slog.Attr
+}
+
+func (h *tlogHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+
+func (h *tlogHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	for _, a := range h.attrs {
+		b.WriteString(" " + a.String())
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.String())
+		return true
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.done {
+		h.t.Log(b.String())
+	}
+	return nil
+}
+
+func (h *tlogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := *h
+	c.attrs = append(append([]slog.Attr(nil), h.attrs...), attrs...)
+	return &c
+}
+
+func (h *tlogHandler) WithGroup(string) slog.Handler { return h }

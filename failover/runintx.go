@@ -1,0 +1,160 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgxha/pgxha/hasql"
+)
+
+// Options configures RunInTx.
+type Options struct {
+	// TxOptions start each attempt's transaction.
+	TxOptions pgx.TxOptions
+	// MaxAttempts bounds how often the transaction runs (default 10). The
+	// context bounds it too.
+	MaxAttempts int
+	// InitialBackoff and MaxBackoff shape the exponential backoff, with
+	// jitter, between attempts (defaults 10ms and 1s).
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	// NoSerializationRetry leaves serialization failures and deadlocks
+	// (40001, 40P01) to the caller instead of running the transaction
+	// again.
+	NoSerializationRetry bool
+	// OnRetry, when set, is called before each new attempt with the error
+	// of the one that failed, its class, and the wait before the next.
+	OnRetry func(attempt int, err error, class Class, wait time.Duration)
+}
+
+const (
+	defaultMaxAttempts    = 10
+	defaultInitialBackoff = 10 * time.Millisecond
+	defaultMaxBackoff     = time.Second
+)
+
+// RunInTx runs fn in a transaction on the current master and commits it.
+// When an attempt fails in a way that guarantees the transaction did not
+// commit — the connection could not be had, the master went down or stopped
+// being master before COMMIT, a split brain refused it, a serialization
+// failure — fn runs again, from the start, in a new transaction on whatever
+// node is master then, after an exponential backoff with jitter, up to
+// MaxAttempts times and within ctx. fn must therefore have no effect outside
+// the transaction that cannot be repeated.
+//
+// A connection lost while COMMIT was in flight leaves the outcome unknown:
+// RunInTx never runs fn again then and returns an *Error that matches
+// ErrCommitUnknown. An error of fn that is not about the cluster (its own
+// errors, constraint violations, ...) is returned as it is, after a
+// rollback; other failures are returned as an *Error with their class and
+// the number of attempts.
+func RunInTx(ctx context.Context, m *hasql.Manager, opts Options, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = defaultMaxAttempts
+	}
+	if opts.InitialBackoff <= 0 {
+		opts.InitialBackoff = defaultInitialBackoff
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = defaultMaxBackoff
+	}
+	eb := backoff.NewExponentialBackOff()
+	eb.InitialInterval = opts.InitialBackoff
+	eb.MaxInterval = opts.MaxBackoff
+	eb.RandomizationFactor = 0.5
+	eb.Multiplier = 2
+	eb.MaxElapsedTime = 0 // bounded by attempts and ctx
+	eb.Reset()
+	b := backoff.WithContext(backoff.WithMaxRetries(eb, uint64(opts.MaxAttempts-1)), ctx)
+
+	attempts := 0
+	var lastErr error
+	var lastClass Class
+	op := func() error {
+		attempts++
+		err, class := runOnce(ctx, m, opts.TxOptions, fn)
+		if err == nil {
+			return nil
+		}
+		lastErr, lastClass = err, class
+		if ctx.Err() != nil || !class.Retryable() || class == Serialization && opts.NoSerializationRetry {
+			return backoff.Permanent(err)
+		}
+		return err
+	}
+	notify := func(err error, wait time.Duration) {
+		if opts.OnRetry != nil {
+			opts.OnRetry(attempts, err, lastClass, wait)
+		}
+	}
+	err := backoff.RetryNotify(op, b, notify)
+	if err == nil {
+		return nil
+	}
+	if lastErr == nil {
+		// The context ended before the first attempt.
+		return &Error{Class: Permanent, Attempts: attempts, Err: err}
+	}
+	if lastClass == Permanent && !errors.Is(lastErr, context.Canceled) && !errors.Is(lastErr, context.DeadlineExceeded) {
+		var fe *Error
+		if !errors.As(lastErr, &fe) {
+			return lastErr // the caller's own error, or one from the server about the work itself
+		}
+	}
+	if ctx.Err() != nil && lastClass.Retryable() {
+		return &Error{Class: lastClass, Attempts: attempts, Err: errors.Join(lastErr, ctx.Err())}
+	}
+	return &Error{Class: lastClass, Attempts: attempts, Err: lastErr}
+}
+
+// runOnce runs one attempt.
+func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn func(context.Context, pgx.Tx) error) (error, Class) {
+	conn, err := m.AcquireMaster(ctx)
+	if err != nil {
+		return err, Classify(err)
+	}
+	defer conn.Release()
+	tx, err := conn.BeginTx(ctx, txOpts)
+	if err != nil {
+		return err, Classify(err)
+	}
+	if err := fn(ctx, tx); err != nil {
+		rollback(tx)
+		return err, Classify(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err, ClassifyCommit(err)
+	}
+	return nil, None
+}
+
+// rollback ends a failed transaction, bounded: on a dead connection there is
+// nothing to wait for.
+func rollback(tx pgx.Tx) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = tx.Rollback(ctx)
+}
+
+// OnMasterChange calls fn with the master's address ("" while there is
+// none) now and each time it changes, until ctx ends. It blocks; run it in
+// a goroutine of your own.
+func OnMasterChange(ctx context.Context, m *hasql.Manager, fn func(addr string)) {
+	last := "\x00"
+	for {
+		changed := m.Changed()
+		if master := m.Stat().Master; master != last {
+			last = master
+			fn(master)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
