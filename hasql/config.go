@@ -40,7 +40,10 @@ type Config struct {
 	// with every hasql_* setting, target_session_attrs and load_balance_hosts
 	// removed. Its ConnConfig names every host; each node's pool gets a copy
 	// naming that node alone. Hooks and pool sizes set here apply to every
-	// node's pool.
+	// node's pool. Unless the connection string sets pool_min_idle_conns or
+	// pool_min_conns, MinIdleConns is 1: every node keeps a connection
+	// ready, and a replica's stays valid when it is promoted, so the first
+	// write after a failover does not wait to connect.
 	PoolConfig *pgxpool.Config
 
 	// Nodes lists the hosts of the connection string, in order.
@@ -210,6 +213,12 @@ func parseConfig(connString string) (*Config, error) {
 	}
 	// The manager routes; pgconn must not reject nodes by role itself.
 	poolCfg.ConnConfig.ValidateConnect = nil
+	// Keep a connection ready on every node: a replica's connections stay
+	// valid when it is promoted, so the first write after a failover does
+	// not wait for a new connection.
+	if !raw.has("pool_min_idle_conns") && !raw.has("pool_min_conns") {
+		poolCfg.MinIdleConns = 1
+	}
 
 	if cfg.Nodes, err = nodesOf(poolCfg.ConnConfig.Config, raw); err != nil {
 		return nil, err
@@ -333,6 +342,15 @@ func (r rawSettings) targetSessionAttrs() (string, bool) {
 		return v, true
 	}
 	return "", false
+}
+
+// has reports whether the connection string sets key.
+func (r rawSettings) has(key string) bool {
+	if r.url != nil {
+		return r.url.Query().Has(key)
+	}
+	_, ok := connInfoLookup(r.connString, key)
+	return ok
 }
 
 func connInfoLookup(s, key string) (string, bool) {

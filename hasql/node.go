@@ -37,6 +37,7 @@ type node struct {
 	sync        atomic.Bool
 	suspect     atomic.Bool
 	watchable   atomic.Bool // the last check found a replica: watch for its promotion
+	watching    atomic.Bool // the promotion watcher runs now
 	poisoned    sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
 	nPoisoned   atomic.Int64
 
@@ -202,7 +203,9 @@ func (n *node) wait(d time.Duration) {
 	switch {
 	case watch:
 		rounds := max(1, int(d/promotionPoll))
+		n.watching.Store(true)
 		_, err := n.conn.PgConn().Exec(ctx, fmt.Sprintf(watchSQL, rounds)).ReadAll()
+		n.watching.Store(false)
 		if err != nil {
 			// Cut short (the connection is unusable then), a server gone or
 			// hung: the check that follows tells which.
@@ -233,6 +236,16 @@ func (n *node) trigger() {
 	if c := n.cancelWait.Load(); c != nil {
 		(*c)()
 	}
+}
+
+// hurry asks for a check now unless the node is a replica whose promotion
+// watcher runs: the watcher already reports a promotion, and cutting it
+// short would cost its connection. Used when fast checks begin.
+func (n *node) hurry() {
+	if n.watching.Load() {
+		return
+	}
+	n.trigger()
 }
 
 // acquireFailed records a failed acquire from the node's pool and has the

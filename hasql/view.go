@@ -89,7 +89,7 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 	if after.trigger {
 		for _, x := range m.nodes {
 			if x != n {
-				x.trigger()
+				x.hurry()
 			}
 		}
 	}
@@ -410,7 +410,7 @@ func (m *Manager) masterSlow(n *node) {
 		m.log.Debug("pgxha: master check slow; checking the others fast", "addr", n.cfg.Addr)
 		for _, x := range m.nodes {
 			if x != n {
-				x.trigger()
+				x.hurry()
 			}
 		}
 	}

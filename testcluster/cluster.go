@@ -245,7 +245,7 @@ func (c *Cluster) Failover(ctx context.Context, to *Node) error {
 	}
 	for _, n := range others {
 		waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := c.waitStreaming(waitCtx, to, []string{n.name}, nil)
+		err := c.waitFollows(waitCtx, n, to)
 		cancel()
 		if err == nil {
 			continue
@@ -320,7 +320,42 @@ func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
 	if err := n.drv.start(ctx); err != nil {
 		return fmt.Errorf("start %s: %w", n.name, err)
 	}
+	if err := c.waitFollows(ctx, n, primary); err != nil {
+		return err
+	}
 	return c.waitStreaming(ctx, primary, []string{n.name}, nil)
+}
+
+// waitFollows waits until replica n receives WAL on primary's current
+// timeline. A replica that got WAL past the point where primary's timeline
+// forked connects, fails and retries: it shows in pg_stat_replication now and
+// then, but its walreceiver stays on the old timeline.
+func (c *Cluster) waitFollows(ctx context.Context, n, primary *Node) error {
+	var tli int
+	if err := primary.queryRow(ctx, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", &tli); err != nil {
+		return fmt.Errorf("timeline of %s: %w", primary.name, err)
+	}
+	ticker := time.NewTicker(20 * time.Millisecond)
+	defer ticker.Stop()
+	last := "no walreceiver"
+	for {
+		var status string
+		var received int
+		err := n.queryRow(ctx, "SELECT status, coalesce(received_tli, 0) FROM pg_stat_wal_receiver", &status, &received)
+		switch {
+		case err == nil && status == "streaming" && received == tli:
+			return nil
+		case err == nil:
+			last = fmt.Sprintf("walreceiver %s on timeline %d", status, received)
+		case !errors.Is(err, pgx.ErrNoRows):
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s does not follow %s on timeline %d: %w (%s)", n.name, primary.name, tli, ctx.Err(), last)
+		case <-ticker.C:
+		}
+	}
 }
 
 // repoint makes the running replica n stream from primary, with a reload.

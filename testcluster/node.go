@@ -109,18 +109,42 @@ func (n *Node) SetLatency(d time.Duration) error {
 	return n.op("set latency of", func() error { return n.drv.setLatency(d) })
 }
 
-// Promote promotes the node (pg_promote, waiting for it to finish) and
-// records it as the cluster's master. Other replicas are not repointed: see
-// Cluster.Failover. Promoting a replica while the master runs makes a split
-// brain, on purpose.
+// Promote promotes the node and records it as the cluster's master. It
+// returns as soon as the server is out of recovery (pg_promote(wait => true)
+// would poll in steps of 100ms): PromotedAt is then exact to a millisecond.
+// Other replicas are not repointed: see Cluster.Failover. Promoting a replica
+// while the master runs makes a split brain, on purpose.
 func (n *Node) Promote(ctx context.Context) error {
 	return n.op("promote", func() error {
+		conn, err := n.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
 		var ok bool
-		if err := n.queryRow(ctx, "SELECT pg_promote(true, 60)", &ok); err != nil {
+		if err := conn.QueryRow(ctx, "SELECT pg_promote(false)").Scan(&ok); err != nil {
 			return err
 		}
 		if !ok {
 			return errors.New("pg_promote returned false")
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var inRecovery bool
+			if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+				return err
+			}
+			if !inRecovery {
+				break
+			}
+			if time.Now().After(deadline) {
+				return errors.New("still in recovery 60s after pg_promote")
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Millisecond):
+			}
 		}
 		n.promotedAt.Store(time.Now().UnixNano())
 		n.c.mu.Lock()

@@ -196,6 +196,11 @@ func (l *Load) acked() int {
 func (l *Load) Stop() *Result {
 	l.cancel()
 	l.wg.Wait()
+	return l.Snapshot()
+}
+
+// Snapshot returns what happened so far; the load goes on.
+func (l *Load) Snapshot() *Result {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := &Result{Writes: append([]Op(nil), l.writes...), Reads: append([]Op(nil), l.reads...)}
@@ -280,6 +285,25 @@ func (r *Result) Outage(t time.Time) (d time.Duration, ok bool) {
 		}
 	}
 	return 0, false
+}
+
+// LongestGap is the longest time between two successive acknowledgements
+// (of any writer) from since on, counting from since itself: the write outage
+// the application saw around a fault at since. ok is false when no write was
+// acknowledged after after (the writes never recovered).
+func (r *Result) LongestGap(since, after time.Time) (d time.Duration, ok bool) {
+	prev := since
+	for _, op := range r.Writes {
+		if op.Err != nil || op.End.Before(since) {
+			continue
+		}
+		d = max(d, op.End.Sub(prev))
+		prev = op.End
+		if op.End.After(after) {
+			ok = true
+		}
+	}
+	return d, ok
 }
 
 // HasCode reports whether any failed write met the SQLSTATE code.

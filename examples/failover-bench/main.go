@@ -1,0 +1,292 @@
+// Command failover-bench measures failovers as the application sees them.
+//
+// For each scenario (master crash, clean stop, hang, partition; each followed
+// by the promotion of the synchronous replica), it starts a fresh local
+// cluster, runs writers through pgxha and, in the same run against the same
+// cluster and the same fault, through a plain pgxpool built from the same
+// multi-host DSN with target_session_attrs=read-write. It repeats each
+// scenario -n times and prints, per scenario and client, p50/p99/max of:
+//
+//	promote→write  time from the promotion completing (pg_promote returned)
+//	               to the first acknowledged write (0 when a write was
+//	               acknowledged before pg_promote returned)
+//	outage         the longest time without any acknowledged write, from the
+//	               fault on: the write outage as the application saw it
+//	errors         write errors the application saw
+//	lost           acknowledged writes missing on the new master
+//
+//	go run ./examples/failover-bench -n 20
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/internal/chaos"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+var verbose bool
+
+type scenario struct {
+	name  string
+	fault func(*testcluster.Node) error
+}
+
+var scenarios = []scenario{
+	{"crash", (*testcluster.Node).Kill},
+	{"stop", (*testcluster.Node).Stop},
+	{"hang", (*testcluster.Node).Pause},
+	{"partition", (*testcluster.Node).Partition},
+}
+
+func main() {
+	n := flag.Int("n", 20, "runs per scenario")
+	writers := flag.Int("writers", 4, "writers per client")
+	window := flag.Duration("window", 10*time.Second, "how long after the fault a client may take to recover")
+	only := flag.String("scenarios", "", "comma-separated scenarios to run (default all: crash,stop,hang,partition)")
+	flag.BoolVar(&verbose, "v", false, "print pgxha's write errors when there are more than writers")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, *n, *writers, *window, *only); err != nil {
+		fmt.Fprintln(os.Stderr, "failover-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// sample is one client's figures for one run.
+type sample struct {
+	promoteToWrite time.Duration
+	outage         time.Duration
+	recovered      bool
+	errors         int
+	lost           int
+}
+
+type pgxhaClient struct{ m *hasql.Manager }
+
+func (c pgxhaClient) Write(ctx context.Context, w, seq int) error {
+	_, err := c.m.Master().Exec(ctx, chaos.InsertSQL, "pgxha", w, seq)
+	return err
+}
+func (c pgxhaClient) Read(context.Context, int) error { return nil }
+
+type poolClient struct{ p *pgxpool.Pool }
+
+func (c poolClient) Write(ctx context.Context, w, seq int) error {
+	_, err := c.p.Exec(ctx, chaos.InsertSQL, "pgxpool", w, seq)
+	return err
+}
+func (c poolClient) Read(context.Context, int) error { return nil }
+
+func run(ctx context.Context, n, writers int, window time.Duration, only string) error {
+	fmt.Printf("failover-bench: %d runs per scenario, %d writers per client, %s, %d CPUs, %s\n",
+		n, writers, runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"))
+	fmt.Printf("pgxha defaults: check interval %s, check timeout %s, fast checks %s; baseline: pgxpool, target_session_attrs=read-write\n\n",
+		hasql.DefaultCheckInterval, hasql.DefaultCheckTimeout, hasql.DefaultFastCheckInterval)
+	for _, sc := range scenarios {
+		if only != "" && !strings.Contains(","+only+",", ","+sc.name+",") {
+			continue
+		}
+		var ours, base []sample
+		for i := 0; i < n; i++ {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			o, b, err := runOnce(ctx, sc, writers, window)
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w", sc.name, i+1, err)
+			}
+			ours, base = append(ours, o), append(base, b)
+			fmt.Fprintf(os.Stderr, "  %s %d/%d: pgxha outage %s errors %d | pgxpool %s errors %d\n", sc.name, i+1, n,
+				show(o.outage, o.recovered), o.errors, show(b.outage, b.recovered), b.errors)
+		}
+		report(sc.name, ours, base, window)
+	}
+	return nil
+}
+
+func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration) (ours, base sample, err error) {
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	c, err := testcluster.Start(startCtx, testcluster.Options{})
+	if err != nil {
+		return ours, base, err
+	}
+	defer c.Stop()
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+
+	m, err := hasql.New(startCtx, c.DSN(), hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		return ours, base, err
+	}
+	defer m.Close()
+	if err := m.WaitReady(startCtx, 1, 2); err != nil {
+		return ours, base, err
+	}
+	pool, err := pgxpool.New(startCtx, c.DSN()+"&target_session_attrs=read-write")
+	if err != nil {
+		return ours, base, err
+	}
+	defer pool.Close()
+	if err := chaos.CreateTable(startCtx, m.Master()); err != nil {
+		return ours, base, err
+	}
+
+	cfg := chaos.Config{Writers: writers, OpTimeout: 5 * time.Second}
+	ol := chaos.Start(pgxhaClient{m}, cfg)
+	bl := chaos.Start(poolClient{pool}, cfg)
+	stopped := false
+	defer func() {
+		if !stopped {
+			ol.Stop()
+			bl.Stop()
+		}
+	}()
+	if err := ol.WaitWrites(startCtx, 50); err != nil {
+		return ours, base, err
+	}
+	if err := bl.WaitWrites(startCtx, 50); err != nil {
+		return ours, base, err
+	}
+
+	fault := time.Now()
+	if err := sc.fault(n1); err != nil {
+		return ours, base, err
+	}
+	faultDone := time.Now()
+	if err := c.Failover(startCtx, n2); err != nil {
+		return ours, base, err
+	}
+	promoted := n2.PromotedAt()
+
+	// Both get the window to recover; the run ends early once both have.
+	deadline := fault.Add(window)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if recovered(ol, faultDone) && recovered(bl, faultDone) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	or, br := ol.Stop(), bl.Stop()
+	stopped = true
+
+	conn, err := n2.Conn(startCtx)
+	if err != nil {
+		return ours, base, err
+	}
+	defer conn.Close(context.Background())
+	ours, err = measure(startCtx, or, "pgxha", fault, faultDone, promoted, conn)
+	if err != nil {
+		return ours, base, err
+	}
+	if verbose && ours.errors > writers {
+		for _, op := range or.WriteErrors() {
+			fmt.Fprintf(os.Stderr, "    pgxha write error at +%s: %v\n", op.End.Sub(fault).Round(time.Millisecond), op.Err)
+		}
+	}
+	base, err = measure(startCtx, br, "pgxpool", fault, faultDone, promoted, conn)
+	return ours, base, err
+}
+
+// recovered: 20 writes acknowledged that started after the fault took effect.
+func recovered(l *chaos.Load, faultDone time.Time) bool {
+	return l.Snapshot().AckedAfter(faultDone) >= 20
+}
+
+func measure(ctx context.Context, r *chaos.Result, client string, fault, faultDone, promoted time.Time, conn *pgx.Conn) (sample, error) {
+	s := sample{errors: len(r.WriteErrors())}
+	s.outage, s.recovered = r.LongestGap(fault, faultDone)
+	s.recovered = s.recovered && r.AckedAfter(faultDone) >= 20
+	if first, ok := r.FirstAckAfter(promoted); ok {
+		s.promoteToWrite = max(first.Sub(promoted), 0)
+	}
+	lost, err := r.Lost(ctx, conn, client)
+	if err != nil {
+		return s, err
+	}
+	s.lost = len(lost)
+	return s, nil
+}
+
+func show(d time.Duration, ok bool) string {
+	if !ok {
+		return "did not recover"
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+func report(name string, ours, base []sample, window time.Duration) {
+	fmt.Printf("scenario: master %s, then promotion of the sync replica (%d runs)\n", name, len(ours))
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "metric\tpgxha p50\tp99\tmax\t\tpgxpool p50\tp99\tmax\t")
+	row := func(label string, f func(sample) (float64, bool), unit string) {
+		o, on := values(ours, f)
+		b, bn := values(base, f)
+		fmt.Fprintf(w, "%s\t%s\t\t%s\t\n", label, stats(o, on, len(ours), unit, window), stats(b, bn, len(base), unit, window))
+	}
+	dur := func(get func(sample) time.Duration) func(sample) (float64, bool) {
+		return func(s sample) (float64, bool) { return float64(get(s)) / float64(time.Millisecond), s.recovered }
+	}
+	row("promote→write", dur(func(s sample) time.Duration { return s.promoteToWrite }), "ms")
+	row("outage", dur(func(s sample) time.Duration { return s.outage }), "ms")
+	row("errors", func(s sample) (float64, bool) { return float64(s.errors), true }, "")
+	row("lost writes", func(s sample) (float64, bool) { return float64(s.lost), true }, "")
+	w.Flush()
+	fmt.Println()
+}
+
+// values collects f over samples; missing counts samples that did not
+// recover.
+func values(samples []sample, f func(sample) (float64, bool)) ([]float64, int) {
+	var out []float64
+	missing := 0
+	for _, s := range samples {
+		v, ok := f(s)
+		if !ok {
+			missing++
+			continue
+		}
+		out = append(out, v)
+	}
+	sort.Float64s(out)
+	return out, missing
+}
+
+func stats(v []float64, missing, total int, unit string, window time.Duration) string {
+	if len(v) == 0 {
+		return fmt.Sprintf("did not recover in %s (%d/%d)\t\t", window, missing, total)
+	}
+	pct := func(p float64) string {
+		i := int(p*float64(len(v)) + 0.5)
+		i = min(max(i-1, 0), len(v)-1)
+		return format(v[i], unit)
+	}
+	s := pct(0.50) + "\t" + pct(0.99) + "\t" + format(v[len(v)-1], unit)
+	if missing > 0 {
+		s += fmt.Sprintf(" (+%d did not recover)", missing)
+	}
+	return s
+}
+
+func format(v float64, unit string) string {
+	if unit == "" {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.0f%s", v, unit)
+}

@@ -1,0 +1,218 @@
+package hasql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5"
+)
+
+// Notification is one NOTIFY received by a Listener.
+type Notification struct {
+	Channel string
+	Payload string
+	// PID is the process ID of the sending backend.
+	PID uint32
+	// Node is the address of the master it came from.
+	Node string
+}
+
+// ErrMissed is matched (errors.Is) by the *MissedError a Listener returns
+// after its connection to the master was lost.
+var ErrMissed = errors.New("hasql: notifications may have been missed")
+
+// MissedError reports that a Listener lost its connection and listens again,
+// now on To: notifications sent between Lost and Resumed were not received.
+type MissedError struct {
+	From, To      string // addresses of the masters before and after
+	Lost, Resumed time.Time
+	Err           error // why the old connection ended
+}
+
+func (e *MissedError) Error() string {
+	return fmt.Sprintf("hasql: notifications may have been missed between %s and %s (listening on %s, then %s): %v",
+		e.Lost.Format(time.RFC3339Nano), e.Resumed.Format(time.RFC3339Nano), e.From, e.To, e.Err)
+}
+
+func (e *MissedError) Unwrap() error { return e.Err }
+
+// Is matches ErrMissed.
+func (e *MissedError) Is(target error) bool { return target == ErrMissed }
+
+// Listener receives notifications on a connection of its own to whichever
+// node is master, and moves to the new master after a failover. It is safe
+// for concurrent use; one goroutine should call Receive.
+type Listener struct {
+	m        *Manager
+	channels []string
+	events   chan listenEvent
+	cancel   context.CancelFunc
+	done     chan struct{}
+	once     sync.Once
+}
+
+type listenEvent struct {
+	n   *Notification
+	err error
+}
+
+// Listen starts listening on channels on the master. It returns once the
+// first LISTEN is in place, or with ctx's error while there is no master.
+// Close the Listener when done; it also stops when the Manager is closed.
+func (m *Manager) Listen(ctx context.Context, channels ...string) (*Listener, error) {
+	if len(channels) == 0 {
+		return nil, errors.New("hasql: Listen: no channel")
+	}
+	for _, ch := range channels {
+		if ch == "" {
+			return nil, errors.New("hasql: Listen: empty channel name")
+		}
+	}
+	lctx, cancel := context.WithCancel(m.ctx)
+	l := &Listener{m: m, channels: channels, events: make(chan listenEvent, 256), cancel: cancel, done: make(chan struct{})}
+	conn, n, err := l.connect(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	m.wg.Add(1)
+	go l.run(lctx, conn, n)
+	return l, nil
+}
+
+// Receive returns the next notification. After the listening connection
+// was lost it returns a *MissedError (errors.Is(err, ErrMissed)) once it
+// listens again on the master, then goes on with notifications. It returns
+// ErrClosed after Close or the Manager's Close, and ctx's error when ctx
+// ends first.
+func (l *Listener) Receive(ctx context.Context) (*Notification, error) {
+	select {
+	case ev, ok := <-l.events:
+		if !ok {
+			return nil, ErrClosed
+		}
+		return ev.n, ev.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close stops listening and waits for the Listener's goroutine.
+func (l *Listener) Close() {
+	l.once.Do(l.cancel)
+	<-l.done
+}
+
+// connect opens a connection to the master and listens there.
+func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
+	n, err := l.m.pick(ctx, targetMaster, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := n.pool.Config().ConnConfig
+	cfg.Tracer = nil
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		n.trigger()
+		return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
+	}
+	for _, ch := range l.channels {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			conn.Close(context.Background())
+			return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
+		}
+	}
+	return conn, n, nil
+}
+
+// run is the Listener's goroutine, owned by the Listener and the Manager.
+func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node) {
+	defer l.m.wg.Done()
+	defer close(l.done)
+	defer close(l.events)
+	defer func() {
+		if conn != nil {
+			closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+			conn.Close(closeCtx)
+			cancel()
+		}
+	}()
+	for ctx.Err() == nil {
+		err := l.listen(ctx, conn, n)
+		if ctx.Err() != nil {
+			return
+		}
+		lost, from := time.Now(), n.cfg.Addr
+		closeCtx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		conn.Close(closeCtx)
+		cancel()
+		conn = nil
+		// Reconnect to whichever node is master, backing off while that
+		// fails (pick itself waits while there is none).
+		b := backoff.WithContext(backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(10*time.Millisecond), backoff.WithMaxInterval(time.Second),
+			backoff.WithMaxElapsedTime(0)), ctx)
+		_ = backoff.Retry(func() error {
+			var err error
+			conn, n, err = l.connect(ctx)
+			return err
+		}, b)
+		if conn == nil {
+			return // ctx ended
+		}
+		miss := &MissedError{From: from, To: n.cfg.Addr, Lost: lost, Resumed: time.Now(), Err: err}
+		select {
+		case l.events <- listenEvent{err: miss}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// listen delivers notifications from conn until it fails, the master
+// changes, or ctx ends. It returns why it stopped.
+func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
+	for {
+		s := l.m.snap.Load()
+		if s.master != n {
+			return fmt.Errorf("%s is no longer master", n.cfg.Addr)
+		}
+		waitCtx, cancel := context.WithCancel(ctx)
+		watchDone := make(chan struct{})
+		go func() {
+			// Owned by this wait: stops when it ends.
+			defer close(watchDone)
+			select {
+			case <-s.changed:
+				cancel()
+			case <-waitCtx.Done():
+			}
+		}()
+		notification, err := conn.WaitForNotification(waitCtx)
+		cancel()
+		<-watchDone
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if l.m.snap.Load().master != n {
+				return fmt.Errorf("%s is no longer master", n.cfg.Addr)
+			}
+			if errors.Is(err, context.Canceled) {
+				continue // the view changed but n is still master
+			}
+			n.trigger()
+			return err
+		}
+		ev := listenEvent{n: &Notification{Channel: notification.Channel, Payload: notification.Payload, PID: notification.PID, Node: n.cfg.Addr}}
+		select {
+		case l.events <- ev:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

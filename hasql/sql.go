@@ -1,0 +1,152 @@
+package hasql
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"net"
+	"slices"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Target is where a *sql.DB made by DB sends its connections.
+type Target int
+
+const (
+	// TargetDefault follows the connection string's target_session_attrs:
+	// read-only and standby mean replicas, prefer-standby replicas with the
+	// master as fallback, anything else (read-write, primary, any) the
+	// master.
+	TargetDefault Target = iota
+	// TargetMaster: every connection goes to the master.
+	TargetMaster
+	// TargetReplica: every connection goes to a replica chosen with the
+	// ReplicaOptions given to DB.
+	TargetReplica
+)
+
+const customDataNode = "pgxha.node"
+
+// DB returns a *sql.DB, through pgx's stdlib driver, whose connections go to
+// the node the target routes to, for database/sql users (sqlc, sqlx, goose,
+// ...). Each new connection is opened on a node the manager picks, waiting
+// for one as an acquire does; before a pooled connection is reused,
+// database/sql asks the manager whether its node still qualifies, and a
+// connection whose node lost its role is discarded. database/sql keeps its
+// own pool of these connections (not the manager's pgx pools); close the
+// *sql.DB when done, before closing the Manager.
+func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
+	tg, o := m.resolveTarget(t, opts)
+	base := m.nodes[0].pool.Config().ConnConfig
+	connector := stdlib.GetConnector(*base,
+		stdlib.OptionBeforeConnect(func(ctx context.Context, cfg *pgx.ConnConfig) error {
+			n, err := m.pick(ctx, tg, o)
+			if err != nil {
+				return err
+			}
+			*cfg = *n.pool.Config().ConnConfig
+			return nil
+		}),
+		stdlib.OptionAfterConnect(func(ctx context.Context, conn *pgx.Conn) error {
+			if n := m.nodeOf(conn); n != nil {
+				conn.PgConn().CustomData()[customDataNode] = n
+			}
+			return nil
+		}),
+		stdlib.OptionResetSession(func(ctx context.Context, conn *pgx.Conn) error {
+			n, _ := conn.PgConn().CustomData()[customDataNode].(*node)
+			if n == nil || !m.qualifies(n, tg, o) {
+				return driver.ErrBadConn
+			}
+			return nil
+		}),
+	)
+	return sql.OpenDB(connector)
+}
+
+func (m *Manager) resolveTarget(t Target, opts []ReplicaOption) (target, *replicaOptions) {
+	var o *replicaOptions
+	if len(opts) > 0 {
+		o = new(replicaOptions)
+		for _, opt := range opts {
+			opt(o)
+		}
+	}
+	if t == TargetDefault {
+		switch m.cfg.TargetSessionAttrs {
+		case "read-only", "standby":
+			t = TargetReplica
+		case "prefer-standby":
+			t = TargetReplica
+			if o == nil {
+				o = new(replicaOptions)
+			}
+			o.fallback = true
+		default:
+			t = TargetMaster
+		}
+	}
+	if t == TargetMaster {
+		return targetMaster, nil
+	}
+	return targetReplica, o
+}
+
+// pick chooses a node for t without acquiring from its pool, waiting for
+// one like an acquire.
+func (m *Manager) pick(ctx context.Context, t target, o *replicaOptions) (*node, error) {
+	for {
+		s := m.snap.Load()
+		if s.closed {
+			return nil, ErrClosed
+		}
+		var set candidateSet
+		var err error
+		if o != nil && o.minLSN != 0 {
+			set = m.customSet(s, o)
+		} else {
+			set, err = m.candidates(s, t, o, nil)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(set.nodes) > 0 {
+			return set.nodes[set.pick()], nil
+		}
+		select {
+		case <-s.changed:
+		case <-m.closed:
+			return nil, ErrClosed
+		case <-ctx.Done():
+			return nil, m.noNode(t, ctx.Err())
+		}
+	}
+}
+
+// qualifies reports whether n is still a candidate for t.
+func (m *Manager) qualifies(n *node, t target, o *replicaOptions) bool {
+	s := m.snap.Load()
+	if s.closed {
+		return false
+	}
+	if o != nil && o.minLSN != 0 {
+		return slices.Contains(m.customSet(s, o).nodes, n)
+	}
+	set, err := m.candidates(s, t, o, nil)
+	return err == nil && slices.Contains(set.nodes, n)
+}
+
+// nodeOf finds the node a connection reaches.
+func (m *Manager) nodeOf(conn *pgx.Conn) *node {
+	cfg := conn.Config()
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	for _, n := range m.nodes {
+		if n.cfg.Addr == addr || n.cfg.Host == cfg.Host && n.cfg.Port == cfg.Port {
+			return n
+		}
+	}
+	return nil
+}
