@@ -21,19 +21,12 @@ type nodeTracer struct {
 	user pgx.QueryTracer
 }
 
-// nodeTracerAcquire is a nodeTracer whose user tracer also traces pool
-// acquires; kept apart so that pools without one skip that tracing.
-type nodeTracerAcquire struct {
-	*nodeTracer
-	acq pgxpool.AcquireTracer
-}
-
+// newNodeTracer wraps the user's tracer. The user's pgxpool.AcquireTracer
+// methods, if any, are not called: the Manager traces acquires itself (the
+// hasql.acquire span, with the node that won), so a tracer such as otelpgx
+// adds its query spans without a second span for the same acquire.
 func newNodeTracer(n *node, user pgx.QueryTracer) pgx.QueryTracer {
-	t := &nodeTracer{n: n, user: user}
-	if acq, ok := user.(pgxpool.AcquireTracer); ok {
-		return &nodeTracerAcquire{nodeTracer: t, acq: acq}
-	}
-	return t
+	return &nodeTracer{n: n, user: user}
 }
 
 func (t *nodeTracer) observe(conn *pgx.Conn, err error) {
@@ -147,14 +140,6 @@ func (t *nodeTracer) TraceRelease(pool *pgxpool.Pool, data pgxpool.TraceReleaseD
 	if u, ok := t.user.(pgxpool.ReleaseTracer); ok {
 		u.TraceRelease(pool, data)
 	}
-}
-
-func (t *nodeTracerAcquire) TraceAcquireStart(ctx context.Context, pool *pgxpool.Pool, data pgxpool.TraceAcquireStartData) context.Context {
-	return t.acq.TraceAcquireStart(ctx, pool, data)
-}
-
-func (t *nodeTracerAcquire) TraceAcquireEnd(ctx context.Context, pool *pgxpool.Pool, data pgxpool.TraceAcquireEndData) {
-	t.acq.TraceAcquireEnd(ctx, pool, data)
 }
 
 // poison marks conn to be closed on release.
