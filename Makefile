@@ -3,14 +3,19 @@ GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 15s
 
-.PHONY: test demo deps vet fmt-check unit fuzz bench cluster
+.PHONY: test demo demo-failover deps vet fmt-check unit fuzz bench cluster
+.PHONY: compose-image compose-up compose-down compose-test chaos-compose
 
 ## test: vet, format check, every test under the race detector, a short fuzz run
-test: deps vet fmt-check unit fuzz
+test: deps vet fmt-check unit fuzz compose-test
 
 ## demo: the library's main job on an embedded local cluster
 demo: deps
 	$(GO) run ./examples/quickstart
+
+## demo-failover: a live failover under load: the master is killed, the client re-routes
+demo-failover: deps
+	$(GO) run ./examples/failover-demo
 
 ## cluster: start a local replicated cluster and keep it up until Ctrl-C
 cluster: deps
@@ -18,6 +23,7 @@ cluster: deps
 
 deps:
 	@./scripts/ensure-postgres.sh
+	@./scripts/ensure-patroni.sh
 
 vet:
 	$(GO) vet $(PKGS)
@@ -41,3 +47,46 @@ fuzz:
 ## bench: benchmarks (timings for the README; not part of test)
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# The compose cluster (docker-compose.replication.yml). Without a registry the
+# image is built here from Debian's packages; PGXHA_PG_IMAGE=postgres:17 (or
+# any PostgreSQL image) uses that instead.
+COMPOSE_IMAGE ?= pgxha/postgres:15-debian
+PGXHA_PG_IMAGE ?= $(COMPOSE_IMAGE)
+export PGXHA_PG_IMAGE
+COMPOSE_SH := ./testcluster/compose/compose.sh
+# Builds the local image when it is the one in use and missing.
+COMPOSE_IMAGE_IF_LOCAL = $(if $(filter $(COMPOSE_IMAGE),$(PGXHA_PG_IMAGE)),./testcluster/compose/build-image.sh $(COMPOSE_IMAGE),true)
+
+## compose-image: build the PostgreSQL image from Debian's packages (skipped when it exists)
+compose-image:
+	@./testcluster/compose/build-image.sh $(COMPOSE_IMAGE)
+
+## compose-up: start the compose cluster (project pgxha) and print its DSN
+compose-up:
+	@$(COMPOSE_IMAGE_IF_LOCAL)
+	@$(COMPOSE_SH) up
+
+## compose-down: remove the compose cluster: no container, network or volume is left
+compose-down:
+	@$(COMPOSE_SH) down
+
+## compose-test: the compose backend's tests, when a Docker engine answers
+compose-test:
+	@if ! $(COMPOSE_SH) engine; then \
+		echo "compose tests skipped: no Docker engine answers (docker info)"; \
+	else \
+		$(COMPOSE_IMAGE_IF_LOCAL) && \
+		PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 20m -run Compose ./testcluster/; \
+	fi
+
+## chaos-compose: the failover chaos tests against the compose backend
+chaos-compose:
+	@$(COMPOSE_IMAGE_IF_LOCAL)
+	PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 30m -run Compose ./testcluster/
+	@if [ -d failover ]; then \
+		echo "PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 30m ./failover/..."; \
+		PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 30m ./failover/...; \
+	else \
+		echo "chaos-compose: no failover package yet; ran the testcluster compose tests only"; \
+	fi

@@ -61,6 +61,19 @@ func newRig(t *testing.T, opts testcluster.Options, dsnParams string) *rig {
 	t.Cleanup(m.Close)
 	require.NoError(t, m.WaitReady(ctx, 1, len(c.Nodes())-1))
 	require.NoError(t, chaos.CreateTable(ctx, m.Master()))
+	// Readers must find the table on every replica, the async one too.
+	lsn, err := m.CurrentLSN(ctx)
+	require.NoError(t, err)
+	for _, n := range c.Replicas() {
+		conn, err := n.Conn(ctx)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			var replayed bool
+			err := conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", lsn.String()).Scan(&replayed)
+			return err == nil && replayed
+		}, 30*time.Second, 5*time.Millisecond, "%s replays the table's creation", n)
+		conn.Close(ctx)
+	}
 	return &rig{t: t, ctx: ctx, c: c, m: m}
 }
 

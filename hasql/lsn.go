@@ -45,7 +45,10 @@ func (m *Manager) CurrentLSN(ctx context.Context) (LSN, error) {
 // caught up; after o.minLSNWait it falls back to the master with
 // FallbackToMaster, otherwise it keeps trying until ctx ends.
 func (m *Manager) acquireMinLSN(ctx context.Context, o *replicaOptions) (*pgxpool.Conn, error) {
-	start := time.Now()
+	var start time.Time
+	if m.tel.timed() {
+		start = time.Now()
+	}
 	ctx, span := m.tel.startAcquire(ctx, targetReplica)
 	conn, n, err := m.minLSNLoop(ctx, o)
 	m.tel.acquired(ctx, targetReplica, n, start, span, err)

@@ -245,7 +245,10 @@ func (t target) err() error {
 // node whose pool fails is reported (its check runs at once) and the next
 // candidate is tried, at most a few times per node.
 func (m *Manager) acquire(ctx context.Context, t target, o *replicaOptions) (*pgxpool.Conn, error) {
-	start := time.Now()
+	var start time.Time
+	if m.tel.timed() {
+		start = time.Now()
+	}
 	ctx, span := m.tel.startAcquire(ctx, t)
 	conn, n, err := m.acquireLoop(ctx, t, o, span)
 	m.tel.acquired(ctx, t, n, start, span, err)

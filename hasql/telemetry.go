@@ -60,14 +60,26 @@ const (
 	errorTypePool          = "pool"
 )
 
-// defaultTracerProvider is the global provider before anyone set one: while
-// it is in place, acquires start no span (and allocate nothing for it).
-var defaultTracerProvider = otel.GetTracerProvider()
+// defaultTracerProvider and defaultMeterProvider are the global providers
+// before anyone set one: while they are in place and no provider was given,
+// acquires start no span and read no clock.
+var (
+	defaultTracerProvider = otel.GetTracerProvider()
+	defaultMeterProvider  = otel.GetMeterProvider()
+)
+
+// timed reports whether acquires should be timed: a meter or tracer
+// provider is in place.
+func (t *telemetry) timed() bool {
+	return t.mp != nil || t.tp != nil || otel.GetMeterProvider() != defaultMeterProvider ||
+		otel.GetTracerProvider() != defaultTracerProvider
+}
 
 // telemetry holds the Manager's instruments, made once.
 type telemetry struct {
 	m  *Manager
 	tp trace.TracerProvider // nil: the global one, looked up per acquire
+	mp metric.MeterProvider // nil: the global one
 
 	checkDuration   metric.Float64Histogram
 	acquireDuration metric.Float64Histogram
@@ -80,8 +92,8 @@ type telemetry struct {
 
 	// Per node, made once so that recording allocates nothing.
 	nodeAttrs    [][]attribute.KeyValue
-	acquireOK    [][2]metric.RecordOption // [node][target]
-	checkOpts    [][3]metric.RecordOption // [node][ok, error, timeout]
+	acquireOK    [][2][]metric.RecordOption // [node][target]; slices so that recording allocates nothing
+	checkOpts    [][3][]metric.RecordOption // [node][ok, error, timeout]
 	spanStart    []trace.SpanStartOption
 	cachedTracer atomic.Pointer[cachedTracer]
 }
@@ -92,7 +104,7 @@ type cachedTracer struct {
 }
 
 func newTelemetry(m *Manager) (*telemetry, error) {
-	t := &telemetry{m: m, tp: m.cfg.TracerProvider}
+	t := &telemetry{m: m, tp: m.cfg.TracerProvider, mp: m.cfg.MeterProvider}
 	mp := m.cfg.MeterProvider
 	if mp == nil {
 		mp = otel.GetMeterProvider()
@@ -154,14 +166,14 @@ func newTelemetry(m *Manager) (*telemetry, error) {
 			attribute.String(attrDBNamespace, db),
 		}
 		t.nodeAttrs = append(t.nodeAttrs, attrs)
-		var ok [2]metric.RecordOption
+		var ok [2][]metric.RecordOption
 		for tg := targetMaster; tg <= targetReplica; tg++ {
-			ok[tg] = metric.WithAttributeSet(attribute.NewSet(append(attrs, attribute.String(AttrTarget, tg.String()))...))
+			ok[tg] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(append(attrs, attribute.String(AttrTarget, tg.String()))...))}
 		}
 		t.acquireOK = append(t.acquireOK, ok)
-		var co [3]metric.RecordOption
+		var co [3][]metric.RecordOption
 		for i, r := range []string{checkResultOK, checkResultError, checkResultTimeout} {
-			co[i] = metric.WithAttributeSet(attribute.NewSet(append(attrs, attribute.String(AttrCheckResult, r))...))
+			co[i] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(append(attrs, attribute.String(AttrCheckResult, r))...))}
 		}
 		t.checkOpts = append(t.checkOpts, co)
 	}
@@ -255,9 +267,16 @@ func (t *telemetry) startAcquire(ctx context.Context, tg target) (context.Contex
 
 // acquired records an acquire: its duration, its node or its error.
 func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time.Time, span trace.Span, err error) {
+	if start.IsZero() {
+		if err != nil {
+			t.acquireErrors.Add(ctx, 1, metric.WithAttributes(attribute.String(attrDBSystemName, dbSystemPostgreSQL),
+				attribute.String(AttrTarget, tg.String()), attribute.String(attrErrorType, errorType(err))))
+		}
+		return // nothing records durations
+	}
 	d := time.Since(start).Seconds()
 	if err == nil {
-		t.acquireDuration.Record(ctx, d, t.acquireOK[n.index][tg])
+		t.acquireDuration.Record(ctx, d, t.acquireOK[n.index][tg]...)
 	} else {
 		errType := errorType(err)
 		attrs := metric.WithAttributes(attribute.String(attrDBSystemName, dbSystemPostgreSQL),
@@ -311,7 +330,7 @@ func (t *telemetry) checked(n *node, d time.Duration, err error) {
 			i = 2
 		}
 	}
-	t.checkDuration.Record(context.Background(), d.Seconds(), t.checkOpts[n.index][i])
+	t.checkDuration.Record(context.Background(), d.Seconds(), t.checkOpts[n.index][i]...)
 }
 
 // roleChanged counts a role change and emits a span with an event for it.

@@ -284,6 +284,11 @@ func (c *Cluster) startLocal(ctx context.Context) error {
 		return fmt.Errorf("testcluster: %w", err)
 	}
 	becomeSubreaper()
+	tmp := c.opts.Dir
+	if tmp == "" {
+		tmp = os.TempDir()
+	}
+	sweepOrphans(tmp)
 
 	c.dir, err = os.MkdirTemp(c.opts.Dir, "pgxha-testcluster-")
 	if err != nil {

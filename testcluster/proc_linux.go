@@ -30,6 +30,34 @@ func becomeSubreaper() {
 	})
 }
 
+// sweepOrphans kills PostgreSQL processes left by a test process that died
+// without stopping its cluster: their postmaster was killed with it, but
+// backends that were frozen by Pause stay frozen under init forever. They are
+// recognized by their working directory (a data directory under a
+// pgxha-testcluster- directory in tmp) and by their parent being init.
+func sweepOrphans(tmp string) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	prefix := strings.TrimRight(tmp, "/") + "/pgxha-testcluster-"
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, ok := parentPid(pid); !ok || ppid != 1 {
+			continue
+		}
+		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
+		if err != nil || !strings.HasPrefix(cwd, prefix) {
+			continue
+		}
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
 // childPids lists the processes whose parent is ppid.
 func childPids(ppid int) []int {
 	entries, err := os.ReadDir("/proc")

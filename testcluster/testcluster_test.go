@@ -374,3 +374,73 @@ func BenchmarkFailover(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestKilledWithPausedNode is the child of TestOrphansOfAKilledTestAreSwept:
+// it pauses a node and waits to be killed. It runs only as that child.
+func TestKilledWithPausedNode(t *testing.T) {
+	if os.Getenv("PGXHA_TESTCLUSTER_KILLED_CHILD") != "1" {
+		t.Skip("a fixture run by TestOrphansOfAKilledTestAreSwept in a child process")
+	}
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	require.NoError(t, c.Nodes()[0].Pause())
+	fmt.Printf("CLUSTER_DIR=%s\n", c.Dir())
+	select {} // killed by the parent
+}
+
+func TestOrphansOfAKilledTestAreSwept(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledWithPausedNode$", "-test.v")
+	cmd.Env = append(os.Environ(), "PGXHA_TESTCLUSTER_KILLED_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var dir string
+	buf := make([]byte, 0, 4096)
+	deadline := time.Now().Add(2 * time.Minute)
+	for dir == "" && time.Now().Before(deadline) {
+		chunk := make([]byte, 1024)
+		n, err := out.Read(chunk)
+		buf = append(buf, chunk[:n]...)
+		if i := strings.Index(string(buf), "CLUSTER_DIR="); i >= 0 && strings.Contains(string(buf[i:]), "\n") {
+			dir = strings.Fields(string(buf[i+len("CLUSTER_DIR="):]))[0]
+		}
+		if err != nil {
+			break
+		}
+	}
+	require.NotEmpty(t, dir, "child output: %s", buf)
+	require.NoError(t, cmd.Process.Kill(), "the test process dies without stopping its cluster")
+	_ = cmd.Wait()
+	defer os.RemoveAll(dir)
+	// The killed postmaster's frozen backends are left under init.
+	require.Eventually(t, func() bool { return len(liveUnder(t, dir)) > 0 }, 10*time.Second, 10*time.Millisecond)
+
+	testcluster.New(t, testcluster.Options{Replicas: -1}) // the next cluster sweeps them
+	assert.Empty(t, liveUnder(t, dir))
+}
+
+// liveUnder lists processes (not zombies) whose working directory is under
+// dir.
+func liveUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var found []string
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil || !strings.HasPrefix(cwd, dir) {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		if f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]); len(f) > 0 && f[0] != "Z" {
+			found = append(found, e.Name())
+		}
+	}
+	return found
+}

@@ -1,0 +1,157 @@
+package hasql_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// benchEnv is one cluster, one manager and plain pools on the same nodes,
+// shared by the benchmarks of a run.
+type benchEnv struct {
+	c      *testcluster.Cluster
+	m      *hasql.Manager
+	master *pgxpool.Pool // plain pgxpool on the master
+	sync   *pgxpool.Pool // plain pgxpool on the sync replica
+}
+
+var (
+	benchOnce sync.Once
+	bench     *benchEnv
+	benchErr  error
+)
+
+func env(b *testing.B) *benchEnv {
+	b.Helper()
+	benchOnce.Do(func() {
+		ctx := context.Background()
+		c, err := testcluster.Start(ctx, testcluster.Options{})
+		if err != nil {
+			benchErr = err
+			return
+		}
+		m, err := hasql.New(ctx, withParams(c.DSN(), "pool_max_conns", "8"), hasql.WithLogger(quiet))
+		if err != nil {
+			benchErr = err
+			return
+		}
+		if err := m.WaitReady(ctx, 1, 2); err != nil {
+			benchErr = err
+			return
+		}
+		master, err := pgxpool.New(ctx, withParams(c.Nodes()[0].DSN(), "pool_max_conns", "8"))
+		if err != nil {
+			benchErr = err
+			return
+		}
+		syncPool, err := pgxpool.New(ctx, withParams(c.Nodes()[1].DSN(), "pool_max_conns", "8"))
+		if err != nil {
+			benchErr = err
+			return
+		}
+		bench = &benchEnv{c: c, m: m, master: master, sync: syncPool}
+	})
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return bench
+}
+
+// warm fills a pool so that acquires find idle connections.
+func warm(b *testing.B, acquire func(context.Context) (*pgxpool.Conn, error), n int) {
+	var conns []*pgxpool.Conn
+	for i := 0; i < n; i++ {
+		c, err := acquire(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Release()
+	}
+}
+
+func benchAcquire(b *testing.B, acquire func(context.Context) (*pgxpool.Conn, error)) {
+	ctx := context.Background()
+	warm(b, acquire, 8)
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			c, err := acquire(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Release()
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				c, err := acquire(ctx)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				c.Release()
+			}
+		})
+	})
+}
+
+// BenchmarkAcquire compares an acquire and release through the manager with
+// the same on a plain pgxpool on the same node.
+func BenchmarkAcquire(b *testing.B) {
+	e := env(b)
+	b.Run("pgxpool/master", func(b *testing.B) { benchAcquire(b, e.master.Acquire) })
+	b.Run("pgxha/AcquireMaster", func(b *testing.B) { benchAcquire(b, e.m.AcquireMaster) })
+	b.Run("pgxpool/replica", func(b *testing.B) { benchAcquire(b, e.sync.Acquire) })
+	b.Run("pgxha/AcquireReplica", func(b *testing.B) {
+		benchAcquire(b, func(ctx context.Context) (*pgxpool.Conn, error) { return e.m.AcquireReplica(ctx) })
+	})
+	b.Run("pgxha/AcquireReplica-SyncOnly", func(b *testing.B) {
+		opt := hasql.SyncOnly()
+		benchAcquire(b, func(ctx context.Context) (*pgxpool.Conn, error) { return e.m.AcquireReplica(ctx, opt) })
+	})
+}
+
+// BenchmarkQueryRow compares a routed SELECT 1 with the same on a plain
+// pgxpool.
+func BenchmarkQueryRow(b *testing.B) {
+	e := env(b)
+	ctx := context.Background()
+	run := func(b *testing.B, q func() error) {
+		b.Run("serial", func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if err := q(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := q(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+	b.Run("pgxpool", func(b *testing.B) {
+		run(b, func() error { var one int; return e.sync.QueryRow(ctx, "SELECT 1").Scan(&one) })
+	})
+	replica := e.m.Replica(hasql.SyncOnly())
+	b.Run("pgxha/Replica", func(b *testing.B) {
+		run(b, func() error { var one int; return replica.QueryRow(ctx, "SELECT 1").Scan(&one) })
+	})
+}
