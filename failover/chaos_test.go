@@ -293,3 +293,27 @@ func TestOldMasterRejoinsAndServesReads(t *testing.T) {
 	assert.True(t, served, "the rejoined old master serves reads")
 	r.finish(fault, n2)
 }
+
+// TestPatroniFailoverClientFollows kills the master of a Patroni-managed
+// cluster: Patroni, not the test, promotes the sync replica when the leader
+// key expires, and the client follows without help.
+func TestPatroniFailoverClientFollows(t *testing.T) {
+	r := newRig(t, testcluster.Options{Backend: testcluster.BackendPatroni}, "")
+	old := r.c.Master()
+	require.NotNil(t, old)
+	// Writes wait for the new master: give them longer than Patroni's ttl.
+	r.load = chaos.Start(pgxhaClient{r.m}, chaos.Config{Writers: writers, Readers: readers, OpTimeout: 30 * time.Second})
+	t.Cleanup(func() { r.load.Stop() })
+	require.NoError(t, r.load.WaitWrites(r.ctx, 50))
+	fault := time.Now()
+	require.NoError(t, old.Kill())
+	var next *testcluster.Node
+	require.Eventually(t, func() bool {
+		next = r.c.Master()
+		return next != nil && next != old
+	}, time.Minute, 50*time.Millisecond, "Patroni promotes a replica on its own")
+	res := r.finish(fault, next)
+	assert.LessOrEqual(t, len(res.WriteErrors()), writers, "writes wait for Patroni's promotion instead of failing")
+	st := r.m.Stat()
+	assert.Equal(t, next.Addr(), st.Master, "the manager follows Patroni's choice")
+}

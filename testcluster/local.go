@@ -30,10 +30,11 @@ type localNode struct {
 	port    int // the server's own port; clients use the proxy's
 	proxy   *faultproxy.Proxy
 
-	mu     sync.Mutex // guards the fields below; held across start and stop
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once cmd has been waited for
-	paused bool
+	mu      sync.Mutex // guards the fields below; held across start and stop
+	aliases []*faultproxy.Proxy
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once cmd has been waited for
+	paused  bool
 }
 
 var _ nodeDriver = (*localNode)(nil)
@@ -268,7 +269,29 @@ func (l *localNode) rewind(ctx context.Context, source *Node) error {
 
 func (l *localNode) logTail(n int) string { return tailFile(l.logPath, n) }
 
-func (l *localNode) close() error { return l.proxy.Close() }
+func (l *localNode) close() error {
+	l.mu.Lock()
+	aliases := l.aliases
+	l.aliases = nil
+	l.mu.Unlock()
+	errs := []error{l.proxy.Close()}
+	for _, a := range aliases {
+		errs = append(errs, a.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// alias opens one more proxy to the server.
+func (l *localNode) alias() (string, error) {
+	p, err := faultproxy.New("127.0.0.1:0", l.directAddr())
+	if err != nil {
+		return "", err
+	}
+	l.mu.Lock()
+	l.aliases = append(l.aliases, p)
+	l.mu.Unlock()
+	return p.Addr(), nil
+}
 
 // startLocal sets up and starts every node as a local process.
 func (c *Cluster) startLocal(ctx context.Context) error {

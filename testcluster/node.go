@@ -172,6 +172,18 @@ func (n *Node) Conn(ctx context.Context) (*pgx.Conn, error) {
 	return n.c.connect(ctx, n.DirectAddr())
 }
 
+// Alias opens one more address for the node: a proxy to the same server,
+// without faults, closed by Stop. A manager given many aliases sees as many
+// nodes: scale tests use it to put 64 nodes on a 3-node cluster. Only the
+// local backend has it.
+func (n *Node) Alias() (string, error) {
+	a, ok := n.drv.(interface{ alias() (string, error) })
+	if !ok {
+		return "", fmt.Errorf("testcluster: Alias: not supported by the %s backend", n.c.opts.Backend)
+	}
+	return a.alias()
+}
+
 // Logs returns the last lines of the node's server log.
 func (n *Node) Logs(lines int) string { return n.drv.logTail(lines) }
 

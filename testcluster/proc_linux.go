@@ -32,9 +32,10 @@ func becomeSubreaper() {
 
 // sweepOrphans kills PostgreSQL processes left by a test process that died
 // without stopping its cluster: their postmaster was killed with it, but
-// backends that were frozen by Pause stay frozen under init forever. They are
-// recognized by their working directory (a data directory under a
-// pgxha-testcluster- directory in tmp) and by their parent being init.
+// backends that were frozen by Pause stay frozen forever under whichever
+// process adopted them. They are recognized by their working directory (a
+// data directory under a pgxha-testcluster- directory in tmp) and by their
+// parent not being a postmaster.
 func sweepOrphans(tmp string) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -46,16 +47,31 @@ func sweepOrphans(tmp string) {
 		if err != nil {
 			continue
 		}
-		if ppid, ok := parentPid(pid); !ok || ppid != 1 {
+		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
+		if err != nil || !strings.HasPrefix(cwd, prefix) || isPostmaster(pid) {
 			continue
 		}
-		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
-		if err != nil || !strings.HasPrefix(cwd, prefix) {
+		if ppid, ok := parentPid(pid); !ok || isPostmaster(ppid) {
 			continue
 		}
 		_ = syscall.Kill(pid, syscall.SIGCONT)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+}
+
+// isPostmaster reports a postgres postmaster: started with -D, where its
+// children carry a process title instead.
+func isPostmaster(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	for _, arg := range strings.Split(string(b), "\x00") {
+		if arg == "-D" || strings.HasPrefix(arg, "-D") && len(arg) > 2 || strings.HasPrefix(arg, "--pgdata") {
+			return true
+		}
+	}
+	return false
 }
 
 // childPids lists the processes whose parent is ppid.
