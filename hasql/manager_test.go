@@ -572,3 +572,42 @@ func TestPromotionSeenWithoutPolling(t *testing.T) {
 	conn.Release()
 	_ = n1
 }
+
+func TestReadOnlyConnectionIsDestroyedOnRelease(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1 := c.Nodes()[0]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "30s", "pool_min_idle_conns", "0"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	_, err := m.Master().Exec(ctx, "CREATE TABLE t (id int)")
+	require.NoError(t, err)
+
+	conn, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	// The master turns read-only under the connection's feet (as a demoted
+	// node would refuse writes): its next write meets 25006.
+	admin, err := n1.Conn(ctx)
+	require.NoError(t, err)
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, "ALTER SYSTEM SET default_transaction_read_only = on")
+	require.NoError(t, err)
+	_, err = admin.Exec(ctx, "SELECT pg_reload_conf()")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := conn.Exec(ctx, "INSERT INTO t VALUES (1)")
+		return err != nil && strings.Contains(err.Error(), "25006")
+	}, 10*time.Second, 10*time.Millisecond)
+	pgConn := conn.Conn()
+	conn.Release()
+	assert.True(t, pgConn.IsClosed(), "the connection that met 25006 was closed, not returned to the pool")
+	assert.Zero(t, m.Stat().Nodes[0].Pool.IdleConns, "nothing went back to the pool")
+
+	// The error also had the node checked at once (the interval is 30s):
+	// it is no longer master.
+	require.Eventually(t, func() bool { return m.Nodes()[0].Role != hasql.RoleMaster }, 5*time.Second, 5*time.Millisecond)
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	_, err = m.AcquireMaster(short)
+	assert.ErrorIs(t, err, hasql.ErrNoMaster, "a read-only primary is not a master")
+}

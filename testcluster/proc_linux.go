@@ -30,12 +30,14 @@ func becomeSubreaper() {
 	})
 }
 
-// sweepOrphans kills PostgreSQL processes left by a test process that died
+// sweepOrphans kills PostgreSQL backends left by a test process that died
 // without stopping its cluster: their postmaster was killed with it, but
-// backends that were frozen by Pause stay frozen forever under whichever
-// process adopted them. They are recognized by their working directory (a
-// data directory under a pgxha-testcluster- directory in tmp) and by their
-// parent not being a postmaster.
+// backends frozen by Pause stay frozen forever under whichever process
+// adopted them (running ones notice their postmaster is gone and exit). Only
+// processes that are all of these are touched: stopped (state T), carrying a
+// backend's process title ("postgres: ..."), working in a data directory
+// under a pgxha-testcluster- directory in tmp, and whose parent is not a
+// postmaster. Other tests' servers, initdb and copies are left alone.
 func sweepOrphans(tmp string) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -44,11 +46,15 @@ func sweepOrphans(tmp string) {
 	prefix := strings.TrimRight(tmp, "/") + "/pgxha-testcluster-"
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || processState(pid) != "T" {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.HasPrefix(string(cmdline), "postgres: ") {
 			continue
 		}
 		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
-		if err != nil || !strings.HasPrefix(cwd, prefix) || isPostmaster(pid) {
+		if err != nil || !strings.HasPrefix(cwd, prefix) {
 			continue
 		}
 		if ppid, ok := parentPid(pid); !ok || isPostmaster(ppid) {
@@ -57,6 +63,24 @@ func sweepOrphans(tmp string) {
 		_ = syscall.Kill(pid, syscall.SIGCONT)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+}
+
+// processState returns the state letter of pid from /proc/pid/stat.
+func processState(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return ""
+	}
+	fields := strings.Fields(s[i+1:])
+	if len(fields) == 0 {
+		return ""
+	}
+	return fields[0]
 }
 
 // isPostmaster reports a postgres postmaster: started with -D, where its
