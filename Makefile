@@ -71,13 +71,17 @@ compose-up:
 compose-down:
 	@$(COMPOSE_SH) down
 
-## compose-test: the compose backend's tests, when a Docker engine answers
+# The failover chaos scenarios (the Patroni one and RunInTx's run in unit).
+CHAOS_TESTS = ^(TestMaster|TestReplicaFaults|TestSplitBrain|TestAllNodes|TestOldMaster)
+
+## compose-test: the compose backend's tests and the chaos scenarios against compose, when a Docker engine answers
 compose-test:
 	@if ! $(COMPOSE_SH) engine; then \
 		echo "compose tests skipped: no Docker engine answers (docker info)"; \
 	else \
 		$(COMPOSE_IMAGE_IF_LOCAL) && \
-		PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 20m -run Compose ./testcluster/; \
+		PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 20m -run Compose ./testcluster/ && \
+		PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 30m -run '$(CHAOS_TESTS)' ./failover/; \
 	fi
 
 ## chaos-compose: the failover chaos tests against the compose backend
