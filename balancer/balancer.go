@@ -50,6 +50,22 @@ type Builder interface {
 	Build(nodes []Node) Picker
 }
 
+// LoadAware is implemented by Builders that say whether their Pickers read
+// Node.InUse. Keeping InUse up to date costs an atomic operation on every
+// acquire and release, which the manager skips when its Builder reports
+// false. A Builder that does not implement LoadAware is taken to read InUse.
+type LoadAware interface {
+	ReadsInUse() bool
+}
+
+// ReadsInUse reports whether b's Pickers read Node.InUse.
+func ReadsInUse(b Builder) bool {
+	if la, ok := b.(LoadAware); ok {
+		return la.ReadsInUse()
+	}
+	return true
+}
+
 // Picker chooses one candidate.
 //
 // Pick is called concurrently on the hot path of every connection acquire. It

@@ -92,3 +92,27 @@ func TestBuildEmptyPanics(t *testing.T) {
 		})
 	}
 }
+
+func TestReadsInUse(t *testing.T) {
+	for _, tc := range []struct {
+		b    balancer.Builder
+		want bool
+	}{
+		{balancer.RoundRobin(), false},
+		{balancer.Random(), false},
+		{balancer.WeightedRandom(), false},
+		{balancer.First(), false},
+		{balancer.LeastBusy(), true},
+		{balancer.P2C(), true},
+		{customBuilder{}, true}, // unknown: assumed to read it
+	} {
+		if got := balancer.ReadsInUse(tc.b); got != tc.want {
+			t.Errorf("ReadsInUse(%s) = %v, want %v", tc.b.Name(), got, tc.want)
+		}
+	}
+}
+
+type customBuilder struct{}
+
+func (customBuilder) Name() string                          { return "custom" }
+func (customBuilder) Build([]balancer.Node) balancer.Picker { return nil }

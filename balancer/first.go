@@ -11,6 +11,9 @@ func First() Builder { return firstBuilder{} }
 
 type firstBuilder struct{}
 
+// ReadsInUse implements LoadAware.
+func (firstBuilder) ReadsInUse() bool { return false }
+
 func (firstBuilder) Name() string { return nameFirst }
 
 func (firstBuilder) Build(nodes []Node) Picker {

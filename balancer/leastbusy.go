@@ -22,6 +22,9 @@ func LeastBusy() Builder { return leastBusyBuilder{} }
 
 type leastBusyBuilder struct{}
 
+// ReadsInUse implements LoadAware.
+func (leastBusyBuilder) ReadsInUse() bool { return true }
+
 func (leastBusyBuilder) Name() string { return nameLeastBusy }
 
 func (leastBusyBuilder) Build(nodes []Node) Picker {

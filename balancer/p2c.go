@@ -31,6 +31,9 @@ func P2C() Builder { return p2cBuilder{} }
 
 type p2cBuilder struct{}
 
+// ReadsInUse implements LoadAware.
+func (p2cBuilder) ReadsInUse() bool { return true }
+
 func (p2cBuilder) Name() string { return nameP2C }
 
 func (p2cBuilder) Build(nodes []Node) Picker {

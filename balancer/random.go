@@ -12,6 +12,9 @@ func Random() Builder { return randomBuilder{} }
 
 type randomBuilder struct{}
 
+// ReadsInUse implements LoadAware.
+func (randomBuilder) ReadsInUse() bool { return false }
+
 func (randomBuilder) Name() string { return nameRandom }
 
 func (randomBuilder) Build(nodes []Node) Picker {
@@ -40,6 +43,9 @@ func (p randomPicker) Pick() int { return rand.IntN(int(p)) }
 func WeightedRandom() Builder { return weightedRandomBuilder{} }
 
 type weightedRandomBuilder struct{}
+
+// ReadsInUse implements LoadAware.
+func (weightedRandomBuilder) ReadsInUse() bool { return false }
 
 func (weightedRandomBuilder) Name() string { return nameWeightedRandom }
 

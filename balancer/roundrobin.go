@@ -45,6 +45,9 @@ func RoundRobin() Builder { return roundRobinBuilder{} }
 
 type roundRobinBuilder struct{}
 
+// ReadsInUse implements LoadAware.
+func (roundRobinBuilder) ReadsInUse() bool { return false }
+
 func (roundRobinBuilder) Name() string { return nameRoundRobin }
 
 func (roundRobinBuilder) Build(nodes []Node) Picker {

@@ -77,8 +77,9 @@ func (m *Manager) minLSNLoop(ctx context.Context, o *replicaOptions) (*pgxpool.C
 			n := set.nodes[set.pick()]
 			conn, err := n.pool.Acquire(ctx)
 			if err == nil {
-				n.inUse.Add(1)
-				n.acquires.Add(1)
+				if m.countInUse {
+					n.inUse.Add(1)
+				}
 				return conn, n, nil
 			}
 			if ctx.Err() != nil {
@@ -98,8 +99,9 @@ func (m *Manager) minLSNLoop(ctx context.Context, o *replicaOptions) (*pgxpool.C
 				n.acquireFailed(err)
 				continue
 			}
-			n.inUse.Add(1)
-			n.acquires.Add(1)
+			if m.countInUse {
+				n.inUse.Add(1)
+			}
 			var replay int64
 			if err := conn.QueryRow(ctx, replayLSNSQL).Scan(&replay); err == nil && LSN(replay) >= o.minLSN {
 				for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
@@ -109,7 +111,7 @@ func (m *Manager) minLSNLoop(ctx context.Context, o *replicaOptions) (*pgxpool.C
 			conn.Release()
 		}
 		if o.fallback && !time.Now().Before(deadline) {
-			conn, n, err := m.acquireLoop(ctx, targetMaster, nil, nil)
+			conn, n, err := m.acquireLoop(ctx, targetMaster, nil, nil, nil, nil)
 			return conn, n, err
 		}
 		if timer == nil {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgxha/pgxha/balancer"
 )
 
 // Manager keeps a pgx pool per node of a replicated PostgreSQL cluster and
@@ -24,6 +26,9 @@ type Manager struct {
 	log   *slog.Logger
 	nodes []*node
 	tel   *telemetry
+	// countInUse: the balancer reads each node's in-use count, kept up to
+	// date on every acquire and release only then.
+	countInUse bool
 
 	// snap is the routing snapshot, replaced (never changed) by the check
 	// goroutines; acquires load it lock-free.
@@ -77,9 +82,10 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 		cfg.Logger = slog.Default()
 	}
 	m := &Manager{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		closed: make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		closed:     make(chan struct{}),
+		countInUse: balancer.ReadsInUse(cfg.Balancer),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	tel, err := newTelemetry(m)
@@ -199,7 +205,31 @@ func (m *Manager) WaitReady(ctx context.Context, masters, replicas int) error {
 // ErrNoMaster, ctx's error and each node's last error. During a split brain
 // it returns a *SplitBrainError at once. Release the connection when done.
 func (m *Manager) AcquireMaster(ctx context.Context) (*pgxpool.Conn, error) {
-	return m.acquire(ctx, targetMaster, nil)
+	return m.acquireFast(ctx, targetMaster, setMaster)
+}
+
+// acquireFast is the path of a plain acquire while telemetry is off: the
+// prepared candidate set, the balancer's pick, the pool. Anything unusual (no
+// candidate, an error, a split brain, telemetry on) goes to acquire, which
+// handles it.
+func (m *Manager) acquireFast(ctx context.Context, t target, set int) (*pgxpool.Conn, error) {
+	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() {
+		if cs := &s.sets[set]; len(cs.nodes) > 0 {
+			n := cs.nodes[cs.pick()]
+			conn, err := n.pool.Acquire(ctx)
+			if err == nil {
+				if m.countInUse {
+					n.inUse.Add(1)
+				}
+				return conn, nil
+			}
+			if ctx.Err() == nil && m.ctx.Err() == nil {
+				n.acquireFailed(err)
+				return m.acquireExcluding(ctx, t, nil, n, err)
+			}
+		}
+	}
+	return m.acquire(ctx, t, nil)
 }
 
 // AcquireReplica returns a connection to a replica that satisfies opts,
@@ -208,7 +238,7 @@ func (m *Manager) AcquireMaster(ctx context.Context) (*pgxpool.Conn, error) {
 // returns a *NoNodeError that unwraps to ErrNoReplica.
 func (m *Manager) AcquireReplica(ctx context.Context, opts ...ReplicaOption) (*pgxpool.Conn, error) {
 	if len(opts) == 0 {
-		return m.acquire(ctx, targetReplica, nil)
+		return m.acquireFast(ctx, targetReplica, setReplicas)
 	}
 	o := new(replicaOptions)
 	for _, opt := range opts {
@@ -250,14 +280,24 @@ func (m *Manager) acquire(ctx context.Context, t target, o *replicaOptions) (*pg
 		start = time.Now()
 	}
 	ctx, span := m.tel.startAcquire(ctx, t)
-	conn, n, err := m.acquireLoop(ctx, t, o, span)
+	conn, n, err := m.acquireLoop(ctx, t, o, span, nil, nil)
 	m.tel.acquired(ctx, t, n, start, span, err)
 	return conn, err
 }
 
-func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, span trace.Span) (*pgxpool.Conn, *node, error) {
-	var excluded []*node
-	var lastErr error
+// acquireExcluding is acquire after failed's pool failed with failErr.
+func (m *Manager) acquireExcluding(ctx context.Context, t target, o *replicaOptions, failed *node, failErr error) (*pgxpool.Conn, error) {
+	var start time.Time
+	if m.tel.timed() {
+		start = time.Now()
+	}
+	ctx, span := m.tel.startAcquire(ctx, t)
+	conn, n, err := m.acquireLoop(ctx, t, o, span, []*node{failed}, fmt.Errorf("%s: %w", failed.cfg.Addr, failErr))
+	m.tel.acquired(ctx, t, n, start, span, err)
+	return conn, err
+}
+
+func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error) (*pgxpool.Conn, *node, error) {
 	maxFailures := 2 * len(m.nodes)
 	for failures := 0; failures <= maxFailures; {
 		s := m.snap.Load()
@@ -298,8 +338,9 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 		n := set.nodes[set.pick()]
 		conn, err := n.pool.Acquire(ctx)
 		if err == nil {
-			n.inUse.Add(1)
-			n.acquires.Add(1)
+			if m.countInUse {
+				n.inUse.Add(1)
+			}
 			return conn, n, nil
 		}
 		if ctx.Err() != nil {

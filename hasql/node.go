@@ -27,7 +27,6 @@ type node struct {
 
 	// Live values read lock-free by acquires and balancers.
 	inUse       atomic.Int64 // connections acquired through the manager, not yet released
-	acquires    atomic.Int64 // connections acquired through the manager, ever
 	acquireErrs atomic.Int64 // failed acquires from this node's pool, ever
 	latencyEWMA atomic.Int64 // smoothed check latency, nanoseconds
 	replayLSN   atomic.Uint64

@@ -16,9 +16,9 @@ type Stat struct {
 // NodeStat is one node's state, pool statistics and acquire counters.
 type NodeStat struct {
 	NodeStatus
-	// InUse counts connections acquired through the Manager and not yet
-	// released; Acquires and AcquireErrors count acquires from this node's
-	// pool since the Manager was made.
+	// InUse counts connections of this node's pool acquired and not yet
+	// released; Acquires counts acquires from this node's pool and
+	// AcquireErrors the failed ones, since the Manager was made.
 	InUse         int64
 	Acquires      int64
 	AcquireErrors int64
@@ -55,8 +55,8 @@ func (m *Manager) Stat() *Stat {
 	}
 	for i, n := range m.nodes {
 		ps := n.pool.Stat()
-		st.Nodes[i].InUse = n.inUse.Load()
-		st.Nodes[i].Acquires = n.acquires.Load()
+		st.Nodes[i].InUse = int64(ps.AcquiredConns())
+		st.Nodes[i].Acquires = ps.AcquireCount()
 		st.Nodes[i].AcquireErrors = n.acquireErrs.Load()
 		st.Nodes[i].Pool = PoolStat{
 			TotalConns:           ps.TotalConns(),

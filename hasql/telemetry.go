@@ -71,15 +71,15 @@ var (
 // timed reports whether acquires should be timed: a meter or tracer
 // provider is in place.
 func (t *telemetry) timed() bool {
-	return t.mp != nil || t.tp != nil || otel.GetMeterProvider() != defaultMeterProvider ||
-		otel.GetTracerProvider() != defaultTracerProvider
+	return t.explicit || otel.GetMeterProvider() != defaultMeterProvider || otel.GetTracerProvider() != defaultTracerProvider
 }
 
 // telemetry holds the Manager's instruments, made once.
 type telemetry struct {
-	m  *Manager
-	tp trace.TracerProvider // nil: the global one, looked up per acquire
-	mp metric.MeterProvider // nil: the global one
+	m        *Manager
+	tp       trace.TracerProvider // nil: the global one, looked up per acquire
+	mp       metric.MeterProvider // nil: the global one
+	explicit bool                 // a provider was given: always time acquires
 
 	checkDuration   metric.Float64Histogram
 	acquireDuration metric.Float64Histogram
@@ -105,6 +105,7 @@ type cachedTracer struct {
 
 func newTelemetry(m *Manager) (*telemetry, error) {
 	t := &telemetry{m: m, tp: m.cfg.TracerProvider, mp: m.cfg.MeterProvider}
+	t.explicit = t.tp != nil || t.mp != nil
 	mp := m.cfg.MeterProvider
 	if mp == nil {
 		mp = otel.GetMeterProvider()

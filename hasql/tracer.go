@@ -127,7 +127,9 @@ func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectE
 
 // TraceRelease runs at the start of every Release.
 func (t *nodeTracer) TraceRelease(pool *pgxpool.Pool, data pgxpool.TraceReleaseData) {
-	t.n.inUse.Add(-1)
+	if t.n.m.countInUse {
+		t.n.inUse.Add(-1)
+	}
 	if t.n.nPoisoned.Load() > 0 {
 		if _, ok := t.n.poisoned.LoadAndDelete(data.Conn); ok {
 			t.n.nPoisoned.Add(-1)
