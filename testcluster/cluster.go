@@ -180,6 +180,44 @@ func (c *Cluster) Replicas() []*Node {
 	return out
 }
 
+// makeDir makes the cluster's directory, marked with its owner (this
+// process), after removing what clusters of dead test processes left.
+func (c *Cluster) makeDir() error {
+	base := c.opts.Dir
+	if base == "" {
+		base = DefaultDir()
+	}
+	for _, d := range dedup([]string{base, os.TempDir(), fastDir}) {
+		sweepStale(d)
+	}
+	dir, err := os.MkdirTemp(base, "pgxha-testcluster-")
+	if err != nil {
+		return fmt.Errorf("testcluster: temp dir: %w", err)
+	}
+	c.dir = dir
+	if err := markOwner(dir); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	return nil
+}
+
+// fastDir holds cluster directories when it is a RAM file system with room:
+// creating and copying data directories there is several times faster.
+const fastDir = "/dev/shm"
+
+// DefaultDir is where clusters are made when Options.Dir is empty:
+// PGXHA_TESTCLUSTER_DIR if set, else /dev/shm when it is a writable RAM file
+// system with at least 2 GiB free, else the system temporary directory.
+func DefaultDir() string {
+	if d := os.Getenv("PGXHA_TESTCLUSTER_DIR"); d != "" {
+		return d
+	}
+	if ramDirWithRoom(fastDir, 2<<30) {
+		return fastDir
+	}
+	return os.TempDir()
+}
+
 // Dir is the cluster's temporary directory (data directories and logs).
 // It is removed by Stop.
 func (c *Cluster) Dir() string { return c.dir }

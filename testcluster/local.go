@@ -101,6 +101,7 @@ func (l *localNode) start(ctx context.Context) error {
 		children := killTree(cmd.Process.Pid)
 		<-exited
 		reap(children, 5*time.Second)
+		removeShmem(l.dataDir)
 		return err
 	}
 	l.proxy.Refuse(false)
@@ -161,6 +162,7 @@ func (l *localNode) shutdownLocked(sig syscall.Signal, timeout time.Duration) er
 		children := killTree(pid)
 		<-l.exited
 		reap(children, 5*time.Second)
+		removeShmem(l.dataDir)
 	}
 	l.proxy.Refuse(true)
 	return err
@@ -184,6 +186,8 @@ func (l *localNode) kill() error {
 	children := killTree(l.cmd.Process.Pid)
 	<-l.exited
 	reap(children, 5*time.Second)
+	// A killed postmaster leaves its System V segment behind.
+	removeShmem(l.dataDir)
 	l.paused = false
 	return nil
 }
@@ -307,15 +311,8 @@ func (c *Cluster) startLocal(ctx context.Context) error {
 		return fmt.Errorf("testcluster: %w", err)
 	}
 	becomeSubreaper()
-	tmp := c.opts.Dir
-	if tmp == "" {
-		tmp = os.TempDir()
-	}
-	sweepOrphans(tmp)
-
-	c.dir, err = os.MkdirTemp(c.opts.Dir, "pgxha-testcluster-")
-	if err != nil {
-		return fmt.Errorf("testcluster: temp dir: %w", err)
+	if err := c.makeDir(); err != nil {
+		return err
 	}
 	if err := chownTree(c.dir, c.cred); err != nil {
 		return fmt.Errorf("testcluster: chown %s: %w", c.dir, err)
@@ -448,7 +445,10 @@ func (c *Cluster) serverConf() string {
 		"log_connections":              "off",
 		"password_encryption":          "'scram-sha-256'",
 		"jit":                          "off",
-		"recovery_target_timeline":     "'latest'",
+		// Dynamic shared memory in the data directory, not /dev/shm, so a
+		// killed server leaves nothing outside it.
+		"dynamic_shared_memory_type": "mmap",
+		"recovery_target_timeline":   "'latest'",
 	}
 	for k, v := range c.opts.Settings {
 		settings[k] = quoteConfValue(v)

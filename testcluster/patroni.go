@@ -190,9 +190,9 @@ func (c *Cluster) startPatroni(ctx context.Context) error {
 	if c.cred, err = serverCredential(); err != nil {
 		return fmt.Errorf("testcluster: %w", err)
 	}
-	c.dir, err = os.MkdirTemp(c.opts.Dir, "pgxha-testcluster-")
-	if err != nil {
-		return fmt.Errorf("testcluster: temp dir: %w", err)
+	becomeSubreaper()
+	if err := c.makeDir(); err != nil {
+		return err
 	}
 	if err := chownTree(c.dir, c.cred); err != nil {
 		return fmt.Errorf("testcluster: chown %s: %w", c.dir, err)
@@ -1084,6 +1084,7 @@ func (n *patroniNode) killLocked() error {
 	var children []int
 	if pm := n.postmasterPid(); pm != 0 {
 		children = killTree(pm)
+		defer removeShmem(n.dataDir)
 	}
 	for _, pid := range descendants(keeper) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,34 +31,69 @@ func becomeSubreaper() {
 	})
 }
 
-// sweepOrphans kills PostgreSQL backends left by a test process that died
-// without stopping its cluster: their postmaster was killed with it, but
-// backends frozen by Pause stay frozen forever under whichever process
-// adopted them (running ones notice their postmaster is gone and exit). Only
-// processes that are all of these are touched: stopped (state T), carrying a
-// backend's process title ("postgres: ..."), working in a data directory
-// under a pgxha-testcluster- directory in tmp, and whose parent is not a
-// postmaster. Other tests' servers, initdb and copies are left alone.
-func sweepOrphans(tmp string) {
+// markOwner records this process as the owner of a cluster directory.
+func markOwner(dir string) error {
+	return os.WriteFile(filepath.Join(dir, "owner"), []byte(processIdentity(os.Getpid())), 0o644)
+}
+
+// processIdentity is a process ID and its start time, which together name a
+// process even after its ID is reused.
+func processIdentity(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 20 {
+		return ""
+	}
+	return strconv.Itoa(pid) + " " + fields[19] // starttime, in clock ticks since boot
+}
+
+// sweepStale removes what clusters of dead test processes left under base:
+// a test process killed without Stop leaves servers' frozen backends (its
+// postmasters die with it, but backends frozen by Pause do not), System V
+// segments and the directory. A cluster directory is stale when the process
+// recorded as its owner is gone; clusters of live processes, this one's
+// included, are left alone.
+func sweepStale(base string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, "pgxha-testcluster-*"))
+	for _, dir := range dirs {
+		owner, err := os.ReadFile(filepath.Join(dir, "owner"))
+		if err != nil {
+			continue // not marked (yet): not ours to judge
+		}
+		fields := strings.Fields(string(owner))
+		if len(fields) != 2 {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[0])
+		if err != nil || processIdentity(pid) == string(owner) {
+			continue // the owner is alive
+		}
+		killUnder(dir)
+		nodes, _ := filepath.Glob(filepath.Join(dir, "*", "postmaster.pid"))
+		for _, pidfile := range nodes {
+			removeShmem(filepath.Dir(pidfile))
+		}
+		_ = os.RemoveAll(dir)
+	}
+}
+
+// killUnder kills every process working in dir or below.
+func killUnder(dir string) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return
 	}
-	prefix := strings.TrimRight(tmp, "/") + "/pgxha-testcluster-"
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || processState(pid) != "T" {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !strings.HasPrefix(string(cmdline), "postgres: ") {
+		if err != nil {
 			continue
 		}
 		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
-		if err != nil || !strings.HasPrefix(cwd, prefix) {
-			continue
-		}
-		if ppid, ok := parentPid(pid); !ok || isPostmaster(ppid) {
+		if err != nil || !(cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
 			continue
 		}
 		_ = syscall.Kill(pid, syscall.SIGCONT)
@@ -65,22 +101,43 @@ func sweepOrphans(tmp string) {
 	}
 }
 
-// processState returns the state letter of pid from /proc/pid/stat.
-func processState(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// removeShmem removes the System V shared memory segment that the server of
+// dataDir recorded in its postmaster.pid. A server that exits normally
+// removes it itself; a killed one leaves it, and a data directory deleted
+// with it would leave it for good.
+func removeShmem(dataDir string) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
 	if err != nil {
-		return ""
+		return
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return ""
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 7 {
+		return
 	}
-	fields := strings.Fields(s[i+1:])
-	if len(fields) == 0 {
-		return ""
+	fields := strings.Fields(lines[6]) // "key shmid"
+	if len(fields) != 2 {
+		return
 	}
-	return fields[0]
+	shmid, err := strconv.Atoi(fields[1])
+	if err != nil || shmid < 0 {
+		return
+	}
+	const ipcRMID = 0
+	_, _, _ = syscall.Syscall(syscall.SYS_SHMCTL, uintptr(shmid), ipcRMID, 0)
+}
+
+// ramDirWithRoom reports whether dir is a writable tmpfs with at least free
+// bytes available.
+func ramDirWithRoom(dir string, free uint64) bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return false
+	}
+	const tmpfsMagic = 0x01021994
+	if st.Type != tmpfsMagic || st.Bavail*uint64(st.Bsize) < free {
+		return false
+	}
+	return syscall.Access(dir, 2 /* W_OK */) == nil
 }
 
 // isPostmaster reports a postgres postmaster: started with -D, where its

@@ -10,7 +10,6 @@ import (
 
 var errNotLinux = errors.New("testcluster: the local process backend needs Linux (it controls process trees through /proc)")
 
-func sweepOrphans(string)                                        {}
 func becomeSubreaper()                                           {}
 func childPids(int) []int                                        { return nil }
 func processAlive(int) bool                                      { return false }

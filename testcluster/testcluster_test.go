@@ -307,6 +307,19 @@ func TestNothingLeaksAfterStop(t *testing.T) {
 		addrs = append(addrs, n.Addr(), n.DirectAddr())
 	}
 	require.NotEmpty(t, serverProcesses(t, dir), "the cluster runs")
+	var dsm string
+	conn, err := c.Nodes()[0].Conn(ctx)
+	require.NoError(t, err)
+	require.NoError(t, conn.QueryRow(ctx, "SHOW dynamic_shared_memory_type").Scan(&dsm))
+	conn.Close(ctx)
+	assert.Equal(t, "mmap", dsm, "dynamic shared memory lives in the data directory, not /dev/shm")
+	// A killed server leaves its System V segment behind; Kill removes it.
+	pid, err := os.ReadFile(filepath.Join(dir, "n1", "postmaster.pid"))
+	require.NoError(t, err)
+	shmid := strings.Fields(strings.Split(string(pid), "\n")[6])[1]
+	require.True(t, sysvSegmentExists(t, shmid))
+	require.NoError(t, c.Nodes()[0].Kill())
+	assert.False(t, sysvSegmentExists(t, shmid), "the killed server's shared memory segment is removed")
 	require.NoError(t, c.Nodes()[1].Pause(), "a paused node must not stop Stop")
 	require.NoError(t, c.Stop())
 	require.NoError(t, c.Stop(), "Stop is idempotent")
@@ -317,6 +330,20 @@ func TestNothingLeaksAfterStop(t *testing.T) {
 		_, err := net.DialTimeout("tcp", a, time.Second)
 		assert.ErrorIs(t, err, syscall.ECONNREFUSED, "nothing listens on %s", a)
 	}
+}
+
+// sysvSegmentExists reports whether a System V shared memory segment is
+// listed in /proc/sysvipc/shm.
+func sysvSegmentExists(t *testing.T, shmid string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sysvipc/shm")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == shmid {
+			return true
+		}
+	}
+	return false
 }
 
 func TestNothingLeaksAfterFailedTest(t *testing.T) {
@@ -416,6 +443,8 @@ func TestOrphansOfAKilledTestAreSwept(t *testing.T) {
 
 	testcluster.New(t, testcluster.Options{Replicas: -1}) // the next cluster sweeps them
 	assert.Empty(t, liveUnder(t, dir))
+	_, err = os.Stat(dir)
+	assert.True(t, os.IsNotExist(err), "the dead test's cluster directory is removed")
 }
 
 // liveUnder lists processes (not zombies) whose working directory is under
