@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,7 +28,7 @@ type localNode struct {
 	dataDir string
 	sockDir string
 	logPath string
-	port    int // the server's own port; clients use the proxy's
+	port    atomic.Int32 // the server's own port; clients use the proxy's
 	proxy   *faultproxy.Proxy
 
 	mu      sync.Mutex // guards the fields below; held across start and stop
@@ -39,8 +40,10 @@ type localNode struct {
 
 var _ nodeDriver = (*localNode)(nil)
 
-func (l *localNode) addr() string       { return l.proxy.Addr() }
-func (l *localNode) directAddr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(l.port)) }
+func (l *localNode) addr() string { return l.proxy.Addr() }
+func (l *localNode) directAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(l.port.Load())))
+}
 
 // running reports whether the postmaster process is alive (paused counts).
 // Caller must hold mu.
@@ -68,13 +71,32 @@ func (l *localNode) start(ctx context.Context) error {
 	if l.runningLocked() {
 		return errors.New("already running")
 	}
+	// The server's own port was free when picked; if another program took
+	// it meanwhile, pick another (clients reach the proxy, whose address
+	// does not change).
+	for attempt := 0; ; attempt++ {
+		err := l.startLocked(ctx)
+		if err == nil || attempt == 2 || !strings.Contains(err.Error(), "could not bind") {
+			return err
+		}
+		port, perr := freePort()
+		if perr != nil {
+			return err
+		}
+		l.port.Store(int32(port))
+		l.proxy.SetUpstream(l.directAddr())
+	}
+}
+
+// startLocked starts the server once. Caller must hold mu.
+func (l *localNode) startLocked(ctx context.Context) error {
 	logFile, err := os.OpenFile(l.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(l.c.binDir, "postgres"),
 		"-D", l.dataDir,
-		"-c", "port="+strconv.Itoa(l.port),
+		"-c", "port="+strconv.Itoa(int(l.port.Load())),
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories="+l.sockDir,
 		"-c", "cluster_name="+l.name,
@@ -331,8 +353,8 @@ func (c *Cluster) startLocal(ctx context.Context) error {
 			dataDir: filepath.Join(c.dir, name),
 			sockDir: filepath.Join(c.dir, name+".sock"),
 			logPath: filepath.Join(c.dir, name+".log"),
-			port:    port,
 		}
+		l.port.Store(int32(port))
 		if l.proxy, err = faultproxy.New("127.0.0.1:0", l.directAddr()); err != nil {
 			return fmt.Errorf("testcluster: proxy for %s: %w", name, err)
 		}

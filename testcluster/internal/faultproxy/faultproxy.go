@@ -73,14 +73,23 @@ type Proxy struct {
 	lnDone      chan struct{} // closed when the accept loop of ln returned
 	conns       map[*conn]struct{}
 	listenErr   error
+	// reserved holds the address for the proxy's life, bound but never
+	// listening: while the listener is closed, connects are refused and no
+	// other program can take the port.
+	reserved io.Closer
 }
 
 // New listens on listenAddr ("127.0.0.1:0" picks a free port) and forwards
 // every accepted connection to upstream.
 func New(listenAddr, upstream string) (*Proxy, error) {
-	ln, err := net.Listen("tcp", listenAddr)
+	ln, err := listenConfig.Listen(context.Background(), "tcp", listenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("faultproxy: listen on %s: %w", listenAddr, err)
+	}
+	reserved, err := reserve(ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("faultproxy: reserve %s: %w", ln.Addr(), err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
@@ -89,6 +98,7 @@ func New(listenAddr, upstream string) (*Proxy, error) {
 		cancel:   cancel,
 		upstream: upstream,
 		conns:    make(map[*conn]struct{}),
+		reserved: reserved,
 	}
 	p.startAccepting(ln)
 	return p, nil
@@ -250,6 +260,9 @@ func (p *Proxy) Close() error {
 		c.teardown(false, false)
 	}
 	p.wg.Wait()
+	if p.reserved != nil {
+		p.reserved.Close()
+	}
 	return p.Err()
 }
 
@@ -338,7 +351,7 @@ func (p *Proxy) openListener() {
 			time.Sleep(relistenInterval)
 		}
 		var ln net.Listener
-		ln, err = net.Listen("tcp", p.addr)
+		ln, err = listenConfig.Listen(context.Background(), "tcp", p.addr)
 		if err == nil {
 			p.mu.Lock()
 			p.listenErr = nil

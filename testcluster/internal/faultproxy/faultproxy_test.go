@@ -365,41 +365,6 @@ func TestRefuseFalseDuringPartition(t *testing.T) {
 	readExactly(t, c, "x")
 }
 
-func TestRelistenFailure(t *testing.T) {
-	s := startServer(t, echo)
-	p, err := faultproxy.New("127.0.0.1:0", s.Addr())
-	require.NoError(t, err)
-	defer p.Close()
-
-	p.Refuse(true)
-	thief, err := net.Listen("tcp", p.Addr())
-	require.NoError(t, err)
-	p.Refuse(false)
-	require.Error(t, p.Err())
-	require.NoError(t, thief.Close())
-
-	p.Refuse(false) // retried
-	require.NoError(t, p.Err())
-	roundTrip(t, dial(t, p.Addr()), "ping")
-	require.NoError(t, p.Close())
-}
-
-func TestRelistenFailureReportedByClose(t *testing.T) {
-	s := startServer(t, echo)
-	p, err := faultproxy.New("127.0.0.1:0", s.Addr())
-	require.NoError(t, err)
-
-	p.Refuse(true)
-	thief, err := net.Listen("tcp", p.Addr())
-	require.NoError(t, err)
-	defer thief.Close()
-	p.Refuse(false)
-	require.Error(t, p.Err())
-	err = p.Close()
-	require.Error(t, err)
-	require.Equal(t, err, p.Close())
-}
-
 func TestNewFailsOnBusyAddress(t *testing.T) {
 	s := startServer(t, echo)
 	p, err := faultproxy.New(s.Addr(), s.Addr())
@@ -699,4 +664,22 @@ func requireClosesPromptly(t *testing.T, p *faultproxy.Proxy) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Close did not return within 2s")
 	}
+}
+
+func TestRefusingKeepsThePort(t *testing.T) {
+	up := startServer(t, echo)
+	p := newProxy(t, up.Addr())
+	p.Refuse(true)
+	_, err := net.DialTimeout("tcp", p.Addr(), time.Second)
+	require.ErrorIs(t, err, syscall.ECONNREFUSED)
+	other, err := net.Listen("tcp", p.Addr())
+	if err == nil {
+		other.Close()
+	}
+	require.Error(t, err, "no other program can take the port while the proxy refuses")
+	p.Refuse(false)
+	require.NoError(t, p.Err())
+	c, err := net.DialTimeout("tcp", p.Addr(), time.Second)
+	require.NoError(t, err)
+	c.Close()
 }
