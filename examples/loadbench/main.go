@@ -212,9 +212,10 @@ func run(gs string, duration time.Duration, slices int, writeRatio float64, char
 			line += fmt.Sprintf("%.0f\t", tps)
 		}
 		fmt.Fprintln(w, line)
-		w.Flush()
+		fmt.Fprintf(os.Stderr, "  %d goroutines: pgxha %.0f ops/s, pgxpool %.0f ops/s\n", g, ours.opsPerSec(), theirs.opsPerSec())
 		points = append(points, [3]float64{float64(g), ours.opsPerSec(), theirs.opsPerSec()})
 	}
+	w.Flush()
 	if chart != "" {
 		if err := os.MkdirAll(filepath.Dir(chart), 0o755); err != nil {
 			return err
