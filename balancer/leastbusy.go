@@ -42,7 +42,7 @@ func (leastBusyBuilder) Build(nodes []Node) Picker {
 	}
 	p := &leastBusyPicker{nodes: make([]busyNode, len(nodes))}
 	for i := range nodes {
-		p.nodes[i] = busyNode{inUse: inUseOf(&nodes[i]), invWeight: inverse(rel[i])}
+		p.nodes[i] = busyNode{inUse: inUseOf(&nodes[i]), cost: busyCost(inverse(rel[i]))}
 	}
 	return p
 }
@@ -79,38 +79,55 @@ func (p *leastInUsePicker) Pick() int {
 }
 
 type busyNode struct {
-	inUse     *atomic.Int64
-	invWeight float64 // 1/relative weight, >= 1
+	inUse *atomic.Int64
+	// cost is 1/relative weight (>= 1) in units of 1/busyOne, capped at
+	// maxCost, so that a score is one integer multiplication that cannot
+	// overflow for any InUse below maxUse.
+	cost int64
+}
+
+const (
+	busyOne = 1 << 16
+	maxCost = 1 << 40
+	maxUse  = 1 << 22
+)
+
+func busyCost(invWeight float64) int64 {
+	c := math.Round(invWeight * busyOne)
+	if c >= maxCost {
+		return maxCost
+	}
+	return int64(c)
 }
 
 // leastBusyPicker is the least_busy Picker for candidates of unequal weight.
+// Scores are InUse*cost in integers, comparing as InUse/weight does (up to
+// one part in 65536 of the weight).
 type leastBusyPicker struct {
 	nodes []busyNode
 }
 
 func (p *leastBusyPicker) Pick() int {
 	start := rand.IntN(len(p.nodes))
-	// Scores are never NaN, so the first node beats +Inf unless its own
-	// score overflows to +Inf, and then best = start is still right.
-	best, bestScore := start, math.Inf(1)
+	best, bestScore := start, int64(math.MaxInt64)
 	// Scan start..n-1, then 0..start-1, keeping the first minimum.
 	for i := range p.nodes[start:] {
 		nd := &p.nodes[start+i]
 		u := nd.inUse.Load()
-		if u == 0 {
+		if u <= 0 {
 			return start + i
 		}
-		if score := float64(u) * nd.invWeight; score < bestScore {
+		if score := min(u, maxUse) * nd.cost; score < bestScore {
 			best, bestScore = start+i, score
 		}
 	}
 	for i := range p.nodes[:start] {
 		nd := &p.nodes[i]
 		u := nd.inUse.Load()
-		if u == 0 {
+		if u <= 0 {
 			return i
 		}
-		if score := float64(u) * nd.invWeight; score < bestScore {
+		if score := min(u, maxUse) * nd.cost; score < bestScore {
 			best, bestScore = i, score
 		}
 	}

@@ -113,8 +113,9 @@ func run(ctx context.Context, n, writers int, window time.Duration, only string)
 				return fmt.Errorf("%s run %d: %w", sc.name, i+1, err)
 			}
 			ours, base = append(ours, o), append(base, b)
-			fmt.Fprintf(os.Stderr, "  %s %d/%d: pgxha outage %s errors %d | pgxpool %s errors %d\n", sc.name, i+1, n,
-				show(o.outage, o.recovered), o.errors, show(b.outage, b.recovered), b.errors)
+			fmt.Fprintf(os.Stderr, "  %s %d/%d: pgxha promote→write %s outage %s errors %d | pgxpool %s, %s, %d\n", sc.name, i+1, n,
+				show(o.promoteToWrite, o.recovered), show(o.outage, o.recovered), o.errors,
+				show(b.promoteToWrite, b.recovered), show(b.outage, b.recovered), b.errors)
 		}
 		report(sc.name, ours, base, window)
 	}

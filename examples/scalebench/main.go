@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,13 +30,18 @@ import (
 	"github.com/pgxha/pgxha/testcluster"
 )
 
+var cpuProfile string
+
 type result struct {
 	Nodes      int     `json:"nodes"`
 	CPUSeconds float64 `json:"cpu_seconds"`
-	Window     float64 `json:"window_seconds"`
-	HeapInuse  uint64  `json:"heap_inuse"`
-	Sys        uint64  `json:"sys"`
-	Goroutines int     `json:"goroutines"`
+	// ServerCPUSeconds is what every postgres process on the machine used
+	// in the window: the cluster's own upkeep plus the checks and watchers.
+	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
+	Window           float64 `json:"window_seconds"`
+	HeapInuse        uint64  `json:"heap_inuse"`
+	Sys              uint64  `json:"sys"`
+	Goroutines       int     `json:"goroutines"`
 }
 
 func main() {
@@ -43,12 +49,14 @@ func main() {
 	nodes := flag.String("nodes", "3,16,64", "node counts")
 	window := flag.Duration("window", 20*time.Second, "measurement window")
 	warmup := flag.Duration("warmup", 5*time.Second, "time before measuring")
+	settings := flag.String("settings", "", "extra DSN settings for the Manager, e.g. `hasql_watch_promotion=false&hasql_check_interval=1s`")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured window to `file`.N (N: node count)")
 	flag.Parse()
 	var err error
 	if *child != "" {
 		err = measure(*child, *window, *warmup)
 	} else {
-		err = run(*nodes, *window, *warmup)
+		err = run(*nodes, *settings, *window, *warmup)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "scalebench:", err)
@@ -56,17 +64,24 @@ func main() {
 	}
 }
 
-func run(counts string, window, warmup time.Duration) error {
+func run(counts, settings string, window, warmup time.Duration) error {
+	extra, err := url.ParseQuery(settings)
+	if err != nil {
+		return fmt.Errorf("-settings: %w", err)
+	}
 	ctx := context.Background()
 	c, err := testcluster.Start(ctx, testcluster.Options{})
 	if err != nil {
 		return err
 	}
 	defer c.Stop()
-	fmt.Printf("scalebench: Manager with default settings (check interval %s), %s window after %s, %d CPUs\n\n",
-		hasql.DefaultCheckInterval, window, warmup, runtime.NumCPU())
+	desc := fmt.Sprintf("default settings (check interval %s)", hasql.DefaultCheckInterval)
+	if settings != "" {
+		desc = "settings " + settings
+	}
+	fmt.Printf("scalebench: Manager with %s, %s window after %s, %d CPUs\n\n", desc, window, warmup, runtime.NumCPU())
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "nodes\tCPU (% of one core)\tper node (µs CPU/s)\theap in use\tgoroutines\t")
+	fmt.Fprintln(w, "nodes\tCPU (% of one core)\tper node (µs CPU/s)\theap in use\tgoroutines\tservers' CPU (% of one core)\t")
 	for _, s := range strings.Split(counts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 2 {
@@ -82,7 +97,16 @@ func run(counts string, window, warmup time.Duration) error {
 		}
 		u, _ := url.Parse(c.DSN())
 		u.Host = strings.Join(hosts, ",")
-		cmd := exec.Command(os.Args[0], "-child", u.String(), "-window", window.String(), "-warmup", warmup.String())
+		q := u.Query()
+		for k, v := range extra {
+			q[k] = v
+		}
+		u.RawQuery = q.Encode()
+		args := []string{"-child", u.String(), "-window", window.String(), "-warmup", warmup.String()}
+		if cpuProfile != "" {
+			args = append(args, "-cpuprofile", fmt.Sprintf("%s.%d", cpuProfile, n))
+		}
+		cmd := exec.Command(os.Args[0], args...)
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
 		if err != nil {
@@ -93,8 +117,8 @@ func run(counts string, window, warmup time.Duration) error {
 			return fmt.Errorf("%d nodes: %w: %s", n, err, out)
 		}
 		pct := 100 * r.CPUSeconds / r.Window
-		fmt.Fprintf(w, "%d\t%.2f%%\t%.0f\t%.1f MiB\t%d\t\n", n, pct, 1e6*r.CPUSeconds/r.Window/float64(n),
-			float64(r.HeapInuse)/(1<<20), r.Goroutines)
+		fmt.Fprintf(w, "%d\t%.2f%%\t%.0f\t%.1f MiB\t%d\t%.1f%%\t\n", n, pct, 1e6*r.CPUSeconds/r.Window/float64(n),
+			float64(r.HeapInuse)/(1<<20), r.Goroutines, 100*r.ServerCPUSeconds/r.Window)
 		w.Flush()
 	}
 	return nil
@@ -115,13 +139,26 @@ func measure(dsn string, window, warmup time.Duration) error {
 		return err
 	}
 	time.Sleep(warmup)
-	before, start := cpu(), time.Now()
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	before, serverBefore, start := cpu(), serverCPU(), time.Now()
 	time.Sleep(window)
-	used, elapsed := cpu()-before, time.Since(start)
+	used, serverUsed, elapsed := cpu()-before, serverCPU()-serverBefore, time.Since(start)
+	if cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return json.NewEncoder(os.Stdout).Encode(result{
-		Nodes: n, CPUSeconds: used.Seconds(), Window: elapsed.Seconds(),
+		Nodes: n, CPUSeconds: used.Seconds(), ServerCPUSeconds: serverUsed.Seconds(), Window: elapsed.Seconds(),
 		HeapInuse: ms.HeapInuse, Sys: ms.Sys, Goroutines: runtime.NumGoroutine(),
 	})
 }
@@ -130,4 +167,33 @@ func cpu() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverCPU sums the user and system time of every running process named
+// postgres, from /proc (clock ticks of 10ms).
+func serverCPU() time.Duration {
+	dirs, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open || s[open+1:end] != "postgres" {
+			continue
+		}
+		f := strings.Fields(s[end+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
