@@ -69,9 +69,20 @@ var (
 )
 
 // timed reports whether acquires should be timed: a meter or tracer
-// provider is in place.
+// provider is in place. A global provider set after New is seen at the next
+// check of any node (refreshTimed), so an acquire does not look the global
+// providers up.
 func (t *telemetry) timed() bool {
-	return t.explicit || otel.GetMeterProvider() != defaultMeterProvider || otel.GetTracerProvider() != defaultTracerProvider
+	return t.explicit || t.global.Load()
+}
+
+// refreshTimed notes whether global providers other than the defaults are
+// set. The check loops call it after every check.
+func (t *telemetry) refreshTimed() {
+	g := otel.GetMeterProvider() != defaultMeterProvider || otel.GetTracerProvider() != defaultTracerProvider
+	if t.global.Load() != g {
+		t.global.Store(g)
+	}
 }
 
 // telemetry holds the Manager's instruments, made once.
@@ -80,6 +91,7 @@ type telemetry struct {
 	tp       trace.TracerProvider // nil: the global one, looked up per acquire
 	mp       metric.MeterProvider // nil: the global one
 	explicit bool                 // a provider was given: always time acquires
+	global   atomic.Bool          // global providers are set (refreshTimed)
 
 	checkDuration   metric.Float64Histogram
 	acquireDuration metric.Float64Histogram
@@ -106,6 +118,7 @@ type cachedTracer struct {
 func newTelemetry(m *Manager) (*telemetry, error) {
 	t := &telemetry{m: m, tp: m.cfg.TracerProvider, mp: m.cfg.MeterProvider}
 	t.explicit = t.tp != nil || t.mp != nil
+	t.refreshTimed()
 	mp := m.cfg.MeterProvider
 	if mp == nil {
 		mp = otel.GetMeterProvider()

@@ -17,8 +17,9 @@ import (
 // going back to the pool. It counts releases for the balancers. The user's
 // own tracer, if any, is called as before.
 type nodeTracer struct {
-	n    *node
-	user pgx.QueryTracer
+	n           *node
+	user        pgx.QueryTracer
+	userRelease pgxpool.ReleaseTracer // user as a ReleaseTracer, or nil
 }
 
 // newNodeTracer wraps the user's tracer. The user's pgxpool.AcquireTracer
@@ -26,7 +27,9 @@ type nodeTracer struct {
 // hasql.acquire span, with the node that won), so a tracer such as otelpgx
 // adds its query spans without a second span for the same acquire.
 func newNodeTracer(n *node, user pgx.QueryTracer) pgx.QueryTracer {
-	return &nodeTracer{n: n, user: user}
+	t := &nodeTracer{n: n, user: user}
+	t.userRelease, _ = user.(pgxpool.ReleaseTracer)
+	return t
 }
 
 func (t *nodeTracer) observe(conn *pgx.Conn, err error) {
@@ -139,8 +142,8 @@ func (t *nodeTracer) TraceRelease(pool *pgxpool.Pool, data pgxpool.TraceReleaseD
 			cancel()
 		}
 	}
-	if u, ok := t.user.(pgxpool.ReleaseTracer); ok {
-		u.TraceRelease(pool, data)
+	if t.userRelease != nil {
+		t.userRelease.TraceRelease(pool, data)
 	}
 }
 

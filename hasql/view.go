@@ -25,6 +25,7 @@ type afterReport struct {
 // when n must be checked again at once (a first timeout, to confirm).
 func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err error) (again bool) {
 	now := time.Now()
+	m.tel.refreshTimed()
 	m.tel.checked(n, latency, err)
 	var after afterReport
 	m.mu.Lock()
