@@ -30,6 +30,7 @@ const (
 	DefaultCheckTimeout      = time.Second
 	DefaultFastCheckInterval = 20 * time.Millisecond
 	DefaultFastCheckWindow   = 5 * time.Second
+	DefaultPromotionPoll     = 10 * time.Millisecond
 )
 
 // Config configures a Manager. Make it with ParseConfig, then change fields
@@ -69,10 +70,14 @@ type Config struct {
 	WaitOnSocket bool
 	// WatchPromotion makes each replica's check connection, between
 	// checks, run a statement that returns as soon as the replica leaves
-	// recovery, so a promotion is seen within about 10ms whatever the
-	// interval (hasql_watch_promotion, default true). It costs one backend
-	// per replica waking every 10ms.
+	// recovery, so a promotion is seen within about PromotionPoll whatever
+	// the interval (hasql_watch_promotion, default true). It costs, on each
+	// replica, a backend that wakes every PromotionPoll.
 	WatchPromotion bool
+	// PromotionPoll is how often a replica's promotion watcher asks the
+	// server whether it left recovery (hasql_promotion_poll, default 10ms).
+	// Longer polls cost the replicas less CPU and see a promotion later.
+	PromotionPoll time.Duration
 
 	// Balancer picks among candidate nodes (hasql_balancer, default
 	// round_robin; load_balance_hosts=random means random and disable means
@@ -143,6 +148,7 @@ var settingKeys = []string{
 	"hasql_max_lag",
 	"hasql_max_lag_bytes",
 	"hasql_wait_on_socket",
+	"hasql_promotion_poll",
 	"hasql_watch_promotion",
 }
 
@@ -181,6 +187,7 @@ func parseConfig(connString string) (*Config, error) {
 		FastCheckWindow:      DefaultFastCheckWindow,
 		WaitOnSocket:         true,
 		WatchPromotion:       true,
+		PromotionPoll:        DefaultPromotionPoll,
 		Balancer:             balancer.RoundRobin(),
 		TargetSessionAttrs:   "any",
 		Checker:              checker.PostgreSQL(),
@@ -238,6 +245,7 @@ func (cfg *Config) applySettings(params map[string]string) error {
 		{"hasql_fast_check_interval", &cfg.FastCheckInterval, time.Millisecond},
 		{"hasql_fast_check_window", &cfg.FastCheckWindow, 0},
 		{"hasql_max_lag", &cfg.MaxLag, 0},
+		{"hasql_promotion_poll", &cfg.PromotionPoll, time.Millisecond},
 	}
 	for _, d := range durations {
 		v, ok := params[d.key]
@@ -553,6 +561,7 @@ func (cfg *Config) validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"CheckInterval": cfg.CheckInterval, "CheckTimeout": cfg.CheckTimeout, "FastCheckInterval": cfg.FastCheckInterval,
+		"PromotionPoll": cfg.PromotionPoll,
 	} {
 		if d <= 0 {
 			return fmt.Errorf("hasql: %s %s: must be positive", name, d)

@@ -49,7 +49,7 @@ func TestParseConfigSettings(t *testing.T) {
 	cfg, err := hasql.ParseConfig("postgres://u:" + secret + "@h1,h2/db?hasql_check_interval=250ms&hasql_check_timeout=2s" +
 		"&hasql_fast_check_interval=10ms&hasql_fast_check_window=3s&hasql_balancer=least_busy&hasql_max_lag_bytes=16MB" +
 		"&hasql_max_lag=5s&hasql_master_read_weight=0.5&hasql_wait_on_socket=false&target_session_attrs=read-write" +
-		"&load_balance_hosts=random&application_name=svc&pool_max_conns=7")
+		"&load_balance_hosts=random&application_name=svc&pool_max_conns=7&hasql_promotion_poll=25ms")
 	require.NoError(t, err)
 	assert.Equal(t, 250*time.Millisecond, cfg.CheckInterval)
 	assert.Equal(t, 2*time.Second, cfg.CheckTimeout)
@@ -60,6 +60,7 @@ func TestParseConfigSettings(t *testing.T) {
 	assert.Equal(t, 5*time.Second, cfg.MaxLag)
 	assert.Equal(t, 0.5, cfg.MasterReadWeight)
 	assert.False(t, cfg.WaitOnSocket)
+	assert.Equal(t, 25*time.Millisecond, cfg.PromotionPoll)
 	assert.Equal(t, "read-write", cfg.TargetSessionAttrs)
 	assert.Equal(t, int32(7), cfg.PoolConfig.MaxConns)
 	params := cfg.PoolConfig.ConnConfig.RuntimeParams
@@ -73,6 +74,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	assert.Equal(t, hasql.DefaultCheckInterval, cfg.CheckInterval)
 	assert.Equal(t, hasql.DefaultCheckTimeout, cfg.CheckTimeout)
 	assert.Equal(t, hasql.DefaultFastCheckInterval, cfg.FastCheckInterval)
+	assert.Equal(t, hasql.DefaultPromotionPoll, cfg.PromotionPoll)
 	assert.Equal(t, "round_robin", cfg.Balancer.Name())
 	assert.True(t, cfg.WaitOnSocket)
 	assert.Equal(t, "any", cfg.TargetSessionAttrs)
@@ -94,6 +96,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"port list mismatch", "host=h1,h2,h3 port=5432,5433 user=u password=" + secret, []string{"5432,5433", "2 entries", "3 hosts"}},
 		{"unknown hasql key", "postgres://u:" + secret + "@h1/db?hasql_chek_interval=1s", []string{"hasql_chek_interval", "hasql_check_interval"}},
 		{"bad duration", "postgres://u:" + secret + "@h1/db?hasql_check_interval=fast", []string{"hasql_check_interval", `"fast"`}},
+		{"promotion poll too short", "postgres://u:" + secret + "@h1/db?hasql_promotion_poll=100us", []string{"hasql_promotion_poll", `"100us"`, "at least 1ms"}},
 		{"duration without unit", "host=h1 user=u password=" + secret + " hasql_check_timeout=500", []string{"hasql_check_timeout", `"500"`}},
 		{"zero interval", "host=h1 user=u hasql_check_interval=0s", []string{"hasql_check_interval", "at least"}},
 		{"empty host url", "postgres://u:" + secret + "@h1,,h3/db", []string{"empty host", "position 2"}},

@@ -119,9 +119,9 @@ func run(counts, settings string, window, warmup time.Duration) error {
 		pct := 100 * r.CPUSeconds / r.Window
 		fmt.Fprintf(w, "%d\t%.2f%%\t%.0f\t%.1f MiB\t%d\t%.1f%%\t\n", n, pct, 1e6*r.CPUSeconds/r.Window/float64(n),
 			float64(r.HeapInuse)/(1<<20), r.Goroutines, 100*r.ServerCPUSeconds/r.Window)
-		w.Flush()
+		fmt.Fprintf(os.Stderr, "scalebench: %d nodes measured\n", n)
 	}
-	return nil
+	return w.Flush()
 }
 
 // measure runs in the child: a Manager, and nothing else, measured.
