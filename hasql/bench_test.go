@@ -3,6 +3,7 @@ package hasql_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -18,6 +19,7 @@ type benchEnv struct {
 	m      *hasql.Manager
 	master *pgxpool.Pool // plain pgxpool on the master
 	sync   *pgxpool.Pool // plain pgxpool on the sync replica
+	async  *pgxpool.Pool // plain pgxpool on the async replica
 }
 
 var (
@@ -54,7 +56,12 @@ func env(b *testing.B) *benchEnv {
 			benchErr = err
 			return
 		}
-		bench = &benchEnv{c: c, m: m, master: master, sync: syncPool}
+		asyncPool, err := pgxpool.New(ctx, withParams(c.Nodes()[2].DSN(), "pool_max_conns", "8"))
+		if err != nil {
+			benchErr = err
+			return
+		}
+		bench = &benchEnv{c: c, m: m, master: master, sync: syncPool, async: asyncPool}
 	})
 	if benchErr != nil {
 		b.Fatal(benchErr)
@@ -112,6 +119,14 @@ func BenchmarkAcquire(b *testing.B) {
 	b.Run("pgxpool/master", func(b *testing.B) { benchAcquire(b, e.master.Acquire) })
 	b.Run("pgxha/AcquireMaster", func(b *testing.B) { benchAcquire(b, e.m.AcquireMaster) })
 	b.Run("pgxpool/replica", func(b *testing.B) { benchAcquire(b, e.sync.Acquire) })
+	// What AcquireReplica does, by hand: round robin over the replicas' pools.
+	var next atomic.Uint64
+	replicas := []*pgxpool.Pool{e.sync, e.async}
+	b.Run("pgxpool/replicas-round-robin", func(b *testing.B) {
+		benchAcquire(b, func(ctx context.Context) (*pgxpool.Conn, error) {
+			return replicas[next.Add(1)%2].Acquire(ctx)
+		})
+	})
 	b.Run("pgxha/AcquireReplica", func(b *testing.B) {
 		benchAcquire(b, func(ctx context.Context) (*pgxpool.Conn, error) { return e.m.AcquireReplica(ctx) })
 	})

@@ -205,16 +205,25 @@ func (m *Manager) WaitReady(ctx context.Context, masters, replicas int) error {
 // ErrNoMaster, ctx's error and each node's last error. During a split brain
 // it returns a *SplitBrainError at once. Release the connection when done.
 func (m *Manager) AcquireMaster(ctx context.Context) (*pgxpool.Conn, error) {
-	return m.acquireFast(ctx, targetMaster, setMaster)
+	return m.acquireFast(ctx, targetMaster, nil)
 }
 
-// acquireFast is the path of a plain acquire while telemetry is off: the
-// prepared candidate set, the balancer's pick, the pool. Anything unusual (no
-// candidate, an error, a split brain, telemetry on) goes to acquire, which
-// handles it.
-func (m *Manager) acquireFast(ctx context.Context, t target, set int) (*pgxpool.Conn, error) {
-	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() {
-		if cs := &s.sets[set]; len(cs.nodes) > 0 {
+// acquireFast is the path of an acquire from a prepared candidate set (the
+// master, the replicas, the sync replicas) while telemetry is off: the set,
+// the balancer's pick, the pool; no allocation, no lock. Anything unusual (no
+// candidate, an error, a split brain, options that need a set of their own,
+// telemetry on) goes to acquire, which handles it. o is not retained: the
+// slow path takes a copy, so that a caller's options on its stack stay
+// there.
+func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) (*pgxpool.Conn, error) {
+	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || !o.custom()) {
+		i := setMaster
+		if t == targetReplica {
+			if i = s.replicaSet(o); len(s.sets[i].nodes) == 0 && s.fallsBack(o) {
+				i = setMaster
+			}
+		}
+		if cs := &s.sets[i]; len(cs.nodes) > 0 {
 			n := cs.nodes[cs.pick()]
 			conn, err := n.pool.Acquire(ctx)
 			if err == nil {
@@ -225,11 +234,20 @@ func (m *Manager) acquireFast(ctx context.Context, t target, set int) (*pgxpool.
 			}
 			if ctx.Err() == nil && m.ctx.Err() == nil {
 				n.acquireFailed(err)
-				return m.acquireExcluding(ctx, t, nil, n, err)
+				return m.acquireExcluding(ctx, t, copyOptions(o), n, err)
 			}
 		}
 	}
-	return m.acquire(ctx, t, nil)
+	return m.acquire(ctx, t, copyOptions(o))
+}
+
+// copyOptions returns a copy of o on the heap (nil for nil).
+func copyOptions(o *replicaOptions) *replicaOptions {
+	if o == nil {
+		return nil
+	}
+	c := *o
+	return &c
 }
 
 // AcquireReplica returns a connection to a replica that satisfies opts,
@@ -238,16 +256,13 @@ func (m *Manager) acquireFast(ctx context.Context, t target, set int) (*pgxpool.
 // returns a *NoNodeError that unwraps to ErrNoReplica.
 func (m *Manager) AcquireReplica(ctx context.Context, opts ...ReplicaOption) (*pgxpool.Conn, error) {
 	if len(opts) == 0 {
-		return m.acquireFast(ctx, targetReplica, setReplicas)
+		return m.acquireFast(ctx, targetReplica, nil)
 	}
-	o := new(replicaOptions)
-	for _, opt := range opts {
-		opt(o)
-	}
+	o := applyOptions(opts)
 	if o.minLSN != 0 {
-		return m.acquireMinLSN(ctx, o)
+		return m.acquireMinLSN(ctx, copyOptions(&o))
 	}
-	return m.acquire(ctx, targetReplica, o)
+	return m.acquireFast(ctx, targetReplica, &o)
 }
 
 type target int

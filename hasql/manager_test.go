@@ -147,6 +147,31 @@ func TestManager(t *testing.T) {
 		}
 	})
 
+	t.Run("plain and preset acquires allocate nothing beyond the pool", func(t *testing.T) {
+		syncOnly, preferSync, fallback := hasql.SyncOnly(), hasql.PreferSync(), hasql.FallbackToMaster()
+		for _, tc := range []struct {
+			name    string
+			acquire func() (*pgxpool.Conn, error)
+		}{
+			{"AcquireMaster", func() (*pgxpool.Conn, error) { return m.AcquireMaster(ctx) }},
+			{"AcquireReplica", func() (*pgxpool.Conn, error) { return m.AcquireReplica(ctx) }},
+			{"SyncOnly", func() (*pgxpool.Conn, error) { return m.AcquireReplica(ctx, syncOnly) }},
+			{"PreferSync+FallbackToMaster", func() (*pgxpool.Conn, error) { return m.AcquireReplica(ctx, preferSync, fallback) }},
+		} {
+			var failed error
+			allocs := testing.AllocsPerRun(200, func() {
+				conn, err := tc.acquire()
+				if err != nil {
+					failed = err
+					return
+				}
+				conn.Release()
+			})
+			require.NoError(t, failed, tc.name)
+			assert.Zero(t, allocs, "%s: allocations per acquire and release", tc.name)
+		}
+	})
+
 	t.Run("round robin spreads evenly", func(t *testing.T) {
 		counts := map[string]int{}
 		for i := 0; i < 1000; i++ {

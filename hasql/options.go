@@ -127,7 +127,45 @@ func addrList(nodes []NodeConfig) string {
 }
 
 // ReplicaOption narrows which replicas AcquireReplica and Replica may use.
-type ReplicaOption func(*replicaOptions)
+// It is a plain value (not a function), so that applying options costs an
+// acquire no allocation; make one with SyncOnly, PreferSync, MaxLag,
+// FallbackToMaster, MinLSN or MinLSNWait. The zero ReplicaOption does
+// nothing.
+type ReplicaOption struct {
+	kind replicaOptionKind
+	n    int64 // bytes of MaxLag, the LSN of MinLSN
+	d    time.Duration
+}
+
+type replicaOptionKind uint8
+
+const (
+	optNone replicaOptionKind = iota
+	optSyncOnly
+	optPreferSync
+	optMaxLag
+	optFallback
+	optMinLSN
+	optMinLSNWait
+)
+
+// apply sets what r asks for in o.
+func (r ReplicaOption) apply(o *replicaOptions) {
+	switch r.kind {
+	case optSyncOnly:
+		o.syncOnly = true
+	case optPreferSync:
+		o.preferSync = true
+	case optMaxLag:
+		o.lagSet, o.maxLagBytes, o.maxLag = true, r.n, r.d
+	case optFallback:
+		o.fallback = true
+	case optMinLSN:
+		o.minLSN = LSN(r.n)
+	case optMinLSNWait:
+		o.minLSNWait = r.d
+	}
+}
 
 type replicaOptions struct {
 	syncOnly    bool
@@ -140,16 +178,25 @@ type replicaOptions struct {
 	minLSNWait  time.Duration
 }
 
+// applyOptions returns the options opts ask for.
+func applyOptions(opts []ReplicaOption) replicaOptions {
+	var o replicaOptions
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	return o
+}
+
 // custom reports whether the options need a candidate set of their own,
 // beyond the sets every snapshot prepares.
 func (o *replicaOptions) custom() bool { return o.lagSet || o.minLSN != 0 }
 
 // SyncOnly accepts only synchronous replicas.
-func SyncOnly() ReplicaOption { return func(o *replicaOptions) { o.syncOnly = true } }
+func SyncOnly() ReplicaOption { return ReplicaOption{kind: optSyncOnly} }
 
 // PreferSync uses synchronous replicas while any qualifies, then
 // asynchronous ones.
-func PreferSync() ReplicaOption { return func(o *replicaOptions) { o.preferSync = true } }
+func PreferSync() ReplicaOption { return ReplicaOption{kind: optPreferSync} }
 
 // MaxLag accepts only replicas at most bytes of WAL and d of time behind the
 // master; 0 means no limit for that measure. It replaces the connection
@@ -157,23 +204,23 @@ func PreferSync() ReplicaOption { return func(o *replicaOptions) { o.preferSync 
 // whose lag is not known (no master seen yet) does not qualify while a limit
 // is set.
 func MaxLag(bytes int64, d time.Duration) ReplicaOption {
-	return func(o *replicaOptions) { o.lagSet, o.maxLagBytes, o.maxLag = true, max(bytes, 0), max(d, 0) }
+	return ReplicaOption{kind: optMaxLag, n: max(bytes, 0), d: max(d, 0)}
 }
 
 // FallbackToMaster uses the master when no replica qualifies, instead of
 // waiting for one.
-func FallbackToMaster() ReplicaOption { return func(o *replicaOptions) { o.fallback = true } }
+func FallbackToMaster() ReplicaOption { return ReplicaOption{kind: optFallback} }
 
 // MinLSN accepts only replicas that have replayed WAL up to lsn, for
 // read-your-writes: take the LSN after a write (see Manager.CurrentLSN) and
 // pass it here. A replica whose last check is behind lsn is asked again on
 // the connection itself before it is refused. With FallbackToMaster the
 // master serves when no replica has caught up within MinLSNWait.
-func MinLSN(lsn LSN) ReplicaOption { return func(o *replicaOptions) { o.minLSN = lsn } }
+func MinLSN(lsn LSN) ReplicaOption { return ReplicaOption{kind: optMinLSN, n: int64(lsn)} }
 
 // MinLSNWait bounds how long an acquire with MinLSN waits for a replica to
 // catch up before it falls back to the master (with FallbackToMaster) or
 // keeps waiting until its context ends. Default 0: fall back at once.
 func MinLSNWait(d time.Duration) ReplicaOption {
-	return func(o *replicaOptions) { o.minLSNWait = max(d, 0) }
+	return ReplicaOption{kind: optMinLSNWait, d: max(d, 0)}
 }

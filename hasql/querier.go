@@ -38,10 +38,8 @@ func (m *Manager) Master() *Querier { return &Querier{m: m, t: targetMaster} }
 func (m *Manager) Replica(opts ...ReplicaOption) *Querier {
 	q := &Querier{m: m, t: targetReplica}
 	if len(opts) > 0 {
-		q.o = new(replicaOptions)
-		for _, opt := range opts {
-			opt(q.o)
-		}
+		o := applyOptions(opts)
+		q.o = &o
 	}
 	return q
 }
@@ -51,7 +49,10 @@ func (q *Querier) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	if q.t == targetReplica && q.o != nil && q.o.minLSN != 0 {
 		return q.m.acquireMinLSN(ctx, q.o)
 	}
-	return q.m.acquire(ctx, q.t, q.o)
+	if q.o != nil && q.o.custom() {
+		return q.m.acquire(ctx, q.t, q.o)
+	}
+	return q.m.acquireFast(ctx, q.t, q.o)
 }
 
 // retry reports whether a run that failed with err on a connection that is

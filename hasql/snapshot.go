@@ -66,9 +66,10 @@ func (m *Manager) buildSet(nodes []*node, weight func(*node) float64) candidateS
 }
 
 // candidates returns the set an acquire for t with options o may pick from,
-// minus excluded nodes. Plain acquires use a prepared set and allocate
-// nothing; options that filter by live values (MaxLag, MinLSN) and
-// exclusions build a set of their own.
+// minus excluded nodes. Plain acquires, and options that choose among the
+// prepared sets (SyncOnly, PreferSync, FallbackToMaster), allocate nothing;
+// options that filter by live values (MaxLag, MinLSN) and exclusions build a
+// set of their own.
 func (m *Manager) candidates(s *snapshot, t target, o *replicaOptions, excluded []*node) (candidateSet, error) {
 	if t == targetMaster {
 		if s.masterErr != nil {
@@ -76,25 +77,33 @@ func (m *Manager) candidates(s *snapshot, t target, o *replicaOptions, excluded 
 		}
 		return without(m, s.set(setMaster), excluded), nil
 	}
-	if o == nil {
-		return without(m, s.set(setReplicas), excluded), nil
-	}
 	var set candidateSet
-	switch {
-	case o.custom():
+	if o != nil && o.custom() {
 		set = m.customSet(s, o)
-	case o.syncOnly:
-		set = s.set(setSync)
-	case o.preferSync && len(s.set(setSync).nodes) > 0:
-		set = s.set(setSync)
-	default:
-		set = s.set(setReplicas)
+	} else {
+		set = s.set(s.replicaSet(o))
 	}
 	set = without(m, set, excluded)
-	if len(set.nodes) == 0 && o.fallback && o.minLSN == 0 && s.master != nil && s.masterErr == nil && !slices.Contains(excluded, s.master) {
+	if len(set.nodes) == 0 && s.fallsBack(o) && !slices.Contains(excluded, s.master) {
 		return s.set(setMaster), nil
 	}
 	return set, nil
+}
+
+// replicaSet returns the prepared set of replicas for options that need no
+// set of their own (nil, or not custom): the sync replicas with SyncOnly, or
+// with PreferSync while there are any, otherwise the replicas.
+func (s *snapshot) replicaSet(o *replicaOptions) int {
+	if o != nil && (o.syncOnly || o.preferSync && len(s.sets[setSync].nodes) > 0) {
+		return setSync
+	}
+	return setReplicas
+}
+
+// fallsBack reports whether a replica acquire with options o that finds no
+// replica takes the master instead.
+func (s *snapshot) fallsBack(o *replicaOptions) bool {
+	return o != nil && o.fallback && o.minLSN == 0 && s.master != nil && s.masterErr == nil
 }
 
 // without drops excluded nodes from set (building a new picker).

@@ -70,10 +70,8 @@ func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
 func (m *Manager) resolveTarget(t Target, opts []ReplicaOption) (target, *replicaOptions) {
 	var o *replicaOptions
 	if len(opts) > 0 {
-		o = new(replicaOptions)
-		for _, opt := range opts {
-			opt(o)
-		}
+		v := applyOptions(opts)
+		o = &v
 	}
 	if t == TargetDefault {
 		switch m.cfg.TargetSessionAttrs {
