@@ -636,3 +636,38 @@ func TestReadOnlyConnectionIsDestroyedOnRelease(t *testing.T) {
 	_, err = m.AcquireMaster(short)
 	assert.ErrorIs(t, err, hasql.ErrNoMaster, "a read-only primary is not a master")
 }
+
+// TestPromotedReadOnlyIsNotMaster: a promoted node that refuses writes
+// (default_transaction_read_only) is not made master.
+func TestPromotedReadOnlyIsNotMaster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "30s"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	admin, err := n2.Conn(ctx)
+	require.NoError(t, err)
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, "ALTER SYSTEM SET default_transaction_read_only = on")
+	require.NoError(t, err)
+	_, err = admin.Exec(ctx, "SELECT pg_reload_conf()")
+	require.NoError(t, err)
+	require.NoError(t, n1.Kill())
+	require.Eventually(t, func() bool { return m.Stat().Master == "" }, 10*time.Second, time.Millisecond)
+	require.NoError(t, n2.Promote(ctx))
+	// The check interval is 30s: only the watcher and the check it runs at
+	// once see the promotion in time.
+	require.Eventually(t, func() bool {
+		st := m.Nodes()[1]
+		return st.Up && !st.Role.IsReplica() && !st.Writable
+	}, 10*time.Second, time.Millisecond, "the promotion is seen, and the node is read-only")
+	assert.Equal(t, hasql.RoleUnknown, m.Nodes()[1].Role)
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancelShort()
+	conn, err := m.AcquireMaster(short)
+	if err == nil {
+		conn.Release()
+	}
+	assert.ErrorIs(t, err, hasql.ErrNoMaster, "a promoted read-only node is not a master")
+}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgxha/pgxha/checker"
@@ -74,6 +76,7 @@ type nodeView struct {
 	lagKnown   bool
 	lagAt      time.Time
 	remoteIP   string
+	partial    bool // res comes from the promotion watcher, not a full check
 }
 
 func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, error) {
@@ -204,12 +207,16 @@ func (n *node) wait(d time.Duration) {
 		poll := m.cfg.PromotionPoll
 		rounds := max(1, int(d/poll))
 		n.watching.Store(true)
-		_, err := n.conn.PgConn().Exec(ctx, fmt.Sprintf(watchSQL, rounds, poll.Seconds())).ReadAll()
+		results, err := n.conn.PgConn().Exec(ctx, fmt.Sprintf(watchSQL, rounds, poll.Seconds())).ReadAll()
 		n.watching.Store(false)
 		if err != nil {
 			// Cut short (the connection is unusable then), a server gone or
 			// hung: the check that follows tells which.
 			n.closeCheckConn()
+			return
+		}
+		if p, ok := parsePromotion(results); ok {
+			m.promotionSeen(n, p)
 		}
 	case m.cfg.WaitOnSocket && n.conn != nil:
 		// Reads the socket until ctx ends: an error other than ctx's means
@@ -223,11 +230,39 @@ func (n *node) wait(d time.Duration) {
 	}
 }
 
-// watchSQL returns after %d rounds of %g seconds, or as soon as the server
-// is out of recovery (LIMIT 1 ends the scan at the first such round). It
-// reads no table, and costs the server less than a PL/pgSQL loop: one
-// executor run, not two statements a round.
-const watchSQL = `SELECT g FROM generate_series(1, %d) g WHERE pg_sleep(%g) IS NOT NULL AND NOT pg_is_in_recovery() LIMIT 1`
+// watchSQL returns after %d rounds of %g seconds with no row, or as soon as
+// the server is out of recovery (LIMIT 1 ends the scan at the first such
+// round) with a row that says, as of that instant, whether it is read-only,
+// its timeline and its WAL position: enough to route writes to it before the
+// full check that follows. It reads no table, and costs the server less than
+// a PL/pgSQL loop: one executor run, not two statements a round. The select
+// list is computed for the returned row only, out of recovery, where
+// pg_walfile_name works.
+const watchSQL = `SELECT current_setting('default_transaction_read_only')::bool,
+	('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8,
+	(pg_current_wal_lsn() - '0/0'::pg_lsn)::int8
+FROM generate_series(1, %d) g WHERE pg_sleep(%g) IS NOT NULL AND NOT pg_is_in_recovery() LIMIT 1`
+
+// promotion is what the watcher's row says of a node that left recovery.
+type promotion struct {
+	readOnly bool
+	timeline uint32
+	lsn      checker.LSN
+}
+
+// parsePromotion reads the watcher's row, if it returned one.
+func parsePromotion(results []*pgconn.Result) (promotion, bool) {
+	if len(results) != 1 || len(results[0].Rows) != 1 || len(results[0].Rows[0]) != 3 {
+		return promotion{}, false
+	}
+	row := results[0].Rows[0]
+	tl, err1 := strconv.ParseUint(string(row[1]), 10, 32)
+	lsn, err2 := strconv.ParseInt(string(row[2]), 10, 64)
+	if err1 != nil || err2 != nil || tl == 0 || lsn < 0 {
+		return promotion{}, false
+	}
+	return promotion{readOnly: string(row[0]) != "f", timeline: uint32(tl), lsn: checker.LSN(lsn)}, true
+}
 
 // trigger requests a check now.
 func (n *node) trigger() {

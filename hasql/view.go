@@ -74,11 +74,45 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 			v.up, v.suspect, v.timeouts = false, false, 0
 		}
 	}
+	v.partial = false
 	n.suspect.Store(v.suspect)
 	n.watchable.Store(v.up && v.res.InRecovery)
 	m.rebuildLocked(now, &after)
 	m.mu.Unlock()
+	m.finish(n, &after)
+	return again
+}
 
+// promotionSeen records what n's promotion watcher saw: n left recovery. The
+// node's view takes the watcher's figures at once (writable or not, timeline,
+// WAL position), so that writes go to it without waiting for the full check,
+// which runs right after and completes the view. Until then the other
+// replicas keep their roles: the new master's pg_stat_replication is not
+// known yet. (The watcher reads default_transaction_read_only as the server's
+// configuration was when its statement began: a node made read-only by a
+// reload during that statement is taken for writable until the check, a
+// round trip later, corrects it.)
+func (m *Manager) promotionSeen(n *node, p promotion) {
+	now := time.Now()
+	var after afterReport
+	m.mu.Lock()
+	v := &n.view
+	if !v.up || !v.res.InRecovery {
+		m.mu.Unlock()
+		return
+	}
+	v.res.InRecovery, v.res.ReadOnly, v.res.Timeline, v.res.LSN = false, p.readOnly, p.timeline, p.lsn
+	v.res.ReplayPaused, v.res.Replicas = false, nil
+	v.resAt, v.partial = now, true
+	m.log.Debug("pgxha: node left recovery", "addr", n.cfg.Addr, "name", n.name(), "timeline", p.timeline, "read_only", p.readOnly)
+	n.watchable.Store(false)
+	m.rebuildLocked(now, &after)
+	m.mu.Unlock()
+	m.finish(n, &after)
+}
+
+// finish does what report or promotionSeen decided, once m.mu is released.
+func (m *Manager) finish(n *node, after *afterReport) {
 	for _, x := range after.reset {
 		x.pool.Reset()
 	}
@@ -94,7 +128,6 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 			}
 		}
 	}
-	return again
 }
 
 // rebuildLocked derives roles, lag and split brain from every node's view,
@@ -137,7 +170,10 @@ func (m *Manager) rebuildLocked(now time.Time, after *afterReport) {
 	if master != nil {
 		mres = master.view.res
 	}
-	historyOK := master != nil && m.history.owner == master.index && m.history.timeline == mres.Timeline
+	// A master known only from its promotion watcher has not said yet which
+	// replicas stream from it.
+	masterKnown := master != nil && !master.view.partial
+	historyOK := masterKnown && m.history.owner == master.index && m.history.timeline == mres.Timeline
 
 	for _, x := range m.nodes {
 		v := &x.view
@@ -150,7 +186,7 @@ func (m *Manager) rebuildLocked(now time.Time, after *afterReport) {
 			v.syncState = ""
 		case (v.up || v.suspect) && v.res.InRecovery:
 			role = RoleAsyncReplica
-			if master != nil {
+			if masterKnown {
 				entry, ok := matchReplica(x, mres.Replicas, m.nodes)
 				v.syncState = ""
 				if ok {
