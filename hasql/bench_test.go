@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -169,4 +170,65 @@ func BenchmarkQueryRow(b *testing.B) {
 	b.Run("pgxha/Replica", func(b *testing.B) {
 		run(b, func() error { var one int; return replica.QueryRow(ctx, "SELECT 1").Scan(&one) })
 	})
+}
+
+// BenchmarkAcquireVersus times an acquire and release through the manager
+// and the same on plain pgxpools in alternating chunks of one run, so that
+// both see the same machine, and reports each side's ns/op and their ratio
+// (pgxha/pgxpool). Serial only: the figure is the manager's own cost.
+func BenchmarkAcquireVersus(b *testing.B) {
+	e := env(b)
+	ctx := context.Background()
+	var next atomic.Uint64
+	replicas := []*pgxpool.Pool{e.sync, e.async}
+	syncOnly := hasql.SyncOnly()
+	for _, tc := range []struct {
+		name         string
+		plain, pgxha func(context.Context) (*pgxpool.Conn, error)
+	}{
+		{"AcquireMaster", e.master.Acquire, e.m.AcquireMaster},
+		{"AcquireReplica", func(ctx context.Context) (*pgxpool.Conn, error) {
+			return replicas[next.Add(1)%2].Acquire(ctx) // round robin by hand
+		}, func(ctx context.Context) (*pgxpool.Conn, error) { return e.m.AcquireReplica(ctx) }},
+		{"AcquireReplica-SyncOnly", e.sync.Acquire, func(ctx context.Context) (*pgxpool.Conn, error) {
+			return e.m.AcquireReplica(ctx, syncOnly)
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			warm(b, tc.plain, 8)
+			warm(b, tc.pgxha, 8)
+			const chunk = 1000
+			var plainTime, pgxhaTime time.Duration
+			timeChunk := func(acquire func(context.Context) (*pgxpool.Conn, error), n int) time.Duration {
+				start := time.Now()
+				for i := 0; i < n; i++ {
+					c, err := acquire(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.Release()
+				}
+				return time.Since(start)
+			}
+			b.ReportAllocs()
+			for done, round := 0, 0; done < b.N; round++ {
+				n := min(chunk, b.N-done)
+				// Alternate which side goes first, so neither always
+				// follows the other.
+				if round%2 == 0 {
+					plainTime += timeChunk(tc.plain, n)
+					pgxhaTime += timeChunk(tc.pgxha, n)
+				} else {
+					pgxhaTime += timeChunk(tc.pgxha, n)
+					plainTime += timeChunk(tc.plain, n)
+				}
+				done += n
+			}
+			p := float64(plainTime.Nanoseconds()) / float64(b.N)
+			h := float64(pgxhaTime.Nanoseconds()) / float64(b.N)
+			b.ReportMetric(p, "pgxpool-ns/op")
+			b.ReportMetric(h, "pgxha-ns/op")
+			b.ReportMetric(h/p, "ratio")
+		})
+	}
 }
