@@ -2,10 +2,14 @@
 //
 // For each scenario (master crash, clean stop, hang, partition; each followed
 // by the promotion of the synchronous replica), it starts a fresh local
-// cluster, runs writers through pgxha and, in the same run against the same
-// cluster and the same fault, through a plain pgxpool built from the same
-// multi-host DSN with target_session_attrs=read-write. It repeats each
-// scenario -n times and prints, per scenario and client, p50/p99/max of:
+// cluster, runs writers through pgxha, makes the fault and measures; then
+// the same with a plain pgxpool built from the same multi-host DSN with
+// target_session_attrs=read-write, in a cluster of its own. The two clients
+// alternate which goes first, so both see the same machine over the run; each
+// runs alone, so that neither one's reconnection attempts load the machine
+// while the other is measured (-together runs both against one cluster and
+// one fault). It repeats each scenario -n times and prints, per scenario and
+// client, p50/p99/max of:
 //
 //	promote→write  time from the promotion completing (pg_promote returned)
 //	               to the first acknowledged write (0 when a write was
@@ -59,11 +63,12 @@ func main() {
 	writers := flag.Int("writers", 4, "writers per client")
 	window := flag.Duration("window", 10*time.Second, "how long after the fault a client may take to recover")
 	only := flag.String("scenarios", "", "comma-separated scenarios to run (default all: crash,stop,hang,partition)")
-	flag.BoolVar(&verbose, "v", false, "print pgxha's write errors when there are more than writers")
+	flag.BoolVar(&verbose, "v", false, "print a client's write errors when there are more than writers")
+	together := flag.Bool("together", false, "run both clients against one cluster and one fault, instead of each alone in alternating runs")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *n, *writers, *window, *only); err != nil {
+	if err := run(ctx, *n, *writers, *window, *only, *together); err != nil {
 		fmt.Fprintln(os.Stderr, "failover-bench:", err)
 		os.Exit(1)
 	}
@@ -94,11 +99,15 @@ func (c poolClient) Write(ctx context.Context, w, seq int) error {
 }
 func (c poolClient) Read(context.Context, int) error { return nil }
 
-func run(ctx context.Context, n, writers int, window time.Duration, only string) error {
+func run(ctx context.Context, n, writers int, window time.Duration, only string, together bool) error {
 	fmt.Printf("failover-bench: %d runs per scenario, %d writers per client, %s, %d CPUs, %s\n",
 		n, writers, runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"))
-	fmt.Printf("pgxha defaults: check interval %s, check timeout %s, fast checks %s; baseline: pgxpool, target_session_attrs=read-write\n\n",
-		hasql.DefaultCheckInterval, hasql.DefaultCheckTimeout, hasql.DefaultFastCheckInterval)
+	mode := "each client alone, alternating"
+	if together {
+		mode = "both clients against one cluster and one fault"
+	}
+	fmt.Printf("pgxha defaults: check interval %s, check timeout %s, fast checks %s; baseline: pgxpool, target_session_attrs=read-write; %s\n\n",
+		hasql.DefaultCheckInterval, hasql.DefaultCheckTimeout, hasql.DefaultFastCheckInterval, mode)
 	for _, sc := range scenarios {
 		if only != "" && !strings.Contains(","+only+",", ","+sc.name+",") {
 			continue
@@ -108,10 +117,28 @@ func run(ctx context.Context, n, writers int, window time.Duration, only string)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			o, b, err := runOnce(ctx, sc, writers, window)
-			if err != nil {
-				return fmt.Errorf("%s run %d: %w", sc.name, i+1, err)
+			// Alone, each client in a cluster of its own, in alternating
+			// order; together, both in one cluster and one fault.
+			var rounds [][]string
+			switch {
+			case together:
+				rounds = [][]string{{clientPgxha, clientPgxpool}}
+			case i%2 == 0:
+				rounds = [][]string{{clientPgxha}, {clientPgxpool}}
+			default:
+				rounds = [][]string{{clientPgxpool}, {clientPgxha}}
 			}
+			got := map[string]sample{}
+			for _, clients := range rounds {
+				samples, err := runOnce(ctx, sc, writers, window, clients)
+				if err != nil {
+					return fmt.Errorf("%s run %d: %w", sc.name, i+1, err)
+				}
+				for k, v := range samples {
+					got[k] = v
+				}
+			}
+			o, b := got[clientPgxha], got[clientPgxpool]
 			ours, base = append(ours, o), append(base, b)
 			fmt.Fprintf(os.Stderr, "  %s %d/%d: pgxha promote→write %s outage %s errors %d | pgxpool %s, %s, %d\n", sc.name, i+1, n,
 				show(o.promoteToWrite, o.recovered), show(o.outage, o.recovered), o.errors,
@@ -122,87 +149,117 @@ func run(ctx context.Context, n, writers int, window time.Duration, only string)
 	return nil
 }
 
-func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration) (ours, base sample, err error) {
+// Clients, by name.
+const (
+	clientPgxha   = "pgxha"
+	clientPgxpool = "pgxpool"
+)
+
+// runOnce starts a fresh cluster, puts each of clients under load, makes the
+// fault, promotes the sync replica and measures each client.
+func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration, clients []string) (map[string]sample, error) {
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	c, err := testcluster.Start(startCtx, testcluster.Options{})
 	if err != nil {
-		return ours, base, err
+		return nil, err
 	}
 	defer c.Stop()
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 
-	m, err := hasql.New(startCtx, c.DSN(), hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	admin, err := n1.Conn(startCtx)
 	if err != nil {
-		return ours, base, err
+		return nil, err
 	}
-	defer m.Close()
-	if err := m.WaitReady(startCtx, 1, 2); err != nil {
-		return ours, base, err
-	}
-	pool, err := pgxpool.New(startCtx, c.DSN()+"&target_session_attrs=read-write")
+	err = chaos.CreateTable(startCtx, admin)
+	admin.Close(context.Background())
 	if err != nil {
-		return ours, base, err
+		return nil, err
 	}
-	defer pool.Close()
-	if err := chaos.CreateTable(startCtx, m.Master()); err != nil {
-		return ours, base, err
-	}
-
-	cfg := chaos.Config{Writers: writers, OpTimeout: 5 * time.Second}
-	ol := chaos.Start(pgxhaClient{m}, cfg)
-	bl := chaos.Start(poolClient{pool}, cfg)
-	stopped := false
+	loads := map[string]*chaos.Load{}
 	defer func() {
-		if !stopped {
-			ol.Stop()
-			bl.Stop()
+		for _, l := range loads {
+			l.Stop()
 		}
 	}()
-	if err := ol.WaitWrites(startCtx, 50); err != nil {
-		return ours, base, err
+	cfg := chaos.Config{Writers: writers, OpTimeout: 5 * time.Second}
+	for _, name := range clients {
+		var client chaos.Client
+		switch name {
+		case clientPgxha:
+			m, err := hasql.New(startCtx, c.DSN(), hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+			if err != nil {
+				return nil, err
+			}
+			defer m.Close()
+			if err := m.WaitReady(startCtx, 1, 2); err != nil {
+				return nil, err
+			}
+			client = pgxhaClient{m}
+		case clientPgxpool:
+			pool, err := pgxpool.New(startCtx, c.DSN()+"&target_session_attrs=read-write")
+			if err != nil {
+				return nil, err
+			}
+			defer pool.Close()
+			client = poolClient{pool}
+		}
+		loads[name] = chaos.Start(client, cfg)
 	}
-	if err := bl.WaitWrites(startCtx, 50); err != nil {
-		return ours, base, err
+	for _, l := range loads {
+		if err := l.WaitWrites(startCtx, 50); err != nil {
+			return nil, err
+		}
 	}
 
 	fault := time.Now()
 	if err := sc.fault(n1); err != nil {
-		return ours, base, err
+		return nil, err
 	}
 	faultDone := time.Now()
 	if err := c.Failover(startCtx, n2); err != nil {
-		return ours, base, err
+		return nil, err
 	}
 	promoted := n2.PromotedAt()
 
-	// Both get the window to recover; the run ends early once both have.
+	// Every client gets the window to recover; the run ends early once all
+	// have.
 	deadline := fault.Add(window)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if recovered(ol, faultDone) && recovered(bl, faultDone) {
+		all := true
+		for _, l := range loads {
+			all = all && recovered(l, faultDone)
+		}
+		if all {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	or, br := ol.Stop(), bl.Stop()
-	stopped = true
+	results := map[string]*chaos.Result{}
+	for name, l := range loads {
+		results[name] = l.Stop()
+	}
+	loads = nil
 
 	conn, err := n2.Conn(startCtx)
 	if err != nil {
-		return ours, base, err
+		return nil, err
 	}
 	defer conn.Close(context.Background())
-	ours, err = measure(startCtx, or, "pgxha", fault, faultDone, promoted, conn)
-	if err != nil {
-		return ours, base, err
-	}
-	if verbose && ours.errors > writers {
-		for _, op := range or.WriteErrors() {
-			fmt.Fprintf(os.Stderr, "    pgxha write error at +%s: %v\n", op.End.Sub(fault).Round(time.Millisecond), op.Err)
+	samples := map[string]sample{}
+	for name, r := range results {
+		s, err := measure(startCtx, r, name, fault, faultDone, promoted, conn)
+		if err != nil {
+			return nil, err
 		}
+		if verbose && s.errors > writers {
+			for _, op := range r.WriteErrors() {
+				fmt.Fprintf(os.Stderr, "    %s write error at +%s: %v\n", name, op.End.Sub(fault).Round(time.Millisecond), op.Err)
+			}
+		}
+		samples[name] = s
 	}
-	base, err = measure(startCtx, br, "pgxpool", fault, faultDone, promoted, conn)
-	return ours, base, err
+	return samples, nil
 }
 
 // recovered: 20 writes acknowledged that started after the fault took effect.
