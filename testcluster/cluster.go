@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -270,18 +271,30 @@ func (c *Cluster) Failover(ctx context.Context, to *Node) error {
 	if err := to.Promote(ctx); err != nil {
 		return fmt.Errorf("testcluster: failover: %w", err)
 	}
-	var others []*Node
+	var others, repointed []*Node
 	for _, n := range c.nodes {
 		if n != to && n != old && n.drv.running() {
 			others = append(others, n)
 		}
 	}
+	// A replica that replayed past the point where the new master's
+	// timeline forked off cannot follow it: rewind it at once instead of
+	// waiting for it to fail to.
+	fork, forkErr := c.forkPoint(ctx, to)
 	for _, n := range others {
+		if forkErr == nil && c.replayedPast(ctx, n, fork) {
+			c.opts.Logf("testcluster: %s replayed past %s, where %s's timeline forked off; rewinding it", n.name, fork, to.name)
+			if err := c.rebuildStandby(ctx, n, to); err != nil {
+				return fmt.Errorf("testcluster: failover: %w", err)
+			}
+			continue
+		}
 		if err := c.repoint(ctx, n, to); err != nil {
 			return fmt.Errorf("testcluster: failover: repoint %s: %w", n.name, err)
 		}
+		repointed = append(repointed, n)
 	}
-	for _, n := range others {
+	for _, n := range repointed {
 		waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := c.waitFollows(waitCtx, n, to)
 		cancel()
@@ -394,6 +407,33 @@ func (c *Cluster) waitFollows(ctx context.Context, n, primary *Node) error {
 		case <-ticker.C:
 		}
 	}
+}
+
+// lsnText matches an LSN as PostgreSQL writes it.
+var lsnText = regexp.MustCompile(`^[0-9A-F]{1,8}/[0-9A-F]{1,8}$`)
+
+// forkPoint returns where the timeline of primary, a promoted node, forked
+// off its parent: the last line of its timeline history file.
+func (c *Cluster) forkPoint(ctx context.Context, primary *Node) (string, error) {
+	var history string
+	err := primary.queryRow(ctx, `SELECT pg_read_file('pg_wal/' ||
+		lpad(upper(to_hex(('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)), 8, '0') || '.history')`, &history)
+	if err != nil {
+		return "", err
+	}
+	lines := strings.Split(strings.TrimSpace(history), "\n")
+	fields := strings.Fields(lines[len(lines)-1])
+	if len(fields) < 2 || !lsnText.MatchString(fields[1]) {
+		return "", fmt.Errorf("timeline history of %s: unexpected %q", primary.name, history)
+	}
+	return fields[1], nil
+}
+
+// replayedPast reports whether replica n replayed WAL beyond lsn.
+func (c *Cluster) replayedPast(ctx context.Context, n *Node, lsn string) bool {
+	var past bool
+	err := n.queryRow(ctx, "SELECT coalesce(pg_last_wal_replay_lsn() > '"+lsn+"'::pg_lsn, false)", &past)
+	return err == nil && past
 }
 
 // repoint makes the running replica n stream from primary, with a reload.

@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -472,4 +474,45 @@ func liveUnder(t *testing.T, dir string) []string {
 		}
 	}
 	return found
+}
+
+// TestFailoverRewindsAReplicaAhead: a replica that replayed past the point
+// where the new master's timeline forked off cannot stream from it; Failover
+// rewinds it and it follows.
+func TestFailoverRewindsAReplicaAhead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	var logs []string
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 0, Logf: func(format string, args ...any) {
+		t.Logf(format, args...)
+		mu.Lock()
+		defer mu.Unlock()
+		logs = append(logs, fmt.Sprintf(format, args...))
+	}})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	master := connect(t, ctx, n1.DSN())
+	_, err := master.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)")
+	require.NoError(t, err)
+	_, err = master.Exec(ctx, "INSERT INTO t VALUES (0)")
+	require.NoError(t, err)
+	waitRow(t, ctx, n2.DSN(), 0)
+	// n2 stops; the master writes on, and only n3 receives it.
+	require.NoError(t, n2.Stop())
+	_, err = master.Exec(ctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	waitRow(t, ctx, n3.DSN(), 1)
+	require.NoError(t, n1.Kill())
+	require.NoError(t, n2.Start())
+	require.NoError(t, c.Failover(ctx, n2), "n2 becomes master without row 1; n3, ahead of it, is rewound")
+	assert.Equal(t, n2, c.Master())
+	_, err = connect(t, ctx, n2.DSN()).Exec(ctx, "INSERT INTO t VALUES (2)")
+	require.NoError(t, err)
+	waitRow(t, ctx, n3.DSN(), 2)
+	assert.True(t, inRecovery(t, ctx, n3.DSN()))
+	assert.Contains(t, replication(t, ctx, n2), "n3", "n3 streams from the new master")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.True(t, slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "n3 replayed past") }),
+		"n3 was found ahead and rewound at once: %q", logs)
 }
