@@ -82,14 +82,15 @@ type busyNode struct {
 	inUse *atomic.Int64
 	// cost is 1/relative weight (>= 1) in units of 1/busyOne, capped at
 	// maxCost, so that a score is one integer multiplication that cannot
-	// overflow for any InUse below maxUse.
+	// overflow: InUse counts a node's connections in use, at most its
+	// pool's MaxConns, an int32. Weights further apart than 65536 to 1
+	// compare as 65536 to 1.
 	cost int64
 }
 
 const (
 	busyOne = 1 << 16
-	maxCost = 1 << 40
-	maxUse  = 1 << 22
+	maxCost = 1 << 32
 )
 
 func busyCost(invWeight float64) int64 {
@@ -111,23 +112,25 @@ func (p *leastBusyPicker) Pick() int {
 	start := rand.IntN(len(p.nodes))
 	best, bestScore := start, int64(math.MaxInt64)
 	// Scan start..n-1, then 0..start-1, keeping the first minimum.
-	for i := range p.nodes[start:] {
-		nd := &p.nodes[start+i]
+	tail := p.nodes[start:]
+	for i := range tail {
+		nd := &tail[i]
 		u := nd.inUse.Load()
 		if u <= 0 {
 			return start + i
 		}
-		if score := min(u, maxUse) * nd.cost; score < bestScore {
+		if score := u * nd.cost; score < bestScore {
 			best, bestScore = start+i, score
 		}
 	}
-	for i := range p.nodes[:start] {
-		nd := &p.nodes[i]
+	head := p.nodes[:start]
+	for i := range head {
+		nd := &head[i]
 		u := nd.inUse.Load()
 		if u <= 0 {
 			return i
 		}
-		if score := min(u, maxUse) * nd.cost; score < bestScore {
+		if score := u * nd.cost; score < bestScore {
 			best, bestScore = i, score
 		}
 	}
