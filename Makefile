@@ -81,16 +81,13 @@ compose-test:
 	else \
 		$(COMPOSE_IMAGE_IF_LOCAL) && \
 		PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 20m -run Compose ./testcluster/ && \
+		PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 10m -run TestAgainstCluster ./cmd/pgxha/ && \
 		PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 30m -run '$(CHAOS_TESTS)' ./failover/; \
 	fi
 
-## chaos-compose: the failover chaos tests against the compose backend
+## chaos-compose: the compose backend's tests, pgxha status and the failover chaos suite against compose
 chaos-compose:
 	@$(COMPOSE_IMAGE_IF_LOCAL)
 	PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 30m -run Compose ./testcluster/
-	@if [ -d failover ]; then \
-		echo "PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 30m ./failover/..."; \
-		PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 30m ./failover/...; \
-	else \
-		echo "chaos-compose: no failover package yet; ran the testcluster compose tests only"; \
-	fi
+	PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 10m -run TestAgainstCluster ./cmd/pgxha/
+	PGXHA_TESTCLUSTER=compose PGXHA_COMPOSE=1 $(GO) test -race -count=1 -timeout 30m ./failover/...

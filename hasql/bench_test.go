@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgxha/pgxha/hasql"
@@ -182,6 +183,16 @@ func BenchmarkAcquireVersus(b *testing.B) {
 	var next atomic.Uint64
 	replicas := []*pgxpool.Pool{e.sync, e.async}
 	syncOnly := hasql.SyncOnly()
+	acquireRelease := func(acquire func(context.Context) (*pgxpool.Conn, error)) func() error {
+		return func() error {
+			c, err := acquire(ctx)
+			if err != nil {
+				return err
+			}
+			c.Release()
+			return nil
+		}
+	}
 	for _, tc := range []struct {
 		name         string
 		plain, pgxha func(context.Context) (*pgxpool.Conn, error)
@@ -197,38 +208,55 @@ func BenchmarkAcquireVersus(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			warm(b, tc.plain, 8)
 			warm(b, tc.pgxha, 8)
-			const chunk = 1000
-			var plainTime, pgxhaTime time.Duration
-			timeChunk := func(acquire func(context.Context) (*pgxpool.Conn, error), n int) time.Duration {
-				start := time.Now()
-				for i := 0; i < n; i++ {
-					c, err := acquire(ctx)
-					if err != nil {
-						b.Fatal(err)
-					}
-					c.Release()
-				}
-				return time.Since(start)
-			}
-			b.ReportAllocs()
-			for done, round := 0, 0; done < b.N; round++ {
-				n := min(chunk, b.N-done)
-				// Alternate which side goes first, so neither always
-				// follows the other.
-				if round%2 == 0 {
-					plainTime += timeChunk(tc.plain, n)
-					pgxhaTime += timeChunk(tc.pgxha, n)
-				} else {
-					pgxhaTime += timeChunk(tc.pgxha, n)
-					plainTime += timeChunk(tc.plain, n)
-				}
-				done += n
-			}
-			p := float64(plainTime.Nanoseconds()) / float64(b.N)
-			h := float64(pgxhaTime.Nanoseconds()) / float64(b.N)
-			b.ReportMetric(p, "pgxpool-ns/op")
-			b.ReportMetric(h, "pgxha-ns/op")
-			b.ReportMetric(h/p, "ratio")
+			versus(b, 1000, acquireRelease(tc.plain), acquireRelease(tc.pgxha))
 		})
 	}
+}
+
+// BenchmarkQueryRowVersus times SELECT 1 on the sync replica through a
+// routed Querier and through a plain pgxpool, in alternating chunks of one
+// run; see BenchmarkAcquireVersus.
+func BenchmarkQueryRowVersus(b *testing.B) {
+	e := env(b)
+	ctx := context.Background()
+	replica := e.m.Replica(hasql.SyncOnly())
+	query := func(q interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) func() error {
+		return func() error { var one int; return q.QueryRow(ctx, "SELECT 1").Scan(&one) }
+	}
+	versus(b, 20, query(e.sync), query(replica))
+}
+
+// versus runs plain and pgxha b.N times each, in alternating chunks of
+// chunk runs, alternating which goes first, and reports both sides' ns/op
+// and their ratio.
+func versus(b *testing.B, chunk int, plain, pgxha func() error) {
+	var plainTime, pgxhaTime time.Duration
+	timeChunk := func(f func() error, n int) time.Duration {
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			if err := f(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Since(start)
+	}
+	b.ReportAllocs()
+	for done, round := 0, 0; done < b.N; round++ {
+		n := min(chunk, b.N-done)
+		if round%2 == 0 {
+			plainTime += timeChunk(plain, n)
+			pgxhaTime += timeChunk(pgxha, n)
+		} else {
+			pgxhaTime += timeChunk(pgxha, n)
+			plainTime += timeChunk(plain, n)
+		}
+		done += n
+	}
+	p := float64(plainTime.Nanoseconds()) / float64(b.N)
+	h := float64(pgxhaTime.Nanoseconds()) / float64(b.N)
+	b.ReportMetric(p, "pgxpool-ns/op")
+	b.ReportMetric(h, "pgxha-ns/op")
+	b.ReportMetric(h/p, "ratio")
 }
