@@ -110,3 +110,74 @@ func TestPostgreSQLChecker(t *testing.T) {
 	assert.False(t, promoted.InRecovery)
 	assert.Equal(t, uint32(2), promoted.Timeline, "promotion starts timeline 2")
 }
+
+func TestWatchAndCheck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	conn, err := pgx.Connect(ctx, n2.DSN())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	pw, ok := checker.PostgreSQL().(checker.PromotionWatcher)
+	require.True(t, ok, "the PostgreSQL checker watches for promotions")
+
+	t.Run("no promotion: the wait ends with a check", func(t *testing.T) {
+		w, err := pw.WatchAndCheck(ctx, conn, 3, 10*time.Millisecond)
+		require.NoError(t, err)
+		assert.Nil(t, w.Promoted)
+		require.True(t, w.Checked)
+		plain, err := checker.PostgreSQL().Check(ctx, conn)
+		require.NoError(t, err)
+		r := w.Result
+		assert.True(t, r.InRecovery)
+		assert.True(t, r.ReadOnly)
+		assert.Equal(t, plain.Name, r.Name)
+		assert.Equal(t, "n2", r.Name)
+		assert.Equal(t, plain.Timeline, r.Timeline)
+		assert.NotZero(t, r.LSN)
+		assert.NotZero(t, r.ReceiveLSN)
+		assert.False(t, r.ServerTime.IsZero())
+		assert.Positive(t, w.Waited, "the server waited before it checked")
+
+		p, err := checker.WatchPromotion(ctx, conn, 2, 10*time.Millisecond)
+		require.NoError(t, err)
+		assert.Nil(t, p, "no promotion")
+	})
+
+	t.Run("a promotion ends the wait at once", func(t *testing.T) {
+		require.NoError(t, n1.Kill())
+		done := make(chan checker.Watch, 1)
+		errs := make(chan error, 1)
+		go func() {
+			// 10 minutes of rounds: only the promotion can end it in time.
+			w, err := pw.WatchAndCheck(ctx, conn, 60000, 10*time.Millisecond)
+			done <- w
+			errs <- err
+		}()
+		require.NoError(t, n2.Promote(ctx))
+		var w checker.Watch
+		select {
+		case w = <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the watch did not end on the promotion")
+		}
+		require.NoError(t, <-errs)
+		require.NotNil(t, w.Promoted)
+		assert.False(t, w.Checked)
+		assert.False(t, w.Promoted.ReadOnly)
+		assert.Equal(t, uint32(2), w.Promoted.Timeline)
+		assert.NotZero(t, w.Promoted.LSN)
+
+		// The same connection then checks the new master as usual, and a
+		// watch on it returns at once.
+		r, err := checker.PostgreSQL().Check(ctx, conn)
+		require.NoError(t, err)
+		assert.False(t, r.InRecovery)
+		assert.False(t, r.ReadOnly)
+		p, err := checker.WatchPromotion(ctx, conn, 60000, 10*time.Millisecond)
+		require.NoError(t, err)
+		require.NotNil(t, p)
+		assert.Equal(t, uint32(2), p.Timeline)
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -19,12 +20,17 @@ func PostgreSQL() Checker { return postgresChecker{} }
 
 type postgresChecker struct{}
 
-// checkSQL reads a node's state in one statement. CASE keeps the functions
-// that fail on the other kind of node (pg_walfile_name on a replica,
-// pg_is_wal_replay_paused on a master) from being called.
-const checkSQL = `SELECT
+// checkColumns read a node's state; checkFrom names the row they read it
+// from, r.rec being pg_is_in_recovery(). CASE keeps the functions that fail
+// on the other kind of node (pg_walfile_name on a replica,
+// pg_is_wal_replay_paused on a master) from being called. ReadOnly is what
+// transaction_read_only is in a new transaction, computed so that it holds
+// in a statement whose transaction began before a promotion too (see
+// WatchAndCheck).
+const (
+	checkColumns = `
 	r.rec,
-	current_setting('transaction_read_only')::bool,
+	r.rec OR current_setting('default_transaction_read_only')::bool,
 	(CASE WHEN r.rec THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::int8,
 	(pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::int8,
 	pg_last_xact_replay_timestamp(),
@@ -45,8 +51,12 @@ const checkSQL = `SELECT
 			'fl', (flush_lsn - '0/0'::pg_lsn)::int8,
 			'rl', (replay_lsn - '0/0'::pg_lsn)::int8,
 			'lag', (extract(epoch FROM replay_lag) * 1000000)::int8))::text
-		FROM pg_stat_replication) END
-FROM (SELECT pg_is_in_recovery() AS rec) r`
+		FROM pg_stat_replication) END`
+	checkFrom = `FROM (SELECT pg_is_in_recovery() AS rec) r`
+
+	// checkSQL reads a node's state in one statement.
+	checkSQL = `SELECT` + checkColumns + "\n" + checkFrom
+)
 
 type replicaRow struct {
 	App       *string `json:"a"`
@@ -60,37 +70,56 @@ type replicaRow struct {
 }
 
 func (postgresChecker) Check(ctx context.Context, conn *pgx.Conn) (Result, error) {
-	var (
-		res                 Result
-		lsn, receiveLSN     *int64
-		replayTime          *time.Time
-		timeline            *int64
-		clusterName         string
-		receiverConn, repls *string
-	)
-	err := conn.QueryRow(ctx, checkSQL).Scan(
-		&res.InRecovery, &res.ReadOnly, &lsn, &receiveLSN, &replayTime, &res.ReplayPaused,
-		&res.ServerTime, &timeline, &clusterName, &receiverConn, &repls)
-	if err != nil {
+	var c checkRow
+	if err := conn.QueryRow(ctx, checkSQL).Scan(c.dest()...); err != nil {
 		return Result{}, err
 	}
-	res.LSN = lsnOf(lsn)
-	res.ReceiveLSN = lsnOf(receiveLSN)
-	if replayTime != nil {
-		res.ReplayTime = *replayTime
+	return c.result()
+}
+
+// checkRow receives checkColumns.
+type checkRow struct {
+	res                 Result
+	lsn, receiveLSN     *int64
+	replayTime          *time.Time
+	timeline            *int64
+	clusterName         *string
+	receiverConn, repls *string
+	// inRecovery, readOnly, replayPaused and serverTime are nullable so that
+	// the row of a WatchAndCheck cut short by a promotion (all NULL) scans.
+	inRecovery, readOnly, replayPaused *bool
+	serverTime                         *time.Time
+}
+
+func (c *checkRow) dest() []any {
+	return []any{&c.inRecovery, &c.readOnly, &c.lsn, &c.receiveLSN, &c.replayTime, &c.replayPaused,
+		&c.serverTime, &c.timeline, &c.clusterName, &c.receiverConn, &c.repls}
+}
+
+func (c *checkRow) result() (Result, error) {
+	res := c.res
+	if c.inRecovery == nil || c.readOnly == nil || c.serverTime == nil {
+		return Result{}, fmt.Errorf("check returned no state")
 	}
-	if timeline != nil && *timeline > 0 {
-		res.Timeline = uint32(*timeline)
+	res.InRecovery, res.ReadOnly, res.ServerTime = *c.inRecovery, *c.readOnly, *c.serverTime
+	res.ReplayPaused = c.replayPaused != nil && *c.replayPaused
+	res.LSN = lsnOf(c.lsn)
+	res.ReceiveLSN = lsnOf(c.receiveLSN)
+	if c.replayTime != nil {
+		res.ReplayTime = *c.replayTime
 	}
-	res.Name = clusterName
-	if receiverConn != nil {
-		if app := ConnInfoValue(*receiverConn, "application_name"); app != "" {
+	if c.timeline != nil && *c.timeline > 0 {
+		res.Timeline = uint32(*c.timeline)
+	}
+	res.Name = str(c.clusterName)
+	if c.receiverConn != nil {
+		if app := ConnInfoValue(*c.receiverConn, "application_name"); app != "" {
 			res.Name = app
 		}
 	}
-	if repls != nil {
+	if c.repls != nil {
 		var rows []replicaRow
-		if err := json.Unmarshal([]byte(*repls), &rows); err != nil {
+		if err := json.Unmarshal([]byte(*c.repls), &rows); err != nil {
 			return Result{}, fmt.Errorf("decode pg_stat_replication: %w", err)
 		}
 		res.Replicas = make([]Replica, 0, len(rows))
@@ -111,6 +140,76 @@ func (postgresChecker) Check(ctx context.Context, conn *pgx.Conn) (Result, error
 		}
 	}
 	return res, nil
+}
+
+// watchSQL waits on a replica: $1 rounds of $2 seconds, or until the server
+// leaves recovery (LIMIT 1 ends the scan at the first such round). w is its
+// one row: promoted or not. When promoted, the statement returns at once
+// with what the node is as of that instant (read-only or not, timeline, WAL
+// position), and skips the check: the gate WHERE NOT w.promoted keeps the
+// lateral check from running. Otherwise, with $3, it ends with the check,
+// after the wait, and the seconds the server waited. The select list of w is computed
+// out of recovery only, where pg_walfile_name works. It reads no table, and
+// costs the server one executor run for the whole wait.
+const watchSQL = `SELECT w.promoted,
+	CASE WHEN w.promoted THEN current_setting('default_transaction_read_only')::bool END,
+	CASE WHEN w.promoted THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
+	CASE WHEN w.promoted THEN (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 END,
+	c.*
+FROM (SELECT count(*) > 0 AS promoted FROM (
+	SELECT g FROM generate_series(1, $1::int) g WHERE pg_sleep($2::float8) IS NOT NULL AND NOT pg_is_in_recovery() LIMIT 1) x) w
+LEFT JOIN LATERAL (SELECT extract(epoch FROM clock_timestamp() - statement_timestamp())::float8 AS waited,` + checkColumns + `
+	` + checkFrom + ` WHERE NOT w.promoted AND $3::bool) c ON true`
+
+// WatchAndCheck implements PromotionWatcher.
+func (postgresChecker) WatchAndCheck(ctx context.Context, conn *pgx.Conn, rounds int, poll time.Duration) (Watch, error) {
+	return watch(ctx, conn, rounds, poll, true)
+}
+
+// WatchPromotion waits on a replica, through conn, for it to leave recovery:
+// rounds × poll at most, asking every poll. It returns the promotion if the
+// node left recovery, and nil when the wait ended without one. It is the
+// wait of WatchAndCheck without the check, for checkers that are not
+// PromotionWatchers.
+func WatchPromotion(ctx context.Context, conn *pgx.Conn, rounds int, poll time.Duration) (*Promotion, error) {
+	w, err := watch(ctx, conn, rounds, poll, false)
+	return w.Promoted, err
+}
+
+func watch(ctx context.Context, conn *pgx.Conn, rounds int, poll time.Duration, check bool) (Watch, error) {
+	var (
+		promoted, readOnly *bool
+		timeline, lsn      *int64
+		waited             *float64
+		c                  checkRow
+	)
+	dest := append([]any{&promoted, &readOnly, &timeline, &lsn, &waited}, c.dest()...)
+	// One statement text, prepared once per connection (pgx's statement
+	// cache): the server plans it once, not at every wait.
+	if err := conn.QueryRow(ctx, watchSQL, max(rounds, 1), max(poll, time.Millisecond).Seconds(), check).Scan(dest...); err != nil {
+		return Watch{}, err
+	}
+	if promoted == nil {
+		return Watch{}, fmt.Errorf("watch returned no row")
+	}
+	if *promoted {
+		if readOnly == nil || timeline == nil || lsn == nil || *timeline <= 0 || *timeline > math.MaxUint32 || *lsn < 0 {
+			return Watch{}, fmt.Errorf("watch: unexpected promotion row")
+		}
+		return Watch{Promoted: &Promotion{ReadOnly: *readOnly, Timeline: uint32(*timeline), LSN: LSN(*lsn)}}, nil
+	}
+	if !check {
+		return Watch{}, nil
+	}
+	res, err := c.result()
+	if err != nil {
+		return Watch{}, err
+	}
+	w := Watch{Result: res, Checked: true}
+	if waited != nil && *waited > 0 {
+		w.Waited = time.Duration(*waited * float64(time.Second))
+	}
+	return w, nil
 }
 
 func lsnOf(v *int64) LSN {

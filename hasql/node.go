@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgxha/pgxha/checker"
@@ -117,9 +115,13 @@ func (n *node) run(checked chan<- struct{}) {
 	defer m.wg.Done()
 	defer n.closeCheckConn()
 	first := true
+	var w waited
 	for m.ctx.Err() == nil {
-		n.pending.Store(false)
-		res, latency, err := n.check()
+		res, latency, err := w.res, w.latency, error(nil)
+		if !w.checked {
+			n.pending.Store(false)
+			res, latency, err = n.check()
+		}
 		if m.ctx.Err() != nil {
 			return
 		}
@@ -128,10 +130,11 @@ func (n *node) run(checked chan<- struct{}) {
 			first = false
 			checked <- struct{}{} // buffered for every node
 		}
+		w = waited{}
 		if again {
 			continue
 		}
-		n.wait(m.interval())
+		w = n.wait(m.interval())
 	}
 }
 
@@ -181,14 +184,26 @@ func (n *node) closeCheckConn() {
 	n.conn = nil
 }
 
+// waited is what a wait found: with checked, a check of the node made at
+// its end (the promotion watcher of a checker.PromotionWatcher checks in the
+// same round trip), which takes the place of the next check.
+type waited struct {
+	checked bool
+	res     checker.Result
+	latency time.Duration
+}
+
 // wait waits d before the next check, or less when a re-check is requested,
 // the manager closes or the check connection's server goes away. On a
 // replica (with WatchPromotion) the wait is a statement that polls
-// pg_is_in_recovery() on the server every 10ms and returns as soon as the
-// replica is promoted; elsewhere (with WaitOnSocket) it reads the idle
-// connection's socket, which ends when the server closes it (shutdown,
-// crash, termination). A re-check request cuts either short.
-func (n *node) wait(d time.Duration) {
+// pg_is_in_recovery() on the server every PromotionPoll and returns as soon
+// as the replica is promoted (the node is then routed to as master at once,
+// see promotionSeen); with the built-in checker the same statement ends with
+// the next check, so a replica costs one round trip per interval.
+// Elsewhere (with WaitOnSocket) it reads the idle connection's socket, which
+// ends when the server closes it (shutdown, crash, termination). A re-check
+// request cuts either short.
+func (n *node) wait(d time.Duration) waited {
 	m := n.m
 	watch := m.cfg.WatchPromotion && n.conn != nil && n.watchable.Load()
 	limit := d
@@ -200,23 +215,31 @@ func (n *node) wait(d time.Duration) {
 	n.cancelWait.Store(&cancel)
 	defer n.cancelWait.Store(nil)
 	if n.pending.Load() {
-		return
+		return waited{}
 	}
 	switch {
 	case watch:
 		poll := m.cfg.PromotionPoll
 		rounds := max(1, int(d/poll))
 		n.watching.Store(true)
-		results, err := n.conn.PgConn().Exec(ctx, fmt.Sprintf(watchSQL, rounds, poll.Seconds())).ReadAll()
+		begin := time.Now()
+		var w checker.Watch
+		var err error
+		if pw, ok := m.cfg.Checker.(checker.PromotionWatcher); ok {
+			w, err = pw.WatchAndCheck(ctx, n.conn, rounds, poll)
+		} else {
+			w.Promoted, err = checker.WatchPromotion(ctx, n.conn, rounds, poll)
+		}
 		n.watching.Store(false)
-		if err != nil {
+		switch {
+		case err != nil:
 			// Cut short (the connection is unusable then), a server gone or
 			// hung: the check that follows tells which.
 			n.closeCheckConn()
-			return
-		}
-		if p, ok := parsePromotion(results); ok {
-			m.promotionSeen(n, p)
+		case w.Promoted != nil:
+			m.promotionSeen(n, *w.Promoted)
+		case w.Checked && !n.pending.Load():
+			return waited{checked: true, res: w.Result, latency: max(time.Since(begin)-w.Waited, 0)}
 		}
 	case m.cfg.WaitOnSocket && n.conn != nil:
 		// Reads the socket until ctx ends: an error other than ctx's means
@@ -228,40 +251,7 @@ func (n *node) wait(d time.Duration) {
 	default:
 		<-ctx.Done()
 	}
-}
-
-// watchSQL returns after %d rounds of %g seconds with no row, or as soon as
-// the server is out of recovery (LIMIT 1 ends the scan at the first such
-// round) with a row that says, as of that instant, whether it is read-only,
-// its timeline and its WAL position: enough to route writes to it before the
-// full check that follows. It reads no table, and costs the server less than
-// a PL/pgSQL loop: one executor run, not two statements a round. The select
-// list is computed for the returned row only, out of recovery, where
-// pg_walfile_name works.
-const watchSQL = `SELECT current_setting('default_transaction_read_only')::bool,
-	('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8,
-	(pg_current_wal_lsn() - '0/0'::pg_lsn)::int8
-FROM generate_series(1, %d) g WHERE pg_sleep(%g) IS NOT NULL AND NOT pg_is_in_recovery() LIMIT 1`
-
-// promotion is what the watcher's row says of a node that left recovery.
-type promotion struct {
-	readOnly bool
-	timeline uint32
-	lsn      checker.LSN
-}
-
-// parsePromotion reads the watcher's row, if it returned one.
-func parsePromotion(results []*pgconn.Result) (promotion, bool) {
-	if len(results) != 1 || len(results[0].Rows) != 1 || len(results[0].Rows[0]) != 3 {
-		return promotion{}, false
-	}
-	row := results[0].Rows[0]
-	tl, err1 := strconv.ParseUint(string(row[1]), 10, 32)
-	lsn, err2 := strconv.ParseInt(string(row[2]), 10, 64)
-	if err1 != nil || err2 != nil || tl == 0 || lsn < 0 {
-		return promotion{}, false
-	}
-	return promotion{readOnly: string(row[0]) != "f", timeline: uint32(tl), lsn: checker.LSN(lsn)}, true
+	return waited{}
 }
 
 // trigger requests a check now.

@@ -92,7 +92,7 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 // configuration was when its statement began: a node made read-only by a
 // reload during that statement is taken for writable until the check, a
 // round trip later, corrects it.)
-func (m *Manager) promotionSeen(n *node, p promotion) {
+func (m *Manager) promotionSeen(n *node, p checker.Promotion) {
 	now := time.Now()
 	var after afterReport
 	m.mu.Lock()
@@ -101,10 +101,10 @@ func (m *Manager) promotionSeen(n *node, p promotion) {
 		m.mu.Unlock()
 		return
 	}
-	v.res.InRecovery, v.res.ReadOnly, v.res.Timeline, v.res.LSN = false, p.readOnly, p.timeline, p.lsn
+	v.res.InRecovery, v.res.ReadOnly, v.res.Timeline, v.res.LSN = false, p.ReadOnly, p.Timeline, p.LSN
 	v.res.ReplayPaused, v.res.Replicas = false, nil
 	v.resAt, v.partial = now, true
-	m.log.Debug("pgxha: node left recovery", "addr", n.cfg.Addr, "name", n.name(), "timeline", p.timeline, "read_only", p.readOnly)
+	m.log.Debug("pgxha: node left recovery", "addr", n.cfg.Addr, "name", n.name(), "timeline", p.Timeline, "read_only", p.ReadOnly)
 	n.watchable.Store(false)
 	m.rebuildLocked(now, &after)
 	m.mu.Unlock()
