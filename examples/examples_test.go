@@ -1,0 +1,67 @@
+package examples_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestExamplesRun builds every example and runs it with no arguments, as a
+// user would: each starts its own embedded cluster, does its job and exits
+// 0. Its output must show the job done.
+func TestExamplesRun(t *testing.T) {
+	t.Setenv("PGXHA_DSN", "") // the embedded cluster, not the caller's
+	bin := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		want []string // regular expressions the output must match
+	}{
+		{"quickstart", []string{
+			`INSERT id 1\s+served by \S+ \(n1, master\)`,
+			`served by \S+ \(n[23], replica\)`,
+			`Roles, as the manager sees them:`,
+			`\sn1\s+master\s`, `\sn2\s+sync\s+sync\s`, `\sn3\s+async\s+async\s`,
+		}},
+		{"causal", []string{`plain replica read: .*<- stale`, `MinLSN reads never were`}},
+		{"listen", []string{
+			`received "order 1" on orders`,
+			`listening again, now on \S+; notifications sent in the \S+ gap may be lost`,
+			`received "order 3" on orders`,
+		}},
+		{"readwrite", []string{
+			`POST /notes "first note" -> 201 Created`,
+			`GET /notes/1\?lsn=\S+ -> 200 OK \{"body":"first note"`,
+			`hasql\.acquire master\s+\d+`, `query INSERT INTO notes`,
+			`hasql\.node\.role`, `db\.client\.connection\.count`,
+		}},
+		{"failover-demo", []string{
+			`killing the master n1; promoting n2`,
+			`master n2\s+n1=down n2=master`,
+			`acknowledged writes, 0 lost`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			exe := filepath.Join(bin, tc.name)
+			build := exec.Command("go", "build", "-o", exe, "./"+tc.name)
+			out, err := build.CombinedOutput()
+			require.NoError(t, err, "go build ./%s:\n%s", tc.name, out)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, exe)
+			cmd.Env = os.Environ()
+			out, err = cmd.CombinedOutput()
+			require.NoError(t, err, "%s exits 0; output:\n%s", tc.name, out)
+			for _, w := range tc.want {
+				assert.Regexp(t, regexp.MustCompile(w), string(out), "%s output", tc.name)
+			}
+		})
+	}
+}
