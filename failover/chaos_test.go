@@ -80,7 +80,11 @@ func newRig(t *testing.T, opts testcluster.Options, dsnParams string) *rig {
 // start starts the load and waits until it runs.
 func (r *rig) start() {
 	r.t.Helper()
-	r.load = chaos.Start(pgxhaClient{r.m}, chaos.Config{Writers: writers, Readers: readers, OpTimeout: 10 * time.Second})
+	// Operations wait for a node rather than fail, up to their timeout: give
+	// them longer than the slowest failover of a backend (the compose one
+	// rewinding a replica that went past the new master takes 15s or so),
+	// so that an error means the library gave up, not the test.
+	r.load = chaos.Start(pgxhaClient{r.m}, chaos.Config{Writers: writers, Readers: readers, OpTimeout: 30 * time.Second})
 	r.t.Cleanup(func() { r.load.Stop() })
 	require.NoError(r.t, r.load.WaitWrites(r.ctx, 50))
 	require.NoError(r.t, r.load.WaitReads(r.ctx, 50))
@@ -111,7 +115,10 @@ func (r *rig) finish(fault time.Time, master *testcluster.Node) *chaos.Result {
 			len(res.WriteErrors()), len(res.ReadErrors()), len(res.Acked()))
 	}
 	for _, op := range res.WriteErrors() {
-		r.t.Logf("write error: %v", op.Err)
+		r.t.Logf("write error at +%s: %v", op.End.Sub(fault).Round(time.Millisecond), op.Err)
+	}
+	for _, op := range res.ReadErrors() {
+		r.t.Logf("read error at +%s: %v", op.End.Sub(fault).Round(time.Millisecond), op.Err)
 	}
 	return res
 }
