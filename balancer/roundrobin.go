@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"sync/atomic"
 )
@@ -58,13 +59,13 @@ func (roundRobinBuilder) Build(nodes []Node) Picker {
 	rel, _ := relativeWeights(nodes)
 	q := quantize(rel)
 	if q == nil {
-		p := &roundRobinPicker{n: uint64(len(nodes))}
-		p.next.Store(rand.Uint64N(p.n))
+		p := &roundRobinPicker{mod: newModulus(len(nodes))}
+		p.next.Store(rand.Uint64N(p.mod.n))
 		return p
 	}
 	p := &scheduledPicker{schedule: smoothSchedule(q)}
-	p.n = uint64(len(p.schedule))
-	p.next.Store(rand.Uint64N(p.n))
+	p.mod = newModulus(len(p.schedule))
+	p.next.Store(rand.Uint64N(p.mod.n))
 	return p
 }
 
@@ -73,11 +74,11 @@ type roundRobinPicker struct {
 	_    [cacheLinePad]byte
 	next atomic.Uint64
 	_    [cacheLinePad]byte
-	n    uint64
+	mod  modulus
 }
 
 func (p *roundRobinPicker) Pick() int {
-	return int((p.next.Add(1) - 1) % p.n)
+	return p.mod.of(p.next.Add(1) - 1)
 }
 
 // scheduledPicker walks a precomputed smooth weighted round robin schedule.
@@ -85,12 +86,32 @@ type scheduledPicker struct {
 	_        [cacheLinePad]byte
 	next     atomic.Uint64
 	_        [cacheLinePad]byte
-	n        uint64 // len(schedule)
+	mod      modulus // of len(schedule)
 	schedule []int32
 }
 
 func (p *scheduledPicker) Pick() int {
-	return int(p.schedule[(p.next.Add(1)-1)%p.n])
+	return int(p.schedule[p.mod.of(p.next.Add(1)-1)])
+}
+
+// modulus reduces a counter modulo n with two multiplications instead of a
+// division, whose latency would otherwise dominate a Pick (Lemire, Kaser and
+// Kurz, "Faster remainder by direct computation", 2019). It reduces the
+// counter's low 32 bits, so a counter that passes a multiple of 2^32 skips
+// ahead once in the cycle, which a round robin does not notice.
+type modulus struct {
+	n uint64 // 1 <= n < 2^32
+	m uint64 // ceil(2^64 / n), 0 for n == 1
+}
+
+func newModulus(n int) modulus {
+	return modulus{n: uint64(n), m: math.MaxUint64/uint64(n) + 1}
+}
+
+// of returns uint32(x) mod n.
+func (d modulus) of(x uint64) int {
+	hi, _ := bits.Mul64(d.m*uint64(uint32(x)), d.n)
+	return int(hi)
 }
 
 // quantize maps relative weights in [0, 1] to integers in [1, maxQuantum]
