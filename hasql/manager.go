@@ -258,7 +258,8 @@ func (m *Manager) AcquireReplica(ctx context.Context, opts ...ReplicaOption) (*p
 	if len(opts) == 0 {
 		return m.acquireFast(ctx, targetReplica, nil)
 	}
-	o := applyOptions(opts)
+	var o replicaOptions
+	applyOptions(&o, opts)
 	if o.minLSN != 0 {
 		return m.acquireMinLSN(ctx, copyOptions(&o))
 	}

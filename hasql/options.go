@@ -178,13 +178,14 @@ type replicaOptions struct {
 	minLSNWait  time.Duration
 }
 
-// applyOptions returns the options opts ask for.
-func applyOptions(opts []ReplicaOption) replicaOptions {
-	var o replicaOptions
+// applyOptions sets in o what opts ask for. It fills o in place rather
+// than returning a value: a returned copy would be read back right after
+// its fields were written a byte at a time, a store-to-load stall that costs
+// more on the acquire path than everything else the options do.
+func applyOptions(o *replicaOptions, opts []ReplicaOption) {
 	for _, opt := range opts {
-		opt.apply(&o)
+		opt.apply(o)
 	}
-	return o
 }
 
 // custom reports whether the options need a candidate set of their own,

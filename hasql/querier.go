@@ -38,8 +38,8 @@ func (m *Manager) Master() *Querier { return &Querier{m: m, t: targetMaster} }
 func (m *Manager) Replica(opts ...ReplicaOption) *Querier {
 	q := &Querier{m: m, t: targetReplica}
 	if len(opts) > 0 {
-		o := applyOptions(opts)
-		q.o = &o
+		q.o = new(replicaOptions)
+		applyOptions(q.o, opts)
 	}
 	return q
 }

@@ -34,7 +34,7 @@ type candidateSet struct {
 	picker balancer.Picker
 }
 
-func (c candidateSet) pick() int {
+func (c *candidateSet) pick() int {
 	if len(c.nodes) == 1 {
 		return 0
 	}

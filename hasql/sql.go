@@ -70,8 +70,8 @@ func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
 func (m *Manager) resolveTarget(t Target, opts []ReplicaOption) (target, *replicaOptions) {
 	var o *replicaOptions
 	if len(opts) > 0 {
-		v := applyOptions(opts)
-		o = &v
+		o = new(replicaOptions)
+		applyOptions(o, opts)
 	}
 	if t == TargetDefault {
 		switch m.cfg.TargetSessionAttrs {

@@ -20,6 +20,7 @@ type nodeTracer struct {
 	n           *node
 	user        pgx.QueryTracer
 	userRelease pgxpool.ReleaseTracer // user as a ReleaseTracer, or nil
+	countInUse  bool                  // the Manager's, kept here for Release
 }
 
 // newNodeTracer wraps the user's tracer. The user's pgxpool.AcquireTracer
@@ -27,7 +28,7 @@ type nodeTracer struct {
 // hasql.acquire span, with the node that won), so a tracer such as otelpgx
 // adds its query spans without a second span for the same acquire.
 func newNodeTracer(n *node, user pgx.QueryTracer) pgx.QueryTracer {
-	t := &nodeTracer{n: n, user: user}
+	t := &nodeTracer{n: n, user: user, countInUse: n.m.countInUse}
 	t.userRelease, _ = user.(pgxpool.ReleaseTracer)
 	return t
 }
@@ -130,7 +131,7 @@ func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectE
 
 // TraceRelease runs at the start of every Release.
 func (t *nodeTracer) TraceRelease(pool *pgxpool.Pool, data pgxpool.TraceReleaseData) {
-	if t.n.m.countInUse {
+	if t.countInUse {
 		t.n.inUse.Add(-1)
 	}
 	if t.n.nPoisoned.Load() > 0 {
