@@ -2,6 +2,7 @@ package hasql_test
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,7 +177,7 @@ func BenchmarkQueryRow(b *testing.B) {
 // BenchmarkAcquireVersus times an acquire and release through the manager
 // and the same on plain pgxpools in alternating chunks of one run, so that
 // both see the same machine, and reports each side's ns/op and their ratio
-// (pgxha/pgxpool). Serial only: the figure is the manager's own cost.
+// (pgxha/pgxpool), serial and with GOMAXPROCS goroutines.
 func BenchmarkAcquireVersus(b *testing.B) {
 	e := env(b)
 	ctx := context.Background()
@@ -208,7 +209,9 @@ func BenchmarkAcquireVersus(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			warm(b, tc.plain, 8)
 			warm(b, tc.pgxha, 8)
-			versus(b, 1000, acquireRelease(tc.plain), acquireRelease(tc.pgxha))
+			serialAndParallel(b, func(b *testing.B, par int) {
+				versus(b, 1000, par, acquireRelease(tc.plain), acquireRelease(tc.pgxha))
+			})
 		})
 	}
 }
@@ -225,22 +228,49 @@ func BenchmarkQueryRowVersus(b *testing.B) {
 	}) func() error {
 		return func() error { var one int; return q.QueryRow(ctx, "SELECT 1").Scan(&one) }
 	}
-	versus(b, 20, query(e.sync), query(replica))
+	serialAndParallel(b, func(b *testing.B, par int) {
+		versus(b, 20, par, query(e.sync), query(replica))
+	})
 }
 
 // versus runs plain and pgxha b.N times each, in alternating chunks of
 // chunk runs, alternating which goes first, and reports both sides' ns/op
-// and their ratio.
-func versus(b *testing.B, chunk int, plain, pgxha func() error) {
+// (wall time per run, as b.RunParallel counts it) and their ratio. With par
+// above 1, par goroutines share each chunk.
+func versus(b *testing.B, chunk, par int, plain, pgxha func() error) {
 	var plainTime, pgxhaTime time.Duration
+	errs := make(chan error, par)
 	timeChunk := func(f func() error, n int) time.Duration {
 		start := time.Now()
-		for i := 0; i < n; i++ {
-			if err := f(); err != nil {
-				b.Fatal(err)
+		if par <= 1 {
+			for i := 0; i < n; i++ {
+				if err := f(); err != nil {
+					b.Fatal(err)
+				}
 			}
+			return time.Since(start)
 		}
-		return time.Since(start)
+		var wg sync.WaitGroup
+		for g := 0; g < par; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := g; i < n; i += par {
+					if err := f(); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		d := time.Since(start)
+		select {
+		case err := <-errs:
+			b.Fatal(err)
+		default:
+		}
+		return d
 	}
 	b.ReportAllocs()
 	for done, round := 0, 0; done < b.N; round++ {
@@ -259,4 +289,11 @@ func versus(b *testing.B, chunk int, plain, pgxha func() error) {
 	b.ReportMetric(p, "pgxpool-ns/op")
 	b.ReportMetric(h, "pgxha-ns/op")
 	b.ReportMetric(h/p, "ratio")
+}
+
+// serialAndParallel runs f as sub-benchmarks "serial" (par 1) and
+// "parallel" (as many goroutines as GOMAXPROCS).
+func serialAndParallel(b *testing.B, f func(b *testing.B, par int)) {
+	b.Run("serial", func(b *testing.B) { f(b, 1) })
+	b.Run("parallel", func(b *testing.B) { f(b, runtime.GOMAXPROCS(0)) })
 }
