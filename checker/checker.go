@@ -28,11 +28,13 @@ type Checker interface {
 // hasql_watch_promotion), in place of a separate wait and check.
 type PromotionWatcher interface {
 	Checker
-	// WatchAndCheck waits up to rounds × poll, asking the server every poll
-	// whether it left recovery. If it did, WatchAndCheck returns at once
-	// with Promoted set; otherwise it checks the node once the wait is over
-	// and returns the Result with Checked set. It honours ctx like Check.
-	WatchAndCheck(ctx context.Context, conn *pgx.Conn, rounds int, poll time.Duration) (Watch, error)
+	// WatchAndCheck waits up to wait, asking the server every poll whether
+	// it left recovery. If it did, WatchAndCheck returns at once with
+	// Promoted set; otherwise it checks the node once the wait is over and
+	// returns the Result with Checked set. The wait ends on time, not after
+	// a whole number of polls: the Manager uses it to check its nodes
+	// together. It honours ctx like Check.
+	WatchAndCheck(ctx context.Context, conn *pgx.Conn, wait, poll time.Duration) (Watch, error)
 }
 
 // Watch is what a WatchAndCheck found.

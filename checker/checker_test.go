@@ -123,7 +123,7 @@ func TestWatchAndCheck(t *testing.T) {
 	require.True(t, ok, "the PostgreSQL checker watches for promotions")
 
 	t.Run("no promotion: the wait ends with a check", func(t *testing.T) {
-		w, err := pw.WatchAndCheck(ctx, conn, 3, 10*time.Millisecond)
+		w, err := pw.WatchAndCheck(ctx, conn, 30*time.Millisecond, 10*time.Millisecond)
 		require.NoError(t, err)
 		assert.Nil(t, w.Promoted)
 		require.True(t, w.Checked)
@@ -138,9 +138,16 @@ func TestWatchAndCheck(t *testing.T) {
 		assert.NotZero(t, r.LSN)
 		assert.NotZero(t, r.ReceiveLSN)
 		assert.False(t, r.ServerTime.IsZero())
-		assert.Positive(t, w.Waited, "the server waited before it checked")
+		assert.GreaterOrEqual(t, w.Waited, 30*time.Millisecond, "the server waited before it checked")
 
-		p, err := checker.WatchPromotion(ctx, conn, 2, 10*time.Millisecond)
+		// The wait ends on time, not after a whole poll: 40ms of a 1s poll.
+		w, err = pw.WatchAndCheck(ctx, conn, 40*time.Millisecond, time.Second)
+		require.NoError(t, err)
+		require.True(t, w.Checked)
+		assert.GreaterOrEqual(t, w.Waited, 40*time.Millisecond)
+		assert.Less(t, w.Waited, 500*time.Millisecond, "the last poll is cut to end the wait on time")
+
+		p, err := checker.WatchPromotion(ctx, conn, 20*time.Millisecond, 10*time.Millisecond)
 		require.NoError(t, err)
 		assert.Nil(t, p, "no promotion")
 	})
@@ -150,8 +157,8 @@ func TestWatchAndCheck(t *testing.T) {
 		done := make(chan checker.Watch, 1)
 		errs := make(chan error, 1)
 		go func() {
-			// 10 minutes of rounds: only the promotion can end it in time.
-			w, err := pw.WatchAndCheck(ctx, conn, 60000, 10*time.Millisecond)
+			// 10 minutes: only the promotion can end it in time.
+			w, err := pw.WatchAndCheck(ctx, conn, 10*time.Minute, 10*time.Millisecond)
 			done <- w
 			errs <- err
 		}()
@@ -175,7 +182,7 @@ func TestWatchAndCheck(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, r.InRecovery)
 		assert.False(t, r.ReadOnly)
-		p, err := checker.WatchPromotion(ctx, conn, 60000, 10*time.Millisecond)
+		p, err := checker.WatchPromotion(ctx, conn, 10*time.Minute, 10*time.Millisecond)
 		require.NoError(t, err)
 		require.NotNil(t, p)
 		assert.Equal(t, uint32(2), p.Timeline)

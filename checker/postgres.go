@@ -142,8 +142,11 @@ func (c *checkRow) result() (Result, error) {
 	return res, nil
 }
 
-// watchSQL waits on a replica: $1 rounds of $2 seconds, or until the server
-// leaves recovery (LIMIT 1 ends the scan at the first such round). w is its
+// watchSQL waits on a replica: $4 seconds from the start of the statement, in
+// $1 rounds of at most $2 seconds (the last one cut to end on time), or until
+// the server leaves recovery (LIMIT 1 ends the scan at the first such round).
+// The CASE fixes the order, sleep then ask: in an AND the planner may put the
+// cheaper test first and skip the sleep. w is its
 // one row: promoted or not. When promoted, the statement returns at once
 // with what the node is as of that instant (read-only or not, timeline, WAL
 // position), and skips the check: the gate WHERE NOT w.promoted keeps the
@@ -157,26 +160,34 @@ const watchSQL = `SELECT w.promoted,
 	CASE WHEN w.promoted THEN (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 END,
 	c.*
 FROM (SELECT count(*) > 0 AS promoted FROM (
-	SELECT g FROM generate_series(1, $1::int) g WHERE pg_sleep($2::float8) IS NOT NULL AND NOT pg_is_in_recovery() LIMIT 1) x) w
+	SELECT g FROM generate_series(1, $1::int) g
+	WHERE CASE WHEN pg_sleep(least($2::float8, $4::float8 - extract(epoch FROM clock_timestamp() - statement_timestamp())::float8)) IS NULL
+		THEN false ELSE NOT pg_is_in_recovery() END LIMIT 1) x) w
 LEFT JOIN LATERAL (SELECT extract(epoch FROM clock_timestamp() - statement_timestamp())::float8 AS waited,` + checkColumns + `
 	` + checkFrom + ` WHERE NOT w.promoted AND $3::bool) c ON true`
 
 // WatchAndCheck implements PromotionWatcher.
-func (postgresChecker) WatchAndCheck(ctx context.Context, conn *pgx.Conn, rounds int, poll time.Duration) (Watch, error) {
-	return watch(ctx, conn, rounds, poll, true)
+func (postgresChecker) WatchAndCheck(ctx context.Context, conn *pgx.Conn, wait, poll time.Duration) (Watch, error) {
+	return watch(ctx, conn, wait, poll, true)
 }
 
 // WatchPromotion waits on a replica, through conn, for it to leave recovery:
-// rounds × poll at most, asking every poll. It returns the promotion if the
+// wait at most, asking every poll. It returns the promotion if the
 // node left recovery, and nil when the wait ended without one. It is the
 // wait of WatchAndCheck without the check, for checkers that are not
 // PromotionWatchers.
-func WatchPromotion(ctx context.Context, conn *pgx.Conn, rounds int, poll time.Duration) (*Promotion, error) {
-	w, err := watch(ctx, conn, rounds, poll, false)
+func WatchPromotion(ctx context.Context, conn *pgx.Conn, wait, poll time.Duration) (*Promotion, error) {
+	w, err := watch(ctx, conn, wait, poll, false)
 	return w.Promoted, err
 }
 
-func watch(ctx context.Context, conn *pgx.Conn, rounds int, poll time.Duration, check bool) (Watch, error) {
+func watch(ctx context.Context, conn *pgx.Conn, wait, poll time.Duration, check bool) (Watch, error) {
+	poll = max(poll, time.Millisecond)
+	wait = max(wait, 0)
+	// Every round but the last sleeps a whole poll, so this many rounds
+	// reach the end of the wait; pg_sleep of zero or less returns at once.
+	rounds := int(min((wait+poll-1)/poll, math.MaxInt32))
+	rounds = max(rounds, 1)
 	var (
 		promoted, readOnly *bool
 		timeline, lsn      *int64
@@ -186,7 +197,7 @@ func watch(ctx context.Context, conn *pgx.Conn, rounds int, poll time.Duration, 
 	dest := append([]any{&promoted, &readOnly, &timeline, &lsn, &waited}, c.dest()...)
 	// One statement text, prepared once per connection (pgx's statement
 	// cache): the server plans it once, not at every wait.
-	if err := conn.QueryRow(ctx, watchSQL, max(rounds, 1), max(poll, time.Millisecond).Seconds(), check).Scan(dest...); err != nil {
+	if err := conn.QueryRow(ctx, watchSQL, rounds, poll.Seconds(), check, wait.Seconds()).Scan(dest...); err != nil {
 		return Watch{}, err
 	}
 	if promoted == nil {

@@ -33,11 +33,11 @@ func (c *countingChecker) Check(ctx context.Context, conn *pgx.Conn) (checker.Re
 	return checker.PostgreSQL().Check(ctx, conn)
 }
 
-func (c *countingChecker) WatchAndCheck(ctx context.Context, conn *pgx.Conn, rounds int, poll time.Duration) (checker.Watch, error) {
+func (c *countingChecker) WatchAndCheck(ctx context.Context, conn *pgx.Conn, wait, poll time.Duration) (checker.Watch, error) {
 	c.mu.Lock()
 	c.watches[conn.Config().Port]++
 	c.mu.Unlock()
-	return checker.PostgreSQL().(checker.PromotionWatcher).WatchAndCheck(ctx, conn, rounds, poll)
+	return checker.PostgreSQL().(checker.PromotionWatcher).WatchAndCheck(ctx, conn, wait, poll)
 }
 
 func (c *countingChecker) counts(port uint16) (checks, watches int) {

@@ -38,6 +38,10 @@ type Manager struct {
 	// checks run at CheckInterval.
 	fastSince atomic.Int64
 
+	// epoch is when the Manager started: checks fall due on multiples of
+	// the interval since then (see untilTick).
+	epoch time.Time
+
 	// The manager owns its goroutines' context: a caller's context never
 	// stops a check that others rely on.
 	ctx       context.Context
@@ -88,6 +92,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 		countInUse: balancer.ReadsInUse(cfg.Balancer),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.epoch = time.Now()
 	tel, err := newTelemetry(m)
 	if err != nil {
 		m.cancel()

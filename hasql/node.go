@@ -134,7 +134,7 @@ func (n *node) run(checked chan<- struct{}) {
 		if again {
 			continue
 		}
-		w = n.wait(m.interval())
+		w = n.wait(m.untilTick(m.interval()))
 	}
 }
 
@@ -220,15 +220,14 @@ func (n *node) wait(d time.Duration) waited {
 	switch {
 	case watch:
 		poll := m.cfg.PromotionPoll
-		rounds := max(1, int(d/poll))
 		n.watching.Store(true)
 		begin := time.Now()
 		var w checker.Watch
 		var err error
 		if pw, ok := m.cfg.Checker.(checker.PromotionWatcher); ok {
-			w, err = pw.WatchAndCheck(ctx, n.conn, rounds, poll)
+			w, err = pw.WatchAndCheck(ctx, n.conn, d, poll)
 		} else {
-			w.Promoted, err = checker.WatchPromotion(ctx, n.conn, rounds, poll)
+			w.Promoted, err = checker.WatchPromotion(ctx, n.conn, d, poll)
 		}
 		n.watching.Store(false)
 		switch {
