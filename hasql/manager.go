@@ -57,6 +57,8 @@ type Manager struct {
 	routingKey    []routingEntry
 	splitBrain    string // the nodes of the split brain last reported, "" if none
 	everHadMaster bool
+	// What the last rebuild derived roles from (see rebuildLocked).
+	built builtFrom
 }
 
 // New parses connString (see ParseConfig), applies opts and makes a

@@ -31,6 +31,7 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 	m.mu.Lock()
 	v := &n.view
 	wasChecked, wasUp := v.checked, v.up
+	before := routedAs(v)
 	v.checked, v.latency, v.remoteIP = true, latency, n.remoteIP
 	if err == nil {
 		v.up, v.suspect, v.timeouts = true, false, 0
@@ -77,10 +78,39 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 	v.partial = false
 	n.suspect.Store(v.suspect)
 	n.watchable.Store(v.up && v.res.InRecovery)
-	m.rebuildLocked(now, &after)
+	var only *node
+	if wasChecked && !before.writable && routedAs(v) == before {
+		// What the others' roles depend on did not change: derive n's alone.
+		only = n
+	}
+	m.rebuildLocked(now, &after, only)
 	m.mu.Unlock()
 	m.finish(n, &after)
 	return again
+}
+
+// routedBy is what of a node's view other nodes' roles depend on: whether
+// it can be master and, for matching replicas to the master's
+// pg_stat_replication, its name and address.
+type routedBy struct {
+	up, suspect, inRecovery, readOnly, writable, partial bool
+	timeline                                             uint32
+	name, remoteIP                                       string
+}
+
+func routedAs(v *nodeView) routedBy {
+	return routedBy{
+		up: v.up, suspect: v.suspect, inRecovery: v.res.InRecovery, readOnly: v.res.ReadOnly,
+		writable: (v.up || v.suspect) && !v.res.InRecovery && !v.res.ReadOnly,
+		partial:  v.partial, timeline: v.res.Timeline, name: v.res.Name, remoteIP: v.remoteIP,
+	}
+}
+
+// builtFrom is what the last rebuild derived every node's role from.
+type builtFrom struct {
+	master      *node
+	writable    int
+	masterKnown bool
 }
 
 // promotionSeen records what n's promotion watcher saw: n left recovery. The
@@ -106,7 +136,7 @@ func (m *Manager) promotionSeen(n *node, p checker.Promotion) {
 	v.resAt, v.partial = now, true
 	m.log.Debug("pgxha: node left recovery", "addr", n.cfg.Addr, "name", n.name(), "timeline", p.Timeline, "read_only", p.ReadOnly)
 	n.watchable.Store(false)
-	m.rebuildLocked(now, &after)
+	m.rebuildLocked(now, &after, nil)
 	m.mu.Unlock()
 	m.finish(n, &after)
 }
@@ -132,8 +162,12 @@ func (m *Manager) finish(n *node, after *afterReport) {
 
 // rebuildLocked derives roles, lag and split brain from every node's view,
 // swaps in a new snapshot when routing changed, and adjusts fast checking.
-// Caller must hold m.mu.
-func (m *Manager) rebuildLocked(now time.Time, after *afterReport) {
+// only, if not nil, is a replica (not writable) whose report changed nothing
+// that other nodes' roles depend on: unless the master turns out to have
+// changed, only its own role and lag are derived again, so that a round of
+// checks of n nodes costs O(n) matching rather than O(n²) (every replica is
+// matched against the master's list of replicas). Caller must hold m.mu.
+func (m *Manager) rebuildLocked(now time.Time, after *afterReport, only *node) {
 	// The master: the writable node on the highest timeline.
 	var writable []*node
 	for _, x := range m.nodes {
@@ -174,8 +208,16 @@ func (m *Manager) rebuildLocked(now time.Time, after *afterReport) {
 	// replicas stream from it.
 	masterKnown := master != nil && !master.view.partial
 	historyOK := masterKnown && m.history.owner == master.index && m.history.timeline == mres.Timeline
+	built := builtFrom{master: master, writable: len(writable), masterKnown: masterKnown}
+	if only != nil && (only == master || built != m.built) {
+		only = nil
+	}
+	m.built = built
 
 	for _, x := range m.nodes {
+		if only != nil && x != only {
+			continue
+		}
 		v := &x.view
 		prev := v.role
 		v.splitBrain = v.writable && len(writable) > 1
