@@ -51,7 +51,8 @@ type Config struct {
 	Nodes []NodeConfig
 
 	// CheckInterval is the time between two checks of a node in steady
-	// state (hasql_check_interval, default 500ms).
+	// state (hasql_check_interval, default 500ms). Checks fall due on
+	// multiples of it since the Manager started, every node at once.
 	CheckInterval time.Duration
 	// CheckTimeout bounds each check of a node, connecting included
 	// (hasql_check_timeout, default 1s). A check that times out makes the
