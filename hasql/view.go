@@ -79,7 +79,7 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 	n.suspect.Store(v.suspect)
 	n.watchable.Store(v.up && v.res.InRecovery)
 	var only *node
-	if wasChecked && !before.writable && routedAs(v) == before {
+	if wasChecked && !v.mayWrite() && routedAs(v) == before {
 		// What the others' roles depend on did not change: derive n's alone.
 		only = n
 	}
@@ -93,17 +93,22 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 // it can be master and, for matching replicas to the master's
 // pg_stat_replication, its name and address.
 type routedBy struct {
-	up, suspect, inRecovery, readOnly, writable, partial bool
-	timeline                                             uint32
-	name, remoteIP                                       string
+	up, suspect, inRecovery, readOnly, partial bool
+	timeline                                   uint32
+	name, remoteIP                             string
 }
 
 func routedAs(v *nodeView) routedBy {
 	return routedBy{
 		up: v.up, suspect: v.suspect, inRecovery: v.res.InRecovery, readOnly: v.res.ReadOnly,
-		writable: (v.up || v.suspect) && !v.res.InRecovery && !v.res.ReadOnly,
-		partial:  v.partial, timeline: v.res.Timeline, name: v.res.Name, remoteIP: v.remoteIP,
+		partial: v.partial, timeline: v.res.Timeline, name: v.res.Name, remoteIP: v.remoteIP,
 	}
+}
+
+// mayWrite reports whether the view makes the node a candidate for master:
+// reachable (or only suspect) and neither in recovery nor read-only.
+func (v *nodeView) mayWrite() bool {
+	return (v.up || v.suspect) && !v.res.InRecovery && !v.res.ReadOnly
 }
 
 // builtFrom is what the last rebuild derived every node's role from.
@@ -172,7 +177,7 @@ func (m *Manager) rebuildLocked(now time.Time, after *afterReport, only *node) {
 	var writable []*node
 	for _, x := range m.nodes {
 		v := &x.view
-		v.writable = (v.up || v.suspect) && !v.res.InRecovery && !v.res.ReadOnly
+		v.writable = v.mayWrite()
 		if v.writable {
 			writable = append(writable, x)
 		}
