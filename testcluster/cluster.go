@@ -383,7 +383,7 @@ func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
 // then, but its walreceiver stays on the old timeline.
 func (c *Cluster) waitFollows(ctx context.Context, n, primary *Node) error {
 	var tli int
-	if err := primary.queryRow(ctx, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", &tli); err != nil {
+	if err := primary.queryRow(ctx, "SELECT "+currentTimeline, &tli); err != nil {
 		return fmt.Errorf("timeline of %s: %w", primary.name, err)
 	}
 	ticker := time.NewTicker(20 * time.Millisecond)
@@ -409,6 +409,10 @@ func (c *Cluster) waitFollows(ctx context.Context, n, primary *Node) error {
 	}
 }
 
+// currentTimeline is an SQL expression for the timeline a master writes on:
+// the first 8 hex digits of its current WAL file's name.
+const currentTimeline = `('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int`
+
 // lsnText matches an LSN as PostgreSQL writes it.
 var lsnText = regexp.MustCompile(`^[0-9A-F]{1,8}/[0-9A-F]{1,8}$`)
 
@@ -417,7 +421,7 @@ var lsnText = regexp.MustCompile(`^[0-9A-F]{1,8}/[0-9A-F]{1,8}$`)
 func (c *Cluster) forkPoint(ctx context.Context, primary *Node) (string, error) {
 	var history string
 	err := primary.queryRow(ctx, `SELECT pg_read_file('pg_wal/' ||
-		lpad(upper(to_hex(('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)), 8, '0') || '.history')`, &history)
+		lpad(upper(to_hex(`+currentTimeline+`)), 8, '0') || '.history')`, &history)
 	if err != nil {
 		return "", err
 	}

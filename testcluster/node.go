@@ -234,7 +234,7 @@ func (c *Cluster) Status(ctx context.Context) []NodeState {
 		var tli int
 		err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
 			CASE WHEN pg_is_in_recovery() THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0)
-			ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END`).Scan(&inRecovery, &tli)
+			ELSE `+currentTimeline+` END`).Scan(&inRecovery, &tli)
 		if err == nil && !inRecovery {
 			var rs map[string]string
 			if rs, err = replicationStates(ctx, conn); err == nil {
