@@ -146,14 +146,14 @@ func (c *checkRow) result() (Result, error) {
 // $1 rounds of at most $2 seconds (the last one cut to end on time), or until
 // the server leaves recovery (LIMIT 1 ends the scan at the first such round).
 // The CASE fixes the order, sleep then ask: in an AND the planner may put the
-// cheaper test first and skip the sleep. w is its
-// one row: promoted or not. When promoted, the statement returns at once
-// with what the node is as of that instant (read-only or not, timeline, WAL
-// position), and skips the check: the gate WHERE NOT w.promoted keeps the
-// lateral check from running. Otherwise, with $3, it ends with the check,
-// after the wait, and the seconds the server waited. The select list of w is computed
-// out of recovery only, where pg_walfile_name works. It reads no table, and
-// costs the server one executor run for the whole wait.
+// cheaper test first and skip the sleep. w is its one row: promoted or not.
+// When promoted, the statement returns at once with what the node is as of
+// that instant (read-only or not, timeline, WAL position), and skips the
+// check: the gate WHERE NOT w.promoted keeps the lateral check from running.
+// Otherwise, with $3, it ends with the check, after the wait, and the seconds
+// the server waited. The select list of w is computed out of recovery only,
+// where pg_walfile_name works. It reads no table, and costs the server one
+// executor run for the whole wait.
 const watchSQL = `SELECT w.promoted,
 	CASE WHEN w.promoted THEN current_setting('default_transaction_read_only')::bool END,
 	CASE WHEN w.promoted THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
