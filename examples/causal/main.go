@@ -46,6 +46,14 @@ func run(ctx context.Context) error {
 	if _, err := m.Master().Exec(ctx, "INSERT INTO profile VALUES (1, 'v0') ON CONFLICT (id) DO UPDATE SET name = 'v0'"); err != nil {
 		return err
 	}
+	// Every replica has the row before one of them is paused.
+	seeded, err := m.CurrentLSN(ctx)
+	if err != nil {
+		return err
+	}
+	if err := democluster.WaitReplayed(ctx, m, seeded); err != nil {
+		return err
+	}
 	if dc.C != nil {
 		lagging := dc.C.Nodes()[2]
 		fmt.Printf("Replay paused on %s: it keeps serving reads, but falls behind.\n", lagging.Addr())
