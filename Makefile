@@ -3,11 +3,11 @@ GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 15s
 
-.PHONY: test demo demo-failover deps vet fmt-check unit fuzz bench cluster
+.PHONY: test demo demo-failover deps vet fmt-check unit unit-pgx-oldest fuzz bench cluster
 .PHONY: compose-image compose-up compose-down compose-test chaos-compose
 
 ## test: vet, format check, every test under the race detector, a short fuzz run
-test: deps vet fmt-check unit fuzz compose-test
+test: deps vet fmt-check unit unit-pgx-oldest fuzz compose-test
 
 ## demo: the library's main job on an embedded local cluster
 demo: deps
@@ -34,6 +34,14 @@ fmt-check:
 
 unit:
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+# The oldest pgx the module supports (see README, "Supported versions"):
+# the packages that use pgx's API, built and tested against it too. The
+# pgxold tag leaves out tests of what older pgx lacks.
+PGX_OLDEST_MODFILE := .ci/pgx-oldest/go.mod
+unit-pgx-oldest:
+	$(GO) vet -modfile=$(PGX_OLDEST_MODFILE) -tags pgxold $(PKGS)
+	$(GO) test -modfile=$(PGX_OLDEST_MODFILE) -tags pgxold -race -count=1 -timeout 20m ./hasql/ ./checker/ ./balancer/
 
 fuzz:
 	@grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do \

@@ -116,7 +116,11 @@ func (q *Querier) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 	if err != nil {
 		return errBatchResults{err: err}
 	}
-	return &routedBatch{BatchResults: conn.SendBatch(ctx, b), conn: conn}
+	rb := &routedBatch{BatchResults: conn.SendBatch(ctx, b), conn: conn}
+	if tx := txOf(rb.BatchResults); tx != nil {
+		rb.tx = &routedTx{Tx: tx, conn: conn, once: &rb.once}
+	}
+	return rb
 }
 
 // CopyFrom copies rows into a table on a connection of the target.
@@ -144,7 +148,7 @@ func (q *Querier) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, erro
 		}
 		tx, err := conn.BeginTx(ctx, opts)
 		if err == nil {
-			return &routedTx{Tx: tx, conn: conn}, nil
+			return &routedTx{Tx: tx, conn: conn, once: new(sync.Once)}, nil
 		}
 		lost := conn.Conn().IsClosed()
 		conn.Release()
@@ -205,12 +209,36 @@ type routedBatch struct {
 	pgx.BatchResults
 	conn *pgxpool.Conn
 	once sync.Once
+	tx   *routedTx // the transaction the batch began, sharing once
 }
 
+// txOf returns the transaction a pgx v5.12+ batch began, nil otherwise (and
+// on older pgx, whose BatchResults has no Tx).
+func txOf(br pgx.BatchResults) pgx.Tx {
+	if b, ok := br.(interface{ Tx() pgx.Tx }); ok {
+		return b.Tx()
+	}
+	return nil
+}
+
+// Close reads the remaining results and releases the connection, unless the
+// batch began a transaction (pgx's Batch.BeginTx, from v5.12): that
+// transaction keeps the connection until it commits or rolls back.
 func (b *routedBatch) Close() error {
 	err := b.BatchResults.Close()
-	b.once.Do(b.conn.Release)
+	if b.tx == nil || err != nil {
+		b.once.Do(b.conn.Release)
+	}
 	return err
+}
+
+// Tx returns the transaction the batch began, if any, wrapped so that its
+// end releases the connection (pgx v5.12 and newer; nil before).
+func (b *routedBatch) Tx() pgx.Tx {
+	if b.tx == nil {
+		return nil
+	}
+	return b.tx
 }
 
 type errBatchResults struct{ err error }
@@ -220,6 +248,9 @@ func (e errBatchResults) Query() (pgx.Rows, error)         { return nil, e.err }
 func (e errBatchResults) QueryRow() pgx.Row                { return errRow{e.err} }
 func (e errBatchResults) Close() error                     { return e.err }
 
+// Tx is part of pgx.BatchResults from pgx v5.12 on: no transaction was begun.
+func (e errBatchResults) Tx() pgx.Tx { return nil }
+
 type errRow struct{ err error }
 
 func (e errRow) Scan(...any) error { return e.err }
@@ -228,7 +259,7 @@ func (e errRow) Scan(...any) error { return e.err }
 type routedTx struct {
 	pgx.Tx
 	conn *pgxpool.Conn
-	once sync.Once
+	once *sync.Once
 }
 
 func (t *routedTx) Commit(ctx context.Context) error {
