@@ -3,26 +3,32 @@ GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 15s
 
-.PHONY: test demo demo-failover deps vet fmt-check unit unit-pgx-oldest fuzz bench cluster
+.PHONY: test demo demo-failover deps deps-postgres deps-patroni vet fmt-check unit unit-pgx-oldest fuzz bench cluster
 .PHONY: compose-image compose-up compose-down compose-test chaos-compose
 
 ## test: vet, format check, every test under the race detector, a short fuzz run
 test: deps vet fmt-check unit unit-pgx-oldest fuzz compose-test
 
 ## demo: the library's main job on an embedded local cluster
-demo: deps
+demo: deps-postgres
 	$(GO) run ./examples/quickstart
 
 ## demo-failover: a live failover under load: the master is killed, the client re-routes
-demo-failover: deps
+demo-failover: deps-postgres
 	$(GO) run ./examples/failover-demo
 
 ## cluster: start a local replicated cluster and keep it up until Ctrl-C
-cluster: deps
+cluster: deps-postgres
 	$(GO) run ./testcluster/cmd/testcluster
 
-deps:
+## deps: everything the tests need (PostgreSQL, and Patroni with etcd for the Patroni backend)
+deps: deps-postgres deps-patroni
+
+# The demos, the cluster and the benchmarks need PostgreSQL only.
+deps-postgres:
 	@./scripts/ensure-postgres.sh
+
+deps-patroni:
 	@./scripts/ensure-patroni.sh
 
 vet:
@@ -53,7 +59,7 @@ fuzz:
 	done
 
 ## bench: benchmarks (timings for the README; not part of test)
-bench: deps
+bench: deps-postgres
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 # The compose cluster (docker-compose.replication.yml). Without a registry the

@@ -65,3 +65,17 @@ func TestExamplesRun(t *testing.T) {
 		})
 	}
 }
+
+// TestDemoNeedsOnlyPostgres: make demo (and the other targets a first-time
+// user runs) install PostgreSQL only, not Patroni and etcd.
+func TestDemoNeedsOnlyPostgres(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Fatalf("make is needed to read the Makefile: %v", err)
+	}
+	for _, target := range []string{"demo", "demo-failover", "cluster"} {
+		out, err := exec.Command("make", "-n", "-C", "..", target).CombinedOutput()
+		require.NoError(t, err, "make -n %s:\n%s", target, out)
+		assert.Contains(t, string(out), "ensure-postgres.sh", "make %s installs PostgreSQL", target)
+		assert.NotContains(t, string(out), "ensure-patroni.sh", "make %s does not install Patroni and etcd", target)
+	}
+}

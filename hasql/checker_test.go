@@ -1,7 +1,9 @@
 package hasql_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -56,10 +58,79 @@ func portOf(t *testing.T, n *testcluster.Node) uint16 {
 	return cfg.Port
 }
 
+// lateMasterChecker holds the first check of the node on masterPort until
+// every other node was checked once, so that the replicas are seen before
+// their master.
+type lateMasterChecker struct {
+	checker.Checker
+	masterPort uint16
+	others     int
+	mu         sync.Mutex
+	seen       map[uint16]bool
+	othersDone chan struct{}
+}
+
+func (c *lateMasterChecker) Check(ctx context.Context, conn *pgx.Conn) (checker.Result, error) {
+	port := conn.Config().Port
+	if port == c.masterPort {
+		select {
+		case <-c.othersDone:
+		case <-ctx.Done():
+		}
+	}
+	res, err := c.Checker.Check(ctx, conn)
+	c.mu.Lock()
+	if port != c.masterPort && !c.seen[port] {
+		c.seen[port] = true
+		if len(c.seen) == c.others {
+			close(c.othersDone)
+		}
+	}
+	c.mu.Unlock()
+	return res, err
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 func TestCheckers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+
+	t.Run("start-up logs no role change at Info", func(t *testing.T) {
+		// Replicas checked before their master are async until the master
+		// says which is sync: that completes their first role, not a change.
+		var logs syncBuffer
+		lc := &lateMasterChecker{Checker: plainChecker{checker.PostgreSQL()}, masterPort: portOf(t, c.Nodes()[0]), others: 2,
+			seen: map[uint16]bool{}, othersDone: make(chan struct{})}
+		m, err := hasql.New(ctx, withParams(c.DSN(), "hasql_check_timeout", "5s"), hasql.WithChecker(lc),
+			hasql.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+		require.NoError(t, err)
+		defer m.Close()
+		require.Eventually(t, func() bool {
+			st := m.Nodes()
+			return st[0].Role == hasql.RoleMaster && st[1].Role == hasql.RoleSyncReplica && st[2].Role == hasql.RoleAsyncReplica
+		}, time.Minute, 10*time.Millisecond)
+		out := logs.String()
+		assert.Contains(t, out, "from=async to=sync", "n2 was first seen as async, before its master (the test's premise)")
+		assert.NotContains(t, out, "level=INFO", "start-up logs at Debug only:\n%s", out)
+	})
 
 	t.Run("a PromotionWatcher checks replicas as its waits end", func(t *testing.T) {
 		cc := newCountingChecker()

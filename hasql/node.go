@@ -75,6 +75,7 @@ type nodeView struct {
 	lagAt      time.Time
 	remoteIP   string
 	partial    bool // res comes from the promotion watcher, not a full check
+	settled    bool // a role was derived with the master known (see roleChanged)
 }
 
 func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, error) {

@@ -278,6 +278,7 @@ func (m *Manager) rebuildLocked(now time.Time, after *afterReport, only *node) {
 				}
 			}
 		}
+		v.settled = v.settled || masterKnown && role != RoleUnknown
 	}
 
 	// Fast checks while there is no master or the master is suspect.
@@ -415,7 +416,10 @@ func matchReplica(x *node, rows []checker.Replica, nodes []*node) (checker.Repli
 	return found, true
 }
 
-// roleChanged logs and counts a role change. Caller must hold m.mu.
+// roleChanged logs and counts a role change. Until a replica's role was
+// derived with a master known (a replica checked before its master counts
+// as async until then), a change between replica roles completes its first
+// role and is logged, like the first, at Debug. Caller must hold m.mu.
 func (m *Manager) roleChanged(x *node, from, to Role, master *node) {
 	m.tel.roleChanged(x, from, to)
 	attrs := []any{"addr", x.cfg.Addr, "name", x.name(), "from", from.String(), "to", to.String()}
@@ -426,7 +430,7 @@ func (m *Manager) roleChanged(x *node, from, to Role, master *node) {
 	case to == RoleMaster:
 		m.log.Warn("pgxha: new master", append(attrs, "timeline", x.view.res.Timeline)...)
 		m.tel.failover(x)
-	case from == RoleUnknown && x.view.lastErr == nil:
+	case from == RoleUnknown && x.view.lastErr == nil, !x.view.settled && from.IsReplica() && to.IsReplica():
 		m.log.Debug("pgxha: node found", attrs...)
 	default:
 		m.log.Info("pgxha: role changed", attrs...)
