@@ -6,8 +6,8 @@
 //		return err
 //	})
 //	if errors.Is(err, failover.ErrCommitUnknown) {
-//		// The connection was lost during COMMIT: the transaction may or
-//		// may not have committed. It was not run again.
+//		// The connection was lost, or ctx ended, during COMMIT: the
+//		// transaction may or may not have committed. It was not run again.
 //	}
 package failover
 
@@ -42,20 +42,24 @@ const (
 	// NodeDown: the connection failed (refused, reset, closed, timed out)
 	// outside a commit; the transaction did not commit.
 	NodeDown
+	// NoMaster: the acquire ended with no node qualified as master
+	// (hasql.ErrNoMaster): nothing was sent. A later attempt may find the
+	// next master; RunInTx tries again until its context ends.
+	NoMaster
 	// Serialization: the transaction was rolled back by a serialization
 	// failure (40001) or a deadlock (40P01); running it again is the usual
 	// answer.
 	Serialization
-	// CommitUnknown: the connection was lost while COMMIT was in flight.
-	// The transaction may or may not have committed: never run again
-	// blindly.
+	// CommitUnknown: the connection was lost, or the context ended,
+	// while COMMIT was in flight. The transaction may or may not have
+	// committed: never run again blindly.
 	CommitUnknown
 	// Permanent: everything else: running again would fail again, or
 	// the caller's context ended.
 	Permanent
 )
 
-var classNames = [...]string{"none", "safe to retry", "role changed", "node down", "serialization", "commit outcome unknown", "permanent"}
+var classNames = [...]string{"none", "safe to retry", "role changed", "node down", "no master", "serialization", "commit outcome unknown", "permanent"}
 
 // String names the class.
 func (c Class) String() string {
@@ -68,10 +72,11 @@ func (c Class) String() string {
 // Retryable reports whether a transaction that failed with this class may
 // run again from the start.
 func (c Class) Retryable() bool {
-	return c == SafeToRetry || c == RoleChanged || c == NodeDown || c == Serialization
+	return c == SafeToRetry || c == RoleChanged || c == NodeDown || c == NoMaster || c == Serialization
 }
 
-// Sentinels for errors.Is on an *Error of the matching class.
+// Sentinels for errors.Is on an *Error of the matching class. An *Error of
+// class NoMaster matches hasql.ErrNoMaster.
 var (
 	ErrSafeToRetry   = errors.New("failover: safe to retry")
 	ErrRoleChanged   = errors.New("failover: node role changed")
@@ -89,6 +94,8 @@ func (c Class) sentinel() error {
 		return ErrRoleChanged
 	case NodeDown:
 		return ErrNodeDown
+	case NoMaster:
+		return hasql.ErrNoMaster
 	case Serialization:
 		return ErrSerialization
 	case CommitUnknown:
@@ -139,7 +146,12 @@ func Classify(err error) Class {
 	if errors.As(err, &fe) {
 		return fe.Class
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, hasql.ErrNoMaster) {
+		// An acquire that found no master before its context ended:
+		// nothing was sent, the next master may take it.
+		return NoMaster
+	}
+	if contextEnded(err) {
 		// The caller's context ended: stop, whatever else happened.
 		if !pgconn.Timeout(err) || errors.Is(err, context.Canceled) {
 			return Permanent
@@ -148,9 +160,9 @@ func Classify(err error) Class {
 	if errors.Is(err, hasql.ErrSplitBrain) {
 		return RoleChanged
 	}
-	if errors.Is(err, hasql.ErrClosed) || errors.Is(err, hasql.ErrNoMaster) || errors.Is(err, hasql.ErrNoReplica) {
-		// An acquire that waited until its context ended, or a closed
-		// manager: nothing to retry within this context.
+	if errors.Is(err, hasql.ErrClosed) || errors.Is(err, hasql.ErrNoReplica) {
+		// A closed manager, or a replica acquire that waited until its
+		// context ended: nothing to retry within this context.
 		return Permanent
 	}
 	var pgErr *pgconn.PgError
@@ -175,28 +187,59 @@ func Classify(err error) Class {
 	return Permanent
 }
 
-// ClassifyCommit classifies an error returned by COMMIT: a lost connection
-// (or a server shutting down) while COMMIT was in flight leaves the outcome
-// unknown; a refusal from the server means the transaction rolled back.
+// ClassifyCommit classifies an error returned by COMMIT. A COMMIT that never
+// left (pgconn.SafeToRetry) did not commit; one the server refused (an
+// error answer: 25006, a serialization failure, a transaction that had
+// failed) rolled back. A COMMIT in flight when the connection was lost, the
+// server shut down, or the context was cancelled or expired may have
+// committed: CommitUnknown.
 func ClassifyCommit(err error) Class {
-	c := Classify(err)
-	switch c {
-	case NodeDown, RoleChanged:
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "25006" {
-			return RoleChanged // refused: nothing committed
-		}
-		if errors.Is(err, hasql.ErrSplitBrain) {
-			return RoleChanged
-		}
-		return CommitUnknown
-	case SafeToRetry:
+	if err == nil {
+		return None
+	}
+	var fe *Error
+	if errors.As(err, &fe) {
+		return fe.Class
+	}
+	if pgconn.SafeToRetry(err) {
 		return SafeToRetry // the COMMIT never left
 	}
 	if errors.Is(err, pgx.ErrTxCommitRollback) {
 		return Permanent // the transaction had failed: it rolled back
 	}
-	return c
+	if errors.Is(err, hasql.ErrSplitBrain) {
+		return RoleChanged // refused before it was sent
+	}
+	if errors.Is(err, hasql.ErrNoMaster) || errors.Is(err, hasql.ErrNoReplica) || errors.Is(err, hasql.ErrClosed) {
+		return Classify(err) // from an acquire: nothing was sent
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// The server answered. Only a shutdown or a connection exception
+		// leaves the outcome open: it may have come after the commit.
+		switch c := Classify(pgErr); c {
+		case NodeDown:
+			return CommitUnknown
+		case RoleChanged:
+			if pgErr.Code == "25006" {
+				return RoleChanged // refused: nothing committed
+			}
+			return CommitUnknown
+		default:
+			return c
+		}
+	}
+	if contextEnded(err) || connectionLost(err) {
+		// No answer: the server may have committed and the answer been
+		// lost, or still be committing (waiting for a synchronous
+		// replica, say).
+		return CommitUnknown
+	}
+	return Classify(err)
+}
+
+func contextEnded(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // connectionLost reports network-level failures of an established or new

@@ -21,6 +21,14 @@ type notSent struct{ error }
 
 func (notSent) SafeToRetry() bool { return true }
 
+// notSentCtx is how pgconn reports a context that had ended before anything
+// was sent: safe to retry, and it unwraps to the context's error.
+type notSentCtx struct{ err error }
+
+func (e notSentCtx) Error() string     { return "context already done: " + e.err.Error() }
+func (e notSentCtx) Unwrap() error     { return e.err }
+func (e notSentCtx) SafeToRetry() bool { return true }
+
 func TestClassify(t *testing.T) {
 	pg := func(code string) error { return &pgconn.PgError{Code: code, Message: "m"} }
 	for _, tc := range []struct {
@@ -44,10 +52,18 @@ func TestClassify(t *testing.T) {
 		{"eof", fmt.Errorf("receive: %w", io.ErrUnexpectedEOF), failover.NodeDown, failover.CommitUnknown},
 		{"closed", fmt.Errorf("read: %w", net.ErrClosed), failover.NodeDown, failover.CommitUnknown},
 		{"refused", syscall.ECONNREFUSED, failover.NodeDown, failover.CommitUnknown},
-		{"caller cancelled", context.Canceled, failover.Permanent, failover.Permanent},
-		{"caller deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), failover.Permanent, failover.Permanent},
+		// A context that ends while COMMIT is in flight leaves its outcome
+		// open, cancelled or expired alike (pgconn reports a cancel as
+		// context.Canceled, a deadline as a timeout wrapping
+		// context.DeadlineExceeded).
+		{"caller cancelled", context.Canceled, failover.Permanent, failover.CommitUnknown},
+		{"caller cancelled, wrapped", fmt.Errorf("failed to receive message: %w", context.Canceled), failover.Permanent, failover.CommitUnknown},
+		{"caller deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), failover.Permanent, failover.CommitUnknown},
+		{"context ended before COMMIT left", notSentCtx{context.Canceled}, failover.Permanent, failover.SafeToRetry},
 		{"split brain", &hasql.SplitBrainError{Addrs: []string{"a:1", "b:2"}, Timeline: 2}, failover.RoleChanged, failover.RoleChanged},
-		{"no master", &hasql.NoNodeError{Target: hasql.ErrNoMaster, Cause: context.DeadlineExceeded}, failover.Permanent, failover.Permanent},
+		{"no master", &hasql.NoNodeError{Target: hasql.ErrNoMaster, Cause: context.DeadlineExceeded}, failover.NoMaster, failover.NoMaster},
+		{"no master, cancelled", fmt.Errorf("acquire: %w", &hasql.NoNodeError{Target: hasql.ErrNoMaster, Cause: context.Canceled}), failover.NoMaster, failover.NoMaster},
+		{"no replica", &hasql.NoNodeError{Target: hasql.ErrNoReplica, Cause: context.DeadlineExceeded}, failover.Permanent, failover.Permanent},
 		{"closed manager", hasql.ErrClosed, failover.Permanent, failover.Permanent},
 		{"tx had failed", pgx.ErrTxCommitRollback, failover.Permanent, failover.Permanent},
 		{"user error", errors.New("insufficient funds"), failover.Permanent, failover.Permanent},
@@ -73,5 +89,9 @@ func TestErrorMatchesItsClass(t *testing.T) {
 		assert.NotEqual(t, "unknown", c.String())
 	}
 	assert.True(t, failover.NodeDown.Retryable())
+	assert.True(t, failover.NoMaster.Retryable(), "no master yet: the next one may take it")
+	noMaster := &failover.Error{Class: failover.NoMaster, Attempts: 3, Err: errors.New("x")}
+	assert.ErrorIs(t, noMaster, hasql.ErrNoMaster, "class NoMaster matches hasql.ErrNoMaster")
+	assert.Contains(t, noMaster.Error(), "no master after 3 attempts")
 	assert.False(t, failover.CommitUnknown.Retryable(), "never re-run a commit of unknown outcome")
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgxha/pgxha/hasql"
 )
@@ -46,9 +47,13 @@ const (
 // MaxAttempts times and within ctx. fn must therefore have no effect outside
 // the transaction that cannot be repeated.
 //
-// A connection lost while COMMIT was in flight leaves the outcome unknown:
-// RunInTx never runs fn again then and returns an *Error that matches
-// ErrCommitUnknown. An error of fn that is not about the cluster (its own
+// An acquire that ends with no master (hasql.ErrNoMaster) is retried like
+// a node that is down, until ctx ends; the error then has class NoMaster and
+// unwraps to hasql.ErrNoMaster.
+//
+// A connection lost, or ctx cancelled or expired, while COMMIT was in flight
+// leaves the outcome unknown: RunInTx never runs fn again then and returns an
+// *Error that matches ErrCommitUnknown. An error of fn that is not about the cluster (its own
 // errors, constraint violations, ...) is returned as it is, after a
 // rollback; other failures are returned as an *Error with their class and
 // the number of attempts.
@@ -127,9 +132,22 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 		return err, Classify(err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return err, ClassifyCommit(err)
+		class := ClassifyCommit(err)
+		if class == Permanent && ctx.Err() != nil && !answered(err) {
+			// The context ended with COMMIT in flight, whatever the error
+			// says of it: the server may have committed.
+			class = CommitUnknown
+		}
+		return err, class
 	}
 	return nil, None
+}
+
+// answered reports whether err from COMMIT is the server's answer, or says
+// that nothing was sent: either way the outcome is known.
+func answered(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) || errors.Is(err, pgx.ErrTxCommitRollback) || pgconn.SafeToRetry(err)
 }
 
 // rollback ends a failed transaction, bounded: on a dead connection there is
