@@ -190,9 +190,11 @@ func Classify(err error) Class {
 // ClassifyCommit classifies an error returned by COMMIT. A COMMIT that never
 // left (pgconn.SafeToRetry) did not commit; one the server refused (an
 // error answer: 25006, a serialization failure, a transaction that had
-// failed) rolled back. A COMMIT in flight when the connection was lost, the
-// server shut down, or the context was cancelled or expired may have
-// committed: CommitUnknown.
+// failed) rolled back. Anything else leaves the outcome unknown
+// (CommitUnknown): the connection was lost or closed, the server shut down,
+// or the context was cancelled or expired, with COMMIT in flight, and the
+// server may have committed (or still be committing: waiting for a
+// synchronous replica, say).
 func ClassifyCommit(err error) Class {
 	if err == nil {
 		return None
@@ -229,13 +231,11 @@ func ClassifyCommit(err error) Class {
 			return c
 		}
 	}
-	if contextEnded(err) || connectionLost(err) {
-		// No answer: the server may have committed and the answer been
-		// lost, or still be committing (waiting for a synchronous
-		// replica, say).
-		return CommitUnknown
-	}
-	return Classify(err)
+	// No answer, and the COMMIT may have left: a lost or closed
+	// connection (pgx v5.13 reports a connection closed under an operation
+	// in flight as a "conn closed" that is not safe to retry; older ones
+	// as a network error), an ended context.
+	return CommitUnknown
 }
 
 func contextEnded(err error) bool {

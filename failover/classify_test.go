@@ -66,7 +66,10 @@ func TestClassify(t *testing.T) {
 		{"no replica", &hasql.NoNodeError{Target: hasql.ErrNoReplica, Cause: context.DeadlineExceeded}, failover.Permanent, failover.Permanent},
 		{"closed manager", hasql.ErrClosed, failover.Permanent, failover.Permanent},
 		{"tx had failed", pgx.ErrTxCommitRollback, failover.Permanent, failover.Permanent},
-		{"user error", errors.New("insufficient funds"), failover.Permanent, failover.Permanent},
+		{"user error", errors.New("insufficient funds"), failover.Permanent, failover.CommitUnknown},
+		// pgx v5.13: the connection closed under the COMMIT after it may
+		// have been sent.
+		{"closed in flight", fmt.Errorf("conn closed: %w", errors.New("conn closed")), failover.Permanent, failover.CommitUnknown},
 		{"classified", &failover.Error{Class: failover.CommitUnknown, Err: io.EOF}, failover.CommitUnknown, failover.CommitUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgxha/pgxha/hasql"
 )
@@ -125,29 +126,30 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	defer conn.Release()
 	tx, err := conn.BeginTx(ctx, txOpts)
 	if err != nil {
-		return err, Classify(err)
+		return err, classifyInTx(ctx, conn, err)
 	}
 	if err := fn(ctx, tx); err != nil {
 		rollback(tx)
-		return err, Classify(err)
+		return err, classifyInTx(ctx, conn, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		class := ClassifyCommit(err)
-		if class == Permanent && ctx.Err() != nil && !answered(err) {
-			// The context ended with COMMIT in flight, whatever the error
-			// says of it: the server may have committed.
-			class = CommitUnknown
-		}
-		return err, class
+		return err, ClassifyCommit(err)
 	}
 	return nil, None
 }
 
-// answered reports whether err from COMMIT is the server's answer, or says
-// that nothing was sent: either way the outcome is known.
-func answered(err error) bool {
+// classifyInTx classifies an error before COMMIT. An error Classify calls
+// permanent that came with the connection closed, and no answer from the
+// server, is the connection's failure (pgx v5.13 reports a connection closed
+// under an operation in flight as a plain "conn closed"): nothing committed,
+// the transaction may run again.
+func classifyInTx(ctx context.Context, conn *pgxpool.Conn, err error) Class {
+	c := Classify(err)
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) || errors.Is(err, pgx.ErrTxCommitRollback) || pgconn.SafeToRetry(err)
+	if c == Permanent && ctx.Err() == nil && conn.Conn().IsClosed() && !errors.As(err, &pgErr) {
+		return NodeDown
+	}
+	return c
 }
 
 // rollback ends a failed transaction, bounded: on a dead connection there is
