@@ -22,6 +22,7 @@ import (
 
 	"github.com/pgxha/pgxha/balancer"
 	"github.com/pgxha/pgxha/checker"
+	"github.com/pgxha/pgxha/internal/secrets"
 )
 
 // Defaults of the settings a connection string can carry.
@@ -374,56 +375,26 @@ func connInfoLookup(s, key string) (string, bool) {
 func rawHostsPorts(connString string) (rawSettings, error) {
 	r := rawSettings{connString: connString}
 	var hosts, ports []string
-	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
-		u, err := url.Parse(connString)
+	if isURL(connString) {
+		// Hosts as libpq reads them (IPv6 literals, percent-encoded socket
+		// directories), moved to the query, where pgconn and net/url read
+		// them as libpq does.
+		lu, err := splitLibpqURL(connString)
+		if err != nil {
+			return r, err
+		}
+		r.connString = lu.queryForm()
+		u, err := url.Parse(r.connString)
 		if err != nil {
 			return r, fmt.Errorf("hasql: connection string is not a valid URL: %w", urlErrorOnly(err))
 		}
 		r.url = u
 		q := u.Query()
-		if q.Has("host") || q.Has("port") {
-			if q.Has("host") {
-				hosts = strings.Split(q.Get("host"), ",")
-			}
-			if q.Has("port") {
-				ports = strings.Split(q.Get("port"), ",")
-			}
-		} else if u.Host != "" {
-			elems := strings.Split(u.Host, ",")
-			withPort := 0
-			for i, e := range elems {
-				if e == "" {
-					return r, fmt.Errorf("hasql: empty host at position %d of %q", i+1, u.Host)
-				}
-				h, p, err := net.SplitHostPort(e)
-				if err != nil {
-					h, p = strings.Trim(e, "[]"), ""
-				}
-				if h == "" {
-					return r, fmt.Errorf("hasql: empty host at position %d of %q", i+1, u.Host)
-				}
-				if p != "" {
-					withPort++
-				}
-				hosts = append(hosts, h)
-				ports = append(ports, p)
-			}
-			// pgconn pairs the ports it saw with the first hosts; make an
-			// implied port explicit so each host keeps its own.
-			if withPort > 0 && withPort < len(elems) {
-				def := os.Getenv("PGPORT")
-				if def == "" || strings.Contains(def, ",") {
-					def = "5432"
-				}
-				for i := range elems {
-					if ports[i] == "" {
-						elems[i] = net.JoinHostPort(hosts[i], def)
-					}
-				}
-				u.Host = strings.Join(elems, ",")
-				r.connString = u.String()
-			}
-			ports = nil // per-host ports cannot mismatch
+		if q.Has("host") {
+			hosts = strings.Split(q.Get("host"), ",")
+		}
+		if q.Has("port") {
+			ports = strings.Split(q.Get("port"), ",")
 		}
 	} else {
 		r.keyword = true
@@ -616,13 +587,15 @@ func redact(err error, connString string) error {
 
 // Redact returns text with the password of connString, and anything that
 // looks like a password in a connection string (password=..., the user
-// information of a URL), replaced by xxxxx. Use it on anything derived from
-// a connection string before it is shown or logged.
+// information of a URL), replaced by xxxxx. The password is replaced where
+// it stands as a whole value, not inside another word (a password "p" leaves
+// "invalid port" alone). Use it on anything derived from a connection string
+// before it is shown or logged.
 func Redact(connString, text string) string {
 	clean := passwordKV.ReplaceAllString(text, "password=xxxxx")
 	clean = urlUserinfo.ReplaceAllString(clean, "://$1:xxxxx@")
 	if pw := passwordOf(connString); pw != "" {
-		clean = strings.ReplaceAll(clean, pw, "xxxxx")
+		clean = secrets.ReplaceWhole(clean, pw, "xxxxx")
 	}
 	return clean
 }
@@ -642,21 +615,8 @@ func (e *redactedError) Unwrap() error { return e.err }
 
 // passwordOf finds the password in a connection string, best effort.
 func passwordOf(connString string) string {
-	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
-		if u, err := url.Parse(connString); err == nil {
-			if pw, ok := u.User.Password(); ok {
-				return pw
-			}
-			return u.Query().Get("password")
-		}
-		// An unparsable URL: take what sits between the scheme's user and @.
-		rest := connString[strings.Index(connString, "://")+3:]
-		if at := strings.LastIndex(rest, "@"); at > 0 {
-			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
-				return pw
-			}
-		}
-		return ""
+	if isURL(connString) {
+		return urlPassword(connString)
 	}
 	return checker.ConnInfoValue(connString, "password")
 }

@@ -36,6 +36,15 @@ func TestParseConfigHosts(t *testing.T) {
 		{"kv no port", "host=h1,h2 user=u", []string{"h1:5432", "h2:5432"}},
 		{"unix socket", "host=/tmp port=5433 user=u", []string{"/tmp:5433"}},
 		{"sslmode prefer makes one node per host", "postgres://u@h1,h2/db?sslmode=prefer", []string{"h1:5432", "h2:5432"}},
+		{"url socket directory", "postgres://u@%2Ftmp%2Fpg/db", []string{"/tmp/pg:5432"}},
+		{"url socket directory and port", "postgresql://u:" + secret + "@%2Fvar%2Frun%2Fpostgresql:5433/db", []string{"/var/run/postgresql:5433"}},
+		{"url ipv6 hosts", "postgres://u:p@[::1]:5001,[::1]:5002/db", []string{"[::1]:5001", "[::1]:5002"}},
+		{"url ipv6 and names, mixed ports", "postgres://u@[::1],h2:5002,[2001:db8::7]:5003/db?sslmode=disable", []string{"[::1]:5432", "h2:5002", "[2001:db8::7]:5003"}},
+		{"url socket and tcp hosts", "postgres://u@%2Ftmp:5001,h2:5002/db", []string{"/tmp:5001", "h2:5002"}},
+		{"url host parameter wins", "postgres://u@h9/db?host=h1,h2&port=5001,5002", []string{"h1:5001", "h2:5002"}},
+		{"url port parameter for the list", "postgres://u@h1,h2/db?port=5001", []string{"h1:5001", "h2:5001"}},
+		{"url no host", "postgres:///db?host=%2Ftmp", []string{"/tmp:5432"}},
+		{"url at sign in the query", "postgres://h1,h2/db?application_name=a@b", []string{"h1:5432", "h2:5432"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := hasql.ParseConfig(tc.dsn)
@@ -112,6 +121,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"duplicate host sslmode disable", "host=h1,h1 user=u sslmode=disable", []string{"h1:5432", "twice"}},
 		{"duplicate host sslmode allow", "host=h1,h2,h1 user=u sslmode=allow", []string{"h1:5432", "twice"}},
 		{"broken url", "postgres://u:" + secret + "@h1:5432/db%zz", []string{"URL"}},
+		{"unclosed ipv6", "postgres://u:" + secret + "@[::1:5432,h2/db", []string{"IPv6", "position 1"}},
+		{"empty ipv6", "postgres://u:" + secret + "@h1,[]:5432/db", []string{"empty IPv6", "position 2"}},
+		{"junk after ipv6", "postgres://u:" + secret + "@[::1]x/db", []string{"[::1]x", "[address]:port"}},
+		{"bad host escape", "postgres://u:" + secret + "@%zz/db", []string{"host", "percent-encoding"}},
+		{"bad port in list", "postgres://u:" + secret + "@h1:5432,h2:http/db", []string{`"http"`, "position 2"}},
 		{"broken kv", "host=h1 user=u password='" + secret, []string{"cannot parse"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,8 +176,24 @@ func TestConfigCopyIsIndependent(t *testing.T) {
 	assert.Equal(t, "a", cfg.PoolConfig.ConnConfig.RuntimeParams["application_name"])
 }
 
+func TestRedactWholeValues(t *testing.T) {
+	dsn := "postgres://u:p@h1,h2/db"
+	assert.Equal(t, "hasql: invalid port; password xxxxx at u:xxxxx@h1", hasql.Redact(dsn, "hasql: invalid port; password p at u:p@h1"))
+	kv := "host=h1 user=u password=secret"
+	assert.Equal(t, "secrets are kept; xxxxx is not", hasql.Redact(kv, "secrets are kept; secret is not"))
+	_, err := hasql.ParseConfig("postgres://u:p@h1:99999/db")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "port", "the word port survives the password p: %v", err)
+}
+
 func FuzzParseConfig(f *testing.F) {
 	for _, s := range []string{
+		"%2Ftmp%2Fpg/db",
+		"%2Ftmp:5433,h2/db?sslmode=disable",
+		"[::1]:5001,[::1]:5002/db",
+		"[::1],[fe80::1%25eth0]:7/db",
+		"[::1/db",
+		"h1,[]/db",
 		"h1:5432,h2:5433/db?hasql_check_interval=1s",
 		"host=h1,h2 port=5432,5433 user=u",
 		"h1,,h2/db",

@@ -411,6 +411,8 @@ func TestPasswordsOf(t *testing.T) {
 			assert.NotContains(t, red.String("error: "+w+" and "+tc.dsn), w, tc.dsn)
 		}
 	}
+	p := newRedactor("postgres://u:p@h1/db")
+	assert.Equal(t, "invalid port at u:xxxxx@h1", p.String("invalid port at u:p@h1"), "the password as a whole value only")
 	assert.Empty(t, passwordsOf("postgres://u@h1/db?application_name=a:b@c"))
 	assert.Empty(t, passwordsOf("status"))
 	assert.Equal(t, "unchanged", newRedactor("-json", "").String("unchanged"))

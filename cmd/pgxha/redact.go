@@ -6,6 +6,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/pgxha/pgxha/internal/secrets"
 )
 
 // redactedPassword replaces the password wherever it would be printed, as
@@ -41,10 +43,11 @@ func newRedactor(connStrings ...string) redactor {
 	return redactor{secrets: secrets}
 }
 
-// String returns s with every secret replaced by xxxxx.
+// String returns s with every secret replaced by xxxxx where it stands as
+// a whole value (see secrets.ReplaceWhole).
 func (r redactor) String(s string) string {
 	for _, secret := range r.secrets {
-		s = strings.ReplaceAll(s, secret, redactedPassword)
+		s = secrets.ReplaceWhole(s, secret, redactedPassword)
 	}
 	return s
 }
