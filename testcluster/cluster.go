@@ -91,6 +91,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
+	for _, n := range c.nodes[1:] {
+		n.standby.Store(true)
+	}
 	opts.Logf("testcluster: %d nodes up in %s: %s", len(c.nodes), time.Since(begin).Round(time.Millisecond), c.layout())
 	return c, nil
 }
@@ -349,6 +352,134 @@ func (c *Cluster) Rejoin(ctx context.Context, old *Node) error {
 	return nil
 }
 
+// Converge undoes every fault and brings every node back into the cluster
+// around the current master (Master): partitions healed, latency removed,
+// paused nodes resumed, the master started if it is down; every other node
+// that does not stream from the master on its timeline is made to: a
+// stopped replica is started, and one that still does not follow (an
+// orphan of an old master, a replica of a stale one), a former master
+// (crashed, stopped, or still running after another was promoted) are
+// rebuilt as replicas of the master, with pg_rewind as Rejoin does. Then
+// the number of synchronous replicas is restored to Options.SyncReplicas
+// (the nodes that were synchronous first, then the others in node order).
+// Converge returns once every replica streams and the synchronous ones show
+// sync. It is for the local and compose backends; Patroni converges on its
+// own.
+func (c *Cluster) Converge(ctx context.Context) error {
+	if c.orchestrator != nil {
+		return fmt.Errorf("testcluster: converge: the %s backend manages its nodes itself", c.opts.Backend)
+	}
+	begin := time.Now()
+	master := c.Master()
+	for _, n := range c.nodes {
+		// Quietly: most of these undo nothing.
+		n.opMu.Lock()
+		err := errors.Join(n.drv.heal(), n.drv.setLatency(0))
+		if err == nil && n.drv.running() {
+			err = n.drv.resume()
+		}
+		n.opMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("testcluster: converge: %s: %w", n.name, err)
+		}
+	}
+	if !master.Running() {
+		if err := master.Start(); err != nil {
+			return fmt.Errorf("testcluster: converge: %w", err)
+		}
+	}
+	var tli int
+	if err := master.queryRow(ctx, "SELECT "+currentTimeline, &tli); err != nil {
+		return fmt.Errorf("testcluster: converge: timeline of %s: %w", master.name, err)
+	}
+	for _, n := range c.nodes {
+		if n == master {
+			continue
+		}
+		if !n.Running() && n.standby.Load() {
+			if err := n.Start(); err != nil {
+				return fmt.Errorf("testcluster: converge: %w", err)
+			}
+		}
+		if n.Running() && n.standby.Load() && c.streamsFrom(ctx, n, master) {
+			// A replica that was fine, restarted or healed streams again
+			// within moments.
+			waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := c.waitFollowsMaster(waitCtx, n, master, tli)
+			cancel()
+			if err == nil {
+				continue
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("testcluster: converge: %w", err)
+			}
+			c.opts.Logf("testcluster: converge: %v; rebuilding it", err)
+		}
+		if err := c.rebuildStandby(ctx, n, master); err != nil {
+			return fmt.Errorf("testcluster: converge: %w", err)
+		}
+	}
+	c.mu.Lock()
+	prevSync := slices.Clone(c.syncNames)
+	c.mu.Unlock()
+	var candidates []string
+	for _, name := range prevSync {
+		if name != master.name {
+			candidates = append(candidates, name)
+		}
+	}
+	for _, n := range c.nodes {
+		if n != master && !slices.Contains(candidates, n.name) {
+			candidates = append(candidates, n.name)
+		}
+	}
+	k := min(c.opts.SyncReplicas, len(candidates))
+	if err := c.setSync(ctx, master, candidates[:k]); err != nil {
+		return fmt.Errorf("testcluster: converge: %w", err)
+	}
+	c.opts.Logf("testcluster: converged on %s in %s: %s", master.name, time.Since(begin).Round(time.Millisecond), c.layout())
+	return nil
+}
+
+// streamsFrom reports whether replica n is configured to stream from
+// master (a replica left behind by a promotion still names the old one).
+func (c *Cluster) streamsFrom(ctx context.Context, n, master *Node) bool {
+	var conninfo string
+	err := n.queryRow(ctx, "SHOW primary_conninfo", &conninfo)
+	return err == nil && conninfo == master.drv.primaryConnInfo(n.name)
+}
+
+// waitFollowsMaster waits until replica n streams on timeline tli and
+// master lists it as streaming.
+func (c *Cluster) waitFollowsMaster(ctx context.Context, n, master *Node, tli int) error {
+	ticker := time.NewTicker(20 * time.Millisecond)
+	defer ticker.Stop()
+	last := "no walreceiver"
+	for {
+		var status string
+		var received int
+		err := n.queryRow(ctx, "SELECT status, coalesce(received_tli, 0) FROM pg_stat_wal_receiver", &status, &received)
+		switch {
+		case err == nil && status == "streaming" && received == tli:
+			var listed bool
+			err = master.queryRow(ctx, "SELECT EXISTS (SELECT FROM pg_stat_replication WHERE application_name = '"+n.name+"' AND state = 'streaming')", &listed)
+			if err == nil && listed {
+				return nil
+			}
+			last = fmt.Sprintf("streaming on timeline %d, not listed by %s", tli, master.name)
+		case err == nil:
+			last = fmt.Sprintf("walreceiver %s on timeline %d", status, received)
+		case !errors.Is(err, pgx.ErrNoRows):
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s does not stream from %s on timeline %d (%s)", n.name, master.name, tli, last)
+		case <-ticker.C:
+		}
+	}
+}
+
 // rebuildStandby stops n, rewinds it from primary, makes it a standby of
 // primary, starts it and waits until it streams.
 func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
@@ -368,6 +499,7 @@ func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
 	if err := n.drv.makeStandby(primary); err != nil {
 		return fmt.Errorf("%s: %w", n.name, err)
 	}
+	n.standby.Store(true)
 	if err := n.drv.start(ctx); err != nil {
 		return fmt.Errorf("start %s: %w", n.name, err)
 	}

@@ -23,6 +23,11 @@ type Node struct {
 	opMu sync.Mutex // serializes chaos operations on this node
 
 	promotedAt atomic.Int64 // unix nanoseconds, when Promote last returned
+
+	// standby: the data directory is configured as a standby (set when
+	// the cluster starts and by a rebuild, cleared by Promote). A stopped
+	// standby is started as it is; a stopped former master is rewound.
+	standby atomic.Bool
 }
 
 // PromotedAt is when the last Promote of this node (by Promote or Failover)
@@ -147,6 +152,7 @@ func (n *Node) Promote(ctx context.Context) error {
 			}
 		}
 		n.promotedAt.Store(time.Now().UnixNano())
+		n.standby.Store(false)
 		n.c.mu.Lock()
 		n.c.master, n.c.syncNames = n, nil
 		n.c.mu.Unlock()

@@ -516,3 +516,50 @@ func TestFailoverRewindsAReplicaAhead(t *testing.T) {
 	assert.True(t, slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "n3 replayed past") }),
 		"n3 was found ahead and rewound at once: %q", logs)
 }
+
+// TestConvergeAfterOrphaningAndRoguePromotion leaves the cluster in the
+// states a fault schedule does (a dead master, an orphaned replica following
+// it, a promotion while the master runs, a partitioned replica of the stale
+// master) and checks that Converge brings every node back as a replica of
+// the current master, with a synchronous one.
+func TestConvergeAfterOrphaningAndRoguePromotion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	_, err := connect(t, ctx, n1.DSN()).Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+
+	// The master dies; only the sync replica is promoted: n3 still
+	// follows the dead n1.
+	require.NoError(t, n1.Kill())
+	require.NoError(t, n2.Promote(ctx))
+	_, err = connect(t, ctx, n2.DSN()).Exec(ctx, "INSERT INTO t VALUES (2)")
+	require.NoError(t, err)
+	require.NoError(t, c.Converge(ctx))
+	assert.Equal(t, n2, c.Master())
+	assert.Equal(t, map[string]string{"n1": "sync", "n3": "async"}, replication(t, ctx, n2),
+		"the dead master and the orphan stream from n2, one of them synchronous")
+	assert.True(t, inRecovery(t, ctx, n1.DSN()))
+	waitRow(t, ctx, n1.DSN(), 2)
+	waitRow(t, ctx, n3.DSN(), 2)
+
+	// n1, n2's sync replica, is promoted while n2 runs; n3 is cut off,
+	// still a replica of the now stale n2.
+	require.NoError(t, n3.Partition())
+	require.NoError(t, n1.Promote(ctx))
+	_, err = connect(t, ctx, n1.DSN()).Exec(ctx, "INSERT INTO t VALUES (3)")
+	require.NoError(t, err)
+	require.NoError(t, c.Converge(ctx))
+	assert.Equal(t, n1, c.Master())
+	st := c.Status(ctx)
+	require.Len(t, st, 3)
+	assert.Equal(t, []string{"master", "sync", "async"}, []string{st[0].Role, st[1].Role, st[2].Role},
+		"the stale master n2 and n3 rebuilt as replicas of n1: %+v", st)
+	assert.Equal(t, st[0].Timeline, st[1].Timeline)
+	assert.Equal(t, st[0].Timeline, st[2].Timeline)
+	waitRow(t, ctx, n2.DSN(), 3)
+	waitRow(t, ctx, n3.DSN(), 3)
+	_, err = connect(t, ctx, n1.DSN()).Exec(ctx, "INSERT INTO t VALUES (4)")
+	require.NoError(t, err, "synchronous commit works: the sync replica answers")
+}
