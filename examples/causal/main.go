@@ -47,11 +47,9 @@ func run(ctx context.Context) error {
 		return err
 	}
 	// Every replica has the row before one of them is paused.
-	seeded, err := m.CurrentLSN(ctx)
-	if err != nil {
-		return err
-	}
-	if err := democluster.WaitReplayed(ctx, m, seeded); err != nil {
+	caughtUp, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := m.WaitCaughtUp(caughtUp); err != nil {
 		return err
 	}
 	if dc.C != nil {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgxha/pgxha/examples/internal/democluster"
 	"github.com/pgxha/pgxha/hasql"
 	"github.com/pgxha/pgxha/testcluster"
 )
@@ -63,13 +62,9 @@ func run(ctx context.Context) error {
 	if _, err := m.Master().Exec(ctx, `CREATE TABLE IF NOT EXISTS quickstart (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT now())`); err != nil {
 		return err
 	}
-	// The replicas replay the new table a moment later: wait until the
-	// manager's checks see every replica past it, so that reads find it.
-	created, err := m.CurrentLSN(ctx)
-	if err != nil {
-		return err
-	}
-	if err := democluster.WaitReplayed(ctx, m, created); err != nil {
+	// The replicas replay the new table a moment later: wait until every
+	// replica has, so that reads find it.
+	if err := m.WaitCaughtUp(readyCtx); err != nil {
 		return err
 	}
 	for i := 1; i <= 3; i++ {

@@ -1,7 +1,6 @@
 // Package democluster gives the examples a cluster: PGXHA_DSN when set,
 // otherwise an embedded local one (1 master, 1 sync replica, 1 async
-// replica) that Stop removes. WaitReplayed lets an example wait for the
-// replicas to catch up before it reads from them.
+// replica) that Stop removes.
 package democluster
 
 import (
@@ -10,7 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/pgxha/pgxha/hasql"
 	"github.com/pgxha/pgxha/testcluster"
 )
 
@@ -39,30 +37,5 @@ func Start(ctx context.Context) (*Cluster, error) {
 func (c *Cluster) Stop() {
 	if c.C != nil {
 		c.C.Stop()
-	}
-}
-
-// WaitReplayed waits, 10s at most, until every replica's last check shows
-// it replayed lsn.
-func WaitReplayed(ctx context.Context, m *hasql.Manager, lsn hasql.LSN) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		behind := ""
-		for _, n := range m.Nodes() {
-			if n.Role.IsReplica() && n.LSN < lsn {
-				behind = n.Addr
-			}
-		}
-		if behind == "" {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("replica %s did not replay %s: %w", behind, lsn, ctx.Err())
-		case <-tick.C:
-		}
 	}
 }
