@@ -82,15 +82,49 @@ type Result struct {
 	ReplayPaused bool
 	// ServerTime is clock_timestamp() on the node.
 	ServerTime time.Time
-	// Timeline is the node's timeline: of the WAL it writes on a master, of
-	// the WAL it receives (or last replayed) on a replica.
+	// Timeline is the node's timeline: of the WAL it writes on a master; on
+	// a replica, of the WAL it receives or, with no walreceiver to tell (or
+	// none the check user may see), the newest of its last restartpoint's
+	// and its minimum recovery point's timelines, which can be older than
+	// the WAL it replays.
 	Timeline uint32
 	// Name is how the node appears in its master's pg_stat_replication: the
 	// application_name of its walreceiver (from primary_conninfo), else its
 	// cluster_name. Empty when neither is known.
 	Name string
-	// Replicas lists pg_stat_replication; only a master reports it.
+	// ReceiveTimeline is, on a replica, the timeline of the WAL its
+	// walreceiver last received (pg_stat_wal_receiver.received_tli); 0 when
+	// no walreceiver runs or the check user may not see it. Timeline falls
+	// back to the last restartpoint's timeline then, which can be older.
+	ReceiveTimeline uint32
+	// SystemID is pg_control_system().system_identifier: the same on every
+	// node of one cluster (replicas are copies of the master), different
+	// for a cluster made by another initdb.
+	SystemID uint64
+	// StartTime is pg_postmaster_start_time(): with SystemID it tells one
+	// server from another, so that a server reached through two addresses
+	// is known to be one.
+	StartTime time.Time
+	// Replicas lists pg_stat_replication: the replicas that stream from
+	// this node (from a master, or from a replica that cascades).
 	Replicas []Replica
+}
+
+// ServerID identifies one running server: its cluster's system identifier
+// and its postmaster's start time. Two addresses that reach the same server
+// have the same ServerID; two servers of one cluster do not. Zero when
+// either is unknown.
+type ServerID struct {
+	SystemID  uint64
+	StartTime int64 // unix microseconds
+}
+
+// Server returns r's ServerID.
+func (r Result) Server() ServerID {
+	if r.SystemID == 0 || r.StartTime.IsZero() {
+		return ServerID{}
+	}
+	return ServerID{SystemID: r.SystemID, StartTime: r.StartTime.UnixMicro()}
 }
 
 // Replica is one row of a master's pg_stat_replication.
@@ -102,7 +136,8 @@ type Replica struct {
 	// State is the walsender state: startup, catchup, streaming, backup,
 	// stopping.
 	State string
-	// SyncState is async, potential, sync or quorum.
+	// SyncState is async, potential, sync or quorum; "" when the check user
+	// may not see it (no pg_monitor).
 	SyncState string
 	SentLSN   LSN
 	FlushLSN  LSN

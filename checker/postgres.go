@@ -13,9 +13,11 @@ import (
 
 // PostgreSQL returns the checker for PostgreSQL 12 and newer. It reads
 // everything in one round trip. The check user sees replicas' details in
-// pg_stat_replication and the walreceiver's conninfo only as a superuser or
-// with the pg_monitor role; without them replicas cannot be told sync from
-// async and are reported async.
+// pg_stat_replication (sync_state, addresses, LSNs) and the walreceiver's
+// conninfo and timeline only as a superuser or with the pg_monitor role;
+// without them the rows still name the replicas, their sync state is
+// reported as unknown (SyncState ""), and a replica's timeline is that of
+// its last restartpoint (ReceiveTimeline 0).
 func PostgreSQL() Checker { return postgresChecker{} }
 
 type postgresChecker struct{}
@@ -37,12 +39,15 @@ const (
 	CASE WHEN r.rec THEN pg_is_wal_replay_paused() ELSE false END,
 	clock_timestamp(),
 	CASE WHEN r.rec THEN coalesce((SELECT received_tli::int8 FROM pg_stat_wal_receiver),
-	                              (SELECT timeline_id::int8 FROM pg_control_checkpoint()))
+	                              greatest((SELECT timeline_id::int8 FROM pg_control_checkpoint()),
+	                                       (SELECT min_recovery_end_timeline::int8 FROM pg_control_recovery())))
 	     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
 	current_setting('cluster_name'),
 	(SELECT conninfo FROM pg_stat_wal_receiver),
-	CASE WHEN r.rec THEN NULL ELSE (
-		SELECT json_agg(json_build_object(
+	(SELECT system_identifier FROM pg_control_system()),
+	pg_postmaster_start_time(),
+	CASE WHEN r.rec THEN (SELECT received_tli::int8 FROM pg_stat_wal_receiver) END,
+	(SELECT json_agg(json_build_object(
 			'a', application_name,
 			'c', host(client_addr),
 			's', state,
@@ -51,7 +56,7 @@ const (
 			'fl', (flush_lsn - '0/0'::pg_lsn)::int8,
 			'rl', (replay_lsn - '0/0'::pg_lsn)::int8,
 			'lag', (extract(epoch FROM replay_lag) * 1000000)::int8))::text
-		FROM pg_stat_replication) END`
+		FROM pg_stat_replication)`
 	checkFrom = `FROM (SELECT pg_is_in_recovery() AS rec) r`
 
 	// checkSQL reads a node's state in one statement.
@@ -85,6 +90,9 @@ type checkRow struct {
 	timeline            *int64
 	clusterName         *string
 	receiverConn, repls *string
+	systemID            *int64
+	startTime           *time.Time
+	receivedTLI         *int64
 	// inRecovery, readOnly, replayPaused and serverTime are nullable so that
 	// the row of a WatchAndCheck cut short by a promotion (all NULL) scans.
 	inRecovery, readOnly, replayPaused *bool
@@ -93,7 +101,7 @@ type checkRow struct {
 
 func (c *checkRow) dest() []any {
 	return []any{&c.inRecovery, &c.readOnly, &c.lsn, &c.receiveLSN, &c.replayTime, &c.replayPaused,
-		&c.serverTime, &c.timeline, &c.clusterName, &c.receiverConn, &c.repls}
+		&c.serverTime, &c.timeline, &c.clusterName, &c.receiverConn, &c.systemID, &c.startTime, &c.receivedTLI, &c.repls}
 }
 
 func (c *checkRow) result() (Result, error) {
@@ -110,6 +118,15 @@ func (c *checkRow) result() (Result, error) {
 	}
 	if c.timeline != nil && *c.timeline > 0 {
 		res.Timeline = uint32(*c.timeline)
+	}
+	if c.systemID != nil {
+		res.SystemID = uint64(*c.systemID)
+	}
+	if c.startTime != nil {
+		res.StartTime = *c.startTime
+	}
+	if c.receivedTLI != nil && *c.receivedTLI > 0 && *c.receivedTLI <= math.MaxUint32 {
+		res.ReceiveTimeline = uint32(*c.receivedTLI)
 	}
 	res.Name = str(c.clusterName)
 	if c.receiverConn != nil {

@@ -128,7 +128,7 @@ func TestCheckers(t *testing.T) {
 			return st[0].Role == hasql.RoleMaster && st[1].Role == hasql.RoleSyncReplica && st[2].Role == hasql.RoleAsyncReplica
 		}, time.Minute, 10*time.Millisecond)
 		out := logs.String()
-		assert.Contains(t, out, "from=async to=sync", "n2 was first seen as async, before its master (the test's premise)")
+		assert.Contains(t, out, "from=replica to=sync", "n2 was first seen as a replica of unknown sync state, before its master (the test's premise)")
 		assert.NotContains(t, out, "level=INFO", "start-up logs at Debug only:\n%s", out)
 	})
 

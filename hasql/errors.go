@@ -1,6 +1,7 @@
 package hasql
 
 import (
+	"context"
 	"errors"
 	"strings"
 )
@@ -15,6 +16,9 @@ var (
 	// ErrSplitBrain: more than one node is writable and their timelines do
 	// not tell which is the master. Writes are refused until it resolves.
 	ErrSplitBrain = errors.New("hasql: split brain")
+	// ErrStaleMaster: the only writable nodes are on an older timeline than
+	// one the Manager has seen; writes are refused (see StaleMasterError).
+	ErrStaleMaster = errors.New("hasql: stale master")
 )
 
 // NoNodeError is returned by acquires that found no qualifying node before
@@ -73,13 +77,17 @@ func errString(err error) string {
 	return err.Error()
 }
 
+// Unwrap returns the target (ErrNoMaster or ErrNoReplica), the cause and
+// each node's last error except those that are a context's: a check that
+// timed out must not make errors.Is(err, context.DeadlineExceeded) true when
+// it was the caller who cancelled.
 func (e *NoNodeError) Unwrap() []error {
 	errs := []error{e.Target}
 	if e.Cause != nil {
 		errs = append(errs, e.Cause)
 	}
 	for _, n := range e.Nodes {
-		if n.LastError != nil {
+		if n.LastError != nil && !errors.Is(n.LastError, context.DeadlineExceeded) && !errors.Is(n.LastError, context.Canceled) {
 			errs = append(errs, n.LastError)
 		}
 	}
@@ -99,6 +107,25 @@ func (e *SplitBrainError) Error() string {
 }
 
 func (e *SplitBrainError) Unwrap() error { return ErrSplitBrain }
+
+// StaleMasterError refuses writes while the only writable nodes are on a
+// timeline older than the newest the Manager has seen in the cluster: what
+// was written on the newer timeline is not on them. It unwraps to
+// ErrStaleMaster. See Manager.ForgetTimeline for the way out.
+type StaleMasterError struct {
+	// Nodes are the stale masters, "host:port (timeline N)".
+	Nodes []string
+	// Timeline is the newest timeline seen.
+	Timeline uint32
+}
+
+func (e *StaleMasterError) Error() string {
+	return "hasql: stale master: " + strings.Join(e.Nodes, " and ") + " writable on an older timeline than the cluster's " +
+		uitoa(e.Timeline) + "; refusing writes (rewind it to rejoin as a replica, promote a replica on timeline " +
+		uitoa(e.Timeline) + ", or call ForgetTimeline to give up what was written there)"
+}
+
+func (e *StaleMasterError) Unwrap() error { return ErrStaleMaster }
 
 func uitoa(v uint32) string {
 	if v == 0 {

@@ -2,130 +2,90 @@ package hasql
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // lsnSQL reads a position as an integer, which every pgx version scans.
+// The master's position is its WAL insert position: after a commit returns,
+// it is past the commit record even with synchronous_commit off, when
+// pg_current_wal_lsn() (the write position) may still be short of it.
 const (
-	currentLSNSQL = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8"
+	currentLSNSQL = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8"
 	replayLSNSQL  = "SELECT (coalesce(pg_last_wal_replay_lsn(), '0/0'::pg_lsn) - '0/0'::pg_lsn)::int8"
 )
 
-// RowQuerier is anything that runs a one-row query: a pgx.Tx, a *pgx.Conn,
-// a *pgxpool.Conn, a *pgxpool.Pool or a *Querier.
+// RowQuerier is anything that runs a one-row query: a *pgx.Conn, a
+// *pgxpool.Conn, a *pgxpool.Pool or a *Querier.
 type RowQuerier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// CurrentLSN returns pg_current_wal_lsn() read through q, which must reach
-// the master. Called on the connection (or in the transaction) that wrote,
-// after the commit, it is at or past the commit's LSN: pass it to MinLSN to
-// read your own writes from a replica.
+// CurrentLSN returns the master's WAL insert position read through q, which
+// must reach the master. Read after a commit returned (on any connection to
+// that master), it is at or past the commit's record: pass it to MinLSN to
+// read your own writes from a replica. Inside a transaction it is short of
+// the commit that is still to come: use CommitLSN for that.
 func CurrentLSN(ctx context.Context, q RowQuerier) (LSN, error) {
 	var v int64
 	if err := q.QueryRow(ctx, currentLSNSQL).Scan(&v); err != nil {
-		return 0, fmt.Errorf("hasql: pg_current_wal_lsn: %w", err)
+		return 0, fmt.Errorf("hasql: pg_current_wal_insert_lsn: %w", err)
 	}
 	return LSN(v), nil
 }
 
-// CurrentLSN returns the master's current WAL position; see the function
-// CurrentLSN.
+// CurrentLSN returns the master's current WAL insert position; see the
+// function CurrentLSN.
 func (m *Manager) CurrentLSN(ctx context.Context) (LSN, error) {
 	return CurrentLSN(ctx, m.Master())
 }
 
-// acquireMinLSN acquires a replica that has replayed o.minLSN: first among
-// those whose last check shows it, then by asking candidates on the
-// connection itself. It polls, backing off from 1ms to 50ms, until one has
-// caught up; after o.minLSNWait it falls back to the master with
-// FallbackToMaster, otherwise it keeps trying until ctx ends.
-func (m *Manager) acquireMinLSN(ctx context.Context, o *replicaOptions) (*pgxpool.Conn, error) {
-	var start time.Time
-	if m.tel.timed() {
-		start = time.Now()
+// ErrCommitLSNPoolTx is returned by CommitLSN for a transaction begun on a
+// *pgxpool.Pool: its connection goes back to the pool on commit, before the
+// position could be read on it.
+var ErrCommitLSNPoolTx = errors.New("hasql: CommitLSN: a transaction begun on a *pgxpool.Pool releases its connection on commit; begin it on m.Master(), a *pgxpool.Conn or a *pgx.Conn")
+
+// CommitLSN commits tx and returns a WAL position at or past its commit
+// record, read on the same connection right after the commit: pass it to
+// MinLSN to read the transaction's writes from a replica.
+//
+//	tx, _ := m.Master().Begin(ctx)
+//	... tx.Exec(ctx, "INSERT ...") ...
+//	lsn, err := hasql.CommitLSN(ctx, tx)
+//	row := m.Replica(hasql.MinLSN(lsn)).QueryRow(ctx, "SELECT ...")
+//
+// It takes transactions from a Querier (m.Master().Begin), a *pgxpool.Conn
+// or a *pgx.Conn; one begun on a *pgxpool.Pool is refused before it commits
+// (ErrCommitLSNPoolTx), with nothing done. If the commit fails, its error is
+// returned as Commit's; if the commit succeeded but the position could not
+// be read, the error says so and the transaction is committed.
+func CommitLSN(ctx context.Context, tx pgx.Tx) (LSN, error) {
+	if rt, ok := tx.(*routedTx); ok {
+		if err := rt.Tx.Commit(ctx); err != nil {
+			rt.once.Do(rt.conn.Release)
+			return 0, err
+		}
+		lsn, err := CurrentLSN(ctx, rt.conn)
+		rt.once.Do(rt.conn.Release)
+		return lsn, committedErr(err)
 	}
-	ctx, span := m.tel.startAcquire(ctx, targetReplica)
-	conn, n, err := m.minLSNLoop(ctx, o)
-	m.tel.acquired(ctx, targetReplica, n, start, span, err)
-	return conn, err
+	if _, ok := tx.(*pgxpool.Tx); ok {
+		return 0, ErrCommitLSNPoolTx
+	}
+	conn := tx.Conn()
+	if err := tx.Commit(ctx); err != nil {
+		return 0, err
+	}
+	lsn, err := CurrentLSN(ctx, conn)
+	return lsn, committedErr(err)
 }
 
-func (m *Manager) minLSNLoop(ctx context.Context, o *replicaOptions) (*pgxpool.Conn, *node, error) {
-	deadline := time.Now().Add(o.minLSNWait)
-	others := *o
-	others.minLSN = 0
-	others.fallback = false
-	pause := time.Millisecond
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		s := m.snap.Load()
-		if s.closed {
-			return nil, nil, ErrClosed
-		}
-		// Replicas whose last check is at or past the LSN.
-		if set := m.customSet(s, o); len(set.nodes) > 0 {
-			n := set.nodes[set.pick()]
-			conn, err := n.pool.Acquire(ctx)
-			if err == nil {
-				if m.countInUse {
-					n.inUse.Add(1)
-				}
-				return conn, n, nil
-			}
-			if ctx.Err() != nil {
-				return nil, nil, m.noNode(targetReplica, ctx.Err())
-			}
-			n.acquireFailed(err)
-		}
-		// The others: ask each on a connection.
-		set, _ := m.candidates(s, targetReplica, &others, nil)
-		for i := range set.nodes {
-			n := set.nodes[(set.pick()+i)%len(set.nodes)]
-			conn, err := n.pool.Acquire(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, nil, m.noNode(targetReplica, ctx.Err())
-				}
-				n.acquireFailed(err)
-				continue
-			}
-			if m.countInUse {
-				n.inUse.Add(1)
-			}
-			var replay int64
-			if err := conn.QueryRow(ctx, replayLSNSQL).Scan(&replay); err == nil && LSN(replay) >= o.minLSN {
-				for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
-				}
-				return conn, n, nil
-			}
-			conn.Release()
-		}
-		if o.fallback && !time.Now().Before(deadline) {
-			conn, n, err := m.acquireLoop(ctx, targetMaster, nil, nil, nil, nil)
-			return conn, n, err
-		}
-		if timer == nil {
-			timer = time.NewTimer(pause)
-		} else {
-			timer.Reset(pause)
-		}
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			return nil, nil, m.noNode(targetReplica, ctx.Err())
-		case <-m.closed:
-			return nil, nil, ErrClosed
-		}
-		pause = min(2*pause, 50*time.Millisecond)
+func committedErr(err error) error {
+	if err == nil {
+		return nil
 	}
+	return fmt.Errorf("hasql: CommitLSN: committed, but the position could not be read: %w", err)
 }

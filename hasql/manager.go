@@ -9,9 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/pgxha/pgxha/balancer"
 )
 
@@ -59,6 +56,16 @@ type Manager struct {
 	everHadMaster bool
 	// What the last rebuild derived roles from (see rebuildLocked).
 	built builtFrom
+	// cluster is the system identifier of the first master seen, timeline
+	// the highest timeline seen on any of the cluster's nodes: a writable
+	// node below it is a stale master (see electLocked, ForgetTimeline).
+	cluster       uint64
+	timeline      uint32
+	staleReported string  // the stale masters last logged
+	ignoreAhead   uint32  // after ForgetTimeline: replicas ahead of writable nodes up to this timeline do not make them stale
+	follows       []*node // scratch for rebuildLocked
+
+	closedFlag atomic.Bool // Close has begun
 }
 
 // New parses connString (see ParseConfig), applies opts and makes a
@@ -140,6 +147,16 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 // ErrClosed. Close is safe to call more than once.
 func (m *Manager) Close() {
 	m.closeOnce.Do(func() {
+		m.closedFlag.Store(true)
+		// The last snapshot: closed, and its changed channel closed too, so
+		// that Changed after Close never blocks. Acquires that load it
+		// return ErrClosed.
+		last := &snapshot{changed: make(chan struct{}), closed: true}
+		close(last.changed)
+		m.mu.Lock()
+		old := m.snap.Swap(last)
+		m.mu.Unlock()
+		close(old.changed)
 		close(m.closed)
 		m.cancel()
 		m.wg.Wait()
@@ -147,8 +164,6 @@ func (m *Manager) Close() {
 			n.pool.Close()
 		}
 		m.tel.close()
-		old := m.snap.Swap(&snapshot{changed: make(chan struct{}), closed: true})
-		close(old.changed)
 	})
 }
 
@@ -169,7 +184,8 @@ func (m *Manager) Nodes() []NodeStatus {
 
 // Changed returns a channel that is closed the next time the manager's
 // routing view changes: a node goes down or up, a role changes, a replica
-// crosses the default lag limits. Call it again after each change.
+// crosses the default lag limits. Call it again after each change. After
+// Close it returns a closed channel.
 func (m *Manager) Changed() <-chan struct{} { return m.snap.Load().changed }
 
 // WaitReady waits until the cluster has at least masters masters (0 or 1)
@@ -204,208 +220,4 @@ func (m *Manager) WaitReady(ctx context.Context, masters, replicas int) error {
 				ctx.Err(), masters, replicas, haveMasters, haveReplicas, strings.Join(parts, "; "))
 		}
 	}
-}
-
-// AcquireMaster returns a connection to the master from its pool. With no
-// master it waits for one (without polling: it wakes when the manager's view
-// changes) until ctx ends, then returns a *NoNodeError that unwraps to
-// ErrNoMaster, ctx's error and each node's last error. During a split brain
-// it returns a *SplitBrainError at once. Release the connection when done.
-func (m *Manager) AcquireMaster(ctx context.Context) (*pgxpool.Conn, error) {
-	return m.acquireFast(ctx, targetMaster, nil)
-}
-
-// acquireFast is the path of an acquire from a prepared candidate set (the
-// master, the replicas, the sync replicas) while telemetry is off: the set,
-// the balancer's pick, the pool; no allocation, no lock. Anything unusual (no
-// candidate, an error, a split brain, options that need a set of their own,
-// telemetry on) goes to acquire, which handles it. o is not retained: the
-// slow path takes a copy, so that a caller's options on its stack stay
-// there.
-func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) (*pgxpool.Conn, error) {
-	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || !o.custom()) {
-		i := setMaster
-		if t == targetReplica {
-			if i = s.replicaSet(o); len(s.sets[i].nodes) == 0 && s.fallsBack(o) {
-				i = setMaster
-			}
-		}
-		if cs := &s.sets[i]; len(cs.nodes) > 0 {
-			n := cs.nodes[cs.pick()]
-			conn, err := n.pool.Acquire(ctx)
-			if err == nil {
-				if m.countInUse {
-					n.inUse.Add(1)
-				}
-				return conn, nil
-			}
-			if ctx.Err() == nil && m.ctx.Err() == nil {
-				n.acquireFailed(err)
-				return m.acquireExcluding(ctx, t, copyOptions(o), n, err)
-			}
-		}
-	}
-	return m.acquire(ctx, t, copyOptions(o))
-}
-
-// copyOptions returns a copy of o on the heap (nil for nil).
-func copyOptions(o *replicaOptions) *replicaOptions {
-	if o == nil {
-		return nil
-	}
-	c := *o
-	return &c
-}
-
-// AcquireReplica returns a connection to a replica that satisfies opts,
-// picked by the balancer. With no qualifying replica it falls back to the
-// master with FallbackToMaster, and otherwise waits like AcquireMaster, then
-// returns a *NoNodeError that unwraps to ErrNoReplica.
-func (m *Manager) AcquireReplica(ctx context.Context, opts ...ReplicaOption) (*pgxpool.Conn, error) {
-	if len(opts) == 0 {
-		return m.acquireFast(ctx, targetReplica, nil)
-	}
-	var o replicaOptions
-	applyOptions(&o, opts)
-	if o.minLSN != 0 {
-		return m.acquireMinLSN(ctx, copyOptions(&o))
-	}
-	return m.acquireFast(ctx, targetReplica, &o)
-}
-
-type target int
-
-const (
-	targetMaster target = iota
-	targetReplica
-)
-
-func (t target) String() string {
-	if t == targetMaster {
-		return "master"
-	}
-	return "replica"
-}
-
-func (t target) err() error {
-	if t == targetMaster {
-		return ErrNoMaster
-	}
-	return ErrNoReplica
-}
-
-// acquire picks a node for t and acquires a connection from its pool. A
-// node whose pool fails is reported (its check runs at once) and the next
-// candidate is tried, at most a few times per node.
-func (m *Manager) acquire(ctx context.Context, t target, o *replicaOptions) (*pgxpool.Conn, error) {
-	var start time.Time
-	if m.tel.timed() {
-		start = time.Now()
-	}
-	ctx, span := m.tel.startAcquire(ctx, t)
-	conn, n, err := m.acquireLoop(ctx, t, o, span, nil, nil)
-	m.tel.acquired(ctx, t, n, start, span, err)
-	return conn, err
-}
-
-// acquireExcluding is acquire after failed's pool failed with failErr.
-func (m *Manager) acquireExcluding(ctx context.Context, t target, o *replicaOptions, failed *node, failErr error) (*pgxpool.Conn, error) {
-	var start time.Time
-	if m.tel.timed() {
-		start = time.Now()
-	}
-	ctx, span := m.tel.startAcquire(ctx, t)
-	conn, n, err := m.acquireLoop(ctx, t, o, span, []*node{failed}, fmt.Errorf("%s: %w", failed.cfg.Addr, failErr))
-	m.tel.acquired(ctx, t, n, start, span, err)
-	return conn, err
-}
-
-func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error) (*pgxpool.Conn, *node, error) {
-	maxFailures := 2 * len(m.nodes)
-	for failures := 0; failures <= maxFailures; {
-		s := m.snap.Load()
-		if s.closed {
-			return nil, nil, ErrClosed
-		}
-		set, err := m.candidates(s, t, o, excluded)
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(set.nodes) == 0 {
-			if len(excluded) > 0 {
-				// Every candidate failed: give the checks a moment to
-				// change the view, then try them all again.
-				if !m.waitChange(ctx, s, m.cfg.CheckTimeout) {
-					if ctx.Err() == nil && m.ctx.Err() == nil {
-						return nil, nil, fmt.Errorf("hasql: acquire %s: %w", t, lastErr)
-					}
-				}
-				excluded = excluded[:0]
-				if err := m.acquireDone(ctx, t); err != nil {
-					return nil, nil, err
-				}
-				continue
-			}
-			select {
-			case <-s.changed:
-				if span != nil {
-					span.AddEvent(EventViewChanged)
-				}
-				continue
-			case <-m.closed:
-				return nil, nil, ErrClosed
-			case <-ctx.Done():
-				return nil, nil, m.noNode(t, ctx.Err())
-			}
-		}
-		n := set.nodes[set.pick()]
-		conn, err := n.pool.Acquire(ctx)
-		if err == nil {
-			if m.countInUse {
-				n.inUse.Add(1)
-			}
-			return conn, n, nil
-		}
-		if ctx.Err() != nil {
-			return nil, n, fmt.Errorf("hasql: acquire %s from %s: %w", t, n.cfg.Addr, err)
-		}
-		if m.ctx.Err() != nil {
-			return nil, n, ErrClosed
-		}
-		n.acquireFailed(err)
-		lastErr = fmt.Errorf("%s: %w", n.cfg.Addr, err)
-		excluded = append(excluded, n)
-		failures++
-	}
-	return nil, nil, fmt.Errorf("hasql: acquire %s: gave up after %d failed attempts: %w", t, maxFailures+1, lastErr)
-}
-
-func (m *Manager) acquireDone(ctx context.Context, t target) error {
-	select {
-	case <-m.closed:
-		return ErrClosed
-	case <-ctx.Done():
-		return m.noNode(t, ctx.Err())
-	default:
-		return nil
-	}
-}
-
-// waitChange waits up to d for the snapshot after s; it reports whether the
-// view changed.
-func (m *Manager) waitChange(ctx context.Context, s *snapshot, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-s.changed:
-		return true
-	case <-timer.C:
-	case <-ctx.Done():
-	case <-m.closed:
-	}
-	return false
-}
-
-func (m *Manager) noNode(t target, cause error) error {
-	return &NoNodeError{Target: t.err(), Cause: cause, Nodes: m.Nodes()}
 }

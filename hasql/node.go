@@ -34,6 +34,8 @@ type node struct {
 	lagNanos    atomic.Int64
 	lagKnown    atomic.Bool
 	sync        atomic.Bool
+	mayWrite    atomic.Bool // writable at its last check: a statement may have written
+	replica     atomic.Bool // a replica that follows the master (a role that serves reads)
 	suspect     atomic.Bool
 	watchable   atomic.Bool // the last check found a replica: watch for its promotion
 	watching    atomic.Bool // the promotion watcher runs now
@@ -76,6 +78,42 @@ type nodeView struct {
 	remoteIP   string
 	partial    bool // res comes from the promotion watcher, not a full check
 	settled    bool // a role was derived with the master known (see roleChanged)
+
+	// Derived by rebuildLocked (see roles.go).
+	aliasOf        *node  // the node that reaches the same server, first in DSN order
+	stale          bool   // writable on a timeline older than the cluster's newest
+	detached       string // why the replica does not follow the master
+	syncUnknown    string // why the replica's sync state is unknown
+	loggedDetached string // what was logged of detached and syncUnknown
+	loggedSync     string
+	severPending   bool // lost master: cut in-flight work once another node is master
+
+	// The node's WAL position (replayed or received, on a replica) at its
+	// last two checks, and when each check ended; when the last began.
+	pos, prevPos     checker.LSN
+	posAt, prevPosAt time.Time
+	checkBegan       time.Time
+}
+
+// posBefore returns the node's WAL position as of its latest check that
+// ended no later than t.
+func (v *nodeView) posBefore(t time.Time) (checker.LSN, bool) {
+	switch {
+	case !v.posAt.IsZero() && !v.posAt.After(t):
+		return v.pos, true
+	case !v.prevPosAt.IsZero() && !v.prevPosAt.After(t):
+		return v.prevPos, true
+	}
+	return 0, false
+}
+
+// aheadOf reports whether x, a replica, had WAL that w, a writable node, had
+// not written when w's last check began, at a check of x that ended before
+// that: x has WAL from another timeline (or another server), so w is not the
+// node x follows.
+func (x *node) aheadOf(w *node) bool {
+	pos, ok := x.view.posBefore(w.view.checkBegan)
+	return ok && pos > w.view.res.LSN
 }
 
 func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, error) {
@@ -285,6 +323,13 @@ func (n *node) acquireFailed(err error) {
 	n.trigger()
 }
 
+// servedAsReplica reports whether a statement run on n could not have
+// written: n is a replica that follows the master now and was not writable
+// at its last check.
+func (n *node) servedAsReplica() bool {
+	return !n.mayWrite.Load() && n.replica.Load()
+}
+
 // withinLag reports whether the node's last known lag is within the limits
 // (0: no limit). With a limit, an unknown lag does not qualify.
 func (n *node) withinLag(maxBytes int64, maxLag time.Duration) bool {
@@ -315,6 +360,10 @@ func (n *node) statusLocked() NodeStatus {
 		Writable:     v.writable,
 		SplitBrain:   v.splitBrain,
 		SyncState:    v.syncState,
+		SyncUnknown:  v.syncUnknown,
+		Detached:     v.detached,
+		StaleMaster:  v.stale,
+		SystemID:     v.res.SystemID,
 		LastCheck:    v.resAt,
 		CheckLatency: v.latency,
 		LastError:    v.lastErr,
@@ -330,6 +379,13 @@ func (n *node) statusLocked() NodeStatus {
 	}
 	if v.role.IsReplica() {
 		st.LagBytes, st.Lag, st.LagKnown, st.LagAt = v.lagBytes, v.lag, v.lagKnown, v.lagAt
+	}
+	if v.aliasOf != nil {
+		st.SameAs = v.aliasOf.cfg.Addr
+	}
+	if n.m.closedFlag.Load() {
+		st.Role, st.Up, st.Suspect, st.Writable = RoleUnknown, false, false, false
+		st.LastError = ErrClosed
 	}
 	return st
 }

@@ -17,10 +17,12 @@ import (
 //	m.Replica().QueryRow(ctx, "SELECT ...").Scan(&v)
 //
 // A statement that failed before anything reached the server is run again
-// on a fresh connection. On a replica, a statement whose connection was lost
-// (the replica crashed, hung or was cut off) is also run again on another
-// replica: a replica cannot have executed a write, so this is safe. At most
-// maxRuns runs, within ctx. A Querier is safe for concurrent use.
+// on a fresh connection. A statement whose connection was lost (the node
+// crashed, hung or was cut off) is also run again when the node that served
+// it was a replica, and had not become writable since: a replica cannot have
+// executed a write. A statement the master served (a replica read that fell
+// back to it included) is not run again. At most maxRuns runs, within ctx. A
+// Querier is safe for concurrent use.
 type Querier struct {
 	m *Manager
 	t target
@@ -46,38 +48,48 @@ func (m *Manager) Replica(opts ...ReplicaOption) *Querier {
 
 // Acquire returns a connection from the node the Querier routes to.
 func (q *Querier) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
-	if q.t == targetReplica && q.o != nil && q.o.minLSN != 0 {
-		return q.m.acquireMinLSN(ctx, q.o)
-	}
-	if q.o != nil && q.o.custom() {
-		return q.m.acquire(ctx, q.t, q.o)
-	}
-	return q.m.acquireFast(ctx, q.t, q.o)
+	conn, _, err := q.m.acquireFast(ctx, q.t, q.o)
+	return conn, err
 }
 
-// retry reports whether a run that failed with err on a connection that is
-// now lost (or not) may run again.
-func (q *Querier) retry(ctx context.Context, run int, err error, lost bool) bool {
+// retry reports whether a run that failed with err on n, whose connection
+// is now lost (or not), may run again: when nothing reached the server, or
+// when n was a replica when it was picked and still is not writable, so it
+// could not have executed a write. The node that served decides, never the
+// target asked for: a replica read that fell back to the master is the
+// master's statement.
+func (q *Querier) retry(ctx context.Context, run int, err error, lost bool, standby bool) bool {
 	if err == nil || run+1 >= maxRuns || ctx.Err() != nil {
 		return false
 	}
 	if pgconn.SafeToRetry(err) {
 		return true
 	}
-	return q.t == targetReplica && lost
+	return lost && standby
+}
+
+// onStandby reports, before a statement runs on conn from n, whether the
+// statement cannot write: n was a replica when it was picked and has not
+// been seen writable since, and the server has not said otherwise on the
+// connection (the in_hot_standby parameter of PostgreSQL 14 and newer, as
+// of the connection's last exchange). A transaction begun in recovery stays
+// read-only even if the server is promoted while it runs.
+func onStandby(conn *pgxpool.Conn, n *node) bool {
+	return n != nil && n.servedAsReplica() && conn.Conn().PgConn().ParameterStatus("in_hot_standby") != "off"
 }
 
 // Exec runs sql on a connection of the target.
 func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	for run := 0; ; run++ {
-		conn, err := q.Acquire(ctx)
+		conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
 		if err != nil {
 			return pgconn.CommandTag{}, err
 		}
+		standby := onStandby(conn, n)
 		tag, err := conn.Exec(ctx, sql, args...)
 		lost := conn.Conn().IsClosed()
 		conn.Release()
-		if !q.retry(ctx, run, err, lost) {
+		if !q.retry(ctx, run, err, lost, standby) {
 			return tag, err
 		}
 	}
@@ -87,17 +99,18 @@ func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 // its pool when the rows are closed or read to the end.
 func (q *Querier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	for run := 0; ; run++ {
-		conn, err := q.Acquire(ctx)
+		conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
 		if err != nil {
 			return nil, err
 		}
+		standby := onStandby(conn, n)
 		rows, err := conn.Query(ctx, sql, args...)
 		if err == nil {
 			return &routedRows{Rows: rows, conn: conn}, nil
 		}
 		lost := conn.Conn().IsClosed()
 		conn.Release()
-		if !q.retry(ctx, run, err, lost) {
+		if !q.retry(ctx, run, err, lost, standby) {
 			return nil, err
 		}
 	}
@@ -142,17 +155,18 @@ func (q *Querier) Begin(ctx context.Context) (pgx.Tx, error) {
 // BeginTx starts a transaction with opts; see Begin.
 func (q *Querier) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
 	for run := 0; ; run++ {
-		conn, err := q.Acquire(ctx)
+		conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
 		if err != nil {
 			return nil, err
 		}
+		standby := onStandby(conn, n)
 		tx, err := conn.BeginTx(ctx, opts)
 		if err == nil {
 			return &routedTx{Tx: tx, conn: conn, once: new(sync.Once)}, nil
 		}
 		lost := conn.Conn().IsClosed()
 		conn.Release()
-		if !q.retry(ctx, run, err, lost) {
+		if !q.retry(ctx, run, err, lost, standby) {
 			return nil, err
 		}
 	}
@@ -191,14 +205,15 @@ type routedRow struct {
 
 func (r *routedRow) Scan(dest ...any) error {
 	for run := 0; ; run++ {
-		conn, err := r.q.Acquire(r.ctx)
+		conn, n, err := r.q.m.acquireFast(r.ctx, r.q.t, r.q.o)
 		if err != nil {
 			return err
 		}
+		standby := onStandby(conn, n)
 		err = conn.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...)
 		lost := conn.Conn().IsClosed()
 		conn.Release()
-		if errors.Is(err, pgx.ErrNoRows) || !r.q.retry(r.ctx, run, err, lost) {
+		if errors.Is(err, pgx.ErrNoRows) || !r.q.retry(r.ctx, run, err, lost, standby) {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -41,7 +42,7 @@ const customDataNode = "pgxha.node"
 func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
 	tg, o := m.resolveTarget(t, opts)
 	base := m.nodes[0].pool.Config().ConnConfig
-	connector := stdlib.GetConnector(*base,
+	inner := stdlib.GetConnector(*base,
 		stdlib.OptionBeforeConnect(func(ctx context.Context, cfg *pgx.ConnConfig) error {
 			n, err := m.pick(ctx, tg, o)
 			if err != nil {
@@ -64,7 +65,52 @@ func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
 			return nil
 		}),
 	)
-	return sql.OpenDB(connector)
+	return sql.OpenDB(&dbConnector{Connector: inner, m: m, t: tg, o: o})
+}
+
+// dbConnector re-validates every connection DB opens, as an acquire does:
+// the node was picked before the connection was made, and may have lost
+// its role while it connected. Such a connection is closed and another
+// node picked, a bounded number of times.
+type dbConnector struct {
+	driver.Connector
+	m *Manager
+	t target
+	o *replicaOptions
+}
+
+func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	var lastErr error
+	for range 2*len(c.m.nodes) + 1 {
+		s := c.m.snap.Load()
+		dc, err := c.Connector.Connect(ctx)
+		if err != nil {
+			// The node may have failed or lost its role while the
+			// connection was made (its connections are cut then): once
+			// the view changes, pick again.
+			lastErr = err
+			if ctx.Err() != nil || c.m.ctx.Err() != nil || !c.m.waitChange(ctx, s, c.m.cfg.CheckTimeout) {
+				return nil, err
+			}
+			continue
+		}
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return dc, nil
+		}
+		n, _ := sc.Conn().PgConn().CustomData()[customDataNode].(*node)
+		if n != nil && c.m.qualifies(n, c.t, c.o) {
+			return dc, nil
+		}
+		dc.Close()
+		if err := ctx.Err(); err != nil {
+			return nil, c.m.noNode(c.t, err)
+		}
+	}
+	if lastErr != nil {
+		return nil, lastErr
+	}
+	return nil, fmt.Errorf("hasql: DB: the roles kept changing while connecting: %w", c.m.noNode(c.t, nil))
 }
 
 func (m *Manager) resolveTarget(t Target, opts []ReplicaOption) (target, *replicaOptions) {

@@ -18,11 +18,30 @@ const (
 	// RoleSyncReplica: a replica the master waits for on commit
 	// (sync_state sync or quorum in the master's pg_stat_replication).
 	RoleSyncReplica
-	// RoleAsyncReplica: any other replica.
+	// RoleAsyncReplica: a replica that follows the master and that the
+	// master does not wait for (sync_state async or potential).
 	RoleAsyncReplica
+	// RoleQuorumReplica: a replica that is one of the candidates of a
+	// quorum (synchronous_standby_names = 'ANY k (...)', sync_state
+	// quorum): the master waits for k of them, so a given one may not have
+	// a commit yet. SyncOnly does not take it.
+	RoleQuorumReplica
+	// RoleReplica: a replica that follows the master but whose sync state
+	// cannot be known (see NodeStatus.SyncUnknown): serves plain reads,
+	// never SyncOnly ones.
+	RoleReplica
+	// RoleDetached: a replica that does not follow the current master (another
+	// timeline or cluster, ahead of the master, not streaming from it; see
+	// NodeStatus.Detached). It serves no reads.
+	RoleDetached
+	// RoleStaleMaster: a writable node on a timeline older than the newest
+	// the Manager has seen in the cluster. It gets no writes (see
+	// StaleMasterError and Manager.ForgetTimeline).
+	RoleStaleMaster
 )
 
-// String returns "unknown", "master", "sync" or "async".
+// String returns "unknown", "master", "sync", "async", "quorum",
+// "replica", "detached" or "stale".
 func (r Role) String() string {
 	switch r {
 	case RoleMaster:
@@ -31,13 +50,25 @@ func (r Role) String() string {
 		return "sync"
 	case RoleAsyncReplica:
 		return "async"
+	case RoleQuorumReplica:
+		return "quorum"
+	case RoleReplica:
+		return "replica"
+	case RoleDetached:
+		return "detached"
+	case RoleStaleMaster:
+		return "stale"
 	default:
 		return "unknown"
 	}
 }
 
-// IsReplica reports whether r is a sync or async replica.
-func (r Role) IsReplica() bool { return r == RoleSyncReplica || r == RoleAsyncReplica }
+// IsReplica reports whether r is a replica that follows the master and
+// serves reads: sync, async, quorum or replica (sync unknown). A detached
+// replica is not.
+func (r Role) IsReplica() bool {
+	return r == RoleSyncReplica || r == RoleAsyncReplica || r == RoleQuorumReplica || r == RoleReplica
+}
 
 // LSN is a PostgreSQL write-ahead log location, as pg_lsn: "16/B374D848".
 type LSN = checker.LSN
@@ -69,8 +100,24 @@ type NodeStatus struct {
 	SplitBrain bool
 	// SyncState is the node's sync_state in the master's
 	// pg_stat_replication (sync, quorum, potential, async), or "" when the
-	// master does not list it.
+	// master does not list it or does not show it.
 	SyncState string
+	// SyncUnknown says why a replica's sync state cannot be known (its
+	// name is on two walsender rows, the check user lacks pg_monitor, ...);
+	// "" when it is known. Such a replica has RoleReplica.
+	SyncUnknown string
+	// Detached says why a replica does not follow the current master (and
+	// serves no reads); "" when it does. Its role is RoleDetached.
+	Detached string
+	// StaleMaster reports a writable node on an older timeline than the
+	// newest the Manager has seen in the cluster (role RoleStaleMaster).
+	StaleMaster bool
+	// SameAs is the address of the node this one reaches the same server
+	// as (a virtual IP and the server's own address, say); "" otherwise. It
+	// has that node's role and gets no connections of its own.
+	SameAs string
+	// SystemID is the node's cluster's system identifier, 0 when unknown.
+	SystemID uint64
 	// Timeline is the node's timeline at its last check.
 	Timeline uint32
 	// LSN is the node's WAL position at its last check: current on a
@@ -80,10 +127,14 @@ type NodeStatus struct {
 	// ReplayPaused reports a replica whose WAL replay is paused.
 	ReplayPaused bool
 	// LagBytes and Lag are a replica's replication lag behind the master:
-	// bytes of WAL not yet replayed, and how old the newest data it has not
-	// replayed is. LagKnown is false until a master has been seen; LagAt is
-	// when they were measured (they keep their last values while there is
-	// no master to measure against).
+	// bytes of WAL not yet replayed, and how old the oldest data it has not
+	// replayed is. LagKnown is false until both can be measured: a master
+	// has been seen and, while WAL is pending, the master's replay_lag,
+	// the Manager's record of the master's positions or the replica's last
+	// replay timestamp (which bounds it from above) tells the time; an
+	// unknown lag never qualifies under a lag limit. LagAt is when they
+	// were measured (they keep their last values while there is no master
+	// to measure against).
 	LagBytes int64
 	Lag      time.Duration
 	LagKnown bool

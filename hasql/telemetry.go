@@ -55,6 +55,7 @@ const (
 	connectionStateUsed    = "used"
 	errorTypeNoNode        = "no_node"
 	errorTypeSplitBrain    = "split_brain"
+	errorTypeStaleMaster   = "stale_master"
 	errorTypeClosed        = "closed"
 	errorTypeContext       = "context"
 	errorTypePool          = "pool"
@@ -149,7 +150,7 @@ func newTelemetry(m *Manager) (*telemetry, error) {
 		metric.WithDescription("Times a node became master after another was, or after there was none."))
 	add(err)
 	role, err := meter.Int64ObservableGauge(MetricNodeRole, metric.WithUnit("1"),
-		metric.WithDescription("1 for each node, with its current role in hasql.role (master, sync, async, unknown)."))
+		metric.WithDescription("1 for each node, with its current role in hasql.role (master, sync, async, quorum, replica, detached, stale, unknown)."))
 	add(err)
 	lagBytes, err := meter.Int64ObservableGauge(MetricLagBytes, metric.WithUnit("By"),
 		metric.WithDescription("Bytes of WAL a replica has not replayed yet."))
@@ -320,6 +321,8 @@ func errorType(err error) string {
 	switch {
 	case errors.As(err, &sb):
 		return errorTypeSplitBrain
+	case errors.Is(err, ErrStaleMaster):
+		return errorTypeStaleMaster
 	case errors.Is(err, ErrClosed):
 		return errorTypeClosed
 	case errors.Is(err, ErrNoMaster), errors.Is(err, ErrNoReplica):

@@ -35,6 +35,8 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 	v.checked, v.latency, v.remoteIP = true, latency, n.remoteIP
 	if err == nil {
 		v.up, v.suspect, v.timeouts = true, false, 0
+		v.prevPos, v.prevPosAt = v.pos, v.posAt
+		v.pos, v.posAt, v.checkBegan = max(res.LSN, res.ReceiveLSN), now, now.Add(-latency)
 		v.res, v.resAt = res, now
 		v.lastErr, v.lastErrAt = nil, time.Time{}
 		if v.ewma == 0 {
@@ -68,7 +70,10 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 			}
 			if v.up {
 				after.reset = append(after.reset, n)
-				if isTimeout(err) {
+				// A hung or cut-off replica's reads can go elsewhere: cut
+				// them now. The master's are cut once another node is
+				// master (see rebuildLocked): nothing else can take them.
+				if isTimeout(err) && v.role != RoleMaster {
 					after.sever = append(after.sever, n)
 				}
 			}
@@ -94,15 +99,29 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 // pg_stat_replication, its name and address.
 type routedBy struct {
 	up, suspect, inRecovery, readOnly, partial bool
-	timeline                                   uint32
+	timeline, receiveTimeline                  uint32
+	server                                     checker.ServerID
 	name, remoteIP                             string
+	cascade                                    string // the replicas it lists, for cascading ones
 }
 
 func routedAs(v *nodeView) routedBy {
-	return routedBy{
+	r := routedBy{
 		up: v.up, suspect: v.suspect, inRecovery: v.res.InRecovery, readOnly: v.res.ReadOnly,
-		partial: v.partial, timeline: v.res.Timeline, name: v.res.Name, remoteIP: v.remoteIP,
+		partial: v.partial, timeline: v.res.Timeline, receiveTimeline: v.res.ReceiveTimeline,
+		server: v.res.Server(), name: v.res.Name, remoteIP: v.remoteIP,
 	}
+	if len(v.res.Replicas) > 0 {
+		var b strings.Builder
+		for _, x := range v.res.Replicas {
+			b.WriteString(x.ApplicationName)
+			b.WriteByte(0)
+			b.WriteString(x.ClientAddr)
+			b.WriteByte(0)
+		}
+		r.cascade = b.String()
+	}
+	return r
 }
 
 // mayWrite reports whether the view makes the node a candidate for master:
@@ -116,6 +135,8 @@ type builtFrom struct {
 	master      *node
 	writable    int
 	masterKnown bool
+	cluster     uint64
+	timeline    uint32
 }
 
 // promotionSeen records what n's promotion watcher saw: n left recovery. The
@@ -163,136 +184,6 @@ func (m *Manager) finish(n *node, after *afterReport) {
 			}
 		}
 	}
-}
-
-// rebuildLocked derives roles, lag and split brain from every node's view,
-// swaps in a new snapshot when routing changed, and adjusts fast checking.
-// only, if not nil, is a replica (not writable) whose report changed nothing
-// that other nodes' roles depend on: unless the master turns out to have
-// changed, only its own role and lag are derived again, so that a round of
-// checks of n nodes costs O(n) matching rather than O(n²) (every replica is
-// matched against the master's list of replicas). Caller must hold m.mu.
-func (m *Manager) rebuildLocked(now time.Time, after *afterReport, only *node) {
-	// The master: the writable node on the highest timeline.
-	var writable []*node
-	for _, x := range m.nodes {
-		v := &x.view
-		v.writable = v.mayWrite()
-		if v.writable {
-			writable = append(writable, x)
-		}
-	}
-	var master *node
-	var masterErr error
-	if len(writable) > 0 {
-		top := writable[0]
-		for _, x := range writable[1:] {
-			if x.view.res.Timeline > top.view.res.Timeline {
-				top = x
-			}
-		}
-		var tied []string
-		for _, x := range writable {
-			if x.view.res.Timeline == top.view.res.Timeline {
-				tied = append(tied, x.cfg.Addr)
-			}
-		}
-		if len(tied) == 1 {
-			master = top
-		} else {
-			masterErr = &SplitBrainError{Addrs: tied, Timeline: top.view.res.Timeline}
-		}
-	}
-	m.reportSplitBrain(writable, master, masterErr)
-
-	var mres checker.Result
-	if master != nil {
-		mres = master.view.res
-	}
-	// A master known only from its promotion watcher has not said yet which
-	// replicas stream from it.
-	masterKnown := master != nil && !master.view.partial
-	historyOK := masterKnown && m.history.owner == master.index && m.history.timeline == mres.Timeline
-	built := builtFrom{master: master, writable: len(writable), masterKnown: masterKnown}
-	if only != nil && (only == master || built != m.built) {
-		only = nil
-	}
-	m.built = built
-
-	for _, x := range m.nodes {
-		if only != nil && x != only {
-			continue
-		}
-		v := &x.view
-		prev := v.role
-		v.splitBrain = v.writable && len(writable) > 1
-		role := RoleUnknown
-		switch {
-		case x == master:
-			role = RoleMaster
-			v.syncState = ""
-		case (v.up || v.suspect) && v.res.InRecovery:
-			role = RoleAsyncReplica
-			if masterKnown {
-				entry, ok := matchReplica(x, mres.Replicas, m.nodes)
-				v.syncState = ""
-				if ok {
-					v.syncState = entry.SyncState
-					if entry.Sync() {
-						role = RoleSyncReplica
-					}
-				}
-				replay := max(v.res.LSN, entry.ReplayLSN)
-				v.lagBytes = 0
-				if mres.LSN > replay {
-					v.lagBytes = int64(mres.LSN - replay)
-				}
-				v.lag = 0
-				if ok && entry.HasReplayLag {
-					v.lag = entry.ReplayLag
-				}
-				if historyOK {
-					v.lag = max(v.lag, m.history.lagFor(replay, now))
-				}
-				v.lagKnown, v.lagAt = true, now
-			} else if prev.IsReplica() {
-				role = prev // no master to ask: keep what it was
-			}
-		}
-		v.role = role
-		x.replayLSN.Store(uint64(v.res.LSN))
-		x.lagBytes.Store(v.lagBytes)
-		x.lagNanos.Store(int64(v.lag))
-		x.lagKnown.Store(v.lagKnown)
-		x.sync.Store(role == RoleSyncReplica)
-
-		if prev != role && v.checked {
-			m.roleChanged(x, prev, role, master)
-			if prev == RoleMaster && (v.up || v.suspect) {
-				// No longer master: no connection opened while it was may
-				// linger. A node that lost to a newer timeline may be hung
-				// or cut off: fail what is in flight there too.
-				after.reset = append(after.reset, x)
-				if v.writable {
-					after.sever = append(after.sever, x)
-				}
-			}
-		}
-		v.settled = v.settled || masterKnown && role != RoleUnknown
-	}
-
-	// Fast checks while there is no master or the master is suspect.
-	needFast := master == nil || master.view.suspect
-	if needFast {
-		if m.fastSince.Load() == 0 {
-			m.fastSince.Store(now.UnixNano())
-			after.trigger = true
-		}
-	} else {
-		m.fastSince.Store(0)
-	}
-
-	m.swapSnapshotLocked(master, masterErr)
 }
 
 // swapSnapshotLocked builds a new snapshot when routing changed.
@@ -375,45 +266,6 @@ func latencyBucket(d time.Duration) int64 {
 		b++
 	}
 	return b
-}
-
-// matchReplica finds x in the master's pg_stat_replication: by name, else by
-// address when only one row has it.
-func matchReplica(x *node, rows []checker.Replica, nodes []*node) (checker.Replica, bool) {
-	if name := x.name(); name != "" {
-		for _, r := range rows {
-			if r.ApplicationName == name {
-				return r, true
-			}
-		}
-	}
-	ip := x.view.remoteIP
-	if ip == "" {
-		if a := net.ParseIP(x.cfg.Host); a != nil {
-			ip = a.String()
-		}
-	}
-	if ip == "" {
-		return checker.Replica{}, false
-	}
-	var found checker.Replica
-	count := 0
-	for _, r := range rows {
-		if r.ClientAddr == ip {
-			found = r
-			count++
-		}
-	}
-	if count != 1 {
-		return checker.Replica{}, false
-	}
-	// Another node on the same address would make the match a guess.
-	for _, other := range nodes {
-		if other != x && (other.view.remoteIP == ip || other.cfg.Host == x.cfg.Host) {
-			return checker.Replica{}, false
-		}
-	}
-	return found, true
 }
 
 // roleChanged logs and counts a role change. Until a replica's role was
@@ -572,10 +424,12 @@ func (h *lsnHistory) at(i int) lsnSample {
 // lagFor is how long ago the master had WAL beyond replay: the time since
 // the oldest sample past replay. When only the newest sample is past it, the
 // replica is within one check of the master and 0 is returned (the master's
-// replay_lag is the finer measure then).
-func (h *lsnHistory) lagFor(replay checker.LSN, now time.Time) time.Duration {
+// replay_lag is the finer measure then). covered is false when every sample
+// is past replay (or there is none): the history began after the replica's
+// position, and the time returned is only a lower bound.
+func (h *lsnHistory) lagFor(replay checker.LSN, now time.Time) (lag time.Duration, covered bool) {
 	if h.count == 0 {
-		return 0
+		return 0, false
 	}
 	// Samples are in LSN order: find the first one past replay.
 	lo, hi := 0, h.count
@@ -587,8 +441,11 @@ func (h *lsnHistory) lagFor(replay checker.LSN, now time.Time) time.Duration {
 			lo = mid + 1
 		}
 	}
-	if lo >= h.count-1 {
-		return 0
+	switch {
+	case lo == 0:
+		return max(now.Sub(h.at(0).at), 0), false
+	case lo >= h.count-1:
+		return 0, true
 	}
-	return max(now.Sub(h.at(lo).at), 0)
+	return max(now.Sub(h.at(lo).at), 0), true
 }

@@ -1,0 +1,388 @@
+package hasql
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// The acquire pipeline. Every way to get a connection (AcquireMaster,
+// AcquireReplica, the Queriers, DB, Listen) goes through it, in this order:
+//
+//  1. candidates: the snapshot's prepared set for the target and options, or
+//     a set of their own for options that filter by live values (MaxLag,
+//     MinLSN), minus nodes whose pool just failed;
+//  2. pick: the balancer's Picker for that set;
+//  3. pool acquire on the node picked (bounded where it probes a replica);
+//  4. re-validate: the node still has the role in the snapshot current now,
+//     since an acquire may have waited inside the pool while the node lost
+//     it (a connection to a demoted master must never be handed out);
+//  5. record: the in-use count and telemetry.
+//
+// acquireFast does all five for the common case (no telemetry, options that
+// only choose among the prepared sets) without an allocation or a lock;
+// anything else, and every failure, goes to acquireSlow, which loops over
+// the same steps within bounds.
+
+// AcquireMaster returns a connection to the master from its pool. With no
+// master it waits for one (without polling: it wakes when the manager's view
+// changes) until ctx ends, then returns a *NoNodeError that unwraps to
+// ErrNoMaster and ctx's error. During a split brain it returns a
+// *SplitBrainError at once, and while the only writable nodes are stale a
+// *StaleMasterError. Release the connection when done.
+func (m *Manager) AcquireMaster(ctx context.Context) (*pgxpool.Conn, error) {
+	conn, _, err := m.acquireFast(ctx, targetMaster, nil)
+	return conn, err
+}
+
+// AcquireReplica returns a connection to a replica that satisfies opts,
+// picked by the balancer. With no qualifying replica it falls back to the
+// master with FallbackToMaster, and otherwise waits like AcquireMaster, then
+// returns a *NoNodeError that unwraps to ErrNoReplica.
+func (m *Manager) AcquireReplica(ctx context.Context, opts ...ReplicaOption) (*pgxpool.Conn, error) {
+	if len(opts) == 0 {
+		conn, _, err := m.acquireFast(ctx, targetReplica, nil)
+		return conn, err
+	}
+	var o replicaOptions
+	applyOptions(&o, opts)
+	conn, _, err := m.acquireFast(ctx, targetReplica, &o)
+	return conn, err
+}
+
+type target int
+
+const (
+	targetMaster target = iota
+	targetReplica
+)
+
+func (t target) String() string {
+	if t == targetMaster {
+		return "master"
+	}
+	return "replica"
+}
+
+func (t target) err() error {
+	if t == targetMaster {
+		return ErrNoMaster
+	}
+	return ErrNoReplica
+}
+
+// acquireFast is the pipeline for a prepared candidate set (the master, the
+// replicas, the sync replicas) while telemetry is off: no allocation, no
+// lock. It returns the node that served. o is not retained: the slow path
+// takes a copy, so that a caller's options on its stack stay there.
+func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) (*pgxpool.Conn, *node, error) {
+	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || !o.custom()) {
+		if cs := s.prepared(t, o); len(cs.nodes) > 0 {
+			n := cs.nodes[cs.pick()]
+			conn, err := n.pool.Acquire(ctx)
+			if err == nil {
+				if m.snap.Load() == s || m.stillRoutes(n, t, o) {
+					if m.countInUse {
+						n.inUse.Add(1)
+					}
+					return conn, n, nil
+				}
+				conn.Release() // the node lost the role while the acquire waited
+			} else if ctx.Err() == nil && m.ctx.Err() == nil {
+				n.acquireFailed(err)
+				return m.acquireSlow(ctx, t, copyOptions(o), n, err)
+			}
+		}
+	}
+	return m.acquireSlow(ctx, t, copyOptions(o), nil, nil)
+}
+
+// prepared returns the snapshot's prepared set for t and options that need
+// no set of their own: the master, or the replicas (sync ones with SyncOnly,
+// or PreferSync while any), falling back to the master with
+// FallbackToMaster.
+func (s *snapshot) prepared(t target, o *replicaOptions) *candidateSet {
+	i := setMaster
+	if t == targetReplica {
+		if i = s.replicaSet(o); len(s.sets[i].nodes) == 0 && s.fallsBack(o) {
+			i = setMaster
+		}
+	}
+	return &s.sets[i]
+}
+
+// copyOptions returns a copy of o on the heap (nil for nil).
+func copyOptions(o *replicaOptions) *replicaOptions {
+	if o == nil {
+		return nil
+	}
+	c := *o
+	return &c
+}
+
+// acquireSlow is the pipeline's general loop, with telemetry: failed, if
+// not nil, is a node whose pool just failed with failErr.
+func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, failed *node, failErr error) (*pgxpool.Conn, *node, error) {
+	var start time.Time
+	if m.tel.timed() {
+		start = time.Now()
+	}
+	ctx, span := m.tel.startAcquire(ctx, t)
+	var excluded []*node
+	if failed != nil {
+		excluded = []*node{failed}
+		failErr = fmt.Errorf("%s: %w", failed.cfg.Addr, failErr)
+	}
+	conn, n, err := m.acquireLoop(ctx, t, o, span, excluded, failErr)
+	m.tel.acquired(ctx, t, n, start, span, err)
+	return conn, n, err
+}
+
+// acquireLoop runs the pipeline until a connection is handed out, the
+// context ends or the Manager closes. A node whose pool fails is reported
+// (its check runs at once) and the next candidate is tried, at most twice
+// per node before giving up; a node that lost its role while the acquire
+// waited in its pool is just picked again from the new view, at most as
+// often. With MinLSN, replicas whose last check is behind are asked on a
+// connection (see probeMinLSN).
+func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error) (*pgxpool.Conn, *node, error) {
+	maxFailures := 2 * len(m.nodes)
+	var lsnWait *minLSNWait
+	if t == targetReplica && o != nil && o.minLSN != 0 {
+		lsnWait = newMinLSNWait(o)
+		defer lsnWait.stop()
+	}
+	for failures, lost := 0, 0; failures <= maxFailures && lost <= maxFailures; {
+		s := m.snap.Load()
+		if s.closed {
+			return nil, nil, ErrClosed
+		}
+		set, err := m.candidates(s, t, o, excluded)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(set.nodes) == 0 {
+			if lsnWait != nil {
+				conn, n, err := m.probeMinLSN(ctx, s, o, lsnWait)
+				if conn != nil || err != nil {
+					return conn, n, err
+				}
+				continue
+			}
+			if len(excluded) > 0 {
+				// Every candidate failed: give the checks a moment to
+				// change the view, then try them all again.
+				if !m.waitChange(ctx, s, m.cfg.CheckTimeout) {
+					if ctx.Err() == nil && m.ctx.Err() == nil {
+						return nil, nil, fmt.Errorf("hasql: acquire %s: %w", t, lastErr)
+					}
+				}
+				excluded = excluded[:0]
+				if err := m.acquireDone(ctx, t); err != nil {
+					return nil, nil, err
+				}
+				continue
+			}
+			select {
+			case <-s.changed:
+				if span != nil {
+					span.AddEvent(EventViewChanged)
+				}
+				continue
+			case <-m.closed:
+				return nil, nil, ErrClosed
+			case <-ctx.Done():
+				return nil, nil, m.noNode(t, ctx.Err())
+			}
+		}
+		n := set.nodes[set.pick()]
+		conn, err := n.pool.Acquire(ctx)
+		if err == nil {
+			if m.snap.Load() == s || m.stillRoutes(n, t, o) {
+				if m.countInUse {
+					n.inUse.Add(1)
+				}
+				return conn, n, nil
+			}
+			conn.Release()
+			lost++
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil, n, fmt.Errorf("hasql: acquire %s from %s: %w", t, n.cfg.Addr, err)
+		}
+		if m.ctx.Err() != nil {
+			return nil, n, ErrClosed
+		}
+		n.acquireFailed(err)
+		lastErr = fmt.Errorf("%s: %w", n.cfg.Addr, err)
+		excluded = append(excluded, n)
+		failures++
+	}
+	if lastErr == nil {
+		lastErr = fmt.Errorf("the roles kept changing while the acquire waited")
+	}
+	return nil, nil, fmt.Errorf("hasql: acquire %s: gave up after %d attempts: %w", t, maxFailures+1, lastErr)
+}
+
+// stillRoutes re-validates a node after an acquire from its pool: whether
+// the snapshot current now still routes t (with o) to it. Called only when
+// the snapshot changed while the acquire ran.
+func (m *Manager) stillRoutes(n *node, t target, o *replicaOptions) bool {
+	s := m.snap.Load()
+	if s.closed {
+		return false
+	}
+	if t == targetMaster {
+		return s.master == n && s.masterErr == nil
+	}
+	var set candidateSet
+	if o != nil && o.minLSN != 0 {
+		// A replica found by asking it: it must still follow the master.
+		set = s.sets[setAllReplicas]
+		if s.master == n && s.masterErr == nil && o.fallback {
+			return true
+		}
+	} else {
+		var err error
+		if set, err = m.candidates(s, t, o, nil); err != nil {
+			return false
+		}
+	}
+	return slices.Contains(set.nodes, n)
+}
+
+func (m *Manager) acquireDone(ctx context.Context, t target) error {
+	select {
+	case <-m.closed:
+		return ErrClosed
+	case <-ctx.Done():
+		return m.noNode(t, ctx.Err())
+	default:
+		return nil
+	}
+}
+
+// waitChange waits up to d for the snapshot after s; it reports whether the
+// view changed.
+func (m *Manager) waitChange(ctx context.Context, s *snapshot, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-s.changed:
+		return true
+	case <-timer.C:
+	case <-ctx.Done():
+	case <-m.closed:
+	}
+	return false
+}
+
+func (m *Manager) noNode(t target, cause error) error {
+	return &NoNodeError{Target: t.err(), Cause: cause, Nodes: m.Nodes()}
+}
+
+// minLSNWait is the state of a MinLSN acquire across rounds of probes.
+type minLSNWait struct {
+	deadline time.Time // when FallbackToMaster takes the master
+	others   replicaOptions
+	pause    time.Duration
+	timer    *time.Timer
+}
+
+func newMinLSNWait(o *replicaOptions) *minLSNWait {
+	w := &minLSNWait{deadline: time.Now().Add(o.minLSNWait), others: *o, pause: time.Millisecond}
+	w.others.minLSN, w.others.fallback = 0, false
+	return w
+}
+
+func (w *minLSNWait) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
+
+// probeMinLSN runs when no replica's last check shows o.minLSN: it asks the
+// other qualifying replicas on a connection how far they replayed, each
+// probe bounded by CheckTimeout and, with FallbackToMaster, by the time left
+// until the master is taken, so that a hung replica never holds the caller.
+// After o.minLSNWait it takes the master with FallbackToMaster. It returns
+// nothing (no connection, no error) when the caller should look again after
+// a pause (backing off from 1ms to 50ms).
+func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOptions, w *minLSNWait) (*pgxpool.Conn, *node, error) {
+	set, _ := m.candidates(s, targetReplica, &w.others, nil)
+	for i := range set.nodes {
+		n := set.nodes[(set.pick()+i)%len(set.nodes)]
+		limit := m.cfg.CheckTimeout
+		if o.fallback {
+			limit = min(limit, max(time.Until(w.deadline), time.Millisecond))
+		}
+		conn, replay, err := m.probeReplay(ctx, n, limit)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, m.noNode(targetReplica, ctx.Err())
+			}
+			if m.ctx.Err() != nil {
+				return nil, nil, ErrClosed
+			}
+			continue
+		}
+		if replay >= o.minLSN {
+			for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
+			}
+			if m.stillRoutes(n, targetReplica, o) {
+				if m.countInUse {
+					n.inUse.Add(1)
+				}
+				return conn, n, nil
+			}
+		}
+		conn.Release()
+	}
+	if o.fallback && !time.Now().Before(w.deadline) {
+		return m.acquireLoop(ctx, targetMaster, nil, nil, nil, nil)
+	}
+	if w.timer == nil {
+		w.timer = time.NewTimer(w.pause)
+	} else {
+		w.timer.Reset(w.pause)
+	}
+	select {
+	case <-w.timer.C:
+	case <-s.changed:
+	case <-ctx.Done():
+		return nil, nil, m.noNode(targetReplica, ctx.Err())
+	case <-m.closed:
+		return nil, nil, ErrClosed
+	}
+	w.pause = min(2*w.pause, 50*time.Millisecond)
+	return nil, nil, nil
+}
+
+// probeReplay acquires a connection from n's pool and reads how far n
+// replayed, all within limit. A probe that runs out of time has the node
+// checked at once.
+func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration) (*pgxpool.Conn, LSN, error) {
+	pctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	conn, err := n.pool.Acquire(pctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			n.acquireFailed(err)
+		}
+		return nil, 0, err
+	}
+	var replay int64
+	if err := conn.QueryRow(pctx, replayLSNSQL).Scan(&replay); err != nil {
+		conn.Release() // a query cut short by pctx closed the connection
+		if ctx.Err() == nil {
+			n.trigger()
+		}
+		return nil, 0, err
+	}
+	return conn, LSN(replay), nil
+}
