@@ -155,7 +155,7 @@ func TestStartedOnDegradedCluster(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
 	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
-	require.NoError(t, n2.Promote(ctx)) // rogue: n1 runs on, on timeline 1
+	require.NoError(t, n2.Promote(ctx))   // rogue: n1 runs on, on timeline 1
 	require.NoError(t, c.Rejoin(ctx, n3)) // n3 follows n2 on timeline 2
 	require.NoError(t, n2.Kill())
 
