@@ -36,7 +36,8 @@ const (
 	// RoleChanged: the node is no longer what it was asked for: 25006
 	// (read-only transaction: the master was demoted or the connection
 	// reached a replica), 57P01 (admin shutdown), 57P02 (crash shutdown),
-	// 57P03 (cannot connect now), or a split brain refusing writes. The
+	// 57P03 (cannot connect now), or a split brain or a stale master
+	// refusing writes. The
 	// transaction did not commit; the next master can take it.
 	RoleChanged
 	// NodeDown: the connection failed (refused, reset, closed, timed out)
@@ -157,7 +158,7 @@ func Classify(err error) Class {
 			return Permanent
 		}
 	}
-	if errors.Is(err, hasql.ErrSplitBrain) {
+	if errors.Is(err, hasql.ErrSplitBrain) || errors.Is(err, hasql.ErrStaleMaster) {
 		return RoleChanged
 	}
 	if errors.Is(err, hasql.ErrClosed) || errors.Is(err, hasql.ErrNoReplica) {
@@ -209,7 +210,7 @@ func ClassifyCommit(err error) Class {
 	if errors.Is(err, pgx.ErrTxCommitRollback) {
 		return Permanent // the transaction had failed: it rolled back
 	}
-	if errors.Is(err, hasql.ErrSplitBrain) {
+	if errors.Is(err, hasql.ErrSplitBrain) || errors.Is(err, hasql.ErrStaleMaster) {
 		return RoleChanged // refused before it was sent
 	}
 	if errors.Is(err, hasql.ErrNoMaster) || errors.Is(err, hasql.ErrNoReplica) || errors.Is(err, hasql.ErrClosed) {
