@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -182,7 +184,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 					}
 				}
 				excluded = excluded[:0]
-				if err := m.acquireDone(ctx, t); err != nil {
+				if err := m.acquireDone(ctx, t, o); err != nil {
 					return nil, nil, err
 				}
 				continue
@@ -196,7 +198,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			case <-m.closed:
 				return nil, nil, ErrClosed
 			case <-ctx.Done():
-				return nil, nil, m.noNode(t, ctx.Err())
+				return nil, nil, m.noNode(t, o, ctx.Err())
 			}
 		}
 		n := set.nodes[set.pick()]
@@ -256,12 +258,12 @@ func (m *Manager) stillRoutes(n *node, t target, o *replicaOptions) bool {
 	return slices.Contains(set.nodes, n)
 }
 
-func (m *Manager) acquireDone(ctx context.Context, t target) error {
+func (m *Manager) acquireDone(ctx context.Context, t target, o *replicaOptions) error {
 	select {
 	case <-m.closed:
 		return ErrClosed
 	case <-ctx.Done():
-		return m.noNode(t, ctx.Err())
+		return m.noNode(t, o, ctx.Err())
 	default:
 		return nil
 	}
@@ -282,8 +284,87 @@ func (m *Manager) waitChange(ctx context.Context, s *snapshot, d time.Duration) 
 	return false
 }
 
-func (m *Manager) noNode(t target, cause error) error {
-	return &NoNodeError{Target: t.err(), Cause: cause, Nodes: m.Nodes()}
+func (m *Manager) noNode(t target, o *replicaOptions, cause error) error {
+	nodes := m.Nodes()
+	why := make([]string, len(nodes))
+	for i, st := range nodes {
+		why[i] = m.whyNot(st, t, o)
+	}
+	return &NoNodeError{Target: t.err(), Cause: cause, Nodes: nodes, Why: why}
+}
+
+// whyNot says in a few words why a node did not serve an acquire for t
+// with options o.
+func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions) string {
+	switch {
+	case st.LastError == ErrClosed:
+		return "closed"
+	case st.LastCheck.IsZero():
+		return "not checked yet"
+	case !st.Up:
+		return "down: " + errString(st.LastError)
+	case st.SameAs != "":
+		return "the same server as " + st.SameAs
+	case st.Role == RoleStaleMaster:
+		return "stale master: writable on timeline " + uitoa(st.Timeline) + ", older than the cluster's newest"
+	case st.SplitBrain && st.Role != RoleMaster:
+		return "writable, not used (split brain)"
+	case st.Role == RoleDetached:
+		return "detached: " + st.Detached
+	case st.Role == RoleUnknown:
+		return "role unknown"
+	}
+	if t == targetMaster {
+		if st.Role == RoleMaster {
+			return "master"
+		}
+		return "a replica (" + st.Role.String() + ")"
+	}
+	if st.Role == RoleMaster {
+		if o != nil && o.fallback && o.minLSN != 0 {
+			return "the master (FallbackToMaster takes it once MinLSNWait is over)"
+		}
+		if o == nil || !o.fallback {
+			return "the master (no FallbackToMaster)"
+		}
+		return "the master"
+	}
+	var why []string
+	if st.Suspect {
+		why = append(why, "suspect: "+errString(st.LastError))
+	}
+	syncOnly := o != nil && o.syncOnly
+	if syncOnly && st.Role != RoleSyncReplica {
+		if st.SyncUnknown != "" {
+			why = append(why, "sync state unknown: "+st.SyncUnknown)
+		} else {
+			why = append(why, "not a sync replica ("+st.Role.String()+")")
+		}
+	}
+	maxBytes, maxLag := m.cfg.MaxLagBytes, m.cfg.MaxLag
+	if o != nil && o.lagSet {
+		maxBytes, maxLag = o.maxLagBytes, o.maxLag
+	}
+	if maxBytes > 0 || maxLag > 0 {
+		switch {
+		case !st.LagKnown:
+			why = append(why, "lag unknown, and a lag limit is set")
+		default:
+			if maxBytes > 0 && st.LagBytes > maxBytes {
+				why = append(why, "behind by "+strconv.FormatInt(st.LagBytes, 10)+" bytes, over the limit of "+strconv.FormatInt(maxBytes, 10))
+			}
+			if maxLag > 0 && st.Lag > maxLag {
+				why = append(why, "lag "+st.Lag.Round(time.Millisecond).String()+", over the limit of "+maxLag.String())
+			}
+		}
+	}
+	if o != nil && o.minLSN != 0 && st.LSN < o.minLSN {
+		why = append(why, "replayed to "+st.LSN.String()+", behind MinLSN "+o.minLSN.String())
+	}
+	if len(why) == 0 {
+		return st.Role.String() + " replica, qualified"
+	}
+	return st.Role.String() + " replica: " + strings.Join(why, "; ")
 }
 
 // minLSNWait is the state of a MinLSN acquire across rounds of probes.
@@ -324,7 +405,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 		conn, replay, err := m.probeReplay(ctx, n, limit)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, nil, m.noNode(targetReplica, ctx.Err())
+				return nil, nil, m.noNode(targetReplica, o, ctx.Err())
 			}
 			if m.ctx.Err() != nil {
 				return nil, nil, ErrClosed
@@ -355,7 +436,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 	case <-w.timer.C:
 	case <-s.changed:
 	case <-ctx.Done():
-		return nil, nil, m.noNode(targetReplica, ctx.Err())
+		return nil, nil, m.noNode(targetReplica, o, ctx.Err())
 	case <-m.closed:
 		return nil, nil, ErrClosed
 	}

@@ -31,6 +31,10 @@ type NoNodeError struct {
 	Cause error
 	// Nodes is the state of every node when the wait ended.
 	Nodes []NodeStatus
+	// Why says, for each of Nodes, why it was not used: down (and why),
+	// suspect, detached, a stale master, over the lag limit (by how much),
+	// behind MinLSN, its sync state unknown, ...
+	Why []string
 }
 
 func (e *NoNodeError) Error() string {
@@ -48,8 +52,15 @@ func (e *NoNodeError) Error() string {
 			b.WriteString("; ")
 		}
 		b.WriteString(n.Addr)
+		if n.Name != "" {
+			b.WriteString(" (" + n.Name + ")")
+		}
 		b.WriteString(" ")
-		b.WriteString(describe(n))
+		if i < len(e.Why) && e.Why[i] != "" {
+			b.WriteString(e.Why[i])
+		} else {
+			b.WriteString(describe(n))
+		}
 	}
 	return b.String()
 }
@@ -61,6 +72,10 @@ func describe(n NodeStatus) string {
 		return "down: " + n.LastError.Error()
 	case n.SplitBrain && n.Role == RoleUnknown:
 		return "writable, not used (split brain)"
+	case n.Role == RoleDetached:
+		return "detached: " + n.Detached
+	case n.Role == RoleStaleMaster:
+		return "stale master (writable on an older timeline)"
 	case n.LastCheck.IsZero():
 		return "not checked yet"
 	case n.Suspect:

@@ -374,3 +374,200 @@ func TestNoRerunOfMasterStatement(t *testing.T) {
 	require.NoError(t, mc.QueryRow(ctx, "SELECT last_value FROM s").Scan(&last))
 	assert.EqualValues(t, 1, last, "nextval ran once")
 }
+
+// Sync is claimed only when it is known.
+func TestSyncNotGuessed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	exec := func(n *testcluster.Node, sqls ...string) {
+		t.Helper()
+		conn, err := n.Conn(ctx)
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		for _, q := range sqls {
+			_, err := conn.Exec(ctx, q)
+			require.NoError(t, err, q)
+		}
+	}
+	walsenders := func(want string) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			conn, err := n1.Conn(ctx)
+			if err != nil {
+				return false
+			}
+			defer conn.Close(ctx)
+			var got string
+			err = conn.QueryRow(ctx, "SELECT string_agg(application_name || ':' || sync_state, ',' ORDER BY application_name, sync_state) FROM pg_stat_replication").Scan(&got)
+			return err == nil && got == want
+		}, 30*time.Second, 20*time.Millisecond, "pg_stat_replication never showed %s", want)
+	}
+	syncOnlyFails := func(m *hasql.Manager, why string) {
+		t.Helper()
+		short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancelShort()
+		_, err := m.AcquireReplica(short, hasql.SyncOnly())
+		require.ErrorIs(t, err, hasql.ErrNoReplica)
+		assert.Contains(t, err.Error(), why)
+	}
+
+	t.Run("quorum members are quorum", func(t *testing.T) {
+		exec(n1, "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (n2, n3)'", "SELECT pg_reload_conf()")
+		walsenders("n2:quorum,n3:quorum")
+		m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
+		waitRole(t, m, "n2", hasql.RoleQuorumReplica)
+		waitRole(t, m, "n3", hasql.RoleQuorumReplica)
+		assert.Equal(t, "quorum", statusOf(m, "n2").SyncState)
+		syncOnlyFails(m, "not a sync replica (quorum)")
+		exec(n1, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (n2)'", "SELECT pg_reload_conf()")
+		walsenders("n2:sync,n3:async")
+		waitRole(t, m, "n2", hasql.RoleSyncReplica)
+	})
+
+	t.Run("one name on two walsenders", func(t *testing.T) {
+		for _, n := range []*testcluster.Node{n2, n3} {
+			exec(n, "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port="+portStr(n1.DirectAddr())+" user=postgres password=pgxha application_name=shared'",
+				"SELECT pg_reload_conf()")
+		}
+		exec(n1, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (shared)'", "SELECT pg_reload_conf()")
+		walsenders("shared:potential,shared:sync")
+		m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
+		require.Eventually(t, func() bool {
+			st := m.Nodes()
+			return st[1].Role == hasql.RoleReplica && st[2].Role == hasql.RoleReplica
+		}, 30*time.Second, 5*time.Millisecond, "neither is claimed sync: %v", m.Nodes())
+		for _, st := range m.Nodes()[1:] {
+			assert.Contains(t, st.SyncUnknown, "more than one walsender")
+		}
+		syncOnlyFails(m, "sync state unknown")
+		conn, err := m.AcquireReplica(ctx) // plain reads still go to them
+		require.NoError(t, err)
+		conn.Release()
+		for _, n := range []*testcluster.Node{n2, n3} {
+			exec(n, "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port="+portStr(n1.DirectAddr())+" user=postgres password=pgxha application_name="+n.Name()+"'",
+				"SELECT pg_reload_conf()")
+		}
+		exec(n1, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (n2)'", "SELECT pg_reload_conf()")
+		walsenders("n2:sync,n3:async")
+		waitRole(t, m, "n2", hasql.RoleSyncReplica)
+		waitRole(t, m, "n3", hasql.RoleAsyncReplica)
+	})
+
+	t.Run("a check user without pg_monitor", func(t *testing.T) {
+		exec(n1, "CREATE ROLE watcher LOGIN PASSWORD 'w'")
+		dsn := strings.Replace(c.DSN(), "postgres:pgxha@", "watcher:w@", 1)
+		m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))
+		require.NoError(t, m.WaitReady(ctx, 1, 2))
+		for _, st := range m.Nodes()[1:] {
+			assert.Equal(t, hasql.RoleReplica, st.Role, "%s: never async or sync by guess", st.Name)
+			assert.Contains(t, st.SyncUnknown, "pg_monitor")
+		}
+		syncOnlyFails(m, "pg_monitor")
+		exec(n1, "GRANT pg_monitor TO watcher")
+		waitRole(t, m, "n2", hasql.RoleSyncReplica)
+		waitRole(t, m, "n3", hasql.RoleAsyncReplica)
+	})
+}
+
+// One server reached through two addresses is one server, not a split
+// brain: writes go on.
+func TestOneServerTwoAddresses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	alias, err := n1.Alias()
+	require.NoError(t, err)
+	dsn := strings.Replace(c.DSN(), n1.Addr()+",", n1.Addr()+","+alias+",", 1)
+	require.Contains(t, dsn, alias)
+	m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	st := m.Nodes()
+	require.Len(t, st, 3)
+	assert.Equal(t, n1.Addr(), st[1].SameAs)
+	assert.Equal(t, hasql.RoleMaster, st[1].Role, "the alias has the role of the server it reaches")
+	assert.False(t, st[0].SplitBrain || st[1].SplitBrain)
+	for i := 0; i < 10; i++ {
+		_, err := m.Master().Exec(ctx, "SELECT 1")
+		require.NoError(t, err)
+	}
+	// The server's own address goes down: the alias stands for it.
+	require.NoError(t, n1.Partition())
+	require.Eventually(t, func() bool { st := m.Nodes(); return st[1].Role == hasql.RoleMaster && st[1].SameAs == "" }, 30*time.Second, 5*time.Millisecond)
+	conn, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, alias, conn.Conn().PgConn().Conn().RemoteAddr().String())
+	conn.Release()
+	require.NoError(t, n1.Heal())
+	_ = n2
+}
+
+// A slow network to the only master does not sever the work in flight
+// there: nothing else can take it.
+func TestSlowOnlyMasterKeepsInFlight(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1 := c.Nodes()[0]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_check_timeout", "500ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	_, err := m.Master().Exec(ctx, "CREATE TABLE slow (v int)")
+	require.NoError(t, err)
+
+	tx, err := m.Master().Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "INSERT INTO slow VALUES (1)")
+	require.NoError(t, err)
+	require.NoError(t, n1.SetLatency(1200*time.Millisecond))
+	require.Eventually(t, func() bool { return !statusOf(m, "n1").Up }, 30*time.Second, 5*time.Millisecond, "the master's checks time out")
+	time.Sleep(time.Second) // the master stays down for a while
+	require.NoError(t, n1.SetLatency(0))
+	_, err = tx.Exec(ctx, "INSERT INTO slow VALUES (2)")
+	require.NoError(t, err, "the transaction in flight on the only master was not cut")
+	require.NoError(t, tx.Commit(ctx))
+	var k int
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM slow").Scan(&k))
+	assert.Equal(t, 2, k)
+}
+
+// NoNodeError unwraps to the caller's context error, not to nodes' check
+// timeouts; after Close, Changed is closed and no node has a role.
+func TestNoNodeErrorAndClose(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n2 := c.Nodes()[1]
+	m, err := hasql.New(ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_check_timeout", "200ms"), hasql.WithLogger(quiet))
+	require.NoError(t, err)
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	require.NoError(t, n2.Partition())
+	require.Eventually(t, func() bool { return !statusOf(m, "n2").Up }, 30*time.Second, 5*time.Millisecond)
+	require.ErrorIs(t, statusOf(m, "n2").LastError, context.DeadlineExceeded, "the premise: the check timed out")
+
+	callCtx, cancelCall := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancelCall)
+	_, err = m.AcquireReplica(callCtx)
+	require.ErrorIs(t, err, hasql.ErrNoReplica)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "the caller cancelled; a node's check timeout is not the cause")
+	var ne *hasql.NoNodeError
+	require.ErrorAs(t, err, &ne)
+	assert.Contains(t, err.Error(), "down: ")
+	assert.Contains(t, err.Error(), "the master (no FallbackToMaster)")
+
+	m.Close()
+	select {
+	case <-m.Changed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Changed after Close never closes")
+	}
+	for _, st := range m.Nodes() {
+		assert.Equal(t, hasql.RoleUnknown, st.Role, "%s after Close", st.Addr)
+		assert.ErrorIs(t, st.LastError, hasql.ErrClosed)
+	}
+	_, err = m.AcquireMaster(ctx)
+	assert.ErrorIs(t, err, hasql.ErrClosed)
+	require.NoError(t, n2.Heal())
+}

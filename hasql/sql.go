@@ -104,13 +104,13 @@ func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		}
 		dc.Close()
 		if err := ctx.Err(); err != nil {
-			return nil, c.m.noNode(c.t, err)
+			return nil, c.m.noNode(c.t, c.o, err)
 		}
 	}
 	if lastErr != nil {
 		return nil, lastErr
 	}
-	return nil, fmt.Errorf("hasql: DB: the roles kept changing while connecting: %w", c.m.noNode(c.t, nil))
+	return nil, fmt.Errorf("hasql: DB: the roles kept changing while connecting: %w", c.m.noNode(c.t, c.o, nil))
 }
 
 func (m *Manager) resolveTarget(t Target, opts []ReplicaOption) (target, *replicaOptions) {
@@ -165,7 +165,7 @@ func (m *Manager) pick(ctx context.Context, t target, o *replicaOptions) (*node,
 		case <-m.closed:
 			return nil, ErrClosed
 		case <-ctx.Done():
-			return nil, m.noNode(t, ctx.Err())
+			return nil, m.noNode(t, o, ctx.Err())
 		}
 	}
 }
