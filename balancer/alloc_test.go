@@ -10,10 +10,11 @@ import (
 	"github.com/pgxha/pgxha/balancer"
 )
 
-// benchNodes returns n nodes with varied latency and connections in use.
-// With weighted set, node 0 has weight 0.5 and the others 1, as for a master
-// that serves a share of the reads; otherwise every weight is 1. No node is
-// idle, so least_busy scans every node.
+// benchNodes returns n nodes with varied latency, connections in use and
+// lag. With weighted set, node 0 has weight 0.5 and the others 1, as for a
+// master that serves a share of the reads; otherwise every weight is 1. No
+// node is idle, so least_busy scans every node; half the nodes are within
+// least_lag's tolerance (0 or 1 MiB behind), so it picks among a subset.
 func benchNodes(n int, weighted bool) []balancer.Node {
 	specs := make([]spec, n)
 	for i := range specs {
@@ -21,6 +22,7 @@ func benchNodes(n int, weighted bool) []balancer.Node {
 			w:   1,
 			lat: time.Duration(i%7+1) * 100 * time.Microsecond,
 			use: int64(i%5 + 1),
+			lag: &lag{bytes: int64(i%4) << 20},
 		}
 	}
 	if weighted {

@@ -11,7 +11,8 @@ import (
 // Node is one candidate as a Picker sees it.
 //
 // A Builder may keep the slice of nodes passed to Build; nobody modifies it
-// after Build. Only the counter InUse points to changes afterwards.
+// after Build, nor the Tags map. Only the counter InUse points to changes
+// afterwards.
 type Node struct {
 	// Index is the node's position in the connection string, 0-based. It is
 	// stable for the lifetime of a manager.
@@ -34,6 +35,19 @@ type Node struct {
 	// manager updates it on every acquire and release, so a Picker that reads
 	// it sees the live value. It may be nil, which reads as 0.
 	InUse *atomic.Int64
+
+	// Tags are the node's tags, as its discovery found them (Patroni's
+	// tags, a zone, the user's own), or nil. Read-only: a Builder may keep
+	// the map but must not modify it.
+	Tags map[string]string
+
+	// LagBytes and Lag are the node's replication lag behind the master,
+	// in bytes of WAL and in time, when the candidate set was built. They
+	// mean something only when LagKnown is set: a lag that could not be
+	// measured yet is unknown, never 0. A master's lag is 0 and known.
+	LagBytes int64
+	Lag      time.Duration
+	LagKnown bool
 }
 
 // Builder turns a candidate set into an immutable Picker.
@@ -84,6 +98,7 @@ const (
 	nameLeastBusy      = "least_busy"
 	nameP2C            = "p2c"
 	nameFirst          = "first"
+	nameLeastLag       = "least_lag"
 )
 
 // validNames lists the canonical policy names in the order error messages
@@ -95,13 +110,15 @@ var validNames = []string{
 	nameLeastBusy,
 	nameP2C,
 	nameFirst,
+	nameLeastLag,
 }
 
 // ByName returns the Builder of the policy called name.
 //
 // It accepts the names the builders report ("round_robin", "random",
-// "weighted", "least_busy", "p2c", "first") and the aliases "roundrobin",
-// "round-robin", "weighted_random", "least-busy" and "leastbusy". Matching
+// "weighted", "least_busy", "p2c", "first", "least_lag") and the aliases
+// "roundrobin", "round-robin", "weighted_random", "least-busy", "leastbusy",
+// "least-lag" and "leastlag". Matching
 // ignores case and surrounding white space. An unknown name, including the
 // empty string, returns an error that quotes name and lists the valid names.
 //
@@ -121,6 +138,8 @@ func ByName(name string) (Builder, error) {
 		return P2C(), nil
 	case nameFirst:
 		return First(), nil
+	case nameLeastLag, "least-lag", "leastlag":
+		return LeastLag(), nil
 	}
 	return nil, fmt.Errorf("balancer: unknown policy %q (valid policies: %s)",
 		name, strings.Join(validNames, ", "))

@@ -25,6 +25,9 @@ func TestByName(t *testing.T) {
 		{"leastbusy", "least_busy"},
 		{"p2c", "p2c"},
 		{"first", "first"},
+		{"least_lag", "least_lag"},
+		{"least-lag", "least_lag"},
+		{"leastlag", "least_lag"},
 		{"Round_Robin", "round_robin"},
 		{" P2C ", "p2c"},
 	}
@@ -38,7 +41,7 @@ func TestByName(t *testing.T) {
 }
 
 func TestByNameUnknown(t *testing.T) {
-	valid := []string{"round_robin", "random", "weighted", "least_busy", "p2c", "first"}
+	valid := []string{"round_robin", "random", "weighted", "least_busy", "p2c", "first", "least_lag"}
 	for _, name := range []string{"", "fastest", "round robin", "least_connections", "p2c2"} {
 		t.Run(name, func(t *testing.T) {
 			b, err := balancer.ByName(name)
@@ -102,6 +105,7 @@ func TestReadsInUse(t *testing.T) {
 		{balancer.Random(), false},
 		{balancer.WeightedRandom(), false},
 		{balancer.First(), false},
+		{balancer.LeastLag(), false},
 		{balancer.LeastBusy(), true},
 		{balancer.P2C(), true},
 		{customBuilder{}, true}, // unknown: assumed to read it

@@ -220,3 +220,27 @@ func TestP2CBalancesLoad(t *testing.T) {
 	ratio := float64(fast+1) / float64(slow+1)
 	assert.InDelta(t, 10, ratio, 0.5, "(fast+1)/(slow+1) with %d and %d in use", fast, slow)
 }
+
+// TestLeastLagDistribution checks least_lag over 64 replicas of varied
+// weight: the 16 within the tolerance of the least lagged share the reads in
+// proportion to weight; those further behind in bytes or in time, or of
+// unknown lag, get none.
+func TestLeastLagDistribution(t *testing.T) {
+	specs := make([]spec, 64)
+	weights := make([]float64, 64)
+	for i := range specs {
+		specs[i].w = float64(i%3 + 1)
+		switch i % 4 {
+		case 0: // 0 to 960 KiB behind: within 1 MiB of the first
+			specs[i].lag = &lag{bytes: int64(i/4) << 16, time: time.Duration(i) * time.Millisecond}
+			weights[i] = specs[i].w
+		case 1: // too far behind in bytes
+			specs[i].lag = &lag{bytes: 2<<20 + int64(i)}
+		case 2: // close in bytes, too far behind in time
+			specs[i].lag = &lag{bytes: 4096, time: 200 * time.Millisecond}
+		case 3: // unknown
+		}
+	}
+	p := balancer.LeastLag().Build(makeNodes(specs...))
+	checkSharesStat(t, countPicks(t, p, len(specs), 400_000), shares(weights...))
+}

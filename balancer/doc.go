@@ -9,9 +9,10 @@
 // rebuild replaces the Picker. Keeping all the preparation in Build lets Pick
 // be lock-free, constant-time or close to it, and free of allocations.
 //
-// What a Picker may look at is fixed when it is built, except for
-// [Node.InUse], a counter of acquired connections that the manager keeps up to
-// date and that a Picker can read with no locking.
+// What a Picker may look at is fixed when it is built (a node's weight,
+// latency, replication lag and tags), except for [Node.InUse], a counter of
+// acquired connections that the manager keeps up to date and that a Picker
+// can read with no locking.
 //
 // # Policies
 //
@@ -27,6 +28,9 @@
 //   - [P2C] ("p2c"): the better of two random candidates, by connections in
 //     use, latency and weight.
 //   - [First] ("first"): the first candidate in connection string order.
+//   - [LeastLag] ("least_lag"): at random, in proportion to weight, among
+//     the candidates whose replication lag is the smallest (within a
+//     tolerance).
 //
 // With a single candidate, every policy's Picker returns 0 at once.
 //

@@ -51,7 +51,7 @@ func ExampleByName() {
 	fmt.Println(err)
 	// Output:
 	// least_busy <nil>
-	// balancer: unknown policy "fastest" (valid policies: round_robin, random, weighted, least_busy, p2c, first)
+	// balancer: unknown policy "fastest" (valid policies: round_robin, random, weighted, least_busy, p2c, first, least_lag)
 }
 
 func ExampleFirst() {

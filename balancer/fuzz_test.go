@@ -17,8 +17,9 @@ var fuzzWeights = []float64{
 }
 
 // FuzzPick builds every policy over a cluster described by data, three bytes
-// per node (weight, latency, connections in use), and checks that Pick stays
-// in range and that First and single-node sets pick as documented.
+// per node (weight, latency, connections in use; lag derives from them), and
+// checks that Pick stays in range and that First, LeastLag and single-node
+// sets pick as documented.
 func FuzzPick(f *testing.F) {
 	f.Add([]byte{0, 0, 0})
 	f.Add([]byte{0, 1, 2, 1, 2, 3, 2, 3, 4})
@@ -43,7 +44,13 @@ func FuzzPick(f *testing.F) {
 				Latency: time.Duration(b[1]) * time.Duration(b[1]) * time.Microsecond,
 				InUse:   inUse,
 			}
+			if b[2]%4 != 3 {
+				nodes[i].LagKnown = true
+				nodes[i].LagBytes = (int64(b[1]) - 8) << 16 // some negative
+				nodes[i].Lag = time.Duration(int(b[0])-2) * 20 * time.Millisecond
+			}
 		}
+		qualifies := leastLagQualifying(nodes, balancer.DefaultLagToleranceBytes, balancer.DefaultLagTolerance)
 		lowest := 0
 		for i := range nodes {
 			if nodes[i].Index < nodes[lowest].Index {
@@ -63,7 +70,45 @@ func FuzzPick(f *testing.F) {
 				if b.Name() == "first" && i != lowest {
 					t.Fatalf("first: Pick() = %d (Index %d), want %d (Index %d)", i, nodes[i].Index, lowest, nodes[lowest].Index)
 				}
+				if b.Name() == "least_lag" && !qualifies[i] {
+					t.Fatalf("least_lag: Pick() = %d (lag %d bytes, %s, known %v), which is not within the tolerance of the least lag; qualifying %v",
+						i, nodes[i].LagBytes, nodes[i].Lag, nodes[i].LagKnown, qualifies)
+				}
 			}
 		}
 	})
+}
+
+// leastLagQualifying returns, per node, whether least_lag may pick it: its
+// lag is known, its byte lag within tolBytes of the smallest, and its time
+// lag within tolTime of the smallest among the nodes that passed the bytes
+// test (negative lags counting as 0); or no node's lag is known. It is
+// written apart from the policy, as the documentation states the rule.
+func leastLagQualifying(nodes []balancer.Node, tolBytes int64, tolTime time.Duration) []bool {
+	out := make([]bool, len(nodes))
+	minBytes := int64(math.MaxInt64)
+	known := false
+	for _, n := range nodes {
+		if n.LagKnown {
+			known = true
+			minBytes = min(minBytes, max(n.LagBytes, 0))
+		}
+	}
+	if !known {
+		for i := range out {
+			out[i] = true
+		}
+		return out
+	}
+	minTime := time.Duration(math.MaxInt64)
+	for i, n := range nodes {
+		out[i] = n.LagKnown && max(n.LagBytes, 0) <= minBytes+tolBytes
+		if out[i] {
+			minTime = min(minTime, max(n.Lag, 0))
+		}
+	}
+	for i, n := range nodes {
+		out[i] = out[i] && max(n.Lag, 0) <= minTime+tolTime
+	}
+	return out
 }

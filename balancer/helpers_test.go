@@ -15,6 +15,13 @@ type spec struct {
 	w   float64
 	lat time.Duration
 	use int64
+	lag *lag // nil: lag unknown
+}
+
+// lag is a known replication lag.
+type lag struct {
+	bytes int64
+	time  time.Duration
 }
 
 // makeNodes returns nodes in Index order, each with its own InUse counter.
@@ -33,6 +40,9 @@ func makeNodes(specs ...spec) []balancer.Node {
 			Weight:  w,
 			Latency: s.lat,
 			InUse:   inUse,
+		}
+		if s.lag != nil {
+			nodes[i].LagBytes, nodes[i].Lag, nodes[i].LagKnown = s.lag.bytes, s.lag.time, true
 		}
 	}
 	return nodes
@@ -58,6 +68,7 @@ var policies = []balancer.Builder{
 	balancer.LeastBusy(),
 	balancer.P2C(),
 	balancer.First(),
+	balancer.LeastLag(),
 }
 
 // countPicks calls p.Pick picks times and returns how often each of n

@@ -218,12 +218,65 @@ func TestFirst(t *testing.T) {
 	}
 }
 
+func TestLeastLag(t *testing.T) {
+	ms := time.Millisecond
+	mib := int64(1 << 20)
+	caughtUp := &lag{}
+	runPickCases(t, balancer.LeastLag(), []pickCase{
+		{name: "single node, lag unknown", nodes: []spec{{}}, want: []float64{1}},
+		{name: "least bytes", nodes: []spec{{lag: &lag{bytes: 5 * mib}}, {lag: &lag{bytes: 2 * mib}}, {lag: &lag{bytes: 9 * mib}}}, want: []float64{0, 1, 0}},
+		{name: "least time", nodes: []spec{{lag: &lag{time: 2 * time.Second}}, {lag: &lag{time: 300 * ms}}}, want: []float64{0, 1}},
+		// Among the nodes close in bytes, time decides.
+		{name: "bytes close, time far", nodes: []spec{{lag: &lag{bytes: 0, time: time.Second}}, {lag: &lag{bytes: mib / 2}}}, want: []float64{0, 1}},
+		{name: "time close, bytes far", nodes: []spec{{lag: &lag{bytes: 3 * mib}}, {lag: &lag{bytes: 0, time: 50 * ms}}}, want: []float64{0, 1}},
+		// Bytes decide first: the least time lag of a node far behind in
+		// bytes does not count.
+		{name: "bytes before time", nodes: []spec{{lag: &lag{bytes: 0, time: time.Second}}, {lag: &lag{bytes: 16 * mib, time: 0}}}, want: []float64{1, 0}},
+		{name: "time among the close in bytes", nodes: []spec{{lag: &lag{bytes: 0, time: 90 * ms}}, {lag: &lag{bytes: mib, time: 0}}, {lag: &lag{bytes: mib + 1}}, {lag: &lag{bytes: 10, time: 101 * ms}}}, picks: 100_000, want: shares(1, 1, 0, 0), stat: true},
+		{name: "within the tolerance share", nodes: []spec{{lag: &lag{bytes: 100}}, {lag: &lag{bytes: mib, time: 100 * ms}}, {lag: &lag{bytes: mib + 101}}}, picks: 100_000, want: shares(1, 1, 0), stat: true},
+		{name: "unknown never beats known", nodes: []spec{{}, {lag: &lag{bytes: 1 << 40, time: time.Hour}}, {}}, want: []float64{0, 1, 0}},
+		{name: "all unknown", nodes: uniform(4), picks: 100_000, want: shares(1, 1, 1, 1), stat: true},
+		{name: "all unknown, by weight", nodes: weighted(1, 3), picks: 100_000, want: shares(1, 3), stat: true},
+		{name: "caught up share", nodes: []spec{{lag: caughtUp}, {lag: caughtUp}, {lag: caughtUp}}, picks: 100_000, want: shares(1, 1, 1), stat: true},
+		// A master among the replicas (lag 0, weight 0.5) shares with the
+		// caught-up replica in proportion to weight.
+		{name: "master at half weight", nodes: []spec{{w: 0.5, lag: caughtUp}, {lag: &lag{bytes: 4096}}, {lag: &lag{bytes: 8 * mib}}}, picks: 100_000, want: shares(0.5, 1, 0), stat: true},
+		{name: "negative lag counts as 0", nodes: []spec{{lag: &lag{bytes: -5 * mib, time: -time.Hour}}, {lag: &lag{bytes: mib}}, {lag: &lag{bytes: 2 * mib}}}, picks: 100_000, want: shares(1, 1, 0), stat: true},
+		{name: "InUse and latency ignored", nodes: []spec{{use: 100, lat: time.Second, lag: caughtUp}, {lag: &lag{bytes: 2 * mib}}}, want: []float64{1, 0}},
+	})
+}
+
+func TestLeastLagWithin(t *testing.T) {
+	mib := int64(1 << 20)
+	nodes := []spec{{lag: &lag{bytes: 0}}, {lag: &lag{bytes: 3 * mib, time: 2 * time.Second}}, {lag: &lag{bytes: 10 * mib, time: time.Minute}}}
+	tests := []struct {
+		name  string
+		bytes int64
+		d     time.Duration
+		want  []float64
+	}{
+		{"no tolerance", 0, 0, []float64{1, 0, 0}},
+		{"negative counts as 0", -1, -time.Second, []float64{1, 0, 0}},
+		{"bytes alone do not admit", 4 * mib, 0, []float64{1, 0, 0}},
+		{"both admit", 4 * mib, 2 * time.Second, shares(1, 1, 0)},
+		{"everything", 1 << 40, time.Hour, shares(1, 1, 1)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := balancer.LeastLagWithin(tt.bytes, tt.d)
+			assert.Equal(t, "least_lag", b.Name())
+			counts := countPicks(t, b.Build(makeNodes(nodes...)), len(nodes), 100_000)
+			checkSharesStat(t, counts, tt.want)
+		})
+	}
+}
+
 // TestInvalidWeights checks that weights outside the documented range are
 // treated as 1 rather than breaking a policy.
 func TestInvalidWeights(t *testing.T) {
 	weights := []float64{0, -1, nan(), inf(), 1}
 	quarter := shares(1, 1, 1, 1, 1)
-	for _, b := range []balancer.Builder{balancer.RoundRobin(), balancer.Random(), balancer.WeightedRandom()} {
+	for _, b := range []balancer.Builder{balancer.RoundRobin(), balancer.Random(), balancer.WeightedRandom(), balancer.LeastLag()} {
 		t.Run(b.Name(), func(t *testing.T) {
 			nodes := makeNodes(uniform(len(weights))...)
 			for i, w := range weights {
