@@ -65,6 +65,36 @@ func (n *Node) Running() bool { return n.drv.running() }
 // String returns the node's name.
 func (n *Node) String() string { return n.name }
 
+// patroniDriver is implemented by the drivers of nodes that Patroni runs.
+type patroniDriver interface {
+	apiURL() string
+	setTags(ctx context.Context, tags map[string]any) error
+}
+
+// PatroniURL is the base URL of the node's Patroni REST API
+// ("http://127.0.0.1:port"), or "" when Patroni does not run the cluster.
+func (n *Node) PatroniURL() string {
+	if pd, ok := n.drv.(patroniDriver); ok {
+		return pd.apiURL()
+	}
+	return ""
+}
+
+// SetPatroniTags replaces the node's Patroni tags (nofailover,
+// noloadbalance, nosync, replicatefrom, or any of the operator's own; those
+// not given are false or absent) and, when the node runs, makes Patroni
+// reload its configuration and returns once Patroni's /cluster shows them.
+// Patroni lists a false nofailover, noloadbalance, clonefrom or nosync as
+// no tag at all. A node that does not run gets them when it starts. It
+// fails when Patroni does not run the cluster.
+func (n *Node) SetPatroniTags(ctx context.Context, tags map[string]any) error {
+	pd, ok := n.drv.(patroniDriver)
+	if !ok {
+		return fmt.Errorf("testcluster: %s: SetPatroniTags: the cluster does not run Patroni (backend %s)", n.name, n.c.opts.Backend)
+	}
+	return n.op("set Patroni tags", func() error { return pd.setTags(ctx, tags) })
+}
+
 func (n *Node) op(what string, f func() error) error {
 	n.opMu.Lock()
 	defer n.opMu.Unlock()

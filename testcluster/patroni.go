@@ -11,11 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,6 +98,7 @@ type patroniNode struct {
 	keeper *exec.Cmd
 	exited chan struct{} // closed once keeper has been waited for
 	paused bool
+	tags   map[string]any // the operator's tags, over the defaults; see setTags
 }
 
 var _ nodeDriver = (*patroniNode)(nil)
@@ -396,13 +399,115 @@ func (n *patroniNode) writeConfig() error {
 			"remove_data_directory_on_diverged_timelines": true,
 		},
 		"watchdog": map[string]any{"mode": "off", "safety_margin": -1},
-		"tags":     map[string]any{"nofailover": false, "noloadbalance": false, "clonefrom": false, "nosync": false},
+		"tags":     n.configTags(),
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return fmt.Errorf("testcluster: %w", err)
 	}
 	return c.writeServerFile(n.config, string(b)+"\n")
+}
+
+// configTags returns the tags of the node's configuration: false for
+// Patroni's own boolean tags, then the node's tags over them. The caller
+// holds mu, or the node has not started.
+func (n *patroniNode) configTags() map[string]any {
+	tags := map[string]any{"nofailover": false, "noloadbalance": false, "clonefrom": false, "nosync": false}
+	for k, v := range n.tags {
+		tags[k] = v
+	}
+	return tags
+}
+
+func (n *patroniNode) apiURL() string {
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(n.apiPort))
+}
+
+// setTags rewrites the node's configuration with tags and, if Patroni runs,
+// has it reload (POST /reload) and waits until its member in /cluster shows
+// them.
+func (n *patroniNode) setTags(ctx context.Context, tags map[string]any) error {
+	for k := range tags {
+		if k == "" {
+			return errors.New("SetPatroniTags: an empty tag name")
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.tags = maps.Clone(tags)
+	if err := n.writeConfig(); err != nil {
+		return err
+	}
+	if !n.runningLocked() {
+		return nil
+	}
+	// What /cluster shows: Patroni drops its own boolean tags when false.
+	want := map[string]any{}
+	for k, v := range n.configTags() {
+		if b, ok := v.(bool); ok && !b && slices.Contains([]string{"nofailover", "noloadbalance", "clonefrom", "nosync"}, k) {
+			continue
+		}
+		want[k] = v
+	}
+	wantJSON, err := json.Marshal(want)
+	if err != nil {
+		return fmt.Errorf("SetPatroniTags: %w", err)
+	}
+	var wantTags map[string]any
+	if err := json.Unmarshal(wantJSON, &wantTags); err != nil {
+		return fmt.Errorf("SetPatroniTags: %w", err)
+	}
+	if n.paused {
+		return errors.New("SetPatroniTags: the node is paused")
+	}
+	url := n.apiURL()
+	status, body, err := n.pc.call(ctx, http.MethodPost, url+"/reload", nil)
+	if err != nil {
+		return fmt.Errorf("POST /reload: %w", err)
+	}
+	if status != http.StatusAccepted && status != http.StatusOK {
+		return fmt.Errorf("POST /reload: %d %s", status, body)
+	}
+	ticker := time.NewTicker(50 * time.Millisecond)
+	defer ticker.Stop()
+	var last string
+	for {
+		status, body, err := n.pc.call(ctx, http.MethodGet, url+"/cluster", nil)
+		if err == nil && status == http.StatusOK {
+			var cl struct {
+				Members []struct {
+					Name string         `json:"name"`
+					Tags map[string]any `json:"tags"`
+				} `json:"members"`
+			}
+			if err := json.Unmarshal(body, &cl); err != nil {
+				return fmt.Errorf("GET /cluster: %w", err)
+			}
+			last = fmt.Sprintf("%s is not in /cluster", n.name)
+			for _, m := range cl.Members {
+				if m.Name != n.name {
+					continue
+				}
+				if m.Tags == nil {
+					m.Tags = map[string]any{}
+				}
+				if reflect.DeepEqual(m.Tags, wantTags) {
+					n.c.opts.Logf("testcluster: %s has Patroni tags %s", n.name, wantJSON)
+					return nil
+				}
+				last = fmt.Sprintf("/cluster shows tags %v, want %v", m.Tags, wantTags)
+			}
+		} else if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("GET /cluster: %d %s", status, body)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("SetPatroniTags: %w (%s)", ctx.Err(), last)
+		case <-ticker.C:
+		}
+	}
 }
 
 // patroniParameters turns serverConf's lines into Patroni's parameters,
@@ -656,8 +761,7 @@ func (pc *patroniCluster) api(ctx context.Context, n *Node, method, path string,
 			return 0, nil, err
 		}
 	}
-	url := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(n.drv.(*patroniNode).apiPort)) + path
-	return pc.call(ctx, method, url, b)
+	return pc.call(ctx, method, n.drv.(*patroniNode).apiURL()+path, b)
 }
 
 // master asks etcd which member holds Patroni's leader key now.

@@ -4,9 +4,12 @@ package testcluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -246,4 +249,84 @@ func BenchmarkPatroniFailover(b *testing.B) {
 	b.ReportMetric(float64(took[0].Milliseconds()), "min-ms")
 	b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "median-ms")
 	b.ReportMetric(float64(took[len(took)-1].Milliseconds()), "max-ms")
+}
+
+// patroniMember returns a member's entry in GET /cluster from the API at
+// base, or an error; for polling, where require cannot be used.
+func patroniMember(ctx context.Context, base, name string) (map[string]any, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/cluster", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var cl struct {
+		Members []map[string]any `json:"members"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&cl); err != nil {
+		return nil, err
+	}
+	for _, m := range cl.Members {
+		if m["name"] == name {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("%s is not a member: %v", name, cl.Members)
+}
+
+// patroniStatus returns the HTTP status of GET path on the API at base.
+func patroniStatus(t *testing.T, ctx context.Context, base, path string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestPatroniTags(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1, Backend: testcluster.BackendPatroni})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	require.NotEmpty(t, n1.PatroniURL())
+	require.NotEqual(t, n1.PatroniURL(), n2.PatroniURL())
+
+	m, err := patroniMember(ctx, n1.PatroniURL(), "n2")
+	require.NoError(t, err)
+	assert.Nil(t, m["tags"], "no tag is listed at first (false booleans are not)")
+	assert.Equal(t, http.StatusOK, patroniStatus(t, ctx, n2.PatroniURL(), "/replica"), "a replica without noloadbalance takes reads")
+
+	tags := map[string]any{"noloadbalance": true, "nofailover": true, "zone": "b", "weight": 3}
+	require.NoError(t, n2.SetPatroniTags(ctx, tags))
+	// Seen by the other member too, from the DCS.
+	m, err = patroniMember(ctx, n1.PatroniURL(), "n2")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"noloadbalance": true, "nofailover": true, "zone": "b", "weight": float64(3)}, m["tags"])
+	assert.Equal(t, http.StatusServiceUnavailable, patroniStatus(t, ctx, n2.PatroniURL(), "/replica"),
+		"Patroni's own health check honours noloadbalance")
+
+	require.NoError(t, n2.SetPatroniTags(ctx, map[string]any{"zone": "a"}), "tags are replaced, not merged")
+	m, err = patroniMember(ctx, n1.PatroniURL(), "n2")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"zone": "a"}, m["tags"])
+	assert.Equal(t, http.StatusOK, patroniStatus(t, ctx, n2.PatroniURL(), "/replica"))
+
+	// A stopped node gets its tags when it starts.
+	require.NoError(t, n2.Stop())
+	require.NoError(t, n2.SetPatroniTags(ctx, map[string]any{"noloadbalance": true}))
+	require.NoError(t, n2.Start())
+	require.NoError(t, c.Rejoin(ctx, n2))
+	require.Eventually(t, func() bool {
+		m, err := patroniMember(ctx, n1.PatroniURL(), "n2")
+		return err == nil && reflect.DeepEqual(m["tags"], map[string]any{"noloadbalance": true})
+	}, time.Minute, 50*time.Millisecond, "tags set while the node was down apply when it starts")
 }
