@@ -30,6 +30,7 @@ deps-postgres:
 
 deps-patroni:
 	@./scripts/ensure-patroni.sh
+	@./scripts/ensure-dnsmasq.sh
 
 vet:
 	$(GO) vet $(PKGS)

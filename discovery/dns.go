@@ -1,0 +1,257 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DNSConfig configures a [DNS] Discoverer.
+type DNSConfig struct {
+	// Name is the DNS name whose A and AAAA records are the nodes, such as
+	// a Kubernetes headless service (db.prod.svc.cluster.local). Required.
+	Name string
+
+	// Port is every node's port. Required.
+	Port uint16
+
+	// Interval is the time between two looks (give or take 10%). Default
+	// DefaultDNSInterval; while looks fail they are retried sooner, with
+	// exponential backoff from MinInterval up to Interval.
+	Interval time.Duration
+
+	// MinInterval is the shortest time between two looks, which bounds
+	// how often Refresh makes one. Default DefaultMinInterval.
+	MinInterval time.Duration
+
+	// Timeout bounds one look. Default DefaultDNSTimeout.
+	Timeout time.Duration
+
+	// Resolver resolves Name. Default net.DefaultResolver; tests point one
+	// at a DNS server of their own through its Dial field.
+	Resolver *net.Resolver
+}
+
+// DNS is a Discoverer whose nodes are every address of a DNS name, looked
+// up again every interval and on Refresh. Nodes come in address order, IPv4
+// before IPv6, with no Name and no Tags. A name that does not exist or has
+// no address is an error that wraps ErrNoNodes (the last good set stays).
+// It is safe for concurrent use; see [Discoverer] for Run.
+type DNS struct {
+	cfg DNSConfig // read-only after NewDNS
+	*poller
+}
+
+// NewDNS returns a DNS Discoverer, or an error naming what is wrong in cfg.
+func NewDNS(cfg DNSConfig) (*DNS, error) {
+	if err := checkName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("discovery: dns: %w", err)
+	}
+	if cfg.Port == 0 {
+		return nil, errors.New("discovery: dns: no port")
+	}
+	var err error
+	if cfg.Interval, cfg.MinInterval, cfg.Timeout, err = timings("dns", cfg.Interval, cfg.MinInterval, cfg.Timeout, DefaultDNSInterval, DefaultDNSTimeout); err != nil {
+		return nil, err
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	d := &DNS{cfg: cfg}
+	d.poller = newPoller(cfg.Interval, cfg.MinInterval, cfg.Timeout, d.look)
+	return d, nil
+}
+
+// Config returns the configuration with its defaults filled in.
+func (d *DNS) Config() DNSConfig { return d.cfg }
+
+// Run implements Discoverer.
+func (d *DNS) Run(ctx context.Context, update func(State)) error { return d.run(ctx, update) }
+
+// String describes the Discoverer, for logs: "dns db.example.com port 5432".
+func (d *DNS) String() string {
+	return "dns " + d.cfg.Name + " port " + strconv.Itoa(int(d.cfg.Port))
+}
+
+func (d *DNS) look(ctx context.Context) ([]Node, error) {
+	addrs, err := lookupAddrs(ctx, d.cfg.Resolver, d.cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: dns %s: %w", d.cfg.Name, err)
+	}
+	nodes := make([]Node, len(addrs))
+	for i, a := range addrs {
+		nodes[i] = Node{Addr: netip.AddrPortFrom(a, d.cfg.Port).String()}
+	}
+	return nodes, nil
+}
+
+// lookupAddrs returns the addresses of name, sorted, without duplicates. A
+// name that does not exist or has no address gives an error that wraps
+// ErrNoNodes.
+func lookupAddrs(ctx context.Context, r *net.Resolver, name string) ([]netip.Addr, error) {
+	addrs, err := r.LookupNetIP(ctx, "ip", name)
+	if err != nil {
+		if notFound(err) {
+			return nil, fmt.Errorf("%w: %w", ErrNoNodes, err)
+		}
+		return nil, err
+	}
+	for i, a := range addrs {
+		addrs[i] = a.Unmap()
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	if len(addrs) == 0 {
+		return nil, ErrNoNodes
+	}
+	return addrs, nil
+}
+
+// notFound reports whether err says that a name does not exist, or has no
+// record of the type asked for.
+func notFound(err error) bool {
+	var dnsErr *net.DNSError
+	return errors.As(err, &dnsErr) && dnsErr.IsNotFound
+}
+
+// SRVConfig configures an [SRV] Discoverer.
+type SRVConfig struct {
+	// Name is the SRV record's name: "_postgresql._tcp.db.example.com", or
+	// "db.example.com", which means that. A name that starts with '_' is
+	// used as it is. Required.
+	Name string
+
+	// Interval, MinInterval, Timeout and Resolver are as in DNSConfig
+	// (Timeout bounds the SRV lookup and those of its targets together).
+	Interval    time.Duration
+	MinInterval time.Duration
+	Timeout     time.Duration
+	Resolver    *net.Resolver
+}
+
+// SRV is a Discoverer whose nodes come from an SRV record: each target's
+// addresses, with the record's port, looked up again every interval and on
+// Refresh. Nodes come by priority (lowest first), then weight (highest
+// first), then target and address; Name is the target (without its final
+// dot) and the tags srv_priority and srv_weight hold the record's values.
+// A target whose name does not exist is left out; any other failure of a
+// lookup fails the whole look, keeping the last good set. It is safe for
+// concurrent use; see [Discoverer] for Run.
+type SRV struct {
+	cfg    SRVConfig // read-only after NewSRV
+	record string    // the full name looked up
+	*poller
+}
+
+// Tags of the nodes an SRV Discoverer finds.
+const (
+	TagSRVPriority = "srv_priority"
+	TagSRVWeight   = "srv_weight"
+)
+
+// NewSRV returns an SRV Discoverer, or an error naming what is wrong in cfg.
+func NewSRV(cfg SRVConfig) (*SRV, error) {
+	if err := checkName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("discovery: srv: %w", err)
+	}
+	var err error
+	if cfg.Interval, cfg.MinInterval, cfg.Timeout, err = timings("srv", cfg.Interval, cfg.MinInterval, cfg.Timeout, DefaultDNSInterval, DefaultDNSTimeout); err != nil {
+		return nil, err
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	s := &SRV{cfg: cfg, record: srvRecord(cfg.Name)}
+	s.poller = newPoller(cfg.Interval, cfg.MinInterval, cfg.Timeout, s.look)
+	return s, nil
+}
+
+// srvRecord returns the record name that name stands for.
+func srvRecord(name string) string {
+	if strings.HasPrefix(name, "_") {
+		return name
+	}
+	return "_postgresql._tcp." + name
+}
+
+// Config returns the configuration with its defaults filled in.
+func (s *SRV) Config() SRVConfig { return s.cfg }
+
+// Run implements Discoverer.
+func (s *SRV) Run(ctx context.Context, update func(State)) error { return s.run(ctx, update) }
+
+// String describes the Discoverer, for logs: "srv _postgresql._tcp.db.example.com".
+func (s *SRV) String() string { return "srv " + s.record }
+
+func (s *SRV) look(ctx context.Context) ([]Node, error) {
+	_, records, err := s.cfg.Resolver.LookupSRV(ctx, "", "", s.record)
+	if err != nil {
+		if notFound(err) {
+			return nil, fmt.Errorf("discovery: srv %s: %w: %w", s.record, ErrNoNodes, err)
+		}
+		return nil, fmt.Errorf("discovery: srv %s: %w", s.record, err)
+	}
+	slices.SortStableFunc(records, func(a, b *net.SRV) int {
+		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(b.Weight, a.Weight),
+			cmp.Compare(a.Target, b.Target), cmp.Compare(a.Port, b.Port))
+	})
+	resolved := map[string][]netip.Addr{}
+	var nodes []Node
+	seen := map[string]bool{}
+	for _, rec := range records {
+		target := strings.TrimSuffix(rec.Target, ".")
+		if target == "" || rec.Port == 0 {
+			continue // "." means no service at this name
+		}
+		addrs, ok := resolved[target]
+		if !ok {
+			addrs, err = lookupAddrs(ctx, s.cfg.Resolver, target)
+			if err != nil && !errors.Is(err, ErrNoNodes) {
+				return nil, fmt.Errorf("discovery: srv %s: target %s: %w", s.record, target, err)
+			}
+			resolved[target] = addrs // none when it does not exist
+		}
+		for _, a := range addrs {
+			addr := netip.AddrPortFrom(a, rec.Port).String()
+			if seen[addr] {
+				continue
+			}
+			seen[addr] = true
+			nodes = append(nodes, Node{
+				Addr: addr,
+				Name: target,
+				Tags: map[string]string{
+					TagSRVPriority: strconv.Itoa(int(rec.Priority)),
+					TagSRVWeight:   strconv.Itoa(int(rec.Weight)),
+				},
+			})
+		}
+	}
+	if len(nodes) == 0 {
+		return nil, fmt.Errorf("discovery: srv %s: %w", s.record, ErrNoNodes)
+	}
+	return nodes, nil
+}
+
+// timings validates and defaults a config's durations.
+func timings(kind string, interval, minInterval, timeout, defInterval, defTimeout time.Duration) (time.Duration, time.Duration, time.Duration, error) {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"Interval", interval}, {"MinInterval", minInterval}, {"Timeout", timeout}} {
+		if d.v < 0 {
+			return 0, 0, 0, fmt.Errorf("discovery: %s: %s %s: must not be negative", kind, d.name, d.v)
+		}
+	}
+	interval = durationOr(interval, defInterval)
+	minInterval = min(durationOr(minInterval, DefaultMinInterval), interval)
+	timeout = durationOr(timeout, defTimeout)
+	return interval, minInterval, timeout, nil
+}

@@ -1,0 +1,335 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// PatroniConfig configures a [Patroni] Discoverer.
+type PatroniConfig struct {
+	// URLs are Patroni REST API addresses of members of the cluster, such
+	// as "http://10.0.0.1:8008" (a path, if any, is ignored). At least
+	// one; more let a look go on when a member is down.
+	URLs []string
+
+	// Interval is the time between two looks (give or take 10%). Default
+	// DefaultPatroniInterval; while looks fail they are retried sooner,
+	// with exponential backoff from MinInterval up to Interval.
+	Interval time.Duration
+
+	// MinInterval is the shortest time between two looks, which bounds
+	// how often Refresh makes one. Default DefaultMinInterval.
+	MinInterval time.Duration
+
+	// Timeout bounds one request to one member's API. Default
+	// DefaultPatroniTimeout.
+	Timeout time.Duration
+
+	// Client makes the requests. Default: a client of the Discoverer's
+	// own, whose idle connections are closed when Run returns (those of a
+	// Client given here are left to its owner).
+	Client *http.Client
+}
+
+// Patroni is a Discoverer whose nodes are the members of a Patroni cluster,
+// from GET /cluster on its members' REST APIs, every interval and on
+// Refresh. A look asks the API that answered last, then the configured
+// URLs, then the API of every member of the last set, until one answers.
+//
+// Nodes come in member name order: Name is the member's name, Addr its
+// PostgreSQL host and port as Patroni advertises them, Role, State and Lag
+// what Patroni reports, and Tags its tags (nofailover, noloadbalance,
+// nosync, replicatefrom and the operator's own; Patroni lists a boolean tag
+// only when it is true). A member without a host is left out. It is safe
+// for concurrent use; see [Discoverer] for Run.
+type Patroni struct {
+	// Read-only after NewPatroni.
+	cfg       PatroniConfig
+	bases     []*url.URL // cfg.URLs without path, query or fragment
+	client    *http.Client
+	ownClient bool
+
+	*poller
+
+	// Owned by the look, which runs on Run's goroutine; mu is for String
+	// and tests, which may read them from elsewhere.
+	mu      sync.Mutex
+	last    *url.URL   // the API that answered last
+	members []*url.URL // the members' APIs, from the last set
+}
+
+// NewPatroni returns a Patroni Discoverer, or an error naming what is wrong
+// in cfg.
+func NewPatroni(cfg PatroniConfig) (*Patroni, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("discovery: patroni: no REST API URL")
+	}
+	p := &Patroni{}
+	for _, raw := range cfg.URLs {
+		u, err := apiBase(raw)
+		if err != nil {
+			return nil, fmt.Errorf("discovery: patroni: %w", err)
+		}
+		p.bases = append(p.bases, u)
+	}
+	cfg.URLs = slices.Clone(cfg.URLs)
+	var err error
+	if cfg.Interval, cfg.MinInterval, cfg.Timeout, err = timings("patroni", cfg.Interval, cfg.MinInterval, cfg.Timeout, DefaultPatroniInterval, DefaultPatroniTimeout); err != nil {
+		return nil, err
+	}
+	p.client = cfg.Client
+	if p.client == nil {
+		p.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		p.ownClient = true
+	}
+	p.cfg = cfg
+	// Each request is bounded by Timeout; a look asks a bounded number of
+	// APIs, so it needs no bound of its own.
+	p.poller = newPoller(cfg.Interval, cfg.MinInterval, 0, p.look)
+	return p, nil
+}
+
+// apiBase parses a REST API URL and keeps its scheme, user and host. The
+// error shows the URL without its password.
+func apiBase(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("URL %q: not a URL", redactURL(raw))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("URL %q: want http:// or https://", u.Redacted())
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("URL %q: no host", redactURL(raw))
+	}
+	if port := u.Port(); port != "" {
+		if _, err := parsePort(port); err != nil {
+			return nil, fmt.Errorf("URL %q: %w", u.Redacted(), err)
+		}
+	}
+	return &url.URL{Scheme: u.Scheme, User: u.User, Host: u.Host}, nil
+}
+
+// redactURL hides what may be a password in a string that did not parse
+// as a URL: everything between "://" and the last '@' before the host.
+func redactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	if slash := strings.Index(rest, "/"); slash >= 0 && slash < at {
+		return raw
+	}
+	return scheme + "://xxxxx@" + rest[at+1:]
+}
+
+// Config returns the configuration with its defaults filled in.
+func (p *Patroni) Config() PatroniConfig {
+	cfg := p.cfg
+	cfg.URLs = slices.Clone(cfg.URLs)
+	return cfg
+}
+
+// Run implements Discoverer.
+func (p *Patroni) Run(ctx context.Context, update func(State)) error {
+	if p.ownClient {
+		defer p.client.CloseIdleConnections()
+	}
+	return p.run(ctx, update)
+}
+
+// String describes the Discoverer, for logs: "patroni http://10.0.0.1:8008,...".
+func (p *Patroni) String() string {
+	urls := make([]string, len(p.bases))
+	for i, u := range p.bases {
+		urls[i] = u.Redacted()
+	}
+	return "patroni " + strings.Join(urls, ",")
+}
+
+// look asks one API after another for the cluster, until one answers.
+func (p *Patroni) look(ctx context.Context) ([]Node, error) {
+	var errs []error
+	for _, u := range p.candidates() {
+		nodes, apis, err := p.cluster(ctx, u)
+		if err == nil {
+			p.mu.Lock()
+			p.last, p.members = u, apis
+			p.mu.Unlock()
+			return nodes, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("discovery: patroni: no member's REST API answered: %w", errors.Join(errs...))
+}
+
+// candidates returns the APIs to ask, in order, each once.
+func (p *Patroni) candidates() []*url.URL {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*url.URL
+	seen := map[string]bool{}
+	add := func(u *url.URL) {
+		if u != nil && !seen[u.String()] {
+			seen[u.String()] = true
+			out = append(out, u)
+		}
+	}
+	add(p.last)
+	for _, u := range p.bases {
+		add(u)
+	}
+	for _, u := range p.members {
+		add(u)
+	}
+	return out
+}
+
+// clusterResponse is the part of GET /cluster that a look reads.
+type clusterResponse struct {
+	Members []struct {
+		Name   string                     `json:"name"`
+		Role   string                     `json:"role"`
+		State  string                     `json:"state"`
+		APIURL string                     `json:"api_url"`
+		Host   string                     `json:"host"`
+		Port   json.Number                `json:"port"`
+		Lag    json.RawMessage            `json:"lag"`
+		Tags   map[string]json.RawMessage `json:"tags"`
+	} `json:"members"`
+}
+
+// maxClusterBody bounds the response read from one API.
+const maxClusterBody = 4 << 20
+
+// cluster asks the API at base for the cluster. It returns the nodes and the
+// members' APIs.
+func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.URL, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	where := base.Redacted()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base.JoinPath("cluster").String(), nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", where, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // its URL may hold a password
+		}
+		return nil, nil, fmt.Errorf("%s: %w", where, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxClusterBody+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: reading /cluster: %w", where, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("%s: GET /cluster: %s", where, resp.Status)
+	}
+	if len(body) > maxClusterBody {
+		return nil, nil, fmt.Errorf("%s: GET /cluster: response over %d bytes", where, maxClusterBody)
+	}
+	nodes, apis, err := parseCluster(body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: GET /cluster: %w", where, err)
+	}
+	return nodes, apis, nil
+}
+
+// parseCluster reads a /cluster response.
+func parseCluster(body []byte) ([]Node, []*url.URL, error) {
+	var cr clusterResponse
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&cr); err != nil {
+		return nil, nil, fmt.Errorf("not a Patroni cluster: %w", err)
+	}
+	var nodes []Node
+	var apis []*url.URL
+	seen := map[string]bool{}
+	for _, m := range cr.Members {
+		if m.APIURL != "" {
+			if u, err := apiBase(m.APIURL); err == nil {
+				apis = append(apis, u)
+			}
+		}
+		if m.Host == "" {
+			continue
+		}
+		port := "5432"
+		if m.Port != "" {
+			p, err := parsePort(m.Port.String())
+			if err != nil {
+				return nil, nil, fmt.Errorf("member %q: %w", m.Name, err)
+			}
+			port = strconv.Itoa(int(p))
+		}
+		addr := net.JoinHostPort(m.Host, port)
+		if seen[addr] {
+			continue
+		}
+		seen[addr] = true
+		n := Node{Addr: addr, Name: m.Name, Role: m.Role, State: m.State, Lag: parseLag(m.Lag)}
+		if len(m.Tags) > 0 {
+			n.Tags = make(map[string]string, len(m.Tags))
+			for k, v := range m.Tags {
+				n.Tags[k] = tagValue(v)
+			}
+		}
+		nodes = append(nodes, n)
+	}
+	slices.SortStableFunc(nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	if len(nodes) == 0 {
+		return nil, nil, ErrNoNodes
+	}
+	return nodes, apis, nil
+}
+
+// parseLag reads a member's lag: a number of bytes, or "unknown".
+func parseLag(raw json.RawMessage) Lag {
+	n, err := strconv.ParseInt(string(bytes.TrimSpace(raw)), 10, 64)
+	if err != nil || n < 0 {
+		return Lag{}
+	}
+	return Lag{Bytes: n, Known: true}
+}
+
+// tagValue turns a tag's JSON value into text: a string as it is, other
+// values as JSON writes them (true, 42), null as "".
+func tagValue(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	raw = bytes.TrimSpace(raw)
+	if string(raw) == "null" {
+		return ""
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) == nil {
+		return buf.String()
+	}
+	return string(raw)
+}

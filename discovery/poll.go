@@ -1,0 +1,152 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Defaults of the built-in Discoverers' configs.
+const (
+	DefaultDNSInterval     = 10 * time.Second // DNSConfig.Interval, SRVConfig.Interval
+	DefaultPatroniInterval = 5 * time.Second  // PatroniConfig.Interval
+	DefaultMinInterval     = time.Second      // MinInterval of every config
+	DefaultDNSTimeout      = 5 * time.Second  // DNSConfig.Timeout, SRVConfig.Timeout
+	DefaultPatroniTimeout  = 2 * time.Second  // PatroniConfig.Timeout
+)
+
+// poller is the look loop of DNS, SRV and Patroni: a look at once, then one
+// every interval (with jitter), sooner on Refresh, sooner with backoff while
+// looks fail.
+type poller struct {
+	// Read-only after construction.
+	interval    time.Duration
+	minInterval time.Duration
+	timeout     time.Duration // bound of one look; 0: the look bounds itself
+	look        func(ctx context.Context) ([]Node, error)
+
+	refresh chan struct{} // 1-buffered: a burst of Refresh calls collapses into one
+	running atomic.Bool   // set while Run runs
+}
+
+func newPoller(interval, minInterval, timeout time.Duration, look func(context.Context) ([]Node, error)) *poller {
+	return &poller{
+		interval:    interval,
+		minInterval: minInterval,
+		timeout:     timeout,
+		look:        look,
+		refresh:     make(chan struct{}, 1),
+	}
+}
+
+// Refresh asks for a look; it never blocks.
+func (p *poller) Refresh() {
+	select {
+	case p.refresh <- struct{}{}:
+	default:
+	}
+}
+
+var errRunning = errors.New("discovery: Run called while another Run of the same Discoverer runs")
+
+// run is Discoverer.Run. It starts no goroutine.
+func (p *poller) run(ctx context.Context, update func(State)) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errRunning
+	}
+	defer p.running.Store(false)
+
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = p.minInterval
+	bo.MaxInterval = p.interval
+	bo.MaxElapsedTime = 0 // looks go on while ctx lasts
+
+	var (
+		good     []Node // the last set found, reported to update
+		last     State  // the last State reported
+		reported bool
+	)
+	for {
+		// A request made before this look is answered by it.
+		select {
+		case <-p.refresh:
+		default:
+		}
+		nodes, err := p.lookOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		lookedAt := time.Now()
+		wait := jitter(p.interval)
+		st := State{Nodes: good, Err: err}
+		if err == nil {
+			bo.Reset()
+			if !Equal(nodes, good) {
+				good = nodes
+			}
+			st.Nodes = good
+		} else {
+			wait = min(bo.NextBackOff(), p.interval)
+		}
+		if !reported || !sameState(last, st) {
+			last, reported = st, true
+			update(State{Nodes: clone(st.Nodes), Err: st.Err})
+		}
+
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-timer.C:
+		case <-p.refresh:
+			timer.Stop()
+			if d := time.Until(lookedAt.Add(p.minInterval)); d > 0 {
+				gap := time.NewTimer(d)
+				select {
+				case <-ctx.Done():
+					gap.Stop()
+					return nil
+				case <-gap.C:
+				}
+			}
+		}
+	}
+}
+
+// lookOnce runs one look, bounded by the timeout when there is one.
+func (p *poller) lookOnce(ctx context.Context) ([]Node, error) {
+	if p.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+	}
+	return p.look(ctx)
+}
+
+// sameState reports whether two States would read the same to the Manager:
+// the same nodes and the same error text.
+func sameState(a, b State) bool {
+	if (a.Err == nil) != (b.Err == nil) || a.Err != nil && a.Err.Error() != b.Err.Error() {
+		return false
+	}
+	return Equal(a.Nodes, b.Nodes)
+}
+
+// jitter returns d give or take 10%, so that many clients started together
+// do not all look at the same moments.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
+
+// durationOr returns d, or def when d is 0.
+func durationOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
