@@ -108,8 +108,12 @@ const (
 
 // Tag reports whether the node has a true boolean tag name ("true", "1",
 // "t", "yes", "on", any case, as Patroni and PostgreSQL accept).
-func (n *Node) Tag(name string) bool {
-	switch strings.ToLower(strings.TrimSpace(n.Tags[name])) {
+func (n *Node) Tag(name string) bool { return IsTrue(n.Tags[name]) }
+
+// IsTrue reports whether a tag's value is a true boolean: "true", "1",
+// "t", "yes", "on", any case, as Patroni and PostgreSQL accept.
+func IsTrue(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
 	case "true", "t", "1", "yes", "y", "on":
 		return true
 	}

@@ -152,7 +152,7 @@ func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, 
 // often. With MinLSN, replicas whose last check is behind are asked on a
 // connection (see probeMinLSN).
 func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error) (*pgxpool.Conn, *node, error) {
-	maxFailures := 2 * len(m.nodes)
+	maxFailures := 2 * len(m.nodesNow())
 	var lsnWait *minLSNWait
 	if t == targetReplica && o != nil && o.minLSN != 0 {
 		lsnWait = newMinLSNWait(o)

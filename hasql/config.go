@@ -22,6 +22,7 @@ import (
 
 	"github.com/pgxha/pgxha/balancer"
 	"github.com/pgxha/pgxha/checker"
+	"github.com/pgxha/pgxha/discovery"
 	"github.com/pgxha/pgxha/internal/secrets"
 )
 
@@ -116,8 +117,22 @@ type Config struct {
 
 	// ConfigureNode, when set, is called once per node with a copy of
 	// PoolConfig already pointing at that node, before its pool is made. An
-	// error stops NewWithConfig.
+	// error stops NewWithConfig. Nodes a Discoverer adds later get it too;
+	// an error then leaves that node out (and is logged).
 	ConfigureNode func(node NodeConfig, cfg *pgxpool.Config) error
+
+	// Discoverer, when set, is where the node set comes from while the
+	// Manager runs (hasql_discovery=dns|srv|patroni and their settings, or
+	// WithDiscoverer): nodes it adds get a pool and a check, nodes it
+	// removes are drained and closed. Nodes (the connection string's hosts)
+	// are the first set until it reports one. Default: nil, the connection
+	// string's hosts for the Manager's lifetime.
+	Discoverer discovery.Discoverer
+
+	// Zone is the caller's zone (hasql_zone): plain replica reads prefer
+	// replicas whose "zone" tag has this value, and fall back to the
+	// others when none qualifies. Default: "", no preference.
+	Zone string
 
 	createdByParseConfig bool
 }
@@ -152,7 +167,10 @@ var settingKeys = []string{
 	"hasql_wait_on_socket",
 	"hasql_promotion_poll",
 	"hasql_watch_promotion",
+	"hasql_zone",
 }
+
+func init() { settingKeys = append(settingKeys, discovery.SettingKeys()...) }
 
 var targetSessionAttrs = []string{"any", "read-write", "read-only", "primary", "standby", "prefer-standby"}
 
@@ -209,6 +227,12 @@ func parseConfig(connString string) (*Config, error) {
 	if err := cfg.applySettings(params); err != nil {
 		return nil, err
 	}
+	discoverySettings := map[string]string{}
+	for _, k := range discovery.SettingKeys() {
+		if v, ok := params[k]; ok {
+			discoverySettings[k] = v
+		}
+	}
 	for k := range params {
 		if strings.HasPrefix(k, "hasql_") || k == "load_balance_hosts" {
 			delete(params, k)
@@ -231,6 +255,19 @@ func parseConfig(connString string) (*Config, error) {
 
 	if cfg.Nodes, err = nodesOf(poolCfg.ConnConfig.Config, raw); err != nil {
 		return nil, err
+	}
+	if len(discoverySettings) > 0 {
+		hosts := make([]string, len(cfg.Nodes))
+		for i, n := range cfg.Nodes {
+			hosts[i] = n.Addr
+		}
+		d, err := discovery.FromSettings(discoverySettings, hosts)
+		if err != nil {
+			return nil, fmt.Errorf("hasql: %w", err)
+		}
+		if _, static := d.(*discovery.Static); !static {
+			cfg.Discoverer = d
+		}
 	}
 	return cfg, nil
 }
@@ -290,6 +327,9 @@ func (cfg *Config) applySettings(params map[string]string) error {
 			return fmt.Errorf("hasql: hasql_watch_promotion %q: want true or false", v)
 		}
 		cfg.WatchPromotion = b
+	}
+	if v, ok := params["hasql_zone"]; ok {
+		cfg.Zone = v
 	}
 	if v, ok := params["load_balance_hosts"]; ok {
 		switch v {

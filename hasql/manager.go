@@ -19,10 +19,9 @@ import (
 // node fails or a replica is promoted. A Manager is safe for concurrent use.
 type Manager struct {
 	// Read-only after NewWithConfig.
-	cfg   *Config
-	log   *slog.Logger
-	nodes []*node
-	tel   *telemetry
+	cfg *Config
+	log *slog.Logger
+	tel *telemetry
 	// countInUse: the balancer reads each node's in-use count, kept up to
 	// date on every acquire and release only then.
 	countInUse bool
@@ -47,9 +46,15 @@ type Manager struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	// mu guards every node's view, history and routingKey. It is held for
-	// bookkeeping only: no I/O, no blocking call while it is held.
+	// mu guards the node set (nodes), every node's view, history and
+	// routingKey. It is held for bookkeeping only: no I/O, no blocking call
+	// while it is held. list is the node set for readers without the lock;
+	// both are replaced, never changed in place, when the set changes.
 	mu            sync.Mutex
+	nodes         []*node
+	list          atomic.Pointer[[]*node]
+	nextIndex     int
+	discovery     discoveryState
 	history       lsnHistory
 	routingKey    []routingEntry
 	splitBrain    string // the nodes of the split brain last reported, "" if none
@@ -108,28 +113,51 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 		return nil, err
 	}
 	m.tel = tel
-	for i, nc := range cfg.Nodes {
-		n, err := newNode(ctx, m, i, nc)
+	m.snap.Store(&snapshot{changed: make(chan struct{})})
+	configs := cfg.Nodes
+	if members := m.startDiscovery(ctx); len(members) > 0 {
+		configs = configs[:0:0]
+		for _, mb := range members {
+			nc, err := m.nodeConfigFor(mb)
+			if err != nil {
+				m.log.Warn("pgxha: discovered node left out", "addr", mb.addr, "err", err)
+				continue
+			}
+			configs = append(configs, nc)
+		}
+		if len(configs) == 0 {
+			configs = cfg.Nodes
+		}
+	}
+	var nodes []*node
+	for _, nc := range configs {
+		n, err := m.makeNode(ctx, nc)
 		if err != nil {
 			m.cancel()
-			for _, made := range m.nodes {
+			for _, made := range nodes {
 				made.pool.Close()
 			}
+			m.wg.Wait()
 			m.tel.close()
 			return nil, err
 		}
-		m.nodes = append(m.nodes, n)
+		nodes = append(nodes, n)
 	}
-	m.snap.Store(&snapshot{changed: make(chan struct{})})
+	m.mu.Lock()
+	m.setNodesLocked(nodes)
+	m.mu.Unlock()
+	if m.discovery.ready != nil {
+		close(m.discovery.ready)
+	}
 
-	checked := make(chan struct{}, len(m.nodes))
-	for _, n := range m.nodes {
+	checked := make(chan struct{}, len(nodes))
+	for _, n := range nodes {
 		m.wg.Add(1)
 		go n.run(checked)
 	}
 	timer := time.NewTimer(cfg.CheckTimeout + 100*time.Millisecond)
 	defer timer.Stop()
-	for range m.nodes {
+	for range nodes {
 		select {
 		case <-checked:
 		case <-timer.C:
@@ -160,7 +188,7 @@ func (m *Manager) Close() {
 		close(m.closed)
 		m.cancel()
 		m.wg.Wait()
-		for _, n := range m.nodes {
+		for _, n := range m.nodesNow() {
 			n.pool.Close()
 		}
 		m.tel.close()
@@ -192,8 +220,8 @@ func (m *Manager) Changed() <-chan struct{} { return m.snap.Load().changed }
 // and replicas replicas up, or ctx ends. Its error says what is missing and
 // why each node is not counted.
 func (m *Manager) WaitReady(ctx context.Context, masters, replicas int) error {
-	if masters < 0 || masters > 1 || replicas < 0 || replicas > len(m.nodes) {
-		return fmt.Errorf("hasql: WaitReady(%d, %d): want 0 or 1 master and 0 to %d replicas", masters, replicas, len(m.nodes))
+	if masters < 0 || masters > 1 || replicas < 0 {
+		return fmt.Errorf("hasql: WaitReady(%d, %d): want 0 or 1 master and 0 or more replicas", masters, replicas)
 	}
 	for {
 		s := m.snap.Load()

@@ -47,6 +47,16 @@ type node struct {
 	pending    atomic.Bool
 	cancelWait atomic.Pointer[context.CancelFunc]
 
+	// ctx ends when the node leaves the set or the Manager closes: its
+	// check goroutine stops then; done is closed once it has.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	tel    nodeTelemetry
+
+	removed atomic.Bool                       // out of the node set: no new acquires
+	tags    atomic.Pointer[map[string]string] // from the node's source; nil: none
+
 	// Owned by the node's check goroutine.
 	conn     *pgx.Conn
 	remoteIP string
@@ -121,7 +131,8 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	if err != nil {
 		return nil, err
 	}
-	n := &node{m: m, index: index, cfg: nc}
+	n := &node{m: m, index: index, cfg: nc, tel: m.tel.forNode(nc), done: make(chan struct{})}
+	n.ctx, n.cancel = context.WithCancel(m.ctx)
 
 	// The check connection: the node's settings, its own name, no user
 	// tracer (checks are not the application's queries) and no timeout of
@@ -143,6 +154,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	}
 	n.pool, err = pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
+		n.cancel()
 		return nil, fmt.Errorf("hasql: pool for %s: %w", nc.Addr, err)
 	}
 	return n, nil
@@ -152,22 +164,26 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 func (n *node) run(checked chan<- struct{}) {
 	m := n.m
 	defer m.wg.Done()
+	defer close(n.done)
 	defer n.closeCheckConn()
 	first := true
 	var w waited
-	for m.ctx.Err() == nil {
+	for n.ctx.Err() == nil {
 		res, latency, err := w.res, w.latency, error(nil)
 		if !w.checked {
 			n.pending.Store(false)
 			res, latency, err = n.check()
 		}
-		if m.ctx.Err() != nil {
+		if n.ctx.Err() != nil {
 			return
 		}
 		again := m.report(n, res, latency, err)
 		if first {
 			first = false
-			checked <- struct{}{} // buffered for every node
+			select {
+			case checked <- struct{}{}: // buffered for every node made with the Manager
+			default: // a node added later: nobody waits
+			}
 		}
 		w = waited{}
 		if again {
@@ -180,7 +196,7 @@ func (n *node) run(checked chan<- struct{}) {
 // check runs one check, connecting first if needed, within CheckTimeout.
 func (n *node) check() (checker.Result, time.Duration, error) {
 	m := n.m
-	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.CheckTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, m.cfg.CheckTimeout)
 	defer cancel()
 	begin := time.Now()
 	if m.snap.Load().master == n {
@@ -192,7 +208,7 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 	if n.conn == nil || n.conn.IsClosed() {
 		conn, err := pgx.ConnectConfig(ctx, n.checkCfg)
 		if err != nil {
-			if ctx.Err() != nil && m.ctx.Err() == nil {
+			if ctx.Err() != nil && n.ctx.Err() == nil {
 				err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
 			}
 			return checker.Result{}, time.Since(begin), err
@@ -206,7 +222,7 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 	latency := time.Since(begin)
 	if err != nil {
 		n.closeCheckConn()
-		if ctx.Err() != nil && m.ctx.Err() == nil {
+		if ctx.Err() != nil && n.ctx.Err() == nil {
 			err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
 		}
 	}
@@ -249,7 +265,7 @@ func (n *node) wait(d time.Duration) waited {
 	if watch {
 		limit = d + m.cfg.CheckTimeout // a hung replica makes the watcher overrun
 	}
-	ctx, cancel := context.WithTimeout(m.ctx, limit)
+	ctx, cancel := context.WithTimeout(n.ctx, limit)
 	defer cancel()
 	n.cancelWait.Store(&cancel)
 	defer n.cancelWait.Store(nil)

@@ -12,11 +12,31 @@ import (
 
 	"github.com/pgxha/pgxha/balancer"
 	"github.com/pgxha/pgxha/checker"
+	"github.com/pgxha/pgxha/discovery"
 )
 
 // Option changes a Config for New: everything a connection string cannot
 // carry.
 type Option func(*Config) error
+
+// WithDiscoverer sets where the node set comes from while the Manager runs
+// (see Config.Discoverer and package discovery): discovery.NewDNS, NewSRV,
+// NewPatroni, or a Discoverer of your own.
+func WithDiscoverer(d discovery.Discoverer) Option {
+	return func(c *Config) error {
+		if d == nil {
+			return fmt.Errorf("hasql: WithDiscoverer: nil discoverer")
+		}
+		c.Discoverer = d
+		return nil
+	}
+}
+
+// WithZone sets the caller's zone: plain replica reads prefer replicas
+// whose "zone" tag has this value (see Config.Zone).
+func WithZone(zone string) Option {
+	return func(c *Config) error { c.Zone = zone; return nil }
+}
 
 // WithBalancer sets the balancer (see package balancer; any Builder works).
 func WithBalancer(b balancer.Builder) Option {
@@ -135,6 +155,7 @@ type ReplicaOption struct {
 	kind replicaOptionKind
 	n    int64 // bytes of MaxLag, the LSN of MinLSN
 	d    time.Duration
+	k, v string // the tag of WithTag, the zone of PreferZone
 }
 
 type replicaOptionKind uint8
@@ -147,6 +168,8 @@ const (
 	optFallback
 	optMinLSN
 	optMinLSNWait
+	optTag
+	optZone
 )
 
 // apply sets what r asks for in o.
@@ -164,6 +187,10 @@ func (r ReplicaOption) apply(o *replicaOptions) {
 		o.minLSN = LSN(r.n)
 	case optMinLSNWait:
 		o.minLSNWait = r.d
+	case optTag:
+		o.tags = append(o.tags, [2]string{r.k, r.v})
+	case optZone:
+		o.zone = r.v
 	}
 }
 
@@ -176,6 +203,8 @@ type replicaOptions struct {
 	maxLag      time.Duration
 	minLSN      LSN
 	minLSNWait  time.Duration
+	tags        [][2]string // WithTag: key and value every replica must have
+	zone        string      // PreferZone
 }
 
 // applyOptions sets in o what opts ask for. It fills o in place rather
@@ -190,7 +219,19 @@ func applyOptions(o *replicaOptions, opts []ReplicaOption) {
 
 // custom reports whether the options need a candidate set of their own,
 // beyond the sets every snapshot prepares.
-func (o *replicaOptions) custom() bool { return o.lagSet || o.minLSN != 0 }
+func (o *replicaOptions) custom() bool {
+	return o.lagSet || o.minLSN != 0 || len(o.tags) > 0 || o.zone != ""
+}
+
+// WithTag accepts only replicas whose tag key has the value value (tags
+// come from the node set's source: Patroni's tags, SRV's, your own
+// Discoverer's). Several WithTag options must all match.
+func WithTag(key, value string) ReplicaOption { return ReplicaOption{kind: optTag, k: key, v: value} }
+
+// PreferZone prefers replicas whose "zone" tag is zone, and takes the
+// others when none of those qualifies. It replaces the Manager's own zone
+// (WithZone, hasql_zone) for this call.
+func PreferZone(zone string) ReplicaOption { return ReplicaOption{kind: optZone, v: zone} }
 
 // SyncOnly accepts only synchronous replicas.
 func SyncOnly() ReplicaOption { return ReplicaOption{kind: optSyncOnly} }

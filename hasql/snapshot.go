@@ -1,6 +1,7 @@
 package hasql
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -55,11 +56,15 @@ func (m *Manager) buildSet(nodes []*node, weight func(*node) float64) candidateS
 			w = weight(n)
 		}
 		bn[i] = balancer.Node{
-			Index:   n.index,
-			Addr:    n.cfg.Addr,
-			Weight:  w,
-			Latency: time.Duration(n.latencyEWMA.Load()),
-			InUse:   &n.inUse,
+			Index:    n.index,
+			Addr:     n.cfg.Addr,
+			Weight:   w,
+			Latency:  time.Duration(n.latencyEWMA.Load()),
+			InUse:    &n.inUse,
+			Tags:     n.tagMap(),
+			LagBytes: n.lagBytes.Load(),
+			Lag:      time.Duration(n.lagNanos.Load()),
+			LagKnown: n.lagKnown.Load(),
 		}
 	}
 	return candidateSet{nodes: nodes, picker: m.cfg.Balancer.Build(bn)}
@@ -136,6 +141,9 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 		if o.syncOnly && !n.sync.Load() {
 			continue
 		}
+		if !n.hasTags(o.tags) {
+			continue
+		}
 		if !n.withinLag(maxBytes, maxLag) {
 			continue
 		}
@@ -150,6 +158,9 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 	}
 	if len(keep) == 0 {
 		keep = suspects
+	}
+	if z := cmp.Or(o.zone, m.cfg.Zone); z != "" {
+		keep = inZone(keep, z)
 	}
 	if o.preferSync && !o.syncOnly {
 		var syncs []*node
@@ -168,9 +179,11 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 // routingEntry is what of a node decides routing; a snapshot is rebuilt
 // only when an entry changes.
 type routingEntry struct {
+	node      *node // the set itself changes when nodes join or leave
 	role      Role
 	eligible  bool // in setReplicas
 	up        bool
 	suspect   bool
-	latencyMS int64 // bucketed, for latency-aware balancers
+	latencyMS int64              // bucketed, for latency-aware balancers
+	tags      *map[string]string // replaced, never changed, when the node's tags change
 }

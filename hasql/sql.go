@@ -41,7 +41,7 @@ const customDataNode = "pgxha.node"
 // *sql.DB when done, before closing the Manager.
 func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
 	tg, o := m.resolveTarget(t, opts)
-	base := m.nodes[0].pool.Config().ConnConfig
+	base := m.nodesNow()[0].pool.Config().ConnConfig
 	inner := stdlib.GetConnector(*base,
 		stdlib.OptionBeforeConnect(func(ctx context.Context, cfg *pgx.ConnConfig) error {
 			n, err := m.pick(ctx, tg, o)
@@ -81,7 +81,7 @@ type dbConnector struct {
 
 func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	var lastErr error
-	for range 2*len(c.m.nodes) + 1 {
+	for range 2*len(c.m.nodesNow()) + 1 {
 		s := c.m.snap.Load()
 		dc, err := c.Connector.Connect(ctx)
 		if err != nil {
@@ -187,7 +187,7 @@ func (m *Manager) qualifies(n *node, t target, o *replicaOptions) bool {
 func (m *Manager) nodeOf(conn *pgx.Conn) *node {
 	cfg := conn.Config()
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
-	for _, n := range m.nodes {
+	for _, n := range m.nodesNow() {
 		if n.cfg.Addr == addr || n.cfg.Host == cfg.Host && n.cfg.Port == cfg.Port {
 			return n
 		}

@@ -9,8 +9,11 @@ type Stat struct {
 	Master string
 	// SplitBrain reports more than one writable node.
 	SplitBrain bool
-	// Nodes is one entry per node, in connection string order.
+	// Nodes is one entry per node, in connection string order (or the
+	// Discoverer's).
 	Nodes []NodeStat
+	// Discovery is the state of the Discoverer, if any.
+	Discovery DiscoveryStat
 }
 
 // NodeStat is one node's state, pool statistics and acquire counters.
@@ -41,9 +44,10 @@ type PoolStat struct {
 
 // Stat returns the Manager's state and counters.
 func (m *Manager) Stat() *Stat {
-	st := &Stat{Nodes: make([]NodeStat, len(m.nodes))}
 	m.mu.Lock()
-	for i, n := range m.nodes {
+	nodes := m.nodes
+	st := &Stat{Nodes: make([]NodeStat, len(nodes)), Discovery: m.discoveryStatLocked()}
+	for i, n := range nodes {
 		st.Nodes[i].NodeStatus = n.statusLocked()
 		if st.Nodes[i].SplitBrain {
 			st.SplitBrain = true
@@ -53,7 +57,7 @@ func (m *Manager) Stat() *Stat {
 	if s := m.snap.Load(); s.master != nil {
 		st.Master = s.master.cfg.Addr
 	}
-	for i, n := range m.nodes {
+	for i, n := range nodes {
 		ps := n.pool.Stat()
 		st.Nodes[i].InUse = int64(ps.AcquiredConns())
 		st.Nodes[i].Acquires = ps.AcquireCount()

@@ -103,10 +103,7 @@ type telemetry struct {
 
 	splitBrainNow bool // guarded by m.mu
 
-	// Per node, made once so that recording allocates nothing.
-	nodeAttrs    [][]attribute.KeyValue
-	acquireOK    [][2][]metric.RecordOption // [node][target]; slices so that recording allocates nothing
-	checkOpts    [][3][]metric.RecordOption // [node][ok, error, timeout]
+	db           string // the database name, for db.namespace
 	spanStart    []trace.SpanStartOption
 	cachedTracer atomic.Pointer[cachedTracer]
 }
@@ -172,26 +169,7 @@ func newTelemetry(m *Manager) (*telemetry, error) {
 		otel.Handle(errors.Join(errs...))
 	}
 
-	db := m.cfg.PoolConfig.ConnConfig.Database
-	for _, nc := range m.cfg.Nodes {
-		attrs := []attribute.KeyValue{
-			attribute.String(attrDBSystemName, dbSystemPostgreSQL),
-			attribute.String(attrServerAddress, nc.Host),
-			attribute.Int(attrServerPort, int(nc.Port)),
-			attribute.String(attrDBNamespace, db),
-		}
-		t.nodeAttrs = append(t.nodeAttrs, attrs)
-		var ok [2][]metric.RecordOption
-		for tg := targetMaster; tg <= targetReplica; tg++ {
-			ok[tg] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(append(attrs, attribute.String(AttrTarget, tg.String()))...))}
-		}
-		t.acquireOK = append(t.acquireOK, ok)
-		var co [3][]metric.RecordOption
-		for i, r := range []string{checkResultOK, checkResultError, checkResultTimeout} {
-			co[i] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(append(attrs, attribute.String(AttrCheckResult, r))...))}
-		}
-		t.checkOpts = append(t.checkOpts, co)
-	}
+	t.db = m.cfg.PoolConfig.ConnConfig.Database
 	t.spanStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 
 	t.reg, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
@@ -202,6 +180,31 @@ func newTelemetry(m *Manager) (*telemetry, error) {
 		otel.Handle(err)
 	}
 	return t, nil
+}
+
+// nodeTelemetry is what a node records with, made once per node so that
+// recording allocates nothing.
+type nodeTelemetry struct {
+	attrs     []attribute.KeyValue
+	acquireOK [2][]metric.RecordOption // [target]
+	checkOpts [3][]metric.RecordOption // [ok, error, timeout]
+}
+
+func (t *telemetry) forNode(nc NodeConfig) nodeTelemetry {
+	var nt nodeTelemetry
+	nt.attrs = []attribute.KeyValue{
+		attribute.String(attrDBSystemName, dbSystemPostgreSQL),
+		attribute.String(attrServerAddress, nc.Host),
+		attribute.Int(attrServerPort, int(nc.Port)),
+		attribute.String(attrDBNamespace, t.db),
+	}
+	for tg := targetMaster; tg <= targetReplica; tg++ {
+		nt.acquireOK[tg] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(append(nt.attrs, attribute.String(AttrTarget, tg.String()))...))}
+	}
+	for i, r := range []string{checkResultOK, checkResultError, checkResultTimeout} {
+		nt.checkOpts[i] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(append(nt.attrs, attribute.String(AttrCheckResult, r))...))}
+	}
+	return nt
 }
 
 func (t *telemetry) close() {
@@ -215,19 +218,17 @@ func (t *telemetry) observe(o metric.Observer, role metric.Int64ObservableGauge,
 	lag metric.Float64ObservableGauge, splitBrain metric.Int64ObservableGauge,
 	connCount, connMax metric.Int64ObservableUpDownCounter) {
 	m := t.m
-	if m.nodes == nil {
-		return
-	}
 	m.mu.Lock()
-	statuses := make([]NodeStatus, len(m.nodes))
-	for i, n := range m.nodes {
+	nodes := m.nodes
+	statuses := make([]NodeStatus, len(nodes))
+	for i, n := range nodes {
 		statuses[i] = n.statusLocked()
 	}
 	sb := t.splitBrainNow
 	m.mu.Unlock()
 	for i, st := range statuses {
-		n := m.nodes[i]
-		attrs := t.nodeAttrs[i]
+		n := nodes[i]
+		attrs := n.tel.attrs
 		o.ObserveInt64(role, 1, metric.WithAttributes(append(attrs[:len(attrs):len(attrs)],
 			attribute.String(AttrRole, st.Role.String()), attribute.String(AttrNodeName, st.Name))...))
 		if st.Role.IsReplica() && st.LagKnown {
@@ -291,7 +292,7 @@ func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time
 	}
 	d := time.Since(start).Seconds()
 	if err == nil {
-		t.acquireDuration.Record(ctx, d, t.acquireOK[n.index][tg]...)
+		t.acquireDuration.Record(ctx, d, n.tel.acquireOK[tg]...)
 	} else {
 		errType := errorType(err)
 		attrs := metric.WithAttributes(attribute.String(attrDBSystemName, dbSystemPostgreSQL),
@@ -305,7 +306,7 @@ func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Float64(AttrAcquireWait, d))
 		if n != nil {
-			span.SetAttributes(t.nodeAttrs[n.index]...)
+			span.SetAttributes(n.tel.attrs...)
 		}
 		if err != nil {
 			span.RecordError(err)
@@ -347,13 +348,13 @@ func (t *telemetry) checked(n *node, d time.Duration, err error) {
 			i = 2
 		}
 	}
-	t.checkDuration.Record(context.Background(), d.Seconds(), t.checkOpts[n.index][i]...)
+	t.checkDuration.Record(context.Background(), d.Seconds(), n.tel.checkOpts[i]...)
 }
 
 // roleChanged counts a role change and emits a span with an event for it.
 // Caller holds m.mu.
 func (t *telemetry) roleChanged(n *node, from, to Role) {
-	attrs := append(t.nodeAttrs[n.index][:len(t.nodeAttrs[n.index]):len(t.nodeAttrs[n.index])],
+	attrs := append(n.tel.attrs[:len(n.tel.attrs):len(n.tel.attrs)],
 		attribute.String(AttrRoleFrom, from.String()), attribute.String(AttrRole, to.String()))
 	t.roleChanges.Add(context.Background(), 1, metric.WithAttributes(attrs...))
 	if tr := t.tracer(); tr != nil {
@@ -366,7 +367,7 @@ func (t *telemetry) roleChanged(n *node, from, to Role) {
 
 // failover counts a node becoming master. Caller holds m.mu.
 func (t *telemetry) failover(n *node) {
-	t.failovers.Add(context.Background(), 1, metric.WithAttributes(t.nodeAttrs[n.index]...))
+	t.failovers.Add(context.Background(), 1, metric.WithAttributes(n.tel.attrs...))
 }
 
 // splitBrain records whether a split brain is on. Caller holds m.mu.

@@ -19,11 +19,15 @@ type afterReport struct {
 	reset   []*node // reset the pool: the node is down or no longer master
 	sever   []*node // and close its checked-out connections: hung or fenced
 	trigger bool    // check every node now (fast checking began)
+	refresh bool    // a node went down: ask the discoverer to look again
 }
 
 // report records a check of n and rebuilds the routing view. It returns true
 // when n must be checked again at once (a first timeout, to confirm).
 func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err error) (again bool) {
+	if n.removed.Load() {
+		return false // out of the set: its view no longer matters
+	}
 	now := time.Now()
 	m.tel.refreshTimed()
 	m.tel.checked(n, latency, err)
@@ -70,6 +74,7 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 			}
 			if v.up {
 				after.reset = append(after.reset, n)
+				after.refresh = true
 				// A hung or cut-off replica's reads can go elsewhere: cut
 				// them now. The master's are cut once another node is
 				// master (see rebuildLocked): nothing else can take them.
@@ -177,8 +182,11 @@ func (m *Manager) finish(n *node, after *afterReport) {
 			m.log.Info("pgxha: closed connections in flight", "addr", x.cfg.Addr, "count", k)
 		}
 	}
+	if after.refresh {
+		m.refreshDiscovery()
+	}
 	if after.trigger {
-		for _, x := range m.nodes {
+		for _, x := range m.nodesNow() {
 			if x != n {
 				x.hurry()
 			}
@@ -193,11 +201,13 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error) {
 	for i, x := range m.nodes {
 		v := &x.view
 		key[i] = routingEntry{
+			node:      x,
 			role:      v.role,
 			up:        v.up,
 			suspect:   v.suspect,
-			eligible:  v.role.IsReplica() && x.withinLag(m.cfg.MaxLagBytes, m.cfg.MaxLag),
+			eligible:  v.role.IsReplica() && x.withinLag(m.cfg.MaxLagBytes, m.cfg.MaxLag) && !x.noLoadBalance(),
 			latencyMS: latencyBucket(v.ewma),
+			tags:      x.tags.Load(),
 		}
 	}
 	old := m.snap.Load()
@@ -215,7 +225,7 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error) {
 	}
 	var all, plain, suspects, syncs []*node
 	for i, x := range m.nodes {
-		if !key[i].role.IsReplica() {
+		if !key[i].role.IsReplica() || x.noLoadBalance() {
 			continue
 		}
 		all = append(all, x)
@@ -233,6 +243,9 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error) {
 	}
 	if len(plain) == 0 {
 		plain = suspects // a suspect replica beats none
+	}
+	if z := m.cfg.Zone; z != "" {
+		plain, syncs = inZone(plain, z), inZone(syncs, z)
 	}
 	s.sets[setAllReplicas] = m.buildSet(all, nil)
 	s.sets[setSync] = m.buildSet(syncs, nil)
@@ -369,7 +382,7 @@ func (m *Manager) masterSlow(n *node) {
 	}
 	if m.fastSince.CompareAndSwap(0, time.Now().UnixNano()) {
 		m.log.Debug("pgxha: master check slow; checking the others fast", "addr", n.cfg.Addr)
-		for _, x := range m.nodes {
+		for _, x := range m.nodesNow() {
 			if x != n {
 				x.hurry()
 			}

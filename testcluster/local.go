@@ -308,8 +308,10 @@ func (l *localNode) close() error {
 }
 
 // alias opens one more proxy to the server.
-func (l *localNode) alias() (string, error) {
-	p, err := faultproxy.New("127.0.0.1:0", l.directAddr())
+func (l *localNode) alias() (string, error) { return l.aliasAt("127.0.0.1:0") }
+
+func (l *localNode) aliasAt(listen string) (string, error) {
+	p, err := faultproxy.New(listen, l.directAddr())
 	if err != nil {
 		return "", err
 	}

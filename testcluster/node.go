@@ -220,6 +220,17 @@ func (n *Node) Alias() (string, error) {
 	return a.alias()
 }
 
+// AliasAt is Alias on a given listen address ("127.0.0.12:6432"), for
+// tests that need the node under an address of their choosing (a DNS name
+// whose A records are loopback addresses, all on one port).
+func (n *Node) AliasAt(listen string) (string, error) {
+	a, ok := n.drv.(interface{ aliasAt(string) (string, error) })
+	if !ok {
+		return "", fmt.Errorf("testcluster: AliasAt: not supported by the %s backend", n.c.opts.Backend)
+	}
+	return a.aliasAt(listen)
+}
+
 // Logs returns the last lines of the node's server log.
 func (n *Node) Logs(lines int) string { return n.drv.logTail(lines) }
 

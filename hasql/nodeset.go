@@ -1,0 +1,365 @@
+package hasql
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgxha/pgxha/discovery"
+)
+
+// The node set. The connection string's hosts are the first set; a
+// discoverer (see WithDiscoverer) may replace it while the Manager runs. A
+// node that joins gets its pool and its check goroutine at once and joins
+// routing once checked (until then its role is unknown, so no candidate set
+// has it). A node that leaves is out of the set, so of every snapshot built
+// from then on, at once; its check goroutine stops, and its pool closes once
+// the connections acquired from it are released. An acquire that picked it
+// from an older snapshot finds its pool closed, or fails its re-validation,
+// and picks again.
+
+// nodesNow returns the node set for a reader without m.mu.
+func (m *Manager) nodesNow() []*node {
+	if p := m.list.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// setNodesLocked makes nodes the node set. Caller must hold m.mu, or be
+// NewWithConfig before any goroutine runs.
+func (m *Manager) setNodesLocked(nodes []*node) {
+	m.nodes = nodes
+	m.list.Store(&nodes)
+}
+
+// makeNode makes a node of nc with the next index.
+func (m *Manager) makeNode(ctx context.Context, nc NodeConfig) (*node, error) {
+	m.mu.Lock()
+	i := m.nextIndex
+	m.nextIndex++
+	m.mu.Unlock()
+	return newNode(ctx, m, i, nc)
+}
+
+// member is a node a discoverer reports.
+type member struct {
+	addr string
+	name string            // its application_name, when the source knows it
+	tags map[string]string // nil: none
+}
+
+// nodeConfigFor makes the configuration of a discovered node: its address,
+// and the TLS settings the connection string gave its first host, for this
+// host.
+func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
+	host, portStr, err := net.SplitHostPort(mb.addr)
+	if err != nil {
+		return NodeConfig{}, fmt.Errorf("hasql: discovered node %q: %w", mb.addr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return NodeConfig{}, fmt.Errorf("hasql: discovered node %q: invalid port %q", mb.addr, portStr)
+	}
+	nc := NodeConfig{Addr: mb.addr, Host: host, Port: uint16(port), Name: mb.name, Weight: 1}
+	for _, tmpl := range m.cfg.Nodes[0].tls {
+		fb := &pgconn.FallbackConfig{Host: host, Port: uint16(port)}
+		if tmpl.TLSConfig != nil {
+			tc := tmpl.TLSConfig.Clone()
+			if tc.ServerName != "" {
+				tc.ServerName = host
+			}
+			fb.TLSConfig = tc
+		}
+		nc.tls = append(nc.tls, fb)
+	}
+	if len(nc.tls) == 0 {
+		nc.tls = []*pgconn.FallbackConfig{{Host: host, Port: uint16(port), TLSConfig: (*tls.Config)(nil)}}
+	}
+	return nc, nil
+}
+
+// reconcile makes the node set match members: nodes are added for new
+// addresses and removed for addresses gone, the others keep their pools,
+// checks and history (their tags follow). The set keeps members' order.
+// A member that cannot be made a node is reported and left out.
+func (m *Manager) reconcile(members []member) {
+	old := m.nodesNow()
+	byAddr := make(map[string]*node, len(old))
+	for _, n := range old {
+		byAddr[n.cfg.Addr] = n
+	}
+	next := make([]*node, 0, len(members))
+	var added []*node
+	retagged := false
+	seen := make(map[string]bool, len(members))
+	for _, mb := range members {
+		if seen[mb.addr] {
+			continue
+		}
+		seen[mb.addr] = true
+		if n := byAddr[mb.addr]; n != nil {
+			retagged = n.setTags(mb.tags) || retagged
+			next = append(next, n)
+			continue
+		}
+		if m.ctx.Err() != nil {
+			return
+		}
+		nc, err := m.nodeConfigFor(mb)
+		if err == nil {
+			var n *node
+			if n, err = m.makeNode(m.ctx, nc); err == nil {
+				n.setTags(mb.tags)
+				next = append(next, n)
+				added = append(added, n)
+				continue
+			}
+		}
+		m.log.Warn("pgxha: discovered node left out", "addr", mb.addr, "err", err)
+	}
+	var removed []*node
+	for _, n := range old {
+		if !seen[n.cfg.Addr] {
+			removed = append(removed, n)
+		}
+	}
+	if len(added) == 0 && len(removed) == 0 && slices.Equal(next, old) {
+		if retagged {
+			m.retag()
+		}
+		return
+	}
+
+	var after afterReport
+	m.mu.Lock()
+	if m.snap.Load().closed {
+		m.mu.Unlock()
+		for _, n := range added {
+			n.cancel()
+			n.pool.Close()
+		}
+		return
+	}
+	m.setNodesLocked(next)
+	for _, n := range removed {
+		n.removed.Store(true)
+	}
+	m.rebuildLocked(time.Now(), &after, nil)
+	m.mu.Unlock()
+	m.finish(nil, &after)
+
+	for _, n := range added {
+		m.log.Info("pgxha: node added", "addr", n.cfg.Addr, "name", n.cfg.Name)
+		m.wg.Add(1)
+		go n.run(nil)
+	}
+	for _, n := range removed {
+		m.log.Info("pgxha: node removed", "addr", n.cfg.Addr, "name", n.name())
+		n.cancel()
+		m.wg.Add(1)
+		go m.drain(n)
+	}
+}
+
+// retag rebuilds the routing view after tags changed.
+func (m *Manager) retag() {
+	var after afterReport
+	m.mu.Lock()
+	m.rebuildLocked(time.Now(), &after, nil)
+	m.mu.Unlock()
+	m.finish(nil, &after)
+}
+
+// drain closes a node that left the set, owned by the Manager: once its
+// check goroutine has stopped, it closes its pool, which waits until the
+// connections acquired from it are released.
+func (m *Manager) drain(n *node) {
+	defer m.wg.Done()
+	<-n.done
+	n.pool.Close()
+}
+
+// setTags sets the node's tags from its source. It reports whether they
+// changed.
+func (n *node) setTags(tags map[string]string) bool {
+	old := n.tags.Load()
+	if old != nil && maps.Equal(*old, tags) || old == nil && len(tags) == 0 {
+		return false
+	}
+	c := maps.Clone(tags)
+	n.tags.Store(&c)
+	return true
+}
+
+// discoveryState is the Manager's side of its Discoverer.
+type discoveryState struct {
+	source    string              // the Discoverer, for logs and Stat
+	first     chan []member       // the first set reported, for NewWithConfig
+	ready     chan struct{}       // closed once the first node set is made
+	refresher discovery.Refresher // nil when the Discoverer cannot look on demand
+
+	// Guarded by m.mu.
+	err       error     // the last look's error, nil when it succeeded
+	errAt     time.Time // when err was reported
+	updatedAt time.Time // when the set was last reported
+	count     int       // nodes in the last set reported
+	patroni   bool      // names are Patroni member names: replicas' application_name
+}
+
+// DiscoveryStat is the state of the Manager's Discoverer.
+type DiscoveryStat struct {
+	// Source describes the Discoverer ("dns db.example.com port 5432"), ""
+	// when the node set is the connection string's hosts.
+	Source string
+	// Nodes is how many nodes its last set had; UpdatedAt is when it was
+	// reported.
+	Nodes     int
+	UpdatedAt time.Time
+	// Err is why its last look failed (the Manager keeps the last good
+	// set), nil when it succeeded; ErrAt is when.
+	Err   error
+	ErrAt time.Time
+}
+
+// startDiscovery runs cfg.Discoverer, if any, on a goroutine the Manager
+// owns, and returns the first node set it reports, waiting for it at most
+// until ctx ends or CheckTimeout has passed (nil then: the connection
+// string's hosts are the first set).
+func (m *Manager) startDiscovery(ctx context.Context) []member {
+	d := m.cfg.Discoverer
+	if d == nil {
+		return nil
+	}
+	ds := &m.discovery
+	ds.source = fmt.Sprint(d)
+	ds.first = make(chan []member, 1)
+	ds.ready = make(chan struct{})
+	ds.refresher, _ = d.(discovery.Refresher)
+	_, ds.patroni = d.(*discovery.Patroni)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := d.Run(m.ctx, m.discovered); err != nil && m.ctx.Err() == nil {
+			m.log.Error("pgxha: discovery cannot run; the node set stays as it is", "source", ds.source, "err", err)
+			m.mu.Lock()
+			ds.err, ds.errAt = err, time.Now()
+			m.mu.Unlock()
+		}
+	}()
+	timer := time.NewTimer(m.cfg.CheckTimeout)
+	defer timer.Stop()
+	select {
+	case members := <-ds.first:
+		return members
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// discovered takes a State from the Discoverer (on its goroutine): the set,
+// reconciled once the Manager's first set is made, and the error, kept and
+// logged when it changes.
+func (m *Manager) discovered(st discovery.State) {
+	ds := &m.discovery
+	now := time.Now()
+	m.mu.Lock()
+	prevErr := ds.err
+	ds.err = st.Err
+	if st.Err != nil {
+		ds.errAt = now
+	} else {
+		ds.updatedAt, ds.count = now, len(st.Nodes)
+	}
+	m.mu.Unlock()
+	switch {
+	case st.Err != nil && (prevErr == nil || prevErr.Error() != st.Err.Error()):
+		m.log.Warn("pgxha: discovery failed; keeping the last good node set", "source", ds.source, "err", st.Err)
+	case st.Err == nil && prevErr != nil:
+		m.log.Info("pgxha: discovery works again", "source", ds.source)
+	}
+	if len(st.Nodes) == 0 {
+		return // no good set yet: keep what there is
+	}
+	members := make([]member, len(st.Nodes))
+	for i, n := range st.Nodes {
+		members[i] = member{addr: n.Addr, tags: n.Tags}
+		if ds.patroni {
+			members[i].name = n.Name
+		}
+	}
+	select {
+	case ds.first <- members:
+	default:
+	}
+	select {
+	case <-ds.ready:
+	case <-m.ctx.Done():
+		return
+	}
+	m.reconcile(members)
+}
+
+// refreshDiscovery asks the Discoverer to look again (a node failed: it
+// may have left the set), when it can.
+func (m *Manager) refreshDiscovery() {
+	if r := m.discovery.refresher; r != nil {
+		r.Refresh()
+	}
+}
+
+// discoveryStatLocked returns the DiscoveryStat. Caller must hold m.mu.
+func (m *Manager) discoveryStatLocked() DiscoveryStat {
+	ds := &m.discovery
+	return DiscoveryStat{Source: ds.source, Nodes: ds.count, UpdatedAt: ds.updatedAt, Err: ds.err, ErrAt: ds.errAt}
+}
+
+// tagMap returns the node's tags (read-only), nil when it has none.
+func (n *node) tagMap() map[string]string {
+	if p := n.tags.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// noLoadBalance reports Patroni's noloadbalance tag: no reads; the node
+// may still be master.
+func (n *node) noLoadBalance() bool {
+	return discovery.IsTrue(n.tagMap()[discovery.TagNoLoadBalance])
+}
+
+// inZone returns the nodes whose zone tag is zone, or all of them when none
+// is: the caller's zone is preferred, the others are the fallback.
+func inZone(nodes []*node, zone string) []*node {
+	var in []*node
+	for _, n := range nodes {
+		if n.tagMap()[discovery.TagZone] == zone {
+			in = append(in, n)
+		}
+	}
+	if len(in) == 0 {
+		return nodes
+	}
+	return in
+}
+
+// hasTags reports whether the node has every tag of want.
+func (n *node) hasTags(want [][2]string) bool {
+	if len(want) == 0 {
+		return true
+	}
+	tags := n.tagMap()
+	for _, kv := range want {
+		if v, ok := tags[kv[0]]; !ok || v != kv[1] {
+			return false
+		}
+	}
+	return true
+}
