@@ -22,36 +22,8 @@ type Checker interface {
 	Check(ctx context.Context, conn *pgx.Conn) (Result, error)
 }
 
-// PromotionWatcher is a Checker that can also wait on a replica for it to
-// leave recovery and, when the wait ends without that, check it, all in one
-// round trip. The Manager runs it between checks on replicas (with
-// hasql_watch_promotion), in place of a separate wait and check.
-type PromotionWatcher interface {
-	Checker
-	// WatchAndCheck waits up to wait, asking the server every poll whether
-	// it left recovery. If it did, WatchAndCheck returns at once with
-	// Promoted set; otherwise it checks the node once the wait is over and
-	// returns the Result with Checked set. The wait ends on time, not after
-	// a whole number of polls: the Manager uses it to check its nodes
-	// together. It honours ctx like Check.
-	WatchAndCheck(ctx context.Context, conn *pgx.Conn, wait, poll time.Duration) (Watch, error)
-}
-
-// Watch is what a WatchAndCheck found.
-type Watch struct {
-	// Promoted is set when the replica left recovery during the wait: what
-	// it said of itself at that instant.
-	Promoted *Promotion
-	// Checked is set when the wait ended without a promotion and the node
-	// was checked: Result is that check.
-	Checked bool
-	Result  Result
-	// Waited is how long the server waited before it checked, so that the
-	// check's own latency is the round trip less Waited.
-	Waited time.Duration
-}
-
-// Promotion is what a replica that left recovery says of itself at once.
+// Promotion is what a replica that left recovery says of itself at once
+// (see ProbePromotion).
 type Promotion struct {
 	// ReadOnly is default_transaction_read_only: a promoted node that is
 	// read-only is not a master.

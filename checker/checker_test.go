@@ -111,80 +111,36 @@ func TestPostgreSQLChecker(t *testing.T) {
 	assert.Equal(t, uint32(2), promoted.Timeline, "promotion starts timeline 2")
 }
 
-func TestWatchAndCheck(t *testing.T) {
+func TestProbePromotion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		cfg, err := pgx.ParseConfig(n2.DSN())
+		require.NoError(t, err)
+		cfg.DefaultQueryExecMode = mode
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		require.NoError(t, err)
+		p, err := checker.ProbePromotion(ctx, conn)
+		require.NoError(t, err, mode.String())
+		assert.Nil(t, p, "a replica is not promoted (%s)", mode)
+		conn.Close(ctx)
+	}
+
 	conn, err := pgx.Connect(ctx, n2.DSN())
 	require.NoError(t, err)
 	defer conn.Close(ctx)
-	pw, ok := checker.PostgreSQL().(checker.PromotionWatcher)
-	require.True(t, ok, "the PostgreSQL checker watches for promotions")
-
-	t.Run("no promotion: the wait ends with a check", func(t *testing.T) {
-		w, err := pw.WatchAndCheck(ctx, conn, 30*time.Millisecond, 10*time.Millisecond)
-		require.NoError(t, err)
-		assert.Nil(t, w.Promoted)
-		require.True(t, w.Checked)
-		plain, err := checker.PostgreSQL().Check(ctx, conn)
-		require.NoError(t, err)
-		r := w.Result
-		assert.True(t, r.InRecovery)
-		assert.True(t, r.ReadOnly)
-		assert.Equal(t, plain.Name, r.Name)
-		assert.Equal(t, "n2", r.Name)
-		assert.Equal(t, plain.Timeline, r.Timeline)
-		assert.NotZero(t, r.LSN)
-		assert.NotZero(t, r.ReceiveLSN)
-		assert.False(t, r.ServerTime.IsZero())
-		assert.GreaterOrEqual(t, w.Waited, 30*time.Millisecond, "the server waited before it checked")
-
-		// The wait ends on time, not after a whole poll: 40ms of a 1s poll.
-		w, err = pw.WatchAndCheck(ctx, conn, 40*time.Millisecond, time.Second)
-		require.NoError(t, err)
-		require.True(t, w.Checked)
-		assert.GreaterOrEqual(t, w.Waited, 40*time.Millisecond)
-		assert.Less(t, w.Waited, 500*time.Millisecond, "the last poll is cut to end the wait on time")
-
-		p, err := checker.WatchPromotion(ctx, conn, 20*time.Millisecond, 10*time.Millisecond)
-		require.NoError(t, err)
-		assert.Nil(t, p, "no promotion")
-	})
-
-	t.Run("a promotion ends the wait at once", func(t *testing.T) {
-		require.NoError(t, n1.Kill())
-		done := make(chan checker.Watch, 1)
-		errs := make(chan error, 1)
-		go func() {
-			// 10 minutes: only the promotion can end it in time.
-			w, err := pw.WatchAndCheck(ctx, conn, 10*time.Minute, 10*time.Millisecond)
-			done <- w
-			errs <- err
-		}()
-		require.NoError(t, n2.Promote(ctx))
-		var w checker.Watch
-		select {
-		case w = <-done:
-		case <-time.After(30 * time.Second):
-			t.Fatal("the watch did not end on the promotion")
-		}
-		require.NoError(t, <-errs)
-		require.NotNil(t, w.Promoted)
-		assert.False(t, w.Checked)
-		assert.False(t, w.Promoted.ReadOnly)
-		assert.Equal(t, uint32(2), w.Promoted.Timeline)
-		assert.NotZero(t, w.Promoted.LSN)
-
-		// The same connection then checks the new master as usual, and a
-		// watch on it returns at once.
-		r, err := checker.PostgreSQL().Check(ctx, conn)
-		require.NoError(t, err)
-		assert.False(t, r.InRecovery)
-		assert.False(t, r.ReadOnly)
-		p, err := checker.WatchPromotion(ctx, conn, 10*time.Minute, 10*time.Millisecond)
-		require.NoError(t, err)
-		require.NotNil(t, p)
-		assert.Equal(t, uint32(2), p.Timeline)
-	})
+	require.NoError(t, n1.Kill())
+	require.NoError(t, n2.Promote(ctx))
+	p, err := checker.ProbePromotion(ctx, conn)
+	require.NoError(t, err)
+	require.NotNil(t, p, "the promoted node says so")
+	assert.False(t, p.ReadOnly)
+	assert.Equal(t, uint32(2), p.Timeline, "promotion starts timeline 2")
+	assert.NotZero(t, p.LSN)
+	r, err := checker.PostgreSQL().Check(ctx, conn)
+	require.NoError(t, err)
+	assert.False(t, r.InRecovery)
+	assert.Equal(t, r.Timeline, p.Timeline, "the probe and the check agree")
 }

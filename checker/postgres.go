@@ -159,85 +159,41 @@ func (c *checkRow) result() (Result, error) {
 	return res, nil
 }
 
-// watchSQL waits on a replica: $4 seconds from the start of the statement, in
-// $1 rounds of at most $2 seconds (the last one cut to end on time), or until
-// the server leaves recovery (LIMIT 1 ends the scan at the first such round).
-// The CASE fixes the order, sleep then ask: in an AND the planner may put the
-// cheaper test first and skip the sleep. w is its one row: promoted or not.
-// When promoted, the statement returns at once with what the node is as of
-// that instant (read-only or not, timeline, WAL position), and skips the
-// check: the gate WHERE NOT w.promoted keeps the lateral check from running.
-// Otherwise, with $3, it ends with the check, after the wait, and the seconds
-// the server waited. The select list of w is computed out of recovery only,
-// where pg_walfile_name works. It reads no table, and costs the server one
-// executor run for the whole wait.
-const watchSQL = `SELECT w.promoted,
-	CASE WHEN w.promoted THEN current_setting('default_transaction_read_only')::bool END,
-	CASE WHEN w.promoted THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
-	CASE WHEN w.promoted THEN (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 END,
-	c.*
-FROM (SELECT count(*) > 0 AS promoted FROM (
-	SELECT g FROM generate_series(1, $1::int) g
-	WHERE CASE WHEN pg_sleep(least($2::float8, $4::float8 - extract(epoch FROM clock_timestamp() - statement_timestamp())::float8)) IS NULL
-		THEN false ELSE NOT pg_is_in_recovery() END LIMIT 1) x) w
-LEFT JOIN LATERAL (SELECT extract(epoch FROM clock_timestamp() - statement_timestamp())::float8 AS waited,` + checkColumns + `
-	` + checkFrom + ` WHERE NOT w.promoted AND $3::bool) c ON true`
+// probeSQL asks a replica whether it left recovery, and when it did, what
+// it is as of that instant: read-only or not, the timeline it writes on, its
+// WAL position. The subquery runs pg_is_in_recovery() once (a volatile
+// function in a subquery's select list keeps it from being pulled up); the
+// CASEs keep pg_walfile_name, which fails in recovery, from being called on
+// a replica. It reads no table and holds its snapshot for microseconds.
+const probeSQL = `SELECT r.rec,
+	CASE WHEN NOT r.rec THEN current_setting('default_transaction_read_only')::bool END,
+	CASE WHEN NOT r.rec THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
+	CASE WHEN NOT r.rec THEN (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 END
+FROM (SELECT pg_is_in_recovery() AS rec) r`
 
-// WatchAndCheck implements PromotionWatcher.
-func (postgresChecker) WatchAndCheck(ctx context.Context, conn *pgx.Conn, wait, poll time.Duration) (Watch, error) {
-	return watch(ctx, conn, wait, poll, true)
-}
-
-// WatchPromotion waits on a replica, through conn, for it to leave recovery:
-// wait at most, asking every poll. It returns the promotion if the
-// node left recovery, and nil when the wait ended without one. It is the
-// wait of WatchAndCheck without the check, for checkers that are not
-// PromotionWatchers.
-func WatchPromotion(ctx context.Context, conn *pgx.Conn, wait, poll time.Duration) (*Promotion, error) {
-	w, err := watch(ctx, conn, wait, poll, false)
-	return w.Promoted, err
-}
-
-func watch(ctx context.Context, conn *pgx.Conn, wait, poll time.Duration, check bool) (Watch, error) {
-	poll = max(poll, time.Millisecond)
-	wait = max(wait, 0)
-	// Every round but the last sleeps a whole poll, so this many rounds
-	// reach the end of the wait; pg_sleep of zero or less returns at once.
-	rounds := int(min((wait+poll-1)/poll, math.MaxInt32))
-	rounds = max(rounds, 1)
+// ProbePromotion asks a node, in one short statement, whether it is out of
+// recovery: nil while it is a replica, else what it said of itself. The
+// Manager runs it on replicas every PromotionPoll while the cluster has no
+// master or its master is suspect or slow, so that a promotion is seen at
+// once without a long statement on the replica (which would hold a snapshot
+// and, with hot_standby_feedback off, delay WAL replay).
+func ProbePromotion(ctx context.Context, conn *pgx.Conn) (*Promotion, error) {
 	var (
-		promoted, readOnly *bool
-		timeline, lsn      *int64
-		waited             *float64
-		c                  checkRow
+		inRecovery, readOnly *bool
+		timeline, lsn        *int64
 	)
-	dest := append([]any{&promoted, &readOnly, &timeline, &lsn, &waited}, c.dest()...)
-	// One statement text, prepared once per connection (pgx's statement
-	// cache): the server plans it once, not at every wait.
-	if err := conn.QueryRow(ctx, watchSQL, rounds, poll.Seconds(), check, wait.Seconds()).Scan(dest...); err != nil {
-		return Watch{}, err
+	if err := conn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &readOnly, &timeline, &lsn); err != nil {
+		return nil, err
 	}
-	if promoted == nil {
-		return Watch{}, fmt.Errorf("watch returned no row")
+	switch {
+	case inRecovery == nil:
+		return nil, fmt.Errorf("probe returned no state")
+	case *inRecovery:
+		return nil, nil
+	case readOnly == nil || timeline == nil || lsn == nil || *timeline <= 0 || *timeline > math.MaxUint32 || *lsn < 0:
+		return nil, fmt.Errorf("probe: unexpected promotion row")
 	}
-	if *promoted {
-		if readOnly == nil || timeline == nil || lsn == nil || *timeline <= 0 || *timeline > math.MaxUint32 || *lsn < 0 {
-			return Watch{}, fmt.Errorf("watch: unexpected promotion row")
-		}
-		return Watch{Promoted: &Promotion{ReadOnly: *readOnly, Timeline: uint32(*timeline), LSN: LSN(*lsn)}}, nil
-	}
-	if !check {
-		return Watch{}, nil
-	}
-	res, err := c.result()
-	if err != nil {
-		return Watch{}, err
-	}
-	w := Watch{Result: res, Checked: true}
-	if waited != nil && *waited > 0 {
-		w.Waited = time.Duration(*waited * float64(time.Second))
-	}
-	return w, nil
+	return &Promotion{ReadOnly: *readOnly, Timeline: uint32(*timeline), LSN: LSN(*lsn)}, nil
 }
 
 func lsnOf(v *int64) LSN {

@@ -2,13 +2,16 @@ package hasql
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgxha/pgxha/checker"
@@ -18,12 +21,11 @@ import (
 // connection and what the manager knows of it.
 type node struct {
 	// Read-only after newNode.
-	m        *Manager
-	index    int
-	cfg      NodeConfig
-	pool     *pgxpool.Pool
-	checkCfg *pgx.ConnConfig
-	conns    connRegistry
+	m     *Manager
+	index int
+	cfg   NodeConfig
+	pool  *pgxpool.Pool
+	conns connRegistry
 
 	// Live values read lock-free by acquires and balancers.
 	inUse       atomic.Int64 // connections acquired through the manager, not yet released
@@ -37,8 +39,8 @@ type node struct {
 	mayWrite    atomic.Bool // writable at its last check: a statement may have written
 	replica     atomic.Bool // a replica that follows the master (a role that serves reads)
 	suspect     atomic.Bool
-	watchable   atomic.Bool // the last check found a replica: watch for its promotion
-	watching    atomic.Bool // the promotion watcher runs now
+	watchable   atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
+	slow        atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
 	poisoned    sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
 	nPoisoned   atomic.Int64
 
@@ -57,9 +59,24 @@ type node struct {
 	removed atomic.Bool                       // out of the node set: no new acquires
 	tags    atomic.Pointer[map[string]string] // from the node's source; nil: none
 
+	// The check connection's network connections (cancel requests'
+	// included), and a context that ends their dials: Close cuts what a
+	// server that does not answer leaves hanging (see closeCheckConns).
+	checkConns connRegistry
+	abort      context.Context
+	abortDials context.CancelFunc
+
 	// Owned by the node's check goroutine.
+	checkCfg *pgx.ConnConfig
 	conn     *pgx.Conn
 	remoteIP string
+	// unprepared: the server side forgot a prepared check statement (a
+	// pooler in transaction mode hands each statement to any server
+	// connection): checks run unprepared since.
+	unprepared bool
+	// closed holds check connections closed while their cleanup (a cancel
+	// request, the goodbye to the server) may still run.
+	closed []*pgconn.PgConn
 
 	// Guarded by m.mu.
 	view nodeView
@@ -133,14 +150,8 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	}
 	n := &node{m: m, index: index, cfg: nc, tel: m.tel.forNode(nc), done: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(m.ctx)
-
-	// The check connection: the node's settings, its own name, no user
-	// tracer (checks are not the application's queries) and no timeout of
-	// its own (each check has CheckTimeout).
-	n.checkCfg = pc.ConnConfig.Copy()
-	n.checkCfg.Tracer = nil
-	n.checkCfg.RuntimeParams["application_name"] = "pgxha-check"
-	n.checkCfg.ConnectTimeout = 0
+	n.abort, n.abortDials = context.WithCancel(context.Background())
+	n.checkCfg = n.checkConnConfig(pc.ConnConfig)
 
 	userTracer := pc.ConnConfig.Tracer
 	pc.ConnConfig.Tracer = newNodeTracer(n, userTracer)
@@ -160,20 +171,53 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	return n, nil
 }
 
+// checkConnConfig makes the check connection's configuration from the
+// node's pool configuration: the same server, credentials, TLS and dialer,
+// but a session of its own. None of the DSN's run-time parameters
+// (statement_timeout, search_path, options, ...) and none of the pool's
+// hooks apply; it has its own application_name, no user tracer (checks are
+// not the application's queries), no timeout of its own (each check has
+// CheckTimeout) and prepared statements whatever default_query_exec_mode
+// says (a check is planned once per connection; unprepared, it costs the
+// server several times as much). Its network connections are tracked, so
+// that Close can cut what an unreachable server leaves hanging.
+func (n *node) checkConnConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
+	cfg := pool.Copy()
+	cfg.RuntimeParams = map[string]string{"application_name": "pgxha-check"}
+	cfg.Tracer = nil
+	cfg.ConnectTimeout = 0
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement
+	cfg.StatementCacheCapacity = 16
+	cfg.DescriptionCacheCapacity = 16
+	cfg.AfterConnect = nil
+	cfg.ValidateConnect = nil
+	cfg.OnNotice = nil
+	cfg.OnNotification = nil
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(n.abort, cancel)
+		defer stop()
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return n.checkConns.track(c), nil
+	}
+	return cfg
+}
+
 // run is the node's check loop, owned by the Manager: it ends on Close.
 func (n *node) run(checked chan<- struct{}) {
 	m := n.m
 	defer m.wg.Done()
 	defer close(n.done)
-	defer n.closeCheckConn()
+	defer n.closeCheckConns()
 	first := true
-	var w waited
 	for n.ctx.Err() == nil {
-		res, latency, err := w.res, w.latency, error(nil)
-		if !w.checked {
-			n.pending.Store(false)
-			res, latency, err = n.check()
-		}
+		n.pending.Store(false)
+		res, latency, err := n.check()
 		if n.ctx.Err() != nil {
 			return
 		}
@@ -185,11 +229,10 @@ func (n *node) run(checked chan<- struct{}) {
 			default: // a node added later: nobody waits
 			}
 		}
-		w = waited{}
 		if again {
 			continue
 		}
-		w = n.wait(m.untilTick(m.interval()))
+		n.wait(m.untilTick(m.interval()))
 	}
 }
 
@@ -201,103 +244,142 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 	begin := time.Now()
 	if m.snap.Load().master == n {
 		// A master whose check is slow may be hanging: check the others
-		// fast meanwhile, so a promotion is seen at once.
-		slow := time.AfterFunc(m.slowThreshold(n), func() { m.masterSlow(n) })
-		defer slow.Stop()
+		// fast meanwhile (and probe the replicas for a promotion), for as
+		// long as the check runs, so that a promotion is seen at once.
+		var done atomic.Bool
+		slow := time.AfterFunc(m.slowThreshold(n), func() {
+			if !done.Load() {
+				n.slow.Store(true)
+				m.masterSlow(n)
+			}
+		})
+		defer func() {
+			done.Store(true)
+			slow.Stop()
+			n.slow.Store(false)
+		}()
 	}
-	if n.conn == nil || n.conn.IsClosed() {
-		conn, err := pgx.ConnectConfig(ctx, n.checkCfg)
-		if err != nil {
+	for retried := false; ; retried = true {
+		if err := n.connect(ctx); err != nil {
 			if ctx.Err() != nil && n.ctx.Err() == nil {
 				err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
 			}
 			return checker.Result{}, time.Since(begin), err
 		}
-		n.conn = conn
-		if a, ok := conn.PgConn().Conn().RemoteAddr().(*net.TCPAddr); ok {
-			n.remoteIP = a.IP.String()
+		res, err := m.cfg.Checker.Check(ctx, n.conn)
+		if err != nil {
+			n.closeCheckConn()
+			if !retried && !n.unprepared && lostPrepared(err) {
+				// The statement was prepared on one server connection and
+				// run on another, or met one prepared by an earlier client
+				// of the same server connection: a pooler in transaction
+				// mode. Run checks unprepared (simple protocol) from now on.
+				n.unprepared = true
+				n.checkCfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+				m.log.Info("pgxha: the server side does not keep prepared statements (a pooler in transaction mode?): checks run unprepared",
+					"addr", n.cfg.Addr, "err", err)
+				continue
+			}
+			if ctx.Err() != nil && n.ctx.Err() == nil {
+				err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
+			}
 		}
+		return res, time.Since(begin), err
 	}
-	res, err := m.cfg.Checker.Check(ctx, n.conn)
-	latency := time.Since(begin)
-	if err != nil {
-		n.closeCheckConn()
-		if ctx.Err() != nil && n.ctx.Err() == nil {
-			err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
-		}
-	}
-	return res, latency, err
 }
 
+// lostPrepared reports an error of a prepared statement that the server
+// side does not have (26000) or already has (42P05).
+func lostPrepared(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "42P05")
+}
+
+// connect opens the check connection unless it is open.
+func (n *node) connect(ctx context.Context) error {
+	if n.conn != nil && !n.conn.IsClosed() {
+		return nil
+	}
+	n.closeCheckConn() // closed by pgx: its cleanup may still run
+	conn, err := pgx.ConnectConfig(ctx, n.checkCfg)
+	if err != nil {
+		return err
+	}
+	n.conn = conn
+	if a, ok := conn.PgConn().Conn().RemoteAddr().(*net.TCPAddr); ok {
+		n.remoteIP = a.IP.String()
+	}
+	return nil
+}
+
+// closeCheckConn closes the check connection and keeps it in n.closed
+// until its cleanup is done: a connection whose statement was interrupted
+// sends the server a cancel request as it closes.
 func (n *node) closeCheckConn() {
 	if n.conn == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
 	n.conn.Close(ctx)
+	cancel()
+	n.closed = slices.DeleteFunc(append(n.closed, n.conn.PgConn()), func(c *pgconn.PgConn) bool {
+		select {
+		case <-c.CleanupDone():
+			return true
+		default:
+			return false
+		}
+	})
 	n.conn = nil
 }
 
-// waited is what a wait found: with checked, a check of the node made at
-// its end (the promotion watcher of a checker.PromotionWatcher checks in the
-// same round trip), which takes the place of the next check.
-type waited struct {
-	checked bool
-	res     checker.Result
-	latency time.Duration
+// closeCheckConns closes the check connection and waits until every check
+// connection's cleanup is done, cancel requests included, so that nothing
+// reaches a server after Close returned (a cancel request arriving as its
+// client leaves crashed PgBouncer 1.18). A server that does not answer
+// within CheckTimeout gets its connections cut instead.
+func (n *node) closeCheckConns() {
+	n.closeCheckConn()
+	timer := time.NewTimer(n.m.cfg.CheckTimeout)
+	defer timer.Stop()
+	for _, c := range n.closed {
+		select {
+		case <-c.CleanupDone():
+			continue
+		case <-timer.C:
+		}
+		n.abortDials()
+		n.checkConns.closeAll()
+		<-c.CleanupDone() // prompt now: its dial and its reads fail
+	}
+	n.closed = nil
+	n.abortDials()
 }
 
 // wait waits d before the next check, or less when a re-check is requested,
-// the manager closes or the check connection's server goes away. On a
-// replica (with WatchPromotion) the wait is a statement that polls
-// pg_is_in_recovery() on the server every PromotionPoll and returns as soon
-// as the replica is promoted (the node is then routed to as master at once,
-// see promotionSeen); with the built-in checker the same statement ends with
-// the next check, so a replica costs one round trip per interval.
-// Elsewhere (with WaitOnSocket) it reads the idle connection's socket, which
-// ends when the server closes it (shutdown, crash, termination). A re-check
-// request cuts either short.
-func (n *node) wait(d time.Duration) waited {
+// the manager closes or the check connection's server goes away. It runs no
+// statement: the check connection's socket is read (with WaitOnSocket),
+// which ends when the server closes it (shutdown, crash, termination). A
+// replica, while checks are fast (no master, or the master suspect or
+// slow) and with WatchPromotion, is probed every PromotionPoll instead (see
+// watch). A re-check request cuts either short and leaves the connection
+// as it is.
+func (n *node) wait(d time.Duration) {
 	m := n.m
-	watch := m.cfg.WatchPromotion && n.conn != nil && n.watchable.Load()
-	limit := d
-	if watch {
-		limit = d + m.cfg.CheckTimeout // a hung replica makes the watcher overrun
-	}
-	ctx, cancel := context.WithTimeout(n.ctx, limit)
+	ctx, cancel := context.WithTimeout(n.ctx, d)
 	defer cancel()
 	n.cancelWait.Store(&cancel)
 	defer n.cancelWait.Store(nil)
 	if n.pending.Load() {
-		return waited{}
+		return
 	}
 	switch {
-	case watch:
-		poll := m.cfg.PromotionPoll
-		n.watching.Store(true)
-		begin := time.Now()
-		var w checker.Watch
-		var err error
-		if pw, ok := m.cfg.Checker.(checker.PromotionWatcher); ok {
-			w, err = pw.WatchAndCheck(ctx, n.conn, d, poll)
-		} else {
-			w.Promoted, err = checker.WatchPromotion(ctx, n.conn, d, poll)
-		}
-		n.watching.Store(false)
-		switch {
-		case err != nil:
-			// Cut short (the connection is unusable then), a server gone or
-			// hung: the check that follows tells which.
-			n.closeCheckConn()
-		case w.Promoted != nil:
-			m.promotionSeen(n, *w.Promoted)
-		case w.Checked && !n.pending.Load():
-			return waited{checked: true, res: w.Result, latency: max(time.Since(begin)-w.Waited, 0)}
-		}
+	case m.cfg.WatchPromotion && n.conn != nil && n.watchable.Load() && m.fastSince.Load() != 0:
+		n.watch(ctx)
 	case m.cfg.WaitOnSocket && n.conn != nil:
 		// Reads the socket until ctx ends: an error other than ctx's means
-		// the server went away.
+		// the server went away. Cut short by ctx, the read leaves the
+		// connection usable (pgconn sets a deadline, no cancel request).
 		err := n.conn.PgConn().WaitForNotification(ctx)
 		if err != nil && ctx.Err() == nil {
 			n.closeCheckConn()
@@ -305,7 +387,37 @@ func (n *node) wait(d time.Duration) waited {
 	default:
 		<-ctx.Done()
 	}
-	return waited{}
+}
+
+// watch probes a replica every PromotionPoll until ctx ends, with
+// statements of their own (checker.ProbePromotion: microseconds, no
+// snapshot kept) bounded by CheckTimeout, not by ctx, so that a re-check
+// request never interrupts one. A promotion is routed to at once (see
+// promotionSeen); the full check follows.
+func (n *node) watch(ctx context.Context) {
+	m := n.m
+	timer := time.NewTimer(m.cfg.PromotionPoll)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		pctx, cancel := context.WithTimeout(n.ctx, m.cfg.CheckTimeout)
+		p, err := checker.ProbePromotion(pctx, n.conn)
+		cancel()
+		switch {
+		case err != nil:
+			// A server gone or hung: the check that follows tells which.
+			n.closeCheckConn()
+			return
+		case p != nil:
+			m.promotionSeen(n, *p)
+			return
+		}
+		timer.Reset(m.cfg.PromotionPoll)
+	}
 }
 
 // trigger requests a check now.
@@ -316,15 +428,8 @@ func (n *node) trigger() {
 	}
 }
 
-// hurry asks for a check now unless the node is a replica whose promotion
-// watcher runs: the watcher already reports a promotion, and cutting it
-// short would cost its connection. Used when fast checks begin.
-func (n *node) hurry() {
-	if n.watching.Load() {
-		return
-	}
-	n.trigger()
-}
+// hurry asks for a check now. Used when fast checks begin.
+func (n *node) hurry() { n.trigger() }
 
 // acquireFailed records a failed acquire from the node's pool and has the
 // node checked at once.

@@ -145,7 +145,7 @@ func (m *Manager) rebuildLocked(now time.Time, after *afterReport, only *node) {
 	}
 
 	// Fast checks while there is no master or the master is suspect.
-	needFast := master == nil || master.view.suspect
+	needFast := master == nil || master.view.suspect || master.slow.Load()
 	if needFast {
 		if m.fastSince.Load() == 0 {
 			m.fastSince.Store(now.UnixNano())

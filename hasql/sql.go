@@ -49,6 +49,9 @@ func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
 				return err
 			}
 			*cfg = *n.pool.Config().ConnConfig
+			if t, ok := cfg.Tracer.(*nodeTracer); ok {
+				cfg.Tracer = t.forDB()
+			}
 			return nil
 		}),
 		stdlib.OptionAfterConnect(func(ctx context.Context, conn *pgx.Conn) error {

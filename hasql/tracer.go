@@ -3,6 +3,7 @@ package hasql
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,7 +13,8 @@ import (
 
 // nodeTracer sits in every pooled connection of a node. It watches the
 // errors the application meets: a connection lost or a server shutting down
-// (57P01, 57P02, 57P03) has the node checked at once; a read-only error
+// (57P01, 57P02, 57P03), or a pooler in between reporting a connection
+// exception (class 08), has the node checked at once; a read-only error
 // (25006) also marks the connection, which is closed when released instead of
 // going back to the pool. It counts releases for the balancers. The user's
 // own tracer, if any, is called as before.
@@ -21,6 +23,17 @@ type nodeTracer struct {
 	user        pgx.QueryTracer
 	userRelease pgxpool.ReleaseTracer // user as a ReleaseTracer, or nil
 	countInUse  bool                  // the Manager's, kept here for Release
+	// unpooled: the connections are database/sql's (see DB), which pgxpool
+	// never releases: a 25006 does not mark them (database/sql drops them
+	// itself once their node no longer qualifies).
+	unpooled bool
+}
+
+// forDB returns the tracer for the connections of a *sql.DB made by DB.
+func (t *nodeTracer) forDB() *nodeTracer {
+	c := *t
+	c.unpooled = true
+	return &c
 }
 
 // newNodeTracer wraps the user's tracer. The user's pgxpool.AcquireTracer
@@ -39,11 +52,18 @@ func (t *nodeTracer) observe(conn *pgx.Conn, err error) {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "25006": // read_only_sql_transaction: the node is no longer master
-			t.n.poison(conn)
+		switch {
+		case pgErr.Code == "25006": // read_only_sql_transaction: the node is no longer master
+			if !t.unpooled {
+				t.n.poison(conn)
+			}
 			t.n.trigger()
-		case "57P01", "57P02", "57P03": // admin shutdown, crash shutdown, cannot connect now
+		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03": // admin shutdown, crash shutdown, cannot connect now
+			t.n.trigger()
+		case strings.HasPrefix(pgErr.Code, "08"):
+			// A connection exception from a pooler in between: PgBouncer's
+			// "server login has been failing" or "server conn crashed?"
+			// (08P01) when the server behind it is gone.
 			t.n.trigger()
 		}
 		return
