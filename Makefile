@@ -3,11 +3,11 @@ GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 15s
 
-.PHONY: test demo demo-failover deps deps-postgres deps-patroni vet fmt-check unit unit-pgx-oldest fuzz bench cluster
+.PHONY: test demo demo-failover deps deps-postgres deps-patroni test-deps chaos-pgbouncer vet fmt-check unit unit-pgx-oldest fuzz bench cluster
 .PHONY: compose-image compose-up compose-down compose-test chaos-compose
 
 ## test: vet, format check, every test under the race detector, a short fuzz run
-test: deps vet fmt-check unit unit-pgx-oldest fuzz compose-test
+test: deps test-deps vet fmt-check unit unit-pgx-oldest chaos-pgbouncer fuzz compose-test
 
 ## demo: the library's main job on an embedded local cluster
 demo: deps-postgres
@@ -31,6 +31,20 @@ deps-postgres:
 deps-patroni:
 	@./scripts/ensure-patroni.sh
 	@./scripts/ensure-dnsmasq.sh
+
+# What only the tests need: PgBouncer, for testcluster's PgBouncer option.
+test-deps:
+	@./scripts/ensure-pgbouncer.sh
+
+# Chaos scenarios with a PgBouncer in front of every node, in each pool
+# mode (hasql's TestThroughPgBouncer, in unit, crashes the master behind
+# both).
+PGBOUNCER_CHAOS_TESTS = ^(TestMasterHangFailover|TestMasterPartitionFailover)$$
+
+## chaos-pgbouncer: failover chaos scenarios through PgBouncer (session and transaction mode)
+chaos-pgbouncer: deps test-deps
+	PGXHA_TESTCLUSTER_PGBOUNCER=session $(GO) test -race -count=1 -timeout 20m -run '$(PGBOUNCER_CHAOS_TESTS)' ./failover/
+	PGXHA_TESTCLUSTER_PGBOUNCER=transaction $(GO) test -race -count=1 -timeout 20m -run '$(PGBOUNCER_CHAOS_TESTS)' ./failover/
 
 vet:
 	$(GO) vet $(PKGS)

@@ -53,6 +53,11 @@ func newRig(t *testing.T, opts testcluster.Options, dsnParams string) *rig {
 	t.Cleanup(cancel)
 	c := testcluster.New(t, opts)
 	dsn := c.DSN()
+	if c.PgBouncer() == testcluster.PgBouncerTransaction {
+		// Behind transaction-mode PgBouncer the application's statements
+		// cannot be prepared (see the README's PgBouncer section).
+		dsn += "&default_query_exec_mode=simple_protocol"
+	}
 	if dsnParams != "" {
 		dsn += "&" + dsnParams
 	}

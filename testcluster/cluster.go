@@ -145,6 +145,10 @@ func (c *Cluster) dsn(hosts []string) string {
 	return u.String()
 }
 
+// PgBouncer is the mode of the PgBouncer in front of every node, or
+// PgBouncerNone.
+func (c *Cluster) PgBouncer() PgBouncerMode { return c.opts.PgBouncer }
+
 // Nodes returns every node; index 0 is the first master.
 func (c *Cluster) Nodes() []*Node { return slices.Clone(c.nodes) }
 

@@ -30,6 +30,10 @@ type localNode struct {
 	logPath string
 	port    atomic.Int32 // the server's own port; clients use the proxy's
 	proxy   *faultproxy.Proxy
+	// With Options.PgBouncer: the PgBouncer between proxy and server, and
+	// the proxy replicas stream through (faults act on both proxies).
+	bouncer *bouncer
+	repl    *faultproxy.Proxy
 
 	mu      sync.Mutex // guards the fields below; held across start and stop
 	aliases []*faultproxy.Proxy
@@ -84,8 +88,35 @@ func (l *localNode) start(ctx context.Context) error {
 			return err
 		}
 		l.port.Store(int32(port))
+		if l.bouncer != nil {
+			l.repl.SetUpstream(l.directAddr())
+			if err := l.bouncer.retarget(l.c, port); err != nil {
+				return err
+			}
+			continue
+		}
 		l.proxy.SetUpstream(l.directAddr())
 	}
+}
+
+// refuse makes the proxies refuse new connections (and reset the clients'),
+// as a host whose server is down would. With a PgBouncer in front, clients
+// keep reaching it: only the replication proxy refuses.
+func (l *localNode) refuse(refuse bool) {
+	if l.bouncer != nil {
+		l.repl.Refuse(refuse)
+		return
+	}
+	l.proxy.Refuse(refuse)
+}
+
+// proxies are the node's fault proxies: the clients' and, with PgBouncer,
+// the replicas'.
+func (l *localNode) proxies() []*faultproxy.Proxy {
+	if l.repl != nil {
+		return []*faultproxy.Proxy{l.proxy, l.repl}
+	}
+	return []*faultproxy.Proxy{l.proxy}
 }
 
 // startLocked starts the server once. Caller must hold mu.
@@ -126,7 +157,15 @@ func (l *localNode) startLocked(ctx context.Context) error {
 		removeShmem(l.dataDir)
 		return err
 	}
-	l.proxy.Refuse(false)
+	if l.bouncer != nil && l.bouncer.proc == nil {
+		if err := l.bouncer.start(ctx, l.c, int(l.port.Load())); err != nil {
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+	}
+	l.refuse(false)
+	if l.bouncer != nil {
+		l.proxy.Refuse(false)
+	}
 	return nil
 }
 
@@ -163,7 +202,7 @@ func (l *localNode) stop() error {
 // waits up to timeout, then kills. Caller must hold mu.
 func (l *localNode) shutdownLocked(sig syscall.Signal, timeout time.Duration) error {
 	if !l.runningLocked() {
-		l.proxy.Refuse(true)
+		l.refuse(true)
 		return nil
 	}
 	pid := l.cmd.Process.Pid
@@ -186,7 +225,7 @@ func (l *localNode) shutdownLocked(sig syscall.Signal, timeout time.Duration) er
 		reap(children, 5*time.Second)
 		removeShmem(l.dataDir)
 	}
-	l.proxy.Refuse(true)
+	l.refuse(true)
 	return err
 }
 
@@ -204,7 +243,9 @@ func (l *localNode) kill() error {
 	}
 	// Reset the clients first, as a crashed host's kernel would, then kill
 	// the whole tree: the postmaster frozen so it cannot restart children.
-	l.proxy.Refuse(true)
+	// (With PgBouncer in front, PgBouncer sees its server connections
+	// reset; its clients stay connected to it.)
+	l.refuse(true)
 	children := killTree(l.cmd.Process.Pid)
 	<-l.exited
 	reap(children, 5*time.Second)
@@ -246,21 +287,34 @@ func (l *localNode) resume() error {
 	return nil
 }
 
-func (l *localNode) partition() error { l.proxy.Partition(); return nil }
-func (l *localNode) heal() error      { l.proxy.Heal(); return nil }
+func (l *localNode) partition() error {
+	for _, p := range l.proxies() {
+		p.Partition()
+	}
+	return nil
+}
+
+func (l *localNode) heal() error {
+	for _, p := range l.proxies() {
+		p.Heal()
+	}
+	return nil
+}
 
 func (l *localNode) setLatency(d time.Duration) error {
 	if d < 0 {
 		return fmt.Errorf("negative latency %s", d)
 	}
-	l.proxy.SetLatency(d)
+	for _, p := range l.proxies() {
+		p.SetLatency(d)
+	}
 	return nil
 }
 
 // primaryConnInfo is the conninfo a replica named app streams from this node
 // with: through this node's proxy, so a partition cuts replication too.
 func (l *localNode) primaryConnInfo(app string) string {
-	host, port, _ := net.SplitHostPort(l.proxy.Addr())
+	host, port, _ := net.SplitHostPort(l.proxies()[len(l.proxies())-1].Addr())
 	return fmt.Sprintf("host=%s port=%s user=%s password=%s application_name=%s sslmode=disable connect_timeout=2",
 		host, port, quoteConnValue(l.c.opts.User), quoteConnValue(l.c.opts.Password), app)
 }
@@ -300,7 +354,13 @@ func (l *localNode) close() error {
 	aliases := l.aliases
 	l.aliases = nil
 	l.mu.Unlock()
-	errs := []error{l.proxy.Close()}
+	var errs []error
+	if l.bouncer != nil {
+		errs = append(errs, l.bouncer.stop())
+	}
+	for _, p := range l.proxies() {
+		errs = append(errs, p.Close())
+	}
 	for _, a := range aliases {
 		errs = append(errs, a.Close())
 	}
@@ -311,7 +371,11 @@ func (l *localNode) close() error {
 func (l *localNode) alias() (string, error) { return l.aliasAt("127.0.0.1:0") }
 
 func (l *localNode) aliasAt(listen string) (string, error) {
-	p, err := faultproxy.New(listen, l.directAddr())
+	upstream := l.directAddr()
+	if l.bouncer != nil {
+		upstream = l.bouncer.addr()
+	}
+	p, err := faultproxy.New(listen, upstream)
 	if err != nil {
 		return "", err
 	}
@@ -357,7 +421,26 @@ func (c *Cluster) startLocal(ctx context.Context) error {
 			logPath: filepath.Join(c.dir, name+".log"),
 		}
 		l.port.Store(int32(port))
-		if l.proxy, err = faultproxy.New("127.0.0.1:0", l.directAddr()); err != nil {
+		upstream := l.directAddr()
+		if c.opts.PgBouncer != PgBouncerNone {
+			l.bouncer = &bouncer{mode: c.opts.PgBouncer, dir: filepath.Join(c.dir, name+".pgbouncer")}
+			l.bouncer.logPath = filepath.Join(l.bouncer.dir, "pgbouncer.log")
+			if l.bouncer.port, err = freePort(); err != nil {
+				return fmt.Errorf("testcluster: %w", err)
+			}
+			if err := os.Mkdir(l.bouncer.dir, 0o700); err != nil {
+				return fmt.Errorf("testcluster: %w", err)
+			}
+			if err := chownTree(l.bouncer.dir, c.cred); err != nil {
+				return fmt.Errorf("testcluster: %w", err)
+			}
+			upstream = l.bouncer.addr()
+			if l.repl, err = faultproxy.New("127.0.0.1:0", l.directAddr()); err != nil {
+				return fmt.Errorf("testcluster: replication proxy for %s: %w", name, err)
+			}
+			l.repl.Refuse(true)
+		}
+		if l.proxy, err = faultproxy.New("127.0.0.1:0", upstream); err != nil {
 			return fmt.Errorf("testcluster: proxy for %s: %w", name, err)
 		}
 		l.proxy.Refuse(true) // down until the server accepts connections

@@ -41,6 +41,14 @@ type Options struct {
 	// variable names the backend when Backend is empty.
 	Backend Backend
 
+	// PgBouncer, when set, puts a PgBouncer (Debian's pgbouncer package)
+	// in that pool mode in front of every node, behind its fault proxy:
+	// clients reach proxy → PgBouncer → server, so chaos operations act on
+	// the client side of PgBouncer as a network fault would. Local backend
+	// only; the PGXHA_TESTCLUSTER_PGBOUNCER environment variable names the
+	// mode when PgBouncer is empty.
+	PgBouncer PgBouncerMode
+
 	// Logf receives progress lines (start-up, chaos operations). Default:
 	// none. New sets it to t.Logf.
 	Logf func(format string, args ...any)
@@ -97,6 +105,15 @@ func (o Options) withDefaults() (Options, error) {
 	case BackendLocal, BackendCompose, BackendPatroni:
 	default:
 		return o, fmt.Errorf("testcluster: unknown backend %q: want %q, %q or %q", o.Backend, BackendLocal, BackendCompose, BackendPatroni)
+	}
+	if o.PgBouncer == PgBouncerNone && o.Backend == BackendLocal {
+		o.PgBouncer = PgBouncerMode(strings.TrimSpace(os.Getenv("PGXHA_TESTCLUSTER_PGBOUNCER")))
+	}
+	if err := o.PgBouncer.validate(); err != nil {
+		return o, err
+	}
+	if o.PgBouncer != PgBouncerNone && o.Backend != BackendLocal {
+		return o, fmt.Errorf("testcluster: PgBouncer is for the local backend only, not %q", o.Backend)
 	}
 	for k := range o.Settings {
 		if !validSettingName(k) {
