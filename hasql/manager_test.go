@@ -428,7 +428,7 @@ func TestNoReplicaThenFallback(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	var nn *hasql.NoNodeError
 	require.ErrorAs(t, err, &nn)
-	assert.Contains(t, err.Error(), c.Nodes()[1].Addr()+" down: ")
+	assert.Contains(t, err.Error(), c.Nodes()[1].Addr()+" (n2) down: ")
 	assert.Contains(t, err.Error(), "connection refused", "each node's last error is in the error")
 
 	conn, err := m.AcquireReplica(ctx, hasql.FallbackToMaster())
