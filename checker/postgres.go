@@ -48,24 +48,38 @@ const (
 	pg_postmaster_start_time(),
 	CASE WHEN r.rec THEN (SELECT received_tli::int8 FROM pg_stat_wal_receiver) END,
 	(SELECT json_agg(json_build_object(
-			'a', application_name,
-			'c', host(client_addr),
+			'p', pid,
 			's', state,
 			'y', sync_state,
 			'sl', (sent_lsn - '0/0'::pg_lsn)::int8,
 			'fl', (flush_lsn - '0/0'::pg_lsn)::int8,
 			'rl', (replay_lsn - '0/0'::pg_lsn)::int8,
 			'lag', (extract(epoch FROM replay_lag) * 1000000)::int8))::text
-		FROM pg_stat_replication)`
+		FROM pg_stat_get_wal_senders())`
 	checkFrom = `FROM (SELECT pg_is_in_recovery() AS rec) r`
 
 	// checkSQL reads a node's state in one statement.
 	checkSQL = `SELECT` + checkColumns + "\n" + checkFrom
 )
 
+// walsenderSQL names the walsenders: pg_stat_replication's
+// application_name and client_addr, which come from the backends' status.
+// Reading that status copies every backend's entry, a cost that grows with
+// the server's connections (and so, in a fleet, with the number of
+// Managers): the check reads pg_stat_get_wal_senders() alone, and this runs
+// only when a walsender the connection has not named yet appears.
+const walsenderSQL = `SELECT w.pid, s.application_name, host(s.client_addr)
+FROM pg_stat_get_wal_senders() w JOIN pg_stat_get_activity(NULL) s ON s.pid = w.pid`
+
+// walsenderNames is the key, in a check connection's CustomData, of the
+// names of the walsenders it has seen, by pid (a walsender's name and
+// address do not change while it lives).
+const walsenderNames = "pgxha.walsenders"
+
+type walsender struct{ app, addr string }
+
 type replicaRow struct {
-	App       *string `json:"a"`
-	Addr      *string `json:"c"`
+	PID       *int32  `json:"p"`
 	State     *string `json:"s"`
 	SyncState *string `json:"y"`
 	Sent      *int64  `json:"sl"`
@@ -79,7 +93,51 @@ func (postgresChecker) Check(ctx context.Context, conn *pgx.Conn) (Result, error
 	if err := conn.QueryRow(ctx, checkSQL).Scan(c.dest()...); err != nil {
 		return Result{}, err
 	}
-	return c.result()
+	res, err := c.result()
+	if err != nil || len(c.pids) == 0 {
+		return res, err
+	}
+	return res, nameReplicas(ctx, conn, &res, c.pids)
+}
+
+// nameReplicas fills in the replicas' application names and addresses from
+// the connection's record of walsenders, reading them from the server when
+// a walsender is new to it.
+func nameReplicas(ctx context.Context, conn *pgx.Conn, res *Result, pids []int32) error {
+	data := conn.PgConn().CustomData()
+	names, _ := data[walsenderNames].(map[int32]walsender)
+	missing := names == nil
+	for _, pid := range pids {
+		if _, ok := names[pid]; !ok {
+			missing = true
+		}
+	}
+	if missing {
+		rows, err := conn.Query(ctx, walsenderSQL)
+		if err != nil {
+			return err
+		}
+		fresh := make(map[int32]walsender, len(pids))
+		for rows.Next() {
+			var pid int32
+			var app, addr *string
+			if err := rows.Scan(&pid, &app, &addr); err != nil {
+				rows.Close()
+				return err
+			}
+			fresh[pid] = walsender{app: str(app), addr: str(addr)}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		names = fresh
+		data[walsenderNames] = names
+	}
+	for i, pid := range pids {
+		w := names[pid]
+		res.Replicas[i].ApplicationName, res.Replicas[i].ClientAddr = w.app, w.addr
+	}
+	return nil
 }
 
 // checkRow receives checkColumns.
@@ -93,6 +151,7 @@ type checkRow struct {
 	systemID            *int64
 	startTime           *time.Time
 	receivedTLI         *int64
+	pids                []int32 // the walsenders' pids, one per res.Replicas
 	// inRecovery, readOnly, replayPaused and serverTime are nullable so that
 	// the row of a WatchAndCheck cut short by a promotion (all NULL) scans.
 	inRecovery, readOnly, replayPaused *bool
@@ -105,6 +164,7 @@ func (c *checkRow) dest() []any {
 }
 
 func (c *checkRow) result() (Result, error) {
+	c.pids = nil
 	res := c.res
 	if c.inRecovery == nil || c.readOnly == nil || c.serverTime == nil {
 		return Result{}, fmt.Errorf("check returned no state")
@@ -140,15 +200,19 @@ func (c *checkRow) result() (Result, error) {
 			return Result{}, fmt.Errorf("decode pg_stat_replication: %w", err)
 		}
 		res.Replicas = make([]Replica, 0, len(rows))
+		c.pids = c.pids[:0]
 		for _, r := range rows {
+			pid := int32(0)
+			if r.PID != nil {
+				pid = *r.PID
+			}
+			c.pids = append(c.pids, pid)
 			rep := Replica{
-				ApplicationName: str(r.App),
-				ClientAddr:      str(r.Addr),
-				State:           str(r.State),
-				SyncState:       str(r.SyncState),
-				SentLSN:         lsnOf(r.Sent),
-				FlushLSN:        lsnOf(r.Flush),
-				ReplayLSN:       lsnOf(r.Replay),
+				State:     str(r.State),
+				SyncState: str(r.SyncState),
+				SentLSN:   lsnOf(r.Sent),
+				FlushLSN:  lsnOf(r.Flush),
+				ReplayLSN: lsnOf(r.Replay),
 			}
 			if r.LagMicros != nil {
 				rep.ReplayLag, rep.HasReplayLag = time.Duration(*r.LagMicros)*time.Microsecond, true
