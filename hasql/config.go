@@ -134,7 +134,18 @@ type Config struct {
 	// others when none qualifies. Default: "", no preference.
 	Zone string
 
+	// PasswordFunc, when set, supplies the password of every connection
+	// the Manager opens, pools, check connections, Listen and DB alike
+	// (see PasswordFunc). A BeforeConnect hook of PoolConfig (or set by
+	// ConfigureNode) runs after it for every connection too; of it, the
+	// check connections take the user and password only.
+	PasswordFunc PasswordFunc
+
 	createdByParseConfig bool
+	// passfile is the passfile the connection string's password comes
+	// from ("" when it does not), whose entry for the first host was
+	// passfileFirst (see findPassfile).
+	passfile, passfileFirst string
 }
 
 // NodeConfig is one host of the connection string.
@@ -269,6 +280,7 @@ func parseConfig(connString string) (*Config, error) {
 			cfg.Discoverer = d
 		}
 	}
+	cfg.findPassfile(raw)
 	return cfg, nil
 }
 
@@ -396,11 +408,17 @@ func (r rawSettings) targetSessionAttrs() (string, bool) {
 
 // has reports whether the connection string sets key.
 func (r rawSettings) has(key string) bool {
-	if r.url != nil {
-		return r.url.Query().Has(key)
-	}
-	_, ok := connInfoLookup(r.connString, key)
+	_, ok := r.lookup(key)
 	return ok
+}
+
+// lookup returns the value the connection string gives key.
+func (r rawSettings) lookup(key string) (string, bool) {
+	if r.url != nil {
+		q := r.url.Query()
+		return q.Get(key), q.Has(key)
+	}
+	return connInfoLookup(r.connString, key)
 }
 
 func connInfoLookup(s, key string) (string, bool) {

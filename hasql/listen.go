@@ -115,7 +115,11 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	}
 	cfg := n.pool.Config().ConnConfig
 	cfg.Tracer = nil
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	err = n.beforeConnect(ctx, cfg)
+	var conn *pgx.Conn
+	if err == nil {
+		conn, err = pgx.ConnectConfig(ctx, cfg)
+	}
 	if err != nil {
 		n.trigger()
 		return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)

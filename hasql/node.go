@@ -26,6 +26,9 @@ type node struct {
 	cfg   NodeConfig
 	pool  *pgxpool.Pool
 	conns connRegistry
+	// beforeConnect sets the credentials of every connection to the node
+	// (see withCredentials).
+	beforeConnect func(context.Context, *pgx.ConnConfig) error
 
 	// Live values read lock-free by acquires and balancers.
 	inUse       atomic.Int64 // connections acquired through the manager, not yet released
@@ -153,6 +156,9 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	n.abort, n.abortDials = context.WithCancel(context.Background())
 	n.checkCfg = n.checkConnConfig(pc.ConnConfig)
 
+	n.beforeConnect = n.withCredentials(pc.BeforeConnect)
+	pc.BeforeConnect = n.beforeConnect
+
 	userTracer := pc.ConnConfig.Tracer
 	pc.ConnConfig.Tracer = newNodeTracer(n, userTracer)
 	dial := pc.ConnConfig.DialFunc
@@ -260,6 +266,7 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 		}()
 	}
 	for retried := false; ; retried = true {
+		reused := n.conn != nil && !n.conn.IsClosed()
 		if err := n.connect(ctx); err != nil {
 			if ctx.Err() != nil && n.ctx.Err() == nil {
 				err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
@@ -268,7 +275,16 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 		}
 		res, err := m.cfg.Checker.Check(ctx, n.conn)
 		if err != nil {
+			lost := reused && n.conn.IsClosed()
 			n.closeCheckConn()
+			if !retried && lost && ctx.Err() == nil {
+				// The server closed a connection that had served checks:
+				// its backend may have been terminated on a node that is
+				// fine (so that every connection opens again with rotated
+				// credentials, say). A node that is down refuses the new
+				// connection, and the check fails at once.
+				continue
+			}
 			if !retried && !n.unprepared && lostPrepared(err) {
 				// The statement was prepared on one server connection and
 				// run on another, or met one prepared by an earlier client
@@ -301,7 +317,7 @@ func (n *node) connect(ctx context.Context) error {
 		return nil
 	}
 	n.closeCheckConn() // closed by pgx: its cleanup may still run
-	conn, err := pgx.ConnectConfig(ctx, n.checkCfg)
+	conn, err := n.connectCheck(ctx)
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
 			if t, ok := cfg.Tracer.(*nodeTracer); ok {
 				cfg.Tracer = t.forDB()
 			}
-			return nil
+			return n.beforeConnect(ctx, cfg)
 		}),
 		stdlib.OptionAfterConnect(func(ctx context.Context, conn *pgx.Conn) error {
 			if n := m.nodeOf(conn); n != nil {
