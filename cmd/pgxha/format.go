@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -132,10 +134,54 @@ func roleText(n nodeReport) string {
 }
 
 // shortError fits an error message in the table: whole when short enough,
-// otherwise its last one or two ": "-separated parts (usually the cause)
-// without the SQLSTATE, cut at shortErrorLen.
+// otherwise the last one or two ": "-separated parts (the cause), without
+// the SQLSTATE, cut at shortErrorLen. A message of several lines (pgx lists
+// each address and TLS variant it tried on a line of its own, under a first
+// line that ends with ':') is shortened line by line, the first line left
+// out, and the distinct causes joined by "; " (the last alone when they do
+// not fit).
 func shortError(msg string) string {
-	msg, _, _ = strings.Cut(strings.TrimSpace(msg), "\n")
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(msg), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 1 && strings.HasSuffix(lines[0], ":") {
+		lines = lines[1:]
+		for i, l := range lines {
+			// "127.0.0.1:5432 (db1): ...": the row names the node.
+			lines[i] = attemptPrefix.ReplaceAllString(l, "")
+		}
+	}
+	if len(lines) == 1 && utf8.RuneCountInString(lines[0]) <= shortErrorLen {
+		return lines[0]
+	}
+	var causes []string
+	for _, l := range lines {
+		if c := errorCause(l); !slices.Contains(causes, c) {
+			causes = append(causes, c)
+		}
+	}
+	short := strings.Join(causes, "; ")
+	if utf8.RuneCountInString(short) > shortErrorLen {
+		// The last attempt's (after TLS was refused, say) says most.
+		short = causes[len(causes)-1]
+	}
+	if utf8.RuneCountInString(short) > shortErrorLen {
+		r := []rune(short)
+		short = string(r[:shortErrorLen-1]) + "…"
+	}
+	return short
+}
+
+// attemptPrefix is the address and host name pgx puts before the error of
+// each attempt.
+var attemptPrefix = regexp.MustCompile(`^\S+ \([^)]*\): `)
+
+// errorCause is the last one or two ": "-separated parts of one line of an
+// error, as many as fit in shortErrorLen, without the SQLSTATE.
+func errorCause(msg string) string {
 	if utf8.RuneCountInString(msg) <= shortErrorLen {
 		return msg
 	}
@@ -149,10 +195,6 @@ func shortError(msg string) string {
 		if two := parts[len(parts)-2] + ": " + short; utf8.RuneCountInString(two) <= shortErrorLen {
 			short = two
 		}
-	}
-	if utf8.RuneCountInString(short) > shortErrorLen {
-		r := []rune(short)
-		short = string(r[:shortErrorLen-1]) + "…"
 	}
 	return short
 }

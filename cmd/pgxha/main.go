@@ -236,6 +236,13 @@ func watch(ctx context.Context, o options, red redactor, stdout, stderr io.Write
 	defer m.Close()
 
 	note := "every " + o.interval.String() + " and on every change, Ctrl-C to quit"
+	// On a terminal each frame replaces the last; elsewhere (a file, a
+	// pipe) frames follow one another, a blank line apart, with no escape
+	// codes.
+	sep, first := "\n", true
+	if isTerminal(stdout) {
+		sep = clearScreen
+	}
 	ticker := time.NewTicker(o.interval)
 	defer ticker.Stop()
 	for {
@@ -245,7 +252,10 @@ func watch(ctx context.Context, o options, red redactor, stdout, stderr io.Write
 			err = writeJSON(stdout, rep, false)
 		} else {
 			var frame bytes.Buffer
-			frame.WriteString(clearScreen)
+			if !first || sep == clearScreen {
+				frame.WriteString(sep)
+			}
+			first = false
 			if err = writeTable(&frame, rep, note); err == nil {
 				_, err = stdout.Write(frame.Bytes())
 			}
@@ -261,4 +271,14 @@ func watch(ctx context.Context, o options, red redactor, stdout, stderr io.Write
 		case <-changed:
 		}
 	}
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

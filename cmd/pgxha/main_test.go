@@ -229,10 +229,11 @@ func TestAgainstCluster(t *testing.T) {
 		stdout, stderr := newSyncBuffer(), newSyncBuffer()
 		done := make(chan int, 1)
 		go func() { done <- run(wctx, []string{"watch", "-interval", "100ms", dsn}, stdout, stderr) }()
-		out := stdout.waitFor(t, ctx, "three frames", func(s string) bool { return strings.Count(s, clearScreen) >= 3 })
+		out := stdout.waitFor(t, ctx, "three frames", func(s string) bool { return strings.Count(s, "\nADDRESS") >= 3 })
 		stop()
 		require.Equal(t, exitOK, <-done, stderr.String())
-		frames := strings.Split(out, clearScreen)[1:]
+		assert.NotContains(t, out, "\x1b", "no escape codes: the output is not a terminal")
+		frames := strings.Split(out, "\n\n")
 		for _, f := range frames[:3] {
 			header, rows := parseTable(t, f)
 			assert.Contains(t, header, "1 master, 1 sync, 1 async")
@@ -442,6 +443,17 @@ func TestFormat(t *testing.T) {
 	}
 	long := "failed to connect to `user=app database=app`: 127.0.0.1:5432 (127.0.0.1): dial error: dial tcp 127.0.0.1:5432: connect: connection refused"
 	assert.Equal(t, "connect: connection refused", shortError(long))
+	// pgx's error for several attempts: one line each, under a first line
+	// that names no cause.
+	multi := "failed to connect to `user=postgres database=postgres`:\n" +
+		"\t127.0.0.1:5432 (127.0.0.1): tls error: server refused TLS connection\n" +
+		"\t127.0.0.1:5432 (127.0.0.1): failed SASL auth: FATAL: password authentication failed for user \"postgres\" (SQLSTATE 28P01)"
+	assert.Equal(t, `FATAL: password authentication failed for user "postgres"`, shortError(multi))
+	assert.Equal(t, "tls error: server refused TLS connection; connect: refused",
+		shortError("failed to connect to `user=u database=d`:\n\th:1 (h): tls error: server refused TLS connection\n\th:1 (h): connect: refused"))
+	one := "failed to connect to `user=postgres database=postgres`:\n\t127.0.0.1:5432 (127.0.0.1): dial error: dial tcp 127.0.0.1:5432: connect: connection refused\n" +
+		"\t127.0.0.1:5432 (127.0.0.1): dial error: dial tcp 127.0.0.1:5432: connect: connection refused"
+	assert.Equal(t, "connect: connection refused", shortError(one), "the same cause once")
 	assert.Equal(t, "short: error", shortError("short: error"))
 	assert.LessOrEqual(t, len([]rune(shortError(strings.Repeat("x", 200)))), shortErrorLen)
 	assert.Equal(t, "1 master, 2 sync, 0 async", summaryText(summary{Master: 1, Sync: 2}))
