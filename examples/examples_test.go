@@ -41,6 +41,12 @@ func TestExamplesRun(t *testing.T) {
 			`hasql\.acquire master\s+\d+`, `query INSERT INTO notes`,
 			`hasql\.node\.role`, `db\.client\.connection\.count`,
 		}},
+		{"discovery", []string{
+			`The new node has a pool and a check, and serves reads once checked:\s+\S+\s+master\s+\S+\s+sync\s+127\.0\.0\.13:\d+\s+async`,
+			`read served by 127\.0\.0\.13:\d+`,
+			`Record removed: 127\.0\.0\.12\n(?s:.*)Its node gets no new acquire(?s:.*)127\.0\.0\.13:\d+\s+async\n\n`,
+			`INSERT 0 1 served by the new master 127\.0\.0\.13:\d+`,
+		}},
 		{"failover-demo", []string{
 			`killing the master n1; promoting n2`,
 			`master n2\s+n1=down n2=master`,
