@@ -31,6 +31,7 @@ var readmePackages = map[string]string{
 	"pgx":         "github.com/jackc/pgx/v5",
 	"hasql":       "github.com/pgxha/pgxha/hasql",
 	"balancer":    "github.com/pgxha/pgxha/balancer",
+	"discovery":   "github.com/pgxha/pgxha/discovery",
 	"failover":    "github.com/pgxha/pgxha/failover",
 	"testcluster": "github.com/pgxha/pgxha/testcluster",
 }
