@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -519,6 +520,9 @@ func (n *node) statusLocked() NodeStatus {
 	}
 	if v.aliasOf != nil {
 		st.SameAs = v.aliasOf.cfg.Addr
+	}
+	if tags := n.tagMap(); tags != nil {
+		st.Tags = maps.Clone(tags)
 	}
 	if n.m.closedFlag.Load() {
 		st.Role, st.Up, st.Suspect, st.Writable = RoleUnknown, false, false, false

@@ -118,6 +118,9 @@ type NodeStatus struct {
 	SameAs string
 	// SystemID is the node's cluster's system identifier, 0 when unknown.
 	SystemID uint64
+	// Tags are the node's tags from its discoverer (Patroni's
+	// noloadbalance, nofailover, a zone, ...); nil when it has none.
+	Tags map[string]string
 	// Timeline is the node's timeline at its last check.
 	Timeline uint32
 	// LSN is the node's WAL position at its last check: current on a
