@@ -3,7 +3,7 @@ GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 15s
 
-.PHONY: test demo demo-failover deps deps-postgres deps-patroni test-deps chaos-pgbouncer vet fmt-check unit unit-pgx-oldest fuzz bench cluster
+.PHONY: test demo demo-failover deps deps-postgres deps-patroni deps-dnsmasq test-deps chaos-pgbouncer vet fmt-check unit unit-pgx-oldest fuzz bench cluster
 .PHONY: compose-image compose-up compose-down compose-test chaos-compose
 
 ## test: vet, format check, every test under the race detector, a short fuzz run
@@ -21,8 +21,8 @@ demo-failover: deps-postgres
 cluster: deps-postgres
 	$(GO) run ./testcluster/cmd/testcluster
 
-## deps: everything the tests need (PostgreSQL, and Patroni with etcd for the Patroni backend)
-deps: deps-postgres deps-patroni
+## deps: everything the tests need (PostgreSQL, Patroni with etcd for the Patroni backend, dnsmasq for the discovery tests)
+deps: deps-postgres deps-patroni deps-dnsmasq
 
 # The demos, the cluster and the benchmarks need PostgreSQL only.
 deps-postgres:
@@ -30,6 +30,8 @@ deps-postgres:
 
 deps-patroni:
 	@./scripts/ensure-patroni.sh
+
+deps-dnsmasq:
 	@./scripts/ensure-dnsmasq.sh
 
 # What only the tests need: PgBouncer, for testcluster's PgBouncer option.

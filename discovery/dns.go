@@ -45,9 +45,15 @@ type DNSConfig struct {
 // no address is an error that wraps ErrNoNodes (the last good set stays).
 // It is safe for concurrent use; see [Discoverer] for Run.
 type DNS struct {
-	cfg DNSConfig // read-only after NewDNS
-	*poller
+	cfg  DNSConfig // read-only after NewDNS
+	poll *poller
 }
+
+var (
+	_ Refresher = (*DNS)(nil)
+	_ Refresher = (*SRV)(nil)
+	_ Refresher = (*Patroni)(nil)
+)
 
 // NewDNS returns a DNS Discoverer, or an error naming what is wrong in cfg.
 func NewDNS(cfg DNSConfig) (*DNS, error) {
@@ -65,7 +71,7 @@ func NewDNS(cfg DNSConfig) (*DNS, error) {
 		cfg.Resolver = net.DefaultResolver
 	}
 	d := &DNS{cfg: cfg}
-	d.poller = newPoller(cfg.Interval, cfg.MinInterval, cfg.Timeout, d.look)
+	d.poll = newPoller(cfg.Interval, cfg.MinInterval, cfg.Timeout, d.look)
 	return d, nil
 }
 
@@ -73,7 +79,11 @@ func NewDNS(cfg DNSConfig) (*DNS, error) {
 func (d *DNS) Config() DNSConfig { return d.cfg }
 
 // Run implements Discoverer.
-func (d *DNS) Run(ctx context.Context, update func(State)) error { return d.run(ctx, update) }
+func (d *DNS) Run(ctx context.Context, update func(State)) error { return d.poll.run(ctx, update) }
+
+// Refresh implements Refresher: a look as soon as MinInterval has passed
+// since the last one.
+func (d *DNS) Refresh() { d.poll.Refresh() }
 
 // String describes the Discoverer, for logs: "dns db.example.com port 5432".
 func (d *DNS) String() string {
@@ -147,7 +157,7 @@ type SRVConfig struct {
 type SRV struct {
 	cfg    SRVConfig // read-only after NewSRV
 	record string    // the full name looked up
-	*poller
+	poll   *poller
 }
 
 // Tags of the nodes an SRV Discoverer finds.
@@ -169,7 +179,7 @@ func NewSRV(cfg SRVConfig) (*SRV, error) {
 		cfg.Resolver = net.DefaultResolver
 	}
 	s := &SRV{cfg: cfg, record: srvRecord(cfg.Name)}
-	s.poller = newPoller(cfg.Interval, cfg.MinInterval, cfg.Timeout, s.look)
+	s.poll = newPoller(cfg.Interval, cfg.MinInterval, cfg.Timeout, s.look)
 	return s, nil
 }
 
@@ -185,7 +195,11 @@ func srvRecord(name string) string {
 func (s *SRV) Config() SRVConfig { return s.cfg }
 
 // Run implements Discoverer.
-func (s *SRV) Run(ctx context.Context, update func(State)) error { return s.run(ctx, update) }
+func (s *SRV) Run(ctx context.Context, update func(State)) error { return s.poll.run(ctx, update) }
+
+// Refresh implements Refresher: a look as soon as MinInterval has passed
+// since the last one.
+func (s *SRV) Refresh() { s.poll.Refresh() }
 
 // String describes the Discoverer, for logs: "srv _postgresql._tcp.db.example.com".
 func (s *SRV) String() string { return "srv " + s.record }

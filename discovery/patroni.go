@@ -60,8 +60,7 @@ type Patroni struct {
 	bases     []*url.URL // cfg.URLs without path, query or fragment
 	client    *http.Client
 	ownClient bool
-
-	*poller
+	poll      *poller
 
 	// Owned by the look, which runs on Run's goroutine; mu is for String
 	// and tests, which may read them from elsewhere.
@@ -97,7 +96,7 @@ func NewPatroni(cfg PatroniConfig) (*Patroni, error) {
 	p.cfg = cfg
 	// Each request is bounded by Timeout; a look asks a bounded number of
 	// APIs, so it needs no bound of its own.
-	p.poller = newPoller(cfg.Interval, cfg.MinInterval, 0, p.look)
+	p.poll = newPoller(cfg.Interval, cfg.MinInterval, 0, p.look)
 	return p, nil
 }
 
@@ -151,8 +150,12 @@ func (p *Patroni) Run(ctx context.Context, update func(State)) error {
 	if p.ownClient {
 		defer p.client.CloseIdleConnections()
 	}
-	return p.run(ctx, update)
+	return p.poll.run(ctx, update)
 }
+
+// Refresh implements Refresher: a look as soon as MinInterval has passed
+// since the last one.
+func (p *Patroni) Refresh() { p.poll.Refresh() }
 
 // String describes the Discoverer, for logs: "patroni http://10.0.0.1:8008,...".
 func (p *Patroni) String() string {

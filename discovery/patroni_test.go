@@ -219,3 +219,12 @@ func TestNewPatroniErrors(t *testing.T) {
 		assert.ErrorContains(t, err, tt.want)
 	}
 }
+
+func TestRunTwiceAtOnce(t *testing.T) {
+	f := newFakePatroni(t, patroni4Cluster)
+	p := newPatroni(t, f.URL)
+	w := watch(t, p)
+	w.waitFor("the set", func(discovery.State) bool { return true })
+	err := p.Run(t.Context(), func(discovery.State) { t.Error("the second Run reported a State") })
+	assert.ErrorContains(t, err, "Run called while another Run of the same Discoverer runs")
+}
