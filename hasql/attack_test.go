@@ -3,6 +3,7 @@ package hasql_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -239,4 +240,36 @@ func TestAttackNoRerunAfterUnseenPromotion(t *testing.T) {
 	var called bool
 	require.NoError(t, killer.QueryRow(ctx, "SELECT last_value, is_called FROM s").Scan(&last, &called))
 	assert.EqualValues(t, 1, last, "nextval ran once on the promoted n2, whose run may have written")
+}
+
+// Patroni's layout: cluster_name is the cluster's scope, the same on every
+// node, and primary_conninfo names each member. A check user without
+// pg_monitor sees neither the walreceiver's conninfo nor its timeline, so it
+// knows the replica by its cluster_name, which no walsender shows. The
+// replica streams from the master all along: it is not "not streaming";
+// it serves reads, or, if it cannot be told, the status says that the check
+// user cannot see it (pg_monitor), not that it left the cluster.
+func TestAttackRestrictedUserMemberNames(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	execOn(t, ctx, n2, "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port="+portStr(n1.DirectAddr())+" user=postgres password=pgxha application_name=member2'",
+		"SELECT pg_reload_conf()")
+	require.Eventually(t, func() bool {
+		return lsnOn(t, ctx, n1, "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'member2' AND state = 'streaming'") == 1
+	}, 30*time.Second, 20*time.Millisecond, "n2 streams as member2")
+	execOn(t, ctx, n1, "CREATE ROLE watcher LOGIN PASSWORD 'w'")
+	dsn := strings.Replace(c.DSN(), "postgres:pgxha@", "watcher:w@", 1)
+
+	m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	time.Sleep(time.Second) // a few rounds of checks
+	st := statusAt(m, n2)
+	if st.Role == hasql.RoleDetached {
+		assert.NotContains(t, st.Detached, "not streaming", "n2 streams from the master; the check user just cannot see it: %+v", st)
+		assert.Contains(t, st.Detached, "pg_monitor", "the reason names what the check user lacks: %+v", st)
+	} else {
+		assert.True(t, st.Role.IsReplica(), "%+v", st)
+	}
 }
