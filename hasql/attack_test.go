@@ -273,3 +273,59 @@ func TestAttackRestrictedUserMemberNames(t *testing.T) {
 		assert.True(t, st.Role.IsReplica(), "%+v", st)
 	}
 }
+
+// Friendly faults raise no false alarm: after a failover, a rejoin, a
+// replica restart and a second failover right after, with WAL idle and a
+// lag limit, no node is called stale or detached, lag is known, and the
+// old master restarted on timeline 2 is not master. (Passes.)
+func TestAttackHeldNoFalseAlarms(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_max_lag", "2s"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	_, err := m.Master().Exec(ctx, "CREATE TABLE h (v int)")
+	require.NoError(t, err)
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n2))
+	waitRole(t, m, "n2", hasql.RoleMaster)
+	waitRole(t, m, "n3", hasql.RoleSyncReplica)
+	_, err = m.Master().Exec(ctx, "INSERT INTO h VALUES (1)")
+	require.NoError(t, err)
+	require.NoError(t, c.Rejoin(ctx, n1))
+	require.Eventually(t, func() bool { return roles(m)["n1"].IsReplica() }, 30*time.Second, 5*time.Millisecond, "%v", m.Nodes())
+	// Replica restart.
+	require.NoError(t, n3.Stop())
+	require.NoError(t, n3.Start())
+	waitRole(t, m, "n3", hasql.RoleSyncReplica)
+	// WAL idle: lag known, within limit, for a while.
+	for i := 0; i < 20; i++ {
+		for _, st := range m.Nodes() {
+			if st.Role.IsReplica() {
+				require.True(t, st.LagKnown && st.Lag < 2*time.Second, "%+v", st)
+			}
+			require.False(t, st.StaleMaster || st.Role == hasql.RoleDetached, "%+v", st)
+		}
+		conn, err := m.AcquireReplica(ctx)
+		require.NoError(t, err)
+		conn.Release()
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Second failover right after the first: n3 (sync) takes over, n2 killed.
+	require.NoError(t, n2.Kill())
+	require.NoError(t, c.Failover(ctx, n3))
+	waitRole(t, m, "n3", hasql.RoleMaster)
+	var k int
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM h").Scan(&k))
+	require.Equal(t, 1, k)
+	require.NoError(t, n2.Start()) // old master on timeline 2, cluster on 3
+	require.Eventually(t, func() bool { return statusOf(m, "n2").Up }, 30*time.Second, 5*time.Millisecond)
+	st := statusOf(m, "n2")
+	t.Logf("n2 after restart: %s stale=%v", st.Role, st.StaleMaster)
+	require.NotEqual(t, hasql.RoleMaster, st.Role)
+	conn, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "n3", nodeOf(c, conn))
+	conn.Release()
+}
