@@ -839,15 +839,26 @@ func (s *schedule) check() {
 
 	// Figures.
 	var outages []string
+	gaps := map[faultKind][]time.Duration{}
 	for i, r := range s.rounds {
 		end := r.end
 		if end.IsZero() {
 			end = time.Now()
 		}
 		gap := longestGap(ackedAt, r.begin, end)
+		gaps[r.kind] = append(gaps[r.kind], gap)
 		outages = append(outages, fmt.Sprintf("round %d, %s: longest time without an acknowledged transfer %s\n    %s",
 			i+1, r.kind, gap.Round(time.Millisecond), strings.Join(r.steps, "\n    ")))
 	}
+	var byKind []string
+	for k := range nFaultKinds {
+		if g := gaps[k]; len(g) > 0 {
+			slices.Sort(g)
+			byKind = append(byKind, fmt.Sprintf("%-75s %3d  median %6s  max %6s", k.String(), len(g),
+				g[len(g)/2].Round(time.Millisecond), g[len(g)-1].Round(time.Millisecond)))
+		}
+	}
+	t.Logf("longest time without an acknowledged transfer per round, by fault (count, median, max):\n  %s", strings.Join(byKind, "\n  "))
 	t.Logf("fault schedule seed %d: %d faults in %s; %d transfers: %d acknowledged, %d commit outcome unknown (%d of them committed), %d failed; errors by class %v; %d replica reads (%d errors) by node %v\n  %s",
 		s.seed, len(s.rounds), time.Since(s.begin).Round(time.Second), len(s.transfers), acked, unknown, unknownPresent, failed,
 		classes, len(s.reads), readErrors, nodeReads, strings.Join(outages, "\n  "))
