@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -17,9 +18,10 @@ func addrOf(conn *pgx.Conn) string {
 	return fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
 }
 
-// testLogger sends the manager's log to the test's log while the test runs.
+// testLogger sends the manager's log to the test's log while the test runs,
+// each line with its time since the logger was made.
 func testLogger(t *testing.T) *slog.Logger {
-	h := &tlogHandler{t: t, mu: &sync.Mutex{}}
+	h := &tlogHandler{t: t, mu: &sync.Mutex{}, begin: time.Now()}
 	t.Cleanup(func() {
 		h.mu.Lock()
 		h.done = true
@@ -33,13 +35,14 @@ type tlogHandler struct {
 	mu    *sync.Mutex
 	done  bool
 	attrs []slog.Attr
+	begin time.Time
 }
 
 func (h *tlogHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
 
 func (h *tlogHandler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
-	b.WriteString(r.Level.String() + " " + r.Message)
+	b.WriteString("+" + r.Time.Sub(h.begin).Round(time.Millisecond).String() + " " + r.Level.String() + " " + r.Message)
 	for _, a := range h.attrs {
 		b.WriteString(" " + a.String())
 	}

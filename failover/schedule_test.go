@@ -117,6 +117,7 @@ type detached struct {
 	node        string
 	from, until time.Time
 	why         string
+	view        string // the Manager's nodes at the first read that broke it
 }
 
 type round struct {
@@ -204,6 +205,7 @@ func TestFaultSchedule(t *testing.T) {
 	defer cancel()
 
 	c := testcluster.New(t, testcluster.Options{})
+	begin := time.Now() // the manager's log lines count from here too
 	m, err := hasql.New(ctx, c.DSN()+"&pool_max_conns="+strconv.Itoa(schedPoolConns), hasql.WithLogger(testLogger(t)))
 	require.NoError(t, err)
 	defer m.Close()
@@ -215,7 +217,7 @@ func TestFaultSchedule(t *testing.T) {
 	require.NoError(t, err)
 	waitReplayed(t, ctx, c)
 
-	s := &schedule{t: t, ctx: ctx, c: c, m: m, rng: rand.New(rand.NewPCG(seed, 0x5eed)), seed: seed, begin: time.Now()}
+	s := &schedule{t: t, ctx: ctx, c: c, m: m, rng: rand.New(rand.NewPCG(seed, 0x5eed)), seed: seed, begin: begin}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for w := range schedWorkers {
@@ -378,6 +380,12 @@ func (s *schedule) reader(ctx context.Context) {
 		}
 		s.mu.Lock()
 		s.reads = append(s.reads, r)
+		for i := range s.windows {
+			// The Manager's view the first time a read breaks a window.
+			if w := &s.windows[i]; w.until.IsZero() && w.view == "" && r.err == nil && w.node == r.node && r.start.After(w.from.Add(detachGrace)) {
+				w.view = describeNodes(s.m.Nodes())
+			}
+		}
 		s.mu.Unlock()
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -728,6 +736,7 @@ func (s *schedule) check() {
 	var lost, failedPresent, twice []string
 	var acked, unknown, failed, unknownPresent int
 	classes := map[string]int{}
+	var examples []string
 	for _, tr := range s.transfers {
 		_, there := present[tr.id]
 		var pgErr *pgconn.PgError
@@ -751,7 +760,15 @@ func (s *schedule) check() {
 			}
 		}
 		if tr.err != nil {
-			classes[errClass(tr.err)]++
+			c := errClass(tr.err)
+			if classes[c] == 0 {
+				example := tr.err.Error()
+				if len(example) > 300 {
+					example = example[:300] + "..."
+				}
+				examples = append(examples, c+": "+example)
+			}
+			classes[c]++
 		}
 	}
 	report("acknowledged transfers missing", lost)
@@ -781,7 +798,8 @@ func (s *schedule) check() {
 	for i, w := range s.windows {
 		if rs := inWindow[i]; len(rs) > 0 {
 			detachedReads = append(detachedReads, fmt.Sprintf("%s: %d reads served by %s from %s to %s, which %s since %s (until %s)",
-				s.roundAt(w.from), len(rs), w.node, s.since(rs[0].start), s.since(rs[len(rs)-1].start), w.why, s.since(w.from), s.since(w.until)))
+				s.roundAt(w.from), len(rs), w.node, s.since(rs[0].start), s.since(rs[len(rs)-1].start), w.why, s.since(w.from), s.since(w.until))+
+				"; the Manager's nodes then:"+w.view)
 		}
 	}
 	report("torn replica reads (a snapshot whose balances do not add up)", tornReads)
@@ -862,6 +880,9 @@ func (s *schedule) check() {
 	t.Logf("fault schedule seed %d: %d faults in %s; %d transfers: %d acknowledged, %d commit outcome unknown (%d of them committed), %d failed; errors by class %v; %d replica reads (%d errors) by node %v\n  %s",
 		s.seed, len(s.rounds), time.Since(s.begin).Round(time.Second), len(s.transfers), acked, unknown, unknownPresent, failed,
 		classes, len(s.reads), readErrors, nodeReads, strings.Join(outages, "\n  "))
+	if len(examples) > 0 {
+		t.Logf("an error of each class:\n  %s", strings.Join(examples, "\n  "))
+	}
 	if len(violations) > 0 {
 		t.Errorf("violated: %s", strings.Join(violations, "; "))
 	}
@@ -888,6 +909,21 @@ func longestGap(acked []*transfer, from, to time.Time) time.Duration {
 		last = tr.end
 	}
 	return max(gap, to.Sub(last))
+}
+
+// describeNodes is the Manager's view of the nodes, one line each.
+func describeNodes(nodes []hasql.NodeStatus) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "\n      %s %s: %s, up %t, timeline %d, LSN %s", n.Addr, n.Name, n.Role, n.Up, n.Timeline, n.LSN)
+		if n.Detached != "" {
+			fmt.Fprintf(&b, ", detached: %s", n.Detached)
+		}
+		if n.LastError != nil {
+			fmt.Fprintf(&b, ", last error: %v", n.LastError)
+		}
+	}
+	return b.String()
 }
 
 // errClass names an error for the figures.
