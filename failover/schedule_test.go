@@ -34,10 +34,12 @@ import (
 //
 //	go test -race -run TestFaultSchedule ./failover/                           # short: a handful of faults
 //	go test -race -run TestFaultSchedule ./failover/ -chaos.seed=42            # again with that seed
+//	go test -race -run TestFaultSchedule ./failover/ -chaos.faults=orphan,hang # these faults
 //	PGXHA_SOAK=10m go test -race -run TestFaultSchedule -timeout 30m ./failover/ # long
 var (
-	chaosSeed = flag.Uint64("chaos.seed", 0, "seed of TestFaultSchedule (default: $PGXHA_CHAOS_SEED, else from the clock)")
-	chaosSoak = flag.Duration("chaos.soak", 0, "run TestFaultSchedule's long schedule for this long (default: $PGXHA_SOAK)")
+	chaosSeed   = flag.Uint64("chaos.seed", 0, "seed of TestFaultSchedule (default: $PGXHA_CHAOS_SEED, else from the clock)")
+	chaosFaults = flag.String("chaos.faults", "", "TestFaultSchedule's short schedule: these faults, comma-separated ("+strings.Join(faultFlags[:], ", ")+"), instead of random ones")
+	chaosSoak   = flag.Duration("chaos.soak", 0, "run TestFaultSchedule's long schedule for this long (default: $PGXHA_SOAK)")
 )
 
 const (
@@ -68,6 +70,7 @@ const (
 	fReplicaCrash
 	fReplicaPartition
 	fOrphan
+	fOrphanAhead
 	nFaultKinds
 )
 
@@ -77,7 +80,12 @@ var faultNames = [...]string{
 	"promotion while the master runs, then the new master crashes and restarts",
 	"master crash, failover, the new master crashes, failover again",
 	"replica crash", "replica partition", "master crash, only the sync replica promoted: the async one orphaned",
+	"sync replica hangs, master crash, only the sync replica promoted: the async one orphaned ahead of it",
 }
+
+// faultFlags name the kinds for -chaos.faults.
+var faultFlags = [...]string{"crash", "stop", "hang", "partition", "rogue", "rogue-kill", "double",
+	"replica-crash", "replica-partition", "orphan", "orphan-ahead"}
 
 func (k faultKind) String() string { return faultNames[k] }
 
@@ -276,6 +284,15 @@ func (s *schedule) draw(soak time.Duration) []faultKind {
 	if soak > 0 {
 		return nil
 	}
+	if *chaosFaults != "" {
+		var kinds []faultKind
+		for _, name := range strings.Split(*chaosFaults, ",") {
+			i := slices.Index(faultFlags[:], strings.TrimSpace(name))
+			require.GreaterOrEqual(s.t, i, 0, "-chaos.faults: %q is not one of %s", name, strings.Join(faultFlags[:], ", "))
+			kinds = append(kinds, faultKind(i))
+		}
+		return kinds
+	}
 	kinds := make([]faultKind, nFaultKinds)
 	for i := range kinds {
 		kinds[i] = faultKind(i)
@@ -382,7 +399,8 @@ func (s *schedule) reader(ctx context.Context) {
 		s.reads = append(s.reads, r)
 		for i := range s.windows {
 			// The Manager's view the first time a read breaks a window.
-			if w := &s.windows[i]; w.until.IsZero() && w.view == "" && r.err == nil && w.node == r.node && r.start.After(w.from.Add(detachGrace)) {
+			if w := &s.windows[i]; w.view == "" && r.err == nil && w.node == r.node && r.start.After(w.from.Add(detachGrace)) &&
+				(w.until.IsZero() || r.end.Before(w.until)) {
 				w.view = describeNodes(s.m.Nodes())
 			}
 		}
@@ -581,6 +599,20 @@ func (s *schedule) run(kind faultKind) {
 		do("promote "+syncR.Name()+" only", func() error { return syncR.Promote(ctx) })
 		leave(async, "orphaned: follows the dead "+master.Name())
 		s.hold(r, detachGrace+time.Second, detachGrace+3*time.Second)
+	case fOrphanAhead:
+		// While the sync replica hangs, commits wait for it and their WAL
+		// reaches the async replica only: it ends up ahead of the sync
+		// one, on the old timeline.
+		do("pause "+syncR.Name(), syncR.Pause)
+		s.hold(r, 200*time.Millisecond, 500*time.Millisecond)
+		do("switch "+master.Name()+"'s WAL file: "+async.Name()+" receives up to the next one", func() error {
+			return switchWAL(ctx, master, async)
+		})
+		do("kill "+master.Name(), master.Kill)
+		do("resume "+syncR.Name(), syncR.Resume)
+		do("promote "+syncR.Name()+" only", func() error { return syncR.Promote(ctx) })
+		leave(async, "orphaned, with WAL past "+syncR.Name()+"'s fork: follows the dead "+master.Name())
+		s.hold(r, detachGrace+time.Second, detachGrace+3*time.Second)
 	}
 	s.mu.Lock()
 	for i := range s.windows {
@@ -594,6 +626,20 @@ func (s *schedule) run(kind faultKind) {
 		s.stuck(r, "writes resume after convergence", err)
 	}
 	r.end = time.Now()
+}
+
+// switchWAL ends master's current WAL file (the next position is the start
+// of the next file) and waits until replica received it.
+func switchWAL(ctx context.Context, master, replica *testcluster.Node) error {
+	mc, err := master.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer mc.Close(context.Background())
+	if _, err := mc.Exec(ctx, "SELECT pg_switch_wal()"); err != nil {
+		return err
+	}
+	return waitReceived(ctx, master, replica)
 }
 
 // waitReceived waits until replica has received master's current WAL.
@@ -790,8 +836,14 @@ func (s *schedule) check() {
 			tornReads = append(tornReads, fmt.Sprintf("at %s on %s: sum %d over %d accounts", s.since(r.start), r.node, r.sum, r.n))
 		}
 		for i, w := range s.windows {
-			if r.node == w.node && r.start.After(w.from.Add(detachGrace)) && r.start.Before(w.until) {
+			// Begun after the grace, answered before the node was rebuilt:
+			// a read that waited for a replica until the rebuild was
+			// answered by the rebuilt node.
+			if r.node == w.node && r.start.After(w.from.Add(detachGrace)) && r.end.Before(w.until) {
 				inWindow[i] = append(inWindow[i], r)
+				if len(inWindow[i]) <= 3 {
+					t.Logf("read from detached %s: began %s, answered %s", r.node, s.since(r.start), s.since(r.end))
+				}
 			}
 		}
 	}
