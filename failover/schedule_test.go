@@ -212,7 +212,11 @@ func TestFaultSchedule(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 
-	c := testcluster.New(t, testcluster.Options{})
+	opts := testcluster.Options{}
+	if os.Getenv("PGXHA_TESTCLUSTER") == string(testcluster.BackendPatroni) {
+		opts.Backend = testcluster.BackendLocal // the schedule promotes nodes itself
+	}
+	c := testcluster.New(t, opts)
 	begin := time.Now() // the manager's log lines count from here too
 	m, err := hasql.New(ctx, c.DSN()+"&pool_max_conns="+strconv.Itoa(schedPoolConns), hasql.WithLogger(testLogger(t)))
 	require.NoError(t, err)
@@ -221,6 +225,7 @@ func TestFaultSchedule(t *testing.T) {
 	_, err = m.Master().Exec(ctx, `CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
 		CREATE TABLE transfers (id bigint PRIMARY KEY, src int NOT NULL, dst int NOT NULL, amount int NOT NULL,
 			node text NOT NULL, port int NOT NULL, tli int NOT NULL);
+		CREATE TABLE filler (x text);
 		INSERT INTO accounts SELECT g, `+strconv.Itoa(schedBalance)+` FROM generate_series(1, `+strconv.Itoa(schedAccounts)+`) g`)
 	require.NoError(t, err)
 	waitReplayed(t, ctx, c)
@@ -605,8 +610,8 @@ func (s *schedule) run(kind faultKind) {
 		// one, on the old timeline.
 		do("pause "+syncR.Name(), syncR.Pause)
 		s.hold(r, 200*time.Millisecond, 500*time.Millisecond)
-		do("switch "+master.Name()+"'s WAL file: "+async.Name()+" receives up to the next one", func() error {
-			return switchWAL(ctx, master, async)
+		do("write WAL on "+master.Name()+" that only "+async.Name()+" receives", func() error {
+			return writeAhead(ctx, master, async)
 		})
 		do("kill "+master.Name(), master.Kill)
 		do("resume "+syncR.Name(), syncR.Resume)
@@ -628,15 +633,19 @@ func (s *schedule) run(kind faultKind) {
 	r.end = time.Now()
 }
 
-// switchWAL ends master's current WAL file (the next position is the start
-// of the next file) and waits until replica received it.
-func switchWAL(ctx context.Context, master, replica *testcluster.Node) error {
+// writeAhead commits on master, without waiting for a synchronous
+// replica, a few hundred kilobytes of WAL outside the bank, and waits until
+// replica received it.
+func writeAhead(ctx context.Context, master, replica *testcluster.Node) error {
 	mc, err := master.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer mc.Close(context.Background())
-	if _, err := mc.Exec(ctx, "SELECT pg_switch_wal()"); err != nil {
+	if _, err := mc.Exec(ctx, "SET synchronous_commit = local"); err != nil {
+		return err
+	}
+	if _, err := mc.Exec(ctx, "INSERT INTO filler SELECT md5(g::text) FROM generate_series(1, 5000) g"); err != nil {
 		return err
 	}
 	return waitReceived(ctx, master, replica)
