@@ -3,7 +3,7 @@ GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 15s
 
-.PHONY: test demo demo-failover deps deps-postgres deps-patroni deps-dnsmasq test-deps chaos-pgbouncer vet fmt-check unit unit-pgx-oldest fuzz bench cluster
+.PHONY: test demo demo-failover deps deps-postgres deps-patroni deps-dnsmasq test-deps chaos-pgbouncer vet fmt-check unit unit-pgx-oldest fuzz bench cluster soak
 .PHONY: compose-image compose-up compose-down compose-test chaos-compose
 
 ## test: vet, format check, every test under the race detector, a short fuzz run
@@ -78,6 +78,11 @@ fuzz:
 ## bench: benchmarks (timings for the README; not part of test)
 bench: deps-postgres
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## soak: the randomized fault schedule for $(SOAK) (default 10m; not part of test)
+SOAK ?= 10m
+soak: deps-postgres
+	PGXHA_SOAK=$(SOAK) $(GO) test -race -count=1 -timeout 2h -v -run '^TestFaultSchedule$$' ./failover/
 
 # The compose cluster (docker-compose.replication.yml). Without a registry the
 # image is built here from Debian's packages; PGXHA_PG_IMAGE=postgres:17 (or

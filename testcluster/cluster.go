@@ -498,7 +498,19 @@ func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
 		return fmt.Errorf("checkpoint on %s: %w", primary.name, err)
 	}
 	if err := n.drv.rewind(ctx, primary); err != nil {
-		return fmt.Errorf("%s: %w", n.name, err)
+		// pg_rewind gives up on some histories (a replica that received
+		// WAL of a timeline the source never had, cut at an awkward
+		// place); a fresh copy of the source always works.
+		rc, ok := n.drv.(interface {
+			reclone(ctx context.Context, source *Node) error
+		})
+		if !ok {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
+		c.opts.Logf("testcluster: %s: %v; copying it afresh from %s", n.name, err, primary.name)
+		if err := rc.reclone(ctx, primary); err != nil {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
 	}
 	if err := n.drv.makeStandby(primary); err != nil {
 		return fmt.Errorf("%s: %w", n.name, err)

@@ -347,6 +347,24 @@ func (l *localNode) rewind(ctx context.Context, source *Node) error {
 	return nil
 }
 
+// reclone replaces the (stopped) data directory with a base backup of
+// source, for when pg_rewind cannot rewind it.
+func (l *localNode) reclone(ctx context.Context, source *Node) error {
+	if l.running() {
+		return errors.New("a new copy needs the node stopped")
+	}
+	if err := os.RemoveAll(l.dataDir); err != nil {
+		return err
+	}
+	host, port, _ := net.SplitHostPort(source.drv.directAddr())
+	out, err := l.c.runServerProgram(ctx, "pg_basebackup", []string{"PGPASSWORD=" + l.c.opts.Password},
+		"-D", l.dataDir, "-h", host, "-p", port, "-U", l.c.opts.User, "-X", "stream", "--checkpoint=fast", "--no-sync")
+	if err != nil {
+		return fmt.Errorf("pg_basebackup: %w\n%s", err, out)
+	}
+	return nil
+}
+
 func (l *localNode) logTail(n int) string { return tailFile(l.logPath, n) }
 
 func (l *localNode) close() error {

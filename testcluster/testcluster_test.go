@@ -563,3 +563,41 @@ func TestConvergeAfterOrphaningAndRoguePromotion(t *testing.T) {
 	_, err = connect(t, ctx, n1.DSN()).Exec(ctx, "INSERT INTO t VALUES (4)")
 	require.NoError(t, err, "synchronous commit works: the sync replica answers")
 }
+
+// TestRejoinCopiesAfreshWhenRewindFails: an old master whose WAL is gone
+// cannot be rewound; Rejoin (and so Converge) copies it afresh from the
+// master instead.
+func TestRejoinCopiesAfreshWhenRewindFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	var logs []string
+	c := testcluster.New(t, testcluster.Options{Replicas: 1, SyncReplicas: 1, Logf: func(format string, args ...any) {
+		t.Logf(format, args...)
+		mu.Lock()
+		defer mu.Unlock()
+		logs = append(logs, fmt.Sprintf(format, args...))
+	}})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	_, err := connect(t, ctx, n1.DSN()).Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n2))
+	_, err = connect(t, ctx, n2.DSN()).Exec(ctx, "INSERT INTO t VALUES (2)")
+	require.NoError(t, err)
+	segments, err := filepath.Glob(filepath.Join(c.Dir(), n1.Name(), "pg_wal", "0000*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, segments)
+	for _, f := range segments {
+		require.NoError(t, os.Remove(f))
+	}
+
+	require.NoError(t, c.Rejoin(ctx, n1))
+	assert.True(t, inRecovery(t, ctx, n1.DSN()))
+	waitRow(t, ctx, n1.DSN(), 2)
+	assert.Contains(t, replication(t, ctx, n2), "n1")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.True(t, slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "copying it afresh from n2") }),
+		"pg_rewind failed and n1 was copied: %q", logs)
+}
