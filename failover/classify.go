@@ -36,16 +36,16 @@ const (
 	// RoleChanged: the node is no longer what it was asked for: 25006
 	// (read-only transaction: the master was demoted or the connection
 	// reached a replica), 57P01 (admin shutdown), 57P02 (crash shutdown),
-	// 57P03 (cannot connect now), or a split brain or a stale master
-	// refusing writes. The
+	// 57P03 (cannot connect now), or a split brain refusing writes. The
 	// transaction did not commit; the next master can take it.
 	RoleChanged
 	// NodeDown: the connection failed (refused, reset, closed, timed out)
 	// outside a commit; the transaction did not commit.
 	NodeDown
 	// NoMaster: the acquire ended with no node qualified as master
-	// (hasql.ErrNoMaster): nothing was sent. A later attempt may find the
-	// next master; RunInTx tries again until its context ends.
+	// (hasql.ErrNoMaster, a *hasql.StaleMasterError among them): nothing
+	// was sent. A later attempt may find the next master; RunInTx tries
+	// again until its context ends.
 	NoMaster
 	// Serialization: the transaction was rolled back by a serialization
 	// failure (40001) or a deadlock (40P01); running it again is the usual
@@ -158,7 +158,7 @@ func Classify(err error) Class {
 			return Permanent
 		}
 	}
-	if errors.Is(err, hasql.ErrSplitBrain) || errors.Is(err, hasql.ErrStaleMaster) {
+	if errors.Is(err, hasql.ErrSplitBrain) {
 		return RoleChanged
 	}
 	if errors.Is(err, hasql.ErrClosed) || errors.Is(err, hasql.ErrNoReplica) {
@@ -210,7 +210,7 @@ func ClassifyCommit(err error) Class {
 	if errors.Is(err, pgx.ErrTxCommitRollback) {
 		return Permanent // the transaction had failed: it rolled back
 	}
-	if errors.Is(err, hasql.ErrSplitBrain) || errors.Is(err, hasql.ErrStaleMaster) {
+	if errors.Is(err, hasql.ErrSplitBrain) {
 		return RoleChanged // refused before it was sent
 	}
 	if errors.Is(err, hasql.ErrNoMaster) || errors.Is(err, hasql.ErrNoReplica) || errors.Is(err, hasql.ErrClosed) {

@@ -61,7 +61,7 @@ func TestClassify(t *testing.T) {
 		{"caller deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), failover.Permanent, failover.CommitUnknown},
 		{"context ended before COMMIT left", notSentCtx{context.Canceled}, failover.Permanent, failover.SafeToRetry},
 		{"split brain", &hasql.SplitBrainError{Addrs: []string{"a:1", "b:2"}, Timeline: 2}, failover.RoleChanged, failover.RoleChanged},
-		{"stale master", &hasql.StaleMasterError{Nodes: []string{"a:1 (timeline 1)"}, Timeline: 2}, failover.RoleChanged, failover.RoleChanged},
+		{"stale master", &hasql.StaleMasterError{Nodes: []string{"a:1 (timeline 1)"}, Timeline: 2}, failover.NoMaster, failover.NoMaster},
 		{"no master", &hasql.NoNodeError{Target: hasql.ErrNoMaster, Cause: context.DeadlineExceeded}, failover.NoMaster, failover.NoMaster},
 		{"no master, cancelled", fmt.Errorf("acquire: %w", &hasql.NoNodeError{Target: hasql.ErrNoMaster, Cause: context.Canceled}), failover.NoMaster, failover.NoMaster},
 		{"no replica", &hasql.NoNodeError{Target: hasql.ErrNoReplica, Cause: context.DeadlineExceeded}, failover.Permanent, failover.Permanent},

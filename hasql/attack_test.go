@@ -2,6 +2,7 @@ package hasql_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -121,7 +122,7 @@ func TestAttackPromotedReplicaBehindOrphanIsMaster(t *testing.T) {
 	assert.Equal(t, hasql.RoleMaster, st.Role, "%+v", st)
 	assert.False(t, st.StaleMaster, "n2 is on the newest timeline: %+v", st)
 	waitRole(t, m, "n3", hasql.RoleDetached)
-	assert.Contains(t, statusOf(m, "n3").Detached, "ahead")
+	assert.Regexp(t, `ahead|timeline 1`, statusOf(m, "n3").Detached, "why: it is ahead, or left on timeline 1")
 }
 
 // Debian's setup: every node has one cluster_name, pg_basebackup -R writes
@@ -148,8 +149,12 @@ func TestAttackSharedNameCascadeNotSync(t *testing.T) {
 
 	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_max_lag", "1s"))
 	require.NoError(t, m.WaitReady(ctx, 1, 2))
-	require.Eventually(t, func() bool { return statusAt(m, n2).Role == hasql.RoleSyncReplica }, 30*time.Second, 5*time.Millisecond,
-		"the master's row is n2's: %v", m.Nodes())
+	// The master's one row of that name is n2's, but two nodes go by it:
+	// n2 is sync, or (not guessed) of unknown sync state; never n3.
+	require.Eventually(t, func() bool {
+		st := statusAt(m, n2)
+		return st.Role == hasql.RoleSyncReplica || st.Role == hasql.RoleReplica && st.SyncUnknown != ""
+	}, 30*time.Second, 5*time.Millisecond, "n2: %v", m.Nodes())
 
 	// n3 stops replaying while the master writes.
 	require.NoError(t, n3.PauseReplay(ctx))
@@ -169,6 +174,9 @@ func TestAttackSharedNameCascadeNotSync(t *testing.T) {
 		short, cancelShort := context.WithTimeout(ctx, time.Second)
 		conn, err := m.AcquireReplica(short, hasql.SyncOnly())
 		cancelShort()
+		if errors.Is(err, hasql.ErrNoReplica) && statusAt(m, n2).Role == hasql.RoleReplica {
+			continue // no replica is known to be sync: none is taken for one
+		}
 		require.NoError(t, err)
 		var k int
 		err = conn.QueryRow(ctx, "SELECT count(*) FROM cascade_lag").Scan(&k)

@@ -140,7 +140,9 @@ func (e *StaleMasterError) Error() string {
 		uitoa(e.Timeline) + ", or call ForgetTimeline to give up what was written there)"
 }
 
-func (e *StaleMasterError) Unwrap() error { return ErrStaleMaster }
+// Unwrap returns ErrStaleMaster and ErrNoMaster: no node qualifies as
+// master (failover.RunInTx waits for one, as for no master at all).
+func (e *StaleMasterError) Unwrap() []error { return []error{ErrStaleMaster, ErrNoMaster} }
 
 func uitoa(v uint32) string {
 	if v == 0 {

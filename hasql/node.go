@@ -40,8 +40,9 @@ type node struct {
 	lagNanos    atomic.Int64
 	lagKnown    atomic.Bool
 	sync        atomic.Bool
-	mayWrite    atomic.Bool // writable at its last check: a statement may have written
-	replica     atomic.Bool // a replica that follows the master (a role that serves reads)
+	mayWrite    atomic.Bool  // writable at its last check: a statement may have written
+	replica     atomic.Bool  // a replica that follows the master (a role that serves reads)
+	serverStart atomic.Int64 // the postmaster's start time at the last check, unix microseconds
 	suspect     atomic.Bool
 	watchable   atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
 	slow        atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
@@ -119,11 +120,24 @@ type nodeView struct {
 	loggedSync     string
 	severPending   bool // lost master: cut in-flight work once another node is master
 
+	// reported is closed, and replaced, by each report of a check.
+	reported chan struct{}
+
 	// The node's WAL position (replayed or received, on a replica) at its
 	// last two checks, and when each check ended; when the last began.
 	pos, prevPos     checker.LSN
 	posAt, prevPosAt time.Time
 	checkBegan       time.Time
+}
+
+// bestTimeline is the replica's timeline as well as it is known: what its
+// walreceiver receives, else what its check found (restartpoint or minimum
+// recovery point, possibly older).
+func bestTimeline(r *checker.Result) uint32 {
+	if r.ReceiveTimeline != 0 {
+		return r.ReceiveTimeline
+	}
+	return r.Timeline
 }
 
 // posBefore returns the node's WAL position as of its latest check that
@@ -153,6 +167,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		return nil, err
 	}
 	n := &node{m: m, index: index, cfg: nc, tel: m.tel.forNode(nc), done: make(chan struct{})}
+	n.view.reported = make(chan struct{})
 	n.ctx, n.cancel = context.WithCancel(m.ctx)
 	n.abort, n.abortDials = context.WithCancel(context.Background())
 	n.checkCfg = n.checkConnConfig(pc.ConnConfig)

@@ -72,7 +72,9 @@ func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 		fb := &pgconn.FallbackConfig{Host: host, Port: uint16(port)}
 		if tmpl.TLSConfig != nil {
 			tc := tmpl.TLSConfig.Clone()
-			if tc.ServerName != "" {
+			// A host name is the name to verify; an address (what DNS
+			// discovery finds) keeps the connection string's host name.
+			if tc.ServerName != "" && net.ParseIP(host) == nil {
 				tc.ServerName = host
 			}
 			fb.TLSConfig = tc

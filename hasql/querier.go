@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -58,14 +59,14 @@ func (q *Querier) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 // could not have executed a write. The node that served decides, never the
 // target asked for: a replica read that fell back to the master is the
 // master's statement.
-func (q *Querier) retry(ctx context.Context, run int, err error, lost bool, standby bool) bool {
+func (q *Querier) retry(ctx context.Context, run int, err error, lost bool, s standby) bool {
 	if err == nil || run+1 >= maxRuns || ctx.Err() != nil {
 		return false
 	}
 	if pgconn.SafeToRetry(err) {
 		return true
 	}
-	return lost && standby
+	return lost && s.ok && q.m.stillStandby(ctx, s)
 }
 
 // onStandby reports, before a statement runs on conn from n, whether the
@@ -74,8 +75,58 @@ func (q *Querier) retry(ctx context.Context, run int, err error, lost bool, stan
 // connection (the in_hot_standby parameter of PostgreSQL 14 and newer, as
 // of the connection's last exchange). A transaction begun in recovery stays
 // read-only even if the server is promoted while it runs.
-func onStandby(conn *pgxpool.Conn, n *node) bool {
-	return n != nil && n.servedAsReplica() && conn.Conn().PgConn().ParameterStatus("in_hot_standby") != "off"
+func onStandby(conn *pgxpool.Conn, n *node) standby {
+	ok := n != nil && n.servedAsReplica() && conn.Conn().PgConn().ParameterStatus("in_hot_standby") != "off"
+	if !ok {
+		return standby{}
+	}
+	return standby{ok: true, n: n, since: time.Now(), server: n.serverStart.Load()}
+}
+
+// stillStandby confirms, after a statement's connection to a replica was
+// lost, that the replica could not have run it as a write: a check of the
+// node that began after the statement was sent finds the same server still
+// in recovery (a promotion cannot be undone without a restart). The node is
+// checked at once; the wait is bounded by the check timeout and ctx. A node
+// that cannot be checked (down, hung) gives no such proof: the statement is
+// not run again.
+func (m *Manager) stillStandby(ctx context.Context, s standby) bool {
+	n := s.n
+	n.trigger()
+	timer := time.NewTimer(2*m.cfg.CheckTimeout + m.cfg.FastCheckInterval)
+	defer timer.Stop()
+	for {
+		m.mu.Lock()
+		v := &n.view
+		if v.up && v.checkBegan.After(s.since) {
+			ok := v.res.InRecovery && v.res.StartTime.UnixMicro() == s.server
+			m.mu.Unlock()
+			return ok
+		}
+		if !v.up && v.lastErrAt.After(s.since) || n.removed.Load() {
+			m.mu.Unlock()
+			return false
+		}
+		reported := v.reported
+		m.mu.Unlock()
+		select {
+		case <-reported:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-m.closed:
+			return false
+		}
+	}
+}
+
+// standby is what onStandby found before a statement ran.
+type standby struct {
+	ok     bool
+	n      *node
+	since  time.Time // when the statement was about to be sent
+	server int64     // the server's start time as of n's last check
 }
 
 // Exec runs sql on a connection of the target.
@@ -85,11 +136,11 @@ func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 		if err != nil {
 			return pgconn.CommandTag{}, err
 		}
-		standby := onStandby(conn, n)
+		sb := onStandby(conn, n)
 		tag, err := conn.Exec(ctx, sql, args...)
 		lost := conn.Conn().IsClosed()
 		conn.Release()
-		if !q.retry(ctx, run, err, lost, standby) {
+		if !q.retry(ctx, run, err, lost, sb) {
 			return tag, err
 		}
 	}
@@ -103,14 +154,14 @@ func (q *Querier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 		if err != nil {
 			return nil, err
 		}
-		standby := onStandby(conn, n)
+		sb := onStandby(conn, n)
 		rows, err := conn.Query(ctx, sql, args...)
 		if err == nil {
 			return &routedRows{Rows: rows, conn: conn}, nil
 		}
 		lost := conn.Conn().IsClosed()
 		conn.Release()
-		if !q.retry(ctx, run, err, lost, standby) {
+		if !q.retry(ctx, run, err, lost, sb) {
 			return nil, err
 		}
 	}
@@ -159,14 +210,14 @@ func (q *Querier) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, erro
 		if err != nil {
 			return nil, err
 		}
-		standby := onStandby(conn, n)
+		sb := onStandby(conn, n)
 		tx, err := conn.BeginTx(ctx, opts)
 		if err == nil {
 			return &routedTx{Tx: tx, conn: conn, once: new(sync.Once)}, nil
 		}
 		lost := conn.Conn().IsClosed()
 		conn.Release()
-		if !q.retry(ctx, run, err, lost, standby) {
+		if !q.retry(ctx, run, err, lost, sb) {
 			return nil, err
 		}
 	}
@@ -209,11 +260,11 @@ func (r *routedRow) Scan(dest ...any) error {
 		if err != nil {
 			return err
 		}
-		standby := onStandby(conn, n)
+		sb := onStandby(conn, n)
 		err = conn.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...)
 		lost := conn.Conn().IsClosed()
 		conn.Release()
-		if errors.Is(err, pgx.ErrNoRows) || !r.q.retry(r.ctx, run, err, lost, standby) {
+		if errors.Is(err, pgx.ErrNoRows) || !r.q.retry(r.ctx, run, err, lost, sb) {
 			return err
 		}
 	}

@@ -80,6 +80,7 @@ func (m *Manager) rebuildLocked(now time.Time, after *afterReport, only *node) {
 		v := &x.view
 		prev := v.role
 		v.splitBrain = v.writable && len(writable) > 1 && v.aliasOf == nil
+		prevDetached := v.detached
 		v.detached, v.syncUnknown = "", ""
 		role := RoleUnknown
 		switch {
@@ -91,7 +92,7 @@ func (m *Manager) rebuildLocked(now time.Time, after *afterReport, only *node) {
 		case v.stale:
 			role = RoleStaleMaster
 		case (v.up || v.suspect) && v.res.InRecovery:
-			role = m.replicaRoleLocked(x, master, masterKnown, prev, follows)
+			role = m.replicaRoleLocked(x, master, masterKnown, prev, prevDetached, follows)
 			if masterKnown && role != RoleDetached {
 				m.lagLocked(x, master, historyOK, now)
 			}
@@ -309,7 +310,10 @@ func (m *Manager) aheadReplicaLocked(w *node) *node {
 			v.res.SystemID == 0 || v.res.SystemID != w.view.res.SystemID {
 			continue
 		}
-		if y.aheadOf(w) {
+		// Only WAL of the writable node's timeline or a newer one says
+		// so: a replica left on an older timeline may hold WAL past the
+		// point where the newer one forked off (never acknowledged).
+		if bestTimeline(&v.res) >= w.view.res.Timeline && y.aheadOf(w) {
 			return y
 		}
 	}
@@ -345,13 +349,18 @@ func (m *Manager) ForgetTimeline() {
 // replicaRoleLocked derives the role of x, a replica that is up: whether it
 // follows the master, and whether the master waits for it. Caller must hold
 // m.mu.
-func (m *Manager) replicaRoleLocked(x, master *node, masterKnown bool, prev Role, follows []*node) Role {
+func (m *Manager) replicaRoleLocked(x, master *node, masterKnown bool, prev Role, prevDetached string, follows []*node) Role {
 	v := &x.view
 	if !masterKnown {
 		// No master to ask: what proves it does not follow the cluster's
-		// newest timeline still counts; otherwise it keeps what it was.
+		// newest timeline still counts; otherwise it keeps what it was:
+		// a replica that was detached stays so until a master lists it.
 		if why := m.foreignLocked(x); why != "" {
 			v.detached = why
+			return RoleDetached
+		}
+		if prev == RoleDetached {
+			v.detached = prevDetached
 			return RoleDetached
 		}
 		if prev.IsReplica() {
@@ -359,7 +368,12 @@ func (m *Manager) replicaRoleLocked(x, master *node, masterKnown bool, prev Role
 		}
 		// First seen while no master is known (checked before it, or the
 		// Manager started on a cluster without one): it serves reads, its
-		// lag and sync state unknown until a master says more.
+		// lag and sync state unknown until a master says more, unless
+		// even its restartpoint's timeline is older than the cluster's.
+		if r := &v.res; r.ReceiveTimeline == 0 && r.Timeline != 0 && r.Timeline < m.timeline {
+			v.detached = "on timeline " + uitoa(r.Timeline) + ", older than the cluster's " + uitoa(m.timeline) + ", and no master to say whether it follows"
+			return RoleDetached
+		}
 		v.syncUnknown = syncUnknownNoMaster
 		return RoleReplica
 	}
@@ -453,6 +467,10 @@ func (m *Manager) attachedLocked(x, master *node, follows []*node) string {
 			return ""
 		}
 	}
+	if hiddenRows(mr.Replicas) {
+		return "not found among the master's walsenders by the name " + strconv.Quote(x.name()) +
+			"; the check user lacks pg_monitor, so the replica's own application_name (primary_conninfo) is hidden: grant pg_monitor, make cluster_name the same, or name it with WithReplicaName"
+	}
 	if r.ReceiveTimeline == 0 && r.Timeline < mr.Timeline {
 		return "not streaming from the master (not in its pg_stat_replication), last on timeline " + uitoa(r.Timeline)
 	}
@@ -509,6 +527,32 @@ func containsNode(nodes []*node, x *node) bool {
 	return false
 }
 
+// nameShared reports whether a node other than x (and not the same server)
+// goes by name too.
+func nameShared(x *node, name string, nodes []*node) bool {
+	for _, y := range nodes {
+		if y != x && y.view.aliasOf != x && x.view.aliasOf != y && y.view.aliasOf == nil &&
+			(y.view.up || y.view.suspect) && y.view.res.InRecovery && y.name() == name {
+			return true
+		}
+	}
+	return false
+}
+
+// hiddenRows reports walsender rows the check user may not see the details
+// of (no pg_monitor): neither a sync state nor an address.
+func hiddenRows(rows []checker.Replica) bool {
+	if len(rows) == 0 {
+		return false
+	}
+	for _, r := range rows {
+		if r.SyncState != "" || r.ClientAddr != "" {
+			return false
+		}
+	}
+	return true
+}
+
 // replicaMatch is how a replica was found among a node's walsenders.
 type replicaMatch int
 
@@ -533,9 +577,12 @@ func matchReplica(x *node, rows []checker.Replica, nodes []*node) (checker.Repli
 			}
 		}
 		switch {
-		case count == 1:
+		case count == 1 && !nameShared(x, name, nodes):
 			return found, matchOne
-		case count > 1:
+		case count >= 1:
+			// Two rows of one name, or one row whose name two nodes go by
+			// (a replica cascading from another with the same name): the
+			// row may be either's.
 			return checker.Replica{}, matchAmbiguous
 		}
 	}

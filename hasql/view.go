@@ -42,6 +42,7 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 		v.prevPos, v.prevPosAt = v.pos, v.posAt
 		v.pos, v.posAt, v.checkBegan = max(res.LSN, res.ReceiveLSN), now, now.Add(-latency)
 		v.res, v.resAt = res, now
+		n.serverStart.Store(res.StartTime.UnixMicro())
 		v.lastErr, v.lastErrAt = nil, time.Time{}
 		if v.ewma == 0 {
 			v.ewma = latency
@@ -49,9 +50,6 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 			v.ewma = (v.ewma*7 + latency) / 8
 		}
 		n.latencyEWMA.Store(int64(v.ewma))
-		if !res.InRecovery && !res.ReadOnly {
-			m.history.add(n.index, res.Timeline, now.Add(-latency/2), res.LSN)
-		}
 		if wasChecked && !wasUp {
 			m.log.Info("pgxha: node up", "addr", n.cfg.Addr, "name", n.name(), "recovery", res.InRecovery)
 		}
@@ -89,11 +87,19 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 	n.suspect.Store(v.suspect)
 	n.watchable.Store(v.up && v.res.InRecovery)
 	var only *node
-	if wasChecked && !v.mayWrite() && routedAs(v) == before {
-		// What the others' roles depend on did not change: derive n's alone.
+	if wasChecked && !v.mayWrite() && routedAs(v) == before && len(v.res.Replicas) == 0 {
+		// What the others' roles depend on did not change (and no replica
+		// cascades from it): derive n's alone.
 		only = n
 	}
 	m.rebuildLocked(now, &after, only)
+	close(v.reported)
+	v.reported = make(chan struct{})
+	if err == nil && m.built.master == n && !res.InRecovery && !res.ReadOnly {
+		// The master's positions, for replicas' lag: the elected master's
+		// only, so that a stale master does not reset the record.
+		m.history.add(n.index, res.Timeline, now.Add(-latency/2), res.LSN)
+	}
 	m.mu.Unlock()
 	m.finish(n, &after)
 	return again
