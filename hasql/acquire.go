@@ -33,9 +33,9 @@ import (
 // AcquireMaster returns a connection to the master from its pool. With no
 // master it waits for one (without polling: it wakes when the manager's view
 // changes) until ctx ends, then returns a *NoNodeError that unwraps to
-// ErrNoMaster and ctx's error. During a split brain it returns a
-// *SplitBrainError at once, and while the only writable nodes are stale a
-// *StaleMasterError. Release the connection when done.
+// ErrNoMaster and ctx's error (and, when the only writable nodes were stale
+// masters, to a *StaleMasterError). During a split brain it returns a
+// *SplitBrainError at once. Release the connection when done.
 func (m *Manager) AcquireMaster(ctx context.Context) (*pgxpool.Conn, error) {
 	conn, _, err := m.acquireFast(ctx, targetMaster, nil)
 	return conn, err
@@ -290,7 +290,11 @@ func (m *Manager) noNode(t target, o *replicaOptions, cause error) error {
 	for i, st := range nodes {
 		why[i] = m.whyNot(st, t, o)
 	}
-	return &NoNodeError{Target: t.err(), Cause: cause, Nodes: nodes, Why: why}
+	ne := &NoNodeError{Target: t.err(), Cause: cause, Nodes: nodes, Why: why}
+	if s := m.snap.Load(); s.staleErr != nil && (t == targetMaster || o != nil && o.fallback) {
+		ne.Stale = s.staleErr
+	}
+	return ne
 }
 
 // whyNot says in a few words why a node did not serve an acquire for t

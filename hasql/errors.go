@@ -35,6 +35,9 @@ type NoNodeError struct {
 	// suspect, detached, a stale master, over the lag limit (by how much),
 	// behind MinLSN, its sync state unknown, ...
 	Why []string
+	// Stale is set when the only writable nodes were stale masters: writes
+	// were refused, not merely unrouted. NoNodeError unwraps to it.
+	Stale *StaleMasterError
 }
 
 func (e *NoNodeError) Error() string {
@@ -44,6 +47,10 @@ func (e *NoNodeError) Error() string {
 		b.WriteString(" (")
 		b.WriteString(e.Cause.Error())
 		b.WriteString(")")
+	}
+	if e.Stale != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Stale.Error())
 	}
 	for i, n := range e.Nodes {
 		if i == 0 {
@@ -101,6 +108,9 @@ func (e *NoNodeError) Unwrap() []error {
 	if e.Cause != nil {
 		errs = append(errs, e.Cause)
 	}
+	if e.Stale != nil {
+		errs = append(errs, e.Stale)
+	}
 	for _, n := range e.Nodes {
 		if n.LastError != nil && !errors.Is(n.LastError, context.DeadlineExceeded) && !errors.Is(n.LastError, context.Canceled) {
 			errs = append(errs, n.LastError)
@@ -123,10 +133,13 @@ func (e *SplitBrainError) Error() string {
 
 func (e *SplitBrainError) Unwrap() error { return ErrSplitBrain }
 
-// StaleMasterError refuses writes while the only writable nodes are on a
-// timeline older than the newest the Manager has seen in the cluster: what
-// was written on the newer timeline is not on them. It unwraps to
-// ErrStaleMaster. See Manager.ForgetTimeline for the way out.
+// StaleMasterError says why writes are refused while the only writable
+// nodes are on a timeline older than the newest the Manager has seen in the
+// cluster: what was written on the newer timeline is not on them. An
+// acquire of the master waits for a master meanwhile, and its *NoNodeError,
+// when the context ends, unwraps to this error. It unwraps to
+// ErrStaleMaster and ErrNoMaster. See Manager.ForgetTimeline for the way
+// out.
 type StaleMasterError struct {
 	// Nodes are the stale masters, "host:port (timeline N)".
 	Nodes []string

@@ -66,9 +66,10 @@ type Manager struct {
 	// node below it is a stale master (see electLocked, ForgetTimeline).
 	cluster       uint64
 	timeline      uint32
-	staleReported string  // the stale masters last logged
-	ignoreAhead   uint32  // after ForgetTimeline: replicas ahead of writable nodes up to this timeline do not make them stale
-	follows       []*node // scratch for rebuildLocked
+	staleReported string            // the stale masters last logged
+	staleErr      *StaleMasterError // while the only writable nodes are stale, what an acquire of the master says
+	ignoreAhead   uint32            // after ForgetTimeline: replicas ahead of writable nodes up to this timeline do not make them stale
+	follows       []*node           // scratch for rebuildLocked
 
 	closedFlag atomic.Bool // Close has begun
 }

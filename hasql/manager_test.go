@@ -401,7 +401,11 @@ func TestPartitionedReplicaIsExcluded(t *testing.T) {
 	assert.ErrorContains(t, m.Nodes()[2].LastError, "timed out")
 	close(stop)
 	wg.Wait()
-	assert.Zero(t, failures.Load(), "reads on the hung replica were moved to the other one, not failed")
+	// A read in flight on the hung replica is not run again elsewhere: a
+	// node that cannot be checked gives no proof that it was still a
+	// replica (it may have been promoted unseen and run the statement as a
+	// write). At most those in flight fail; the others go to n2.
+	assert.LessOrEqual(t, failures.Load(), int64(readers), "only the reads in flight on the hung replica failed")
 
 	require.NoError(t, n3.Heal())
 	require.Eventually(t, func() bool { return m.Nodes()[2].Role == hasql.RoleAsyncReplica }, 10*time.Second, 10*time.Millisecond,

@@ -130,15 +130,12 @@ type nodeView struct {
 	checkBegan       time.Time
 }
 
-// bestTimeline is the replica's timeline as well as it is known: what its
-// walreceiver receives, else what its check found (restartpoint or minimum
-// recovery point, possibly older).
-func bestTimeline(r *checker.Result) uint32 {
-	if r.ReceiveTimeline != 0 {
-		return r.ReceiveTimeline
-	}
-	return r.Timeline
-}
+// bestTimeline is the newest timeline a node is known to have: on a replica
+// the newer of what its walreceiver last received and what its control
+// data says (a replica being promoted has selected its new timeline before
+// its walreceiver's figure changes; a restartpoint's can be older than what
+// it streams).
+func bestTimeline(r *checker.Result) uint32 { return max(r.ReceiveTimeline, r.Timeline) }
 
 // posBefore returns the node's WAL position as of its latest check that
 // ended no later than t.

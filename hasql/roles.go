@@ -33,6 +33,13 @@ import (
 func (m *Manager) rebuildLocked(now time.Time, after *afterReport, only *node) {
 	m.dedupLocked()
 	master, masterErr, writable := m.electLocked()
+	m.staleErr = nil
+	if se, ok := masterErr.(*StaleMasterError); ok {
+		// No master but stale ones: acquires wait for one, as with no
+		// master at all (a promotion under way is about to end it), and
+		// their error says why when they give up.
+		masterErr, m.staleErr = nil, se
+	}
 	m.reportSplitBrain(writable, master, masterErr)
 
 	var mres checker.Result
@@ -156,7 +163,7 @@ func (m *Manager) rebuildLocked(now time.Time, after *afterReport, only *node) {
 		m.fastSince.Store(0)
 	}
 
-	m.swapSnapshotLocked(master, masterErr)
+	m.swapSnapshotLocked(master, masterErr, m.staleErr)
 }
 
 // dedupLocked finds nodes that reach a server another node reaches too (a
@@ -246,7 +253,7 @@ func (m *Manager) electLocked() (master *node, masterErr error, writable []*node
 		if (!v.up && !v.suspect) || v.res.SystemID == 0 || v.res.SystemID != m.cluster {
 			continue
 		}
-		m.timeline = max(m.timeline, v.res.Timeline, v.res.ReceiveTimeline)
+		m.timeline = max(m.timeline, bestTimeline(&v.res))
 	}
 	var top []*node
 	var stale []string
@@ -264,7 +271,10 @@ func (m *Manager) electLocked() (master *node, masterErr error, writable []*node
 			// A replica of the cluster has WAL this node never wrote: a
 			// newer timeline exists somewhere, although no node the
 			// Manager reaches shows its number (a Manager started after
-			// the new master died).
+			// the new master died). Remembered like a timeline seen: the
+			// evidence may fade (this node writes on past the replica's
+			// position), the newer timeline's writes are still not here.
+			m.timeline = max(m.timeline, v.res.Timeline+1)
 			v.stale = true
 			stale = append(stale, x.cfg.Addr+" (timeline "+uitoa(v.res.Timeline)+", behind replica "+y.cfg.Addr+")")
 			continue
@@ -421,8 +431,8 @@ func (m *Manager) foreignLocked(x *node) string {
 	if m.cluster != 0 && r.SystemID != 0 && r.SystemID != m.cluster {
 		return "another cluster: system identifier " + strconv.FormatUint(r.SystemID, 10) + ", the cluster's is " + strconv.FormatUint(m.cluster, 10)
 	}
-	if r.ReceiveTimeline != 0 && r.ReceiveTimeline < m.timeline {
-		return "left behind on timeline " + uitoa(r.ReceiveTimeline) + "; the cluster is on timeline " + uitoa(m.timeline)
+	if tl := bestTimeline(r); r.ReceiveTimeline != 0 && tl < m.timeline {
+		return "left behind on timeline " + uitoa(tl) + "; the cluster is on timeline " + uitoa(m.timeline)
 	}
 	return ""
 }
@@ -440,8 +450,8 @@ func (m *Manager) attachedLocked(x, master *node, follows []*node) string {
 	if r.SystemID != 0 && mr.SystemID != 0 && r.SystemID != mr.SystemID {
 		return "another cluster: system identifier " + strconv.FormatUint(r.SystemID, 10) + ", the master's is " + strconv.FormatUint(mr.SystemID, 10)
 	}
-	if r.ReceiveTimeline != 0 && r.ReceiveTimeline != mr.Timeline {
-		return "streams timeline " + uitoa(r.ReceiveTimeline) + ", the master is on timeline " + uitoa(mr.Timeline)
+	if tl := bestTimeline(r); r.ReceiveTimeline != 0 && tl != mr.Timeline {
+		return "streams timeline " + uitoa(tl) + ", the master is on timeline " + uitoa(mr.Timeline)
 	}
 	if r.ReceiveTimeline == 0 && r.Timeline > mr.Timeline {
 		return "on timeline " + uitoa(r.Timeline) + ", ahead of the master's " + uitoa(mr.Timeline)

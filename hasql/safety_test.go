@@ -157,16 +157,44 @@ func TestStartedOnDegradedCluster(t *testing.T) {
 	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
 	require.NoError(t, n2.Promote(ctx))   // rogue: n1 runs on, on timeline 1
 	require.NoError(t, c.Rejoin(ctx, n3)) // n3 follows n2 on timeline 2
+	// A write on timeline 2 that n3 replays: n3 has WAL n1 never wrote.
+	c2, err := n2.Conn(ctx)
+	require.NoError(t, err)
+	_, err = c2.Exec(ctx, "SET synchronous_commit = local")
+	require.NoError(t, err)
+	_, err = c2.Exec(ctx, "CREATE TABLE on_timeline_2 (v int)")
+	require.NoError(t, err)
+	var pos string
+	require.NoError(t, c2.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&pos))
+	c2.Close(ctx)
+	require.Eventually(t, func() bool {
+		return lsnOn(t, ctx, n3, "SELECT (pg_last_wal_replay_lsn() >= '"+pos+"'::pg_lsn)::int") == 1
+	}, 30*time.Second, 10*time.Millisecond, "n3 replays timeline 2")
 	require.NoError(t, n2.Kill())
 
 	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
 	require.Eventually(t, func() bool { return statusOf(m, "n3").LastCheck.After(time.Time{}) && statusOf(m, "n1").StaleMaster },
 		30*time.Second, 5*time.Millisecond, "n1 is stale: %v", m.Nodes())
+	// n1 goes on writing (its own checkpoints, say) past n3's position:
+	// what was learned stays learned.
+	mc, err := n1.Conn(ctx)
+	require.NoError(t, err)
+	defer mc.Close(ctx)
+	for i := 0; i < 3; i++ { // WAL without a commit (a commit would wait for the dead sync replica)
+		_, err = mc.Exec(ctx, "SELECT pg_switch_wal()")
+		require.NoError(t, err)
+		_, err = mc.Exec(ctx, "CHECKPOINT")
+		require.NoError(t, err)
+	}
+	time.Sleep(500 * time.Millisecond)
 	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, err := m.AcquireMaster(short)
+	conn, err := m.AcquireMaster(short)
 	cancelShort()
+	if err == nil {
+		conn.Release()
+	}
 	assert.ErrorIs(t, err, hasql.ErrStaleMaster)
-	_ = n1
+	assert.True(t, statusOf(m, "n1").StaleMaster, "%v", m.Nodes())
 }
 
 // A replica left following a dead master on the old timeline is detached:

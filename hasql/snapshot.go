@@ -17,7 +17,8 @@ type snapshot struct {
 	closed  bool
 
 	master    *node
-	masterErr error // a *SplitBrainError when writes are refused
+	masterErr error             // a *SplitBrainError when writes are refused
+	staleErr  *StaleMasterError // no master, but stale ones: said when an acquire gives up
 	sets      [setCount]candidateSet
 }
 

@@ -202,7 +202,7 @@ func (m *Manager) finish(n *node, after *afterReport) {
 
 // swapSnapshotLocked builds a new snapshot when routing changed.
 // Caller must hold m.mu.
-func (m *Manager) swapSnapshotLocked(master *node, masterErr error) {
+func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *StaleMasterError) {
 	key := make([]routingEntry, len(m.nodes))
 	for i, x := range m.nodes {
 		v := &x.view
@@ -220,12 +220,12 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error) {
 	if old.closed {
 		return
 	}
-	if slices.Equal(key, m.routingKey) && old.master == master && sameErr(old.masterErr, masterErr) {
+	if slices.Equal(key, m.routingKey) && old.master == master && sameErr(old.masterErr, masterErr) && sameStale(old.staleErr, staleErr) {
 		return
 	}
 	m.routingKey = key
 
-	s := &snapshot{changed: make(chan struct{}), master: master, masterErr: masterErr}
+	s := &snapshot{changed: make(chan struct{}), master: master, masterErr: masterErr, staleErr: staleErr}
 	if master != nil {
 		s.sets[setMaster] = m.buildSet([]*node{master}, nil)
 	}
@@ -268,6 +268,13 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error) {
 	}
 	m.snap.Store(s)
 	close(old.changed)
+}
+
+func sameStale(a, b *StaleMasterError) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Error() == b.Error()
 }
 
 func sameErr(a, b error) bool {
