@@ -44,6 +44,14 @@ func writeTable(w io.Writer, rep report, note string) error {
 				details = append(details, "  "+n.Addr+": "+*n.Error)
 			}
 		}
+		for _, why := range []struct {
+			what string
+			text *string
+		}{{"detached", n.Detached}, {"sync unknown", n.SyncUnknown}} {
+			if why.text != nil {
+				details = append(details, "  "+n.Addr+": "+why.what+": "+*why.text)
+			}
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			n.Addr,
 			orDash(n.Name),
@@ -52,7 +60,7 @@ func writeTable(w io.Writer, rep report, note string) error {
 			optional(n.Timeline, func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }),
 			optional(n.LSN, func(v hasql.LSN) string { return v.String() }),
 			optional(n.LagBytes, humanBytes),
-			optional(n.LagSeconds, func(float64) string { return humanDuration(n.lag) }),
+			lagText(n),
 			optional(n.CheckLatencySeconds, func(float64) string { return humanDuration(n.checkLatency) }),
 			errText)
 	}
@@ -92,8 +100,13 @@ func summaryText(s summary) string {
 		parts[0] = strconv.Itoa(s.Master) + " master"
 	}
 	parts = append(parts, strconv.Itoa(s.Sync)+" sync", strconv.Itoa(s.Async)+" async")
-	if s.Down > 0 {
-		parts = append(parts, strconv.Itoa(s.Down)+" down")
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{s.Quorum, "quorum"}, {s.Replica, "replica (sync unknown)"}, {s.Detached, "detached"}, {s.Stale, "stale master"}, {s.Down, "down"}} {
+		if c.n > 0 {
+			parts = append(parts, strconv.Itoa(c.n)+" "+c.what)
+		}
 	}
 	if s.Unknown > 0 {
 		parts = append(parts, strconv.Itoa(s.Unknown)+" unknown")
@@ -127,10 +140,22 @@ func roleText(n nodeReport) string {
 	if n.SplitBrain {
 		notes = append(notes, "split brain")
 	}
+	if n.SameAs != nil {
+		notes = append(notes, "same server as "+*n.SameAs)
+	}
 	if len(notes) > 0 {
 		role += " (" + strings.Join(notes, ", ") + ")"
 	}
 	return role
+}
+
+// lagText is the lag time column: the lag, "unknown" for a replica whose
+// lag cannot be measured yet (never 0), "-" where it does not apply.
+func lagText(n nodeReport) string {
+	if n.lagUnknown {
+		return "unknown"
+	}
+	return optional(n.LagSeconds, func(float64) string { return humanDuration(n.lag) })
 }
 
 // shortError fits an error message in the table: whole when short enough,

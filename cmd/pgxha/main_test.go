@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/pgxha/pgxha/hasql"
 	"github.com/pgxha/pgxha/testcluster"
 )
 
@@ -193,7 +194,7 @@ func TestAgainstCluster(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
 		require.NotNil(t, rep.Master)
 		assert.Equal(t, master, *rep.Master)
-		assert.Equal(t, map[string]int{"master": 1, "sync": 1, "async": 1, "unknown": 0, "down": 0}, rep.Summary)
+		assert.Equal(t, map[string]int{"master": 1, "sync": 1, "async": 1, "unknown": 0, "down": 0, "quorum": 0, "replica": 0, "detached": 0, "stale": 0}, rep.Summary)
 		require.Len(t, rep.Nodes, 3)
 		for i, n := range rep.Nodes {
 			assert.Equal(t, nodes[i].Addr(), n.Addr, "nodes in DSN order")
@@ -458,4 +459,27 @@ func TestFormat(t *testing.T) {
 	assert.LessOrEqual(t, len([]rune(shortError(strings.Repeat("x", 200)))), shortErrorLen)
 	assert.Equal(t, "1 master, 2 sync, 0 async", summaryText(summary{Master: 1, Sync: 2}))
 	assert.Equal(t, "no master, 1 sync, 1 async, 1 down", summaryText(summary{Sync: 1, Async: 1, Down: 1}))
+	assert.Equal(t, "1 master, 0 sync, 0 async, 1 replica (sync unknown), 1 detached, 1 stale master",
+		summaryText(summary{Master: 1, Replica: 1, Detached: 1, Stale: 1}))
+}
+
+// A detached replica, one of unknown sync state and one whose lag is not
+// known yet are shown as such, with the reasons after the table.
+func TestTableShowsWhatIsNotKnown(t *testing.T) {
+	now := time.Now()
+	nodes := []hasql.NodeStatus{
+		{Addr: "h1:5432", Name: "n1", Role: hasql.RoleMaster, Up: true, LastCheck: now},
+		{Addr: "h2:5432", Name: "n2", Role: hasql.RoleReplica, Up: true, LastCheck: now, SyncUnknown: "the check user may not read sync_state; grant it pg_monitor",
+			LagBytes: 4096, LagAt: now},
+		{Addr: "h3:5432", Name: "n3", Role: hasql.RoleDetached, Up: true, LastCheck: now, Detached: "left behind on timeline 1; the cluster is on timeline 2"},
+	}
+	rep := makeReport(now, nodes, redactor{})
+	var b strings.Builder
+	require.NoError(t, writeTable(&b, rep, ""))
+	out := b.String()
+	assert.Contains(t, out, "1 master, 0 sync, 0 async, 1 replica (sync unknown), 1 detached")
+	assert.Regexp(t, `h2:5432\s+n2\s+replica\s+-\s+-\s+-\s+4.0 KiB\s+unknown`, out, "a lag not measured yet is unknown, never 0s")
+	assert.Contains(t, out, "h3:5432: detached: left behind on timeline 1")
+	assert.Contains(t, out, "h2:5432: sync unknown: the check user may not read sync_state")
+	assert.Equal(t, 1, rep.Summary.Detached)
 }

@@ -25,6 +25,12 @@ type summary struct {
 	Async   int `json:"async"`
 	Unknown int `json:"unknown"`
 	Down    int `json:"down"`
+	// Quorum, Replica (sync state unknown), Detached and Stale count the
+	// roles beside the three above.
+	Quorum   int `json:"quorum"`
+	Replica  int `json:"replica"`
+	Detached int `json:"detached"`
+	Stale    int `json:"stale"`
 }
 
 // nodeReport is one node. Pointers are nil (JSON null) where a value does
@@ -48,10 +54,20 @@ type nodeReport struct {
 	CheckLatencySeconds *float64   `json:"check_latency_seconds"`
 	Error               *string    `json:"error"`
 	ErrorAt             *time.Time `json:"error_at"`
+	// Detached says why a replica does not follow the master; SyncUnknown
+	// why its sync state is unknown; StaleMaster marks a writable node on an
+	// older timeline; SameAs the address of the node it is the same server
+	// as.
+	Detached    *string `json:"detached"`
+	SyncUnknown *string `json:"sync_unknown"`
+	StaleMaster bool    `json:"stale_master"`
+	SameAs      *string `json:"same_as"`
+	LagKnown    bool    `json:"lag_known"`
 
 	// What the table shows beyond the fields above.
 	down         bool
 	checked      bool
+	lagUnknown   bool // a replica whose time lag cannot be measured yet
 	lag          time.Duration
 	checkLatency time.Duration
 }
@@ -70,6 +86,14 @@ func makeReport(now time.Time, nodes []hasql.NodeStatus, r redactor) report {
 			rep.Summary.Sync++
 		case n.Role == hasql.RoleAsyncReplica:
 			rep.Summary.Async++
+		case n.Role == hasql.RoleQuorumReplica:
+			rep.Summary.Quorum++
+		case n.Role == hasql.RoleReplica:
+			rep.Summary.Replica++
+		case n.Role == hasql.RoleDetached:
+			rep.Summary.Detached++
+		case n.Role == hasql.RoleStaleMaster:
+			rep.Summary.Stale++
 		case nr.down:
 			rep.Summary.Down++
 		default:
@@ -93,6 +117,11 @@ func makeNodeReport(n hasql.NodeStatus, r redactor) nodeReport {
 		ReplayPaused: n.ReplayPaused,
 		down:         isDown(n),
 		checked:      checked,
+		Detached:     nonEmpty(n.Detached),
+		SyncUnknown:  nonEmpty(n.SyncUnknown),
+		StaleMaster:  n.StaleMaster,
+		SameAs:       nonEmpty(n.SameAs),
+		LagKnown:     n.LagKnown,
 	}
 	nr.Up = checked && !nr.down
 	if n.Timeline != 0 {
@@ -104,8 +133,11 @@ func makeNodeReport(n hasql.NodeStatus, r redactor) nodeReport {
 	if n.ReceiveLSN != 0 {
 		nr.ReceiveLSN = &n.ReceiveLSN
 	}
+	if n.Role.IsReplica() && !n.LagAt.IsZero() {
+		nr.LagBytes = &n.LagBytes // known once a master is
+		nr.lagUnknown = !n.LagKnown
+	}
 	if n.LagKnown {
-		nr.LagBytes = &n.LagBytes
 		nr.LagSeconds = seconds(n.Lag)
 		nr.lag = n.Lag
 	}
@@ -141,8 +173,8 @@ func complete(nodes []hasql.NodeStatus) (ok bool, replicas int) {
 			masters++
 		case n.Role.IsReplica():
 			have++
-		case isDown(n):
-			want--
+		case isDown(n), n.Role == hasql.RoleDetached, n.Role == hasql.RoleStaleMaster:
+			want-- // decided: not one the view waits for
 		}
 	}
 	want = max(want, 0)
