@@ -23,7 +23,6 @@ type Cluster struct {
 	opts Options
 
 	// Read-only after Start.
-	nodes  []*Node
 	dir    string
 	binDir string
 	cred   *syscall.Credential
@@ -31,6 +30,14 @@ type Cluster struct {
 	// orchestrator, when set by a backend, owns the topology: Master,
 	// Failover and Rejoin ask it instead of the cluster's own bookkeeping.
 	orchestrator orchestrator
+
+	// nodes is every node, in the order they were made; AddNode and
+	// RemoveNode replace it (never modify it) under c.mu and nodesMu, so
+	// a reader holding either may range over it. The start functions set
+	// it before anything else runs.
+	nodesMu sync.Mutex
+	nodes   []*Node
+	made    int // nodes ever made, for the next one's name; guarded by nodesMu
 
 	mu        sync.Mutex // guards the bookkeeping below
 	master    *Node
@@ -94,6 +101,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	for _, n := range c.nodes[1:] {
 		n.standby.Store(true)
 	}
+	c.made = len(c.nodes)
 	opts.Logf("testcluster: %d nodes up in %s: %s", len(c.nodes), time.Since(begin).Round(time.Millisecond), c.layout())
 	return c, nil
 }
@@ -113,7 +121,7 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, n := range c.nodes {
+			for _, n := range c.all() {
 				t.Logf("testcluster: last lines of %s's server log:\n%s", n.name, n.drv.logTail(60))
 			}
 		}
@@ -127,8 +135,9 @@ func New(t testing.TB, opts Options) *Cluster {
 // DSN is a multi-host URL naming every node, through its fault proxy, in
 // node order.
 func (c *Cluster) DSN() string {
-	hosts := make([]string, len(c.nodes))
-	for i, n := range c.nodes {
+	nodes := c.all()
+	hosts := make([]string, len(nodes))
+	for i, n := range nodes {
 		hosts[i] = n.Addr()
 	}
 	return c.dsn(hosts)
@@ -149,8 +158,16 @@ func (c *Cluster) dsn(hosts []string) string {
 // PgBouncerNone.
 func (c *Cluster) PgBouncer() PgBouncerMode { return c.opts.PgBouncer }
 
-// Nodes returns every node; index 0 is the first master.
-func (c *Cluster) Nodes() []*Node { return slices.Clone(c.nodes) }
+// Nodes returns every node, in the order they were made (AddNode appends,
+// RemoveNode removes); index 0 is the first master.
+func (c *Cluster) Nodes() []*Node { return slices.Clone(c.all()) }
+
+// all returns the node list, not to be modified.
+func (c *Cluster) all() []*Node {
+	c.nodesMu.Lock()
+	defer c.nodesMu.Unlock()
+	return c.nodes
+}
 
 // Master returns the node that is master now, per the cluster's own
 // bookkeeping (Start, Promote, Failover).
@@ -180,7 +197,7 @@ func (c *Cluster) Replicas() []*Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []*Node
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		if n != c.master {
 			out = append(out, n)
 		}
@@ -231,7 +248,7 @@ func DefaultDir() string {
 func (c *Cluster) Dir() string { return c.dir }
 
 func (c *Cluster) node(name string) *Node {
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		if n.name == name {
 			return n
 		}
@@ -243,7 +260,7 @@ func (c *Cluster) layout() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var parts []string
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		role := "async"
 		switch {
 		case n == c.master:
@@ -279,7 +296,7 @@ func (c *Cluster) Failover(ctx context.Context, to *Node) error {
 		return fmt.Errorf("testcluster: failover: %w", err)
 	}
 	var others, repointed []*Node
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		if n != to && n != old && n.drv.running() {
 			others = append(others, n)
 		}
@@ -375,7 +392,7 @@ func (c *Cluster) Converge(ctx context.Context) error {
 	}
 	begin := time.Now()
 	master := c.Master()
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		// Quietly: most of these undo nothing.
 		n.opMu.Lock()
 		err := errors.Join(n.drv.heal(), n.drv.setLatency(0))
@@ -396,7 +413,7 @@ func (c *Cluster) Converge(ctx context.Context) error {
 	if err := master.queryRow(ctx, "SELECT "+currentTimeline, &tli); err != nil {
 		return fmt.Errorf("testcluster: converge: timeline of %s: %w", master.name, err)
 	}
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		if n == master {
 			continue
 		}
@@ -432,7 +449,7 @@ func (c *Cluster) Converge(ctx context.Context) error {
 			candidates = append(candidates, name)
 		}
 	}
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		if n != master && !slices.Contains(candidates, n.name) {
 			candidates = append(candidates, n.name)
 		}
@@ -734,7 +751,7 @@ func (c *Cluster) Stop() error {
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -55,10 +55,11 @@ var composeServices = []string{"n1", "n2", "n3"}
 // BackendCompose ("" for other backends): its containers, network and
 // volumes carry the label com.docker.compose.project with this value.
 func (c *Cluster) ComposeProject() string {
-	if len(c.nodes) == 0 {
+	nodes := c.all()
+	if len(nodes) == 0 {
 		return ""
 	}
-	if n, ok := c.nodes[0].drv.(*composeNode); ok {
+	if n, ok := nodes[0].drv.(*composeNode); ok {
 		return n.p.name
 	}
 	return ""

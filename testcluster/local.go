@@ -403,6 +403,63 @@ func (l *localNode) aliasAt(listen string) (string, error) {
 	return p.Addr(), nil
 }
 
+// newLocalNode sets up node i: its ports, proxies (and PgBouncer) and
+// socket directory. Nothing runs yet; on error nothing is left open.
+func (c *Cluster) newLocalNode(i int) (l *localNode, err error) {
+	name := "n" + strconv.Itoa(i+1)
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	l = &localNode{
+		c:       c,
+		name:    name,
+		dataDir: filepath.Join(c.dir, name),
+		sockDir: filepath.Join(c.dir, name+".sock"),
+		logPath: filepath.Join(c.dir, name+".log"),
+	}
+	l.port.Store(int32(port))
+	defer func() {
+		if err != nil {
+			for _, p := range []*faultproxy.Proxy{l.proxy, l.repl} {
+				if p != nil {
+					p.Close()
+				}
+			}
+		}
+	}()
+	upstream := l.directAddr()
+	if c.opts.PgBouncer != PgBouncerNone {
+		l.bouncer = &bouncer{mode: c.opts.PgBouncer, dir: filepath.Join(c.dir, name+".pgbouncer")}
+		l.bouncer.logPath = filepath.Join(l.bouncer.dir, "pgbouncer.log")
+		if l.bouncer.port, err = freePort(); err != nil {
+			return nil, fmt.Errorf("testcluster: %w", err)
+		}
+		if err := os.Mkdir(l.bouncer.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("testcluster: %w", err)
+		}
+		if err := chownTree(l.bouncer.dir, c.cred); err != nil {
+			return nil, fmt.Errorf("testcluster: %w", err)
+		}
+		upstream = l.bouncer.addr()
+		if l.repl, err = faultproxy.New("127.0.0.1:0", l.directAddr()); err != nil {
+			return nil, fmt.Errorf("testcluster: replication proxy for %s: %w", name, err)
+		}
+		l.repl.Refuse(true)
+	}
+	if l.proxy, err = faultproxy.New("127.0.0.1:0", upstream); err != nil {
+		return nil, fmt.Errorf("testcluster: proxy for %s: %w", name, err)
+	}
+	l.proxy.Refuse(true) // down until the server accepts connections
+	if err := os.Mkdir(l.sockDir, 0o700); err != nil {
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	if err := chownTree(l.sockDir, c.cred); err != nil {
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	return l, nil
+}
+
 // startLocal sets up and starts every node as a local process.
 func (c *Cluster) startLocal(ctx context.Context) error {
 	var err error
@@ -426,49 +483,11 @@ func (c *Cluster) startLocal(ctx context.Context) error {
 
 	count := 1 + c.opts.Replicas
 	for i := 0; i < count; i++ {
-		name := "n" + strconv.Itoa(i+1)
-		port, err := freePort()
+		l, err := c.newLocalNode(i)
 		if err != nil {
-			return fmt.Errorf("testcluster: %w", err)
+			return err
 		}
-		l := &localNode{
-			c:       c,
-			name:    name,
-			dataDir: filepath.Join(c.dir, name),
-			sockDir: filepath.Join(c.dir, name+".sock"),
-			logPath: filepath.Join(c.dir, name+".log"),
-		}
-		l.port.Store(int32(port))
-		upstream := l.directAddr()
-		if c.opts.PgBouncer != PgBouncerNone {
-			l.bouncer = &bouncer{mode: c.opts.PgBouncer, dir: filepath.Join(c.dir, name+".pgbouncer")}
-			l.bouncer.logPath = filepath.Join(l.bouncer.dir, "pgbouncer.log")
-			if l.bouncer.port, err = freePort(); err != nil {
-				return fmt.Errorf("testcluster: %w", err)
-			}
-			if err := os.Mkdir(l.bouncer.dir, 0o700); err != nil {
-				return fmt.Errorf("testcluster: %w", err)
-			}
-			if err := chownTree(l.bouncer.dir, c.cred); err != nil {
-				return fmt.Errorf("testcluster: %w", err)
-			}
-			upstream = l.bouncer.addr()
-			if l.repl, err = faultproxy.New("127.0.0.1:0", l.directAddr()); err != nil {
-				return fmt.Errorf("testcluster: replication proxy for %s: %w", name, err)
-			}
-			l.repl.Refuse(true)
-		}
-		if l.proxy, err = faultproxy.New("127.0.0.1:0", upstream); err != nil {
-			return fmt.Errorf("testcluster: proxy for %s: %w", name, err)
-		}
-		l.proxy.Refuse(true) // down until the server accepts connections
-		c.nodes = append(c.nodes, &Node{c: c, name: name, index: i, drv: l})
-		if err := os.Mkdir(l.sockDir, 0o700); err != nil {
-			return fmt.Errorf("testcluster: %w", err)
-		}
-		if err := chownTree(l.sockDir, c.cred); err != nil {
-			return fmt.Errorf("testcluster: %w", err)
-		}
+		c.nodes = append(c.nodes, &Node{c: c, name: l.name, index: i, drv: l})
 	}
 
 	// One initdb; the replicas are cold copies of the never-started master,

@@ -43,7 +43,9 @@ func (n *Node) PromotedAt() time.Time {
 // its walreceiver's application_name.
 func (n *Node) Name() string { return n.name }
 
-// Index is the node's position in Cluster.Nodes and in DSN.
+// Index is the node's number in the order nodes were made (0 for the first
+// master, then the replicas of Start, then those of AddNode): its position
+// in Cluster.Nodes and in DSN until a node is removed.
 func (n *Node) Index() int { return n.index }
 
 // Addr is the node's address in DSN, "127.0.0.1:port": its fault proxy.
@@ -268,9 +270,10 @@ type NodeState struct {
 // Status asks every node for its role. Nodes are asked directly, bypassing
 // fault proxies, each within ctx.
 func (c *Cluster) Status(ctx context.Context) []NodeState {
-	states := make([]NodeState, len(c.nodes))
+	nodes := c.all()
+	states := make([]NodeState, len(nodes))
 	sync := map[string]string{}
-	for i, n := range c.nodes {
+	for i, n := range nodes {
 		states[i] = NodeState{Name: n.name, Addr: n.Addr()}
 		conn, err := n.Conn(ctx)
 		if err != nil {

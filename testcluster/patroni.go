@@ -664,8 +664,9 @@ func (pc *patroniCluster) startFollowing() {
 
 // patroniState is Patroni's view of the cluster, as it keeps it in etcd.
 type patroniState struct {
-	leader string   // the member holding the leader key; "" when none does
-	sync   []string // the synchronous standbys of the leader (the /sync key)
+	leader  string   // the member holding the leader key; "" when none does
+	sync    []string // the synchronous standbys of the leader (the /sync key)
+	members []string // the members with a member key, in key order
 }
 
 // state reads the cluster's keys from etcd (v3 JSON gateway).
@@ -697,6 +698,8 @@ func (pc *patroniCluster) state(ctx context.Context) (patroniState, error) {
 		switch {
 		case name == "leader":
 			st.leader = string(kv.Value)
+		case strings.HasPrefix(name, "members/"):
+			st.members = append(st.members, strings.TrimPrefix(name, "members/"))
 		case name == "sync":
 			var s struct {
 				Leader      string  `json:"leader"`
@@ -717,6 +720,90 @@ func (pc *patroniCluster) state(ctx context.Context) (patroniState, error) {
 	}
 	return st, nil
 }
+
+var _ scaler = (*patroniCluster)(nil)
+
+// makeNode sets up a new member: ports, proxy, REST API and configuration.
+func (pc *patroniCluster) makeNode(i int) (nodeDriver, error) {
+	n, err := pc.newNode(i)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.writeConfig(); err != nil {
+		n.proxy.Close()
+		return nil, err
+	}
+	pc.remaining.Add(1) // its teardown counts down
+	return n, nil
+}
+
+// join starts the new member's Patroni, which finds the cluster
+// initialized in etcd and bootstraps the member from the leader
+// (pg_basebackup), and waits until it streams from the leader.
+func (pc *patroniCluster) join(ctx context.Context, n *Node) error {
+	if err := n.drv.start(ctx); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	var leader *Node
+	if err := pc.waitFor(ctx, func(st patroniState) bool {
+		leader = pc.c.node(st.leader)
+		return leader != nil && leader != n
+	}); err != nil {
+		return fmt.Errorf("no leader: %w", err)
+	}
+	_, err := pc.waitSettled(ctx, leader, []string{n.name})
+	return err
+}
+
+// leave stops the member's Patroni (which stops its server and, if it
+// leads, gives up the leader key) and deletes its member key, which would
+// otherwise stay until its lease expires; it returns once etcd has no key
+// of the member, another member leads, and the leader has dropped the
+// member's replication slot.
+func (pc *patroniCluster) leave(ctx context.Context, n *Node) error {
+	if err := n.drv.stop(); err != nil {
+		return err
+	}
+	key := patroniNamespace + patroniScope + "/members/" + n.name
+	req, _ := json.Marshal(map[string]string{"key": base64.StdEncoding.EncodeToString([]byte(key))})
+	status, body, err := pc.call(ctx, http.MethodPost, pc.etcdURL+"/v3/kv/deleterange", req)
+	if err != nil {
+		return fmt.Errorf("etcd: delete %s: %w", key, err)
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("etcd: delete %s: %d %s", key, status, body)
+	}
+	var leader *Node
+	if err := pc.waitFor(ctx, func(st patroniState) bool {
+		leader = pc.c.node(st.leader)
+		return leader != nil && leader != n && !slices.Contains(st.members, n.name)
+	}); err != nil {
+		return fmt.Errorf("%s still a member, or no other leader: %w", n.name, err)
+	}
+	if err := pc.waitLeader(ctx, leader); err != nil {
+		return err
+	}
+	// Patroni names a member's slot after it: lower case, other than
+	// [a-z0-9_] replaced by '_'; n1, n2, ... are their own slot names.
+	ticker := time.NewTicker(100 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		var slots int
+		attemptCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := leader.queryRow(attemptCtx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '"+n.name+"'", &slots)
+		cancel()
+		if err == nil && slots == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s keeps a replication slot for %s: %w (last error: %v)", leader.name, n.name, ctx.Err(), err)
+		case <-ticker.C:
+		}
+	}
+}
+
+func (n *patroniNode) dataDirectory() string { return n.dataDir }
 
 // record updates the cluster's bookkeeping from st and returns the leader.
 func (pc *patroniCluster) record(st patroniState) *Node {
@@ -796,7 +883,7 @@ func (pc *patroniCluster) failover(ctx context.Context, to *Node) error {
 		}
 	}
 	var others []string
-	for _, n := range pc.c.nodes {
+	for _, n := range pc.c.all() {
 		if n != to && n.name != from && n.drv.running() {
 			others = append(others, n.name)
 		}
@@ -815,7 +902,7 @@ func (pc *patroniCluster) failover(ctx context.Context, to *Node) error {
 func (pc *patroniCluster) handOver(ctx context.Context, st patroniState, to *Node) error {
 	leader := pc.c.node(st.leader)
 	if pc.syncCount > 0 && leader != nil && !slices.Contains(st.sync, to.name) && pc.alive(ctx, leader) {
-		all := len(pc.c.nodes) - 1
+		all := len(pc.c.all()) - 1
 		if err := pc.setSyncCount(ctx, to, all); err != nil {
 			return err
 		}

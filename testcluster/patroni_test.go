@@ -330,3 +330,63 @@ func TestPatroniTags(t *testing.T) {
 		return err == nil && reflect.DeepEqual(m["tags"], map[string]any{"noloadbalance": true})
 	}, time.Minute, 50*time.Millisecond, "tags set while the node was down apply when it starts")
 }
+
+// A member added to a running Patroni cluster is bootstrapped by Patroni
+// from the leader and streams; a member removed is gone from Patroni's view
+// (and its slot from the leader); removing the leader hands its role over.
+func TestPatroniAddRemoveNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1, SyncReplicas: 1, Backend: testcluster.BackendPatroni})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	_, err := connect(t, ctx, n1.DSN()).Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one')")
+	require.NoError(t, err)
+
+	n3, err := c.AddNode(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "n3", n3.Name())
+	assert.Equal(t, []*testcluster.Node{n1, n2, n3}, c.Nodes())
+	require.NotEmpty(t, n3.PatroniURL())
+	assert.NotContains(t, []string{n1.PatroniURL(), n2.PatroniURL()}, n3.PatroniURL(), "its own REST API")
+	m, err := patroniMember(ctx, n1.PatroniURL(), "n3")
+	require.NoError(t, err, "the leader's API lists the new member")
+	assert.Equal(t, "replica", m["role"])
+	assert.Equal(t, fmt.Sprint(n3.Addr()), fmt.Sprintf("%v:%v", m["host"], m["port"]), "it advertises its proxy")
+	assert.True(t, inRecovery(t, ctx, n3.DSN()))
+	waitRow(t, ctx, n3.DSN(), 1)
+	assert.Equal(t, map[string]string{"n2": "sync", "n3": "async"}, replication(t, ctx, n1))
+	assert.Equal(t, n1, c.Master())
+
+	t.Run("a replica removed", func(t *testing.T) {
+		addr, api := n2.Addr(), n2.PatroniURL()
+		require.NoError(t, c.RemoveNode(ctx, n2))
+		assert.Equal(t, []*testcluster.Node{n1, n3}, c.Nodes())
+		_, err := patroniMember(ctx, n1.PatroniURL(), "n2")
+		assert.Error(t, err, "not a member any more")
+		var slot int
+		require.NoError(t, connect(t, ctx, n1.DSN()).QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'n2'").Scan(&slot))
+		assert.Zero(t, slot, "the leader dropped its slot")
+		for _, a := range []string{addr, strings.TrimPrefix(api, "http://")} {
+			_, err = net.DialTimeout("tcp", a, time.Second)
+			assert.ErrorIs(t, err, syscall.ECONNREFUSED, "nothing listens on %s", a)
+		}
+		require.Eventually(t, func() bool {
+			st, err := streamingFrom(ctx, n1)
+			return err == nil && reflect.DeepEqual(st, map[string]string{"n3": "sync"})
+		}, time.Minute, 50*time.Millisecond, "Patroni makes n3 the synchronous standby")
+		require.NoError(t, tryWrite(ctx, n1.DSN(), 2, "after removal"))
+		waitRow(t, ctx, n3.DSN(), 2)
+	})
+
+	t.Run("a name is not reused; the leader removed hands over", func(t *testing.T) {
+		n4, err := c.AddNode(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, "n4", n4.Name())
+		waitRow(t, ctx, n4.DSN(), 2)
+		require.NoError(t, c.RemoveNode(ctx, n1))
+		next := c.Master()
+		assert.Contains(t, []*testcluster.Node{n3, n4}, next)
+		require.NoError(t, tryWrite(ctx, next.DSN(), 3, "after the leader left"))
+		assert.Equal(t, []*testcluster.Node{n3, n4}, c.Nodes())
+	})
+}

@@ -601,3 +601,46 @@ func TestRejoinCopiesAfreshWhenRewindFails(t *testing.T) {
 	assert.True(t, slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "copying it afresh from n2") }),
 		"pg_rewind failed and n1 was copied: %q", logs)
 }
+
+// A replica added to a running cluster streams from the master; a replica
+// removed is gone for good, and a synchronous one is replaced.
+func TestAddRemoveNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1, SyncReplicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	_, err := connect(t, ctx, n1.DSN()).Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+
+	n3, err := c.AddNode(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "n3", n3.Name())
+	assert.Equal(t, []*testcluster.Node{n1, n2, n3}, c.Nodes())
+	assert.Equal(t, map[string]string{"n2": "sync", "n3": "async"}, replication(t, ctx, n1))
+	assert.True(t, inRecovery(t, ctx, n3.DSN()))
+	waitRow(t, ctx, n3.DSN(), 1)
+	assert.Contains(t, c.DSN(), n3.Addr())
+
+	require.Error(t, c.RemoveNode(ctx, n1), "the master is not removed")
+	assert.True(t, n1.Running())
+
+	addr := n2.Addr()
+	require.NoError(t, c.RemoveNode(ctx, n2))
+	assert.Equal(t, []*testcluster.Node{n1, n3}, c.Nodes())
+	assert.False(t, n2.Running())
+	assert.Equal(t, map[string]string{"n3": "sync"}, replication(t, ctx, n1), "the synchronous place goes to n3")
+	assert.Equal(t, []*testcluster.Node{n3}, c.SyncReplicas())
+	assert.NotContains(t, c.DSN(), addr)
+	_, err = net.DialTimeout("tcp", addr, time.Second)
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "nothing listens on the removed node's address")
+	_, err = os.Stat(filepath.Join(c.Dir(), "n2"))
+	assert.True(t, os.IsNotExist(err), "its data directory is removed")
+	_, err = connect(t, ctx, n1.DSN()).Exec(ctx, "INSERT INTO t VALUES (2)")
+	require.NoError(t, err, "synchronous commits go on with n3")
+
+	n4, err := c.AddNode(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "n4", n4.Name(), "a removed node's name is not reused")
+	waitRow(t, ctx, n4.DSN(), 2)
+	require.Error(t, c.RemoveNode(ctx, n2), "removed already")
+}
