@@ -803,8 +803,6 @@ func (pc *patroniCluster) leave(ctx context.Context, n *Node) error {
 	}
 }
 
-func (n *patroniNode) dataDirectory() string { return n.dataDir }
-
 // record updates the cluster's bookkeeping from st and returns the leader.
 func (pc *patroniCluster) record(st patroniState) *Node {
 	c := pc.c

@@ -115,7 +115,7 @@ func (c *Cluster) RemoveNode(ctx context.Context, n *Node) error {
 		// Stopped: it goes, even if it could not be taken out of every view.
 		c.unlist(n)
 		err = errors.Join(err, n.drv.teardown(), n.drv.close())
-		if dd, ok := n.drv.(interface{ dataDirectory() string }); ok {
+		if dd, ok := n.drv.(serverProcess); ok {
 			err = errors.Join(err, os.RemoveAll(dd.dataDirectory()))
 		}
 		return err
@@ -183,5 +183,3 @@ func (s localScaler) leave(ctx context.Context, n *Node) error {
 	}
 	return c.setSync(ctx, master, sync)
 }
-
-func (l *localNode) dataDirectory() string { return l.dataDir }
