@@ -14,34 +14,5 @@ if have; then
 fi
 
 echo "pgbouncer not found; installing it from Debian's packages" >&2
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-	if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
-		echo "need root (or sudo) to install pgbouncer" >&2
-		exit 1
-	fi
-fi
-
-# invoke-rc.d asks policy-rc.d whether a service may start; 101 means "no".
-POLICY=/usr/sbin/policy-rc.d
-own_policy=0
-if [ ! -e "$POLICY" ]; then
-	printf '#!/bin/sh\n# installed by pgxha scripts/ensure-pgbouncer.sh for one apt-get install\nexit 101\n' |
-		$SUDO tee "$POLICY" >/dev/null
-	$SUDO chmod 755 "$POLICY"
-	own_policy=1
-fi
-cleanup() {
-	if [ "$own_policy" = 1 ]; then $SUDO rm -f "$POLICY"; fi
-}
-trap cleanup EXIT
-
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
-
-if [ -x /etc/init.d/pgbouncer ] && /etc/init.d/pgbouncer status >/dev/null 2>&1; then
-	echo "stopping the pgbouncer service the package started" >&2
-	$SUDO /etc/init.d/pgbouncer stop >/dev/null 2>&1 || true
-fi
-
+"$(dirname "$0")/apt-install-quiet.sh" --stop pgbouncer pgbouncer
 have || { echo "pgbouncer installed but not found" >&2; exit 1; }
