@@ -44,8 +44,6 @@ const (
 	     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
 	current_setting('cluster_name'),
 	(SELECT conninfo FROM pg_stat_wal_receiver),
-	(SELECT system_identifier FROM pg_control_system()),
-	pg_postmaster_start_time(),
 	CASE WHEN r.rec THEN (SELECT received_tli::int8 FROM pg_stat_wal_receiver) END,
 	(SELECT json_agg(json_build_object(
 			'p', pid,
@@ -89,15 +87,59 @@ type replicaRow struct {
 }
 
 func (postgresChecker) Check(ctx context.Context, conn *pgx.Conn) (Result, error) {
+	id, err := serverOf(ctx, conn)
+	if err != nil {
+		return Result{}, err
+	}
 	var c checkRow
 	if err := conn.QueryRow(ctx, checkSQL).Scan(c.dest()...); err != nil {
 		return Result{}, err
 	}
 	res, err := c.result()
-	if err != nil || len(c.pids) == 0 {
+	if err != nil {
 		return res, err
 	}
+	res.SystemID, res.StartTime = id.systemID, id.startTime
+	if len(c.pids) == 0 {
+		return res, nil
+	}
 	return res, nameReplicas(ctx, conn, &res, c.pids)
+}
+
+// serverSQL reads what does not change while a connection lives: the
+// cluster's system identifier (pg_control_system reads the control file)
+// and when the postmaster started. It runs once per check connection.
+const serverSQL = `SELECT (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time()`
+
+// serverIdentity is the key, in a check connection's CustomData, of what
+// serverSQL read on it.
+const serverIdentity = "pgxha.server"
+
+type server struct {
+	systemID  uint64
+	startTime time.Time
+}
+
+// serverOf returns the server's identity, read on conn's first check.
+func serverOf(ctx context.Context, conn *pgx.Conn) (server, error) {
+	data := conn.PgConn().CustomData()
+	if s, ok := data[serverIdentity].(server); ok {
+		return s, nil
+	}
+	var id *int64
+	var start *time.Time
+	if err := conn.QueryRow(ctx, serverSQL).Scan(&id, &start); err != nil {
+		return server{}, err
+	}
+	var s server
+	if id != nil {
+		s.systemID = uint64(*id)
+	}
+	if start != nil {
+		s.startTime = *start
+	}
+	data[serverIdentity] = s
+	return s, nil
 }
 
 // nameReplicas fills in the replicas' application names and addresses from
@@ -148,8 +190,6 @@ type checkRow struct {
 	timeline            *int64
 	clusterName         *string
 	receiverConn, repls *string
-	systemID            *int64
-	startTime           *time.Time
 	receivedTLI         *int64
 	pids                []int32 // the walsenders' pids, one per res.Replicas
 	// inRecovery, readOnly, replayPaused and serverTime are nullable so that
@@ -160,7 +200,7 @@ type checkRow struct {
 
 func (c *checkRow) dest() []any {
 	return []any{&c.inRecovery, &c.readOnly, &c.lsn, &c.receiveLSN, &c.replayTime, &c.replayPaused,
-		&c.serverTime, &c.timeline, &c.clusterName, &c.receiverConn, &c.systemID, &c.startTime, &c.receivedTLI, &c.repls}
+		&c.serverTime, &c.timeline, &c.clusterName, &c.receiverConn, &c.receivedTLI, &c.repls}
 }
 
 func (c *checkRow) result() (Result, error) {
@@ -178,12 +218,6 @@ func (c *checkRow) result() (Result, error) {
 	}
 	if c.timeline != nil && *c.timeline > 0 {
 		res.Timeline = uint32(*c.timeline)
-	}
-	if c.systemID != nil {
-		res.SystemID = uint64(*c.systemID)
-	}
-	if c.startTime != nil {
-		res.StartTime = *c.startTime
 	}
 	if c.receivedTLI != nil && *c.receivedTLI > 0 && *c.receivedTLI <= math.MaxUint32 {
 		res.ReceiveTimeline = uint32(*c.receivedTLI)
