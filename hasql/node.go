@@ -124,8 +124,10 @@ type nodeView struct {
 	reported chan struct{}
 
 	// The node's WAL position (replayed or received, on a replica) at its
-	// last two checks, and when each check ended; when the last began.
+	// last two checks, the timeline it had then (bestTimeline), and when
+	// each check ended; when the last began.
 	pos, prevPos     checker.LSN
+	posTL, prevPosTL uint32
 	posAt, prevPosAt time.Time
 	checkBegan       time.Time
 }
@@ -138,15 +140,15 @@ type nodeView struct {
 func bestTimeline(r *checker.Result) uint32 { return max(r.ReceiveTimeline, r.Timeline) }
 
 // posBefore returns the node's WAL position as of its latest check that
-// ended no later than t.
-func (v *nodeView) posBefore(t time.Time) (checker.LSN, bool) {
+// ended no later than t, with the timeline it had then.
+func (v *nodeView) posBefore(t time.Time) (checker.LSN, uint32, bool) {
 	switch {
 	case !v.posAt.IsZero() && !v.posAt.After(t):
-		return v.pos, true
+		return v.pos, v.posTL, true
 	case !v.prevPosAt.IsZero() && !v.prevPosAt.After(t):
-		return v.prevPos, true
+		return v.prevPos, v.prevPosTL, true
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // aheadOf reports whether x, a replica, had WAL that w, a writable node, had
@@ -154,8 +156,17 @@ func (v *nodeView) posBefore(t time.Time) (checker.LSN, bool) {
 // that: x has WAL from another timeline (or another server), so w is not the
 // node x follows.
 func (x *node) aheadOf(w *node) bool {
-	pos, ok := x.view.posBefore(w.view.checkBegan)
+	pos, _, ok := x.view.posBefore(w.view.checkBegan)
 	return ok && pos > w.view.res.LSN
+}
+
+// aheadOnTimelineOf is aheadOf with the position taken on w's timeline or
+// a newer one: WAL of an older timeline past w's position (a former master
+// rewound and restarted since, whose old position is still the one
+// compared) proves nothing.
+func (x *node) aheadOnTimelineOf(w *node) bool {
+	pos, tl, ok := x.view.posBefore(w.view.checkBegan)
+	return ok && tl >= w.view.res.Timeline && pos > w.view.res.LSN
 }
 
 func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, error) {

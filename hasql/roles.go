@@ -322,8 +322,9 @@ func (m *Manager) aheadReplicaLocked(w *node) *node {
 		}
 		// Only WAL of the writable node's timeline or a newer one says
 		// so: a replica left on an older timeline may hold WAL past the
-		// point where the newer one forked off (never acknowledged).
-		if bestTimeline(&v.res) >= w.view.res.Timeline && y.aheadOf(w) {
+		// point where the newer one forked off (never acknowledged), and
+		// so may the position a former master had before it was rewound.
+		if bestTimeline(&v.res) >= w.view.res.Timeline && y.aheadOnTimelineOf(w) {
 			return y
 		}
 	}

@@ -39,8 +39,8 @@ func (m *Manager) report(n *node, res checker.Result, latency time.Duration, err
 	v.checked, v.latency, v.remoteIP = true, latency, n.remoteIP
 	if err == nil {
 		v.up, v.suspect, v.timeouts = true, false, 0
-		v.prevPos, v.prevPosAt = v.pos, v.posAt
-		v.pos, v.posAt, v.checkBegan = max(res.LSN, res.ReceiveLSN), now, now.Add(-latency)
+		v.prevPos, v.prevPosTL, v.prevPosAt = v.pos, v.posTL, v.posAt
+		v.pos, v.posTL, v.posAt, v.checkBegan = max(res.LSN, res.ReceiveLSN), bestTimeline(&res), now, now.Add(-latency)
 		v.res, v.resAt = res, now
 		n.serverStart.Store(res.StartTime.UnixMicro())
 		v.lastErr, v.lastErrAt = nil, time.Time{}
