@@ -363,3 +363,57 @@ func runWorkloadReadOnly(ctx context.Context, m *hasql.Manager) *workload {
 	}
 	return w
 }
+
+// SRV records (target and port each) are the nodes: records added and
+// removed while a workload runs, then a failover across the changed set.
+// Against a real DNS server (dnsmasq).
+func TestDiscoverySRV(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	srv := dnsmasq.New(t, dnsmasq.Options{})
+	target := srv.Name("pg")
+	require.NoError(t, srv.SetHost(ctx, target, "127.0.0.1"))
+	record := func(n *testcluster.Node) dnsmasq.SRV {
+		p, err := strconv.Atoi(portStr(n.Addr()))
+		require.NoError(t, err)
+		return dnsmasq.SRV{Target: target, Port: uint16(p)}
+	}
+	name := srv.Name("_postgresql._tcp.db")
+	require.NoError(t, srv.SetSRV(ctx, name, record(n1), record(n2)))
+	d, err := discovery.NewSRV(discovery.SRVConfig{Name: name, Interval: 100 * time.Millisecond,
+		MinInterval: 10 * time.Millisecond, Timeout: 2 * time.Second, Resolver: srv.Resolver()})
+	require.NoError(t, err)
+	before := goleak.IgnoreCurrent()
+	m, err := hasql.New(ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"), hasql.WithLogger(quiet), hasql.WithDiscoverer(d))
+	require.NoError(t, err)
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	require.Len(t, m.Nodes(), 2, "the SRV records' nodes, not the DSN's three hosts")
+	_, err = m.Master().Exec(ctx, "CREATE TABLE srv (id bigserial PRIMARY KEY)")
+	require.NoError(t, err)
+	w := runWorkload(ctx, m, "srv")
+
+	require.NoError(t, srv.SetSRV(ctx, name, record(n1), record(n2), record(n3)))
+	require.Eventually(t, func() bool { return len(m.Nodes()) == 3 && roles(m)["n3"] == hasql.RoleAsyncReplica },
+		30*time.Second, 5*time.Millisecond, "n3's record joins: %v", m.Nodes())
+	require.NoError(t, srv.SetSRV(ctx, name, record(n1), record(n3)))
+	require.Eventually(t, func() bool { return len(m.Nodes()) == 2 }, 30*time.Second, 5*time.Millisecond, "n2's record leaves")
+	for _, st := range m.Nodes() {
+		assert.NotEqual(t, "n2", st.Name)
+		assert.NotEmpty(t, st.Tags[discovery.TagSRVPriority], "the record's priority is a tag")
+	}
+
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n3))
+	waitRole(t, m, "n3", hasql.RoleMaster)
+	var tl int
+	require.NoError(t, m.Master().QueryRow(ctx, timelineSQL).Scan(&tl))
+	assert.Equal(t, 2, tl)
+	w.end()
+	t.Logf("%d operations, %d errors (those in flight at the crash); last: %v", w.ops.Load(), w.errs.Load(), w.lastErr)
+	assert.Less(t, w.errs.Load(), int64(10))
+	m.Close()
+	// SetSRV restarts dnsmasq: its process's waiter is the test's, not the Manager's.
+	goleak.VerifyNone(t, append(ignoreProxies, before, goleak.IgnoreAnyFunction("github.com/pgxha/pgxha/testcluster/dnsmasq.(*Server).startLocked.func1"))...)
+}
