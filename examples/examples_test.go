@@ -38,7 +38,7 @@ func TestExamplesRun(t *testing.T) {
 		{"readwrite", []string{
 			`POST /notes "first note" -> 201 Created`,
 			`GET /notes/1\?lsn=\S+ -> 200 OK \{"body":"first note"`,
-			`hasql\.acquire master\s+\d+`, `query INSERT INTO notes`,
+			`hasql\.acquire master\s+\d+`, `\n\s+INSERT\s+\d+\n`,
 			`hasql\.node\.role`, `db\.client\.connection\.count`,
 		}},
 		{"discovery", []string{
