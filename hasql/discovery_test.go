@@ -63,43 +63,52 @@ type workload struct {
 	lastErr   error
 }
 
+// runWorkload starts 2 writers inserting into table and 2 readers through
+// Replica(FallbackToMaster()).
 func runWorkload(ctx context.Context, m *hasql.Manager, table string) *workload {
 	w := &workload{stop: make(chan struct{})}
 	for i := 0; i < 2; i++ {
-		w.wg.Add(2)
-		go func() {
-			defer w.wg.Done()
-			for ctx.Err() == nil {
-				select {
-				case <-w.stop:
-					return
-				default:
-				}
-				opCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				_, err := m.Master().Exec(opCtx, "INSERT INTO "+table+" DEFAULT VALUES")
-				cancel()
-				w.count(err)
-				time.Sleep(5 * time.Millisecond)
-			}
-		}()
-		go func() {
-			defer w.wg.Done()
-			for ctx.Err() == nil {
-				select {
-				case <-w.stop:
-					return
-				default:
-				}
-				opCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				var k int
-				err := m.Replica(hasql.FallbackToMaster()).QueryRow(opCtx, "SELECT 1").Scan(&k)
-				cancel()
-				w.count(err)
-				time.Sleep(5 * time.Millisecond)
-			}
-		}()
+		w.loop(ctx, 5*time.Millisecond, func(ctx context.Context) error {
+			_, err := m.Master().Exec(ctx, "INSERT INTO "+table+" DEFAULT VALUES")
+			return err
+		})
+		w.loop(ctx, 5*time.Millisecond, func(ctx context.Context) error {
+			var k int
+			return m.Replica(hasql.FallbackToMaster()).QueryRow(ctx, "SELECT 1").Scan(&k)
+		})
 	}
 	return w
+}
+
+// runWorkloadReadOnly starts 4 readers through Replica().
+func runWorkloadReadOnly(ctx context.Context, m *hasql.Manager) *workload {
+	w := &workload{stop: make(chan struct{})}
+	for i := 0; i < 4; i++ {
+		w.loop(ctx, 2*time.Millisecond, func(ctx context.Context) error {
+			var k int
+			return m.Replica().QueryRow(ctx, "SELECT 1").Scan(&k)
+		})
+	}
+	return w
+}
+
+// loop runs op every pause, each within 30s, until w ends or ctx does.
+func (w *workload) loop(ctx context.Context, pause time.Duration, op func(context.Context) error) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for ctx.Err() == nil {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			opCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			w.count(op(opCtx))
+			cancel()
+			time.Sleep(pause)
+		}
+	}()
 }
 
 func (w *workload) count(err error) {
@@ -338,30 +347,6 @@ func TestDiscoveryChurnLeaksNothing(t *testing.T) {
 	m.Close()
 	goleak.VerifyNone(t, append(ignoreProxies, before)...)
 	require.Eventually(t, func() bool { return backends() == 0 }, 30*time.Second, 100*time.Millisecond)
-}
-
-func runWorkloadReadOnly(ctx context.Context, m *hasql.Manager) *workload {
-	w := &workload{stop: make(chan struct{})}
-	for i := 0; i < 4; i++ {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			for ctx.Err() == nil {
-				select {
-				case <-w.stop:
-					return
-				default:
-				}
-				opCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				var k int
-				err := m.Replica().QueryRow(opCtx, "SELECT 1").Scan(&k)
-				cancel()
-				w.count(err)
-				time.Sleep(2 * time.Millisecond)
-			}
-		}()
-	}
-	return w
 }
 
 // SRV records (target and port each) are the nodes: records added and
