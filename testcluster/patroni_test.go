@@ -303,7 +303,10 @@ func TestPatroniTags(t *testing.T) {
 	m, err := patroniMember(ctx, n1.PatroniURL(), "n2")
 	require.NoError(t, err)
 	assert.Nil(t, m["tags"], "no tag is listed at first (false booleans are not)")
-	assert.Equal(t, http.StatusOK, patroniStatus(t, ctx, n2.PatroniURL(), "/replica"), "a replica without noloadbalance takes reads")
+	// Patroni answers /replica with 200 once it has seen the member stream
+	// (a loop or two after start-up).
+	require.Eventually(t, func() bool { return patroniStatus(t, ctx, n2.PatroniURL(), "/replica") == http.StatusOK },
+		time.Minute, 100*time.Millisecond, "a replica without noloadbalance takes reads")
 
 	tags := map[string]any{"noloadbalance": true, "nofailover": true, "zone": "b", "weight": 3}
 	require.NoError(t, n2.SetPatroniTags(ctx, tags))
