@@ -55,8 +55,11 @@ fmt-check:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+# One package at a time: every package starts real clusters (Patroni's are
+# heavy), and two at once on two cores make their timings those of a
+# starved machine; the total is about the same.
 unit:
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GO) test -p 1 -race -count=1 -timeout 30m $(PKGS)
 
 # The oldest pgx the module supports (see README, "Supported versions"):
 # the packages that use pgx's API, built and tested against it too. The

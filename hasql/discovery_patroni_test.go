@@ -190,7 +190,7 @@ func TestDiscoveryPatroni(t *testing.T) {
 		require.Eventually(t, func() bool {
 			r := roles(m)["n1"]
 			return r == hasql.RoleSyncReplica || r == hasql.RoleAsyncReplica
-		}, time.Minute, 10*time.Millisecond, "n1 is back as a replica: %v", m.Nodes())
+		}, 3*time.Minute, 10*time.Millisecond, "n1 is back as a replica: %v", m.Nodes())
 	})
 
 	t.Run("tags: noloadbalance keeps a replica out of reads, nofailover is reported", func(t *testing.T) {
