@@ -409,16 +409,6 @@ func TestSyncNotGuessed(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
 	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
-	exec := func(n *testcluster.Node, sqls ...string) {
-		t.Helper()
-		conn, err := n.Conn(ctx)
-		require.NoError(t, err)
-		defer conn.Close(ctx)
-		for _, q := range sqls {
-			_, err := conn.Exec(ctx, q)
-			require.NoError(t, err, q)
-		}
-	}
 	walsenders := func(want string) {
 		t.Helper()
 		require.Eventually(t, func() bool {
@@ -442,24 +432,24 @@ func TestSyncNotGuessed(t *testing.T) {
 	}
 
 	t.Run("quorum members are quorum", func(t *testing.T) {
-		exec(n1, "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (n2, n3)'", "SELECT pg_reload_conf()")
+		execOn(t, ctx, n1, "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (n2, n3)'", "SELECT pg_reload_conf()")
 		walsenders("n2:quorum,n3:quorum")
 		m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
 		waitRole(t, m, "n2", hasql.RoleQuorumReplica)
 		waitRole(t, m, "n3", hasql.RoleQuorumReplica)
 		assert.Equal(t, "quorum", statusOf(m, "n2").SyncState)
 		syncOnlyFails(m, "not a sync replica (quorum)")
-		exec(n1, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (n2)'", "SELECT pg_reload_conf()")
+		execOn(t, ctx, n1, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (n2)'", "SELECT pg_reload_conf()")
 		walsenders("n2:sync,n3:async")
 		waitRole(t, m, "n2", hasql.RoleSyncReplica)
 	})
 
 	t.Run("one name on two walsenders", func(t *testing.T) {
 		for _, n := range []*testcluster.Node{n2, n3} {
-			exec(n, "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port="+portStr(n1.DirectAddr())+" user=postgres password=pgxha application_name=shared'",
+			execOn(t, ctx, n, "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port="+portStr(n1.DirectAddr())+" user=postgres password=pgxha application_name=shared'",
 				"SELECT pg_reload_conf()")
 		}
-		exec(n1, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (shared)'", "SELECT pg_reload_conf()")
+		execOn(t, ctx, n1, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (shared)'", "SELECT pg_reload_conf()")
 		walsenders("shared:potential,shared:sync")
 		m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
 		require.Eventually(t, func() bool {
@@ -474,17 +464,17 @@ func TestSyncNotGuessed(t *testing.T) {
 		require.NoError(t, err)
 		conn.Release()
 		for _, n := range []*testcluster.Node{n2, n3} {
-			exec(n, "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port="+portStr(n1.DirectAddr())+" user=postgres password=pgxha application_name="+n.Name()+"'",
+			execOn(t, ctx, n, "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port="+portStr(n1.DirectAddr())+" user=postgres password=pgxha application_name="+n.Name()+"'",
 				"SELECT pg_reload_conf()")
 		}
-		exec(n1, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (n2)'", "SELECT pg_reload_conf()")
+		execOn(t, ctx, n1, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (n2)'", "SELECT pg_reload_conf()")
 		walsenders("n2:sync,n3:async")
 		waitRole(t, m, "n2", hasql.RoleSyncReplica)
 		waitRole(t, m, "n3", hasql.RoleAsyncReplica)
 	})
 
 	t.Run("a check user without pg_monitor", func(t *testing.T) {
-		exec(n1, "CREATE ROLE watcher LOGIN PASSWORD 'w'")
+		execOn(t, ctx, n1, "CREATE ROLE watcher LOGIN PASSWORD 'w'")
 		dsn := strings.Replace(c.DSN(), "postgres:pgxha@", "watcher:w@", 1)
 		m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))
 		require.NoError(t, m.WaitReady(ctx, 1, 2))
@@ -493,7 +483,7 @@ func TestSyncNotGuessed(t *testing.T) {
 			assert.Contains(t, st.SyncUnknown, "pg_monitor")
 		}
 		syncOnlyFails(m, "pg_monitor")
-		exec(n1, "GRANT pg_monitor TO watcher")
+		execOn(t, ctx, n1, "GRANT pg_monitor TO watcher")
 		waitRole(t, m, "n2", hasql.RoleSyncReplica)
 		waitRole(t, m, "n3", hasql.RoleAsyncReplica)
 	})
