@@ -129,6 +129,15 @@ type Config struct {
 	// string's hosts for the Manager's lifetime.
 	Discoverer discovery.Discoverer
 
+	// SystemIdentifier pins the cluster (hasql_system_identifier, the
+	// system_identifier of pg_control_system(); `pgxha status` shows it):
+	// a node of any other cluster is foreign, whatever it claims. Default
+	// 0: the cluster is learned from the first master that something
+	// vouches for (a host of the connection string, or a master whose
+	// walsender lists a vouched replica). Pin it on a network where a
+	// server in the discovered set may be hostile.
+	SystemIdentifier uint64
+
 	// Zone is the caller's zone (hasql_zone): plain replica reads prefer
 	// replicas whose "zone" tag has this value, and fall back to the
 	// others when none qualifies. Default: "", no preference.
@@ -163,6 +172,9 @@ type NodeConfig struct {
 	Weight float64
 
 	tls []*pgconn.FallbackConfig // the TLS variants pgconn made for this host
+	// trusted: the user named this node (a host of the connection string,
+	// or an address of a DNS name they gave); see Config.SystemIdentifier.
+	trusted bool
 }
 
 // settingKeys are the hasql_* keys a connection string may carry.
@@ -177,6 +189,7 @@ var settingKeys = []string{
 	"hasql_max_lag_bytes",
 	"hasql_wait_on_socket",
 	"hasql_promotion_poll",
+	"hasql_system_identifier",
 	"hasql_watch_promotion",
 	"hasql_zone",
 }
@@ -318,6 +331,13 @@ func (cfg *Config) applySettings(params map[string]string) error {
 			return fmt.Errorf("hasql: hasql_max_lag_bytes %q: %w", v, err)
 		}
 		cfg.MaxLagBytes = n
+	}
+	if v, ok := params["hasql_system_identifier"]; ok {
+		id, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || id == 0 {
+			return fmt.Errorf("hasql: hasql_system_identifier %q: want the cluster's system identifier, a positive decimal number (SELECT system_identifier FROM pg_control_system())", v)
+		}
+		cfg.SystemIdentifier = id
 	}
 	if v, ok := params["hasql_master_read_weight"]; ok {
 		w, err := strconv.ParseFloat(v, 64)
@@ -561,7 +581,7 @@ func nodesOf(cc pgconn.Config, raw rawSettings) ([]NodeConfig, error) {
 				return nil, fmt.Errorf("hasql: host %s is listed twice", addr)
 			}
 		}
-		nodes = append(nodes, NodeConfig{Addr: addr, Host: fb.Host, Port: fb.Port, Weight: 1, tls: []*pgconn.FallbackConfig{fb}})
+		nodes = append(nodes, NodeConfig{Addr: addr, Host: fb.Host, Port: fb.Port, Weight: 1, tls: []*pgconn.FallbackConfig{fb}, trusted: true})
 	}
 	return nodes, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgxha/pgxha/balancer"
+	"github.com/pgxha/pgxha/hasql/internal/topology"
 )
 
 // Manager keeps a pgx pool per node of a replicated PostgreSQL cluster and
@@ -50,26 +51,16 @@ type Manager struct {
 	// routingKey. It is held for bookkeeping only: no I/O, no blocking call
 	// while it is held. list is the node set for readers without the lock;
 	// both are replaced, never changed in place, when the set changes.
-	mu            sync.Mutex
-	nodes         []*node
-	list          atomic.Pointer[[]*node]
-	nextIndex     int
-	discovery     discoveryState
-	history       lsnHistory
-	routingKey    []routingEntry
-	splitBrain    string // the nodes of the split brain last reported, "" if none
-	everHadMaster bool
-	// What the last rebuild derived roles from (see rebuildLocked).
-	built builtFrom
-	// cluster is the system identifier of the first master seen, timeline
-	// the highest timeline seen on any of the cluster's nodes: a writable
-	// node below it is a stale master (see electLocked, ForgetTimeline).
-	cluster       uint64
-	timeline      uint32
-	staleReported string            // the stale masters last logged
-	staleErr      *StaleMasterError // while the only writable nodes are stale, what an acquire of the master says
-	ignoreAhead   uint32            // after ForgetTimeline: replicas ahead of writable nodes up to this timeline do not make them stale
-	follows       []*node           // scratch for rebuildLocked
+	mu         sync.Mutex
+	nodes      []*node
+	byID       map[topology.ID]*node
+	list       atomic.Pointer[[]*node]
+	nextIndex  int
+	discovery  discoveryState
+	routingKey []routingEntry
+	// core makes every decision routing safety rests on (see
+	// internal/topology and view.go).
+	core *topology.Core
 
 	closedFlag atomic.Bool // Close has begun
 }
@@ -106,6 +97,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 		closed:     make(chan struct{}),
 		countInUse: balancer.ReadsInUse(cfg.Balancer),
 	}
+	m.core = topology.New(topology.Config{SystemID: cfg.SystemIdentifier})
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.epoch = time.Now()
 	tel, err := newTelemetry(m)
@@ -146,6 +138,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 	}
 	m.mu.Lock()
 	m.setNodesLocked(nodes)
+	m.applyLocked(nil)
 	m.mu.Unlock()
 	if m.discovery.ready != nil {
 		close(m.discovery.ready)

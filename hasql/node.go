@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgxha/pgxha/checker"
+	"github.com/pgxha/pgxha/hasql/internal/topology"
 )
 
 // node is one host of the connection string: its pool, its check
@@ -83,90 +84,18 @@ type node struct {
 	// request, the goodbye to the server) may still run.
 	closed []*pgconn.PgConn
 
-	// Guarded by m.mu.
-	view nodeView
-}
-
-// nodeView is the manager's bookkeeping of a node; guarded by m.mu.
-type nodeView struct {
-	checked    bool // a check has finished
-	up         bool
-	suspect    bool
-	timeouts   int // consecutive timed-out checks
-	res        checker.Result
-	resAt      time.Time
-	latency    time.Duration
-	ewma       time.Duration
-	lastErr    error
-	lastErrAt  time.Time
-	role       Role
-	syncState  string
-	writable   bool
-	splitBrain bool
-	lagBytes   int64
-	lag        time.Duration
-	lagKnown   bool
-	lagAt      time.Time
-	remoteIP   string
-	partial    bool // res comes from the promotion watcher, not a full check
-	settled    bool // a role was derived with the master known (see roleChanged)
-
-	// Derived by rebuildLocked (see roles.go).
-	aliasOf        *node  // the node that reaches the same server, first in DSN order
-	stale          bool   // writable on a timeline older than the cluster's newest
-	detached       string // why the replica does not follow the master
-	syncUnknown    string // why the replica's sync state is unknown
-	loggedDetached string // what was logged of detached and syncUnknown
-	loggedSync     string
-	severPending   bool // lost master: cut in-flight work once another node is master
-
-	// reported is closed, and replaced, by each report of a check.
+	// Guarded by m.mu: the decision core's view of the node (read-only
+	// here), and a channel closed, and replaced, by each report of a check.
+	cv       *topology.Node
 	reported chan struct{}
-
-	// The node's WAL position (replayed or received, on a replica) at its
-	// last two checks, the timeline it had then (bestTimeline), and when
-	// each check ended; when the last began.
-	pos, prevPos     checker.LSN
-	posTL, prevPosTL uint32
-	posAt, prevPosAt time.Time
-	checkBegan       time.Time
 }
 
-// bestTimeline is the newest timeline a node is known to have: on a replica
-// the newer of what its walreceiver last received and what its control
-// data says (a replica being promoted has selected its new timeline before
-// its walreceiver's figure changes; a restartpoint's can be older than what
-// it streams).
-func bestTimeline(r *checker.Result) uint32 { return max(r.ReceiveTimeline, r.Timeline) }
+// id is the node's name in the decision core.
+func (n *node) id() topology.ID { return topology.ID(n.index) }
 
-// posBefore returns the node's WAL position as of its latest check that
-// ended no later than t, with the timeline it had then.
-func (v *nodeView) posBefore(t time.Time) (checker.LSN, uint32, bool) {
-	switch {
-	case !v.posAt.IsZero() && !v.posAt.After(t):
-		return v.pos, v.posTL, true
-	case !v.prevPosAt.IsZero() && !v.prevPosAt.After(t):
-		return v.prevPos, v.prevPosTL, true
-	}
-	return 0, 0, false
-}
-
-// aheadOf reports whether x, a replica, had WAL that w, a writable node, had
-// not written when w's last check began, at a check of x that ended before
-// that: x has WAL from another timeline (or another server), so w is not the
-// node x follows.
-func (x *node) aheadOf(w *node) bool {
-	pos, _, ok := x.view.posBefore(w.view.checkBegan)
-	return ok && pos > w.view.res.LSN
-}
-
-// aheadOnTimelineOf is aheadOf with the position taken on w's timeline or
-// a newer one: WAL of an older timeline past w's position (a former master
-// rewound and restarted since, whose old position is still the one
-// compared) proves nothing.
-func (x *node) aheadOnTimelineOf(w *node) bool {
-	pos, tl, ok := x.view.posBefore(w.view.checkBegan)
-	return ok && tl >= w.view.res.Timeline && pos > w.view.res.LSN
+// member describes the node to the decision core.
+func (n *node) member() topology.Member {
+	return topology.Member{ID: n.id(), Addr: n.cfg.Addr, Host: n.cfg.Host, Name: n.cfg.Name, Trusted: n.cfg.trusted}
 }
 
 func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, error) {
@@ -175,7 +104,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		return nil, err
 	}
 	n := &node{m: m, index: index, cfg: nc, tel: m.tel.forNode(nc), done: make(chan struct{})}
-	n.view.reported = make(chan struct{})
+	n.reported = make(chan struct{})
 	n.ctx, n.cancel = context.WithCancel(m.ctx)
 	n.abort, n.abortDials = context.WithCancel(context.Background())
 	n.checkCfg = n.checkConnConfig(pc.ConnConfig)
@@ -247,11 +176,12 @@ func (n *node) run(checked chan<- struct{}) {
 	first := true
 	for n.ctx.Err() == nil {
 		n.pending.Store(false)
+		began := time.Now() // no later than the check's own start
 		res, latency, err := n.check()
 		if n.ctx.Err() != nil {
 			return
 		}
-		again := m.report(n, res, latency, err)
+		again := m.report(n, res, began, latency, err)
 		if first {
 			first = false
 			select {
@@ -476,10 +406,8 @@ func (n *node) hurry() { n.trigger() }
 func (n *node) acquireFailed(err error) {
 	n.acquireErrs.Add(1)
 	n.m.mu.Lock()
-	if n.view.up {
-		// A node already down keeps the error that put it down.
-		n.view.lastErr, n.view.lastErrAt = fmt.Errorf("acquire: %w", err), time.Now()
-	}
+	// A node already down keeps the error that put it down.
+	n.m.core.AppError(n.id(), fmt.Errorf("acquire: %w", err), time.Now())
 	n.m.mu.Unlock()
 	n.trigger()
 }
@@ -511,38 +439,38 @@ func (n *node) withinLag(maxBytes int64, maxLag time.Duration) bool {
 
 // statusLocked builds the node's NodeStatus. Caller must hold m.mu.
 func (n *node) statusLocked() NodeStatus {
-	v := &n.view
+	v := n.cv
 	st := NodeStatus{
 		Addr:         n.cfg.Addr,
-		Name:         n.name(),
-		Role:         v.role,
-		Up:           v.up || v.suspect,
-		Suspect:      v.suspect,
-		Writable:     v.writable,
-		SplitBrain:   v.splitBrain,
-		SyncState:    v.syncState,
-		SyncUnknown:  v.syncUnknown,
-		Detached:     v.detached,
-		StaleMaster:  v.stale,
-		SystemID:     v.res.SystemID,
-		LastCheck:    v.resAt,
-		CheckLatency: v.latency,
-		LastError:    v.lastErr,
-		LastErrorAt:  v.lastErrAt,
+		Name:         v.Name(),
+		Role:         Role(v.Role),
+		Up:           v.Up || v.Suspect,
+		Suspect:      v.Suspect,
+		Writable:     v.Writable,
+		SplitBrain:   v.SplitBrain,
+		SyncState:    v.SyncState,
+		SyncUnknown:  v.SyncUnknown,
+		Detached:     v.Detached,
+		StaleMaster:  v.Stale,
+		SystemID:     v.Res.SystemID,
+		LastCheck:    v.ResAt,
+		CheckLatency: v.Latency,
+		LastError:    v.LastErr,
+		LastErrorAt:  v.LastErrAt,
 	}
-	if v.up || v.suspect {
-		st.Timeline = v.res.Timeline
-		st.LSN = v.res.LSN
-		st.ReplayPaused = v.res.ReplayPaused
-		if v.res.InRecovery {
-			st.ReceiveLSN = v.res.ReceiveLSN
+	if v.Up || v.Suspect {
+		st.Timeline = v.Res.Timeline
+		st.LSN = v.Res.LSN
+		st.ReplayPaused = v.Res.ReplayPaused
+		if v.Res.InRecovery {
+			st.ReceiveLSN = v.Res.ReceiveLSN
 		}
 	}
-	if v.role.IsReplica() {
-		st.LagBytes, st.Lag, st.LagKnown, st.LagAt = v.lagBytes, v.lag, v.lagKnown, v.lagAt
+	if st.Role.IsReplica() {
+		st.LagBytes, st.Lag, st.LagKnown, st.LagAt = v.LagBytes, v.Lag, v.LagKnown, v.LagAt
 	}
-	if v.aliasOf != nil {
-		st.SameAs = v.aliasOf.cfg.Addr
+	if v.AliasOf != nil {
+		st.SameAs = v.AliasOf.Addr
 	}
 	if tags := n.tagMap(); tags != nil {
 		st.Tags = maps.Clone(tags)
@@ -556,12 +484,7 @@ func (n *node) statusLocked() NodeStatus {
 
 // name is how the node is known in its master's pg_stat_replication.
 // Caller must hold m.mu.
-func (n *node) name() string {
-	if n.cfg.Name != "" {
-		return n.cfg.Name
-	}
-	return n.view.res.Name
-}
+func (n *node) name() string { return n.cv.Name() }
 
 // sever closes every connection of the node's pool that is checked out,
 // after the pool was reset: operations in flight on a hung or fenced node

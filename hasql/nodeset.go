@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgxha/pgxha/discovery"
+	"github.com/pgxha/pgxha/hasql/internal/topology"
 )
 
 // The node set. The connection string's hosts are the first set; a
@@ -32,11 +33,21 @@ func (m *Manager) nodesNow() []*node {
 	return nil
 }
 
-// setNodesLocked makes nodes the node set. Caller must hold m.mu, or be
-// NewWithConfig before any goroutine runs.
+// setNodesLocked makes nodes the node set, in the decision core too; the
+// caller applies what it decided (applyLocked). Caller must hold m.mu.
 func (m *Manager) setNodesLocked(nodes []*node) {
 	m.nodes = nodes
 	m.list.Store(&nodes)
+	m.byID = make(map[topology.ID]*node, len(nodes))
+	members := make([]topology.Member, len(nodes))
+	for i, n := range nodes {
+		m.byID[n.id()] = n
+		members[i] = n.member()
+	}
+	m.core.SetMembers(time.Now(), members)
+	for _, n := range nodes {
+		n.cv = m.core.Node(n.id())
+	}
 }
 
 // makeNode makes a node of nc with the next index.
@@ -53,6 +64,9 @@ type member struct {
 	addr string
 	name string            // its application_name, when the source knows it
 	tags map[string]string // nil: none
+	// trusted: its source is the user's own naming (DNS, SRV, the
+	// connection string), not what a server or an API says.
+	trusted bool
 }
 
 // nodeConfigFor makes the configuration of a discovered node: its address,
@@ -67,7 +81,12 @@ func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 	if err != nil || port == 0 {
 		return NodeConfig{}, fmt.Errorf("hasql: discovered node %q: invalid port %q", mb.addr, portStr)
 	}
-	nc := NodeConfig{Addr: mb.addr, Host: host, Port: uint16(port), Name: mb.name, Weight: 1}
+	nc := NodeConfig{Addr: mb.addr, Host: host, Port: uint16(port), Name: mb.name, Weight: 1, trusted: mb.trusted}
+	for _, dn := range m.cfg.Nodes {
+		if dn.Addr == mb.addr {
+			nc.trusted = true // the connection string names it
+		}
+	}
 	for _, tmpl := range m.cfg.Nodes[0].tls {
 		fb := &pgconn.FallbackConfig{Host: host, Port: uint16(port)}
 		if tmpl.TLSConfig != nil {
@@ -139,7 +158,6 @@ func (m *Manager) reconcile(members []member) {
 		return
 	}
 
-	var after afterReport
 	m.mu.Lock()
 	if m.snap.Load().closed {
 		m.mu.Unlock()
@@ -149,11 +167,11 @@ func (m *Manager) reconcile(members []member) {
 		}
 		return
 	}
-	m.setNodesLocked(next)
 	for _, n := range removed {
 		n.removed.Store(true)
 	}
-	m.rebuildLocked(time.Now(), &after, nil)
+	m.setNodesLocked(next)
+	after := m.applyLocked(removed)
 	m.mu.Unlock()
 	m.finish(nil, &after)
 
@@ -172,9 +190,9 @@ func (m *Manager) reconcile(members []member) {
 
 // retag rebuilds the routing view after tags changed.
 func (m *Manager) retag() {
-	var after afterReport
 	m.mu.Lock()
-	m.rebuildLocked(time.Now(), &after, nil)
+	m.core.Reconsider(time.Now())
+	after := m.applyLocked(nil)
 	m.mu.Unlock()
 	m.finish(nil, &after)
 }
@@ -213,6 +231,7 @@ type discoveryState struct {
 	updatedAt time.Time // when the set was last reported
 	count     int       // nodes in the last set reported
 	patroni   bool      // names are Patroni member names: replicas' application_name
+	trusted   bool      // its nodes are the user's own naming (see member.trusted)
 }
 
 // DiscoveryStat is the state of the Manager's Discoverer.
@@ -245,6 +264,10 @@ func (m *Manager) startDiscovery(ctx context.Context) []member {
 	ds.ready = make(chan struct{})
 	ds.refresher, _ = d.(discovery.Refresher)
 	_, ds.patroni = d.(*discovery.Patroni)
+	switch d.(type) {
+	case *discovery.DNS, *discovery.SRV, *discovery.Static:
+		ds.trusted = true // addresses of names the user gave
+	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -292,7 +315,7 @@ func (m *Manager) discovered(st discovery.State) {
 	}
 	members := make([]member, len(st.Nodes))
 	for i, n := range st.Nodes {
-		members[i] = member{addr: n.Addr, tags: n.Tags}
+		members[i] = member{addr: n.Addr, tags: n.Tags, trusted: ds.trusted}
 		if ds.patroni {
 			members[i].name = n.Name
 		}

@@ -103,6 +103,18 @@ func WithMasterReadWeight(w float64) Option {
 	}
 }
 
+// WithSystemIdentifier pins the cluster's system identifier (see
+// Config.SystemIdentifier).
+func WithSystemIdentifier(id uint64) Option {
+	return func(c *Config) error {
+		if id == 0 {
+			return fmt.Errorf("hasql: WithSystemIdentifier: 0 is no system identifier")
+		}
+		c.SystemIdentifier = id
+		return nil
+	}
+}
+
 // WithReplicaName tells the manager the name under which the node at addr
 // appears in its master's pg_stat_replication (application_name), for
 // replicas whose name the checker cannot find out itself (no pg_monitor role,

@@ -97,17 +97,17 @@ func (m *Manager) stillStandby(ctx context.Context, s standby) bool {
 	defer timer.Stop()
 	for {
 		m.mu.Lock()
-		v := &n.view
-		if v.up && v.checkBegan.After(s.since) {
-			ok := v.res.InRecovery && v.res.StartTime.UnixMicro() == s.server
+		v := n.cv
+		if v.Up && v.CheckBegan.After(s.since) {
+			ok := v.Res.InRecovery && v.Res.StartTime.UnixMicro() == s.server
 			m.mu.Unlock()
 			return ok
 		}
-		if !v.up && v.lastErrAt.After(s.since) || n.removed.Load() {
+		if !v.Up && v.LastErrAt.After(s.since) || n.removed.Load() {
 			m.mu.Unlock()
 			return false
 		}
-		reported := v.reported
+		reported := n.reported
 		m.mu.Unlock()
 		select {
 		case <-reported:

@@ -1,0 +1,428 @@
+package topology
+
+import (
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/pgxha/pgxha/checker"
+)
+
+// ID names a node for its whole life in the set; IDs are never reused.
+type ID int
+
+// None is no node.
+const None ID = -1
+
+// Role is what a node is for routing. The values are those of hasql.Role.
+type Role int
+
+// The roles (see hasql.Role for their meaning).
+const (
+	RoleUnknown Role = iota
+	RoleMaster
+	RoleSyncReplica
+	RoleAsyncReplica
+	RoleQuorumReplica
+	RoleReplica
+	RoleDetached
+	RoleStaleMaster
+)
+
+// IsReplica reports a role that serves reads as a replica.
+func (r Role) IsReplica() bool {
+	return r == RoleSyncReplica || r == RoleAsyncReplica || r == RoleQuorumReplica || r == RoleReplica
+}
+
+func (r Role) String() string {
+	switch r {
+	case RoleMaster:
+		return "master"
+	case RoleSyncReplica:
+		return "sync"
+	case RoleAsyncReplica:
+		return "async"
+	case RoleQuorumReplica:
+		return "quorum"
+	case RoleReplica:
+		return "replica"
+	case RoleDetached:
+		return "detached"
+	case RoleStaleMaster:
+		return "stale"
+	}
+	return "unknown"
+}
+
+// Member is a node of the set as its source gives it.
+type Member struct {
+	ID   ID
+	Addr string // "host:port"
+	Host string
+	// Name is the name to find the node by among a master's walsenders
+	// (WithReplicaName, or Patroni's member name); "" takes the one its
+	// checks report.
+	Name string
+	// Trusted: the user named this node (a host of the connection string,
+	// or an address of a DNS name they gave). A node that is not is
+	// believed only once a master's walsender lists it (see vouched).
+	Trusted bool
+}
+
+// Config is what the core is told once.
+type Config struct {
+	// SystemID pins the cluster's system identifier: a node of any other
+	// is foreign. 0 learns it from the first confirmed master.
+	SystemID uint64
+}
+
+// Core is the decision state machine. It is not safe for concurrent use:
+// the shell serializes the events (the Manager holds its mutex).
+type Core struct {
+	cfg   Config
+	nodes []*Node // the set, in its source's order
+
+	cluster        uint64 // system identifier: pinned, or of the first confirmed master
+	history        lsnHistory
+	splitBrain     string // the split brain last reported
+	staleReported  string
+	everHadMaster  bool
+	ignoreAhead    uint32 // after ForgetTimeline, see aheadReplica
+	anchorLogged   bool
+	built          builtFrom
+	follows        []*Node // scratch
+	contenders     []*Node // writable nodes of the cluster that may be master, stale ones included
+	elected        Election
+	ready          Ready
+	fast           bool
+}
+
+// New returns a Core with an empty set.
+func New(cfg Config) *Core {
+	return &Core{cfg: cfg, cluster: cfg.SystemID}
+}
+
+// Node is the core's view of one node. The shell reads it (holding the
+// lock it serializes events with) and never changes it.
+type Node struct {
+	Member
+
+	// What the checks found.
+	Checked   bool // a check has finished
+	Up        bool
+	Suspect   bool // a check timed out; one more puts it down
+	Timeouts  int
+	Res       checker.Result
+	ResAt     time.Time
+	Latency   time.Duration
+	EWMA      time.Duration
+	LastErr   error
+	LastErrAt time.Time
+	RemoteIP  string
+	Partial   bool // Res comes from a promotion probe, not a full check
+
+	// Derived.
+	Role        Role
+	SyncState   string
+	Writable    bool
+	SplitBrain  bool
+	Stale       bool
+	Detached    string // why a replica does not follow the master
+	SyncUnknown string // why its sync state is unknown
+	AliasOf     *Node  // the node that reaches the same server
+	LagBytes    int64
+	Lag         time.Duration
+	LagKnown    bool
+	LagAt       time.Time
+	Vouched     bool // the node's claims count (see vouched)
+
+	settled        bool // a role was derived with the master known
+	loggedDetached string
+	loggedSync     string
+	severPending   bool   // lost master: cut in-flight work once another is master
+	seenTL         uint32 // the newest timeline it proved while in the set
+
+	// The WAL position at the last two checks, with the timeline it had
+	// then and when each check ended; when the last began.
+	pos, prevPos     checker.LSN
+	posTL, prevPosTL uint32
+	posAt, prevPosAt time.Time
+	CheckBegan       time.Time
+}
+
+// Name is how the node is known in its master's pg_stat_replication.
+func (x *Node) Name() string {
+	if x.Member.Name != "" {
+		return x.Member.Name
+	}
+	return x.Res.Name
+}
+
+// Ready is what the shell must do after an event, in this order: cut the
+// connections in flight on Cut, reset the pools of Reset, then publish the
+// view (a snapshot naming a new master comes after the cut of the old one),
+// then log, count, check the others and refresh discovery.
+type Ready struct {
+	Cut   []ID
+	Reset []ID
+	// Derived lists the nodes whose view was derived again; nil with
+	// All: every node's.
+	Derived []ID
+	All     bool
+	// CheckOthers: fast checks began; check every other node now.
+	CheckOthers bool
+	// Refresh: a node went down; ask the discoverer to look again.
+	Refresh bool
+	// Fast: checks must run fast (no master, or it is suspect).
+	Fast        bool
+	Logs        []Log
+	RoleChanges []RoleChange
+	// SplitBrain is whether a split brain is on, SplitBrainChanged
+	// whether that changed.
+	SplitBrain, SplitBrainChanged bool
+}
+
+// Log is a line for the shell's logger.
+type Log struct {
+	Level slog.Level
+	Msg   string
+	Attrs []any
+}
+
+// RoleChange is a node's role change, for telemetry.
+type RoleChange struct {
+	ID       ID
+	From, To Role
+	Failover bool // a node became master after another was
+}
+
+// Election is who may take writes, and why not when nobody may.
+type Election struct {
+	Master *Node // nil: none
+	// SplitBrain lists the writable nodes that tie (writes refused).
+	SplitBrain []string
+	// Stale lists the writable nodes on an older timeline (no master but
+	// these).
+	Stale    []string
+	Timeline uint32 // the cluster's newest timeline
+}
+
+// TakeReady returns the actions accumulated since the last call.
+func (c *Core) TakeReady() Ready {
+	r := c.ready
+	c.ready = Ready{}
+	return r
+}
+
+// Nodes returns the set in order (read-only).
+func (c *Core) Nodes() []*Node { return c.nodes }
+
+// Node returns the node of id, nil when it is not in the set.
+func (c *Core) Node(id ID) *Node {
+	for _, x := range c.nodes {
+		if x.ID == id {
+			return x
+		}
+	}
+	return nil
+}
+
+// Elected is the last election's outcome.
+func (c *Core) Elected() Election { return c.elected }
+
+// Cluster is the cluster's system identifier, 0 while unknown.
+func (c *Core) Cluster() uint64 { return c.cluster }
+
+// Timeline is the newest timeline the cluster's vouched nodes in the set
+// have shown.
+func (c *Core) Timeline() uint32 {
+	var tl uint32
+	for _, x := range c.nodes {
+		tl = max(tl, x.seenTL)
+	}
+	return tl
+}
+
+func (c *Core) log(level slog.Level, msg string, attrs ...any) {
+	c.ready.Logs = append(c.ready.Logs, Log{Level: level, Msg: msg, Attrs: attrs})
+}
+
+func (c *Core) cut(x *Node) {
+	if !slices.Contains(c.ready.Cut, x.ID) {
+		c.ready.Cut = append(c.ready.Cut, x.ID)
+	}
+}
+
+func (c *Core) reset(x *Node) {
+	if !slices.Contains(c.ready.Reset, x.ID) {
+		c.ready.Reset = append(c.ready.Reset, x.ID)
+	}
+}
+
+// SetMembers makes members the node set: new IDs join (unchecked, role
+// unknown), IDs missing leave. A node that leaves while it may have taken
+// writes (master, writable at its last check, or a lost master whose
+// in-flight work was not cut yet) has its connections cut at once: nothing
+// routes to it any more, and a commit landing there after another node is
+// promoted would be lost. What a node that left proved (its timeline) is
+// forgotten with it.
+func (c *Core) SetMembers(now time.Time, members []Member) {
+	old := make(map[ID]*Node, len(c.nodes))
+	for _, x := range c.nodes {
+		old[x.ID] = x
+	}
+	next := make([]*Node, 0, len(members))
+	for _, mb := range members {
+		if x := old[mb.ID]; x != nil {
+			if x.Member != mb {
+				x.Member = mb
+				x.Vouched = false // re-earned under its new description
+			}
+			next = append(next, x)
+			delete(old, mb.ID)
+			continue
+		}
+		next = append(next, &Node{Member: mb, Role: RoleUnknown})
+	}
+	for _, x := range c.nodes {
+		if _, gone := old[x.ID]; !gone {
+			continue
+		}
+		if x.Role == RoleMaster || x.Role == RoleStaleMaster || x.Writable || x.severPending {
+			c.cut(x)
+			c.log(slog.LevelWarn, "pgxha: node that may have taken writes left the set: its connections are cut",
+				"addr", x.Addr, "name", x.Name(), "role", x.Role.String())
+		}
+	}
+	c.nodes = next
+	c.rebuild(now, nil)
+}
+
+// CheckOK records a check of id that succeeded: it began at began and its
+// answer came at ended, from remoteIP.
+func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remoteIP string) {
+	x := c.Node(id)
+	if x == nil {
+		return
+	}
+	wasChecked, wasUp := x.Checked, x.Up
+	before := routedAs(x)
+	latency := ended.Sub(began)
+	x.Checked, x.Latency, x.RemoteIP = true, latency, remoteIP
+	x.Up, x.Suspect, x.Timeouts = true, false, 0
+	x.prevPos, x.prevPosTL, x.prevPosAt = x.pos, x.posTL, x.posAt
+	x.pos, x.posTL, x.posAt, x.CheckBegan = max(res.LSN, res.ReceiveLSN), bestTimeline(&res), ended, began
+	x.Res, x.ResAt = res, ended
+	x.LastErr, x.LastErrAt = nil, time.Time{}
+	if x.EWMA == 0 {
+		x.EWMA = latency
+	} else {
+		x.EWMA = (x.EWMA*7 + latency) / 8
+	}
+	if wasChecked && !wasUp {
+		c.log(slog.LevelInfo, "pgxha: node up", "addr", x.Addr, "name", x.Name(), "recovery", res.InRecovery)
+	}
+	x.Partial = false
+	var only *Node
+	if wasChecked && !x.mayWrite() && routedAs(x) == before && len(x.Res.Replicas) == 0 {
+		// What the others' roles depend on did not change (and no replica
+		// cascades from it): derive x's alone.
+		only = x
+	}
+	c.rebuild(ended, only)
+	if m := c.elected.Master; m == x && !res.InRecovery && !res.ReadOnly {
+		// The master's positions, for replicas' lag: the elected master's
+		// only, so that a stale master does not reset the record.
+		c.history.add(x.ID, res.Timeline, began.Add(latency/2), res.LSN)
+	}
+}
+
+// CheckFailed records a check of id that failed at at with err; timeout
+// tells a check that ran out of time from one refused or failed. It
+// returns true when the node must be checked again at once (a first
+// timeout needs a confirmation).
+func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again bool) {
+	x := c.Node(id)
+	if x == nil {
+		return false
+	}
+	wasChecked := x.Checked
+	x.Checked = true
+	x.LastErr, x.LastErrAt, x.ResAt = err, at, at
+	if timeout && x.Up {
+		x.Timeouts++
+	}
+	switch {
+	case timeout && x.Up && x.Timeouts < 2:
+		if !x.Suspect {
+			c.log(slog.LevelWarn, "pgxha: node suspect: check timed out", "addr", x.Addr, "name", x.Name(), "role", x.Role.String(), "err", err)
+		}
+		x.Suspect = true
+		again = true
+	default:
+		if x.Up || !wasChecked {
+			c.log(slog.LevelWarn, "pgxha: node down", "addr", x.Addr, "name", x.Name(), "role", x.Role.String(), "err", err)
+		}
+		if x.Up {
+			c.reset(x)
+			c.ready.Refresh = true
+			// A hung or cut-off replica's reads can go elsewhere: cut
+			// them now. The master's are cut once another node is master
+			// (see rebuild): nothing else can take them.
+			if timeout && x.Role != RoleMaster {
+				c.cut(x)
+			}
+		}
+		x.Up, x.Suspect, x.Timeouts = false, false, 0
+	}
+	x.Partial = false
+	c.rebuild(at, nil)
+	return again
+}
+
+// AppError records an error the application met on id's connections: a
+// node that is up keeps it as its last error until its next check.
+func (c *Core) AppError(id ID, err error, at time.Time) {
+	if x := c.Node(id); x != nil && x.Up {
+		x.LastErr, x.LastErrAt = err, at
+	}
+}
+
+// PromotionSeen records what a probe of id saw at at: it left recovery.
+// The view takes the probe's figures at once (writable or not, timeline,
+// WAL position), so that writes go to it without waiting for the full
+// check; until then the other replicas keep their roles (the new master's
+// pg_stat_replication is not known yet).
+func (c *Core) PromotionSeen(id ID, p checker.Promotion, at time.Time) {
+	x := c.Node(id)
+	if x == nil || !x.Up || !x.Res.InRecovery {
+		return
+	}
+	x.Res.InRecovery, x.Res.ReadOnly, x.Res.Timeline, x.Res.LSN = false, p.ReadOnly, p.Timeline, p.LSN
+	x.Res.ReplayPaused, x.Res.Replicas = false, nil
+	x.ResAt, x.Partial = at, true
+	c.log(slog.LevelDebug, "pgxha: node left recovery", "addr", x.Addr, "name", x.Name(), "timeline", p.Timeline, "read_only", p.ReadOnly)
+	c.rebuild(at, nil)
+}
+
+// ForgetTimeline forgets the newest timeline seen and, unless pinned, the
+// cluster, and derives both again from what the nodes report now: the
+// operator's way out of a stale master that is to take writes again (the
+// writes of the newer timeline are given up). Replicas that have WAL the
+// writable nodes lack stop counting against them too, until a master is
+// elected on a newer timeline.
+func (c *Core) ForgetTimeline(at time.Time) {
+	c.log(slog.LevelWarn, "pgxha: highest timeline forgotten", "was", c.Timeline())
+	c.cluster = c.cfg.SystemID
+	for _, x := range c.nodes {
+		x.seenTL = 0
+		if x.mayWrite() {
+			c.ignoreAhead = max(c.ignoreAhead, x.Res.Timeline)
+		}
+	}
+	c.rebuild(at, nil)
+}
+
+// Reconsider derives every role again (after the shell changed something
+// routing reads but the core does not see, such as tags).
+func (c *Core) Reconsider(now time.Time) { c.rebuild(now, nil) }

@@ -1,0 +1,817 @@
+package topology
+
+import (
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgxha/pgxha/checker"
+)
+
+// routedBy is what of a node's view other nodes' roles depend on.
+type routedBy struct {
+	up, suspect, inRecovery, readOnly, partial bool
+	timeline, receiveTimeline                  uint32
+	server                                     checker.ServerID
+	name, remoteIP                             string
+	cascade                                    string // the replicas it lists, for cascading ones
+}
+
+func routedAs(x *Node) routedBy {
+	r := routedBy{
+		up: x.Up, suspect: x.Suspect, inRecovery: x.Res.InRecovery, readOnly: x.Res.ReadOnly,
+		partial: x.Partial, timeline: x.Res.Timeline, receiveTimeline: x.Res.ReceiveTimeline,
+		server: x.Res.Server(), name: x.Res.Name, remoteIP: x.RemoteIP,
+	}
+	if len(x.Res.Replicas) > 0 {
+		var b strings.Builder
+		for _, y := range x.Res.Replicas {
+			b.WriteString(y.ApplicationName)
+			b.WriteByte(0)
+			b.WriteString(y.ClientAddr)
+			b.WriteByte(0)
+		}
+		r.cascade = b.String()
+	}
+	return r
+}
+
+// mayWrite reports whether the view makes the node a candidate for master:
+// reachable (or only suspect) and neither in recovery nor read-only.
+func (x *Node) mayWrite() bool {
+	return (x.Up || x.Suspect) && !x.Res.InRecovery && !x.Res.ReadOnly
+}
+
+// live reports a node whose last check succeeded (or that is only suspect).
+func (x *Node) live() bool { return x.Up || x.Suspect }
+
+// bestTimeline is the newest timeline a node is known to have: on a replica
+// the newer of what its walreceiver last received and what its control
+// data says.
+func bestTimeline(r *checker.Result) uint32 { return max(r.ReceiveTimeline, r.Timeline) }
+
+// builtFrom is what the last rebuild derived every node's role from.
+type builtFrom struct {
+	master      *Node
+	writable    int
+	masterKnown bool
+	cluster     uint64
+	timeline    uint32
+}
+
+// rebuild derives roles, lag and split brain from every node's view. only,
+// if not nil, is a replica whose check changed nothing that other nodes'
+// roles depend on: unless the master or what the core remembers of the
+// cluster turns out to have changed, only its own role and lag are derived
+// again, so that a round of checks of n nodes costs O(n) matching rather
+// than O(n²).
+//
+// The safety rules it applies (DESIGN.md, "Safety invariants"):
+//   - The master is the one writable, vouched server of the cluster (one
+//     system identifier) on the newest timeline its vouched nodes have
+//     shown. A writable node below that timeline is a stale master: never
+//     routed to for writes until it rejoins or ForgetTimeline.
+//   - A replica serves reads only while it follows the current master: same
+//     system identifier, on the master's timeline, not ahead of it, and
+//     listed by the master's walsenders (or, cascading, by those of a
+//     replica that follows it). Otherwise it is detached.
+//   - Sync is claimed only when the master says so for that replica alone.
+//   - One server reached through two addresses is one server.
+//   - A node nothing vouches for (not trusted, listed by no walsender of a
+//     master) takes no writes, raises no timeline, makes no node stale, and
+//     defines no cluster.
+func (c *Core) rebuild(now time.Time, only *Node) {
+	c.dedup()
+	c.vouch()
+	prevMaster := c.elected.Master
+	c.elect()
+	master := c.elected.Master
+	c.reportSplitBrain()
+
+	var mres checker.Result
+	if master != nil {
+		mres = master.Res
+	}
+	// A master known only from its promotion probe has not said yet which
+	// replicas stream from it.
+	masterKnown := master != nil && !master.Partial
+	historyOK := masterKnown && c.history.owner == master.ID && c.history.timeline == mres.Timeline
+	built := builtFrom{master: master, writable: c.writableCount(), masterKnown: masterKnown,
+		cluster: c.cluster, timeline: c.Timeline()}
+	if only != nil && (only == master || built != c.built || only.AliasOf != nil) {
+		only = nil
+	}
+	c.built = built
+
+	// Which replicas follow the master: those its walsenders list, then,
+	// cascading, those listed by a replica that follows it. Bounded by the
+	// number of nodes: each round adds at least one node or ends.
+	follows := c.follows[:0]
+	if masterKnown {
+		for range c.nodes {
+			added := false
+			for _, x := range c.nodes {
+				if x == master || x.AliasOf != nil || !x.Res.InRecovery || !x.live() || containsNode(follows, x) {
+					continue
+				}
+				if c.attached(x, master, follows) == "" {
+					follows = append(follows, x)
+					added = true
+				}
+			}
+			if !added {
+				break
+			}
+		}
+		for _, x := range follows {
+			x.Vouched = true // a master's walsender lists it
+		}
+	}
+	c.follows = follows
+
+	if only != nil {
+		c.ready.Derived = append(c.ready.Derived, only.ID)
+	} else {
+		c.ready.All = true
+	}
+	for _, x := range c.nodes {
+		if only != nil && x != only {
+			continue
+		}
+		prev := x.Role
+		x.SplitBrain = len(c.contenders) > 1 && containsNode(c.contenders, x)
+		prevDetached := x.Detached
+		x.Detached, x.SyncUnknown = "", ""
+		role := RoleUnknown
+		switch {
+		case x.AliasOf != nil:
+			role = RoleUnknown // see the node it duplicates
+		case x == master:
+			role = RoleMaster
+			x.SyncState = ""
+		case x.Stale:
+			role = RoleStaleMaster
+		case x.Writable && x.live():
+			// Writable, yet not master nor stale: of another cluster, or
+			// nothing vouches for it.
+			if why := c.unelectable(x); why != "" {
+				x.Detached = why
+				role = RoleDetached
+			}
+		case x.live() && x.Res.InRecovery:
+			role = c.replicaRole(x, master, masterKnown, prev, prevDetached, follows)
+			if masterKnown && role != RoleDetached {
+				c.measureLag(x, master, historyOK, now)
+			}
+		}
+		if role == RoleDetached && x.Detached != x.loggedDetached {
+			c.log(slog.LevelWarn, "pgxha: node detached: no reads, no writes", "addr", x.Addr, "name", x.Name(), "why", x.Detached)
+		}
+		x.loggedDetached = x.Detached
+		if x.SyncUnknown != "" && x.SyncUnknown != syncUnknownNoMaster && x.SyncUnknown != x.loggedSync {
+			c.log(slog.LevelWarn, "pgxha: replica's sync state unknown", "addr", x.Addr, "name", x.Name(), "why", x.SyncUnknown)
+		}
+		x.loggedSync = x.SyncUnknown
+		x.Role = role
+
+		if prev != role && x.Checked {
+			c.roleChanged(x, prev, role, prevMaster)
+			if prev == RoleMaster {
+				// No longer master: no connection opened while it was may
+				// linger. What is in flight there may go on while no other
+				// node can take writes (a slow link to the only master); it
+				// is cut once another node is master (or this one is known
+				// to be stale), since a hung or fenced node would hold it
+				// until the application's context ends.
+				if x.live() {
+					c.reset(x)
+				}
+				x.severPending = true
+			}
+		}
+		if x.severPending && (role == RoleMaster || !x.Checked) {
+			x.severPending = false
+		}
+		if x.severPending && (master != nil && master != x || role == RoleStaleMaster) {
+			x.severPending = false
+			c.cut(x)
+		}
+		x.settled = x.settled || masterKnown && role != RoleUnknown
+	}
+	// An alias has the role of the node it duplicates, for reporting.
+	for _, x := range c.nodes {
+		if x.AliasOf != nil {
+			x.Role = x.AliasOf.Role
+		}
+	}
+
+	// Fast checks while there is no master or the master is suspect.
+	needFast := master == nil || master.Suspect
+	if needFast && !c.fast {
+		c.ready.CheckOthers = true
+	}
+	c.fast = needFast
+	c.ready.Fast = needFast
+}
+
+func (c *Core) writableCount() int {
+	k := 0
+	for _, x := range c.nodes {
+		if x.Writable && x.AliasOf == nil {
+			k++
+		}
+	}
+	return k
+}
+
+// dedup finds nodes that reach a server another node reaches too (a virtual
+// IP or a DNS name beside the server's own address): the first such node in
+// the set's order that is up, not suspect, stands for the server; the
+// others are its aliases.
+func (c *Core) dedup() {
+	for i, x := range c.nodes {
+		x.AliasOf = nil
+		id := x.server()
+		if id == (checker.ServerID{}) {
+			continue
+		}
+		for _, y := range c.nodes[:i] {
+			if y.AliasOf == nil && y.server() == id {
+				x.AliasOf = y
+				break
+			}
+		}
+	}
+	// Prefer a healthy representative: swap with a suspect one.
+	for _, x := range c.nodes {
+		y := x.AliasOf
+		if y != nil && y.Suspect && x.Up && !x.Suspect {
+			for _, z := range c.nodes {
+				if z.AliasOf == y {
+					z.AliasOf = x
+				}
+			}
+			x.AliasOf, y.AliasOf = nil, x
+		}
+	}
+}
+
+// server is the identity of the server the node's last check reached; zero
+// when it is not up or the checker does not tell.
+func (x *Node) server() checker.ServerID {
+	if !x.live() {
+		return checker.ServerID{}
+	}
+	return x.Res.Server()
+}
+
+// anchored reports whether anything anchors trust: a pinned system
+// identifier or a trusted node in the set. With none (the user named no
+// node the set has, and pinned nothing), every node is believed, as the
+// first answer is the only thing to go by; that is logged once.
+func (c *Core) anchored() bool {
+	if c.cfg.SystemID != 0 {
+		return true
+	}
+	for _, x := range c.nodes {
+		if x.Trusted {
+			return true
+		}
+	}
+	return false
+}
+
+// vouch marks the nodes whose claims count: trusted ones, those a master's
+// walsender listed (see rebuild), and a writable node whose walsenders
+// list a vouched replica that streams its timeline of its cluster (a
+// master confirmed by a replica that follows it). Without an anchor, every
+// node.
+func (c *Core) vouch() {
+	if !c.anchored() {
+		if !c.anchorLogged && len(c.nodes) > 0 {
+			c.anchorLogged = true
+			c.log(slog.LevelWarn, "pgxha: no node of the set is named by the connection string and no system identifier is pinned: every node is believed; pin the cluster's system identifier (hasql_system_identifier)")
+		}
+		for _, x := range c.nodes {
+			x.Vouched = true
+		}
+		return
+	}
+	for _, x := range c.nodes {
+		if x.Trusted {
+			x.Vouched = true
+		}
+	}
+	for _, w := range c.nodes {
+		if w.Vouched || !w.mayWrite() || w.AliasOf != nil {
+			continue
+		}
+		for _, y := range c.nodes {
+			if y == w || !y.Vouched || !y.live() || !y.Res.InRecovery || y.Res.ReceiveTimeline == 0 ||
+				y.Res.SystemID == 0 || y.Res.SystemID != w.Res.SystemID || y.Res.ReceiveTimeline != w.Res.Timeline {
+				continue
+			}
+			if _, m := matchReplica(y, w.Res.Replicas, c.nodes); m == matchOne {
+				w.Vouched = true
+				break
+			}
+		}
+	}
+}
+
+// elect picks the master: the one writable, vouched server of the cluster
+// on its newest timeline. It learns the cluster (unless pinned: the
+// system identifier of the first vouched writable server, or of every
+// vouched node while none is writable, when they agree) and raises each
+// vouched node's proof of the newest timeline: a replica on timeline 3
+// proves that timeline 3 exists, and a writable node on timeline 2 is then
+// stale.
+func (c *Core) elect() {
+	var writable []*Node
+	for _, x := range c.nodes {
+		x.Writable = x.mayWrite()
+		x.Stale = false
+		if x.Writable && x.AliasOf == nil {
+			writable = append(writable, x)
+		}
+	}
+	if c.cluster == 0 {
+		var from []*Node
+		for _, x := range writable {
+			if x.Vouched {
+				from = append(from, x)
+			}
+		}
+		if len(from) == 0 {
+			for _, x := range c.nodes {
+				if x.live() && x.Vouched {
+					from = append(from, x)
+				}
+			}
+		}
+		var id uint64
+		agree := true
+		for _, x := range from {
+			sid := x.Res.SystemID
+			if id == 0 {
+				id = sid
+			} else if sid != 0 && sid != id {
+				agree = false
+			}
+		}
+		if agree && id != 0 {
+			c.cluster = id
+		}
+	}
+	for _, x := range c.nodes {
+		if !x.live() || !x.Vouched || x.Res.SystemID == 0 || x.Res.SystemID != c.cluster {
+			continue
+		}
+		x.seenTL = max(x.seenTL, bestTimeline(&x.Res))
+	}
+	var top []*Node
+	var stale []string
+	c.contenders = c.contenders[:0]
+	for _, x := range writable {
+		if c.unelectable(x) != "" {
+			continue
+		}
+		c.contenders = append(c.contenders, x)
+		tl := c.Timeline()
+		if x.Res.Timeline < tl {
+			x.Stale = true
+			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+")")
+			continue
+		}
+		if y := c.aheadReplica(x); y != nil {
+			// A vouched replica of the cluster has WAL this node never
+			// wrote: a newer timeline exists somewhere, although no node
+			// shows its number (the new master died). It stays proven
+			// while that replica is in the set: the evidence may fade
+			// (this node writes on past the replica's position), the
+			// newer timeline's writes are still not here.
+			y.seenTL = max(y.seenTL, x.Res.Timeline+1)
+			x.Stale = true
+			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+", behind replica "+y.Addr+")")
+			continue
+		}
+		top = append(top, x)
+	}
+	staleDesc := strings.Join(stale, ", ")
+	if staleDesc != c.staleReported {
+		if staleDesc != "" {
+			c.log(slog.LevelError, "pgxha: stale master: writable on an older timeline than the cluster's; no writes go to it",
+				"nodes", staleDesc, "cluster_timeline", c.Timeline())
+		}
+		c.staleReported = staleDesc
+	}
+	c.elected = Election{Timeline: c.Timeline()}
+	switch {
+	case len(top) == 1:
+		if top[0].Res.Timeline > c.ignoreAhead {
+			c.ignoreAhead = 0
+		}
+		c.elected.Master = top[0]
+	case len(top) > 1:
+		for _, x := range top {
+			c.elected.SplitBrain = append(c.elected.SplitBrain, x.Addr)
+		}
+		c.elected.Timeline = top[0].Res.Timeline
+	case len(stale) > 0:
+		c.elected.Stale = stale
+	}
+}
+
+// unelectable says why x, a writable node, can never be master now: of
+// another cluster, or nothing vouches for it. "" when it can.
+func (c *Core) unelectable(x *Node) string {
+	if c.cluster != 0 && x.Res.SystemID != 0 && x.Res.SystemID != c.cluster {
+		return "another cluster: system identifier " + strconv.FormatUint(x.Res.SystemID, 10) + ", the cluster's is " + strconv.FormatUint(c.cluster, 10)
+	}
+	if !x.Vouched {
+		return "writable, but nothing vouches for it: not named by the connection string and no replica of the cluster streams from it"
+	}
+	return ""
+}
+
+// aheadReplica returns a vouched replica of the cluster that is ahead of
+// w, a writable node (see aheadOf), or nil. After ForgetTimeline it is nil
+// until a master is elected on a newer timeline.
+func (c *Core) aheadReplica(w *Node) *Node {
+	if c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
+		return nil
+	}
+	for _, y := range c.nodes {
+		if y == w || y.AliasOf != nil || !y.live() || !y.Vouched || !y.Res.InRecovery ||
+			y.Res.SystemID == 0 || y.Res.SystemID != w.Res.SystemID {
+			continue
+		}
+		// Only WAL of the writable node's timeline or a newer one says
+		// so: a replica left on an older timeline may hold WAL past the
+		// point where the newer one forked off (never acknowledged).
+		if bestTimeline(&y.Res) >= w.Res.Timeline && y.aheadOnTimelineOf(w) {
+			return y
+		}
+	}
+	return nil
+}
+
+// reportSplitBrain logs a split brain when it starts and when it ends.
+func (c *Core) reportSplitBrain() {
+	e := &c.elected
+	desc := ""
+	if len(c.contenders) > 1 {
+		parts := make([]string, len(c.contenders))
+		for i, x := range c.contenders {
+			parts[i] = x.Addr + " (timeline " + uitoa(x.Res.Timeline) + ")"
+		}
+		desc = strings.Join(parts, ", ")
+	}
+	if desc == c.splitBrain {
+		return
+	}
+	switch {
+	case desc == "":
+		c.log(slog.LevelInfo, "pgxha: split brain over", "was", c.splitBrain)
+	case e.Master == nil:
+		c.log(slog.LevelError, "pgxha: split brain: writes refused", "writable", desc)
+	default:
+		c.log(slog.LevelWarn, "pgxha: split brain: writes go to the newest timeline", "writable", desc, "master", e.Master.Addr)
+	}
+	c.splitBrain = desc
+	c.ready.SplitBrain, c.ready.SplitBrainChanged = desc != "", true
+}
+
+// roleChanged logs and counts a role change. Until a replica's role was
+// derived with a master known, a change between replica roles completes
+// its first role and is logged, like the first, at Debug.
+func (c *Core) roleChanged(x *Node, from, to Role, prevMaster *Node) {
+	rc := RoleChange{ID: x.ID, From: from, To: to}
+	attrs := []any{"addr", x.Addr, "name", x.Name(), "from", from.String(), "to", to.String()}
+	switch {
+	case to == RoleMaster && !c.everHadMaster:
+		c.everHadMaster = true
+		c.log(slog.LevelDebug, "pgxha: master found", append(attrs, "timeline", x.Res.Timeline)...)
+	case to == RoleMaster:
+		c.log(slog.LevelWarn, "pgxha: new master", append(attrs, "timeline", x.Res.Timeline)...)
+		rc.Failover = true
+	case from == RoleUnknown && x.LastErr == nil, !x.settled && from.IsReplica() && to.IsReplica():
+		c.log(slog.LevelDebug, "pgxha: node found", attrs...)
+	default:
+		c.log(slog.LevelInfo, "pgxha: role changed", attrs...)
+	}
+	c.ready.RoleChanges = append(c.ready.RoleChanges, rc)
+}
+
+// replicaRole derives the role of x, a replica that is up: whether it
+// follows the master, and whether the master waits for it.
+func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDetached string, follows []*Node) Role {
+	if !masterKnown {
+		// No master to ask: what proves it does not follow the cluster's
+		// newest timeline still counts; otherwise it keeps what it was:
+		// a replica that was detached stays so until a master lists it.
+		if why := c.foreign(x); why != "" {
+			x.Detached = why
+			return RoleDetached
+		}
+		if prev == RoleDetached {
+			x.Detached = prevDetached
+			return RoleDetached
+		}
+		if prev.IsReplica() {
+			return prev
+		}
+		// First seen while no master is known: it serves reads, its lag
+		// and sync state unknown until a master says more, unless even
+		// its restartpoint's timeline is older than the cluster's.
+		if r := &x.Res; r.ReceiveTimeline == 0 && r.Timeline != 0 && r.Timeline < c.Timeline() {
+			x.Detached = "on timeline " + uitoa(r.Timeline) + ", older than the cluster's " + uitoa(c.Timeline()) + ", and no master to say whether it follows"
+			return RoleDetached
+		}
+		x.SyncUnknown = syncUnknownNoMaster
+		return RoleReplica
+	}
+	if !containsNode(follows, x) {
+		x.Detached = c.attached(x, master, follows)
+		return RoleDetached
+	}
+	entry, match := matchReplica(x, master.Res.Replicas, c.nodes)
+	x.SyncState = ""
+	switch match {
+	case matchNone:
+		// Listed by a replica it cascades from: never waited for.
+		return RoleAsyncReplica
+	case matchAmbiguous:
+		x.SyncUnknown = "more than one walsender on the master reports application_name " + strconv.Quote(x.Name()) +
+			"; give each replica its own (cluster_name or primary_conninfo's application_name) or name it with WithReplicaName"
+		return RoleReplica
+	case matchUnnamed:
+		x.SyncUnknown = "the replica's application_name is unknown and the master's walsenders show no addresses; set cluster_name, or grant pg_monitor to the check user"
+		return RoleReplica
+	}
+	x.SyncState = entry.SyncState
+	switch entry.SyncState {
+	case "sync":
+		return RoleSyncReplica
+	case "quorum":
+		return RoleQuorumReplica
+	case "":
+		x.SyncUnknown = "the check user may not read pg_stat_replication's sync_state; grant it pg_monitor"
+		return RoleReplica
+	}
+	return RoleAsyncReplica
+}
+
+// syncUnknownNoMaster is why a replica's sync state is unknown while no
+// master is known: not worth a warning.
+const syncUnknownNoMaster = "no master known to tell"
+
+// foreign says why x cannot follow the cluster's newest timeline whatever
+// the master: another system identifier, or a timeline below the newest
+// seen. "" when nothing says so.
+func (c *Core) foreign(x *Node) string {
+	r := &x.Res
+	if c.cluster != 0 && r.SystemID != 0 && r.SystemID != c.cluster {
+		return "another cluster: system identifier " + strconv.FormatUint(r.SystemID, 10) + ", the cluster's is " + strconv.FormatUint(c.cluster, 10)
+	}
+	if tl := bestTimeline(r); r.ReceiveTimeline != 0 && tl < c.Timeline() {
+		return "left behind on timeline " + uitoa(tl) + "; the cluster is on timeline " + uitoa(c.Timeline())
+	}
+	return ""
+}
+
+// attached says why x does not follow master, "" when it does: same system
+// identifier, on the master's timeline, not ahead of it, listed by its
+// walsenders or by those of a replica in follows (cascading).
+func (c *Core) attached(x, master *Node, follows []*Node) string {
+	r, mr := &x.Res, &master.Res
+	if why := c.foreign(x); why != "" {
+		return why
+	}
+	if r.SystemID != 0 && mr.SystemID != 0 && r.SystemID != mr.SystemID {
+		return "another cluster: system identifier " + strconv.FormatUint(r.SystemID, 10) + ", the master's is " + strconv.FormatUint(mr.SystemID, 10)
+	}
+	if tl := bestTimeline(r); r.ReceiveTimeline != 0 && tl != mr.Timeline {
+		return "streams timeline " + uitoa(tl) + ", the master is on timeline " + uitoa(mr.Timeline)
+	}
+	if r.ReceiveTimeline == 0 && r.Timeline > mr.Timeline {
+		return "on timeline " + uitoa(r.Timeline) + ", ahead of the master's " + uitoa(mr.Timeline)
+	}
+	// A replica checked before the master cannot have replayed more than the
+	// master had written by then.
+	if x.aheadOf(master) {
+		return "ahead of the master: at " + max(r.LSN, r.ReceiveLSN).String() + ", the master at " + mr.LSN.String()
+	}
+	switch _, match := matchReplica(x, mr.Replicas, c.nodes); match {
+	case matchOne, matchAmbiguous:
+		return ""
+	case matchUnnamed:
+		// Nothing to match it by: its own walreceiver must show the
+		// master's timeline.
+		if r.ReceiveTimeline == mr.Timeline {
+			return ""
+		}
+		return "cannot tell whether it streams from the master: its application_name is unknown and its timeline hidden; set cluster_name, or grant pg_monitor to the check user"
+	}
+	for _, y := range follows {
+		if _, match := matchReplica(x, y.Res.Replicas, c.nodes); match == matchOne || match == matchAmbiguous {
+			return ""
+		}
+	}
+	if hiddenRows(mr.Replicas) {
+		return "not found among the master's walsenders by the name " + strconv.Quote(x.Name()) +
+			"; the check user lacks pg_monitor, so the replica's own application_name (primary_conninfo) is hidden: grant pg_monitor, make cluster_name the same, or name it with WithReplicaName"
+	}
+	if r.ReceiveTimeline == 0 && r.Timeline < mr.Timeline {
+		return "not streaming from the master (not in its pg_stat_replication), last on timeline " + uitoa(r.Timeline)
+	}
+	return "not streaming from the master (not in its pg_stat_replication)"
+}
+
+// measureLag measures x's lag behind master. Bytes: the master's position
+// less the replica's replayed one. Time: the master's replay_lag for it,
+// the age of the oldest of the master's positions the replica has not
+// replayed, and, while WAL is pending that no recorded position covers,
+// the age of its last replayed transaction, which bounds the lag from
+// above. With none of them the lag is unknown, never 0.
+func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
+	mres := &master.Res
+	entry, match := matchReplica(x, mres.Replicas, c.nodes)
+	if match != matchOne {
+		entry = checker.Replica{}
+	}
+	replay := max(x.Res.LSN, entry.ReplayLSN)
+	x.LagBytes = 0
+	if mres.LSN > replay {
+		x.LagBytes = int64(mres.LSN - replay)
+	}
+	x.LagAt = now
+	if x.LagBytes == 0 {
+		x.Lag, x.LagKnown = 0, true
+		return
+	}
+	lag, known := time.Duration(0), false
+	if entry.HasReplayLag {
+		lag, known = entry.ReplayLag, true
+	}
+	covered := false
+	if historyOK {
+		h, cv := c.history.lagFor(replay, now)
+		lag, covered = max(lag, h), cv
+		known = known || cv
+	}
+	if !covered && !x.Res.ReplayTime.IsZero() && !x.Res.ServerTime.IsZero() {
+		// WAL is pending beyond what the history covers: nothing it lacks
+		// is older than its last replayed transaction.
+		lag, known = max(lag, x.Res.ServerTime.Sub(x.Res.ReplayTime)), true
+	}
+	x.Lag, x.LagKnown = lag, known
+}
+
+// posBefore returns the node's WAL position as of its latest check that
+// ended no later than t, with the timeline it had then.
+func (x *Node) posBefore(t time.Time) (checker.LSN, uint32, bool) {
+	switch {
+	case !x.posAt.IsZero() && !x.posAt.After(t):
+		return x.pos, x.posTL, true
+	case !x.prevPosAt.IsZero() && !x.prevPosAt.After(t):
+		return x.prevPos, x.prevPosTL, true
+	}
+	return 0, 0, false
+}
+
+// aheadOf reports whether x, a replica, had WAL that w, a writable node, had
+// not written when w's last check began, at a check of x that ended before
+// that: x has WAL from another timeline (or another server).
+func (x *Node) aheadOf(w *Node) bool {
+	pos, _, ok := x.posBefore(w.CheckBegan)
+	return ok && pos > w.Res.LSN
+}
+
+// aheadOnTimelineOf is aheadOf with the position taken on w's timeline or
+// a newer one.
+func (x *Node) aheadOnTimelineOf(w *Node) bool {
+	pos, tl, ok := x.posBefore(w.CheckBegan)
+	return ok && tl >= w.Res.Timeline && pos > w.Res.LSN
+}
+
+func containsNode(nodes []*Node, x *Node) bool {
+	for _, n := range nodes {
+		if n == x {
+			return true
+		}
+	}
+	return false
+}
+
+// nameShared reports whether another node of the cluster (not the same
+// server, and not foreign or left behind, which change nothing about our
+// nodes) goes by name too.
+func nameShared(x *Node, name string, nodes []*Node) bool {
+	for _, y := range nodes {
+		if y != x && y.AliasOf != x && x.AliasOf != y && y.AliasOf == nil &&
+			y.live() && y.Res.InRecovery && y.Name() == name &&
+			(y.Res.SystemID == 0 || x.Res.SystemID == 0 || y.Res.SystemID == x.Res.SystemID) &&
+			!leftBehind(y, x) {
+			return true
+		}
+	}
+	return false
+}
+
+// leftBehind reports whether y streams an older timeline than x does: it
+// cannot be the row of x's master that names x.
+func leftBehind(y, x *Node) bool {
+	return y.Res.ReceiveTimeline != 0 && x.Res.ReceiveTimeline != 0 && bestTimeline(&y.Res) < bestTimeline(&x.Res)
+}
+
+// hiddenRows reports walsender rows the check user may not see the details
+// of (no pg_monitor): neither a sync state nor an address.
+func hiddenRows(rows []checker.Replica) bool {
+	if len(rows) == 0 {
+		return false
+	}
+	for _, r := range rows {
+		if r.SyncState != "" || r.ClientAddr != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// replicaMatch is how a replica was found among a node's walsenders.
+type replicaMatch int
+
+const (
+	matchNone      replicaMatch = iota // not listed
+	matchOne                           // one row is it
+	matchAmbiguous                     // its name is on more than one row
+	matchUnnamed                       // nothing to match it by: no name, no addresses shown
+)
+
+// matchReplica finds x in rows, a node's pg_stat_replication: by name, else
+// by address when only one row has it and no other node shares the address.
+func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Replica, replicaMatch) {
+	name := x.Name()
+	if name != "" {
+		var found checker.Replica
+		count := 0
+		for _, r := range rows {
+			if r.ApplicationName == name {
+				found = r
+				count++
+			}
+		}
+		switch {
+		case count == 1 && !nameShared(x, name, nodes):
+			return found, matchOne
+		case count >= 1:
+			// Two rows of one name, or one row whose name two nodes go by
+			// (a replica cascading from another with the same name): the
+			// row may be either's.
+			return checker.Replica{}, matchAmbiguous
+		}
+	}
+	ip := x.RemoteIP
+	if ip == "" {
+		if a := net.ParseIP(x.Host); a != nil {
+			ip = a.String()
+		}
+	}
+	addressesShown := false
+	for _, r := range rows {
+		if r.ClientAddr != "" {
+			addressesShown = true
+			break
+		}
+	}
+	if name == "" && !addressesShown {
+		return checker.Replica{}, matchUnnamed
+	}
+	if ip == "" {
+		return checker.Replica{}, matchNone
+	}
+	var found checker.Replica
+	count := 0
+	for _, r := range rows {
+		if r.ClientAddr == ip {
+			found = r
+			count++
+		}
+	}
+	if count != 1 {
+		return checker.Replica{}, matchNone
+	}
+	// Another node on the same address would make the match a guess.
+	for _, other := range nodes {
+		if other != x && other.AliasOf != x && x.AliasOf != other &&
+			(other.RemoteIP == ip || other.Host == x.Host) {
+			return checker.Replica{}, matchNone
+		}
+	}
+	return found, matchOne
+}
+
+func uitoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
