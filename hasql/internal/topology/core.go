@@ -82,19 +82,19 @@ type Core struct {
 	cfg   Config
 	nodes []*Node // the set, in its source's order
 
-	cluster        uint64 // system identifier: pinned, or of the first confirmed master
-	history        lsnHistory
-	splitBrain     string // the split brain last reported
-	staleReported  string
-	everHadMaster  bool
-	ignoreAhead    uint32 // after ForgetTimeline, see aheadReplica
-	anchorLogged   bool
-	built          builtFrom
-	follows        []*Node // scratch
-	contenders     []*Node // writable nodes of the cluster that may be master, stale ones included
-	elected        Election
-	ready          Ready
-	fast           bool
+	cluster       uint64 // system identifier: pinned, or of the first confirmed master
+	history       lsnHistory
+	splitBrain    string // the split brain last reported
+	staleReported string
+	everHadMaster bool
+	ignoreAhead   uint32 // after ForgetTimeline, see aheadReplica
+	anchorLogged  bool
+	built         builtFrom
+	follows       []*Node // scratch
+	contenders    []*Node // writable nodes of the cluster that may be master, stale ones included
+	elected       Election
+	ready         Ready
+	fast          bool
 }
 
 // New returns a Core with an empty set.
