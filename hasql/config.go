@@ -71,15 +71,17 @@ type Config struct {
 	// termination) triggers a check at once (hasql_wait_on_socket, default
 	// true).
 	WaitOnSocket bool
-	// WatchPromotion makes each replica's check connection, between
-	// checks, run a statement that returns as soon as the replica leaves
-	// recovery, so a promotion is seen within about PromotionPoll whatever
-	// the interval (hasql_watch_promotion, default true). It costs, on each
-	// replica, a backend that wakes every PromotionPoll.
+	// WatchPromotion makes each replica's check connection probe the
+	// replica for a promotion every PromotionPoll between checks, but only
+	// while checks are fast: while there is no master, or the master is
+	// suspect or its check is slow (hasql_watch_promotion, default true).
+	// Each probe is one short statement that holds no snapshot; a replica
+	// found out of recovery gets writes at once and a full check follows. In
+	// steady state no statement runs between checks, whatever this setting.
 	WatchPromotion bool
-	// PromotionPoll is how often a replica's promotion watcher asks the
-	// server whether it left recovery (hasql_promotion_poll, default 10ms).
-	// Longer polls cost the replicas less CPU and see a promotion later.
+	// PromotionPoll is the time between two such probes of a replica
+	// (hasql_promotion_poll, default 10ms). A longer poll costs the replicas
+	// less while checks are fast and sees a promotion later by as much.
 	PromotionPoll time.Duration
 
 	// Balancer picks among candidate nodes (hasql_balancer, default

@@ -26,17 +26,23 @@
 // crash) is seen at once. The master is the writable node (not in recovery,
 // not read-only); with more than one, the one on the highest timeline, and
 // when timelines tie writes are refused (a split brain) until it resolves. A
-// replica is synchronous when the master's pg_stat_replication lists it with
-// sync_state sync or quorum, matched by the name its walreceiver uses
-// (application_name in primary_conninfo, else cluster_name), then by address.
+// replica is found in the master's pg_stat_replication by the name its
+// walreceiver uses (application_name in primary_conninfo, else cluster_name),
+// then by address: it is synchronous (RoleSyncReplica) when its sync_state is
+// sync, a quorum candidate (RoleQuorumReplica, which SyncOnly does not take)
+// when it is quorum, asynchronous otherwise, and RoleReplica when its sync
+// state cannot be known. A replica that does not follow the current master is
+// detached and serves no reads.
 // Lag is measured against the master: bytes of WAL not replayed, and how old
 // the newest data not replayed is (the master's replay_lag, or the time since
 // the master passed the replica's replay position, when larger).
 //
 // A refused connection or a server-side termination marks a node down at
 // once; a timed-out check makes it suspect and the next one, run at once,
-// confirms. While there is no master, or the master's check is slow, every
-// node is checked every FastCheckInterval. Errors the application meets on
+// confirms. In steady state no statement runs between checks. While there is
+// no master, or the master is suspect or its check is slow, every node is
+// checked every FastCheckInterval and, with WatchPromotion, each replica is
+// probed for a promotion every PromotionPoll between those checks. Errors the application meets on
 // pooled connections (connection lost, 25006, 57P01, 57P02, 57P03) have the
 // node checked at once; a connection that met 25006 is closed when released.
 //

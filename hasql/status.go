@@ -15,8 +15,9 @@ const (
 	RoleUnknown Role = iota
 	// RoleMaster: the writable node that gets writes.
 	RoleMaster
-	// RoleSyncReplica: a replica the master waits for on commit
-	// (sync_state sync or quorum in the master's pg_stat_replication).
+	// RoleSyncReplica: a replica the master waits for on every commit
+	// (sync_state sync in the master's pg_stat_replication). Quorum
+	// candidates are RoleQuorumReplica, not this.
 	RoleSyncReplica
 	// RoleAsyncReplica: a replica that follows the master and that the
 	// master does not wait for (sync_state async or potential).
