@@ -72,17 +72,38 @@ func main() {
 		}
 		return
 	}
-	if err := run(*replicas, *syncReplicas, *verbose); err != nil {
+	syncSet := false
+	flag.Visit(func(f *flag.Flag) { syncSet = syncSet || f.Name == "sync" })
+	opts, err := clusterOptions(*replicas, *syncReplicas, syncSet)
+	if err == nil {
+		err = run(opts, *verbose)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "testcluster:", err)
 		os.Exit(1)
 	}
 }
 
-func run(replicas, syncReplicas int, verbose bool) error {
-	if replicas == 0 {
-		replicas = -1
+// clusterOptions turns the -replicas and -sync flags into Options. -sync
+// defaults to 1, which a master alone (-replicas 0) cannot have: there it
+// defaults to 0, and only an explicit -sync above 0 is an error.
+func clusterOptions(replicas, syncReplicas int, syncSet bool) (testcluster.Options, error) {
+	switch {
+	case replicas < 0:
+		return testcluster.Options{}, fmt.Errorf("-replicas %d: want 0 (a master alone) or more", replicas)
+	case syncReplicas < 0:
+		return testcluster.Options{}, fmt.Errorf("-sync %d: want 0 or more", syncReplicas)
+	case replicas == 0 && syncSet && syncReplicas > 0:
+		return testcluster.Options{}, fmt.Errorf("-sync %d: a master alone (-replicas 0) has no replica to make synchronous", syncReplicas)
+	case replicas == 0:
+		return testcluster.Options{Replicas: -1}, nil // Options' way to say a master alone
+	case syncReplicas > replicas:
+		return testcluster.Options{}, fmt.Errorf("-sync %d: at most -replicas (%d)", syncReplicas, replicas)
 	}
-	opts := testcluster.Options{Replicas: replicas, SyncReplicas: syncReplicas}
+	return testcluster.Options{Replicas: replicas, SyncReplicas: syncReplicas}, nil
+}
+
+func run(opts testcluster.Options, verbose bool) error {
 	if verbose {
 		opts.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	}

@@ -130,3 +130,44 @@ func TestChaosByHand(t *testing.T) {
 	require.NoError(t, <-served)
 	assert.NoFileExists(t, filepath.Join(c.Dir(), controlSocket), "the socket goes with the command")
 }
+
+// TestClusterOptions checks how -replicas and -sync become Options: 0
+// replicas is a master alone whatever -sync's default, and an impossible
+// pair is an error that names the flag.
+func TestClusterOptions(t *testing.T) {
+	for _, tc := range []struct {
+		replicas, sync int
+		syncSet        bool
+		want           testcluster.Options
+		err            string
+	}{
+		{replicas: 2, sync: 1, want: testcluster.Options{Replicas: 2, SyncReplicas: 1}},
+		{replicas: 0, sync: 1, want: testcluster.Options{Replicas: -1}},
+		{replicas: 0, sync: 0, syncSet: true, want: testcluster.Options{Replicas: -1}},
+		{replicas: 3, sync: 0, syncSet: true, want: testcluster.Options{Replicas: 3}},
+		{replicas: 0, sync: 1, syncSet: true, err: "-sync 1: a master alone"},
+		{replicas: 1, sync: 2, syncSet: true, err: "-sync 2: at most -replicas (1)"},
+		{replicas: -1, sync: 1, err: "-replicas -1"},
+	} {
+		got, err := clusterOptions(tc.replicas, tc.sync, tc.syncSet)
+		if tc.err != "" {
+			assert.ErrorContains(t, err, tc.err, "-replicas %d -sync %d", tc.replicas, tc.sync)
+			continue
+		}
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, got, "-replicas %d -sync %d", tc.replicas, tc.sync)
+	}
+}
+
+// TestMasterAlone starts what `testcluster -replicas 0` starts: one node,
+// the master.
+func TestMasterAlone(t *testing.T) {
+	opts, err := clusterOptions(0, 1, false)
+	require.NoError(t, err)
+	c := testcluster.New(t, opts)
+	require.Len(t, c.Nodes(), 1)
+	assert.Equal(t, c.Nodes()[0], c.Master())
+	states := c.Status(t.Context())
+	require.Len(t, states, 1)
+	assert.Equal(t, "master", states[0].Role, "%+v", states[0])
+}
