@@ -18,7 +18,9 @@
 //
 // When DSN is not given it is read from the PGXHA_DSN environment variable.
 // The password is never printed: errors and logs that would contain it show
-// xxxxx in its place.
+// xxxxx in its place. A password that is also a word of the output (the user
+// or database name, "pgxha", "postgres") is hidden where it stands as a
+// password only, so "user=postgres" and "pgxha: no master" stay as they are.
 //
 // status checks every node, waits up to -wait (default 2s) for a complete
 // view (a master, and every node that answers classified as master or
@@ -43,12 +45,17 @@
 // When the view is still incomplete after -wait, status prints what it knows.
 // -wait 0 prints right after the first round of checks.
 //
-// watch redraws the table every -interval (default 1s), clearing the
-// terminal with ANSI escape sequences, until interrupted (Ctrl-C or
-// SIGTERM). Its header line has the time and a summary of the roles.
+// watch shows the table until interrupted (Ctrl-C or SIGTERM). On a
+// terminal it redraws it every -interval (default 1s) and at once on every
+// change of roles, clearing the terminal with ANSI escape sequences. Piped
+// or redirected, it prints a frame only when something a reader acts on
+// changed (a role, a node going down or up, a sync state, a timeline, an
+// error), frames a blank line apart with no escape codes; positions, lag
+// and check times alone make no frame. Its header line has the time and a
+// summary of the roles.
 //
 // With -json, status prints one JSON document and watch prints one per
-// line, each of the form:
+// line every -interval, each of the form:
 //
 //	{
 //	  "time": "2025-06-01T12:00:00.123456789Z",

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -54,6 +55,7 @@ type options struct {
 	wait     time.Duration // status
 	interval time.Duration // watch
 	verbose  bool
+	terminal bool // standard output is a terminal
 }
 
 // run runs the command line args (without the program name) and returns the
@@ -63,12 +65,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// not: errors from flag parsing may quote arguments, errors from the
 	// server may quote the connection's settings.
 	red := newRedactor(append(slices.Clone(args), os.Getenv(dsnEnv))...)
+	terminal := isTerminal(stdout) // before it is wrapped
 	stdout, stderr = red.Writer(stdout), red.Writer(stderr)
 
 	o, code, ok := parseArgs(args, stdout, stderr)
 	if !ok {
 		return code
 	}
+	o.terminal = terminal
 	if o.cmd == "watch" {
 		return watch(ctx, o, red, stdout, stderr)
 	}
@@ -225,8 +229,13 @@ func waitComplete(ctx context.Context, m *hasql.Manager) {
 	}
 }
 
-// watch redraws the view every o.interval, and at once when a role changes,
-// until ctx ends.
+// watch shows the view until ctx ends. On a terminal it redraws it every
+// o.interval and at once when a role changes, each frame replacing the
+// last. Elsewhere (a file, a pipe) a frame follows the last, a blank line
+// apart and with no escape codes, only when something a reader acts on
+// changed (see changeKey): not at every interval, so a log of the output
+// stays as long as the story it tells. With -json a document is printed
+// every interval, for scripts that sample lag.
 func watch(ctx context.Context, o options, red redactor, stdout, stderr io.Writer) int {
 	m, err := connect(ctx, o, red, stderr)
 	if err != nil {
@@ -236,28 +245,34 @@ func watch(ctx context.Context, o options, red redactor, stdout, stderr io.Write
 	defer m.Close()
 
 	note := "every " + o.interval.String() + " and on every change, Ctrl-C to quit"
-	// On a terminal each frame replaces the last; elsewhere (a file, a
-	// pipe) frames follow one another, a blank line apart, with no escape
-	// codes.
-	sep, first := "\n", true
-	if isTerminal(stdout) {
-		sep = clearScreen
+	if !o.terminal {
+		note = "on every change, Ctrl-C to quit"
 	}
+	printed, first := "", true
 	ticker := time.NewTicker(o.interval)
 	defer ticker.Stop()
 	for {
 		changed := m.Changed()
 		rep := makeReport(time.Now(), m.Nodes(), red)
-		if o.json {
+		switch {
+		case o.json:
 			err = writeJSON(stdout, rep, false)
-		} else {
+		case o.terminal:
 			var frame bytes.Buffer
-			if !first || sep == clearScreen {
-				frame.WriteString(sep)
-			}
-			first = false
+			frame.WriteString(clearScreen)
 			if err = writeTable(&frame, rep, note); err == nil {
 				_, err = stdout.Write(frame.Bytes())
+			}
+		default:
+			if key := changeKey(rep); first || key != printed {
+				var frame bytes.Buffer
+				if !first {
+					frame.WriteString("\n")
+				}
+				first, printed = false, key
+				if err = writeTable(&frame, rep, note); err == nil {
+					_, err = stdout.Write(frame.Bytes())
+				}
 			}
 		}
 		if err != nil {
@@ -271,6 +286,27 @@ func watch(ctx context.Context, o options, red redactor, stdout, stderr io.Write
 		case <-changed:
 		}
 	}
+}
+
+// changeKey is what a frame of rep says that a reader acts on: each node's
+// role (with its notes: suspect, replay paused, split brain, ...), whether
+// it is up, its sync state, timeline and the cause of its error, and why it
+// is detached or its sync state unknown. Positions, lag and check latency,
+// which move all the time, are left out.
+func changeKey(rep report) string {
+	var b strings.Builder
+	for _, n := range rep.Nodes {
+		fmt.Fprintf(&b, "%s|%s|%t|%s|%s|", n.Addr, roleText(n), n.Up, orDash(n.SyncState),
+			optional(n.Timeline, func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }))
+		for _, p := range []*string{n.Error, n.Detached, n.SyncUnknown} {
+			if p != nil {
+				b.WriteString(shortError(*p))
+			}
+			b.WriteByte('|')
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 // isTerminal reports whether w is a terminal (a character device).

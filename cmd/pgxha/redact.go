@@ -16,8 +16,17 @@ const redactedPassword = "xxxxx"
 
 // redactor removes the password of a connection string from text that is
 // about to be printed. The zero redactor changes nothing.
+//
+// A password that is also a word the output uses for something else (the
+// user or database name, a host, the command's own name or vocabulary, such
+// as "postgres" or "pgxha") is replaced only where it stands as a password:
+// in a URL's user information and after password=. Replacing it everywhere
+// would mangle "pgxha: no master" or "user=postgres database=postgres", and
+// would tell the reader what the password is ("user=xxxxx"). Any other
+// password is replaced wherever it stands as a whole value.
 type redactor struct {
-	secrets []string // longest first
+	secrets []string        // longest first
+	common  map[string]bool // secrets that are also words of the output
 }
 
 // newRedactor finds the passwords in connStrings (the URL's user
@@ -40,16 +49,103 @@ func newRedactor(connStrings ...string) redactor {
 	}
 	add(os.Getenv("PGPASSWORD"))
 	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
-	return redactor{secrets: secrets}
+	words := outputWords(connStrings)
+	common := map[string]bool{}
+	for _, s := range secrets {
+		if words[s] {
+			common[s] = true
+		}
+	}
+	return redactor{secrets: secrets, common: common}
 }
 
-// String returns s with every secret replaced by xxxxx where it stands as
-// a whole value (see secrets.ReplaceWhole).
+// vocabulary is what the command prints of its own: its name, commands,
+// roles and column headings.
+var vocabulary = strings.Fields(`pgxha status watch master sync async quorum replica
+	detached stale unknown down suspect address name role state timeline lsn lag bytes time
+	check error errors paused split brain postgres postgresql`)
+
+// outputWords returns the words the output may show that are not secrets:
+// the user, database and host names of connStrings (and of the environment
+// pgx reads them from), and the command's vocabulary.
+func outputWords(connStrings []string) map[string]bool {
+	words := map[string]bool{}
+	for _, w := range vocabulary {
+		words[w] = true
+	}
+	add := func(ws ...string) {
+		for _, w := range ws {
+			if w != "" {
+				words[w] = true
+			}
+		}
+	}
+	add(os.Getenv("PGUSER"), os.Getenv("PGDATABASE"), os.Getenv("PGHOST"), os.Getenv("USER"))
+	for _, cs := range connStrings {
+		if rest, ok := cutScheme(cs); ok {
+			if u, err := url.Parse(cs); err == nil {
+				add(u.User.Username(), strings.TrimPrefix(u.Path, "/"))
+				q := u.Query()
+				add(q.Get("user"), q.Get("dbname"))
+				for _, h := range strings.Split(q.Get("host")+","+u.Host, ",") {
+					host, _, _ := strings.Cut(h, ":")
+					add(host)
+				}
+			} else if at := strings.LastIndex(rest, "@"); at >= 0 {
+				user, _, _ := strings.Cut(rest[:at], ":")
+				add(user)
+			}
+			continue
+		}
+		add(conninfoValues(cs, "user")...)
+		add(conninfoValues(cs, "dbname")...)
+		for _, hosts := range conninfoValues(cs, "host") {
+			add(strings.Split(hosts, ",")...)
+		}
+	}
+	return words
+}
+
+// String returns s with every secret replaced by xxxxx: where it stands as
+// a whole value (see secrets.ReplaceWhole), or, for a secret that is also a
+// word of the output, where it stands as a password (see replacePassword).
 func (r redactor) String(s string) string {
 	for _, secret := range r.secrets {
-		s = secrets.ReplaceWhole(s, secret, redactedPassword)
+		if r.common[secret] {
+			s = replacePassword(s, secret, redactedPassword)
+		} else {
+			s = secrets.ReplaceWhole(s, secret, redactedPassword)
+		}
 	}
 	return s
+}
+
+// replacePassword replaces secret in text where it stands as a password:
+// between ':' and '@' (a URL's user information), or as the value of
+// password= (spaces around '=' and a quote allowed, any letter case).
+func replacePassword(text, secret, with string) string {
+	var b strings.Builder
+	rest := text
+	for {
+		i := strings.Index(rest, secret)
+		if i < 0 {
+			b.WriteString(rest)
+			return b.String()
+		}
+		before := b.String() + rest[:i]
+		after := rest[i+len(secret):]
+		inURL := strings.HasSuffix(before, ":") && strings.HasPrefix(after, "@")
+		key := strings.TrimRight(strings.TrimSuffix(strings.TrimRight(before, " "), "'"), " ")
+		key, hasEq := strings.CutSuffix(key, "=")
+		asValue := hasEq && strings.HasSuffix(strings.ToLower(strings.TrimRight(key, " ")), "password")
+		b.WriteString(rest[:i])
+		if inURL || asValue {
+			b.WriteString(with)
+		} else {
+			b.WriteString(secret)
+		}
+		rest = after
+	}
 }
 
 // Writer returns a writer that redacts each Write before passing it to w.
