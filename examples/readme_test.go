@@ -25,6 +25,7 @@ var readmePackages = map[string]string{
 	"context":     "context",
 	"errors":      "errors",
 	"fmt":         "fmt",
+	"http":        "net/http",
 	"slog":        "log/slog",
 	"time":        "time",
 	"testing":     "testing",
@@ -37,15 +38,26 @@ var readmePackages = map[string]string{
 }
 
 // TestReadmeCompiles builds every Go snippet of README.md (the quick start,
-// the tour and the others) against the module as it is, so the docs cannot
-// drift from the API. A snippet that starts with "func" is a declaration;
+// the tour and the others) and of the pages in docs/ against the module as
+// it is, so the docs cannot drift from the API. A snippet that starts with "func" is a declaration;
 // any other is a function body. Variables a snippet declares without using
 // them are allowed: a snippet shows calls, not a program.
 func TestReadmeCompiles(t *testing.T) {
 	readme, err := os.ReadFile("../README.md")
 	require.NoError(t, err)
-	blocks := regexp.MustCompile("(?ms)^```go\n(.*?)^```").FindAllSubmatch(readme, -1)
+	fence := regexp.MustCompile("(?ms)^```go\n(.*?)^```")
+	blocks := fence.FindAllSubmatch(readme, -1)
 	require.GreaterOrEqual(t, len(blocks), 2, "the quick start and the tour at least")
+	from := slices.Repeat([]string{"README.md"}, len(blocks)) // where each block is
+	pages, err := filepath.Glob("../docs/*.md")
+	require.NoError(t, err)
+	for _, page := range pages {
+		text, err := os.ReadFile(page)
+		require.NoError(t, err)
+		found := fence.FindAllSubmatch(text, -1)
+		blocks = append(blocks, found...)
+		from = append(from, slices.Repeat([]string{"docs/" + filepath.Base(page)}, len(found))...)
+	}
 
 	dir := t.TempDir()
 	overlay := map[string]string{}
@@ -72,7 +84,7 @@ func TestReadmeCompiles(t *testing.T) {
 	}
 	if len(errs) > 0 {
 		for i, b := range blocks {
-			t.Logf("snippet%d.go:\n%s", i, snippetFile(i, string(b[1])))
+			t.Logf("snippet%d.go, from %s:\n%s", i, from[i], snippetFile(i, string(b[1])))
 		}
 		t.Fatalf("README snippets do not compile:\n%s", strings.Join(errs, "\n"))
 	}
