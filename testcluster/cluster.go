@@ -72,6 +72,7 @@ type nodeDriver interface {
 	partition() error
 	heal() error
 	setLatency(d time.Duration) error
+	faultState() Faults // the chaos operations in force
 	primaryConnInfo(app string) string
 	makeStandby(primary *Node) error
 	rewind(ctx context.Context, source *Node) error

@@ -285,6 +285,18 @@ func (n *composeNode) unpauseLocked(ctx context.Context) error {
 	return err
 }
 
+// faults reports the network faults set and whether the container is
+// paused (asked of the engine, within a few seconds).
+func (n *composeNode) faultState() Faults {
+	n.mu.Lock()
+	f := n.faults
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, _ := n.state(ctx)
+	return Faults{Paused: st == "paused", Partitioned: f.partitioned, Latency: f.latency}
+}
+
 func (n *composeNode) partition() error {
 	return n.setFaults(func(f *composeFaults) { f.partitioned = true })
 }

@@ -39,7 +39,7 @@ type localNode struct {
 	aliases []*faultproxy.Proxy
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed once cmd has been waited for
-	paused  bool
+	paused  atomic.Bool   // read without mu by faultState
 }
 
 var _ nodeDriver = (*localNode)(nil)
@@ -148,7 +148,8 @@ func (l *localNode) startLocked(ctx context.Context) error {
 		logFile.Close()
 		close(exited)
 	}()
-	l.cmd, l.exited, l.paused = cmd, exited, false
+	l.cmd, l.exited = cmd, exited
+	l.paused.Store(false)
 
 	if err := l.waitAccepting(ctx, exited); err != nil {
 		children := killTree(cmd.Process.Pid)
@@ -206,9 +207,9 @@ func (l *localNode) shutdownLocked(sig syscall.Signal, timeout time.Duration) er
 		return nil
 	}
 	pid := l.cmd.Process.Pid
-	if l.paused {
+	if l.paused.Load() {
 		_ = continueTree(pid)
-		l.paused = false
+		l.paused.Store(false)
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		return fmt.Errorf("signal postmaster: %w", err)
@@ -251,7 +252,7 @@ func (l *localNode) kill() error {
 	reap(children, 5*time.Second)
 	// A killed postmaster leaves its System V segment behind.
 	removeShmem(l.dataDir)
-	l.paused = false
+	l.paused.Store(false)
 	return nil
 }
 
@@ -261,13 +262,13 @@ func (l *localNode) pause() error {
 	if !l.runningLocked() {
 		return errors.New("not running")
 	}
-	if l.paused {
+	if l.paused.Load() {
 		return nil
 	}
 	if _, err := stopTree(l.cmd.Process.Pid); err != nil {
 		return err
 	}
-	l.paused = true
+	l.paused.Store(true)
 	return nil
 }
 
@@ -277,14 +278,18 @@ func (l *localNode) resume() error {
 	if !l.runningLocked() {
 		return errors.New("not running")
 	}
-	if !l.paused {
+	if !l.paused.Load() {
 		return nil
 	}
 	if err := continueTree(l.cmd.Process.Pid); err != nil {
 		return err
 	}
-	l.paused = false
+	l.paused.Store(false)
 	return nil
+}
+
+func (l *localNode) faultState() Faults {
+	return Faults{Paused: l.paused.Load(), Partitioned: l.proxy.Partitioned(), Latency: l.proxy.Latency()}
 }
 
 func (l *localNode) partition() error {

@@ -255,66 +255,137 @@ func (n *Node) queryRow(ctx context.Context, sql string, dest ...any) error {
 	return conn.QueryRow(ctx, sql).Scan(dest...)
 }
 
+// Faults are the chaos operations in force on a node.
+type Faults struct {
+	Paused      bool          // Pause: the node hangs
+	Partitioned bool          // Partition: its traffic is black-holed
+	Latency     time.Duration // SetLatency, each way
+}
+
+// String lists the faults in force, "" for none: "paused, partitioned,
+// latency 50ms".
+func (f Faults) String() string {
+	var out []string
+	if f.Paused {
+		out = append(out, "paused")
+	}
+	if f.Partitioned {
+		out = append(out, "partitioned")
+	}
+	if f.Latency > 0 {
+		out = append(out, "latency "+f.Latency.String())
+	}
+	return strings.Join(out, ", ")
+}
+
+// Faults returns the chaos operations in force on the node.
+func (n *Node) Faults() Faults { return n.drv.faultState() }
+
 // NodeState is what a node says of itself, for status displays.
 type NodeState struct {
 	Name string
 	Addr string
-	// Role is "master", "sync", "async" (per the master's
-	// pg_stat_replication), "replica" (in recovery, not listed by the master),
-	// or "down" (Err says why).
+	// Role is "master" (the cluster's master, per Cluster.Master), "sync",
+	// "async" (per that master's pg_stat_replication), "replica" (in
+	// recovery, not listed by it), "stale master" (writable while the
+	// cluster's master answers too, on an older timeline: a master left
+	// behind by a failover), "split brain" (writable while the cluster's
+	// master answers too, on its timeline or a newer one), "paused" (a
+	// paused node is not asked), or "down" (Err says why). A writable node
+	// is "master" when the cluster's master does not answer.
 	Role     string
 	Timeline int
-	Err      error
+	// Faults are the chaos operations in force on the node.
+	Faults Faults
+	Err    error
 }
 
-// Status asks every node for its role. Nodes are asked directly, bypassing
-// fault proxies, each within ctx.
+// statusTimeout bounds how long Status waits for one node: a hung node
+// (paused by other means, a partition past the direct address) costs that,
+// once, not once per node.
+const statusTimeout = 2 * time.Second
+
+// Status asks every node for its role, all at once, each within ctx and
+// statusTimeout. Nodes are asked directly, bypassing fault proxies (the
+// compose backend's partition lets a second port through); a paused node is
+// not asked. A slow or hung node never makes another one look down.
 func (c *Cluster) Status(ctx context.Context) []NodeState {
 	nodes := c.all()
+	master := c.Master()
 	states := make([]NodeState, len(nodes))
-	sync := map[string]string{}
+	type answer struct {
+		writable bool
+		sync     map[string]string // application_name -> sync_state, from a writable node
+	}
+	answers := make([]answer, len(nodes))
+	var wg sync.WaitGroup
 	for i, n := range nodes {
-		states[i] = NodeState{Name: n.name, Addr: n.Addr()}
-		conn, err := n.Conn(ctx)
-		if err != nil {
-			states[i].Role, states[i].Err = "down", err
+		states[i] = NodeState{Name: n.name, Addr: n.Addr(), Faults: n.Faults()}
+		if states[i].Faults.Paused {
+			states[i].Role = "paused"
 			continue
 		}
-		var inRecovery bool
-		var tli int
-		err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
-			CASE WHEN pg_is_in_recovery() THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0)
-			ELSE `+currentTimeline+` END`).Scan(&inRecovery, &tli)
-		if err == nil && !inRecovery {
-			var rs map[string]string
-			if rs, err = replicationStates(ctx, conn); err == nil {
-				for app, st := range rs {
-					_, syncState, _ := strings.Cut(st, "/")
-					sync[app] = syncState
+		wg.Add(1)
+		go func() { // owned by Status, which waits for it
+			defer wg.Done()
+			nctx, cancel := context.WithTimeout(ctx, statusTimeout)
+			defer cancel()
+			st := &states[i]
+			conn, err := n.Conn(nctx)
+			if err != nil {
+				st.Role, st.Err = "down", err
+				return
+			}
+			defer conn.Close(context.Background())
+			var inRecovery bool
+			err = conn.QueryRow(nctx, `SELECT pg_is_in_recovery(),
+				CASE WHEN pg_is_in_recovery() THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0)
+				ELSE `+currentTimeline+` END`).Scan(&inRecovery, &st.Timeline)
+			if err == nil && !inRecovery {
+				answers[i].writable = true
+				var rs map[string]string
+				if rs, err = replicationStates(nctx, conn); err == nil {
+					answers[i].sync = map[string]string{}
+					for app, state := range rs {
+						_, syncState, _ := strings.Cut(state, "/")
+						answers[i].sync[app] = syncState
+					}
 				}
 			}
-		}
-		conn.Close(context.Background())
-		if err != nil {
-			states[i].Role, states[i].Err = "down", err
-			continue
-		}
-		states[i].Timeline = tli
-		if !inRecovery {
-			states[i].Role = "master"
-		} else {
-			states[i].Role = "replica"
+			switch {
+			case err != nil:
+				st.Role, st.Err, st.Timeline = "down", err, 0
+			case inRecovery:
+				st.Role = "replica"
+			default:
+				st.Role = "master"
+			}
+		}()
+	}
+	wg.Wait()
+	// The cluster's master names the sync states, and any other writable
+	// node is marked for what it is.
+	var syncStates map[string]string
+	masterTimeline, masterAnswered := 0, false
+	for i, n := range nodes {
+		if n == master && answers[i].writable {
+			syncStates, masterTimeline, masterAnswered = answers[i].sync, states[i].Timeline, true
 		}
 	}
-	for i := range states {
-		if states[i].Role != "replica" {
-			continue
-		}
-		switch sync[states[i].Name] {
-		case "sync", "quorum":
-			states[i].Role = "sync"
-		case "async", "potential":
-			states[i].Role = "async"
+	for i, n := range nodes {
+		st := &states[i]
+		switch {
+		case st.Role == "master" && n != master && masterAnswered && st.Timeline < masterTimeline:
+			st.Role = "stale master"
+		case st.Role == "master" && n != master && masterAnswered:
+			st.Role = "split brain"
+		case st.Role == "replica":
+			switch syncStates[st.Name] {
+			case "sync", "quorum":
+				st.Role = "sync"
+			case "async", "potential":
+				st.Role = "async"
+			}
 		}
 	}
 	return states

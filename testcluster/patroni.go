@@ -96,8 +96,8 @@ type patroniNode struct {
 
 	mu     sync.Mutex // guards the fields below; held across start, stop and kill
 	keeper *exec.Cmd
-	exited chan struct{} // closed once keeper has been waited for
-	paused bool
+	exited chan struct{}  // closed once keeper has been waited for
+	paused atomic.Bool    // read without mu by faultState
 	tags   map[string]any // the operator's tags, over the defaults; see setTags
 }
 
@@ -457,7 +457,7 @@ func (n *patroniNode) setTags(ctx context.Context, tags map[string]any) error {
 	if err := json.Unmarshal(wantJSON, &wantTags); err != nil {
 		return fmt.Errorf("SetPatroniTags: %w", err)
 	}
-	if n.paused {
+	if n.paused.Load() {
 		return errors.New("SetPatroniTags: the node is paused")
 	}
 	url := n.apiURL()
@@ -1132,7 +1132,8 @@ func (n *patroniNode) start(ctx context.Context) error {
 		logFile.Close()
 		close(exited)
 	}()
-	n.keeper, n.exited, n.paused = cmd, exited, false
+	n.keeper, n.exited = cmd, exited
+	n.paused.Store(false)
 
 	if err := n.waitAccepting(ctx); err != nil {
 		_ = n.killLocked()
@@ -1232,7 +1233,7 @@ func (n *patroniNode) stop() error {
 		n.proxy.Refuse(true)
 		return nil
 	}
-	if n.paused {
+	if n.paused.Load() {
 		n.resumeLocked()
 	}
 	// Patroni stops the server (fast shutdown), gives up the leader key if
@@ -1287,7 +1288,7 @@ func (n *patroniNode) killLocked() error {
 		<-n.exited
 	}
 	reap(children, 5*time.Second)
-	n.paused = false
+	n.paused.Store(false)
 	return err
 }
 
@@ -1308,14 +1309,14 @@ func (n *patroniNode) pause() error {
 	if !n.runningLocked() {
 		return errors.New("not running")
 	}
-	if n.paused {
+	if n.paused.Load() {
 		return nil
 	}
 	// Parents before children: a frozen process cannot fork.
 	for _, pid := range descendants(n.keeper.Process.Pid) {
 		_ = syscall.Kill(pid, syscall.SIGSTOP)
 	}
-	n.paused = true
+	n.paused.Store(true)
 	return nil
 }
 
@@ -1325,7 +1326,7 @@ func (n *patroniNode) resume() error {
 	if !n.runningLocked() {
 		return errors.New("not running")
 	}
-	if n.paused {
+	if n.paused.Load() {
 		n.resumeLocked()
 	}
 	return nil
@@ -1339,7 +1340,11 @@ func (n *patroniNode) resumeLocked() {
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGCONT)
 	}
-	n.paused = false
+	n.paused.Store(false)
+}
+
+func (n *patroniNode) faultState() Faults {
+	return Faults{Paused: n.paused.Load(), Partitioned: n.proxy.Partitioned(), Latency: n.proxy.Latency()}
 }
 
 func (n *patroniNode) partition() error { n.proxy.Partition(); return nil }

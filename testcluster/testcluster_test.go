@@ -247,9 +247,50 @@ func TestPromoteMakesSplitBrain(t *testing.T) {
 	}
 	st := c.Status(ctx)
 	require.Len(t, st, 2)
-	assert.Equal(t, "master", st[0].Role)
+	assert.Equal(t, "stale master", st[0].Role, "writable, behind the cluster's master: %+v", st)
 	assert.Equal(t, "master", st[1].Role)
 	assert.Greater(t, st[1].Timeline, st[0].Timeline, "the promoted node is on a newer timeline")
+}
+
+// TestStatusDuringChaos: Status tells each node's state while others are
+// broken: a paused node is shown paused (not asked) and the healthy ones
+// keep their roles; after a partition and a failover, the old master, still
+// writable past its partition, is a stale master, marked partitioned.
+func TestStatusDuringChaos(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	roles := func(st []testcluster.NodeState) []string {
+		var out []string
+		for _, s := range st {
+			out = append(out, s.Role)
+		}
+		return out
+	}
+
+	require.NoError(t, n2.Pause())
+	begin := time.Now()
+	st := c.Status(ctx)
+	t.Logf("status with n2 paused took %s: %+v", time.Since(begin), st)
+	require.Len(t, st, 3)
+	assert.Equal(t, []string{"master", "paused", "async"}, roles(st), "%+v", st)
+	assert.True(t, st[1].Faults.Paused)
+	assert.Equal(t, "paused", st[1].Faults.String())
+	assert.NoError(t, st[0].Err)
+	assert.NoError(t, st[2].Err)
+	require.NoError(t, n2.Resume())
+
+	require.NoError(t, n1.Partition())
+	require.NoError(t, c.Failover(ctx, n2))
+	require.NoError(t, n3.SetLatency(20*time.Millisecond))
+	st = c.Status(ctx)
+	require.Len(t, st, 3)
+	assert.Equal(t, []string{"stale master", "master", "sync"}, roles(st), "%+v", st)
+	assert.Equal(t, testcluster.Faults{Partitioned: true}, st[0].Faults)
+	assert.Less(t, st[0].Timeline, st[1].Timeline)
+	assert.Equal(t, "latency 20ms", st[2].Faults.String())
+	assert.Equal(t, testcluster.Faults{}, st[1].Faults)
 }
 
 func TestOptionsErrors(t *testing.T) {

@@ -41,7 +41,7 @@ import (
 const controlSocket = "control.sock"
 
 const commandHelp = `commands (NODE is n1, n2, ...):
-  status                   every node: role, address, PID, data directory
+  status                   every node: role, address, PID, data directory, faults
   kill NODE                crash: SIGKILL to the postmaster and every backend
   stop NODE | start NODE   clean shutdown | start again
   pause NODE | resume NODE SIGSTOP | SIGCONT: the node hangs
@@ -295,14 +295,12 @@ func nodeNames(c *testcluster.Cluster) string {
 }
 
 // printStatus writes one line per node: name, address, role as the node
-// itself says (or why it cannot), timeline, postmaster PID and data
-// directory.
+// itself says (or why it cannot; see Cluster.Status), timeline, postmaster
+// PID, data directory and the faults in force.
 func printStatus(ctx context.Context, c *testcluster.Cluster, w io.Writer) {
-	statusCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	states := c.Status(statusCtx)
-	cancel()
+	states := c.Status(ctx) // each node within its own bound, all at once
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tTIMELINE\tPID\tDATA DIR")
+	fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tTIMELINE\tPID\tDATA DIR\tFAULTS")
 	for i, st := range states {
 		role := st.Role
 		if st.Err != nil {
@@ -313,7 +311,7 @@ func printStatus(ctx context.Context, c *testcluster.Cluster, w io.Writer) {
 		if p := n.PID(); p > 0 {
 			pid = fmt.Sprint(p)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", st.Name, st.Addr, role, st.Timeline, pid, orDash(n.DataDir()))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", st.Name, st.Addr, role, st.Timeline, pid, orDash(n.DataDir()), orDash(st.Faults.String()))
 	}
 	tw.Flush()
 }

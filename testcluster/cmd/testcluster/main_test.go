@@ -87,6 +87,11 @@ func TestChaosByHand(t *testing.T) {
 	paused, err := os.ReadFile("/proc/" + strconv.Itoa(n3.PID()) + "/stat")
 	require.NoError(t, err)
 	assert.Contains(t, string(paused), ") T ", "n3's postmaster is stopped (SIGSTOP)")
+	status, err = ctl("status")
+	require.NoError(t, err)
+	assert.Regexp(t, `n1\s+\S+\s+master\s+1\s`, status, "the healthy nodes keep their roles while n3 is paused")
+	assert.Regexp(t, `n2\s+\S+\s+sync\s+1\s`, status)
+	assert.Regexp(t, `n3\s+\S+\s+paused\s+.*\spaused\n`, status, "n3 shows paused, in ROLE and FAULTS")
 	typeLine("resume n3", "resume n3: done")
 
 	_, err = ctl("partition n3")

@@ -186,6 +186,10 @@ func (p *Proxy) SetLatency(d time.Duration) {
 	p.latency.Store(int64(d))
 }
 
+// Latency returns the delay SetLatency set (0 for none). It is safe for
+// concurrent use.
+func (p *Proxy) Latency() time.Duration { return p.currentLatency() }
+
 // Refuse emulates a crashed server. With refuse true, unless the proxy is
 // partitioned, every open connection is reset (as ResetConnections does) and
 // the listener is closed, so that new connections are refused
