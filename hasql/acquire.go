@@ -152,6 +152,11 @@ func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, 
 // often. With MinLSN, replicas whose last check is behind are asked on a
 // connection (see probeMinLSN).
 func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error) (*pgxpool.Conn, *node, error) {
+	if o != nil && o.hasAfter {
+		if err := m.resolveAfter(ctx, o); err != nil {
+			return nil, nil, err
+		}
+	}
 	maxFailures := 2 * len(m.nodesNow())
 	var lsnWait *minLSNWait
 	if t == targetReplica && o != nil && o.minLSN != 0 {

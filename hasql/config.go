@@ -105,6 +105,12 @@ type Config struct {
 	// sets the default target of DB().
 	TargetSessionAttrs string
 
+	// TokenWait is how long a read with After waits for a replica that
+	// replayed the token's write before the master serves it
+	// (hasql_token_wait, default 100ms; 0: the master at once when no
+	// replica's last check shows the write).
+	TokenWait time.Duration
+
 	// Checker inspects nodes. Default: checker.PostgreSQL().
 	Checker checker.Checker
 
@@ -194,6 +200,7 @@ var settingKeys = []string{
 	"hasql_system_identifier",
 	"hasql_watch_promotion",
 	"hasql_zone",
+	"hasql_token_wait",
 }
 
 func init() { settingKeys = append(settingKeys, discovery.SettingKeys()...) }
@@ -234,6 +241,7 @@ func parseConfig(connString string) (*Config, error) {
 		WaitOnSocket:         true,
 		WatchPromotion:       true,
 		PromotionPoll:        DefaultPromotionPoll,
+		TokenWait:            DefaultTokenWait,
 		Balancer:             balancer.RoundRobin(),
 		TargetSessionAttrs:   "any",
 		Checker:              checker.PostgreSQL(),
@@ -312,6 +320,7 @@ func (cfg *Config) applySettings(params map[string]string) error {
 		{"hasql_fast_check_window", &cfg.FastCheckWindow, 0},
 		{"hasql_max_lag", &cfg.MaxLag, 0},
 		{"hasql_promotion_poll", &cfg.PromotionPoll, time.Millisecond},
+		{"hasql_token_wait", &cfg.TokenWait, 0},
 	}
 	for _, d := range durations {
 		v, ok := params[d.key]
@@ -619,8 +628,8 @@ func (cfg *Config) validate() error {
 			return fmt.Errorf("hasql: %s %s: must be positive", name, d)
 		}
 	}
-	if cfg.FastCheckWindow < 0 || cfg.MaxLag < 0 || cfg.MaxLagBytes < 0 {
-		return errors.New("hasql: FastCheckWindow, MaxLag and MaxLagBytes must not be negative")
+	if cfg.FastCheckWindow < 0 || cfg.MaxLag < 0 || cfg.MaxLagBytes < 0 || cfg.TokenWait < 0 {
+		return errors.New("hasql: FastCheckWindow, MaxLag, MaxLagBytes and TokenWait must not be negative")
 	}
 	if cfg.MasterReadWeight < 0 || math.IsNaN(cfg.MasterReadWeight) || math.IsInf(cfg.MasterReadWeight, 0) {
 		return fmt.Errorf("hasql: MasterReadWeight %v: want a number >= 0", cfg.MasterReadWeight)

@@ -63,6 +63,8 @@ type Manager struct {
 	core *topology.Core
 
 	closedFlag atomic.Bool // Close has begun
+
+	histories historyCache // timeline histories, for After (see after.go)
 }
 
 // New parses connString (see ParseConfig), applies opts and makes a

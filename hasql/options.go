@@ -168,6 +168,8 @@ type ReplicaOption struct {
 	n    int64 // bytes of MaxLag, the LSN of MinLSN
 	d    time.Duration
 	k, v string // the tag of WithTag, the zone of PreferZone
+	tl   uint32 // the timeline of After's token
+	sys  uint64 // the system identifier of After's token
 }
 
 type replicaOptionKind uint8
@@ -182,6 +184,8 @@ const (
 	optMinLSNWait
 	optTag
 	optZone
+	optAfter
+	optPreferMaster
 )
 
 // apply sets what r asks for in o.
@@ -198,11 +202,15 @@ func (r ReplicaOption) apply(o *replicaOptions) {
 	case optMinLSN:
 		o.minLSN = LSN(r.n)
 	case optMinLSNWait:
-		o.minLSNWait = r.d
+		o.minLSNWait, o.minLSNWaitSet = r.d, true
 	case optTag:
 		o.tags = append(o.tags, [2]string{r.k, r.v})
 	case optZone:
 		o.zone = r.v
+	case optAfter:
+		o.after, o.hasAfter = o.after.Merge(Token{LSN: LSN(r.n), Timeline: r.tl, SystemID: r.sys}), true
+	case optPreferMaster:
+		o.preferMaster = true
 	}
 }
 
@@ -217,6 +225,12 @@ type replicaOptions struct {
 	minLSNWait  time.Duration
 	tags        [][2]string // WithTag: key and value every replica must have
 	zone        string      // PreferZone
+	// After's token, resolved into minLSN (and fallback) when an acquire
+	// begins (see resolveAfter); MinLSNWait given explicitly.
+	after         Token
+	hasAfter      bool
+	minLSNWaitSet bool
+	preferMaster  bool // PreferMaster
 }
 
 // applyOptions sets in o what opts ask for. It fills o in place rather
@@ -232,7 +246,19 @@ func applyOptions(o *replicaOptions, opts []ReplicaOption) {
 // custom reports whether the options need a candidate set of their own,
 // beyond the sets every snapshot prepares.
 func (o *replicaOptions) custom() bool {
-	return o.lagSet || o.minLSN != 0 || len(o.tags) > 0 || o.zone != ""
+	return o.lagSet || o.minLSN != 0 || len(o.tags) > 0 || o.zone != "" || o.hasAfter
+}
+
+// WithTokenWait sets how long a read with After waits for a replica that
+// has the token's write before it takes the master (see Config.TokenWait).
+func WithTokenWait(d time.Duration) Option {
+	return func(c *Config) error {
+		if d < 0 {
+			return fmt.Errorf("hasql: WithTokenWait %s: must not be negative", d)
+		}
+		c.TokenWait = d
+		return nil
+	}
 }
 
 // WithTag accepts only replicas whose tag key has the value value (tags

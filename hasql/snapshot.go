@@ -84,6 +84,9 @@ func (m *Manager) candidates(s *snapshot, t target, o *replicaOptions, excluded 
 		return without(m, s.set(setMaster), excluded), nil
 	}
 	var set candidateSet
+	if o != nil && o.preferMaster && s.master != nil && s.masterErr == nil && !slices.Contains(excluded, s.master) {
+		return s.set(setMaster), nil
+	}
 	if o != nil && o.custom() {
 		set = m.customSet(s, o)
 	} else {
@@ -100,7 +103,22 @@ func (m *Manager) candidates(s *snapshot, t target, o *replicaOptions, excluded 
 // set of their own (nil, or not custom): the sync replicas with SyncOnly, or
 // with PreferSync while there are any, otherwise the replicas.
 func (s *snapshot) replicaSet(o *replicaOptions) int {
+	if o != nil && o.preferMaster {
+		return s.preferMasterSet()
+	}
 	if o != nil && (o.syncOnly || o.preferSync && len(s.sets[setSync].nodes) > 0) {
+		return setSync
+	}
+	return setReplicas
+}
+
+// preferMasterSet is PreferMaster's prepared set: the master, else the sync
+// replicas while any, else the replicas.
+func (s *snapshot) preferMasterSet() int {
+	switch {
+	case s.master != nil && s.masterErr == nil && len(s.sets[setMaster].nodes) > 0:
+		return setMaster
+	case len(s.sets[setSync].nodes) > 0:
 		return setSync
 	}
 	return setReplicas
@@ -163,7 +181,7 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 	if z := cmp.Or(o.zone, m.cfg.Zone); z != "" {
 		keep = inZone(keep, z)
 	}
-	if o.preferSync && !o.syncOnly {
+	if (o.preferSync || o.preferMaster) && !o.syncOnly {
 		var syncs []*node
 		for _, n := range keep {
 			if n.sync.Load() {

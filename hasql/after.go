@@ -1,0 +1,328 @@
+package hasql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Reads after a token. After(tok) resolves, once per acquire, against the
+// Manager's view of the cluster:
+//
+//   - the token's cluster must be this one (system identifier);
+//   - on the cluster's timeline, the read needs a node that replayed the
+//     token's position (MinLSN), else the master after TokenWait;
+//   - on an older timeline, the write is in the cluster's history only if
+//     the token's position is at or before the point where its timeline
+//     ended, read from the current timeline's history file: then as above;
+//     else the read fails with ErrWriteLost;
+//   - on a newer timeline than any the Manager has seen, it waits a round
+//     of checks for the view to catch up, then fails with ErrTokenAhead.
+
+var (
+	// ErrTokenForeign: the token was taken on another cluster (another
+	// system identifier) than the one the Manager reaches.
+	ErrTokenForeign = errors.New("hasql: the token is of another cluster")
+	// ErrWriteLost: the token's write is not in the cluster's history: its
+	// timeline ended, in a failover, before the token's position (the new
+	// master never had the write), or its timeline is not an ancestor of
+	// the cluster's.
+	ErrWriteLost = errors.New("hasql: the token's write is not in the cluster's history (lost in a failover)")
+	// ErrForkUnknown: the token is from an older timeline than the
+	// cluster's, and the point where that timeline ended cannot be read
+	// (the user may not read the timeline history file; see
+	// docs/read-your-writes.md): whether the write survived the failover is
+	// not known.
+	ErrForkUnknown = errors.New("hasql: the token's timeline ended in a failover at a point that cannot be read")
+	// ErrTokenAhead: the token is from a newer timeline than any the
+	// Manager has seen in the cluster, even after a round of checks.
+	ErrTokenAhead = errors.New("hasql: the token is from a newer timeline than the cluster's")
+)
+
+// TokenError is returned by an acquire with After when the token cannot be
+// honoured. It unwraps to one of ErrTokenForeign, ErrWriteLost,
+// ErrForkUnknown or ErrTokenAhead, and to Cause when there is one.
+type TokenError struct {
+	Token Token
+	// Err is the sentinel that says what is wrong.
+	Err error
+	// Detail says it with the figures (timelines, positions, fork point).
+	Detail string
+	// Cause is the error that kept the fork point from being read, for
+	// ErrForkUnknown.
+	Cause error
+}
+
+func (e *TokenError) Error() string {
+	s := e.Err.Error() + ": token " + e.Token.String()
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	if e.Cause != nil {
+		s += ": " + e.Cause.Error()
+	}
+	return s
+}
+
+func (e *TokenError) Unwrap() []error {
+	if e.Cause != nil {
+		return []error{e.Err, e.Cause}
+	}
+	return []error{e.Err}
+}
+
+// After accepts only nodes that have the write tok stands for (see
+// Manager.Token): replicas that replayed its position, on its timeline or
+// on a newer one that forked after it. While none has, the acquire waits up
+// to the Manager's TokenWait (hasql_token_wait; MinLSNWait overrides it per
+// call) for one, then takes the master. It fails with a *TokenError when
+// the token cannot be honoured: another cluster's (ErrTokenForeign), a
+// write lost in a failover (ErrWriteLost), a fork point that cannot be read
+// (ErrForkUnknown). The zero Token asks nothing.
+//
+// With other options, After narrows them as MinLSN does; with PreferMaster
+// the master serves whenever there is one, and replicas that have the write
+// while there is none.
+func After(tok Token) ReplicaOption {
+	return ReplicaOption{kind: optAfter, n: int64(tok.LSN), tl: tok.Timeline, sys: tok.SystemID}
+}
+
+// PreferMaster sends reads that want the freshest data to the master, and,
+// while there is no master (a failover, a master down), to a sync replica,
+// then to any replica within the lag limits (the Manager's, or MaxLag's),
+// so that such read paths stay up through a failover (PgJDBC's
+// preferPrimary). With After, replicas must have the token's write too.
+func PreferMaster() ReplicaOption { return ReplicaOption{kind: optPreferMaster} }
+
+// DefaultTokenWait is the default of Config.TokenWait.
+const DefaultTokenWait = 100 * time.Millisecond
+
+// resolveAfter turns o's token into a MinLSN with FallbackToMaster after
+// TokenWait, or an error. It runs once at the start of an acquire, on the
+// acquire's own copy of the options.
+func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) error {
+	tok := o.after
+	o.hasAfter = false
+	if tok.IsZero() {
+		return nil
+	}
+	var aheadUntil time.Time
+	for range 1000 { // each round waits for a change of view; bounded anyway
+		s := m.snap.Load()
+		if s.closed {
+			return ErrClosed
+		}
+		sys, tl := m.clusterLine()
+		if tok.SystemID != 0 && sys != 0 && tok.SystemID != sys {
+			return &TokenError{Token: tok, Err: ErrTokenForeign,
+				Detail: fmt.Sprintf("the token's system identifier is %d, the cluster's %d", tok.SystemID, sys)}
+		}
+		switch {
+		case tl == 0:
+			// Nothing checked yet: wait for the first view.
+		case tok.Timeline == tl:
+			o.requireLSN(tok.LSN, m.cfg.TokenWait)
+			return nil
+		case tok.Timeline < tl:
+			fork, found, err := m.forkPoint(ctx, sys, tl, tok.Timeline)
+			if err != nil {
+				var te *TokenError
+				if errors.As(err, &te) {
+					te.Token = tok
+				}
+				return err
+			}
+			if !found {
+				return &TokenError{Token: tok, Err: ErrWriteLost,
+					Detail: fmt.Sprintf("timeline %d is not in the history of the cluster's timeline %d", tok.Timeline, tl)}
+			}
+			if forkPosition(tok.LSN) > fork {
+				return &TokenError{Token: tok, Err: ErrWriteLost,
+					Detail: fmt.Sprintf("timeline %d ended at %s, before the token's position %s; the cluster is on timeline %d", tok.Timeline, fork, tok.LSN, tl)}
+			}
+			o.requireLSN(tok.LSN, m.cfg.TokenWait)
+			return nil
+		default: // tok.Timeline > tl
+			if aheadUntil.IsZero() {
+				aheadUntil = time.Now().Add(2*m.cfg.CheckInterval + m.cfg.CheckTimeout)
+				for _, n := range m.nodesNow() {
+					n.trigger()
+				}
+			}
+			if !time.Now().Before(aheadUntil) {
+				return &TokenError{Token: tok, Err: ErrTokenAhead,
+					Detail: fmt.Sprintf("the token is on timeline %d, the newest the Manager has seen is %d", tok.Timeline, tl)}
+			}
+		}
+		d := time.Until(aheadUntil)
+		if aheadUntil.IsZero() {
+			d = m.cfg.CheckTimeout + m.cfg.CheckInterval
+		}
+		if !m.waitChange(ctx, s, max(d, time.Millisecond)) {
+			if ctx.Err() != nil {
+				return m.noNode(targetReplica, o, ctx.Err())
+			}
+			if m.ctx.Err() != nil {
+				return ErrClosed
+			}
+		}
+	}
+	return fmt.Errorf("hasql: After: the view kept changing while the token %s was resolved", tok)
+}
+
+// requireLSN makes o ask for lsn, with the master after wait unless o sets
+// its own MinLSNWait.
+func (o *replicaOptions) requireLSN(lsn LSN, wait time.Duration) {
+	o.minLSN = max(o.minLSN, lsn)
+	o.fallback = true
+	if !o.minLSNWaitSet {
+		o.minLSNWait = wait
+	}
+}
+
+// forkPosition is where a token's position lies for comparison with a
+// timeline's end. A token's position is an insert position: when the last
+// record ended at a page boundary, it points past the next page's header (24
+// bytes, or 40 at a segment's start), while a timeline that ended there ends
+// at the boundary itself.
+func forkPosition(lsn LSN) LSN {
+	if off := lsn % 8192; off == 24 || off == 40 {
+		return lsn - off
+	}
+	return lsn
+}
+
+// clusterLine returns the cluster's system identifier and timeline as the
+// Manager sees them now: the master's; without a master, the newest timeline
+// of the replicas that serve reads. Zeros when neither is known.
+func (m *Manager) clusterLine() (sys uint64, tl uint32) {
+	for _, st := range m.Nodes() {
+		if st.Role == RoleMaster {
+			return st.SystemID, st.Timeline
+		}
+		if st.Role.IsReplica() && st.Timeline > tl {
+			sys, tl = st.SystemID, st.Timeline
+		}
+	}
+	return sys, tl
+}
+
+// historySQL reads a timeline's history file; it needs the right to
+// pg_read_file (a superuser, pg_read_server_files, or EXECUTE granted).
+const historySQL = `SELECT pg_read_file('pg_wal/' || $1::text || '.history')`
+
+// historyCache keeps the timeline histories read, by cluster and timeline:
+// a history file never changes once its timeline exists. A refusal to read
+// one is kept for historyDeniedFor, so that reads with old tokens do not
+// each pay a failing statement. Safe for concurrent use.
+type historyCache struct {
+	mu     sync.Mutex // no I/O while held
+	byLine map[historyKey]historyEntry
+}
+
+type historyKey struct {
+	sys uint64
+	tl  uint32
+}
+
+type historyEntry struct {
+	ends   map[uint32]LSN // ancestor timeline -> where it ended
+	denied error          // the reading failed for want of a right
+	at     time.Time
+}
+
+const historyDeniedFor = time.Minute
+
+// forkPoint returns where timeline old ended in the history of the
+// cluster's timeline tl, and whether old is an ancestor of tl at all.
+func (m *Manager) forkPoint(ctx context.Context, sys uint64, tl, old uint32) (LSN, bool, error) {
+	h := &m.histories
+	key := historyKey{sys, tl}
+	h.mu.Lock()
+	e, ok := h.byLine[key]
+	h.mu.Unlock()
+	if ok && e.denied != nil && time.Since(e.at) < historyDeniedFor {
+		return 0, false, forkUnknown(tl, old, e.denied)
+	}
+	if !ok || e.denied != nil {
+		var err error
+		if e, err = m.readHistory(ctx, tl); err != nil {
+			return 0, false, err
+		}
+		h.mu.Lock()
+		if h.byLine == nil {
+			h.byLine = make(map[historyKey]historyEntry)
+		}
+		h.byLine[key] = e
+		h.mu.Unlock()
+		if e.denied != nil {
+			return 0, false, forkUnknown(tl, old, e.denied)
+		}
+	}
+	end, found := e.ends[old]
+	return end, found, nil
+}
+
+func forkUnknown(tl, old uint32, cause error) error {
+	return &TokenError{Err: ErrForkUnknown, Cause: cause,
+		Detail: fmt.Sprintf("the token is on timeline %d, the cluster on %d, and the history file %08X.history cannot be read", old, tl, tl)}
+}
+
+// readHistory reads timeline tl's history file on a node that has it (the
+// master; a replica while there is none), bounded by CheckTimeout. A refusal
+// (no right to pg_read_file, no such file) is returned in the entry; other
+// errors (a node lost, ctx) as the error.
+func (m *Manager) readHistory(ctx context.Context, tl uint32) (historyEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.CheckTimeout)
+	defer cancel()
+	q := m.Replica()
+	if s := m.snap.Load(); s.master != nil && s.masterErr == nil {
+		q = m.Master()
+	}
+	var text string
+	err := q.QueryRow(ctx, historySQL, fmt.Sprintf("%08X", tl)).Scan(&text)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "42501" || pe.Code == "58P01") {
+		return historyEntry{denied: err, at: time.Now()}, nil
+	}
+	if err != nil {
+		return historyEntry{}, fmt.Errorf("hasql: After: reading the history of timeline %d: %w", tl, err)
+	}
+	ends, err := parseHistory(text)
+	if err != nil {
+		return historyEntry{}, fmt.Errorf("hasql: After: history of timeline %d: %w", tl, err)
+	}
+	return historyEntry{ends: ends, at: time.Now()}, nil
+}
+
+// parseHistory reads a timeline history file: one line per ancestor
+// timeline, "<timeline>\t<where it ended>\t<reason>", and comments.
+func parseHistory(text string) (map[uint32]LSN, error) {
+	ends := make(map[uint32]LSN)
+	for line := range strings.SplitSeq(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			return nil, fmt.Errorf("line %q: want <timeline> <lsn> <reason>", line)
+		}
+		tli, err := strconv.ParseUint(f[0], 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("line %q: timeline: %w", line, err)
+		}
+		end, err := ParseLSN(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("line %q: %w", line, err)
+		}
+		ends[uint32(tli)] = end
+	}
+	return ends, nil
+}
