@@ -64,6 +64,12 @@ type Result struct {
 	// application_name of its walreceiver (from primary_conninfo), else its
 	// cluster_name. Empty when neither is known.
 	Name string
+	// UpstreamHost and UpstreamPort are, on a replica, where its walreceiver
+	// connects (the host and port of its primary_conninfo as
+	// pg_stat_wal_receiver shows them): "" and 0 when no walreceiver runs or
+	// the check user may not see it.
+	UpstreamHost string
+	UpstreamPort uint16
 	// ReceiveTimeline is, on a replica, the timeline of the WAL its
 	// walreceiver last received (pg_stat_wal_receiver.received_tli); 0 when
 	// no walreceiver runs or the check user may not see it. Timeline falls

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -224,6 +225,10 @@ func (c *checkRow) result() (Result, error) {
 	}
 	res.Name = str(c.clusterName)
 	if c.receiverConn != nil {
+		res.UpstreamHost = ConnInfoValue(*c.receiverConn, "host")
+		if port, err := strconv.ParseUint(ConnInfoValue(*c.receiverConn, "port"), 10, 16); err == nil {
+			res.UpstreamPort = uint16(port)
+		}
 		if app := ConnInfoValue(*c.receiverConn, "application_name"); app != "" {
 			res.Name = app
 		}

@@ -89,6 +89,7 @@ type Core struct {
 	everHadMaster bool
 	ignoreAhead   uint32 // after ForgetTimeline, see aheadReplica
 	anchorLogged  bool
+	anchor        bool // a trusted node was in the set once
 	built         builtFrom
 	follows       []*Node // scratch
 	contenders    []*Node // writable nodes of the cluster that may be master, stale ones included
@@ -136,11 +137,17 @@ type Node struct {
 	LagAt       time.Time
 	Vouched     bool // the node's claims count (see vouched)
 
+	derived        Role // the role derived for the node itself (an alias reports its representative's)
 	settled        bool // a role was derived with the master known
 	loggedDetached string
 	loggedSync     string
 	severPending   bool   // lost master: cut in-flight work once another is master
 	seenTL         uint32 // the newest timeline it proved while in the set
+	// ahead lists the writable nodes its WAL was found ahead of, with
+	// the timeline each was on then (see elect): each stays stale while it
+	// is on that timeline, until this server restarts (a rewind and a fresh
+	// copy both do, and either takes that WAL away) or leaves the set.
+	ahead []behind
 
 	// The WAL position at the last two checks, with the timeline it had
 	// then and when each check ended; when the last began.
@@ -148,6 +155,16 @@ type Node struct {
 	posTL, prevPosTL uint32
 	posAt, prevPosAt time.Time
 	CheckBegan       time.Time
+	// serverSince is when the first check that reached the server now
+	// behind the node began: its WAL position only grows since (a rewind
+	// needs a restart).
+	serverSince time.Time
+}
+
+// behind is a writable node a replica was found ahead of.
+type behind struct {
+	id ID
+	tl uint32
 }
 
 // Name is how the node is known in its master's pg_stat_replication.
@@ -267,6 +284,12 @@ func (c *Core) reset(x *Node) {
 // promoted would be lost. What a node that left proved (its timeline) is
 // forgotten with it.
 func (c *Core) SetMembers(now time.Time, members []Member) {
+	if len(members) == 0 && len(c.nodes) > 0 {
+		// The set is never emptied: a source that reports nothing usable
+		// keeps the last good set.
+		c.log(slog.LevelWarn, "pgxha: an empty node set was ignored; the last good set stays")
+		return
+	}
 	old := make(map[ID]*Node, len(c.nodes))
 	for _, x := range c.nodes {
 		old[x.ID] = x
@@ -308,9 +331,28 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	wasChecked, wasUp := x.Checked, x.Up
 	before := routedAs(x)
 	latency := ended.Sub(began)
+	if x.Res.Server() != res.Server() || x.serverSince.IsZero() {
+		x.ahead = nil
+		x.serverSince = began
+	}
+	if prev, now := x.Res.Server(), res.Server(); x.live() && prev != (checker.ServerID{}) && now != prev &&
+		(x.Role == RoleMaster || x.Writable || x.severPending) {
+		// Another server answers at this address now (a name or a
+		// virtual address moved, the server restarted): connections
+		// opened to the one that may have taken writes must not go on.
+		c.cut(x)
+		c.reset(x)
+		c.log(slog.LevelWarn, "pgxha: another server answers at the address of a node that may have taken writes: its connections are cut",
+			"addr", x.Addr, "name", x.Name())
+	}
 	x.Checked, x.Latency, x.RemoteIP = true, latency, remoteIP
 	x.Up, x.Suspect, x.Timeouts = true, false, 0
 	x.prevPos, x.prevPosTL, x.prevPosAt = x.pos, x.posTL, x.posAt
+	if x.Res.Server() != res.Server() {
+		// Another server, or this one restarted (rewound, copied
+		// afresh): what it had before proves nothing of what it has.
+		x.prevPos, x.prevPosTL, x.prevPosAt = 0, 0, time.Time{}
+	}
 	x.pos, x.posTL, x.posAt, x.CheckBegan = max(res.LSN, res.ReceiveLSN), bestTimeline(&res), ended, began
 	x.Res, x.ResAt = res, ended
 	x.LastErr, x.LastErrAt = nil, time.Time{}
@@ -415,7 +457,7 @@ func (c *Core) ForgetTimeline(at time.Time) {
 	c.log(slog.LevelWarn, "pgxha: highest timeline forgotten", "was", c.Timeline())
 	c.cluster = c.cfg.SystemID
 	for _, x := range c.nodes {
-		x.seenTL = 0
+		x.seenTL, x.ahead = 0, nil
 		if x.mayWrite() {
 			c.ignoreAhead = max(c.ignoreAhead, x.Res.Timeline)
 		}

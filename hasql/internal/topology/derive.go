@@ -2,6 +2,7 @@ package topology
 
 import (
 	"log/slog"
+	"slices"
 	"net"
 	"strconv"
 	"strings"
@@ -125,8 +126,20 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 				break
 			}
 		}
+		// A master's walsender (or a vouched cascading replica's) lists
+		// it by a name no other node goes by, from its address: it is
+		// vouched for.
 		for _, x := range follows {
-			x.Vouched = true // a master's walsender lists it
+			if listedFrom(x, master.Res.Replicas, c.nodes) {
+				x.Vouched = true
+				continue
+			}
+			for _, y := range follows {
+				if y.Vouched && listedFrom(x, y.Res.Replicas, c.nodes) {
+					x.Vouched = true
+					break
+				}
+			}
 		}
 	}
 	c.follows = follows
@@ -140,7 +153,7 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 		if only != nil && x != only {
 			continue
 		}
-		prev := x.Role
+		prev := x.derived
 		x.SplitBrain = len(c.contenders) > 1 && containsNode(c.contenders, x)
 		prevDetached := x.Detached
 		x.Detached, x.SyncUnknown = "", ""
@@ -174,7 +187,7 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 			c.log(slog.LevelWarn, "pgxha: replica's sync state unknown", "addr", x.Addr, "name", x.Name(), "why", x.SyncUnknown)
 		}
 		x.loggedSync = x.SyncUnknown
-		x.Role = role
+		x.Role, x.derived = role, role
 
 		if prev != role && x.Checked {
 			c.roleChanged(x, prev, role, prevMaster)
@@ -268,15 +281,18 @@ func (x *Node) server() checker.ServerID {
 }
 
 // anchored reports whether anything anchors trust: a pinned system
-// identifier or a trusted node in the set. With none (the user named no
+// identifier, or a trusted node in the set now or ever (once anchored,
+// always: a set that loses its trusted nodes keeps what they vouched for,
+// and believes no newcomer on its own word). With none (the user named no
 // node the set has, and pinned nothing), every node is believed, as the
 // first answer is the only thing to go by; that is logged once.
 func (c *Core) anchored() bool {
-	if c.cfg.SystemID != 0 {
+	if c.cfg.SystemID != 0 || c.anchor {
 		return true
 	}
 	for _, x := range c.nodes {
 		if x.Trusted {
+			c.anchor = true
 			return true
 		}
 	}
@@ -284,10 +300,12 @@ func (c *Core) anchored() bool {
 }
 
 // vouch marks the nodes whose claims count: trusted ones, those a master's
-// walsender listed (see rebuild), and a writable node whose walsenders
-// list a vouched replica that streams its timeline of its cluster (a
-// master confirmed by a replica that follows it). Without an anchor, every
-// node.
+// walsender listed (see rebuild), and a writable node that a vouched
+// replica says it streams from (its walreceiver connects to the node's
+// address, on the node's timeline and cluster) and whose walsenders list
+// that replica. What the writable node says of itself proves nothing: a
+// server may lie about every field; the replica's word is what counts.
+// Without an anchor, every node.
 func (c *Core) vouch() {
 	if !c.anchored() {
 		if !c.anchorLogged && len(c.nodes) > 0 {
@@ -310,7 +328,8 @@ func (c *Core) vouch() {
 		}
 		for _, y := range c.nodes {
 			if y == w || !y.Vouched || !y.live() || !y.Res.InRecovery || y.Res.ReceiveTimeline == 0 ||
-				y.Res.SystemID == 0 || y.Res.SystemID != w.Res.SystemID || y.Res.ReceiveTimeline != w.Res.Timeline {
+				y.Res.SystemID == 0 || y.Res.SystemID != w.Res.SystemID || y.Res.ReceiveTimeline != w.Res.Timeline ||
+				!streamsFrom(y, w) {
 				continue
 			}
 			if _, m := matchReplica(y, w.Res.Replicas, c.nodes); m == matchOne {
@@ -319,6 +338,25 @@ func (c *Core) vouch() {
 			}
 		}
 	}
+}
+
+// streamsFrom reports whether replica y's walreceiver connects to w's
+// address (its host as the set names it, or the address its checks
+// reached, and its port).
+func streamsFrom(y, w *Node) bool {
+	h := y.Res.UpstreamHost
+	if h == "" {
+		return false
+	}
+	_, port, err := net.SplitHostPort(w.Addr)
+	if err != nil {
+		return false
+	}
+	p := y.Res.UpstreamPort
+	if p == 0 {
+		p = 5432
+	}
+	return strconv.Itoa(int(p)) == port && (h == w.Host || w.RemoteIP != "" && h == w.RemoteIP)
 }
 
 // elect picks the master: the one writable, vouched server of the cluster
@@ -387,12 +425,17 @@ func (c *Core) elect() {
 		}
 		if y := c.aheadReplica(x); y != nil {
 			// A vouched replica of the cluster has WAL this node never
-			// wrote: a newer timeline exists somewhere, although no node
-			// shows its number (the new master died). It stays proven
-			// while that replica is in the set: the evidence may fade
-			// (this node writes on past the replica's position), the
-			// newer timeline's writes are still not here.
-			y.seenTL = max(y.seenTL, x.Res.Timeline+1)
+			// wrote: a newer timeline, or another branch of this one,
+			// exists somewhere, although no node shows it (its master
+			// died). It stays proven while that replica is in the set and
+			// this node on this timeline: the evidence may fade (this node
+			// writes on past the replica's position), the other branch's
+			// writes are still not here.
+			if b := (behind{id: x.ID, tl: x.Res.Timeline}); !slices.Contains(y.ahead, b) {
+				y.ahead = append(y.ahead, b)
+			}
+		}
+		if y := c.provenBehind(x); y != nil {
 			x.Stale = true
 			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+", behind replica "+y.Addr+")")
 			continue
@@ -451,11 +494,40 @@ func (c *Core) aheadReplica(w *Node) *Node {
 		// Only WAL of the writable node's timeline or a newer one says
 		// so: a replica left on an older timeline may hold WAL past the
 		// point where the newer one forked off (never acknowledged).
-		if bestTimeline(&y.Res) >= w.Res.Timeline && y.aheadOnTimelineOf(w) {
+		if bestTimeline(&y.Res) >= w.Res.Timeline && y.aheadOnTimelineOf(w) && !c.followsOtherWritable(y, w) {
 			return y
 		}
 	}
 	return nil
+}
+
+// provenBehind returns a replica in the set that was found ahead of w on
+// w's present timeline, or nil.
+func (c *Core) provenBehind(w *Node) *Node {
+	for _, y := range c.nodes {
+		for _, b := range y.ahead {
+			if b.id == w.ID && b.tl == w.Res.Timeline && !(c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead) {
+				return y
+			}
+		}
+	}
+	return nil
+}
+
+// followsOtherWritable reports whether y is listed by the walsenders of a
+// writable node other than w: its WAL past w's position is that node's (two
+// masters on one timeline number, promoted apart), which proves a split
+// brain, not a newer timeline.
+func (c *Core) followsOtherWritable(y, w *Node) bool {
+	for _, z := range c.nodes {
+		if z == w || z == y || !z.Writable || z.AliasOf != nil || z.Res.SystemID != y.Res.SystemID {
+			continue
+		}
+		if _, mt := matchReplica(y, z.Res.Replicas, c.nodes); mt == matchOne || mt == matchAmbiguous {
+			return true
+		}
+	}
+	return false
 }
 
 // reportSplitBrain logs a split brain when it starts and when it ends.
@@ -671,30 +743,33 @@ func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 }
 
 // posBefore returns the node's WAL position as of its latest check that
-// ended no later than t, with the timeline it had then.
-func (x *Node) posBefore(t time.Time) (checker.LSN, uint32, bool) {
+// ended no later than t, with the timeline it had then and when that check
+// ended.
+func (x *Node) posBefore(t time.Time) (checker.LSN, uint32, time.Time, bool) {
 	switch {
 	case !x.posAt.IsZero() && !x.posAt.After(t):
-		return x.pos, x.posTL, true
+		return x.pos, x.posTL, x.posAt, true
 	case !x.prevPosAt.IsZero() && !x.prevPosAt.After(t):
-		return x.prevPos, x.prevPosTL, true
+		return x.prevPos, x.prevPosTL, x.prevPosAt, true
 	}
-	return 0, 0, false
+	return 0, 0, time.Time{}, false
 }
 
 // aheadOf reports whether x, a replica, had WAL that w, a writable node, had
 // not written when w's last check began, at a check of x that ended before
 // that: x has WAL from another timeline (or another server).
 func (x *Node) aheadOf(w *Node) bool {
-	pos, _, ok := x.posBefore(w.CheckBegan)
+	pos, _, _, ok := x.posBefore(w.CheckBegan)
 	return ok && pos > w.Res.LSN
 }
 
 // aheadOnTimelineOf is aheadOf with the position taken on w's timeline or
 // a newer one.
 func (x *Node) aheadOnTimelineOf(w *Node) bool {
-	pos, tl, ok := x.posBefore(w.CheckBegan)
-	return ok && tl >= w.Res.Timeline && pos > w.Res.LSN
+	pos, tl, at, ok := x.posBefore(w.CheckBegan)
+	// Taken before w's server started (as far as checks saw), the
+	// position proves nothing: w may have been rewound since.
+	return ok && tl >= w.Res.Timeline && pos > w.Res.LSN && !at.Before(w.serverSince)
 }
 
 func containsNode(nodes []*Node, x *Node) bool {
@@ -706,13 +781,26 @@ func containsNode(nodes []*Node, x *Node) bool {
 	return false
 }
 
-// nameShared reports whether another node of the cluster (not the same
-// server, and not foreign or left behind, which change nothing about our
-// nodes) goes by name too.
+// listedFrom reports whether rows (a node's pg_stat_replication) list x
+// by a name no other node goes by, connected from x's own address: a
+// server that takes the name of a replica that is down is not listed from
+// its address. Rows that hide addresses (no pg_monitor) vouch for nothing.
+func listedFrom(x *Node, rows []checker.Replica, nodes []*Node) bool {
+	entry, mt := matchReplica(x, rows, nodes)
+	if mt != matchOne || entry.ClientAddr == "" {
+		return false
+	}
+	return entry.ClientAddr == x.RemoteIP || net.ParseIP(x.Host) != nil && entry.ClientAddr == net.ParseIP(x.Host).String()
+}
+
+// nameShared reports whether another node of the cluster goes by name too:
+// not the same server, not foreign or left behind, and, when x is vouched
+// for, vouched for too (a namesake nothing vouches for changes nothing
+// about our nodes).
 func nameShared(x *Node, name string, nodes []*Node) bool {
 	for _, y := range nodes {
 		if y != x && y.AliasOf != x && x.AliasOf != y && y.AliasOf == nil &&
-			y.live() && y.Res.InRecovery && y.Name() == name &&
+			y.live() && y.Res.InRecovery && y.Name() == name && (y.Vouched || !x.Vouched) &&
 			(y.Res.SystemID == 0 || x.Res.SystemID == 0 || y.Res.SystemID == x.Res.SystemID) &&
 			!leftBehind(y, x) {
 			return true

@@ -1,0 +1,353 @@
+package topology
+
+import (
+	"fmt"
+	"math/rand"
+	"slices"
+	"time"
+
+	"github.com/pgxha/pgxha/checker"
+)
+
+// The model of PostgreSQL streaming replication the simulation drives the
+// core with. A server has a system identifier, a postmaster start time, a
+// WAL history of branches (a promotion starts a branch on a new timeline at
+// its fork point), a WAL position (insert on a master; received and
+// replayed on a replica), an upstream it streams from, and the standbys
+// its synchronous_standby_names waits for (FIRST k or ANY k). A write is
+// acknowledged only as PostgreSQL would: once enough of those standbys have
+// flushed it.
+
+// branch is a stretch of WAL on one timeline: from start to end (end 0
+// while it is the server's current one).
+type branch struct {
+	id    int // unique across the model: two promotions to one timeline number are two branches
+	tl    uint32
+	start checker.LSN
+}
+
+type server struct {
+	idx     int
+	sysid   uint64
+	start   int64 // postmaster start time, unix microseconds
+	name    string
+	down    bool // crashed or stopped: connections refused
+	hung    bool // frozen or partitioned: checks time out
+	rogue   bool // lies about everything
+	foreign bool // another cluster
+
+	recovery bool
+	readOnly bool
+	// hist is the server's WAL history: hist[i] runs from hist[i].start to
+	// hist[i+1].start; the last is the current one.
+	hist     []branch
+	lsn      checker.LSN // master: insert; replica: replayed
+	recv     checker.LSN // replica: received (flushed)
+	upstream int         // the server it streams from, -1 none
+	paused   bool        // replay paused
+	// Sync: the names its synchronous_standby_names lists, and how many
+	// must confirm (FIRST k when first, else ANY k).
+	syncNames []string
+	syncK     int
+	first     bool
+}
+
+func (s *server) tl() uint32 { return s.hist[len(s.hist)-1].tl }
+
+// has reports whether the server's history holds WAL position at of
+// branch b.
+func (s *server) has(b int, at checker.LSN) bool {
+	for i, h := range s.hist {
+		if h.id != b {
+			continue
+		}
+		end := s.lsn
+		if s.recovery {
+			end = max(s.lsn, s.recv)
+		}
+		if i+1 < len(s.hist) {
+			end = s.hist[i+1].start
+		}
+		return at <= end
+	}
+	return false
+}
+
+// canStream reports whether r can stream from u: same cluster, and r's
+// history is a prefix of u's (r is not past a fork u took).
+func canStream(r, u *server) bool {
+	if r.sysid != u.sysid || u.down || u.hung || r.down || r.hung {
+		return false
+	}
+	pos := max(r.lsn, r.recv)
+	cur := r.hist[len(r.hist)-1]
+	return u.has(cur.id, pos)
+}
+
+// write is one acknowledged or pending write.
+type write struct {
+	id     int
+	server int
+	branch int
+	lsn    checker.LSN
+	acked  bool
+	exempt string // why losing it is PostgreSQL's doing, not the router's
+}
+
+type model struct {
+	rng        *rand.Rand
+	servers    []*server
+	nextBr     int
+	nextStart  int64
+	writes     []*write
+	restricted bool // the check user lacks pg_monitor
+	// addrOf is the address a replica's primary_conninfo names for a
+	// server: the host and port of its first member.
+	addrOf func(server int) (string, uint16)
+}
+
+func newModel(rng *rand.Rand, replicas int, syncK int, any bool) *model {
+	md := &model{rng: rng, nextBr: 1, nextStart: 1_000_000}
+	sysid := uint64(7000000000000000001)
+	for i := 0; i <= replicas; i++ {
+		s := &server{idx: i, sysid: sysid, start: md.startTime(), name: fmt.Sprintf("n%d", i+1),
+			hist: []branch{{id: 1, tl: 1}}, lsn: 1000, upstream: 0, recovery: i > 0, readOnly: i > 0}
+		if i == 0 {
+			s.upstream = -1
+		} else {
+			s.recv = 1000
+		}
+		md.servers = append(md.servers, s)
+	}
+	md.nextBr = 2
+	md.setSync(md.servers[0], syncK, !any)
+	return md
+}
+
+func (md *model) startTime() int64 {
+	md.nextStart += 1000 + int64(md.rng.Intn(1000))
+	return md.nextStart
+}
+
+// setSync makes m's synchronous_standby_names list the replicas that
+// stream from it, k of which must confirm.
+func (md *model) setSync(m *server, k int, first bool) {
+	m.syncNames, m.syncK, m.first = nil, 0, first
+	if k == 0 {
+		return
+	}
+	for _, s := range md.servers {
+		if s != m && !s.foreign && !s.rogue && s.upstream == m.idx {
+			m.syncNames = append(m.syncNames, s.name)
+		}
+	}
+	m.syncK = min(k, len(m.syncNames))
+}
+
+// syncStandbys returns the standbys m waits for now, and what sync_state
+// each shows.
+func (md *model) syncState(m *server, r *server) string {
+	if !slices.Contains(m.syncNames, r.name) {
+		return "async"
+	}
+	if !m.first {
+		return "quorum"
+	}
+	// FIRST k: the first k listed that stream are sync, the rest potential.
+	k := 0
+	for _, n := range m.syncNames {
+		for _, s := range md.servers {
+			if s.name == n && s.upstream == m.idx && canStream(s, m) {
+				if s == r {
+					if k < m.syncK {
+						return "sync"
+					}
+					return "potential"
+				}
+				k++
+			}
+		}
+	}
+	return "potential"
+}
+
+// confirmed reports whether a write at lsn on m is acknowledged: enough of
+// its synchronous standbys that stream from it have flushed it.
+func (md *model) confirmed(m *server, lsn checker.LSN) bool {
+	if m.syncK == 0 {
+		return true
+	}
+	k := 0
+	for _, s := range md.servers {
+		if s.upstream == m.idx && !s.down && !s.hung && slices.Contains(m.syncNames, s.name) &&
+			canStream(s, m) && s.recv >= lsn && s.hist[len(s.hist)-1].id == m.hist[len(m.hist)-1].id {
+			k++
+		}
+	}
+	return k >= m.syncK
+}
+
+// replicate moves WAL along: each replica that can stream from its
+// upstream takes its history and part of what it lacks, and replays part
+// of what it received unless replay is paused.
+func (md *model) replicate() {
+	for _, s := range md.servers {
+		if !s.recovery || s.upstream < 0 || s.rogue {
+			continue
+		}
+		u := md.servers[s.upstream]
+		if !canStream(s, u) {
+			continue
+		}
+		top := u.lsn
+		if u.recovery {
+			top = u.recv
+		}
+		if s.recv < top {
+			s.recv += checker.LSN(md.rng.Int63n(int64(top-s.recv) + 1))
+		}
+		// Take the upstream's history up to what was received: a
+		// timeline switch is learned at its switch point.
+		s.hist = histUpTo(u.hist, s.recv)
+		if !s.paused && s.lsn < s.recv {
+			s.lsn += checker.LSN(md.rng.Int63n(int64(s.recv-s.lsn) + 1))
+		}
+	}
+}
+
+// histUpTo is the part of history h that a server at position pos has:
+// the branches that start at or before it.
+func histUpTo(h []branch, pos checker.LSN) []branch {
+	k := 1
+	for k < len(h) && h[k].start <= pos {
+		k++
+	}
+	return slices.Clone(h[:k])
+}
+
+// promote makes s a master on a new timeline (the newest its history
+// knows, plus one: two servers promoted apart may pick the same number).
+func (md *model) promote(s *server) {
+	s.lsn = max(s.lsn, s.recv)
+	s.recv = 0
+	s.hist = append(slices.Clone(s.hist), branch{id: md.nextBr, tl: s.tl() + 1, start: s.lsn})
+	md.nextBr++
+	s.recovery, s.readOnly, s.upstream, s.paused = false, false, -1, false
+}
+
+// demote makes s a replica of u (rewound and restarted if it has WAL u
+// lacks: its history becomes u's up to u's position).
+func (md *model) demote(s, u *server) {
+	s.recovery, s.readOnly, s.upstream = true, true, u.idx
+	s.syncNames, s.syncK = nil, 0
+	if !canStream(s, u) {
+		// pg_rewind, or a fresh copy: back to where u's history has it.
+		s.lsn = min(s.lsn, u.lsn)
+		if u.recovery {
+			s.lsn = min(s.lsn, u.recv)
+		}
+		s.hist = histUpTo(u.hist, s.lsn)
+		s.start = md.startTime()
+	}
+	s.recv = s.lsn
+}
+
+// observe is what a check of s returns, as the PostgreSQL checker would
+// read it, at now.
+func (md *model) observe(s *server, now time.Time) checker.Result {
+	if s.rogue {
+		return md.lie(s, now)
+	}
+	r := checker.Result{
+		InRecovery: s.recovery, ReadOnly: s.readOnly, Timeline: s.tl(), SystemID: s.sysid,
+		StartTime: time.UnixMicro(s.start), ServerTime: now, Name: s.name, ReplayPaused: s.paused && s.recovery,
+	}
+	if s.recovery {
+		r.LSN, r.ReceiveLSN = s.lsn, s.recv
+		r.ReplayTime = now.Add(-time.Duration(md.rng.Intn(2000)) * time.Millisecond)
+		if s.upstream >= 0 && canStream(s, md.servers[s.upstream]) && !md.restricted {
+			r.ReceiveTimeline = s.tl()
+			if md.addrOf != nil {
+				r.UpstreamHost, r.UpstreamPort = md.addrOf(s.upstream)
+			}
+		}
+	} else {
+		r.LSN = s.lsn
+	}
+	for _, x := range md.servers {
+		if x == s || x.upstream != s.idx || !x.recovery || !canStream(x, s) || x.rogue {
+			continue
+		}
+		row := checker.Replica{ApplicationName: x.name, State: "streaming", SentLSN: x.recv, FlushLSN: x.recv, ReplayLSN: x.lsn}
+		if md.addrOf != nil {
+			row.ClientAddr, _ = md.addrOf(x.idx)
+		}
+		if !s.recovery {
+			row.SyncState = md.syncState(s, x)
+		} else {
+			row.SyncState = "async"
+		}
+		if md.restricted {
+			row = checker.Replica{ApplicationName: x.name}
+		}
+		r.Replicas = append(r.Replicas, row)
+	}
+	return r
+}
+
+// lie is what a rogue server says: any field, in any combination, often
+// copying the cluster's identifier and names.
+func (md *model) lie(s *server, now time.Time) checker.Result {
+	rng := md.rng
+	r := checker.Result{
+		InRecovery: rng.Intn(2) == 0, ReadOnly: rng.Intn(4) == 0, Timeline: uint32(1 + rng.Intn(6)),
+		LSN: checker.LSN(rng.Int63n(1 << 20)), SystemID: md.servers[0].sysid, ServerTime: now,
+		StartTime: time.UnixMicro(s.start), Name: s.name,
+	}
+	if rng.Intn(3) == 0 {
+		r.SystemID = uint64(rng.Int63())
+	}
+	if rng.Intn(3) == 0 {
+		r.Name = md.servers[rng.Intn(len(md.servers))].name
+	}
+	if rng.Intn(4) == 0 {
+		// Another server's identity: one server under two addresses?
+		o := md.servers[rng.Intn(len(md.servers))]
+		r.StartTime = time.UnixMicro(o.start)
+	}
+	if r.InRecovery {
+		r.ReceiveLSN = r.LSN + checker.LSN(rng.Intn(1000))
+		if rng.Intn(2) == 0 {
+			r.ReceiveTimeline = r.Timeline
+		}
+	}
+	for _, x := range md.servers {
+		if x != s && rng.Intn(2) == 0 {
+			states := []string{"sync", "async", "quorum", "potential", ""}
+			r.Replicas = append(r.Replicas, checker.Replica{ApplicationName: x.name, SyncState: states[rng.Intn(len(states))],
+				ReplayLSN: checker.LSN(rng.Int63n(1 << 20)), State: "streaming"})
+		}
+	}
+	return r
+}
+
+// master returns the server that is master in truth: the one writable,
+// reachable server of the cluster on the newest branch, or nil.
+func (md *model) master() *server {
+	var m *server
+	for _, s := range md.servers {
+		if s.rogue || s.foreign || s.down || s.recovery || s.readOnly {
+			continue
+		}
+		if m != nil {
+			return nil
+		}
+		m = s
+	}
+	return m
+}
+
+// inHistory reports whether write w is in s's history.
+func (md *model) inHistory(w *write, s *server) bool {
+	return s.has(w.branch, w.lsn)
+}

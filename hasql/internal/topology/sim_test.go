@@ -1,0 +1,928 @@
+package topology
+
+import (
+	"errors"
+	"fmt"
+	"math/rand"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pgxha/pgxha/checker"
+)
+
+// The simulation: the model's servers behind members (addresses) the core
+// is told about, checks whose answers are sampled from the model while
+// they run and delivered late, in any order across nodes, lost (timeouts)
+// or refused; clients that write through the master the core elects, on
+// connections the core may order cut; faults from a schedule. Invariants
+// are checked after every event the core takes.
+
+// opKind is a fault or an operation of a schedule.
+type opKind int
+
+const (
+	opCrash        opKind = iota // a server crashes (connections refused)
+	opRestart                    // a crashed server starts again (as it was: a master comes back writable)
+	opHang                       // a server freezes, or its network is cut: checks time out
+	opResume                     // it answers again
+	opFailover                   // the master is fenced (stopped) and the standby with every acknowledged write promoted
+	opRoguePromote               // a replica is promoted while the master runs
+	opRejoin                     // a server that is not master rewinds and follows the master
+	opPauseReplay                // a replica's replay is paused
+	opResumeReplay               // and resumed
+	opCascade                    // a replica streams from another replica
+	opRemove                     // discovery drops a member
+	opReadd                      // discovery brings a dropped member back
+	opAddReplica                 // a new replica is cloned and discovered
+	opAddRogue                   // a rogue server joins the discovered set
+	opAddForeign                 // a server of another cluster joins the discovered set
+	opSlowChecks                 // checks of a member take long (answers delayed)
+	opKinds
+)
+
+var opNames = [...]string{"crash", "restart", "hang", "resume", "failover", "rogue-promote", "rejoin",
+	"pause-replay", "resume-replay", "cascade", "remove", "readd", "add-replica", "add-rogue", "add-foreign", "slow-checks"}
+
+func (k opKind) String() string { return opNames[k] }
+
+// op is one step of a schedule: at step at, do kind to the target chosen
+// by arg (an index taken modulo what fits).
+type op struct {
+	at   int
+	kind opKind
+	arg  int
+}
+
+func (o op) String() string { return fmt.Sprintf("%d:%s(%d)", o.at, o.kind, o.arg) }
+
+// simConfig is one simulated cluster and its settings.
+type simConfig struct {
+	replicas   int
+	syncK      int  // synchronous standbys the master waits for (0: async)
+	any        bool // ANY k (quorum) rather than FIRST k
+	pin        bool // the system identifier is pinned
+	restricted bool // the check user lacks pg_monitor
+	alias      bool // server 0 is reachable under a second address too
+	steps      int
+}
+
+func (c simConfig) String() string {
+	return fmt.Sprintf("replicas=%d sync=%d any=%v pin=%v restricted=%v alias=%v steps=%d",
+		c.replicas, c.syncK, c.any, c.pin, c.restricted, c.alias, c.steps)
+}
+
+// randomConfig draws a cluster and a schedule from seed.
+func randomConfig(seed int64, steps int) (simConfig, []op) {
+	rng := rand.New(rand.NewSource(seed))
+	cfg := simConfig{
+		replicas:   1 + rng.Intn(4),
+		pin:        rng.Intn(3) == 0,
+		restricted: rng.Intn(6) == 0,
+		alias:      rng.Intn(4) == 0,
+		any:        rng.Intn(3) == 0,
+		steps:      steps,
+	}
+	cfg.syncK = rng.Intn(min(cfg.replicas, 2) + 1)
+	var ops []op
+	for at := 10; at < steps; at += 1 + rng.Intn(40) {
+		ops = append(ops, op{at: at, kind: opKind(rng.Intn(int(opKinds))), arg: rng.Intn(1 << 16)})
+	}
+	return cfg, ops
+}
+
+type simMember struct {
+	Member
+	server int // the server it reaches
+	gone   bool
+}
+
+type txn struct {
+	member ID
+	server int
+	cut    bool
+	seq    int
+}
+
+type inflight struct {
+	id       ID
+	began    time.Time
+	sampleAt time.Time
+	ended    time.Time
+	sampled  bool
+	res      checker.Result
+	err      error
+	timeout  bool
+}
+
+type sim struct {
+	cfg      simConfig
+	rng      *rand.Rand
+	md       *model
+	core     *Core
+	now      time.Time
+	members  []*simMember
+	nextID   ID
+	checks   map[ID]*inflight
+	next     map[ID]time.Time
+	slow     map[ID]bool
+	fast     bool
+	txns     []*txn
+	seq      int
+	trace    []string
+	pinned   uint64
+	faulting bool
+}
+
+var errCheckRefused = errors.New("connection refused")
+var errCheckTimeout = errors.New("check timed out")
+
+func newSim(cfg simConfig, seed int64) *sim {
+	rng := rand.New(rand.NewSource(seed ^ 0x5DEECE66D))
+	s := &sim{cfg: cfg, rng: rng, now: time.Unix(1_700_000_000, 0),
+		checks: map[ID]*inflight{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, faulting: true}
+	s.md = newModel(rng, cfg.replicas, cfg.syncK, cfg.any)
+	s.md.restricted = cfg.restricted
+	s.md.addrOf = func(server int) (string, uint16) {
+		for _, mb := range s.members {
+			if mb.server == server {
+				return mb.Host, 5432
+			}
+		}
+		return "", 0
+	}
+	if cfg.pin {
+		s.pinned = s.md.servers[0].sysid
+	}
+	s.core = New(Config{SystemID: s.pinned})
+	for i := range s.md.servers {
+		s.addMember(i, true)
+	}
+	if cfg.alias {
+		s.addMember(0, true)
+	}
+	s.setMembers()
+	return s
+}
+
+func (s *sim) addMember(server int, trusted bool) *simMember {
+	id := s.nextID
+	s.nextID++
+	mb := &simMember{Member: Member{ID: id, Addr: fmt.Sprintf("10.0.0.%d:5432", id+1), Host: fmt.Sprintf("10.0.0.%d", id+1), Trusted: trusted}, server: server}
+	s.members = append(s.members, mb)
+	s.next[id] = s.now
+	return mb
+}
+
+func (s *sim) member(id ID) *simMember {
+	for _, mb := range s.members {
+		if mb.ID == id {
+			return mb
+		}
+	}
+	return nil
+}
+
+func (s *sim) setMembers() {
+	var set []Member
+	for _, mb := range s.members {
+		if !mb.gone {
+			set = append(set, mb.Member)
+		}
+	}
+	s.core.SetMembers(s.now, set)
+	s.applied("set")
+}
+
+func (s *sim) tracef(format string, args ...any) {
+	s.trace = append(s.trace, fmt.Sprintf("%6dms ", s.now.Sub(time.Unix(1_700_000_000, 0)).Milliseconds())+fmt.Sprintf(format, args...))
+}
+
+// run plays the schedule, then lets the faults end and the cluster be
+// repaired, and checks that the view converges to the truth. It returns
+// the first invariant broken.
+func (s *sim) run(ops []op) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	oi := 0
+	for step := 0; step < s.cfg.steps; step++ {
+		for oi < len(ops) && ops[oi].at <= step {
+			s.do(ops[oi])
+			oi++
+			if err := s.check(); err != nil {
+				return err
+			}
+		}
+		if err := s.tick(); err != nil {
+			return err
+		}
+	}
+	// The faults end: every server answers, the cluster is repaired the
+	// way an operator or Patroni would, rogues and foreigners leave.
+	s.faulting = false
+	s.repair()
+	if err := s.check(); err != nil {
+		return err
+	}
+	for step := 0; step < 400; step++ {
+		if err := s.tick(); err != nil {
+			return err
+		}
+	}
+	return s.converged()
+}
+
+// tick advances time by a few milliseconds: WAL moves, clients write and
+// commit, checks begin, are sampled and end.
+func (s *sim) tick() error {
+	s.now = s.now.Add(time.Duration(1+s.rng.Intn(25)) * time.Millisecond)
+	s.md.replicate()
+	s.client()
+	s.ack()
+	// Checks: sample those under way, deliver those that ended, in the
+	// order they ended.
+	ids := make([]ID, 0, len(s.checks))
+	for id := range s.checks {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids) // map order would make a run depend on more than its seed
+	for _, id := range ids {
+		if c := s.checks[id]; !c.sampled && !c.sampleAt.After(s.now) {
+			s.sample(c)
+		}
+	}
+	for {
+		var due *inflight
+		for _, c := range s.checks {
+			if c.sampled && !c.ended.After(s.now) && (due == nil || c.ended.Before(due.ended) || c.ended.Equal(due.ended) && c.id < due.id) {
+				due = c
+			}
+		}
+		if due == nil {
+			break
+		}
+		delete(s.checks, due.id)
+		if err := s.deliver(due); err != nil {
+			return err
+		}
+	}
+	for _, mb := range s.members {
+		if mb.gone {
+			continue
+		}
+		if _, busy := s.checks[mb.ID]; busy || s.next[mb.ID].After(s.now) {
+			continue
+		}
+		lat := time.Duration(1+s.rng.Intn(8)) * time.Millisecond
+		if s.slow[mb.ID] {
+			lat += time.Duration(s.rng.Intn(400)) * time.Millisecond
+		}
+		a := time.Duration(s.rng.Int63n(int64(lat)))
+		s.checks[mb.ID] = &inflight{id: mb.ID, began: s.now, sampleAt: s.now.Add(a), ended: s.now.Add(lat)}
+	}
+	return nil
+}
+
+// sample computes a check's answer from the model as it is now.
+func (s *sim) sample(c *inflight) {
+	c.sampled = true
+	mb := s.member(c.id)
+	if mb == nil || mb.gone {
+		c.err = errCheckRefused // left the set: dropped when it ends
+		return
+	}
+	srv := s.md.servers[mb.server]
+	switch {
+	case srv.down:
+		c.err, c.ended = errCheckRefused, c.sampleAt.Add(time.Millisecond)
+	case srv.hung:
+		c.err, c.timeout, c.ended = errCheckTimeout, true, c.began.Add(800*time.Millisecond)
+	default:
+		c.res = s.md.observe(srv, c.sampleAt)
+	}
+}
+
+func (s *sim) deliver(c *inflight) error {
+	mb := s.member(c.id)
+	if mb == nil || mb.gone {
+		return nil
+	}
+	again := false
+	if c.err != nil {
+		again = s.core.CheckFailed(c.id, c.err, c.timeout, c.ended)
+		s.tracef("check %s: %v", mb.Addr, c.err)
+	} else {
+		s.core.CheckOK(c.id, c.res, c.began, c.ended, mb.Host)
+		s.tracef("check %s: recovery=%v ro=%v tl=%d/%d lsn=%s sys=%d rows=%d", mb.Addr, c.res.InRecovery, c.res.ReadOnly,
+			c.res.Timeline, c.res.ReceiveTimeline, c.res.LSN, c.res.SystemID%1000, len(c.res.Replicas))
+	}
+	s.applied("check")
+	interval := 500 * time.Millisecond
+	if s.fast {
+		interval = 20 * time.Millisecond
+	}
+	if again {
+		interval = 0
+	}
+	s.next[c.id] = c.ended.Add(interval)
+	return s.check()
+}
+
+// applied carries out the core's actions as the shell does: cuts first.
+func (s *sim) applied(what string) {
+	r := s.core.TakeReady()
+	for _, id := range r.Cut {
+		for _, t := range s.txns {
+			if t.member == id {
+				t.cut = true
+			}
+		}
+		s.tracef("cut %d", id)
+	}
+	for _, rc := range r.RoleChanges {
+		s.tracef("role %d: %s -> %s", rc.ID, rc.From, rc.To)
+	}
+	if r.CheckOthers {
+		for id := range s.next {
+			s.next[id] = s.now
+		}
+	}
+	s.fast = r.Fast
+}
+
+// client begins write transactions on the elected master and commits
+// some of those open.
+func (s *sim) client() {
+	if m := s.core.Elected().Master; m != nil && s.rng.Intn(3) == 0 {
+		mb := s.member(m.ID)
+		s.seq++
+		s.txns = append(s.txns, &txn{member: m.ID, server: mb.server, seq: s.seq})
+	}
+	if len(s.txns) == 0 || s.rng.Intn(2) == 0 {
+		return
+	}
+	i := s.rng.Intn(len(s.txns))
+	t := s.txns[i]
+	s.txns = slices.Delete(s.txns, i, i+1)
+	srv := s.md.servers[t.server]
+	if t.cut || srv.down || srv.hung || srv.recovery || srv.readOnly {
+		return // the commit fails: nothing acknowledged
+	}
+	srv.lsn += checker.LSN(8 + s.rng.Intn(200))
+	w := &write{id: t.seq, server: t.server, branch: srv.hist[len(srv.hist)-1].id, lsn: srv.lsn}
+	if m := s.core.Elected().Master; m == nil || m.ID == t.member {
+		w.exempt = "" // decided at acknowledgement
+	} else {
+		w.exempt = "-" // committed while the core named another master: never exempt
+	}
+	s.md.writes = append(s.md.writes, w)
+}
+
+// ack acknowledges the writes their server's synchronous standbys have
+// confirmed. A write acknowledged on a branch another server already
+// forked off before it is PostgreSQL's loss (a promotion the router did
+// not order), unless the core had named another master when it committed.
+func (s *sim) ack() {
+	for _, w := range s.md.writes {
+		if w.acked {
+			continue
+		}
+		srv := s.md.servers[w.server]
+		if srv.down || srv.hung || srv.recovery || srv.hist[len(srv.hist)-1].id != w.branch || !s.md.confirmed(srv, w.lsn) {
+			continue
+		}
+		w.acked = true
+		if w.exempt == "-" {
+			w.exempt = ""
+			continue
+		}
+		for _, o := range s.md.servers {
+			if o != srv && !o.rogue && !o.foreign && forkedBefore(o, w.branch, w.lsn) {
+				w.exempt = "acknowledged on a branch " + o.name + " had already forked off"
+			}
+		}
+	}
+}
+
+// forkedBefore reports whether s's history left branch b before lsn.
+func forkedBefore(s *server, b int, lsn checker.LSN) bool {
+	for i, h := range s.hist {
+		if h.id == b && i+1 < len(s.hist) && s.hist[i+1].start < lsn {
+			return true
+		}
+	}
+	return false
+}
+
+// do carries out one operation of the schedule.
+func (s *sim) do(o op) {
+	md := s.md
+	var honest []*server
+	for _, x := range md.servers {
+		if !x.rogue && !x.foreign {
+			honest = append(honest, x)
+		}
+	}
+	pick := func(f func(*server) bool) *server {
+		var c []*server
+		for _, x := range honest {
+			if f(x) {
+				c = append(c, x)
+			}
+		}
+		if len(c) == 0 {
+			return nil
+		}
+		return c[o.arg%len(c)]
+	}
+	truth := md.master()
+	s.tracef("op %s", o)
+	switch o.kind {
+	case opCrash:
+		if x := pick(func(x *server) bool { return !x.down }); x != nil {
+			x.down = true
+		}
+	case opRestart:
+		if x := pick(func(x *server) bool { return x.down }); x != nil {
+			x.down, x.start = false, md.startTime()
+		}
+	case opHang:
+		if x := pick(func(x *server) bool { return !x.hung && !x.down }); x != nil {
+			x.hung = true
+		}
+	case opResume:
+		if x := pick(func(x *server) bool { return x.hung }); x != nil {
+			x.hung = false
+		}
+	case opFailover:
+		s.failover(truth, o.arg)
+	case opRoguePromote:
+		if x := pick(func(x *server) bool { return x.recovery && !x.down }); x != nil {
+			s.exemptMissing(x)
+			md.promote(x)
+		}
+	case opRejoin:
+		if truth == nil {
+			return
+		}
+		if x := pick(func(x *server) bool { return x != truth && !x.down }); x != nil {
+			md.demote(x, truth)
+			x.hung = false
+		}
+	case opPauseReplay:
+		if x := pick(func(x *server) bool { return x.recovery }); x != nil {
+			x.paused = true
+		}
+	case opResumeReplay:
+		if x := pick(func(x *server) bool { return x.paused }); x != nil {
+			x.paused = false
+		}
+	case opCascade:
+		x := pick(func(x *server) bool { return x.recovery })
+		y := pick(func(y *server) bool { return y.recovery && y != x })
+		if x != nil && y != nil && y.upstream != x.idx {
+			x.upstream = y.idx
+			for _, m := range md.servers {
+				if slices.Contains(m.syncNames, x.name) {
+					m.syncNames = slices.DeleteFunc(slices.Clone(m.syncNames), func(n string) bool { return n == x.name })
+					m.syncK = min(m.syncK, len(m.syncNames))
+				}
+			}
+		}
+	case opRemove:
+		var live []*simMember
+		for _, mb := range s.members {
+			if !mb.gone {
+				live = append(live, mb)
+			}
+		}
+		if len(live) > 1 {
+			live[o.arg%len(live)].gone = true
+			s.setMembers()
+		}
+	case opReadd:
+		var gone []*simMember
+		for _, mb := range s.members {
+			if mb.gone && !md.servers[mb.server].rogue && !md.servers[mb.server].foreign {
+				gone = append(gone, mb)
+			}
+		}
+		if len(gone) > 0 {
+			// Back under a new address: a node is new to the set.
+			old := gone[o.arg%len(gone)]
+			s.addMember(old.server, old.Trusted)
+			s.setMembers()
+		}
+	case opAddReplica:
+		if truth == nil || len(md.servers) > 8 {
+			return
+		}
+		x := &server{idx: len(md.servers), sysid: truth.sysid, start: md.startTime(), name: fmt.Sprintf("n%d", len(md.servers)+1),
+			hist: slices.Clone(truth.hist), lsn: truth.lsn, recv: truth.lsn, upstream: truth.idx, recovery: true, readOnly: true}
+		md.servers = append(md.servers, x)
+		s.addMember(x.idx, false)
+		s.setMembers()
+	case opAddRogue, opAddForeign:
+		if len(md.servers) > 8 {
+			return
+		}
+		x := &server{idx: len(md.servers), sysid: 9000000000000000000 + uint64(o.arg), start: md.startTime(),
+			hist: []branch{{id: md.nextBr, tl: uint32(1 + o.arg%4)}}, lsn: checker.LSN(o.arg * 100), upstream: -1}
+		md.nextBr++
+		// A namesake of one of ours: the unfriendly case.
+		x.name = honest[o.arg%len(honest)].name
+		if o.kind == opAddRogue {
+			x.rogue = true
+		} else {
+			x.foreign = true
+			x.recovery, x.readOnly = o.arg%2 == 0, o.arg%2 == 0
+			x.recv = x.lsn
+		}
+		md.servers = append(md.servers, x)
+		s.addMember(x.idx, false)
+		s.setMembers()
+	case opSlowChecks:
+		var live []*simMember
+		for _, mb := range s.members {
+			if !mb.gone {
+				live = append(live, mb)
+			}
+		}
+		mb := live[o.arg%len(live)]
+		s.slow[mb.ID] = !s.slow[mb.ID]
+	}
+}
+
+// failover does what Patroni does: the master (if any) is fenced, and the
+// standby that has every acknowledged write of its branch is promoted; the
+// others follow it. With no such standby (async, or the sync one down),
+// an async failover promotes the most advanced replica and the writes it
+// lacks are PostgreSQL's loss.
+func (s *sim) failover(old *server, arg int) {
+	md := s.md
+	var best *server
+	for _, x := range md.servers {
+		if x.rogue || x.foreign || x.down || x.hung || !x.recovery {
+			continue
+		}
+		if old != nil && !canStream(x, old) && x.upstream == old.idx {
+			continue
+		}
+		if best == nil || max(x.lsn, x.recv) > max(best.lsn, best.recv) {
+			best = x
+		}
+	}
+	if best == nil {
+		return
+	}
+	if old != nil {
+		old.down = true // fenced: stopped
+	}
+	s.exemptMissing(best)
+	md.promote(best)
+	for _, x := range md.servers {
+		if x != best && x.recovery && !x.rogue && !x.foreign {
+			x.upstream = best.idx
+		}
+	}
+	md.setSync(best, s.cfg.syncK, !s.cfg.any)
+}
+
+// exemptMissing marks the acknowledged writes x lacks as lost by
+// PostgreSQL: promoting x loses them whatever the router does.
+func (s *sim) exemptMissing(x *server) {
+	for _, w := range s.md.writes {
+		if w.acked && w.exempt == "" && !x.has(w.branch, w.lsn) {
+			w.exempt = "not on " + x.name + " when it was promoted"
+		}
+	}
+}
+
+// repair ends the faults: every server answers, rogues and foreigners
+// leave the set, a master is made if there is none (failover), and every
+// other server rejoins it.
+func (s *sim) repair() {
+	md := s.md
+	for _, mb := range s.members {
+		srv := md.servers[mb.server]
+		if srv.rogue || srv.foreign {
+			mb.gone = true
+		}
+	}
+	s.slow = map[ID]bool{}
+	for _, x := range md.servers {
+		x.hung = false
+		if x.down {
+			x.down, x.start = false, md.startTime()
+		}
+	}
+	// More than one writable: keep the one on the newest branch with the
+	// most WAL (what an operator would keep), demote the rest.
+	var writable []*server
+	for _, x := range md.servers {
+		if !x.rogue && !x.foreign && !x.recovery && !x.readOnly {
+			writable = append(writable, x)
+		}
+	}
+	var keep *server
+	for _, x := range writable {
+		if keep == nil || x.tl() > keep.tl() || x.tl() == keep.tl() && x.lsn > keep.lsn {
+			keep = x
+		}
+	}
+	if keep == nil {
+		s.failover(nil, 0)
+		keep = md.master()
+		if keep == nil {
+			// Nothing to promote: start the first server afresh as master.
+			keep = md.servers[0]
+			keep.recovery, keep.readOnly, keep.upstream = false, false, -1
+		}
+	}
+	for _, x := range writable {
+		if x != keep {
+			s.tracef("repair: %s loses its writes past the fork", x.name)
+			for _, w := range md.writes {
+				if w.acked && w.exempt == "" && w.server == x.idx && !keep.has(w.branch, w.lsn) {
+					w.exempt = "on a server demoted by the repair (split brain)"
+				}
+			}
+		}
+	}
+	for _, x := range md.servers {
+		if x != keep && !x.rogue && !x.foreign {
+			x.paused = false
+			md.demote(x, keep)
+		}
+	}
+	md.setSync(keep, s.cfg.syncK, !s.cfg.any)
+	// Members that were dropped come back (the set is whole again).
+	for _, mb := range s.members {
+		srv := md.servers[mb.server]
+		if mb.gone && !srv.rogue && !srv.foreign {
+			s.addMember(mb.server, mb.Trusted)
+			mb.server = -1
+		}
+	}
+	s.members = slices.DeleteFunc(s.members, func(mb *simMember) bool { return mb.server < 0 })
+	s.setMembers()
+	s.tracef("repair: master %s", keep.name)
+}
+
+// check tests the invariants on the core's view as it is now.
+func (s *sim) check() error {
+	c := s.core
+	e := c.Elected()
+	if len(c.Nodes()) == 0 {
+		return errors.New("the node set is empty")
+	}
+	masters := 0
+	for _, x := range c.Nodes() {
+		if x.Role == RoleMaster && x.AliasOf == nil {
+			masters++
+		}
+	}
+	if masters > 1 {
+		return fmt.Errorf("%d masters in one view", masters)
+	}
+	if e.Master != nil {
+		m := e.Master
+		mb := s.member(m.ID)
+		srv := s.md.servers[mb.server]
+		if m.Role != RoleMaster {
+			return fmt.Errorf("elected %s has role %s", m.Addr, m.Role)
+		}
+		if !m.live() || m.Res.InRecovery || m.Res.ReadOnly {
+			return fmt.Errorf("master %s was not writable at its last check", m.Addr)
+		}
+		if srv.rogue {
+			return fmt.Errorf("master %s is a rogue server", m.Addr)
+		}
+		if srv.foreign {
+			return fmt.Errorf("master %s is of another cluster", m.Addr)
+		}
+		if s.pinned != 0 && m.Res.SystemID != s.pinned {
+			return fmt.Errorf("master %s has system identifier %d, pinned %d", m.Addr, m.Res.SystemID, s.pinned)
+		}
+		for _, x := range c.Nodes() {
+			xs := s.md.servers[s.member(x.ID).server]
+			if xs.rogue || xs.foreign || !x.live() || !x.Vouched || x.Res.SystemID != m.Res.SystemID {
+				continue
+			}
+			if tl := bestTimeline(&x.Res); tl > m.Res.Timeline && !(x.Res.InRecovery && x.Res.ReceiveTimeline == 0) {
+				return fmt.Errorf("master %s on timeline %d while %s shows timeline %d", m.Addr, m.Res.Timeline, x.Addr, tl)
+			}
+		}
+		// Cut before publish: no connection that took writes is open to
+		// another node.
+		for _, t := range s.txns {
+			if !t.cut && t.member != m.ID {
+				tm := s.member(t.member)
+				if tm == nil || tm.server != mb.server || s.md.servers[t.server] != srv {
+					return fmt.Errorf("master %s elected while a write connection to member %d (server %s) is open and not cut",
+						m.Addr, t.member, s.md.servers[t.server].name)
+				}
+			}
+		}
+	}
+	// Replicas: only those that follow the master serve reads.
+	known := e.Master != nil && !e.Master.Partial
+	for _, x := range c.Nodes() {
+		if !x.Role.IsReplica() || x.AliasOf != nil {
+			continue
+		}
+		xs := s.md.servers[s.member(x.ID).server]
+		if xs.foreign {
+			return fmt.Errorf("replica %s is of another cluster", x.Addr)
+		}
+		if xs.rogue {
+			continue // a rogue may pass for a replica by name (see README: what is trusted)
+		}
+		if !x.live() || !x.Res.InRecovery {
+			return fmt.Errorf("replica %s was not in recovery at its last check", x.Addr)
+		}
+		if !known {
+			continue
+		}
+		m := e.Master
+		if x.Res.SystemID != m.Res.SystemID {
+			return fmt.Errorf("replica %s of system %d, master of %d", x.Addr, x.Res.SystemID, m.Res.SystemID)
+		}
+		if x.Res.ReceiveTimeline != 0 && bestTimeline(&x.Res) != m.Res.Timeline {
+			return fmt.Errorf("replica %s streams timeline %d, master on %d", x.Addr, bestTimeline(&x.Res), m.Res.Timeline)
+		}
+		replay := x.Res.LSN
+		for _, r := range m.Res.Replicas {
+			if r.ApplicationName == x.Name() {
+				replay = max(replay, r.ReplayLSN)
+			}
+		}
+		if replay < m.Res.LSN && x.LagBytes == 0 && !x.LagAt.IsZero() && !x.LagAt.Before(m.ResAt) {
+			return fmt.Errorf("replica %s behind the master (%s < %s) with lag 0", x.Addr, replay, m.Res.LSN)
+		}
+		// Sync claimed only when unambiguous; a foreign namesake changes
+		// nothing.
+		if x.Role == RoleSyncReplica || x.Role == RoleQuorumReplica {
+			k := 0
+			for _, r := range m.Res.Replicas {
+				if r.ApplicationName == x.Name() {
+					k++
+				}
+			}
+			if k != 1 {
+				return fmt.Errorf("replica %s claimed %s with %d walsender rows of its name", x.Addr, x.Role, k)
+			}
+		}
+		if !s.cfg.restricted && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && s.uniqueHonestName(x, m) {
+			return fmt.Errorf("replica %s: sync unknown (%s) though only it goes by its name among the cluster's nodes", x.Addr, x.SyncUnknown)
+		}
+	}
+	return nil
+}
+
+// uniqueHonestName reports whether x's name is on one row of m's
+// walsenders and no other live replica of the cluster goes by it.
+func (s *sim) uniqueHonestName(x, m *Node) bool {
+	k := 0
+	for _, r := range m.Res.Replicas {
+		if r.ApplicationName == x.Name() {
+			k++
+		}
+	}
+	if k != 1 {
+		return false
+	}
+	for _, y := range s.core.Nodes() {
+		ys := s.md.servers[s.member(y.ID).server]
+		if y != x && y.AliasOf != x && x.AliasOf != y && !ys.foreign && !ys.rogue && y.live() && y.Res.InRecovery && y.Name() == x.Name() {
+			return false
+		}
+	}
+	return true
+}
+
+// converged checks that, faults over, the view is the truth: the master
+// is the model's, every server that streams from it is a replica, and no
+// acknowledged write is lost.
+func (s *sim) converged() error {
+	truth := s.md.master()
+	if truth == nil {
+		return errors.New("model: no master after the repair")
+	}
+	e := s.core.Elected()
+	trusted := false
+	for _, mb := range s.members {
+		trusted = trusted || mb.server == truth.idx && mb.Trusted && !mb.gone
+	}
+	if e.Master == nil && s.cfg.restricted && !trusted {
+		// Nothing can vouch for a master the user did not name when the
+		// check user may not see the replicas' walreceivers: no master
+		// is the safe outcome (README: what is trusted).
+		return s.noLoss(nil)
+	}
+	if e.Master == nil {
+		return fmt.Errorf("no master in the view after the faults ended; the model's is %s (elected: %+v)", truth.name, e)
+	}
+	if srv := s.md.servers[s.member(e.Master.ID).server]; srv != truth {
+		return fmt.Errorf("the view's master is %s, the model's %s", srv.name, truth.name)
+	}
+	for _, x := range s.core.Nodes() {
+		srv := s.md.servers[s.member(x.ID).server]
+		if x.AliasOf != nil || srv == truth || !srv.recovery || !canStream(srv, s.md.servers[srv.upstream]) {
+			continue
+		}
+		if !x.Role.IsReplica() {
+			return fmt.Errorf("%s (%s) streams from the master but is %s (%s)", x.Addr, srv.name, x.Role, x.Detached)
+		}
+	}
+	return s.noLoss(truth)
+}
+
+// noLoss checks that every acknowledged write not lost by PostgreSQL itself
+// is in the history of the model's master.
+func (s *sim) noLoss(truth *server) error {
+	if truth == nil {
+		truth = s.md.master()
+	}
+	for _, w := range s.md.writes {
+		if w.acked && w.exempt == "" && !truth.has(w.branch, w.lsn) {
+			return fmt.Errorf("acknowledged write %d (on %s, branch %d at %s) is not in the master's history",
+				w.id, s.md.servers[w.server].name, w.branch, w.lsn)
+		}
+	}
+	return nil
+}
+
+// failure is a schedule that broke an invariant.
+type failure struct {
+	seed int64
+	cfg  simConfig
+	ops  []op
+	err  error
+	tail []string
+}
+
+func (f *failure) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d (%s): %v\nschedule (%d ops): %v\nlast events:\n", f.seed, f.cfg, f.err, len(f.ops), f.ops)
+	for _, l := range f.tail {
+		b.WriteString("  " + l + "\n")
+	}
+	return b.String()
+}
+
+// play runs one schedule.
+func play(seed int64, cfg simConfig, ops []op) (*sim, error) {
+	s := newSim(cfg, seed)
+	return s, s.run(ops)
+}
+
+// shrink removes operations from a failing schedule while it still fails
+// (with any invariant), a bounded number of times.
+func shrink(f *failure) *failure {
+	best := f
+	for round := 0; round < 8; round++ {
+		improved := false
+		for i := 0; i < len(best.ops); i++ {
+			ops := slices.Delete(slices.Clone(best.ops), i, i+1)
+			s, err := play(best.seed, best.cfg, ops)
+			if err != nil {
+				best = &failure{seed: best.seed, cfg: best.cfg, ops: ops, err: err, tail: tail(s.trace, 40)}
+				improved = true
+				i--
+			}
+		}
+		// Fewer steps, too.
+		for best.cfg.steps > 50 {
+			cfg := best.cfg
+			cfg.steps = cfg.steps * 2 / 3
+			var ops []op
+			for _, o := range best.ops {
+				if o.at < cfg.steps {
+					ops = append(ops, o)
+				}
+			}
+			s, err := play(best.seed, cfg, ops)
+			if err == nil {
+				break
+			}
+			best = &failure{seed: best.seed, cfg: cfg, ops: ops, err: err, tail: tail(s.trace, 40)}
+			improved = true
+		}
+		if !improved {
+			break
+		}
+	}
+	return best
+}
+
+func tail(l []string, n int) []string {
+	if len(l) > n {
+		return l[len(l)-n:]
+	}
+	return l
+}
