@@ -2,8 +2,8 @@ package topology
 
 import (
 	"log/slog"
-	"slices"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
