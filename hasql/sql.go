@@ -27,6 +27,12 @@ const (
 	// TargetReplica: every connection goes to a replica chosen with the
 	// ReplicaOptions given to DB.
 	TargetReplica
+	// TargetAuto splits by itself: transactions begun with ReadOnly
+	// (sql.TxOptions{ReadOnly: true}) and statements whose context was
+	// marked with ReadOnly run on a replica chosen with the ReplicaOptions
+	// given to DB (the Manager's defaults without any); everything else on
+	// the master. See DB.
+	TargetAuto
 )
 
 const customDataNode = "pgxha.node"
@@ -39,8 +45,25 @@ const customDataNode = "pgxha.node"
 // connection whose node lost its role is discarded. database/sql keeps its
 // own pool of these connections (not the manager's pgx pools); close the
 // *sql.DB when done, before closing the Manager.
+//
+// With TargetAuto, one *sql.DB serves reads and writes: each of its
+// connections holds up to two server connections, one to the master and
+// one to a replica, each opened on first use and re-validated as above;
+// a transaction runs on the replica when begun with ReadOnly, on the master
+// otherwise, and a statement outside a transaction on the replica when its
+// context was marked with ReadOnly, on the master otherwise. Options that
+// depend on the caller's own write (MinLSN, After) have no place in a
+// *sql.DB shared by every request: read those through m.Replica.
 func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
+	if t == TargetAuto {
+		return m.autoDB(opts)
+	}
 	tg, o := m.resolveTarget(t, opts)
+	return sql.OpenDB(m.connector(tg, o))
+}
+
+// connector makes the database/sql connector of DB for t and o.
+func (m *Manager) connector(tg target, o *replicaOptions) *dbConnector {
 	base := m.nodesNow()[0].pool.Config().ConnConfig
 	inner := stdlib.GetConnector(*base,
 		stdlib.OptionBeforeConnect(func(ctx context.Context, cfg *pgx.ConnConfig) error {
@@ -68,7 +91,7 @@ func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
 			return nil
 		}),
 	)
-	return sql.OpenDB(&dbConnector{Connector: inner, m: m, t: tg, o: o})
+	return &dbConnector{Connector: inner, m: m, t: tg, o: o}
 }
 
 // dbConnector re-validates every connection DB opens, as an acquire does:
