@@ -510,7 +510,14 @@ func (c *Cluster) startLocal(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("testcluster: initdb: %w\n%s", err, out)
 	}
-	if err := c.writeServerFile(filepath.Join(master.dataDir, "pg_hba.conf"), hbaConf); err != nil {
+	if err := c.writeServerTLS(); err != nil {
+		return err
+	}
+	hba := hbaConf
+	if len(c.opts.HBA) > 0 {
+		hba = "# from Options.HBA\n" + strings.Join(c.opts.HBA, "\n") + "\n" + hbaConf
+	}
+	if err := c.writeServerFile(filepath.Join(master.dataDir, "pg_hba.conf"), hba); err != nil {
 		return err
 	}
 	if err := c.appendServerFile(filepath.Join(master.dataDir, "postgresql.conf"), c.serverConf()); err != nil {
@@ -599,6 +606,14 @@ func (c *Cluster) serverConf() string {
 		"dynamic_shared_memory_type": "mmap",
 		"recovery_target_timeline":   "'latest'",
 	}
+	if c.opts.ServerTLS != nil {
+		settings["ssl"] = "on"
+		settings["ssl_cert_file"] = quoteConfValue(filepath.Join(c.dir, "tls", "server.crt"))
+		settings["ssl_key_file"] = quoteConfValue(filepath.Join(c.dir, "tls", "server.key"))
+		if len(c.opts.ServerTLS.ClientCAPEM) > 0 {
+			settings["ssl_ca_file"] = quoteConfValue(filepath.Join(c.dir, "tls", "ca.crt"))
+		}
+	}
 	for k, v := range c.opts.Settings {
 		settings[k] = quoteConfValue(v)
 	}
@@ -631,6 +646,32 @@ func (c *Cluster) runServerProgram(ctx context.Context, program string, env []st
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// writeServerTLS writes Options.ServerTLS's files, which serverConf names,
+// into the cluster's directory, owned by the server's user.
+func (c *Cluster) writeServerTLS() error {
+	t := c.opts.ServerTLS
+	if t == nil {
+		return nil
+	}
+	dir := filepath.Join(c.dir, "tls")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	if err := chownTree(dir, c.cred); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	files := map[string][]byte{"server.crt": t.CertPEM, "server.key": t.KeyPEM}
+	if len(t.ClientCAPEM) > 0 {
+		files["ca.crt"] = t.ClientCAPEM
+	}
+	for name, b := range files {
+		if err := c.writeServerFile(filepath.Join(dir, name), string(b)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeServerFile writes a file the server's user owns.

@@ -34,6 +34,17 @@ type Options struct {
 	// Settings are extra postgresql.conf settings for every node.
 	Settings map[string]string
 
+	// ServerTLS, when set, turns TLS on in every node (ssl = on), with
+	// this certificate and key, and this CA for the client certificates
+	// the server asks for (ssl_ca_file). Local backend only. Replication
+	// connections between nodes stay plain.
+	ServerTLS *ServerTLS
+
+	// HBA are pg_hba.conf lines put before testcluster's own (which allow
+	// the harness in, and passwords over TCP): a hostssl line with
+	// clientcert=verify-full, say. Local backend only.
+	HBA []string
+
 	// Backend selects how nodes run: BackendLocal (processes on this
 	// machine, the default), BackendCompose (containers of
 	// docker-compose.replication.yml) or BackendPatroni (local processes
@@ -52,6 +63,12 @@ type Options struct {
 	// Logf receives progress lines (start-up, chaos operations). Default:
 	// none. New sets it to t.Logf.
 	Logf func(format string, args ...any)
+}
+
+// ServerTLS is a server's certificate, its key and the CA of client
+// certificates, in PEM.
+type ServerTLS struct {
+	CertPEM, KeyPEM, ClientCAPEM []byte
 }
 
 // Backend is where a cluster's nodes run.
@@ -114,6 +131,17 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.PgBouncer != PgBouncerNone && o.Backend != BackendLocal {
 		return o, fmt.Errorf("testcluster: PgBouncer is for the local backend only, not %q", o.Backend)
+	}
+	if (o.ServerTLS != nil || len(o.HBA) > 0) && o.Backend != BackendLocal {
+		return o, fmt.Errorf("testcluster: ServerTLS and HBA are for the local backend only, not %q", o.Backend)
+	}
+	if t := o.ServerTLS; t != nil && (len(t.CertPEM) == 0 || len(t.KeyPEM) == 0) {
+		return o, fmt.Errorf("testcluster: ServerTLS needs CertPEM and KeyPEM")
+	}
+	for i, line := range o.HBA {
+		if strings.ContainsAny(line, "\n\r") {
+			return o, fmt.Errorf("testcluster: HBA line %d holds a line break: give one line per entry", i+1)
+		}
 	}
 	for k := range o.Settings {
 		if !validSettingName(k) {
