@@ -281,6 +281,12 @@ func parseCluster(body []byte) ([]Node, []*url.URL, error) {
 		if m.Host == "" {
 			continue
 		}
+		// libpq and pgx read a host that starts with '/' as a Unix socket
+		// directory: a member's host must name a machine on the network,
+		// never a socket of the client's, where any local user can listen.
+		if strings.ContainsAny(m.Host, "/\\") || strings.HasPrefix(m.Host, "@") {
+			return nil, nil, fmt.Errorf("member %q: host %q is a path, not a host name or address", m.Name, m.Host)
+		}
 		port := "5432"
 		if m.Port != "" {
 			p, err := parsePort(m.Port.String())

@@ -134,6 +134,7 @@ func TestPatroniBadAnswers(t *testing.T) {
 		{"no member", http.StatusOK, `{"members": []}`, "no node found"},
 		{"no member with a host", http.StatusOK, `{"members": [{"name": "x", "role": "replica"}]}`, "no node found"},
 		{"bad port", http.StatusOK, `{"members": [{"name": "x", "host": "h", "port": 70000}]}`, `member "x": port "70000"`},
+		{"socket path as host", http.StatusOK, `{"members": [{"name": "x", "host": "/tmp/pg", "port": 5432}]}`, `member "x": host "/tmp/pg" is a path`},
 		{"too big", http.StatusOK, `{"members": [], "pad": "` + strings.Repeat("x", 5<<20) + `"}`, "response over 4194304 bytes"},
 	}
 	for _, tt := range tests {

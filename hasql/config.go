@@ -151,6 +151,16 @@ type Config struct {
 	// others when none qualifies. Default: "", no preference.
 	Zone string
 
+	// TLSServerNames are the host names that discovery may report and
+	// that a discovered node's certificate is then verified against
+	// (hasql_tls_server_names, names and suffixes separated by commas):
+	// a name, or a suffix that starts with a dot (".db.internal" allows
+	// "n1.db.internal"). Any other discovered host name, and every
+	// discovered address, is verified against the connection string's
+	// first host name, as are the hosts of the connection string against
+	// their own (with sslmode=verify-full). Default: none.
+	TLSServerNames []string
+
 	// PasswordFunc, when set, supplies the password of every connection
 	// the Manager opens, pools, check connections, Listen and DB alike
 	// (see PasswordFunc). A BeforeConnect hook of PoolConfig (or set by
@@ -199,6 +209,7 @@ var settingKeys = []string{
 	"hasql_promotion_poll",
 	"hasql_system_identifier",
 	"hasql_watch_promotion",
+	"hasql_tls_server_names",
 	"hasql_zone",
 	"hasql_token_wait",
 }
@@ -303,6 +314,9 @@ func parseConfig(connString string) (*Config, error) {
 			cfg.Discoverer = d
 		}
 	}
+	if err := cfg.checkPatroniTLS(); err != nil {
+		return nil, err
+	}
 	cfg.findPassfile(raw)
 	return cfg, nil
 }
@@ -370,6 +384,13 @@ func (cfg *Config) applySettings(params map[string]string) error {
 			return fmt.Errorf("hasql: hasql_watch_promotion %q: want true or false", v)
 		}
 		cfg.WatchPromotion = b
+	}
+	if v, ok := params["hasql_tls_server_names"]; ok {
+		names, err := parseServerNames(v)
+		if err != nil {
+			return err
+		}
+		cfg.TLSServerNames = names
 	}
 	if v, ok := params["hasql_zone"]; ok {
 		cfg.Zone = v
@@ -603,6 +624,7 @@ func (cfg *Config) Copy() *Config {
 	c := *cfg
 	c.PoolConfig = cfg.PoolConfig.Copy()
 	c.Nodes = slices.Clone(cfg.Nodes)
+	c.TLSServerNames = slices.Clone(cfg.TLSServerNames)
 	for i := range c.Nodes {
 		c.Nodes[i].tls = slices.Clone(c.Nodes[i].tls)
 	}
@@ -639,6 +661,9 @@ func (cfg *Config) validate() error {
 			return fmt.Errorf("hasql: node %s: weight %v: want a number > 0", n.Addr, n.Weight)
 		}
 	}
+	if err := cfg.checkPatroniTLS(); err != nil {
+		return err
+	}
 	if cfg.Balancer == nil || cfg.Checker == nil {
 		return errors.New("hasql: Balancer and Checker must be set")
 	}
@@ -649,12 +674,9 @@ func (cfg *Config) validate() error {
 func (cfg *Config) nodePoolConfig(n NodeConfig) (*pgxpool.Config, error) {
 	pc := cfg.PoolConfig.Copy()
 	cc := &pc.ConnConfig.Config
-	cc.Host, cc.Port, cc.TLSConfig = n.tls[0].Host, n.tls[0].Port, n.tls[0].TLSConfig
-	cc.Fallbacks = nil
-	for _, fb := range n.tls[1:] {
-		f := *fb
-		cc.Fallbacks = append(cc.Fallbacks, &f)
-	}
+	variants := nodeTLS(pc, n, cfg.Nodes[0])
+	cc.Host, cc.Port, cc.TLSConfig = variants[0].Host, variants[0].Port, variants[0].TLSConfig
+	cc.Fallbacks = variants[1:]
 	cc.ValidateConnect = nil
 	if cfg.ConfigureNode != nil {
 		if err := cfg.ConfigureNode(n, pc); err != nil {

@@ -109,6 +109,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 	}
 	m.tel = tel
 	m.snap.Store(&snapshot{changed: make(chan struct{})})
+	m.warnUnprotectedDiscovery()
 	configs := cfg.Nodes
 	if members := m.startDiscovery(ctx); len(members) > 0 {
 		configs = configs[:0:0]

@@ -2,7 +2,6 @@ package hasql
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"maps"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgxha/pgxha/discovery"
 	"github.com/pgxha/pgxha/hasql/internal/topology"
 )
@@ -71,7 +69,8 @@ type member struct {
 
 // nodeConfigFor makes the configuration of a discovered node: its address,
 // and the TLS settings the connection string gave its first host, for this
-// host.
+// host (see discoveredTLS for the name its certificate is verified
+// against).
 func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 	host, portStr, err := net.SplitHostPort(mb.addr)
 	if err != nil {
@@ -81,28 +80,16 @@ func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 	if err != nil || port == 0 {
 		return NodeConfig{}, fmt.Errorf("hasql: discovered node %q: invalid port %q", mb.addr, portStr)
 	}
+	if err := m.cfg.checkDiscoveredHost(host); err != nil {
+		return NodeConfig{}, err
+	}
 	nc := NodeConfig{Addr: mb.addr, Host: host, Port: uint16(port), Name: mb.name, Weight: 1, trusted: mb.trusted}
 	for _, dn := range m.cfg.Nodes {
 		if dn.Addr == mb.addr {
 			nc.trusted = true // the connection string names it
 		}
 	}
-	for _, tmpl := range m.cfg.Nodes[0].tls {
-		fb := &pgconn.FallbackConfig{Host: host, Port: uint16(port)}
-		if tmpl.TLSConfig != nil {
-			tc := tmpl.TLSConfig.Clone()
-			// A host name is the name to verify; an address (what DNS
-			// discovery finds) keeps the connection string's host name.
-			if tc.ServerName != "" && net.ParseIP(host) == nil {
-				tc.ServerName = host
-			}
-			fb.TLSConfig = tc
-		}
-		nc.tls = append(nc.tls, fb)
-	}
-	if len(nc.tls) == 0 {
-		nc.tls = []*pgconn.FallbackConfig{{Host: host, Port: uint16(port), TLSConfig: (*tls.Config)(nil)}}
-	}
+	nc.tls = m.cfg.discoveredTLS(host, uint16(port))
 	return nc, nil
 }
 

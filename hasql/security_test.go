@@ -1,0 +1,218 @@
+package hasql_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/discovery"
+	"github.com/pgxha/pgxha/hasql"
+)
+
+// patroniMember is one member of a fake Patroni's /cluster answer.
+type patroniMember struct {
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	State  string `json:"state"`
+	Host   string `json:"host"`
+	Port   int    `json:"port"`
+	APIURL string `json:"api_url,omitempty"`
+}
+
+// fakePatroni serves /cluster with members, over TLS when tlsOn: a lying
+// Patroni REST API.
+func fakePatroni(t *testing.T, tlsOn bool, members ...patroniMember) *httptest.Server {
+	t.Helper()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"members": members})
+	})
+	var srv *httptest.Server
+	if tlsOn {
+		srv = httptest.NewTLSServer(h)
+	} else {
+		srv = httptest.NewServer(h)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// closedPort returns a loopback TCP port nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return port
+}
+
+// lookupLoopback resolves names (the test's own, such as db1.internal) to
+// 127.0.0.1, and the rest as the system does.
+func lookupLoopback(names ...string) func(context.Context, string) ([]string, error) {
+	return func(ctx context.Context, host string) ([]string, error) {
+		for _, n := range names {
+			if strings.EqualFold(host, n) {
+				return []string{"127.0.0.1"}, nil
+			}
+		}
+		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+}
+
+// TestVerifyFullDiscoveredName: the connection string names db1.internal
+// with sslmode=verify-full; a lying Patroni reports a member at
+// "localhost", where a rogue holds a certificate for localhost from the
+// same CA. The rogue's certificate is checked against db1.internal, the
+// name the user chose, so the TLS handshake fails and it never gets the
+// password; only when the user allows the name (hasql_tls_server_names)
+// is it verified as itself.
+func TestVerifyFullDiscoveredName(t *testing.T) {
+	ca := newTestCA(t)
+	rogueCert, rogueKey := ca.issue(t, "localhost", []string{"localhost"})
+	kp, err := tls.X509KeyPair(rogueCert, rogueKey)
+	require.NoError(t, err)
+	files := writeFiles(t, map[string][]byte{"ca.crt": ca.certPEM})
+
+	for _, tc := range []struct {
+		name     string
+		extra    string
+		wantPass bool
+	}{
+		{name: "name chosen by discovery", wantPass: false},
+		{name: "name the user allows", extra: "&hasql_tls_server_names=.example.org,localhost", wantPass: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			rogue := newRoguePG(t, "tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}})
+			dsnPort := closedPort(t)
+			api := fakePatroni(t, true,
+				patroniMember{Name: "db1", Role: "leader", State: "running", Host: "db1.internal", Port: dsnPort},
+				patroniMember{Name: "rogue", Role: "replica", State: "streaming", Host: "localhost", Port: rogue.Port()})
+
+			cfg, err := hasql.ParseConfig(fmt.Sprintf(
+				"postgres://app:s3cret-pw@db1.internal:%d/app?sslmode=verify-full&sslrootcert=%s&hasql_check_interval=50ms%s",
+				dsnPort, url.QueryEscape(files["ca.crt"]), tc.extra))
+			require.NoError(t, err)
+			cfg.PoolConfig.ConnConfig.LookupFunc = lookupLoopback("db1.internal")
+			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+			cfg.Discoverer, err = discovery.NewPatroni(discovery.PatroniConfig{URLs: []string{api.URL}, Client: api.Client()})
+			require.NoError(t, err)
+			m, err := hasql.NewWithConfig(ctx, cfg)
+			require.NoError(t, err)
+			defer m.Close()
+
+			if tc.wantPass {
+				rogue.waitFor(t, 30*time.Second, "a password", func(_, _, pw int) bool { return pw > 0 })
+				assert.Equal(t, "s3cret-pw", rogue.Passwords()[0])
+				return
+			}
+			// Two handshakes: the first connection attempt is over.
+			rogue.waitFor(t, 30*time.Second, "two TLS handshakes", func(hs, _, _ int) bool { return hs >= 2 })
+			assert.Empty(t, rogue.Passwords(), "the rogue got the password")
+		})
+	}
+}
+
+// TestVerifyFullPatroniNeedsHTTPS: with sslmode=verify-full, Patroni
+// discovery over plain http is refused (whoever answers chooses the
+// nodes); https passes, and so does http without verify-full.
+func TestVerifyFullPatroniNeedsHTTPS(t *testing.T) {
+	for _, tc := range []struct {
+		dsn     string
+		wantErr bool
+	}{
+		{"postgres://u:pw@db1.internal/app?sslmode=verify-full&hasql_discovery=patroni", true},
+		{"postgres://u:pw@db1.internal/app?sslmode=verify-full&hasql_discovery=patroni&hasql_discovery_urls=http://db1.internal:8008", true},
+		{"postgres://u:pw@db1.internal/app?sslmode=verify-full&hasql_discovery=patroni&hasql_discovery_urls=https://db1.internal:8008,http://db2.internal:8008", true},
+		{"postgres://u:pw@db1.internal/app?sslmode=verify-full&hasql_discovery=patroni&hasql_discovery_urls=https://db1.internal:8008", false},
+		{"postgres://u:pw@db1.internal/app?sslmode=require&hasql_discovery=patroni", false},
+	} {
+		_, err := hasql.ParseConfig(tc.dsn)
+		if tc.wantErr {
+			require.Error(t, err, tc.dsn)
+			assert.Contains(t, err.Error(), "https", tc.dsn)
+			assert.NotContains(t, err.Error(), "pw@", tc.dsn)
+		} else {
+			assert.NoError(t, err, tc.dsn)
+		}
+	}
+	// The same rule for a Discoverer given in code.
+	cfg, err := hasql.ParseConfig("postgres://u:pw@db1.internal/app?sslmode=verify-full")
+	require.NoError(t, err)
+	cfg.Discoverer, err = discovery.NewPatroni(discovery.PatroniConfig{URLs: []string{"http://db1.internal:8008"}})
+	require.NoError(t, err)
+	_, err = hasql.NewWithConfig(context.Background(), cfg)
+	require.ErrorContains(t, err, "https")
+}
+
+// TestDiscoveryWarnsWithoutChannelBinding: discovery with settings under
+// which any node it reports gets the password logs one warning per
+// Manager; channel_binding=require or verify-full silences it.
+func TestDiscoveryWarnsWithoutChannelBinding(t *testing.T) {
+	port := closedPort(t)
+	for _, tc := range []struct {
+		query string
+		warn  bool
+	}{
+		{"sslmode=disable", true},
+		{"sslmode=prefer", true},
+		{"sslmode=require", true},
+		{"sslmode=require&channel_binding=require", false},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			var logs syncBuffer
+			cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@127.0.0.1:%d/app?%s&hasql_check_timeout=50ms", port, tc.query))
+			require.NoError(t, err)
+			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+			m, err := hasql.NewWithConfig(context.Background(), cfg)
+			require.NoError(t, err)
+			m.Close()
+			n := strings.Count(logs.String(), "discovery runs without channel_binding=require or sslmode=verify-full")
+			if tc.warn {
+				assert.Equal(t, 1, n, "one warning:\n%s", logs.String())
+				assert.NotContains(t, logs.String(), ":pw@")
+			} else {
+				assert.Zero(t, n, logs.String())
+			}
+		})
+	}
+}
+
+// TestDiscoveredSocketPathRefused: a discovered host that is a path would
+// be a Unix socket of this machine, where a local rogue listens and asks
+// for the password in clear text. It is left out of the node set.
+func TestDiscoveredSocketPathRefused(t *testing.T) {
+	dir := t.TempDir()
+	rogue := newRoguePG(t, "unix", dir+"/.s.PGSQL.5432", nil)
+	port := closedPort(t)
+	var logs syncBuffer
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:s3cret-pw@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=50ms", port))
+	require.NoError(t, err)
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	d := newSetDiscoverer(discovery.Node{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+	cfg.Discoverer = d
+	m, err := hasql.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	d.set(discovery.Node{Addr: fmt.Sprintf("127.0.0.1:%d", port)}, discovery.Node{Addr: dir + ":5432"})
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "not a socket path") }, time.Minute, 5*time.Millisecond,
+		"the socket path is refused:\n%s", logs.String())
+	assert.NotContains(t, addrsOf(m), dir+":5432")
+	assert.Empty(t, rogue.Passwords())
+}
