@@ -30,6 +30,14 @@ func TestExamplesRun(t *testing.T) {
 			`\sn1\s+master\s`, `\sn2\s+sync\s+sync\s`, `\sn3\s+async\s+async\s`,
 		}},
 		{"causal", []string{`plain replica read: .*<- stale`, `MinLSN reads never were`}},
+		{"tokens", []string{
+			`POST /comments "first!" on instance 1 -> 201 Created, cookie pgxha_token=v1\.1\.[0-9a-f]+\.[0-9a-f]+\n`,
+			`GET /comments/1 on instance 2 with the cookie\s+-> 200 OK "first!" \(served by n1, master\)`,
+			`GET /comments/1 on instance 2 without it\s+-> 404 Not Found`,
+			`job payload \{"comment_id":2,"token":"v1\.1\.[0-9a-f]+\.[0-9a-f]+"\}`,
+			`job: comment 2 read by the worker after token v1\.\S+ -> "second" \(served by n1, master\)`,
+			`Replay resumed(?s:.*)GET /comments/1 on instance 2 with the cookie\s+-> 200 OK "first!" \(served by n[23], replica\)`,
+		}},
 		{"listen", []string{
 			`received "order 1" on orders`,
 			`listening again, now on \S+; notifications sent in the \S+ gap may be lost`,
