@@ -30,8 +30,10 @@ type Class int
 const (
 	// None: no error.
 	None Class = iota
-	// SafeToRetry: nothing reached the server (pgconn.SafeToRetry), so
-	// running the statement again cannot run it twice.
+	// SafeToRetry: the statement provably never ran (hasql.NeverRan:
+	// nothing reached the server, as pgconn.SafeToRetry says, or the server
+	// ended the idle session before reading it, 57P05), so running it again
+	// cannot run it twice. The routed Queriers retry exactly these.
 	SafeToRetry
 	// RoleChanged: the node is no longer what it was asked for: 25006
 	// (read-only transaction: the master was demoted or the connection
@@ -161,6 +163,14 @@ func Classify(err error) Class {
 	if errors.Is(err, hasql.ErrSplitBrain) {
 		return RoleChanged
 	}
+	if hasql.NeverRan(err) {
+		return SafeToRetry
+	}
+	if errors.Is(err, hasql.ErrNodeLost) {
+		// The node was lost under the statement: outside a COMMIT (see
+		// ClassifyCommit), the transaction did not commit.
+		return NodeDown
+	}
 	if errors.Is(err, hasql.ErrClosed) || errors.Is(err, hasql.ErrNoReplica) {
 		// A closed manager, or a replica acquire that waited until its
 		// context ended: nothing to retry within this context.
@@ -204,7 +214,7 @@ func ClassifyCommit(err error) Class {
 	if errors.As(err, &fe) {
 		return fe.Class
 	}
-	if pgconn.SafeToRetry(err) {
+	if hasql.NeverRan(err) {
 		return SafeToRetry // the COMMIT never left
 	}
 	if errors.Is(err, pgx.ErrTxCommitRollback) {

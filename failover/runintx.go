@@ -48,6 +48,12 @@ const (
 // MaxAttempts times and within ctx. fn must therefore have no effect outside
 // the transaction that cannot be repeated.
 //
+// An attempt whose BEGIN failed because the session ended (hasql.SessionEnded:
+// 57P01, 57P05, a lost connection, ...) began nothing and is retried; so is
+// a statement that provably never ran (hasql.NeverRan), the same rule the
+// routed Queriers (hasql.Querier) retry by. Errors from losing the node
+// under a statement match hasql.ErrNodeLost (see hasql.NodeLostError).
+//
 // An acquire that ends with no master (hasql.ErrNoMaster) is retried like
 // a node that is down, until ctx ends; the error then has class NoMaster and
 // unwraps to hasql.ErrNoMaster.
@@ -117,7 +123,9 @@ func RunInTx(ctx context.Context, m *hasql.Manager, opts Options, fn func(ctx co
 	return &Error{Class: lastClass, Attempts: attempts, Err: lastErr}
 }
 
-// runOnce runs one attempt.
+// runOnce runs one attempt. Errors from losing the master under a
+// statement come back as a *hasql.NodeLostError (see hasql.NodeLost),
+// classified as the error pgx returned.
 func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn func(context.Context, pgx.Tx) error) (error, Class) {
 	conn, err := m.AcquireMaster(ctx)
 	if err != nil {
@@ -126,14 +134,28 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	defer conn.Release()
 	tx, err := conn.BeginTx(ctx, txOpts)
 	if err != nil {
-		return err, classifyInTx(ctx, conn, err)
+		c := classifyInTx(ctx, conn, err)
+		if c == Permanent && ctx.Err() == nil && hasql.SessionEnded(err) {
+			// The session ended under BEGIN (a shutdown, a termination,
+			// an idle timeout, a lost connection): no transaction began.
+			c = NodeDown
+		}
+		if err = hasql.NodeLost(conn, err); c != Permanent {
+			var le *hasql.NodeLostError
+			if errors.As(err, &le) {
+				le.MayHaveRun = false // BEGIN: nothing to have run
+			}
+		}
+		return err, c
 	}
 	if err := fn(ctx, tx); err != nil {
 		rollback(tx)
-		return err, classifyInTx(ctx, conn, err)
+		c := classifyInTx(ctx, conn, err)
+		return hasql.NodeLost(conn, err), c
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return err, ClassifyCommit(err)
+		c := ClassifyCommit(err)
+		return hasql.NodeLost(conn, err), c
 	}
 	return nil, None
 }

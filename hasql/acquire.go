@@ -133,6 +133,8 @@ func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, 
 	if m.tel.timed() {
 		start = time.Now()
 	}
+	ctx, cancel := m.boundAcquire(ctx)
+	defer cancel()
 	ctx, span := m.tel.startAcquire(ctx, t)
 	var excluded []*node
 	if failed != nil {
@@ -203,7 +205,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			case <-m.closed:
 				return nil, nil, ErrClosed
 			case <-ctx.Done():
-				return nil, nil, m.noNode(t, o, ctx.Err())
+				return nil, nil, m.noNode(t, o, ctxErr(ctx))
 			}
 		}
 		n := set.nodes[set.pick()]
@@ -268,7 +270,7 @@ func (m *Manager) acquireDone(ctx context.Context, t target, o *replicaOptions) 
 	case <-m.closed:
 		return ErrClosed
 	case <-ctx.Done():
-		return m.noNode(t, o, ctx.Err())
+		return m.noNode(t, o, ctxErr(ctx))
 	default:
 		return nil
 	}
@@ -414,7 +416,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 		conn, replay, err := m.probeReplay(ctx, n, limit)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, nil, m.noNode(targetReplica, o, ctx.Err())
+				return nil, nil, m.noNode(targetReplica, o, ctxErr(ctx))
 			}
 			if m.ctx.Err() != nil {
 				return nil, nil, ErrClosed
@@ -445,7 +447,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 	case <-w.timer.C:
 	case <-s.changed:
 	case <-ctx.Done():
-		return nil, nil, m.noNode(targetReplica, o, ctx.Err())
+		return nil, nil, m.noNode(targetReplica, o, ctxErr(ctx))
 	case <-m.closed:
 		return nil, nil, ErrClosed
 	}

@@ -33,6 +33,7 @@ const (
 	DefaultFastCheckInterval = 20 * time.Millisecond
 	DefaultFastCheckWindow   = 5 * time.Second
 	DefaultPromotionPoll     = 10 * time.Millisecond
+	DefaultAcquireTimeout    = 30 * time.Second
 )
 
 // Config configures a Manager. Make it with ParseConfig, then change fields
@@ -83,6 +84,17 @@ type Config struct {
 	// (hasql_promotion_poll, default 10ms). A longer poll costs the replicas
 	// less while checks are fast and sees a promotion later by as much.
 	PromotionPoll time.Duration
+
+	// AcquireTimeout bounds an acquire whose context has no deadline (a
+	// net/http request's, context.Background()): when no node qualifies
+	// for that long, the acquire returns the usual *NoNodeError, whose
+	// cause matches context.DeadlineExceeded and names this setting
+	// (hasql_acquire_timeout, default 30s: long enough to ride through a
+	// failover; 0: no bound). A context with a deadline of its own is
+	// bounded by that alone. The bound covers waiting for a node to
+	// qualify and for a connection from its pool; statements are bounded
+	// by their context only.
+	AcquireTimeout time.Duration
 
 	// Balancer picks among candidate nodes (hasql_balancer, default
 	// round_robin; load_balance_hosts=random means random and disable means
@@ -197,6 +209,7 @@ type NodeConfig struct {
 
 // settingKeys are the hasql_* keys a connection string may carry.
 var settingKeys = []string{
+	"hasql_acquire_timeout",
 	"hasql_balancer",
 	"hasql_check_interval",
 	"hasql_check_timeout",
@@ -253,6 +266,7 @@ func parseConfig(connString string) (*Config, error) {
 		WatchPromotion:       true,
 		PromotionPoll:        DefaultPromotionPoll,
 		TokenWait:            DefaultTokenWait,
+		AcquireTimeout:       DefaultAcquireTimeout,
 		Balancer:             balancer.RoundRobin(),
 		TargetSessionAttrs:   "any",
 		Checker:              checker.PostgreSQL(),
@@ -335,6 +349,7 @@ func (cfg *Config) applySettings(params map[string]string) error {
 		{"hasql_max_lag", &cfg.MaxLag, 0},
 		{"hasql_promotion_poll", &cfg.PromotionPoll, time.Millisecond},
 		{"hasql_token_wait", &cfg.TokenWait, 0},
+		{"hasql_acquire_timeout", &cfg.AcquireTimeout, 0},
 	}
 	for _, d := range durations {
 		v, ok := params[d.key]
@@ -650,8 +665,8 @@ func (cfg *Config) validate() error {
 			return fmt.Errorf("hasql: %s %s: must be positive", name, d)
 		}
 	}
-	if cfg.FastCheckWindow < 0 || cfg.MaxLag < 0 || cfg.MaxLagBytes < 0 || cfg.TokenWait < 0 {
-		return errors.New("hasql: FastCheckWindow, MaxLag, MaxLagBytes and TokenWait must not be negative")
+	if cfg.FastCheckWindow < 0 || cfg.MaxLag < 0 || cfg.MaxLagBytes < 0 || cfg.TokenWait < 0 || cfg.AcquireTimeout < 0 {
+		return errors.New("hasql: FastCheckWindow, MaxLag, MaxLagBytes, TokenWait and AcquireTimeout must not be negative")
 	}
 	if cfg.MasterReadWeight < 0 || math.IsNaN(cfg.MasterReadWeight) || math.IsInf(cfg.MasterReadWeight, 0) {
 		return fmt.Errorf("hasql: MasterReadWeight %v: want a number >= 0", cfg.MasterReadWeight)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgpassfile"
 	"github.com/jackc/pgx/v5"
@@ -34,6 +35,9 @@ func WithPasswordFunc(f PasswordFunc) Option {
 func (n *node) withCredentials(user func(context.Context, *pgx.ConnConfig) error) func(context.Context, *pgx.ConnConfig) error {
 	cfg := n.m.cfg
 	return func(ctx context.Context, cc *pgx.ConnConfig) error {
+		if err := n.auth.allow(n.cfg.Addr, time.Now()); err != nil {
+			return err
+		}
 		if cfg.passfile != "" && cc.Password == cfg.passfileFirst {
 			cc.Password = passfilePassword(cfg.passfile, n.cfg.Host, n.cfg.Port, cc.Database, cc.User)
 		}
@@ -59,7 +63,9 @@ func (n *node) connectCheck(ctx context.Context) (*pgx.Conn, error) {
 	if err := n.credentials(ctx, cc); err != nil {
 		return nil, err
 	}
-	return pgx.ConnectConfig(ctx, cc)
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	n.connected(err)
+	return conn, err
 }
 
 // credentials sets in cc the user and password a new connection to n gets.

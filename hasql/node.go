@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,6 +63,7 @@ type node struct {
 	done   chan struct{}
 	tel    nodeTelemetry
 
+	auth    authGate                          // connects held back after the server refused the credentials
 	removed atomic.Bool                       // out of the node set: no new acquires
 	tags    atomic.Pointer[map[string]string] // from the node's source; nil: none
 
@@ -104,6 +106,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		return nil, err
 	}
 	n := &node{m: m, index: index, cfg: nc, tel: m.tel.forNode(nc), done: make(chan struct{})}
+	n.conns.n = n
 	n.reported = make(chan struct{})
 	n.ctx, n.cancel = context.WithCancel(m.ctx)
 	n.abort, n.abortDials = context.WithCancel(context.Background())
@@ -111,6 +114,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 
 	n.beforeConnect = n.withCredentials(pc.BeforeConnect)
 	pc.BeforeConnect = n.beforeConnect
+	pc.ShouldPing = shouldPingHook(pc.ShouldPing)
 
 	userTracer := pc.ConnConfig.Tracer
 	pc.ConnConfig.Tracer = newNodeTracer(n, userTracer)
@@ -458,6 +462,9 @@ func (n *node) statusLocked() NodeStatus {
 		LastError:    v.LastErr,
 		LastErrorAt:  v.LastErrAt,
 	}
+	if ae := n.auth.state(n.cfg.Addr); ae != nil {
+		st.AuthError, st.AuthRetryAt = ae, ae.RetryAt
+	}
 	if v.Up || v.Suspect {
 		st.Timeline = v.Res.Timeline
 		st.LSN = v.Res.LSN
@@ -495,6 +502,11 @@ func (n *node) sever() int {
 
 // connRegistry tracks the network connections of a node's pool.
 type connRegistry struct {
+	// Read-only after newNode: the node whose pool's connections these
+	// are (nil for check connections): their failures under a statement
+	// read as a *NodeLostError naming it.
+	n *node
+
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
 }
@@ -503,10 +515,46 @@ type trackedConn struct {
 	net.Conn
 	reg  *connRegistry
 	once sync.Once
+	raw  syscall.RawConn // the socket, for idle checks (see deadSocket); nil when not one
+	cut  atomic.Bool     // closed by sever: pgxha cut it
+	live atomic.Bool     // connected and authenticated (see nodeTracer.TraceConnectEnd)
+	// master: the node was the master when the connection's last
+	// statement began (see nodeTracer.began).
+	master atomic.Bool
+}
+
+// Read and Write report a failure of the connection of a pool (not a
+// timeout, which pgconn makes of a context's end) as a *NodeLostError,
+// which still unwraps to the network's error.
+func (c *trackedConn) Read(b []byte) (int, error) {
+	k, err := c.Conn.Read(b)
+	if err != nil && c.reg.n != nil && c.live.Load() {
+		err = c.lost(err)
+	}
+	return k, err
+}
+
+func (c *trackedConn) Write(b []byte) (int, error) {
+	k, err := c.Conn.Write(b)
+	if err != nil && c.reg.n != nil && c.live.Load() {
+		err = c.lost(err)
+	}
+	return k, err
+}
+
+func (c *trackedConn) lost(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err // pgconn tells a context's end by this error's type
+	}
+	return &NodeLostError{Addr: c.reg.n.cfg.Addr, Role: c.role(), MayHaveRun: true, Cut: c.cut.Load(), Err: err}
 }
 
 func (r *connRegistry) track(c net.Conn) net.Conn {
 	tc := &trackedConn{Conn: c, reg: r}
+	if sc, ok := c.(syscall.Conn); ok {
+		tc.raw, _ = sc.SyscallConn()
+	}
 	r.mu.Lock()
 	if r.conns == nil {
 		r.conns = make(map[*trackedConn]struct{})
@@ -533,6 +581,7 @@ func (r *connRegistry) closeAll() int {
 	}
 	r.mu.Unlock()
 	for _, c := range conns {
+		c.cut.Store(true)
 		c.Close()
 	}
 	return len(conns)

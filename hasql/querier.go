@@ -17,13 +17,17 @@ import (
 //	m.Master().Exec(ctx, "INSERT ...")
 //	m.Replica().QueryRow(ctx, "SELECT ...").Scan(&v)
 //
-// A statement that failed before anything reached the server is run again
-// on a fresh connection. A statement whose connection was lost (the node
+// A statement that provably never ran (see NeverRan: nothing reached the
+// server, or the server ended the idle session before reading it) is run
+// again on a fresh connection; so is a BEGIN whose session ended (see
+// SessionEnded), which began nothing. A statement whose connection was
+// lost (the node
 // crashed, hung or was cut off) is also run again when the node that served
 // it was a replica, and had not become writable since: a replica cannot have
 // executed a write. A statement the master served (a replica read that fell
-// back to it included) is not run again. At most maxRuns runs, within ctx. A
-// Querier is safe for concurrent use.
+// back to it included) is not run again: its error is a *NodeLostError
+// (errors.Is(err, ErrNodeLost)) that says whether it may have run. At most
+// maxRuns runs, within ctx. A Querier is safe for concurrent use.
 type Querier struct {
 	m *Manager
 	t target
@@ -63,7 +67,7 @@ func (q *Querier) retry(ctx context.Context, run int, err error, lost bool, s st
 	if err == nil || run+1 >= maxRuns || ctx.Err() != nil {
 		return false
 	}
-	if pgconn.SafeToRetry(err) {
+	if NeverRan(err) {
 		return true
 	}
 	return lost && s.ok && q.m.stillStandby(ctx, s)
@@ -132,6 +136,7 @@ type standby struct {
 // Exec runs sql on a connection of the target.
 func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	for run := 0; ; run++ {
+		s := q.m.snap.Load()
 		conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
 		if err != nil {
 			return pgconn.CommandTag{}, err
@@ -141,7 +146,7 @@ func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 		lost := conn.Conn().IsClosed()
 		conn.Release()
 		if !q.retry(ctx, run, err, lost, sb) {
-			return tag, err
+			return tag, q.m.nodeLost(ctx, s, n, err, lost)
 		}
 	}
 }
@@ -150,6 +155,7 @@ func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 // its pool when the rows are closed or read to the end.
 func (q *Querier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	for run := 0; ; run++ {
+		s := q.m.snap.Load()
 		conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
 		if err != nil {
 			return nil, err
@@ -162,7 +168,7 @@ func (q *Querier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 		lost := conn.Conn().IsClosed()
 		conn.Release()
 		if !q.retry(ctx, run, err, lost, sb) {
-			return nil, err
+			return nil, q.m.nodeLost(ctx, s, n, err, lost)
 		}
 	}
 }
@@ -206,6 +212,7 @@ func (q *Querier) Begin(ctx context.Context) (pgx.Tx, error) {
 // BeginTx starts a transaction with opts; see Begin.
 func (q *Querier) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
 	for run := 0; ; run++ {
+		s := q.m.snap.Load()
 		conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
 		if err != nil {
 			return nil, err
@@ -217,7 +224,14 @@ func (q *Querier) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, erro
 		}
 		lost := conn.Conn().IsClosed()
 		conn.Release()
+		if SessionEnded(err) && ctx.Err() == nil && run+1 < maxRuns {
+			continue // a BEGIN whose session ended began nothing
+		}
 		if !q.retry(ctx, run, err, lost, sb) {
+			err = q.m.nodeLost(ctx, s, n, err, lost)
+			if le, ok := err.(*NodeLostError); ok {
+				le.MayHaveRun = false // BEGIN: nothing to have run
+			}
 			return nil, err
 		}
 	}
@@ -256,6 +270,7 @@ type routedRow struct {
 
 func (r *routedRow) Scan(dest ...any) error {
 	for run := 0; ; run++ {
+		s := r.q.m.snap.Load()
 		conn, n, err := r.q.m.acquireFast(r.ctx, r.q.t, r.q.o)
 		if err != nil {
 			return err
@@ -265,7 +280,7 @@ func (r *routedRow) Scan(dest ...any) error {
 		lost := conn.Conn().IsClosed()
 		conn.Release()
 		if errors.Is(err, pgx.ErrNoRows) || !r.q.retry(r.ctx, run, err, lost, sb) {
-			return err
+			return r.q.m.nodeLost(r.ctx, s, n, err, lost)
 		}
 	}
 }

@@ -152,4 +152,12 @@ type NodeStatus struct {
 	// succeeded. LastErrorAt is when it happened.
 	LastError   error
 	LastErrorAt time.Time
+	// AuthError is set while the node refuses the credentials: its last
+	// authentication or authorization failure at connect (an *AuthError,
+	// which unwraps to the server's *pgconn.PgError: 28P01, 28000, 3D000
+	// or 42501). Connects to the node back off meanwhile (from 250ms,
+	// doubling with jitter, to 5s between login attempts); AuthRetryAt is
+	// when the next may log in. Both clear as soon as a connect succeeds.
+	AuthError   error
+	AuthRetryAt time.Time
 }

@@ -73,7 +73,21 @@ func (t *nodeTracer) observe(conn *pgx.Conn, err error) {
 	}
 }
 
+// began notes, on the connection, whether its node is the master as a
+// statement begins: what a *NodeLostError says if the statement loses it.
+func (t *nodeTracer) began(conn *pgx.Conn) {
+	if conn.IsClosed() {
+		return // the statement will not run (a rollback after the loss): keep what the lost one said
+	}
+	if tc := trackedOf(conn); tc != nil {
+		if master := t.n.m.snap.Load().master == t.n; tc.master.Load() != master {
+			tc.master.Store(master)
+		}
+	}
+}
+
 func (t *nodeTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	t.began(conn)
 	if t.user != nil {
 		return t.user.TraceQueryStart(ctx, conn, data)
 	}
@@ -88,6 +102,7 @@ func (t *nodeTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx
 }
 
 func (t *nodeTracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	t.began(conn)
 	if u, ok := t.user.(pgx.BatchTracer); ok {
 		return u.TraceBatchStart(ctx, conn, data)
 	}
@@ -109,6 +124,7 @@ func (t *nodeTracer) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, data pgx
 }
 
 func (t *nodeTracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
+	t.began(conn)
 	if u, ok := t.user.(pgx.CopyFromTracer); ok {
 		return u.TraceCopyFromStart(ctx, conn, data)
 	}
@@ -144,6 +160,7 @@ func (t *nodeTracer) TraceConnectStart(ctx context.Context, data pgx.TraceConnec
 }
 
 func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
+	t.n.connectTraced(data.Conn, data.Err)
 	if u, ok := t.user.(pgx.ConnectTracer); ok {
 		u.TraceConnectEnd(ctx, data)
 	}

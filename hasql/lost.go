@@ -1,0 +1,235 @@
+package hasql
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrNodeLost: the node a statement ran on was lost while it ran: it
+// crashed or shut down, the network to it failed, or pgxha cut the
+// connection because the node stopped being what it was picked as
+// (demoted, removed from the node set). Errors that match it are
+// *NodeLostError values.
+var ErrNodeLost = errors.New("hasql: node lost")
+
+// NodeLostError says that the node a statement ran on was lost while the
+// statement ran, which node it was, what it was, and whether the statement
+// may have run. It unwraps to ErrNodeLost and to the error pgx returned
+// (a *pgconn.PgError, io.ErrUnexpectedEOF, a net.Error, ...).
+//
+// Routed statements (the Queriers' Exec, Query, QueryRow, Begin), failover's
+// RunInTx and the connections that AcquireMaster and AcquireReplica return
+// give one when the connection is lost under a statement.
+type NodeLostError struct {
+	// Addr is the node, "host:port" as in NodeStatus.
+	Addr string
+	// Role is what the node was to the Manager when the statement was
+	// sent to it (RoleMaster for a write), or RoleUnknown when that is not
+	// known.
+	Role Role
+	// MayHaveRun is false only when the statement provably did not run (it
+	// never left, or the server ended the session before reading it). A
+	// statement that may have run may also have committed: a write on the
+	// master is in doubt, like a COMMIT whose answer was lost (see
+	// failover.ErrCommitUnknown); find out before doing it again.
+	MayHaveRun bool
+	// Cut is set when pgxha closed the connection itself: the node was
+	// demoted or removed, and work in flight on it was cut off.
+	Cut bool
+	// Err is the error pgx returned.
+	Err error
+}
+
+func (e *NodeLostError) Error() string {
+	var b strings.Builder
+	b.WriteString("hasql: lost ")
+	if e.Role != RoleUnknown {
+		b.WriteString(e.Role.String())
+		b.WriteString(" ")
+	} else {
+		b.WriteString("node ")
+	}
+	b.WriteString(e.Addr)
+	if e.Cut {
+		b.WriteString(" (connection cut by pgxha: the node lost its role)")
+	}
+	if e.MayHaveRun {
+		b.WriteString(", the statement may have run")
+	} else {
+		b.WriteString(", the statement did not run")
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrNodeLost and the error pgx returned.
+func (e *NodeLostError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrNodeLost}
+	}
+	return []error{ErrNodeLost, e.Err}
+}
+
+// NeverRan reports whether err proves that the statement it came from never
+// ran, so that running it again cannot run it twice: nothing was sent
+// (pgconn.SafeToRetry: a closed connection, a failed write of nothing), the
+// server ended the session while it was idle and before reading the
+// statement (57P05, idle_session_timeout), or a *NodeLostError says so.
+// Routed statements and failover.RunInTx retry what it accepts.
+func NeverRan(err error) bool {
+	if err == nil {
+		return false
+	}
+	var le *NodeLostError
+	if errors.As(err, &le) {
+		return !le.MayHaveRun
+	}
+	if pgconn.SafeToRetry(err) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57P05"
+}
+
+// SessionEnded reports whether err ended the session it came from: the
+// connection was lost (closed, reset, end of file) or the server ended it
+// (a FATAL or PANIC error: a shutdown, a termination, an idle timeout, a
+// pooler's connection exception). The caller's own context ending is not a
+// session's end. A BEGIN that failed this way began nothing: it may be
+// sent again on another connection.
+func SessionEnded(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Severity == "FATAL" || pgErr.Severity == "PANIC" ||
+			strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
+	}
+	return connLost(err)
+}
+
+// connLost reports errors of the network or of a closed connection.
+func connLost(err error) bool {
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, ErrNodeLost) || pgconn.SafeToRetry(err) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && !ne.Timeout() {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "EOF") || strings.Contains(msg, "conn closed") ||
+		strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe")
+}
+
+// nodeLost makes the error a routed statement returns when it failed with
+// err on n, whose connection is now closed (lost) or not: a *NodeLostError
+// when the session ended under the statement (or ctx ran out while n was
+// lost: down, suspect or no longer what it was picked as), err as it is
+// otherwise. s is the snapshot the statement was routed by. Called on the
+// error path only.
+func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, err error, lost bool) error {
+	if err == nil || n == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	var le *NodeLostError
+	if errors.As(err, &le) {
+		c := *le // from the connection (see trackedConn): fill in what the router knows
+		c.Role = m.roleAt(s, n)
+		if NeverRan(c.Err) {
+			c.MayHaveRun = false
+		}
+		return &c
+	}
+	ended := lost && SessionEnded(err)
+	if !ended && ctx.Err() != nil && lost && m.gone(s, n) {
+		ended = true // a hung or partitioned node, given up on by the caller's deadline
+	}
+	if !ended {
+		return err
+	}
+	return &NodeLostError{Addr: n.cfg.Addr, Role: m.roleAt(s, n), MayHaveRun: !NeverRan(err), Err: err}
+}
+
+// roleAt returns what n was in snapshot s.
+func (m *Manager) roleAt(s *snapshot, n *node) Role {
+	if s != nil && s.master == n {
+		return RoleMaster
+	}
+	m.mu.Lock()
+	r := Role(n.cv.Role)
+	m.mu.Unlock()
+	if r.IsReplica() {
+		return r
+	}
+	if s != nil && slices.Contains(s.sets[setAllReplicas].nodes, n) {
+		return RoleReplica
+	}
+	return RoleUnknown
+}
+
+// gone reports whether n is no longer what snapshot s made it: down,
+// suspect, removed, or no longer the master it was.
+func (m *Manager) gone(s *snapshot, n *node) bool {
+	if n.removed.Load() || n.suspect.Load() {
+		return true
+	}
+	m.mu.Lock()
+	up := n.cv.Up
+	m.mu.Unlock()
+	if !up {
+		return true
+	}
+	return s != nil && s.master == n && m.snap.Load().master != n
+}
+
+// role is what a connection reports as its node's role when it fails
+// under a statement: the master if the node was when the statement
+// began, else a replica if the node's last check found one. Lock-free.
+func (c *trackedConn) role() Role {
+	switch {
+	case c.master.Load():
+		return RoleMaster
+	case c.reg.n.replica.Load():
+		return RoleReplica
+	}
+	return RoleUnknown
+}
+
+// NodeLost returns err as a *NodeLostError when it comes from losing the
+// node of conn, a connection from AcquireMaster or AcquireReplica (or a
+// Querier's Acquire), under the statement that returned it: the session
+// ended (see SessionEnded) and conn is closed. Otherwise it returns err as
+// it is. pgx does not always keep the network's error in what a statement
+// returns (a read that fails under a statement comes out as "conn
+// closed"), so statements run on acquired connections are told apart
+// with it:
+//
+//	_, err := conn.Exec(ctx, sql)
+//	if err = hasql.NodeLost(conn, err); errors.Is(err, hasql.ErrNodeLost) { ... }
+//
+// Routed statements (Querier) and failover.RunInTx do this themselves.
+func NodeLost(conn *pgxpool.Conn, err error) error {
+	if err == nil || conn == nil || errors.Is(err, ErrNodeLost) {
+		return err
+	}
+	pc := conn.Conn()
+	if !pc.IsClosed() || !SessionEnded(err) {
+		return err
+	}
+	tc := trackedOf(pc)
+	if tc == nil || tc.reg.n == nil {
+		return err
+	}
+	return &NodeLostError{Addr: tc.reg.n.cfg.Addr, Role: tc.role(), MayHaveRun: !NeverRan(err), Cut: tc.cut.Load(), Err: err}
+}
