@@ -8,7 +8,7 @@ PKGS ?= ./...
 FUZZTIME ?= 50000x
 
 .PHONY: test demo demo-failover deps deps-postgres deps-patroni deps-dnsmasq test-deps chaos-pgbouncer vet fmt-check unit unit-pgx-oldest fuzz bench cluster soak
-.PHONY: compose-image compose-up compose-down compose-test chaos-compose
+.PHONY: compose-image compose-up compose-down compose-ctl compose-test chaos-compose
 
 ## test: vet, format check, every test under the race detector, a short fuzz run
 test: deps test-deps vet fmt-check unit unit-pgx-oldest chaos-pgbouncer fuzz compose-test
@@ -100,19 +100,19 @@ SOAK ?= 10m
 soak: deps-postgres
 	PGXHA_SOAK=$(SOAK) $(GO) test -race -count=1 -timeout 2h -v -run '^TestFaultSchedule$$' ./failover/
 
-# The compose cluster (docker-compose.replication.yml). Without a registry the
-# image is built here from Debian's packages; PGXHA_PG_IMAGE=postgres:17 (or
-# any PostgreSQL image) uses that instead.
+# The compose cluster (docker-compose.replication.yml), on an image built here
+# from Debian's packages (PGXHA_PG_IMAGE names another). The scripts run
+# through sh: in Go's module cache they are not executable.
 COMPOSE_IMAGE ?= pgxha/postgres:15-debian
 PGXHA_PG_IMAGE ?= $(COMPOSE_IMAGE)
 export PGXHA_PG_IMAGE
-COMPOSE_SH := ./testcluster/compose/compose.sh
+COMPOSE_SH := sh ./testcluster/compose/compose.sh
 # Builds the local image when it is the one in use and missing.
-COMPOSE_IMAGE_IF_LOCAL = $(if $(filter $(COMPOSE_IMAGE),$(PGXHA_PG_IMAGE)),./testcluster/compose/build-image.sh $(COMPOSE_IMAGE),true)
+COMPOSE_IMAGE_IF_LOCAL = $(if $(filter $(COMPOSE_IMAGE),$(PGXHA_PG_IMAGE)),sh ./testcluster/compose/build-image.sh $(COMPOSE_IMAGE),true)
 
 ## compose-image: build the PostgreSQL image from Debian's packages (skipped when it exists)
 compose-image:
-	@./testcluster/compose/build-image.sh $(COMPOSE_IMAGE)
+	@sh ./testcluster/compose/build-image.sh $(COMPOSE_IMAGE)
 
 ## compose-up: start the compose cluster (project pgxha) and print its DSN
 compose-up:
@@ -122,6 +122,13 @@ compose-up:
 ## compose-down: remove the compose cluster: no container, network or volume is left
 compose-down:
 	@$(COMPOSE_SH) down
+
+# The project compose-up starts and compose-ctl works on.
+PGXHA_COMPOSE_PROJECT ?= pgxha
+
+## compose-ctl: a chaos command on the compose cluster, e.g. make compose-ctl CMD='kill n1' (CMD=help lists them; see docs/compose.md)
+compose-ctl:
+	@$(GO) run ./testcluster/cmd/testcluster -attach $(PGXHA_COMPOSE_PROJECT) $(or $(CMD),status)
 
 # The failover chaos scenarios (the Patroni one and RunInTx's run in unit).
 CHAOS_TESTS = ^(TestMaster|TestReplicaFaults|TestSplitBrain|TestAllNodes|TestOldMaster)

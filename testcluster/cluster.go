@@ -99,8 +99,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
-	for _, n := range c.nodes[1:] {
-		n.standby.Store(true)
+	master := c.nodes[0]
+	if c.master != nil {
+		master = c.master // an attached compose project's may be another
+	}
+	for _, n := range c.nodes {
+		n.standby.Store(n != master)
 	}
 	c.made = len(c.nodes)
 	opts.Logf("testcluster: %d nodes up in %s: %s", len(c.nodes), time.Since(begin).Round(time.Millisecond), c.layout())
@@ -108,7 +112,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 }
 
 // New starts a cluster for a test and stops it when the test ends. A test
-// that fails gets the tail of every node's server log.
+// that fails gets the tail of every node's server log. A compose project it
+// attached to (Options.ComposeProject) is converged instead and left
+// running.
 func New(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	if opts.Logf == nil {
@@ -124,6 +130,16 @@ func New(t testing.TB, opts Options) *Cluster {
 		if t.Failed() {
 			for _, n := range c.all() {
 				t.Logf("testcluster: last lines of %s's server log:\n%s", n.name, n.drv.logTail(60))
+			}
+		}
+		if c.attachedCompose() {
+			// The project outlives the test: hand the next one a whole
+			// cluster.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			err := c.Converge(ctx)
+			cancel()
+			if err != nil {
+				t.Errorf("testcluster: converge the compose project %s: %v", c.ComposeProject(), err)
 			}
 		}
 		if err := c.Stop(); err != nil {
@@ -738,8 +754,9 @@ func (c *Cluster) connect(ctx context.Context, addr string) (*pgx.Conn, error) {
 }
 
 // Stop shuts every node down (immediate shutdown: the data is thrown away),
-// closes the fault proxies and removes the cluster's directory. It is safe
-// to call more than once.
+// closes the fault proxies and removes the cluster's directory. A compose
+// project it attached to is left as it is, running. It is safe to call more
+// than once.
 func (c *Cluster) Stop() error {
 	c.mu.Lock()
 	if c.stopped {

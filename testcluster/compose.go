@@ -38,10 +38,9 @@ import (
 func init() { backends[BackendCompose] = (*Cluster).startCompose }
 
 const (
-	composeFileName     = "docker-compose.replication.yml"
-	composeDefaultImage = "postgres:17" // the file's default for PGXHA_PG_IMAGE
-	composeLocalImage   = "pgxha/postgres:15-debian"
-	composeServerPort   = 5432
+	composeFileName   = "docker-compose.replication.yml"
+	composeLocalImage = "pgxha/postgres:15-debian" // the file's default for PGXHA_PG_IMAGE
+	composeServerPort = 5432
 	// composeDirectPort is redirected to the server's port while the node is
 	// partitioned, and exempt from the partition (see faults.sh).
 	composeDirectPort = 5433
@@ -70,26 +69,31 @@ type composeProject struct {
 	c *Cluster
 
 	// Read-only once the project is up.
-	tool     []string // "docker", "compose" or "docker-compose"
-	file     string   // docker-compose.replication.yml
-	scripts  string   // testcluster/compose on this machine
-	override string   // generated file: NET_ADMIN and the direct ports
-	name     string
-	env      []string // the environment of every compose command
+	tool    []string // "docker", "compose" or "docker-compose"
+	file    string   // docker-compose.replication.yml
+	scripts string   // testcluster/compose on this machine
+	name    string
+	env     []string // the environment of every compose command
+	// attached: the project was running before (Options.ComposeProject),
+	// and Stop leaves it running.
+	attached bool
 
 	downOnce sync.Once
 }
 
 // compose runs the compose tool on the project.
 func (p *composeProject) compose(ctx context.Context, args ...string) (string, error) {
-	full := append(slices.Clone(p.tool[1:]), "-f", p.file, "-f", p.override, "-p", p.name)
+	full := append(slices.Clone(p.tool[1:]), "-f", p.file, "-p", p.name)
 	return runCommand(ctx, p.env, p.tool[0], append(full, args...)...)
 }
 
 // down removes the project: containers (one-off ones too), network and
 // volumes. The first caller does it and gets its error; the others wait
-// for it and get nil.
+// for it and get nil. An attached project is left running.
 func (p *composeProject) down() (err error) {
+	if p.attached {
+		return nil
+	}
 	p.downOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -316,9 +320,16 @@ func (n *composeNode) setLatency(d time.Duration) error {
 type composeFaults struct {
 	partitioned bool
 	latency     time.Duration
+	// unknown: attached to a node whose state could not be read (it was
+	// paused); every change is applied, undoing included.
+	unknown bool
 }
 
-func (f composeFaults) any() bool { return f.partitioned || f.latency > 0 }
+func (f composeFaults) any() bool { return f.partitioned || f.latency > 0 || f.unknown }
+
+// composeFaultsFile is where a container keeps its fault state, so that a
+// later attach (another process) knows it.
+const composeFaultsFile = "/run/pgxha-faults"
 
 // setFaults applies the fault state change makes and records it once it is
 // in force, so directAddr never names the direct port before it works.
@@ -331,6 +342,7 @@ func (n *composeNode) setFaults(change func(*composeFaults)) error {
 	was := n.faults
 	n.mu.Unlock()
 	f := was
+	f.unknown = false
 	change(&f)
 	if !was.any() && !f.any() {
 		return nil // nothing set, nothing to undo
@@ -338,6 +350,7 @@ func (n *composeNode) setFaults(change func(*composeFaults)) error {
 	if err := n.applyFaults(ctx, f); err != nil {
 		return err
 	}
+	n.recordFaults(ctx, f)
 	n.mu.Lock()
 	n.faults = f
 	n.mu.Unlock()
@@ -393,6 +406,35 @@ func (n *composeNode) applyFaults(ctx context.Context, f composeFaults) error {
 		err = fmt.Errorf("%w (in the container: %v)", err, inside)
 	}
 	return faultError(err, f)
+}
+
+// recordFaults writes f into the container (composeFaultsFile), when it
+// runs, for readFaults. A failure only costs a later attach its knowledge.
+func (n *composeNode) recordFaults(ctx context.Context, f composeFaults) {
+	part := "0"
+	if f.partitioned {
+		part = "1"
+	}
+	line := part + " " + strconv.FormatInt(f.latency.Microseconds(), 10)
+	_, _ = runCommand(ctx, nil, "docker", "exec", "-u", "0", n.containerID(), "sh", "-c", "echo "+line+" > "+composeFaultsFile)
+}
+
+// readFaults reads what recordFaults wrote; a container it cannot ask
+// (paused, stopped) gives an unknown state.
+func (n *composeNode) readFaults(ctx context.Context) composeFaults {
+	out, err := runCommand(ctx, nil, "docker", "exec", n.containerID(), "cat", composeFaultsFile)
+	if err != nil {
+		if strings.Contains(out, "No such file") {
+			return composeFaults{} // never set
+		}
+		return composeFaults{unknown: true}
+	}
+	var part int
+	var delayUS int64
+	if _, err := fmt.Sscan(out, &part, &delayUS); err != nil {
+		return composeFaults{unknown: true}
+	}
+	return composeFaults{partitioned: part == 1, latency: time.Duration(delayUS) * time.Microsecond}
 }
 
 // faultError explains a failure to set latency on a kernel without netem.
@@ -471,6 +513,9 @@ func (c *Cluster) startCompose(ctx context.Context) error {
 	if len(c.opts.Settings) > 0 {
 		return fmt.Errorf("testcluster: the compose backend does not take Options.Settings: the servers' settings are those of testcluster/compose/node.sh")
 	}
+	if c.opts.ComposeProject != "" {
+		return c.attachCompose(ctx)
+	}
 	file, err := composeFile()
 	if err != nil {
 		return err
@@ -489,12 +534,11 @@ func (c *Cluster) startCompose(ctx context.Context) error {
 		return fmt.Errorf("testcluster: temp dir: %w", err)
 	}
 	p := &composeProject{
-		c:        c,
-		tool:     tool,
-		file:     file,
-		scripts:  filepath.Join(filepath.Dir(file), "testcluster", "compose"),
-		override: filepath.Join(c.dir, "override.yml"),
-		name:     composeProjectName(),
+		c:       c,
+		tool:    tool,
+		file:    file,
+		scripts: filepath.Join(filepath.Dir(file), "testcluster", "compose"),
+		name:    composeProjectName(),
 	}
 	// The nodes exist before anything runs, so Stop removes whatever a
 	// failed start left.
@@ -502,10 +546,7 @@ func (c *Cluster) startCompose(ctx context.Context) error {
 	for i, name := range services {
 		c.nodes = append(c.nodes, &Node{c: c, name: name, index: i, drv: &composeNode{p: p, name: name}})
 	}
-	image := os.Getenv("PGXHA_PG_IMAGE")
-	if image == "" {
-		image = composeDefaultImage
-	}
+	image := composeImage()
 	c.opts.Logf("testcluster: compose project %s (%s, image %s)", p.name, strings.Join(tool, " "), image)
 
 	for attempt := 1; ; attempt++ {
@@ -526,7 +567,7 @@ func (c *Cluster) startCompose(ctx context.Context) error {
 		}
 		if _, inspectErr := runCommand(ctx, nil, "docker", "image", "inspect", image); inspectErr != nil {
 			return fmt.Errorf("testcluster: compose up: image %s is not on this machine and could not be pulled "+
-				"(without a registry: `make compose-image`, then PGXHA_PG_IMAGE=%s): %w", image, composeLocalImage, err)
+				"(`make compose-image` builds %s from Debian's packages; PGXHA_PG_IMAGE names another): %w", image, composeLocalImage, err)
 		}
 		return fmt.Errorf("testcluster: compose up: %w", err)
 	}
@@ -558,8 +599,8 @@ func (c *Cluster) startCompose(ctx context.Context) error {
 	return nil
 }
 
-// configure chooses the project's ports and network and writes the
-// override file: NET_ADMIN (for faults.sh) and the direct ports.
+// configure chooses the project's ports and network, given to compose in
+// the file's variables.
 func (p *composeProject) configure() error {
 	subnet, err := freeSubnet()
 	if err != nil {
@@ -567,13 +608,12 @@ func (p *composeProject) configure() error {
 	}
 	o := p.c.opts
 	p.env = append(os.Environ(),
+		"PGXHA_PG_IMAGE="+composeImage(),
 		"PGXHA_NET="+subnet,
 		"PGXHA_PG_USER="+o.User,
 		"PGXHA_PG_PASSWORD="+o.Password,
 		"PGXHA_PG_DATABASE="+o.Database,
 	)
-	var b strings.Builder
-	fmt.Fprintf(&b, "# generated by testcluster for project %s\nservices:\n", p.name)
 	for _, node := range p.c.nodes {
 		n := node.drv.(*composeNode)
 		if n.port, err = freePort(); err != nil {
@@ -582,13 +622,19 @@ func (p *composeProject) configure() error {
 		if n.directPort, err = freePort(); err != nil {
 			return fmt.Errorf("testcluster: %w", err)
 		}
-		p.env = append(p.env, fmt.Sprintf("PGXHA_%s_PORT=%d", strings.ToUpper(n.name), n.port))
-		fmt.Fprintf(&b, "  %s:\n    cap_add: [NET_ADMIN]\n    ports:\n      - \"127.0.0.1:%d:%d\"\n", n.name, n.directPort, composeDirectPort)
-	}
-	if err := os.WriteFile(p.override, []byte(b.String()), 0o644); err != nil {
-		return fmt.Errorf("testcluster: %w", err)
+		up := strings.ToUpper(n.name)
+		p.env = append(p.env, fmt.Sprintf("PGXHA_%s_PORT=%d", up, n.port), fmt.Sprintf("PGXHA_%s_DIRECT_PORT=%d", up, n.directPort))
 	}
 	return nil
+}
+
+// composeImage is the image of the compose cluster: PGXHA_PG_IMAGE, else
+// the one `make compose-image` builds.
+func composeImage() string {
+	if image := os.Getenv("PGXHA_PG_IMAGE"); image != "" {
+		return image
+	}
+	return composeLocalImage
 }
 
 // composeFile finds docker-compose.replication.yml: PGXHA_COMPOSE_FILE, else

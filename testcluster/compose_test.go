@@ -96,7 +96,7 @@ func TestComposeFileIsValid(t *testing.T) {
 	assert.Equal(t, []string{"n1", "n2", "n3"}, strings.Fields(run("config", "--services")))
 	assert.ElementsMatch(t, []string{"n1-data", "n2-data", "n3-data"}, strings.Fields(run("config", "--volumes")))
 	config := run("config")
-	for _, want := range []string{"postgres:17", "FIRST 1 (n2)", "172.29.57.0/24", "172.29.57.11", "127.0.0.1", "15432", "15433", "15434", "/pgxha/node.sh", "health"} {
+	for _, want := range []string{"pgxha/postgres:15-debian", "NET_ADMIN", "FIRST 1 (n2)", "172.29.57.0/24", "172.29.57.11", "127.0.0.1", "15432", "15433", "15434", "15435", "15436", "15437", "/pgxha/node.sh", "health"} {
 		assert.Contains(t, config, want)
 	}
 }
@@ -315,4 +315,71 @@ func TestComposeSmallerLayout(t *testing.T) {
 	assert.Len(t, strings.Fields(out), 2, "only the services asked for run: %s", out)
 	_, err := connect(t, ctx, nodes[0].DSN()).Exec(ctx, "CREATE TABLE small (id int)")
 	require.NoError(t, err, "writes do not wait for a synchronous standby")
+}
+
+// TestComposeAttach works on a running project the way a user works on
+// `make compose-up`'s: a Cluster attached to it by name finds its nodes,
+// credentials and master, breaks and repairs it, and leaves it running. A
+// second attach (another process, for the testcluster command) finds what
+// the first left: a partition, a new master, a replica left detached by a
+// promotion made behind testcluster's back, which Rejoin repairs.
+func TestComposeAttach(t *testing.T) {
+	requireCompose(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	owner := testcluster.New(t, testcluster.Options{Backend: testcluster.BackendCompose})
+	project := owner.ComposeProject()
+	attach := func() *testcluster.Cluster {
+		t.Helper()
+		c, err := testcluster.Start(ctx, testcluster.Options{Backend: testcluster.BackendCompose, ComposeProject: project, Logf: t.Logf})
+		require.NoError(t, err)
+		return c
+	}
+	roles := func(c *testcluster.Cluster) []string {
+		var out []string
+		for _, st := range c.Status(ctx) {
+			out = append(out, st.Role)
+		}
+		return out
+	}
+
+	a := attach()
+	require.Len(t, a.Nodes(), 3)
+	assert.Equal(t, owner.DSN(), a.DSN(), "the same addresses and credentials")
+	assert.Equal(t, "n1", a.Master().Name())
+	assert.Equal(t, []string{"n2"}, names(a.SyncReplicas()))
+	assert.Equal(t, []string{"master", "sync", "async"}, roles(a))
+	require.NoError(t, a.Nodes()[2].Partition())
+	require.NoError(t, a.Stop())
+	assert.True(t, owner.Nodes()[0].Running(), "Stop leaves an attached project running")
+
+	b := attach()
+	assert.Equal(t, testcluster.Faults{Partitioned: true}, b.Nodes()[2].Faults(), "the partition set by another attach")
+	require.NoError(t, b.Nodes()[2].Heal())
+	// The master killed and n2 promoted by hand, as with docker kill and
+	// psql: n3 still follows the dead n1.
+	require.NoError(t, b.Nodes()[0].Kill())
+	_, err := connect(t, ctx, b.Nodes()[1].DSN()).Exec(ctx, "SELECT pg_promote()")
+	require.NoError(t, err)
+	require.NoError(t, b.Stop())
+
+	c := attach()
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	assert.Equal(t, n2, c.Master(), "the only writable node")
+	require.NoError(t, c.Rejoin(ctx, n3))
+	require.NoError(t, c.Rejoin(ctx, n1))
+	assert.Equal(t, map[string]string{"n1": "async", "n3": "async"}, replication(t, ctx, n2))
+	require.NoError(t, c.Converge(ctx))
+	converged := roles(c)
+	assert.Equal(t, "master", converged[1], "converged around n2: %v", converged)
+	assert.ElementsMatch(t, []string{"sync", "async"}, []string{converged[0], converged[2]}, "the file's one sync replica restored: %v", converged)
+	require.NoError(t, c.Stop())
+}
+
+func names(nodes []*testcluster.Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.Name())
+	}
+	return out
 }

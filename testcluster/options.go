@@ -21,7 +21,8 @@ type Options struct {
 	SyncReplicas int
 
 	// User, Password and Database are the superuser and database of the DSN.
-	// Defaults: "postgres", "pgxha", "postgres".
+	// Defaults: "postgres", "pgxha", "postgres"; with BackendCompose the
+	// password is "postgres", as in docker-compose.replication.yml.
 	User, Password, Database string
 
 	// Dir is where the cluster's temporary directory is made. Default: the
@@ -51,6 +52,17 @@ type Options struct {
 	// managed by Patroni and etcd). The PGXHA_TESTCLUSTER environment
 	// variable names the backend when Backend is empty.
 	Backend Backend
+
+	// ComposeProject, with BackendCompose, attaches to the running compose
+	// project of that name (such as "pgxha", which `make compose-up`
+	// starts) instead of starting a new one: the cluster is what the
+	// project runs now (see Cluster.Status), with its credentials, and
+	// Stop leaves it running. New converges it when the test ends, so the
+	// next test finds it whole. Replicas, SyncReplicas, User, Password and
+	// Database are then the project's. The PGXHA_COMPOSE_PROJECT
+	// environment variable names the project when ComposeProject is empty
+	// and the backend is compose.
+	ComposeProject string
 
 	// PgBouncer, when set, puts a PgBouncer (Debian's pgbouncer package)
 	// in that pool mode in front of every node, behind its fault proxy:
@@ -103,15 +115,6 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Replicas > 62 {
 		return o, fmt.Errorf("testcluster: Replicas %d: at most 62", o.Replicas)
 	}
-	if o.User == "" {
-		o.User = "postgres"
-	}
-	if o.Password == "" {
-		o.Password = "pgxha"
-	}
-	if o.Database == "" {
-		o.Database = "postgres"
-	}
 	if o.Backend == "" {
 		o.Backend = Backend(strings.TrimSpace(os.Getenv("PGXHA_TESTCLUSTER")))
 	}
@@ -122,6 +125,26 @@ func (o Options) withDefaults() (Options, error) {
 	case BackendLocal, BackendCompose, BackendPatroni:
 	default:
 		return o, fmt.Errorf("testcluster: unknown backend %q: want %q, %q or %q", o.Backend, BackendLocal, BackendCompose, BackendPatroni)
+	}
+	if o.ComposeProject == "" && o.Backend == BackendCompose {
+		o.ComposeProject = strings.TrimSpace(os.Getenv("PGXHA_COMPOSE_ATTACH"))
+	}
+	if o.ComposeProject != "" && o.Backend != BackendCompose {
+		return o, fmt.Errorf("testcluster: ComposeProject %q is for the compose backend, not %q", o.ComposeProject, o.Backend)
+	}
+	if o.User == "" {
+		o.User = "postgres"
+	}
+	if o.Password == "" {
+		// docker-compose.replication.yml's, so that `make compose-up`
+		// and the compose backend share one DSN's credentials.
+		o.Password = "pgxha"
+		if o.Backend == BackendCompose {
+			o.Password = "postgres"
+		}
+	}
+	if o.Database == "" {
+		o.Database = "postgres"
 	}
 	if o.PgBouncer == PgBouncerNone && o.Backend == BackendLocal {
 		o.PgBouncer = PgBouncerMode(strings.TrimSpace(os.Getenv("PGXHA_TESTCLUSTER_PGBOUNCER")))

@@ -4,6 +4,15 @@
 // then shuts it down and removes its files.
 //
 //	go run ./testcluster/cmd/testcluster -replicas 2 -sync 1
+//	go run ./testcluster/cmd/testcluster -backend compose   (containers of docker-compose.replication.yml)
+//
+// With -attach it works on the compose project that `make compose-up`
+// started (or another, by name) instead, and leaves it running: a command
+// given after the flags runs once, else commands are read as below.
+//
+//	go run ./testcluster/cmd/testcluster -attach pgxha status
+//	go run ./testcluster/cmd/testcluster -attach pgxha kill n1
+//	go run ./testcluster/cmd/testcluster -attach pgxha failover n2
 //
 // While it runs it takes chaos commands, one a line, on its standard input
 // and from a second invocation that names the cluster's directory:
@@ -50,6 +59,8 @@ const commandHelp = `commands (NODE is n1, n2, ...):
   promote NODE             pg_promote() alone (a split brain if the master runs)
   failover NODE            promote NODE and repoint the others to it
   rejoin NODE              rewind NODE from the master and start it as a replica
+                           (an old master, or a replica left detached on an old timeline)
+  converge                 undo every fault and bring every node back as a replica of the master
   quit                     stop the cluster and exit
 `
 
@@ -58,8 +69,10 @@ func main() {
 	syncReplicas := flag.Int("sync", 1, "how many of the replicas are synchronous")
 	verbose := flag.Bool("v", false, "print progress lines")
 	ctl := flag.String("ctl", "", "send a command to the running testcluster whose directory (or control socket) this is, print its answer and exit")
+	backend := flag.String("backend", os.Getenv("PGXHA_TESTCLUSTER"), "local (processes, the default), compose (a new project of docker-compose.replication.yml) or patroni")
+	attach := flag.String("attach", "", "work on this running compose project (pgxha is make compose-up's) instead of starting a cluster; a command after the flags runs once")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage:\n  testcluster [-replicas 2] [-sync 1] [-v]\n  testcluster -ctl DIR COMMAND [ARGS]\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage:\n  testcluster [-replicas 2] [-sync 1] [-backend local] [-v]\n  testcluster -attach PROJECT [COMMAND [ARGS]]\n  testcluster -ctl DIR COMMAND [ARGS]\n\n")
 		flag.PrintDefaults()
 		fmt.Fprint(flag.CommandLine.Output(), "\n"+commandHelp)
 	}
@@ -72,11 +85,23 @@ func main() {
 		}
 		return
 	}
-	syncSet := false
-	flag.Visit(func(f *flag.Flag) { syncSet = syncSet || f.Name == "sync" })
-	opts, err := clusterOptions(*replicas, *syncReplicas, syncSet)
-	if err == nil {
-		err = run(opts, *verbose)
+	var opts testcluster.Options
+	var err error
+	if *attach != "" {
+		opts = testcluster.Options{Backend: testcluster.BackendCompose, ComposeProject: *attach}
+		if line := strings.Join(flag.Args(), " "); line != "" {
+			err = once(opts, line, *verbose)
+		} else {
+			err = run(opts, *verbose)
+		}
+	} else {
+		syncSet := false
+		flag.Visit(func(f *flag.Flag) { syncSet = syncSet || f.Name == "sync" })
+		opts, err = clusterOptions(*replicas, *syncReplicas, syncSet)
+		opts.Backend = testcluster.Backend(*backend)
+		if err == nil {
+			err = run(opts, *verbose)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testcluster:", err)
@@ -103,6 +128,27 @@ func clusterOptions(replicas, syncReplicas int, syncSet bool) (testcluster.Optio
 	return testcluster.Options{Replicas: replicas, SyncReplicas: syncReplicas}, nil
 }
 
+// once attaches to a running compose project, runs one command line on it
+// and returns, leaving the project running.
+func once(opts testcluster.Options, line string, verbose bool) error {
+	if verbose {
+		opts.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute) // a failover with rewinds fits
+	defer cancel()
+	c, err := testcluster.Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer c.Stop() // leaves the project running
+	if _, err := command(ctx, c, line, os.Stdout); err != nil {
+		return err
+	}
+	return nil
+}
+
 func run(opts testcluster.Options, verbose bool) error {
 	if verbose {
 		opts.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
@@ -122,13 +168,20 @@ func run(opts testcluster.Options, verbose bool) error {
 		}
 	}()
 
+	if p := c.ComposeProject(); p != "" && opts.ComposeProject != "" {
+		fmt.Println("Attached to the compose project", p, "(left running when this ends)")
+	}
 	fmt.Println("DSN:", c.DSN())
 	fmt.Println()
 	printStatus(ctx, c, os.Stdout)
 	fmt.Println()
 	fmt.Println("Data and logs in", c.Dir())
 	fmt.Printf("Type commands here (help lists them), or from another shell:\n  go run ./testcluster/cmd/testcluster -ctl %s kill n1\n", c.Dir())
-	fmt.Println("Ctrl-C or quit stops the cluster.")
+	if opts.ComposeProject != "" {
+		fmt.Println("Ctrl-C or quit ends this; the project keeps running.")
+	} else {
+		fmt.Println("Ctrl-C or quit stops the cluster.")
+	}
 	err = serve(ctx, c, os.Stdin, os.Stdout, filepath.Join(c.Dir(), controlSocket))
 	fmt.Println("\nstopping...")
 	return err
@@ -234,6 +287,14 @@ func command(ctx context.Context, c *testcluster.Cluster, line string, w io.Writ
 	case "quit", "exit":
 		fmt.Fprintln(w, "quitting")
 		return true, nil
+	case "converge":
+		begin := time.Now()
+		if err := c.Converge(ctx); err != nil {
+			return false, err
+		}
+		fmt.Fprintf(w, "converge: done in %s\n", time.Since(begin).Round(time.Millisecond))
+		printStatus(ctx, c, w)
+		return false, nil
 	}
 	ops := map[string]func(*testcluster.Node) error{
 		"kill":      (*testcluster.Node).Kill,
