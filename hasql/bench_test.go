@@ -137,6 +137,10 @@ func BenchmarkAcquire(b *testing.B) {
 		opt := hasql.SyncOnly()
 		benchAcquire(b, func(ctx context.Context) (*pgxpool.Conn, error) { return e.m.AcquireReplica(ctx, opt) })
 	})
+	b.Run("pgxha/AcquireReplica-PreferMaster", func(b *testing.B) {
+		opt := hasql.PreferMaster()
+		benchAcquire(b, func(ctx context.Context) (*pgxpool.Conn, error) { return e.m.AcquireReplica(ctx, opt) })
+	})
 }
 
 // BenchmarkQueryRow compares a routed SELECT 1 with the same on a plain

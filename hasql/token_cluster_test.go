@@ -68,6 +68,21 @@ func TestTokenAcrossManagers(t *testing.T) {
 
 	carried, err := hasql.ParseToken(text)
 	require.NoError(t, err)
+
+	// A transaction's token, read on its connection right after COMMIT.
+	tx, err := writer.Master().Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "INSERT INTO comments VALUES (2, 'in a transaction')")
+	require.NoError(t, err)
+	txTok, err := hasql.CommitToken(ctx, tx)
+	require.NoError(t, err)
+	assert.Greater(t, txTok.LSN, tok.LSN)
+	assert.Equal(t, tok.Timeline, txTok.Timeline)
+	found, onReplica, err := readAfter(ctx, reader, txTok, "comments", 2)
+	require.NoError(t, err)
+	assert.Equal(t, 1, found, "the read after CommitToken's token sees the transaction")
+	assert.False(t, onReplica)
+	assert.Equal(t, txTok, tok.Merge(txTok))
 	var plain int
 	require.NoError(t, reader.Replica().QueryRow(ctx, "SELECT count(*) FROM comments WHERE id = 1").Scan(&plain))
 	require.Equal(t, 0, plain, "the replicas do not have the write")
@@ -88,6 +103,14 @@ func TestTokenAcrossManagers(t *testing.T) {
 		assert.Equal(t, 1, found)
 		assert.True(t, onReplica, "the replicas replayed it: they serve")
 	}
+
+	t.Run("a timeline the cluster never had", func(t *testing.T) {
+		ahead := carried
+		ahead.Timeline = 5
+		_, err := reader.Replica(hasql.After(ahead)).Exec(ctx, "SELECT 1")
+		require.ErrorIs(t, err, hasql.ErrTokenAhead)
+		assert.Contains(t, err.Error(), "timeline 5")
+	})
 
 	t.Run("another cluster", func(t *testing.T) {
 		other := testcluster.New(t, testcluster.Options{Replicas: 1})

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -152,4 +153,18 @@ func TestForkPosition(t *testing.T) {
 	assert.Equal(t, hasql.LSN(0x3002000), hasql.ForkPosition(0x3002018)) // page start, short header
 	assert.Equal(t, hasql.LSN(0x3002030), hasql.ForkPosition(0x3002030))
 	assert.Equal(t, hasql.LSN(0x3000148), hasql.ForkPosition(0x3000148))
+}
+
+func TestTokenWaitSetting(t *testing.T) {
+	cfg, err := hasql.ParseConfig("postgres://u@h1,h2/db?hasql_token_wait=250ms")
+	require.NoError(t, err)
+	assert.Equal(t, 250*time.Millisecond, cfg.TokenWait)
+	assert.NotContains(t, cfg.PoolConfig.ConnConfig.RuntimeParams, "hasql_token_wait", "never sent to the server")
+	cfg, err = hasql.ParseConfig("postgres://u@h1/db")
+	require.NoError(t, err)
+	assert.Equal(t, hasql.DefaultTokenWait, cfg.TokenWait)
+	_, err = hasql.ParseConfig("postgres://u:secret@h1/db?hasql_token_wait=soon")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `hasql_token_wait "soon"`)
+	assert.NotContains(t, err.Error(), "secret")
 }
