@@ -339,6 +339,41 @@ func TestNodeLost(t *testing.T) {
 	m := newManager(t, ctx, withParams(c.DSN(), "application_name", "pgxha-errors-test"))
 	require.NoError(t, m.WaitReady(ctx, 1, 2))
 
+	t.Run("partitioned", func(t *testing.T) {
+		// A statement on a master that stops answering ends with the
+		// caller's deadline; by then the Manager has found the node
+		// unwell: the error says the node was lost, and still matches
+		// the deadline.
+		sctx, scancel := context.WithTimeout(ctx, 4*time.Second)
+		defer scancel()
+		done := make(chan error, 1)
+		go func() {
+			_, err := m.Master().Exec(sctx, "SELECT pg_sleep(60)")
+			done <- err
+		}()
+		for len(backendPids(t, ctx, master, `query = 'SELECT pg_sleep(60)' AND state = 'active'`)) < 1 {
+			select {
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		require.NoError(t, master.Partition())
+		err := <-done
+		require.NoError(t, master.Heal())
+		t.Logf("error: %v", err)
+		require.ErrorIs(t, err, hasql.ErrNodeLost)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		var le *hasql.NodeLostError
+		require.ErrorAs(t, err, &le)
+		assert.Equal(t, master.Addr(), le.Addr)
+		assert.Equal(t, hasql.RoleMaster, le.Role)
+		assert.True(t, le.MayHaveRun)
+		// Once healed, the master is back for what follows.
+		execOn(t, ctx, master, `SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'`)
+		require.NoError(t, m.WaitReady(ctx, 1, 2))
+	})
+
 	type outcome struct {
 		name string
 		err  error
@@ -384,4 +419,49 @@ func TestNodeLost(t *testing.T) {
 			assert.Contains(t, r.err.Error(), "master")
 		})
 	}
+}
+
+// TestNodeLostCut: a statement on a master that stops answering, and that
+// pgxha cuts off once another node is master, fails at once with a
+// *NodeLostError that says pgxha cut it.
+func TestNodeLostCut(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{})
+	nodes := c.Nodes()
+	master := nodes[0]
+	m := newManager(t, ctx, c.DSN())
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+
+	done := make(chan error, 1)
+	go func() {
+		// No deadline of its own: only the cut can end it.
+		_, err := m.Master().Exec(ctx, "SELECT pg_sleep(120)")
+		done <- err
+	}()
+	for len(backendPids(t, ctx, master, `query = 'SELECT pg_sleep(120)' AND state = 'active'`)) < 1 {
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	require.NoError(t, master.Partition())
+	defer master.Heal()
+	require.NoError(t, c.Failover(ctx, nodes[1]))
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		t.Fatal("the statement on the old master was not cut")
+	}
+	t.Logf("error: %v", err)
+	require.ErrorIs(t, err, hasql.ErrNodeLost)
+	var le *hasql.NodeLostError
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, master.Addr(), le.Addr)
+	assert.Equal(t, hasql.RoleMaster, le.Role)
+	assert.True(t, le.Cut, "cut by pgxha")
+	assert.True(t, le.MayHaveRun)
+	assert.Contains(t, err.Error(), "cut by pgxha")
 }

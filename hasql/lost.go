@@ -44,6 +44,10 @@ type NodeLostError struct {
 	Cut bool
 	// Err is the error pgx returned.
 	Err error
+
+	// network is the network's error under Err, when pgx kept only
+	// "conn closed": said in the text and unwrapped to.
+	network error
 }
 
 func (e *NodeLostError) Error() string {
@@ -68,15 +72,40 @@ func (e *NodeLostError) Error() string {
 		b.WriteString(": ")
 		b.WriteString(e.Err.Error())
 	}
+	if e.network != nil {
+		b.WriteString(" (")
+		b.WriteString(e.network.Error())
+		b.WriteString(")")
+	}
 	return b.String()
 }
 
-// Unwrap returns ErrNodeLost and the error pgx returned.
+// Unwrap returns ErrNodeLost, the error pgx returned and, when pgx kept
+// only "conn closed", the network's error under it.
 func (e *NodeLostError) Unwrap() []error {
-	if e.Err == nil {
-		return []error{ErrNodeLost}
+	errs := []error{ErrNodeLost}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
 	}
-	return []error{ErrNodeLost, e.Err}
+	if e.network != nil {
+		errs = append(errs, e.network)
+	}
+	return errs
+}
+
+// fromConn fills in what the connection under a lost statement knows:
+// whether pgxha cut it, and the network's error when pgx's is not it.
+func (e *NodeLostError) fromConn(tc *trackedConn) {
+	if tc == nil {
+		return
+	}
+	e.Cut = e.Cut || tc.cut.Load()
+	if p := tc.netErr.Load(); p != nil && e.network == nil && !errors.Is(e.Err, *p) {
+		var inner *NodeLostError
+		if !errors.As(*p, &inner) {
+			e.network = *p
+		}
+	}
 }
 
 // NeverRan reports whether err proves that the statement it came from never
@@ -138,7 +167,7 @@ func connLost(err error) bool {
 // lost: down, suspect or no longer what it was picked as), err as it is
 // otherwise. s is the snapshot the statement was routed by. Called on the
 // error path only.
-func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, err error, lost bool) error {
+func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *trackedConn, err error, lost bool) error {
 	if err == nil || n == nil || errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -149,6 +178,7 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, err error,
 		if NeverRan(c.Err) {
 			c.MayHaveRun = false
 		}
+		c.fromConn(tc)
 		return &c
 	}
 	ended := lost && SessionEnded(err)
@@ -158,7 +188,18 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, err error,
 	if !ended {
 		return err
 	}
-	return &NodeLostError{Addr: n.cfg.Addr, Role: m.roleAt(s, n), MayHaveRun: !NeverRan(err), Err: err}
+	e := &NodeLostError{Addr: n.cfg.Addr, Role: m.roleAt(s, n), MayHaveRun: !NeverRan(err), Err: err}
+	e.fromConn(tc)
+	return e
+}
+
+// lostConn returns the tracked connection under conn when err is not nil
+// (for nodeLost, before conn is released), nil otherwise.
+func lostConn(conn *pgxpool.Conn, err error) *trackedConn {
+	if err == nil {
+		return nil
+	}
+	return trackedOf(conn.Conn())
 }
 
 // roleAt returns what n was in snapshot s.
@@ -231,5 +272,7 @@ func NodeLost(conn *pgxpool.Conn, err error) error {
 	if tc == nil || tc.reg.n == nil {
 		return err
 	}
-	return &NodeLostError{Addr: tc.reg.n.cfg.Addr, Role: tc.role(), MayHaveRun: !NeverRan(err), Cut: tc.cut.Load(), Err: err}
+	e := &NodeLostError{Addr: tc.reg.n.cfg.Addr, Role: tc.role(), MayHaveRun: !NeverRan(err), Err: err}
+	e.fromConn(tc)
+	return e
 }

@@ -521,6 +521,9 @@ type trackedConn struct {
 	// master: the node was the master when the connection's last
 	// statement began (see nodeTracer.began).
 	master atomic.Bool
+	// netErr is the first error of the network under a statement: pgx may
+	// report only "conn closed" (see NodeLost).
+	netErr atomic.Pointer[error]
 }
 
 // Read and Write report a failure of the connection of a pool (not a
@@ -547,6 +550,7 @@ func (c *trackedConn) lost(err error) error {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return err // pgconn tells a context's end by this error's type
 	}
+	c.netErr.CompareAndSwap(nil, &err)
 	return &NodeLostError{Addr: c.reg.n.cfg.Addr, Role: c.role(), MayHaveRun: true, Cut: c.cut.Load(), Err: err}
 }
 

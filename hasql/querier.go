@@ -143,10 +143,10 @@ func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 		}
 		sb := onStandby(conn, n)
 		tag, err := conn.Exec(ctx, sql, args...)
-		lost := conn.Conn().IsClosed()
+		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
 		if !q.retry(ctx, run, err, lost, sb) {
-			return tag, q.m.nodeLost(ctx, s, n, err, lost)
+			return tag, q.m.nodeLost(ctx, s, n, tc, err, lost)
 		}
 	}
 }
@@ -165,10 +165,10 @@ func (q *Querier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 		if err == nil {
 			return &routedRows{Rows: rows, conn: conn}, nil
 		}
-		lost := conn.Conn().IsClosed()
+		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
 		if !q.retry(ctx, run, err, lost, sb) {
-			return nil, q.m.nodeLost(ctx, s, n, err, lost)
+			return nil, q.m.nodeLost(ctx, s, n, tc, err, lost)
 		}
 	}
 }
@@ -222,13 +222,13 @@ func (q *Querier) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, erro
 		if err == nil {
 			return &routedTx{Tx: tx, conn: conn, once: new(sync.Once)}, nil
 		}
-		lost := conn.Conn().IsClosed()
+		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
 		if SessionEnded(err) && ctx.Err() == nil && run+1 < maxRuns {
 			continue // a BEGIN whose session ended began nothing
 		}
 		if !q.retry(ctx, run, err, lost, sb) {
-			err = q.m.nodeLost(ctx, s, n, err, lost)
+			err = q.m.nodeLost(ctx, s, n, tc, err, lost)
 			if le, ok := err.(*NodeLostError); ok {
 				le.MayHaveRun = false // BEGIN: nothing to have run
 			}
@@ -277,10 +277,10 @@ func (r *routedRow) Scan(dest ...any) error {
 		}
 		sb := onStandby(conn, n)
 		err = conn.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...)
-		lost := conn.Conn().IsClosed()
+		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
 		if errors.Is(err, pgx.ErrNoRows) || !r.q.retry(r.ctx, run, err, lost, sb) {
-			return r.q.m.nodeLost(r.ctx, s, n, err, lost)
+			return r.q.m.nodeLost(r.ctx, s, n, tc, err, lost)
 		}
 	}
 }
