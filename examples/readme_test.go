@@ -18,14 +18,17 @@ import (
 // readmeGiven are the values README snippets use without making them, as
 // the prose around them says: each snippet is compiled in a function that
 // has them, in a scope of its own so that it may declare them again.
-const readmeGiven = "ctx context.Context, t *testing.T, m *hasql.Manager, tx pgx.Tx, amount, id int64, n, v any"
+const readmeGiven = "ctx context.Context, t *testing.T, m *hasql.Manager, tx pgx.Tx, amount, id int64, n, v any, body string, cookie *http.Cookie, mux *http.ServeMux"
 
 // readmePackages are the packages README snippets may name.
 var readmePackages = map[string]string{
 	"context":     "context",
 	"errors":      "errors",
 	"fmt":         "fmt",
+	"log":         "log",
 	"http":        "net/http",
+	"json":        "encoding/json",
+	"sql":         "database/sql",
 	"slog":        "log/slog",
 	"time":        "time",
 	"testing":     "testing",
