@@ -106,6 +106,9 @@ type dbConnector struct {
 }
 
 func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if c.o != nil && c.o.hasAfter {
+		return nil, errAfterInDB
+	}
 	var lastErr error
 	for range 2*len(c.m.nodesNow()) + 1 {
 		s := c.m.snap.Load()

@@ -68,6 +68,10 @@ type autoConn struct {
 	closed          bool
 }
 
+// errAfterInDB refuses After in DB: a token is one request's, a *sql.DB
+// every request's.
+var errAfterInDB = errors.New("hasql: DB: After is for one request's reads, not a *sql.DB shared by all; read through m.Replica(hasql.After(tok))")
+
 var errAutoClosed = errors.New("hasql: DB(TargetAuto): connection closed")
 
 // side returns the server connection for a statement: the transaction's,

@@ -81,6 +81,13 @@ func TestTargetAutoSqlx(t *testing.T) {
 	assert.Contains(t, err.Error(), "read-only")
 	require.NoError(t, rtx.Rollback())
 
+	// After has no place in a shared *sql.DB: refused, not ignored.
+	withToken := m.DB(hasql.TargetReplica, hasql.After(tok))
+	err = withToken.PingContext(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "After is for one request's reads")
+	require.NoError(t, withToken.Close())
+
 	// A prepared statement follows its context's mark.
 	stmt, err := db.PreparexContext(hasql.ReadOnly(ctx), "SELECT pg_is_in_recovery()")
 	require.NoError(t, err)
