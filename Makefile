@@ -8,7 +8,7 @@ PKGS ?= ./...
 FUZZTIME ?= 50000x
 
 .PHONY: test demo demo-failover deps deps-postgres deps-patroni deps-dnsmasq test-deps chaos-pgbouncer vet fmt-check unit unit-pgx-oldest fuzz bench cluster soak
-.PHONY: compose-image compose-up compose-down compose-ctl compose-test chaos-compose
+.PHONY: sim-soak compose-image compose-up compose-down compose-ctl compose-test chaos-compose
 
 ## test: vet, format check, every test under the race detector, a short fuzz run
 test: deps test-deps vet fmt-check unit unit-pgx-oldest chaos-pgbouncer fuzz compose-test
@@ -97,6 +97,11 @@ bench: deps-postgres
 
 ## soak: the randomized fault schedule for $(SOAK) (default 10m; not part of test)
 SOAK ?= 10m
+## sim-soak: the decision core's simulation through many more fault schedules (SIM_SCHEDULES, default 100000)
+SIM_SCHEDULES ?= 100000
+sim-soak:
+	$(GO) test -count=1 -timeout 2h -v -run '^TestSimulation$$' ./hasql/internal/topology/ -args -sim.schedules=$(SIM_SCHEDULES)
+
 soak: deps-postgres
 	PGXHA_SOAK=$(SOAK) $(GO) test -race -count=1 -timeout 2h -v -run '^TestFaultSchedule$$' ./failover/
 

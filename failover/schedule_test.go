@@ -5,8 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -218,7 +220,13 @@ func TestFaultSchedule(t *testing.T) {
 	}
 	c := testcluster.New(t, opts)
 	begin := time.Now() // the manager's log lines count from here too
-	m, err := hasql.New(ctx, c.DSN()+"&pool_max_conns="+strconv.Itoa(schedPoolConns), hasql.WithLogger(testLogger(t)))
+	// The decision trace: replayed into the decision core at the end, the
+	// events this Manager received must give the decisions it made.
+	trace, err := os.Create(filepath.Join(t.TempDir(), "decisions.jsonl"))
+	require.NoError(t, err)
+	defer trace.Close()
+	m, err := hasql.New(ctx, c.DSN()+"&pool_max_conns="+strconv.Itoa(schedPoolConns), hasql.WithLogger(testLogger(t)),
+		hasql.WithDecisionTrace(trace))
 	require.NoError(t, err)
 	defer m.Close()
 	require.NoError(t, m.WaitReady(ctx, 1, 2))
@@ -281,6 +289,13 @@ func TestFaultSchedule(t *testing.T) {
 	stop()
 	require.NoError(t, c.Converge(ctx), "the cluster converges at the end")
 	s.check()
+
+	m.Close()
+	_, err = trace.Seek(0, io.SeekStart)
+	require.NoError(t, err)
+	n, err := hasql.ReplayDecisionTrace(trace)
+	require.NoError(t, err, "the decision trace of the schedule, replayed into the decision core")
+	t.Logf("decision trace: %d events replayed, the same decisions", n)
 }
 
 // draw picks the short schedule's faults: distinct kinds, in a random

@@ -3,6 +3,7 @@ package hasql
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math"
@@ -148,6 +149,12 @@ type Config struct {
 	// are the first set until it reports one. Default: nil, the connection
 	// string's hosts for the Manager's lifetime.
 	Discoverer discovery.Discoverer
+
+	// DecisionTrace, when set, receives every event the decision core
+	// takes (node set, checks, promotions seen, application errors) and
+	// what it decided after each, as lines of JSON (see
+	// WithDecisionTrace).
+	DecisionTrace io.Writer
 
 	// SystemIdentifier pins the cluster (hasql_system_identifier, the
 	// system_identifier of pg_control_system(); `pgxha status` shows it):

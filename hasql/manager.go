@@ -1,6 +1,7 @@
 package hasql
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,11 @@ type Manager struct {
 	// core makes every decision routing safety rests on (see
 	// internal/topology and view.go).
 	core *topology.Core
+	// traceBuf holds the decision trace written under mu, until
+	// flushTrace writes it out (see WithDecisionTrace).
+	traceBuf bytes.Buffer
+	traceErr error
+	traceMu  sync.Mutex // serializes the writes of the trace
 
 	closedFlag atomic.Bool // Close has begun
 
@@ -99,7 +105,11 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 		closed:     make(chan struct{}),
 		countInUse: balancer.ReadsInUse(cfg.Balancer),
 	}
-	m.core = topology.New(topology.Config{SystemID: cfg.SystemIdentifier})
+	tc := topology.Config{SystemID: cfg.SystemIdentifier}
+	if cfg.DecisionTrace != nil {
+		tc.Record = topology.WriteTrace(&m.traceBuf, &m.traceErr)
+	}
+	m.core = topology.New(tc)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.epoch = time.Now()
 	tel, err := newTelemetry(m)
@@ -143,6 +153,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 	m.setNodesLocked(nodes)
 	m.applyLocked(nil)
 	m.mu.Unlock()
+	m.flushTrace()
 	if m.discovery.ready != nil {
 		close(m.discovery.ready)
 	}

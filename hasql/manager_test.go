@@ -41,9 +41,11 @@ func withParams(dsn string, kv ...string) string {
 	return u.String()
 }
 
+// newManager makes a Manager closed with the test, whose decision trace is
+// replayed into the decision core once it is (see traced).
 func newManager(t *testing.T, ctx context.Context, dsn string, opts ...hasql.Option) *hasql.Manager {
 	t.Helper()
-	m, err := hasql.New(ctx, dsn, append([]hasql.Option{hasql.WithLogger(quiet)}, opts...)...)
+	m, err := hasql.New(ctx, dsn, append([]hasql.Option{hasql.WithLogger(quiet), traced(t)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(m.Close)
 	return m

@@ -2,6 +2,7 @@ package hasql
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/pgxha/pgxha/balancer"
 	"github.com/pgxha/pgxha/checker"
 	"github.com/pgxha/pgxha/discovery"
+	"github.com/pgxha/pgxha/hasql/internal/topology"
 )
 
 // Option changes a Config for New: everything a connection string cannot
@@ -101,6 +103,28 @@ func WithMasterReadWeight(w float64) Option {
 		c.MasterReadWeight = w
 		return nil
 	}
+}
+
+// WithDecisionTrace writes every event the Manager's decision core takes
+// and what it decided after each to w, one JSON object a line: a trace to
+// attach to a bug report, which ReplayDecisionTrace (and the project's
+// tests) replay into the decision core to find where a decision differs.
+// The trace holds what checks found (roles, positions, timelines, node
+// addresses and names), never a password. Writes happen outside the
+// Manager's lock, in order; w need not be safe for concurrent use.
+func WithDecisionTrace(w io.Writer) Option {
+	return func(c *Config) error {
+		c.DecisionTrace = w
+		return nil
+	}
+}
+
+// ReplayDecisionTrace feeds the events of a trace written by
+// WithDecisionTrace into a fresh decision core of this version and
+// returns the first decision that differs from the recorded one (nil when
+// none does), and how many events it read.
+func ReplayDecisionTrace(r io.Reader) (events int, err error) {
+	return topology.Replay(r)
 }
 
 // WithSystemIdentifier pins the cluster's system identifier (see

@@ -1,6 +1,7 @@
 package hasql
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -193,8 +194,33 @@ func (n *node) publishLocked() {
 	n.replica.Store(role.IsReplica())
 }
 
+// flushTrace writes out the decision trace recorded so far, in order.
+func (m *Manager) flushTrace() {
+	w := m.cfg.DecisionTrace
+	if w == nil {
+		return
+	}
+	m.traceMu.Lock()
+	defer m.traceMu.Unlock()
+	m.mu.Lock()
+	b := bytes.Clone(m.traceBuf.Bytes())
+	m.traceBuf.Reset()
+	failed := m.traceErr != nil
+	m.mu.Unlock()
+	if len(b) == 0 || failed {
+		return
+	}
+	if _, err := w.Write(b); err != nil {
+		m.log.Warn("pgxha: the decision trace cannot be written; no more is written", "err", err)
+		m.mu.Lock()
+		m.traceErr = err
+		m.mu.Unlock()
+	}
+}
+
 // finish does what the core decided once m.mu is released.
 func (m *Manager) finish(n *node, after *afterReport) {
+	m.flushTrace()
 	for _, x := range after.reset {
 		x.pool.Reset()
 	}

@@ -74,6 +74,9 @@ type Config struct {
 	// SystemID pins the cluster's system identifier: a node of any other
 	// is foreign. 0 learns it from the first confirmed master.
 	SystemID uint64
+	// Record, if set, is given every event with the decisions after it
+	// (see Entry and Replay).
+	Record func(Entry)
 }
 
 // Core is the decision state machine. It is not safe for concurrent use:
@@ -100,7 +103,11 @@ type Core struct {
 
 // New returns a Core with an empty set.
 func New(cfg Config) *Core {
-	return &Core{cfg: cfg, cluster: cfg.SystemID}
+	c := &Core{cfg: cfg, cluster: cfg.SystemID}
+	if cfg.Record != nil {
+		cfg.Record(Entry{Kind: "config", SystemID: cfg.SystemID, Decision: Decision{Master: None}})
+	}
+	return c
 }
 
 // Node is the core's view of one node. The shell reads it (holding the
@@ -288,6 +295,7 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 		// The set is never emptied: a source that reports nothing usable
 		// keeps the last good set.
 		c.log(slog.LevelWarn, "pgxha: an empty node set was ignored; the last good set stays")
+		c.record(Entry{Kind: "members", At: now, Members: members}, false)
 		return
 	}
 	old := make(map[ID]*Node, len(c.nodes))
@@ -319,6 +327,7 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 	}
 	c.nodes = next
 	c.rebuild(now, nil)
+	c.record(Entry{Kind: "members", At: now, Members: slices.Clone(members)}, false)
 }
 
 // CheckOK records a check of id that succeeded: it began at began and its
@@ -377,6 +386,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		// only, so that a stale master does not reset the record.
 		c.history.add(x.ID, res.Timeline, began.Add(latency/2), res.LSN)
 	}
+	c.record(Entry{Kind: "ok", At: ended, Began: began, ID: id, Result: &res, RemoteIP: remoteIP}, false)
 }
 
 // CheckFailed records a check of id that failed at at with err; timeout
@@ -419,7 +429,15 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 	}
 	x.Partial = false
 	c.rebuild(at, nil)
+	c.record(Entry{Kind: "failed", At: at, ID: id, Err: errText(err), Timeout: timeout}, again)
 	return again
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // AppError records an error the application met on id's connections: a
@@ -428,6 +446,7 @@ func (c *Core) AppError(id ID, err error, at time.Time) {
 	if x := c.Node(id); x != nil && x.Up {
 		x.LastErr, x.LastErrAt = err, at
 	}
+	c.record(Entry{Kind: "apperror", At: at, ID: id, Err: errText(err)}, false)
 }
 
 // PromotionSeen records what a probe of id saw at at: it left recovery.
@@ -445,6 +464,7 @@ func (c *Core) PromotionSeen(id ID, p checker.Promotion, at time.Time) {
 	x.ResAt, x.Partial = at, true
 	c.log(slog.LevelDebug, "pgxha: node left recovery", "addr", x.Addr, "name", x.Name(), "timeline", p.Timeline, "read_only", p.ReadOnly)
 	c.rebuild(at, nil)
+	c.record(Entry{Kind: "promotion", At: at, ID: id, Promotion: &p}, false)
 }
 
 // ForgetTimeline forgets the newest timeline seen and, unless pinned, the
@@ -463,8 +483,12 @@ func (c *Core) ForgetTimeline(at time.Time) {
 		}
 	}
 	c.rebuild(at, nil)
+	c.record(Entry{Kind: "forget", At: at}, false)
 }
 
 // Reconsider derives every role again (after the shell changed something
 // routing reads but the core does not see, such as tags).
-func (c *Core) Reconsider(now time.Time) { c.rebuild(now, nil) }
+func (c *Core) Reconsider(now time.Time) {
+	c.rebuild(now, nil)
+	c.record(Entry{Kind: "reconsider", At: now}, false)
+}

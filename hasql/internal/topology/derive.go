@@ -376,32 +376,7 @@ func (c *Core) elect() {
 		}
 	}
 	if c.cluster == 0 {
-		var from []*Node
-		for _, x := range writable {
-			if x.Vouched {
-				from = append(from, x)
-			}
-		}
-		if len(from) == 0 {
-			for _, x := range c.nodes {
-				if x.live() && x.Vouched {
-					from = append(from, x)
-				}
-			}
-		}
-		var id uint64
-		agree := true
-		for _, x := range from {
-			sid := x.Res.SystemID
-			if id == 0 {
-				id = sid
-			} else if sid != 0 && sid != id {
-				agree = false
-			}
-		}
-		if agree && id != 0 {
-			c.cluster = id
-		}
+		c.cluster = c.learnCluster(writable)
 	}
 	for _, x := range c.nodes {
 		if !x.live() || !x.Vouched || x.Res.SystemID == 0 || x.Res.SystemID != c.cluster {
@@ -465,6 +440,75 @@ func (c *Core) elect() {
 	case len(stale) > 0:
 		c.elected.Stale = stale
 	}
+}
+
+// learnCluster returns the system identifier of the cluster, 0 while it
+// cannot tell yet. Not whoever answers first: that of the vouched writable
+// servers that a replica confirms (their walsenders list a vouched replica
+// of their system identifier), when they agree; else, once every trusted
+// node has been checked, the one most vouched live nodes have, when one
+// has the most.
+func (c *Core) learnCluster(writable []*Node) uint64 {
+	var id uint64
+	agree, any := true, false
+	for _, w := range writable {
+		if !w.Vouched || w.Res.SystemID == 0 || !c.confirmedByReplica(w) {
+			continue
+		}
+		any = true
+		if id == 0 {
+			id = w.Res.SystemID
+		} else if w.Res.SystemID != id {
+			agree = false
+		}
+	}
+	if any && agree {
+		return id
+	}
+	for _, x := range c.nodes {
+		if x.Trusted && !x.Checked {
+			return 0
+		}
+	}
+	var ids []uint64
+	var counts []int
+	for _, x := range c.nodes {
+		if !x.live() || !x.Vouched || x.Res.SystemID == 0 || x.AliasOf != nil {
+			continue
+		}
+		if i := slices.Index(ids, x.Res.SystemID); i >= 0 {
+			counts[i]++
+		} else {
+			ids, counts = append(ids, x.Res.SystemID), append(counts, 1)
+		}
+	}
+	best, tie := -1, false
+	for i := range ids {
+		switch {
+		case best < 0 || counts[i] > counts[best]:
+			best, tie = i, false
+		case counts[i] == counts[best]:
+			tie = true
+		}
+	}
+	if best < 0 || tie {
+		return 0
+	}
+	return ids[best]
+}
+
+// confirmedByReplica reports whether w's walsenders list a live, vouched
+// replica of w's system identifier.
+func (c *Core) confirmedByReplica(w *Node) bool {
+	for _, y := range c.nodes {
+		if y == w || !y.Vouched || !y.live() || !y.Res.InRecovery || y.Res.SystemID != w.Res.SystemID || y.AliasOf != nil {
+			continue
+		}
+		if _, mt := matchReplica(y, w.Res.Replicas, c.nodes); mt == matchOne || mt == matchAmbiguous {
+			return true
+		}
+	}
+	return false
 }
 
 // unelectable says why x, a writable node, can never be master now: of

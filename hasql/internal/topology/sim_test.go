@@ -138,7 +138,7 @@ type sim struct {
 var errCheckRefused = errors.New("connection refused")
 var errCheckTimeout = errors.New("check timed out")
 
-func newSim(cfg simConfig, seed int64) *sim {
+func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	rng := rand.New(rand.NewSource(seed ^ 0x5DEECE66D))
 	s := &sim{cfg: cfg, rng: rng, now: time.Unix(1_700_000_000, 0),
 		checks: map[ID]*inflight{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, faulting: true}
@@ -155,7 +155,7 @@ func newSim(cfg simConfig, seed int64) *sim {
 	if cfg.pin {
 		s.pinned = s.md.servers[0].sysid
 	}
-	s.core = New(Config{SystemID: s.pinned})
+	s.core = New(Config{SystemID: s.pinned, Record: record})
 	for i := range s.md.servers {
 		s.addMember(i, true)
 	}
@@ -877,7 +877,7 @@ func (f *failure) String() string {
 
 // play runs one schedule.
 func play(seed int64, cfg simConfig, ops []op) (*sim, error) {
-	s := newSim(cfg, seed)
+	s := newSim(cfg, seed, nil)
 	return s, s.run(ops)
 }
 

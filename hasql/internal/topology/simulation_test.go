@@ -1,7 +1,10 @@
 package topology
 
 import (
+	"bytes"
 	"flag"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -31,5 +34,59 @@ func TestSimulation(t *testing.T) {
 		}
 	}
 	el := time.Since(start)
+	if t.Failed() {
+		return
+	}
 	t.Logf("%d schedules, %d steps, %d core events in %s: %.0f steps/s", *simSchedules, steps, events, el.Round(time.Millisecond), float64(steps)/el.Seconds())
+}
+
+// TestReplaySimulated records simulated runs and replays them: the same
+// events give the same decisions, byte for byte.
+func TestReplaySimulated(t *testing.T) {
+	for seed := int64(1); seed <= 40; seed++ {
+		cfg, ops := randomConfig(seed, 300)
+		var buf bytes.Buffer
+		var werr error
+		s := newSim(cfg, seed, WriteTrace(&buf, &werr))
+		if err := s.run(ops); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		n, err := Replay(bytes.NewReader(buf.Bytes()))
+		if err != nil {
+			t.Fatalf("seed %d: replay of %d entries: %v", seed, n, err)
+		}
+		if n < 20 {
+			t.Fatalf("seed %d: a trace of %d entries", seed, n)
+		}
+	}
+}
+
+// TestReplayFixtures replays the traces recorded from real clusters in
+// unfriendly scenarios (testdata/*.jsonl; see hasql.WithDecisionTrace):
+// the core still decides what it decided then.
+func TestReplayFixtures(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no recorded traces in testdata")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r, err := os.Open(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			n, err := Replay(r)
+			if err != nil {
+				t.Fatalf("after %d entries: %v", n, err)
+			}
+			t.Logf("%d events, the same decisions", n)
+		})
+	}
 }
