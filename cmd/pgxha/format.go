@@ -65,6 +65,9 @@ func writeTable(w io.Writer, rep report, note string) error {
 			errText)
 	}
 	tw.Flush()
+	if rep.SystemIdentifier != nil {
+		b.WriteString("system identifier " + *rep.SystemIdentifier + " (pin it: hasql_system_identifier=" + *rep.SystemIdentifier + ")\n")
+	}
 	if len(details) > 0 {
 		b.WriteString("errors:\n")
 		for _, d := range details {

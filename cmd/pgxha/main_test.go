@@ -94,7 +94,7 @@ func parseTable(t *testing.T, out string) (header string, rows map[string]tableR
 	sep := regexp.MustCompile(`\s{2,}`)
 	rows = map[string]tableRow{}
 	for _, l := range lines[2:] {
-		if l == "" || l == "errors:" || strings.HasPrefix(l, " ") {
+		if l == "" || l == "errors:" || strings.HasPrefix(l, " ") || strings.HasPrefix(l, "system identifier ") {
 			continue
 		}
 		f := sep.Split(l, 10)
@@ -110,8 +110,9 @@ func parseTable(t *testing.T, out string) (header string, rows map[string]tableR
 // jsonReport is the JSON form of a report as a script reads it.
 type jsonReport struct {
 	Time    time.Time      `json:"time"`
-	Master  *string        `json:"master"`
-	Summary map[string]int `json:"summary"`
+	Master           *string        `json:"master"`
+	SystemIdentifier *string        `json:"system_identifier"`
+	Summary          map[string]int `json:"summary"`
 	Nodes   []struct {
 		Addr                string     `json:"addr"`
 		Name                *string    `json:"name"`
@@ -166,6 +167,7 @@ func TestAgainstCluster(t *testing.T) {
 		assert.Empty(t, r.stderr)
 		header, rows := parseTable(t, r.stdout)
 		assert.Contains(t, header, "1 master, 1 sync, 1 async")
+		assert.Regexp(t, `(?m)^system identifier (\d+) \(pin it: hasql_system_identifier=\d+\)$`, r.stdout)
 		require.Len(t, rows, 3, r.stdout)
 		for addr, want := range wantRoles {
 			row := rows[addr]
@@ -194,6 +196,8 @@ func TestAgainstCluster(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
 		require.NotNil(t, rep.Master)
 		assert.Equal(t, master, *rep.Master)
+		require.NotNil(t, rep.SystemIdentifier, "the system identifier to pin")
+		assert.Regexp(t, `^\d+$`, *rep.SystemIdentifier)
 		assert.Equal(t, map[string]int{"master": 1, "sync": 1, "async": 1, "unknown": 0, "down": 0, "quorum": 0, "replica": 0, "detached": 0, "stale": 0}, rep.Summary)
 		require.Len(t, rep.Nodes, 3)
 		for i, n := range rep.Nodes {

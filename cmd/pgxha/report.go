@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/pgxha/pgxha/hasql"
@@ -12,9 +13,12 @@ import (
 type report struct {
 	Time time.Time `json:"time"`
 	// Master is the address of the master, nil when no node is master.
-	Master  *string      `json:"master"`
-	Summary summary      `json:"summary"`
-	Nodes   []nodeReport `json:"nodes"`
+	Master *string `json:"master"`
+	// SystemIdentifier is the master's cluster's system identifier, the
+	// value to pin with hasql_system_identifier; nil with no master.
+	SystemIdentifier *string      `json:"system_identifier"`
+	Summary          summary      `json:"summary"`
+	Nodes            []nodeReport `json:"nodes"`
 }
 
 // summary counts nodes by role; a node that is down counts as down, not
@@ -82,6 +86,10 @@ func makeReport(now time.Time, nodes []hasql.NodeStatus, r redactor) report {
 		case n.Role == hasql.RoleMaster:
 			rep.Summary.Master++
 			rep.Master = &nr.Addr
+			if n.SystemID != 0 {
+				id := strconv.FormatUint(n.SystemID, 10)
+				rep.SystemIdentifier = &id
+			}
 		case n.Role == hasql.RoleSyncReplica:
 			rep.Summary.Sync++
 		case n.Role == hasql.RoleAsyncReplica:
