@@ -109,11 +109,11 @@ func parseTable(t *testing.T, out string) (header string, rows map[string]tableR
 
 // jsonReport is the JSON form of a report as a script reads it.
 type jsonReport struct {
-	Time    time.Time      `json:"time"`
+	Time             time.Time      `json:"time"`
 	Master           *string        `json:"master"`
 	SystemIdentifier *string        `json:"system_identifier"`
 	Summary          map[string]int `json:"summary"`
-	Nodes   []struct {
+	Nodes            []struct {
 		Addr                string     `json:"addr"`
 		Name                *string    `json:"name"`
 		Role                string     `json:"role"`
