@@ -270,6 +270,41 @@ func (s *sim) tick() error {
 			return err
 		}
 	}
+	// While checks are fast, replicas are probed for a promotion between
+	// checks (hasql's WatchPromotion): a probe that finds one out of
+	// recovery reports it at once. The application meets errors too.
+	for _, mb := range s.members {
+		if mb.gone || !s.fast || s.rng.Intn(4) != 0 {
+			continue
+		}
+		x := s.core.Node(mb.ID)
+		srv := s.md.servers[mb.server]
+		if x == nil || !x.Up || !x.Res.InRecovery || srv.down || srv.hung {
+			continue
+		}
+		var p *checker.Promotion
+		switch {
+		case srv.rogue:
+			p = &checker.Promotion{ReadOnly: s.rng.Intn(3) == 0, Timeline: uint32(1 + s.rng.Intn(6)), LSN: checker.LSN(s.rng.Int63n(1 << 20))}
+		case !srv.recovery:
+			p = &checker.Promotion{ReadOnly: srv.readOnly, Timeline: srv.tl(), LSN: srv.lsn}
+		}
+		if p != nil {
+			s.core.PromotionSeen(mb.ID, *p, s.now)
+			s.tracef("probe %s: promoted tl=%d ro=%v", mb.Addr, p.Timeline, p.ReadOnly)
+			s.applied("probe")
+			if err := s.check(); err != nil {
+				return err
+			}
+		}
+	}
+	if s.rng.Intn(50) == 0 && len(s.members) > 0 {
+		mb := s.members[s.rng.Intn(len(s.members))]
+		if !mb.gone {
+			s.core.AppError(mb.ID, errors.New("conn closed"), s.now)
+			s.applied("apperror")
+		}
+	}
 	for _, mb := range s.members {
 		if mb.gone {
 			continue
