@@ -709,42 +709,120 @@ func (cfg *Config) nodePoolConfig(n NodeConfig) (*pgxpool.Config, error) {
 }
 
 // redact removes the password of connString from err's text, whatever
-// produced it.
+// produced it, and from the text of every error in its chain (see
+// redactedError).
 func redact(err error, connString string) error {
-	msg := err.Error()
-	if clean := Redact(connString, msg); clean != msg {
-		return &redactedError{msg: clean, err: err}
-	}
-	return err
+	return &redactedError{msg: Redact(connString, err.Error()), err: err, connString: connString}
 }
 
 // Redact returns text with the password of connString, and anything that
 // looks like a password in a connection string (password=..., the user
-// information of a URL), replaced by xxxxx. The password is replaced where
-// it stands as a whole value, not inside another word (a password "p" leaves
-// "invalid port" alone). Use it on anything derived from a connection string
-// before it is shown or logged.
+// information of a URL up to its last '@'), replaced by xxxxx. The
+// password is replaced, as written, decoded and percent-encoded, where it
+// stands as a whole value, not inside another word (a password "p" leaves
+// "invalid port" alone). Use it on anything derived from a connection
+// string before it is shown or logged.
 func Redact(connString, text string) string {
 	clean := passwordKV.ReplaceAllString(text, "password=xxxxx")
-	clean = urlUserinfo.ReplaceAllString(clean, "://$1:xxxxx@")
-	if pw := passwordOf(connString); pw != "" {
+	clean = redactURLPasswords(clean)
+	for _, pw := range passwordsOf(connString) {
 		clean = secrets.ReplaceWhole(clean, pw, "xxxxx")
 	}
 	return clean
 }
 
-var (
-	passwordKV  = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)`)
-	urlUserinfo = regexp.MustCompile(`://([^/@:\s]*):[^/@\s]*@`)
-)
+var passwordKV = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)`)
 
+// redactURLPasswords replaces the password of every URL in text: after
+// "://" and the user, everything up to the last '@' (of the part before
+// the query, when that has one), since a password may hold '/', '?', '#'
+// and '@' unencoded.
+func redactURLPasswords(text string) string {
+	var b strings.Builder
+	rest := text
+	for {
+		i := strings.Index(rest, "://")
+		if i < 0 {
+			b.WriteString(rest)
+			return b.String()
+		}
+		b.WriteString(rest[:i+3])
+		rest = rest[i+3:]
+		end := strings.IndexAny(rest, " \t\r\n\"'`")
+		if end < 0 {
+			end = len(rest)
+		}
+		tok := rest[:end]
+		scope := tok
+		if q := strings.IndexByte(tok, '?'); q >= 0 && strings.Contains(tok[:q], "@") {
+			scope = tok[:q]
+		}
+		at := strings.LastIndexByte(scope, '@')
+		colon := strings.IndexByte(tok, ':')
+		if at < 0 || colon < 0 || colon > at || strings.ContainsAny(tok[:colon], "/@") {
+			continue
+		}
+		b.WriteString(tok[:colon+1])
+		b.WriteString("xxxxx")
+		rest = rest[at:]
+	}
+}
+
+// redactedError is an error whose text, and the text of every error it
+// unwraps to, is redacted: tools that walk the chain (loggers, error
+// reporters) find no password. errors.Is sees the original chain;
+// errors.As sees the redacted one only.
 type redactedError struct {
-	msg string
-	err error
+	msg        string
+	err        error
+	connString string
 }
 
 func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
+
+func (e *redactedError) Unwrap() error {
+	inner := errors.Unwrap(e.err)
+	if inner == nil {
+		return nil
+	}
+	return &redactedError{msg: Redact(e.connString, inner.Error()), err: inner, connString: e.connString}
+}
+
+func (e *redactedError) Is(target error) bool { return errors.Is(e.err, target) }
+
+// passwordsOf returns the password of a connection string in every
+// spelling a text may show it: decoded, as written, and percent-encoded.
+// For a URL, as written is everything between the user and the last '@'
+// before the query (or the last '@' at all, when that part has none).
+func passwordsOf(connString string) []string {
+	var out []string
+	add := func(s string) {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	pw := passwordOf(connString)
+	add(pw)
+	add(url.QueryEscape(pw))
+	add(url.PathEscape(pw))
+	if isURL(connString) {
+		rest := connString[strings.Index(connString, "://")+3:]
+		scope := rest
+		if q := strings.IndexByte(rest, '?'); q >= 0 && strings.Contains(rest[:q], "@") {
+			scope = rest[:q]
+		}
+		if at := strings.LastIndexByte(scope, '@'); at > 0 {
+			if _, raw, ok := strings.Cut(scope[:at], ":"); ok {
+				add(raw)
+				if dec, err := url.PathUnescape(raw); err == nil {
+					add(dec)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
 
 // passwordOf finds the password in a connection string, best effort.
 func passwordOf(connString string) string {

@@ -16,7 +16,7 @@ import (
 // Unix socket directory).
 type libpqURL struct {
 	scheme   string // "postgres://" or "postgresql://"
-	userinfo string // as written, with its '@'; "" when absent
+	userinfo string // percent-encoded as net/url reads it, with its '@'; "" when absent
 	hosts    []string
 	ports    []string // as written, "" for an implied port; one per host
 	rest     string   // "/path?query", "?query" or ""
@@ -40,7 +40,7 @@ func splitLibpqURL(s string) (libpqURL, error) {
 	// As in libpq, the user information ends at the first '@' before any
 	// '/'.
 	if i := strings.IndexAny(p, "@/"); i >= 0 && p[i] == '@' {
-		u.userinfo, p = p[:i+1], p[i+1:]
+		u.userinfo, p = encodeUserinfo(p[:i]), p[i+1:]
 	}
 	end := strings.IndexAny(p, "/?")
 	if end < 0 {
@@ -48,6 +48,20 @@ func splitLibpqURL(s string) (libpqURL, error) {
 	}
 	list := p[:end]
 	u.rest = p[end:]
+	// An '@' left in the host list or the path is most likely a password's
+	// '@', '/', '?' or '#' written unencoded: libpq would read part of the
+	// password as a host, a port or the database name, and show it in
+	// errors and status lines. Refused, without showing any of it.
+	path, _, _ := strings.Cut(u.rest, "?")
+	if strings.Contains(list, "@") || strings.Contains(path, "@") {
+		return u, errAmbiguousUserinfo
+	}
+	// An '@' further on (in the query) may be a password's too: values are
+	// not shown in errors then.
+	show := func(v string) string { return strconv.Quote(v) }
+	if strings.Contains(u.rest, "@") {
+		show = func(string) string { return "(not shown: the URL has an '@' past its user information)" }
+	}
 	if list == "" {
 		return u, nil
 	}
@@ -56,7 +70,7 @@ func splitLibpqURL(s string) (libpqURL, error) {
 		if strings.HasPrefix(elem, "[") {
 			close := strings.IndexByte(elem, ']')
 			if close < 0 {
-				return u, fmt.Errorf("hasql: host %q at position %d: no ']' closes the IPv6 address", elem, i+1)
+				return u, fmt.Errorf("hasql: host %s at position %d: no ']' closes the IPv6 address", show(elem), i+1)
 			}
 			host = elem[1:close]
 			switch after := elem[close+1:]; {
@@ -64,10 +78,10 @@ func splitLibpqURL(s string) (libpqURL, error) {
 			case after[0] == ':':
 				port = after[1:]
 			default:
-				return u, fmt.Errorf("hasql: host %q at position %d: want [address] or [address]:port", elem, i+1)
+				return u, fmt.Errorf("hasql: host %s at position %d: want [address] or [address]:port", show(elem), i+1)
 			}
 			if host == "" {
-				return u, fmt.Errorf("hasql: empty IPv6 address at position %d of %q", i+1, list)
+				return u, fmt.Errorf("hasql: empty IPv6 address at position %d of %s", i+1, show(list))
 			}
 		} else if c := strings.IndexByte(elem, ':'); c >= 0 {
 			host, port = elem[:c], elem[c+1:]
@@ -77,7 +91,7 @@ func splitLibpqURL(s string) (libpqURL, error) {
 			return u, fmt.Errorf("hasql: host at position %d of the URL: %w", i+1, err)
 		}
 		if dec == "" {
-			return u, fmt.Errorf("hasql: empty host at position %d of %q", i+1, list)
+			return u, fmt.Errorf("hasql: empty host at position %d of %s", i+1, show(list))
 		}
 		if strings.Contains(dec, ",") {
 			return u, fmt.Errorf("hasql: host at position %d of the URL holds an encoded comma: a host name cannot", i+1)
@@ -87,13 +101,37 @@ func splitLibpqURL(s string) (libpqURL, error) {
 		}
 		if port != "" {
 			if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-				return u, fmt.Errorf("hasql: invalid port %q at position %d of the URL's hosts: want a number from 1 to 65535", port, i+1)
+				return u, fmt.Errorf("hasql: invalid port %s at position %d of the URL's hosts: want a number from 1 to 65535", show(port), i+1)
 			}
 		}
 		u.hosts = append(u.hosts, dec)
 		u.ports = append(u.ports, port)
 	}
 	return u, nil
+}
+
+// errAmbiguousUserinfo is the error for a URL with an '@' past its user
+// information, before the query.
+var errAmbiguousUserinfo = errors.New("hasql: connection string: an '@' in the host list or the database name: " +
+	"percent-encode '@', '/', '?' and '#' in a password (%40, %2F, %3F, %23) and '@' in a database name (%40)")
+
+// encodeUserinfo returns a URL's user information (without its '@') with
+// the user and the password percent-encoded the way net/url reads them,
+// and its '@': a password may hold '#' or '?' unencoded, which libpq
+// takes as they are and net/url would not. An escape that does not decode
+// is taken as written.
+func encodeUserinfo(raw string) string {
+	user, pw, hasPw := strings.Cut(raw, ":")
+	dec := func(v string) string {
+		if d, err := url.PathUnescape(v); err == nil {
+			return d
+		}
+		return v
+	}
+	if !hasPw {
+		return url.User(dec(user)).String() + "@"
+	}
+	return url.UserPassword(dec(user), dec(pw)).String() + "@"
 }
 
 // queryForm returns the URL with its host list moved to host and port

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -215,4 +216,52 @@ func TestDiscoveredSocketPathRefused(t *testing.T) {
 		"the socket path is refused:\n%s", logs.String())
 	assert.NotContains(t, addrsOf(m), dir+":5432")
 	assert.Empty(t, rogue.Passwords())
+}
+
+// TestPasswordNeverInParseErrors: passwords with '/', '#', '?' or '@'
+// written unencoded in a URL, where libpq would read part of them as a
+// host, a port or the database name. No error, nor any error its chain
+// unwraps to, shows any part of the password; Redact hides it as written,
+// decoded and encoded.
+func TestPasswordNeverInParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		dsn    string
+		secret []string // parts of the password that must not show
+		ok     bool     // parses, with the password whole
+		pw     string
+	}{
+		{dsn: "postgres://app:AbC/dEf+gh@db1:5432/app", secret: []string{"AbC", "dEf+gh"}},
+		{dsn: "postgres://app:12345/Zq9xW@db1/app", secret: []string{"Zq9xW"}},
+		{dsn: "postgres://app:pa#ss@db1:5432/app", ok: true, pw: "pa#ss"},
+		{dsn: "postgres://app:p?s#s@db1:5432/app", ok: true, pw: "p?s#s"},
+		{dsn: "postgres://app:Tk9@Qw@db1/app", secret: []string{"Tk9", "Qw"}},
+		{dsn: "postgres://app:a?b/Wx7q@db1/app?x=y", secret: []string{"Wx7q"}},
+		{dsn: "postgres://app:Rt5%40Yu@db1:99999/app", secret: []string{"Rt5%40Yu", "Rt5@Yu"}},
+		// The error quotes the value, which is the password: redacted in
+		// the error and in the one it wraps.
+		{dsn: "postgres://app:Pq8Zr@db1/app?hasql_check_interval=Pq8Zr", secret: []string{"Pq8Zr"}},
+	} {
+		t.Run(tc.dsn, func(t *testing.T) {
+			cfg, err := hasql.ParseConfig(tc.dsn)
+			if tc.ok {
+				require.NoError(t, err)
+				assert.Equal(t, tc.pw, cfg.PoolConfig.ConnConfig.Password)
+				assert.Equal(t, "db1", cfg.Nodes[0].Host)
+				assert.Equal(t, "app", cfg.PoolConfig.ConnConfig.Database)
+				return
+			}
+			require.Error(t, err)
+			for e := error(err); e != nil; e = errors.Unwrap(e) {
+				for _, s := range tc.secret {
+					assert.NotContains(t, e.Error(), s, "%T in the chain", e)
+				}
+			}
+		})
+	}
+	// Redact: the password as written (percent-encoded) and decoded.
+	dsn := "postgres://app:Rt5%40Yu@db1/app"
+	assert.Equal(t, "a xxxxx b xxxxx", hasql.Redact(dsn, "a Rt5%40Yu b Rt5@Yu"))
+	// A URL in the text: everything up to the last '@'.
+	assert.Equal(t, "dial postgres://app:xxxxx@db1/app failed",
+		hasql.Redact("", "dial postgres://app:AbC/dEf+gh@db1/app failed"))
 }

@@ -7,16 +7,22 @@
 //
 // Usage:
 //
-//	pgxha status [-json] [-wait 2s] [-v] [DSN]
-//	pgxha watch  [-json] [-interval 1s] [-v] [DSN]
+//	pgxha status [-json] [-wait 2s] [-v] [-dsn-file FILE | DSN]
+//	pgxha watch  [-json] [-interval 1s] [-v] [-dsn-file FILE | DSN]
 //
 // DSN is a multi-host connection string, in URL or keyword/value form, with
 // any hasql_* settings (see package hasql):
 //
-//	pgxha status 'postgres://app:secret@db1:5432,db2:5432,db3:5432/app?hasql_check_timeout=500ms'
+//	PGXHA_DSN='postgres://app:secret@db1:5432,db2:5432,db3:5432/app?hasql_check_timeout=500ms' pgxha status
+//	pgxha status -dsn-file /run/secrets/pgxha-dsn
+//	pgxha status -dsn-file - < dsn.txt
 //	pgxha status 'host=db1,db2,db3 port=5432 user=app dbname=app'
 //
-// When DSN is not given it is read from the PGXHA_DSN environment variable.
+// The DSN is read from the PGXHA_DSN environment variable, or from a file
+// (-dsn-file FILE) or standard input (-dsn-file -). It may be given as the
+// argument too, but any user of the machine can read the arguments of a
+// process (/proc/PID/cmdline), password included: pgxha warns when that
+// DSN holds a password.
 // The password is never printed: errors and logs that would contain it show
 // xxxxx in its place. A password that is also a word of the output (the user
 // or database name, "pgxha", "postgres") is hidden where it stands as a

@@ -31,14 +31,26 @@ const (
 const dsnEnv = "PGXHA_DSN"
 
 const usage = `Usage:
-  pgxha status [-json] [-wait 2s] [-v] [DSN]
-  pgxha watch  [-json] [-interval 1s] [-v] [DSN]
+  pgxha status [-json] [-wait 2s] [-v] [-dsn-file FILE | DSN]
+  pgxha watch  [-json] [-interval 1s] [-v] [-dsn-file FILE | DSN]
 
 status prints each node's role, sync state, timeline, LSN, replication lag,
 check latency and last error once; watch redraws it until interrupted.
-DSN is a multi-host PostgreSQL connection string; without it, $PGXHA_DSN is
-used. Run "pgxha status -h" or "pgxha watch -h" for the flags.
+` + dsnHelp + `Run "pgxha status -h" or "pgxha watch -h" for the flags.
 `
+
+// dsnHelp says where the DSN comes from.
+const dsnHelp = `The DSN, a multi-host PostgreSQL connection string, is read from $PGXHA_DSN,
+or from a file (-dsn-file FILE) or standard input (-dsn-file -). Given as an
+argument it works too, but any user of the machine can read it, password
+included, in the process list (/proc/PID/cmdline).
+`
+
+// stdin is where -dsn-file - reads; tests replace it.
+var stdin io.Reader = os.Stdin
+
+// maxDSNFile bounds what -dsn-file reads.
+const maxDSNFile = 64 << 10
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -51,6 +63,8 @@ func main() {
 type options struct {
 	cmd      string // "status" or "watch"
 	dsn      string
+	dsnFile  string // -dsn-file: a path, or "-" for standard input
+	dsnArg   bool   // the DSN was a command-line argument
 	json     bool
 	wait     time.Duration // status
 	interval time.Duration // watch
@@ -66,11 +80,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// server may quote the connection's settings.
 	red := newRedactor(append(slices.Clone(args), os.Getenv(dsnEnv))...)
 	terminal := isTerminal(stdout) // before it is wrapped
+	rawOut, rawErr := stdout, stderr
 	stdout, stderr = red.Writer(stdout), red.Writer(stderr)
 
 	o, code, ok := parseArgs(args, stdout, stderr)
 	if !ok {
 		return code
+	}
+	// The DSN may come from a file: its password is hidden too.
+	red = newRedactor(append(slices.Clone(args), os.Getenv(dsnEnv), o.dsn)...)
+	stdout, stderr = red.Writer(rawOut), red.Writer(rawErr)
+	if o.dsnArg && hasPassword(o.dsn) {
+		fmt.Fprintf(stderr, "pgxha: warning: the DSN on the command line holds a password, which any user of this machine can read in the process list; give it in $%s or with -dsn-file\n", dsnEnv)
 	}
 	o.terminal = terminal
 	if o.cmd == "watch" {
@@ -100,13 +121,14 @@ func parseArgs(args []string, stdout, stderr io.Writer) (o options, code int, ok
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table (watch: one document per line)")
 	fs.BoolVar(&o.verbose, "v", false, "log role changes and node errors to standard error")
+	fs.StringVar(&o.dsnFile, "dsn-file", "", "read the DSN from this file (- for standard input) instead of $"+dsnEnv)
 	if o.cmd == "status" {
 		fs.DurationVar(&o.wait, "wait", 2*time.Second, "how long to wait for a complete view (a master, every node that answers classified); 0: print after the first round of checks")
 	} else {
 		fs.DurationVar(&o.interval, "interval", time.Second, "time between two redraws")
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pgxha %s [flags] [DSN]\n\nDSN is a multi-host PostgreSQL connection string; without it, $%s is used.\n\nFlags:\n", o.cmd, dsnEnv)
+		fmt.Fprintf(fs.Output(), "Usage: pgxha %s [flags] [-dsn-file FILE | DSN]\n\n%s\nFlags:\n", o.cmd, dsnHelp)
 		fs.PrintDefaults()
 	}
 	usageError := func(format string, args ...any) (options, int, bool) {
@@ -122,20 +144,62 @@ func parseArgs(args []string, stdout, stderr io.Writer) (o options, code int, ok
 		return o, exitError, false // the flag package said why
 	case len(positional) > 1:
 		return usageError("too many arguments (%d): want at most one DSN; quote a keyword/value DSN", len(positional))
+	case len(positional) == 1 && o.dsnFile != "":
+		return usageError("a DSN argument and -dsn-file: give one of them")
 	case len(positional) == 1:
-		o.dsn = positional[0]
+		o.dsn, o.dsnArg = positional[0], true
+	case o.dsnFile != "":
+		dsn, err := readDSN(o.dsnFile)
+		if err != nil {
+			return usageError("-dsn-file: %v", err)
+		}
+		o.dsn = dsn
 	default:
 		o.dsn = os.Getenv(dsnEnv)
 	}
 	switch {
 	case strings.TrimSpace(o.dsn) == "":
-		return usageError("no DSN: give one as the argument or in $%s", dsnEnv)
+		return usageError("no DSN: give one in $%s, with -dsn-file, or as the argument", dsnEnv)
 	case o.wait < 0:
 		return usageError("-wait %s: must not be negative", o.wait)
 	case o.cmd == "watch" && o.interval <= 0:
 		return usageError("-interval %s: must be positive", o.interval)
 	}
 	return o, exitOK, true
+}
+
+// readDSN reads a DSN from a file, or standard input for "-", spaces and
+// line ends around it trimmed.
+func readDSN(path string) (string, error) {
+	var r io.Reader
+	if path == "-" {
+		r = stdin
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxDSNFile+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxDSNFile {
+		return "", fmt.Errorf("over %d bytes: not a DSN", maxDSNFile)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// hasPassword reports whether a DSN holds a password.
+func hasPassword(dsn string) bool {
+	for _, pw := range passwordsOf(dsn) {
+		if pw != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // parseInterspersed parses flags placed before, between or after the

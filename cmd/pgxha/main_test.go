@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -162,7 +165,8 @@ func TestAgainstCluster(t *testing.T) {
 	wantRoles[master], wantRoles[syncAddr] = "master", "sync"
 
 	t.Run("status", func(t *testing.T) {
-		r := runCmd(ctx, "status", dsn)
+		t.Setenv(dsnEnv, dsn)
+		r := runCmd(ctx, "status")
 		require.Equal(t, exitOK, r.code, "stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
 		assert.Empty(t, r.stderr)
 		header, rows := parseTable(t, r.stdout)
@@ -588,4 +592,56 @@ func TestRedactKeepsWords(t *testing.T) {
 	} {
 		assert.Equal(t, tc.want, newRedactor(tc.dsn).String(tc.text), "%s in %q", tc.dsn, tc.text)
 	}
+}
+
+// TestDSNSources: the DSN comes from -dsn-file (a file or standard input)
+// or $PGXHA_DSN, out of the process list; one given as an argument works
+// with a warning that names the risk. The password shows nowhere.
+func TestDSNSources(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t.Setenv(dsnEnv, "")
+	const secret = "Secr3t-9"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: every node is down, which status shows
+	dsn := "postgres://app:" + secret + "@" + addr + "/app?connect_timeout=1"
+	file := filepath.Join(t.TempDir(), "dsn")
+	require.NoError(t, os.WriteFile(file, []byte(dsn+"\n"), 0o600))
+
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		stdin string
+		env   string
+		warn  bool
+	}{
+		{name: "file", args: []string{"status", "-wait", "0", "-dsn-file", file}},
+		{name: "standard input", args: []string{"status", "-wait", "0", "-dsn-file", "-"}, stdin: dsn + "\n"},
+		{name: "environment", args: []string{"status", "-wait", "0"}, env: dsn},
+		{name: "argument", args: []string{"status", "-wait", "0", dsn}, warn: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(dsnEnv, tc.env)
+			stdin = strings.NewReader(tc.stdin)
+			defer func() { stdin = os.Stdin }()
+			r := runCmd(ctx, tc.args...)
+			assert.Contains(t, r.stdout, addr, "the DSN was read:\n%s\n%s", r.stdout, r.stderr)
+			assert.NotContains(t, r.stdout+r.stderr, secret)
+			if tc.warn {
+				assert.Contains(t, r.stderr, "process list")
+			} else {
+				assert.NotContains(t, r.stderr, "process list")
+			}
+		})
+	}
+	r := runCmd(ctx, "status", "-dsn-file", file, dsn)
+	assert.Equal(t, exitError, r.code)
+	assert.Contains(t, r.stderr, "give one of them")
+	r = runCmd(ctx, "status", "-dsn-file", filepath.Join(t.TempDir(), "none"))
+	assert.Equal(t, exitError, r.code)
+	assert.Contains(t, r.stderr, "-dsn-file")
+	r = runCmd(ctx, "-h")
+	assert.Contains(t, r.stdout, "/proc/PID/cmdline")
 }
