@@ -108,31 +108,38 @@ func apiBase(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("URL %q: not a URL", redactURL(raw))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("URL %q: want http:// or https://", u.Redacted())
+		return nil, fmt.Errorf("URL %q: want http:// or https://", redactURL(raw))
 	}
 	if u.Hostname() == "" {
 		return nil, fmt.Errorf("URL %q: no host", redactURL(raw))
 	}
+	// An '@' past the host is most likely a password's '/' written
+	// unencoded (http://user:pa/ss@host): the "host" would be the user and
+	// part of the password.
+	if strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.RawQuery, "@") || strings.Contains(u.Fragment, "@") {
+		return nil, fmt.Errorf("URL %q: an '@' past the host: percent-encode '/', '?', '#' and '@' in a password (%%2F, %%3F, %%23, %%40)", redactURL(raw))
+	}
 	if port := u.Port(); port != "" {
 		if _, err := parsePort(port); err != nil {
-			return nil, fmt.Errorf("URL %q: %w", u.Redacted(), err)
+			return nil, fmt.Errorf("URL %q: %w", redactURL(raw), err)
 		}
 	}
 	return &url.URL{Scheme: u.Scheme, User: u.User, Host: u.Host}, nil
 }
 
-// redactURL hides what may be a password in a string that did not parse
-// as a URL: everything between "://" and the last '@' before the host.
+// redactURL hides what may be a password in a URL that is not shown
+// parsed: everything between "://" and the last '@', since a password may
+// hold '/', '?', '#' and '@' unencoded.
 func redactURL(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
+		if at := strings.LastIndex(raw, "@"); at >= 0 {
+			return "xxxxx@" + raw[at+1:]
+		}
 		return raw
 	}
 	at := strings.LastIndex(rest, "@")
 	if at < 0 {
-		return raw
-	}
-	if slash := strings.Index(rest, "/"); slash >= 0 && slash < at {
 		return raw
 	}
 	return scheme + "://xxxxx@" + rest[at+1:]

@@ -229,3 +229,28 @@ func TestRunTwiceAtOnce(t *testing.T) {
 	err := p.Run(t.Context(), func(discovery.State) { t.Error("the second Run reported a State") })
 	assert.ErrorContains(t, err, "Run called while another Run of the same Discoverer runs")
 }
+
+// TestPatroniURLPasswordNotShown: a REST API URL whose password holds
+// '/' (or '?', '#', '@') unencoded does not parse as the user meant; the
+// error shows no part of the password, whatever part of the URL broke.
+func TestPatroniURLPasswordNotShown(t *testing.T) {
+	for _, raw := range []string{
+		"http://admin:Pa55/w0rd@10.0.0.1:8008",
+		"http://admin:12345/w0rd@10.0.0.1:8008",
+		"tcp://admin:12345/w0rd@10.0.0.1:8008",
+		"http://admin:Pa55?w0rd@10.0.0.1:8008",
+		"http://admin:Pa55#w0rd@10.0.0.1:8008",
+		"http://admin:Pa55@w0rd@10.0.0.1:8008/x@y",
+	} {
+		_, err := discovery.NewPatroni(discovery.PatroniConfig{URLs: []string{raw}})
+		require.Error(t, err, raw)
+		for _, part := range []string{"Pa55", "w0rd", "12345"} {
+			assert.NotContains(t, err.Error(), part, raw)
+		}
+		_, err = discovery.FromSettings(map[string]string{discovery.SettingDiscovery: "patroni", discovery.SettingURLs: raw}, nil)
+		require.Error(t, err, raw)
+		for _, part := range []string{"Pa55", "w0rd", "12345"} {
+			assert.NotContains(t, err.Error(), part, raw)
+		}
+	}
+}

@@ -124,7 +124,7 @@ func TestFromSettingsErrors(t *testing.T) {
 		{"empty url", map[string]string{"hasql_discovery": "patroni", "hasql_discovery_urls": "http://a:8008,,http://b:8008"}, one,
 			`discovery: hasql_discovery_urls "http://a:8008,,http://b:8008": an empty URL in the list`},
 		{"url password hidden", map[string]string{"hasql_discovery": "patroni", "hasql_discovery_urls": "gopher://admin:hunter2@p:8008"}, one,
-			`URL "gopher://admin:xxxxx@p:8008": want http:// or https://`},
+			`URL "gopher://xxxxx@p:8008": want http:// or https://`},
 		{"unparsable url password hidden", map[string]string{"hasql_discovery": "patroni", "hasql_discovery_urls": "http://admin:hunter2@p:80%zz"}, one,
 			`URL "http://xxxxx@p:80%zz": not a URL`},
 		{"patroni, no hosts", map[string]string{"hasql_discovery": "patroni"}, nil,

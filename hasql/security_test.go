@@ -240,6 +240,8 @@ func TestPasswordNeverInParseErrors(t *testing.T) {
 		// The error quotes the value, which is the password: redacted in
 		// the error and in the one it wraps.
 		{dsn: "postgres://app:Pq8Zr@db1/app?hasql_check_interval=Pq8Zr", secret: []string{"Pq8Zr"}},
+		// A Patroni URL's password with an unencoded '/'.
+		{dsn: "postgres://app@db1/app?hasql_discovery=patroni&hasql_discovery_urls=http://admin:Pa55/w0rd@10.0.0.1:8008", secret: []string{"Pa55", "w0rd"}},
 	} {
 		t.Run(tc.dsn, func(t *testing.T) {
 			cfg, err := hasql.ParseConfig(tc.dsn)
