@@ -37,6 +37,7 @@ func TestExamplesRun(t *testing.T) {
 			`job payload \{"comment_id":2,"token":"v1\.1\.[0-9a-f]+\.[0-9a-f]+"\}`,
 			`job: comment 2 read by the worker after token v1\.\S+ -> "second" \(served by n1, master\)`,
 			`Replay resumed(?s:.*)GET /comments/1 on instance 2 with the cookie\s+-> 200 OK "first!" \(served by n[23], replica\)`,
+			`GET /healthz -> 200 OK: status ok, writes true, reads true, 3 nodes`,
 		}},
 		{"listen", []string{
 			`received "order 1" on orders`,

@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +78,7 @@ func handler(m *hasql.Manager, jobs chan<- []byte) http.Handler {
 			fmt.Fprintf(w, "%q (served by %s, %s)", body, node, role(onReplica))
 		}
 	})
+	mux.Handle("GET /healthz", hasql.HealthHandler(m)) // for the readiness probe
 	return ReadYourWrites(m, mux)
 }
 
@@ -191,6 +193,19 @@ func run(ctx context.Context) error {
 	if err := say("with the cookie", user, srv2.URL); err != nil {
 		return err
 	}
+
+	resp, err = stranger.Get(srv2.URL + "/healthz")
+	if err != nil {
+		return err
+	}
+	var health hasql.Health
+	err = json.NewDecoder(resp.Body).Decode(&health)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("GET /healthz -> %s: status %s, writes %t, reads %t, %d nodes\n",
+		resp.Status, health.Status, health.Writes, health.Reads, len(health.Nodes))
 	return nil
 }
 
