@@ -320,12 +320,13 @@ func TestComposeSmallerLayout(t *testing.T) {
 // TestComposeAttach works on a running project the way a user works on
 // `make compose-up`'s: a Cluster attached to it by name finds its nodes,
 // credentials and master, breaks and repairs it, and leaves it running. A
-// second attach (another process, for the testcluster command) finds what
-// the first left: a partition, a new master, a replica left detached by a
-// promotion made behind testcluster's back, which Rejoin repairs.
+// later attach (another process, for the testcluster command) finds what
+// the last one left: a partition, a new master, a replica left detached by
+// a promotion made behind testcluster's back, which Rejoin repairs. Status
+// marks the old master, writable past its partition, as stale.
 func TestComposeAttach(t *testing.T) {
 	requireCompose(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	owner := testcluster.New(t, testcluster.Options{Backend: testcluster.BackendCompose})
 	project := owner.ComposeProject()
@@ -343,36 +344,45 @@ func TestComposeAttach(t *testing.T) {
 		return out
 	}
 
+	// A partition of the master and a failover: two writable nodes, the
+	// old one marked.
 	a := attach()
 	require.Len(t, a.Nodes(), 3)
 	assert.Equal(t, owner.DSN(), a.DSN(), "the same addresses and credentials")
 	assert.Equal(t, "n1", a.Master().Name())
 	assert.Equal(t, []string{"n2"}, names(a.SyncReplicas()))
 	assert.Equal(t, []string{"master", "sync", "async"}, roles(a))
-	require.NoError(t, a.Nodes()[2].Partition())
+	require.NoError(t, a.Nodes()[0].Partition())
+	require.NoError(t, a.Failover(ctx, a.Nodes()[1]))
+	assert.Equal(t, []string{"stale master", "master", "sync"}, roles(a))
+	assert.Equal(t, testcluster.Faults{Partitioned: true}, a.Status(ctx)[0].Faults)
 	require.NoError(t, a.Stop())
 	assert.True(t, owner.Nodes()[0].Running(), "Stop leaves an attached project running")
 
 	b := attach()
-	assert.Equal(t, testcluster.Faults{Partitioned: true}, b.Nodes()[2].Faults(), "the partition set by another attach")
-	require.NoError(t, b.Nodes()[2].Heal())
-	// The master killed and n2 promoted by hand, as with docker kill and
-	// psql: n3 still follows the dead n1.
-	require.NoError(t, b.Nodes()[0].Kill())
-	_, err := connect(t, ctx, b.Nodes()[1].DSN()).Exec(ctx, "SELECT pg_promote()")
+	n1, n2, n3 := b.Nodes()[0], b.Nodes()[1], b.Nodes()[2]
+	assert.Equal(t, testcluster.Faults{Partitioned: true}, n1.Faults(), "the partition set by another attach")
+	assert.Equal(t, n2, b.Master(), "the writable node on the newest timeline")
+	require.NoError(t, n1.Heal())
+	require.NoError(t, b.Rejoin(ctx, n1))
+	// The master killed and n3 promoted by hand, as with docker kill and
+	// psql: n1 still follows the dead n2.
+	require.NoError(t, n2.Kill())
+	_, err := connect(t, ctx, n3.DSN()).Exec(ctx, "SELECT pg_promote()")
 	require.NoError(t, err)
 	require.NoError(t, b.Stop())
 
 	c := attach()
-	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
-	assert.Equal(t, n2, c.Master(), "the only writable node")
-	require.NoError(t, c.Rejoin(ctx, n3))
+	n1, n2, n3 = c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	assert.Equal(t, n3, c.Master(), "the only writable node")
+	assert.Equal(t, "replica", c.Status(ctx)[0].Role, "n1, left on the old timeline, is no replica of n3's")
 	require.NoError(t, c.Rejoin(ctx, n1))
-	assert.Equal(t, map[string]string{"n1": "async", "n3": "async"}, replication(t, ctx, n2))
+	require.NoError(t, c.Rejoin(ctx, n2))
+	assert.Equal(t, map[string]string{"n1": "async", "n2": "async"}, replication(t, ctx, n3))
 	require.NoError(t, c.Converge(ctx))
 	converged := roles(c)
-	assert.Equal(t, "master", converged[1], "converged around n2: %v", converged)
-	assert.ElementsMatch(t, []string{"sync", "async"}, []string{converged[0], converged[2]}, "the file's one sync replica restored: %v", converged)
+	assert.Equal(t, "master", converged[2], "converged around n3: %v", converged)
+	assert.ElementsMatch(t, []string{"sync", "async"}, converged[:2], "the file's one sync replica restored: %v", converged)
 	require.NoError(t, c.Stop())
 }
 
