@@ -200,14 +200,21 @@ func forkPosition(lsn LSN) LSN {
 
 // clusterLine returns the cluster's system identifier and timeline as the
 // Manager sees them now: the master's; without a master, the newest timeline
-// of the replicas that serve reads. Zeros when neither is known.
+// of the replicas that serve reads. Zeros when neither is known. It reads
+// what NodeStatus shows, under m.mu, without building the statuses.
 func (m *Manager) clusterLine() (sys uint64, tl uint32) {
-	for _, st := range m.Nodes() {
-		if st.Role == RoleMaster {
-			return st.SystemID, st.Timeline
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range m.nodes {
+		v := n.cv
+		if v == nil || !v.Up && !v.Suspect {
+			continue
 		}
-		if st.Role.IsReplica() && st.Timeline > tl {
-			sys, tl = st.SystemID, st.Timeline
+		switch r := Role(v.Role); {
+		case r == RoleMaster:
+			return v.Res.SystemID, v.Res.Timeline
+		case r.IsReplica() && v.Res.Timeline > tl:
+			sys, tl = v.Res.SystemID, v.Res.Timeline
 		}
 	}
 	return sys, tl

@@ -141,6 +141,18 @@ func BenchmarkAcquire(b *testing.B) {
 		opt := hasql.PreferMaster()
 		benchAcquire(b, func(ctx context.Context) (*pgxpool.Conn, error) { return e.m.AcquireReplica(ctx, opt) })
 	})
+	b.Run("pgxha/AcquireReplica-After", func(b *testing.B) {
+		// A token every replica has replayed: the cost of checking it.
+		tok, err := e.m.Token(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.m.WaitReplayed(context.Background(), tok.LSN); err != nil {
+			b.Fatal(err)
+		}
+		opt := hasql.After(tok)
+		benchAcquire(b, func(ctx context.Context) (*pgxpool.Conn, error) { return e.m.AcquireReplica(ctx, opt) })
+	})
 }
 
 // BenchmarkQueryRow compares a routed SELECT 1 with the same on a plain
