@@ -35,6 +35,9 @@ const (
 	DefaultFastCheckWindow   = 5 * time.Second
 	DefaultPromotionPoll     = 10 * time.Millisecond
 	DefaultAcquireTimeout    = 30 * time.Second
+	DefaultFlapCount         = 5
+	DefaultFlapWindow        = time.Minute
+	DefaultFlapCooldown      = 5 * time.Minute
 )
 
 // Config configures a Manager. Make it with ParseConfig, then change fields
@@ -156,6 +159,17 @@ type Config struct {
 	// WithDecisionTrace).
 	DecisionTrace io.Writer
 
+	// Flap damping: a node that comes back up FlapCount times within
+	// FlapWindow (a crash loop, a flapping link) serves no plain reads for
+	// FlapCooldown (hasql_flap_count, default 5, 0 turns damping off;
+	// hasql_flap_window, default 1m; hasql_flap_cooldown, default 5m). It
+	// stays eligible as master: routing safety decides that. NodeStatus
+	// shows it (Damped), a log line says when it starts and ends, and the
+	// hasql.node.damped gauge is 1 meanwhile.
+	FlapCount    int
+	FlapWindow   time.Duration
+	FlapCooldown time.Duration
+
 	// SystemIdentifier pins the cluster (hasql_system_identifier, the
 	// system_identifier of pg_control_system(); `pgxha status` shows it):
 	// a node of any other cluster is foreign, whatever it claims. Default
@@ -222,6 +236,9 @@ var settingKeys = []string{
 	"hasql_check_timeout",
 	"hasql_fast_check_interval",
 	"hasql_fast_check_window",
+	"hasql_flap_cooldown",
+	"hasql_flap_count",
+	"hasql_flap_window",
 	"hasql_master_read_weight",
 	"hasql_max_lag",
 	"hasql_max_lag_bytes",
@@ -274,6 +291,9 @@ func parseConfig(connString string) (*Config, error) {
 		PromotionPoll:        DefaultPromotionPoll,
 		TokenWait:            DefaultTokenWait,
 		AcquireTimeout:       DefaultAcquireTimeout,
+		FlapCount:            DefaultFlapCount,
+		FlapWindow:           DefaultFlapWindow,
+		FlapCooldown:         DefaultFlapCooldown,
 		Balancer:             balancer.RoundRobin(),
 		TargetSessionAttrs:   "any",
 		Checker:              checker.PostgreSQL(),
@@ -357,6 +377,8 @@ func (cfg *Config) applySettings(params map[string]string) error {
 		{"hasql_promotion_poll", &cfg.PromotionPoll, time.Millisecond},
 		{"hasql_token_wait", &cfg.TokenWait, 0},
 		{"hasql_acquire_timeout", &cfg.AcquireTimeout, 0},
+		{"hasql_flap_window", &cfg.FlapWindow, time.Millisecond},
+		{"hasql_flap_cooldown", &cfg.FlapCooldown, time.Millisecond},
 	}
 	for _, d := range durations {
 		v, ok := params[d.key]
@@ -378,6 +400,13 @@ func (cfg *Config) applySettings(params map[string]string) error {
 			return fmt.Errorf("hasql: hasql_max_lag_bytes %q: %w", v, err)
 		}
 		cfg.MaxLagBytes = n
+	}
+	if v, ok := params["hasql_flap_count"]; ok {
+		k, err := strconv.Atoi(v)
+		if err != nil || k < 0 || k > 1000 {
+			return fmt.Errorf("hasql: hasql_flap_count %q: want a whole number from 0 (no damping) to 1000", v)
+		}
+		cfg.FlapCount = k
 	}
 	if v, ok := params["hasql_system_identifier"]; ok {
 		id, err := strconv.ParseUint(v, 10, 64)
@@ -674,6 +703,10 @@ func (cfg *Config) validate() error {
 	}
 	if cfg.FastCheckWindow < 0 || cfg.MaxLag < 0 || cfg.MaxLagBytes < 0 || cfg.TokenWait < 0 || cfg.AcquireTimeout < 0 {
 		return errors.New("hasql: FastCheckWindow, MaxLag, MaxLagBytes, TokenWait and AcquireTimeout must not be negative")
+	}
+	if cfg.FlapCount < 0 || cfg.FlapCount > 0 && (cfg.FlapWindow <= 0 || cfg.FlapCooldown <= 0) {
+		return fmt.Errorf("hasql: FlapCount %d, FlapWindow %s, FlapCooldown %s: want a count >= 0 and, with a count, a positive window and cool-down",
+			cfg.FlapCount, cfg.FlapWindow, cfg.FlapCooldown)
 	}
 	if cfg.MasterReadWeight < 0 || math.IsNaN(cfg.MasterReadWeight) || math.IsInf(cfg.MasterReadWeight, 0) {
 		return fmt.Errorf("hasql: MasterReadWeight %v: want a number >= 0", cfg.MasterReadWeight)

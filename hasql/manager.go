@@ -105,7 +105,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 		closed:     make(chan struct{}),
 		countInUse: balancer.ReadsInUse(cfg.Balancer),
 	}
-	tc := topology.Config{SystemID: cfg.SystemIdentifier}
+	tc := topology.Config{SystemID: cfg.SystemIdentifier, FlapCount: cfg.FlapCount, FlapWindow: cfg.FlapWindow, FlapCooldown: cfg.FlapCooldown}
 	if cfg.DecisionTrace != nil {
 		tc.Record = topology.WriteTrace(&m.traceBuf, &m.traceErr)
 	}

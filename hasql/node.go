@@ -46,6 +46,7 @@ type node struct {
 	replica     atomic.Bool  // a replica that follows the master (a role that serves reads)
 	serverStart atomic.Int64 // the postmaster's start time at the last check, unix microseconds
 	suspect     atomic.Bool
+	damped      atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
 	watchable   atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
 	slow        atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
 	poisoned    sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
@@ -455,6 +456,8 @@ func (n *node) statusLocked() NodeStatus {
 		SyncState:    v.SyncState,
 		SyncUnknown:  v.SyncUnknown,
 		Detached:     v.Detached,
+		Damped:       v.Damped,
+		DampedUntil:  v.DampedUntil,
 		StaleMaster:  v.Stale,
 		SystemID:     v.Res.SystemID,
 		LastCheck:    v.ResAt,

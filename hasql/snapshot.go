@@ -160,7 +160,7 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 		if o.syncOnly && !n.sync.Load() {
 			continue
 		}
-		if !n.hasTags(o.tags) {
+		if !n.hasTags(o.tags) || n.damped.Load() {
 			continue
 		}
 		if !n.withinLag(maxBytes, maxLag) {

@@ -110,6 +110,11 @@ type NodeStatus struct {
 	// Detached says why a replica does not follow the current master (and
 	// serves no reads); "" when it does. Its role is RoleDetached.
 	Detached string
+	// Damped reports a node that flapped (came back up Config.FlapCount
+	// times within FlapWindow): it serves no reads until DampedUntil. It
+	// stays eligible as master.
+	Damped      bool
+	DampedUntil time.Time
 	// StaleMaster reports a writable node on an older timeline than the
 	// newest the Manager has seen in the cluster (role RoleStaleMaster).
 	StaleMaster bool

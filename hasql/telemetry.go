@@ -28,6 +28,7 @@ const (
 	MetricRoleChanges      = "hasql.role.changes"
 	MetricFailovers        = "hasql.failovers"
 	MetricSplitBrain       = "hasql.split_brain"
+	MetricNodeDamped       = "hasql.node.damped"
 	MetricConnectionCount  = "db.client.connection.count"
 	MetricConnectionMax    = "db.client.connection.max"
 	SpanAcquire            = "hasql.acquire"
@@ -158,6 +159,9 @@ func newTelemetry(m *Manager) (*telemetry, error) {
 	splitBrain, err := meter.Int64ObservableGauge(MetricSplitBrain, metric.WithUnit("1"),
 		metric.WithDescription("1 while more than one node is writable."))
 	add(err)
+	damped, err := meter.Int64ObservableGauge(MetricNodeDamped, metric.WithUnit("1"),
+		metric.WithDescription("1 while a node that flapped serves no reads (see hasql_flap_count), 0 otherwise."))
+	add(err)
 	connCount, err := meter.Int64ObservableUpDownCounter(MetricConnectionCount, metric.WithUnit("{connection}"),
 		metric.WithDescription("Connections of a node's pool, by state (idle, used)."))
 	add(err)
@@ -173,9 +177,9 @@ func newTelemetry(m *Manager) (*telemetry, error) {
 	t.spanStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 
 	t.reg, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
-		t.observe(o, role, lagBytes, lag, splitBrain, connCount, connMax)
+		t.observe(o, role, lagBytes, lag, splitBrain, damped, connCount, connMax)
 		return nil
-	}, role, lagBytes, lag, splitBrain, connCount, connMax)
+	}, role, lagBytes, lag, splitBrain, damped, connCount, connMax)
 	if err != nil {
 		otel.Handle(err)
 	}
@@ -215,7 +219,7 @@ func (t *telemetry) close() {
 
 // observe reports the gauges: roles, lag, split brain, pool statistics.
 func (t *telemetry) observe(o metric.Observer, role metric.Int64ObservableGauge, lagBytes metric.Int64ObservableGauge,
-	lag metric.Float64ObservableGauge, splitBrain metric.Int64ObservableGauge,
+	lag metric.Float64ObservableGauge, splitBrain, damped metric.Int64ObservableGauge,
 	connCount, connMax metric.Int64ObservableUpDownCounter) {
 	m := t.m
 	m.mu.Lock()
@@ -231,6 +235,11 @@ func (t *telemetry) observe(o metric.Observer, role metric.Int64ObservableGauge,
 		attrs := n.tel.attrs
 		o.ObserveInt64(role, 1, metric.WithAttributes(append(attrs[:len(attrs):len(attrs)],
 			attribute.String(AttrRole, st.Role.String()), attribute.String(AttrNodeName, st.Name))...))
+		d := int64(0)
+		if st.Damped {
+			d = 1
+		}
+		o.ObserveInt64(damped, d, metric.WithAttributes(attrs...))
 		if st.Role.IsReplica() && st.LagKnown {
 			o.ObserveInt64(lagBytes, st.LagBytes, metric.WithAttributes(attrs...))
 			o.ObserveFloat64(lag, st.Lag.Seconds(), metric.WithAttributes(attrs...))

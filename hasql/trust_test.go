@@ -232,3 +232,41 @@ func TestForeignServerFirstDefinesNothing(t *testing.T) {
 		assert.Contains(t, statusAt(m, b1).Detached, "another cluster")
 	})
 }
+
+// A replica that goes down and up again and again (a crash loop) is damped:
+// after hasql_flap_count ups within hasql_flap_window it serves no reads
+// until hasql_flap_cooldown has passed, and says so in its status.
+func TestFlappingReplicaIsDamped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2})
+	n2, n3 := c.Nodes()[1], c.Nodes()[2]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"hasql_flap_count", "2", "hasql_flap_window", "1m", "hasql_flap_cooldown", "4s"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	for i := 0; i < 2; i++ {
+		require.NoError(t, n3.Kill())
+		waitUntil(t, ctx, "n3 down", func() bool { return !statusAt(m, n3).Up })
+		require.NoError(t, n3.Start())
+		waitUntil(t, ctx, "n3 up", func() bool { return statusAt(m, n3).Up })
+	}
+	st := statusAt(m, n3)
+	require.True(t, st.Damped, "n3 came back up twice within the window: %+v", st)
+	assert.True(t, st.Role.IsReplica(), "its role stays: %s", st.Role)
+	for i := 0; i < 20; i++ {
+		conn, err := m.AcquireReplica(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, n2.Name(), nodeOf(c, conn), "a read went to the damped n3")
+		conn.Release()
+	}
+	// The cool-down ends: n3 serves reads again.
+	waitUntil(t, ctx, "n3 no longer damped", func() bool { return !statusAt(m, n3).Damped })
+	waitUntil(t, ctx, "a read on n3", func() bool {
+		conn, err := m.AcquireReplica(ctx)
+		if err != nil {
+			return false
+		}
+		defer conn.Release()
+		return nodeOf(c, conn) == n3.Name()
+	})
+}

@@ -192,6 +192,7 @@ func (n *node) publishLocked() {
 	n.sync.Store(role == RoleSyncReplica)
 	n.mayWrite.Store(v.Writable)
 	n.replica.Store(role.IsReplica())
+	n.damped.Store(v.Damped)
 }
 
 // flushTrace writes out the decision trace recorded so far, in order.
@@ -253,7 +254,7 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 			role:      role,
 			up:        v.Up,
 			suspect:   v.Suspect,
-			eligible:  role.IsReplica() && x.withinLag(m.cfg.MaxLagBytes, m.cfg.MaxLag) && !x.noLoadBalance(),
+			eligible:  role.IsReplica() && x.withinLag(m.cfg.MaxLagBytes, m.cfg.MaxLag) && !x.noLoadBalance() && !v.Damped,
 			latencyMS: latencyBucket(v.EWMA),
 			tags:      x.tags.Load(),
 		}

@@ -74,6 +74,13 @@ type Config struct {
 	// SystemID pins the cluster's system identifier: a node of any other
 	// is foreign. 0 learns it from the first confirmed master.
 	SystemID uint64
+	// Flap damping: a node that came back up FlapCount times within
+	// FlapWindow is damped for FlapCooldown: it serves no plain reads (it
+	// stays eligible as master, which routing safety decides). FlapCount 0
+	// turns damping off.
+	FlapCount    int
+	FlapWindow   time.Duration
+	FlapCooldown time.Duration
 	// Record, if set, is given every event with the decisions after it
 	// (see Entry and Replay).
 	Record func(Entry)
@@ -105,7 +112,8 @@ type Core struct {
 func New(cfg Config) *Core {
 	c := &Core{cfg: cfg, cluster: cfg.SystemID}
 	if cfg.Record != nil {
-		cfg.Record(Entry{Kind: "config", SystemID: cfg.SystemID, Decision: Decision{Master: None}})
+		cfg.Record(Entry{Kind: "config", SystemID: cfg.SystemID, FlapCount: cfg.FlapCount, FlapWindow: cfg.FlapWindow,
+			FlapCooldown: cfg.FlapCooldown, Decision: Decision{Master: None}})
 	}
 	return c
 }
@@ -143,10 +151,17 @@ type Node struct {
 	LagKnown    bool
 	LagAt       time.Time
 	Vouched     bool // the node's claims count (see vouched)
+	// Damped: the node flapped (see Config.FlapCount) and serves no plain
+	// reads until DampedUntil.
+	Damped      bool
+	DampedUntil time.Time
+	ups         []time.Time // when it last came back up, at most FlapCount
 
 	derived        Role // the role derived for the node itself (an alias reports its representative's)
 	settled        bool // a role was derived with the master known
 	loggedDetached string
+	okChecks       int // checks of its own that succeeded
+	detachedAt     int // okChecks when it was first found detached; 0 when it is not
 	loggedSync     string
 	severPending   bool   // lost master: cut in-flight work once another is master
 	seenTL         uint32 // the newest timeline it proved while in the set
@@ -355,6 +370,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 			"addr", x.Addr, "name", x.Name())
 	}
 	x.Checked, x.Latency, x.RemoteIP = true, latency, remoteIP
+	x.okChecks++
 	x.Up, x.Suspect, x.Timeouts = true, false, 0
 	x.prevPos, x.prevPosTL, x.prevPosAt = x.pos, x.posTL, x.posAt
 	if x.Res.Server() != res.Server() {
@@ -372,6 +388,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	}
 	if wasChecked && !wasUp {
 		c.log(slog.LevelInfo, "pgxha: node up", "addr", x.Addr, "name", x.Name(), "recovery", res.InRecovery)
+		c.flapped(x, ended)
 	}
 	x.Partial = false
 	var only *Node
@@ -438,6 +455,25 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// flapped records that x came back up at at, and damps it when that made
+// FlapCount ups within FlapWindow.
+func (c *Core) flapped(x *Node, at time.Time) {
+	k := c.cfg.FlapCount
+	if k <= 0 {
+		return
+	}
+	x.ups = append(x.ups, at)
+	if len(x.ups) > k {
+		x.ups = x.ups[len(x.ups)-k:]
+	}
+	if len(x.ups) == k && at.Sub(x.ups[0]) <= c.cfg.FlapWindow {
+		x.DampedUntil = at.Add(c.cfg.FlapCooldown)
+		x.ups = x.ups[:0]
+		c.log(slog.LevelWarn, "pgxha: node flapping: no plain reads for a while", "addr", x.Addr, "name", x.Name(),
+			"ups", k, "within", c.cfg.FlapWindow.String(), "until", x.DampedUntil.Format(time.RFC3339))
+	}
 }
 
 // AppError records an error the application met on id's connections: a

@@ -154,6 +154,13 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 			continue
 		}
 		prev := x.derived
+		if damped := !x.DampedUntil.IsZero() && now.Before(x.DampedUntil); damped != x.Damped {
+			x.Damped = damped
+			if !damped {
+				x.DampedUntil = time.Time{}
+				c.log(slog.LevelInfo, "pgxha: node no longer damped: it serves reads again", "addr", x.Addr, "name", x.Name())
+			}
+		}
 		x.SplitBrain = len(c.contenders) > 1 && containsNode(c.contenders, x)
 		prevDetached := x.Detached
 		x.Detached, x.SyncUnknown = "", ""
@@ -179,10 +186,19 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 				c.measureLag(x, master, historyOK, now)
 			}
 		}
-		if role == RoleDetached && x.Detached != x.loggedDetached {
+		// A replica is detached for a moment in every failover (its
+		// walreceiver has not switched to the new master's timeline yet):
+		// the warning waits until a later check of its own still finds it
+		// detached, for the same reason.
+		switch {
+		case role != RoleDetached:
+			x.loggedDetached, x.detachedAt = "", 0
+		case x.Detached != x.loggedDetached && x.detachedAt == 0:
+			x.detachedAt = x.okChecks
+		case x.Detached != x.loggedDetached && x.okChecks > x.detachedAt:
 			c.log(slog.LevelWarn, "pgxha: node detached: no reads, no writes", "addr", x.Addr, "name", x.Name(), "why", x.Detached)
+			x.loggedDetached = x.Detached
 		}
-		x.loggedDetached = x.Detached
 		if x.SyncUnknown != "" && x.SyncUnknown != syncUnknownNoMaster && x.SyncUnknown != x.loggedSync {
 			c.log(slog.LevelWarn, "pgxha: replica's sync state unknown", "addr", x.Addr, "name", x.Name(), "why", x.SyncUnknown)
 		}

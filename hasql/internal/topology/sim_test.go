@@ -155,7 +155,12 @@ func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	if cfg.pin {
 		s.pinned = s.md.servers[0].sysid
 	}
-	s.core = New(Config{SystemID: s.pinned, Record: record})
+	tc := Config{SystemID: s.pinned, Record: record}
+	if seed%3 == 0 {
+		// Flap damping that a schedule's crashes and restarts can reach.
+		tc.FlapCount, tc.FlapWindow, tc.FlapCooldown = 2, 5*time.Second, 2*time.Second
+	}
+	s.core = New(tc)
 	for i := range s.md.servers {
 		s.addMember(i, true)
 	}
@@ -762,6 +767,12 @@ func (s *sim) check() error {
 						m.Addr, t.member, s.md.servers[t.server].name)
 				}
 			}
+		}
+	}
+	// Damping never touches who is master, and ends.
+	for _, x := range c.Nodes() {
+		if x.Damped && x.DampedUntil.Sub(s.now) > c.cfg.FlapCooldown {
+			return fmt.Errorf("%s damped until %s, past the cool-down", x.Addr, x.DampedUntil)
 		}
 	}
 	// Replicas: only those that follow the master serve reads.

@@ -22,17 +22,21 @@ import (
 type Entry struct {
 	// The event: "config", "members", "ok", "failed", "promotion",
 	// "forget", "apperror" or "reconsider".
-	Kind      string             `json:"kind"`
-	At        time.Time          `json:"at"`
-	ID        ID                 `json:"id,omitempty"`
-	SystemID  uint64             `json:"system_id,omitempty"` // config: the pinned one
-	Members   []Member           `json:"members,omitempty"`
-	Result    *checker.Result    `json:"result,omitempty"`
-	Began     time.Time          `json:"began,omitzero"`
-	RemoteIP  string             `json:"remote_ip,omitempty"`
-	Err       string             `json:"err,omitempty"`
-	Timeout   bool               `json:"timeout,omitempty"`
-	Promotion *checker.Promotion `json:"promotion,omitempty"`
+	Kind     string    `json:"kind"`
+	At       time.Time `json:"at"`
+	ID       ID        `json:"id,omitempty"`
+	SystemID uint64    `json:"system_id,omitempty"` // config: the pinned one
+	// config: flap damping (see Config).
+	FlapCount    int                `json:"flap_count,omitempty"`
+	FlapWindow   time.Duration      `json:"flap_window,omitempty"`
+	FlapCooldown time.Duration      `json:"flap_cooldown,omitempty"`
+	Members      []Member           `json:"members,omitempty"`
+	Result       *checker.Result    `json:"result,omitempty"`
+	Began        time.Time          `json:"began,omitzero"`
+	RemoteIP     string             `json:"remote_ip,omitempty"`
+	Err          string             `json:"err,omitempty"`
+	Timeout      bool               `json:"timeout,omitempty"`
+	Promotion    *checker.Promotion `json:"promotion,omitempty"`
 
 	Decision Decision `json:"decision"`
 }
@@ -46,6 +50,7 @@ type Decision struct {
 	Cut        []ID   `json:"cut,omitempty"`
 	SplitBrain bool   `json:"split_brain,omitempty"`
 	Again      bool   `json:"again,omitempty"`
+	Damped     []ID   `json:"damped,omitempty"`
 }
 
 func (c *Core) decision(again bool) Decision {
@@ -56,6 +61,9 @@ func (c *Core) decision(again bool) Decision {
 	d.Roles = make([]Role, len(c.nodes))
 	for i, x := range c.nodes {
 		d.Roles[i] = x.Role
+		if x.Damped {
+			d.Damped = append(d.Damped, x.ID)
+		}
 	}
 	return d
 }
@@ -101,7 +109,7 @@ func Replay(r io.Reader) (entries int, err error) {
 			if e.Kind != "config" {
 				return entries, fmt.Errorf("trace line 1: %q, want the config entry first", e.Kind)
 			}
-			c = New(Config{SystemID: e.SystemID})
+			c = New(Config{SystemID: e.SystemID, FlapCount: e.FlapCount, FlapWindow: e.FlapWindow, FlapCooldown: e.FlapCooldown})
 			continue
 		}
 		again := false
@@ -144,5 +152,5 @@ func Replay(r io.Reader) (entries int, err error) {
 
 func sameDecision(a, b Decision) bool {
 	return a.Master == b.Master && slices.Equal(a.Roles, b.Roles) && slices.Equal(a.Cut, b.Cut) &&
-		a.SplitBrain == b.SplitBrain && a.Again == b.Again
+		a.SplitBrain == b.SplitBrain && a.Again == b.Again && slices.Equal(a.Damped, b.Damped)
 }
