@@ -67,7 +67,11 @@ func (m *Manager) connector(tg target, o *replicaOptions) *dbConnector {
 	base := m.nodesNow()[0].pool.Config().ConnConfig
 	inner := stdlib.GetConnector(*base,
 		stdlib.OptionBeforeConnect(func(ctx context.Context, cfg *pgx.ConnConfig) error {
-			n, err := m.pick(ctx, tg, o)
+			// database/sql's connect may have no deadline: bounded like
+			// an acquire (Config.AcquireTimeout).
+			pctx, cancel := m.boundAcquire(ctx)
+			n, err := m.pick(pctx, tg, o)
+			cancel()
 			if err != nil {
 				return err
 			}
@@ -194,7 +198,7 @@ func (m *Manager) pick(ctx context.Context, t target, o *replicaOptions) (*node,
 		case <-m.closed:
 			return nil, ErrClosed
 		case <-ctx.Done():
-			return nil, m.noNode(t, o, ctx.Err())
+			return nil, m.noNode(t, o, ctxErr(ctx))
 		}
 	}
 }
