@@ -34,6 +34,11 @@ type DNSConfig struct {
 	// Timeout bounds one look. Default DefaultDNSTimeout.
 	Timeout time.Duration
 
+	// MaxNodes is the most addresses an answer may hold; one with more is
+	// an error that wraps ErrTooManyNodes (the last good set stays).
+	// Default DefaultMaxNodes.
+	MaxNodes int
+
 	// Resolver resolves Name. Default net.DefaultResolver; tests point one
 	// at a DNS server of their own through its Dial field.
 	Resolver *net.Resolver
@@ -67,11 +72,14 @@ func NewDNS(cfg DNSConfig) (*DNS, error) {
 	if cfg.Interval, cfg.MinInterval, cfg.Timeout, err = timings("dns", cfg.Interval, cfg.MinInterval, cfg.Timeout, DefaultDNSInterval, DefaultDNSTimeout); err != nil {
 		return nil, err
 	}
+	if cfg.MaxNodes, err = maxNodesOr("dns", cfg.MaxNodes); err != nil {
+		return nil, err
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
 	d := &DNS{cfg: cfg}
-	d.poll = newPoller(cfg.Interval, cfg.MinInterval, cfg.Timeout, d.look)
+	d.poll = newPoller("dns "+cfg.Name, cfg.Interval, cfg.MinInterval, cfg.Timeout, cfg.MaxNodes, d.look)
 	return d, nil
 }
 
@@ -144,6 +152,12 @@ type SRVConfig struct {
 	MinInterval time.Duration
 	Timeout     time.Duration
 	Resolver    *net.Resolver
+
+	// MaxNodes is the most records the SRV answer, the addresses of one
+	// target, and the nodes of a look in all may each hold; more is an
+	// error that wraps ErrTooManyNodes (the last good set stays). Default
+	// DefaultMaxNodes.
+	MaxNodes int
 }
 
 // SRV is a Discoverer whose nodes come from an SRV record: each target's
@@ -175,11 +189,14 @@ func NewSRV(cfg SRVConfig) (*SRV, error) {
 	if cfg.Interval, cfg.MinInterval, cfg.Timeout, err = timings("srv", cfg.Interval, cfg.MinInterval, cfg.Timeout, DefaultDNSInterval, DefaultDNSTimeout); err != nil {
 		return nil, err
 	}
+	if cfg.MaxNodes, err = maxNodesOr("srv", cfg.MaxNodes); err != nil {
+		return nil, err
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
 	s := &SRV{cfg: cfg, record: srvRecord(cfg.Name)}
-	s.poll = newPoller(cfg.Interval, cfg.MinInterval, cfg.Timeout, s.look)
+	s.poll = newPoller("srv "+s.record, cfg.Interval, cfg.MinInterval, cfg.Timeout, cfg.MaxNodes, s.look)
 	return s, nil
 }
 
@@ -212,6 +229,10 @@ func (s *SRV) look(ctx context.Context) ([]Node, error) {
 		}
 		return nil, fmt.Errorf("discovery: srv %s: %w", s.record, err)
 	}
+	// Before any target is looked up: each costs a lookup.
+	if len(records) > s.cfg.MaxNodes {
+		return nil, tooMany("srv "+s.record, len(records), s.cfg.MaxNodes)
+	}
 	slices.SortStableFunc(records, func(a, b *net.SRV) int {
 		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(b.Weight, a.Weight),
 			cmp.Compare(a.Target, b.Target), cmp.Compare(a.Port, b.Port))
@@ -229,6 +250,9 @@ func (s *SRV) look(ctx context.Context) ([]Node, error) {
 			addrs, err = lookupAddrs(ctx, s.cfg.Resolver, target)
 			if err != nil && !errors.Is(err, ErrNoNodes) {
 				return nil, fmt.Errorf("discovery: srv %s: target %s: %w", s.record, target, err)
+			}
+			if len(addrs) > s.cfg.MaxNodes {
+				return nil, tooMany("srv "+s.record+" target "+target, len(addrs), s.cfg.MaxNodes)
 			}
 			resolved[target] = addrs // none when it does not exist
 		}

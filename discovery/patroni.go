@@ -37,6 +37,15 @@ type PatroniConfig struct {
 	// DefaultPatroniTimeout.
 	Timeout time.Duration
 
+	// LookTimeout bounds a whole look, every API it asks included.
+	// Default DefaultPatroniLookTimeout, and at least Timeout.
+	LookTimeout time.Duration
+
+	// MaxNodes is the most members an answer may list; one with more is
+	// an error that wraps ErrTooManyNodes (the last good set stays).
+	// Default DefaultMaxNodes.
+	MaxNodes int
+
 	// Client makes the requests. Default: a client of the Discoverer's
 	// own, whose idle connections are closed when Run returns (those of a
 	// Client given here are left to its owner).
@@ -45,8 +54,9 @@ type PatroniConfig struct {
 
 // Patroni is a Discoverer whose nodes are the members of a Patroni cluster,
 // from GET /cluster on its members' REST APIs, every interval and on
-// Refresh. A look asks the API that answered last, then the configured
-// URLs, then the API of every member of the last set, until one answers.
+// Refresh. A look asks the configured URLs (the one that answered last
+// first), then, as a fallback, a few of the APIs the members of the last
+// set advertise, until one answers; LookTimeout bounds it all.
 //
 // Nodes come in member name order: Name is the member's name, Addr its
 // PostgreSQL host and port as Patroni advertises them, Role, State and Lag
@@ -93,10 +103,20 @@ func NewPatroni(cfg PatroniConfig) (*Patroni, error) {
 		p.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 		p.ownClient = true
 	}
+	if cfg.MaxNodes, err = maxNodesOr("patroni", cfg.MaxNodes); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.LookTimeout < 0:
+		return nil, fmt.Errorf("discovery: patroni: LookTimeout %s: must not be negative", cfg.LookTimeout)
+	case cfg.LookTimeout == 0:
+		cfg.LookTimeout = max(DefaultPatroniLookTimeout, cfg.Timeout)
+	case cfg.LookTimeout < cfg.Timeout:
+		return nil, fmt.Errorf("discovery: patroni: LookTimeout %s: must be at least Timeout (%s)", cfg.LookTimeout, cfg.Timeout)
+	}
 	p.cfg = cfg
-	// Each request is bounded by Timeout; a look asks a bounded number of
-	// APIs, so it needs no bound of its own.
-	p.poll = newPoller(cfg.Interval, cfg.MinInterval, 0, p.look)
+	// Each request is bounded by Timeout, the whole look by LookTimeout.
+	p.poll = newPoller("patroni", cfg.Interval, cfg.MinInterval, cfg.LookTimeout, cfg.MaxNodes, p.look)
 	return p, nil
 }
 
@@ -192,24 +212,61 @@ func (p *Patroni) look(ctx context.Context) ([]Node, error) {
 	return nil, fmt.Errorf("discovery: patroni: no member's REST API answered: %w", errors.Join(errs...))
 }
 
-// candidates returns the APIs to ask, in order, each once.
+// maxMemberAPIs is the most members' APIs one look asks, after the
+// configured ones.
+const maxMemberAPIs = 3
+
+// candidates returns the APIs to ask, in order, each once: the configured
+// ones (the one that answered last first), then, as a fallback for this
+// look only, at most maxMemberAPIs of the APIs the members of the last set
+// advertise (the one that answered last first). A member's API never comes
+// before a configured one, whoever answered last: an API a member
+// advertises is whatever the member (or whoever answered for the cluster)
+// says. When every configured URL is https, a member's http API is not
+// asked.
 func (p *Patroni) candidates() []*url.URL {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []*url.URL
 	seen := map[string]bool{}
-	add := func(u *url.URL) {
-		if u != nil && !seen[u.String()] {
-			seen[u.String()] = true
-			out = append(out, u)
+	add := func(u *url.URL) bool {
+		if u == nil || seen[u.String()] {
+			return false
+		}
+		seen[u.String()] = true
+		out = append(out, u)
+		return true
+	}
+	configured, httpsOnly := false, true
+	for _, u := range p.bases {
+		if p.last != nil && u.String() == p.last.String() {
+			configured = true
+		}
+		if u.Scheme != "https" {
+			httpsOnly = false
 		}
 	}
-	add(p.last)
+	if configured {
+		add(p.last)
+	}
 	for _, u := range p.bases {
 		add(u)
 	}
-	for _, u := range p.members {
-		add(u)
+	members := p.members
+	if p.last != nil && !configured {
+		members = append([]*url.URL{p.last}, members...)
+	}
+	n := 0
+	for _, u := range members {
+		if n == maxMemberAPIs {
+			break
+		}
+		if httpsOnly && u.Scheme != "https" {
+			continue
+		}
+		if add(u) {
+			n++
+		}
 	}
 	return out
 }
@@ -261,7 +318,7 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 	if len(body) > maxClusterBody {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: response over %d bytes", where, maxClusterBody)
 	}
-	nodes, apis, err := parseCluster(body)
+	nodes, apis, err := parseCluster(body, p.cfg.MaxNodes)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: %w", where, err)
 	}
@@ -269,12 +326,15 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 }
 
 // parseCluster reads a /cluster response.
-func parseCluster(body []byte) ([]Node, []*url.URL, error) {
+func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
 	var cr clusterResponse
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&cr); err != nil {
 		return nil, nil, fmt.Errorf("not a Patroni cluster: %w", err)
+	}
+	if len(cr.Members) > maxNodes {
+		return nil, nil, fmt.Errorf("%d members, over the limit of %d (MaxNodes, %s): %w", len(cr.Members), maxNodes, SettingMaxNodes, ErrTooManyNodes)
 	}
 	var nodes []Node
 	var apis []*url.URL

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,13 @@ const (
 	DefaultMinInterval     = time.Second      // MinInterval of every config
 	DefaultDNSTimeout      = 5 * time.Second  // DNSConfig.Timeout, SRVConfig.Timeout
 	DefaultPatroniTimeout  = 2 * time.Second  // PatroniConfig.Timeout
+	// DefaultPatroniLookTimeout bounds a whole Patroni look, every API it
+	// asks included (PatroniConfig.LookTimeout).
+	DefaultPatroniLookTimeout = 10 * time.Second
+	// DefaultMaxNodes is the most nodes one answer may hold (MaxNodes of
+	// every config): an answer with more is an error, and the last good
+	// set stays.
+	DefaultMaxNodes = 64
 )
 
 // poller is the look loop of DNS, SRV and Patroni: a look at once, then one
@@ -27,17 +35,21 @@ type poller struct {
 	interval    time.Duration
 	minInterval time.Duration
 	timeout     time.Duration // bound of one look; 0: the look bounds itself
+	maxNodes    int           // the most nodes a look may find
+	kind        string        // "dns", "srv" or "patroni", for errors
 	look        func(ctx context.Context) ([]Node, error)
 
 	refresh chan struct{} // 1-buffered: a burst of Refresh calls collapses into one
 	running atomic.Bool   // set while Run runs
 }
 
-func newPoller(interval, minInterval, timeout time.Duration, look func(context.Context) ([]Node, error)) *poller {
+func newPoller(kind string, interval, minInterval, timeout time.Duration, maxNodes int, look func(context.Context) ([]Node, error)) *poller {
 	return &poller{
 		interval:    interval,
 		minInterval: minInterval,
 		timeout:     timeout,
+		maxNodes:    maxNodes,
+		kind:        kind,
 		look:        look,
 		refresh:     make(chan struct{}, 1),
 	}
@@ -118,14 +130,38 @@ func (p *poller) run(ctx context.Context, update func(State)) error {
 	}
 }
 
-// lookOnce runs one look, bounded by the timeout when there is one.
+// lookOnce runs one look, bounded by the timeout when there is one; a set
+// over maxNodes is an error.
 func (p *poller) lookOnce(ctx context.Context) ([]Node, error) {
 	if p.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.timeout)
 		defer cancel()
 	}
-	return p.look(ctx)
+	nodes, err := p.look(ctx)
+	if err == nil && len(nodes) > p.maxNodes {
+		return nil, tooMany(p.kind, len(nodes), p.maxNodes)
+	}
+	return nodes, err
+}
+
+// ErrTooManyNodes is wrapped by the error of a look whose answer holds
+// more nodes than the Discoverer's MaxNodes.
+var ErrTooManyNodes = errors.New("too many nodes")
+
+func tooMany(kind string, n, max int) error {
+	return fmt.Errorf("discovery: %s: the answer holds %d nodes, over the limit of %d (MaxNodes, %s): %w", kind, n, max, SettingMaxNodes, ErrTooManyNodes)
+}
+
+// maxNodesOr validates and defaults a config's MaxNodes.
+func maxNodesOr(kind string, n int) (int, error) {
+	if n < 0 {
+		return 0, fmt.Errorf("discovery: %s: MaxNodes %d: must not be negative", kind, n)
+	}
+	if n == 0 {
+		return DefaultMaxNodes, nil
+	}
+	return n, nil
 }
 
 // sameState reports whether two States would read the same to the Manager:

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -28,6 +29,9 @@ const (
 	// (patroni). Default: http://host:8008 for each host of the connection
 	// string.
 	SettingURLs = "hasql_discovery_urls"
+	// SettingMaxNodes is the most nodes one answer may hold (dns, srv,
+	// patroni). Default DefaultMaxNodes.
+	SettingMaxNodes = "hasql_discovery_max_nodes"
 )
 
 // DefaultPatroniPort is the port of Patroni's REST API that SettingURLs
@@ -36,7 +40,7 @@ const DefaultPatroniPort = "8008"
 
 // SettingKeys returns the setting names FromSettings reads.
 func SettingKeys() []string {
-	return []string{SettingDiscovery, SettingName, SettingPort, SettingInterval, SettingTimeout, SettingURLs}
+	return []string{SettingDiscovery, SettingName, SettingPort, SettingInterval, SettingTimeout, SettingURLs, SettingMaxNodes}
 }
 
 // settingModes lists, for each setting beside SettingDiscovery, the modes
@@ -47,6 +51,7 @@ var settingModes = map[string][]string{
 	SettingInterval: {"dns", "srv", "patroni"},
 	SettingTimeout:  {"dns", "srv", "patroni"},
 	SettingURLs:     {"patroni"},
+	SettingMaxNodes: {"dns", "srv", "patroni"},
 }
 
 // FromSettings returns the Discoverer that a connection string's discovery
@@ -99,6 +104,15 @@ func FromSettings(settings map[string]string, hosts []string) (Discoverer, error
 		*d.dst = parsed
 	}
 
+	var maxNodes int
+	if v, ok := settings[SettingMaxNodes]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("discovery: %s %q: want a number of nodes, 1 or more", SettingMaxNodes, v)
+		}
+		maxNodes = n
+	}
+
 	switch mode {
 	case "dns", "srv":
 		name, port, err := nameAndPort(settings, hosts, mode)
@@ -106,7 +120,7 @@ func FromSettings(settings map[string]string, hosts []string) (Discoverer, error
 			return nil, err
 		}
 		if mode == "srv" {
-			return discoverer(NewSRV(SRVConfig{Name: name, Interval: interval, Timeout: timeout}))
+			return discoverer(NewSRV(SRVConfig{Name: name, Interval: interval, Timeout: timeout, MaxNodes: maxNodes}))
 		}
 		if v, ok := settings[SettingPort]; ok {
 			if port, err = parsePort(strings.TrimSpace(v)); err != nil {
@@ -116,7 +130,7 @@ func FromSettings(settings map[string]string, hosts []string) (Discoverer, error
 		if port == 0 {
 			return nil, fmt.Errorf("discovery: %s=dns: give %s or a port in the connection string", SettingDiscovery, SettingPort)
 		}
-		return discoverer(NewDNS(DNSConfig{Name: name, Port: port, Interval: interval, Timeout: timeout}))
+		return discoverer(NewDNS(DNSConfig{Name: name, Port: port, Interval: interval, Timeout: timeout, MaxNodes: maxNodes}))
 	case "patroni":
 		var urls []string
 		if v, ok := settings[SettingURLs]; ok {
@@ -142,7 +156,7 @@ func FromSettings(settings map[string]string, hosts []string) (Discoverer, error
 				return nil, fmt.Errorf("discovery: %s=patroni: give %s or hosts in the connection string", SettingDiscovery, SettingURLs)
 			}
 		}
-		return discoverer(NewPatroni(PatroniConfig{URLs: urls, Interval: interval, Timeout: timeout}))
+		return discoverer(NewPatroni(PatroniConfig{URLs: urls, Interval: interval, Timeout: timeout, MaxNodes: maxNodes}))
 	}
 
 	nodes := make([]Node, len(hosts))

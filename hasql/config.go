@@ -184,6 +184,12 @@ type Config struct {
 	// others when none qualifies. Default: "", no preference.
 	Zone string
 
+	// MaxNodes is the most nodes the node set may hold (hasql_max_nodes,
+	// default discovery.DefaultMaxNodes): a discovered set with more is
+	// refused whole (logged; the node set stays as it is), whatever the
+	// Discoverer. The connection string's hosts are not bounded by it.
+	MaxNodes int
+
 	// TLSServerNames are the host names that discovery may report and
 	// that a discovered node's certificate is then verified against
 	// (hasql_tls_server_names, names and suffixes separated by commas):
@@ -242,6 +248,7 @@ var settingKeys = []string{
 	"hasql_master_read_weight",
 	"hasql_max_lag",
 	"hasql_max_lag_bytes",
+	"hasql_max_nodes",
 	"hasql_wait_on_socket",
 	"hasql_promotion_poll",
 	"hasql_system_identifier",
@@ -297,6 +304,7 @@ func parseConfig(connString string) (*Config, error) {
 		Balancer:             balancer.RoundRobin(),
 		TargetSessionAttrs:   "any",
 		Checker:              checker.PostgreSQL(),
+		MaxNodes:             discovery.DefaultMaxNodes,
 		createdByParseConfig: true,
 	}
 
@@ -435,6 +443,13 @@ func (cfg *Config) applySettings(params map[string]string) error {
 			return fmt.Errorf("hasql: hasql_watch_promotion %q: want true or false", v)
 		}
 		cfg.WatchPromotion = b
+	}
+	if v, ok := params["hasql_max_nodes"]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 {
+			return fmt.Errorf("hasql: hasql_max_nodes %q: want a number of nodes, 1 or more", v)
+		}
+		cfg.MaxNodes = n
 	}
 	if v, ok := params["hasql_tls_server_names"]; ok {
 		names, err := parseServerNames(v)

@@ -282,6 +282,10 @@ func (m *Manager) startDiscovery(ctx context.Context) []member {
 func (m *Manager) discovered(st discovery.State) {
 	ds := &m.discovery
 	now := time.Now()
+	if len(st.Nodes) > m.cfg.MaxNodes {
+		st = discovery.State{Err: fmt.Errorf("hasql: the discovered set holds %d nodes, over MaxNodes %d (hasql_max_nodes): %w",
+			len(st.Nodes), m.cfg.MaxNodes, discovery.ErrTooManyNodes)}
+	}
 	m.mu.Lock()
 	prevErr := ds.err
 	ds.err = st.Err

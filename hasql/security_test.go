@@ -267,3 +267,34 @@ func TestPasswordNeverInParseErrors(t *testing.T) {
 	assert.Equal(t, "dial postgres://app:xxxxx@db1/app failed",
 		hasql.Redact("", "dial postgres://app:AbC/dEf+gh@db1/app failed"))
 }
+
+// TestMaxNodes: a discovered set over MaxNodes (hasql_max_nodes) is
+// refused whole, whatever the Discoverer: no node, no pool, no goroutine
+// for any of it; the node set stays as it was.
+func TestMaxNodes(t *testing.T) {
+	port := closedPort(t)
+	var logs syncBuffer
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@127.0.0.1:%d/app?sslmode=disable&hasql_max_nodes=10", port))
+	require.NoError(t, err)
+	assert.Equal(t, 10, cfg.MaxNodes)
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	d := newSetDiscoverer(discovery.Node{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+	cfg.Discoverer = d
+	m, err := hasql.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	var flood []discovery.Node
+	for i := range 4000 {
+		flood = append(flood, discovery.Node{Addr: fmt.Sprintf("127.%d.%d.1:5432", i>>8&255, i&255)})
+	}
+	d.set(flood...)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "over MaxNodes 10") }, time.Minute, 5*time.Millisecond, logs.String())
+	assert.Equal(t, []string{fmt.Sprintf("127.0.0.1:%d", port)}, addrsOf(m))
+
+	for _, v := range []string{"0", "-1", "many"} {
+		_, err := hasql.ParseConfig("postgres://u@h/db?hasql_max_nodes=" + v)
+		assert.ErrorContains(t, err, "hasql_max_nodes", v)
+	}
+	_, err = hasql.ParseConfig("postgres://u@h/db?hasql_discovery=dns&hasql_discovery_max_nodes=0")
+	assert.ErrorContains(t, err, "hasql_discovery_max_nodes")
+}
