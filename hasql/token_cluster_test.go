@@ -2,6 +2,7 @@ package hasql_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -212,4 +213,93 @@ func TestTokenAcrossFailover(t *testing.T) {
 		require.NoError(t, err, "a token of the cluster's timeline needs no history")
 		assert.Equal(t, 1, found)
 	})
+}
+
+// Under a write load, the master is killed and an async replica promoted:
+// for every acknowledged write, a read after its token (on a Manager
+// started after the failover) either sees the row or fails with
+// ErrWriteLost, and ErrWriteLost only for rows the new master does not
+// have. No read after a token misses its write silently.
+func TestTokenNeverSilentlyMissing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	dsn := withParams(c.DSN(), "hasql_check_interval", "100ms")
+	m := newManager(t, ctx, dsn)
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	_, err := m.Master().Exec(ctx, "CREATE TABLE acked (id int PRIMARY KEY)")
+	require.NoError(t, err)
+
+	type write struct {
+		id  int
+		tok hasql.Token
+	}
+	var acked []write
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for id := 1; id <= 100000 && ctx.Err() == nil; id++ {
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := m.Master().Exec(wctx, "INSERT INTO acked VALUES ($1)", id)
+			var tok hasql.Token
+			if err == nil {
+				tok, err = m.Token(wctx)
+			}
+			cancel()
+			if err != nil {
+				return // the master is gone
+			}
+			acked = append(acked, write{id, tok})
+		}
+	}()
+	require.Eventually(t, func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+		}
+		var n int
+		return m.Replica().QueryRow(ctx, "SELECT count(*) FROM acked").Scan(&n) == nil && n >= 50
+	}, 30*time.Second, 5*time.Millisecond)
+	require.NoError(t, n1.Kill())
+	<-done
+	require.NotEmpty(t, acked)
+	require.NoError(t, c.Failover(ctx, n2))
+
+	after := newManager(t, ctx, dsn)
+	require.NoError(t, after.WaitReady(ctx, 1, 0))
+	require.Eventually(t, func() bool { return statusOf(after, "n2").Role == hasql.RoleMaster }, 30*time.Second, 5*time.Millisecond)
+	present := map[int]bool{}
+	rows, err := after.Master().Query(ctx, "SELECT id FROM acked")
+	require.NoError(t, err)
+	for rows.Next() {
+		var id int
+		require.NoError(t, rows.Scan(&id))
+		present[id] = true
+	}
+	require.NoError(t, rows.Err())
+
+	var seen, reportedLost int
+	for _, w := range acked {
+		found, _, err := readAfter(ctx, after, w.tok, "acked", w.id)
+		switch {
+		case err == nil:
+			require.Equal(t, 1, found, "write %d (token %s): read after its token without error, the row must be there", w.id, w.tok)
+			seen++
+		case errors.Is(err, hasql.ErrWriteLost):
+			require.False(t, present[w.id], "write %d is on the new master but was reported lost: %v", w.id, err)
+			reportedLost++
+		default:
+			require.NoError(t, err, "write %d", w.id)
+		}
+	}
+	lost := 0
+	for _, w := range acked {
+		if !present[w.id] {
+			lost++
+		}
+	}
+	assert.Equal(t, lost, reportedLost, "every write missing on the new master is reported lost")
+	t.Logf("%d acknowledged writes: %d read after their token, %d reported lost (%d missing on the new master)", len(acked), seen, reportedLost, lost)
 }
