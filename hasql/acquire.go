@@ -2,6 +2,7 @@ package hasql
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -23,7 +24,8 @@ import (
 //  4. re-validate: the node still has the role in the snapshot current now,
 //     since an acquire may have waited inside the pool while the node lost
 //     it (a connection to a demoted master must never be handed out);
-//  5. record: the in-use count and telemetry.
+//  5. record: telemetry (the in-use count is kept by acquire and the
+//     pool's release, whatever the outcome).
 //
 // acquireFast does all five for the common case (no telemetry, options that
 // only choose among the prepared sets) without an allocation or a lock;
@@ -85,16 +87,13 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || !o.custom()) {
 		if cs := s.prepared(t, o); len(cs.nodes) > 0 {
 			n := cs.nodes[cs.pick()]
-			conn, err := n.pool.Acquire(ctx)
+			conn, err := n.acquire(ctx)
 			if err == nil {
 				if m.snap.Load() == s || m.stillRoutes(n, t, o) {
-					if m.countInUse {
-						n.inUse.Add(1)
-					}
 					return conn, n, nil
 				}
 				conn.Release() // the node lost the role while the acquire waited
-			} else if ctx.Err() == nil && m.ctx.Err() == nil {
+			} else if err != errNodeLeft && ctx.Err() == nil && m.ctx.Err() == nil {
 				n.acquireFailed(err)
 				return m.acquireSlow(ctx, t, copyOptions(o), n, err)
 			}
@@ -209,12 +208,9 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			}
 		}
 		n := set.nodes[set.pick()]
-		conn, err := n.pool.Acquire(ctx)
+		conn, err := n.acquire(ctx)
 		if err == nil {
 			if m.snap.Load() == s || m.stillRoutes(n, t, o) {
-				if m.countInUse {
-					n.inUse.Add(1)
-				}
 				return conn, n, nil
 			}
 			conn.Release()
@@ -226,6 +222,10 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 		}
 		if m.ctx.Err() != nil {
 			return nil, n, ErrClosed
+		}
+		if err == errNodeLeft {
+			lost++ // the node left the set while the acquire waited in its pool
+			continue
 		}
 		n.acquireFailed(err)
 		lastErr = fmt.Errorf("%s: %w", n.cfg.Addr, err)
@@ -249,20 +249,19 @@ func (m *Manager) stillRoutes(n *node, t target, o *replicaOptions) bool {
 	if t == targetMaster {
 		return s.master == n && s.masterErr == nil
 	}
-	var set candidateSet
 	if o != nil && o.minLSN != 0 {
-		// A replica found by asking it: it must still follow the master.
-		set = s.sets[setAllReplicas]
+		// A replica found by asking it (its last check may be behind
+		// MinLSN): it must still qualify by every other option (SyncOnly,
+		// WithTag, lag limits), like the replicas probeMinLSN asks.
 		if s.master == n && s.masterErr == nil && o.fallback {
 			return true
 		}
-	} else {
-		var err error
-		if set, err = m.candidates(s, t, o, nil); err != nil {
-			return false
-		}
+		others := *o
+		others.minLSN, others.fallback = 0, false
+		o = &others
 	}
-	return slices.Contains(set.nodes, n)
+	set, err := m.candidates(s, t, o, nil)
+	return err == nil && slices.Contains(set.nodes, n)
 }
 
 func (m *Manager) acquireDone(ctx context.Context, t target, o *replicaOptions) error {
@@ -427,9 +426,6 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 			for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
 			}
 			if m.stillRoutes(n, targetReplica, o) {
-				if m.countInUse {
-					n.inUse.Add(1)
-				}
 				return conn, n, nil
 			}
 		}
@@ -461,9 +457,9 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration) (*pgxpool.Conn, LSN, error) {
 	pctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	conn, err := n.pool.Acquire(pctx)
+	conn, err := n.acquire(pctx)
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && err != errNodeLeft {
 			n.acquireFailed(err)
 		}
 		return nil, 0, err
@@ -477,4 +473,45 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 		return nil, 0, err
 	}
 	return conn, LSN(replay), nil
+}
+
+// errNodeLeft is what an acquire from a node's pool returns when the node
+// left the node set while the acquire waited there: the caller picks again
+// from the current set.
+var errNodeLeft = errors.New("hasql: the node left the node set")
+
+// acquire takes a connection from n's pool. n.inUse counts it from now
+// until its release (see nodeTracer.TraceRelease), or until the acquire
+// fails: every path that acquires goes through here, so the count the
+// balancers read never drifts. An acquire beyond the pool's MaxConns may
+// wait for a connection to be released: it also ends when n leaves the set
+// or the Manager closes (errNodeLeft, or the pool's error when the Manager
+// closed), so that no acquire stays behind in the pool of a node that is
+// gone. Below MaxConns it waits at most for a connection being made, and
+// allocates nothing.
+func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	if n.inUse.Add(1) <= n.maxConns {
+		conn, err := n.pool.Acquire(ctx)
+		if err != nil {
+			n.inUse.Add(-1)
+			if ctx.Err() == nil && n.removed.Load() {
+				return nil, errNodeLeft // its pool closed
+			}
+			return nil, err
+		}
+		return conn, nil
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(n.ctx, cancel)
+	conn, err := n.pool.Acquire(wctx)
+	stop()
+	cancel()
+	if err != nil {
+		n.inUse.Add(-1)
+		if ctx.Err() == nil && n.removed.Load() {
+			return nil, errNodeLeft
+		}
+		return nil, err
+	}
+	return conn, nil
 }

@@ -9,3 +9,13 @@ func PoisonedConns(m *Manager) int64 {
 	}
 	return k
 }
+
+// InUse is every node's in-use count, the one the balancers read, by
+// address.
+func InUse(m *Manager) map[string]int64 {
+	out := map[string]int64{}
+	for _, n := range m.nodesNow() {
+		out[n.cfg.Addr] = n.inUse.Load()
+	}
+	return out
+}

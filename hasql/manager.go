@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pgxha/pgxha/balancer"
 	"github.com/pgxha/pgxha/hasql/internal/topology"
 )
 
@@ -24,9 +23,6 @@ type Manager struct {
 	cfg *Config
 	log *slog.Logger
 	tel *telemetry
-	// countInUse: the balancer reads each node's in-use count, kept up to
-	// date on every acquire and release only then.
-	countInUse bool
 
 	// snap is the routing snapshot, replaced (never changed) by the check
 	// goroutines; acquires load it lock-free.
@@ -100,10 +96,9 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 		cfg.Logger = slog.Default()
 	}
 	m := &Manager{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		closed:     make(chan struct{}),
-		countInUse: balancer.ReadsInUse(cfg.Balancer),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		closed: make(chan struct{}),
 	}
 	tc := topology.Config{SystemID: cfg.SystemIdentifier, FlapCount: cfg.FlapCount, FlapWindow: cfg.FlapWindow, FlapCooldown: cfg.FlapCooldown}
 	if cfg.DecisionTrace != nil {

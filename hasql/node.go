@@ -33,8 +33,12 @@ type node struct {
 	// (see withCredentials).
 	beforeConnect func(context.Context, *pgx.ConnConfig) error
 
+	// maxConns is the pool's MaxConns: an acquire beyond it may wait for a
+	// connection to be released (see acquire).
+	maxConns int64
+
 	// Live values read lock-free by acquires and balancers.
-	inUse       atomic.Int64 // connections acquired through the manager, not yet released
+	inUse       atomic.Int64 // connections acquired from the pool, or being acquired, not yet released
 	acquireErrs atomic.Int64 // failed acquires from this node's pool, ever
 	latencyEWMA atomic.Int64 // smoothed check latency, nanoseconds
 	replayLSN   atomic.Uint64
@@ -132,6 +136,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		n.cancel()
 		return nil, fmt.Errorf("hasql: pool for %s: %w", nc.Addr, err)
 	}
+	n.maxConns = int64(pc.MaxConns)
 	return n, nil
 }
 

@@ -16,13 +16,13 @@ import (
 // (57P01, 57P02, 57P03), or a pooler in between reporting a connection
 // exception (class 08), has the node checked at once; a read-only error
 // (25006) also marks the connection, which is closed when released instead of
-// going back to the pool. It counts releases for the balancers. The user's
-// own tracer, if any, is called as before.
+// going back to the pool. It counts releases for the balancers (acquires
+// are counted by node.acquire). The user's own tracer, if any, is called as
+// before.
 type nodeTracer struct {
 	n           *node
 	user        pgx.QueryTracer
 	userRelease pgxpool.ReleaseTracer // user as a ReleaseTracer, or nil
-	countInUse  bool                  // the Manager's, kept here for Release
 	// unpooled: the connections are database/sql's (see DB), which pgxpool
 	// never releases: a 25006 does not mark them (database/sql drops them
 	// itself once their node no longer qualifies).
@@ -41,7 +41,7 @@ func (t *nodeTracer) forDB() *nodeTracer {
 // hasql.acquire span, with the node that won), so a tracer such as otelpgx
 // adds its query spans without a second span for the same acquire.
 func newNodeTracer(n *node, user pgx.QueryTracer) pgx.QueryTracer {
-	t := &nodeTracer{n: n, user: user, countInUse: n.m.countInUse}
+	t := &nodeTracer{n: n, user: user}
 	t.userRelease, _ = user.(pgxpool.ReleaseTracer)
 	return t
 }
@@ -168,9 +168,7 @@ func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectE
 
 // TraceRelease runs at the start of every Release.
 func (t *nodeTracer) TraceRelease(pool *pgxpool.Pool, data pgxpool.TraceReleaseData) {
-	if t.countInUse {
-		t.n.inUse.Add(-1)
-	}
+	t.n.inUse.Add(-1) // counted by node.acquire
 	if t.n.nPoisoned.Load() > 0 {
 		if _, ok := t.n.poisoned.LoadAndDelete(data.Conn); ok {
 			t.n.nPoisoned.Add(-1)

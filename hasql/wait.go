@@ -82,12 +82,9 @@ func (m *Manager) WaitCaughtUp(ctx context.Context) error {
 func (m *Manager) replayedOnConn(ctx context.Context, n *node, lsn LSN) bool {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.CheckTimeout)
 	defer cancel()
-	conn, err := n.pool.Acquire(ctx)
+	conn, err := n.acquire(ctx)
 	if err != nil {
 		return false
-	}
-	if m.countInUse {
-		n.inUse.Add(1)
 	}
 	defer conn.Release()
 	var replay int64
