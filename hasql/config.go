@@ -208,6 +208,9 @@ type Config struct {
 	PasswordFunc PasswordFunc
 
 	createdByParseConfig bool
+	// later holds WithNodeWeight and WithReplicaName for addresses the
+	// connection string does not name, for nodes a Discoverer adds.
+	later map[string]nodeSetting
 	// passfile is the passfile the connection string's password comes
 	// from ("" when it does not), whose entry for the first host was
 	// passfileFirst (see findPassfile).
@@ -691,6 +694,7 @@ func (cfg *Config) Copy() *Config {
 	c.PoolConfig = cfg.PoolConfig.Copy()
 	c.Nodes = slices.Clone(cfg.Nodes)
 	c.TLSServerNames = slices.Clone(cfg.TLSServerNames)
+	c.later = maps.Clone(cfg.later)
 	for i := range c.Nodes {
 		c.Nodes[i].tls = slices.Clone(c.Nodes[i].tls)
 	}
@@ -733,6 +737,10 @@ func (cfg *Config) validate() error {
 	}
 	if err := cfg.checkPatroniTLS(); err != nil {
 		return err
+	}
+	if cfg.Discoverer == nil && len(cfg.later) > 0 {
+		addrs := slices.Sorted(maps.Keys(cfg.later))
+		return fmt.Errorf("hasql: WithNodeWeight or WithReplicaName: no host %s in the connection string (hosts: %s), and no Discoverer to find it", strings.Join(addrs, ", "), addrList(cfg.Nodes))
 	}
 	if cfg.Balancer == nil || cfg.Checker == nil {
 		return errors.New("hasql: Balancer and Checker must be set")

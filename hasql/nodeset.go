@@ -1,12 +1,15 @@
 package hasql
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pgxha/pgxha/discovery"
@@ -68,8 +71,10 @@ type member struct {
 }
 
 // nodeConfigFor makes the configuration of a discovered node: its address,
-// and the TLS settings the connection string gave its first host, for this
-// host (see discoveredTLS for the name its certificate is verified
+// the weight and name the user gave that address (WithNodeWeight,
+// WithReplicaName; the name the discoverer reports when the user gave
+// none), and the TLS settings the connection string gave its first host,
+// for this host (see discoveredTLS for the name its certificate is verified
 // against).
 func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 	host, portStr, err := net.SplitHostPort(mb.addr)
@@ -84,10 +89,15 @@ func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 		return NodeConfig{}, err
 	}
 	nc := NodeConfig{Addr: mb.addr, Host: host, Port: uint16(port), Name: mb.name, Weight: 1, trusted: mb.trusted}
-	for _, dn := range m.cfg.Nodes {
-		if dn.Addr == mb.addr {
-			nc.trusted = true // the connection string names it
+	if i := slices.IndexFunc(m.cfg.Nodes, func(c NodeConfig) bool { return c.Addr == mb.addr }); i >= 0 {
+		nc.trusted = true // the connection string names it
+		nc.Weight = m.cfg.Nodes[i].Weight
+		nc.Name = cmp.Or(m.cfg.Nodes[i].Name, nc.Name)
+	} else if s, ok := m.cfg.later[mb.addr]; ok {
+		if s.weight > 0 {
+			nc.Weight = s.weight
 		}
+		nc.Name = cmp.Or(s.name, nc.Name)
 	}
 	nc.tls = m.cfg.discoveredTLS(host, uint16(port))
 	return nc, nil
@@ -96,8 +106,10 @@ func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 // reconcile makes the node set match members: nodes are added for new
 // addresses and removed for addresses gone, the others keep their pools,
 // checks and history (their tags follow). The set keeps members' order.
-// A member that cannot be made a node is reported and left out.
-func (m *Manager) reconcile(members []member) {
+// A member that cannot be made a node is reported and left out; when none
+// of them can, the set stays as it is and the error says why. It returns
+// how many nodes the set has.
+func (m *Manager) reconcile(members []member) (int, error) {
 	old := m.nodesNow()
 	byAddr := make(map[string]*node, len(old))
 	for _, n := range old {
@@ -105,7 +117,14 @@ func (m *Manager) reconcile(members []member) {
 	}
 	next := make([]*node, 0, len(members))
 	var added []*node
-	retagged := false
+	// discard closes the nodes made for a set that is not taken.
+	discard := func() {
+		for _, n := range added {
+			n.cancel()
+			n.pool.Close()
+		}
+	}
+	var leftOut []string
 	seen := make(map[string]bool, len(members))
 	for _, mb := range members {
 		if seen[mb.addr] {
@@ -113,12 +132,12 @@ func (m *Manager) reconcile(members []member) {
 		}
 		seen[mb.addr] = true
 		if n := byAddr[mb.addr]; n != nil {
-			retagged = n.setTags(mb.tags) || retagged
 			next = append(next, n)
 			continue
 		}
 		if m.ctx.Err() != nil {
-			return
+			discard() // Close has begun
+			return len(old), ErrClosed
 		}
 		nc, err := m.nodeConfigFor(mb)
 		if err == nil {
@@ -131,6 +150,17 @@ func (m *Manager) reconcile(members []member) {
 			}
 		}
 		m.log.Warn("pgxha: discovered node left out", "addr", mb.addr, "err", err)
+		leftOut = append(leftOut, err.Error())
+	}
+	if len(next) == 0 {
+		// Nothing to route to: keep the last good set.
+		return len(old), fmt.Errorf("hasql: discovery: no node of the set can be used (%s)", strings.Join(leftOut, "; "))
+	}
+	retagged := false
+	for _, mb := range members {
+		if n := byAddr[mb.addr]; n != nil {
+			retagged = n.setTags(mb.tags) || retagged
+		}
 	}
 	var removed []*node
 	for _, n := range old {
@@ -142,17 +172,14 @@ func (m *Manager) reconcile(members []member) {
 		if retagged {
 			m.retag()
 		}
-		return
+		return len(next), nil
 	}
 
 	m.mu.Lock()
 	if m.snap.Load().closed {
 		m.mu.Unlock()
-		for _, n := range added {
-			n.cancel()
-			n.pool.Close()
-		}
-		return
+		discard()
+		return len(old), ErrClosed
 	}
 	for _, n := range removed {
 		n.removed.Store(true)
@@ -173,6 +200,7 @@ func (m *Manager) reconcile(members []member) {
 		m.wg.Add(1)
 		go m.drain(n)
 	}
+	return len(next), nil
 }
 
 // retag rebuilds the routing view after tags changed.
@@ -216,7 +244,7 @@ type discoveryState struct {
 	err       error     // the last look's error, nil when it succeeded
 	errAt     time.Time // when err was reported
 	updatedAt time.Time // when the set was last reported
-	count     int       // nodes in the last set reported
+	count     int       // nodes of the last good set in use
 	patroni   bool      // names are Patroni member names: replicas' application_name
 	trusted   bool      // its nodes are the user's own naming (see member.trusted)
 }
@@ -226,12 +254,14 @@ type DiscoveryStat struct {
 	// Source describes the Discoverer ("dns db.example.com port 5432"), ""
 	// when the node set is the connection string's hosts.
 	Source string
-	// Nodes is how many nodes its last set had; UpdatedAt is when it was
-	// reported.
+	// Nodes is how many nodes of its last good set the Manager uses (a
+	// member that cannot be a node is left out); UpdatedAt is when that set
+	// was reported.
 	Nodes     int
 	UpdatedAt time.Time
-	// Err is why its last look failed (the Manager keeps the last good
-	// set), nil when it succeeded; ErrAt is when.
+	// Err is why its last look failed, or why the set it reported could
+	// not be used (empty, or no member could be a node): the Manager keeps
+	// the last good set. Nil when it succeeded; ErrAt is when.
 	Err   error
 	ErrAt time.Time
 }
@@ -278,31 +308,20 @@ func (m *Manager) startDiscovery(ctx context.Context) []member {
 
 // discovered takes a State from the Discoverer (on its goroutine): the set,
 // reconciled once the Manager's first set is made, and the error, kept and
-// logged when it changes.
+// logged when it changes. A set none of whose members can be a node is an
+// error too: the node set is never emptied by discovery.
 func (m *Manager) discovered(st discovery.State) {
 	ds := &m.discovery
-	now := time.Now()
 	if len(st.Nodes) > m.cfg.MaxNodes {
 		st = discovery.State{Err: fmt.Errorf("hasql: the discovered set holds %d nodes, over MaxNodes %d (hasql_max_nodes): %w",
 			len(st.Nodes), m.cfg.MaxNodes, discovery.ErrTooManyNodes)}
 	}
-	m.mu.Lock()
-	prevErr := ds.err
-	ds.err = st.Err
+	if st.Err == nil && len(st.Nodes) == 0 {
+		st.Err = errors.New("hasql: discovery: the set is empty")
+	}
 	if st.Err != nil {
-		ds.errAt = now
-	} else {
-		ds.updatedAt, ds.count = now, len(st.Nodes)
-	}
-	m.mu.Unlock()
-	switch {
-	case st.Err != nil && (prevErr == nil || prevErr.Error() != st.Err.Error()):
-		m.log.Warn("pgxha: discovery failed; keeping the last good node set", "source", ds.source, "err", st.Err)
-	case st.Err == nil && prevErr != nil:
-		m.log.Info("pgxha: discovery works again", "source", ds.source)
-	}
-	if len(st.Nodes) == 0 {
-		return // no good set yet: keep what there is
+		m.discoveryLooked(st.Err, -1) // no good set: keep what there is
+		return
 	}
 	members := make([]member, len(st.Nodes))
 	for i, n := range st.Nodes {
@@ -320,7 +339,33 @@ func (m *Manager) discovered(st discovery.State) {
 	case <-m.ctx.Done():
 		return
 	}
-	m.reconcile(members)
+	count, err := m.reconcile(members)
+	if err == ErrClosed {
+		return
+	}
+	m.discoveryLooked(err, count)
+}
+
+// discoveryLooked records the outcome of a look: err, or count nodes in the
+// set (count < 0: no set was reported). It logs a change of error.
+func (m *Manager) discoveryLooked(err error, count int) {
+	ds := &m.discovery
+	now := time.Now()
+	m.mu.Lock()
+	prevErr := ds.err
+	ds.err = err
+	if err != nil {
+		ds.errAt = now
+	} else if count >= 0 {
+		ds.updatedAt, ds.count = now, count
+	}
+	m.mu.Unlock()
+	switch {
+	case err != nil && (prevErr == nil || prevErr.Error() != err.Error()):
+		m.log.Warn("pgxha: discovery failed; keeping the last good node set", "source", ds.source, "err", err)
+	case err == nil && prevErr != nil:
+		m.log.Info("pgxha: discovery works again", "source", ds.source)
+	}
 }
 
 // refreshDiscovery asks the Discoverer to look again (a node failed: it

@@ -142,7 +142,9 @@ func WithSystemIdentifier(id uint64) Option {
 // WithReplicaName tells the manager the name under which the node at addr
 // appears in its master's pg_stat_replication (application_name), for
 // replicas whose name the checker cannot find out itself (no pg_monitor role,
-// a name set by a proxy). addr is as written in the connection string.
+// a name set by a proxy). addr is as written in the connection string or,
+// with a Discoverer, as the Discoverer reports it ("host:port"): a node it
+// adds at that address gets this name, whatever name it reports.
 func WithReplicaName(addr, name string) Option {
 	return func(c *Config) error {
 		for i := range c.Nodes {
@@ -151,11 +153,13 @@ func WithReplicaName(addr, name string) Option {
 				return nil
 			}
 		}
-		return fmt.Errorf("hasql: WithReplicaName: no host %s in the connection string (hosts: %s)", addr, addrList(c.Nodes))
+		c.setLater(addr, func(s *nodeSetting) { s.name = name })
+		return nil
 	}
 }
 
 // WithNodeWeight sets the balancer weight of the node at addr (default 1).
+// addr is as in WithReplicaName.
 func WithNodeWeight(addr string, w float64) Option {
 	return func(c *Config) error {
 		if !(w > 0) || math.IsInf(w, 0) {
@@ -167,8 +171,27 @@ func WithNodeWeight(addr string, w float64) Option {
 				return nil
 			}
 		}
-		return fmt.Errorf("hasql: WithNodeWeight: no host %s in the connection string (hosts: %s)", addr, addrList(c.Nodes))
+		c.setLater(addr, func(s *nodeSetting) { s.weight = w })
+		return nil
 	}
+}
+
+// nodeSetting is what WithNodeWeight and WithReplicaName set for an address
+// the connection string does not name: a Discoverer may add a node there.
+type nodeSetting struct {
+	weight float64 // 0: not set
+	name   string
+}
+
+// setLater records a setting for addr, a node the connection string does
+// not name; NewWithConfig refuses it unless a Discoverer is set.
+func (c *Config) setLater(addr string, set func(*nodeSetting)) {
+	if c.later == nil {
+		c.later = map[string]nodeSetting{}
+	}
+	s := c.later[addr]
+	set(&s)
+	c.later[addr] = s
 }
 
 func addrList(nodes []NodeConfig) string {

@@ -64,16 +64,23 @@ func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
 
 // connector makes the database/sql connector of DB for t and o.
 func (m *Manager) connector(tg target, o *replicaOptions) *dbConnector {
-	base := m.nodesNow()[0].pool.Config().ConnConfig
+	base := m.cfg.PoolConfig.ConnConfig
+	if nodes := m.nodesNow(); len(nodes) > 0 {
+		base = nodes[0].pool.Config().ConnConfig
+	}
 	inner := stdlib.GetConnector(*base,
 		stdlib.OptionBeforeConnect(func(ctx context.Context, cfg *pgx.ConnConfig) error {
-			// database/sql's connect may have no deadline: bounded like
-			// an acquire (Config.AcquireTimeout).
-			pctx, cancel := m.boundAcquire(ctx)
-			n, err := m.pick(pctx, tg, o)
-			cancel()
-			if err != nil {
-				return err
+			n, _ := ctx.Value(pickedKey{}).(*node) // picked by dbConnector.Connect
+			if n == nil {
+				// database/sql's connect may have no deadline: bounded like
+				// an acquire (Config.AcquireTimeout).
+				pctx, cancel := m.boundAcquire(ctx)
+				var err error
+				n, err = m.pick(pctx, tg, o)
+				cancel()
+				if err != nil {
+					return err
+				}
 			}
 			*cfg = *n.pool.Config().ConnConfig
 			if t, ok := cfg.Tracer.(*nodeTracer); ok {
@@ -101,13 +108,18 @@ func (m *Manager) connector(tg target, o *replicaOptions) *dbConnector {
 // dbConnector re-validates every connection DB opens, as an acquire does:
 // the node was picked before the connection was made, and may have lost
 // its role while it connected. Such a connection is closed and another
-// node picked, a bounded number of times.
+// node picked, a bounded number of times. A connection being made to a
+// node that leaves the node set is given up at once, and another node
+// picked.
 type dbConnector struct {
 	driver.Connector
 	m *Manager
 	t target
 	o *replicaOptions
 }
+
+// pickedKey is the context key of the node dbConnector.Connect picked.
+type pickedKey struct{}
 
 func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if c.o != nil && c.o.hasAfter {
@@ -116,7 +128,23 @@ func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	var lastErr error
 	for range 2*len(c.m.nodesNow()) + 1 {
 		s := c.m.snap.Load()
-		dc, err := c.Connector.Connect(ctx)
+		// database/sql's connect may have no deadline: the wait for a node
+		// is bounded like an acquire's (Config.AcquireTimeout).
+		pctx, pcancel := c.m.boundAcquire(ctx)
+		n, err := c.m.pick(pctx, c.t, c.o)
+		pcancel()
+		if err != nil {
+			return nil, err
+		}
+		cctx, cancel := context.WithCancel(context.WithValue(ctx, pickedKey{}, n))
+		stop := context.AfterFunc(n.ctx, cancel)
+		dc, err := c.Connector.Connect(cctx)
+		stop()
+		cancel()
+		if err != nil && ctx.Err() == nil && c.m.ctx.Err() == nil && n.removed.Load() {
+			lastErr = err // the node left the set while connecting: pick again
+			continue
+		}
 		if err != nil {
 			// The node may have failed or lost its role while the
 			// connection was made (its connections are cut then): once
@@ -131,8 +159,7 @@ func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		if !ok {
 			return dc, nil
 		}
-		n, _ := sc.Conn().PgConn().CustomData()[customDataNode].(*node)
-		if n != nil && c.m.qualifies(n, c.t, c.o) {
+		if got, _ := sc.Conn().PgConn().CustomData()[customDataNode].(*node); got != nil && c.m.qualifies(got, c.t, c.o) {
 			return dc, nil
 		}
 		dc.Close()
