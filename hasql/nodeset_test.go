@@ -5,7 +5,6 @@ package hasql_test
 import (
 	"context"
 	"log/slog"
-	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -44,16 +43,6 @@ func (d *ctxDiscoverer) done() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.ctx.Done()
-}
-
-// withHosts returns dsn naming only hosts.
-func withHosts(dsn string, hosts ...string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		panic(err)
-	}
-	u.Host = strings.Join(hosts, ",")
-	return u.String()
 }
 
 // waitersInPools counts the goroutines blocked in a pool's acquire, waiting
@@ -288,7 +277,7 @@ func TestDiscoveredNodesKeepTheirOptions(t *testing.T) {
 
 	// n3 is not in the connection string: without a discoverer, naming it
 	// is an error.
-	dsn := withHosts(c.DSN(), n1.Addr(), n2.Addr())
+	dsn := withHosts(t, c.DSN(), n1.Addr(), n2.Addr())
 	_, err := hasql.New(ctx, dsn, hasql.WithLogger(quiet), hasql.WithNodeWeight(n3.Addr(), 2))
 	require.ErrorContains(t, err, n3.Addr())
 
