@@ -129,8 +129,9 @@ func TestMinLSNRecheckKeepsOptions(t *testing.T) {
 				got <- err.Error()
 				return
 			}
-			got <- nodeOf(c, conn)
+			name := nodeOf(c, conn)
 			conn.Release()
+			got <- name
 		}()
 		require.Eventually(t, func() bool { return waitersInPools() == 1 }, 30*time.Second, 5*time.Millisecond,
 			"the MinLSN acquire waits in n2's pool")

@@ -156,11 +156,15 @@ func (m *Manager) reconcile(members []member) (int, error) {
 		// Nothing to route to: keep the last good set.
 		return len(old), fmt.Errorf("hasql: discovery: no node of the set can be used (%s)", strings.Join(leftOut, "; "))
 	}
-	retagged := false
-	for _, mb := range members {
-		if n := byAddr[mb.addr]; n != nil {
-			retagged = n.setTags(mb.tags) || retagged
+	// Tags change under m.mu with the view they route: Nodes never shows
+	// a tag the snapshot does not route by yet.
+	setTags := func() (changed bool) {
+		for _, mb := range members {
+			if n := byAddr[mb.addr]; n != nil {
+				changed = n.setTags(mb.tags) || changed
+			}
 		}
+		return changed
 	}
 	var removed []*node
 	for _, n := range old {
@@ -169,9 +173,7 @@ func (m *Manager) reconcile(members []member) (int, error) {
 		}
 	}
 	if len(added) == 0 && len(removed) == 0 && slices.Equal(next, old) {
-		if retagged {
-			m.retag()
-		}
+		m.retag(setTags)
 		return len(next), nil
 	}
 
@@ -184,6 +186,7 @@ func (m *Manager) reconcile(members []member) (int, error) {
 	for _, n := range removed {
 		n.removed.Store(true)
 	}
+	setTags()
 	m.setNodesLocked(next)
 	after := m.applyLocked(removed)
 	m.mu.Unlock()
@@ -203,9 +206,13 @@ func (m *Manager) reconcile(members []member) (int, error) {
 	return len(next), nil
 }
 
-// retag rebuilds the routing view after tags changed.
-func (m *Manager) retag() {
+// retag runs setTags and, when it changed tags, rebuilds the routing view.
+func (m *Manager) retag(setTags func() bool) {
 	m.mu.Lock()
+	if !setTags() {
+		m.mu.Unlock()
+		return
+	}
 	m.core.Reconsider(time.Now())
 	after := m.applyLocked(nil)
 	m.mu.Unlock()

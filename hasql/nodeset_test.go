@@ -186,8 +186,9 @@ func TestRemovedNodeReleasesWaiters(t *testing.T) {
 				results <- result{err: err}
 				return
 			}
-			results <- result{node: nodeOf(c, conn)}
+			name := nodeOf(c, conn)
 			conn.Release()
+			results <- result{node: name}
 		}()
 	}
 	require.Eventually(t, func() bool { return waitersInPools() == waiters }, 30*time.Second, 5*time.Millisecond,
