@@ -90,7 +90,8 @@ type Config struct {
 	PromotionPoll time.Duration
 
 	// AcquireTimeout bounds an acquire whose context has no deadline (a
-	// net/http request's, context.Background()): when no node qualifies
+	// net/http request's, context.Background()), and the wait for a node
+	// of a new connection of DB's *sql.DB: when no node qualifies
 	// for that long, the acquire returns the usual *NoNodeError, whose
 	// cause matches context.DeadlineExceeded and names this setting
 	// (hasql_acquire_timeout, default 30s: long enough to ride through a
