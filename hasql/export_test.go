@@ -1,5 +1,7 @@
 package hasql
 
+import "time"
+
 // PoisonedConns is how many connections of every node are marked to be
 // closed on release (see node.poison).
 func PoisonedConns(m *Manager) int64 {
@@ -19,3 +21,13 @@ func InUse(m *Manager) map[string]int64 {
 	}
 	return out
 }
+
+// AuthGate is the per-node gate of connects after the server refused the
+// credentials (see authGate), for its tests.
+type AuthGate struct{ g authGate }
+
+func (a *AuthGate) Allow(now time.Time) error { return a.g.allow("n1:5432", now) }
+func (a *AuthGate) Failed(err error, now time.Time) (bool, string, time.Time) {
+	return a.g.failed(err, now)
+}
+func (a *AuthGate) Succeeded() bool { return a.g.succeeded() }
