@@ -375,7 +375,7 @@ func TestComposeAttach(t *testing.T) {
 	c := attach()
 	n1, n2, n3 = c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
 	assert.Equal(t, n3, c.Master(), "the only writable node")
-	assert.Equal(t, "replica", c.Status(ctx)[0].Role, "n1, left on the old timeline, is no replica of n3's")
+	assert.Equal(t, "detached", c.Status(ctx)[0].Role, "n1, left on the old timeline, is no replica of n3's")
 	require.NoError(t, c.Rejoin(ctx, n1))
 	require.NoError(t, c.Rejoin(ctx, n2))
 	assert.Equal(t, map[string]string{"n1": "async", "n2": "async"}, replication(t, ctx, n3))

@@ -286,8 +286,10 @@ type NodeState struct {
 	Name string
 	Addr string
 	// Role is "master" (the cluster's master, per Cluster.Master), "sync",
-	// "async" (per that master's pg_stat_replication), "replica" (in
-	// recovery, not listed by it), "stale master" (writable while the
+	// "async" (per that master's pg_stat_replication), "detached" (in
+	// recovery, not listed by that master: left on an old timeline, or
+	// streaming from another node), "replica" (in recovery while the
+	// master does not answer), "stale master" (writable while the
 	// cluster's master answers too, on an older timeline: a master left
 	// behind by a failover), "split brain" (writable while the cluster's
 	// master answers too, on its timeline or a newer one), "paused" (a
@@ -385,6 +387,10 @@ func (c *Cluster) Status(ctx context.Context) []NodeState {
 				st.Role = "sync"
 			case "async", "potential":
 				st.Role = "async"
+			case "":
+				if masterAnswered {
+					st.Role = "detached" // the master does not list it
+				}
 			}
 		}
 	}
