@@ -378,7 +378,16 @@ func TestNodeLost(t *testing.T) {
 		name string
 		err  error
 	}
-	results := make(chan outcome, 2)
+	results := make(chan outcome, 3)
+	go func() {
+		rows, err := m.Master().Query(ctx, "SELECT pg_sleep(60)")
+		if err == nil {
+			for rows.Next() {
+			}
+			err = rows.Err()
+		}
+		results <- outcome{"routed rows", err}
+	}()
 	go func() {
 		_, err := m.Master().Exec(ctx, "SELECT pg_sleep(60)")
 		results <- outcome{"routed", err}
@@ -393,7 +402,7 @@ func TestNodeLost(t *testing.T) {
 		results <- outcome{"acquired", err}
 	}()
 	// Until both statements run on the master.
-	for len(backendPids(t, ctx, master, `query = 'SELECT pg_sleep(60)' AND state = 'active'`)) < 2 {
+	for len(backendPids(t, ctx, master, `query = 'SELECT pg_sleep(60)' AND state = 'active'`)) < 3 {
 		select {
 		case <-ctx.Done():
 			t.Fatal(ctx.Err())
@@ -401,7 +410,7 @@ func TestNodeLost(t *testing.T) {
 		}
 	}
 	require.NoError(t, master.Kill())
-	for range 2 {
+	for range 3 {
 		r := <-results
 		t.Run(r.name, func(t *testing.T) {
 			t.Logf("error: %v", r.err)

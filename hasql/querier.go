@@ -163,7 +163,7 @@ func (q *Querier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 		sb := onStandby(conn, n)
 		rows, err := conn.Query(ctx, sql, args...)
 		if err == nil {
-			return &routedRows{Rows: rows, conn: conn}, nil
+			return &routedRows{Rows: rows, conn: conn, m: q.m, ctx: ctx, s: s, n: n}, nil
 		}
 		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
@@ -199,8 +199,13 @@ func (q *Querier) CopyFrom(ctx context.Context, table pgx.Identifier, columns []
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Release()
-	return conn.CopyFrom(ctx, table, columns, src)
+	s := q.m.snap.Load()
+	k, err := conn.CopyFrom(ctx, table, columns, src)
+	if err != nil {
+		err = q.m.nodeLost(ctx, s, q.m.nodeOf(conn.Conn()), lostConn(conn, err), err, conn.Conn().IsClosed())
+	}
+	conn.Release()
+	return k, err
 }
 
 // Begin starts a transaction on a connection of the target. The connection
@@ -237,14 +242,29 @@ func (q *Querier) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, erro
 	}
 }
 
-// routedRows releases its connection once the rows are done.
+// routedRows releases its connection once the rows are done. An error
+// that ends them, from losing the node, reads as a *NodeLostError.
 type routedRows struct {
 	pgx.Rows
 	conn *pgxpool.Conn
 	once sync.Once
+
+	m    *Manager
+	ctx  context.Context
+	s    *snapshot
+	n    *node
+	lost bool         // the connection was closed when the rows ended
+	tc   *trackedConn // its network connection, when they ended with an error
 }
 
-func (r *routedRows) release() { r.once.Do(r.conn.Release) }
+func (r *routedRows) release() {
+	r.once.Do(func() {
+		if err := r.Rows.Err(); err != nil {
+			r.lost, r.tc = r.conn.Conn().IsClosed(), lostConn(r.conn, err)
+		}
+		r.conn.Release()
+	})
+}
 
 func (r *routedRows) Next() bool {
 	if r.Rows.Next() {
@@ -258,6 +278,15 @@ func (r *routedRows) Next() bool {
 func (r *routedRows) Close() {
 	r.Rows.Close()
 	r.release()
+}
+
+// Err is the rows' error; one from losing the node is a *NodeLostError.
+func (r *routedRows) Err() error {
+	err := r.Rows.Err()
+	if err == nil || !r.lost && r.tc == nil {
+		return err
+	}
+	return r.m.nodeLost(r.ctx, r.s, r.n, r.tc, err, r.lost)
 }
 
 // routedRow runs its query when scanned.
