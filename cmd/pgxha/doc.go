@@ -38,10 +38,12 @@
 //	127.0.0.1:37443  n2    sync                   sync        1         0/1A82E20  0 B        0s        11ms
 //	127.0.0.1:36537  n3    async (replay paused)  async       1         0/1550EB0  5.2 MiB    3.18s     13ms
 //
-// ROLE is master, sync or async, or down (the last check failed; ERROR says
-// why, and the full errors follow the table), not checked, split brain
-// (writable but not used) or unknown; suspect (one check timed out), replay
-// paused and split brain qualify it in parentheses. LSN is the current WAL
+// ROLE is master, sync, async, quorum (a candidate of ANY k), replica (sync
+// state unknown), detached (a replica that does not follow the master),
+// stale (a writable node on an older timeline), or down (the last check
+// failed; ERROR says why, and the full errors follow the table), not
+// checked, split brain (writable but not used) or unknown; suspect (one
+// check timed out), replay paused and split brain qualify it in parentheses. LSN is the current WAL
 // position on the master and the replayed one on a replica. LAG BYTES and
 // LAG TIME are measured against the master: until a master has been seen
 // they show "-" and every replica shows as async (its sync state is not
@@ -80,7 +82,8 @@
 //	  ]
 //	}
 //
-// role is "master", "sync", "async" or "unknown"; up is false for a node
+// role is "master", "sync", "async", "quorum", "replica", "detached",
+// "stale" or "unknown" (as hasql.Role's String); up is false for a node
 // whose last check failed or that was not checked yet. LSNs are in
 // PostgreSQL's text form, durations are in seconds, errors are strings.
 // Fields that do not apply (lag on a master, the LSN of a node that is down)
