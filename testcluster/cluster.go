@@ -223,15 +223,16 @@ func (c *Cluster) Replicas() []*Node {
 }
 
 // makeDir makes the cluster's directory, marked with its owner (this
-// process), after removing what clusters of dead test processes left.
+// process), after removing what clusters of dead test processes left in
+// the same base directory.
 func (c *Cluster) makeDir() error {
 	base := c.opts.Dir
 	if base == "" {
 		base = DefaultDir()
 	}
-	for _, d := range dedup([]string{base, os.TempDir(), fastDir}) {
-		sweepStale(d)
-	}
+	// Only base: other directories (the system's temporary directory,
+	// /dev/shm) are shared with other users and other programs' clusters.
+	sweepStale(base, c.cred)
 	dir, err := os.MkdirTemp(base, "pgxha-testcluster-")
 	if err != nil {
 		return fmt.Errorf("testcluster: temp dir: %w", err)

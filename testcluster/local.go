@@ -155,7 +155,7 @@ func (l *localNode) startLocked(ctx context.Context) error {
 		children := killTree(cmd.Process.Pid)
 		<-exited
 		reap(children, 5*time.Second)
-		removeShmem(l.dataDir)
+		removeShmem(l.dataDir, l.c.cred)
 		return err
 	}
 	if l.bouncer != nil && l.bouncer.proc == nil {
@@ -224,7 +224,7 @@ func (l *localNode) shutdownLocked(sig syscall.Signal, timeout time.Duration) er
 		children := killTree(pid)
 		<-l.exited
 		reap(children, 5*time.Second)
-		removeShmem(l.dataDir)
+		removeShmem(l.dataDir, l.c.cred)
 	}
 	l.refuse(true)
 	return err
@@ -251,7 +251,7 @@ func (l *localNode) kill() error {
 	<-l.exited
 	reap(children, 5*time.Second)
 	// A killed postmaster leaves its System V segment behind.
-	removeShmem(l.dataDir)
+	removeShmem(l.dataDir, l.c.cred)
 	l.paused.Store(false)
 	return nil
 }

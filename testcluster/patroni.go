@@ -1274,7 +1274,7 @@ func (n *patroniNode) killLocked() error {
 	var children []int
 	if pm := n.postmasterPid(); pm != 0 {
 		children = killTree(pm)
-		defer removeShmem(n.dataDir)
+		defer removeShmem(n.dataDir, n.c.cred)
 	}
 	for _, pid := range descendants(keeper) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)

@@ -3,6 +3,7 @@
 package testcluster
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // PostgreSQL's postmaster makes every child a session leader (setsid), so a
@@ -56,13 +58,29 @@ func processIdentity(pid int) string {
 // postmasters die with it, but backends frozen by Pause do not), System V
 // segments and the directory. A cluster directory is stale when the process
 // recorded as its owner is gone; clusters of live processes, this one's
-// included, are left alone.
-func sweepStale(base string) {
+// included, are left alone. Only directories that this user (or cred, the
+// servers' user) owns count: base may be shared, and a directory planted
+// by someone else must not make this process kill, remove or free anything.
+func sweepStale(base string, cred *syscall.Credential) {
+	trusted := func(fi os.FileInfo) bool {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || fi.Mode().Perm()&0o022 != 0 {
+			return false
+		}
+		return st.Uid == uint32(os.Geteuid()) || cred != nil && st.Uid == cred.Uid
+	}
 	dirs, _ := filepath.Glob(filepath.Join(base, "pgxha-testcluster-*"))
 	for _, dir := range dirs {
-		owner, err := os.ReadFile(filepath.Join(dir, "owner"))
+		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() || !trusted(fi) {
+			continue
+		}
+		ownerFile := filepath.Join(dir, "owner")
+		if fi, err := os.Lstat(ownerFile); err != nil || !fi.Mode().IsRegular() || !trusted(fi) {
+			continue // not marked (yet), or not by us: not ours to judge
+		}
+		owner, err := os.ReadFile(ownerFile)
 		if err != nil {
-			continue // not marked (yet): not ours to judge
+			continue
 		}
 		fields := strings.Fields(string(owner))
 		if len(fields) != 2 {
@@ -75,7 +93,9 @@ func sweepStale(base string) {
 		killUnder(dir)
 		nodes, _ := filepath.Glob(filepath.Join(dir, "*", "postmaster.pid"))
 		for _, pidfile := range nodes {
-			removeShmem(filepath.Dir(pidfile))
+			if fi, err := os.Lstat(pidfile); err == nil && fi.Mode().IsRegular() && trusted(fi) {
+				removeShmem(filepath.Dir(pidfile), cred)
+			}
 		}
 		_ = os.RemoveAll(dir)
 	}
@@ -104,8 +124,9 @@ func killUnder(dir string) {
 // removeShmem removes the System V shared memory segment that the server of
 // dataDir recorded in its postmaster.pid. A server that exits normally
 // removes it itself; a killed one leaves it, and a data directory deleted
-// with it would leave it for good.
-func removeShmem(dataDir string) {
+// with it would leave it for good. The segment must still be the one
+// recorded (its key) and made by this user or cred's: an ID is reused.
+func removeShmem(dataDir string, cred *syscall.Credential) {
 	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
 	if err != nil {
 		return
@@ -118,11 +139,26 @@ func removeShmem(dataDir string) {
 	if len(fields) != 2 {
 		return
 	}
+	key, err := strconv.ParseInt(fields[0], 10, 64)
+	if err != nil {
+		return
+	}
 	shmid, err := strconv.Atoi(fields[1])
 	if err != nil || shmid < 0 {
 		return
 	}
-	const ipcRMID = 0
+	// IPC_STAT: struct shmid_ds starts with struct ipc_perm, whose first
+	// fields are key, uid, gid, cuid (32 bits each) on Linux.
+	const ipcRMID, ipcStat = 0, 2
+	var ds [512]byte
+	if _, _, errno := syscall.Syscall(syscall.SYS_SHMCTL, uintptr(shmid), ipcStat, uintptr(unsafe.Pointer(&ds[0]))); errno != 0 {
+		return
+	}
+	segKey := int32(binary.NativeEndian.Uint32(ds[0:]))
+	creator := binary.NativeEndian.Uint32(ds[12:])
+	if int64(segKey) != key || !(creator == uint32(os.Geteuid()) || cred != nil && creator == cred.Uid) {
+		return
+	}
 	_, _, _ = syscall.Syscall(syscall.SYS_SHMCTL, uintptr(shmid), ipcRMID, 0)
 }
 
