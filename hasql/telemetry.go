@@ -3,6 +3,8 @@ package hasql
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgxha/pgxha/internal/safetext"
 )
 
 const instrumentationName = "github.com/pgxha/pgxha/hasql"
@@ -189,13 +193,43 @@ func newTelemetry(m *Manager) (*telemetry, error) {
 // nodeTelemetry is what a node records with, made once per node so that
 // recording allocates nothing.
 type nodeTelemetry struct {
+	names     *nameLabels
 	attrs     []attribute.KeyValue
 	acquireOK [2][]metric.RecordOption // [target]
 	checkOpts [3][]metric.RecordOption // [ok, error, timeout]
 }
 
+// Bounds of the node name as a metric label: a server (its cluster_name)
+// or Patroni (a member's name) chooses it, and each value is a time series.
+const (
+	maxNameLabel    = 64 // bytes of one value
+	maxNamesPerNode = 4  // distinct values of one node; more are "(other)"
+)
+
+// nameLabels gives the node name label of one node's metrics.
+type nameLabels struct {
+	mu   sync.Mutex
+	seen []string // guarded by mu
+}
+
+// label returns name as the label value: printable, at most maxNameLabel
+// bytes, and one of at most maxNamesPerNode values for this node.
+func (l *nameLabels) label(name string) string {
+	v := safetext.Label(name, maxNameLabel)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if slices.Contains(l.seen, v) {
+		return v
+	}
+	if len(l.seen) < maxNamesPerNode {
+		l.seen = append(l.seen, v)
+		return v
+	}
+	return "(other)"
+}
+
 func (t *telemetry) forNode(nc NodeConfig) nodeTelemetry {
-	var nt nodeTelemetry
+	nt := nodeTelemetry{names: &nameLabels{}}
 	nt.attrs = []attribute.KeyValue{
 		attribute.String(attrDBSystemName, dbSystemPostgreSQL),
 		attribute.String(attrServerAddress, nc.Host),
@@ -234,7 +268,7 @@ func (t *telemetry) observe(o metric.Observer, role metric.Int64ObservableGauge,
 		n := nodes[i]
 		attrs := n.tel.attrs
 		o.ObserveInt64(role, 1, metric.WithAttributes(append(attrs[:len(attrs):len(attrs)],
-			attribute.String(AttrRole, st.Role.String()), attribute.String(AttrNodeName, st.Name))...))
+			attribute.String(AttrRole, st.Role.String()), attribute.String(AttrNodeName, n.tel.names.label(st.Name)))...))
 		d := int64(0)
 		if st.Damped {
 			d = 1

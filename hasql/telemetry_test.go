@@ -2,6 +2,9 @@ package hasql_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/pgxha/pgxha/discovery"
 	"github.com/pgxha/pgxha/hasql"
 	"github.com/pgxha/pgxha/testcluster"
 )
@@ -200,4 +204,42 @@ func TestTelemetry(t *testing.T) {
 		assert.Positive(t, errs)
 	})
 	_ = n2
+}
+
+// TestNodeNameLabelBounded: the node name, which a server or Patroni
+// chooses, is a metric label: its value is printable and at most 64
+// bytes, whatever name a lying Patroni reports.
+func TestNodeNameLabelBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	port := closedPort(t)
+	long := strings.Repeat("n", 5000) + "\x1b[2J"
+	api := fakePatroni(t, false, patroniMember{Name: long, Role: "leader", State: "running", Host: "127.0.0.1", Port: port})
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@127.0.0.1:%d/app?sslmode=disable", port))
+	require.NoError(t, err)
+	cfg.MeterProvider = mp
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Discoverer, err = discovery.NewPatroni(discovery.PatroniConfig{URLs: []string{api.URL}})
+	require.NoError(t, err)
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	require.Eventually(t, func() bool {
+		for _, n := range m.Nodes() {
+			if n.Name == long {
+				return true
+			}
+		}
+		return false
+	}, time.Minute, 5*time.Millisecond, "the member's name reaches the node")
+	roles, ok := metrics(t, ctx, reader)[hasql.MetricNodeRole].Data.(metricdata.Gauge[int64])
+	require.True(t, ok)
+	require.NotEmpty(t, roles.DataPoints)
+	for _, dp := range roles.DataPoints {
+		name := attr(dp.Attributes, hasql.AttrNodeName)
+		assert.LessOrEqual(t, len(name), 64)
+		assert.NotContains(t, name, "\x1b")
+	}
 }

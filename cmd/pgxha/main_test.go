@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/url"
 	"os"
@@ -644,4 +645,27 @@ func TestDSNSources(t *testing.T) {
 	assert.Contains(t, r.stderr, "-dsn-file")
 	r = runCmd(ctx, "-h")
 	assert.Contains(t, r.stdout, "/proc/PID/cmdline")
+}
+
+// TestServerTextEscaped: a server's cluster_name and error text (and a
+// Patroni member's name) reach the table and JSON with control characters
+// escaped: no terminal escape sequence gets to the screen.
+func TestServerTextEscaped(t *testing.T) {
+	n := hasql.NodeStatus{
+		Addr:      "127.0.0.1:5432",
+		Name:      "n1\x1b[2J\x1b]0;owned\x07",
+		SyncState: "sync\x1b[31m",
+		LastCheck: time.Now(),
+		LastError: errors.New("FATAL: \x1b[1;31mboom\r\n\tnext line"),
+	}
+	rep := makeReport(time.Now(), []hasql.NodeStatus{n}, redactor{})
+	var table, js bytes.Buffer
+	require.NoError(t, writeTable(&table, rep, ""))
+	require.NoError(t, writeJSON(&js, rep, true))
+	for _, out := range []string{table.String(), js.String()} {
+		assert.NotContains(t, out, "\x1b")
+		assert.NotContains(t, out, "\x07")
+		assert.NotContains(t, out, "\r")
+	}
+	assert.Contains(t, table.String(), `n1\x1b[2J\x1b]0;owned\x07`)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/pgxha/pgxha/internal/safetext"
 	"strconv"
 	"time"
 
@@ -114,21 +115,26 @@ func makeReport(now time.Time, nodes []hasql.NodeStatus, r redactor) report {
 
 func makeNodeReport(n hasql.NodeStatus, r redactor) nodeReport {
 	checked := !n.LastCheck.IsZero()
+	// Every text a server or a discovery source controls (the name is a
+	// server's cluster_name or a Patroni member's name, errors quote what
+	// the server sent) is printed with control characters escaped: no
+	// terminal escape reaches the screen.
+	p := safetext.Printable
 	nr := nodeReport{
-		Addr:         n.Addr,
-		Name:         nonEmpty(n.Name),
+		Addr:         p(n.Addr),
+		Name:         nonEmpty(p(n.Name)),
 		Role:         n.Role.String(),
 		Suspect:      n.Suspect,
 		Writable:     n.Writable,
 		SplitBrain:   n.SplitBrain,
-		SyncState:    nonEmpty(n.SyncState),
+		SyncState:    nonEmpty(p(n.SyncState)),
 		ReplayPaused: n.ReplayPaused,
 		down:         isDown(n),
 		checked:      checked,
-		Detached:     nonEmpty(n.Detached),
-		SyncUnknown:  nonEmpty(n.SyncUnknown),
+		Detached:     nonEmpty(p(n.Detached)),
+		SyncUnknown:  nonEmpty(p(n.SyncUnknown)),
 		StaleMaster:  n.StaleMaster,
-		SameAs:       nonEmpty(n.SameAs),
+		SameAs:       nonEmpty(p(n.SameAs)),
 		LagKnown:     n.LagKnown,
 	}
 	nr.Up = checked && !nr.down
@@ -155,7 +161,7 @@ func makeNodeReport(n hasql.NodeStatus, r redactor) nodeReport {
 		nr.checkLatency = n.CheckLatency
 	}
 	if n.LastError != nil {
-		msg := r.String(n.LastError.Error())
+		msg := safetext.PrintableLines(r.String(n.LastError.Error()))
 		nr.Error = &msg
 		if !n.LastErrorAt.IsZero() {
 			nr.ErrorAt = &n.LastErrorAt
