@@ -111,7 +111,9 @@ func WithMasterReadWeight(w float64) Option {
 // tests) replay into the decision core to find where a decision differs.
 // The trace holds what checks found (roles, positions, timelines, node
 // addresses and names), never a password. Writes happen outside the
-// Manager's lock, in order; w need not be safe for concurrent use.
+// Manager's lock, in order, on the goroutines that run the checks: w must
+// not block (a file or a buffer; not a pipe nobody reads), or checks wait
+// for it. w need not be safe for concurrent use.
 func WithDecisionTrace(w io.Writer) Option {
 	return func(c *Config) error {
 		c.DecisionTrace = w

@@ -112,6 +112,18 @@ func (m *Manager) applyLocked(gone []*node) afterReport {
 		}
 		return nil
 	}
+	if old := m.snap.Load(); old.master != nil && !old.closed && slices.Contains(r.Cut, old.master.id()) {
+		// The master's connections are cut: first a snapshot with no
+		// master, so that an acquire that loaded the old one and dials a
+		// connection after the cut fails its re-validation (the snapshot
+		// changed) instead of passing it before the next one is stored.
+		interim := *old
+		interim.changed = make(chan struct{})
+		interim.master, interim.sets[setMaster] = nil, candidateSet{}
+		m.snap.Store(&interim)
+		close(old.changed)
+		m.routingKey = nil // the next snapshot is built afresh
+	}
 	for _, id := range r.Cut {
 		if x := lookup(id); x != nil {
 			after.cut = append(after.cut, x)

@@ -358,6 +358,10 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	if x.Res.Server() != res.Server() || x.serverSince.IsZero() {
 		x.ahead = nil
 		x.serverSince = began
+		if x.Checked {
+			// Another server, or a restart: trust is earned again.
+			x.Vouched = x.Trusted
+		}
 	}
 	if prev, now := x.Res.Server(), res.Server(); x.live() && prev != (checker.ServerID{}) && now != prev &&
 		(x.Role == RoleMaster || x.Writable || x.severPending) {
@@ -514,7 +518,7 @@ func (c *Core) ForgetTimeline(at time.Time) {
 	c.cluster = c.cfg.SystemID
 	for _, x := range c.nodes {
 		x.seenTL, x.ahead = 0, nil
-		if x.mayWrite() {
+		if x.mayWrite() && x.Vouched && (c.cluster == 0 || x.Res.SystemID == c.cluster) {
 			c.ignoreAhead = max(c.ignoreAhead, x.Res.Timeline)
 		}
 	}

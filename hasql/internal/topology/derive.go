@@ -129,13 +129,16 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 		// A master's walsender (or a vouched cascading replica's) lists
 		// it by a name no other node goes by, from its address: it is
 		// vouched for.
+		// The listing must come from a check that began once the server
+		// now at x's address was there: a row of the one before proves
+		// nothing of it.
 		for _, x := range follows {
-			if listedFrom(x, master.Res.Replicas, c.nodes) {
+			if !master.CheckBegan.Before(x.serverSince) && listedFrom(x, master.Res.Replicas, c.nodes) {
 				x.Vouched = true
 				continue
 			}
 			for _, y := range follows {
-				if y.Vouched && listedFrom(x, y.Res.Replicas, c.nodes) {
+				if y.Vouched && !y.CheckBegan.Before(x.serverSince) && listedFrom(x, y.Res.Replicas, c.nodes) {
 					x.Vouched = true
 					break
 				}
@@ -229,11 +232,20 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 		}
 		x.settled = x.settled || masterKnown && role != RoleUnknown
 	}
-	// An alias has the role of the node it duplicates, for reporting.
+	// An alias has the role, sync state and lag of the node it duplicates,
+	// for reporting (the shell routes to the representative only); one
+	// nothing vouches for only claims to be that server.
 	for _, x := range c.nodes {
-		if x.AliasOf != nil {
-			x.Role = x.AliasOf.Role
+		y := x.AliasOf
+		if y == nil {
+			continue
 		}
+		if !x.Vouched {
+			x.Role, x.Detached = RoleDetached, "claims to be the server at "+y.Addr+", and nothing vouches for it"
+			continue
+		}
+		x.Role, x.SyncState, x.SyncUnknown = y.Role, y.SyncState, y.SyncUnknown
+		x.LagBytes, x.Lag, x.LagKnown, x.LagAt = y.LagBytes, y.Lag, y.LagKnown, y.LagAt
 	}
 
 	// Fast checks while there is no master or the master is suspect.
@@ -260,17 +272,42 @@ func (c *Core) writableCount() int {
 // the set's order that is up, not suspect, stands for the server; the
 // others are its aliases.
 func (c *Core) dedup() {
-	for i, x := range c.nodes {
+	// Vouched nodes first: a node nothing vouches for may claim another
+	// server's identity (both are plain SQL to read), and must never stand
+	// for it.
+	order := make([]*Node, 0, len(c.nodes))
+	for _, x := range c.nodes {
+		if x.Vouched {
+			order = append(order, x)
+		}
+	}
+	for _, x := range c.nodes {
+		if !x.Vouched {
+			order = append(order, x)
+		}
+	}
+	prev := make([]*Node, len(order))
+	for i, x := range order {
+		prev[i] = x.AliasOf
+	}
+	for i, x := range order {
 		x.AliasOf = nil
 		id := x.server()
 		if id == (checker.ServerID{}) {
 			continue
 		}
-		for _, y := range c.nodes[:i] {
+		for _, y := range order[:i] {
 			if y.AliasOf == nil && y.server() == id {
 				x.AliasOf = y
 				break
 			}
+		}
+		// The server restarted and one address's check saw it first:
+		// still one server until the other address is checked again.
+		if y := prev[i]; x.AliasOf == nil && y != nil && y.AliasOf == nil && slices.Contains(order[:i], y) &&
+			y.server() != (checker.ServerID{}) && y.Res.SystemID == x.Res.SystemID && y.Res.Timeline == x.Res.Timeline &&
+			(x.ResAt.Before(y.serverSince) || y.ResAt.Before(x.serverSince)) {
+			x.AliasOf = y
 		}
 	}
 	// Prefer a healthy representative: swap with a suspect one.
@@ -580,7 +617,7 @@ func (c *Core) provenBehind(w *Node) *Node {
 // brain, not a newer timeline.
 func (c *Core) followsOtherWritable(y, w *Node) bool {
 	for _, z := range c.nodes {
-		if z == w || z == y || !z.Writable || z.AliasOf != nil || z.Res.SystemID != y.Res.SystemID {
+		if z == w || z == y || !z.Writable || !z.Vouched || z.AliasOf != nil || z.Res.SystemID != y.Res.SystemID {
 			continue
 		}
 		if _, mt := matchReplica(y, z.Res.Replicas, c.nodes); mt == matchOne || mt == matchAmbiguous {
@@ -654,6 +691,10 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		}
 		if prev.IsReplica() {
 			return prev
+		}
+		if !x.Vouched {
+			x.Detached = "nothing vouches for it (not named by the connection string) and no master is known to list it"
+			return RoleDetached
 		}
 		// First seen while no master is known: it serves reads, its lag
 		// and sync state unknown until a master says more, unless even
@@ -857,16 +898,57 @@ func listedFrom(x *Node, rows []checker.Replica, nodes []*Node) bool {
 // not the same server, not foreign or left behind, and, when x is vouched
 // for, vouched for too (a namesake nothing vouches for changes nothing
 // about our nodes).
-func nameShared(x *Node, name string, nodes []*Node) bool {
+func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 	for _, y := range nodes {
 		if y != x && y.AliasOf != x && x.AliasOf != y && y.AliasOf == nil &&
 			y.live() && y.Res.InRecovery && y.Name() == name && (y.Vouched || !x.Vouched) &&
+			!(privileged && !streams(y)) &&
 			(y.Res.SystemID == 0 || x.Res.SystemID == 0 || y.Res.SystemID == x.Res.SystemID) &&
 			!leftBehind(y, x) {
 			return true
 		}
 	}
 	return false
+}
+
+// shownAddrs reports walsender rows that show client addresses: the check
+// user may see replication details (pg_monitor), a replica's walreceiver
+// included.
+func shownAddrs(rows []checker.Replica) bool {
+	for _, r := range rows {
+		if r.ClientAddr != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// streams reports whether the node's check found a walreceiver.
+func streams(x *Node) bool { return x.Res.ReceiveTimeline != 0 || x.Res.UpstreamHost != "" }
+
+// couldBeRow reports whether walsender row r may be x's, beyond its name:
+// a row that shows its client's address (the check user has pg_monitor)
+// is not that of a replica whose own check, with the same rights, found no
+// walreceiver; and a node nothing vouches for must connect from the
+// row's address (a server that takes a replica's name is not listed from
+// its own).
+func couldBeRow(x *Node, r checker.Replica) bool {
+	if r.ClientAddr == "" {
+		return true
+	}
+	if x.Res.InRecovery && !streams(x) {
+		return false
+	}
+	if x.Vouched {
+		return true
+	}
+	ip := x.RemoteIP
+	if ip == "" {
+		if a := net.ParseIP(x.Host); a != nil {
+			ip = a.String()
+		}
+	}
+	return ip == "" || r.ClientAddr == ip
 }
 
 // leftBehind reports whether y streams an older timeline than x does: it
@@ -907,13 +989,13 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 		var found checker.Replica
 		count := 0
 		for _, r := range rows {
-			if r.ApplicationName == name {
+			if r.ApplicationName == name && couldBeRow(x, r) {
 				found = r
 				count++
 			}
 		}
 		switch {
-		case count == 1 && !nameShared(x, name, nodes):
+		case count == 1 && !nameShared(x, name, nodes, shownAddrs(rows)):
 			return found, matchOne
 		case count >= 1:
 			// Two rows of one name, or one row whose name two nodes go by

@@ -785,8 +785,11 @@ func (s *sim) check() error {
 		if xs.foreign {
 			return fmt.Errorf("replica %s is of another cluster", x.Addr)
 		}
+		if xs.rogue && !s.cfg.restricted {
+			return fmt.Errorf("replica %s is a rogue server (vouched %v)", x.Addr, x.Vouched)
+		}
 		if xs.rogue {
-			continue // a rogue may pass for a replica by name (see README: what is trusted)
+			continue // without pg_monitor a rogue may pass for a replica by name (docs/decision-core.md)
 		}
 		if !x.live() || !x.Res.InRecovery {
 			return fmt.Errorf("replica %s was not in recovery at its last check", x.Addr)
