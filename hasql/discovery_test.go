@@ -287,7 +287,7 @@ func TestDiscoveryDNS(t *testing.T) {
 	require.Eventually(t, func() bool { return m.Stat().Discovery.Err != nil }, 30*time.Second, 10*time.Millisecond)
 	assert.Len(t, m.Nodes(), 2, "the last good set stays")
 	m.Close()
-	goleak.VerifyNone(t, append(ignoreProxies, before)...)
+	goleak.VerifyNone(t, append(append(ignoreProxies, ignoreRejoined...), before)...)
 }
 
 // A churn of nodes (one added and one removed every second) leaks no
@@ -345,7 +345,7 @@ func TestDiscoveryChurnLeaksNothing(t *testing.T) {
 	require.Eventually(t, func() bool { return backends() <= 4*(1+4) }, 30*time.Second, 100*time.Millisecond,
 		"connections of removed nodes are closed: %d backends", backends())
 	m.Close()
-	goleak.VerifyNone(t, append(ignoreProxies, before)...)
+	goleak.VerifyNone(t, append(append(ignoreProxies, ignoreRejoined...), before)...)
 	require.Eventually(t, func() bool { return backends() == 0 }, 30*time.Second, 100*time.Millisecond)
 }
 
@@ -400,5 +400,5 @@ func TestDiscoverySRV(t *testing.T) {
 	assert.Less(t, w.errs.Load(), int64(10))
 	m.Close()
 	// SetSRV restarts dnsmasq: its process's waiter is the test's, not the Manager's.
-	goleak.VerifyNone(t, append(ignoreProxies, before, goleak.IgnoreAnyFunction("github.com/pgxha/pgxha/testcluster/dnsmasq.(*Server).startLocked.func1"))...)
+	goleak.VerifyNone(t, append(append(ignoreProxies, ignoreRejoined...), before, goleak.IgnoreAnyFunction("github.com/pgxha/pgxha/testcluster/dnsmasq.(*Server).startLocked.func1"))...)
 }

@@ -81,6 +81,14 @@ func TestListenFollowsTheMaster(t *testing.T) {
 // ignoreProxies skips the goroutines of testcluster's fault proxies, which
 // carry the replicas' new replication connections after a failover: they
 // are the cluster's, not the manager's.
+// ignoreRejoined ignores the goroutines of nodes a testcluster started
+// during the test (Failover rejoins a killed master) and of their proxies:
+// the cluster's, stopped with it.
+var ignoreRejoined = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/pgxha/pgxha/testcluster.(*localNode).startLocked.func1"),
+	goleak.IgnoreAnyFunction("github.com/pgxha/pgxha/testcluster/internal/faultproxy.(*Proxy).acceptLoop"),
+}
+
 var ignoreProxies = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/pgxha/pgxha/testcluster/internal/faultproxy.(*conn).read"),
 	goleak.IgnoreAnyFunction("github.com/pgxha/pgxha/testcluster/internal/faultproxy.(*conn).write"),
