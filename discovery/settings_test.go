@@ -146,7 +146,7 @@ func TestFromSettingsErrors(t *testing.T) {
 func TestSettingKeys(t *testing.T) {
 	keys := discovery.SettingKeys()
 	assert.Equal(t, []string{"hasql_discovery", "hasql_discovery_name", "hasql_discovery_port",
-		"hasql_discovery_interval", "hasql_discovery_timeout", "hasql_discovery_urls"}, keys)
+		"hasql_discovery_interval", "hasql_discovery_timeout", "hasql_discovery_urls", "hasql_discovery_max_nodes"}, keys)
 	for _, k := range keys {
 		assert.True(t, strings.HasPrefix(k, "hasql_"), "%s is stripped with the other hasql_ settings", k)
 	}
