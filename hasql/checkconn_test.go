@@ -140,6 +140,20 @@ func TestChecksHoldNoSnapshot(t *testing.T) {
 		INSERT INTO churn SELECT g, 0 FROM generate_series(1, 1000) g;
 		CREATE TABLE marks (id int PRIMARY KEY)`)
 	require.NoError(t, err)
+	// A synchronous commit waits for the replica's flush, not its replay:
+	// wait until the replica has the table.
+	for {
+		var there bool
+		require.NoError(t, replica.QueryRow(ctx, "SELECT to_regclass('marks') IS NOT NULL").Scan(&there))
+		if there {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the replica never replayed CREATE TABLE marks")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 
 	mark := 0
 	delay := func() time.Duration {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -704,6 +705,17 @@ func serverEnv(extra []string) []string {
 }
 
 func freePort() (int, error) {
+	// Below Linux's ephemeral range (32768 and up by default): a port the
+	// kernel handed out for listening is free now, but an outgoing
+	// connection (the suite makes thousands) can take it before the server
+	// that is to listen there starts.
+	for range 64 {
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(20000+rand.IntN(12000))); err == nil {
+			port := l.Addr().(*net.TCPAddr).Port
+			l.Close()
+			return port, nil
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("free port: %w", err)
