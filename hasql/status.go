@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/pgxha/pgxha/checker"
+	"github.com/pgxha/pgxha/hasql/internal/topology"
 )
 
 // Role is what a node is to the manager.
@@ -43,33 +44,12 @@ const (
 
 // String returns "unknown", "master", "sync", "async", "quorum",
 // "replica", "detached" or "stale".
-func (r Role) String() string {
-	switch r {
-	case RoleMaster:
-		return "master"
-	case RoleSyncReplica:
-		return "sync"
-	case RoleAsyncReplica:
-		return "async"
-	case RoleQuorumReplica:
-		return "quorum"
-	case RoleReplica:
-		return "replica"
-	case RoleDetached:
-		return "detached"
-	case RoleStaleMaster:
-		return "stale"
-	default:
-		return "unknown"
-	}
-}
+func (r Role) String() string { return topology.Role(r).String() }
 
 // IsReplica reports whether r is a replica that follows the master and
 // serves reads: sync, async, quorum or replica (sync unknown). A detached
 // replica is not.
-func (r Role) IsReplica() bool {
-	return r == RoleSyncReplica || r == RoleAsyncReplica || r == RoleQuorumReplica || r == RoleReplica
-}
+func (r Role) IsReplica() bool { return topology.Role(r).IsReplica() }
 
 // LSN is a PostgreSQL write-ahead log location, as pg_lsn: "16/B374D848".
 type LSN = checker.LSN
