@@ -150,7 +150,9 @@ func TestDiscoveryNeverEmptiesTheSet(t *testing.T) {
 
 	// A good set again is taken, and clears the error.
 	d.set(discovery.Node{Addr: n1.Addr()})
-	require.Eventually(t, func() bool { return len(m.Nodes()) == 1 }, 30*time.Second, 10*time.Millisecond)
+	// The set is taken, then the error cleared: wait for both.
+	require.Eventually(t, func() bool { return len(m.Nodes()) == 1 && m.Stat().Discovery.Err == nil }, 30*time.Second, 10*time.Millisecond)
+	assert.Equal(t, []string{n1.Addr()}, addrsOf(m))
 	assert.NoError(t, m.Stat().Discovery.Err)
 	assert.Equal(t, 1, m.Stat().Discovery.Nodes)
 }
