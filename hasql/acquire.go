@@ -87,13 +87,13 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || !o.custom()) {
 		if cs := s.prepared(t, o); len(cs.nodes) > 0 {
 			n := cs.nodes[cs.pick()]
-			conn, err := n.acquire(ctx)
+			conn, err := n.acquire(ctx, false)
 			if err == nil {
 				if m.snap.Load() == s || m.stillRoutes(n, t, o) {
 					return conn, n, nil
 				}
 				conn.Release() // the node lost the role while the acquire waited
-			} else if err != errNodeLeft && ctx.Err() == nil && m.ctx.Err() == nil {
+			} else if err != errNodeLeft && err != errPoolFull && ctx.Err() == nil && m.ctx.Err() == nil {
 				n.acquireFailed(err)
 				return m.acquireSlow(ctx, t, copyOptions(o), n, err)
 			}
@@ -208,7 +208,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			}
 		}
 		n := set.nodes[set.pick()]
-		conn, err := n.acquire(ctx)
+		conn, err := n.acquire(ctx, true)
 		if err == nil {
 			if m.snap.Load() == s || m.stillRoutes(n, t, o) {
 				return conn, n, nil
@@ -218,6 +218,9 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			continue
 		}
 		if ctx.Err() != nil {
+			if errors.Is(err, ctx.Err()) {
+				err = ctxErr(ctx) // hasql_acquire_timeout's bound says so
+			}
 			return nil, n, fmt.Errorf("hasql: acquire %s from %s: %w", t, n.cfg.Addr, err)
 		}
 		if m.ctx.Err() != nil {
@@ -457,7 +460,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration) (*pgxpool.Conn, LSN, error) {
 	pctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	conn, err := n.acquire(pctx)
+	conn, err := n.acquire(pctx, true)
 	if err != nil {
 		if ctx.Err() == nil && err != errNodeLeft {
 			n.acquireFailed(err)
@@ -480,16 +483,22 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 // from the current set.
 var errNodeLeft = errors.New("hasql: the node left the node set")
 
+// errPoolFull is what an acquire that may not wait returns when every
+// connection of the node's pool is in use: the fast path then goes the slow
+// way, which bounds the wait (see boundAcquire).
+var errPoolFull = errors.New("hasql: the node's pool is full")
+
 // acquire takes a connection from n's pool. n.inUse counts it from now
 // until its release (see nodeTracer.TraceRelease), or until the acquire
 // fails: every path that acquires goes through here, so the count the
-// balancers read never drifts. An acquire beyond the pool's MaxConns may
-// wait for a connection to be released: it also ends when n leaves the set
-// or the Manager closes (errNodeLeft, or the pool's error when the Manager
+// balancers read never drifts. An acquire beyond the pool's MaxConns
+// returns errPoolFull unless wait is set; with wait it may wait for a
+// connection to be released, and also ends when n leaves the set or the
+// Manager closes (errNodeLeft, or the pool's error when the Manager
 // closed), so that no acquire stays behind in the pool of a node that is
 // gone. Below MaxConns it waits at most for a connection being made, and
 // allocates nothing.
-func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+func (n *node) acquire(ctx context.Context, wait bool) (*pgxpool.Conn, error) {
 	if n.inUse.Add(1) <= n.maxConns {
 		conn, err := n.pool.Acquire(ctx)
 		if err != nil {
@@ -500,6 +509,10 @@ func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 			return nil, err
 		}
 		return conn, nil
+	}
+	if !wait {
+		n.inUse.Add(-1)
+		return nil, errPoolFull
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(n.ctx, cancel)

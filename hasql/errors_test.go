@@ -195,6 +195,36 @@ func TestAcquireTimeout(t *testing.T) {
 	assert.NotContains(t, err.Error(), "hasql_acquire_timeout")
 }
 
+// TestAcquireTimeoutFullPool: the bound holds for an acquire that waits in
+// a node's full pool too.
+func TestAcquireTimeoutFullPool(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_acquire_timeout", "300ms", "pool_max_conns", "1"))
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	held, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	defer held.Release()
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Master().Exec(context.Background(), "SELECT 1")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Contains(t, err.Error(), "hasql_acquire_timeout")
+	case <-ctx.Done():
+		t.Fatal("the acquire with no deadline waited in the full pool for good")
+	}
+	held.Release()
+	_, err = m.Master().Exec(ctx, "SELECT 1")
+	require.NoError(t, err, "the pool serves again once its connection is back")
+}
+
 // recordingHandler keeps the messages logged at Warn and above.
 type recordingHandler struct {
 	mu   sync.Mutex
