@@ -1,0 +1,126 @@
+package checker_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgxha/pgxha/checker"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// BenchmarkServerCost measures what a statement costs the server: the CPU
+// of the backend that runs it (from /proc, in clock ticks), per run, on the
+// master and on a replica, for the minimal role check (prepared SELECT
+// pg_is_in_recovery()), the full check, and the full check with one part
+// left out. Each statement runs prepared on a connection of its own, in
+// alternating chunks with the role check, so that both see the same
+// machine; server-µs/op is the statement's, x-role its ratio to the role
+// check's. Give it enough runs to be many ticks of CPU:
+//
+//	go test -run '^$' -bench ServerCost -benchtime 20000x ./checker/
+func BenchmarkServerCost(b *testing.B) {
+	ctx := context.Background()
+	c := testcluster.New(b, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	without := func(parts ...string) string {
+		s := checker.CheckSQL
+		for i := 0; i < len(parts); i += 2 {
+			if !strings.Contains(s, parts[i]) {
+				b.Fatalf("the check has no %q", parts[i])
+			}
+			s = strings.Replace(s, parts[i], parts[i+1], 1)
+		}
+		return s
+	}
+	walsenders := checker.CheckSQL[strings.Index(checker.CheckSQL, "(SELECT json_agg"):strings.Index(checker.CheckSQL, "FROM pg_stat_get_wal_senders())")+len("FROM pg_stat_get_wal_senders())")]
+	statements := []struct{ name, sql string }{
+		{"check", checker.CheckSQL},
+		{"no-walsenders", without(walsenders, "NULL::text")},
+		{"no-walreceiver", without(
+			"(SELECT conninfo FROM pg_stat_wal_receiver)", "NULL::text",
+			"CASE WHEN r.rec THEN (SELECT received_tli::int8 FROM pg_stat_wal_receiver) END", "NULL::int8")},
+		{"no-timeline", without(checker.CheckSQL[strings.Index(checker.CheckSQL, "CASE WHEN r.rec THEN coalesce"):strings.Index(checker.CheckSQL, "::bit(32)::int8 END")+len("::bit(32)::int8 END")], "NULL::int8")},
+		{"no-settings", without(
+			"r.rec OR current_setting('default_transaction_read_only')::bool", "r.rec",
+			"current_setting('cluster_name')", "NULL::text")},
+		{"no-times", without(
+			"pg_last_xact_replay_timestamp()", "NULL::timestamptz",
+			"clock_timestamp()", "NULL::timestamptz")},
+	}
+	for _, node := range []struct {
+		kind string
+		n    *testcluster.Node
+	}{{"master", c.Master()}, {"replica", c.Replicas()[0]}} {
+		for _, st := range statements {
+			b.Run(node.kind+"/"+st.name, func(b *testing.B) {
+				role := backend(b, ctx, node.n)
+				stmt := backend(b, ctx, node.n)
+				var roleCPU, stmtCPU time.Duration
+				for done := 0; done < b.N; {
+					n := min(1000, b.N-done)
+					roleCPU += role.run(b, ctx, "SELECT pg_is_in_recovery()", n)
+					stmtCPU += stmt.run(b, ctx, st.sql, n)
+					done += n
+				}
+				b.ReportMetric(float64(stmtCPU.Microseconds())/float64(b.N), "server-µs/op")
+				b.ReportMetric(float64(roleCPU.Microseconds())/float64(b.N), "role-µs/op")
+				if roleCPU > 0 {
+					b.ReportMetric(float64(stmtCPU)/float64(roleCPU), "x-role")
+				}
+			})
+		}
+	}
+}
+
+type backendConn struct {
+	conn *pgx.Conn
+	pid  int
+}
+
+func backend(b *testing.B, ctx context.Context, n *testcluster.Node) *backendConn {
+	conn, err := pgx.Connect(ctx, n.DSN())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close(context.Background()) })
+	var pid int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		b.Fatal(err)
+	}
+	return &backendConn{conn: conn, pid: pid}
+}
+
+// run runs sql n times and returns the CPU its backend used meanwhile.
+func (c *backendConn) run(b *testing.B, ctx context.Context, sql string, n int) time.Duration {
+	before := procCPU(b, c.pid)
+	for range n {
+		rows, err := c.conn.Query(ctx, sql)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for rows.Next() {
+		}
+		if err := rows.Err(); err != nil {
+			b.Fatalf("%s: %v", sql, err)
+		}
+	}
+	return procCPU(b, c.pid) - before
+}
+
+// procCPU is the user and system CPU of process pid so far.
+func procCPU(b *testing.B, pid int) time.Duration {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(s[strings.LastIndexByte(string(s), ')')+1:]))
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
+}
