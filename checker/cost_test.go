@@ -38,7 +38,7 @@ func BenchmarkServerCost(b *testing.B) {
 		}
 		return s
 	}
-	walsenders := checker.CheckSQL[strings.Index(checker.CheckSQL, "(SELECT json_agg"):strings.Index(checker.CheckSQL, "FROM pg_stat_get_wal_senders())")+len("FROM pg_stat_get_wal_senders())")]
+	walsenders := checker.CheckSQL[strings.Index(checker.CheckSQL, "(SELECT json_agg") : strings.Index(checker.CheckSQL, "FROM pg_stat_get_wal_senders())")+len("FROM pg_stat_get_wal_senders())")]
 	statements := []struct{ name, sql string }{
 		{"check", checker.CheckSQL},
 		{"no-walsenders", without(walsenders, "NULL::text")},
