@@ -61,6 +61,33 @@ func replication(t *testing.T, ctx context.Context, n *testcluster.Node) map[str
 	return out
 }
 
+// waitReplication waits until n's pg_stat_replication (streaming rows)
+// names every replica of want in the sync state given ("" for any) and,
+// with exact, no other; it fails with what it last showed after 30s. A
+// replica's rows can be visible on it before its walreceiver streams.
+func waitReplication(t *testing.T, ctx context.Context, n *testcluster.Node, want map[string]string, exact bool, msgAndArgs ...any) {
+	t.Helper()
+	var got map[string]string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got = replication(t, ctx, n)
+		ok := !exact || len(got) == len(want)
+		for app, st := range want {
+			if g, in := got[app]; !in || st != "" && g != st {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			assert.Fail(t, fmt.Sprintf("pg_stat_replication of %s shows %v, want %v (exact: %v)", n, got, want, exact), msgAndArgs...)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func inRecovery(t *testing.T, ctx context.Context, dsn string) bool {
 	t.Helper()
 	conn := connect(t, ctx, dsn)
@@ -104,7 +131,7 @@ func TestReplicatedCluster(t *testing.T) {
 	require.Equal(t, n1, c.Master())
 
 	t.Run("roles", func(t *testing.T) {
-		assert.Equal(t, map[string]string{"n2": "sync", "n3": "async"}, replication(t, ctx, n1))
+		waitReplication(t, ctx, n1, map[string]string{"n2": "sync", "n3": "async"}, true)
 		assert.False(t, inRecovery(t, ctx, n1.DSN()))
 		assert.True(t, inRecovery(t, ctx, n2.DSN()))
 		assert.True(t, inRecovery(t, ctx, n3.DSN()))
@@ -198,7 +225,7 @@ func TestReplicatedCluster(t *testing.T) {
 		assert.ErrorIs(t, err, syscall.ECONNREFUSED)
 		require.NoError(t, n3.Start())
 		waitRow(t, ctx, n3.DSN(), 1)
-		assert.Contains(t, replication(t, ctx, n1), "n3")
+		waitReplication(t, ctx, n1, map[string]string{"n3": ""}, false)
 	})
 
 	t.Run("kill", func(t *testing.T) {
@@ -225,12 +252,12 @@ func TestReplicatedCluster(t *testing.T) {
 		_, err = connect(t, ctx, n2.DSN()).Exec(ctx, "INSERT INTO t VALUES (2001, 'after failover')")
 		require.NoError(t, err, "the promoted node accepts writes")
 		waitRow(t, ctx, n3.DSN(), 2001)
-		assert.Equal(t, map[string]string{"n3": "sync"}, replication(t, ctx, n2), "n3 streams from n2 and took the sync place")
+		waitReplication(t, ctx, n2, map[string]string{"n3": "sync"}, true, "n3 streams from n2 and took the sync place")
 
 		require.NoError(t, c.Rejoin(ctx, n1))
 		assert.True(t, inRecovery(t, ctx, n1.DSN()), "the old master came back as a replica")
 		waitRow(t, ctx, n1.DSN(), 2001)
-		assert.Equal(t, map[string]string{"n1": "async", "n3": "sync"}, replication(t, ctx, n2))
+		waitReplication(t, ctx, n2, map[string]string{"n1": "async", "n3": "sync"}, true)
 	})
 }
 
@@ -551,7 +578,7 @@ func TestFailoverRewindsAReplicaAhead(t *testing.T) {
 	require.NoError(t, err)
 	waitRow(t, ctx, n3.DSN(), 2)
 	assert.True(t, inRecovery(t, ctx, n3.DSN()))
-	assert.Contains(t, replication(t, ctx, n2), "n3", "n3 streams from the new master")
+	waitReplication(t, ctx, n2, map[string]string{"n3": ""}, false, "n3 streams from the new master")
 	mu.Lock()
 	defer mu.Unlock()
 	assert.True(t, slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "n3 replayed past") }),
@@ -579,7 +606,7 @@ func TestConvergeAfterOrphaningAndRoguePromotion(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.Converge(ctx))
 	assert.Equal(t, n2, c.Master())
-	assert.Equal(t, map[string]string{"n1": "sync", "n3": "async"}, replication(t, ctx, n2),
+	waitReplication(t, ctx, n2, map[string]string{"n1": "sync", "n3": "async"}, true,
 		"the dead master and the orphan stream from n2, one of them synchronous")
 	assert.True(t, inRecovery(t, ctx, n1.DSN()))
 	waitRow(t, ctx, n1.DSN(), 2)
@@ -636,7 +663,7 @@ func TestRejoinCopiesAfreshWhenRewindFails(t *testing.T) {
 	require.NoError(t, c.Rejoin(ctx, n1))
 	assert.True(t, inRecovery(t, ctx, n1.DSN()))
 	waitRow(t, ctx, n1.DSN(), 2)
-	assert.Contains(t, replication(t, ctx, n2), "n1")
+	waitReplication(t, ctx, n2, map[string]string{"n1": ""}, false)
 	mu.Lock()
 	defer mu.Unlock()
 	assert.True(t, slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "copying it afresh from n2") }),
@@ -657,7 +684,7 @@ func TestAddRemoveNode(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "n3", n3.Name())
 	assert.Equal(t, []*testcluster.Node{n1, n2, n3}, c.Nodes())
-	assert.Equal(t, map[string]string{"n2": "sync", "n3": "async"}, replication(t, ctx, n1))
+	waitReplication(t, ctx, n1, map[string]string{"n2": "sync", "n3": "async"}, true)
 	assert.True(t, inRecovery(t, ctx, n3.DSN()))
 	waitRow(t, ctx, n3.DSN(), 1)
 	assert.Contains(t, c.DSN(), n3.Addr())
@@ -669,7 +696,7 @@ func TestAddRemoveNode(t *testing.T) {
 	require.NoError(t, c.RemoveNode(ctx, n2))
 	assert.Equal(t, []*testcluster.Node{n1, n3}, c.Nodes())
 	assert.False(t, n2.Running())
-	assert.Equal(t, map[string]string{"n3": "sync"}, replication(t, ctx, n1), "the synchronous place goes to n3")
+	waitReplication(t, ctx, n1, map[string]string{"n3": "sync"}, true, "the synchronous place goes to n3")
 	assert.Equal(t, []*testcluster.Node{n3}, c.SyncReplicas())
 	assert.NotContains(t, c.DSN(), addr)
 	_, err = net.DialTimeout("tcp", addr, time.Second)
