@@ -52,6 +52,10 @@ func (m *Manager) AcquireReplica(ctx context.Context, opts ...ReplicaOption) (*p
 		conn, _, err := m.acquireFast(ctx, targetReplica, nil)
 		return conn, err
 	}
+	if len(opts) == 1 && int(opts[0].kind) < len(singleOptions) && singleOptions[opts[0].kind] != nil {
+		conn, _, err := m.acquireFast(ctx, targetReplica, singleOptions[opts[0].kind])
+		return conn, err
+	}
 	var o replicaOptions
 	applyOptions(&o, opts)
 	conn, _, err := m.acquireFast(ctx, targetReplica, &o)
@@ -87,15 +91,23 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || !o.custom()) {
 		if cs := s.prepared(t, o); len(cs.nodes) > 0 {
 			n := cs.nodes[cs.pick()]
-			conn, err := n.acquire(ctx, false)
-			if err == nil {
-				if m.snap.Load() == s || m.stillRoutes(n, t, o) {
-					return conn, n, nil
+			// n.acquire(ctx, false), by hand: this is the hot path.
+			if n.inUse.Add(1) <= n.maxConns {
+				conn, err := n.pool.Acquire(ctx)
+				if err == nil {
+					if m.snap.Load() == s || m.stillRoutes(n, t, o) {
+						return conn, n, nil
+					}
+					conn.Release() // the node lost the role while the acquire waited
+				} else {
+					n.inUse.Add(-1)
+					if ctx.Err() == nil && !n.removed.Load() && m.ctx.Err() == nil {
+						n.acquireFailed(err)
+						return m.acquireSlow(ctx, t, copyOptions(o), n, err)
+					}
 				}
-				conn.Release() // the node lost the role while the acquire waited
-			} else if err != errNodeLeft && err != errPoolFull && ctx.Err() == nil && m.ctx.Err() == nil {
-				n.acquireFailed(err)
-				return m.acquireSlow(ctx, t, copyOptions(o), n, err)
+			} else {
+				n.inUse.Add(-1) // the pool is full: the slow path bounds the wait
 			}
 		}
 	}

@@ -237,6 +237,17 @@ const (
 	optPreferMaster
 )
 
+// singleOptions are the options of one ReplicaOption that only chooses
+// among the prepared sets, made once: the acquire path takes them as they
+// are instead of filling options of its own. Never written to (the slow
+// path works on a copy).
+var singleOptions = [...]*replicaOptions{
+	optSyncOnly:     {syncOnly: true},
+	optPreferSync:   {preferSync: true},
+	optFallback:     {fallback: true},
+	optPreferMaster: {preferMaster: true},
+}
+
 // apply sets what r asks for in o.
 func (r ReplicaOption) apply(o *replicaOptions) {
 	switch r.kind {
