@@ -104,11 +104,47 @@ func TestPostgreSQLChecker(t *testing.T) {
 	assert.True(t, paused.ReplayPaused)
 	assert.Less(t, paused.LSN, after.LSN, "a paused replica's replay LSN stays behind")
 
+	// Unprepared, as behind a pooler in transaction mode: the same.
+	simpleCfg, err := pgx.ParseConfig(n1.DSN())
+	require.NoError(t, err)
+	simpleCfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	simple, err := pgx.ConnectConfig(ctx, simpleCfg)
+	require.NoError(t, err)
+	defer simple.Close(ctx)
+	for range 2 { // the master's timeline read, then remembered
+		s, err := checker.PostgreSQL().Check(ctx, simple)
+		require.NoError(t, err)
+		assert.False(t, s.InRecovery)
+		assert.Equal(t, uint32(1), s.Timeline)
+		assert.Len(t, s.Replicas, 2)
+	}
+
+	// One connection through a promotion: the timeline it remembers for a
+	// master is read when the server leaves recovery.
+	live, err := pgx.Connect(ctx, n2.DSN())
+	require.NoError(t, err)
+	defer live.Close(ctx)
+	before, err := checker.PostgreSQL().Check(ctx, live)
+	require.NoError(t, err)
+	assert.True(t, before.InRecovery)
+	assert.Equal(t, uint32(1), before.Timeline)
+
 	require.NoError(t, n1.Kill())
+	// n3's walreceiver lost its master: its timeline comes from its
+	// control data while no walreceiver reports one.
+	orphan := check(n3)
+	assert.True(t, orphan.InRecovery)
+	assert.Equal(t, uint32(1), orphan.Timeline)
 	require.NoError(t, c.Failover(ctx, n2))
 	promoted := check(n2)
 	assert.False(t, promoted.InRecovery)
 	assert.Equal(t, uint32(2), promoted.Timeline, "promotion starts timeline 2")
+	for range 2 {
+		again, err := checker.PostgreSQL().Check(ctx, live)
+		require.NoError(t, err)
+		assert.False(t, again.InRecovery)
+		assert.Equal(t, uint32(2), again.Timeline, "a connection that saw the server in recovery reads its new timeline")
+	}
 }
 
 func TestProbePromotion(t *testing.T) {

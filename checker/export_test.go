@@ -1,4 +1,8 @@
 package checker
 
-// CheckSQL is the check's statement, for the benchmarks of its cost.
-const CheckSQL = checkSQL
+// The check's statements, for the benchmarks of their cost.
+const (
+	CheckSQL        = checkSQL
+	MasterCheckSQL  = masterCheckSQL
+	ReplicaCheckSQL = replicaCheckSQL
+)

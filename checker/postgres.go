@@ -2,7 +2,6 @@ package checker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -23,43 +22,86 @@ func PostgreSQL() Checker { return postgresChecker{} }
 
 type postgresChecker struct{}
 
-// checkColumns read a node's state; checkFrom names the row they read it
-// from, r.rec being pg_is_in_recovery(). CASE keeps the functions that fail
-// on the other kind of node (pg_walfile_name on a replica,
-// pg_is_wal_replay_paused on a master) from being called. ReadOnly is what
-// transaction_read_only is in a new transaction, computed so that it holds
-// in a statement whose transaction began before a promotion too (see
-// WatchAndCheck).
+// A check reads a node's state in one statement, r.rec being
+// pg_is_in_recovery() (evaluated once) and w the walreceiver, if any (one
+// call of pg_stat_get_wal_receiver(), a row of NULLs without one). CASE
+// keeps the functions that fail on the other kind of node (pg_walfile_name
+// on a replica, pg_is_wal_replay_paused on a master) from being called.
+// ReadOnly is what transaction_read_only is in a new transaction.
+//
+// What a check costs the server is mostly per column and per plan node,
+// so it reads what rarely changes only when it may have: a master's
+// timeline ($1) when the connection has not seen this server as a master
+// yet (a server's timeline changes only when it leaves recovery, and a
+// restart ends the connection); a replica's walsenders (a cascade) at
+// every check while it has any, and otherwise every cascadeEvery checks
+// (a master's at every check: they say which replicas are synchronous);
+// no walreceiver on a master (the statement is chosen by what the node was
+// at the connection's last check, and a node found to have changed kind
+// is read again whole at once); cluster_name and the identity once per
+// connection (see serverSQL); a replica's timeline from its control data
+// only when no walreceiver reports one (see fallbackTimelineSQL). LSNs come
+// as pg_lsn text, the walsenders as one string (see parseWalsenders):
+// cheaper to make than numeric arithmetic and JSON.
 const (
 	checkColumns = `
 	r.rec,
 	r.rec OR current_setting('default_transaction_read_only')::bool,
-	(CASE WHEN r.rec THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::int8,
-	(pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::int8,
+	CASE WHEN r.rec THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+	pg_last_wal_receive_lsn(),
 	pg_last_xact_replay_timestamp(),
 	CASE WHEN r.rec THEN pg_is_wal_replay_paused() ELSE false END,
 	clock_timestamp(),
-	CASE WHEN r.rec THEN coalesce((SELECT received_tli::int8 FROM pg_stat_wal_receiver),
-	                              greatest((SELECT timeline_id::int8 FROM pg_control_checkpoint()),
-	                                       (SELECT min_recovery_end_timeline::int8 FROM pg_control_recovery())))
-	     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
-	current_setting('cluster_name'),
-	(SELECT conninfo FROM pg_stat_wal_receiver),
-	CASE WHEN r.rec THEN (SELECT received_tli::int8 FROM pg_stat_wal_receiver) END,
-	(SELECT json_agg(json_build_object(
-			'p', pid,
-			's', state,
-			'y', sync_state,
-			'sl', (sent_lsn - '0/0'::pg_lsn)::int8,
-			'fl', (flush_lsn - '0/0'::pg_lsn)::int8,
-			'rl', (replay_lsn - '0/0'::pg_lsn)::int8,
-			'lag', (extract(epoch FROM replay_lag) * 1000000)::int8))::text
-		FROM pg_stat_get_wal_senders())`
-	checkFrom = `FROM (SELECT pg_is_in_recovery() AS rec) r`
+	CASE WHEN NOT r.rec AND $1::bool THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,`
+	receiverColumns = `
+	w.conninfo,
+	CASE WHEN r.rec THEN w.received_tli END,`
+	sendersColumn = `
+	(SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', pid, state, sync_state, sent_lsn, flush_lsn, replay_lsn,
+			extract(epoch FROM replay_lag)), ';') FROM pg_stat_get_wal_senders())`
+	fromRec      = "\nFROM (SELECT pg_is_in_recovery() AS rec) r"
+	withReceiver = ", pg_stat_get_wal_receiver() w"
 
-	// checkSQL reads a node's state in one statement.
-	checkSQL = `SELECT` + checkColumns + "\n" + checkFrom
+	// checkSQL reads everything: the first check on a connection, and
+	// whenever the node may have changed kind.
+	checkSQL = "SELECT" + checkColumns + receiverColumns + sendersColumn + fromRec + withReceiver
+	// masterCheckSQL leaves out the walreceiver, which a master has not.
+	masterCheckSQL = "SELECT" + checkColumns + "\n\tNULL::text, NULL::int4," + sendersColumn + fromRec
+	// replicaCheckSQL leaves out the walsenders, for a replica that had
+	// none at its last look (see cascadeEvery).
+	replicaCheckSQL = "SELECT" + checkColumns + receiverColumns + "\n\tNULL::text" + fromRec + withReceiver
 )
+
+// fallbackTimelineSQL reads a replica's timeline when no walreceiver
+// reports one (or the check user may not see it): the newest of its last
+// restartpoint's and its minimum recovery point's, which can be older than
+// the WAL it replays.
+const fallbackTimelineSQL = `SELECT greatest((SELECT timeline_id::int8 FROM pg_control_checkpoint()),
+	(SELECT min_recovery_end_timeline::int8 FROM pg_control_recovery()))`
+
+// masterTimeline is the key, in a check connection's CustomData, of the
+// timeline of the server as a master, read on the connection's first check
+// that found it out of recovery (0: not read yet, or the server was in
+// recovery at the last check).
+const masterTimeline = "pgxha.timeline"
+
+// cascadeKey is the key, in a check connection's CustomData, of the number
+// of checks since a replica's walsenders were last read and found none.
+const cascadeKey = "pgxha.cascade"
+
+// kindKey is the key, in a check connection's CustomData, of what the
+// node was at the connection's last check: kindMaster or kindReplica.
+const kindKey = "pgxha.kind"
+
+const (
+	kindMaster  = 1
+	kindReplica = 2
+)
+
+// cascadeEvery is how often the walsenders of a replica that had none at
+// the last look are read: a replica that begins to cascade is seen within
+// as many checks.
+const cascadeEvery = 8
 
 // walsenderSQL names the walsenders: pg_stat_replication's
 // application_name and client_addr, which come from the backends' status.
@@ -77,30 +119,73 @@ const walsenderNames = "pgxha.walsenders"
 
 type walsender struct{ app, addr string }
 
-type replicaRow struct {
-	PID       *int32  `json:"p"`
-	State     *string `json:"s"`
-	SyncState *string `json:"y"`
-	Sent      *int64  `json:"sl"`
-	Flush     *int64  `json:"fl"`
-	Replay    *int64  `json:"rl"`
-	LagMicros *int64  `json:"lag"`
-}
-
 func (postgresChecker) Check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 	id, err := serverOf(ctx, conn)
 	if err != nil {
 		return Result{}, err
 	}
+	data := conn.PgConn().CustomData()
+	tl, _ := data[masterTimeline].(uint32)
+	since, quiet := data[cascadeKey].(int)
+	sql := checkSQL
+	switch kind, _ := data[kindKey].(int); {
+	case kind == kindMaster:
+		sql = masterCheckSQL
+	case kind == kindReplica && quiet && since < cascadeEvery-1:
+		sql = replicaCheckSQL
+	}
 	var c checkRow
-	if err := conn.QueryRow(ctx, checkSQL).Scan(c.dest()...); err != nil {
+	if err := conn.QueryRow(ctx, sql, tl == 0).Scan(c.dest()...); err != nil {
 		return Result{}, err
+	}
+	if sql != checkSQL && c.inRecovery != nil && *c.inRecovery != (sql == replicaCheckSQL) {
+		// It changed kind since the last check: read it whole.
+		sql = checkSQL
+		c = checkRow{}
+		if err := conn.QueryRow(ctx, sql, tl == 0).Scan(c.dest()...); err != nil {
+			return Result{}, err
+		}
 	}
 	res, err := c.result()
 	if err != nil {
 		return res, err
 	}
-	res.SystemID, res.StartTime = id.systemID, id.startTime
+	res.SystemID, res.StartTime, res.Name = id.systemID, id.startTime, id.clusterName
+	if c.receiverConn != nil {
+		if app := ConnInfoValue(*c.receiverConn, "application_name"); app != "" {
+			res.Name = app
+		}
+	}
+	switch {
+	case !res.InRecovery:
+		data[kindKey] = kindMaster
+		delete(data, cascadeKey)
+	case sql == checkSQL && c.repls != nil:
+		data[kindKey] = kindReplica
+		delete(data, cascadeKey) // it cascades: read them at every check
+	case sql == checkSQL:
+		data[kindKey] = kindReplica
+		data[cascadeKey] = 0
+	default:
+		data[cascadeKey] = since + 1
+	}
+	switch {
+	case !res.InRecovery && res.Timeline != 0:
+		data[masterTimeline] = res.Timeline
+	case !res.InRecovery:
+		res.Timeline = tl
+	default:
+		delete(data, masterTimeline)
+		if res.Timeline == 0 {
+			var fallback *int64
+			if err := conn.QueryRow(ctx, fallbackTimelineSQL).Scan(&fallback); err != nil {
+				return Result{}, err
+			}
+			if fallback != nil && *fallback > 0 && *fallback <= math.MaxUint32 {
+				res.Timeline = uint32(*fallback)
+			}
+		}
+	}
 	if len(c.pids) == 0 {
 		return res, nil
 	}
@@ -108,17 +193,19 @@ func (postgresChecker) Check(ctx context.Context, conn *pgx.Conn) (Result, error
 }
 
 // serverSQL reads what does not change while a connection lives: the
-// cluster's system identifier (pg_control_system reads the control file)
-// and when the postmaster started. It runs once per check connection.
-const serverSQL = `SELECT (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time()`
+// cluster's system identifier (pg_control_system reads the control file),
+// when the postmaster started and its cluster_name (set at start). It runs
+// once per check connection.
+const serverSQL = `SELECT (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time(), current_setting('cluster_name')`
 
 // serverIdentity is the key, in a check connection's CustomData, of what
 // serverSQL read on it.
 const serverIdentity = "pgxha.server"
 
 type server struct {
-	systemID  uint64
-	startTime time.Time
+	systemID    uint64
+	startTime   time.Time
+	clusterName string
 }
 
 // serverOf returns the server's identity, read on conn's first check.
@@ -129,10 +216,11 @@ func serverOf(ctx context.Context, conn *pgx.Conn) (server, error) {
 	}
 	var id *int64
 	var start *time.Time
-	if err := conn.QueryRow(ctx, serverSQL).Scan(&id, &start); err != nil {
+	var name *string
+	if err := conn.QueryRow(ctx, serverSQL).Scan(&id, &start, &name); err != nil {
 		return server{}, err
 	}
-	var s server
+	s := server{clusterName: str(name)}
 	if id != nil {
 		s.systemID = uint64(*id)
 	}
@@ -183,25 +271,24 @@ func nameReplicas(ctx context.Context, conn *pgx.Conn, res *Result, pids []int32
 	return nil
 }
 
-// checkRow receives checkColumns.
+// checkRow receives checkSQL's columns.
 type checkRow struct {
 	res                 Result
-	lsn, receiveLSN     *int64
+	lsn, receiveLSN     *string
 	replayTime          *time.Time
 	timeline            *int64
-	clusterName         *string
 	receiverConn, repls *string
 	receivedTLI         *int64
 	pids                []int32 // the walsenders' pids, one per res.Replicas
-	// inRecovery, readOnly, replayPaused and serverTime are nullable so that
-	// the row of a WatchAndCheck cut short by a promotion (all NULL) scans.
+	// inRecovery, readOnly, replayPaused and serverTime are nullable so
+	// that a row without them is an error, not a panic.
 	inRecovery, readOnly, replayPaused *bool
 	serverTime                         *time.Time
 }
 
 func (c *checkRow) dest() []any {
 	return []any{&c.inRecovery, &c.readOnly, &c.lsn, &c.receiveLSN, &c.replayTime, &c.replayPaused,
-		&c.serverTime, &c.timeline, &c.clusterName, &c.receiverConn, &c.receivedTLI, &c.repls}
+		&c.serverTime, &c.timeline, &c.receiverConn, &c.receivedTLI, &c.repls}
 }
 
 func (c *checkRow) result() (Result, error) {
@@ -212,54 +299,92 @@ func (c *checkRow) result() (Result, error) {
 	}
 	res.InRecovery, res.ReadOnly, res.ServerTime = *c.inRecovery, *c.readOnly, *c.serverTime
 	res.ReplayPaused = c.replayPaused != nil && *c.replayPaused
-	res.LSN = lsnOf(c.lsn)
-	res.ReceiveLSN = lsnOf(c.receiveLSN)
+	var err error
+	if res.LSN, err = lsnText(c.lsn); err != nil {
+		return Result{}, err
+	}
+	if res.ReceiveLSN, err = lsnText(c.receiveLSN); err != nil {
+		return Result{}, err
+	}
 	if c.replayTime != nil {
 		res.ReplayTime = *c.replayTime
 	}
-	if c.timeline != nil && *c.timeline > 0 {
+	if c.timeline != nil && *c.timeline > 0 && *c.timeline <= math.MaxUint32 {
 		res.Timeline = uint32(*c.timeline)
 	}
 	if c.receivedTLI != nil && *c.receivedTLI > 0 && *c.receivedTLI <= math.MaxUint32 {
 		res.ReceiveTimeline = uint32(*c.receivedTLI)
+		if res.InRecovery {
+			res.Timeline = res.ReceiveTimeline
+		}
 	}
-	res.Name = str(c.clusterName)
 	if c.receiverConn != nil {
 		res.UpstreamHost = ConnInfoValue(*c.receiverConn, "host")
 		if port, err := strconv.ParseUint(ConnInfoValue(*c.receiverConn, "port"), 10, 16); err == nil {
 			res.UpstreamPort = uint16(port)
 		}
-		if app := ConnInfoValue(*c.receiverConn, "application_name"); app != "" {
-			res.Name = app
-		}
 	}
 	if c.repls != nil {
-		var rows []replicaRow
-		if err := json.Unmarshal([]byte(*c.repls), &rows); err != nil {
-			return Result{}, fmt.Errorf("decode pg_stat_replication: %w", err)
-		}
-		res.Replicas = make([]Replica, 0, len(rows))
-		c.pids = c.pids[:0]
-		for _, r := range rows {
-			pid := int32(0)
-			if r.PID != nil {
-				pid = *r.PID
-			}
-			c.pids = append(c.pids, pid)
-			rep := Replica{
-				State:     str(r.State),
-				SyncState: str(r.SyncState),
-				SentLSN:   lsnOf(r.Sent),
-				FlushLSN:  lsnOf(r.Flush),
-				ReplayLSN: lsnOf(r.Replay),
-			}
-			if r.LagMicros != nil {
-				rep.ReplayLag, rep.HasReplayLag = time.Duration(*r.LagMicros)*time.Microsecond, true
-			}
-			res.Replicas = append(res.Replicas, rep)
+		if res.Replicas, c.pids, err = parseWalsenders(*c.repls); err != nil {
+			return Result{}, err
 		}
 	}
 	return res, nil
+}
+
+// parseWalsenders reads checkSQL's walsender column: per walsender, pid,
+// state, sync_state, sent, flush and replay LSNs and replay_lag in seconds,
+// separated by '|', the walsenders by ';'; a NULL is empty.
+func parseWalsenders(s string) ([]Replica, []int32, error) {
+	n := strings.Count(s, ";") + 1
+	reps := make([]Replica, 0, n)
+	pids := make([]int32, 0, n)
+	for row := range strings.SplitSeq(s, ";") {
+		f := strings.Split(row, "|")
+		if len(f) != 7 {
+			return nil, nil, fmt.Errorf("decode pg_stat_replication: %d fields in %q, want 7", len(f), row)
+		}
+		var pid int64
+		if f[0] != "" {
+			var err error
+			if pid, err = strconv.ParseInt(f[0], 10, 32); err != nil {
+				return nil, nil, fmt.Errorf("decode pg_stat_replication: pid %q", f[0])
+			}
+		}
+		rep := Replica{State: f[1], SyncState: f[2]}
+		for i, dst := range []*LSN{&rep.SentLSN, &rep.FlushLSN, &rep.ReplayLSN} {
+			if f[3+i] == "" {
+				continue
+			}
+			l, err := ParseLSN(f[3+i])
+			if err != nil {
+				return nil, nil, fmt.Errorf("decode pg_stat_replication: %w", err)
+			}
+			*dst = l
+		}
+		if f[6] != "" {
+			secs, err := strconv.ParseFloat(f[6], 64)
+			if err != nil || secs < 0 || math.IsInf(secs, 0) || math.IsNaN(secs) {
+				return nil, nil, fmt.Errorf("decode pg_stat_replication: replay_lag %q", f[6])
+			}
+			rep.ReplayLag, rep.HasReplayLag = time.Duration(math.Round(secs*1e6))*time.Microsecond, true
+		}
+		reps = append(reps, rep)
+		pids = append(pids, int32(pid))
+	}
+	return reps, pids, nil
+}
+
+// lsnText parses a pg_lsn column read as text (NULL: 0).
+func lsnText(s *string) (LSN, error) {
+	if s == nil {
+		return 0, nil
+	}
+	l, err := ParseLSN(*s)
+	if err != nil {
+		return 0, fmt.Errorf("check: %w", err)
+	}
+	return l, nil
 }
 
 // probeSQL asks a replica whether it left recovery, and when it did, what
