@@ -38,6 +38,10 @@ const (
 	DefaultFlapCount         = 5
 	DefaultFlapWindow        = time.Minute
 	DefaultFlapCooldown      = 5 * time.Minute
+	DefaultCheckKeepAlive    = time.Second
+	// FleetCheckInterval is CheckInterval in the fleet profile
+	// (hasql_profile=fleet).
+	FleetCheckInterval = 5 * time.Second
 )
 
 // Config configures a Manager. Make it with ParseConfig, then change fields
@@ -76,6 +80,19 @@ type Config struct {
 	// termination) triggers a check at once (hasql_wait_on_socket, default
 	// true).
 	WaitOnSocket bool
+	// CheckKeepAlive has the kernel watch each check connection for
+	// silence (hasql_check_keepalive, default 1s; 0 leaves the system's
+	// settings): TCP keepalive probes after CheckKeepAlive without a byte
+	// from the server, one every CheckKeepAlive after that, and, on Linux,
+	// TCP_USER_TIMEOUT of CheckKeepAlive, so that an unanswered probe, or
+	// bytes the server's host leaves unacknowledged that long, close the
+	// connection. The server's kernel answers the probes: they cost
+	// PostgreSQL nothing. A partition or a dead host is then noticed within
+	// about twice CheckKeepAlive (the kernel counts whole seconds) whatever
+	// CheckInterval, through WaitOnSocket's read between checks, and a
+	// check in flight ends after CheckKeepAlive of silence. A hung server
+	// whose kernel still answers is noticed by the checks only.
+	CheckKeepAlive time.Duration
 	// WatchPromotion makes each replica's check connection probe the
 	// replica for a promotion every PromotionPoll between checks, but only
 	// while checks are fast: while there is no master, or the master is
@@ -255,6 +272,8 @@ var settingKeys = []string{
 	"hasql_max_nodes",
 	"hasql_wait_on_socket",
 	"hasql_promotion_poll",
+	"hasql_profile",
+	"hasql_check_keepalive",
 	"hasql_system_identifier",
 	"hasql_watch_promotion",
 	"hasql_tls_server_names",
@@ -298,6 +317,7 @@ func parseConfig(connString string) (*Config, error) {
 		FastCheckInterval:    DefaultFastCheckInterval,
 		FastCheckWindow:      DefaultFastCheckWindow,
 		WaitOnSocket:         true,
+		CheckKeepAlive:       DefaultCheckKeepAlive,
 		WatchPromotion:       true,
 		PromotionPoll:        DefaultPromotionPoll,
 		TokenWait:            DefaultTokenWait,
@@ -376,6 +396,26 @@ func parseConfig(connString string) (*Config, error) {
 
 // applySettings reads hasql_* and load_balance_hosts from params.
 func (cfg *Config) applySettings(params map[string]string) error {
+	// A profile sets defaults; the settings it names, given too, win.
+	if v, ok := params["hasql_profile"]; ok {
+		switch v {
+		case "default":
+		case "fleet":
+			cfg.CheckInterval = FleetCheckInterval
+		default:
+			return fmt.Errorf("hasql: hasql_profile %q: want default or fleet", v)
+		}
+	}
+	if v, ok := params["hasql_check_keepalive"]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("hasql: hasql_check_keepalive %q: want a duration such as 1s, or 0 to leave the system's keepalive settings", v)
+		}
+		if d != 0 && d < time.Second {
+			return fmt.Errorf("hasql: hasql_check_keepalive %q: must be 0 or at least 1s (the kernel counts keepalive times in seconds)", v)
+		}
+		cfg.CheckKeepAlive = d
+	}
 	durations := []struct {
 		key string
 		dst *time.Duration
@@ -723,6 +763,9 @@ func (cfg *Config) validate() error {
 	}
 	if cfg.FastCheckWindow < 0 || cfg.MaxLag < 0 || cfg.MaxLagBytes < 0 || cfg.TokenWait < 0 || cfg.AcquireTimeout < 0 {
 		return errors.New("hasql: FastCheckWindow, MaxLag, MaxLagBytes, TokenWait and AcquireTimeout must not be negative")
+	}
+	if cfg.CheckKeepAlive < 0 || cfg.CheckKeepAlive > 0 && cfg.CheckKeepAlive < time.Second {
+		return fmt.Errorf("hasql: CheckKeepAlive %s: want 0 or at least 1s", cfg.CheckKeepAlive)
 	}
 	if cfg.FlapCount < 0 || cfg.FlapCount > 0 && (cfg.FlapWindow <= 0 || cfg.FlapCooldown <= 0) {
 		return fmt.Errorf("hasql: FlapCount %d, FlapWindow %s, FlapCooldown %s: want a count >= 0 and, with a count, a positive window and cool-down",

@@ -86,6 +86,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	assert.Equal(t, hasql.DefaultPromotionPoll, cfg.PromotionPoll)
 	assert.Equal(t, "round_robin", cfg.Balancer.Name())
 	assert.True(t, cfg.WaitOnSocket)
+	assert.Equal(t, hasql.DefaultCheckKeepAlive, cfg.CheckKeepAlive)
 	assert.Equal(t, "any", cfg.TargetSessionAttrs)
 	assert.Zero(t, cfg.MaxLagBytes)
 	assert.Zero(t, cfg.MasterReadWeight)
@@ -93,6 +94,28 @@ func TestParseConfigDefaults(t *testing.T) {
 	lb, err := hasql.ParseConfig("host=h1,h2 user=u load_balance_hosts=disable")
 	require.NoError(t, err)
 	assert.Equal(t, "first", lb.Balancer.Name())
+}
+
+func TestParseConfigProfile(t *testing.T) {
+	fleet, err := hasql.ParseConfig("host=h1,h2 user=u hasql_profile=fleet")
+	require.NoError(t, err)
+	assert.Equal(t, hasql.FleetCheckInterval, fleet.CheckInterval)
+	assert.Equal(t, hasql.DefaultCheckKeepAlive, fleet.CheckKeepAlive, "the fleet profile keeps the kernel's watch")
+
+	// A setting the profile sets, given too, wins whatever the order.
+	for _, dsn := range []string{
+		"host=h1 user=u hasql_check_interval=2s hasql_profile=fleet hasql_check_keepalive=3s",
+		"host=h1 user=u hasql_profile=fleet hasql_check_keepalive=3s hasql_check_interval=2s",
+	} {
+		cfg, err := hasql.ParseConfig(dsn)
+		require.NoError(t, err)
+		assert.Equal(t, 2*time.Second, cfg.CheckInterval, dsn)
+		assert.Equal(t, 3*time.Second, cfg.CheckKeepAlive, dsn)
+	}
+	def, err := hasql.ParseConfig("host=h1 user=u hasql_profile=default hasql_check_keepalive=0")
+	require.NoError(t, err)
+	assert.Equal(t, hasql.DefaultCheckInterval, def.CheckInterval)
+	assert.Zero(t, def.CheckKeepAlive)
 }
 
 func TestParseConfigErrors(t *testing.T) {
@@ -115,6 +138,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad max lag bytes", "host=h1 user=u hasql_max_lag_bytes=lots", []string{"hasql_max_lag_bytes", "lots"}},
 		{"negative weight", "host=h1 user=u hasql_master_read_weight=-1", []string{"hasql_master_read_weight", "-1"}},
 		{"bad bool", "host=h1 user=u hasql_wait_on_socket=maybe", []string{"hasql_wait_on_socket", "maybe"}},
+		{"bad profile", "host=h1 user=u hasql_profile=fast", []string{"hasql_profile", `"fast"`, "default or fleet"}},
+		{"keepalive below a second", "host=h1 user=u hasql_check_keepalive=500ms", []string{"hasql_check_keepalive", `"500ms"`, "at least 1s"}},
+		{"bad keepalive", "host=h1 user=u hasql_check_keepalive=soon", []string{"hasql_check_keepalive", `"soon"`}},
 		{"bad target_session_attrs", "postgres://u:" + secret + "@h1/db?target_session_attrs=writer", []string{"target_session_attrs", "writer"}},
 		{"bad load_balance_hosts", "host=h1 user=u load_balance_hosts=yes", []string{"load_balance_hosts", "yes"}},
 		{"duplicate host", "host=h1,h1 user=u", []string{"h1:5432", "twice"}},

@@ -172,6 +172,10 @@ func (n *node) checkConnConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
 		if err != nil {
 			return nil, err
 		}
+		if err := watchSilence(c, n.m.cfg.CheckKeepAlive); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("set TCP keepalive on the check connection: %w", err)
+		}
 		return n.checkConns.track(c), nil
 	}
 	return cfg
