@@ -19,7 +19,12 @@
 //	errors         write errors the application saw
 //	lost           acknowledged writes missing on the new master
 //
+//	notice         (pgxha) time from the fault to the Manager's view no
+//	               longer routing writes to the old master
+//
 //	go run ./examples/failover-bench -n 20
+//	go run ./examples/failover-bench -n 5 -settings hasql_profile=fleet -baseline=false
+//	PGXHA_TESTCLUSTER=compose go run ./examples/failover-bench -scenarios partition,deadhost
 package main
 
 import (
@@ -44,7 +49,11 @@ import (
 	"github.com/pgxha/pgxha/testcluster"
 )
 
-var verbose bool
+var (
+	verbose  bool
+	settings string // extra DSN settings for pgxha
+	baseline bool   // measure pgxpool too
+)
 
 type scenario struct {
 	name  string
@@ -56,6 +65,16 @@ var scenarios = []scenario{
 	{"stop", (*testcluster.Node).Stop},
 	{"hang", (*testcluster.Node).Pause},
 	{"partition", (*testcluster.Node).Partition},
+	// A dead host: partitioned first, so that the closes of its dying
+	// processes never leave it, then killed (with the compose backend its
+	// network namespace goes with its container). Not in the default set:
+	// with the local backend's fault proxy it is a partition.
+	{"deadhost", func(n *testcluster.Node) error {
+		if err := n.Partition(); err != nil {
+			return err
+		}
+		return n.Kill()
+	}},
 }
 
 func main() {
@@ -65,6 +84,8 @@ func main() {
 	only := flag.String("scenarios", "", "comma-separated scenarios to run (default all: crash,stop,hang,partition)")
 	flag.BoolVar(&verbose, "v", false, "print a client's write errors when there are more than writers")
 	together := flag.Bool("together", false, "run both clients against one cluster and one fault, instead of each alone in alternating runs")
+	flag.StringVar(&settings, "settings", "", "extra DSN settings for pgxha, e.g. `hasql_profile=fleet`")
+	flag.BoolVar(&baseline, "baseline", true, "measure plain pgxpool too")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -76,6 +97,7 @@ func main() {
 
 // sample is one client's figures for one run.
 type sample struct {
+	notice         time.Duration // pgxha: fault to the view routing writes elsewhere
 	promoteToWrite time.Duration
 	outage         time.Duration
 	recovered      bool
@@ -106,10 +128,15 @@ func run(ctx context.Context, n, writers int, window time.Duration, only string,
 	if together {
 		mode = "both clients against one cluster and one fault"
 	}
-	fmt.Printf("pgxha defaults: check interval %s, check timeout %s, fast checks %s; baseline: pgxpool, target_session_attrs=read-write; %s\n\n",
+	fmt.Printf("pgxha defaults: check interval %s, check timeout %s, fast checks %s; baseline: pgxpool, target_session_attrs=read-write; %s\n",
 		hasql.DefaultCheckInterval, hasql.DefaultCheckTimeout, hasql.DefaultFastCheckInterval, mode)
+	backend := os.Getenv("PGXHA_TESTCLUSTER")
+	if backend == "" {
+		backend = "local"
+	}
+	fmt.Printf("pgxha settings: %q; baseline measured: %v; testcluster backend: %s\n\n", settings, baseline, backend)
 	for _, sc := range scenarios {
-		if only != "" && !strings.Contains(","+only+",", ","+sc.name+",") {
+		if only == "" && sc.name == "deadhost" || only != "" && !strings.Contains(","+only+",", ","+sc.name+",") {
 			continue
 		}
 		var ours, base []sample
@@ -121,6 +148,8 @@ func run(ctx context.Context, n, writers int, window time.Duration, only string,
 			// order; together, both in one cluster and one fault.
 			var rounds [][]string
 			switch {
+			case !baseline:
+				rounds = [][]string{{clientPgxha}}
 			case together:
 				rounds = [][]string{{clientPgxha, clientPgxpool}}
 			case i%2 == 0:
@@ -140,8 +169,8 @@ func run(ctx context.Context, n, writers int, window time.Duration, only string,
 			}
 			o, b := got[clientPgxha], got[clientPgxpool]
 			ours, base = append(ours, o), append(base, b)
-			fmt.Fprintf(os.Stderr, "  %s %d/%d: pgxha promote→write %s outage %s errors %d | pgxpool %s, %s, %d\n", sc.name, i+1, n,
-				show(o.promoteToWrite, o.recovered), show(o.outage, o.recovered), o.errors,
+			fmt.Fprintf(os.Stderr, "  %s %d/%d: pgxha notice %s promote→write %s outage %s errors %d | pgxpool %s, %s, %d\n", sc.name, i+1, n,
+				show(o.notice, o.notice >= 0), show(o.promoteToWrite, o.recovered), show(o.outage, o.recovered), o.errors,
 				show(b.promoteToWrite, b.recovered), show(b.outage, b.recovered), b.errors)
 		}
 		report(sc.name, ours, base, window)
@@ -183,11 +212,16 @@ func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration
 		}
 	}()
 	cfg := chaos.Config{Writers: writers, OpTimeout: 5 * time.Second}
+	var watched *hasql.Manager
 	for _, name := range clients {
 		var client chaos.Client
 		switch name {
 		case clientPgxha:
-			m, err := hasql.New(startCtx, c.DSN(), hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+			dsn := c.DSN()
+			if settings != "" {
+				dsn += "&" + settings
+			}
+			m, err := hasql.New(startCtx, dsn, hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 			if err != nil {
 				return nil, err
 			}
@@ -196,6 +230,7 @@ func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration
 				return nil, err
 			}
 			client = pgxhaClient{m}
+			watched = m
 		case clientPgxpool:
 			pool, err := pgxpool.New(startCtx, c.DSN()+"&target_session_attrs=read-write")
 			if err != nil {
@@ -212,6 +247,24 @@ func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration
 		}
 	}
 
+	// The Manager's view, from the fault on: when it stops routing writes
+	// to n1.
+	noticed := make(chan time.Time, 1)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if watched != nil {
+		go func() {
+			for watchCtx.Err() == nil {
+				for _, st := range watched.Nodes() {
+					if st.Addr == n1.Addr() && (st.Role != hasql.RoleMaster || !st.Up || st.Suspect) {
+						noticed <- time.Now()
+						return
+					}
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
 	fault := time.Now()
 	if err := sc.fault(n1); err != nil {
 		return nil, err
@@ -235,6 +288,14 @@ func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	stopWatch()
+	var notice time.Duration
+	select {
+	case t := <-noticed:
+		notice = t.Sub(fault)
+	default:
+		notice = -1 // not within the window
+	}
 	results := map[string]*chaos.Result{}
 	for name, l := range loads {
 		results[name] = l.Stop()
@@ -251,6 +312,9 @@ func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration
 		s, err := measure(startCtx, r, name, fault, faultDone, promoted, conn)
 		if err != nil {
 			return nil, err
+		}
+		if name == clientPgxha {
+			s.notice = notice
 		}
 		if verbose && s.errors > writers {
 			for _, op := range r.WriteErrors() {
@@ -301,6 +365,7 @@ func report(name string, ours, base []sample, window time.Duration) {
 	dur := func(get func(sample) time.Duration) func(sample) (float64, bool) {
 		return func(s sample) (float64, bool) { return float64(get(s)) / float64(time.Millisecond), s.recovered }
 	}
+	row("notice (pgxha)", func(s sample) (float64, bool) { return float64(s.notice) / float64(time.Millisecond), s.notice >= 0 }, "ms")
 	row("promote→write", dur(func(s sample) time.Duration { return s.promoteToWrite }), "ms")
 	row("outage", dur(func(s sample) time.Duration { return s.outage }), "ms")
 	row("errors", func(s sample) (float64, bool) { return float64(s.errors), true }, "")
@@ -327,6 +392,9 @@ func values(samples []sample, f func(sample) (float64, bool)) ([]float64, int) {
 }
 
 func stats(v []float64, missing, total int, unit string, window time.Duration) string {
+	if total == 0 {
+		return "-\t\t"
+	}
 	if len(v) == 0 {
 		return fmt.Sprintf("did not recover in %s (%d/%d)\t\t", window, missing, total)
 	}

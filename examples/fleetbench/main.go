@@ -9,6 +9,13 @@
 //	go run ./examples/fleetbench
 //	go run ./examples/fleetbench -managers 1,8,32 -settings 'hasql_check_interval=1s'
 //	go run ./examples/fleetbench -pgbouncer transaction
+//	go run ./examples/fleetbench -versus -managers 32
+//
+// With -versus it compares, in one run, K Managers with K of the cheapest
+// role check there is (one connection per node running the prepared
+// SELECT pg_is_in_recovery() every check interval, all nodes at once, as
+// go-hasql does), in alternating windows, and prints what each costs the
+// servers and the ratio.
 package main
 
 import (
@@ -37,7 +44,16 @@ func main() {
 	warmup := flag.Duration("warmup", 3*time.Second, "time after the Managers are ready, before measuring")
 	settings := flag.String("settings", "", "extra DSN settings for every Manager, e.g. `hasql_check_interval=1s`")
 	bouncer := flag.String("pgbouncer", "", "put a PgBouncer in front of every node: `session` or transaction")
+	versus := flag.Bool("versus", false, "compare K Managers with K minimal role checks at the same interval, in alternating windows")
+	rounds := flag.Int("rounds", 3, "with -versus: the pairs of windows")
 	flag.Parse()
+	if *versus {
+		if err := runVersus(*managers, *settings, *bouncer, *window, *warmup, *rounds); err != nil {
+			fmt.Fprintln(os.Stderr, "fleetbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*managers, *settings, *bouncer, *window, *warmup); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetbench:", err)
 		os.Exit(1)

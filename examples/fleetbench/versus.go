@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// runVersus runs, for each K, rounds pairs of windows: K Managers, then K
+// role checkers (the order alternating from one round to the next), and
+// prints what each side added to the idle cluster and their ratio.
+func runVersus(counts, settings, bouncer string, window, warmup time.Duration, rounds int) error {
+	if rounds < 1 {
+		return fmt.Errorf("-rounds %d: want 1 or more", rounds)
+	}
+	extra, err := url.ParseQuery(settings)
+	if err != nil {
+		return fmt.Errorf("-settings: %w", err)
+	}
+	var ks []int
+	maxK := 0
+	for _, s := range strings.Split(counts, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || k < 1 {
+			return fmt.Errorf("-managers: bad count %q", s)
+		}
+		ks = append(ks, k)
+		maxK = max(maxK, k)
+	}
+	ctx := context.Background()
+	c, err := testcluster.Start(ctx, testcluster.Options{
+		Settings:  map[string]string{"max_connections": strconv.Itoa(2*maxK + 50)},
+		PgBouncer: testcluster.PgBouncerMode(bouncer),
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	u, err := url.Parse(c.DSN())
+	if err != nil {
+		return err
+	}
+	q := u.Query()
+	for k, v := range extra {
+		q[k] = v
+	}
+	u.RawQuery = q.Encode()
+	dsn := u.String()
+	cfg, err := hasql.ParseConfig(dsn)
+	if err != nil {
+		return err
+	}
+	interval := cfg.CheckInterval
+	desc := "default settings"
+	if settings != "" {
+		desc = "settings " + settings
+	}
+	if bouncer != "" {
+		desc += ", PgBouncer (" + bouncer + " mode) in front of every node"
+	}
+	fmt.Printf("fleetbench -versus: K Managers with %s against K role checks (prepared SELECT pg_is_in_recovery() on every node every %s),\n"+
+		"3-node cluster (master, sync, async), %d rounds of a %s window each after %s, %s/%s, %d CPUs\n\n",
+		desc, interval, rounds, window, warmup, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
+
+	idle, err := measure(c, window)
+	if err != nil {
+		return err
+	}
+	base := sum(idle.cpu)
+	fmt.Printf("idle cluster: %s of a core\n", pct(base, window))
+	for _, k := range ks {
+		var managers, roles time.Duration
+		for r := range rounds {
+			sides := []func() (time.Duration, error){
+				func() (time.Duration, error) { return managersWindow(ctx, c, dsn, k, window, warmup) },
+				func() (time.Duration, error) { return rolesWindow(ctx, c, k, interval, window, warmup) },
+			}
+			if r%2 == 1 {
+				sides[0], sides[1] = sides[1], sides[0]
+			}
+			for i, side := range sides {
+				d, err := side()
+				if err != nil {
+					return err
+				}
+				if (i == 0) == (r%2 == 0) {
+					managers += d
+				} else {
+					roles += d
+				}
+			}
+			fmt.Fprintf(os.Stderr, "fleetbench: %d: round %d of %d measured\n", k, r+1, rounds)
+		}
+		mAdd := max(managers-time.Duration(rounds)*base, 0) / time.Duration(rounds)
+		rAdd := max(roles-time.Duration(rounds)*base, 0) / time.Duration(rounds)
+		ratio := "n/a"
+		if rAdd > 0 {
+			ratio = fmt.Sprintf("%.2f", float64(mAdd)/float64(rAdd))
+		}
+		fmt.Printf("%d: Managers add %s of a core, role checks %s: ratio %s\n", k, pct2(mAdd, window), pct2(rAdd, window), ratio)
+	}
+	return nil
+}
+
+// managersWindow measures the servers' CPU with k Managers running.
+func managersWindow(ctx context.Context, c *testcluster.Cluster, dsn string, k int, window, warmup time.Duration) (time.Duration, error) {
+	ms := make([]*hasql.Manager, 0, k)
+	defer func() {
+		for _, m := range ms {
+			m.Close()
+		}
+		time.Sleep(time.Second) // the servers' backends exit
+	}()
+	for range k {
+		m, err := hasql.New(ctx, dsn, hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		if err != nil {
+			return 0, err
+		}
+		ms = append(ms, m)
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for _, m := range ms {
+		if err := m.WaitReady(readyCtx, 1, 2); err != nil {
+			return 0, fmt.Errorf("%d Managers: %w", k, err)
+		}
+	}
+	time.Sleep(warmup)
+	s, err := measure(c, window)
+	return sum(s.cpu), err
+}
+
+// rolesWindow measures the servers' CPU with k role checkers running: each
+// has a connection to every node and runs the prepared SELECT
+// pg_is_in_recovery() on all of them every interval.
+func rolesWindow(ctx context.Context, c *testcluster.Cluster, k int, interval, window, warmup time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var conns []*pgx.Conn
+	defer func() {
+		cancel()
+		wg.Wait()
+		for _, conn := range conns {
+			conn.Close(context.Background())
+		}
+		time.Sleep(time.Second)
+	}()
+	errs := make(chan error, k*len(c.Nodes()))
+	for range k {
+		for _, n := range c.Nodes() {
+			conn, err := pgx.Connect(ctx, n.DSN())
+			if err != nil {
+				return 0, err
+			}
+			conns = append(conns, conn)
+		}
+	}
+	start := time.Now()
+	for i, conn := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			timer := time.NewTimer(0)
+			defer timer.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-timer.C:
+				}
+				var rec bool
+				if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+					if !errors.Is(err, context.Canceled) {
+						errs <- fmt.Errorf("role check %d: %w", i, err)
+					}
+					return
+				}
+				// Every checker's checks fall due together, like a Manager's.
+				timer.Reset(interval - time.Since(start)%interval)
+			}
+		}()
+	}
+	time.Sleep(warmup)
+	s, err := measure(c, window)
+	select {
+	case e := <-errs:
+		return 0, e
+	default:
+	}
+	return sum(s.cpu), err
+}
