@@ -136,7 +136,7 @@ compose-ctl:
 	@$(GO) run ./testcluster/cmd/testcluster -attach $(PGXHA_COMPOSE_PROJECT) $(or $(CMD),status)
 
 # The failover chaos scenarios (the Patroni one and RunInTx's run in unit).
-CHAOS_TESTS = ^(TestMaster|TestReplicaFaults|TestSplitBrain|TestAllNodes|TestOldMaster)
+CHAOS_TESTS = ^(TestMaster|TestReplicaFaults|TestSplitBrain|TestAllNodes|TestOldMaster|TestKernelLiveness)
 
 ## compose-test: the compose backend's tests and the chaos scenarios against compose, when a Docker engine answers
 compose-test:

@@ -141,6 +141,20 @@ func (n *composeNode) directAddr() string {
 	return n.addr()
 }
 
+func (n *composeNode) networkAddr() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := runCommand(ctx, nil, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", n.containerID())
+	if err != nil {
+		return "", err
+	}
+	ips := strings.Fields(out)
+	if len(ips) == 0 {
+		return "", fmt.Errorf("container of %s has no network address", n.name)
+	}
+	return net.JoinHostPort(ips[0], "5432"), nil
+}
+
 func (n *composeNode) containerID() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()

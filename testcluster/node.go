@@ -61,6 +61,23 @@ func (n *Node) DSN() string { return n.c.dsn([]string{n.Addr()}) }
 // DirectDSN is a single-host URL for this node that bypasses the fault proxy.
 func (n *Node) DirectDSN() string { return n.c.dsn([]string{n.DirectAddr()}) }
 
+// NetworkAddr is the node's address on its container network ("ip:5432"),
+// reached from this host through the Docker bridge with nothing between:
+// the faults made in the container's network namespace (Partition) reach
+// every byte and every TCP keepalive, where Addr's published port goes
+// through Docker's proxy, whose own kernel answers keepalives. Only the
+// compose backend has it; the address holds until the container restarts.
+func (n *Node) NetworkAddr() (string, error) {
+	a, ok := n.drv.(interface{ networkAddr() (string, error) })
+	if !ok {
+		return "", fmt.Errorf("testcluster: NetworkAddr: not supported by the %s backend", n.c.opts.Backend)
+	}
+	return a.networkAddr()
+}
+
+// DSNFor is the cluster's URL naming addrs as its hosts.
+func (c *Cluster) DSNFor(addrs ...string) string { return c.dsn(addrs) }
+
 // Running reports whether the server process is up (a paused server counts).
 func (n *Node) Running() bool { return n.drv.running() }
 
