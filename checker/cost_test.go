@@ -16,7 +16,7 @@ import (
 )
 
 // BenchmarkServerCost measures what a statement costs the server: the CPU
-// of the backend that runs it (from /proc, in clock ticks), per run, on the
+// of the backend that runs it (from /proc/PID/schedstat), per run, on the
 // master and on a replica, for the minimal role check (prepared SELECT
 // pg_is_in_recovery()), the full check, and the full check with one part
 // left out. Each statement runs prepared on a connection of its own, in
@@ -126,14 +126,16 @@ func (c *backendConn) run(b *testing.B, ctx context.Context, sql string, n int) 
 	return procCPU(b, c.pid) - before
 }
 
-// procCPU is the user and system CPU of process pid so far.
+// procCPU is the time process pid ran so far, as the scheduler counts it
+// (exact, where /proc/PID/stat's times are sampled at clock ticks).
 func procCPU(b *testing.B, pid int) time.Duration {
-	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
-	f := strings.Fields(string(s[strings.LastIndexByte(string(s), ')')+1:]))
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+st) * 10 * time.Millisecond
+	ns, err := strconv.ParseInt(strings.Fields(string(s))[0], 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ns)
 }

@@ -15,7 +15,9 @@
 // role check there is (one connection per node running the prepared
 // SELECT pg_is_in_recovery() every check interval, all nodes at once, as
 // go-hasql does), in alternating windows, and prints what each costs the
-// servers and the ratio.
+// servers and the ratio. Both sides are spread over the interval, as the
+// instances of a fleet are: each Manager's checks fall due on multiples of
+// the interval since it started, and so do each role checker's.
 package main
 
 import (
@@ -46,6 +48,7 @@ func main() {
 	bouncer := flag.String("pgbouncer", "", "put a PgBouncer in front of every node: `session` or transaction")
 	versus := flag.Bool("versus", false, "compare K Managers with K minimal role checks at the same interval, in alternating windows")
 	rounds := flag.Int("rounds", 3, "with -versus: the pairs of windows")
+	flag.BoolVar(&roleOnly, "role-only", false, "with -versus: the Managers check with SELECT pg_is_in_recovery() alone (what the Manager costs beyond its check)")
 	flag.Parse()
 	if *versus {
 		if err := runVersus(*managers, *settings, *bouncer, *window, *warmup, *rounds); err != nil {
@@ -198,8 +201,7 @@ func measure(c *testcluster.Cluster, window time.Duration) (sample, error) {
 	return s, nil
 }
 
-// serverCPU sums, per node, the user and system time of every process of
-// its server: the postmaster (its -D names the node's data directory) and
+// serverCPU sums, per node, the CPU time of every process of its server: the postmaster (its -D names the node's data directory) and
 // its children (their titles begin with "postgres: <cluster_name>:").
 type proc struct {
 	node int
@@ -222,22 +224,24 @@ func serverCPU(c *testcluster.Cluster, nodes []*testcluster.Node) map[int]proc {
 		if i < 0 {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		// schedstat's first field is the time the process ran, in
+		// nanoseconds, as the scheduler counts it: exact, where the
+		// user and system times of /proc/PID/stat are sampled at clock
+		// ticks, which checks that fall due together, shorter than a
+		// tick and in step with it, can miss or hit wholesale.
+		b, err := os.ReadFile("/proc/" + d.Name() + "/schedstat")
 		if err != nil {
 			continue
 		}
-		s := string(b)
-		end := strings.LastIndexByte(s, ')')
-		if end < 0 {
+		f := strings.Fields(string(b))
+		if len(f) < 1 {
 			continue
 		}
-		f := strings.Fields(s[end+1:])
-		if len(f) < 13 {
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
 			continue
 		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		out[pid] = proc{node: i, cpu: time.Duration(u+st) * 10 * time.Millisecond} // clock ticks
+		out[pid] = proc{node: i, cpu: time.Duration(ns)}
 	}
 	return out
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgxha/pgxha/checker"
 	"github.com/pgxha/pgxha/hasql"
 	"github.com/pgxha/pgxha/testcluster"
 )
@@ -86,7 +87,7 @@ func runVersus(counts, settings, bouncer string, window, warmup time.Duration, r
 		var managers, roles time.Duration
 		for r := range rounds {
 			sides := []func() (time.Duration, error){
-				func() (time.Duration, error) { return managersWindow(ctx, c, dsn, k, window, warmup) },
+				func() (time.Duration, error) { return managersWindow(ctx, c, dsn, k, interval, window, warmup) },
 				func() (time.Duration, error) { return rolesWindow(ctx, c, k, interval, window, warmup) },
 			}
 			if r%2 == 1 {
@@ -103,7 +104,7 @@ func runVersus(counts, settings, bouncer string, window, warmup time.Duration, r
 					roles += d
 				}
 			}
-			fmt.Fprintf(os.Stderr, "fleetbench: %d: round %d of %d measured\n", k, r+1, rounds)
+			fmt.Fprintf(os.Stderr, "fleetbench: %d: round %d of %d measured (Managers %s, role checks %s so far)\n", k, r+1, rounds, pct(managers, window), pct(roles, window))
 		}
 		mAdd := max(managers-time.Duration(rounds)*base, 0) / time.Duration(rounds)
 		rAdd := max(roles-time.Duration(rounds)*base, 0) / time.Duration(rounds)
@@ -117,7 +118,8 @@ func runVersus(counts, settings, bouncer string, window, warmup time.Duration, r
 }
 
 // managersWindow measures the servers' CPU with k Managers running.
-func managersWindow(ctx context.Context, c *testcluster.Cluster, dsn string, k int, window, warmup time.Duration) (time.Duration, error) {
+func managersWindow(ctx context.Context, c *testcluster.Cluster, dsn string, k int, interval, window, warmup time.Duration) (time.Duration, error) {
+	begin := time.Now()
 	ms := make([]*hasql.Manager, 0, k)
 	defer func() {
 		for _, m := range ms {
@@ -125,8 +127,16 @@ func managersWindow(ctx context.Context, c *testcluster.Cluster, dsn string, k i
 		}
 		time.Sleep(time.Second) // the servers' backends exit
 	}()
-	for range k {
-		m, err := hasql.New(ctx, dsn, hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	for i := range k {
+		// Service instances start at unrelated times: spread the Managers
+		// (whose checks fall due on multiples of the interval since their
+		// start) over the interval.
+		time.Sleep(time.Until(begin.Add(time.Duration(i) * interval / time.Duration(k))))
+		opts := []hasql.Option{hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+		if roleOnly {
+			opts = append(opts, hasql.WithChecker(roleChecker{}))
+		}
+		m, err := hasql.New(ctx, dsn, opts...)
 		if err != nil {
 			return 0, err
 		}
@@ -135,7 +145,11 @@ func managersWindow(ctx context.Context, c *testcluster.Cluster, dsn string, k i
 	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for _, m := range ms {
-		if err := m.WaitReady(readyCtx, 1, 2); err != nil {
+		replicas := 2
+		if roleOnly {
+			replicas = 0 // the role alone cannot tell what a replica follows
+		}
+		if err := m.WaitReady(readyCtx, 1, replicas); err != nil {
 			return 0, fmt.Errorf("%d Managers: %w", k, err)
 		}
 	}
@@ -171,10 +185,14 @@ func rolesWindow(ctx context.Context, c *testcluster.Cluster, k int, interval, w
 	}
 	start := time.Now()
 	for i, conn := range conns {
+		// Instance i/nodes checks its nodes together, at its own phase:
+		// the instances are spread over the interval, as the Managers are
+		// (see managersWindow).
+		phase := time.Duration(i/len(c.Nodes())) * interval / time.Duration(k)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			timer := time.NewTimer(0)
+			timer := time.NewTimer(phase)
 			defer timer.Stop()
 			for {
 				select {
@@ -189,8 +207,7 @@ func rolesWindow(ctx context.Context, c *testcluster.Cluster, k int, interval, w
 					}
 					return
 				}
-				// Every checker's checks fall due together, like a Manager's.
-				timer.Reset(interval - time.Since(start)%interval)
+				timer.Reset(interval - (time.Since(start)-phase)%interval)
 			}
 		}()
 	}
@@ -202,4 +219,18 @@ func rolesWindow(ctx context.Context, c *testcluster.Cluster, k int, interval, w
 	default:
 	}
 	return sum(s.cpu), err
+}
+
+// roleOnly (-role-only) gives the Managers roleChecker: what is left of
+// their cost is the Manager's own (connections, their upkeep), beyond what
+// its check asks of the server.
+var roleOnly bool
+
+// roleChecker asks the minimal role check's question and nothing more.
+type roleChecker struct{}
+
+func (roleChecker) Check(ctx context.Context, conn *pgx.Conn) (checker.Result, error) {
+	var rec bool
+	err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
+	return checker.Result{InRecovery: rec, ReadOnly: rec, ServerTime: time.Now(), Timeline: 1}, err
 }
