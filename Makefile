@@ -8,10 +8,14 @@ PKGS ?= ./...
 FUZZTIME ?= 50000x
 
 .PHONY: test demo demo-failover deps deps-postgres deps-patroni deps-dnsmasq test-deps chaos-pgbouncer vet fmt-check unit unit-pgx-oldest fuzz bench cluster soak
-.PHONY: sim-soak compose-image compose-up compose-down compose-ctl compose-test chaos-compose
+.PHONY: test-busy sim-soak compose-image compose-up compose-down compose-ctl compose-test chaos-compose
 
 ## test: vet, format check, every test under the race detector, a short fuzz run
 test: deps test-deps vet fmt-check unit unit-pgx-oldest chaos-pgbouncer fuzz compose-test
+
+## test-busy: make test while a CPU burner per core keeps every core busy (tests wait for outcomes, not for fixed times)
+test-busy:
+	sh ./scripts/busy.sh $(MAKE) test
 
 ## demo: the library's main job on an embedded local cluster
 demo: deps-postgres

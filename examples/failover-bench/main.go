@@ -168,7 +168,10 @@ func run(ctx context.Context, n, writers int, window time.Duration, only string,
 				}
 			}
 			o, b := got[clientPgxha], got[clientPgxpool]
-			ours, base = append(ours, o), append(base, b)
+			ours = append(ours, o)
+			if baseline {
+				base = append(base, b)
+			}
 			fmt.Fprintf(os.Stderr, "  %s %d/%d: pgxha notice %s promote→write %s outage %s errors %d | pgxpool %s, %s, %d\n", sc.name, i+1, n,
 				show(o.notice, o.notice >= 0), show(o.promoteToWrite, o.recovered), show(o.outage, o.recovered), o.errors,
 				show(b.promoteToWrite, b.recovered), show(b.outage, b.recovered), b.errors)
@@ -213,11 +216,29 @@ func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration
 	}()
 	cfg := chaos.Config{Writers: writers, OpTimeout: 5 * time.Second}
 	var watched *hasql.Manager
+	n1Addr := n1.Addr()
+	network := os.Getenv("PGXHA_TESTCLUSTER") == string(testcluster.BackendCompose)
 	for _, name := range clients {
 		var client chaos.Client
 		switch name {
 		case clientPgxha:
 			dsn := c.DSN()
+			if network {
+				// The containers' own addresses: Docker's proxy on a
+				// published port would answer TCP keepalives itself.
+				var addrs []string
+				for _, n := range c.Nodes() {
+					a, err := n.NetworkAddr()
+					if err != nil {
+						return nil, err
+					}
+					addrs = append(addrs, a)
+				}
+				dsn = c.DSNFor(addrs...)
+				if n1Addr, err = n1.NetworkAddr(); err != nil {
+					return nil, err
+				}
+			}
 			if settings != "" {
 				dsn += "&" + settings
 			}
@@ -256,7 +277,7 @@ func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration
 		go func() {
 			for watchCtx.Err() == nil {
 				for _, st := range watched.Nodes() {
-					if st.Addr == n1.Addr() && (st.Role != hasql.RoleMaster || !st.Up || st.Suspect) {
+					if st.Addr == n1Addr && (st.Role != hasql.RoleMaster || !st.Up || st.Suspect) {
 						noticed <- time.Now()
 						return
 					}

@@ -43,7 +43,7 @@ import (
 func main() {
 	managers := flag.String("managers", "1,8,32,128", "numbers of Managers to run side by side")
 	window := flag.Duration("window", 10*time.Second, "measurement window")
-	warmup := flag.Duration("warmup", 3*time.Second, "time after the Managers are ready, before measuring")
+	warmup := flag.Duration("warmup", 15*time.Second, "time after the Managers are ready, before measuring (a Manager checks fast for a few seconds after it starts)")
 	settings := flag.String("settings", "", "extra DSN settings for every Manager, e.g. `hasql_check_interval=1s`")
 	bouncer := flag.String("pgbouncer", "", "put a PgBouncer in front of every node: `session` or transaction")
 	versus := flag.Bool("versus", false, "compare K Managers with K minimal role checks at the same interval, in alternating windows")
@@ -100,6 +100,11 @@ func run(counts, settings, bouncer string, window, warmup time.Duration) error {
 	u.RawQuery = q.Encode()
 	dsn := u.String()
 
+	cfg, err := hasql.ParseConfig(dsn)
+	if err != nil {
+		return err
+	}
+	interval := cfg.CheckInterval
 	desc := "default settings"
 	if settings != "" {
 		desc = "settings " + settings
@@ -126,7 +131,11 @@ func run(counts, settings, bouncer string, window, warmup time.Duration) error {
 				m.Close()
 			}
 		}
-		for range k {
+		begin := time.Now()
+		for i := range k {
+			// Spread over the interval, as a fleet's instances are (see
+			// managersWindow).
+			time.Sleep(time.Until(begin.Add(time.Duration(i) * interval / time.Duration(k))))
 			m, err := hasql.New(ctx, dsn, hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 			if err != nil {
 				closeAll()
