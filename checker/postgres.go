@@ -2,6 +2,7 @@ package checker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -52,13 +53,14 @@ const (
 	pg_last_xact_replay_timestamp(),
 	CASE WHEN r.rec THEN pg_is_wal_replay_paused() ELSE false END,
 	clock_timestamp(),
-	CASE WHEN NOT r.rec AND $1::bool THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,`
+	CASE WHEN NOT r.rec AND $1::bool THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
+	pg_postmaster_start_time(),`
 	receiverColumns = `
 	w.conninfo,
 	CASE WHEN r.rec THEN w.received_tli END,`
 	sendersColumn = `
 	(SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', pid, state, sync_state, sent_lsn, flush_lsn, replay_lsn,
-			extract(epoch FROM replay_lag)), ';') FROM pg_stat_get_wal_senders())`
+			(extract(epoch FROM replay_lag) * 1000000)::int8), ';') FROM pg_stat_get_wal_senders())`
 	fromRec      = "\nFROM (SELECT pg_is_in_recovery() AS rec) r"
 	withReceiver = ", pg_stat_get_wal_receiver() w"
 
@@ -86,8 +88,15 @@ const fallbackTimelineSQL = `SELECT greatest((SELECT timeline_id::int8 FROM pg_c
 const masterTimeline = "pgxha.timeline"
 
 // cascadeKey is the key, in a check connection's CustomData, of the number
-// of checks since a replica's walsenders were last read and found none.
-const cascadeKey = "pgxha.cascade"
+// of checks since a replica's walsenders were last read; quietKey, of how
+// many reads in a row found none. A replica's walsenders are read at every
+// check until quietBefore reads in a row found none (a downstream replica
+// that reconnects is missing for a moment), then every cascadeEvery checks.
+const (
+	cascadeKey  = "pgxha.cascade"
+	quietKey    = "pgxha.quiet"
+	quietBefore = 3
+)
 
 // kindKey is the key, in a check connection's CustomData, of what the
 // node was at the connection's last check: kindMaster or kindReplica.
@@ -99,7 +108,7 @@ const (
 )
 
 // cascadeEvery is how often the walsenders of a replica that had none at
-// the last look are read: a replica that begins to cascade is seen within
+// its last reads are read: a replica that begins to cascade is seen within
 // as many checks.
 const cascadeEvery = 8
 
@@ -120,23 +129,53 @@ const walsenderNames = "pgxha.walsenders"
 type walsender struct{ app, addr string }
 
 func (postgresChecker) Check(ctx context.Context, conn *pgx.Conn) (Result, error) {
+	res, err := check(ctx, conn)
+	if err == errOtherServer {
+		// The connection reaches another server than it did (a pooler
+		// whose target moved): nothing remembered of the old one holds.
+		forget(conn)
+		res, err = check(ctx, conn)
+		if err == errOtherServer {
+			err = errors.New("check: the server behind the connection keeps changing")
+		}
+	}
+	return res, err
+}
+
+// errOtherServer: the server's start time is not the one the connection
+// read first.
+var errOtherServer = errors.New("check: another server")
+
+// forget drops what the connection remembered of its server.
+func forget(conn *pgx.Conn) {
+	data := conn.PgConn().CustomData()
+	for _, k := range []string{serverIdentity, masterTimeline, kindKey, cascadeKey, quietKey, walsenderNames} {
+		delete(data, k)
+	}
+}
+
+func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 	id, err := serverOf(ctx, conn)
 	if err != nil {
 		return Result{}, err
 	}
 	data := conn.PgConn().CustomData()
 	tl, _ := data[masterTimeline].(uint32)
-	since, quiet := data[cascadeKey].(int)
+	since, _ := data[cascadeKey].(int)
+	quietReads, _ := data[quietKey].(int)
 	sql := checkSQL
 	switch kind, _ := data[kindKey].(int); {
 	case kind == kindMaster:
 		sql = masterCheckSQL
-	case kind == kindReplica && quiet && since < cascadeEvery-1:
+	case kind == kindReplica && quietReads >= quietBefore && since < cascadeEvery-1:
 		sql = replicaCheckSQL
 	}
 	var c checkRow
 	if err := conn.QueryRow(ctx, sql, tl == 0).Scan(c.dest()...); err != nil {
 		return Result{}, err
+	}
+	if c.startTime == nil || !c.startTime.Equal(id.startTime) {
+		return Result{}, errOtherServer
 	}
 	if sql != checkSQL && c.inRecovery != nil && *c.inRecovery != (sql == replicaCheckSQL) {
 		// It changed kind since the last check: read it whole.
@@ -160,12 +199,15 @@ func (postgresChecker) Check(ctx context.Context, conn *pgx.Conn) (Result, error
 	case !res.InRecovery:
 		data[kindKey] = kindMaster
 		delete(data, cascadeKey)
-	case sql == checkSQL && c.repls != nil:
-		data[kindKey] = kindReplica
-		delete(data, cascadeKey) // it cascades: read them at every check
+		delete(data, quietKey)
 	case sql == checkSQL:
 		data[kindKey] = kindReplica
 		data[cascadeKey] = 0
+		if c.repls != nil {
+			data[quietKey] = 0 // it cascades: read them at every check
+		} else {
+			data[quietKey] = quietReads + 1
+		}
 	default:
 		data[cascadeKey] = since + 1
 	}
@@ -284,11 +326,12 @@ type checkRow struct {
 	// that a row without them is an error, not a panic.
 	inRecovery, readOnly, replayPaused *bool
 	serverTime                         *time.Time
+	startTime                          *time.Time // pg_postmaster_start_time()
 }
 
 func (c *checkRow) dest() []any {
 	return []any{&c.inRecovery, &c.readOnly, &c.lsn, &c.receiveLSN, &c.replayTime, &c.replayPaused,
-		&c.serverTime, &c.timeline, &c.receiverConn, &c.receivedTLI, &c.repls}
+		&c.serverTime, &c.timeline, &c.startTime, &c.receiverConn, &c.receivedTLI, &c.repls}
 }
 
 func (c *checkRow) result() (Result, error) {
@@ -333,7 +376,8 @@ func (c *checkRow) result() (Result, error) {
 }
 
 // parseWalsenders reads checkSQL's walsender column: per walsender, pid,
-// state, sync_state, sent, flush and replay LSNs and replay_lag in seconds,
+// state, sync_state, sent, flush and replay LSNs and replay_lag in
+// microseconds,
 // separated by '|', the walsenders by ';'; a NULL is empty.
 func parseWalsenders(s string) ([]Replica, []int32, error) {
 	n := strings.Count(s, ";") + 1
@@ -363,11 +407,11 @@ func parseWalsenders(s string) ([]Replica, []int32, error) {
 			*dst = l
 		}
 		if f[6] != "" {
-			secs, err := strconv.ParseFloat(f[6], 64)
-			if err != nil || secs < 0 || math.IsInf(secs, 0) || math.IsNaN(secs) {
+			us, err := strconv.ParseInt(f[6], 10, 64)
+			if err != nil || us < 0 || us > math.MaxInt64/int64(time.Microsecond) {
 				return nil, nil, fmt.Errorf("decode pg_stat_replication: replay_lag %q", f[6])
 			}
-			rep.ReplayLag, rep.HasReplayLag = time.Duration(math.Round(secs*1e6))*time.Microsecond, true
+			rep.ReplayLag, rep.HasReplayLag = time.Duration(us)*time.Microsecond, true
 		}
 		reps = append(reps, rep)
 		pids = append(pids, int32(pid))

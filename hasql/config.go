@@ -84,14 +84,15 @@ type Config struct {
 	// silence (hasql_check_keepalive, default 1s; 0 leaves the system's
 	// settings): TCP keepalive probes after CheckKeepAlive without a byte
 	// from the server, one every CheckKeepAlive after that, and, on Linux,
-	// TCP_USER_TIMEOUT of CheckKeepAlive, so that an unanswered probe, or
-	// bytes the server's host leaves unacknowledged that long, close the
-	// connection. The server's kernel answers the probes: they cost
-	// PostgreSQL nothing. A partition or a dead host is then noticed within
-	// about twice CheckKeepAlive (the kernel counts whole seconds) whatever
-	// CheckInterval, through WaitOnSocket's read between checks, and a
-	// check in flight ends after CheckKeepAlive of silence. A hung server
-	// whose kernel still answers is noticed by the checks only.
+	// TCP_USER_TIMEOUT of three times CheckKeepAlive (CheckTimeout if
+	// longer), so that unanswered probes, or bytes the server's host leaves
+	// unacknowledged that long, close the connection. The server's kernel
+	// answers the probes: they cost PostgreSQL nothing. A partition or a
+	// dead host is then noticed within about three times CheckKeepAlive
+	// (the kernel counts whole seconds) whatever CheckInterval, through
+	// WaitOnSocket's read between checks. A hung server whose kernel still
+	// answers is noticed by the checks only. A system that refuses the
+	// settings gets a warning, once per node, and the checks alone.
 	CheckKeepAlive time.Duration
 	// WatchPromotion makes each replica's check connection probe the
 	// replica for a promotion every PromotionPoll between checks, but only
@@ -411,8 +412,8 @@ func (cfg *Config) applySettings(params map[string]string) error {
 		if err != nil {
 			return fmt.Errorf("hasql: hasql_check_keepalive %q: want a duration such as 1s, or 0 to leave the system's keepalive settings", v)
 		}
-		if d != 0 && d < time.Second {
-			return fmt.Errorf("hasql: hasql_check_keepalive %q: must be 0 or at least 1s (the kernel counts keepalive times in seconds)", v)
+		if d != 0 && (d < time.Second || d > maxKeepAlive) {
+			return fmt.Errorf("hasql: hasql_check_keepalive %q: must be 0, or from 1s (the kernel counts keepalive times in seconds) to %s", v, maxKeepAlive)
 		}
 		cfg.CheckKeepAlive = d
 	}
@@ -764,8 +765,8 @@ func (cfg *Config) validate() error {
 	if cfg.FastCheckWindow < 0 || cfg.MaxLag < 0 || cfg.MaxLagBytes < 0 || cfg.TokenWait < 0 || cfg.AcquireTimeout < 0 {
 		return errors.New("hasql: FastCheckWindow, MaxLag, MaxLagBytes, TokenWait and AcquireTimeout must not be negative")
 	}
-	if cfg.CheckKeepAlive < 0 || cfg.CheckKeepAlive > 0 && cfg.CheckKeepAlive < time.Second {
-		return fmt.Errorf("hasql: CheckKeepAlive %s: want 0 or at least 1s", cfg.CheckKeepAlive)
+	if cfg.CheckKeepAlive < 0 || cfg.CheckKeepAlive > 0 && (cfg.CheckKeepAlive < time.Second || cfg.CheckKeepAlive > maxKeepAlive) {
+		return fmt.Errorf("hasql: CheckKeepAlive %s: want 0, or from 1s to %s", cfg.CheckKeepAlive, maxKeepAlive)
 	}
 	if cfg.FlapCount < 0 || cfg.FlapCount > 0 && (cfg.FlapWindow <= 0 || cfg.FlapCooldown <= 0) {
 		return fmt.Errorf("hasql: FlapCount %d, FlapWindow %s, FlapCooldown %s: want a count >= 0 and, with a count, a positive window and cool-down",

@@ -38,23 +38,25 @@ type node struct {
 	maxConns int64
 
 	// Live values read lock-free by acquires and balancers.
-	inUse       atomic.Int64 // connections acquired from the pool, or being acquired, not yet released
-	acquireErrs atomic.Int64 // failed acquires from this node's pool, ever
-	latencyEWMA atomic.Int64 // smoothed check latency, nanoseconds
-	replayLSN   atomic.Uint64
-	lagBytes    atomic.Int64
-	lagNanos    atomic.Int64
-	lagKnown    atomic.Bool
-	sync        atomic.Bool
-	mayWrite    atomic.Bool  // writable at its last check: a statement may have written
-	replica     atomic.Bool  // a replica that follows the master (a role that serves reads)
-	serverStart atomic.Int64 // the postmaster's start time at the last check, unix microseconds
-	suspect     atomic.Bool
-	damped      atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
-	watchable   atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
-	slow        atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
-	poisoned    sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
-	nPoisoned   atomic.Int64
+	inUse atomic.Int64 // connections acquired from the pool, or being acquired, not yet released
+	// keepAliveWarn logs once that the kernel's watch could not be set.
+	keepAliveWarn sync.Once
+	acquireErrs   atomic.Int64 // failed acquires from this node's pool, ever
+	latencyEWMA   atomic.Int64 // smoothed check latency, nanoseconds
+	replayLSN     atomic.Uint64
+	lagBytes      atomic.Int64
+	lagNanos      atomic.Int64
+	lagKnown      atomic.Bool
+	sync          atomic.Bool
+	mayWrite      atomic.Bool  // writable at its last check: a statement may have written
+	replica       atomic.Bool  // a replica that follows the master (a role that serves reads)
+	serverStart   atomic.Int64 // the postmaster's start time at the last check, unix microseconds
+	suspect       atomic.Bool
+	damped        atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
+	watchable     atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
+	slow          atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
+	poisoned      sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
+	nPoisoned     atomic.Int64
 
 	// Re-check requests: pending is set, then the wait in progress (if any)
 	// is cancelled; a burst of requests collapses into one check.
@@ -172,9 +174,13 @@ func (n *node) checkConnConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
 		if err != nil {
 			return nil, err
 		}
-		if err := watchSilence(c, n.m.cfg.CheckKeepAlive); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("set TCP keepalive on the check connection: %w", err)
+		if err := watchSilence(c, n.m.cfg.CheckKeepAlive, n.m.cfg.CheckTimeout); err != nil {
+			// Some systems refuse some of the settings (OpenBSD, older
+			// Windows): the checks alone then notice a silence.
+			n.keepAliveWarn.Do(func() {
+				n.m.log.Warn("pgxha: the kernel's watch on the check connection could not be set (hasql_check_keepalive): a partition is noticed by the checks alone",
+					"addr", n.cfg.Addr, "err", err)
+			})
 		}
 		return n.checkConns.track(c), nil
 	}
