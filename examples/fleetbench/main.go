@@ -63,55 +63,108 @@ func main() {
 	}
 }
 
-func run(counts, settings, bouncer string, window, warmup time.Duration) error {
+// bench is what both modes start from: the counts of Managers, a cluster
+// with room for the most, the Managers' DSN and check interval, and words
+// for the settings.
+type bench struct {
+	ks       []int
+	c        *testcluster.Cluster
+	dsn      string
+	interval time.Duration
+	desc     string
+}
+
+// setup parses the flags both modes share and starts the cluster; the
+// caller stops b.c.
+func setup(counts, settings, bouncer string) (*bench, error) {
 	extra, err := url.ParseQuery(settings)
 	if err != nil {
-		return fmt.Errorf("-settings: %w", err)
+		return nil, fmt.Errorf("-settings: %w", err)
 	}
-	var ks []int
+	b := &bench{}
 	maxK := 0
 	for _, s := range strings.Split(counts, ",") {
 		k, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || k < 1 {
-			return fmt.Errorf("-managers: bad count %q", s)
+			return nil, fmt.Errorf("-managers: bad count %q", s)
 		}
-		ks = append(ks, k)
+		b.ks = append(b.ks, k)
 		maxK = max(maxK, k)
 	}
-	ctx := context.Background()
-	c, err := testcluster.Start(ctx, testcluster.Options{
+	b.c, err = testcluster.Start(context.Background(), testcluster.Options{
 		// Every Manager keeps a check connection and an idle pooled one on
 		// each node.
 		Settings:  map[string]string{"max_connections": strconv.Itoa(2*maxK + 50)},
 		PgBouncer: testcluster.PgBouncerMode(bouncer),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer c.Stop()
-	u, err := url.Parse(c.DSN())
+	u, err := url.Parse(b.c.DSN())
 	if err != nil {
-		return err
+		b.c.Stop()
+		return nil, err
 	}
 	q := u.Query()
 	for k, v := range extra {
 		q[k] = v
 	}
 	u.RawQuery = q.Encode()
-	dsn := u.String()
+	b.dsn = u.String()
+	cfg, err := hasql.ParseConfig(b.dsn)
+	if err != nil {
+		b.c.Stop()
+		return nil, err
+	}
+	b.interval = cfg.CheckInterval
+	b.desc = "default settings"
+	if settings != "" {
+		b.desc = "settings " + settings
+	}
+	if bouncer != "" {
+		b.desc += ", PgBouncer (" + bouncer + " mode) in front of every node"
+	}
+	return b, nil
+}
 
-	cfg, err := hasql.ParseConfig(dsn)
+// startManagers starts k Managers and waits until they are ready. Service
+// instances start at unrelated times: the Managers (whose checks fall due
+// on multiples of the interval since their start) are spread over it. The
+// Managers made are returned with any error, for the caller to close.
+func startManagers(ctx context.Context, b *bench, k int, opts ...hasql.Option) ([]*hasql.Manager, error) {
+	opts = append([]hasql.Option{hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)
+	ms := make([]*hasql.Manager, 0, k)
+	begin := time.Now()
+	for i := range k {
+		time.Sleep(time.Until(begin.Add(time.Duration(i) * b.interval / time.Duration(k))))
+		m, err := hasql.New(ctx, b.dsn, opts...)
+		if err != nil {
+			return ms, err
+		}
+		ms = append(ms, m)
+	}
+	replicas := 2
+	if roleOnly {
+		replicas = 0 // the role alone cannot tell what a replica follows
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for _, m := range ms {
+		if err := m.WaitReady(readyCtx, 1, replicas); err != nil {
+			return ms, fmt.Errorf("%d Managers: %w", k, err)
+		}
+	}
+	return ms, nil
+}
+
+func run(counts, settings, bouncer string, window, warmup time.Duration) error {
+	b, err := setup(counts, settings, bouncer)
 	if err != nil {
 		return err
 	}
-	interval := cfg.CheckInterval
-	desc := "default settings"
-	if settings != "" {
-		desc = "settings " + settings
-	}
-	if bouncer != "" {
-		desc += ", PgBouncer (" + bouncer + " mode) in front of every node"
-	}
+	defer b.c.Stop()
+	c, ks, desc := b.c, b.ks, b.desc
+	ctx := context.Background()
 	fmt.Printf("fleetbench: K Managers with %s, 3-node cluster (master, sync, async), %s window after %s, %s/%s, %d CPUs\n\n",
 		desc, window, warmup, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 
@@ -125,33 +178,16 @@ func run(counts, settings, bouncer string, window, warmup time.Duration) error {
 	fmt.Fprintf(w, "0\t%s\t%s\t%s\t%s\t\t\t%s\t\n", pct(sum(idle.cpu), window), pct(idle.cpu[0], window),
 		pct(idle.cpu[1], window), pct(idle.cpu[2], window), backends(idle.backends))
 	for _, k := range ks {
-		ms := make([]*hasql.Manager, 0, k)
+		ms, err := startManagers(ctx, b, k)
 		closeAll := func() {
 			for _, m := range ms {
 				m.Close()
 			}
 		}
-		begin := time.Now()
-		for i := range k {
-			// Spread over the interval, as a fleet's instances are (see
-			// managersWindow).
-			time.Sleep(time.Until(begin.Add(time.Duration(i) * interval / time.Duration(k))))
-			m, err := hasql.New(ctx, dsn, hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-			if err != nil {
-				closeAll()
-				return err
-			}
-			ms = append(ms, m)
+		if err != nil {
+			closeAll()
+			return err
 		}
-		readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		for _, m := range ms {
-			if err := m.WaitReady(readyCtx, 1, 2); err != nil {
-				cancel()
-				closeAll()
-				return fmt.Errorf("%d Managers: %w", k, err)
-			}
-		}
-		cancel()
 		time.Sleep(warmup)
 		r, err := measure(c, window)
 		closeAll()

@@ -4,13 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/url"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,51 +23,13 @@ func runVersus(counts, settings, bouncer string, window, warmup time.Duration, r
 	if rounds < 1 {
 		return fmt.Errorf("-rounds %d: want 1 or more", rounds)
 	}
-	extra, err := url.ParseQuery(settings)
+	b, err := setup(counts, settings, bouncer)
 	if err != nil {
-		return fmt.Errorf("-settings: %w", err)
+		return err
 	}
-	var ks []int
-	maxK := 0
-	for _, s := range strings.Split(counts, ",") {
-		k, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || k < 1 {
-			return fmt.Errorf("-managers: bad count %q", s)
-		}
-		ks = append(ks, k)
-		maxK = max(maxK, k)
-	}
+	defer b.c.Stop()
+	c, ks, interval, desc := b.c, b.ks, b.interval, b.desc
 	ctx := context.Background()
-	c, err := testcluster.Start(ctx, testcluster.Options{
-		Settings:  map[string]string{"max_connections": strconv.Itoa(2*maxK + 50)},
-		PgBouncer: testcluster.PgBouncerMode(bouncer),
-	})
-	if err != nil {
-		return err
-	}
-	defer c.Stop()
-	u, err := url.Parse(c.DSN())
-	if err != nil {
-		return err
-	}
-	q := u.Query()
-	for k, v := range extra {
-		q[k] = v
-	}
-	u.RawQuery = q.Encode()
-	dsn := u.String()
-	cfg, err := hasql.ParseConfig(dsn)
-	if err != nil {
-		return err
-	}
-	interval := cfg.CheckInterval
-	desc := "default settings"
-	if settings != "" {
-		desc = "settings " + settings
-	}
-	if bouncer != "" {
-		desc += ", PgBouncer (" + bouncer + " mode) in front of every node"
-	}
 	fmt.Printf("fleetbench -versus: K Managers with %s against K role checks (prepared SELECT pg_is_in_recovery() on every node every %s),\n"+
 		"3-node cluster (master, sync, async), %d rounds of a %s window each after %s, %s/%s, %d CPUs\n\n",
 		desc, interval, rounds, window, warmup, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
@@ -87,7 +44,7 @@ func runVersus(counts, settings, bouncer string, window, warmup time.Duration, r
 		var managers, roles time.Duration
 		for r := range rounds {
 			sides := []func() (time.Duration, error){
-				func() (time.Duration, error) { return managersWindow(ctx, c, dsn, k, interval, window, warmup) },
+				func() (time.Duration, error) { return managersWindow(ctx, b, k, window, warmup) },
 				func() (time.Duration, error) { return rolesWindow(ctx, c, k, interval, window, warmup) },
 			}
 			if r%2 == 1 {
@@ -118,43 +75,23 @@ func runVersus(counts, settings, bouncer string, window, warmup time.Duration, r
 }
 
 // managersWindow measures the servers' CPU with k Managers running.
-func managersWindow(ctx context.Context, c *testcluster.Cluster, dsn string, k int, interval, window, warmup time.Duration) (time.Duration, error) {
-	begin := time.Now()
-	ms := make([]*hasql.Manager, 0, k)
+func managersWindow(ctx context.Context, b *bench, k int, window, warmup time.Duration) (time.Duration, error) {
+	var opts []hasql.Option
+	if roleOnly {
+		opts = append(opts, hasql.WithChecker(roleChecker{}))
+	}
+	ms, err := startManagers(ctx, b, k, opts...)
 	defer func() {
 		for _, m := range ms {
 			m.Close()
 		}
 		time.Sleep(time.Second) // the servers' backends exit
 	}()
-	for i := range k {
-		// Service instances start at unrelated times: spread the Managers
-		// (whose checks fall due on multiples of the interval since their
-		// start) over the interval.
-		time.Sleep(time.Until(begin.Add(time.Duration(i) * interval / time.Duration(k))))
-		opts := []hasql.Option{hasql.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}
-		if roleOnly {
-			opts = append(opts, hasql.WithChecker(roleChecker{}))
-		}
-		m, err := hasql.New(ctx, dsn, opts...)
-		if err != nil {
-			return 0, err
-		}
-		ms = append(ms, m)
-	}
-	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for _, m := range ms {
-		replicas := 2
-		if roleOnly {
-			replicas = 0 // the role alone cannot tell what a replica follows
-		}
-		if err := m.WaitReady(readyCtx, 1, replicas); err != nil {
-			return 0, fmt.Errorf("%d Managers: %w", k, err)
-		}
+	if err != nil {
+		return 0, err
 	}
 	time.Sleep(warmup)
-	s, err := measure(c, window)
+	s, err := measure(b.c, window)
 	return sum(s.cpu), err
 }
 
