@@ -94,7 +94,7 @@ func setup(counts, settings, bouncer string) (*bench, error) {
 	b.c, err = testcluster.Start(context.Background(), testcluster.Options{
 		// Every Manager keeps a check connection and an idle pooled one on
 		// each node.
-		Settings:  map[string]string{"max_connections": strconv.Itoa(2*maxK + 50)},
+		Settings:  map[string]string{"max_connections": strconv.Itoa(max(2*maxK+50, 100))},
 		PgBouncer: testcluster.PgBouncerMode(bouncer),
 	})
 	if err != nil {
