@@ -91,7 +91,8 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || !o.custom()) {
 		if cs := s.prepared(t, o); len(cs.nodes) > 0 {
 			n := cs.nodes[cs.pick()]
-			// n.acquire(ctx, false), by hand: this is the hot path.
+			// n.acquire by hand (the hot path), except that a full pool
+			// goes the slow way, which bounds the wait (see boundAcquire).
 			if n.inUse.Add(1) <= n.maxConns {
 				conn, err := n.pool.Acquire(ctx)
 				if err == nil {
@@ -220,7 +221,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			}
 		}
 		n := set.nodes[set.pick()]
-		conn, err := n.acquire(ctx, true)
+		conn, err := n.acquire(ctx)
 		if err == nil {
 			if m.snap.Load() == s || m.stillRoutes(n, t, o) {
 				return conn, n, nil
@@ -472,7 +473,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration) (*pgxpool.Conn, LSN, error) {
 	pctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	conn, err := n.acquire(pctx, true)
+	conn, err := n.acquire(pctx)
 	if err != nil {
 		if ctx.Err() == nil && err != errNodeLeft {
 			n.acquireFailed(err)
@@ -495,22 +496,17 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 // from the current set.
 var errNodeLeft = errors.New("hasql: the node left the node set")
 
-// errPoolFull is what an acquire that may not wait returns when every
-// connection of the node's pool is in use: the fast path then goes the slow
-// way, which bounds the wait (see boundAcquire).
-var errPoolFull = errors.New("hasql: the node's pool is full")
-
 // acquire takes a connection from n's pool. n.inUse counts it from now
 // until its release (see nodeTracer.TraceRelease), or until the acquire
-// fails: every path that acquires goes through here, so the count the
-// balancers read never drifts. An acquire beyond the pool's MaxConns
-// returns errPoolFull unless wait is set; with wait it may wait for a
-// connection to be released, and also ends when n leaves the set or the
-// Manager closes (errNodeLeft, or the pool's error when the Manager
+// fails: every path that acquires goes through here (acquireFast through
+// its own copy of the first branch), so the count the balancers read never
+// drifts. An acquire beyond the pool's MaxConns may
+// wait for a connection to be released: it also ends when n leaves the set
+// or the Manager closes (errNodeLeft, or the pool's error when the Manager
 // closed), so that no acquire stays behind in the pool of a node that is
 // gone. Below MaxConns it waits at most for a connection being made, and
 // allocates nothing.
-func (n *node) acquire(ctx context.Context, wait bool) (*pgxpool.Conn, error) {
+func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	if n.inUse.Add(1) <= n.maxConns {
 		conn, err := n.pool.Acquire(ctx)
 		if err != nil {
@@ -521,10 +517,6 @@ func (n *node) acquire(ctx context.Context, wait bool) (*pgxpool.Conn, error) {
 			return nil, err
 		}
 		return conn, nil
-	}
-	if !wait {
-		n.inUse.Add(-1)
-		return nil, errPoolFull
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(n.ctx, cancel)

@@ -82,7 +82,7 @@ func (m *Manager) WaitCaughtUp(ctx context.Context) error {
 func (m *Manager) replayedOnConn(ctx context.Context, n *node, lsn LSN) bool {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.CheckTimeout)
 	defer cancel()
-	conn, err := n.acquire(ctx, true)
+	conn, err := n.acquire(ctx)
 	if err != nil {
 		return false
 	}
