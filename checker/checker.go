@@ -52,7 +52,8 @@ type Result struct {
 	// ReplayPaused reports a replica whose replay was paused
 	// (pg_wal_replay_pause).
 	ReplayPaused bool
-	// ServerTime is clock_timestamp() on the node.
+	// ServerTime is clock_timestamp() on a replica, what its ReplayTime is
+	// measured against; PostgreSQL's checks of a master may leave it zero.
 	ServerTime time.Time
 	// Timeline is the node's timeline: of the WAL it writes on a master; on
 	// a replica, of the WAL it receives or, with no walreceiver to tell (or

@@ -24,8 +24,8 @@ func PostgreSQL() Checker { return postgresChecker{} }
 type postgresChecker struct{}
 
 // A check reads a node's state in one statement, r.rec being
-// pg_is_in_recovery() (evaluated once) and w the walreceiver, if any (one
-// call of pg_stat_get_wal_receiver(), a row of NULLs without one). CASE
+// pg_is_in_recovery() (evaluated once) and r.w the walreceiver, if any (one
+// call of pg_stat_get_wal_receiver(), NULL without one). CASE
 // keeps the functions that fail on the other kind of node (pg_walfile_name
 // on a replica, pg_is_wal_replay_paused on a master) from being called.
 // ReadOnly is what transaction_read_only is in a new transaction.
@@ -37,9 +37,10 @@ type postgresChecker struct{}
 // restart ends the connection); a replica's walsenders (a cascade) at
 // every check while it has any, and otherwise every cascadeEvery checks
 // (a master's at every check: they say which replicas are synchronous);
-// no walreceiver on a master (the statement is chosen by what the node was
-// at the connection's last check, and a node found to have changed kind
-// is read again whole at once); cluster_name and the identity once per
+// no walreceiver, receive or replay position or clock on a master (the
+// statement is chosen by what the node was at the connection's last
+// check, and a node found to have changed kind is read again whole at
+// once); cluster_name and the identity once per
 // connection (see serverSQL); a replica's timeline from its control data
 // only when no walreceiver reports one (see fallbackTimelineSQL). LSNs come
 // as pg_lsn text, the walsenders as one string (see parseWalsenders):
@@ -52,26 +53,39 @@ const (
 	pg_last_wal_receive_lsn(),
 	pg_last_xact_replay_timestamp(),
 	CASE WHEN r.rec THEN pg_is_wal_replay_paused() ELSE false END,
-	clock_timestamp(),
+	clock_timestamp(),` + timelineColumns
+	// masterColumns are checkColumns with what only a replica has left out:
+	// the receive position, the replay timestamp and pause, and the server's
+	// clock (which only a replica's replay timestamp is measured against).
+	masterColumns = `
+	r.rec,
+	r.rec OR current_setting('default_transaction_read_only')::bool,
+	CASE WHEN r.rec THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+	NULL::text, NULL::timestamptz, false, NULL::timestamptz,` + timelineColumns
+	timelineColumns = `
 	CASE WHEN NOT r.rec AND $1::bool THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
 	pg_postmaster_start_time(),`
+	// The walreceiver is a column of r, a composite value whose fields
+	// the statement selects: one call of the function, without the cost of
+	// a function scan (which materializes its row).
 	receiverColumns = `
-	w.conninfo,
-	CASE WHEN r.rec THEN w.received_tli END,`
+	(r.w).conninfo,
+	CASE WHEN r.rec THEN (r.w).received_tli END,`
 	sendersColumn = `
 	(SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', pid, state, sync_state, sent_lsn, flush_lsn, replay_lsn,
-			(extract(epoch FROM replay_lag) * 1000000)::int8), ';') FROM pg_stat_get_wal_senders())`
+			(date_part('epoch', replay_lag) * 1000000)::int8), ';') FROM pg_stat_get_wal_senders())`
 	fromRec      = "\nFROM (SELECT pg_is_in_recovery() AS rec) r"
-	withReceiver = ", pg_stat_get_wal_receiver() w"
+	fromRecAndWR = "\nFROM (SELECT pg_is_in_recovery() AS rec, pg_stat_get_wal_receiver() AS w) r"
 
 	// checkSQL reads everything: the first check on a connection, and
 	// whenever the node may have changed kind.
-	checkSQL = "SELECT" + checkColumns + receiverColumns + sendersColumn + fromRec + withReceiver
-	// masterCheckSQL leaves out the walreceiver, which a master has not.
-	masterCheckSQL = "SELECT" + checkColumns + "\n\tNULL::text, NULL::int4," + sendersColumn + fromRec
+	checkSQL = "SELECT" + checkColumns + receiverColumns + sendersColumn + fromRecAndWR
+	// masterCheckSQL leaves out what a master has not: the walreceiver,
+	// the receive and replay positions.
+	masterCheckSQL = "SELECT" + masterColumns + "\n\tNULL::text, NULL::int4," + sendersColumn + fromRec
 	// replicaCheckSQL leaves out the walsenders, for a replica that had
 	// none at its last look (see cascadeEvery).
-	replicaCheckSQL = "SELECT" + checkColumns + receiverColumns + "\n\tNULL::text" + fromRec + withReceiver
+	replicaCheckSQL = "SELECT" + checkColumns + receiverColumns + "\n\tNULL::text" + fromRecAndWR
 )
 
 // fallbackTimelineSQL reads a replica's timeline when no walreceiver
@@ -337,10 +351,13 @@ func (c *checkRow) dest() []any {
 func (c *checkRow) result() (Result, error) {
 	c.pids = nil
 	res := c.res
-	if c.inRecovery == nil || c.readOnly == nil || c.serverTime == nil {
+	if c.inRecovery == nil || c.readOnly == nil || c.serverTime == nil && *c.inRecovery {
 		return Result{}, fmt.Errorf("check returned no state")
 	}
-	res.InRecovery, res.ReadOnly, res.ServerTime = *c.inRecovery, *c.readOnly, *c.serverTime
+	res.InRecovery, res.ReadOnly = *c.inRecovery, *c.readOnly
+	if c.serverTime != nil {
+		res.ServerTime = *c.serverTime
+	}
 	res.ReplayPaused = c.replayPaused != nil && *c.replayPaused
 	var err error
 	if res.LSN, err = lsnText(c.lsn); err != nil {

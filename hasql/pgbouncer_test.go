@@ -39,11 +39,31 @@ func TestThroughPgBouncer(t *testing.T) {
 					ms = append(ms, m)
 				}
 			}
-			time.Sleep(time.Second) // ten checks each, on shared server connections
+			// Ten checks each, on shared server connections: every node's
+			// check finishes after a mark ten times over.
+			for range 10 {
+				mark := time.Now()
+				require.Eventually(t, func() bool {
+					for _, m := range ms {
+						for _, n := range m.Nodes() {
+							if !n.LastCheck.After(mark) {
+								return false
+							}
+						}
+					}
+					return true
+				}, time.Minute, 5*time.Millisecond)
+			}
+			want := []hasql.Role{hasql.RoleMaster, hasql.RoleSyncReplica, hasql.RoleAsyncReplica}
 			for i, m := range ms {
 				st := m.Nodes()
-				assert.Equal(t, []hasql.Role{hasql.RoleMaster, hasql.RoleSyncReplica, hasql.RoleAsyncReplica},
-					[]hasql.Role{st[0].Role, st[1].Role, st[2].Role}, "Manager %d", i)
+				if !assert.Equal(t, want, []hasql.Role{st[0].Role, st[1].Role, st[2].Role}, "Manager %d", i) {
+					for _, n := range st {
+						t.Logf("Manager %d: %s %s sync_state %q, sync unknown %q, detached %q, error %v",
+							i, n.Addr, n.Role, n.SyncState, n.SyncUnknown, n.Detached, n.LastError)
+					}
+					t.Logf("the master's walsenders: %s", walsenders(t, ctx, c.Master()))
+				}
 				for _, n := range st {
 					assert.True(t, n.Up, "Manager %d: %s: %v", i, n.Addr, n.LastError)
 				}
@@ -88,4 +108,20 @@ func TestThroughPgBouncer(t *testing.T) {
 			assert.Equal(t, 2, k)
 		})
 	}
+}
+
+// walsenders lists the application_name, state and sync_state of n's
+// walsenders, for a failure's message.
+func walsenders(t *testing.T, ctx context.Context, n *testcluster.Node) string {
+	conn, err := n.Conn(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close(context.Background())
+	var s string
+	if err := conn.QueryRow(ctx, `SELECT coalesce(string_agg(format('%s pid %s %s %s', application_name, pid, state, sync_state), '; '), 'none')
+		FROM pg_stat_replication`).Scan(&s); err != nil {
+		return err.Error()
+	}
+	return s
 }
