@@ -18,8 +18,9 @@ import (
 // BenchmarkServerCost measures what a statement costs the server: the CPU
 // of the backend that runs it (from /proc/PID/schedstat), per run, on the
 // master and on a replica, for the minimal role check (prepared SELECT
-// pg_is_in_recovery()), the full check, and the full check with one part
-// left out. Each statement runs prepared on a connection of its own, in
+// pg_is_in_recovery()), the full check, the full check with one part
+// left out, and a replica's check with its walreceiver read by a function
+// scan (as it was). Each statement runs prepared on a connection of its own, in
 // alternating chunks with the role check, so that both see the same
 // machine; server-µs/op is the statement's, x-role its ratio to the role
 // check's. Give it enough runs to be many ticks of CPU:
@@ -57,6 +58,8 @@ func BenchmarkServerCost(b *testing.B) {
 			{"first-check", checker.CheckSQL},
 			{"no-walreceiver", without(r, ", pg_stat_get_wal_receiver() AS w", "", "(r.w).conninfo", "NULL::text", "CASE WHEN r.rec THEN (r.w).received_tli END", "NULL::int4")},
 			{"no-settings", without(r, "r.rec OR current_setting('default_transaction_read_only')::bool", "r.rec")},
+			{"walreceiver-scan", without(r, "(r.w).conninfo", "w.conninfo", "(r.w).received_tli", "w.received_tli",
+				", pg_stat_get_wal_receiver() AS w) r", ") r, pg_stat_get_wal_receiver() w")},
 			{"no-times", without(r, "pg_last_xact_replay_timestamp()", "NULL::timestamptz", "clock_timestamp()", "NULL::timestamptz")},
 		}},
 	} {
