@@ -2,6 +2,8 @@ package hasql_test
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,16 +45,21 @@ func TestThroughPgBouncer(t *testing.T) {
 			// check finishes after a mark ten times over.
 			for range 10 {
 				mark := time.Now()
-				require.Eventually(t, func() bool {
-					for _, m := range ms {
+				var behind atomic.Value // what was not checked yet, for the failure's message
+				if !assert.Eventually(t, func() bool {
+					for i, m := range ms {
 						for _, n := range m.Nodes() {
 							if !n.LastCheck.After(mark) {
+								behind.Store(fmt.Sprintf("Manager %d: %s not checked since %s (up %v, last error %v)",
+									i, n.Addr, n.LastCheck.Format(time.RFC3339Nano), n.Up, n.LastError))
 								return false
 							}
 						}
 					}
 					return true
-				}, time.Minute, 5*time.Millisecond)
+				}, time.Minute, 5*time.Millisecond) {
+					t.Fatal(behind.Load())
+				}
 			}
 			want := []hasql.Role{hasql.RoleMaster, hasql.RoleSyncReplica, hasql.RoleAsyncReplica}
 			for i, m := range ms {
