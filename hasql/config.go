@@ -921,6 +921,11 @@ func passwordsOf(connString string) []string {
 			}
 		}
 	}
+	// pgx, like libpq, drops the spaces around a URL's components: the
+	// password it sends (and an error may quote) is the trimmed one.
+	for _, pw := range out {
+		add(strings.Trim(pw, " "))
+	}
 	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
 }
