@@ -15,7 +15,7 @@
 // role check there is (one connection per node running the prepared
 // SELECT pg_is_in_recovery() every check interval, all nodes at once, as
 // go-hasql does), in alternating windows, and prints what each costs the
-// servers and the ratio. Both sides are spread over the interval, as the
+// servers and the ratio, in all and node by node. Both sides are spread over the interval, as the
 // instances of a fleet are: each Manager's checks fall due on multiples of
 // the interval since it started, and so do each role checker's.
 package main

@@ -40,12 +40,14 @@ func runVersus(counts, settings, bouncer string, window, warmup time.Duration, r
 	}
 	base := sum(idle.cpu)
 	fmt.Printf("idle cluster: %s of a core\n", pct(base, window))
+	names := []string{"master", "sync", "async"}
 	for _, k := range ks {
-		var managers, roles time.Duration
+		managers := make([]time.Duration, len(idle.cpu))
+		roles := make([]time.Duration, len(idle.cpu))
 		for r := range rounds {
-			sides := []func() (time.Duration, error){
-				func() (time.Duration, error) { return managersWindow(ctx, b, k, window, warmup) },
-				func() (time.Duration, error) { return rolesWindow(ctx, c, k, interval, window, warmup) },
+			sides := []func() ([]time.Duration, error){
+				func() ([]time.Duration, error) { return managersWindow(ctx, b, k, window, warmup) },
+				func() ([]time.Duration, error) { return rolesWindow(ctx, c, k, interval, window, warmup) },
 			}
 			if r%2 == 1 {
 				sides[0], sides[1] = sides[1], sides[0]
@@ -55,27 +57,44 @@ func runVersus(counts, settings, bouncer string, window, warmup time.Duration, r
 				if err != nil {
 					return err
 				}
+				to := roles
 				if (i == 0) == (r%2 == 0) {
-					managers += d
-				} else {
-					roles += d
+					to = managers
+				}
+				for n := range d {
+					to[n] += d[n]
 				}
 			}
-			fmt.Fprintf(os.Stderr, "fleetbench: %d: round %d of %d measured (Managers %s, role checks %s so far)\n", k, r+1, rounds, pct(managers, window), pct(roles, window))
+			fmt.Fprintf(os.Stderr, "fleetbench: %d: round %d of %d measured (Managers %s, role checks %s so far)\n", k, r+1, rounds, pct(sum(managers), window), pct(sum(roles), window))
 		}
-		mAdd := max(managers-time.Duration(rounds)*base, 0) / time.Duration(rounds)
-		rAdd := max(roles-time.Duration(rounds)*base, 0) / time.Duration(rounds)
-		ratio := "n/a"
-		if rAdd > 0 {
-			ratio = fmt.Sprintf("%.2f", float64(mAdd)/float64(rAdd))
+		// What each side added to the idle cluster, per window: in all,
+		// then node by node (a master's check reads more than a
+		// replica's).
+		added := func(total, idle time.Duration) time.Duration {
+			return max(total-time.Duration(rounds)*idle, 0) / time.Duration(rounds)
 		}
-		fmt.Printf("%d: Managers add %s of a core, role checks %s: ratio %s\n", k, pct2(mAdd, window), pct2(rAdd, window), ratio)
+		ratio := func(m, r time.Duration) string {
+			if r <= 0 {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.2f", float64(m)/float64(r))
+		}
+		mAdd, rAdd := added(sum(managers), base), added(sum(roles), base)
+		fmt.Printf("%d: Managers add %s of a core, role checks %s: ratio %s\n", k, pct2(mAdd, window), pct2(rAdd, window), ratio(mAdd, rAdd))
+		for n := range managers {
+			name := fmt.Sprintf("node %d", n)
+			if n < len(names) {
+				name = names[n]
+			}
+			m, r := added(managers[n], idle.cpu[n]), added(roles[n], idle.cpu[n])
+			fmt.Printf("   %-6s Managers %s, role checks %s: ratio %s\n", name, pct2(m, window), pct2(r, window), ratio(m, r))
+		}
 	}
 	return nil
 }
 
-// managersWindow measures the servers' CPU with k Managers running.
-func managersWindow(ctx context.Context, b *bench, k int, window, warmup time.Duration) (time.Duration, error) {
+// managersWindow measures each server's CPU with k Managers running.
+func managersWindow(ctx context.Context, b *bench, k int, window, warmup time.Duration) ([]time.Duration, error) {
 	var opts []hasql.Option
 	if roleOnly {
 		opts = append(opts, hasql.WithChecker(roleChecker{}))
@@ -88,17 +107,17 @@ func managersWindow(ctx context.Context, b *bench, k int, window, warmup time.Du
 		time.Sleep(time.Second) // the servers' backends exit
 	}()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	time.Sleep(warmup)
 	s, err := measure(b.c, window)
-	return sum(s.cpu), err
+	return s.cpu, err
 }
 
-// rolesWindow measures the servers' CPU with k role checkers running: each
+// rolesWindow measures each server's CPU with k role checkers running: each
 // has a connection to every node and runs the prepared SELECT
 // pg_is_in_recovery() on all of them every interval.
-func rolesWindow(ctx context.Context, c *testcluster.Cluster, k int, interval, window, warmup time.Duration) (time.Duration, error) {
+func rolesWindow(ctx context.Context, c *testcluster.Cluster, k int, interval, window, warmup time.Duration) ([]time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var conns []*pgx.Conn
@@ -115,7 +134,7 @@ func rolesWindow(ctx context.Context, c *testcluster.Cluster, k int, interval, w
 		for _, n := range c.Nodes() {
 			conn, err := pgx.Connect(ctx, n.DSN())
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
 			conns = append(conns, conn)
 		}
@@ -152,10 +171,10 @@ func rolesWindow(ctx context.Context, c *testcluster.Cluster, k int, interval, w
 	s, err := measure(c, window)
 	select {
 	case e := <-errs:
-		return 0, e
+		return nil, e
 	default:
 	}
-	return sum(s.cpu), err
+	return s.cpu, err
 }
 
 // roleOnly (-role-only) gives the Managers roleChecker: what is left of
