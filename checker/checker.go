@@ -87,6 +87,30 @@ type Result struct {
 	// Replicas lists pg_stat_replication: the replicas that stream from
 	// this node (from a master, or from a replica that cascades).
 	Replicas []Replica
+	// ReplicasCached: Replicas were not read by this check but by an
+	// earlier one on the same connection (to the same server), which is
+	// what they are as of. The PostgreSQL checker reads a master's
+	// walsenders only when they may have changed (see ReadAll); a checker
+	// that reads them at every check leaves it false.
+	ReplicasCached bool
+}
+
+// readAllKey is the context key of ReadAll.
+type readAllKey struct{}
+
+// ReadAll returns ctx asking the checker to read everything at this check,
+// what it otherwise reads only now and then included: the Manager asks for
+// it when a node's check showed something that may change its master's
+// walsenders (a replica that connected, went away, restarted or changed
+// upstream or timeline).
+func ReadAll(ctx context.Context) context.Context {
+	return context.WithValue(ctx, readAllKey{}, true)
+}
+
+// readAll reports whether ctx asks for a whole read (see ReadAll).
+func readAll(ctx context.Context) bool {
+	v, _ := ctx.Value(readAllKey{}).(bool)
+	return v
 }
 
 // ServerID identifies one running server: its cluster's system identifier

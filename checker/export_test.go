@@ -4,5 +4,6 @@ package checker
 const (
 	CheckSQL        = checkSQL
 	MasterCheckSQL  = masterCheckSQL
+	MasterQuietSQL  = masterQuietSQL
 	ReplicaCheckSQL = replicaCheckSQL
 )

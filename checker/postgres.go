@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,8 +36,13 @@ type postgresChecker struct{}
 // timeline ($1) when the connection has not seen this server as a master
 // yet (a server's timeline changes only when it leaves recovery, and a
 // restart ends the connection); a replica's walsenders (a cascade) at
-// every check while it has any, and otherwise every cascadeEvery checks
-// (a master's at every check: they say which replicas are synchronous);
+// every check while it has any, and otherwise every cascadeEvery checks;
+// a master's (which say which replicas follow it and which are
+// synchronous) when they may have changed: at the connection's first
+// check, when the caller asks (ReadAll: the Manager does when a replica's
+// own check changed), when synchronous_standby_names changed, at every
+// check while a walsender is not streaming yet, and otherwise every
+// sendersEvery checks (Result.ReplicasCached says a check reused them);
 // no walreceiver, receive or replay position or clock on a master (the
 // statement is chosen by what the node was at the connection's last
 // check, and a node found to have changed kind is read again whole at
@@ -74,18 +80,26 @@ const (
 	sendersColumn = `
 	(SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', pid, state, sync_state, sent_lsn, flush_lsn, replay_lsn,
 			(date_part('epoch', replay_lag) * 1000000)::int8), ';') FROM pg_stat_get_wal_senders())`
+	// syncNamesColumn is synchronous_standby_names on a master: a change
+	// has the walsenders read again at once.
+	syncNamesColumn = `,
+	current_setting('synchronous_standby_names')`
 	fromRec      = "\nFROM (SELECT pg_is_in_recovery() AS rec) r"
 	fromRecAndWR = "\nFROM (SELECT pg_is_in_recovery() AS rec, pg_stat_get_wal_receiver() AS w) r"
 
 	// checkSQL reads everything: the first check on a connection, and
 	// whenever the node may have changed kind.
-	checkSQL = "SELECT" + checkColumns + receiverColumns + sendersColumn + fromRecAndWR
+	checkSQL = "SELECT" + checkColumns + receiverColumns + sendersColumn + `,
+	CASE WHEN NOT r.rec THEN current_setting('synchronous_standby_names') END` + fromRecAndWR
 	// masterCheckSQL leaves out what a master has not: the walreceiver,
 	// the receive and replay positions.
-	masterCheckSQL = "SELECT" + masterColumns + "\n\tNULL::text, NULL::int4," + sendersColumn + fromRec
+	masterCheckSQL = "SELECT" + masterColumns + "\n\tNULL::text, NULL::int4," + sendersColumn + syncNamesColumn + fromRec
+	// masterQuietSQL is masterCheckSQL without the walsenders, for a
+	// master whose walsenders are not due (see sendersEvery).
+	masterQuietSQL = "SELECT" + masterColumns + "\n\tNULL::text, NULL::int4, NULL::text" + syncNamesColumn + fromRec
 	// replicaCheckSQL leaves out the walsenders, for a replica that had
 	// none at its last look (see cascadeEvery).
-	replicaCheckSQL = "SELECT" + checkColumns + receiverColumns + "\n\tNULL::text" + fromRecAndWR
+	replicaCheckSQL = "SELECT" + checkColumns + receiverColumns + "\n\tNULL::text, NULL::text" + fromRecAndWR
 )
 
 // fallbackTimelineSQL reads a replica's timeline when no walreceiver
@@ -126,6 +140,25 @@ const (
 // as many checks.
 const cascadeEvery = 8
 
+// sendersKey is the key, in a check connection's CustomData, of the
+// master's walsenders as last read (a *masterSenders).
+const sendersKey = "pgxha.senders"
+
+// sendersEvery is how often a master's walsenders are read when nothing
+// says they may have changed (see checkColumns): what a foreign standby,
+// or a change the replicas' own checks do not show, does to them is seen
+// within as many checks.
+const sendersEvery = 4
+
+// masterSenders is what a master's last walsender read found, for the
+// checks that reuse it.
+type masterSenders struct {
+	replicas  []Replica // named (see nameReplicas)
+	syncNames string    // synchronous_standby_names then
+	since     int       // checks since
+	settled   bool      // every walsender was streaming (or hides its state)
+}
+
 // walsenderSQL names the walsenders: pg_stat_replication's
 // application_name and client_addr, which come from the backends' status.
 // Reading that status copies every backend's entry, a cost that grows with
@@ -163,7 +196,7 @@ var errOtherServer = errors.New("check: another server")
 // forget drops what the connection remembered of its server.
 func forget(conn *pgx.Conn) {
 	data := conn.PgConn().CustomData()
-	for _, k := range []string{serverIdentity, masterTimeline, kindKey, cascadeKey, quietKey, walsenderNames} {
+	for _, k := range []string{serverIdentity, masterTimeline, kindKey, cascadeKey, quietKey, walsenderNames, sendersKey} {
 		delete(data, k)
 	}
 }
@@ -177,24 +210,34 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 	tl, _ := data[masterTimeline].(uint32)
 	since, _ := data[cascadeKey].(int)
 	quietReads, _ := data[quietKey].(int)
+	senders, _ := data[sendersKey].(*masterSenders)
 	sql := checkSQL
 	switch kind, _ := data[kindKey].(int); {
+	case kind == kindMaster && senders != nil && senders.settled && senders.since < sendersEvery-1 && !readAll(ctx):
+		sql = masterQuietSQL
 	case kind == kindMaster:
 		sql = masterCheckSQL
 	case kind == kindReplica && quietReads >= quietBefore && since < cascadeEvery-1:
 		sql = replicaCheckSQL
 	}
-	var c checkRow
+	c := checkRow{sql: sql}
 	if err := conn.QueryRow(ctx, sql, tl == 0).Scan(c.dest()...); err != nil {
 		return Result{}, err
 	}
 	if c.startTime == nil || !c.startTime.Equal(id.startTime) {
 		return Result{}, errOtherServer
 	}
-	if sql != checkSQL && c.inRecovery != nil && *c.inRecovery != (sql == replicaCheckSQL) {
+	switch {
+	case sql != checkSQL && c.inRecovery != nil && *c.inRecovery != (sql == replicaCheckSQL):
 		// It changed kind since the last check: read it whole.
 		sql = checkSQL
-		c = checkRow{}
+	case sql == masterQuietSQL && (c.syncNames == nil || *c.syncNames != senders.syncNames):
+		// synchronous_standby_names changed: the walsenders' sync states
+		// may have.
+		sql = masterCheckSQL
+	}
+	if sql != c.sql {
+		c = checkRow{sql: sql}
 		if err := conn.QueryRow(ctx, sql, tl == 0).Scan(c.dest()...); err != nil {
 			return Result{}, err
 		}
@@ -202,6 +245,10 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 	res, err := c.result()
 	if err != nil {
 		return res, err
+	}
+	if sql == masterQuietSQL && !res.InRecovery {
+		senders.since++
+		res.Replicas, res.ReplicasCached = slices.Clone(senders.replicas), true
 	}
 	res.SystemID, res.StartTime, res.Name = id.systemID, id.startTime, id.clusterName
 	if c.receiverConn != nil {
@@ -214,6 +261,9 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 		data[kindKey] = kindMaster
 		delete(data, cascadeKey)
 		delete(data, quietKey)
+		if !res.ReplicasCached {
+			delete(data, sendersKey) // until they are named below
+		}
 	case sql == checkSQL:
 		data[kindKey] = kindReplica
 		data[cascadeKey] = 0
@@ -242,10 +292,26 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 			}
 		}
 	}
-	if len(c.pids) == 0 {
-		return res, nil
+	if len(c.pids) != 0 {
+		if err := nameReplicas(ctx, conn, &res, c.pids); err != nil {
+			return Result{}, err
+		}
 	}
-	return res, nameReplicas(ctx, conn, &res, c.pids)
+	if !res.InRecovery && !res.ReplicasCached {
+		ms := &masterSenders{replicas: slices.Clone(res.Replicas), settled: true}
+		if c.syncNames != nil {
+			ms.syncNames = *c.syncNames
+		} else {
+			ms.settled = false // not read: read them again next time
+		}
+		for _, r := range res.Replicas {
+			// "": hidden from a check user without pg_monitor, and so
+			// is the sync state, which therefore cannot change.
+			ms.settled = ms.settled && (r.State == "streaming" || r.State == "")
+		}
+		data[sendersKey] = ms
+	}
+	return res, nil
 }
 
 // serverSQL reads what does not change while a connection lives: the
@@ -341,11 +407,13 @@ type checkRow struct {
 	inRecovery, readOnly, replayPaused *bool
 	serverTime                         *time.Time
 	startTime                          *time.Time // pg_postmaster_start_time()
+	syncNames                          *string    // synchronous_standby_names on a master
+	sql                                string     // the statement that filled the row
 }
 
 func (c *checkRow) dest() []any {
 	return []any{&c.inRecovery, &c.readOnly, &c.lsn, &c.receiveLSN, &c.replayTime, &c.replayPaused,
-		&c.serverTime, &c.timeline, &c.startTime, &c.receiverConn, &c.receivedTLI, &c.repls}
+		&c.serverTime, &c.timeline, &c.startTime, &c.receiverConn, &c.receivedTLI, &c.repls, &c.syncNames}
 }
 
 func (c *checkRow) result() (Result, error) {

@@ -66,3 +66,81 @@ func TestAnotherServerBehindTheConnection(t *testing.T) {
 	assert.Equal(t, first.Name, got.Name)
 	assert.Len(t, got.Replicas, 1)
 }
+
+// TestMasterWalsendersReadWhenTheyMayHaveChanged: a master's check reads
+// its walsenders at the connection's first check, then reuses them
+// (ReplicasCached) for sendersEvery-1 checks; ReadAll and a change of
+// synchronous_standby_names have them read at once, the new sync state
+// with them.
+func TestMasterWalsendersReadWhenTheyMayHaveChanged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	syncName, asyncName := c.SyncReplicas()[0].Name(), ""
+	for _, r := range c.Replicas() {
+		if r.Name() != syncName {
+			asyncName = r.Name()
+		}
+	}
+	conn, err := pgx.Connect(ctx, c.Master().DSN())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	stateOf := func(res Result, name string) string {
+		for _, r := range res.Replicas {
+			if r.ApplicationName == name {
+				return r.SyncState
+			}
+		}
+		return "missing"
+	}
+	check := func(ctx context.Context) Result {
+		t.Helper()
+		res, err := PostgreSQL().Check(ctx, conn)
+		require.NoError(t, err)
+		require.False(t, res.InRecovery)
+		return res
+	}
+
+	// The cluster streams before New returns: every walsender streams.
+	first := check(ctx)
+	require.False(t, first.ReplicasCached, "the connection's first check reads the walsenders")
+	require.Len(t, first.Replicas, 2)
+	require.Equal(t, "sync", stateOf(first, syncName))
+	for i := 1; i < sendersEvery; i++ {
+		res := check(ctx)
+		require.True(t, res.ReplicasCached, "check %d after a read", i)
+		require.Equal(t, first.Replicas, res.Replicas, "check %d reuses the read", i)
+	}
+	require.False(t, check(ctx).ReplicasCached, "read again every %d checks", sendersEvery)
+	require.True(t, check(ctx).ReplicasCached)
+	require.False(t, check(ReadAll(ctx)).ReplicasCached, "ReadAll reads them")
+	require.True(t, check(ctx).ReplicasCached)
+
+	// The other replica becomes the sync one: the next check reads the
+	// walsenders, once the check's backend has the new setting.
+	admin, err := pgx.Connect(ctx, c.Master().DirectDSN())
+	require.NoError(t, err)
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 ("+asyncName+")'")
+	require.NoError(t, err)
+	_, err = admin.Exec(ctx, "SELECT pg_reload_conf()")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		var v string
+		return conn.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&v) == nil && v == "FIRST 1 ("+asyncName+")"
+	}, time.Minute, 10*time.Millisecond)
+	changed := check(ctx)
+	require.False(t, changed.ReplicasCached, "the setting changed: the walsenders are read")
+	// Each walsender takes its priority from the reload as the check's
+	// backend does: a read may show the old state a moment.
+	require.Eventually(t, func() bool {
+		if stateOf(changed, asyncName) == "sync" {
+			return true
+		}
+		if res, err := PostgreSQL().Check(ReadAll(ctx), conn); err == nil {
+			changed = res
+		}
+		return false
+	}, time.Minute, 5*time.Millisecond, "the new sync state never came")
+	assert.NotEqual(t, "sync", stateOf(changed, syncName))
+}

@@ -247,7 +247,14 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 			}
 			return checker.Result{}, time.Since(begin), err
 		}
-		res, err := m.cfg.Checker.Check(ctx, n.conn)
+		m.mu.Lock()
+		readAll := m.core.WantReplicas(n.id(), time.Now())
+		m.mu.Unlock()
+		cctx := ctx
+		if readAll {
+			cctx = checker.ReadAll(ctx) // see topology.Core.WantReplicas
+		}
+		res, err := m.cfg.Checker.Check(cctx, n.conn)
 		if err != nil {
 			lost := reused && n.conn.IsClosed()
 			n.closeCheckConn()

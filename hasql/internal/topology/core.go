@@ -106,6 +106,9 @@ type Core struct {
 	elected       Election
 	ready         Ready
 	fast          bool
+	// replicasChanged is when a check last showed something that may
+	// change a master's walsenders (see WantReplicas).
+	replicasChanged time.Time
 }
 
 // New returns a Core with an empty set.
@@ -177,6 +180,10 @@ type Node struct {
 	posTL, prevPosTL uint32
 	posAt, prevPosAt time.Time
 	CheckBegan       time.Time
+	// replicasBegan is when the check that read Res.Replicas began: the
+	// last check, or an earlier one when the last reused its list
+	// (checker.Result.ReplicasCached).
+	replicasBegan time.Time
 	// serverSince is when the first check that reached the server now
 	// behind the node began: its WAL position only grows since (a rewind
 	// needs a restart).
@@ -341,8 +348,49 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 		}
 	}
 	c.nodes = next
+	c.replicasChanged = now
 	c.rebuild(now, nil)
 	c.record(Entry{Kind: "members", At: now, Members: slices.Clone(members)}, false)
+}
+
+// ReplicasMaxAge is how old a writable node's walsenders may be when its
+// check begins at the latest: older, they are read (see WantReplicas).
+// With a check interval of 500 ms, every fourth check reads them when
+// nothing else says they may have changed; with an interval of
+// ReplicasMaxAge or longer, every check does.
+const ReplicasMaxAge = 2 * time.Second
+
+// WantReplicas reports whether id's check beginning at now must read its
+// walsenders (checker.ReadAll): it is writable, and they were read
+// ReplicasMaxAge ago or longer, or since the check that read them began, a
+// check of some node showed what may change them (a node that came up,
+// went down, joined or left the set, restarted, or changed upstream,
+// timeline, name or kind), or another node of the set (not of another
+// cluster) is not a replica that follows it: down, or up and not listed
+// (yet: a replica that comes back shows up a moment before the master
+// lists it, and is to serve reads as soon as it does).
+func (c *Core) WantReplicas(id ID, now time.Time) bool {
+	x := c.Node(id)
+	if x == nil || !x.Checked || x.Res.InRecovery {
+		return false
+	}
+	if x.replicasBegan.IsZero() || !c.replicasChanged.Before(x.replicasBegan) || now.Sub(x.replicasBegan) >= ReplicasMaxAge {
+		return true
+	}
+	for _, y := range c.nodes {
+		if y != x && y.AliasOf == nil && !(y.live() && containsNode(c.follows, y)) && c.foreign(y) == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// walsendersMayChange reports whether a node's check, from before to res,
+// shows what may change its upstream's walsenders.
+func walsendersMayChange(before, res *checker.Result) bool {
+	return before.InRecovery != res.InRecovery || before.Server() != res.Server() ||
+		before.UpstreamHost != res.UpstreamHost || before.UpstreamPort != res.UpstreamPort ||
+		before.ReceiveTimeline != res.ReceiveTimeline || before.Name != res.Name
 }
 
 // CheckOK records a check of id that succeeded: it began at began and its
@@ -383,6 +431,12 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		x.prevPos, x.prevPosTL, x.prevPosAt = 0, 0, time.Time{}
 	}
 	x.pos, x.posTL, x.posAt, x.CheckBegan = max(res.LSN, res.ReceiveLSN), bestTimeline(&res), ended, began
+	if !wasChecked || !wasUp || walsendersMayChange(&x.Res, &res) {
+		c.replicasChanged = ended
+	}
+	if !res.ReplicasCached {
+		x.replicasBegan = began
+	}
 	x.Res, x.ResAt = res, ended
 	x.LastErr, x.LastErrAt = nil, time.Time{}
 	if x.EWMA == 0 {
@@ -439,6 +493,7 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 		if x.Up {
 			c.reset(x)
 			c.ready.Refresh = true
+			c.replicasChanged = at
 			// A hung or cut-off replica's reads can go elsewhere: cut
 			// them now. The master's are cut once another node is master
 			// (see rebuild): nothing else can take them.
@@ -502,6 +557,7 @@ func (c *Core) PromotionSeen(id ID, p checker.Promotion, at time.Time) {
 	x.Res.InRecovery, x.Res.ReadOnly, x.Res.Timeline, x.Res.LSN = false, p.ReadOnly, p.Timeline, p.LSN
 	x.Res.ReplayPaused, x.Res.Replicas = false, nil
 	x.ResAt, x.Partial = at, true
+	c.replicasChanged = at
 	c.log(slog.LevelDebug, "pgxha: node left recovery", "addr", x.Addr, "name", x.Name(), "timeline", p.Timeline, "read_only", p.ReadOnly)
 	c.rebuild(at, nil)
 	c.record(Entry{Kind: "promotion", At: at, ID: id, Promotion: &p}, false)

@@ -122,3 +122,86 @@ func TestFlappingNodeDamped(t *testing.T) {
 		t.Fatalf("a damped master must stay master: %+v", c.Elected())
 	}
 }
+
+// cachedList is a master's check that reused the walsenders it read
+// earlier (checker.Result.ReplicasCached).
+func cachedList(r checker.Result) checker.Result {
+	r.ReplicasCached = true
+	return r
+}
+
+func TestWantReplicasAfterAReplicaChanged(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), []Member{{ID: 1, Addr: "10.0.0.1:5432", Host: "10.0.0.1", Trusted: true},
+		{ID: 2, Addr: "10.0.0.2:5432", Host: "10.0.0.2"}}) // n2 is believed once a master lists it
+	if c.WantReplicas(1, at(100)) {
+		t.Fatal("a node never checked: nothing to ask")
+	}
+	c.CheckOK(1, master(1, 100, "n2"), at(10), at(11), "10.0.0.1")
+	c.CheckOK(2, replica("n2", 1, 1, 100), at(12), at(13), "10.0.0.2")
+	if !c.WantReplicas(1, at(100)) {
+		t.Fatal("a replica came up after the master's read: read them again")
+	}
+	if c.WantReplicas(2, at(100)) {
+		t.Fatal("asked a replica for a master's walsenders")
+	}
+	c.CheckOK(1, master(1, 110, "n2"), at(20), at(21), "10.0.0.1")
+	if c.WantReplicas(1, at(100)) || !c.Node(2).Vouched || !c.Node(2).Role.IsReplica() {
+		t.Fatalf("read after the change: want %v, n2 vouched %v, role %s", c.WantReplicas(1, at(100)), c.Node(2).Vouched, c.Node(2).Role)
+	}
+	// Quiet checks: the list reused, the replica the same.
+	c.CheckOK(2, replica("n2", 1, 1, 110), at(30), at(31), "10.0.0.2")
+	c.CheckOK(1, cachedList(master(1, 120, "n2")), at(32), at(33), "10.0.0.1")
+	if c.WantReplicas(1, at(100)) || !c.Node(2).Role.IsReplica() {
+		t.Fatalf("quiet: want %v, n2 %s", c.WantReplicas(1, at(100)), c.Node(2).Role)
+	}
+	// The replica restarts: the reused list was read before it came
+	// back, and vouches for nothing until the next read; which is due.
+	restarted := replica("n2", 1, 1, 120)
+	restarted.StartTime = restarted.StartTime.Add(time.Hour)
+	c.CheckOK(2, restarted, at(40), at(41), "10.0.0.2")
+	if !c.WantReplicas(1, at(100)) {
+		t.Fatal("a replica restarted: read them again")
+	}
+	c.CheckOK(1, cachedList(master(1, 130, "n2")), at(42), at(43), "10.0.0.1")
+	if c.Node(2).Vouched {
+		t.Fatal("a list read before the replica restarted vouched for it")
+	}
+	c.CheckOK(1, master(1, 140, "n2"), at(50), at(51), "10.0.0.1")
+	if !c.Node(2).Vouched || c.WantReplicas(1, at(100)) {
+		t.Fatalf("after a read: vouched %v, want %v", c.Node(2).Vouched, c.WantReplicas(1, at(100)))
+	}
+	// Its walreceiver stops (no upstream): due again; and so after it
+	// went down, or the set changed.
+	gone := replica("n2", 1, 0, 140)
+	gone.StartTime = restarted.StartTime
+	c.CheckOK(2, gone, at(60), at(61), "10.0.0.2")
+	if !c.WantReplicas(1, at(100)) {
+		t.Fatal("a replica's walreceiver went away: read them again")
+	}
+	c.CheckOK(1, master(1, 150), at(62), at(63), "10.0.0.1")
+	c.CheckFailed(2, errors.New("connection refused"), false, at(70))
+	if !c.WantReplicas(1, at(100)) {
+		t.Fatal("a replica went down: read them again")
+	}
+	c.CheckOK(1, master(1, 160), at(72), at(73), "10.0.0.1")
+	if !c.WantReplicas(1, at(100)) {
+		t.Fatal("a replica is down: read them at every check, it may come back any moment")
+	}
+	// It comes back and the master lists it: quiet again.
+	back := replica("n2", 1, 1, 160)
+	back.StartTime = restarted.StartTime
+	c.CheckOK(2, back, at(74), at(75), "10.0.0.2")
+	c.CheckOK(1, master(1, 160, "n2"), at(76), at(77), "10.0.0.1")
+	if c.WantReplicas(1, at(78)) || !c.Node(2).Role.IsReplica() {
+		t.Fatalf("listed again: want %v, role %s", c.WantReplicas(1, at(78)), c.Node(2).Role)
+	}
+	c.SetMembers(at(80), members(2))
+	if !c.WantReplicas(1, at(100)) {
+		t.Fatal("the set changed: read them again")
+	}
+	c.CheckOK(1, master(1, 170, "n2"), at(90), at(91), "10.0.0.1")
+	if c.WantReplicas(1, at(100)) || !c.WantReplicas(1, at(90).Add(ReplicasMaxAge)) {
+		t.Fatalf("read at 90 ms: want at 100 ms %v, want %s later %v", c.WantReplicas(1, at(100)), ReplicasMaxAge, c.WantReplicas(1, at(90).Add(ReplicasMaxAge)))
+	}
+}

@@ -129,16 +129,16 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 		// A master's walsender (or a vouched cascading replica's) lists
 		// it by a name no other node goes by, from its address: it is
 		// vouched for.
-		// The listing must come from a check that began once the server
+		// The listing must come from a read that began once the server
 		// now at x's address was there: a row of the one before proves
 		// nothing of it.
 		for _, x := range follows {
-			if !master.CheckBegan.Before(x.serverSince) && listedFrom(x, master.Res.Replicas, c.nodes) {
+			if !master.replicasBegan.Before(x.serverSince) && listedFrom(x, master.Res.Replicas, c.nodes) {
 				x.Vouched = true
 				continue
 			}
 			for _, y := range follows {
-				if y.Vouched && !y.CheckBegan.Before(x.serverSince) && listedFrom(x, y.Res.Replicas, c.nodes) {
+				if y.Vouched && !y.replicasBegan.Before(x.serverSince) && listedFrom(x, y.Res.Replicas, c.nodes) {
 					x.Vouched = true
 					break
 				}

@@ -111,28 +111,64 @@ type inflight struct {
 	sampleAt time.Time
 	ended    time.Time
 	sampled  bool
+	readAll  bool // the shell asked for the walsenders (see Core.WantReplicas)
 	res      checker.Result
 	err      error
 	timeout  bool
 }
 
+// sendersEvery is the PostgreSQL checker's: a master's walsenders are read
+// at least every sendersEvery checks.
+const sendersEvery = 4
+
+// simSenders is what a check connection keeps of a master's walsenders,
+// as the PostgreSQL checker does (see checker.Result.ReplicasCached).
+type simSenders struct {
+	server    checker.ServerID
+	replicas  []checker.Replica
+	syncNames string
+	since     int
+}
+
+// cached has the check of mb answer as the PostgreSQL checker does on a
+// master whose walsenders are not due: their last read, flagged.
+func (s *sim) cached(mb *simMember, c *inflight, srv *server) {
+	res := &c.res
+	ss := s.senders[mb.ID]
+	names := fmt.Sprint(srv.syncNames, srv.syncK, srv.first)
+	if res.InRecovery {
+		delete(s.senders, mb.ID)
+		return
+	}
+	if ss != nil && ss.server == res.Server() && ss.since < sendersEvery-1 && !c.readAll && ss.syncNames == names {
+		ss.since++
+		res.Replicas, res.ReplicasCached = slices.Clone(ss.replicas), true
+		s.cachedChecks++
+		return
+	}
+	s.senders[mb.ID] = &simSenders{server: res.Server(), replicas: slices.Clone(res.Replicas), syncNames: names}
+}
+
 type sim struct {
-	cfg      simConfig
-	rng      *rand.Rand
-	md       *model
-	core     *Core
-	now      time.Time
-	members  []*simMember
-	nextID   ID
-	checks   map[ID]*inflight
-	next     map[ID]time.Time
-	slow     map[ID]bool
-	fast     bool
-	txns     []*txn
-	seq      int
-	trace    []string
-	pinned   uint64
-	faulting bool
+	cfg     simConfig
+	rng     *rand.Rand
+	md      *model
+	core    *Core
+	now     time.Time
+	members []*simMember
+	nextID  ID
+	checks  map[ID]*inflight
+	senders map[ID]*simSenders // per check connection
+	// cachedChecks counts the checks that reused a master's walsenders.
+	cachedChecks int
+	next         map[ID]time.Time
+	slow         map[ID]bool
+	fast         bool
+	txns         []*txn
+	seq          int
+	trace        []string
+	pinned       uint64
+	faulting     bool
 }
 
 var errCheckRefused = errors.New("connection refused")
@@ -141,7 +177,7 @@ var errCheckTimeout = errors.New("check timed out")
 func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	rng := rand.New(rand.NewSource(seed ^ 0x5DEECE66D))
 	s := &sim{cfg: cfg, rng: rng, now: time.Unix(1_700_000_000, 0),
-		checks: map[ID]*inflight{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, faulting: true}
+		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, faulting: true}
 	s.md = newModel(rng, cfg.replicas, cfg.syncK, cfg.any)
 	s.md.restricted = cfg.restricted
 	s.md.addrOf = func(server int) (string, uint16) {
@@ -322,7 +358,7 @@ func (s *sim) tick() error {
 			lat += time.Duration(s.rng.Intn(400)) * time.Millisecond
 		}
 		a := time.Duration(s.rng.Int63n(int64(lat)))
-		s.checks[mb.ID] = &inflight{id: mb.ID, began: s.now, sampleAt: s.now.Add(a), ended: s.now.Add(lat)}
+		s.checks[mb.ID] = &inflight{id: mb.ID, began: s.now, sampleAt: s.now.Add(a), ended: s.now.Add(lat), readAll: s.core.WantReplicas(mb.ID, s.now)}
 	}
 	return nil
 }
@@ -343,6 +379,7 @@ func (s *sim) sample(c *inflight) {
 		c.err, c.timeout, c.ended = errCheckTimeout, true, c.began.Add(800*time.Millisecond)
 	default:
 		c.res = s.md.observe(srv, c.sampleAt)
+		s.cached(mb, c, srv)
 	}
 }
 
@@ -353,6 +390,7 @@ func (s *sim) deliver(c *inflight) error {
 	}
 	again := false
 	if c.err != nil {
+		delete(s.senders, c.id) // the check connection is closed
 		again = s.core.CheckFailed(c.id, c.err, c.timeout, c.ended)
 		s.tracef("check %s: %v", mb.Addr, c.err)
 	} else {

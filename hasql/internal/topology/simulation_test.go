@@ -21,13 +21,14 @@ var (
 // make sim-soak runs many more.
 func TestSimulation(t *testing.T) {
 	start := time.Now()
-	steps, events := 0, 0
+	steps, events, cached := 0, 0, 0
 	for i := 0; i < *simSchedules; i++ {
 		seed := *simSeed + int64(i)
 		cfg, ops := randomConfig(seed, *simSteps)
 		s, err := play(seed, cfg, ops)
 		steps += cfg.steps + 400
 		events += len(s.trace)
+		cached += s.cachedChecks
 		if err != nil {
 			f := shrink(&failure{seed: seed, cfg: cfg, ops: ops, err: err, tail: tail(s.trace, 40)})
 			t.Fatalf("invariant broken: %s\nrerun: go test ./hasql/internal/topology -run TestSimulation -sim.seed %d -sim.schedules 1", f, seed)
@@ -37,7 +38,11 @@ func TestSimulation(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	t.Logf("%d schedules, %d steps, %d core events in %s: %.0f steps/s", *simSchedules, steps, events, el.Round(time.Millisecond), float64(steps)/el.Seconds())
+	if cached == 0 {
+		t.Fatal("no check reused a master's walsenders: the checker's caching went untested")
+	}
+	t.Logf("%d schedules, %d steps, %d core events (%d checks reused a master's walsenders) in %s: %.0f steps/s",
+		*simSchedules, steps, events, cached, el.Round(time.Millisecond), float64(steps)/el.Seconds())
 }
 
 // TestReplaySimulated records simulated runs and replays them: the same
