@@ -241,6 +241,9 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 		if err := conn.QueryRow(ctx, sql, tl == 0).Scan(c.dest()...); err != nil {
 			return Result{}, err
 		}
+		if c.startTime == nil || !c.startTime.Equal(id.startTime) {
+			return Result{}, errOtherServer // a pooler's target moved in between
+		}
 	}
 	res, err := c.result()
 	if err != nil {
@@ -303,6 +306,11 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 			ms.syncNames = *c.syncNames
 		} else {
 			ms.settled = false // not read: read them again next time
+		}
+		if senders != nil && senders.syncNames != ms.syncNames {
+			// The setting changed: each walsender applies it when it
+			// takes the reload, which may be after this read.
+			ms.settled = false
 		}
 		for _, r := range res.Replicas {
 			// "": hidden from a check user without pg_monitor, and so

@@ -131,6 +131,10 @@ func TestMasterWalsendersReadWhenTheyMayHaveChanged(t *testing.T) {
 	}, time.Minute, 10*time.Millisecond)
 	changed := check(ctx)
 	require.False(t, changed.ReplicasCached, "the setting changed: the walsenders are read")
+	// Not every walsender may have taken the reload yet: the next check
+	// reads them again.
+	changed = check(ctx)
+	require.False(t, changed.ReplicasCached, "read again at the check after a change of the setting")
 	// Each walsender takes its priority from the reload as the check's
 	// backend does: a read may show the old state a moment.
 	require.Eventually(t, func() bool {

@@ -188,6 +188,10 @@ type Node struct {
 	// behind the node began: its WAL position only grows since (a rewind
 	// needs a restart).
 	serverSince time.Time
+	// replaced: the server now behind the node replaced another one the
+	// checks saw (a restart, a new server at the address): a walsender row
+	// read before serverSince is the old one's.
+	replaced bool
 }
 
 // behind is a writable node a replica was found ahead of.
@@ -365,10 +369,11 @@ const ReplicasMaxAge = 2 * time.Second
 // ReplicasMaxAge ago or longer, or since the check that read them began, a
 // check of some node showed what may change them (a node that came up,
 // went down, joined or left the set, restarted, or changed upstream,
-// timeline, name or kind), or another node of the set (not of another
-// cluster) is not a replica that follows it: down, or up and not listed
-// (yet: a replica that comes back shows up a moment before the master
-// lists it, and is to serve reads as soon as it does).
+// timeline, name or kind), or another node of the set that may be a
+// replica of it (not writable, not of another cluster, not the master or
+// an address of it) does not follow it: down, or up and not listed (yet:
+// a replica that comes back shows up a moment before the master lists it,
+// and is to serve reads as soon as it does).
 func (c *Core) WantReplicas(id ID, now time.Time) bool {
 	x := c.Node(id)
 	if x == nil || !x.Checked || x.Res.InRecovery {
@@ -378,7 +383,10 @@ func (c *Core) WantReplicas(id ID, now time.Time) bool {
 		return true
 	}
 	for _, y := range c.nodes {
-		if y != x && y.AliasOf == nil && !(y.live() && containsNode(c.follows, y)) && c.foreign(y) == "" {
+		if y == x || y.AliasOf != nil || x.AliasOf == y || y == c.elected.Master || y.mayWrite() || c.foreign(y) != "" {
+			continue // never listed by x's walsenders
+		}
+		if !y.live() || !containsNode(c.follows, y) {
 			return true
 		}
 	}
@@ -406,6 +414,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	if x.Res.Server() != res.Server() || x.serverSince.IsZero() {
 		x.ahead = nil
 		x.serverSince = began
+		x.replaced = x.Res.Server() != (checker.ServerID{})
 		if x.Checked {
 			// Another server, or a restart: trust is earned again.
 			x.Vouched = x.Trusted

@@ -205,3 +205,70 @@ func TestWantReplicasAfterAReplicaChanged(t *testing.T) {
 		t.Fatalf("read at 90 ms: want at 100 ms %v, want %s later %v", c.WantReplicas(1, at(100)), ReplicasMaxAge, c.WantReplicas(1, at(90).Add(ReplicasMaxAge)))
 	}
 }
+
+// A list read before a replica's server replaced the one before (reused
+// by a master's check that began after the restart) says nothing of it:
+// not sync, not following, until a read that began once it was there.
+func TestReusedListPredatesARestartedReplica(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		c := New(Config{})
+		set := members(3)
+		set[1].Trusted = trusted
+		c.SetMembers(at(0), set)
+		m := master(1, 100, "n2", "n3")
+		m.Replicas[0].SyncState, m.Replicas[0].ReplayLSN = "sync", 100      // FIRST 1 (n2, n3)
+		m.Replicas[1].SyncState, m.Replicas[1].ReplayLSN = "potential", 100 //
+		c.CheckOK(2, replica("n2", 1, 1, 100), at(2), at(3), "10.0.0.2")
+		r3 := replica("n3", 1, 1, 100)
+		r3.StartTime = t0.Add(3 * time.Second)
+		c.CheckOK(3, r3, at(2), at(3), "10.0.0.3")
+		c.CheckOK(1, m, at(5), at(6), "10.0.0.1")
+		c.CheckOK(1, m, at(10), at(11), "10.0.0.1")
+		if c.WantReplicas(1, at(510)) || c.Node(2).Role != RoleSyncReplica {
+			t.Fatalf("trusted %v: quiet: want %v, n2 %s", trusted, c.WantReplicas(1, at(510)), c.Node(2).Role)
+		}
+		c.CheckOK(1, cachedList(m), at(510), at(511), "10.0.0.1")
+		// n2 restarts; the master's check that began at 1010 ms, before
+		// anything showed it, reuses the list read at 10 ms.
+		restarted := replica("n2", 1, 1, 150)
+		restarted.StartTime = t0.Add(time.Hour)
+		c.CheckOK(2, restarted, at(1005), at(1015), "10.0.0.2")
+		c.CheckOK(1, cachedList(m), at(1010), at(1020), "10.0.0.1")
+		if x := c.Node(2); x.Role.IsReplica() {
+			t.Fatalf("trusted %v: a row read before n2's server started makes it %s (sync %q)", trusted, x.Role, x.SyncState)
+		}
+		if !c.WantReplicas(1, at(1510)) {
+			t.Fatalf("trusted %v: n2 does not follow: read them", trusted)
+		}
+		fresh := master(1, 200, "n2", "n3")
+		fresh.Replicas[0].SyncState, fresh.Replicas[1].SyncState = "potential", "sync" // n2 catches up
+		c.CheckOK(1, fresh, at(1510), at(1511), "10.0.0.1")
+		if x := c.Node(2); x.Role != RoleAsyncReplica {
+			t.Fatalf("trusted %v: after a read: n2 %s", trusted, x.Role)
+		}
+	}
+}
+
+// The master reached through a second address (a virtual IP) is read
+// like the master: its alias does not ask for the walsenders at every
+// check.
+func TestAliasOfTheMasterReusesTheList(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), []Member{
+		{ID: 1, Addr: "10.0.0.1:5432", Host: "10.0.0.1", Trusted: true},
+		{ID: 2, Addr: "10.0.0.2:5432", Host: "10.0.0.2", Trusted: true},
+		{ID: 5, Addr: "10.0.0.9:5432", Host: "10.0.0.9", Trusted: true}, // a VIP on n1
+	})
+	for i := 0; i < 4; i++ {
+		b := 10 + 500*i
+		c.CheckOK(1, master(1, checker.LSN(100+i), "n2"), at(b), at(b+1), "10.0.0.1")
+		c.CheckOK(5, master(1, checker.LSN(100+i), "n2"), at(b), at(b+1), "10.0.0.9")
+		c.CheckOK(2, replica("n2", 1, 1, checker.LSN(100+i)), at(b+2), at(b+3), "10.0.0.2")
+	}
+	if c.Node(5).AliasOf != c.Node(1) {
+		t.Fatal("node 5 is not taken for n1's alias")
+	}
+	if c.WantReplicas(1, at(1600)) || c.WantReplicas(5, at(1600)) {
+		t.Fatalf("quiet: want master %v, alias %v", c.WantReplicas(1, at(1600)), c.WantReplicas(5, at(1600)))
+	}
+}

@@ -777,7 +777,7 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 	if x.aheadOf(master) {
 		return "ahead of the master: at " + max(r.LSN, r.ReceiveLSN).String() + ", the master at " + mr.LSN.String()
 	}
-	switch _, match := matchReplica(x, mr.Replicas, c.nodes); match {
+	switch _, match := matchReplica(x, rowsFor(x, master), c.nodes); match {
 	case matchOne, matchAmbiguous:
 		return ""
 	case matchUnnamed:
@@ -789,7 +789,7 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 		return "cannot tell whether it streams from the master: its application_name is unknown and its timeline hidden; set cluster_name, or grant pg_monitor to the check user"
 	}
 	for _, y := range follows {
-		if _, match := matchReplica(x, y.Res.Replicas, c.nodes); match == matchOne || match == matchAmbiguous {
+		if _, match := matchReplica(x, rowsFor(x, y), c.nodes); match == matchOne || match == matchAmbiguous {
 			return ""
 		}
 	}
@@ -801,6 +801,17 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 		return "not streaming from the master (not in its pg_stat_replication), last on timeline " + uitoa(r.Timeline)
 	}
 	return "not streaming from the master (not in its pg_stat_replication)"
+}
+
+// rowsFor returns w's walsender rows as evidence of x: none when x's
+// server replaced another since they were read (a reused list can be
+// older than the check it came with), for a row of the one before says
+// nothing of this one.
+func rowsFor(x, w *Node) []checker.Replica {
+	if x.replaced && w.replicasBegan.Before(x.serverSince) {
+		return nil
+	}
+	return w.Res.Replicas
 }
 
 // measureLag measures x's lag behind master. Bytes: the master's position

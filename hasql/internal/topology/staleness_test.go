@@ -1,0 +1,168 @@
+package topology
+
+import (
+	"flag"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+var staleSchedules = flag.Int("stale.schedules", 1000, "schedules for TestTruthStaleness")
+
+// staleBound is how long the view may show a replica that does not follow
+// the master (in the model's truth) as a replica, or one that is not
+// synchronous as sync: a master's walsenders are at most ReplicasMaxAge
+// old when its check begins, and the view keeps a check's answer until the
+// next (the simulation checks every 500 ms).
+const staleBound = ReplicasMaxAge + 500*time.Millisecond
+
+// modelFollows reports whether srv streams from m, directly or through a
+// chain of replicas, in the model.
+func modelFollows(md *model, srv, m *server) bool {
+	s := srv
+	for i := 0; i < 12; i++ {
+		if !s.recovery || s.upstream < 0 || s.rogue || s.foreign {
+			return false
+		}
+		u := md.servers[s.upstream]
+		if !canStream(s, u) {
+			return false
+		}
+		if u == m {
+			return true
+		}
+		s = u
+	}
+	return false
+}
+
+// staleTrack measures, along a schedule, for how long the view was wrong
+// about each replica against the model's truth: serving reads while it
+// does not follow the master, or claimed sync while it is not.
+type staleTrack struct {
+	since map[string]time.Time
+	max   map[string]time.Duration
+	maxAt map[string]string
+	seed  int64
+}
+
+func (st *staleTrack) observe(s *sim) {
+	now := s.now
+	wrong := map[string]bool{}
+	e := s.core.Elected()
+	if e.Master != nil && !e.Master.Partial {
+		mmb := s.member(e.Master.ID)
+		mt := s.md.servers[mmb.server]
+		if mt == s.md.master() && !mt.hung && !mt.down {
+			for _, x := range s.core.Nodes() {
+				mb := s.member(x.ID)
+				if mb == nil || mb.gone || x.AliasOf != nil || !x.Role.IsReplica() {
+					continue
+				}
+				srv := s.md.servers[mb.server]
+				if srv.rogue || srv.foreign {
+					continue
+				}
+				if !modelFollows(s.md, srv, mt) {
+					wrong[fmt.Sprintf("follow/%d", x.ID)] = true
+				}
+				if x.Role == RoleSyncReplica && !(srv.upstream == mt.idx && canStream(srv, mt) && s.md.syncState(mt, srv) == "sync") {
+					wrong[fmt.Sprintf("sync/%d", x.ID)] = true
+				}
+			}
+		}
+	}
+	for k := range wrong {
+		if _, ok := st.since[k]; !ok {
+			st.since[k] = now
+		}
+	}
+	for k, t := range st.since {
+		if !wrong[k] {
+			st.record(k, now.Sub(t), s)
+			delete(st.since, k)
+		}
+	}
+}
+
+func (st *staleTrack) record(k string, d time.Duration, s *sim) {
+	kind, _, _ := strings.Cut(k, "/")
+	if d > st.max[kind] {
+		st.max[kind] = d
+		st.maxAt[kind] = fmt.Sprintf("seed %d %s until %dms", st.seed, k, s.now.Sub(time.Unix(1_700_000_000, 0)).Milliseconds())
+	}
+}
+
+// runTracked is sim.run with st observing after every step.
+func runTracked(s *sim, ops []op, st *staleTrack) error {
+	oi := 0
+	for step := 0; step < s.cfg.steps; step++ {
+		for oi < len(ops) && ops[oi].at <= step {
+			s.do(ops[oi])
+			oi++
+			if err := s.check(); err != nil {
+				return err
+			}
+			st.observe(s)
+		}
+		if err := s.tick(); err != nil {
+			return err
+		}
+		st.observe(s)
+	}
+	s.faulting = false
+	s.repair()
+	if err := s.check(); err != nil {
+		return err
+	}
+	st.observe(s)
+	for step := 0; step < 400; step++ {
+		if err := s.tick(); err != nil {
+			return err
+		}
+		st.observe(s)
+	}
+	for k, t := range st.since {
+		st.record(k, s.now.Sub(t), s)
+	}
+	return s.converged()
+}
+
+// TestTruthStaleness holds the view to the model's truth, which the
+// invariants of check do not (they judge the view by the evidence it had):
+// a replica that stopped following the master stops serving reads, and a
+// replica that stopped being synchronous stops being claimed sync, within
+// staleBound, hangs, restarts and reused walsender lists included.
+func TestTruthStaleness(t *testing.T) {
+	all := map[string][]time.Duration{}
+	worst := map[string]string{}
+	worstD := map[string]time.Duration{}
+	for i := 0; i < *staleSchedules; i++ {
+		seed := *simSeed + int64(i)
+		cfg, ops := randomConfig(seed, *simSteps)
+		s := newSim(cfg, seed, nil)
+		st := &staleTrack{since: map[string]time.Time{}, max: map[string]time.Duration{}, maxAt: map[string]string{}, seed: seed}
+		if err := runTracked(s, ops, st); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		for k, d := range st.max {
+			all[k] = append(all[k], d)
+			if d > worstD[k] {
+				worstD[k], worst[k] = d, st.maxAt[k]
+			}
+		}
+	}
+	for k, ds := range all {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		p := func(q float64) time.Duration { return ds[int(q*float64(len(ds)-1))] }
+		t.Logf("%s: %d schedules: p50 %s, p90 %s, p99 %s, max %s (%s)", k, len(ds), p(.5), p(.9), p(.99), ds[len(ds)-1], worst[k])
+		if ds[len(ds)-1] > staleBound {
+			t.Errorf("%s: the view was wrong for %s, more than %s: %s", k, ds[len(ds)-1], staleBound, worst[k])
+		}
+	}
+	if len(all) == 0 {
+		t.Fatal("the view was never wrong: the tracker saw nothing")
+	}
+}
