@@ -803,12 +803,13 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 	return "not streaming from the master (not in its pg_stat_replication)"
 }
 
-// rowsFor returns w's walsender rows as evidence of x: none when x's
-// server replaced another since they were read (a reused list can be
-// older than the check it came with), for a row of the one before says
-// nothing of this one.
+// rowsFor returns w's walsender rows as evidence of x: none when they are
+// a reused list (see checker.Result.ReplicasCached) read before x's server
+// replaced another, for a row of the one before says nothing of this one.
+// (Rows read by w's last check itself are taken as they were before lists
+// were reused: the check that follows x's change reads them again.)
 func rowsFor(x, w *Node) []checker.Replica {
-	if x.replaced && w.replicasBegan.Before(x.serverSince) {
+	if x.replaced && w.Res.ReplicasCached && w.replicasBegan.Before(x.serverSince) {
 		return nil
 	}
 	return w.Res.Replicas
