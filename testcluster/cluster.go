@@ -532,14 +532,14 @@ func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
 	if err := primary.exec(ctx, "CHECKPOINT"); err != nil {
 		return fmt.Errorf("checkpoint on %s: %w", primary.name, err)
 	}
+	rc, canReclone := n.drv.(interface {
+		reclone(ctx context.Context, source *Node) error
+	})
 	if err := n.drv.rewind(ctx, primary); err != nil {
 		// pg_rewind gives up on some histories (a replica that received
 		// WAL of a timeline the source never had, cut at an awkward
 		// place); a fresh copy of the source always works.
-		rc, ok := n.drv.(interface {
-			reclone(ctx context.Context, source *Node) error
-		})
-		if !ok {
+		if !canReclone {
 			return fmt.Errorf("%s: %w", n.name, err)
 		}
 		c.opts.Logf("testcluster: %s: %v; copying it afresh from %s", n.name, err, primary.name)
@@ -552,7 +552,24 @@ func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
 	}
 	n.standby.Store(true)
 	if err := n.drv.start(ctx); err != nil {
-		return fmt.Errorf("start %s: %w", n.name, err)
+		// pg_rewind found "no rewind required" for a replica whose WAL
+		// file of the old timeline the new one's history contradicts
+		// ("WAL location ... belongs to timeline 1, but previous
+		// recovered WAL file came from timeline 2"): recovery gives up.
+		// A fresh copy of the source always starts.
+		if !canReclone || ctx.Err() != nil {
+			return fmt.Errorf("start %s: %w", n.name, err)
+		}
+		c.opts.Logf("testcluster: start %s after pg_rewind: %v; copying it afresh from %s", n.name, err, primary.name)
+		if err := rc.reclone(ctx, primary); err != nil {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
+		if err := n.drv.makeStandby(primary); err != nil {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
+		if err := n.drv.start(ctx); err != nil {
+			return fmt.Errorf("start %s: %w", n.name, err)
+		}
 	}
 	if err := c.waitFollows(ctx, n, primary); err != nil {
 		return err
