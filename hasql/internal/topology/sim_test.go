@@ -161,14 +161,16 @@ type sim struct {
 	senders map[ID]*simSenders // per check connection
 	// cachedChecks counts the checks that reused a master's walsenders.
 	cachedChecks int
-	next         map[ID]time.Time
-	slow         map[ID]bool
-	fast         bool
-	txns         []*txn
-	seq          int
-	trace        []string
-	pinned       uint64
-	faulting     bool
+	// observe, if set, is called after every step of run.
+	observe  func()
+	next     map[ID]time.Time
+	slow     map[ID]bool
+	fast     bool
+	txns     []*txn
+	seq      int
+	trace    []string
+	pinned   uint64
+	faulting bool
 }
 
 var errCheckRefused = errors.New("connection refused")
@@ -257,10 +259,12 @@ func (s *sim) run(ops []op) (err error) {
 			if err := s.check(); err != nil {
 				return err
 			}
+			s.observed()
 		}
 		if err := s.tick(); err != nil {
 			return err
 		}
+		s.observed()
 	}
 	// The faults end: every server answers, the cluster is repaired the
 	// way an operator or Patroni would, rogues and foreigners leave.
@@ -269,12 +273,21 @@ func (s *sim) run(ops []op) (err error) {
 	if err := s.check(); err != nil {
 		return err
 	}
+	s.observed()
 	for step := 0; step < 400; step++ {
 		if err := s.tick(); err != nil {
 			return err
 		}
+		s.observed()
 	}
 	return s.converged()
+}
+
+// observed calls the observer, if any, after a step (see TestTruthStaleness).
+func (s *sim) observed() {
+	if s.observe != nil {
+		s.observe()
+	}
 }
 
 // tick advances time by a few milliseconds: WAL moves, clients write and

@@ -95,39 +95,15 @@ func (st *staleTrack) record(k string, d time.Duration, s *sim) {
 	}
 }
 
-// runTracked is sim.run with st observing after every step.
+// runTracked is sim.run with st observing after every step; what is still
+// wrong at the end counts up to then.
 func runTracked(s *sim, ops []op, st *staleTrack) error {
-	oi := 0
-	for step := 0; step < s.cfg.steps; step++ {
-		for oi < len(ops) && ops[oi].at <= step {
-			s.do(ops[oi])
-			oi++
-			if err := s.check(); err != nil {
-				return err
-			}
-			st.observe(s)
-		}
-		if err := s.tick(); err != nil {
-			return err
-		}
-		st.observe(s)
-	}
-	s.faulting = false
-	s.repair()
-	if err := s.check(); err != nil {
-		return err
-	}
-	st.observe(s)
-	for step := 0; step < 400; step++ {
-		if err := s.tick(); err != nil {
-			return err
-		}
-		st.observe(s)
-	}
+	s.observe = func() { st.observe(s) }
+	err := s.run(ops)
 	for k, t := range st.since {
 		st.record(k, s.now.Sub(t), s)
 	}
-	return s.converged()
+	return err
 }
 
 // TestTruthStaleness holds the view to the model's truth, which the
