@@ -50,8 +50,9 @@ type DNSConfig struct {
 // no address is an error that wraps ErrNoNodes (the last good set stays).
 // It is safe for concurrent use; see [Discoverer] for Run.
 type DNS struct {
-	cfg  DNSConfig // read-only after NewDNS
-	poll *poller
+	cfg      DNSConfig     // read-only after NewDNS
+	resolver *net.Resolver // cfg.Resolver, its lookups ended with their context
+	poll     *poller
 }
 
 var (
@@ -78,7 +79,7 @@ func NewDNS(cfg DNSConfig) (*DNS, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
-	d := &DNS{cfg: cfg}
+	d := &DNS{cfg: cfg, resolver: cancellable(cfg.Resolver)}
 	d.poll = newPoller("dns "+cfg.Name, cfg.Interval, cfg.MinInterval, cfg.Timeout, cfg.MaxNodes, d.look)
 	return d, nil
 }
@@ -99,7 +100,7 @@ func (d *DNS) String() string {
 }
 
 func (d *DNS) look(ctx context.Context) ([]Node, error) {
-	addrs, err := lookupAddrs(ctx, d.cfg.Resolver, d.cfg.Name)
+	addrs, err := lookupAddrs(ctx, d.resolver, d.cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: dns %s: %w", d.cfg.Name, err)
 	}
@@ -108,6 +109,32 @@ func (d *DNS) look(ctx context.Context) ([]Node, error) {
 		nodes[i] = Node{Addr: netip.AddrPortFrom(a, d.cfg.Port).String()}
 	}
 	return nodes, nil
+}
+
+// cancellable returns a resolver that asks as r does, and whose queries
+// end when the lookup's context does. Go's resolver stops waiting for a
+// lookup whose context ends, but its own goroutines go on reading the
+// query's socket until the resolver's timeout (5 s by default, per try):
+// closing the socket when the context ends stops them with the Discoverer,
+// so that nothing of a closed Manager goes on running. Lookups that do not
+// use the Go resolver (cgo) are unchanged: they never dial through it.
+func cancellable(r *net.Resolver) *net.Resolver {
+	dial := r.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	return &net.Resolver{PreferGo: r.PreferGo, StrictErrors: r.StrictErrors,
+		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+			c, err := dial(ctx, network, address)
+			if err != nil {
+				return nil, err
+			}
+			// The resolver closes c when the query ends; the context ends
+			// after that at the latest, and the second Close is harmless.
+			context.AfterFunc(ctx, func() { c.Close() })
+			return c, nil
+		}}
 }
 
 // lookupAddrs returns the addresses of name, sorted, without duplicates. A
@@ -169,9 +196,10 @@ type SRVConfig struct {
 // lookup fails the whole look, keeping the last good set. It is safe for
 // concurrent use; see [Discoverer] for Run.
 type SRV struct {
-	cfg    SRVConfig // read-only after NewSRV
-	record string    // the full name looked up
-	poll   *poller
+	cfg      SRVConfig     // read-only after NewSRV
+	resolver *net.Resolver // cfg.Resolver, its lookups ended with their context
+	record   string        // the full name looked up
+	poll     *poller
 }
 
 // Tags of the nodes an SRV Discoverer finds.
@@ -195,7 +223,7 @@ func NewSRV(cfg SRVConfig) (*SRV, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
-	s := &SRV{cfg: cfg, record: srvRecord(cfg.Name)}
+	s := &SRV{cfg: cfg, resolver: cancellable(cfg.Resolver), record: srvRecord(cfg.Name)}
 	s.poll = newPoller("srv "+s.record, cfg.Interval, cfg.MinInterval, cfg.Timeout, cfg.MaxNodes, s.look)
 	return s, nil
 }
@@ -222,7 +250,7 @@ func (s *SRV) Refresh() { s.poll.Refresh() }
 func (s *SRV) String() string { return "srv " + s.record }
 
 func (s *SRV) look(ctx context.Context) ([]Node, error) {
-	_, records, err := s.cfg.Resolver.LookupSRV(ctx, "", "", s.record)
+	_, records, err := s.resolver.LookupSRV(ctx, "", "", s.record)
 	if err != nil {
 		if notFound(err) {
 			return nil, fmt.Errorf("discovery: srv %s: %w: %w", s.record, ErrNoNodes, err)
@@ -247,7 +275,7 @@ func (s *SRV) look(ctx context.Context) ([]Node, error) {
 		}
 		addrs, ok := resolved[target]
 		if !ok {
-			addrs, err = lookupAddrs(ctx, s.cfg.Resolver, target)
+			addrs, err = lookupAddrs(ctx, s.resolver, target)
 			if err != nil && !errors.Is(err, ErrNoNodes) {
 				return nil, fmt.Errorf("discovery: srv %s: target %s: %w", s.record, target, err)
 			}

@@ -6,12 +6,14 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/pgxha/pgxha/discovery"
 	"github.com/pgxha/pgxha/testcluster/dnsmasq"
@@ -222,4 +224,57 @@ func TestNewDNSErrors(t *testing.T) {
 	d, err := discovery.NewDNS(discovery.DNSConfig{Name: "db.example.com", Port: 1, Interval: 100 * time.Millisecond})
 	require.NoError(t, err)
 	assert.Equal(t, 100*time.Millisecond, d.Config().MinInterval, "MinInterval is at most Interval")
+}
+
+// TestLookupEndsWithRun checks that a look in flight ends with Run: a DNS
+// server that takes queries and never answers holds Go's resolver reading
+// its socket for the resolver's timeout (5 s a try), which would outlive the
+// Discoverer and the Manager that owns it.
+func TestLookupEndsWithRun(t *testing.T) {
+	for _, kind := range []string{"dns", "srv"} {
+		t.Run(kind, func(t *testing.T) {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			require.NoError(t, err)
+			defer pc.Close()
+			queried := make(chan struct{})
+			go func() { // takes queries, answers none; ends with pc
+				var once sync.Once
+				buf := make([]byte, 512)
+				for {
+					if _, _, err := pc.ReadFrom(buf); err != nil {
+						return
+					}
+					once.Do(func() { close(queried) })
+				}
+			}()
+			resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "udp", pc.LocalAddr().String())
+			}}
+			var d discovery.Discoverer
+			if kind == "dns" {
+				d, err = discovery.NewDNS(discovery.DNSConfig{Name: "db.silent.test", Port: 5432, Timeout: time.Hour, Resolver: resolver})
+			} else {
+				d, err = discovery.NewSRV(discovery.SRVConfig{Name: "db.silent.test", Timeout: time.Hour, Resolver: resolver})
+			}
+			require.NoError(t, err)
+			before := goleak.IgnoreCurrent()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx, func(discovery.State) {}) }()
+			select {
+			case <-queried:
+			case <-time.After(waitBound):
+				t.Fatal("no query reached the server")
+			}
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(waitBound):
+				t.Fatal("Run did not return when its context ended")
+			}
+			goleak.VerifyNone(t, before)
+		})
+	}
 }
