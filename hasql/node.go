@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sys/cpu"
 
 	"github.com/pgxha/pgxha/checker"
 	"github.com/pgxha/pgxha/hasql/internal/topology"
@@ -37,8 +38,13 @@ type node struct {
 	// connection to be released (see acquire).
 	maxConns int64
 
-	// Live values read lock-free by acquires and balancers.
+	// Live values read lock-free by acquires and balancers. inUse, which
+	// every acquire and release writes, has a cache line of its own: the
+	// read-only fields above, which every acquire reads, stay in the other
+	// cores' caches while it changes.
+	_     cpu.CacheLinePad
 	inUse atomic.Int64 // connections acquired from the pool, or being acquired, not yet released
+	_     cpu.CacheLinePad
 	// keepAliveWarn logs once that the kernel's watch could not be set.
 	keepAliveWarn sync.Once
 	acquireErrs   atomic.Int64 // failed acquires from this node's pool, ever
