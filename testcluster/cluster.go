@@ -535,6 +535,14 @@ func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
 	rc, canReclone := n.drv.(interface {
 		reclone(ctx context.Context, source *Node) error
 	})
+	reclone := func(why string, err error) error {
+		c.opts.Logf("testcluster: %s%s: %v; copying it afresh from %s", why, n.name, err, primary.name)
+		if err := rc.reclone(ctx, primary); err != nil {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
+		return nil
+	}
+	rewound := true
 	if err := n.drv.rewind(ctx, primary); err != nil {
 		// pg_rewind gives up on some histories (a replica that received
 		// WAL of a timeline the source never had, cut at an awkward
@@ -542,39 +550,42 @@ func (c *Cluster) rebuildStandby(ctx context.Context, n, primary *Node) error {
 		if !canReclone {
 			return fmt.Errorf("%s: %w", n.name, err)
 		}
-		c.opts.Logf("testcluster: %s: %v; copying it afresh from %s", n.name, err, primary.name)
-		if err := rc.reclone(ctx, primary); err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
+		if err := reclone("", err); err != nil {
+			return err
 		}
+		rewound = false
 	}
-	if err := n.drv.makeStandby(primary); err != nil {
-		return fmt.Errorf("%s: %w", n.name, err)
-	}
-	n.standby.Store(true)
-	if err := n.drv.start(ctx); err != nil {
+	err := c.startStandby(ctx, n, primary)
+	if err != nil && rewound && canReclone && ctx.Err() == nil {
 		// pg_rewind found "no rewind required" for a replica whose WAL
 		// file of the old timeline the new one's history contradicts
 		// ("WAL location ... belongs to timeline 1, but previous
 		// recovered WAL file came from timeline 2"): recovery gives up.
 		// A fresh copy of the source always starts.
-		if !canReclone || ctx.Err() != nil {
-			return fmt.Errorf("start %s: %w", n.name, err)
+		if err := reclone("start after pg_rewind of ", err); err != nil {
+			return err
 		}
-		c.opts.Logf("testcluster: start %s after pg_rewind: %v; copying it afresh from %s", n.name, err, primary.name)
-		if err := rc.reclone(ctx, primary); err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
-		}
-		if err := n.drv.makeStandby(primary); err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
-		}
-		if err := n.drv.start(ctx); err != nil {
-			return fmt.Errorf("start %s: %w", n.name, err)
-		}
+		err = c.startStandby(ctx, n, primary)
+	}
+	if err != nil {
+		return err
 	}
 	if err := c.waitFollows(ctx, n, primary); err != nil {
 		return err
 	}
 	return c.waitStreaming(ctx, primary, []string{n.name}, nil)
+}
+
+// startStandby makes n a standby of primary and starts it.
+func (c *Cluster) startStandby(ctx context.Context, n, primary *Node) error {
+	if err := n.drv.makeStandby(primary); err != nil {
+		return fmt.Errorf("%s: %w", n.name, err)
+	}
+	n.standby.Store(true)
+	if err := n.drv.start(ctx); err != nil {
+		return fmt.Errorf("start %s: %w", n.name, err)
+	}
+	return nil
 }
 
 // waitFollows waits until replica n receives WAL on primary's current
