@@ -88,7 +88,7 @@ func (t target) err() error {
 // lock. It returns the node that served. o is not retained: the slow path
 // takes a copy, so that a caller's options on its stack stay there.
 func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) (*pgxpool.Conn, *node, error) {
-	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || !o.custom()) {
+	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || o == syncOnlyOptions || !o.custom()) {
 		var cs *candidateSet
 		switch o {
 		case nil:
