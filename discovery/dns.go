@@ -40,7 +40,9 @@ type DNSConfig struct {
 	MaxNodes int
 
 	// Resolver resolves Name. Default net.DefaultResolver; tests point one
-	// at a DNS server of their own through its Dial field.
+	// at a DNS server of their own through its Dial field. Its fields are
+	// read at each look; a query in flight ends when the look does (when
+	// the Discoverer stops, or at Timeout), through Go's resolver only.
 	Resolver *net.Resolver
 }
 
@@ -50,9 +52,8 @@ type DNSConfig struct {
 // no address is an error that wraps ErrNoNodes (the last good set stays).
 // It is safe for concurrent use; see [Discoverer] for Run.
 type DNS struct {
-	cfg      DNSConfig     // read-only after NewDNS
-	resolver *net.Resolver // cfg.Resolver, its lookups ended with their context
-	poll     *poller
+	cfg  DNSConfig // read-only after NewDNS
+	poll *poller
 }
 
 var (
@@ -79,7 +80,7 @@ func NewDNS(cfg DNSConfig) (*DNS, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
-	d := &DNS{cfg: cfg, resolver: cancellable(cfg.Resolver)}
+	d := &DNS{cfg: cfg}
 	d.poll = newPoller("dns "+cfg.Name, cfg.Interval, cfg.MinInterval, cfg.Timeout, cfg.MaxNodes, d.look)
 	return d, nil
 }
@@ -100,7 +101,7 @@ func (d *DNS) String() string {
 }
 
 func (d *DNS) look(ctx context.Context) ([]Node, error) {
-	addrs, err := lookupAddrs(ctx, d.resolver, d.cfg.Name)
+	addrs, err := lookupAddrs(ctx, cancellable(d.cfg.Resolver), d.cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: dns %s: %w", d.cfg.Name, err)
 	}
@@ -111,13 +112,17 @@ func (d *DNS) look(ctx context.Context) ([]Node, error) {
 	return nodes, nil
 }
 
-// cancellable returns a resolver that asks as r does, and whose queries
-// end when the lookup's context does. Go's resolver stops waiting for a
-// lookup whose context ends, but its own goroutines go on reading the
+// cancellable returns a resolver that asks as r does now, and whose
+// queries end when the lookup's context does. Go's resolver stops waiting
+// for a lookup whose context ends, but its own goroutines go on reading the
 // query's socket until the resolver's timeout (5 s by default, per try):
-// closing the socket when the context ends stops them with the Discoverer,
-// so that nothing of a closed Manager goes on running. Lookups that do not
-// use the Go resolver (cgo) are unchanged: they never dial through it.
+// moving the socket's deadline to the past when the query's context ends
+// stops them with the Discoverer, so that nothing of a closed Manager goes
+// on running. (A query that ends by its own deadline times out as it would
+// have; one that ended normally has its socket closed already, and setting
+// a deadline on it does nothing.) Lookups that do not use the Go resolver
+// (cgo) are unchanged: they never dial through it. A look makes one, so
+// that a change to r's fields after the Discoverer was made is followed.
 func cancellable(r *net.Resolver) *net.Resolver {
 	dial := r.Dial
 	if dial == nil {
@@ -130,9 +135,7 @@ func cancellable(r *net.Resolver) *net.Resolver {
 			if err != nil {
 				return nil, err
 			}
-			// The resolver closes c when the query ends; the context ends
-			// after that at the latest, and the second Close is harmless.
-			context.AfterFunc(ctx, func() { c.Close() })
+			context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 			return c, nil
 		}}
 }
@@ -196,10 +199,9 @@ type SRVConfig struct {
 // lookup fails the whole look, keeping the last good set. It is safe for
 // concurrent use; see [Discoverer] for Run.
 type SRV struct {
-	cfg      SRVConfig     // read-only after NewSRV
-	resolver *net.Resolver // cfg.Resolver, its lookups ended with their context
-	record   string        // the full name looked up
-	poll     *poller
+	cfg    SRVConfig // read-only after NewSRV
+	record string    // the full name looked up
+	poll   *poller
 }
 
 // Tags of the nodes an SRV Discoverer finds.
@@ -223,7 +225,7 @@ func NewSRV(cfg SRVConfig) (*SRV, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
-	s := &SRV{cfg: cfg, resolver: cancellable(cfg.Resolver), record: srvRecord(cfg.Name)}
+	s := &SRV{cfg: cfg, record: srvRecord(cfg.Name)}
 	s.poll = newPoller("srv "+s.record, cfg.Interval, cfg.MinInterval, cfg.Timeout, cfg.MaxNodes, s.look)
 	return s, nil
 }
@@ -250,7 +252,8 @@ func (s *SRV) Refresh() { s.poll.Refresh() }
 func (s *SRV) String() string { return "srv " + s.record }
 
 func (s *SRV) look(ctx context.Context) ([]Node, error) {
-	_, records, err := s.resolver.LookupSRV(ctx, "", "", s.record)
+	resolver := cancellable(s.cfg.Resolver)
+	_, records, err := resolver.LookupSRV(ctx, "", "", s.record)
 	if err != nil {
 		if notFound(err) {
 			return nil, fmt.Errorf("discovery: srv %s: %w: %w", s.record, ErrNoNodes, err)
@@ -275,7 +278,7 @@ func (s *SRV) look(ctx context.Context) ([]Node, error) {
 		}
 		addrs, ok := resolved[target]
 		if !ok {
-			addrs, err = lookupAddrs(ctx, s.resolver, target)
+			addrs, err = lookupAddrs(ctx, resolver, target)
 			if err != nil && !errors.Is(err, ErrNoNodes) {
 				return nil, fmt.Errorf("discovery: srv %s: target %s: %w", s.record, target, err)
 			}
