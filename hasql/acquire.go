@@ -88,17 +88,8 @@ func (t target) err() error {
 // lock. It returns the node that served. o is not retained: the slow path
 // takes a copy, so that a caller's options on its stack stay there.
 func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) (*pgxpool.Conn, *node, error) {
-	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || o == syncOnlyOptions || !o.custom()) {
-		var cs *candidateSet
-		switch o {
-		case nil:
-			cs = &s.sets[plainSet[t]]
-		case syncOnlyOptions:
-			cs = &s.sets[setSync]
-		default:
-			cs = s.prepared(t, o)
-		}
-		if len(cs.nodes) > 0 {
+	if s := m.snap.Load(); s.masterErr == nil && !m.tel.timed() && (o == nil || !o.custom()) {
+		if cs := s.prepared(t, o); len(cs.nodes) > 0 {
 			n := cs.nodes[cs.pick()]
 			// n.acquire by hand (the hot path), except that a full pool
 			// goes the slow way, which bounds the wait (see boundAcquire).
@@ -123,14 +114,6 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 	}
 	return m.acquireSlow(ctx, t, copyOptions(o), nil, nil)
 }
-
-// plainSet is the prepared set of each target without options, and
-// syncOnlyOptions the options of a single SyncOnly: acquireFast takes their sets
-// without asking prepared.
-var (
-	plainSet        = [...]int{targetMaster: setMaster, targetReplica: setReplicas}
-	syncOnlyOptions = singleOptions[optSyncOnly]
-)
 
 // prepared returns the snapshot's prepared set for t and options that need
 // no set of their own: the master, or the replicas (sync ones with SyncOnly,
