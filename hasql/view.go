@@ -43,6 +43,7 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 	m.tel.checked(n, latency, err)
 	m.mu.Lock()
 	if err == nil {
+		n.repin(n.checkHost)
 		n.serverStart.Store(res.StartTime.UnixMicro())
 		m.core.CheckOK(n.id(), res, began, ended, n.remoteIP)
 		n.latencyEWMA.Store(int64(n.cv.EWMA))

@@ -1,0 +1,111 @@
+package hasql_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// TestMovedNameTakesNoWrites: a node's host is a name that moves. After a
+// failover the name reaches the new master; the old one comes back
+// writable on the old timeline (the Manager calls it stale) and the name
+// points at it again, as a stale DNS record would. The pool must not open
+// connections there while the checks still run on the new master: no write
+// routed to the master may commit on the stale one.
+func TestMovedNameTakesNoWrites(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	a1, err := n1.AliasAt("127.0.0.21:0")
+	require.NoError(t, err)
+	port := portStr(a1)
+	_, err = n2.AliasAt("127.0.0.22:" + port)
+	require.NoError(t, err)
+
+	var target atomic.Value
+	target.Store("127.0.0.21")
+	cfg, err := hasql.ParseConfig(withParams(
+		strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@primary.db:"+port+","+n1.Addr()+"/", 1),
+		"hasql_check_interval", "100ms"))
+	require.NoError(t, err)
+	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
+		if host == "primary.db" {
+			return []string{target.Load().(string)}, nil
+		}
+		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+	cfg.Logger = quiet
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	_, err = m.Master().Exec(ctx, "CREATE TABLE w (who text)")
+	require.NoError(t, err)
+
+	// Failover; the name follows the new master.
+	require.NoError(t, n1.Kill())
+	target.Store("127.0.0.22")
+	require.NoError(t, c.Failover(ctx, n2))
+	primary := "primary.db:" + port
+	require.Eventually(t, func() bool {
+		st := statusOf(m, "n2")
+		return st.Addr == primary && st.Role == hasql.RoleMaster && st.Timeline == 2
+	}, 30*time.Second, 5*time.Millisecond, "primary.db never became master n2: %v", m.Nodes())
+
+	// n1 comes back writable on timeline 1: the Manager calls it stale.
+	require.NoError(t, n1.Start())
+	require.Eventually(t, func() bool { return statusAt(m, n1).Role == hasql.RoleStaleMaster }, 30*time.Second, 5*time.Millisecond,
+		"n1 never called stale: %v", m.Nodes())
+	// The name points at n1 again.
+	target.Store("127.0.0.21")
+
+	// Writes routed to the master, several connections held at once so
+	// that the pool opens new ones. They may fail (the name reaches a stale
+	// master now, and the view follows it): none may commit on n1.
+	served := map[string]int{}
+	for i := 0; i < 10 && served["no master"] < 4; i++ {
+		var conns []*pgxpool.Conn
+		for j := 0; j < 4; j++ {
+			actx, acancel := context.WithTimeout(ctx, time.Second)
+			conn, err := m.AcquireMaster(actx)
+			acancel()
+			if err != nil {
+				served["no master"]++
+				continue
+			}
+			conns = append(conns, conn)
+		}
+		for _, conn := range conns {
+			var who string
+			if err := conn.QueryRow(ctx, "INSERT INTO w SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
+				served["error"]++
+			} else {
+				served[who]++
+			}
+			conn.Release()
+		}
+	}
+	t.Logf("writes routed to the master: %v; the view: %v", served, m.Nodes())
+	require.Zero(t, served["n1"], "writes routed to the master committed on n1, the stale master")
+	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM w"), "rows on the stale master")
+}
+
+func rowsOn(t *testing.T, ctx context.Context, n *testcluster.Node, sql string) int64 {
+	t.Helper()
+	conn, err := n.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var k int64
+	require.NoError(t, conn.QueryRow(ctx, sql).Scan(&k))
+	return k
+}
