@@ -55,12 +55,36 @@ func nodeTLS(pc *pgxpool.Config, n NodeConfig, first NodeConfig) []*pgconn.Fallb
 	return out
 }
 
+// tlsTemplate returns the TLS variants of the connection string's first
+// network host, nil when every host is a Unix socket (pgconn gives a
+// socket no TLS, whatever sslmode says: its variants say nothing of what
+// the user asked of the network).
+func (cfg *Config) tlsTemplate() []*pgconn.FallbackConfig {
+	for _, n := range cfg.Nodes {
+		if !strings.HasPrefix(n.Host, "/") {
+			return n.tls
+		}
+	}
+	return nil
+}
+
+// checkDiscoveryHosts refuses discovery when the connection string has no
+// network host: the TLS settings of discovered nodes are taken from one
+// (see discoveredTLS), and a Unix socket's (none) would send every
+// discovered node the password in plain text whatever sslmode says.
+func (cfg *Config) checkDiscoveryHosts() error {
+	if cfg.Discoverer == nil || cfg.tlsTemplate() != nil {
+		return nil
+	}
+	return fmt.Errorf("hasql: discovery (%s) needs a network host in the connection string, whose TLS settings discovered nodes get: every host is a Unix socket (%s)", cfg.Discoverer, addrList(cfg.Nodes))
+}
+
 // discoveredTLS returns the TLS variants of a discovered node at host and
-// port: the connection string's first host's, verifying the server's
-// certificate against the name serverName gives.
+// port: the connection string's first network host's (see tlsTemplate),
+// verifying the server's certificate against the name serverName gives.
 func (cfg *Config) discoveredTLS(host string, port uint16) []*pgconn.FallbackConfig {
 	var out []*pgconn.FallbackConfig
-	for _, tmpl := range cfg.Nodes[0].tls {
+	for _, tmpl := range cfg.tlsTemplate() {
 		fb := &pgconn.FallbackConfig{Host: host, Port: port}
 		if tmpl.TLSConfig != nil {
 			tc := tmpl.TLSConfig.Clone()
@@ -137,10 +161,11 @@ func parseServerNames(v string) ([]string, error) {
 // first host, the one discovered nodes copy, verifies the server's name
 // (sslmode=verify-full): no plain variant, no skipped verification.
 func (cfg *Config) verifyFull() bool {
-	if len(cfg.Nodes) == 0 || len(cfg.Nodes[0].tls) == 0 {
+	tmpl := cfg.tlsTemplate()
+	if len(tmpl) == 0 {
 		return false
 	}
-	for _, v := range cfg.Nodes[0].tls {
+	for _, v := range tmpl {
 		tc := v.TLSConfig
 		if tc == nil || tc.InsecureSkipVerify || tc.ServerName == "" {
 			return false
@@ -154,6 +179,9 @@ func (cfg *Config) verifyFull() bool {
 // chooses the nodes, and verify-full would protect the password from every
 // one of them but the API's answer itself.
 func (cfg *Config) checkPatroniTLS() error {
+	if err := cfg.checkDiscoveryHosts(); err != nil {
+		return err
+	}
 	p, ok := cfg.Discoverer.(*discovery.Patroni)
 	if !ok || !cfg.verifyFull() {
 		return nil

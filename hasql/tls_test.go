@@ -8,15 +8,18 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxha/pgxha/discovery"
@@ -192,4 +195,62 @@ func TestClientCertificate(t *testing.T) {
 			require.Equal(t, "/CN=postgres", dn, "DB's connection presents the client certificate")
 		})
 	}
+}
+
+// TestDiscoveredTLSFromNetworkHost: a connection string whose first host
+// is a Unix socket directory (pgconn gives it no TLS) with
+// sslmode=verify-full: a discovered node gets the TLS settings of the
+// first network host, so a discovered server without TLS never gets the
+// password.
+func TestDiscoveredTLSFromNetworkHost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ca := newTestCA(t)
+	files := writeFiles(t, map[string][]byte{"ca.crt": ca.certPEM})
+	rogue := newRoguePG(t, "tcp", "127.0.0.1:0", nil) // no TLS at all
+	dsnPort := closedPort(t)
+	cfg, err := hasql.ParseConfig(fmt.Sprintf(
+		"host=%s,db1.internal port=%d,%d user=app password=s3cret-pw dbname=app sslmode=verify-full sslrootcert=%s hasql_check_interval=50ms",
+		t.TempDir(), dsnPort, dsnPort, files["ca.crt"]))
+	require.NoError(t, err)
+	cfg.PoolConfig.ConnConfig.LookupFunc = lookupLoopback("db1.internal")
+	cfg.Logger = quiet
+	rogueAddr := "127.0.0.1:" + strconv.Itoa(rogue.Port())
+	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: rogueAddr})
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	require.Eventually(t, func() bool {
+		for _, st := range m.Nodes() {
+			if st.Addr == rogueAddr && st.LastError != nil {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 10*time.Millisecond, "the discovered node was never checked: %v", m.Nodes())
+	for _, st := range m.Nodes() {
+		if st.Addr == rogueAddr {
+			assert.ErrorContains(t, st.LastError, "TLS", "the check to the discovered node without TLS")
+		}
+	}
+	assert.Empty(t, rogue.Passwords(), "with sslmode=verify-full the discovered node got the password in plain text")
+}
+
+// TestDiscoveryNeedsNetworkHost: discovery whose connection string names
+// only Unix sockets has no TLS settings to give discovered nodes: refused.
+// A socket first and a network host after: Patroni over http:// is
+// refused under verify-full as it is when every host is a network one.
+func TestDiscoveryNeedsNetworkHost(t *testing.T) {
+	ca := newTestCA(t)
+	files := writeFiles(t, map[string][]byte{"ca.crt": ca.certPEM})
+	base := "host=%s port=5432 user=app dbname=app sslmode=verify-full sslrootcert=" + files["ca.crt"] +
+		" hasql_discovery=patroni hasql_discovery_urls=%s"
+	_, err := hasql.ParseConfig(fmt.Sprintf(base, "db1.internal,db2.internal", "http://db2.internal:8008"))
+	require.ErrorContains(t, err, "https")
+	_, err = hasql.ParseConfig(fmt.Sprintf(base, t.TempDir()+",db2.internal", "http://db2.internal:8008"))
+	require.ErrorContains(t, err, "https", "verify-full with http Patroni when the first host is a socket directory")
+	_, err = hasql.ParseConfig(fmt.Sprintf(base, t.TempDir(), "https://db2.internal:8008"))
+	require.ErrorContains(t, err, "needs a network host")
+	_, err = hasql.ParseConfig(fmt.Sprintf(base, t.TempDir()+",db2.internal", "https://db2.internal:8008"))
+	require.NoError(t, err)
 }
