@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -212,4 +213,63 @@ func TestPatroniHTTPSNoDowngrade(t *testing.T) {
 	st := w.waitFor("an error", func(s discovery.State) bool { return s.Err != nil })
 	assert.Zero(t, plain.requests.Load(), "the http API was asked: %v", st.Err)
 	assert.False(t, errors.Is(st.Err, discovery.ErrTooManyNodes))
+}
+
+// TestPatroniMemberFlood: an answer under the 4 MiB bound made of about
+// 1.4 million empty members is refused without decoding them: one look
+// allocates a few times the answer's size, not tens of times.
+func TestPatroniMemberFlood(t *testing.T) {
+	f := newFakePatroni(t, patroni4Cluster)
+	p := newPatroni(t, f.URL)
+	w := watch(t, p)
+	w.waitFor("a good set", func(s discovery.State) bool { return s.Err == nil })
+
+	var b strings.Builder
+	b.WriteString(`{"members":[`)
+	for b.Len() < 4<<20-16 {
+		b.WriteString(`{},`)
+	}
+	b.WriteString(`{}]}`)
+	f.set(http.StatusOK, b.String())
+	n := len(w.all())
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	p.Refresh()
+	st := w.waitFor("an error", func(s discovery.State) bool { return len(w.all()) > n && s.Err != nil })
+	runtime.ReadMemStats(&after)
+	require.ErrorIs(t, st.Err, discovery.ErrTooManyNodes)
+	assert.ErrorContains(t, st.Err, "members, over the limit of 64")
+	total := after.TotalAlloc - before.TotalAlloc
+	t.Logf("a %d-byte answer: %d MiB allocated by the look", b.Len(), total>>20)
+	assert.Less(t, total, uint64(64<<20), "one look of a %d-byte answer allocated %d MiB", b.Len(), total>>20)
+}
+
+// TestPatroniTagFlood: a member with more than 64 tags is refused, with
+// the answer it came in; 64 are taken.
+func TestPatroniTagFlood(t *testing.T) {
+	answer := func(tags int) string {
+		var b strings.Builder
+		b.WriteString(`{"members":[{"name":"n1","role":"leader","host":"10.0.0.1","port":5432,"tags":{`)
+		for i := range tags {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `"t%d":%d`, i, i)
+		}
+		b.WriteString(`}}]}`)
+		return b.String()
+	}
+	f := newFakePatroni(t, answer(64))
+	p := newPatroni(t, f.URL)
+	w := watch(t, p)
+	st := w.waitFor("a good set", func(s discovery.State) bool { return s.Err == nil })
+	require.Len(t, st.Nodes, 1)
+	assert.Len(t, st.Nodes[0].Tags, 64)
+	assert.Equal(t, "63", st.Nodes[0].Tags["t63"])
+	f.set(http.StatusOK, answer(100000))
+	n := len(w.all())
+	p.Refresh()
+	st = w.waitFor("an error", func(s discovery.State) bool { return len(w.all()) > n && s.Err != nil })
+	assert.ErrorContains(t, st.Err, `member "n1": more than 64 tags`)
 }

@@ -271,19 +271,21 @@ func (p *Patroni) candidates() []*url.URL {
 	return out
 }
 
-// clusterResponse is the part of GET /cluster that a look reads.
-type clusterResponse struct {
-	Members []struct {
-		Name   string                     `json:"name"`
-		Role   string                     `json:"role"`
-		State  string                     `json:"state"`
-		APIURL string                     `json:"api_url"`
-		Host   string                     `json:"host"`
-		Port   json.Number                `json:"port"`
-		Lag    json.RawMessage            `json:"lag"`
-		Tags   map[string]json.RawMessage `json:"tags"`
-	} `json:"members"`
+// clusterMember is the part of a member of GET /cluster that a look
+// reads. Tags stay raw until counted (see parseTags).
+type clusterMember struct {
+	Name   string          `json:"name"`
+	Role   string          `json:"role"`
+	State  string          `json:"state"`
+	APIURL string          `json:"api_url"`
+	Host   string          `json:"host"`
+	Port   json.Number     `json:"port"`
+	Lag    json.RawMessage `json:"lag"`
+	Tags   json.RawMessage `json:"tags"`
 }
+
+// maxTags bounds the tags of one member.
+const maxTags = 64
 
 // maxClusterBody bounds the response read from one API.
 const maxClusterBody = 4 << 20
@@ -325,17 +327,16 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 	return nodes, apis, nil
 }
 
-// parseCluster reads a /cluster response.
+// parseCluster reads a /cluster response. Members are decoded one at a
+// time and counted as they come: an answer with more than maxNodes is
+// refused without decoding the others (a few bytes each, they would
+// otherwise cost tens of times the answer's size).
 func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
-	var cr clusterResponse
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&cr); err != nil {
-		return nil, nil, fmt.Errorf("not a Patroni cluster: %w", err)
+	members, err := decodeMembers(body, maxNodes)
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(cr.Members) > maxNodes {
-		return nil, nil, fmt.Errorf("%d members, over the limit of %d (MaxNodes, %s): %w", len(cr.Members), maxNodes, SettingMaxNodes, ErrTooManyNodes)
-	}
+	cr := struct{ Members []clusterMember }{members}
 	var nodes []Node
 	var apis []*url.URL
 	seen := map[string]bool{}
@@ -368,11 +369,8 @@ func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
 		}
 		seen[addr] = true
 		n := Node{Addr: addr, Name: m.Name, Role: m.Role, State: m.State, Lag: parseLag(m.Lag)}
-		if len(m.Tags) > 0 {
-			n.Tags = make(map[string]string, len(m.Tags))
-			for k, v := range m.Tags {
-				n.Tags[k] = tagValue(v)
-			}
+		if n.Tags, err = parseTags(m.Tags); err != nil {
+			return nil, nil, fmt.Errorf("member %q: %w", m.Name, err)
 		}
 		nodes = append(nodes, n)
 	}
@@ -381,6 +379,107 @@ func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
 		return nil, nil, ErrNoNodes
 	}
 	return nodes, apis, nil
+}
+
+// decodeMembers returns the members of a /cluster response, decoding
+// each only while there are no more than maxNodes.
+func decodeMembers(body []byte, maxNodes int) ([]clusterMember, error) {
+	bad := func(err error) error { return fmt.Errorf("not a Patroni cluster: %w", err) }
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, bad(err)
+	}
+	var members []clusterMember
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil, bad(err)
+		}
+		if key != "members" {
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, bad(err)
+			}
+			continue
+		}
+		members = members[:0]
+		if t, err := dec.Token(); err != nil {
+			return nil, bad(err)
+		} else if t == nil {
+			continue // "members": null
+		} else if t != json.Delim('[') {
+			return nil, bad(fmt.Errorf("members: %v, not an array", t))
+		}
+		count := 0
+		for ; dec.More(); count++ {
+			if count >= maxNodes {
+				var skip struct{}
+				if err := dec.Decode(&skip); err != nil {
+					return nil, bad(err)
+				}
+				continue
+			}
+			var m clusterMember
+			if err := dec.Decode(&m); err != nil {
+				return nil, bad(err)
+			}
+			members = append(members, m)
+		}
+		if count > maxNodes {
+			return nil, fmt.Errorf("%d members, over the limit of %d (MaxNodes, %s): %w", count, maxNodes, SettingMaxNodes, ErrTooManyNodes)
+		}
+		if err := expectDelim(dec, ']'); err != nil {
+			return nil, bad(err)
+		}
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return nil, bad(err)
+	}
+	return members, nil
+}
+
+// expectDelim reads the next token, which must be d.
+func expectDelim(dec *json.Decoder, d json.Delim) error {
+	t, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if t != d {
+		return fmt.Errorf("%v where %v was expected", t, d)
+	}
+	return nil
+}
+
+// parseTags reads a member's tags, at most maxTags of them (nil: none).
+func parseTags(raw json.RawMessage) (map[string]string, error) {
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, fmt.Errorf("tags: %w", err)
+	}
+	var tags map[string]string
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("tags: %w", err)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("tags: %w", err)
+		}
+		if tags == nil {
+			tags = make(map[string]string)
+		}
+		if len(tags) == maxTags {
+			return nil, fmt.Errorf("more than %d tags", maxTags)
+		}
+		tags[k.(string)] = tagValue(v)
+	}
+	return tags, nil
 }
 
 // parseLag reads a member's lag: a number of bytes, or "unknown".
