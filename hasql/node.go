@@ -30,6 +30,9 @@ type node struct {
 	cfg   NodeConfig
 	pool  *pgxpool.Pool
 	conns connRegistry
+	// unboundAfterConnect: the pool's connections read messages of at most
+	// maxStartupMessage until connected, pgx's own bound after.
+	unboundAfterConnect bool
 	// beforeConnect sets the credentials of every connection to the node
 	// (see withCredentials).
 	beforeConnect func(context.Context, *pgx.ConnConfig) error
@@ -140,6 +143,12 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	pc.ShouldPing = shouldPingHook(pc.ShouldPing)
 
 	pc.ConnConfig.LookupFunc = n.pinLookup(pc.ConnConfig.LookupFunc)
+	if isPgxFrontend(pc.ConnConfig.BuildFrontend) {
+		// Bounded until the server has authenticated (see
+		// nodeTracer.TraceConnectEnd), then pgx's own bound again.
+		pc.ConnConfig.BuildFrontend = boundedFrontend(pc.ConnConfig.BuildFrontend)
+		n.unboundAfterConnect = true
+	}
 	userTracer := pc.ConnConfig.Tracer
 	pc.ConnConfig.Tracer = newNodeTracer(n, userTracer)
 	dial := pc.ConnConfig.DialFunc
@@ -186,6 +195,7 @@ func (n *node) checkConnConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement
 	cfg.StatementCacheCapacity = 16
 	cfg.DescriptionCacheCapacity = 16
+	cfg.BuildFrontend = boundedFrontend(cfg.BuildFrontend)
 	cfg.AfterConnect = nil
 	cfg.ValidateConnect = nil
 	cfg.OnNotice = nil

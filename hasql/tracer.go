@@ -160,6 +160,9 @@ func (t *nodeTracer) TraceConnectStart(ctx context.Context, data pgx.TraceConnec
 }
 
 func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
+	if data.Err == nil && data.Conn != nil && t.n.unboundAfterConnect {
+		data.Conn.PgConn().Frontend().SetMaxBodyLen(pgxMaxMessage) // see maxStartupMessage
+	}
 	t.n.connectTraced(data.Conn, data.Err)
 	if u, ok := t.user.(pgx.ConnectTracer); ok {
 		u.TraceConnectEnd(ctx, data)

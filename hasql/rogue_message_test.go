@@ -1,0 +1,143 @@
+package hasql_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/discovery"
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// hugeErrorPG answers every startup with an ErrorResponse whose message is
+// size bytes long.
+func hugeErrorPG(t *testing.T, size int) (addr string, served *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served = new(atomic.Int64)
+	raw, err := (&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: strings.Repeat("A", size)}).Encode(nil)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				be := pgproto3.NewBackend(c, c)
+				for range 3 {
+					m, err := be.ReceiveStartupMessage()
+					if err != nil {
+						return
+					}
+					switch m.(type) {
+					case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+						if _, err := c.Write([]byte{'N'}); err != nil {
+							return
+						}
+						continue
+					}
+					served.Add(1)
+					_, _ = c.Write(raw) // encoded once: nothing allocated per connection
+					return
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), served
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestRogueHugeMessage: a server in the discovered set answers each
+// connection with a 100 MiB error message. Check connections, and pool
+// connections until connected, refuse a message over 4 MiB: the Manager's
+// heap, the node's error and the log stay small.
+func TestRogueHugeMessage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, served := hugeErrorPG(t, 100<<20)
+	var logged atomic.Int64
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { logged.Add(int64(len(p))); return len(p), nil }), nil))
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms", closedPort(t)))
+	require.NoError(t, err)
+	cfg.Logger = logger
+	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: addr})
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var peak atomic.Uint64
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			peak.Store(max(peak.Load(), ms.HeapAlloc))
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	waitUntil(t, ctx, "two answers sent", func() bool { return served.Load() >= 2 })
+	var lastErr string
+	waitUntil(t, ctx, "the node's error", func() bool {
+		for _, st := range m.Nodes() {
+			if st.Addr == addr && st.LastError != nil {
+				lastErr = st.LastError.Error()
+				return true
+			}
+		}
+		return false
+	})
+	m.Close()
+	close(stop)
+	<-stopped
+	t.Logf("heap before %d MiB, peak %d MiB; the node's error: %.200s; %d KiB logged",
+		before.HeapAlloc>>20, peak.Load()>>20, lastErr, logged.Load()>>10)
+	assert.Less(t, peak.Load()-min(peak.Load(), before.HeapAlloc), uint64(50<<20), "the server's message drove the Manager's heap")
+	assert.Less(t, len(lastErr), 1<<20, "the server's message is the node's error")
+	assert.Less(t, logged.Load(), int64(1<<20), "the server's message was logged")
+}
+
+// TestLargeRowAfterConnect: once connected, a pool connection reads
+// messages as large as pgx allows: a row of 8 MiB comes back whole.
+func TestLargeRowAfterConnect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	m := newManager(t, ctx, c.DSN())
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	var k int
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT length(repeat('x', 8 << 20))").Scan(&k))
+	var s string
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT repeat('x', 8 << 20)").Scan(&s))
+	assert.Len(t, s, 8<<20)
+}
