@@ -577,7 +577,8 @@ func str(s *string) string {
 
 // ConnInfoValue returns the value of key in a libpq keyword/value conninfo
 // string such as pg_stat_wal_receiver.conninfo, or "" when absent. Values may
-// be single-quoted with backslash escapes.
+// be single-quoted; a backslash takes the next character as it is, quoted
+// or not (libpq's reading).
 func ConnInfoValue(conninfo, key string) string {
 	s := conninfo
 	for {
@@ -605,12 +606,15 @@ func ConnInfoValue(conninfo, key string) string {
 				s = s[1:]
 			}
 		} else {
-			end := strings.IndexAny(s, " \t\n\r")
-			if end < 0 {
-				end = len(s)
+			// As libpq reads it: a backslash takes the next character as
+			// it is, a space among them.
+			for len(s) > 0 && !strings.ContainsRune(" \t\n\r", rune(s[0])) {
+				if s[0] == '\\' && len(s) > 1 {
+					s = s[1:]
+				}
+				v.WriteByte(s[0])
+				s = s[1:]
 			}
-			v.WriteString(s[:end])
-			s = s[end:]
 		}
 		if k == key {
 			return v.String()

@@ -832,7 +832,9 @@ func Redact(connString, text string) string {
 	return clean
 }
 
-var passwordKV = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)`)
+// passwordKV matches password=value in a text: a value quoted, or one
+// that runs to the first space no backslash escapes.
+var passwordKV = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'?|(?:\\.|\S)*)`)
 
 // redactURLPasswords replaces the password of every URL in text: after
 // "://" and the user, everything up to the last '@' (of the part before
@@ -904,6 +906,15 @@ func passwordsOf(connString string) []string {
 	}
 	pw := passwordOf(connString)
 	add(pw)
+	if !isURL(connString) {
+		// As written, and as pgx v5.8 reads an unquoted value (only \\
+		// and \' unescaped: "a\ b" stays so).
+		for _, m := range passwordKV.FindAllStringSubmatch(connString, -1) {
+			raw := strings.TrimSuffix(strings.TrimPrefix(m[1], "'"), "'")
+			add(raw)
+			add(strings.NewReplacer(`\\`, `\`, `\'`, `'`).Replace(raw))
+		}
+	}
 	add(url.QueryEscape(pw))
 	add(url.PathEscape(pw))
 	if isURL(connString) {

@@ -213,6 +213,27 @@ func TestRedactWholeValues(t *testing.T) {
 	assert.Contains(t, err.Error(), "port", "the word port survives the password p: %v", err)
 }
 
+// TestRedactEscapedPassword: a keyword/value password whose spaces are
+// escaped with a backslash (libpq's unquoted spelling) is redacted whole:
+// in password=..., as pgx reads it, and as pgx v5.8 reads it (only \\ and
+// \' unescaped).
+func TestRedactEscapedPassword(t *testing.T) {
+	for _, tc := range []struct{ dsn, written, libpq, old, part string }{
+		{`host=db1 user=app password=hunter\ twopart dbname=app`, `hunter\ twopart`, "hunter twopart", `hunter\ twopart`, "twopart"},
+		{`host=db1 user=app password=first\ second\ third dbname=app`, `first\ second\ third`, "first second third", `first\ second\ third`, "second"},
+		{`host=db1 user=app sslpassword=x password=a\'b\ cc dbname=app`, `a\'b\ cc`, "a'b cc", `a'b\ cc`, "cc"},
+	} {
+		cfg, err := hasql.ParseConfig(tc.dsn)
+		require.NoError(t, err)
+		assert.Equal(t, tc.libpq, cfg.PoolConfig.ConnConfig.Password)
+		assert.Equal(t, "user=app password=xxxxx dbname=app", hasql.Redact(tc.dsn, "user=app password="+tc.written+" dbname=app"))
+		for _, pw := range []string{tc.libpq, tc.old} {
+			out := hasql.Redact(tc.dsn, `bad password "`+pw+`"`)
+			assert.Equal(t, `bad password "xxxxx"`, out, "%s, %s", tc.dsn, pw)
+		}
+	}
+}
+
 func FuzzParseConfig(f *testing.F) {
 	for _, s := range []string{
 		"%2Ftmp%2Fpg/db",

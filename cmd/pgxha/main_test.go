@@ -588,6 +588,11 @@ func TestRedactKeepsWords(t *testing.T) {
 		{"postgres://postgres:postgres@127.0.0.1:15432/postgres", "password = 'postgres' dbname=postgres", "password = 'xxxxx' dbname=postgres"},
 		{"postgres://postgres:postgres@127.0.0.1:15432/postgres", "postgres://u@h/postgres?PASSWORD=postgres&x=1", "postgres://u@h/postgres?PASSWORD=xxxxx&x=1"},
 		{"host=db1 user=app password=app dbname=app", "user=app password=app", "user=app password=xxxxx"},
+		// A space escaped with a backslash: as written, as pgx reads it,
+		// as pgx v5.8 does.
+		{`host=db1 user=app password=hunter\ twopart dbname=app`, `bad password "hunter twopart"`, `bad password "xxxxx"`},
+		{`host=db1 user=app password=hunter\ twopart dbname=app`, `bad password "hunter\ twopart"`, `bad password "xxxxx"`},
+		{`host=db1 user=app password=a\'b\ cc dbname=app`, `bad password "a'b\ cc"`, `bad password "xxxxx"`},
 		// A password that is no word of the output goes wherever it stands.
 		{"postgres://postgres:Zq9-secret@h/postgres", "the password Zq9-secret, again Zq9-secret", "the password xxxxx, again xxxxx"},
 	} {

@@ -249,16 +249,23 @@ func conninfoValues(conninfo, key string) []string {
 			raw = s[1:i]
 			s = s[min(i+1, len(s)):]
 		} else {
-			end := strings.IndexAny(s, " \t\n\r")
-			if end < 0 {
-				end = len(s)
+			// A backslash takes the next character as it is, a space
+			// among them (libpq's reading).
+			i := 0
+			for i < len(s) && !strings.ContainsRune(" \t\n\r", rune(s[i])) {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				v.WriteByte(s[i])
+				i++
 			}
-			raw = s[:end]
-			v.WriteString(raw)
-			s = s[end:]
+			raw = s[:i]
+			s = s[i:]
 		}
 		if k == key {
-			out = append(out, raw, v.String())
+			// As written, as libpq and pgx read it, and as pgx v5.8 does
+			// (only \\ and \' unescaped).
+			out = append(out, raw, v.String(), strings.NewReplacer(`\\`, `\`, `\'`, `'`).Replace(raw))
 		}
 	}
 	return out
