@@ -393,3 +393,25 @@ func TestAttackRogueListingSuppressesAheadProof(t *testing.T) {
 		t.Errorf("M takes writes although vouched r1 has WAL on its timeline past M's position: the rogue's walsender row set the evidence aside")
 	}
 }
+
+// The check user lacks pg_monitor: the master's rows show no address. A
+// server nothing vouches for takes the name of r1, which is up: the row
+// named r1 may be either's, so it proves nothing of the rogue, which must
+// not serve reads; r1 still does.
+func TestAttackRogueNamesakeHiddenRows(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(atkAt(0), atkMembers(false))
+	hidden := checker.Replica{ApplicationName: "r1", State: "streaming", ReplayLSN: 900}
+	c.CheckOK(atkR1, atkReplica("r1", atkR1Start), atkAt(1), atkAt(2), "10.0.0.2")
+	c.CheckOK(atkM, atkMaster(hidden), atkAt(3), atkAt(4), "10.0.0.1")
+	c.CheckOK(atkX, atkReplica("r1", atkT0.Add(-3*time.Hour)), atkAt(5), atkAt(6), "10.0.0.9")
+	c.CheckOK(atkM, atkMaster(hidden), atkAt(7), atkAt(8), "10.0.0.1")
+	x, r1 := c.Node(atkX), c.Node(atkR1)
+	t.Logf("rogue: role %v vouched %v detached %q; r1: %v", x.Role, x.Vouched, x.Detached, r1.Role)
+	if x.Role.IsReplica() {
+		t.Errorf("a rogue nothing vouches for serves reads as %v by a row of r1's name", x.Role)
+	}
+	if !r1.Role.IsReplica() {
+		t.Errorf("r1 is %v (%s)", r1.Role, r1.Detached)
+	}
+}

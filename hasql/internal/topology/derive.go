@@ -778,8 +778,17 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 		return "ahead of the master: at " + max(r.LSN, r.ReceiveLSN).String() + ", the master at " + mr.LSN.String()
 	}
 	switch _, match := matchReplica(x, rowsFor(x, master), c.nodes); match {
-	case matchOne, matchAmbiguous:
+	case matchOne:
 		return ""
+	case matchAmbiguous:
+		// A row that may be another node's proves something of this one
+		// only when something vouches for it: a server nothing vouches
+		// for that takes the name of one of our replicas (the check user
+		// lacking pg_monitor, rows show no address) is not listed by it.
+		if x.Vouched {
+			return ""
+		}
+		return "its name " + strconv.Quote(x.Name()) + " is another node's too, and nothing vouches for this one (not in the connection string, not listed from its own address)"
 	case matchUnnamed:
 		// Nothing to match it by: its own walreceiver must show the
 		// master's timeline.
@@ -789,7 +798,7 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 		return "cannot tell whether it streams from the master: its application_name is unknown and its timeline hidden; set cluster_name, or grant pg_monitor to the check user"
 	}
 	for _, y := range follows {
-		if _, match := matchReplica(x, rowsFor(x, y), c.nodes); match == matchOne || match == matchAmbiguous {
+		if _, match := matchReplica(x, rowsFor(x, y), c.nodes); match == matchOne || match == matchAmbiguous && x.Vouched {
 			return ""
 		}
 	}
