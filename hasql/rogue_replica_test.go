@@ -73,3 +73,48 @@ func TestRestrictedUserRogueNamesake(t *testing.T) {
 		assert.Equal(t, "the cluster", who, "a read answered by the rogue")
 	}
 }
+
+// TestListedRogueClaimsPromotion: a server in the discovered set (a clone
+// of the cluster, promoted, lying through rogueSQL) plays a replica of the
+// master named like n2, which streams from the master but is not in the
+// set, from the same address (every node is on 127.0.0.1 here: in
+// production, a listener on n2's host): the master's walsender row vouches
+// for it. It then claims a promotion to timeline 99. The master's
+// walsenders, read after the claim, still list n2 streaming: the claim
+// does not count. The master stays master, not stale, and gets the writes.
+func TestListedRogueClaimsPromotion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	execOn(t, ctx, n1, "CREATE TABLE rogue_writes (v int)")
+	rogue, err := c.AddNode(ctx)
+	require.NoError(t, err)
+	require.NoError(t, rogue.Promote(ctx))
+	_, n1Port, _ := net.SplitHostPort(n1.Addr())
+	execOn(t, ctx, rogue, rogueSQL,
+		fmt.Sprintf("INSERT INTO rogue.state VALUES (true, '0/100', 1, 'host=127.0.0.1 port=%s user=x application_name=%s')", n1Port, n2.Name()),
+		"ALTER ROLE CURRENT_USER SET search_path = rogue, pg_catalog, public")
+
+	dsn := withParams(withHosts(t, c.DSN(), n1.Addr()), "hasql_check_interval", "100ms")
+	d := newSetDiscoverer(nodesOf(n1)...)
+	m := newManager(t, ctx, dsn, hasql.WithDiscoverer(d))
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	d.set(nodesOf(n1, rogue)...)
+	waitUntil(t, ctx, "the rogue vouched for as a replica", func() bool { return statusAt(m, rogue).Role.IsReplica() })
+
+	execOn(t, ctx, rogue, "UPDATE rogue.state SET rec = false, tli = 99, lsn = 'FF/0'")
+	waitUntil(t, ctx, "the rogue's claim judged", func() bool {
+		st := statusAt(m, rogue)
+		return st.Role == hasql.RoleMaster || strings.Contains(st.Detached, "list it streaming")
+	})
+	st := statusAt(m, rogue)
+	t.Logf("rogue after its claim: %s %q; n1: %s", st.Role, st.Detached, statusAt(m, n1).Role)
+	require.NotEqual(t, hasql.RoleMaster, st.Role, "the rogue was elected master")
+	waitUntil(t, ctx, "n1 master", func() bool { return statusAt(m, n1).Role == hasql.RoleMaster })
+	assert.False(t, statusAt(m, n1).StaleMaster, "the real master was made stale by the rogue")
+	_, err = m.Master().Exec(ctx, "INSERT INTO rogue_writes VALUES (1)")
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, rowsOn(t, ctx, n1, "SELECT count(*) FROM rogue_writes"))
+	assert.EqualValues(t, 0, rowsOn(t, ctx, rogue, "SELECT count(*) FROM rogue_writes"), "the write landed on the rogue")
+}

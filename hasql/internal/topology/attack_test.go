@@ -415,3 +415,54 @@ func TestAttackRogueNamesakeHiddenRows(t *testing.T) {
 		t.Errorf("r1 is %v (%s)", r1.Role, r1.Detached)
 	}
 }
+
+// A server nothing in the connection string names earns its vouch as a
+// replica: the master lists it, from its own address (a server that took
+// over a replica's address, or shares its host). It then claims a
+// promotion to timeline 99, while the master's walsenders, read after the
+// claim, still list it streaming: the claim is a lie. Until they are read
+// again no node is master (the claim may be true: no write may go to the
+// master it would replace); once read, the master stays master and is not
+// stale. A replica really promoted is no longer listed: it is elected.
+func TestAttackListedReplicaClaimsPromotion(t *testing.T) {
+	for _, real := range []bool{false, true} {
+		c := atkCluster(t, false)
+		x9 := atkReplica("x9", atkT0.Add(-3*time.Hour))
+		row9 := atkRow("x9", "10.0.0.9", "async")
+		c.CheckOK(atkX, x9, atkAt(10), atkAt(11), "10.0.0.9")
+		c.CheckOK(atkM, atkMaster(atkRow("r1", "10.0.0.2", "sync"), row9), atkAt(12), atkAt(13), "10.0.0.1")
+		if x := c.Node(atkX); !x.Vouched || !x.Role.IsReplica() {
+			t.Fatalf("setup: x9 vouched %v role %v (%s)", x.Vouched, x.Role, x.Detached)
+		}
+		claim := checker.Result{Timeline: 99, LSN: 5000, SystemID: 42, StartTime: x9.StartTime, Name: "x9"}
+		if real {
+			claim.Timeline = 2
+		}
+		c.CheckOK(atkX, claim, atkAt(20), atkAt(21), "10.0.0.9")
+		if e := c.Elected(); e.Master != nil {
+			t.Errorf("real=%v: master %s elected while the claim waits for the master's walsenders", real, e.Master.Addr)
+		}
+		if m := c.Node(atkM); m.Stale {
+			t.Errorf("real=%v: the master is stale on an unproven claim", real)
+		}
+		rows := []checker.Replica{atkRow("r1", "10.0.0.2", "sync"), row9}
+		if real {
+			rows = rows[:1] // its walreceiver ended with the promotion
+		}
+		c.CheckOK(atkM, atkMaster(rows...), atkAt(22), atkAt(23), "10.0.0.1")
+		e, x, m := c.Elected(), c.Node(atkX), c.Node(atkM)
+		t.Logf("real=%v: master %v; x9 %v %q; M %v stale %v; timeline %d", real, e.Master != nil && e.Master.ID == atkX, x.Role, x.Detached, m.Role, m.Stale, c.Timeline())
+		if real {
+			if e.Master == nil || e.Master.ID != atkX || !m.Stale {
+				t.Errorf("a replica really promoted is not master (%v), or the old master not stale (%v)", x.Role, m.Role)
+			}
+			continue
+		}
+		if e.Master == nil || e.Master.ID != atkM || m.Stale || c.Timeline() != 1 {
+			t.Errorf("the master is %v (stale %v), timeline %d: the lie counted", m.Role, m.Stale, c.Timeline())
+		}
+		if x.Role == RoleMaster || x.Detached == "" {
+			t.Errorf("x9 is %v (%q)", x.Role, x.Detached)
+		}
+	}
+}
