@@ -167,9 +167,7 @@ func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, 
 // connection (see probeMinLSN).
 func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error) (*pgxpool.Conn, *node, error) {
 	if o != nil && o.hasAfter {
-		if err := m.resolveAfter(ctx, o); err != nil {
-			return nil, nil, err
-		}
+		return m.acquireAfter(ctx, t, o, span, excluded, lastErr)
 	}
 	maxFailures := 2 * len(m.nodesNow())
 	var lsnWait *minLSNWait
@@ -252,6 +250,32 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 		lastErr = fmt.Errorf("the roles kept changing while the acquire waited")
 	}
 	return nil, nil, fmt.Errorf("hasql: acquire %s: gave up after %d attempts: %w", t, maxFailures+1, lastErr)
+}
+
+// acquireAfter is acquireLoop for options with After: the token is
+// resolved against the cluster's timeline (see resolveAfter), and a
+// connection found while the cluster moved to another timeline (an acquire
+// that waited through a failover for a replica, or for a master) is given
+// back and the token resolved again: the new timeline may have forked
+// before the token's write.
+func (m *Manager) acquireAfter(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error) (*pgxpool.Conn, *node, error) {
+	base := *o
+	for range 100 { // each round follows a change of the cluster's timeline
+		r := base
+		tl, err := m.resolveAfter(ctx, &r)
+		if err != nil {
+			return nil, nil, err
+		}
+		conn, n, err := m.acquireLoop(ctx, t, &r, span, excluded, lastErr)
+		if err != nil || tl == 0 {
+			return conn, n, err
+		}
+		if _, now := m.clusterLine(); now == tl {
+			return conn, n, nil
+		}
+		conn.Release()
+	}
+	return nil, nil, fmt.Errorf("hasql: After: the cluster's timeline kept changing while the token %s was resolved", base.after)
 }
 
 // stillRoutes re-validates a node after an acquire from its pool: whether

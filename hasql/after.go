@@ -104,23 +104,25 @@ func PreferMaster() ReplicaOption { return ReplicaOption{kind: optPreferMaster} 
 const DefaultTokenWait = 100 * time.Millisecond
 
 // resolveAfter turns o's token into a MinLSN with FallbackToMaster after
-// TokenWait, or an error. It runs once at the start of an acquire, on the
-// acquire's own copy of the options.
-func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) error {
+// TokenWait, or an error. It returns the cluster's timeline it resolved the
+// token against (0 for the zero token). It runs at the start of an acquire,
+// and again when the cluster's timeline changed before the acquire ended
+// (see acquireAfter), on the acquire's own copy of the options.
+func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) (uint32, error) {
 	tok := o.after
 	o.hasAfter = false
 	if tok.IsZero() {
-		return nil
+		return 0, nil
 	}
 	var aheadUntil time.Time
 	for range 1000 { // each round waits for a change of view; bounded anyway
 		s := m.snap.Load()
 		if s.closed {
-			return ErrClosed
+			return 0, ErrClosed
 		}
 		sys, tl := m.clusterLine()
 		if tok.SystemID != 0 && sys != 0 && tok.SystemID != sys {
-			return &TokenError{Token: tok, Err: ErrTokenForeign,
+			return 0, &TokenError{Token: tok, Err: ErrTokenForeign,
 				Detail: fmt.Sprintf("the token's system identifier is %d, the cluster's %d", tok.SystemID, sys)}
 		}
 		switch {
@@ -128,7 +130,7 @@ func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) error {
 			// Nothing checked yet: wait for the first view.
 		case tok.Timeline == tl:
 			o.requireLSN(tok.LSN, m.cfg.TokenWait)
-			return nil
+			return tl, nil
 		case tok.Timeline < tl:
 			fork, found, err := m.forkPoint(ctx, sys, tl, tok.Timeline)
 			if err != nil {
@@ -136,18 +138,18 @@ func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) error {
 				if errors.As(err, &te) {
 					te.Token = tok
 				}
-				return err
+				return 0, err
 			}
 			if !found {
-				return &TokenError{Token: tok, Err: ErrWriteLost,
+				return 0, &TokenError{Token: tok, Err: ErrWriteLost,
 					Detail: fmt.Sprintf("timeline %d is not in the history of the cluster's timeline %d", tok.Timeline, tl)}
 			}
 			if forkPosition(tok.LSN) > fork {
-				return &TokenError{Token: tok, Err: ErrWriteLost,
+				return 0, &TokenError{Token: tok, Err: ErrWriteLost,
 					Detail: fmt.Sprintf("timeline %d ended at %s, before the token's position %s; the cluster is on timeline %d", tok.Timeline, fork, tok.LSN, tl)}
 			}
 			o.requireLSN(tok.LSN, m.cfg.TokenWait)
-			return nil
+			return tl, nil
 		default: // tok.Timeline > tl
 			if aheadUntil.IsZero() {
 				aheadUntil = time.Now().Add(2*m.cfg.CheckInterval + m.cfg.CheckTimeout)
@@ -156,7 +158,7 @@ func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) error {
 				}
 			}
 			if !time.Now().Before(aheadUntil) {
-				return &TokenError{Token: tok, Err: ErrTokenAhead,
+				return 0, &TokenError{Token: tok, Err: ErrTokenAhead,
 					Detail: fmt.Sprintf("the token is on timeline %d, the newest the Manager has seen is %d", tok.Timeline, tl)}
 			}
 		}
@@ -166,14 +168,14 @@ func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) error {
 		}
 		if !m.waitChange(ctx, s, max(d, time.Millisecond)) {
 			if ctx.Err() != nil {
-				return m.noNode(targetReplica, o, ctx.Err())
+				return 0, m.noNode(targetReplica, o, ctx.Err())
 			}
 			if m.ctx.Err() != nil {
-				return ErrClosed
+				return 0, ErrClosed
 			}
 		}
 	}
-	return fmt.Errorf("hasql: After: the view kept changing while the token %s was resolved", tok)
+	return 0, fmt.Errorf("hasql: After: the view kept changing while the token %s was resolved", tok)
 }
 
 // requireLSN makes o ask for lsn, with the master after wait unless o sets

@@ -1,0 +1,101 @@
+package hasql_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// stopReceiver stops n's walreceiver for good (primary_conninfo = ''), and
+// waits until it is gone.
+func stopReceiver(t *testing.T, ctx context.Context, n *testcluster.Node) {
+	t.Helper()
+	execOn(t, ctx, n, "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
+	require.Eventually(t, func() bool {
+		conn, err := n.Conn(ctx)
+		if err != nil {
+			return false
+		}
+		defer conn.Close(ctx)
+		var receivers int
+		return conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&receivers) == nil && receivers == 0
+	}, 30*time.Second, 10*time.Millisecond, "%s's walreceiver never stopped", n)
+}
+
+// probedOn reports whether a read after a token asks n how far it
+// replayed now (a statement of pgxha's, not a check's).
+func probedOn(ctx context.Context, n *testcluster.Node) bool {
+	conn, err := n.Conn(ctx)
+	if err != nil {
+		return false
+	}
+	defer conn.Close(ctx)
+	var k int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE application_name <> 'pgxha-check' AND query LIKE '%coalesce(pg_last_wal_replay_lsn()%'
+		AND pid <> pg_backend_pid()`).Scan(&k)
+	return err == nil && k > 0
+}
+
+// TestAfterAcrossFailover: a read after a token begins while the master
+// is down; the replica, still on the token's timeline, has not replayed
+// the token's write (its walreceiver had stopped), so the read waits. The
+// replica is then promoted, on a timeline that forked before the write:
+// the read must fail with ErrWriteLost, not be served by the new master as
+// if the write were there.
+func TestAfterAcrossFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	_, err := m.Master().Exec(ctx, "CREATE TABLE notes (id int PRIMARY KEY)")
+	require.NoError(t, err)
+	created, err := m.Token(ctx)
+	require.NoError(t, err)
+	replayedTo(t, m, created.LSN)
+
+	stopReceiver(t, ctx, n2)
+	_, err = m.Master().Exec(ctx, "INSERT INTO notes VALUES (2)")
+	require.NoError(t, err, "acknowledged by n1 alone")
+	tok, err := m.Token(ctx)
+	require.NoError(t, err)
+
+	require.NoError(t, n1.Kill())
+	require.Eventually(t, func() bool { return statusOf(m, "n1").Role != hasql.RoleMaster }, 30*time.Second, 5*time.Millisecond)
+
+	type result struct {
+		found int
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		found, _, err := readAfter(rctx, m, tok, "notes", 2)
+		done <- result{found, err}
+	}()
+	// The read resolved its token and asks n2 how far it replayed: it waits.
+	require.Eventually(t, func() bool { return probedOn(ctx, n2) }, 30*time.Second, 5*time.Millisecond, "the read never asked n2")
+	select {
+	case r := <-done:
+		t.Fatalf("the read ended before the promotion: %+v", r)
+	default:
+	}
+
+	require.NoError(t, c.Failover(ctx, n2))
+	waitRole(t, m, "n2", hasql.RoleMaster)
+	var present int
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM notes WHERE id = 2").Scan(&present))
+	require.Equal(t, 0, present, "the write is on the new master: it was not lost")
+
+	r := <-done
+	t.Logf("read after %s begun between masters: found=%d err=%v", tok, r.found, r.err)
+	require.ErrorIs(t, r.err, hasql.ErrWriteLost, "the read that waited through the failover (found %d)", r.found)
+}
