@@ -129,8 +129,11 @@ func parseHex(s string) (uint64, error) {
 // Merge returns the later of t and u: the one on the newer timeline, or on
 // the same timeline the one further in the WAL. A zero token gives the
 // other; tokens of two clusters (different system identifiers) give u, the
-// newer argument. Merging the tokens of several writes (one per request of
-// a user, say) gives one that stands for all of them.
+// newer argument. Merging the tokens of several writes of one timeline (one
+// per request of a user, say) gives one that stands for all of them. Across
+// a failover it stands for the newer timeline's: a write of the older one
+// that the failover lost is no longer reported (see
+// docs/read-your-writes.md).
 func (t Token) Merge(u Token) Token {
 	switch {
 	case t.IsZero():
