@@ -151,7 +151,7 @@ func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, 
 	var excluded []*node
 	if failed != nil {
 		excluded = []*node{failed}
-		failErr = fmt.Errorf("%s: %w", failed.cfg.Addr, failErr)
+		failErr = fmt.Errorf("%s: %w", failed.cfg.Addr, scrubConnect(failErr))
 	}
 	conn, n, err := m.acquireLoop(ctx, t, o, span, excluded, failErr)
 	m.tel.acquired(ctx, t, n, start, span, err)
@@ -242,7 +242,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			continue
 		}
 		n.acquireFailed(err)
-		lastErr = fmt.Errorf("%s: %w", n.cfg.Addr, err)
+		lastErr = fmt.Errorf("%s: %w", n.cfg.Addr, scrubConnect(err))
 		excluded = append(excluded, n)
 		failures++
 	}

@@ -64,6 +64,7 @@ func (n *node) connectCheck(ctx context.Context) (*pgx.Conn, error) {
 		return nil, err
 	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
+	err = scrubConnect(err)
 	n.connected(err)
 	return conn, err
 }

@@ -477,7 +477,7 @@ func (n *node) acquireFailed(err error) {
 	n.acquireErrs.Add(1)
 	n.m.mu.Lock()
 	// A node already down keeps the error that put it down.
-	n.m.core.AppError(n.id(), fmt.Errorf("acquire: %w", err), time.Now())
+	n.m.core.AppError(n.id(), fmt.Errorf("acquire: %w", scrubConnect(err)), time.Now())
 	n.m.mu.Unlock()
 	n.trigger()
 }

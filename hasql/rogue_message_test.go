@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -140,4 +141,28 @@ func TestLargeRowAfterConnect(t *testing.T) {
 	var s string
 	require.NoError(t, m.Master().QueryRow(ctx, "SELECT repeat('x', 8 << 20)").Scan(&s))
 	assert.Len(t, s, 8<<20)
+}
+
+// TestConnectErrorHoldsNoPassword: a node's error (NodeStatus.LastError)
+// from a failed connect wraps pgx's *pgconn.ConnectError, whose Config a
+// tool that walks the chain can read: it holds no password, here a token
+// from WithPasswordFunc; its text and the rest of its chain are pgx's.
+func TestConnectErrorHoldsNoPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn := fmt.Sprintf("postgres://app@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=50ms", closedPort(t))
+	m := newManager(t, ctx, dsn, hasql.WithPasswordFunc(func(context.Context, hasql.NodeConfig) (string, error) { return "iam-token-SECRET", nil }))
+	var lastErr error
+	waitUntil(t, ctx, "the node's error", func() bool {
+		lastErr = m.Nodes()[0].LastError
+		return lastErr != nil
+	})
+	var ce *pgconn.ConnectError
+	require.ErrorAs(t, lastErr, &ce, "the node's error: %v", lastErr)
+	require.NotNil(t, ce.Config)
+	assert.Empty(t, ce.Config.Password, "the password is in the node's error chain")
+	assert.Equal(t, "app", ce.Config.User)
+	assert.NotContains(t, fmt.Sprintf("%+v", lastErr), "SECRET")
+	var ne *net.OpError
+	assert.ErrorAs(t, lastErr, &ne, "the network's error is still in the chain")
 }
