@@ -192,17 +192,6 @@ type Node struct {
 	// checks saw (a restart, a new server at the address): a walsender row
 	// read before serverSince is the old one's.
 	replaced bool
-	// writableSince is when the first check (or promotion probe) of the
-	// node's current run of writable answers ended: it was writable by then
-	// (see claimUnproven).
-	writableSince time.Time
-	// listedAs is the name a walsender of listedBy listed the node by
-	// when it earned its vouch as a replica ("" when it did not).
-	listedAs string
-	listedBy ID
-	// unproven, pending: see claimUnproven (derived at each election).
-	unproven string
-	pending  bool
 }
 
 // behind is a writable node a replica was found ahead of.
@@ -344,7 +333,7 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 		if x := old[mb.ID]; x != nil {
 			if x.Member != mb {
 				x.Member = mb
-				x.Vouched, x.listedAs = false, "" // re-earned under its new description
+				x.Vouched = false // re-earned under its new description
 			}
 			next = append(next, x)
 			delete(old, mb.ID)
@@ -428,7 +417,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		x.replaced = x.Res.Server() != (checker.ServerID{})
 		if x.Checked {
 			// Another server, or a restart: trust is earned again.
-			x.Vouched, x.listedAs = x.Trusted, ""
+			x.Vouched = x.Trusted
 		}
 	}
 	if prev, now := x.Res.Server(), res.Server(); x.live() && prev != (checker.ServerID{}) && now != prev &&
@@ -456,11 +445,6 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	}
 	if !res.ReplicasCached {
 		x.replicasBegan = began
-	}
-	if res.InRecovery {
-		x.writableSince = time.Time{}
-	} else if x.writableSince.IsZero() || x.Res.InRecovery || !wasUp || x.Res.Server() != res.Server() {
-		x.writableSince = ended // by then, at the latest, it was writable
 	}
 	x.Res, x.ResAt = res, ended
 	x.LastErr, x.LastErrAt = nil, time.Time{}
@@ -580,7 +564,6 @@ func (c *Core) PromotionSeen(id ID, p checker.Promotion, at time.Time) {
 		return
 	}
 	x.Res.InRecovery, x.Res.ReadOnly, x.Res.Timeline, x.Res.LSN = false, p.ReadOnly, p.Timeline, p.LSN
-	x.writableSince = at
 	x.Res.ReplayPaused, x.Res.Replicas = false, nil
 	x.ResAt, x.Partial = at, true
 	c.replicasChanged = at

@@ -134,12 +134,12 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 		// nothing of it.
 		for _, x := range follows {
 			if !master.replicasBegan.Before(x.serverSince) && listedFrom(x, master.Res.Replicas, c.nodes) {
-				x.Vouched, x.listedAs, x.listedBy = true, x.Name(), master.ID
+				x.Vouched = true
 				continue
 			}
 			for _, y := range follows {
 				if y.Vouched && !y.replicasBegan.Before(x.serverSince) && listedFrom(x, y.Res.Replicas, c.nodes) {
-					x.Vouched, x.listedAs, x.listedBy = true, x.Name(), y.ID
+					x.Vouched = true
 					break
 				}
 			}
@@ -431,13 +431,8 @@ func (c *Core) elect() {
 	if c.cluster == 0 {
 		c.cluster = c.learnCluster(writable)
 	}
-	pending := false
-	for _, x := range writable {
-		x.unproven, x.pending = c.claimUnproven(x)
-		pending = pending || x.pending
-	}
 	for _, x := range c.nodes {
-		if !x.live() || !x.Vouched || x.Res.SystemID == 0 || x.Res.SystemID != c.cluster || x.unproven != "" {
+		if !x.live() || !x.Vouched || x.Res.SystemID == 0 || x.Res.SystemID != c.cluster {
 			continue
 		}
 		x.seenTL = max(x.seenTL, bestTimeline(&x.Res))
@@ -485,11 +480,6 @@ func (c *Core) elect() {
 	}
 	c.elected = Election{Timeline: c.Timeline()}
 	switch {
-	case pending:
-		// A node's claim to be writable waits for the walsenders of a
-		// writable node to be read again (see claimUnproven): until then
-		// neither is master, so that no write goes to a master the claim
-		// may have replaced, nor to the claimant.
 	case len(top) == 1:
 		if top[0].Res.Timeline > c.ignoreAhead {
 			c.ignoreAhead = 0
@@ -582,52 +572,6 @@ func (c *Core) unelectable(x *Node) string {
 	}
 	if !x.Vouched {
 		return "writable, but nothing vouches for it: not named by the connection string and no replica of the cluster streams from it"
-	}
-	return x.unproven
-}
-
-// claimUnproven says why the claim of x, a writable node, does not count
-// yet, "" when it does; pending reports a claim that waits for evidence.
-// A node not named by the connection string that earned its vouch as a
-// replica (a walsender listed it by a name, from its address) may claim
-// to have been promoted: a real promotion ends its walreceiver first, so
-// walsenders that, read after x was seen writable, still list that name
-// from its address contradict the claim (a server that took a replica's
-// address, or shares its host, lies; it may answer by another name now).
-// Until every writable node of the cluster has had its walsenders read
-// since, the claim waits. A vouched replica that streams from x confirms
-// it, whatever the others say.
-func (c *Core) claimUnproven(x *Node) (why string, pending bool) {
-	if x.Trusted || !x.Vouched || x.listedAs == "" || x.AliasOf != nil || !c.anchored() || c.confirmedByReplica(x) {
-		return "", false
-	}
-	for _, y := range c.nodes {
-		if y == x || y.AliasOf != nil || x.AliasOf == y || !y.live() || !y.Vouched || y.Res.SystemID != x.Res.SystemID {
-			continue
-		}
-		writable := y.mayWrite()
-		if !writable && y.ID != x.listedBy {
-			continue
-		}
-		if !y.replicasBegan.After(x.writableSince) {
-			if writable {
-				return "writable since " + x.writableSince.Format(time.RFC3339Nano) + ", and the walsenders of " + y.Addr + " have not been read since", true
-			}
-			continue
-		}
-		for _, r := range y.Res.Replicas {
-			if r.ApplicationName == x.listedAs && (r.ClientAddr == "" || r.ClientAddr == x.RemoteIP || r.ClientAddr == hostIP(x.Host)) {
-				return "claims to be writable, but the walsenders of " + y.Addr + ", read since, list it streaming as " + strconv.Quote(x.listedAs), false
-			}
-		}
-	}
-	return "", false
-}
-
-// hostIP returns host in an IP address's text form, "" when host is a name.
-func hostIP(host string) string {
-	if a := net.ParseIP(host); a != nil {
-		return a.String()
 	}
 	return ""
 }
