@@ -67,10 +67,8 @@ type node struct {
 	poisoned      sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
 	nPoisoned     atomic.Int64
 
-	// pinned is the host part of the address the check connection that
-	// made the node's current view dialled (see pinLookup); redial asks
-	// the check goroutine to connect afresh.
-	pinned atomic.Pointer[string]
+	// redial asks the check goroutine to connect afresh: a connection of
+	// the pool reached another server than the checks (see sameServer).
 	redial atomic.Bool
 
 	// Re-check requests: pending is set, then the wait in progress (if any)
@@ -100,10 +98,6 @@ type node struct {
 	checkCfg *pgx.ConnConfig
 	conn     *pgx.Conn
 	remoteIP string
-	// checkHost is the host part of the address the check connection
-	// dialled (an IP for a name: what the name resolved to), "" for a
-	// Unix socket.
-	checkHost string
 	// unprepared: the server side forgot a prepared check statement (a
 	// pooler in transaction mode hands each statement to any server
 	// connection): checks run unprepared since.
@@ -142,7 +136,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	pc.BeforeConnect = n.beforeConnect
 	pc.ShouldPing = shouldPingHook(pc.ShouldPing)
 
-	pc.ConnConfig.LookupFunc = n.pinLookup(pc.ConnConfig.LookupFunc)
+	pc.ConnConfig.ValidateConnect = n.sameServer(pc.ConnConfig.ValidateConnect)
 	if isPgxFrontend(pc.ConnConfig.BuildFrontend) {
 		// Bounded until the server has authenticated (see
 		// nodeTracer.TraceConnectEnd), then pgx's own bound again.
@@ -157,7 +151,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		if err != nil {
 			return nil, err
 		}
-		return n.conns.track(c, addr), nil
+		return n.conns.track(c), nil
 	}
 	n.pool, err = pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -218,7 +212,7 @@ func (n *node) checkConnConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
 					"addr", n.cfg.Addr, "err", err)
 			})
 		}
-		return n.checkConns.track(c, addr), nil
+		return n.checkConns.track(c), nil
 	}
 	return cfg
 }
@@ -276,7 +270,7 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 		}()
 	}
 	if n.redial.Swap(false) {
-		n.closeCheckConn() // the pool found the name resolves elsewhere now (see pinLookup)
+		n.closeCheckConn() // a pool connection reached another server (see sameServer)
 	}
 	for retried := false; ; retried = true {
 		reused := n.conn != nil && !n.conn.IsClosed()
@@ -342,12 +336,8 @@ func (n *node) connect(ctx context.Context) error {
 		return err
 	}
 	n.conn = conn
-	n.remoteIP, n.checkHost = "", ""
 	if a, ok := conn.PgConn().Conn().RemoteAddr().(*net.TCPAddr); ok {
 		n.remoteIP = a.IP.String()
-	}
-	if tc := trackedOf(conn); tc != nil {
-		n.checkHost = dialHost(tc.addr)
 	}
 	return nil
 }
@@ -582,7 +572,6 @@ type connRegistry struct {
 type trackedConn struct {
 	net.Conn
 	reg  *connRegistry
-	addr string // the address dialled
 	once sync.Once
 	raw  syscall.RawConn // the socket, for idle checks (see deadSocket); nil when not one
 	cut  atomic.Bool     // closed by sever: pgxha cut it
@@ -623,8 +612,8 @@ func (c *trackedConn) lost(err error) error {
 	return &NodeLostError{Addr: c.reg.n.cfg.Addr, Role: c.role(), MayHaveRun: true, Cut: c.cut.Load(), Err: err}
 }
 
-func (r *connRegistry) track(c net.Conn, addr string) net.Conn {
-	tc := &trackedConn{Conn: c, reg: r, addr: addr}
+func (r *connRegistry) track(c net.Conn) net.Conn {
+	tc := &trackedConn{Conn: c, reg: r}
 	if sc, ok := c.(syscall.Conn); ok {
 		tc.raw, _ = sc.SyscallConn()
 	}
@@ -651,24 +640,6 @@ func (r *connRegistry) closeAll() int {
 	conns := make([]*trackedConn, 0, len(r.conns))
 	for c := range r.conns {
 		conns = append(conns, c)
-	}
-	r.mu.Unlock()
-	for _, c := range conns {
-		c.cut.Store(true)
-		c.Close()
-	}
-	return len(conns)
-}
-
-// closeUnless closes, as closeAll does, the connections dialled to
-// another host than host, and returns how many.
-func (r *connRegistry) closeUnless(host string) int {
-	r.mu.Lock()
-	var conns []*trackedConn
-	for c := range r.conns {
-		if dialHost(c.addr) != host {
-			conns = append(conns, c)
-		}
 	}
 	r.mu.Unlock()
 	for _, c := range conns {

@@ -43,8 +43,11 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 	m.tel.checked(n, latency, err)
 	m.mu.Lock()
 	if err == nil {
-		n.repin(n.checkHost)
-		n.serverStart.Store(res.StartTime.UnixMicro())
+		if prev := n.serverStart.Swap(res.StartTime.UnixMicro()); prev != 0 && prev != res.StartTime.UnixMicro() {
+			// Another server answers, or this one restarted: the pool's
+			// idle connections are of the one before (see sameServer).
+			n.pool.Reset()
+		}
 		m.core.CheckOK(n.id(), res, began, ended, n.remoteIP)
 		n.latencyEWMA.Store(int64(n.cv.EWMA))
 	} else {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxha/pgxha/hasql"
@@ -108,4 +109,50 @@ func rowsOn(t *testing.T, ctx context.Context, n *testcluster.Node, sql string) 
 	var k int64
 	require.NoError(t, conn.QueryRow(ctx, sql).Scan(&k))
 	return k
+}
+
+// TestNameOfOneServerStaysUsable: a node's name resolves, at random, to
+// one of two addresses of the same server (two poolers, two addresses of a
+// host, weighted DNS). Connections the pool opens through either reach the
+// server the checks reach: none is refused, no transaction is cut.
+func TestNameOfOneServerStaysUsable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	n1 := c.Nodes()[0]
+	a1, err := n1.AliasAt("127.0.0.23:0")
+	require.NoError(t, err)
+	port := portStr(a1)
+	_, err = n1.AliasAt("127.0.0.24:" + port)
+	require.NoError(t, err)
+	var k atomic.Int64
+	cfg, err := hasql.ParseConfig(withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+"/", "@pair.db:"+port+"/", 1),
+		"hasql_check_interval", "100ms", "pool_max_conn_lifetime", "200ms"))
+	require.NoError(t, err)
+	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
+		if host == "pair.db" {
+			return []string{[]string{"127.0.0.23", "127.0.0.24"}[k.Add(1)%2]}, nil
+		}
+		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+	cfg.Logger = quiet
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	_, err = m.Master().Exec(ctx, "CREATE TABLE pair (v int)")
+	require.NoError(t, err)
+	// Until the pool has opened connections through both addresses several
+	// times (each lives 200 ms).
+	n := 0
+	for ; n < 20000 && k.Load() < 12; n++ {
+		i := n
+		tx, err := m.Master().Begin(ctx)
+		require.NoError(t, err, "transaction %d", i)
+		_, err = tx.Exec(ctx, "INSERT INTO pair VALUES ($1)", i)
+		require.NoError(t, err, "transaction %d", i)
+		require.NoError(t, tx.Commit(ctx), "transaction %d", i)
+	}
+	require.GreaterOrEqual(t, k.Load(), int64(12), "the name was looked up %d times", k.Load())
+	assert.EqualValues(t, n, rowsOn(t, ctx, n1, "SELECT count(*) FROM pair"))
 }
