@@ -11,7 +11,7 @@ import (
 	"github.com/pgxha/pgxha/testcluster"
 )
 
-// stopReceiver stops n's walreceiver for good (primary_conninfo = ”), and
+// stopReceiver stops n's walreceiver for good (an empty primary_conninfo), and
 // waits until it is gone.
 func stopReceiver(t *testing.T, ctx context.Context, n *testcluster.Node) {
 	t.Helper()
