@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxha/pgxha/hasql"
@@ -42,12 +43,15 @@ func probedOn(ctx context.Context, n *testcluster.Node) bool {
 	return err == nil && k > 0
 }
 
-// TestAfterAcrossFailover: a read after a token begins while the master
-// is down; the replica, still on the token's timeline, has not replayed
-// the token's write (its walreceiver had stopped), so the read waits. The
-// replica is then promoted, on a timeline that forked before the write:
-// the read must fail with ErrWriteLost, not be served by the new master as
-// if the write were there.
+// TestAfterAcrossFailover: the master is cut off (its fault proxy drops
+// everything: the replica's stream too, which the replica notices only
+// after wal_receiver_timeout, so it stays a replica meanwhile). A write
+// lands on the master alone, through its own address. A read after its
+// token begins: the replica, on the token's timeline, has not replayed it,
+// so the read asks it and waits. The replica is then promoted, on a
+// timeline that forked before the write: the read must fail with
+// ErrWriteLost, not be served by the new master as if the write were
+// there.
 func TestAfterAcrossFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -61,14 +65,17 @@ func TestAfterAcrossFailover(t *testing.T) {
 	require.NoError(t, err)
 	replayedTo(t, m, created.LSN)
 
-	stopReceiver(t, ctx, n2)
-	_, err = m.Master().Exec(ctx, "INSERT INTO notes VALUES (2)")
-	require.NoError(t, err, "acknowledged by n1 alone")
-	tok, err := m.Token(ctx)
+	require.NoError(t, n1.Partition())
+	direct, err := pgx.Connect(ctx, n1.DirectDSN())
 	require.NoError(t, err)
-
-	require.NoError(t, n1.Kill())
+	defer direct.Close(ctx)
+	_, err = direct.Exec(ctx, "INSERT INTO notes VALUES (2)")
+	require.NoError(t, err, "acknowledged by n1 alone")
+	var lsn int64
+	require.NoError(t, direct.QueryRow(ctx, "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8").Scan(&lsn))
+	tok := hasql.Token{LSN: hasql.LSN(lsn), Timeline: created.Timeline, SystemID: created.SystemID}
 	require.Eventually(t, func() bool { return statusOf(m, "n1").Role != hasql.RoleMaster }, 30*time.Second, 5*time.Millisecond)
+	require.True(t, statusOf(m, "n2").Role.IsReplica(), "n2 still streams, as far as it knows: %s", statusOf(m, "n2").Role)
 
 	type result struct {
 		found int
@@ -81,7 +88,8 @@ func TestAfterAcrossFailover(t *testing.T) {
 		found, _, err := readAfter(rctx, m, tok, "notes", 2)
 		done <- result{found, err}
 	}()
-	// The read resolved its token and asks n2 how far it replayed: it waits.
+	// The read resolved its token on timeline 1 and asked n2 how far it
+	// replayed: it waits.
 	require.Eventually(t, func() bool { return probedOn(ctx, n2) }, 30*time.Second, 5*time.Millisecond, "the read never asked n2")
 	select {
 	case r := <-done:
@@ -89,7 +97,8 @@ func TestAfterAcrossFailover(t *testing.T) {
 	default:
 	}
 
-	require.NoError(t, c.Failover(ctx, n2))
+	require.NoError(t, n1.Kill())
+	require.NoError(t, n2.Promote(ctx))
 	waitRole(t, m, "n2", hasql.RoleMaster)
 	var present int
 	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM notes WHERE id = 2").Scan(&present))
