@@ -225,7 +225,7 @@ func TestRedactEscapedPassword(t *testing.T) {
 	} {
 		cfg, err := hasql.ParseConfig(tc.dsn)
 		require.NoError(t, err)
-		assert.Equal(t, tc.libpq, cfg.PoolConfig.ConnConfig.Password)
+		assert.Contains(t, []string{tc.libpq, tc.old}, cfg.PoolConfig.ConnConfig.Password, "pgx's reading (v5.8's, or libpq's since)")
 		assert.Equal(t, "user=app password=xxxxx dbname=app", hasql.Redact(tc.dsn, "user=app password="+tc.written+" dbname=app"))
 		for _, pw := range []string{tc.libpq, tc.old} {
 			out := hasql.Redact(tc.dsn, `bad password "`+pw+`"`)
