@@ -55,66 +55,33 @@ type honestPG struct {
 
 func newHonestPG(t *testing.T) *honestPG {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	h := &honestPG{ln: ln}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	h := &honestPG{}
+	h.ln = fakePG(t, func(_ net.Conn, be *pgproto3.Backend, sm *pgproto3.StartupMessage) {
+		app := sm.Parameters["application_name"]
+		for _, k := range []string{"require_auth", "channel_binding"} {
+			if _, ok := sm.Parameters[k]; ok {
+				h.mu.Lock()
+				h.refusals = append(h.refusals, app)
+				h.mu.Unlock()
+				be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "42704", Message: "unrecognized configuration parameter \"" + k + "\""})
+				_ = be.Flush()
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				be := pgproto3.NewBackend(c, c)
-				for range 3 {
-					m, err := be.ReceiveStartupMessage()
-					if err != nil {
-						return
-					}
-					sm, ok := m.(*pgproto3.StartupMessage)
-					if !ok {
-						if _, err := c.Write([]byte{'N'}); err != nil {
-							return
-						}
-						continue
-					}
-					app := sm.Parameters["application_name"]
-					for _, k := range []string{"require_auth", "channel_binding"} {
-						if _, ok := sm.Parameters[k]; ok {
-							h.mu.Lock()
-							h.refusals = append(h.refusals, app)
-							h.mu.Unlock()
-							be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "42704", Message: "unrecognized configuration parameter \"" + k + "\""})
-							_ = be.Flush()
-							return
-						}
-					}
-					be.Send(&pgproto3.AuthenticationCleartextPassword{})
-					if be.Flush() != nil || be.SetAuthType(pgproto3.AuthTypeCleartextPassword) != nil {
-						return
-					}
-					if pm, err := be.Receive(); err == nil {
-						if _, ok := pm.(*pgproto3.PasswordMessage); ok {
-							h.mu.Lock()
-							h.passwords = append(h.passwords, app)
-							h.mu.Unlock()
-						}
-					}
-					be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"})
-					_ = be.Flush()
-					return
-				}
-			}()
 		}
-	}()
+		be.Send(&pgproto3.AuthenticationCleartextPassword{})
+		if be.Flush() != nil || be.SetAuthType(pgproto3.AuthTypeCleartextPassword) != nil {
+			return
+		}
+		if pm, err := be.Receive(); err == nil {
+			if _, ok := pm.(*pgproto3.PasswordMessage); ok {
+				h.mu.Lock()
+				h.passwords = append(h.passwords, app)
+				h.mu.Unlock()
+			}
+		}
+		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"})
+		_ = be.Flush()
+	})
 	return h
 }
 

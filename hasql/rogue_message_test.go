@@ -22,14 +22,13 @@ import (
 	"github.com/pgxha/pgxha/testcluster"
 )
 
-// hugeErrorPG answers every startup with an ErrorResponse whose message is
-// size bytes long.
-func hugeErrorPG(t *testing.T, size int) (addr string, served *atomic.Int64) {
+// fakePG listens on loopback and plays the start of PostgreSQL's protocol
+// on each connection: it refuses TLS and GSS encryption, then hands the
+// startup message to answer (which ends the session by returning). t's
+// cleanup stops it and waits for its sessions.
+func fakePG(t *testing.T, answer func(c net.Conn, be *pgproto3.Backend, sm *pgproto3.StartupMessage)) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served = new(atomic.Int64)
-	raw, err := (&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: strings.Repeat("A", size)}).Encode(nil)
 	require.NoError(t, err)
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
@@ -52,20 +51,35 @@ func hugeErrorPG(t *testing.T, size int) (addr string, served *atomic.Int64) {
 					if err != nil {
 						return
 					}
-					switch m.(type) {
+					switch m := m.(type) {
 					case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
 						if _, err := c.Write([]byte{'N'}); err != nil {
 							return
 						}
-						continue
+					case *pgproto3.StartupMessage:
+						answer(c, be, m)
+						return
+					default:
+						return
 					}
-					served.Add(1)
-					_, _ = c.Write(raw) // encoded once: nothing allocated per connection
-					return
 				}
 			}()
 		}
 	}()
+	return ln
+}
+
+// hugeErrorPG answers every startup with an ErrorResponse whose message is
+// size bytes long.
+func hugeErrorPG(t *testing.T, size int) (addr string, served *atomic.Int64) {
+	t.Helper()
+	served = new(atomic.Int64)
+	raw, err := (&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: strings.Repeat("A", size)}).Encode(nil)
+	require.NoError(t, err)
+	ln := fakePG(t, func(c net.Conn, _ *pgproto3.Backend, _ *pgproto3.StartupMessage) {
+		served.Add(1)
+		_, _ = c.Write(raw) // encoded once: nothing allocated per connection
+	})
 	return ln.Addr().String(), served
 }
 
