@@ -35,21 +35,9 @@ func TestMovedNameTakesNoWrites(t *testing.T) {
 
 	var target atomic.Value
 	target.Store("127.0.0.21")
-	cfg, err := hasql.ParseConfig(withParams(
+	m := managerResolving(t, ctx, withParams(
 		strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@primary.db:"+port+","+n1.Addr()+"/", 1),
-		"hasql_check_interval", "100ms"))
-	require.NoError(t, err)
-	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
-		if host == "primary.db" {
-			return []string{target.Load().(string)}, nil
-		}
-		return net.DefaultResolver.LookupHost(ctx, host)
-	}
-	cfg.Logger = quiet
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
+		"hasql_check_interval", "100ms"), "primary.db", func() string { return target.Load().(string) })
 	_, err = m.Master().Exec(ctx, "CREATE TABLE w (who text)")
 	require.NoError(t, err)
 
@@ -101,6 +89,27 @@ func TestMovedNameTakesNoWrites(t *testing.T) {
 	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM w"), "rows on the stale master")
 }
 
+// managerResolving makes a Manager for dsn whose connections resolve the
+// host name to what resolve returns at each lookup (other names as the
+// system does), and waits for its master.
+func managerResolving(t *testing.T, ctx context.Context, dsn, name string, resolve func() string) *hasql.Manager {
+	t.Helper()
+	cfg, err := hasql.ParseConfig(dsn)
+	require.NoError(t, err)
+	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
+		if host == name {
+			return []string{resolve()}, nil
+		}
+		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+	cfg.Logger = quiet
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	return m
+}
+
 func rowsOn(t *testing.T, ctx context.Context, n *testcluster.Node, sql string) int64 {
 	t.Helper()
 	conn, err := n.Conn(ctx)
@@ -126,20 +135,9 @@ func TestNameOfOneServerStaysUsable(t *testing.T) {
 	_, err = n1.AliasAt("127.0.0.24:" + port)
 	require.NoError(t, err)
 	var k atomic.Int64
-	cfg, err := hasql.ParseConfig(withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+"/", "@pair.db:"+port+"/", 1),
-		"hasql_check_interval", "100ms", "pool_max_conn_lifetime", "200ms"))
-	require.NoError(t, err)
-	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
-		if host == "pair.db" {
-			return []string{[]string{"127.0.0.23", "127.0.0.24"}[k.Add(1)%2]}, nil
-		}
-		return net.DefaultResolver.LookupHost(ctx, host)
-	}
-	cfg.Logger = quiet
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	m := managerResolving(t, ctx, withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+"/", "@pair.db:"+port+"/", 1),
+		"hasql_check_interval", "100ms", "pool_max_conn_lifetime", "200ms"),
+		"pair.db", func() string { return []string{"127.0.0.23", "127.0.0.24"}[k.Add(1)%2] })
 	_, err = m.Master().Exec(ctx, "CREATE TABLE pair (v int)")
 	require.NoError(t, err)
 	// Until the pool has opened connections through both addresses several
