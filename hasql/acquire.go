@@ -103,6 +103,7 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 				} else {
 					n.inUse.Add(-1)
 					if ctx.Err() == nil && !n.removed.Load() && m.ctx.Err() == nil {
+						err = scrubConnect(err) // as node.acquire's
 						n.acquireFailed(err)
 						return m.acquireSlow(ctx, t, copyOptions(o), n, err)
 					}
@@ -151,7 +152,7 @@ func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, 
 	var excluded []*node
 	if failed != nil {
 		excluded = []*node{failed}
-		failErr = fmt.Errorf("%s: %w", failed.cfg.Addr, scrubConnect(failErr))
+		failErr = fmt.Errorf("%s: %w", failed.cfg.Addr, failErr)
 	}
 	conn, n, err := m.acquireLoop(ctx, t, o, span, excluded, failErr)
 	m.tel.acquired(ctx, t, n, start, span, err)
@@ -242,7 +243,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			continue
 		}
 		n.acquireFailed(err)
-		lastErr = fmt.Errorf("%s: %w", n.cfg.Addr, scrubConnect(err))
+		lastErr = fmt.Errorf("%s: %w", n.cfg.Addr, err)
 		excluded = append(excluded, n)
 		failures++
 	}
@@ -529,7 +530,9 @@ var errNodeLeft = errors.New("hasql: the node left the node set")
 // or the Manager closes (errNodeLeft, or the pool's error when the Manager
 // closed), so that no acquire stays behind in the pool of a node that is
 // gone. Below MaxConns it waits at most for a connection being made, and
-// allocates nothing.
+// allocates nothing. A failed connect's error comes back without the
+// password in its Config (scrubConnect), for every path that keeps or
+// returns it.
 func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	if n.inUse.Add(1) <= n.maxConns {
 		conn, err := n.pool.Acquire(ctx)
@@ -538,7 +541,7 @@ func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 			if ctx.Err() == nil && n.removed.Load() {
 				return nil, errNodeLeft // its pool closed
 			}
-			return nil, err
+			return nil, scrubConnect(err)
 		}
 		return conn, nil
 	}
@@ -552,7 +555,7 @@ func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 		if ctx.Err() == nil && n.removed.Load() {
 			return nil, errNodeLeft
 		}
-		return nil, err
+		return nil, scrubConnect(err)
 	}
 	return conn, nil
 }

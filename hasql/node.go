@@ -462,12 +462,13 @@ func (n *node) trigger() {
 func (n *node) hurry() { n.trigger() }
 
 // acquireFailed records a failed acquire from the node's pool and has the
-// node checked at once.
+// node checked at once. err comes scrubbed of the password (node.acquire,
+// acquireFast).
 func (n *node) acquireFailed(err error) {
 	n.acquireErrs.Add(1)
 	n.m.mu.Lock()
 	// A node already down keeps the error that put it down.
-	n.m.core.AppError(n.id(), fmt.Errorf("acquire: %w", scrubConnect(err)), time.Now())
+	n.m.core.AppError(n.id(), fmt.Errorf("acquire: %w", err), time.Now())
 	n.m.mu.Unlock()
 	n.trigger()
 }

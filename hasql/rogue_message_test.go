@@ -2,9 +2,11 @@ package hasql_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/pgxha/pgxha/discovery"
 	"github.com/pgxha/pgxha/hasql"
@@ -179,4 +182,58 @@ func TestConnectErrorHoldsNoPassword(t *testing.T) {
 	assert.NotContains(t, fmt.Sprintf("%+v", lastErr), "SECRET")
 	var ne *net.OpError
 	assert.ErrorAs(t, lastErr, &ne, "the network's error is still in the chain")
+}
+
+// TestAcquireConnectErrorHoldsNoPassword: a pool connect that fails (the
+// role may no longer log in; the check connection, open before, stays)
+// comes back from the acquire, and into the node's status, without the
+// password in the connect error's Config.
+func TestAcquireConnectErrorHoldsNoPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	execOn(t, ctx, c.Master(), "CREATE ROLE shut LOGIN PASSWORD 'shut-SECRET' IN ROLE pg_monitor")
+	u, err := url.Parse(c.DSN())
+	require.NoError(t, err)
+	u.User = url.UserPassword("shut", "shut-SECRET")
+	for _, tc := range []struct {
+		name string
+		opts []hasql.Option
+	}{
+		{"the fast path", nil},
+		{"the general path (a tracer provider)", []hasql.Option{hasql.WithTracerProvider(tracenoop.NewTracerProvider())}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			execOn(t, ctx, c.Master(), "ALTER ROLE shut LOGIN")
+			m := newManager(t, ctx, u.String(), tc.opts...)
+			require.NoError(t, m.WaitReady(ctx, 1, 1))
+			// The role may not log in any more, and its pool connections
+			// go: the next acquire connects, and fails.
+			execOn(t, ctx, c.Master(), "ALTER ROLE shut NOLOGIN",
+				"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'shut' AND application_name <> 'pgxha-check'")
+			var acqErr error
+			waitUntil(t, ctx, "a failed acquire", func() bool {
+				conn, err := m.AcquireMaster(ctx)
+				if err != nil {
+					acqErr = err
+					return true
+				}
+				conn.Exec(ctx, "SELECT 1") // a connection cut above is destroyed on release
+				conn.Release()
+				return false
+			})
+			var ce *pgconn.ConnectError
+			require.ErrorAs(t, acqErr, &ce, "the acquire's error: %v", acqErr)
+			require.NotNil(t, ce.Config)
+			assert.Empty(t, ce.Config.Password, "the password is in the acquire's error chain")
+			assert.Equal(t, "shut", ce.Config.User)
+			assert.NotContains(t, fmt.Sprintf("%+v", acqErr), "SECRET")
+			for _, n := range m.Nodes() {
+				if errors.As(n.LastError, &ce) {
+					assert.Empty(t, ce.Config.Password, "%s: the password is in the node's error chain", n.Addr)
+				}
+				assert.NotContains(t, fmt.Sprintf("%+v", n.LastError), "SECRET", n.Addr)
+			}
+		})
+	}
 }
