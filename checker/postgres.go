@@ -169,11 +169,15 @@ const walsenderSQL = `SELECT w.pid, s.application_name, host(s.client_addr)
 FROM pg_stat_get_wal_senders() w JOIN pg_stat_get_activity(NULL) s ON s.pid = w.pid`
 
 // walsenderNames is the key, in a check connection's CustomData, of the
-// names of the walsenders it has seen, by pid (a walsender's name and
-// address do not change while it lives).
+// names of the walsenders of its last read, by pid (a walsender's name and
+// address do not change while it lives; see nameReplicas for a pid that
+// another walsender takes).
 const walsenderNames = "pgxha.walsenders"
 
-type walsender struct{ app, addr string }
+type walsender struct {
+	app, addr string
+	sent      LSN // as of the last read
+}
 
 func (postgresChecker) Check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 	res, err := check(ctx, conn)
@@ -295,7 +299,8 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 			}
 		}
 	}
-	if len(c.pids) != 0 {
+	if len(c.pids) != 0 || sql == checkSQL || sql == masterCheckSQL {
+		// The walsenders were read (none, or these).
 		if err := nameReplicas(ctx, conn, &res, c.pids); err != nil {
 			return Result{}, err
 		}
@@ -363,13 +368,18 @@ func serverOf(ctx context.Context, conn *pgx.Conn) (server, error) {
 
 // nameReplicas fills in the replicas' application names and addresses from
 // the connection's record of walsenders, reading them from the server when
-// a walsender is new to it.
+// a walsender is new to it. pids are the walsenders of a read (none: the
+// server has none now). A pid the read does not list is forgotten, so that
+// the next walsender given that pid is named afresh; one whose WAL sent
+// went back since the last read is another walsender that took the pid
+// between two reads (a walsender only sends forward) and is named afresh
+// too.
 func nameReplicas(ctx context.Context, conn *pgx.Conn, res *Result, pids []int32) error {
 	data := conn.PgConn().CustomData()
 	names, _ := data[walsenderNames].(map[int32]walsender)
-	missing := names == nil
-	for _, pid := range pids {
-		if _, ok := names[pid]; !ok {
+	missing := names == nil && len(pids) > 0
+	for i, pid := range pids {
+		if w, ok := names[pid]; !ok || res.Replicas[i].SentLSN < w.sent {
 			missing = true
 		}
 	}
@@ -394,9 +404,18 @@ func nameReplicas(ctx context.Context, conn *pgx.Conn, res *Result, pids []int32
 		names = fresh
 		data[walsenderNames] = names
 	}
+	for pid := range names {
+		if !slices.Contains(pids, pid) {
+			delete(names, pid)
+		}
+	}
 	for i, pid := range pids {
 		w := names[pid]
 		res.Replicas[i].ApplicationName, res.Replicas[i].ClientAddr = w.app, w.addr
+		if _, ok := names[pid]; ok {
+			w.sent = res.Replicas[i].SentLSN
+			names[pid] = w
+		}
 	}
 	return nil
 }

@@ -148,3 +148,49 @@ func TestMasterWalsendersReadWhenTheyMayHaveChanged(t *testing.T) {
 	}, time.Minute, 5*time.Millisecond, "the new sync state never came")
 	assert.NotEqual(t, "sync", stateOf(changed, syncName))
 }
+
+// TestWalsenderNamesFollowPids: what a master's check connection keeps of
+// its walsenders' names holds the pids of its last read only, and a pid
+// whose WAL sent went back since is named afresh: a pid that another
+// walsender takes is never named after the one before.
+func TestWalsenderNamesFollowPids(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	conn, err := pgx.Connect(ctx, c.Master().DSN())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	read := func() Result {
+		t.Helper()
+		var res Result
+		require.Eventually(t, func() bool {
+			var err error
+			res, err = PostgreSQL().Check(ReadAll(ctx), conn)
+			require.NoError(t, err)
+			return len(res.Replicas) == 1 && res.Replicas[0].State == "streaming"
+		}, 30*time.Second, 10*time.Millisecond, "the replica streams")
+		require.False(t, res.ReplicasCached)
+		return res
+	}
+	first := read()
+	assert.Equal(t, "n2", first.Replicas[0].ApplicationName)
+	names := conn.PgConn().CustomData()[walsenderNames].(map[int32]walsender)
+	require.Len(t, names, 1)
+	var pid int32
+	for p := range names {
+		pid = p
+	}
+
+	// A walsender gone since: its pid is forgotten at the next read.
+	names[pid+100000] = walsender{app: "gone", addr: "192.0.2.1"}
+	read()
+	assert.NotContains(t, names, pid+100000, "a pid the read does not list")
+
+	// Another walsender on the pid, further along than the new one.
+	names[pid] = walsender{app: "before", addr: "192.0.2.1", sent: LSN(1) << 60}
+	again := read()
+	assert.Equal(t, "n2", again.Replicas[0].ApplicationName, "a pid whose WAL sent went back is named afresh")
+	names = conn.PgConn().CustomData()[walsenderNames].(map[int32]walsender)
+	assert.Equal(t, "n2", names[pid].app)
+	assert.Equal(t, again.Replicas[0].SentLSN, names[pid].sent)
+}
