@@ -281,7 +281,7 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 			return checker.Result{}, time.Since(begin), err
 		}
 		m.mu.Lock()
-		readAll := m.core.WantReplicas(n.id(), time.Now())
+		readAll := m.core.WantReplicas(n.id(), time.Now(), m.cfg.CheckInterval) // the next check comes within it
 		m.mu.Unlock()
 		cctx := ctx
 		if readAll {

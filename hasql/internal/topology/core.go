@@ -357,16 +357,18 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 	c.record(Entry{Kind: "members", At: now, Members: slices.Clone(members)}, false)
 }
 
-// ReplicasMaxAge is how old a writable node's walsenders may be when its
-// check begins at the latest: older, they are read (see WantReplicas).
-// With a check interval of 500 ms, every fourth check reads them when
-// nothing else says they may have changed; with an interval of
-// ReplicasMaxAge or longer, every check does.
+// ReplicasMaxAge is how old a writable node's walsenders may be when the
+// check after the one that uses them begins: a check whose next one would
+// find them older reads them (see WantReplicas). With a check interval of
+// 500 ms, every fourth check reads them when nothing else says they may
+// have changed; with an interval over about a second, every check does.
 const ReplicasMaxAge = 2 * time.Second
 
 // WantReplicas reports whether id's check beginning at now must read its
-// walsenders (checker.ReadAll): it is writable, and they were read
-// ReplicasMaxAge ago or longer, or since the check that read them began, a
+// walsenders (checker.ReadAll): it is writable, and by its next check
+// (next from now at the latest, the check interval) they would be more than
+// ReplicasMaxAge old (give or take an eighth of next, for the moments
+// checks begin at), or since the check that read them began, a
 // check of some node showed what may change them (a node that came up,
 // went down, joined or left the set, restarted, or changed upstream,
 // timeline, name or kind), or another node of the set that may be a
@@ -374,12 +376,13 @@ const ReplicasMaxAge = 2 * time.Second
 // an address of it) does not follow it: down, or up and not listed (yet:
 // a replica that comes back shows up a moment before the master lists it,
 // and is to serve reads as soon as it does).
-func (c *Core) WantReplicas(id ID, now time.Time) bool {
+func (c *Core) WantReplicas(id ID, now time.Time, next time.Duration) bool {
 	x := c.Node(id)
 	if x == nil || !x.Checked || x.Res.InRecovery {
 		return false
 	}
-	if x.replicasBegan.IsZero() || !c.replicasChanged.Before(x.replicasBegan) || now.Sub(x.replicasBegan) >= ReplicasMaxAge {
+	if x.replicasBegan.IsZero() || !c.replicasChanged.Before(x.replicasBegan) ||
+		now.Sub(x.replicasBegan)+next > ReplicasMaxAge+next/8 {
 		return true
 	}
 	for _, y := range c.nodes {

@@ -134,33 +134,33 @@ func TestWantReplicasAfterAReplicaChanged(t *testing.T) {
 	c := New(Config{})
 	c.SetMembers(at(0), []Member{{ID: 1, Addr: "10.0.0.1:5432", Host: "10.0.0.1", Trusted: true},
 		{ID: 2, Addr: "10.0.0.2:5432", Host: "10.0.0.2"}}) // n2 is believed once a master lists it
-	if c.WantReplicas(1, at(100)) {
+	if c.WantReplicas(1, at(100), 500*time.Millisecond) {
 		t.Fatal("a node never checked: nothing to ask")
 	}
 	c.CheckOK(1, master(1, 100, "n2"), at(10), at(11), "10.0.0.1")
 	c.CheckOK(2, replica("n2", 1, 1, 100), at(12), at(13), "10.0.0.2")
-	if !c.WantReplicas(1, at(100)) {
+	if !c.WantReplicas(1, at(100), 500*time.Millisecond) {
 		t.Fatal("a replica came up after the master's read: read them again")
 	}
-	if c.WantReplicas(2, at(100)) {
+	if c.WantReplicas(2, at(100), 500*time.Millisecond) {
 		t.Fatal("asked a replica for a master's walsenders")
 	}
 	c.CheckOK(1, master(1, 110, "n2"), at(20), at(21), "10.0.0.1")
-	if c.WantReplicas(1, at(100)) || !c.Node(2).Vouched || !c.Node(2).Role.IsReplica() {
-		t.Fatalf("read after the change: want %v, n2 vouched %v, role %s", c.WantReplicas(1, at(100)), c.Node(2).Vouched, c.Node(2).Role)
+	if c.WantReplicas(1, at(100), 500*time.Millisecond) || !c.Node(2).Vouched || !c.Node(2).Role.IsReplica() {
+		t.Fatalf("read after the change: want %v, n2 vouched %v, role %s", c.WantReplicas(1, at(100), 500*time.Millisecond), c.Node(2).Vouched, c.Node(2).Role)
 	}
 	// Quiet checks: the list reused, the replica the same.
 	c.CheckOK(2, replica("n2", 1, 1, 110), at(30), at(31), "10.0.0.2")
 	c.CheckOK(1, cachedList(master(1, 120, "n2")), at(32), at(33), "10.0.0.1")
-	if c.WantReplicas(1, at(100)) || !c.Node(2).Role.IsReplica() {
-		t.Fatalf("quiet: want %v, n2 %s", c.WantReplicas(1, at(100)), c.Node(2).Role)
+	if c.WantReplicas(1, at(100), 500*time.Millisecond) || !c.Node(2).Role.IsReplica() {
+		t.Fatalf("quiet: want %v, n2 %s", c.WantReplicas(1, at(100), 500*time.Millisecond), c.Node(2).Role)
 	}
 	// The replica restarts: the reused list was read before it came
 	// back, and vouches for nothing until the next read; which is due.
 	restarted := replica("n2", 1, 1, 120)
 	restarted.StartTime = restarted.StartTime.Add(time.Hour)
 	c.CheckOK(2, restarted, at(40), at(41), "10.0.0.2")
-	if !c.WantReplicas(1, at(100)) {
+	if !c.WantReplicas(1, at(100), 500*time.Millisecond) {
 		t.Fatal("a replica restarted: read them again")
 	}
 	c.CheckOK(1, cachedList(master(1, 130, "n2")), at(42), at(43), "10.0.0.1")
@@ -168,24 +168,24 @@ func TestWantReplicasAfterAReplicaChanged(t *testing.T) {
 		t.Fatal("a list read before the replica restarted vouched for it")
 	}
 	c.CheckOK(1, master(1, 140, "n2"), at(50), at(51), "10.0.0.1")
-	if !c.Node(2).Vouched || c.WantReplicas(1, at(100)) {
-		t.Fatalf("after a read: vouched %v, want %v", c.Node(2).Vouched, c.WantReplicas(1, at(100)))
+	if !c.Node(2).Vouched || c.WantReplicas(1, at(100), 500*time.Millisecond) {
+		t.Fatalf("after a read: vouched %v, want %v", c.Node(2).Vouched, c.WantReplicas(1, at(100), 500*time.Millisecond))
 	}
 	// Its walreceiver stops (no upstream): due again; and so after it
 	// went down, or the set changed.
 	gone := replica("n2", 1, 0, 140)
 	gone.StartTime = restarted.StartTime
 	c.CheckOK(2, gone, at(60), at(61), "10.0.0.2")
-	if !c.WantReplicas(1, at(100)) {
+	if !c.WantReplicas(1, at(100), 500*time.Millisecond) {
 		t.Fatal("a replica's walreceiver went away: read them again")
 	}
 	c.CheckOK(1, master(1, 150), at(62), at(63), "10.0.0.1")
 	c.CheckFailed(2, errors.New("connection refused"), false, at(70))
-	if !c.WantReplicas(1, at(100)) {
+	if !c.WantReplicas(1, at(100), 500*time.Millisecond) {
 		t.Fatal("a replica went down: read them again")
 	}
 	c.CheckOK(1, master(1, 160), at(72), at(73), "10.0.0.1")
-	if !c.WantReplicas(1, at(100)) {
+	if !c.WantReplicas(1, at(100), 500*time.Millisecond) {
 		t.Fatal("a replica is down: read them at every check, it may come back any moment")
 	}
 	// It comes back and the master lists it: quiet again.
@@ -193,16 +193,28 @@ func TestWantReplicasAfterAReplicaChanged(t *testing.T) {
 	back.StartTime = restarted.StartTime
 	c.CheckOK(2, back, at(74), at(75), "10.0.0.2")
 	c.CheckOK(1, master(1, 160, "n2"), at(76), at(77), "10.0.0.1")
-	if c.WantReplicas(1, at(78)) || !c.Node(2).Role.IsReplica() {
-		t.Fatalf("listed again: want %v, role %s", c.WantReplicas(1, at(78)), c.Node(2).Role)
+	if c.WantReplicas(1, at(78), 500*time.Millisecond) || !c.Node(2).Role.IsReplica() {
+		t.Fatalf("listed again: want %v, role %s", c.WantReplicas(1, at(78), 500*time.Millisecond), c.Node(2).Role)
 	}
 	c.SetMembers(at(80), members(2))
-	if !c.WantReplicas(1, at(100)) {
+	if !c.WantReplicas(1, at(100), 500*time.Millisecond) {
 		t.Fatal("the set changed: read them again")
 	}
 	c.CheckOK(1, master(1, 170, "n2"), at(90), at(91), "10.0.0.1")
-	if c.WantReplicas(1, at(100)) || !c.WantReplicas(1, at(90).Add(ReplicasMaxAge)) {
-		t.Fatalf("read at 90 ms: want at 100 ms %v, want %s later %v", c.WantReplicas(1, at(100)), ReplicasMaxAge, c.WantReplicas(1, at(90).Add(ReplicasMaxAge)))
+	if c.WantReplicas(1, at(100), 500*time.Millisecond) || !c.WantReplicas(1, at(90).Add(ReplicasMaxAge), 500*time.Millisecond) {
+		t.Fatalf("read at 90 ms: want at 100 ms %v, want %s later %v", c.WantReplicas(1, at(100), 500*time.Millisecond), ReplicasMaxAge, c.WantReplicas(1, at(90).Add(ReplicasMaxAge), 500*time.Millisecond))
+	}
+	// At 1.5 s they are read at 2 s, by the fourth check at 500 ms; with
+	// checks 1.9 s apart, by the second: reused once more, they would
+	// stand until 3.8 s.
+	if c.WantReplicas(1, at(90).Add(1500*time.Millisecond), 500*time.Millisecond) {
+		t.Fatal("1.5 s old, the next check 500 ms away: reused")
+	}
+	if !c.WantReplicas(1, at(90).Add(1900*time.Millisecond), 1900*time.Millisecond) {
+		t.Fatal("1.9 s old, the next check 1.9 s away: read")
+	}
+	if c.WantReplicas(1, at(100), 1900*time.Millisecond) {
+		t.Fatal("10 ms old, the next check 1.9 s away: reused")
 	}
 }
 
@@ -224,8 +236,8 @@ func TestReusedListPredatesARestartedReplica(t *testing.T) {
 		c.CheckOK(3, r3, at(2), at(3), "10.0.0.3")
 		c.CheckOK(1, m, at(5), at(6), "10.0.0.1")
 		c.CheckOK(1, m, at(10), at(11), "10.0.0.1")
-		if c.WantReplicas(1, at(510)) || c.Node(2).Role != RoleSyncReplica {
-			t.Fatalf("trusted %v: quiet: want %v, n2 %s", trusted, c.WantReplicas(1, at(510)), c.Node(2).Role)
+		if c.WantReplicas(1, at(510), 500*time.Millisecond) || c.Node(2).Role != RoleSyncReplica {
+			t.Fatalf("trusted %v: quiet: want %v, n2 %s", trusted, c.WantReplicas(1, at(510), 500*time.Millisecond), c.Node(2).Role)
 		}
 		c.CheckOK(1, cachedList(m), at(510), at(511), "10.0.0.1")
 		// n2 restarts; the master's check that began at 1010 ms, before
@@ -237,7 +249,7 @@ func TestReusedListPredatesARestartedReplica(t *testing.T) {
 		if x := c.Node(2); x.Role.IsReplica() {
 			t.Fatalf("trusted %v: a row read before n2's server started makes it %s (sync %q)", trusted, x.Role, x.SyncState)
 		}
-		if !c.WantReplicas(1, at(1510)) {
+		if !c.WantReplicas(1, at(1510), 500*time.Millisecond) {
 			t.Fatalf("trusted %v: n2 does not follow: read them", trusted)
 		}
 		fresh := master(1, 200, "n2", "n3")
@@ -268,7 +280,7 @@ func TestAliasOfTheMasterReusesTheList(t *testing.T) {
 	if c.Node(5).AliasOf != c.Node(1) {
 		t.Fatal("node 5 is not taken for n1's alias")
 	}
-	if c.WantReplicas(1, at(1600)) || c.WantReplicas(5, at(1600)) {
-		t.Fatalf("quiet: want master %v, alias %v", c.WantReplicas(1, at(1600)), c.WantReplicas(5, at(1600)))
+	if c.WantReplicas(1, at(1600), 500*time.Millisecond) || c.WantReplicas(5, at(1600), 500*time.Millisecond) {
+		t.Fatalf("quiet: want master %v, alias %v", c.WantReplicas(1, at(1600), 500*time.Millisecond), c.WantReplicas(5, at(1600), 500*time.Millisecond))
 	}
 }

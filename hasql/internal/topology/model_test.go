@@ -101,6 +101,15 @@ type model struct {
 	nextStart  int64
 	writes     []*write
 	restricted bool // the check user lacks pg_monitor
+	// stranger: a standby outside the node set (pg_receivewal
+	// --synchronous, say) streams from the master under the name
+	// synchronous_standby_names lists first: under FIRST k it takes one of
+	// the k sync places, and no check of a node of the set shows it came
+	// or went. It streams from the master in truth, whichever that is.
+	stranger bool
+	// strangerListed: synchronous_standby_names lists the stranger first
+	// (the schedules of TestTruthStaleness).
+	strangerListed bool
 	// addrOf is the address a replica's primary_conninfo names for a
 	// server: the host and port of its first member.
 	addrOf func(server int) (string, uint16)
@@ -136,12 +145,19 @@ func (md *model) setSync(m *server, k int, first bool) {
 	if k == 0 {
 		return
 	}
+	if md.strangerListed {
+		m.syncNames = append(m.syncNames, strangerName)
+	}
 	for _, s := range md.servers {
 		if s != m && !s.foreign && !s.rogue && s.upstream == m.idx {
 			m.syncNames = append(m.syncNames, s.name)
 		}
 	}
-	m.syncK = min(k, len(m.syncNames))
+	ours := len(m.syncNames)
+	if md.strangerListed {
+		ours--
+	}
+	m.syncK = min(k, ours)
 }
 
 // syncStandbys returns the standbys m waits for now, and what sync_state
@@ -156,6 +172,10 @@ func (md *model) syncState(m *server, r *server) string {
 	// FIRST k: the first k listed that stream are sync, the rest potential.
 	k := 0
 	for _, n := range m.syncNames {
+		if n == strangerName && md.stranger && md.master() == m {
+			k++ // it streams from m, listed first
+			continue
+		}
 		for _, s := range md.servers {
 			if s.name == n && s.upstream == m.idx && canStream(s, m) {
 				if s == r {
@@ -292,8 +312,25 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 		}
 		r.Replicas = append(r.Replicas, row)
 	}
+	if md.stranger && !s.recovery && md.master() == s {
+		row := checker.Replica{ApplicationName: strangerName, ClientAddr: "192.0.2.99", State: "streaming",
+			SentLSN: s.lsn, FlushLSN: s.lsn, ReplayLSN: s.lsn, SyncState: "async"}
+		if slices.Contains(s.syncNames, strangerName) && s.syncK > 0 {
+			row.SyncState = "quorum"
+			if s.first {
+				row.SyncState = "sync"
+			}
+		}
+		if md.restricted {
+			row = checker.Replica{ApplicationName: strangerName}
+		}
+		r.Replicas = append(r.Replicas, row)
+	}
 	return r
 }
+
+// strangerName is the stranger's application_name (see model.stranger).
+const strangerName = "rw"
 
 // lie is what a rogue server says: any field, in any combination, often
 // copying the cluster's identifier and names.

@@ -40,12 +40,21 @@ const (
 	opAddForeign                 // a server of another cluster joins the discovered set
 	opSlowChecks                 // checks of a member take long (answers delayed)
 	opKinds
+
+	// opStranger: a standby outside the node set comes or goes (see
+	// model.stranger); not drawn by randomConfig, TestTruthStaleness adds it.
+	opStranger opKind = 100
 )
 
 var opNames = [...]string{"crash", "restart", "hang", "resume", "failover", "rogue-promote", "rejoin",
 	"pause-replay", "resume-replay", "cascade", "remove", "readd", "add-replica", "add-rogue", "add-foreign", "slow-checks"}
 
-func (k opKind) String() string { return opNames[k] }
+func (k opKind) String() string {
+	if k == opStranger {
+		return "stranger"
+	}
+	return opNames[k]
+}
 
 // op is one step of a schedule: at step at, do kind to the target chosen
 // by arg (an index taken modulo what fits).
@@ -65,7 +74,10 @@ type simConfig struct {
 	pin        bool // the system identifier is pinned
 	restricted bool // the check user lacks pg_monitor
 	alias      bool // server 0 is reachable under a second address too
+	stranger   bool // synchronous_standby_names lists a standby outside the set first (see model.stranger)
 	steps      int
+	// interval is the steady check interval (0: 500 ms).
+	interval time.Duration
 }
 
 func (c simConfig) String() string {
@@ -173,6 +185,14 @@ type sim struct {
 	faulting bool
 }
 
+// interval is the steady check interval.
+func (s *sim) interval() time.Duration {
+	if s.cfg.interval > 0 {
+		return s.cfg.interval
+	}
+	return 500 * time.Millisecond
+}
+
 var errCheckRefused = errors.New("connection refused")
 var errCheckTimeout = errors.New("check timed out")
 
@@ -182,6 +202,9 @@ func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, faulting: true}
 	s.md = newModel(rng, cfg.replicas, cfg.syncK, cfg.any)
 	s.md.restricted = cfg.restricted
+	if s.md.strangerListed = cfg.stranger; cfg.stranger {
+		s.md.setSync(s.md.servers[0], cfg.syncK, !cfg.any)
+	}
 	s.md.addrOf = func(server int) (string, uint16) {
 		for _, mb := range s.members {
 			if mb.server == server {
@@ -371,7 +394,7 @@ func (s *sim) tick() error {
 			lat += time.Duration(s.rng.Intn(400)) * time.Millisecond
 		}
 		a := time.Duration(s.rng.Int63n(int64(lat)))
-		s.checks[mb.ID] = &inflight{id: mb.ID, began: s.now, sampleAt: s.now.Add(a), ended: s.now.Add(lat), readAll: s.core.WantReplicas(mb.ID, s.now)}
+		s.checks[mb.ID] = &inflight{id: mb.ID, began: s.now, sampleAt: s.now.Add(a), ended: s.now.Add(lat), readAll: s.core.WantReplicas(mb.ID, s.now, s.interval())}
 	}
 	return nil
 }
@@ -412,7 +435,7 @@ func (s *sim) deliver(c *inflight) error {
 			c.res.Timeline, c.res.ReceiveTimeline, c.res.LSN, c.res.SystemID%1000, len(c.res.Replicas))
 	}
 	s.applied("check")
-	interval := 500 * time.Millisecond
+	interval := s.interval()
 	if s.fast {
 		interval = 20 * time.Millisecond
 	}
@@ -636,6 +659,8 @@ func (s *sim) do(o op) {
 		md.servers = append(md.servers, x)
 		s.addMember(x.idx, false)
 		s.setMembers()
+	case opStranger:
+		md.stranger = !md.stranger
 	case opSlowChecks:
 		var live []*simMember
 		for _, mb := range s.members {
@@ -705,6 +730,7 @@ func (s *sim) repair() {
 		}
 	}
 	s.slow = map[ID]bool{}
+	md.stranger = false
 	for _, x := range md.servers {
 		x.hung = false
 		if x.down {
