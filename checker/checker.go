@@ -113,6 +113,26 @@ func readAll(ctx context.Context) bool {
 	return v
 }
 
+// readNamesKey is the context key of ReadNames.
+type readNamesKey struct{}
+
+// ReadNames returns ctx asking the checker, with ReadAll, to name the
+// walsenders afresh (their application names and client addresses, which
+// the PostgreSQL checker otherwise reads only for a walsender new to the
+// connection, by pid, as they cost the server a read of every backend's
+// status): the Manager asks for it when a node's check showed a change
+// since the walsenders were last read, so that a pid that another
+// walsender took meanwhile is named after the one it serves now.
+func ReadNames(ctx context.Context) context.Context {
+	return context.WithValue(ctx, readNamesKey{}, true)
+}
+
+// readNames reports whether ctx asks to name the walsenders afresh.
+func readNames(ctx context.Context) bool {
+	v, _ := ctx.Value(readNamesKey{}).(bool)
+	return v
+}
+
 // ServerID identifies one running server: its cluster's system identifier
 // and its postmaster's start time. Two addresses that reach the same server
 // have the same ServerID; two servers of one cluster do not. Zero when

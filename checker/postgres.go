@@ -301,7 +301,7 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 	}
 	if len(c.pids) != 0 || sql == checkSQL || sql == masterCheckSQL {
 		// The walsenders were read (none, or these).
-		if err := nameReplicas(ctx, conn, &res, c.pids); err != nil {
+		if err := nameReplicas(ctx, conn, &res, c.pids, readNames(ctx)); err != nil {
 			return Result{}, err
 		}
 	}
@@ -368,21 +368,29 @@ func serverOf(ctx context.Context, conn *pgx.Conn) (server, error) {
 
 // nameReplicas fills in the replicas' application names and addresses from
 // the connection's record of walsenders, reading them from the server when
-// a walsender is new to it. pids are the walsenders of a read (none: the
-// server has none now). A pid the read does not list is forgotten, so that
-// the next walsender given that pid is named afresh; one whose WAL sent
-// went back since the last read is another walsender that took the pid
-// between two reads (a walsender only sends forward) and is named afresh
-// too.
-func nameReplicas(ctx context.Context, conn *pgx.Conn, res *Result, pids []int32) error {
+// a walsender is new to it, or when asked (rename: see ReadNames). pids are
+// the walsenders of a read (none: the server has none now). The record
+// holds the pids of the last read only, so that the next walsender given
+// a pid is named afresh. A pid may change hands between two reads: the
+// walsenders are named afresh too when one of the last read is gone (the
+// replica it served, if it streams again, may have its pid now), and when
+// one's WAL sent went back (a walsender only sends forward: another took
+// the pid).
+func nameReplicas(ctx context.Context, conn *pgx.Conn, res *Result, pids []int32, rename bool) error {
 	data := conn.PgConn().CustomData()
 	names, _ := data[walsenderNames].(map[int32]walsender)
-	missing := names == nil && len(pids) > 0
+	missing := names == nil || rename
 	for i, pid := range pids {
 		if w, ok := names[pid]; !ok || res.Replicas[i].SentLSN < w.sent {
 			missing = true
 		}
 	}
+	for pid := range names {
+		if !slices.Contains(pids, pid) {
+			missing = true // one left: a listed pid may be another's now
+		}
+	}
+	missing = missing && len(pids) > 0
 	if missing {
 		rows, err := conn.Query(ctx, walsenderSQL)
 		if err != nil {

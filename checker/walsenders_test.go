@@ -181,10 +181,24 @@ func TestWalsenderNamesFollowPids(t *testing.T) {
 		pid = p
 	}
 
-	// A walsender gone since: its pid is forgotten at the next read.
+	// A walsender gone since: its pid is forgotten at the next read, and
+	// the others are named afresh (one of them may have its pid now).
 	names[pid+100000] = walsender{app: "gone", addr: "192.0.2.1"}
+	names[pid] = walsender{app: "before", addr: "192.0.2.1"}
 	read()
+	names = conn.PgConn().CustomData()[walsenderNames].(map[int32]walsender)
 	assert.NotContains(t, names, pid+100000, "a pid the read does not list")
+	assert.Equal(t, "n2", names[pid].app, "a walsender left: the others named afresh")
+
+	// Nothing says the pid changed hands: the name stays, unless the
+	// Manager asks for the names (ReadNames).
+	names[pid] = walsender{app: "before", addr: "192.0.2.1"}
+	assert.Equal(t, "before", read().Replicas[0].ApplicationName)
+	res, err := PostgreSQL().Check(ReadNames(ReadAll(ctx)), conn)
+	require.NoError(t, err)
+	require.Len(t, res.Replicas, 1)
+	assert.Equal(t, "n2", res.Replicas[0].ApplicationName, "named afresh when asked")
+	names = conn.PgConn().CustomData()[walsenderNames].(map[int32]walsender)
 
 	// Another walsender on the pid, further along than the new one.
 	names[pid] = walsender{app: "before", addr: "192.0.2.1", sent: LSN(1) << 60}

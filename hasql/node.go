@@ -282,10 +282,14 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 		}
 		m.mu.Lock()
 		readAll := m.core.WantReplicas(n.id(), time.Now(), m.cfg.CheckInterval) // the next check comes within it
+		names := readAll && m.core.WantNames(n.id())
 		m.mu.Unlock()
 		cctx := ctx
 		if readAll {
 			cctx = checker.ReadAll(ctx) // see topology.Core.WantReplicas
+		}
+		if names {
+			cctx = checker.ReadNames(cctx) // see topology.Core.WantNames
 		}
 		res, err := m.cfg.Checker.Check(cctx, n.conn)
 		if err != nil {

@@ -17,27 +17,27 @@ import (
 	"github.com/pgxha/pgxha/testcluster"
 )
 
-// TestReusedWalsenderPid: the master's check connection names walsenders
-// by pid, and asks their names only when a pid it has not named appears.
-// n3 moves to cascade from n2, so that its walsender on the master (pid P)
-// exits; later n2's walsender restarts and the kernel gives it P again
-// (ns_last_pid makes now what a pid wrap does in time). A read that no
-// longer lists P forgets its name: n2's row is named n2 again, not n3,
-// which cascades with its replay paused and must neither be called sync
-// nor pass a lag limit. (Before, P kept its name for good: n3 was sync with
-// n2's positions and served SyncOnly and MaxLag reads, and n2 was
-// detached.)
-func TestReusedWalsenderPid(t *testing.T) {
+// TestReusedWalsenderPidBetweenReads: the master's check connection names
+// walsenders by pid, and asks their names only when it has reason to. n3
+// moves to cascade from n2, so that its walsender on the master (pid P)
+// exits, and n2's walsender restarts and gets P from the kernel
+// (ns_last_pid makes now what a pid wrap does in time), all between two
+// reads of the master's walsenders; n2's new walsender is soon further
+// along than n3's was. The next read lists P and no longer n2's old pid,
+// and n3's check showed its upstream changed: the walsenders are named
+// afresh, and P is n2's. (Before, P kept n3's name: n3, cascading with its
+// replay paused, was called sync with n2's positions and served every
+// SyncOnly read, and n2 was detached.)
+func TestReusedWalsenderPidBetweenReads(t *testing.T) {
 	last, err := os.ReadFile("/proc/sys/kernel/ns_last_pid")
 	if err == nil {
-		err = os.WriteFile("/proc/sys/kernel/ns_last_pid", last, 0) // as it is
+		err = os.WriteFile("/proc/sys/kernel/ns_last_pid", last, 0)
 	}
 	if err != nil {
-		// Only root steers the kernel's pids; the test needs it to make
-		// a walsender take a given pid.
+		// Only root steers the kernel's pids.
 		t.Skipf("cannot steer pid allocation (root on Linux only): %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
 	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
@@ -77,13 +77,19 @@ func TestReusedWalsenderPid(t *testing.T) {
 		require.NoError(t, mc.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1", name).Scan(&k))
 		return k == 0
 	}
-	// masterRead waits for a check of the master that read its walsenders
-	// and began after after, and returns what it read.
+	masterChecks := func(after time.Time) (out []traceEntry) {
+		for _, e := range checksIn(trace.String()) {
+			if !e.Result.InRecovery && e.Began.After(after) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
 	masterRead := func(what string, after time.Time) traceEntry {
 		var read traceEntry
 		waitUntil(t, ctx, what, func() bool {
-			for _, e := range checksIn(trace.String()) {
-				if !e.Result.InRecovery && !e.Result.ReplicasCached && e.Began.After(after) {
+			for _, e := range masterChecks(after) {
+				if !e.Result.ReplicasCached {
 					read = e
 					return true
 				}
@@ -98,48 +104,58 @@ func TestReusedWalsenderPid(t *testing.T) {
 		}
 		return out
 	}
+	allCheckedAfter := func(at time.Time) bool {
+		for _, st := range m.Nodes() {
+			if !st.LastCheck.After(at) {
+				return false
+			}
+		}
+		return true
+	}
 
-	// n3 will cascade from n2, by its own name.
 	host2, port2, _ := strings.Cut(n2.DirectAddr(), ":")
 	var kept []string
 	for _, kv := range strings.Fields(conninfo3) {
 		if !strings.HasPrefix(kv, "host=") && !strings.HasPrefix(kv, "port=") {
-			kept = append(kept, kv) // user, password, application_name=n3, ...
+			kept = append(kept, kv)
 		}
 	}
 	cascade := "host=" + host2 + " port=" + port2 + " " + strings.Join(kept, " ")
 	reused := false
-	for attempt := 1; attempt <= 30 && !reused; attempt++ {
-		// n3 streams from the master, and a check of the master named its
-		// walsender.
+	for attempt := 1; attempt <= 60 && !reused; attempt++ {
 		waitUntil(t, ctx, "n3 streams from the master", func() bool { return senderPid("n3") != 0 })
 		p3 := senderPid("n3")
-		masterRead("a master check that names n3's walsender", time.Now())
-		// n3 moves to n2: its walsender on the master exits. A read of the
-		// master's walsenders that no longer lists it follows (n3's
-		// upstream changed).
+		// A master read that names n3's walsender, then every node checked:
+		// the swap starts just after a tick.
+		r := masterRead("a master read that lists n3", time.Now())
+		if !slices.Contains(names(r), "n3") {
+			continue
+		}
+		waitUntil(t, ctx, "every node checked after that read", func() bool { return allCheckedAfter(r.Began) })
+		start := time.Now()
 		setConninfo(n3c, cascade)
 		waitUntil(t, ctx, "n3's walsender on the master gone", func() bool { return gone("n3") })
-		since := time.Now()
-		waitUntil(t, ctx, "a master check that read the walsenders without n3", func() bool {
-			e := masterRead("a master read", since)
-			return !slices.Contains(names(e), "n3")
-		})
-		// n2's walsender restarts, with pid p3 if nothing else forks first.
 		setConninfo(n2c, "")
 		waitUntil(t, ctx, "n2's walsender gone", func() bool { return gone("n2") })
 		require.NoError(t, os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(p3-2)), 0))
-		setConninfo(n2c, conninfo2) // n2's walreceiver takes p3-1, its walsender p3
+		setConninfo(n2c, conninfo2)
 		waitUntil(t, ctx, "n2 streams again", func() bool { return senderPid("n2") != 0 })
 		p2 := senderPid("n2")
-		t.Logf("attempt %d: n3's walsender was pid %d, n2's is now pid %d", attempt, p3, p2)
-		if reused = p2 == p3; !reused {
+		var between []traceEntry
+		for _, e := range masterChecks(start) {
+			if !e.Result.ReplicasCached {
+				between = append(between, e) // a read between: it forgot the pid
+			}
+		}
+		t.Logf("attempt %d: n3's walsender was pid %d, n2's is now pid %d; swap took %s; master reads meanwhile: %d",
+			attempt, p3, p2, time.Since(start), len(between))
+		if reused = p2 == p3 && len(between) == 0; !reused {
 			setConninfo(n3c, conninfo3)
+			setConninfo(n2c, conninfo2)
 		}
 	}
-	require.True(t, reused, "no attempt got the pid reused")
+	require.True(t, reused, "no attempt got the pid reused between two reads")
 
-	// n3's replay stops: it falls behind while the master writes.
 	_, err = n3c.Exec(ctx, "SELECT pg_wal_replay_pause()")
 	require.NoError(t, err)
 	execOn(t, ctx, n1, "INSERT INTO marks SELECT 1000 FROM generate_series(1, 200000)")
@@ -149,38 +165,36 @@ func TestReusedWalsenderPid(t *testing.T) {
 		require.NoError(t, n3c.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&l))
 		return l
 	}()).Scan(&behind))
+	t.Logf("n3 is %d bytes behind the master", behind)
 	require.Greater(t, behind, int64(1<<20), "n3 is behind")
 
-	// Once a check of the master read its walsenders with n2's on pid p3
-	// and the rows written, and every replica was checked after it, the
-	// view holds what the servers say.
-	read := masterRead("a master read after the write", time.Now())
-	t.Logf("the master's walsenders: %+v", read.Result.Replicas)
-	waitUntil(t, ctx, "every replica checked after that read", func() bool {
-		for _, st := range m.Nodes() {
-			if !st.LastCheck.After(read.At) {
-				return false
-			}
-		}
-		return true
-	})
-	assert.Equal(t, []string{"n2"}, names(read), "the master's walsenders are n2's alone")
+	// Two master reads after the swap, every node checked after the second.
+	first := masterRead("a master read after the swap", time.Now())
+	read := masterRead("another master read", first.Began)
+	waitUntil(t, ctx, "every node checked after that read", func() bool { return allCheckedAfter(read.At) })
+	t.Logf("the master's walsenders, first read: %+v", first.Result.Replicas)
+	t.Logf("the master's walsenders, second read: %+v", read.Result.Replicas)
 	for _, st := range m.Nodes() {
-		t.Logf("%s: role %s, lag %d bytes %s known=%v, detached %q", st.Name, st.Role, st.LagBytes, st.Lag, st.LagKnown, st.Detached)
+		t.Logf("%s: role %s, lag %d bytes known=%v, detached %q", st.Name, st.Role, st.LagBytes, st.LagKnown, st.Detached)
 	}
+	var truth string
+	require.NoError(t, mc.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text || ' ' || string_agg(format('%s pid %s %s %s sent %s', application_name, pid, state, sync_state, sent_lsn), '; ') FROM pg_stat_replication").Scan(&truth))
+	t.Logf("the master says: %s", truth)
+	assert.Equal(t, []string{"n2"}, names(read), "the master's walsenders are n2's alone")
 	assert.Equal(t, hasql.RoleSyncReplica, statusAt(m, n2).Role, "n2")
 	assert.NotEqual(t, hasql.RoleSyncReplica, statusAt(m, n3).Role, "n3 cascades, its replay paused")
-	for what, opt := range map[string]hasql.ReplicaOption{"SyncOnly": hasql.SyncOnly(), "MaxLag(1 MiB)": hasql.MaxLag(1<<20, 0)} {
-		for range 20 {
-			actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-			conn, err := m.AcquireReplica(actx, opt)
-			acancel()
-			if err != nil {
-				continue
-			}
-			name := nodeOf(c, conn)
-			conn.Release()
-			require.NotEqual(t, "n3", name, "a read with %s was served by n3, %d bytes behind", what, behind)
+	served := map[string]int{}
+	for range 20 {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := m.AcquireReplica(actx, hasql.SyncOnly())
+		acancel()
+		if err != nil {
+			served["error"]++
+			continue
 		}
+		served[nodeOf(c, conn)]++
+		conn.Release()
 	}
+	t.Logf("SyncOnly reads served by: %v", served)
+	assert.Zero(t, served["n3"], "SyncOnly reads served by n3, which cascades with its replay paused")
 }

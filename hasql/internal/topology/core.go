@@ -396,6 +396,23 @@ func (c *Core) WantReplicas(id ID, now time.Time, next time.Duration) bool {
 	return false
 }
 
+// WantNames reports whether id's check, asked to read its walsenders (see
+// WantReplicas), must also name them afresh (checker.ReadNames): it is
+// writable and, since they were last read, a check of some node showed
+// what may change them. A walsender's pid that another walsender took
+// between two reads is then named after the one it serves now (the
+// checker names a pid once, and forgets it when a read no longer lists
+// it). Not for every read: naming costs the server a read of every
+// backend's status, and a node of the set that is down has the walsenders
+// read at every check.
+func (c *Core) WantNames(id ID) bool {
+	x := c.Node(id)
+	if x == nil || !x.Checked || x.Res.InRecovery || x.replicasBegan.IsZero() {
+		return false
+	}
+	return !c.replicasChanged.Before(x.replicasBegan)
+}
+
 // walsendersMayChange reports whether a node's check, from before to res,
 // shows what may change its upstream's walsenders.
 func walsendersMayChange(before, res *checker.Result) bool {

@@ -196,11 +196,17 @@ func TestWantReplicasAfterAReplicaChanged(t *testing.T) {
 	if c.WantReplicas(1, at(78), 500*time.Millisecond) || !c.Node(2).Role.IsReplica() {
 		t.Fatalf("listed again: want %v, role %s", c.WantReplicas(1, at(78), 500*time.Millisecond), c.Node(2).Role)
 	}
+	if c.WantNames(1) {
+		t.Fatal("nothing changed since the last read: the names stand")
+	}
 	c.SetMembers(at(80), members(2))
-	if !c.WantReplicas(1, at(100), 500*time.Millisecond) {
-		t.Fatal("the set changed: read them again")
+	if !c.WantReplicas(1, at(100), 500*time.Millisecond) || !c.WantNames(1) {
+		t.Fatal("the set changed: read them again, and name them afresh")
 	}
 	c.CheckOK(1, master(1, 170, "n2"), at(90), at(91), "10.0.0.1")
+	if c.WantNames(1) || c.WantNames(2) {
+		t.Fatal("read after the change: the names stand; a replica has none to name")
+	}
 	if c.WantReplicas(1, at(100), 500*time.Millisecond) || !c.WantReplicas(1, at(90).Add(ReplicasMaxAge), 500*time.Millisecond) {
 		t.Fatalf("read at 90 ms: want at 100 ms %v, want %s later %v", c.WantReplicas(1, at(100), 500*time.Millisecond), ReplicasMaxAge, c.WantReplicas(1, at(90).Add(ReplicasMaxAge), 500*time.Millisecond))
 	}
