@@ -77,18 +77,10 @@ func TestReusedWalsenderPidBetweenReads(t *testing.T) {
 		require.NoError(t, mc.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1", name).Scan(&k))
 		return k == 0
 	}
-	masterChecks := func(after time.Time) (out []traceEntry) {
-		for _, e := range checksIn(trace.String()) {
-			if !e.Result.InRecovery && e.Began.After(after) {
-				out = append(out, e)
-			}
-		}
-		return out
-	}
 	masterRead := func(what string, after time.Time) traceEntry {
 		var read traceEntry
 		waitUntil(t, ctx, what, func() bool {
-			for _, e := range masterChecks(after) {
+			for _, e := range masterChecksIn(trace.String(), after) {
 				if !e.Result.ReplicasCached {
 					read = e
 					return true
@@ -113,14 +105,7 @@ func TestReusedWalsenderPidBetweenReads(t *testing.T) {
 		return true
 	}
 
-	host2, port2, _ := strings.Cut(n2.DirectAddr(), ":")
-	var kept []string
-	for _, kv := range strings.Fields(conninfo3) {
-		if !strings.HasPrefix(kv, "host=") && !strings.HasPrefix(kv, "port=") {
-			kept = append(kept, kv)
-		}
-	}
-	cascade := "host=" + host2 + " port=" + port2 + " " + strings.Join(kept, " ")
+	cascade := "host=127.0.0.1 port=" + portStr(n2.DirectAddr()) + " user=postgres password=pgxha application_name=n3"
 	reused := false
 	for attempt := 1; attempt <= 60 && !reused; attempt++ {
 		waitUntil(t, ctx, "n3 streams from the master", func() bool { return senderPid("n3") != 0 })
@@ -142,7 +127,7 @@ func TestReusedWalsenderPidBetweenReads(t *testing.T) {
 		waitUntil(t, ctx, "n2 streams again", func() bool { return senderPid("n2") != 0 })
 		p2 := senderPid("n2")
 		var between []traceEntry
-		for _, e := range masterChecks(start) {
+		for _, e := range masterChecksIn(trace.String(), start) {
 			if !e.Result.ReplicasCached {
 				between = append(between, e) // a read between: it forgot the pid
 			}

@@ -39,6 +39,17 @@ func checksIn(trace string) []traceEntry {
 	return out
 }
 
+// masterChecksIn returns the checks of a writable node in a decision
+// trace that began after after.
+func masterChecksIn(trace string, after time.Time) (out []traceEntry) {
+	for _, e := range checksIn(trace) {
+		if !e.Result.InRecovery && e.Began.After(after) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // In the steady state the master's checks reuse its walsenders; while a
 // replica is down every master check reads them (it may come back any
 // moment), and once it is back it is listed and serves reads.
@@ -114,20 +125,12 @@ func TestStrangerTakesSyncAtALongInterval(t *testing.T) {
 	defer m.Close()
 	require.NoError(t, m.WaitReady(ctx, 1, 1))
 	waitUntil(t, ctx, "n2 sync in the Manager", func() bool { return statusAt(m, n2).Role == hasql.RoleSyncReplica })
-	masterChecks := func() (out []traceEntry) {
-		for _, e := range checksIn(trace.String()) {
-			if !e.Result.InRecovery {
-				out = append(out, e)
-			}
-		}
-		return out
-	}
 	// A check of the master that read the walsenders in the steady state
 	// (the one before it began more than a second earlier: the fast checks
 	// of the start are over).
 	var read traceEntry
 	waitUntil(t, ctx, "a master check that reads the walsenders, in the steady state", func() bool {
-		es := masterChecks()
+		es := masterChecksIn(trace.String(), time.Time{})
 		for i := len(es) - 1; i > 0; i-- {
 			if !es[i].Result.ReplicasCached && es[i].Began.Sub(es[i-1].Began) > time.Second {
 				read = es[i]
@@ -152,7 +155,7 @@ func TestStrangerTakesSyncAtALongInterval(t *testing.T) {
 	// The master's first check that began after rw took the role.
 	var next traceEntry
 	waitUntil(t, ctx, "the master's next check", func() bool {
-		for _, e := range masterChecks() {
+		for _, e := range masterChecksIn(trace.String(), time.Time{}) {
 			if e.Began.After(took) {
 				next = e
 				return true
