@@ -373,23 +373,9 @@ func (m *Manager) interval() time.Duration {
 
 // untilTick returns how long a node that was just checked waits before its
 // next check at interval d: until the next multiple of d since the Manager
-// started, so that every node is checked at the same moments. Checks in step
-// are cheaper (one wake-up of the process serves them all instead of one
-// each, which is most of their cost with many nodes) and compare like with
-// like (the master's position and a replica's are read together, so lag is
-// not skewed by up to an interval). A node checked late (a slow check, a
-// re-check) skips a tick that is less than a quarter of d away, so that
-// checks of one node are never closer than that.
+// started (see topology.UntilTick).
 func (m *Manager) untilTick(d time.Duration) time.Duration {
-	if d <= 0 {
-		return d
-	}
-	since := time.Since(m.epoch)
-	w := d - since%d
-	if w < d/4 {
-		w += d
-	}
-	return w
+	return topology.UntilTick(time.Since(m.epoch), d)
 }
 
 // slowThreshold is how long a master's check may take before the others are

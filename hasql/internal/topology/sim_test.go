@@ -193,12 +193,16 @@ func (s *sim) interval() time.Duration {
 	return 500 * time.Millisecond
 }
 
+// simEpoch is when every simulation starts: the checks' clock (see
+// UntilTick).
+var simEpoch = time.Unix(1_700_000_000, 0)
+
 var errCheckRefused = errors.New("connection refused")
 var errCheckTimeout = errors.New("check timed out")
 
 func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	rng := rand.New(rand.NewSource(seed ^ 0x5DEECE66D))
-	s := &sim{cfg: cfg, rng: rng, now: time.Unix(1_700_000_000, 0),
+	s := &sim{cfg: cfg, rng: rng, now: simEpoch,
 		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, faulting: true}
 	s.md = newModel(rng, cfg.replicas, cfg.syncK, cfg.any)
 	s.md.restricted = cfg.restricted
@@ -439,10 +443,11 @@ func (s *sim) deliver(c *inflight) error {
 	if s.fast {
 		interval = 20 * time.Millisecond
 	}
+	wait := UntilTick(c.ended.Sub(simEpoch), interval) // as the shell schedules
 	if again {
-		interval = 0
+		wait = 0
 	}
-	s.next[c.id] = c.ended.Add(interval)
+	s.next[c.id] = c.ended.Add(wait)
 	return s.check()
 }
 
