@@ -82,7 +82,10 @@ type Result struct {
 	SystemID uint64
 	// StartTime is pg_postmaster_start_time(): with SystemID it tells one
 	// server from another, so that a server reached through two addresses
-	// is known to be one.
+	// is known to be one; and every connection of a node's pool is
+	// compared with it, so that a name that moved cannot have the pool
+	// reach another server than the checks. A checker that leaves it zero
+	// leaves the pool's connections uncompared.
 	StartTime time.Time
 	// Replicas lists pg_stat_replication: the replicas that stream from
 	// this node (from a master, or from a replica that cascades).

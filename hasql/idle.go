@@ -3,6 +3,7 @@ package hasql
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,7 +52,12 @@ func sessionEndedWhileIdle(conn *pgx.Conn) bool {
 // trackedOf returns the tracked network connection under conn (under its
 // TLS layer, if any), nil when there is none.
 func trackedOf(conn *pgx.Conn) *trackedConn {
-	nc := conn.PgConn().Conn()
+	return trackedNet(conn.PgConn().Conn())
+}
+
+// trackedNet returns the tracked network connection nc is, or holds under
+// its TLS layer; nil when there is none.
+func trackedNet(nc net.Conn) *trackedConn {
 	if t, ok := nc.(*tls.Conn); ok {
 		nc = t.NetConn()
 	}

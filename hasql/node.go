@@ -587,6 +587,9 @@ type trackedConn struct {
 	// netErr is the first error of the network under a statement: pgx may
 	// report only "conn closed" (see NodeLost).
 	netErr atomic.Pointer[error]
+	// start is the start time of the server reached, when the connection
+	// was made before the node's first check (see sameServer); 0 otherwise.
+	start atomic.Int64
 }
 
 // Read and Write report a failure of the connection of a pool (not a
@@ -641,10 +644,18 @@ func (c *trackedConn) Close() error {
 }
 
 func (r *connRegistry) closeAll() int {
+	return r.closeIf(func(*trackedConn) bool { return true })
+}
+
+// closeIf cuts the connections for which cut returns true, and returns how
+// many.
+func (r *connRegistry) closeIf(cut func(*trackedConn) bool) int {
 	r.mu.Lock()
 	conns := make([]*trackedConn, 0, len(r.conns))
 	for c := range r.conns {
-		conns = append(conns, c)
+		if cut(c) {
+			conns = append(conns, c)
+		}
 	}
 	r.mu.Unlock()
 	for _, c := range conns {

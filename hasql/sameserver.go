@@ -29,7 +29,10 @@ const startSQL = `SELECT (extract(epoch FROM pg_postmaster_start_time()) * 10000
 
 // sameServer wraps the pool's ValidateConnect (the user's, or
 // target_session_attrs', run first) with the check that the connection
-// reached the server the node's checks did.
+// reached the server the node's checks did. Before the node's first check
+// there is nothing to compare with: the connection keeps the start time it
+// read, and the first check closes the connections whose server is another
+// (see firstServer).
 func (n *node) sameServer(user pgconn.ValidateConnectFunc) pgconn.ValidateConnectFunc {
 	return func(ctx context.Context, pc *pgconn.PgConn) error {
 		if user != nil {
@@ -37,22 +40,25 @@ func (n *node) sameServer(user pgconn.ValidateConnectFunc) pgconn.ValidateConnec
 				return err
 			}
 		}
+		got, err := n.serverStartOf(ctx, pc)
+		if err != nil {
+			return err
+		}
 		want := n.serverStart.Load()
 		if want == 0 {
-			return nil // not checked yet: the node has no role
+			tc := trackedNet(pc.Conn())
+			if tc == nil {
+				return nil
+			}
+			tc.start.Store(got)
+			// The first check may have landed since: it closes the
+			// connections that kept another start, which this one may
+			// not have kept yet when it looked.
+			if want = n.serverStart.Load(); want == 0 {
+				return nil
+			}
 		}
-		rr := pc.ExecParams(ctx, startSQL, nil, nil, nil, nil).Read()
-		if rr.Err != nil {
-			return rr.Err
-		}
-		if len(rr.Rows) != 1 || len(rr.Rows[0]) != 1 {
-			return fmt.Errorf("hasql: %s: the server's start time: %d rows", n.cfg.Addr, len(rr.Rows))
-		}
-		got, err := strconv.ParseInt(string(rr.Rows[0][0]), 10, 64)
-		if err != nil {
-			return fmt.Errorf("hasql: %s: the server's start time %q: %w", n.cfg.Addr, rr.Rows[0][0], err)
-		}
-		if d := got - want; d < -1 || d > 1 { // a microsecond of rounding, on servers older than 14
+		if !sameStart(got, want) {
 			n.redial.Store(true)
 			n.trigger()
 			return fmt.Errorf("hasql: %s reaches a server started at %s, not the one the node's checks reach (started at %s): not used until a check runs there",
@@ -60,4 +66,41 @@ func (n *node) sameServer(user pgconn.ValidateConnectFunc) pgconn.ValidateConnec
 		}
 		return nil
 	}
+}
+
+// serverStartOf reads the start time of the server pc reached, in
+// microseconds since the Unix epoch.
+func (n *node) serverStartOf(ctx context.Context, pc *pgconn.PgConn) (int64, error) {
+	rr := pc.ExecParams(ctx, startSQL, nil, nil, nil, nil).Read()
+	if rr.Err != nil {
+		return 0, rr.Err
+	}
+	if len(rr.Rows) != 1 || len(rr.Rows[0]) != 1 {
+		return 0, fmt.Errorf("hasql: %s: the server's start time: %d rows", n.cfg.Addr, len(rr.Rows))
+	}
+	got, err := strconv.ParseInt(string(rr.Rows[0][0]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("hasql: %s: the server's start time %q: %w", n.cfg.Addr, rr.Rows[0][0], err)
+	}
+	return got, nil
+}
+
+// sameStart reports whether two start times are one server's: a
+// microsecond of rounding, on servers older than 14.
+func sameStart(got, want int64) bool {
+	d := got - want
+	return d >= -1 && d <= 1
+}
+
+// firstServer closes the connections of n's pool (and of DB and Listen)
+// that were opened before the node's first check reached a server started
+// at start, and reached another: nothing could be compared when they were
+// made. It returns how many it closed. Called once the first check's start
+// time is stored, so that a connection still validating compares itself
+// (see sameServer).
+func (n *node) firstServer(start int64) int {
+	return n.conns.closeIf(func(c *trackedConn) bool {
+		s := c.start.Load()
+		return s != 0 && !sameStart(s, start)
+	})
 }

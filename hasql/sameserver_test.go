@@ -2,16 +2,19 @@ package hasql_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgxha/pgxha/checker"
 	"github.com/pgxha/pgxha/hasql"
 	"github.com/pgxha/pgxha/testcluster"
 )
@@ -153,4 +156,97 @@ func TestNameOfOneServerStaysUsable(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, k.Load(), int64(12), "the name was looked up %d times", k.Load())
 	assert.EqualValues(t, n, rowsOn(t, ctx, n1, "SELECT count(*) FROM pair"))
+}
+
+// gatedChecker fails the first check after calling wait (the check
+// connection closes and opens afresh for the next): the node has no role
+// until the second.
+type gatedChecker struct {
+	checker.Checker
+	wait   func(context.Context)
+	opened atomic.Bool
+}
+
+func (g *gatedChecker) Check(ctx context.Context, conn *pgx.Conn) (checker.Result, error) {
+	if !g.opened.Load() {
+		g.wait(ctx)
+		g.opened.Store(true)
+		return checker.Result{}, errors.New("gated")
+	}
+	return g.Checker.Check(ctx, conn)
+}
+
+// TestConnsOpenedBeforeTheFirstCheckAreCompared: the pool opens its
+// pool_min_conns connections as the Manager starts, before the node's
+// first check, through a name that reaches a stale master (writable on
+// the old timeline); by the first check the name reaches the new master.
+// The connections opened before had nothing to be compared with: they
+// must not serve the writes routed to the master the check found.
+func TestConnsOpenedBeforeTheFirstCheckAreCompared(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	a1, err := n1.AliasAt("127.0.0.25:0")
+	require.NoError(t, err)
+	port := portStr(a1)
+	_, err = n2.AliasAt("127.0.0.26:" + port)
+	require.NoError(t, err)
+	// Failover to n2; n1 comes back writable on timeline 1.
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n2))
+	require.NoError(t, n1.Start())
+	execOn(t, ctx, n2, "CREATE TABLE early (who text)")
+	execOn(t, ctx, n1, "CREATE TABLE early (who text)")
+
+	var target atomic.Value
+	target.Store("127.0.0.25") // n1, the stale master
+	cfg, err := hasql.ParseConfig(withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@early.db:"+port+"/", 1),
+		"pool_min_conns", "2", "application_name", "early-pool", "hasql_check_interval", "100ms"))
+	require.NoError(t, err)
+	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
+		if host == "early.db" {
+			return []string{target.Load().(string)}, nil
+		}
+		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+	gate := &gatedChecker{Checker: cfg.Checker}
+	gate.wait = func(ctx context.Context) {
+		// The pool's connections are open on n1; the name moves to n2.
+		conn, err := n1.Conn(ctx)
+		if err != nil {
+			return
+		}
+		defer conn.Close(ctx)
+		for ctx.Err() == nil {
+			var k int
+			if conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'early-pool'").Scan(&k) == nil && k >= 2 {
+				break
+			}
+		}
+		target.Store("127.0.0.26")
+	}
+	cfg.Checker = gate
+	cfg.CheckTimeout = 30 * time.Second // the first check waits for the pool
+	cfg.Logger = quiet
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	require.True(t, gate.opened.Load(), "the Manager was ready before the pool's connections were open")
+	require.Equal(t, hasql.RoleMaster, m.Nodes()[0].Role, "%v", m.Nodes())
+	require.EqualValues(t, 2, m.Nodes()[0].Timeline, "the checks reach n2: %v", m.Nodes())
+
+	served := map[string]int{}
+	for i := 0; i < 8; i++ {
+		var who string
+		if err := m.Master().QueryRow(ctx, "INSERT INTO early SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
+			served["error"]++
+		} else {
+			served[who]++
+		}
+	}
+	t.Logf("writes routed to the master: %v", served)
+	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM early"), "writes routed to the master committed on n1, the stale master: %v", served)
+	require.Positive(t, served["n2"], "no write reached n2: %v", served)
 }

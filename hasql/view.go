@@ -41,12 +41,23 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 	ended := began.Add(latency)
 	m.tel.refreshTimed()
 	m.tel.checked(n, latency, err)
+	early := 0 // connections closed by the first check
 	m.mu.Lock()
 	if err == nil {
-		if prev := n.serverStart.Swap(res.StartTime.UnixMicro()); prev != 0 && prev != res.StartTime.UnixMicro() {
-			// Another server answers, or this one restarted: the pool's
-			// idle connections are of the one before (see sameServer).
-			n.pool.Reset()
+		// A checker that does not read the start time leaves the pool's
+		// connections nothing to be compared with (see sameServer).
+		if start := res.StartTime.UnixMicro(); !res.StartTime.IsZero() {
+			if prev := n.serverStart.Swap(start); prev == 0 {
+				// The first check: connections opened before it were
+				// not compared with anything. Those of another server
+				// close before the view that gives the node a role is
+				// published.
+				early = n.firstServer(start)
+			} else if prev != start {
+				// Another server answers, or this one restarted: the
+				// pool's idle connections are of the one before.
+				n.pool.Reset()
+			}
 		}
 		m.core.CheckOK(n.id(), res, began, ended, n.remoteIP)
 		n.latencyEWMA.Store(int64(n.cv.EWMA))
@@ -59,6 +70,10 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 	close(n.reported)
 	n.reported = make(chan struct{})
 	m.mu.Unlock()
+	if early > 0 {
+		m.log.Warn("pgxha: connections opened before the node's first check reached another server than the check: closed",
+			"addr", n.cfg.Addr, "closed", early)
+	}
 	m.finish(n, &after)
 	return again
 }
