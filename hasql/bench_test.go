@@ -21,8 +21,11 @@ type benchEnv struct {
 	c      *testcluster.Cluster
 	m      *hasql.Manager
 	master *pgxpool.Pool // plain pgxpool on the master
-	sync   *pgxpool.Pool // plain pgxpool on the sync replica
-	async  *pgxpool.Pool // plain pgxpool on the async replica
+	// master2 is a second plain pgxpool on the master, made like master
+	// (BenchmarkAcquireVersus/PlainVsPlain).
+	master2 *pgxpool.Pool
+	sync    *pgxpool.Pool // plain pgxpool on the sync replica
+	async   *pgxpool.Pool // plain pgxpool on the async replica
 }
 
 var (
@@ -54,6 +57,11 @@ func env(b *testing.B) *benchEnv {
 			benchErr = err
 			return
 		}
+		master2, err := pgxpool.New(ctx, withParams(c.Nodes()[0].DSN(), "pool_max_conns", "8"))
+		if err != nil {
+			benchErr = err
+			return
+		}
 		syncPool, err := pgxpool.New(ctx, withParams(c.Nodes()[1].DSN(), "pool_max_conns", "8"))
 		if err != nil {
 			benchErr = err
@@ -64,7 +72,7 @@ func env(b *testing.B) *benchEnv {
 			benchErr = err
 			return
 		}
-		bench = &benchEnv{c: c, m: m, master: master, sync: syncPool, async: asyncPool}
+		bench = &benchEnv{c: c, m: m, master: master, master2: master2, sync: syncPool, async: asyncPool}
 	})
 	if benchErr != nil {
 		b.Fatal(benchErr)
@@ -221,6 +229,9 @@ func BenchmarkAcquireVersus(b *testing.B) {
 		{"AcquireReplica-SyncOnly", e.sync.Acquire, func(ctx context.Context) (*pgxpool.Conn, error) {
 			return e.m.AcquireReplica(ctx, syncOnly)
 		}},
+		// Both sides plain pools on the master, made alike: what the method
+		// reads when there is no difference (its bias and scatter).
+		{"PlainVsPlain", e.master.Acquire, e.master2.Acquire},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			warm(b, tc.plain, 8)

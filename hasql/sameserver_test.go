@@ -223,6 +223,10 @@ func TestConnsOpenedBeforeTheFirstCheckAreCompared(t *testing.T) {
 			if conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'early-pool'").Scan(&k) == nil && k >= 2 {
 				break
 			}
+			select { // polled, not spun: the pool's connections need the cores
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
 		}
 		target.Store("127.0.0.26")
 	}
