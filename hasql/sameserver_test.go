@@ -254,3 +254,52 @@ func TestConnsOpenedBeforeTheFirstCheckAreCompared(t *testing.T) {
 	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM early"), "writes routed to the master committed on n1, the stale master: %v", served)
 	require.Positive(t, served["n2"], "no write reached n2: %v", served)
 }
+
+// TestNameMovedOffAHungMasterCutsItsConnections: a node's host is a name.
+// Its server, the master, hangs with a transaction open through the node;
+// the checks call the node down. The name moves to the replica, which is
+// promoted, and the node's next check reaches it: the node is master
+// again, on another server. The transaction's connection reaches the old
+// one: when it wakes up, the commit must not land there.
+func TestNameMovedOffAHungMasterCutsItsConnections(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	a1, err := n1.AliasAt("127.0.0.27:0")
+	require.NoError(t, err)
+	port := portStr(a1)
+	_, err = n2.AliasAt("127.0.0.28:" + port)
+	require.NoError(t, err)
+
+	var target atomic.Value
+	target.Store("127.0.0.27")
+	m := managerResolving(t, ctx, withParams(
+		strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@moving.db:"+port+"/", 1),
+		"hasql_check_interval", "100ms", "hasql_check_timeout", "500ms"), "moving.db", func() string { return target.Load().(string) })
+	_, err = m.Master().Exec(ctx, "CREATE TABLE hung (v int)")
+	require.NoError(t, err)
+	tx, err := m.Master().Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "INSERT INTO hung VALUES (1)")
+	require.NoError(t, err)
+
+	require.NoError(t, n1.Pause())
+	require.Eventually(t, func() bool { return m.Nodes()[0].Role != hasql.RoleMaster }, 30*time.Second, 5*time.Millisecond,
+		"the hung master stayed master: %v", m.Nodes())
+	target.Store("127.0.0.28")
+	require.NoError(t, c.Failover(ctx, n2))
+	require.Eventually(t, func() bool {
+		st := m.Nodes()[0]
+		return st.Role == hasql.RoleMaster && st.Timeline == 2
+	}, 30*time.Second, 5*time.Millisecond, "moving.db never became master on n2: %v", m.Nodes())
+	require.NoError(t, n1.Resume())
+
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	err = tx.Commit(cctx)
+	ccancel()
+	t.Logf("commit after the name moved: %v", err)
+	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM hung"),
+		"the transaction begun on the hung master committed there, after the node became master on another server (commit: %v)", err)
+	require.Error(t, err, "the commit succeeded")
+}

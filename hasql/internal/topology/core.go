@@ -440,11 +440,13 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 			x.Vouched = x.Trusted
 		}
 	}
-	if prev, now := x.Res.Server(), res.Server(); x.live() && prev != (checker.ServerID{}) && now != prev &&
+	if prev, now := x.Res.Server(), res.Server(); prev != (checker.ServerID{}) && now != prev &&
 		(x.Role == RoleMaster || x.Writable || x.severPending) {
 		// Another server answers at this address now (a name or a
 		// virtual address moved, the server restarted): connections
-		// opened to the one that may have taken writes must not go on.
+		// opened to the one that may have taken writes must not go on,
+		// also when the checks had lost it (a hung master whose name
+		// moved: its connections wake up with it).
 		c.cut(x)
 		c.reset(x)
 		c.log(slog.LevelWarn, "pgxha: another server answers at the address of a node that may have taken writes: its connections are cut",

@@ -303,9 +303,13 @@ func (c *Core) dedup() {
 			}
 		}
 		// The server restarted and one address's check saw it first:
-		// still one server until the other address is checked again.
+		// still one server until the other address is checked again. Not
+		// when the two answer under different names: one address's name
+		// moved to another server of the cluster (a restart keeps the
+		// name), which is not y, and has neither its role nor its lag.
 		if y := prev[i]; x.AliasOf == nil && y != nil && y.AliasOf == nil && slices.Contains(order[:i], y) &&
 			y.server() != (checker.ServerID{}) && y.Res.SystemID == x.Res.SystemID && y.Res.Timeline == x.Res.Timeline &&
+			y.Res.Name == x.Res.Name &&
 			(x.ResAt.Before(y.serverSince) || y.ResAt.Before(x.serverSince)) {
 			x.AliasOf = y
 		}

@@ -39,6 +39,7 @@ const (
 	opAddRogue                   // a rogue server joins the discovered set
 	opAddForeign                 // a server of another cluster joins the discovered set
 	opSlowChecks                 // checks of a member take long (answers delayed)
+	opMoveName                   // a member's address (a DNS name, a virtual IP) moves to another server
 	opKinds
 
 	// opStranger: a standby outside the node set comes or goes (see
@@ -47,7 +48,7 @@ const (
 )
 
 var opNames = [...]string{"crash", "restart", "hang", "resume", "failover", "rogue-promote", "rejoin",
-	"pause-replay", "resume-replay", "cascade", "remove", "readd", "add-replica", "add-rogue", "add-foreign", "slow-checks"}
+	"pause-replay", "resume-replay", "cascade", "remove", "readd", "add-replica", "add-rogue", "add-foreign", "slow-checks", "move-name"}
 
 func (k opKind) String() string {
 	if k == opStranger {
@@ -107,15 +108,21 @@ func randomConfig(seed int64, steps int) (simConfig, []op) {
 type simMember struct {
 	Member
 	server int // the server it reaches
+	home   int // the server it reached when it joined (see opMoveName)
 	gone   bool
 }
 
 type txn struct {
 	member ID
 	server int
+	start  int64 // the server's start time when the connection was made: it dies with a restart
 	cut    bool
 	seq    int
 }
+
+// alive reports whether t's connection still reaches the server instance
+// it was opened to (a restart ends it).
+func (t *txn) alive(md *model) bool { return md.servers[t.server].start == t.start }
 
 type inflight struct {
 	id       ID
@@ -123,7 +130,8 @@ type inflight struct {
 	sampleAt time.Time
 	ended    time.Time
 	sampled  bool
-	readAll  bool // the shell asked for the walsenders (see Core.WantReplicas)
+	readAll  bool   // the shell asked for the walsenders (see Core.WantReplicas)
+	remote   string // the address the check connection reached
 	res      checker.Result
 	err      error
 	timeout  bool
@@ -210,8 +218,10 @@ func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 		s.md.setSync(s.md.servers[0], cfg.syncK, !cfg.any)
 	}
 	s.md.addrOf = func(server int) (string, uint16) {
+		// A server's own address (its machine's): that of the member it
+		// joined with, wherever names moved since (see opMoveName).
 		for _, mb := range s.members {
-			if mb.server == server {
+			if mb.home == server {
 				return mb.Host, 5432
 			}
 		}
@@ -239,7 +249,7 @@ func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 func (s *sim) addMember(server int, trusted bool) *simMember {
 	id := s.nextID
 	s.nextID++
-	mb := &simMember{Member: Member{ID: id, Addr: fmt.Sprintf("10.0.0.%d:5432", id+1), Host: fmt.Sprintf("10.0.0.%d", id+1), Trusted: trusted}, server: server}
+	mb := &simMember{Member: Member{ID: id, Addr: fmt.Sprintf("10.0.0.%d:5432", id+1), Host: fmt.Sprintf("10.0.0.%d", id+1), Trusted: trusted}, server: server, home: server}
 	s.members = append(s.members, mb)
 	s.next[id] = s.now
 	return mb
@@ -420,6 +430,12 @@ func (s *sim) sample(c *inflight) {
 	default:
 		c.res = s.md.observe(srv, c.sampleAt)
 		s.cached(mb, c, srv)
+		c.remote = mb.Host
+		if mb.server != mb.home {
+			// A name that moved: it resolves to the address of the
+			// machine it reaches now.
+			c.remote, _ = s.md.addrOf(mb.server)
+		}
 	}
 }
 
@@ -434,7 +450,7 @@ func (s *sim) deliver(c *inflight) error {
 		again = s.core.CheckFailed(c.id, c.err, c.timeout, c.ended)
 		s.tracef("check %s: %v", mb.Addr, c.err)
 	} else {
-		s.core.CheckOK(c.id, c.res, c.began, c.ended, mb.Host)
+		s.core.CheckOK(c.id, c.res, c.began, c.ended, c.remote)
 		s.tracef("check %s: recovery=%v ro=%v tl=%d/%d lsn=%s sys=%d rows=%d", mb.Addr, c.res.InRecovery, c.res.ReadOnly,
 			c.res.Timeline, c.res.ReceiveTimeline, c.res.LSN, c.res.SystemID%1000, len(c.res.Replicas))
 	}
@@ -478,8 +494,13 @@ func (s *sim) applied(what string) {
 func (s *sim) client() {
 	if m := s.core.Elected().Master; m != nil && s.rng.Intn(3) == 0 {
 		mb := s.member(m.ID)
-		s.seq++
-		s.txns = append(s.txns, &txn{member: m.ID, server: mb.server, seq: s.seq})
+		// A connection opened through a name that moved since the
+		// master's check reaches another server: the shell refuses it
+		// (see hasql's sameServer).
+		if srv := s.md.servers[mb.server]; srv.sysid == m.Res.SystemID && srv.start == m.Res.StartTime.UnixMicro() {
+			s.seq++
+			s.txns = append(s.txns, &txn{member: m.ID, server: mb.server, start: srv.start, seq: s.seq})
+		}
 	}
 	if len(s.txns) == 0 || s.rng.Intn(2) == 0 {
 		return
@@ -488,7 +509,7 @@ func (s *sim) client() {
 	t := s.txns[i]
 	s.txns = slices.Delete(s.txns, i, i+1)
 	srv := s.md.servers[t.server]
-	if t.cut || srv.down || srv.hung || srv.recovery || srv.readOnly {
+	if t.cut || !t.alive(s.md) || srv.down || srv.hung || srv.recovery || srv.readOnly {
 		return // the commit fails: nothing acknowledged
 	}
 	srv.lsn += checker.LSN(8 + s.rng.Intn(200))
@@ -666,6 +687,32 @@ func (s *sim) do(o op) {
 		s.setMembers()
 	case opStranger:
 		md.stranger = !md.stranger
+	case opMoveName:
+		// Mostly to the master, as a failover script moves a name; now
+		// and then to another server of the cluster (a stale record).
+		// Connections opened before stay with the server they reached.
+		var live []*simMember
+		for _, mb := range s.members {
+			if !mb.gone {
+				live = append(live, mb)
+			}
+		}
+		mb := live[o.arg%len(live)]
+		var to []int
+		for i, x := range md.servers {
+			if i != mb.server && !x.rogue && !x.foreign {
+				to = append(to, i)
+			}
+		}
+		if len(to) == 0 {
+			return
+		}
+		dst := to[(o.arg/7)%len(to)]
+		if m := md.master(); m != nil && m.idx != mb.server && (o.arg/3)%3 != 0 {
+			dst = m.idx
+		}
+		s.tracef("move %s: %s -> %s", mb.Addr, md.servers[mb.server].name, md.servers[dst].name)
+		mb.server = dst
 	case opSlowChecks:
 		var live []*simMember
 		for _, mb := range s.members {
@@ -729,6 +776,10 @@ func (s *sim) exemptMissing(x *server) {
 func (s *sim) repair() {
 	md := s.md
 	for _, mb := range s.members {
+		if mb.server != mb.home {
+			s.tracef("move %s back: %s -> %s", mb.Addr, md.servers[mb.server].name, md.servers[mb.home].name)
+			mb.server = mb.home // names point where they did
+		}
 		srv := md.servers[mb.server]
 		if srv.rogue || srv.foreign {
 			mb.gone = true
@@ -840,14 +891,15 @@ func (s *sim) check() error {
 			}
 		}
 		// Cut before publish: no connection that took writes is open to
-		// another node.
+		// another server, through another member or through the
+		// master's own address before it moved.
+		// The master's server is the one its checks reached (the name
+		// may have moved since: the core has not seen it yet).
 		for _, t := range s.txns {
-			if !t.cut && t.member != m.ID {
-				tm := s.member(t.member)
-				if tm == nil || tm.server != mb.server || s.md.servers[t.server] != srv {
-					return fmt.Errorf("master %s elected while a write connection to member %d (server %s) is open and not cut",
-						m.Addr, t.member, s.md.servers[t.server].name)
-				}
+			ts := s.md.servers[t.server]
+			if !t.cut && t.alive(s.md) && (ts.sysid != m.Res.SystemID || t.start != m.Res.StartTime.UnixMicro()) {
+				return fmt.Errorf("master %s (server %s at its check) elected while a write connection through member %d to server %s is open and not cut",
+					m.Addr, m.Res.Name, t.member, ts.name)
 			}
 		}
 	}
