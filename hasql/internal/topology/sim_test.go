@@ -118,6 +118,9 @@ type txn struct {
 	start  int64 // the server's start time when the connection was made: it dies with a restart
 	cut    bool
 	seq    int
+	// until: a long transaction is not committed before then (the
+	// application holds it open through whatever happens meanwhile).
+	until time.Time
 }
 
 // alive reports whether t's connection still reaches the server instance
@@ -499,7 +502,11 @@ func (s *sim) client() {
 		// (see hasql's sameServer).
 		if srv := s.md.servers[mb.server]; srv.sysid == m.Res.SystemID && srv.start == m.Res.StartTime.UnixMicro() {
 			s.seq++
-			s.txns = append(s.txns, &txn{member: m.ID, server: mb.server, start: srv.start, seq: s.seq})
+			t := &txn{member: m.ID, server: mb.server, start: srv.start, seq: s.seq}
+			if s.rng.Intn(8) == 0 {
+				t.until = s.now.Add(time.Duration(1+s.rng.Intn(8)) * time.Second)
+			}
+			s.txns = append(s.txns, t)
 		}
 	}
 	if len(s.txns) == 0 || s.rng.Intn(2) == 0 {
@@ -507,6 +514,9 @@ func (s *sim) client() {
 	}
 	i := s.rng.Intn(len(s.txns))
 	t := s.txns[i]
+	if t.until.After(s.now) {
+		return // held open
+	}
 	s.txns = slices.Delete(s.txns, i, i+1)
 	srv := s.md.servers[t.server]
 	if t.cut || !t.alive(s.md) || srv.down || srv.hung || srv.recovery || srv.readOnly {
