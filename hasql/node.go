@@ -67,6 +67,11 @@ type node struct {
 	poisoned      sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
 	nPoisoned     atomic.Int64
 
+	// untrackedEarly: a connection made before the node's first check
+	// could not keep the start time of its server (the user wrapped the
+	// network connection): the first check resets the pool.
+	untrackedEarly atomic.Bool
+
 	// redial asks the check goroutine to connect afresh: a connection of
 	// the pool reached another server than the checks (see sameServer).
 	redial atomic.Bool

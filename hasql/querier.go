@@ -103,7 +103,7 @@ func (m *Manager) stillStandby(ctx context.Context, s standby) bool {
 		m.mu.Lock()
 		v := n.cv
 		if v.Up && v.CheckBegan.After(s.since) {
-			ok := v.Res.InRecovery && v.Res.StartTime.UnixMicro() == s.server
+			ok := v.Res.InRecovery && startMicro(v.Res.StartTime) == s.server
 			m.mu.Unlock()
 			return ok
 		}

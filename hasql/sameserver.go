@@ -2,6 +2,7 @@ package hasql
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -29,33 +30,40 @@ const startSQL = `SELECT (extract(epoch FROM pg_postmaster_start_time()) * 10000
 
 // sameServer wraps the pool's ValidateConnect (the user's, or
 // target_session_attrs', run first) with the check that the connection
-// reached the server the node's checks did. Before the node's first check
-// there is nothing to compare with: the connection keeps the start time it
-// read, and the first check closes the connections whose server is another
-// (see firstServer).
+// reached the server the node's checks did. A connection the user's check
+// does not prefer (*pgconn.NotPreferredError: prefer-standby), which pgconn
+// keeps when no other host is preferred, is compared all the same. The
+// start time read stays with the connection (see reaches). Before the
+// node's first check there is nothing to compare with: the first check
+// closes the connections whose server is another (see firstServer).
 func (n *node) sameServer(user pgconn.ValidateConnectFunc) pgconn.ValidateConnectFunc {
 	return func(ctx context.Context, pc *pgconn.PgConn) error {
+		var uerr error
 		if user != nil {
-			if err := user(ctx, pc); err != nil {
-				return err
+			var np *pgconn.NotPreferredError
+			if uerr = user(ctx, pc); uerr != nil && !errors.As(uerr, &np) {
+				return uerr
 			}
 		}
 		got, err := n.serverStartOf(ctx, pc)
 		if err != nil {
 			return err
 		}
+		pc.CustomData()[customDataStart] = got
 		want := n.serverStart.Load()
 		if want == 0 {
-			tc := trackedNet(pc.Conn())
-			if tc == nil {
-				return nil
+			if tc := trackedNet(pc.Conn()); tc != nil {
+				tc.start.Store(got)
+			} else {
+				// Under a wrapper of the user's (AfterNetConnect): the
+				// first check resets the pool instead.
+				n.untrackedEarly.Store(true)
 			}
-			tc.start.Store(got)
 			// The first check may have landed since: it closes the
 			// connections that kept another start, which this one may
 			// not have kept yet when it looked.
 			if want = n.serverStart.Load(); want == 0 {
-				return nil
+				return uerr
 			}
 		}
 		if !sameStart(got, want) {
@@ -64,8 +72,21 @@ func (n *node) sameServer(user pgconn.ValidateConnectFunc) pgconn.ValidateConnec
 			return fmt.Errorf("hasql: %s reaches a server started at %s, not the one the node's checks reach (started at %s): not used until a check runs there",
 				n.cfg.Addr, time.UnixMicro(got).UTC().Format(time.RFC3339Nano), time.UnixMicro(want).UTC().Format(time.RFC3339Nano))
 		}
-		return nil
+		return uerr
 	}
+}
+
+// customDataStart is the key, in a connection's pgconn.CustomData, of the
+// start time of the server it reached (see sameServer).
+const customDataStart = "pgxha.start"
+
+// reaches reports whether pc, a connection of n, reaches the server n's
+// checks reach now: the name may have moved since it was made. True when
+// either is unknown.
+func (n *node) reaches(pc *pgconn.PgConn) bool {
+	got, ok := pc.CustomData()[customDataStart].(int64)
+	want := n.serverStart.Load()
+	return !ok || want == 0 || sameStart(got, want)
 }
 
 // serverStartOf reads the start time of the server pc reached, in
@@ -99,8 +120,21 @@ func sameStart(got, want int64) bool {
 // time is stored, so that a connection still validating compares itself
 // (see sameServer).
 func (n *node) firstServer(start int64) int {
+	if n.untrackedEarly.Load() {
+		n.pool.Reset() // connections pgxha cannot look under: all of them
+	}
 	return n.conns.closeIf(func(c *trackedConn) bool {
 		s := c.start.Load()
 		return s != 0 && !sameStart(s, start)
 	})
+}
+
+// startMicro is t in microseconds since the Unix epoch, as the node's
+// serverStart keeps it: 0 for the zero time (a checker that does not read
+// it).
+func startMicro(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
 }

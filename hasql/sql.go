@@ -95,8 +95,10 @@ func (m *Manager) connector(tg target, o *replicaOptions) *dbConnector {
 			return nil
 		}),
 		stdlib.OptionResetSession(func(ctx context.Context, conn *pgx.Conn) error {
+			// Its node may have lost the role, or its name moved to
+			// another server since the connection was made.
 			n, _ := conn.PgConn().CustomData()[customDataNode].(*node)
-			if n == nil || !m.qualifies(n, tg, o) {
+			if n == nil || !m.qualifies(n, tg, o) || !n.reaches(conn.PgConn()) {
 				return driver.ErrBadConn
 			}
 			return nil

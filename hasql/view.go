@@ -46,7 +46,7 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 	if err == nil {
 		// A checker that does not read the start time leaves the pool's
 		// connections nothing to be compared with (see sameServer).
-		if start := res.StartTime.UnixMicro(); !res.StartTime.IsZero() {
+		if start := startMicro(res.StartTime); start != 0 {
 			if prev := n.serverStart.Swap(start); prev == 0 {
 				// The first check: connections opened before it were
 				// not compared with anything. Those of another server

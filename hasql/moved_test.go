@@ -1,0 +1,463 @@
+package hasql_test
+
+// Names that move: a node's host is a DNS name a failover script updates,
+// and connections made before a move must not serve what the node's checks
+// say of the server it reaches after it (see sameserver_test.go).
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/checker"
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// statusAtAddr is the status of the node whose DSN address is addr.
+func statusAtAddr(m *hasql.Manager, addr string) hasql.NodeStatus {
+	for _, st := range m.Nodes() {
+		if st.Addr == addr {
+			return st
+		}
+	}
+	return hasql.NodeStatus{}
+}
+
+// TestDBReplicaConnAfterTheNameMoved: a replica node's host is a name
+// (ro.db) that reaches replica n2; a DB(TargetReplica) connection is opened
+// there and stays idle in database/sql's pool. The name moves to replica
+// n3 and the node's checks follow it. n2 then stops following the master
+// (promoted). database/sql must not reuse the connection to n2: its node
+// still qualifies, but n2 is a server no check reaches (it used to serve
+// the reads: the core cuts only a node that may have taken writes, and
+// database/sql's pool is not the node's).
+func TestDBReplicaConnAfterTheNameMoved(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	a2, err := n2.AliasAt("127.0.0.31:0")
+	require.NoError(t, err)
+	port := portStr(a2)
+	_, err = n3.AliasAt("127.0.0.32:" + port)
+	require.NoError(t, err)
+
+	var target atomic.Value
+	target.Store("127.0.0.31") // n2
+	ro := "ro.db:" + port
+	dsn := strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+","+n3.Addr()+"/", "@"+n1.Addr()+","+ro+"/", 1)
+	require.NotEqual(t, c.DSN(), dsn)
+	m := managerResolving(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"), "ro.db",
+		func() string { return target.Load().(string) })
+	require.Eventually(t, func() bool {
+		st := statusAtAddr(m, ro)
+		return st.Role.IsReplica() && st.Name == "n2"
+	}, 30*time.Second, 5*time.Millisecond, "ro.db never a replica on n2: %v", m.Nodes())
+
+	db := m.DB(hasql.TargetReplica)
+	defer db.Close()
+	var who string
+	var inRecovery bool
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT current_setting('cluster_name'), pg_is_in_recovery()").Scan(&who, &inRecovery))
+	require.Equal(t, "n2", who)
+
+	// The name moves to n3; the check connection to n2 ends, and the next
+	// check reaches n3.
+	target.Store("127.0.0.32")
+	execOn(t, ctx, n2, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgxha-check'")
+	require.Eventually(t, func() bool {
+		st := statusAtAddr(m, ro)
+		return st.Role.IsReplica() && st.Name == "n3"
+	}, 30*time.Second, 5*time.Millisecond, "ro.db never a replica on n3: %v", m.Nodes())
+
+	// n2 no longer follows the master.
+	require.NoError(t, n2.Promote(ctx))
+
+	served := map[string]int{}
+	for i := 0; i < 5; i++ {
+		if err := db.QueryRowContext(ctx, "SELECT current_setting('cluster_name'), pg_is_in_recovery()").Scan(&who, &inRecovery); err != nil {
+			served["error"]++
+			continue
+		}
+		if !inRecovery {
+			who += " (not in recovery)"
+		}
+		served[who]++
+	}
+	t.Logf("DB(TargetReplica) reads served by: %v; the view: %v", served, m.Nodes())
+	for k := range served {
+		require.False(t, strings.HasPrefix(k, "n2"), "DB(TargetReplica) reads were served by n2, which no check reaches and which follows no master: %v", served)
+	}
+}
+
+// wrapConn is what a user's AfterNetConnect may return (a byte counter, a
+// tracing wrapper): another net.Conn around the network's.
+type wrapConn struct{ net.Conn }
+
+// TestEarlyConnsWithAfterNetConnect is TestConnsOpenedBeforeTheFirstCheckAreCompared
+// with a pgx AfterNetConnect hook set by the user: the connection pgx
+// validates is the hook's wrapper, under which pgxha cannot look to keep
+// the start time of its server; the first check resets the pool instead
+// (the writes used to commit on the stale master).
+func TestEarlyConnsWithAfterNetConnect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	a1, err := n1.AliasAt("127.0.0.35:0")
+	require.NoError(t, err)
+	port := portStr(a1)
+	_, err = n2.AliasAt("127.0.0.36:" + port)
+	require.NoError(t, err)
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n2))
+	require.NoError(t, n1.Start())
+	execOn(t, ctx, n2, "CREATE TABLE early (who text)")
+	execOn(t, ctx, n1, "CREATE TABLE early (who text)")
+
+	var target atomic.Value
+	target.Store("127.0.0.35") // n1, the stale master
+	cfg, err := hasql.ParseConfig(withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@early.db:"+port+"/", 1),
+		"pool_min_conns", "2", "application_name", "early-pool", "hasql_check_interval", "100ms"))
+	require.NoError(t, err)
+	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
+		if host == "early.db" {
+			return []string{target.Load().(string)}, nil
+		}
+		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+	cfg.PoolConfig.ConnConfig.AfterNetConnect = func(ctx context.Context, _ *pgconn.Config, nc net.Conn) (net.Conn, error) {
+		return wrapConn{nc}, nil
+	}
+	gate := &gatedChecker{Checker: cfg.Checker}
+	gate.wait = func(ctx context.Context) {
+		conn, err := n1.Conn(ctx)
+		if err != nil {
+			return
+		}
+		defer conn.Close(ctx)
+		for ctx.Err() == nil {
+			var k int
+			if conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'early-pool'").Scan(&k) == nil && k >= 2 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		target.Store("127.0.0.36")
+	}
+	cfg.Checker = gate
+	cfg.CheckTimeout = 30 * time.Second
+	cfg.Logger = quiet
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	require.True(t, gate.opened.Load())
+	require.Equal(t, hasql.RoleMaster, m.Nodes()[0].Role, "%v", m.Nodes())
+	require.EqualValues(t, 2, m.Nodes()[0].Timeline, "the checks reach n2: %v", m.Nodes())
+
+	served := map[string]int{}
+	for i := 0; i < 8; i++ {
+		var who string
+		if err := m.Master().QueryRow(ctx, "INSERT INTO early SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
+			served["error"]++
+		} else {
+			served[who]++
+		}
+	}
+	t.Logf("writes routed to the master: %v", served)
+	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM early"), "writes routed to the master committed on n1, the stale master: %v", served)
+}
+
+// TestDBMasterConnAfterTheNodeCameBackOnAnotherServer: the master node's
+// host is a name (primary.db) that reaches n1; a DB(TargetMaster)
+// connection is open there, idle in database/sql's pool. The node's check
+// connection ends and the name reaches, for a moment, an address that
+// refuses (the failover tooling moved it before the new master listens):
+// the node is down. n2 is promoted (n1, never fenced, stays writable on
+// timeline 1) and the name reaches it: the node comes back, on another
+// server, as master. The DB() connection to n1 must not take the writes
+// routed to the master (it did: the cut on a change of server asked for a
+// node that was up at its previous check).
+func TestDBMasterConnAfterTheNodeCameBackOnAnotherServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	a1, err := n1.AliasAt("127.0.0.41:0")
+	require.NoError(t, err)
+	port := portStr(a1)
+	_, err = n2.AliasAt("127.0.0.42:" + port)
+	require.NoError(t, err)
+
+	var target atomic.Value
+	target.Store("127.0.0.41") // n1
+	primary := "primary.db:" + port
+	dsn := strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@"+primary+"/", 1)
+	require.NotEqual(t, c.DSN(), dsn)
+	m := managerResolving(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"), "primary.db",
+		func() string { return target.Load().(string) })
+	_, err = m.Master().Exec(ctx, "CREATE TABLE w (who text)")
+	require.NoError(t, err)
+
+	db := m.DB(hasql.TargetMaster)
+	defer db.Close()
+	var who string
+	require.NoError(t, db.QueryRowContext(ctx, "INSERT INTO w SELECT current_setting('cluster_name') RETURNING who").Scan(&who))
+	require.Equal(t, "n1", who)
+	before := rowsOn(t, ctx, n1, "SELECT count(*) FROM w")
+
+	// The name reaches an address that refuses; the check connection ends.
+	target.Store("127.0.0.43")
+	execOn(t, ctx, n1, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgxha-check'")
+	require.Eventually(t, func() bool { return !statusAtAddr(m, primary).Up }, 30*time.Second, 5*time.Millisecond,
+		"primary.db never down: %v", m.Nodes())
+
+	// n2 is promoted (n1 stays writable on timeline 1) and the name reaches it.
+	require.NoError(t, n2.Promote(ctx))
+	target.Store("127.0.0.42")
+	require.Eventually(t, func() bool {
+		st := statusAtAddr(m, primary)
+		return st.Role == hasql.RoleMaster && st.Timeline == 2 && st.Name == "n2"
+	}, 30*time.Second, 5*time.Millisecond, "primary.db never master on n2: %v", m.Nodes())
+
+	served := map[string]int{}
+	for i := 0; i < 5; i++ {
+		if err := db.QueryRowContext(ctx, "INSERT INTO w SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
+			served["error"]++
+			continue
+		}
+		served[who]++
+	}
+	t.Logf("DB(TargetMaster) writes served by: %v; the view: %v", served, m.Nodes())
+	require.Equal(t, before, rowsOn(t, ctx, n1, "SELECT count(*) FROM w"),
+		"DB(TargetMaster) writes committed on n1, which the Manager no longer reaches (the master is n2 on timeline 2): %v", served)
+}
+
+// TestEarlyConnsOverTLS is TestConnsOpenedBeforeTheFirstCheckAreCompared
+// with TLS (sslmode=require): the pool's connections are *tls.Conn over the
+// tracked one, which the first check looks under; no write fails either
+// (the connections it closed are replaced before anyone gets them).
+func TestEarlyConnsOverTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ca := newTestCA(t)
+	srvCert, srvKey := ca.issue(t, "localhost", []string{"localhost"}, net.ParseIP("127.0.0.1"))
+	c := testcluster.New(t, testcluster.Options{Replicas: 1,
+		ServerTLS: &testcluster.ServerTLS{CertPEM: srvCert, KeyPEM: srvKey}})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	a1, err := n1.AliasAt("127.0.0.37:0")
+	require.NoError(t, err)
+	port := portStr(a1)
+	_, err = n2.AliasAt("127.0.0.38:" + port)
+	require.NoError(t, err)
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n2))
+	require.NoError(t, n1.Start())
+	execOn(t, ctx, n2, "CREATE TABLE early (who text)")
+	execOn(t, ctx, n1, "CREATE TABLE early (who text)")
+
+	var target atomic.Value
+	target.Store("127.0.0.37") // n1, the stale master
+	cfg, err := hasql.ParseConfig(withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@early.db:"+port+"/", 1),
+		"sslmode", "require", "pool_min_conns", "2", "application_name", "early-pool", "hasql_check_interval", "100ms"))
+	require.NoError(t, err)
+	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
+		if host == "early.db" {
+			return []string{target.Load().(string)}, nil
+		}
+		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+	gate := &gatedChecker{Checker: cfg.Checker}
+	gate.wait = func(ctx context.Context) {
+		conn, err := n1.Conn(ctx)
+		if err != nil {
+			return
+		}
+		defer conn.Close(ctx)
+		for ctx.Err() == nil {
+			var k int
+			if conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE application_name = 'early-pool' AND s.ssl").Scan(&k) == nil && k >= 2 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		target.Store("127.0.0.38")
+	}
+	cfg.Checker = gate
+	cfg.CheckTimeout = 30 * time.Second
+	cfg.Logger = quiet
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	require.True(t, gate.opened.Load())
+	require.EqualValues(t, 2, m.Nodes()[0].Timeline, "the checks reach n2: %v", m.Nodes())
+
+	served := map[string]int{}
+	for i := 0; i < 8; i++ {
+		var who string
+		if err := m.Master().QueryRow(ctx, "INSERT INTO early SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
+			served["error"]++
+		} else {
+			served[who]++
+		}
+	}
+	t.Logf("writes routed to the master: %v", served)
+	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM early"), "writes routed to the master committed on n1, the stale master: %v", served)
+	require.Zero(t, served["error"], "writes failed: %v", served)
+}
+
+// noStartChecker is a checker whose results carry no start time (a custom
+// checker): the pool's connections are left uncompared.
+type noStartChecker struct{ checker.Checker }
+
+func (c noStartChecker) Check(ctx context.Context, conn *pgx.Conn) (checker.Result, error) {
+	res, err := c.Checker.Check(ctx, conn)
+	res.StartTime = time.Time{}
+	return res, err
+}
+
+// TestReplicaReadRerunWithoutStartTime: a replica read whose backend is
+// terminated while it runs is run again (the node that served it is a
+// replica, still in recovery on the same server at a check that began
+// after), also with a checker that leaves StartTime zero, whose start
+// times compare as unknown on both sides. The first Manager (the default
+// checker) is the control.
+func TestReplicaReadRerunWithoutStartTime(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n2 := c.Nodes()[1]
+	killer, err := n2.Conn(ctx)
+	require.NoError(t, err)
+	defer killer.Close(context.Background())
+
+	for _, zero := range []bool{false, true} {
+		cfg, err := hasql.ParseConfig(withParams(c.DSN(), "hasql_check_interval", "100ms"))
+		require.NoError(t, err)
+		if zero {
+			cfg.Checker = noStartChecker{cfg.Checker}
+		}
+		cfg.Logger = quiet
+		m, err := hasql.NewWithConfig(ctx, cfg)
+		require.NoError(t, err)
+		t.Cleanup(m.Close)
+		require.NoError(t, m.WaitReady(ctx, 1, 1))
+		tag := "rerun-" + map[bool]string{false: "control", true: "zero"}[zero]
+		killed := make(chan bool, 1)
+		go func() {
+			for i := 0; i < 1000; i++ {
+				var k int
+				if killer.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%"+tag+"%' AND pid <> pg_backend_pid()").Scan(&k) == nil && k > 0 {
+					killed <- true
+					return
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			killed <- false
+		}()
+		var who string
+		err = m.Replica().QueryRow(ctx, "SELECT current_setting('cluster_name') FROM pg_sleep(0.5) WHERE '"+tag+"' <> ''").Scan(&who)
+		require.True(t, <-killed, "%s: the first run's backend was terminated", tag)
+		t.Logf("%s: %q, %v", tag, who, err)
+		m.Close()
+		require.NoError(t, err, "%s: the replica read whose backend was terminated was not run again", tag)
+	}
+}
+
+// TestMovedNameWithPreferStandbyValidate is TestMovedNameTakesNoWrites with
+// a user ValidateConnect set in ConfigureNode that returns a
+// *pgconn.NotPreferredError (pgconn's prefer-standby check), after which
+// pgconn connects again and keeps the connection it did not prefer: that
+// one is compared too (it was not, and the stale master the name reaches
+// again took the master's writes).
+func TestMovedNameWithPreferStandbyValidate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	a1, err := n1.AliasAt("127.0.0.45:0")
+	require.NoError(t, err)
+	port := portStr(a1)
+	_, err = n2.AliasAt("127.0.0.46:" + port)
+	require.NoError(t, err)
+
+	var target atomic.Value
+	target.Store("127.0.0.45")
+	cfg, err := hasql.ParseConfig(withParams(
+		strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@primary.db:"+port+","+n1.Addr()+"/", 1),
+		"hasql_check_interval", "100ms"))
+	require.NoError(t, err)
+	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
+		if host == "primary.db" {
+			return []string{target.Load().(string)}, nil
+		}
+		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+	cfg.ConfigureNode = func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+		pc.ConnConfig.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsPreferStandby
+		return nil
+	}
+	cfg.Logger = quiet
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	_, err = m.Master().Exec(ctx, "CREATE TABLE w (who text)")
+	require.NoError(t, err)
+
+	require.NoError(t, n1.Kill())
+	target.Store("127.0.0.46")
+	require.NoError(t, c.Failover(ctx, n2))
+	primary := "primary.db:" + port
+	require.Eventually(t, func() bool {
+		st := statusOf(m, "n2")
+		return st.Addr == primary && st.Role == hasql.RoleMaster && st.Timeline == 2
+	}, 30*time.Second, 5*time.Millisecond, "primary.db never became master n2: %v", m.Nodes())
+	require.NoError(t, n1.Start())
+	require.Eventually(t, func() bool { return statusAt(m, n1).Role == hasql.RoleStaleMaster }, 30*time.Second, 5*time.Millisecond,
+		"n1 never called stale: %v", m.Nodes())
+	target.Store("127.0.0.45")
+
+	served := map[string]int{}
+	for i := 0; i < 10 && served["no master"] < 4; i++ {
+		var conns []*pgxpool.Conn
+		for j := 0; j < 4; j++ {
+			actx, acancel := context.WithTimeout(ctx, time.Second)
+			conn, err := m.AcquireMaster(actx)
+			acancel()
+			if err != nil {
+				served["no master"]++
+				continue
+			}
+			conns = append(conns, conn)
+		}
+		for _, conn := range conns {
+			var who string
+			if err := conn.QueryRow(ctx, "INSERT INTO w SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
+				served["error"]++
+			} else {
+				served[who]++
+			}
+			conn.Release()
+		}
+	}
+	t.Logf("writes routed to the master: %v; the view: %v", served, m.Nodes())
+	require.Zero(t, served["n1"], "writes routed to the master committed on n1, the stale master")
+}
