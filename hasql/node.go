@@ -592,8 +592,8 @@ type trackedConn struct {
 	// netErr is the first error of the network under a statement: pgx may
 	// report only "conn closed" (see NodeLost).
 	netErr atomic.Pointer[error]
-	// start is the start time of the server reached, when the connection
-	// was made before the node's first check (see sameServer); 0 otherwise.
+	// start is the start time of the server the connection reached (see
+	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64
 }
 

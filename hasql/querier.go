@@ -84,7 +84,13 @@ func onStandby(conn *pgxpool.Conn, n *node) standby {
 	if !ok {
 		return standby{}
 	}
-	return standby{ok: true, n: n, since: time.Now(), server: n.serverStart.Load()}
+	// The server the connection reached (its name may have moved since the
+	// node's last check), or the node's when it did not say.
+	server, known := conn.Conn().PgConn().CustomData()[customDataStart].(int64)
+	if !known {
+		server = n.serverStart.Load()
+	}
+	return standby{ok: true, n: n, since: time.Now(), server: server}
 }
 
 // stillStandby confirms, after a statement's connection to a replica was
@@ -103,7 +109,10 @@ func (m *Manager) stillStandby(ctx context.Context, s standby) bool {
 		m.mu.Lock()
 		v := n.cv
 		if v.Up && v.CheckBegan.After(s.since) {
-			ok := v.Res.InRecovery && startMicro(v.Res.StartTime) == s.server
+			// The same server (unknown on either side: a checker
+			// that does not read start times), still in recovery.
+			st := startMicro(v.Res.StartTime)
+			ok := v.Res.InRecovery && (st == 0 || s.server == 0 || sameStart(st, s.server))
 			m.mu.Unlock()
 			return ok
 		}

@@ -49,22 +49,21 @@ func (n *node) sameServer(user pgconn.ValidateConnectFunc) pgconn.ValidateConnec
 		if err != nil {
 			return err
 		}
+		// Kept before the node's server is read: a check that finds
+		// another server after this read closes the connection (see
+		// serverChanged); one that found it before is what this one
+		// compares with.
 		pc.CustomData()[customDataStart] = got
+		if tc := trackedNet(pc.Conn()); tc != nil {
+			tc.start.Store(got)
+		} else {
+			// Under a wrapper of the user's (AfterNetConnect), which the
+			// checks cannot look under: the first check resets the pool.
+			n.untrackedEarly.Store(true)
+		}
 		want := n.serverStart.Load()
 		if want == 0 {
-			if tc := trackedNet(pc.Conn()); tc != nil {
-				tc.start.Store(got)
-			} else {
-				// Under a wrapper of the user's (AfterNetConnect): the
-				// first check resets the pool instead.
-				n.untrackedEarly.Store(true)
-			}
-			// The first check may have landed since: it closes the
-			// connections that kept another start, which this one may
-			// not have kept yet when it looked.
-			if want = n.serverStart.Load(); want == 0 {
-				return uerr
-			}
+			return uerr // not checked yet: compared by the first check
 		}
 		if !sameStart(got, want) {
 			n.redial.Store(true)
@@ -123,6 +122,25 @@ func (n *node) firstServer(start int64) int {
 	if n.untrackedEarly.Load() {
 		n.pool.Reset() // connections pgxha cannot look under: all of them
 	}
+	return n.closeOtherServers(start)
+}
+
+// serverChanged follows a check that found another server at n than the
+// one before (the name moved, or the server restarted): the pool's idle
+// connections are dropped, and every connection that reached another
+// server than the one started at start is closed, in use or not, made
+// before the change or being made across it (compared with the server
+// before, and not yet handed out): a replica's read, or a write, must not
+// run on a server the node's checks no longer reach. Called once start is
+// stored. It returns how many it closed.
+func (n *node) serverChanged(start int64) int {
+	n.pool.Reset()
+	return n.closeOtherServers(start)
+}
+
+// closeOtherServers closes n's connections that keep the start time of
+// another server than the one started at start.
+func (n *node) closeOtherServers(start int64) int {
 	return n.conns.closeIf(func(c *trackedConn) bool {
 		s := c.start.Load()
 		return s != 0 && !sameStart(s, start)

@@ -161,7 +161,7 @@ func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		if !ok {
 			return dc, nil
 		}
-		if got, _ := sc.Conn().PgConn().CustomData()[customDataNode].(*node); got != nil && c.m.qualifies(got, c.t, c.o) {
+		if got, _ := sc.Conn().PgConn().CustomData()[customDataNode].(*node); got != nil && c.m.qualifies(got, c.t, c.o) && got.reaches(sc.Conn().PgConn()) {
 			return dc, nil
 		}
 		dc.Close()

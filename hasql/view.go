@@ -41,7 +41,7 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 	ended := began.Add(latency)
 	m.tel.refreshTimed()
 	m.tel.checked(n, latency, err)
-	early := 0 // connections closed by the first check
+	early := 0 // connections to another server, closed
 	m.mu.Lock()
 	if err == nil {
 		// A checker that does not read the start time leaves the pool's
@@ -55,8 +55,8 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 				early = n.firstServer(start)
 			} else if prev != start {
 				// Another server answers, or this one restarted: the
-				// pool's idle connections are of the one before.
-				n.pool.Reset()
+				// connections to the one before go.
+				early = n.serverChanged(start)
 			}
 		}
 		m.core.CheckOK(n.id(), res, began, ended, n.remoteIP)
@@ -71,7 +71,7 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 	n.reported = make(chan struct{})
 	m.mu.Unlock()
 	if early > 0 {
-		m.log.Warn("pgxha: connections opened before the node's first check reached another server than the check: closed",
+		m.log.Warn("pgxha: connections to another server than the one the node's check reaches now: closed",
 			"addr", n.cfg.Addr, "closed", early)
 	}
 	m.finish(n, &after)
