@@ -277,3 +277,51 @@ func TestMasterConnValidatedBeforeTheNameMoved(t *testing.T) {
 	t.Logf("write through the connection validated on n1: %v", err)
 	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM w"), "the write committed on n1 after the node's checks moved to n2")
 }
+
+// TestWarmPoolFollowsAMovedName: the DSN's only host is a name
+// (primary.db, a failover script's DNS record) that reaches n1, the master.
+// n2 is promoted (n1, not fenced, stays writable on timeline 1) and the
+// name moves to n2. The application writes steadily through a warm pool:
+// no new connection is needed, and the check connection to n1 never ends.
+// The checks look the name up again now and then (every 5 s): they follow
+// it, and the writes go to n2. (They used to stay on n1 for as long as the
+// check connection lived.)
+func TestWarmPoolFollowsAMovedName(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := newMovedCluster(t, 1)
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	a1, err := n1.AliasAt("127.0.0.57:0")
+	require.NoError(t, err)
+	port := portStr(a1)
+	_, err = n2.AliasAt("127.0.0.58:" + port)
+	require.NoError(t, err)
+
+	var target atomic.Value
+	target.Store("127.0.0.57") // n1
+	primary := "primary.db:" + port
+	dsn := strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@"+primary+"/", 1)
+	require.NotEqual(t, c.DSN(), dsn)
+	m := managerResolving(t, ctx, withParams(dsn, "hasql_check_interval", "100ms", "pool_max_conns", "2", "pool_min_conns", "2"),
+		"primary.db", func() string { return target.Load().(string) })
+	_, err = m.Master().Exec(ctx, "CREATE TABLE w (who text)")
+	require.NoError(t, err)
+
+	require.NoError(t, n2.Promote(ctx))
+	target.Store("127.0.0.58")
+	moved := time.Now()
+
+	served := map[string]int{}
+	require.Eventually(t, func() bool {
+		var who string
+		if err := m.Master().QueryRow(ctx, "INSERT INTO w SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
+			served["error"]++
+			return false
+		}
+		served[who]++
+		return who == "n2"
+	}, time.Minute, 5*time.Millisecond, "primary.db moved to n2, the promoted master, and writes still commit on n1: %v", served)
+	t.Logf("writes after the name moved (%s ago): %v; the view: %v", time.Since(moved).Round(time.Millisecond), served, statusAtAddr(m, primary))
+	st := statusAtAddr(m, primary)
+	require.True(t, st.Role == hasql.RoleMaster && st.Timeline == 2, "the view: %v", st)
+}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -103,6 +104,7 @@ type node struct {
 	checkCfg *pgx.ConnConfig
 	conn     *pgx.Conn
 	remoteIP string
+	lookedUp time.Time // when nameMoved last looked the host up
 	// unprepared: the server side forgot a prepared check statement (a
 	// pooler in transaction mode hands each statement to any server
 	// connection): checks run unprepared since.
@@ -247,6 +249,9 @@ func (n *node) run(checked chan<- struct{}) {
 		if again {
 			continue
 		}
+		if n.nameMoved(m.untilTick(m.interval())) {
+			n.redial.Store(true) // the next check follows the name
+		}
 		n.wait(m.untilTick(m.interval()))
 	}
 }
@@ -332,6 +337,50 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 func lostPrepared(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "42P05")
+}
+
+// nameLookupEvery is how often, at most, the checks of a node whose host
+// is a DNS name look the name up again (see nameMoved).
+const nameLookupEvery = 5 * time.Second
+
+// nameMoved reports whether n's host, a DNS name, no longer resolves to
+// the address the check connection reached: a failover script moved it.
+// The checks resolve the name when they connect, and keep their connection
+// while it works; without a look now and then they would follow a moved
+// name only once something ends that connection, and an old master that
+// keeps running would keep the writes. It looks at most every
+// nameLookupEvery (or check interval, if longer), in the time left before
+// the next check (budget; at least 50 ms, at most the check timeout); a
+// failed look, or an empty answer, says nothing.
+func (n *node) nameMoved(budget time.Duration) bool {
+	host := n.cfg.Host
+	if host == "" || strings.HasPrefix(host, "/") || net.ParseIP(host) != nil ||
+		n.remoteIP == "" || n.conn == nil || n.conn.IsClosed() {
+		return false
+	}
+	now := time.Now()
+	if now.Sub(n.lookedUp) < max(nameLookupEvery, n.m.cfg.CheckInterval) {
+		return false
+	}
+	n.lookedUp = now
+	lookup := n.checkCfg.LookupFunc
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupHost
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, min(max(budget, 50*time.Millisecond), n.m.cfg.CheckTimeout))
+	defer cancel()
+	addrs, err := lookup(ctx, host)
+	if err != nil || len(addrs) == 0 {
+		return false
+	}
+	for _, a := range addrs {
+		if ip := net.ParseIP(a); a == n.remoteIP || ip != nil && ip.String() == n.remoteIP {
+			return false
+		}
+	}
+	n.m.log.Info("pgxha: the node's name resolves to other addresses than the one its checks reach: connecting afresh",
+		"addr", n.cfg.Addr, "reached", n.remoteIP, "resolves", addrs)
+	return true
 }
 
 // connect opens the check connection unless it is open.
