@@ -290,3 +290,37 @@ func TestAliasOfTheMasterReusesTheList(t *testing.T) {
 		t.Fatalf("quiet: want master %v, alias %v", c.WantReplicas(1, at(1600), 500*time.Millisecond), c.WantReplicas(5, at(1600), 500*time.Millisecond))
 	}
 }
+
+// A VIP (node 5) on replica n2 moves to replica n3 (not otherwise in the
+// set), which is behind: its next check shows another server of the
+// cluster on the same timeline, under n3's name and streaming. That is not
+// n2 restarted: node 5 is no longer n2's alias, and has n3's lag, not n2's
+// 0. (A restart keeps the name; the alias carried over a restart until
+// n2's next check, and a moved name was taken for one.)
+func TestMovedVIPIsNotARestart(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), []Member{
+		{ID: 1, Addr: "10.0.0.1:5432", Host: "10.0.0.1", Trusted: true},
+		{ID: 2, Addr: "10.0.0.2:5432", Host: "10.0.0.2", Trusted: true},
+		{ID: 5, Addr: "10.0.0.9:5432", Host: "10.0.0.9", Trusted: true}, // a VIP on n2
+	})
+	m := master(1, 200, "n2", "n3")
+	m.Replicas[0].ReplayLSN, m.Replicas[1].ReplayLSN = 200, 150
+	n2 := replica("n2", 1, 1, 200)
+	n3 := replica("n3", 1, 1, 150)
+	n3.StartTime = n2.StartTime.Add(time.Hour) // another server
+	c.CheckOK(1, m, at(10), at(11), "10.0.0.1")
+	c.CheckOK(2, n2, at(12), at(13), "10.0.0.2")
+	c.CheckOK(5, n2, at(16), at(17), "10.0.0.9")
+	if c.Node(5).AliasOf != c.Node(2) {
+		t.Fatalf("setup: node 5 is not n2's alias: %v", c.Node(5).AliasOf)
+	}
+	c.CheckOK(5, n3, at(516), at(517), "10.0.0.9")
+	x := c.Node(5)
+	if x.AliasOf == c.Node(2) {
+		t.Fatalf("the VIP moved to n3 and is still n2's alias (lag %d bytes, as n2's)", x.LagBytes)
+	}
+	if x.LagBytes != 50 {
+		t.Errorf("the VIP on n3 (50 bytes behind) has lag %d bytes, role %s", x.LagBytes, x.Role)
+	}
+}

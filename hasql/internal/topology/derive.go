@@ -306,10 +306,12 @@ func (c *Core) dedup() {
 		// still one server until the other address is checked again. Not
 		// when the two answer under different names: one address's name
 		// moved to another server of the cluster (a restart keeps the
-		// name), which is not y, and has neither its role nor its lag.
+		// name), which is not y, and has neither its role nor its lag;
+		// unless x is a replica whose walreceiver has not started yet,
+		// whose name is its cluster_name until it has.
 		if y := prev[i]; x.AliasOf == nil && y != nil && y.AliasOf == nil && slices.Contains(order[:i], y) &&
 			y.server() != (checker.ServerID{}) && y.Res.SystemID == x.Res.SystemID && y.Res.Timeline == x.Res.Timeline &&
-			y.Res.Name == x.Res.Name &&
+			(y.Res.Name == x.Res.Name || x.Res.InRecovery && !streams(x)) &&
 			(x.ResAt.Before(y.serverSince) || y.ResAt.Before(x.serverSince)) {
 			x.AliasOf = y
 		}
