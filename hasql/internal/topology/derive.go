@@ -287,8 +287,10 @@ func (c *Core) dedup() {
 		}
 	}
 	prev := make([]*Node, len(order))
+	privileged := false // a writable node's walsenders show their addresses: the check user has pg_monitor
 	for i, x := range order {
 		prev[i] = x.AliasOf
+		privileged = privileged || x.live() && !x.Res.InRecovery && shownAddrs(x.Res.Replicas)
 	}
 	for i, x := range order {
 		x.AliasOf = nil
@@ -308,10 +310,12 @@ func (c *Core) dedup() {
 		// moved to another server of the cluster (a restart keeps the
 		// name), which is not y, and has neither its role nor its lag;
 		// unless x is a replica whose walreceiver has not started yet,
-		// whose name is its cluster_name until it has.
+		// whose name is its cluster_name until it has (known only where
+		// the check user sees walreceivers: without pg_monitor no name
+		// comes from one, and the name does not change).
 		if y := prev[i]; x.AliasOf == nil && y != nil && y.AliasOf == nil && slices.Contains(order[:i], y) &&
 			y.server() != (checker.ServerID{}) && y.Res.SystemID == x.Res.SystemID && y.Res.Timeline == x.Res.Timeline &&
-			(y.Res.Name == x.Res.Name || x.Res.InRecovery && !streams(x)) &&
+			(y.Res.Name == x.Res.Name || x.Res.InRecovery && !streams(x) && privileged) &&
 			(x.ResAt.Before(y.serverSince) || y.ResAt.Before(x.serverSince)) {
 			x.AliasOf = y
 		}
