@@ -439,6 +439,15 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 			// Another server, or a restart: trust is earned again.
 			x.Vouched = x.Trusted
 		}
+		if x.Res.Server() != (checker.ServerID{}) && x.Res.Name != res.Name {
+			// Another server under another name: the node's name moved
+			// (a restart keeps the name). What replicas proved of the
+			// branch the one before wrote (see provenBehind) is not this
+			// one's.
+			for _, y := range c.nodes {
+				y.ahead = slices.DeleteFunc(y.ahead, func(b behind) bool { return b.id == x.ID })
+			}
+		}
 	}
 	if prev, now := x.Res.Server(), res.Server(); prev != (checker.ServerID{}) && now != prev &&
 		(x.Role == RoleMaster || x.Writable || x.severPending) {
