@@ -194,10 +194,14 @@ type Node struct {
 	replaced bool
 }
 
-// behind is a writable node a replica was found ahead of.
+// behind is a writable node a replica was found ahead of, on timeline tl,
+// and the server it was then: the proof holds against that node (a
+// restart keeps it), and against that server at whatever address it is
+// reached (an alias, or the node discovery dropped and reported again).
 type behind struct {
-	id ID
-	tl uint32
+	id     ID
+	tl     uint32
+	server checker.ServerID
 }
 
 // Name is how the node is known in its master's pg_stat_replication.
@@ -438,15 +442,6 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		if x.Checked {
 			// Another server, or a restart: trust is earned again.
 			x.Vouched = x.Trusted
-		}
-		if x.Res.Server() != (checker.ServerID{}) && x.Res.Name != res.Name {
-			// Another server under another name: the node's name moved
-			// (a restart keeps the name). What replicas proved of the
-			// branch the one before wrote (see provenBehind) is not this
-			// one's.
-			for _, y := range c.nodes {
-				y.ahead = slices.DeleteFunc(y.ahead, func(b behind) bool { return b.id == x.ID })
-			}
 		}
 	}
 	if prev, now := x.Res.Server(), res.Server(); prev != (checker.ServerID{}) && now != prev &&

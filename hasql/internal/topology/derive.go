@@ -290,7 +290,7 @@ func (c *Core) dedup() {
 	privileged := false // a writable node's walsenders show their addresses: the check user has pg_monitor
 	for i, x := range order {
 		prev[i] = x.AliasOf
-		privileged = privileged || x.live() && !x.Res.InRecovery && shownAddrs(x.Res.Replicas)
+		privileged = privileged || x.live() && x.Vouched && !x.Res.InRecovery && shownAddrs(x.Res.Replicas)
 	}
 	for i, x := range order {
 		x.AliasOf = nil
@@ -469,7 +469,7 @@ func (c *Core) elect() {
 			// this node on this timeline: the evidence may fade (this node
 			// writes on past the replica's position), the other branch's
 			// writes are still not here.
-			if b := (behind{id: x.ID, tl: x.Res.Timeline}); !slices.Contains(y.ahead, b) {
+			if b := (behind{id: x.ID, tl: x.Res.Timeline, server: x.Res.Server()}); !slices.Contains(y.ahead, b) {
 				y.ahead = append(y.ahead, b)
 			}
 		}
@@ -609,16 +609,38 @@ func (c *Core) aheadReplica(w *Node) *Node {
 }
 
 // provenBehind returns a replica in the set that was found ahead of w on
-// w's present timeline, or nil.
+// w's present timeline, or nil. The proof is dropped once the replica
+// streams from w on that timeline and is not ahead of it: w's present
+// server has its WAL (w's name moved onto the master the replica follows,
+// or the replica was rewound onto w's branch). Nothing else drops it: not
+// w writing on past the replica's position, nor a restart, nor another
+// server answering at w for a while.
 func (c *Core) provenBehind(w *Node) *Node {
 	for _, y := range c.nodes {
-		for _, b := range y.ahead {
-			if b.id == w.ID && b.tl == w.Res.Timeline && !(c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead) {
-				return y
+		for i, b := range y.ahead {
+			sameServer := b.server != (checker.ServerID{}) && b.server == w.Res.Server()
+			if b.id != w.ID && !sameServer || b.tl != w.Res.Timeline || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
+				continue
 			}
+			if c.streamsFrom(y, w) {
+				y.ahead = slices.Delete(y.ahead, i, i+1)
+				break
+			}
+			return y
 		}
 	}
 	return nil
+}
+
+// streamsFrom reports whether y, a vouched replica, streams from w now on
+// w's timeline, not ahead of it: its own check finds a walreceiver on that
+// timeline, and w's walsenders (read since y's server started) list it, by
+// its name, from its own address.
+func (c *Core) streamsFrom(y, w *Node) bool {
+	if !y.live() || !y.Vouched || !y.Res.InRecovery || y.Res.ReceiveTimeline != w.Res.Timeline || y.aheadOnTimelineOf(w) {
+		return false
+	}
+	return listedFrom(y, rowsFor(y, w), c.nodes)
 }
 
 // followsOtherWritable reports whether y is listed by the walsenders of a
