@@ -109,76 +109,11 @@ type wrapConn struct{ net.Conn }
 // the start time of its server; the first check resets the pool instead
 // (the writes used to commit on the stale master).
 func TestEarlyConnsWithAfterNetConnect(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 1})
-	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	a1, err := n1.AliasAt("127.0.0.35:0")
-	require.NoError(t, err)
-	port := portStr(a1)
-	_, err = n2.AliasAt("127.0.0.36:" + port)
-	require.NoError(t, err)
-	require.NoError(t, n1.Kill())
-	require.NoError(t, c.Failover(ctx, n2))
-	require.NoError(t, n1.Start())
-	execOn(t, ctx, n2, "CREATE TABLE early (who text)")
-	execOn(t, ctx, n1, "CREATE TABLE early (who text)")
-
-	var target atomic.Value
-	target.Store("127.0.0.35") // n1, the stale master
-	cfg, err := hasql.ParseConfig(withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@early.db:"+port+"/", 1),
-		"pool_min_conns", "2", "application_name", "early-pool", "hasql_check_interval", "100ms"))
-	require.NoError(t, err)
-	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
-		if host == "early.db" {
-			return []string{target.Load().(string)}, nil
+	earlyConns(t, earlyCase{stale: "127.0.0.35", master: "127.0.0.36", configure: func(cfg *hasql.Config) {
+		cfg.PoolConfig.ConnConfig.AfterNetConnect = func(ctx context.Context, _ *pgconn.Config, nc net.Conn) (net.Conn, error) {
+			return wrapConn{nc}, nil
 		}
-		return net.DefaultResolver.LookupHost(ctx, host)
-	}
-	cfg.PoolConfig.ConnConfig.AfterNetConnect = func(ctx context.Context, _ *pgconn.Config, nc net.Conn) (net.Conn, error) {
-		return wrapConn{nc}, nil
-	}
-	gate := &gatedChecker{Checker: cfg.Checker}
-	gate.wait = func(ctx context.Context) {
-		conn, err := n1.Conn(ctx)
-		if err != nil {
-			return
-		}
-		defer conn.Close(ctx)
-		for ctx.Err() == nil {
-			var k int
-			if conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'early-pool'").Scan(&k) == nil && k >= 2 {
-				break
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-		target.Store("127.0.0.36")
-	}
-	cfg.Checker = gate
-	cfg.CheckTimeout = 30 * time.Second
-	cfg.Logger = quiet
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	require.True(t, gate.opened.Load())
-	require.Equal(t, hasql.RoleMaster, m.Nodes()[0].Role, "%v", m.Nodes())
-	require.EqualValues(t, 2, m.Nodes()[0].Timeline, "the checks reach n2: %v", m.Nodes())
-
-	served := map[string]int{}
-	for i := 0; i < 8; i++ {
-		var who string
-		if err := m.Master().QueryRow(ctx, "INSERT INTO early SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
-			served["error"]++
-		} else {
-			served[who]++
-		}
-	}
-	t.Logf("writes routed to the master: %v", served)
-	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM early"), "writes routed to the master committed on n1, the stale master: %v", served)
+	}})
 }
 
 // TestDBMasterConnAfterTheNodeCameBackOnAnotherServer: the master node's
@@ -251,75 +186,12 @@ func TestDBMasterConnAfterTheNodeCameBackOnAnotherServer(t *testing.T) {
 // tracked one, which the first check looks under; no write fails either
 // (the connections it closed are replaced before anyone gets them).
 func TestEarlyConnsOverTLS(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	ca := newTestCA(t)
 	srvCert, srvKey := ca.issue(t, "localhost", []string{"localhost"}, net.ParseIP("127.0.0.1"))
-	c := testcluster.New(t, testcluster.Options{Replicas: 1,
-		ServerTLS: &testcluster.ServerTLS{CertPEM: srvCert, KeyPEM: srvKey}})
-	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	a1, err := n1.AliasAt("127.0.0.37:0")
-	require.NoError(t, err)
-	port := portStr(a1)
-	_, err = n2.AliasAt("127.0.0.38:" + port)
-	require.NoError(t, err)
-	require.NoError(t, n1.Kill())
-	require.NoError(t, c.Failover(ctx, n2))
-	require.NoError(t, n1.Start())
-	execOn(t, ctx, n2, "CREATE TABLE early (who text)")
-	execOn(t, ctx, n1, "CREATE TABLE early (who text)")
-
-	var target atomic.Value
-	target.Store("127.0.0.37") // n1, the stale master
-	cfg, err := hasql.ParseConfig(withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@early.db:"+port+"/", 1),
-		"sslmode", "require", "pool_min_conns", "2", "application_name", "early-pool", "hasql_check_interval", "100ms"))
-	require.NoError(t, err)
-	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
-		if host == "early.db" {
-			return []string{target.Load().(string)}, nil
-		}
-		return net.DefaultResolver.LookupHost(ctx, host)
-	}
-	gate := &gatedChecker{Checker: cfg.Checker}
-	gate.wait = func(ctx context.Context) {
-		conn, err := n1.Conn(ctx)
-		if err != nil {
-			return
-		}
-		defer conn.Close(ctx)
-		for ctx.Err() == nil {
-			var k int
-			if conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE application_name = 'early-pool' AND s.ssl").Scan(&k) == nil && k >= 2 {
-				break
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-		target.Store("127.0.0.38")
-	}
-	cfg.Checker = gate
-	cfg.CheckTimeout = 30 * time.Second
-	cfg.Logger = quiet
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	require.True(t, gate.opened.Load())
-	require.EqualValues(t, 2, m.Nodes()[0].Timeline, "the checks reach n2: %v", m.Nodes())
-
-	served := map[string]int{}
-	for i := 0; i < 8; i++ {
-		var who string
-		if err := m.Master().QueryRow(ctx, "INSERT INTO early SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
-			served["error"]++
-		} else {
-			served[who]++
-		}
-	}
-	t.Logf("writes routed to the master: %v", served)
-	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM early"), "writes routed to the master committed on n1, the stale master: %v", served)
+	served := earlyConns(t, earlyCase{stale: "127.0.0.37", master: "127.0.0.38",
+		cluster: testcluster.Options{ServerTLS: &testcluster.ServerTLS{CertPEM: srvCert, KeyPEM: srvKey}},
+		params:  []string{"sslmode", "require"},
+		gateSQL: "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE application_name = 'early-pool' AND s.ssl"})
 	require.Zero(t, served["error"], "writes failed: %v", served)
 }
 
@@ -388,76 +260,10 @@ func TestReplicaReadRerunWithoutStartTime(t *testing.T) {
 // one is compared too (it was not, and the stale master the name reaches
 // again took the master's writes).
 func TestMovedNameWithPreferStandbyValidate(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 1})
-	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	a1, err := n1.AliasAt("127.0.0.45:0")
-	require.NoError(t, err)
-	port := portStr(a1)
-	_, err = n2.AliasAt("127.0.0.46:" + port)
-	require.NoError(t, err)
-
-	var target atomic.Value
-	target.Store("127.0.0.45")
-	cfg, err := hasql.ParseConfig(withParams(
-		strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@primary.db:"+port+","+n1.Addr()+"/", 1),
-		"hasql_check_interval", "100ms"))
-	require.NoError(t, err)
-	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
-		if host == "primary.db" {
-			return []string{target.Load().(string)}, nil
+	movedNameTakesNoWrites(t, "127.0.0.45", "127.0.0.46", func(cfg *hasql.Config) {
+		cfg.ConfigureNode = func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+			pc.ConnConfig.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsPreferStandby
+			return nil
 		}
-		return net.DefaultResolver.LookupHost(ctx, host)
-	}
-	cfg.ConfigureNode = func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
-		pc.ConnConfig.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsPreferStandby
-		return nil
-	}
-	cfg.Logger = quiet
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE w (who text)")
-	require.NoError(t, err)
-
-	require.NoError(t, n1.Kill())
-	target.Store("127.0.0.46")
-	require.NoError(t, c.Failover(ctx, n2))
-	primary := "primary.db:" + port
-	require.Eventually(t, func() bool {
-		st := statusOf(m, "n2")
-		return st.Addr == primary && st.Role == hasql.RoleMaster && st.Timeline == 2
-	}, 30*time.Second, 5*time.Millisecond, "primary.db never became master n2: %v", m.Nodes())
-	require.NoError(t, n1.Start())
-	require.Eventually(t, func() bool { return statusAt(m, n1).Role == hasql.RoleStaleMaster }, 30*time.Second, 5*time.Millisecond,
-		"n1 never called stale: %v", m.Nodes())
-	target.Store("127.0.0.45")
-
-	served := map[string]int{}
-	for i := 0; i < 10 && served["no master"] < 4; i++ {
-		var conns []*pgxpool.Conn
-		for j := 0; j < 4; j++ {
-			actx, acancel := context.WithTimeout(ctx, time.Second)
-			conn, err := m.AcquireMaster(actx)
-			acancel()
-			if err != nil {
-				served["no master"]++
-				continue
-			}
-			conns = append(conns, conn)
-		}
-		for _, conn := range conns {
-			var who string
-			if err := conn.QueryRow(ctx, "INSERT INTO w SELECT current_setting('cluster_name') RETURNING who").Scan(&who); err != nil {
-				served["error"]++
-			} else {
-				served[who]++
-			}
-			conn.Release()
-		}
-	}
-	t.Logf("writes routed to the master: %v; the view: %v", served, m.Nodes())
-	require.Zero(t, served["n1"], "writes routed to the master committed on n1, the stale master")
+	})
 }

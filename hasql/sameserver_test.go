@@ -26,27 +26,35 @@ import (
 // connections there while the checks still run on the new master: no write
 // routed to the master may commit on the stale one.
 func TestMovedNameTakesNoWrites(t *testing.T) {
+	movedNameTakesNoWrites(t, "127.0.0.21", "127.0.0.22", nil)
+}
+
+// movedNameTakesNoWrites is TestMovedNameTakesNoWrites with n1's and n2's
+// aliases at stale and master, and configure applied to the Manager's
+// configuration.
+func movedNameTakesNoWrites(t *testing.T, stale, master string, configure func(*hasql.Config)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	a1, err := n1.AliasAt("127.0.0.21:0")
+	a1, err := n1.AliasAt(stale + ":0")
 	require.NoError(t, err)
 	port := portStr(a1)
-	_, err = n2.AliasAt("127.0.0.22:" + port)
+	_, err = n2.AliasAt(master + ":" + port)
 	require.NoError(t, err)
 
 	var target atomic.Value
-	target.Store("127.0.0.21")
-	m := managerResolving(t, ctx, withParams(
+	target.Store(stale)
+	m := managerResolvingWith(t, ctx, withParams(
 		strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@primary.db:"+port+","+n1.Addr()+"/", 1),
-		"hasql_check_interval", "100ms"), "primary.db", func() string { return target.Load().(string) })
+		"hasql_check_interval", "100ms"), "primary.db", func() string { return target.Load().(string) }, configure)
 	_, err = m.Master().Exec(ctx, "CREATE TABLE w (who text)")
 	require.NoError(t, err)
 
 	// Failover; the name follows the new master.
 	require.NoError(t, n1.Kill())
-	target.Store("127.0.0.22")
+	target.Store(master)
 	require.NoError(t, c.Failover(ctx, n2))
 	primary := "primary.db:" + port
 	require.Eventually(t, func() bool {
@@ -59,7 +67,7 @@ func TestMovedNameTakesNoWrites(t *testing.T) {
 	require.Eventually(t, func() bool { return statusAt(m, n1).Role == hasql.RoleStaleMaster }, 30*time.Second, 5*time.Millisecond,
 		"n1 never called stale: %v", m.Nodes())
 	// The name points at n1 again.
-	target.Store("127.0.0.21")
+	target.Store(stale)
 
 	// Writes routed to the master, several connections held at once so
 	// that the pool opens new ones. They may fail (the name reaches a stale
@@ -97,20 +105,7 @@ func TestMovedNameTakesNoWrites(t *testing.T) {
 // system does), and waits for its master.
 func managerResolving(t *testing.T, ctx context.Context, dsn, name string, resolve func() string) *hasql.Manager {
 	t.Helper()
-	cfg, err := hasql.ParseConfig(dsn)
-	require.NoError(t, err)
-	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
-		if host == name {
-			return []string{resolve()}, nil
-		}
-		return net.DefaultResolver.LookupHost(ctx, host)
-	}
-	cfg.Logger = quiet
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	return m
+	return managerResolvingWith(t, ctx, dsn, name, resolve, nil)
 }
 
 func rowsOn(t *testing.T, ctx context.Context, n *testcluster.Node, sql string) int64 {
@@ -183,14 +178,35 @@ func (g *gatedChecker) Check(ctx context.Context, conn *pgx.Conn) (checker.Resul
 // The connections opened before had nothing to be compared with: they
 // must not serve the writes routed to the master the check found.
 func TestConnsOpenedBeforeTheFirstCheckAreCompared(t *testing.T) {
+	served := earlyConns(t, earlyCase{stale: "127.0.0.25", master: "127.0.0.26"})
+	require.Positive(t, served["n2"], "no write reached n2: %v", served)
+}
+
+// earlyCase is a variant of TestConnsOpenedBeforeTheFirstCheckAreCompared.
+type earlyCase struct {
+	stale, master string // loopback addresses for n1's and n2's aliases
+	cluster       testcluster.Options
+	params        []string            // more DSN parameters
+	configure     func(*hasql.Config) // more configuration
+	// gateSQL counts the pool's connections open on n1 (application_name
+	// early-pool), the name moves once it finds 2.
+	gateSQL string
+}
+
+// earlyConns runs the scenario of TestConnsOpenedBeforeTheFirstCheckAreCompared
+// and returns which servers the 8 writes routed to the master reached,
+// asserting that none committed on the stale master.
+func earlyConns(t *testing.T, ec earlyCase) map[string]int {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	ec.cluster.Replicas = 1
+	c := testcluster.New(t, ec.cluster)
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	a1, err := n1.AliasAt("127.0.0.25:0")
+	a1, err := n1.AliasAt(ec.stale + ":0")
 	require.NoError(t, err)
 	port := portStr(a1)
-	_, err = n2.AliasAt("127.0.0.26:" + port)
+	_, err = n2.AliasAt(ec.master + ":" + port)
 	require.NoError(t, err)
 	// Failover to n2; n1 comes back writable on timeline 1.
 	require.NoError(t, n1.Kill())
@@ -200,15 +216,22 @@ func TestConnsOpenedBeforeTheFirstCheckAreCompared(t *testing.T) {
 	execOn(t, ctx, n1, "CREATE TABLE early (who text)")
 
 	var target atomic.Value
-	target.Store("127.0.0.25") // n1, the stale master
-	cfg, err := hasql.ParseConfig(withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@early.db:"+port+"/", 1),
-		"pool_min_conns", "2", "application_name", "early-pool", "hasql_check_interval", "100ms"))
+	target.Store(ec.stale) // n1, the stale master
+	params := append([]string{"pool_min_conns", "2", "application_name", "early-pool", "hasql_check_interval", "100ms"}, ec.params...)
+	cfg, err := hasql.ParseConfig(withParams(strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@early.db:"+port+"/", 1), params...))
 	require.NoError(t, err)
 	cfg.PoolConfig.ConnConfig.LookupFunc = func(ctx context.Context, host string) ([]string, error) {
 		if host == "early.db" {
 			return []string{target.Load().(string)}, nil
 		}
 		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+	if ec.configure != nil {
+		ec.configure(cfg)
+	}
+	gateSQL := ec.gateSQL
+	if gateSQL == "" {
+		gateSQL = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'early-pool'"
 	}
 	gate := &gatedChecker{Checker: cfg.Checker}
 	gate.wait = func(ctx context.Context) {
@@ -220,7 +243,7 @@ func TestConnsOpenedBeforeTheFirstCheckAreCompared(t *testing.T) {
 		defer conn.Close(ctx)
 		for ctx.Err() == nil {
 			var k int
-			if conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'early-pool'").Scan(&k) == nil && k >= 2 {
+			if conn.QueryRow(ctx, gateSQL).Scan(&k) == nil && k >= 2 {
 				break
 			}
 			select { // polled, not spun: the pool's connections need the cores
@@ -228,7 +251,7 @@ func TestConnsOpenedBeforeTheFirstCheckAreCompared(t *testing.T) {
 			case <-time.After(5 * time.Millisecond):
 			}
 		}
-		target.Store("127.0.0.26")
+		target.Store(ec.master)
 	}
 	cfg.Checker = gate
 	cfg.CheckTimeout = 30 * time.Second // the first check waits for the pool
@@ -252,7 +275,7 @@ func TestConnsOpenedBeforeTheFirstCheckAreCompared(t *testing.T) {
 	}
 	t.Logf("writes routed to the master: %v", served)
 	require.Zero(t, rowsOn(t, ctx, n1, "SELECT count(*) FROM early"), "writes routed to the master committed on n1, the stale master: %v", served)
-	require.Positive(t, served["n2"], "no write reached n2: %v", served)
+	return served
 }
 
 // TestNameMovedOffAHungMasterCutsItsConnections: a node's host is a name.
