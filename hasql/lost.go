@@ -40,7 +40,8 @@ type NodeLostError struct {
 	// failover.ErrCommitUnknown); find out before doing it again.
 	MayHaveRun bool
 	// Cut is set when pgxha closed the connection itself: the node was
-	// demoted or removed, and work in flight on it was cut off.
+	// demoted or removed, or another server answers at its address (a
+	// name that moved, a restart), and work in flight on it was cut off.
 	Cut bool
 	// Err is the error pgx returned.
 	Err error
@@ -61,7 +62,7 @@ func (e *NodeLostError) Error() string {
 	}
 	b.WriteString(e.Addr)
 	if e.Cut {
-		b.WriteString(" (connection cut by pgxha: the node lost its role)")
+		b.WriteString(" (connection cut by pgxha: the node lost its role, or another server answers at its address)")
 	}
 	if e.MayHaveRun {
 		b.WriteString(", the statement may have run")
