@@ -192,6 +192,11 @@ type Node struct {
 	// checks saw (a restart, a new server at the address): a walsender row
 	// read before serverSince is the old one's.
 	replaced bool
+	// unconfirmed: a writable node that stands for another writable node
+	// which has not been checked since it changed server (an alias carried
+	// over a restart, see dedup): it is not elected until that one is
+	// checked again, for the change may be another server's, not a restart.
+	unconfirmed bool
 }
 
 // behind is a writable node a replica was found ahead of, on timeline tl,

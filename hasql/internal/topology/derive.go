@@ -292,6 +292,9 @@ func (c *Core) dedup() {
 		prev[i] = x.AliasOf
 		privileged = privileged || x.live() && x.Vouched && !x.Res.InRecovery && shownAddrs(x.Res.Replicas)
 	}
+	for _, x := range order {
+		x.unconfirmed = false
+	}
 	for i, x := range order {
 		x.AliasOf = nil
 		id := x.server()
@@ -318,6 +321,11 @@ func (c *Core) dedup() {
 			(y.Res.Name == x.Res.Name || x.Res.InRecovery && !streams(x) && privileged) &&
 			(x.ResAt.Before(y.serverSince) || y.ResAt.Before(x.serverSince)) {
 			x.AliasOf = y
+			// Both writable: a restart of the master, or another
+			// writable server under the same name at y's address (a
+			// split brain x would hide). No master until x is checked
+			// again (soon: no master has the checks run fast).
+			y.unconfirmed = y.unconfirmed || x.mayWrite() && y.mayWrite()
 		}
 	}
 	// Prefer a healthy representative: swap with a suspect one.
@@ -490,6 +498,8 @@ func (c *Core) elect() {
 	}
 	c.elected = Election{Timeline: c.Timeline()}
 	switch {
+	case len(top) == 1 && top[0].unconfirmed:
+		// No master for a moment (see Node.unconfirmed).
 	case len(top) == 1:
 		if top[0].Res.Timeline > c.ignoreAhead {
 			c.ignoreAhead = 0
@@ -622,7 +632,7 @@ func (c *Core) provenBehind(w *Node) *Node {
 			if b.id != w.ID && !sameServer || b.tl != w.Res.Timeline || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
 				continue
 			}
-			if c.streamsFrom(y, w) {
+			if c.followsNow(y, w) {
 				y.ahead = slices.Delete(y.ahead, i, i+1)
 				break
 			}
@@ -632,11 +642,11 @@ func (c *Core) provenBehind(w *Node) *Node {
 	return nil
 }
 
-// streamsFrom reports whether y, a vouched replica, streams from w now on
+// followsNow reports whether y, a vouched replica, streams from w now on
 // w's timeline, not ahead of it: its own check finds a walreceiver on that
 // timeline, and w's walsenders (read since y's server started) list it, by
 // its name, from its own address.
-func (c *Core) streamsFrom(y, w *Node) bool {
+func (c *Core) followsNow(y, w *Node) bool {
 	if !y.live() || !y.Vouched || !y.Res.InRecovery || y.Res.ReceiveTimeline != w.Res.Timeline || y.aheadOnTimelineOf(w) {
 		return false
 	}
