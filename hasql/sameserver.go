@@ -35,7 +35,7 @@ const startSQL = `SELECT (extract(epoch FROM pg_postmaster_start_time()) * 10000
 // keeps when no other host is preferred, is compared all the same. The
 // start time read stays with the connection (see reaches). Before the
 // node's first check there is nothing to compare with: the first check
-// closes the connections whose server is another (see firstServer).
+// closes the connections whose server is another (see serverChanged).
 func (n *node) sameServer(user pgconn.ValidateConnectFunc) pgconn.ValidateConnectFunc {
 	return func(ctx context.Context, pc *pgconn.PgConn) error {
 		var uerr error
@@ -112,29 +112,20 @@ func sameStart(got, want int64) bool {
 	return d >= -1 && d <= 1
 }
 
-// firstServer closes the connections of n's pool (and of DB and Listen)
-// that were opened before the node's first check reached a server started
-// at start, and reached another: nothing could be compared when they were
-// made. It returns how many it closed. Called once the first check's start
-// time is stored, so that a connection still validating compares itself
-// (see sameServer).
-func (n *node) firstServer(start int64) int {
-	if n.untrackedEarly.Load() {
-		n.pool.Reset() // connections pgxha cannot look under: all of them
-	}
-	return n.closeOtherServers(start)
-}
-
 // serverChanged follows a check that found another server at n than the
-// one before (the name moved, or the server restarted): the pool's idle
-// connections are dropped, and every connection that reached another
-// server than the one started at start is closed, in use or not, made
-// before the change or being made across it (compared with the server
-// before, and not yet handed out): a replica's read, or a write, must not
-// run on a server the node's checks no longer reach. Called once start is
-// stored. It returns how many it closed.
-func (n *node) serverChanged(start int64) int {
-	n.pool.Reset()
+// one before (first: the node's first check), once start, the new one's
+// start time, is stored: every connection that reached another server is
+// closed, in use or not, made before the change or being made across it
+// (compared with the server before, and not yet handed out): a replica's
+// read, or a write, must not run on a server the node's checks no longer
+// reach. After the first check, connections made before it were compared
+// with nothing. The pool's idle connections are dropped too, except at the
+// first check, where only those pgxha cannot look under go (a wrapper of
+// the user's: all of them). It returns how many it closed.
+func (n *node) serverChanged(start int64, first bool) int {
+	if !first || n.untrackedEarly.Load() {
+		n.pool.Reset()
+	}
 	return n.closeOtherServers(start)
 }
 

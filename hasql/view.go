@@ -47,16 +47,12 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 		// A checker that does not read the start time leaves the pool's
 		// connections nothing to be compared with (see sameServer).
 		if start := startMicro(res.StartTime); start != 0 {
-			if prev := n.serverStart.Swap(start); prev == 0 {
-				// The first check: connections opened before it were
-				// not compared with anything. Those of another server
-				// close before the view that gives the node a role is
-				// published.
-				early = n.firstServer(start)
-			} else if prev != start {
-				// Another server answers, or this one restarted: the
-				// connections to the one before go.
-				early = n.serverChanged(start)
+			if prev := n.serverStart.Swap(start); prev != start {
+				// The first check (connections opened before it were
+				// compared with nothing), another server, or this one
+				// restarted: the connections to another server go,
+				// before the view that follows is published.
+				early = n.serverChanged(start, prev == 0)
 			}
 		}
 		m.core.CheckOK(n.id(), res, began, ended, n.remoteIP)
