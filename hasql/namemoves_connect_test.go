@@ -84,27 +84,10 @@ func (g *gate) hook(ctx context.Context, pc *pgconn.PgConn) error {
 func TestReplicaConnValidatedBeforeTheNameMoved(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := newMovedCluster(t, 2)
-	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
-	a2, err := n2.AliasAt("127.0.0.51:0")
-	require.NoError(t, err)
-	port := portStr(a2)
-	_, err = n3.AliasAt("127.0.0.52:" + port)
-	require.NoError(t, err)
-
-	var target atomic.Value
-	target.Store("127.0.0.51") // n2
-	ro := "ro.db:" + port
-	dsn := strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+","+n3.Addr()+"/", "@"+n1.Addr()+","+ro+"/", 1)
-	require.NotEqual(t, c.DSN(), dsn)
 	g := newGate("127.0.0.51:")
-	m := managerResolvingWith(t, ctx, withParams(dsn, "hasql_check_interval", "100ms", "pool_min_conns", "0"), "ro.db",
-		func() string { return target.Load().(string) },
+	rn := newROName(t, ctx, "127.0.0.51", "127.0.0.52", []string{"pool_min_conns", "0"},
 		func(cfg *hasql.Config) { cfg.PoolConfig.ConnConfig.AfterConnect = g.hook })
-	require.Eventually(t, func() bool {
-		st := statusAtAddr(m, ro)
-		return st.Role.IsReplica() && st.Name == "n2"
-	}, 30*time.Second, 5*time.Millisecond, "ro.db never a replica on n2: %v", m.Nodes())
+	m, n2 := rn.m, rn.n2
 
 	g.armed.Store(true)
 	type result struct {
@@ -130,14 +113,7 @@ func TestReplicaConnValidatedBeforeTheNameMoved(t *testing.T) {
 		t.Fatal("no connection reached the gate")
 	}
 
-	// The name moves to n3; the check connection to n2 ends, and the next
-	// check reaches n3.
-	target.Store("127.0.0.52")
-	execOn(t, ctx, n2, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgxha-check'")
-	require.Eventually(t, func() bool {
-		st := statusAtAddr(m, ro)
-		return st.Role.IsReplica() && st.Name == "n3"
-	}, 30*time.Second, 5*time.Millisecond, "ro.db never a replica on n3: %v", m.Nodes())
+	rn.moveToN3(t, ctx)
 	// n2 no longer follows the master.
 	require.NoError(t, n2.Promote(ctx))
 	g.armed.Store(false)
@@ -156,26 +132,10 @@ func TestReplicaConnValidatedBeforeTheNameMoved(t *testing.T) {
 func TestDBReplicaConnValidatedBeforeTheNameMoved(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := newMovedCluster(t, 2)
-	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
-	a2, err := n2.AliasAt("127.0.0.53:0")
-	require.NoError(t, err)
-	port := portStr(a2)
-	_, err = n3.AliasAt("127.0.0.54:" + port)
-	require.NoError(t, err)
-
-	var target atomic.Value
-	target.Store("127.0.0.53") // n2
-	ro := "ro.db:" + port
-	dsn := strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+","+n3.Addr()+"/", "@"+n1.Addr()+","+ro+"/", 1)
 	g := newGate("127.0.0.53:")
-	m := managerResolvingWith(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"), "ro.db",
-		func() string { return target.Load().(string) },
+	rn := newROName(t, ctx, "127.0.0.53", "127.0.0.54", nil,
 		func(cfg *hasql.Config) { cfg.PoolConfig.ConnConfig.AfterConnect = g.hook })
-	require.Eventually(t, func() bool {
-		st := statusAtAddr(m, ro)
-		return st.Role.IsReplica() && st.Name == "n2"
-	}, 30*time.Second, 5*time.Millisecond, "ro.db never a replica on n2: %v", m.Nodes())
+	m, n2 := rn.m, rn.n2
 
 	db := m.DB(hasql.TargetReplica)
 	defer db.Close()
@@ -196,12 +156,7 @@ func TestDBReplicaConnValidatedBeforeTheNameMoved(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no connection reached the gate")
 	}
-	target.Store("127.0.0.54")
-	execOn(t, ctx, n2, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgxha-check'")
-	require.Eventually(t, func() bool {
-		st := statusAtAddr(m, ro)
-		return st.Role.IsReplica() && st.Name == "n3"
-	}, 30*time.Second, 5*time.Millisecond, "ro.db never a replica on n3: %v", m.Nodes())
+	rn.moveToN3(t, ctx)
 	require.NoError(t, n2.Promote(ctx))
 	g.armed.Store(false)
 	close(g.release)
@@ -212,10 +167,6 @@ func TestDBReplicaConnValidatedBeforeTheNameMoved(t *testing.T) {
 		"a DB(TargetReplica) read was served by n2, a promoted server that no check reaches (ro.db's checks reach n3)")
 }
 
-func newMovedCluster(t *testing.T, replicas int) *testcluster.Cluster {
-	return testcluster.New(t, testcluster.Options{Replicas: replicas})
-}
-
 // TestMasterConnValidatedBeforeTheNameMoved is the master's side of
 // TestReplicaConnValidatedBeforeTheNameMoved: the connection to n1
 // passed the start-time comparison, the name moves to n2 (promoted; n1 not
@@ -224,7 +175,7 @@ func newMovedCluster(t *testing.T, replicas int) *testcluster.Cluster {
 func TestMasterConnValidatedBeforeTheNameMoved(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := newMovedCluster(t, 1)
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	a1, err := n1.AliasAt("127.0.0.59:0")
 	require.NoError(t, err)
@@ -289,7 +240,7 @@ func TestMasterConnValidatedBeforeTheNameMoved(t *testing.T) {
 func TestWarmPoolFollowsAMovedName(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := newMovedCluster(t, 1)
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	a1, err := n1.AliasAt("127.0.0.57:0")
 	require.NoError(t, err)

@@ -32,6 +32,57 @@ func statusAtAddr(m *hasql.Manager, addr string) hasql.NodeStatus {
 	return hasql.NodeStatus{}
 }
 
+// roName is a cluster whose replica n2 is reached through the name ro.db
+// (aliases of n2 and n3 on one port), and a Manager on n1 and ro.db whose
+// view has ro.db a replica on n2.
+type roName struct {
+	n1, n2, n3 *testcluster.Node
+	m          *hasql.Manager
+	ro         string // ro.db's address in the DSN
+	onN3       string // the address ro.db resolves to once moved
+	target     atomic.Value
+}
+
+// newROName makes it, n2's alias at onN2 and n3's at onN3; params and
+// configure go to the Manager.
+func newROName(t *testing.T, ctx context.Context, onN2, onN3 string, params []string, configure func(*hasql.Config)) *roName {
+	t.Helper()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2})
+	r := &roName{n1: c.Nodes()[0], n2: c.Nodes()[1], n3: c.Nodes()[2], onN3: onN3}
+	a2, err := r.n2.AliasAt(onN2 + ":0")
+	require.NoError(t, err)
+	port := portStr(a2)
+	_, err = r.n3.AliasAt(onN3 + ":" + port)
+	require.NoError(t, err)
+	r.target.Store(onN2)
+	r.ro = "ro.db:" + port
+	dsn := strings.Replace(c.DSN(), "@"+r.n1.Addr()+","+r.n2.Addr()+","+r.n3.Addr()+"/", "@"+r.n1.Addr()+","+r.ro+"/", 1)
+	require.NotEqual(t, c.DSN(), dsn)
+	r.m = managerResolvingWith(t, ctx, withParams(dsn, append([]string{"hasql_check_interval", "100ms"}, params...)...), "ro.db",
+		func() string { return r.target.Load().(string) }, configure)
+	r.waitReplicaOn(t, "n2")
+	return r
+}
+
+// waitReplicaOn waits for the view to have ro.db a replica on the server
+// named name.
+func (r *roName) waitReplicaOn(t *testing.T, name string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		st := statusAtAddr(r.m, r.ro)
+		return st.Role.IsReplica() && st.Name == name
+	}, 30*time.Second, 5*time.Millisecond, "ro.db never a replica on %s: %v", name, r.m.Nodes())
+}
+
+// moveToN3 moves the name to n3: the check connection to n2 ends, and the
+// next check reaches n3.
+func (r *roName) moveToN3(t *testing.T, ctx context.Context) {
+	t.Helper()
+	r.target.Store(r.onN3)
+	execOn(t, ctx, r.n2, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgxha-check'")
+	r.waitReplicaOn(t, "n3")
+}
+
 // TestDBReplicaConnAfterTheNameMoved: a replica node's host is a name
 // (ro.db) that reaches replica n2; a DB(TargetReplica) connection is opened
 // there and stays idle in database/sql's pool. The name moves to replica
@@ -43,25 +94,8 @@ func statusAtAddr(m *hasql.Manager, addr string) hasql.NodeStatus {
 func TestDBReplicaConnAfterTheNameMoved(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 2})
-	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
-	a2, err := n2.AliasAt("127.0.0.31:0")
-	require.NoError(t, err)
-	port := portStr(a2)
-	_, err = n3.AliasAt("127.0.0.32:" + port)
-	require.NoError(t, err)
-
-	var target atomic.Value
-	target.Store("127.0.0.31") // n2
-	ro := "ro.db:" + port
-	dsn := strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+","+n3.Addr()+"/", "@"+n1.Addr()+","+ro+"/", 1)
-	require.NotEqual(t, c.DSN(), dsn)
-	m := managerResolving(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"), "ro.db",
-		func() string { return target.Load().(string) })
-	require.Eventually(t, func() bool {
-		st := statusAtAddr(m, ro)
-		return st.Role.IsReplica() && st.Name == "n2"
-	}, 30*time.Second, 5*time.Millisecond, "ro.db never a replica on n2: %v", m.Nodes())
+	r := newROName(t, ctx, "127.0.0.31", "127.0.0.32", nil, nil)
+	m, n2 := r.m, r.n2
 
 	db := m.DB(hasql.TargetReplica)
 	defer db.Close()
@@ -70,14 +104,7 @@ func TestDBReplicaConnAfterTheNameMoved(t *testing.T) {
 	require.NoError(t, db.QueryRowContext(ctx, "SELECT current_setting('cluster_name'), pg_is_in_recovery()").Scan(&who, &inRecovery))
 	require.Equal(t, "n2", who)
 
-	// The name moves to n3; the check connection to n2 ends, and the next
-	// check reaches n3.
-	target.Store("127.0.0.32")
-	execOn(t, ctx, n2, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgxha-check'")
-	require.Eventually(t, func() bool {
-		st := statusAtAddr(m, ro)
-		return st.Role.IsReplica() && st.Name == "n3"
-	}, 30*time.Second, 5*time.Millisecond, "ro.db never a replica on n3: %v", m.Nodes())
+	r.moveToN3(t, ctx)
 
 	// n2 no longer follows the master.
 	require.NoError(t, n2.Promote(ctx))
