@@ -119,6 +119,7 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	var conn *pgx.Conn
 	if err == nil {
 		conn, err = pgx.ConnectConfig(ctx, cfg)
+		err = scrubConnect(err) // no password in what Listen returns
 		n.connected(err)
 	}
 	if err != nil {

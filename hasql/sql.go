@@ -143,6 +143,7 @@ func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		dc, err := c.Connector.Connect(cctx)
 		stop()
 		cancel()
+		err = scrubConnect(err) // no password in what database/sql returns
 		if err != nil && ctx.Err() == nil && c.m.ctx.Err() == nil && n.removed.Load() {
 			lastErr = err // the node left the set while connecting: pick again
 			continue
