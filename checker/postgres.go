@@ -380,13 +380,15 @@ func nameReplicas(ctx context.Context, conn *pgx.Conn, res *Result, pids []int32
 	data := conn.PgConn().CustomData()
 	names, _ := data[walsenderNames].(map[int32]walsender)
 	missing := names == nil || rename
+	listed := make(map[int32]struct{}, len(pids))
 	for i, pid := range pids {
+		listed[pid] = struct{}{}
 		if w, ok := names[pid]; !ok || res.Replicas[i].SentLSN < w.sent {
 			missing = true
 		}
 	}
 	for pid := range names {
-		if !slices.Contains(pids, pid) {
+		if _, ok := listed[pid]; !ok {
 			missing = true // one left: a listed pid may be another's now
 		}
 	}
@@ -397,14 +399,24 @@ func nameReplicas(ctx context.Context, conn *pgx.Conn, res *Result, pids []int32
 			return err
 		}
 		fresh := make(map[int32]walsender, len(pids))
+		read := 0
 		for rows.Next() {
+			// One row per walsender: more than the bound is a server
+			// that lies (see MaxWalsenders); rows of walsenders not in
+			// the list are not kept.
+			if read++; read > MaxWalsenders {
+				rows.Close()
+				return fmt.Errorf("read walsender names: more than %d rows", MaxWalsenders)
+			}
 			var pid int32
 			var app, addr *string
 			if err := rows.Scan(&pid, &app, &addr); err != nil {
 				rows.Close()
 				return err
 			}
-			fresh[pid] = walsender{app: str(app), addr: str(addr)}
+			if _, ok := listed[pid]; ok {
+				fresh[pid] = walsender{app: str(app), addr: str(addr)}
+			}
 		}
 		if err := rows.Err(); err != nil {
 			return err
@@ -413,7 +425,7 @@ func nameReplicas(ctx context.Context, conn *pgx.Conn, res *Result, pids []int32
 		data[walsenderNames] = names
 	}
 	for pid := range names {
-		if !slices.Contains(pids, pid) {
+		if _, ok := listed[pid]; !ok {
 			delete(names, pid)
 		}
 	}
@@ -495,16 +507,27 @@ func (c *checkRow) result() (Result, error) {
 	return res, nil
 }
 
+// MaxWalsenders bounds the walsenders a check reads from one server: more
+// is an error of the check. PostgreSQL allows max_wal_senders up to
+// 262143; a server that reports more than this many is taken for a
+// server that lies, whose answer must not cost the Manager more than a
+// bounded message does.
+const MaxWalsenders = 4096
+
 // parseWalsenders reads checkSQL's walsender column: per walsender, pid,
 // state, sync_state, sent, flush and replay LSNs and replay_lag in
 // microseconds,
 // separated by '|', the walsenders by ';'; a NULL is empty.
 func parseWalsenders(s string) ([]Replica, []int32, error) {
-	n := strings.Count(s, ";") + 1
-	reps := make([]Replica, 0, n)
-	pids := make([]int32, 0, n)
+	if n := strings.Count(s, ";") + 1; n > MaxWalsenders {
+		// Checked before anything is made for them: a list of empty rows
+		// would otherwise cost a hundred times its size.
+		return nil, nil, fmt.Errorf("decode pg_stat_replication: %d walsenders, more than %d", n, MaxWalsenders)
+	}
+	var reps []Replica
+	var pids []int32
 	for row := range strings.SplitSeq(s, ";") {
-		f := strings.Split(row, "|")
+		f := strings.SplitN(row, "|", 8)
 		if len(f) != 7 {
 			return nil, nil, fmt.Errorf("decode pg_stat_replication: %d fields in %q, want 7", len(f), row)
 		}
