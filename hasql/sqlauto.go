@@ -102,13 +102,121 @@ func (a *autoConn) Prepare(query string) (driver.Stmt, error) {
 	return a.PrepareContext(context.Background(), query)
 }
 
+// PrepareContext prepares query on the side the statement would run on
+// now (so that an error in it is found here), and returns a statement that
+// picks its side again each time it runs: database/sql hands the same
+// statement to a transaction begun later on this connection (tx.Stmt, as
+// sqlc's WithTx does), which must run it in the transaction, not on the
+// side it was prepared on.
 func (a *autoConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
 	conn, err := a.side(ctx, IsReadOnly(ctx))
 	if err != nil {
 		return nil, err
 	}
-	return conn.(driver.ConnPrepareContext).PrepareContext(ctx, query)
+	st, err := conn.(driver.ConnPrepareContext).PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return &autoStmt{a: a, query: query, on: []sideStmt{{conn, st}}}, nil
 }
+
+// autoStmt is a statement of an autoConn, prepared on each side it runs
+// on, on first use there.
+type autoStmt struct {
+	a     *autoConn
+	query string
+	on    []sideStmt // at most one per server connection the autoConn has had open
+}
+
+type sideStmt struct {
+	conn driver.Conn
+	st   driver.Stmt
+}
+
+// stmt returns the statement prepared on the side a statement with ctx
+// runs on now, preparing it there first if needed. Statements of server
+// connections the autoConn no longer holds are closed.
+func (s *autoStmt) stmt(ctx context.Context) (driver.Stmt, error) {
+	conn, err := s.a.side(ctx, IsReadOnly(ctx))
+	if err != nil {
+		return nil, err
+	}
+	kept := s.on[:0]
+	var found driver.Stmt
+	for _, o := range s.on {
+		switch {
+		case o.conn == conn:
+			found = o.st
+			kept = append(kept, o)
+		case o.conn == s.a.master || o.conn == s.a.replica:
+			kept = append(kept, o)
+		default:
+			o.st.Close() // its connection was closed (see ResetSession)
+		}
+	}
+	clear(s.on[len(kept):])
+	s.on = kept
+	if found != nil {
+		return found, nil
+	}
+	st, err := conn.(driver.ConnPrepareContext).PrepareContext(ctx, s.query)
+	if err != nil {
+		return nil, err
+	}
+	s.on = append(s.on, sideStmt{conn, st})
+	return st, nil
+}
+
+func (s *autoStmt) Close() error {
+	var errs []error
+	for _, o := range s.on {
+		if o.conn == s.a.master || o.conn == s.a.replica {
+			errs = append(errs, o.st.Close())
+		}
+	}
+	s.on = nil
+	return errors.Join(errs...)
+}
+
+// NumInput is -1: the sides' statements count their inputs.
+func (s *autoStmt) NumInput() int { return -1 }
+
+func (s *autoStmt) Exec(args []driver.Value) (driver.Result, error) {
+	return s.ExecContext(context.Background(), named(args))
+}
+
+func (s *autoStmt) Query(args []driver.Value) (driver.Rows, error) {
+	return s.QueryContext(context.Background(), named(args))
+}
+
+// named numbers args as database/sql does for a driver without names.
+func named(args []driver.Value) []driver.NamedValue {
+	nv := make([]driver.NamedValue, len(args))
+	for i, v := range args {
+		nv[i] = driver.NamedValue{Ordinal: i + 1, Value: v}
+	}
+	return nv
+}
+
+func (s *autoStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	st, err := s.stmt(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st.(driver.StmtExecContext).ExecContext(ctx, args)
+}
+
+func (s *autoStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	st, err := s.stmt(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st.(driver.StmtQueryContext).QueryContext(ctx, args)
+}
+
+// CheckNamedValue passes every argument through to pgx, as the
+// connection's does.
+func (s *autoStmt) CheckNamedValue(*driver.NamedValue) error { return nil }
 
 func (a *autoConn) Begin() (driver.Tx, error) {
 	return a.BeginTx(context.Background(), driver.TxOptions{})
