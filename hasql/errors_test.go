@@ -2,6 +2,7 @@ package hasql_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -503,4 +504,56 @@ func TestNodeLostCut(t *testing.T) {
 	assert.True(t, le.Cut, "cut by pgxha")
 	assert.True(t, le.MayHaveRun)
 	assert.Contains(t, err.Error(), "cut by pgxha")
+}
+
+// TestDBDeadPooledSessions: a pooled session the server ended while idle
+// (57P01, 57P05) never reaches the caller through m.DB() either. It did:
+// database/sql's pool handed out a connection whose session the server
+// ended less than a second after its last use (pgx's stdlib pings only
+// after a second idle; pgxha's look at the socket was on its pgx pools
+// alone), and the statement failed with the server's 57P01 or 57P05.
+func TestDBDeadPooledSessions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	master := c.Nodes()[0]
+	for _, tc := range []struct {
+		name   string
+		target hasql.Target
+		params []string
+		end    func(t *testing.T, pids []int)
+	}{
+		{"terminate/TargetMaster", hasql.TargetMaster, nil, func(t *testing.T, pids []int) {
+			execOn(t, ctx, master, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgxha-errors-test' AND pid <> pg_backend_pid()`)
+		}},
+		{"terminate/TargetAuto", hasql.TargetAuto, nil, func(t *testing.T, pids []int) {
+			execOn(t, ctx, master, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgxha-errors-test' AND pid <> pg_backend_pid()`)
+		}},
+		{"idle_session_timeout/TargetMaster", hasql.TargetMaster, []string{"idle_session_timeout", "300"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := withParams(c.DSN(), append([]string{"application_name", "pgxha-errors-test"}, tc.params...)...)
+			m := newManager(t, ctx, dsn)
+			require.NoError(t, m.WaitReady(ctx, 1, 0))
+			db := m.DB(tc.target)
+			defer db.Close()
+			db.SetMaxOpenConns(1)
+			var failures []string
+			for i := 0; i < 3; i++ {
+				_, err := db.ExecContext(ctx, "SELECT 1")
+				require.NoError(t, err)
+				pids := appPids(t, ctx, master)
+				require.NotEmpty(t, pids)
+				if tc.end != nil {
+					tc.end(t, pids)
+				}
+				waitGone(t, ctx, master, pids)
+				_, err = db.ExecContext(ctx, "SELECT 1")
+				if err != nil {
+					failures = append(failures, fmt.Sprintf("round %d: %v", i, err))
+				}
+			}
+			assert.Empty(t, failures, "the first statement through DB() after the server ended its idle pooled session")
+		})
+	}
 }

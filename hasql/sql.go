@@ -101,6 +101,14 @@ func (m *Manager) connector(tg target, o *replicaOptions) *dbConnector {
 			if n == nil || !m.qualifies(n, tg, o) || !n.reaches(conn.PgConn()) {
 				return driver.ErrBadConn
 			}
+			// A session the server ended while the connection was idle
+			// (pg_terminate_backend, idle_session_timeout, a restart) left
+			// its FATAL on the socket: database/sql opens another instead
+			// of handing the caller the error (stdlib pings only after a
+			// second idle). See shouldPingHook for the pools.
+			if sessionEndedWhileIdle(conn) {
+				return driver.ErrBadConn
+			}
 			return nil
 		}),
 	)
