@@ -80,7 +80,6 @@ func (q *queryPG) session(c net.Conn, answer sqlAnswer) {
 			"DateStyle": "ISO, MDY", "integer_datetimes": "on", "TimeZone": "UTC"} {
 			be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
 		}
-		be.Send(&pgproto3.BackendKeyData{ProcessID: 4242, SecretKey: []byte{1, 2, 3, 4}})
 		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 		if be.Flush() != nil {
 			return
