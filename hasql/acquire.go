@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -220,7 +221,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			}
 		}
 		n := set.nodes[set.pick()]
-		conn, err := n.acquire(ctx)
+		conn, err := n.acquireWhile(ctx, func() bool { return m.stillRoutes(n, t, o) })
 		if err == nil {
 			if m.snap.Load() == s || m.stillRoutes(n, t, o) {
 				return conn, n, nil
@@ -239,7 +240,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			return nil, n, ErrClosed
 		}
 		if err == errNodeLeft {
-			lost++ // the node left the set while the acquire waited in its pool
+			lost++ // the node left the set, or lost the role, while the acquire waited in its pool
 			continue
 		}
 		n.acquireFailed(err)
@@ -517,7 +518,8 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 }
 
 // errNodeLeft is what an acquire from a node's pool returns when the node
-// left the node set while the acquire waited there: the caller picks again
+// left the node set (or, see acquireWhile, stopped serving the acquire)
+// while the acquire waited there: the caller picks again
 // from the current set.
 var errNodeLeft = errors.New("hasql: the node left the node set")
 
@@ -534,6 +536,15 @@ var errNodeLeft = errors.New("hasql: the node left the node set")
 // password in its Config (scrubConnect), for every path that keeps or
 // returns it.
 func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	return n.acquireWhile(ctx, nil)
+}
+
+// acquireWhile is acquire for an acquire that wants n only while serves
+// reports that n serves it (serves nil: while n is in the set): a wait
+// in a full pool also ends (errNodeLeft) when a new view says n no longer
+// serves it, as when the master lost its role while every connection of
+// its pool was held.
+func (n *node) acquireWhile(ctx context.Context, serves func() bool) (*pgxpool.Conn, error) {
 	if n.inUse.Add(1) <= n.maxConns {
 		conn, err := n.pool.Acquire(ctx)
 		if err != nil {
@@ -547,12 +558,35 @@ func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(n.ctx, cancel)
+	var lost atomic.Bool
+	watched := make(chan struct{})
+	if serves != nil {
+		// Owned by this acquire: it ends when the acquire does.
+		go func() {
+			for {
+				s := n.m.snap.Load()
+				if !serves() {
+					lost.Store(true)
+					cancel()
+					return
+				}
+				select {
+				case <-s.changed:
+				case <-wctx.Done():
+					return
+				case <-watched:
+					return
+				}
+			}
+		}()
+	}
 	conn, err := n.pool.Acquire(wctx)
+	close(watched)
 	stop()
 	cancel()
 	if err != nil {
 		n.inUse.Add(-1)
-		if ctx.Err() == nil && n.removed.Load() {
+		if ctx.Err() == nil && (n.removed.Load() || lost.Load()) {
 			return nil, errNodeLeft
 		}
 		return nil, scrubConnect(err)

@@ -139,6 +139,17 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	n.abort, n.abortDials = context.WithCancel(context.Background())
 	n.checkCfg = n.checkConnConfig(pc.ConnConfig)
 
+	// An acquire whose context has no deadline must not wait without
+	// bound inside the pool either (see Config.AcquireTimeout): for the
+	// ping of a connection that sat idle (a hung or partitioned server
+	// never answers it) and for a connection being made.
+	if pc.PingTimeout <= 0 {
+		pc.PingTimeout = m.cfg.CheckTimeout
+	}
+	if pc.ConnConfig.ConnectTimeout <= 0 && m.cfg.AcquireTimeout > 0 {
+		pc.ConnConfig.ConnectTimeout = m.cfg.AcquireTimeout
+	}
+
 	n.beforeConnect = n.withCredentials(pc.BeforeConnect)
 	pc.BeforeConnect = n.beforeConnect
 	pc.ShouldPing = shouldPingHook(pc.ShouldPing)
