@@ -70,7 +70,7 @@ func (q *Querier) retry(ctx context.Context, run int, err error, lost bool, s st
 	if NeverRan(err) {
 		return true
 	}
-	return lost && s.ok && q.m.stillStandby(ctx, s)
+	return lost && s.ok && q.m.stillStandby(ctx, s, time.Now())
 }
 
 // onStandby reports, before a statement runs on conn from n, whether the
@@ -94,13 +94,17 @@ func onStandby(conn *pgxpool.Conn, n *node) standby {
 }
 
 // stillStandby confirms, after a statement's connection to a replica was
-// lost, that the replica could not have run it as a write: a check of the
-// node that began after the statement was sent finds the same server still
-// in recovery (a promotion cannot be undone without a restart). The node is
+// lost (at lost), that the replica could not have run it as a write: a
+// check of the node that began after the loss finds the same server still
+// in recovery (a promotion cannot be undone without a restart), so it was
+// in recovery all the while the statement ran. A check that began after
+// the statement was sent is not enough: the statement may go on after it
+// (a lock wait), and a string of statements begins a new transaction after
+// a COMMIT, which writes on a server promoted meanwhile. The node is
 // checked at once; the wait is bounded by the check timeout and ctx. A node
-// that cannot be checked (down, hung) gives no such proof: the statement is
-// not run again.
-func (m *Manager) stillStandby(ctx context.Context, s standby) bool {
+// that cannot be checked (down, hung), or failed a check since the
+// statement was sent, gives no such proof: the statement is not run again.
+func (m *Manager) stillStandby(ctx context.Context, s standby, lost time.Time) bool {
 	n := s.n
 	n.trigger()
 	timer := time.NewTimer(2*m.cfg.CheckTimeout + m.cfg.FastCheckInterval)
@@ -108,7 +112,7 @@ func (m *Manager) stillStandby(ctx context.Context, s standby) bool {
 	for {
 		m.mu.Lock()
 		v := n.cv
-		if v.Up && v.CheckBegan.After(s.since) {
+		if v.Up && v.CheckBegan.After(lost) {
 			// The same server (unknown on either side: a checker
 			// that does not read start times), still in recovery.
 			st := startMicro(v.Res.StartTime)
