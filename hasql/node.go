@@ -58,9 +58,11 @@ type node struct {
 	lagNanos      atomic.Int64
 	lagKnown      atomic.Bool
 	sync          atomic.Bool
-	mayWrite      atomic.Bool  // writable at its last check: a statement may have written
-	replica       atomic.Bool  // a replica that follows the master (a role that serves reads)
-	serverStart   atomic.Int64 // the postmaster's start time at the last check, unix microseconds
+	mayWrite      atomic.Bool   // writable at its last check: a statement may have written
+	replica       atomic.Bool   // a replica that follows the master (a role that serves reads)
+	serverStart   atomic.Int64  // the postmaster's start time at the last check, unix microseconds
+	serverTL      atomic.Uint32 // the timeline at the last check
+	serverSys     atomic.Uint64 // the system identifier at the last check
 	suspect       atomic.Bool
 	damped        atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
 	watchable     atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast

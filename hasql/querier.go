@@ -90,20 +90,31 @@ func onStandby(conn *pgxpool.Conn, n *node) standby {
 	if !known {
 		server = n.serverStart.Load()
 	}
-	return standby{ok: true, n: n, since: time.Now(), server: server}
+	return standby{ok: true, n: n, since: time.Now(), server: server, timeline: n.serverTL.Load(), system: n.serverSys.Load()}
 }
 
 // stillStandby confirms, after a statement's connection to a replica was
-// lost (at lost), that the replica could not have run it as a write: a
-// check of the node that began after the loss finds the same server still
-// in recovery (a promotion cannot be undone without a restart), so it was
-// in recovery all the while the statement ran. A check that began after
-// the statement was sent is not enough: the statement may go on after it
-// (a lock wait), and a string of statements begins a new transaction after
-// a COMMIT, which writes on a server promoted meanwhile. The node is
-// checked at once; the wait is bounded by the check timeout and ctx. A node
-// that cannot be checked (down, hung), or failed a check since the
-// statement was sent, gives no such proof: the statement is not run again.
+// lost (at lost), that the replica could not have run it as a write. The
+// node is checked at once, and the wait is bounded by the check timeout and
+// ctx; a node that cannot be checked gives no proof unless it went away
+// (below). A proof is one of:
+//   - a check begun after the loss finds the same server still in recovery:
+//     a promotion cannot be undone without a restart, so it was in recovery
+//     all the while the statement ran. A check begun while the statement
+//     ran is not enough when the server is still there: the statement may
+//     go on after that check (a lock wait), and a string of statements
+//     begins a new transaction after a COMMIT, which writes on a server
+//     promoted meanwhile;
+//   - a check begun after the loss finds another server of the same system
+//     in recovery on the timeline the statement's server had (it
+//     restarted): the server that ran the statement ended, and a promotion
+//     would have moved it to a new timeline;
+//   - the server went away after the statement was sent (a check failed:
+//     crashed, stopped, hung or cut off), and its last check, begun after
+//     the statement was sent, found it in recovery. Its backend ended with
+//     it, or cannot be reached (a hung server is not promoted while it
+//     hangs); what remains is a promotion between that check and the
+//     failure, which this cannot rule out.
 func (m *Manager) stillStandby(ctx context.Context, s standby, lost time.Time) bool {
 	n := s.n
 	n.trigger()
@@ -112,17 +123,23 @@ func (m *Manager) stillStandby(ctx context.Context, s standby, lost time.Time) b
 	for {
 		m.mu.Lock()
 		v := n.cv
-		if v.Up && v.CheckBegan.After(lost) {
-			// The same server (unknown on either side: a checker
-			// that does not read start times), still in recovery.
-			st := startMicro(v.Res.StartTime)
-			ok := v.Res.InRecovery && (st == 0 || s.server == 0 || sameStart(st, s.server))
-			m.mu.Unlock()
-			return ok
-		}
-		if !v.Up && v.LastErrAt.After(s.since) || n.removed.Load() {
+		// The same server (unknown on either side: a checker that does
+		// not read start times).
+		st := startMicro(v.Res.StartTime)
+		same := st == 0 || s.server == 0 || sameStart(st, s.server)
+		switch {
+		case n.removed.Load():
 			m.mu.Unlock()
 			return false
+		case v.Up && v.CheckBegan.After(lost):
+			restarted := !same && s.timeline != 0 && v.Res.Timeline == s.timeline && s.system != 0 && v.Res.SystemID == s.system
+			ok := v.Res.InRecovery && (same || restarted)
+			m.mu.Unlock()
+			return ok
+		case !v.Up && v.LastErrAt.After(s.since):
+			ok := same && v.Res.InRecovery && v.CheckBegan.After(s.since)
+			m.mu.Unlock()
+			return ok
 		}
 		reported := n.reported
 		m.mu.Unlock()
@@ -144,6 +161,9 @@ type standby struct {
 	n      *node
 	since  time.Time // when the statement was about to be sent
 	server int64     // the server's start time as of n's last check
+	// The timeline and system identifier as of n's last check.
+	timeline uint32
+	system   uint64
 }
 
 // Exec runs sql on a connection of the target.

@@ -97,3 +97,35 @@ func TestReplicaRerunNeedsACheckAfterTheLoss(t *testing.T) {
 	require.NoError(t, admin.QueryRow(ctx, "SELECT last_value FROM s").Scan(&last))
 	assert.EqualValues(t, 1, last, "nextval ran on the promoted n2 once; the routed statement was run again after its loss")
 }
+
+// TestReplicaCrashReadRunsAgain: a replica read lost when its replica
+// crashes (and comes back as a replica) runs again: the crash ended the
+// backend, and the check that proves the server could not have written is
+// its last one before the crash (begun after the read was sent), or the
+// first after the restart (in recovery on the same timeline). Requiring a
+// check begun after the loss that finds the same server (for a server
+// still there, see TestReplicaRerunNeedsACheckAfterTheLoss) left no proof.
+func TestReplicaCrashReadRunsAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 0})
+	n2 := c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_balancer", "first"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	done := make(chan error, 1)
+	var who string
+	go func() {
+		done <- m.Replica().QueryRow(ctx, "SELECT current_setting('cluster_name') FROM pg_sleep(1.5) WHERE 'crashread' <> ''").Scan(&who)
+	}()
+	require.Eventually(t, func() bool {
+		return lsnOn(t, ctx, n2, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%crashread%' AND pid <> pg_backend_pid()") == 1
+	}, 30*time.Second, 5*time.Millisecond, "the read runs on n2 (balancer first)")
+	// A check of n2 begins and ends while the read runs.
+	sent := time.Now()
+	require.Eventually(t, func() bool { return statusOf(m, "n2").LastCheck.After(sent.Add(150 * time.Millisecond)) }, 30*time.Second, time.Millisecond)
+	require.NoError(t, n2.Kill())
+	require.NoError(t, n2.Start())
+	err := <-done
+	t.Logf("read: %q, %v", who, err)
+	assert.NoError(t, err, "the read lost in n2's crash was not run again on n3")
+}

@@ -55,6 +55,8 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 				early = n.serverChanged(start, prev == 0)
 			}
 		}
+		n.serverTL.Store(res.Timeline)
+		n.serverSys.Store(res.SystemID)
 		m.core.CheckOK(n.id(), res, began, ended, n.remoteIP)
 		n.latencyEWMA.Store(int64(n.cv.EWMA))
 	} else {
