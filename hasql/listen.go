@@ -61,7 +61,9 @@ type listenEvent struct {
 }
 
 // Listen starts listening on channels on the master. It returns once the
-// first LISTEN is in place, or with ctx's error while there is no master.
+// first LISTEN is in place, or with ctx's error while there is no master
+// (bounded by Config.AcquireTimeout when ctx has no deadline), or
+// ErrClosed when the Manager closes.
 // Close the Listener when done; it also stops when the Manager is closed.
 func (m *Manager) Listen(ctx context.Context, channels ...string) (*Listener, error) {
 	if len(channels) == 0 {
@@ -79,7 +81,18 @@ func (m *Manager) Listen(ctx context.Context, channels ...string) (*Listener, er
 		cancel()
 		return nil, err
 	}
+	// Under the lock, as Close swaps in its closed snapshot before it
+	// waits for the Manager's goroutines: the Listener's is counted
+	// before that wait, or not started at all.
+	m.mu.Lock()
+	if m.snap.Load().closed {
+		m.mu.Unlock()
+		cancel()
+		conn.Close(context.Background())
+		return nil, ErrClosed
+	}
 	m.wg.Add(1)
+	m.mu.Unlock()
 	go l.run(lctx, conn, n)
 	return l, nil
 }
@@ -109,10 +122,20 @@ func (l *Listener) Close() {
 
 // connect opens a connection to the master and listens there.
 func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
-	n, err := l.m.pick(ctx, targetMaster, nil)
+	// Without a deadline, the wait for a master is bounded like an
+	// acquire's (Config.AcquireTimeout).
+	pctx, pcancel := l.m.boundAcquire(ctx)
+	n, err := l.m.pick(pctx, targetMaster, nil)
+	pcancel()
 	if err != nil {
 		return nil, nil, err
 	}
+	// The connect and the LISTENs end when the node leaves the set or
+	// the Manager closes.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(n.ctx, cancel)
+	defer stop()
 	cfg := n.pool.Config().ConnConfig
 	cfg.Tracer = nil
 	err = n.beforeConnect(ctx, cfg)
@@ -123,6 +146,9 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 		n.connected(err)
 	}
 	if err != nil {
+		if l.m.ctx.Err() != nil {
+			return nil, n, ErrClosed // the connect was cut by Close
+		}
 		n.trigger()
 		return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
 	}

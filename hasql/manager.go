@@ -136,7 +136,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 		if err != nil {
 			m.cancel()
 			for _, made := range nodes {
-				made.pool.Close()
+				made.closePool()
 			}
 			m.wg.Wait()
 			m.tel.close()
@@ -192,7 +192,7 @@ func (m *Manager) Close() {
 		m.cancel()
 		m.wg.Wait()
 		for _, n := range m.nodesNow() {
-			n.pool.Close()
+			n.closePool()
 		}
 		m.tel.close()
 	})

@@ -167,11 +167,25 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	pc.ConnConfig.Tracer = newNodeTracer(n, userTracer)
 	dial := pc.ConnConfig.DialFunc
 	pc.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		// A node being closed makes no connection, and one being made
+		// when it closes is cut (see closePool).
+		if n.abort.Err() != nil {
+			return nil, errNodeClosed
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(n.abort, cancel)
+		defer stop()
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		return n.conns.track(c), nil
+		tc := n.conns.track(c)
+		if n.abort.Err() != nil {
+			tc.Close()
+			return nil, errNodeClosed
+		}
+		return tc, nil
 	}
 	n.pool, err = pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -432,6 +446,20 @@ func (n *node) closeCheckConn() {
 		}
 	})
 	n.conn = nil
+}
+
+// errNodeClosed is the error of a connection a closing node does not make.
+var errNodeClosed = errors.New("hasql: the node is closed")
+
+// closePool closes n's pool once n is out of use (its check loop stopped,
+// or never started). Connections still being made (pool_min_conns', or a
+// refill's, to a server that hangs) are cut first, and no other is made:
+// pgxpool's Close waits for them, up to their connect_timeout. Then it
+// waits until the connections acquired from the pool are released.
+func (n *node) closePool() {
+	n.abortDials()
+	n.conns.closeIf(func(c *trackedConn) bool { return !c.live.Load() })
+	n.pool.Close()
 }
 
 // closeCheckConns closes the check connection and waits until every check

@@ -121,7 +121,7 @@ func (m *Manager) reconcile(members []member) (int, error) {
 	discard := func() {
 		for _, n := range added {
 			n.cancel()
-			n.pool.Close()
+			n.closePool()
 		}
 	}
 	var leftOut []string
@@ -225,7 +225,7 @@ func (m *Manager) retag(setTags func() bool) {
 func (m *Manager) drain(n *node) {
 	defer m.wg.Done()
 	<-n.done
-	n.pool.Close()
+	n.closePool()
 }
 
 // setTags sets the node's tags from its source. It reports whether they
