@@ -177,6 +177,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 		lsnWait = newMinLSNWait(o)
 		defer lsnWait.stop()
 	}
+	moved := 0
 	for failures, lost := 0, 0; failures <= maxFailures && lost <= maxFailures; {
 		s := m.snap.Load()
 		if s.closed {
@@ -221,7 +222,14 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			}
 		}
 		n := set.nodes[set.pick()]
-		conn, err := n.acquireWhile(ctx, func() bool { return m.stillRoutes(n, t, o) })
+		// A wait in a full pool gives up when a new view takes n out of
+		// the set this pick was made from (the failed nodes still left
+		// out: a read that fell back to the master waits for it).
+		left := slices.Clone(excluded)
+		conn, err := n.acquireWhile(ctx, func() bool {
+			cs, err := m.candidates(m.snap.Load(), t, o, left)
+			return err == nil && slices.Contains(cs.nodes, n)
+		})
 		if err == nil {
 			if m.snap.Load() == s || m.stillRoutes(n, t, o) {
 				return conn, n, nil
@@ -240,7 +248,16 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			return nil, n, ErrClosed
 		}
 		if err == errNodeLeft {
-			lost++ // the node left the set, or lost the role, while the acquire waited in its pool
+			lost++ // the node left the set while the acquire waited in its pool
+			continue
+		}
+		if err == errServesNoMore {
+			// The view changed under a wait in a full pool: each takes a
+			// change of the view, not a spin, and the acquire's context
+			// bounds them (hasql_acquire_timeout without a deadline).
+			if moved++; moved > maxMoves {
+				return nil, nil, fmt.Errorf("hasql: acquire %s: gave up after the view changed %d times under its wait: the roles kept changing", t, maxMoves)
+			}
 			continue
 		}
 		n.acquireFailed(err)
@@ -518,10 +535,18 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 }
 
 // errNodeLeft is what an acquire from a node's pool returns when the node
-// left the node set (or, see acquireWhile, stopped serving the acquire)
-// while the acquire waited there: the caller picks again
+// left the node set while the acquire waited there: the caller picks again
 // from the current set.
 var errNodeLeft = errors.New("hasql: the node left the node set")
+
+// errServesNoMore is what an acquire waiting in a full pool returns when a
+// new view takes the node out of the set it was picked from (see
+// acquireWhile): the caller picks again.
+var errServesNoMore = errors.New("hasql: the node no longer serves the acquire")
+
+// maxMoves bounds how often one acquire picks again because the view
+// changed under its wait in a full pool.
+const maxMoves = 100
 
 // acquire takes a connection from n's pool. n.inUse counts it from now
 // until its release (see nodeTracer.TraceRelease), or until the acquire
@@ -541,9 +566,9 @@ func (n *node) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 
 // acquireWhile is acquire for an acquire that wants n only while serves
 // reports that n serves it (serves nil: while n is in the set): a wait
-// in a full pool also ends (errNodeLeft) when a new view says n no longer
-// serves it, as when the master lost its role while every connection of
-// its pool was held.
+// in a full pool also ends (errServesNoMore) when a new view says n no
+// longer serves it, as when the master lost its role while every
+// connection of its pool was held.
 func (n *node) acquireWhile(ctx context.Context, serves func() bool) (*pgxpool.Conn, error) {
 	if n.inUse.Add(1) <= n.maxConns {
 		conn, err := n.pool.Acquire(ctx)
@@ -586,8 +611,11 @@ func (n *node) acquireWhile(ctx context.Context, serves func() bool) (*pgxpool.C
 	cancel()
 	if err != nil {
 		n.inUse.Add(-1)
-		if ctx.Err() == nil && (n.removed.Load() || lost.Load()) {
+		if ctx.Err() == nil && n.removed.Load() {
 			return nil, errNodeLeft
+		}
+		if ctx.Err() == nil && lost.Load() {
+			return nil, errServesNoMore
 		}
 		return nil, scrubConnect(err)
 	}

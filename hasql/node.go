@@ -148,8 +148,11 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	if pc.PingTimeout <= 0 {
 		pc.PingTimeout = m.cfg.CheckTimeout
 	}
+	// The connect bound is at least the check timeout: a server the
+	// checks can connect to, the pool can too (an acquire with a deadline
+	// of its own is otherwise bounded by that alone).
 	if pc.ConnConfig.ConnectTimeout <= 0 && m.cfg.AcquireTimeout > 0 {
-		pc.ConnConfig.ConnectTimeout = m.cfg.AcquireTimeout
+		pc.ConnConfig.ConnectTimeout = max(m.cfg.AcquireTimeout, m.cfg.CheckTimeout)
 	}
 
 	n.beforeConnect = n.withCredentials(pc.BeforeConnect)
