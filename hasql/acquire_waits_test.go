@@ -2,10 +2,16 @@ package hasql_test
 
 import (
 	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxha/pgxha/hasql"
@@ -241,4 +247,66 @@ func TestConnectBoundAtLeastTheCheckTimeout(t *testing.T) {
 		m.Close()
 		require.NoError(t, err, "hasql_acquire_timeout=%s: an acquire with its own 20s deadline could not connect to a healthy master 100ms away", acquireTimeout)
 	}
+}
+
+// TestCloseDuringFullPoolWaits: many acquires waiting in a full
+// master pool (each with its watcher goroutine) while the master flaps
+// and the Manager closes: every acquire returns, and no goroutine stays.
+func TestCloseDuringFullPoolWaits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	base := runtime.NumGoroutine()
+	cfg, err := hasql.ParseConfig(withParams(c.DSN(), "hasql_check_interval", "100ms", "pool_max_conns", "2"))
+	require.NoError(t, err)
+	cfg.Logger = quiet
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	var helds []*pgxpool.Conn
+	for range 2 {
+		h, err := m.AcquireMaster(ctx)
+		require.NoError(t, err)
+		helds = append(helds, h)
+	}
+	const waiters = 40
+	var wg sync.WaitGroup
+	var got, closed, other atomic.Int64
+	for range waiters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := m.AcquireMaster(ctx)
+			switch {
+			case err == nil:
+				got.Add(1)
+				conn.Release()
+			case errors.Is(err, hasql.ErrClosed):
+				closed.Add(1)
+			default:
+				other.Add(1)
+				t.Logf("acquire: %v", err)
+			}
+		}()
+	}
+	n1 := addrOf(c, "n1")
+	require.Eventually(t, func() bool { return hasql.InUse(m)[n1] == 2+waiters }, 30*time.Second, time.Millisecond)
+	closeDone := make(chan struct{})
+	go func() { m.Close(); close(closeDone) }() // it waits for the held connections (pgxpool.Close)
+	waitersDone := make(chan struct{})
+	go func() { wg.Wait(); close(waitersDone) }()
+	select {
+	case <-waitersDone:
+	case <-time.After(30 * time.Second):
+		t.Errorf("acquires waiting in the full pool did not end 30s after Close began (got %d, closed %d, other %d)", got.Load(), closed.Load(), other.Load())
+	}
+	for _, h := range helds {
+		h.Release()
+	}
+	<-closeDone
+	wg.Wait()
+	t.Logf("got %d, closed %d, other %d", got.Load(), closed.Load(), other.Load())
+	assert.EqualValues(t, waiters, closed.Load()+got.Load()+other.Load())
+	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= base+2 }, 10*time.Second, 10*time.Millisecond,
+		"goroutines: %d before, %d after", base, runtime.NumGoroutine())
 }
