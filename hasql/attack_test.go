@@ -188,6 +188,24 @@ func TestAttackSharedNameCascadeNotSync(t *testing.T) {
 	assert.Empty(t, stale, "SyncOnly reads that miss commits the master acknowledged")
 }
 
+// sequenceOnReplica starts a master and a replica n2 and a Manager that
+// checks every interval and does not watch for promotions (it sees one
+// only at its next check), and creates sequence s, replayed on n2 before
+// it returns.
+func sequenceOnReplica(t *testing.T, ctx context.Context, interval string) (*testcluster.Cluster, *testcluster.Node, *hasql.Manager) {
+	t.Helper()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n2 := c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", interval, "hasql_watch_promotion", "false", "pool_max_conns", "4"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	_, err := m.Master().Exec(ctx, "CREATE SEQUENCE s")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return lsnOn(t, ctx, n2, "SELECT count(*) FROM pg_class WHERE relname = 's'") == 1
+	}, 30*time.Second, 10*time.Millisecond, "n2 replayed the sequence")
+	return c, n2, m
+}
+
 // A replica promoted while the Manager has not seen it yet (no promotion
 // watcher, a long check interval) serves a replica read: the statement
 // runs on a writable server. Its connection is lost mid-run: the statement
@@ -197,15 +215,7 @@ func TestAttackSharedNameCascadeNotSync(t *testing.T) {
 func TestAttackNoRerunAfterUnseenPromotion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 1})
-	n2 := c.Nodes()[1]
-	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "10s", "hasql_watch_promotion", "false", "pool_max_conns", "4"))
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	_, err := m.Master().Exec(ctx, "CREATE SEQUENCE s")
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		return lsnOn(t, ctx, n2, "SELECT count(*) FROM pg_class WHERE relname = 's'") == 1
-	}, 30*time.Second, 10*time.Millisecond, "n2 replayed the sequence")
+	c, n2, m := sequenceOnReplica(t, ctx, "10s")
 
 	// Two idle connections in n2's pool, used just before the promotion
 	// (pgxpool pings a connection idle for more than a second).

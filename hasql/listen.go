@@ -132,10 +132,8 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	}
 	// The connect and the LISTENs end when the node leaves the set or
 	// the Manager closes.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(n.ctx, cancel)
-	defer stop()
+	ctx, release := n.whileIn(ctx)
+	defer release()
 	cfg := n.pool.Config().ConnConfig
 	cfg.Tracer = nil
 	err = n.beforeConnect(ctx, cfg)

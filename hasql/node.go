@@ -175,11 +175,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		if n.abort.Err() != nil {
 			return nil, errNodeClosed
 		}
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stop := context.AfterFunc(n.abort, cancel)
-		defer stop()
-		c, err := dial(ctx, network, addr)
+		c, err := n.dialUntilAbort(ctx, dial, network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -233,11 +229,7 @@ func (n *node) checkConnConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
 	cfg.OnNotification = nil
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stop := context.AfterFunc(n.abort, cancel)
-		defer stop()
-		c, err := dial(ctx, network, addr)
+		c, err := n.dialUntilAbort(ctx, dial, network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -449,6 +441,23 @@ func (n *node) closeCheckConn() {
 		}
 	})
 	n.conn = nil
+}
+
+// dialUntilAbort dials with dial, given up when the node closes (abort).
+func (n *node) dialUntilAbort(ctx context.Context, dial pgconn.DialFunc, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(n.abort, cancel)
+	defer stop()
+	return dial(ctx, network, addr)
+}
+
+// whileIn returns a context that also ends when n leaves the set or the
+// Manager closes (n.ctx), and the function that releases it.
+func (n *node) whileIn(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(n.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // errNodeClosed is the error of a connection a closing node does not make.

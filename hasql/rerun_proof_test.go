@@ -25,15 +25,7 @@ import (
 func TestReplicaRerunNeedsACheckAfterTheLoss(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 1})
-	n2 := c.Nodes()[1]
-	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "2s", "hasql_watch_promotion", "false", "pool_max_conns", "4"))
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	_, err := m.Master().Exec(ctx, "CREATE SEQUENCE s")
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		return lsnOn(t, ctx, n2, "SELECT count(*) FROM pg_class WHERE relname = 's'") == 1
-	}, 30*time.Second, 10*time.Millisecond, "n2 replayed the sequence")
+	_, n2, m := sequenceOnReplica(t, ctx, "2s")
 
 	holder, err := n2.Conn(ctx)
 	require.NoError(t, err)

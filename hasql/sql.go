@@ -146,11 +146,9 @@ func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		cctx, cancel := context.WithCancel(context.WithValue(ctx, pickedKey{}, n))
-		stop := context.AfterFunc(n.ctx, cancel)
+		cctx, release := n.whileIn(context.WithValue(ctx, pickedKey{}, n))
 		dc, err := c.Connector.Connect(cctx)
-		stop()
-		cancel()
+		release()
 		err = scrubConnect(err) // no password in what database/sql returns
 		if err != nil && ctx.Err() == nil && c.m.ctx.Err() == nil && n.removed.Load() {
 			lastErr = err // the node left the set while connecting: pick again
