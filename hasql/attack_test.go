@@ -282,7 +282,14 @@ func TestAttackRestrictedUserMemberNames(t *testing.T) {
 
 	m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))
 	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	time.Sleep(time.Second) // a few rounds of checks
+	// A few rounds of checks of n2.
+	seen, checks := statusAt(m, n2).LastCheck, 0
+	require.Eventually(t, func() bool {
+		if st := statusAt(m, n2); st.LastCheck.After(seen) {
+			seen, checks = st.LastCheck, checks+1
+		}
+		return checks >= 5
+	}, 30*time.Second, 5*time.Millisecond, "five checks of n2")
 	st := statusAt(m, n2)
 	if st.Role == hasql.RoleDetached {
 		assert.NotContains(t, st.Detached, "not streaming", "n2 streams from the master; the check user just cannot see it: %+v", st)
