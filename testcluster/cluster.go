@@ -100,9 +100,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	master := c.nodes[0]
+	c.mu.Lock() // a backend's goroutine (Patroni's follower) may set it already
 	if c.master != nil {
 		master = c.master // an attached compose project's may be another
 	}
+	c.mu.Unlock()
 	for _, n := range c.nodes {
 		n.standby.Store(n != master)
 	}
