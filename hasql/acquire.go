@@ -605,7 +605,9 @@ func (n *node) acquireWhile(ctx context.Context, serves func() bool) (*pgxpool.C
 			}
 		}()
 	}
+	n.waiting.Add(1) // see reconcileInUse
 	conn, err := n.pool.Acquire(wctx)
+	n.waiting.Add(-1)
 	close(watched)
 	stop()
 	cancel()

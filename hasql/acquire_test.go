@@ -170,3 +170,63 @@ func TestMinLSNRecheckKeepsOptions(t *testing.T) {
 		requireInUse(t, m, nil, "once released")
 	})
 }
+
+// A connection taken out of its pool with Conn.Hijack is never released
+// to it: the in-use count lets it go within a few checks, so that the
+// balancers do not shun the node and acquires do not find its pool full
+// (and wait the slow way) for ever after.
+func TestInUseForgetsHijackedConns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1 := c.Nodes()[0]
+	m := newManager(t, ctx, withParams(c.DSN(), "pool_max_conns", "3", "hasql_check_interval", "100ms"),
+		hasql.WithBalancer(balancer.LeastBusy()))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+
+	var held []*pgxpool.Conn
+	defer func() {
+		for _, conn := range held {
+			conn.Release() // a no-op for one released or hijacked already
+		}
+	}()
+	for range 3 {
+		conn, err := m.AcquireMaster(ctx)
+		require.NoError(t, err)
+		held = append(held, conn)
+	}
+	requireInUse(t, m, map[string]int64{n1.Addr(): 3}, "three held")
+	hijacked := held[0].Hijack()
+	defer hijacked.Close(context.Background())
+	requireInUse(t, m, map[string]int64{n1.Addr(): 3}, "right after the hijack (nothing tells the pool's user)")
+	held[1].Release()
+	require.Eventually(t, func() bool { return hasql.InUse(m)[n1.Addr()] == 1 }, 30*time.Second, 10*time.Millisecond,
+		"the hijacked connection leaves the count: %v", hasql.InUse(m))
+	held[2].Release()
+	requireInUse(t, m, nil, "all released")
+
+	// The hijacked connection is the user's: it still works.
+	var one int
+	require.NoError(t, hijacked.QueryRow(ctx, "SELECT 1").Scan(&one))
+
+	// Three connections can be held again, counted exactly.
+	held = held[:0]
+	for range 3 {
+		conn, err := m.AcquireMaster(ctx)
+		require.NoError(t, err)
+		held = append(held, conn)
+	}
+	requireInUse(t, m, map[string]int64{n1.Addr(): 3}, "three held again")
+	for _, conn := range held {
+		conn.Release()
+	}
+	requireInUse(t, m, nil, "all released again")
+
+	// It is still n1's connection for safety: once n2 is promoted (n1 runs
+	// on, writable), the view that names n2 comes after n1's connections
+	// are cut, the hijacked one with them.
+	require.NoError(t, c.Nodes()[1].Promote(ctx))
+	require.Eventually(t, func() bool { return roles(m)["n2"] == hasql.RoleMaster }, 30*time.Second, 10*time.Millisecond)
+	_, err := hijacked.Exec(ctx, "CREATE TABLE written_on_the_old_master (id int)")
+	require.Error(t, err, "the hijacked connection to n1 is cut before n2 is named master")
+}

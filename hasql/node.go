@@ -49,6 +49,12 @@ type node struct {
 	_     cpu.CacheLinePad
 	inUse atomic.Int64 // connections acquired from the pool, or being acquired, not yet released
 	_     cpu.CacheLinePad
+	// waiting counts the acquires that wait in a full pool (the slow way,
+	// see acquireWhile), counted in inUse but not yet by the pool.
+	waiting atomic.Int64
+	// unreleased is what reconcileInUse found counted in inUse and not by
+	// the pool at the last check (the check goroutine's own).
+	unreleased int64
 	// keepAliveWarn logs once that the kernel's watch could not be set.
 	keepAliveWarn sync.Once
 	acquireErrs   atomic.Int64 // failed acquires from this node's pool, ever
@@ -261,6 +267,7 @@ func (n *node) run(checked chan<- struct{}) {
 			return
 		}
 		again := m.report(n, res, began, latency, err)
+		n.reconcileInUse()
 		if first {
 			first = false
 			select {
@@ -276,6 +283,37 @@ func (n *node) run(checked chan<- struct{}) {
 		}
 		n.wait(m.untilTick(m.interval()))
 	}
+}
+
+// reconcileInUse takes out of the in-use count the connections that left
+// the pool without a release: Conn.Hijack hands a connection to its user
+// and tells nobody, so the count (the balancers' input, and the gate that
+// sends acquires to a full pool the slow way) would keep it for ever.
+//
+// What the count holds beyond the pool's acquired and constructing
+// connections and the acquires waiting in the full pool is such
+// connections, or acquires between the count and the pool: the count is
+// taken by an acquire before the pool's, and given back by a release
+// before the pool's (that way the difference is smaller, never larger).
+// The difference is read between two of the pool's statistics that saw
+// no acquire, release or connect between them, and only what two checks
+// in a row found is taken out: an acquire that sits between the count
+// and the pool through both is the one way to take out too much (the
+// count then holds one fewer until the next hijack).
+func (n *node) reconcileInUse() {
+	before := n.pool.Stat()
+	inUse := n.inUse.Load() - n.waiting.Load()
+	after := n.pool.Stat()
+	if before.AcquireCount() != after.AcquireCount() || before.AcquiredConns() != after.AcquiredConns() ||
+		before.ConstructingConns() != after.ConstructingConns() || before.CanceledAcquireCount() != after.CanceledAcquireCount() {
+		return // the pool moved meanwhile: look again at the next check
+	}
+	d := max(inUse-int64(after.AcquiredConns())-int64(after.ConstructingConns()), 0)
+	if k := min(d, n.unreleased); k > 0 {
+		n.inUse.Add(-k)
+		d -= k
+	}
+	n.unreleased = d
 }
 
 // check runs one check, connecting first if needed, within CheckTimeout.
