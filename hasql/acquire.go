@@ -122,6 +122,17 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 // or PreferSync while any), falling back to the master with
 // FallbackToMaster.
 func (s *snapshot) prepared(t target, o *replicaOptions) *candidateSet {
+	if o == nil { // inlined: no call on the commonest paths
+		return &s.sets[setOf[t&1]]
+	}
+	return s.preparedWith(t, o)
+}
+
+// setOf is the prepared set of a target without options.
+var setOf = [2]int{targetMaster: setMaster, targetReplica: setReplicas}
+
+// preparedWith is prepared for options.
+func (s *snapshot) preparedWith(t target, o *replicaOptions) *candidateSet {
 	i := setMaster
 	if t == targetReplica {
 		if i = s.replicaSet(o); len(s.sets[i].nodes) == 0 && s.fallsBack(o) {
