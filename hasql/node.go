@@ -53,8 +53,9 @@ type node struct {
 	// see acquireWhile), counted in inUse but not yet by the pool.
 	waiting atomic.Int64
 	// unreleased is what reconcileInUse found counted in inUse and not by
-	// the pool at the last check (the check goroutine's own).
-	unreleased int64
+	// the pool at the last check, handedOut the pool's acquires then (the
+	// check goroutine's own).
+	unreleased, handedOut int64
 	// keepAliveWarn logs once that the kernel's watch could not be set.
 	keepAliveWarn sync.Once
 	acquireErrs   atomic.Int64 // failed acquires from this node's pool, ever
@@ -292,21 +293,28 @@ func (n *node) run(checked chan<- struct{}) {
 //
 // What the count holds beyond the pool's acquired and constructing
 // connections and the acquires waiting in the full pool is such
-// connections, or acquires between the count and the pool: the count is
-// taken by an acquire before the pool's, and given back by a release
-// before the pool's (that way the difference is smaller, never larger).
-// The difference is read between two of the pool's statistics that saw
-// no acquire, release or connect between them, and only what two checks
-// in a row found is taken out: an acquire that sits between the count
-// and the pool through both is the one way to take out too much (the
-// count then holds one fewer until the next hijack).
+// connections, or acquires on their way between the count and the pool
+// (the count is taken before the pool's; a release gives it back before
+// the pool's, which makes the difference smaller, never larger). While
+// acquires come and go some are always on their way, so the difference
+// is only read at a check before which the pool handed out nothing since
+// the check before, between two of the pool's statistics that agree, and
+// only what two such checks in a row found is taken out: an acquire that
+// sat between the count and the pool through two whole check intervals
+// is the one way to take out too much. A busy pool keeps hijacked
+// connections in its count until it has such a lull.
 func (n *node) reconcileInUse() {
 	before := n.pool.Stat()
 	inUse := n.inUse.Load() - n.waiting.Load()
 	after := n.pool.Stat()
-	if before.AcquireCount() != after.AcquireCount() || before.AcquiredConns() != after.AcquiredConns() ||
-		before.ConstructingConns() != after.ConstructingConns() || before.CanceledAcquireCount() != after.CanceledAcquireCount() {
-		return // the pool moved meanwhile: look again at the next check
+	handedOut := after.AcquireCount() + after.CanceledAcquireCount()
+	quiet := handedOut == n.handedOut && before.AcquireCount() == after.AcquireCount() &&
+		before.CanceledAcquireCount() == after.CanceledAcquireCount() &&
+		before.AcquiredConns() == after.AcquiredConns() && before.ConstructingConns() == after.ConstructingConns()
+	n.handedOut = handedOut
+	if !quiet {
+		n.unreleased = 0
+		return
 	}
 	d := max(inUse-int64(after.AcquiredConns())-int64(after.ConstructingConns()), 0)
 	if k := min(d, n.unreleased); k > 0 {
