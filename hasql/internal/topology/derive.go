@@ -316,7 +316,7 @@ func (c *Core) dedup() {
 		// whose name is its cluster_name until it has (known only where
 		// the check user sees walreceivers: without pg_monitor no name
 		// comes from one, and the name does not change).
-		if y := prev[i]; x.AliasOf == nil && y != nil && y.AliasOf == nil && slices.Contains(order[:i], y) &&
+		if y := prev[i]; x.AliasOf == nil && x.Vouched && y != nil && y.AliasOf == nil && slices.Contains(order[:i], y) &&
 			y.server() != (checker.ServerID{}) && y.Res.SystemID == x.Res.SystemID && y.Res.Timeline == x.Res.Timeline &&
 			(y.Res.Name == x.Res.Name || x.Res.InRecovery && !streams(x) && privileged) &&
 			(x.ResAt.Before(y.serverSince) || y.ResAt.Before(x.serverSince)) {
@@ -331,7 +331,7 @@ func (c *Core) dedup() {
 	// Prefer a healthy representative: swap with a suspect one.
 	for _, x := range c.nodes {
 		y := x.AliasOf
-		if y != nil && y.Suspect && x.Up && !x.Suspect {
+		if y != nil && y.Suspect && x.Up && !x.Suspect && (x.Vouched || !y.Vouched) {
 			for _, z := range c.nodes {
 				if z.AliasOf == y {
 					z.AliasOf = x
@@ -584,9 +584,19 @@ func (c *Core) confirmedByReplica(w *Node) bool {
 	return false
 }
 
+// unsaidSystemID is why a node that does not say its system identifier
+// counts for nothing while the cluster's is pinned: any server could be
+// hiding another.
+func unsaidSystemID(pinned uint64) string {
+	return "does not say its system identifier; the cluster's is pinned to " + strconv.FormatUint(pinned, 10)
+}
+
 // unelectable says why x, a writable node, can never be master now: of
 // another cluster, or nothing vouches for it. "" when it can.
 func (c *Core) unelectable(x *Node) string {
+	if c.cfg.SystemID != 0 && x.Res.SystemID == 0 {
+		return unsaidSystemID(c.cfg.SystemID)
+	}
 	if c.cluster != 0 && x.Res.SystemID != 0 && x.Res.SystemID != c.cluster {
 		return "another cluster: system identifier " + strconv.FormatUint(x.Res.SystemID, 10) + ", the cluster's is " + strconv.FormatUint(c.cluster, 10)
 	}
@@ -788,6 +798,9 @@ const syncUnknownNoMaster = "no master known to tell"
 // seen. "" when nothing says so.
 func (c *Core) foreign(x *Node) string {
 	r := &x.Res
+	if c.cfg.SystemID != 0 && r.SystemID == 0 {
+		return unsaidSystemID(c.cfg.SystemID)
+	}
 	if c.cluster != 0 && r.SystemID != 0 && r.SystemID != c.cluster {
 		return "another cluster: system identifier " + strconv.FormatUint(r.SystemID, 10) + ", the cluster's is " + strconv.FormatUint(c.cluster, 10)
 	}
@@ -1099,6 +1112,9 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 	}
 	// Another node on the same address would make the match a guess.
 	for _, other := range nodes {
+		if x.Vouched && !other.Vouched && !other.live() {
+			continue // a member nothing vouches for that does not even answer is no walsender's client
+		}
 		if other != x && other.AliasOf != x && x.AliasOf != other &&
 			(other.RemoteIP == ip || other.Host == x.Host) {
 			return checker.Replica{}, matchNone

@@ -225,3 +225,28 @@ func TestRogueBeforeFirstMaster(t *testing.T) {
 		t.Errorf("master %v timeline %d cluster %d", e.Master, c.Timeline(), c.Cluster())
 	}
 }
+
+// With the system identifier pinned, a replica that does not say its own
+// serves no reads, even listed by the master's walsenders under its name:
+// any server could stand behind it.
+func TestPinnedSystemIDUnknownReplicaServesNoReads(t *testing.T) {
+	c := New(Config{SystemID: 42})
+	c.SetMembers(atkAt(0), []Member{
+		{ID: atkM, Addr: "10.0.0.1:5432", Host: "10.0.0.1", Trusted: true},
+		{ID: atkR1, Addr: "10.0.0.2:5432", Host: "10.0.0.2", Trusted: true},
+	})
+	r1 := atkReplica("r1", atkR1Start)
+	c.CheckOK(atkR1, r1, atkAt(1), atkAt(2), "10.0.0.2")
+	c.CheckOK(atkM, atkMaster(atkRow("r1", "10.0.0.2", "sync")), atkAt(3), atkAt(4), "10.0.0.1")
+	if r := c.Node(atkR1).Role; !r.IsReplica() {
+		t.Fatalf("setup: r1 is %v (%s)", r, c.Node(atkR1).Detached)
+	}
+	r1.SystemID = 0
+	c.CheckOK(atkR1, r1, atkAt(5), atkAt(6), "10.0.0.2")
+	c.CheckOK(atkM, atkMaster(atkRow("r1", "10.0.0.2", "sync")), atkAt(7), atkAt(8), "10.0.0.1")
+	if x := c.Node(atkR1); x.Role.IsReplica() {
+		t.Errorf("a replica that hides its system identifier serves reads while the cluster's is pinned (%v)", x.Role)
+	} else if x.Detached == "" {
+		t.Errorf("r1 is %v with no reason given", x.Role)
+	}
+}
