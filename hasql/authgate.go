@@ -162,5 +162,5 @@ func (n *node) connectTraced(conn *pgx.Conn, err error) {
 			tc.live.Store(true)
 		}
 	}
-	n.connected(err)
+	n.connected(scrubConnect(err)) // logged, and kept by the gate
 }
