@@ -175,7 +175,7 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *tracke
 	var le *NodeLostError
 	if errors.As(err, &le) {
 		c := *le // from the connection (see trackedConn): fill in what the router knows
-		c.Role = m.roleAt(s, n)
+		c.Role = m.roleSent(s, n, tc)
 		if NeverRan(c.Err) {
 			c.MayHaveRun = false
 		}
@@ -189,7 +189,7 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *tracke
 	if !ended {
 		return err
 	}
-	e := &NodeLostError{Addr: n.cfg.Addr, Role: m.roleAt(s, n), MayHaveRun: !NeverRan(err), Err: err}
+	e := &NodeLostError{Addr: n.cfg.Addr, Role: m.roleSent(s, n, tc), MayHaveRun: !NeverRan(err), Err: err}
 	e.fromConn(tc)
 	return e
 }
@@ -201,6 +201,17 @@ func lostConn(conn *pgxpool.Conn, err error) *trackedConn {
 		return nil
 	}
 	return trackedOf(conn.Conn())
+}
+
+// roleSent returns what n was when the statement on tc was sent: the
+// master if the snapshot s, taken before the acquire, or the one current
+// as the statement began (see nodeTracer.began) says so (an acquire may
+// have waited for the node to become master), else what roleAt says.
+func (m *Manager) roleSent(s *snapshot, n *node, tc *trackedConn) Role {
+	if tc != nil && tc.master.Load() {
+		return RoleMaster
+	}
+	return m.roleAt(s, n)
 }
 
 // roleAt returns what n was in snapshot s.
