@@ -228,8 +228,13 @@ func ClassifyCommit(err error) Class {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		// The server answered. Only a shutdown or a connection exception
-		// leaves the outcome open: it may have come after the commit.
+		// The server answered. A shutdown, a connection exception or any
+		// error that ended the session (FATAL, PANIC: a failed WAL flush
+		// may come after the commit record is on disk) leaves the outcome
+		// open; an ERROR rolled the transaction back.
+		if sessionEnding(pgErr) {
+			return CommitUnknown
+		}
 		switch c := Classify(pgErr); c {
 		case NodeDown:
 			return CommitUnknown
@@ -247,6 +252,15 @@ func ClassifyCommit(err error) Class {
 	// in flight as a "conn closed" that is not safe to retry; older ones
 	// as a network error), an ended context.
 	return CommitUnknown
+}
+
+// sessionEnding reports whether the server ended the session with e.
+func sessionEnding(e *pgconn.PgError) bool {
+	sev := e.SeverityUnlocalized
+	if sev == "" {
+		sev = e.Severity // a server before 9.6 sends only the localized one
+	}
+	return sev == "FATAL" || sev == "PANIC"
 }
 
 func contextEnded(err error) bool {

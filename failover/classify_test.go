@@ -71,6 +71,12 @@ func TestClassify(t *testing.T) {
 		// pgx v5.13: the connection closed under the COMMIT after it may
 		// have been sent.
 		{"closed in flight", fmt.Errorf("conn closed: %w", errors.New("conn closed")), failover.Permanent, failover.CommitUnknown},
+		// The server ended the session with its answer to COMMIT: a PANIC
+		// (a failed WAL flush) may come after the commit record is
+		// durable; a FATAL ends the session whatever its code.
+		{"panic at commit", &pgconn.PgError{Severity: "PANIC", SeverityUnlocalized: "PANIC", Code: "58030", Message: "could not fsync"}, failover.Permanent, failover.CommitUnknown},
+		{"fatal at commit", &pgconn.PgError{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "53100", Message: "could not write"}, failover.Permanent, failover.CommitUnknown},
+		{"fatal, localized", &pgconn.PgError{Severity: "FATAL", SeverityUnlocalized: "", Code: "XX000", Message: "m"}, failover.Permanent, failover.CommitUnknown},
 		{"classified", &failover.Error{Class: failover.CommitUnknown, Err: io.EOF}, failover.CommitUnknown, failover.CommitUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
