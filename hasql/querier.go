@@ -3,6 +3,7 @@ package hasql
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -180,6 +181,42 @@ func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 		conn.Release()
 		if !q.retry(ctx, run, err, lost, sb) {
 			return tag, q.m.nodeLost(ctx, s, n, tc, err, lost)
+		}
+	}
+}
+
+// ExecToken runs sql as Exec does, on the master's Querier (m.Master()),
+// and returns a token for it (see After), read on the same connection
+// right after sql ran: it names the server that ran the write, even when
+// the master changes meanwhile (a failover that loses the write then
+// makes a read after the token fail with ErrWriteLost). Run sql in
+// autocommit: the token is read after it returns, so a transaction that
+// sql leaves open has not committed yet. If sql ran but the token could
+// not be read, the error unwraps to ErrTokenUnread; sql's write stands.
+func (q *Querier) ExecToken(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, Token, error) {
+	if q.t != targetMaster {
+		return pgconn.CommandTag{}, Token{}, errors.New("hasql: ExecToken: only on the master's Querier (m.Master()): a token names a write")
+	}
+	for run := 0; ; run++ {
+		s := q.m.snap.Load()
+		conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
+		if err != nil {
+			return pgconn.CommandTag{}, Token{}, err
+		}
+		sb := onStandby(conn, n)
+		tag, err := conn.Exec(ctx, sql, args...)
+		if err == nil {
+			tok, err := tokenOf(ctx, conn)
+			conn.Release()
+			if err != nil {
+				return tag, Token{}, fmt.Errorf("%w: ExecToken: %w", ErrTokenUnread, err)
+			}
+			return tag, tok, nil
+		}
+		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
+		conn.Release()
+		if !q.retry(ctx, run, err, lost, sb) {
+			return tag, Token{}, q.m.nodeLost(ctx, s, n, tc, err, lost)
 		}
 	}
 }

@@ -162,9 +162,13 @@ const tokenSQL = `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8,
 	('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int8,
 	(SELECT system_identifier FROM pg_control_system())`
 
-// Token returns a token for the writes made so far on the master: call it
-// after a write has committed and hand the token to whoever reads next
-// (see After). It runs one statement on the master.
+// Token returns a token for the writes made so far on the master now: it
+// runs one statement on whichever node is master when it is called. A
+// token for a write of your own is best read on the connection that made
+// it (Querier.ExecToken, CommitToken): if the master changed between the
+// write and this call (a failover that lost the write), Token names the
+// new master's timeline and position, and a read after it does not report
+// the write as lost.
 func (m *Manager) Token(ctx context.Context) (Token, error) {
 	return tokenOf(ctx, m.Master())
 }
@@ -183,8 +187,8 @@ func tokenOf(ctx context.Context, q RowQuerier) (Token, error) {
 // rules (transactions from m.Master().Begin, a *pgxpool.Conn or a
 // *pgx.Conn; one begun on a *pgxpool.Pool is refused with
 // ErrCommitLSNPoolTx before it commits). If the commit succeeded but the
-// token could not be read, the error says so and the transaction is
-// committed.
+// token could not be read, the error unwraps to ErrTokenUnread and the
+// transaction is committed.
 func CommitToken(ctx context.Context, tx pgx.Tx) (Token, error) {
 	if rt, ok := tx.(*routedTx); ok {
 		if err := rt.Tx.Commit(ctx); err != nil {
@@ -210,5 +214,5 @@ func committedTokenErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("hasql: CommitToken: committed, but the token could not be read: %w", err)
+	return fmt.Errorf("%w: CommitToken: %w", ErrTokenUnread, err)
 }

@@ -53,10 +53,25 @@ func handler(m *hasql.Manager, jobs chan<- []byte) http.Handler {
 			return
 		}
 		var id int64
-		if err := m.Master().QueryRow(r.Context(), "INSERT INTO comments (body) VALUES ($1) RETURNING id", string(body)).Scan(&id); err != nil {
+		tx, err := m.Master().Begin(r.Context())
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		defer tx.Rollback(r.Context())
+		if err := tx.QueryRow(r.Context(), "INSERT INTO comments (body) VALUES ($1) RETURNING id", string(body)).Scan(&id); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		// Commit, and the write's token, read on its connection: a
+		// failover meanwhile cannot give the user a token of another
+		// master.
+		tok, err := hasql.CommitToken(r.Context(), tx)
+		if err != nil && !errors.Is(err, hasql.ErrTokenUnread) {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		Wrote(r, tok)
 		w.Header().Set("Location", fmt.Sprintf("/comments/%d", id))
 		w.WriteHeader(http.StatusCreated)
 	})

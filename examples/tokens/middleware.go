@@ -15,12 +15,14 @@ const TokenCookie = "pgxha_token"
 
 type tokenKey struct{}
 
+type wroteKey struct{}
+
 // ReadYourWrites reads the token of the request's cookie into its context
-// (see Reads), and after a request that may have written (any method but
-// GET, HEAD and OPTIONS) and succeeded (a status below 400), takes the
-// master's token and sets the cookie to it, merged with the one the request
-// brought. Handlers commit before they write their response, as usual: the
-// token is taken when the response's header is written.
+// (see Reads), and after a request that wrote (a handler called Wrote) and
+// succeeded (a status below 400), sets the cookie to the write's token,
+// merged with the one the request brought. Handlers commit before they
+// write their response, as usual: the cookie is set when the response's
+// header is written.
 func ReadYourWrites(m *hasql.Manager, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var tok hasql.Token
@@ -36,7 +38,8 @@ func ReadYourWrites(m *hasql.Manager, next http.Handler) http.Handler {
 		case http.MethodGet, http.MethodHead, http.MethodOptions:
 			next.ServeHTTP(w, r)
 		default:
-			next.ServeHTTP(&tokenWriter{ResponseWriter: w, r: r, m: m, tok: tok}, r)
+			tw := &tokenWriter{ResponseWriter: w, tok: tok}
+			next.ServeHTTP(tw, r.WithContext(context.WithValue(r.Context(), wroteKey{}, &tw.wrote)))
 		}
 	})
 }
@@ -49,6 +52,17 @@ func Reads(m *hasql.Manager, r *http.Request) *hasql.Querier {
 	return m.Replica(hasql.After(tok))
 }
 
+// Wrote records the token of a write the request made, read on the
+// connection that made it: from Querier.ExecToken, or hasql.CommitToken
+// for a transaction. (A token read afterwards with m.Token names whichever
+// node is master then: after a failover that lost the write, the new one,
+// and the user's next read would not learn of the loss.)
+func Wrote(r *http.Request, tok hasql.Token) {
+	if p, ok := r.Context().Value(wroteKey{}).(*hasql.Token); ok {
+		*p = p.Merge(tok)
+	}
+}
+
 // ForgetToken clears the cookie: after hasql.ErrWriteLost (the user's last
 // write was lost in a failover: tell them) or hasql.ErrTokenForeign (a
 // cookie of another cluster).
@@ -59,9 +73,8 @@ func ForgetToken(w http.ResponseWriter) {
 // tokenWriter sets the cookie just before the response's header goes out.
 type tokenWriter struct {
 	http.ResponseWriter
-	r      *http.Request
-	m      *hasql.Manager
-	tok    hasql.Token
+	tok    hasql.Token // the request's
+	wrote  hasql.Token // its writes' (see Wrote)
 	header bool
 }
 
@@ -83,14 +96,11 @@ func (w *tokenWriter) Write(b []byte) (int, error) {
 }
 
 func (w *tokenWriter) setCookie() {
-	tok, err := w.m.Token(w.r.Context())
-	if err != nil {
-		// The write is done; without a token the user's next read may
-		// be stale for a moment, never wrong.
-		return
+	if w.wrote.IsZero() {
+		return // nothing written, or its token could not be read: the write is done, the next read may be stale for a moment
 	}
 	http.SetCookie(w.ResponseWriter, &http.Cookie{
-		Name: TokenCookie, Value: w.tok.Merge(tok).String(), Path: "/",
+		Name: TokenCookie, Value: w.tok.Merge(w.wrote).String(), Path: "/",
 		MaxAge: 600, HttpOnly: true, SameSite: http.SameSiteLaxMode,
 	})
 }

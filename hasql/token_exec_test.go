@@ -1,0 +1,71 @@
+//go:build linux
+
+package hasql_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// A token from ExecToken names the server that ran the write: after a
+// failover that lost the write (a replica that never received it is
+// promoted), a read after the token fails with ErrWriteLost, where a token
+// read afterwards with m.Token names the new master and reads nothing of
+// the loss.
+func TestExecTokenReportsAWriteLostInAFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+
+	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY)")
+	first, err := m.Token(ctx)
+	require.NoError(t, err)
+	replayedTo(t, m, first.LSN)
+
+	_, _, err = m.Replica().ExecToken(ctx, "INSERT INTO notes VALUES (0)")
+	require.Error(t, err, "a token names a write: replicas have none")
+
+	// n2 stops receiving WAL: what n1 commits now, n2 never has.
+	execOn(t, ctx, n2, "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
+	require.Eventually(t, func() bool {
+		conn, err := n2.Conn(ctx)
+		if err != nil {
+			return false
+		}
+		defer conn.Close(ctx)
+		var receivers int
+		return conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&receivers) == nil && receivers == 0
+	}, 30*time.Second, 10*time.Millisecond, "n2's walreceiver never stopped")
+
+	tag, tok, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (7)")
+	require.NoError(t, err, "acknowledged by n1")
+	assert.EqualValues(t, 1, tag.RowsAffected())
+	assert.Equal(t, first.Timeline, tok.Timeline)
+	assert.Greater(t, tok.LSN, first.LSN)
+
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n2))
+	waitRole(t, m, "n2", hasql.RoleMaster)
+
+	var present int
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM notes WHERE id = 7").Scan(&present))
+	require.Equal(t, 0, present, "the acknowledged write is not on the new master")
+
+	_, _, err = readAfter(ctx, m, tok, "notes", 7)
+	require.ErrorIs(t, err, hasql.ErrWriteLost, "a read after the write's token")
+
+	// What the documentation warns of: a token read now names n2.
+	later, err := m.Token(ctx)
+	require.NoError(t, err)
+	assert.Greater(t, later.Timeline, tok.Timeline, "m.Token names the master of now")
+}
