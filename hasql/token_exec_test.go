@@ -35,17 +35,7 @@ func TestExecTokenReportsAWriteLostInAFailover(t *testing.T) {
 	_, _, err = m.Replica().ExecToken(ctx, "INSERT INTO notes VALUES (0)")
 	require.Error(t, err, "a token names a write: replicas have none")
 
-	// n2 stops receiving WAL: what n1 commits now, n2 never has.
-	execOn(t, ctx, n2, "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
-	require.Eventually(t, func() bool {
-		conn, err := n2.Conn(ctx)
-		if err != nil {
-			return false
-		}
-		defer conn.Close(ctx)
-		var receivers int
-		return conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&receivers) == nil && receivers == 0
-	}, 30*time.Second, 10*time.Millisecond, "n2's walreceiver never stopped")
+	stopReceiving(t, ctx, n2) // what n1 commits now, n2 never has
 
 	tag, tok, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (7)")
 	require.NoError(t, err, "acknowledged by n1")
