@@ -21,10 +21,10 @@ import (
 // vouches for answers the checks as a copy of the master (its system
 // identifier, postmaster start time, cluster_name and timeline: plain SQL
 // to read), then lets a check time out and answers the next one, at once,
-// as the same server "restarted" (another start time), and again. Each
-// time the real master is taken for an unconfirmed restart: it loses the
-// master role until its next check, its pool is reset, a failover is
-// logged and counted. The rogue must change nothing of the master.
+// as the same server "restarted" (another start time), and again. The real
+// master must not be taken for an unconfirmed restart (losing the role
+// until its next check, its pool reset, a failover logged and counted):
+// the rogue changes nothing of the master.
 func TestRogueRestartCopyLeavesTheMaster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

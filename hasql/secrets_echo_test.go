@@ -21,9 +21,10 @@ import (
 // TestRogueEchoesPasswordIntoErrors: with settings that let a server
 // ask for the password in clear text (sslmode=disable, no require_auth: the
 // documented trade-off), a server in the discovered set gets it; it then
-// answers with an error whose text is the password. The password must
-// still reach no error pgxha keeps or returns and no log line (DESIGN.md,
-// Secrets: "no password, token or DSN userinfo in any error chain, log").
+// answers with an error whose text is the password, alone and glued to
+// other words. The password must still reach no error pgxha keeps or
+// returns and no log line, while the server's error (its SQLSTATE) stays
+// reachable with errors.As.
 func TestRogueEchoesPasswordIntoErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

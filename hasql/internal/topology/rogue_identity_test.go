@@ -9,10 +9,9 @@ import (
 // A server nothing vouches for (a discovered node) answers first as an
 // exact copy of the master's identity (system identifier and postmaster
 // start time, plain SQL to read), then as a "restart" of it (a new start
-// time): the trusted master M is made unconfirmed, so there is no master
-// until M's next check; alternating, the rogue takes M's role away at
-// every other check of its own, M's pool is reset each time and a
-// failover is counted.
+// time), again and again. The trusted master M must not be taken for that
+// restarted server (unconfirmed until its next check): it keeps the master
+// role, its pool is not reset, no failover is counted.
 func TestRogueRestartCopyUnconfirmsMaster(t *testing.T) {
 	c := atkCluster(t, false)
 	lostMaster, resets, failovers := 0, 0, 0
@@ -60,9 +59,9 @@ func TestRogueRestartCopyUnconfirmsMaster(t *testing.T) {
 
 // The master's check times out once (suspect: it keeps the writes until
 // the next check confirms), while a server nothing vouches for answers with
-// an exact copy of the master's identity: the "prefer a healthy
-// representative" swap makes the rogue stand for the master's server, the
-// master its alias, and there is no master.
+// an exact copy of the master's identity: the rogue must not stand for the
+// master's server ("prefer a healthy representative" prefers a vouched
+// one), and M stays master.
 func TestRogueCopyStealsSuspectMaster(t *testing.T) {
 	c := atkCluster(t, false)
 	c.CheckOK(atkX, atkMaster(), atkAt(10), atkAt(11), "10.0.0.9")
@@ -89,8 +88,8 @@ func (errTimeout) Error() string { return "timeout" }
 // application_name in primary_conninfo: the walsender reports
 // "walreceiver") is found among the master's walsenders by its address. A
 // discovered member nothing vouches for, on the replica's host with another
-// port (nothing even listens there), makes that match a guess: the replica
-// is detached.
+// port, that does not even answer, must not make that match a guess: the
+// replica stays a replica.
 func TestRogueOnReplicaHostDetachesIt(t *testing.T) {
 	c := New(Config{})
 	c.SetMembers(atkAt(0), []Member{
@@ -126,9 +125,9 @@ func TestRogueOnReplicaHostDetachesIt(t *testing.T) {
 
 // The system identifier is pinned (42). A host of the connection string
 // now answers with a server that does not say its system identifier (NULL:
-// 0) and is writable: "a server of any other cluster is foreign, whatever
-// it claims" (docs/security.md), yet one that claims none is a contender:
-// writes are refused as a split brain while it answers.
+// 0) and is writable. A server of any other cluster is foreign, whatever
+// it claims (docs/security.md), and so is one that claims none: no split
+// brain, M stays master.
 func TestPinnedSystemIDUnknownIsNotForeign(t *testing.T) {
 	c := New(Config{SystemID: 42})
 	c.SetMembers(atkAt(0), []Member{
@@ -150,7 +149,7 @@ func TestPinnedSystemIDUnknownIsNotForeign(t *testing.T) {
 }
 
 // The same with the master down: the server that hides its system
-// identifier becomes the master of the pinned cluster.
+// identifier must not become the master of the pinned cluster.
 func TestPinnedSystemIDUnknownTakesWrites(t *testing.T) {
 	c := New(Config{SystemID: 42})
 	c.SetMembers(atkAt(0), []Member{
