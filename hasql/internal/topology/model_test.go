@@ -336,6 +336,9 @@ const strangerName = "rw"
 // copying the cluster's identifier and names.
 func (md *model) lie(s *server, now time.Time) checker.Result {
 	rng := md.rng
+	if rng.Intn(3) == 0 {
+		return md.copyOf(s, now)
+	}
 	r := checker.Result{
 		InRecovery: rng.Intn(2) == 0, ReadOnly: rng.Intn(4) == 0, Timeline: uint32(1 + rng.Intn(6)),
 		LSN: checker.LSN(rng.Int63n(1 << 20)), SystemID: md.servers[0].sysid, ServerTime: now,
@@ -364,6 +367,38 @@ func (md *model) lie(s *server, now time.Time) checker.Result {
 			r.Replicas = append(r.Replicas, checker.Replica{ApplicationName: x.name, SyncState: states[rng.Intn(len(states))],
 				ReplayLSN: checker.LSN(rng.Int63n(1 << 20)), State: "streaming"})
 		}
+	}
+	return r
+}
+
+// copyOf is a rogue's answer that copies one of our servers' (the master's
+// most often: its system identifier, start time and name are plain SQL to
+// read), as it is or with one field changed: a restart (another start
+// time), no system identifier, a promotion (the next timeline), the other
+// side of recovery.
+func (md *model) copyOf(s *server, now time.Time) checker.Result {
+	rng := md.rng
+	var honest []*server
+	for _, x := range md.servers {
+		if !x.rogue && !x.foreign {
+			honest = append(honest, x)
+		}
+	}
+	o := md.master()
+	if o == nil || rng.Intn(3) == 0 {
+		o = honest[rng.Intn(len(honest))]
+	}
+	r := md.observe(o, now)
+	switch rng.Intn(6) {
+	case 1:
+		r.StartTime = time.UnixMicro(md.startTime())
+	case 2:
+		r.SystemID = 0
+	case 3:
+		r.Timeline++
+		r.InRecovery, r.ReadOnly, r.ReceiveTimeline = false, false, 0
+	case 4:
+		r.InRecovery, r.ReadOnly = !r.InRecovery, !r.InRecovery
 	}
 	return r
 }

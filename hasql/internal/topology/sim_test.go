@@ -138,6 +138,7 @@ type inflight struct {
 	res      checker.Result
 	err      error
 	timeout  bool
+	server   int // the server that answered (the member's at the sample)
 }
 
 // sendersEvery is the PostgreSQL checker's: a master's walsenders are read
@@ -173,15 +174,23 @@ func (s *sim) cached(mb *simMember, c *inflight, srv *server) {
 }
 
 type sim struct {
-	cfg     simConfig
-	rng     *rand.Rand
-	md      *model
-	core    *Core
-	now     time.Time
-	members []*simMember
-	nextID  ID
-	checks  map[ID]*inflight
-	senders map[ID]*simSenders // per check connection
+	cfg  simConfig
+	rng  *rand.Rand
+	md   *model
+	core *Core
+	// shadow is a core fed the same events but none of the rogues': the
+	// master a rogue's answers let the core elect must be the one the
+	// core would elect without them (or none: while a rogue stays, it
+	// may hold writes up, see checkShadow).
+	shadow *Core
+	// answered is the server whose answer each member's last check
+	// delivered: a name may have moved since.
+	answered map[ID]int
+	now      time.Time
+	members  []*simMember
+	nextID   ID
+	checks   map[ID]*inflight
+	senders  map[ID]*simSenders // per check connection
 	// cachedChecks counts the checks that reused a master's walsenders.
 	cachedChecks int
 	// observe, if set, is called after every step of run.
@@ -214,7 +223,7 @@ var errCheckTimeout = errors.New("check timed out")
 func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	rng := rand.New(rand.NewSource(seed ^ 0x5DEECE66D))
 	s := &sim{cfg: cfg, rng: rng, now: simEpoch,
-		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, faulting: true}
+		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, answered: map[ID]int{}, faulting: true}
 	s.md = newModel(rng, cfg.replicas, cfg.syncK, cfg.any)
 	s.md.restricted = cfg.restricted
 	if s.md.strangerListed = cfg.stranger; cfg.stranger {
@@ -239,6 +248,7 @@ func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 		tc.FlapCount, tc.FlapWindow, tc.FlapCooldown = 2, 5*time.Second, 2*time.Second
 	}
 	s.core = New(tc)
+	s.shadow = New(Config{SystemID: tc.SystemID, FlapCount: tc.FlapCount, FlapWindow: tc.FlapWindow, FlapCooldown: tc.FlapCooldown})
 	for i := range s.md.servers {
 		s.addMember(i, true)
 	}
@@ -267,6 +277,31 @@ func (s *sim) member(id ID) *simMember {
 	return nil
 }
 
+// answerer is the server whose answer member id's last check delivered.
+func (s *sim) answerer(id ID) int {
+	if i, ok := s.answered[id]; ok {
+		return i
+	}
+	return s.member(id).server
+}
+
+// rogue reports whether member id is a rogue server's.
+func (s *sim) rogue(id ID) bool {
+	mb := s.member(id)
+	return mb != nil && s.md.servers[mb.server].rogue
+}
+
+// shadowMembers gives the shadow the members that reach no rogue.
+func (s *sim) shadowMembers() {
+	var set []Member
+	for _, mb := range s.members {
+		if !mb.gone && !s.md.servers[mb.server].rogue {
+			set = append(set, mb.Member)
+		}
+	}
+	s.shadow.SetMembers(s.now, set)
+}
+
 func (s *sim) setMembers() {
 	var set []Member
 	for _, mb := range s.members {
@@ -275,6 +310,7 @@ func (s *sim) setMembers() {
 		}
 	}
 	s.core.SetMembers(s.now, set)
+	s.shadowMembers()
 	s.applied("set")
 }
 
@@ -385,6 +421,9 @@ func (s *sim) tick() error {
 		}
 		if p != nil {
 			s.core.PromotionSeen(mb.ID, *p, s.now)
+			if !srv.rogue {
+				s.shadow.PromotionSeen(mb.ID, *p, s.now)
+			}
 			s.tracef("probe %s: promoted tl=%d ro=%v", mb.Addr, p.Timeline, p.ReadOnly)
 			s.applied("probe")
 			if err := s.check(); err != nil {
@@ -396,6 +435,9 @@ func (s *sim) tick() error {
 		mb := s.members[s.rng.Intn(len(s.members))]
 		if !mb.gone {
 			s.core.AppError(mb.ID, errors.New("conn closed"), s.now)
+			if !s.rogue(mb.ID) {
+				s.shadow.AppError(mb.ID, errors.New("conn closed"), s.now)
+			}
 			s.applied("apperror")
 		}
 	}
@@ -412,6 +454,9 @@ func (s *sim) tick() error {
 		}
 		a := time.Duration(s.rng.Int63n(int64(lat)))
 		s.checks[mb.ID] = &inflight{id: mb.ID, began: s.now, sampleAt: s.now.Add(a), ended: s.now.Add(lat), readAll: s.core.WantReplicas(mb.ID, s.now, s.interval())}
+		if !s.rogue(mb.ID) {
+			s.shadow.WantReplicas(mb.ID, s.now, s.interval())
+		}
 	}
 	return nil
 }
@@ -431,6 +476,7 @@ func (s *sim) sample(c *inflight) {
 	case srv.hung:
 		c.err, c.timeout, c.ended = errCheckTimeout, true, c.began.Add(800*time.Millisecond)
 	default:
+		c.server = mb.server
 		c.res = s.md.observe(srv, c.sampleAt)
 		s.cached(mb, c, srv)
 		c.remote = mb.Host
@@ -451,9 +497,16 @@ func (s *sim) deliver(c *inflight) error {
 	if c.err != nil {
 		delete(s.senders, c.id) // the check connection is closed
 		again = s.core.CheckFailed(c.id, c.err, c.timeout, c.ended)
+		if !s.rogue(c.id) {
+			s.shadow.CheckFailed(c.id, c.err, c.timeout, c.ended)
+		}
 		s.tracef("check %s: %v", mb.Addr, c.err)
 	} else {
 		s.core.CheckOK(c.id, c.res, c.began, c.ended, c.remote)
+		s.answered[c.id] = c.server
+		if !s.rogue(c.id) {
+			s.shadow.CheckOK(c.id, c.res, c.began, c.ended, c.remote)
+		}
 		s.tracef("check %s: recovery=%v ro=%v tl=%d/%d lsn=%s sys=%d rows=%d", mb.Addr, c.res.InRecovery, c.res.ReadOnly,
 			c.res.Timeline, c.res.ReceiveTimeline, c.res.LSN, c.res.SystemID%1000, len(c.res.Replicas))
 	}
@@ -473,6 +526,7 @@ func (s *sim) deliver(c *inflight) error {
 // applied carries out the core's actions as the shell does: cuts first.
 func (s *sim) applied(what string) {
 	r := s.core.TakeReady()
+	s.shadow.TakeReady()
 	for _, id := range r.Cut {
 		for _, t := range s.txns {
 			if t.member == id {
@@ -723,6 +777,7 @@ func (s *sim) do(o op) {
 		}
 		s.tracef("move %s: %s -> %s", mb.Addr, md.servers[mb.server].name, md.servers[dst].name)
 		mb.server = dst
+		s.shadowMembers() // a rogue's name may reach one of ours now, or the reverse
 	case opSlowChecks:
 		var live []*simMember
 		for _, mb := range s.members {
@@ -857,6 +912,35 @@ func (s *sim) repair() {
 }
 
 // check tests the invariants on the core's view as it is now.
+// checkShadow: the rogues' answers never make the core elect a master it
+// would not elect without them. They may leave it with none for as long as
+// they stay (a namesake of a replica makes a first master's confirmation
+// ambiguous), which the convergence after the repair bounds; and while a
+// namesake leaves one of ours unvouched (its walsender row could be the
+// rogue's), that node's claims (a newer timeline, being writable) count
+// for nothing, as a rogue's would not, so the core may keep a master that,
+// without the rogue, it would find stale or in a split brain: no
+// comparison then.
+func (s *sim) checkShadow(e Election) error {
+	if e.Master == nil {
+		return nil
+	}
+	for _, y := range s.shadow.Nodes() {
+		if x := s.core.Node(y.ID); y.Vouched && x != nil && !x.Vouched {
+			return nil // one of ours unvouched by a namesake: the core must treat it as a rogue
+		}
+	}
+	se := s.shadow.Elected()
+	if se.Master == nil || s.member(se.Master.ID).server != s.member(e.Master.ID).server {
+		without := "none"
+		if se.Master != nil {
+			without = se.Master.Addr
+		}
+		return fmt.Errorf("with the rogues' answers %s is master; without them %s", e.Master.Addr, without)
+	}
+	return nil
+}
+
 func (s *sim) check() error {
 	c := s.core
 	e := c.Elected()
@@ -871,6 +955,9 @@ func (s *sim) check() error {
 	}
 	if masters > 1 {
 		return fmt.Errorf("%d masters in one view", masters)
+	}
+	if err := s.checkShadow(e); err != nil {
+		return err
 	}
 	if e.Master != nil {
 		m := e.Master
@@ -925,7 +1012,7 @@ func (s *sim) check() error {
 		if !x.Role.IsReplica() || x.AliasOf != nil {
 			continue
 		}
-		xs := s.md.servers[s.member(x.ID).server]
+		xs := s.md.servers[s.answerer(x.ID)]
 		if xs.foreign {
 			return fmt.Errorf("replica %s is of another cluster", x.Addr)
 		}
