@@ -1112,8 +1112,12 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 	}
 	// Another node on the same address would make the match a guess.
 	for _, other := range nodes {
-		if x.Vouched && !other.Vouched && !other.live() {
-			continue // a member nothing vouches for that does not even answer is no walsender's client
+		if x.Vouched && !other.Vouched && !other.live() && x.live() && x.Res.ReceiveTimeline != 0 &&
+			(found.ApplicationName == "" || found.ApplicationName == "walreceiver" || found.ApplicationName == name) {
+			// A member nothing vouches for that does not even answer, beside
+			// a replica whose walreceiver streams, and a row that names
+			// nobody else: the row is the replica's.
+			continue
 		}
 		if other != x && other.AliasOf != x && x.AliasOf != other &&
 			(other.RemoteIP == ip || other.Host == x.Host) {

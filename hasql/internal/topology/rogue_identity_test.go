@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/pgxha/pgxha/checker"
 )
 
 // A server nothing vouches for (a discovered node) answers first as an
@@ -247,5 +249,33 @@ func TestPinnedSystemIDUnknownReplicaServesNoReads(t *testing.T) {
 		t.Errorf("a replica that hides its system identifier serves reads while the cluster's is pinned (%v)", x.Role)
 	} else if x.Detached == "" {
 		t.Errorf("r1 is %v with no reason given", x.Role)
+	}
+}
+
+// A member found by discovery on a replica's host (another port) that the
+// checks cannot reach, and nothing vouches for, streams from the master as
+// "x". Our replica r1, on that host, has lost its walreceiver: the row
+// named x is not r1's, whatever its address, and r1 serves no reads.
+func TestDownMemberOnReplicaHostLendsNoRow(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(atkAt(0), []Member{
+		{ID: atkM, Addr: "10.0.0.1:5432", Host: "10.0.0.1", Trusted: true},
+		{ID: atkR1, Addr: "10.0.0.2:5432", Host: "10.0.0.2", Trusted: true},
+		{ID: atkX, Addr: "10.0.0.2:6543", Host: "10.0.0.2"},
+	})
+	rows := atkMaster(atkRow("x", "10.0.0.2", "sync"))
+	r1 := checker.Result{InRecovery: true, ReadOnly: true, Timeline: 1, LSN: 100,
+		Name: "r1", SystemID: 42, StartTime: atkR1Start}
+	for i := range 4 {
+		ms := 10 * i
+		c.CheckFailed(atkX, errTimeout{}, false, atkAt(ms+1))
+		c.CheckOK(atkR1, r1, atkAt(ms+2), atkAt(ms+3), "10.0.0.2")
+		c.CheckOK(atkM, rows, atkAt(ms+4), atkAt(ms+5), "10.0.0.1")
+	}
+	if e := c.Elected(); e.Master == nil || e.Master.ID != atkM {
+		t.Fatalf("setup: master %v", e.Master)
+	}
+	if n := c.Node(atkR1); n.Role.IsReplica() {
+		t.Errorf("r1, in no walsender row, is %v: it took x's row (same host, x down and unvouched) by its address", n.Role)
 	}
 }
