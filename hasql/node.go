@@ -371,6 +371,9 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 		}
 		res, err := m.cfg.Checker.Check(cctx, n.conn)
 		if err != nil {
+			// A server that got the password could say it back (see
+			// scrubConnect): nothing of it goes on to NodeStatus or a log.
+			err = clearEchoed(err, n.conn.Config().Password)
 			lost := reused && n.conn.IsClosed()
 			n.closeCheckConn()
 			if !retried && lost && ctx.Err() == nil {

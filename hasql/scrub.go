@@ -18,16 +18,19 @@ import (
 // kinds are returned as they are.
 //
 // A server that received the password (in clear text, as the settings may
-// allow) could echo it in its error message, which would reach NodeStatus,
-// acquire errors and logs: such an error is replaced by a chain of the
-// same texts without it (see clearChain).
+// allow) could echo it in what it says (the message, detail or hint of its
+// error), which would reach NodeStatus, acquire errors and logs: what it
+// said is cleared of it (see clearServerText), and when a text made from
+// it still holds it, the error is replaced by a chain of the same texts
+// without it (see clearChain). Only what the server said is looked at: a
+// password that is also the user's name stands in pgx's own text.
 func scrubConnect(err error) error {
 	var ce *pgconn.ConnectError
 	if !errors.As(err, &ce) || ce.Config == nil || ce.Config.Password == "" {
 		return err
 	}
-	if text := err.Error(); clearEcho(text, ce.Config.Password) != text {
-		return clearChain(err, ce.Config.Password, 0)
+	if pw := ce.Config.Password; clearServerText(err, pw, 0) && clearEcho(err.Error(), pw) != err.Error() {
+		return clearChain(err, pw, 0)
 	}
 	if head, ok := err.(*pgconn.ConnectError); ok {
 		c := *head
@@ -55,26 +58,68 @@ func (e *scrubbedError) Unwrap() error {
 	return scrubConnect(inner)
 }
 
-// clearChain returns err's chain with pw taken out of every text: each
-// link stands for the one it replaces (its text cleared, errors.Is as the
-// original's), but for the *pgconn.PgError values, which are kept with
-// their fields cleared in place (the error was made for this failed
-// connect: nobody else holds it), so that errors.As still finds the
-// server's SQLSTATE. Nothing in the result holds pw: no connect error's
-// Config, no text made before it was cleared. At most 16 links deep.
-func clearChain(err error, pw string, depth int) error {
-	if err == nil || depth > 16 {
-		return nil
+// clearEchoed returns err without pw anywhere in its text or in what a
+// server said in its chain: for the errors of statements on a connection
+// that authenticated with pw (a check), where a server could echo it in
+// its error or in a value that an error quotes.
+func clearEchoed(err error, pw string) error {
+	if err == nil || pw == "" {
+		return err
 	}
+	clearServerText(err, pw, 0)
+	if clearEcho(err.Error(), pw) != err.Error() {
+		return clearChain(err, pw, 0)
+	}
+	return err
+}
+
+// clearServerText takes pw out of every text field of the *pgconn.PgError
+// values in err's chain, in place (the error was made for this connect or
+// statement: nobody else holds it, and a field is written only when it
+// changes, so that clearing it again writes nothing), and reports whether
+// any held it. At most 16 links deep.
+func clearServerText(err error, pw string, depth int) bool {
+	if err == nil || depth > 16 {
+		return false
+	}
+	held := false
 	if pe, ok := err.(*pgconn.PgError); ok {
 		for _, f := range []*string{&pe.Severity, &pe.SeverityUnlocalized, &pe.Code, &pe.Message, &pe.Detail,
 			&pe.Hint, &pe.InternalQuery, &pe.Where, &pe.SchemaName, &pe.TableName, &pe.ColumnName,
 			&pe.DataTypeName, &pe.ConstraintName, &pe.File, &pe.Routine} {
-			*f = clearEcho(*f, pw)
+			if c := clearEcho(*f, pw); c != *f {
+				*f, held = c, true
+			}
 		}
-		return pe
 	}
-	c := &clearedError{msg: clearEcho(err.Error(), pw), orig: err}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		held = clearServerText(u.Unwrap(), pw, depth+1) || held
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			held = clearServerText(e, pw, depth+1) || held
+		}
+	}
+	return held
+}
+
+// clearChain returns err's chain with pw taken out of every text (the
+// *pgconn.PgError values already cleared by clearServerText): each link
+// that wraps others stands for the one it replaces with its text cleared
+// and the links below it, and holds nothing of the original (no connect
+// error's Config, no text made before the server's was cleared); a link
+// that wraps nothing is kept as it is when its text does not hold pw (a
+// sentinel such as context.DeadlineExceeded stays, for errors.Is), and the
+// *pgconn.PgError values are kept, so that errors.As still finds the
+// server's SQLSTATE. At most 16 links deep.
+func clearChain(err error, pw string, depth int) error {
+	if err == nil || depth > 16 {
+		return nil
+	}
+	if _, ok := err.(*pgconn.PgError); ok {
+		return err
+	}
+	c := &clearedError{msg: clearEcho(err.Error(), pw)}
 	switch u := err.(type) {
 	case interface{ Unwrap() error }:
 		if next := clearChain(u.Unwrap(), pw, depth+1); next != nil {
@@ -86,6 +131,10 @@ func clearChain(err error, pw string, depth int) error {
 				c.next = append(c.next, next)
 			}
 		}
+	default:
+		if c.msg == err.Error() {
+			return err
+		}
 	}
 	return c
 }
@@ -93,15 +142,12 @@ func clearChain(err error, pw string, depth int) error {
 // clearedError is a link of clearChain's chain.
 type clearedError struct {
 	msg  string
-	orig error // for errors.Is only: its text and chain may hold the password
 	next []error
 }
 
 func (e *clearedError) Error() string { return e.msg }
 
 func (e *clearedError) Unwrap() []error { return e.next }
-
-func (e *clearedError) Is(target error) bool { return errors.Is(e.orig, target) }
 
 // clearEcho replaces pw in text a server wrote: everywhere when it is long
 // enough not to be part of ordinary words (a server may glue it to

@@ -32,9 +32,13 @@ func enqueueComment(ctx context.Context, m *hasql.Manager, body string) ([]byte,
 		return nil, err
 	}
 	tok, err := hasql.CommitToken(ctx, tx)
-	if err != nil {
+	if err != nil && !errors.Is(err, hasql.ErrTokenUnread) {
 		return nil, err
 	}
+	// Committed. Without its token (ErrTokenUnread: the connection broke
+	// right after the commit) the job still runs, after no token: it may
+	// find the comment missing for a moment, which beats answering the
+	// request with an error that a retry would turn into a second comment.
 	return json.Marshal(Job{CommentID: id, Token: tok})
 }
 
