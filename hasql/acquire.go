@@ -476,10 +476,13 @@ func (w *minLSNWait) stop() {
 // a pause (backing off from 1ms to 50ms).
 func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOptions, w *minLSNWait) (*pgxpool.Conn, *node, error) {
 	set, _ := m.candidates(s, targetReplica, &w.others, nil)
+	// With no master to fall back to, the replicas are asked on past the
+	// wait: one that replays the position serves before a master is back.
+	master := s.master != nil && s.masterErr == nil
 	for i := range set.nodes {
 		n := set.nodes[(set.pick()+i)%len(set.nodes)]
 		limit := m.cfg.CheckTimeout
-		if o.fallback {
+		if o.fallback && master {
 			limit = min(limit, max(time.Until(w.deadline), time.Millisecond))
 		}
 		conn, replay, err := m.probeReplay(ctx, n, limit)
@@ -501,7 +504,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 		}
 		conn.Release()
 	}
-	if o.fallback && !time.Now().Before(w.deadline) {
+	if o.fallback && master && !time.Now().Before(w.deadline) {
 		return m.acquireLoop(ctx, targetMaster, nil, nil, nil, nil)
 	}
 	if w.timer == nil {

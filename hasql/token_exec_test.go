@@ -59,3 +59,62 @@ func TestExecTokenReportsAWriteLostInAFailover(t *testing.T) {
 	require.NoError(t, err)
 	assert.Greater(t, later.Timeline, tok.Timeline, "m.Token names the master of now")
 }
+
+// With no master, a read after a token goes on asking the replicas past
+// its token wait: a replica that replays the write later (its replay was
+// paused) serves it, instead of the read waiting for a master that does not
+// come back.
+func TestAfterWithoutMasterKeepsAskingReplicas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_token_wait", "10ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+
+	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY)")
+	first, err := m.Token(ctx)
+	require.NoError(t, err)
+	replayedTo(t, m, first.LSN)
+
+	require.NoError(t, n2.PauseReplay(ctx))
+	_, tok, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (7)")
+	require.NoError(t, err)
+	conn, err := n1.Conn(ctx)
+	require.NoError(t, err)
+	var flushed string
+	require.NoError(t, conn.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&flushed))
+	conn.Close(ctx)
+	require.Eventually(t, func() bool {
+		conn, err := n2.Conn(ctx)
+		if err != nil {
+			return false
+		}
+		defer conn.Close(ctx)
+		var ok bool
+		return conn.QueryRow(ctx, "SELECT pg_last_wal_receive_lsn() >= $1::pg_lsn", flushed).Scan(&ok) == nil && ok
+	}, 30*time.Second, 10*time.Millisecond, "n2 never received the write")
+
+	require.NoError(t, n1.Kill())
+	require.Eventually(t, func() bool { return m.Stat().Master == "" }, 30*time.Second, 5*time.Millisecond, "n1 still master: %v", m.Nodes())
+
+	type result struct {
+		found int
+		err   error
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		rctx, rcancel := context.WithTimeout(ctx, time.Minute)
+		defer rcancel()
+		found, _, err := readAfter(rctx, m, tok, "notes", 7)
+		done <- result{found, err}
+	}()
+	// Past the token wait (10ms) many times over, the read still asks n2.
+	require.Eventually(t, func() bool { return probedOn(ctx, n2) && time.Since(start) > time.Second },
+		30*time.Second, 10*time.Millisecond, "the read never asked n2")
+	require.NoError(t, n2.ResumeReplay(ctx))
+	r := <-done
+	require.NoError(t, r.err, "n2 has the write and serves reads")
+	assert.Equal(t, 1, r.found)
+}
