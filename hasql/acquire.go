@@ -481,6 +481,9 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 	master := s.master != nil && s.masterErr == nil
 	for i := range set.nodes {
 		n := set.nodes[(set.pick()+i)%len(set.nodes)]
+		if n.behindTimeline(s) {
+			continue
+		}
 		limit := m.cfg.CheckTimeout
 		if o.fallback && master {
 			limit = min(limit, max(time.Until(w.deadline), time.Millisecond))

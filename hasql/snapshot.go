@@ -166,7 +166,7 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 		if !n.withinLag(maxBytes, maxLag) {
 			continue
 		}
-		if o.minLSN != 0 && LSN(n.replayLSN.Load()) < o.minLSN {
+		if o.minLSN != 0 && (LSN(n.replayLSN.Load()) < o.minLSN || n.behindTimeline(s)) {
 			continue
 		}
 		if n.suspect.Load() {
@@ -205,4 +205,17 @@ type routingEntry struct {
 	suspect   bool
 	latencyMS int64              // bucketed, for latency-aware balancers
 	tags      *map[string]string // replaced, never changed, when the node's tags change
+}
+
+// behindTimeline reports whether n, a replica, may be on a branch the
+// master does not have: the timeline it shows is older than the master's
+// and no walreceiver says what it streams. Such a replica serves plain reads
+// (it follows the master as far as the checks can tell: listed by its
+// walsenders), but no read after a position (MinLSN, After): one that
+// replayed past the point where the master's timeline began is past the
+// position by numbers while it lacks the write. It shows the master's
+// timeline at its next restartpoint; with pg_monitor the check sees its
+// walreceiver's at once.
+func (n *node) behindTimeline(s *snapshot) bool {
+	return n.tlHidden.Load() && s.master != nil && n.serverTL.Load() < s.master.serverTL.Load()
 }

@@ -56,6 +56,7 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 			}
 		}
 		n.serverTL.Store(res.Timeline)
+		n.tlHidden.Store(res.InRecovery && res.ReceiveTimeline == 0)
 		n.serverSys.Store(res.SystemID)
 		m.core.CheckOK(n.id(), res, began, ended, n.remoteIP)
 		n.latencyEWMA.Store(int64(n.cv.EWMA))

@@ -121,3 +121,37 @@ func wrongBranch(t *testing.T, restricted bool) {
 // Through PgBouncer in transaction mode (simple protocol, as
 // docs/pgbouncer.md asks): ExecToken's token, a read after it while the
 // replica's replay is paused (the master serves), then after it resumes.
+
+// After an ordinary failover (n2 promoted, n3 pointed at it), a check user
+// without pg_monitor, which sees no walreceiver's timeline, still finds n3,
+// which streams the new master's timeline, a replica within a few checks,
+// not only at its next restartpoint (checkpoint_timeout): the timeline its
+// control data shows lags what it replays. Reads after a position skip it
+// until then (see TestWrongBranchReplicaNeverServesAfterRestricted).
+func TestRestrictedReplicaBackAfterFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 0})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY)",
+		"CREATE ROLE reader LOGIN PASSWORD 'r'", "GRANT SELECT ON notes TO reader")
+	tok, err := m.Token(ctx)
+	require.NoError(t, err)
+	replayedTo(t, m, tok.LSN)
+
+	rm := newManager(t, ctx, withParams(strings.Replace(c.DSN(), "postgres:pgxha@", "reader:r@", 1), "hasql_check_interval", "100ms"))
+	require.NoError(t, rm.WaitReady(ctx, 1, 2))
+
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n2))
+	waitRole(t, m, "n2", hasql.RoleMaster)
+	waitRole(t, rm, "n2", hasql.RoleMaster)
+	_, _, err = m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (1)")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return roles(m)["n3"].IsReplica() }, 30*time.Second, 10*time.Millisecond,
+		"n3 follows n2 (pg_monitor's view): %v", m.Nodes())
+	require.Eventually(t, func() bool { return roles(rm)["n3"].IsReplica() }, 30*time.Second, 10*time.Millisecond,
+		"n3 follows n2 (without pg_monitor): %+v", statusOf(rm, "n3"))
+}

@@ -827,15 +827,6 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 	if r.ReceiveTimeline == 0 && r.Timeline > mr.Timeline {
 		return "on timeline " + uitoa(r.Timeline) + ", ahead of the master's " + uitoa(mr.Timeline)
 	}
-	if r.ReceiveTimeline == 0 && r.Timeline != 0 && r.Timeline < mr.Timeline {
-		// No walreceiver to say what it streams (or the check user may
-		// not see it): the timeline it shows is where it replays at the
-		// latest, and one behind the master's may be a branch the master
-		// does not have, still listed by the master's walsender while it
-		// streams the common part. It serves reads once it shows the
-		// master's timeline.
-		return "on timeline " + uitoa(r.Timeline) + " as far as it shows (no walreceiver timeline seen; grant pg_monitor to the check user), the master is on timeline " + uitoa(mr.Timeline)
-	}
 	// A replica checked before the master cannot have replayed more than the
 	// master had written by then.
 	if x.aheadOf(master) {
