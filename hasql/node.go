@@ -73,14 +73,14 @@ type node struct {
 	// timeline to see (a check user without pg_monitor, or none running):
 	// serverTL is its restartpoint's or minimum recovery point's, which
 	// lag what it replays (see behindTimeline).
-	tlHidden atomic.Bool
-	serverSys     atomic.Uint64 // the system identifier at the last check
-	suspect       atomic.Bool
-	damped        atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
-	watchable     atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
-	slow          atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
-	poisoned      sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
-	nPoisoned     atomic.Int64
+	tlHidden  atomic.Bool
+	serverSys atomic.Uint64 // the system identifier at the last check
+	suspect   atomic.Bool
+	damped    atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
+	watchable atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
+	slow      atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
+	poisoned  sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
+	nPoisoned atomic.Int64
 
 	// untrackedEarly: a connection made before the node's first check
 	// could not keep the start time of its server (the user wrapped the
