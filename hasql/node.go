@@ -69,18 +69,19 @@ type node struct {
 	replica       atomic.Bool   // a replica that follows the master (a role that serves reads)
 	serverStart   atomic.Int64  // the postmaster's start time at the last check, unix microseconds
 	serverTL      atomic.Uint32 // the timeline at the last check
+	serverSys     atomic.Uint64 // the system identifier at the last check
+	suspect       atomic.Bool
+	damped        atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
+	watchable     atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
+	slow          atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
+	poisoned      sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
+	nPoisoned     atomic.Int64
+
 	// tlHidden: the last check found it in recovery with no walreceiver
 	// timeline to see (a check user without pg_monitor, or none running):
 	// serverTL is its restartpoint's or minimum recovery point's, which
 	// lag what it replays (see behindTimeline).
-	tlHidden  atomic.Bool
-	serverSys atomic.Uint64 // the system identifier at the last check
-	suspect   atomic.Bool
-	damped    atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
-	watchable atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
-	slow      atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
-	poisoned  sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
-	nPoisoned atomic.Int64
+	tlHidden atomic.Bool
 
 	// untrackedEarly: a connection made before the node's first check
 	// could not keep the start time of its server (the user wrapped the
