@@ -376,6 +376,9 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 			cctx = checker.ReadNames(cctx) // see topology.Core.WantNames
 		}
 		res, err := m.cfg.Checker.Check(cctx, n.conn)
+		if err == nil {
+			clearResult(&res, n.conn.Config().Password)
+		}
 		if err != nil {
 			// A server that got the password could say it back (see
 			// scrubConnect): nothing of it goes on to NodeStatus or a log.

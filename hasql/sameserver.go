@@ -100,7 +100,8 @@ func (n *node) serverStartOf(ctx context.Context, pc *pgconn.PgConn) (int64, err
 	}
 	got, err := strconv.ParseInt(string(rr.Rows[0][0]), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("hasql: %s: the server's start time %q: %w", n.cfg.Addr, rr.Rows[0][0], err)
+		// Not quoted: what a server sends goes into no error (see scrubConnect).
+		return 0, fmt.Errorf("hasql: %s: the server's start time is not a number (%d bytes)", n.cfg.Addr, len(rr.Rows[0][0]))
 	}
 	return got, nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgxha/pgxha/checker"
 	"github.com/pgxha/pgxha/internal/secrets"
 )
 
@@ -19,17 +20,18 @@ import (
 //
 // A server that received the password (in clear text, as the settings may
 // allow) could echo it in what it says (the message, detail or hint of its
-// error), which would reach NodeStatus, acquire errors and logs: what it
-// said is cleared of it (see clearServerText), and when a text made from
-// it still holds it, the error is replaced by a chain of the same texts
-// without it (see clearChain). Only what the server said is looked at: a
-// password that is also the user's name stands in pgx's own text.
+// error, a value an error quotes), which would reach NodeStatus, acquire
+// errors and logs: what it said is cleared of it (see clearServerText),
+// and when the error's text still holds it (but for pgx's own
+// "user=...": a password that is also the user's name stands there), the
+// error is replaced by a chain of the same texts without it (see
+// clearChain).
 func scrubConnect(err error) error {
 	var ce *pgconn.ConnectError
 	if !errors.As(err, &ce) || ce.Config == nil || ce.Config.Password == "" {
 		return err
 	}
-	if pw := ce.Config.Password; clearServerText(err, pw, 0) && clearEcho(err.Error(), pw) != err.Error() {
+	if pw := ce.Config.Password; echoed(err, ce.Config, pw) {
 		return clearChain(err, pw, 0)
 	}
 	if head, ok := err.(*pgconn.ConnectError); ok {
@@ -56,6 +58,32 @@ func (e *scrubbedError) Unwrap() error {
 		return nil
 	}
 	return scrubConnect(inner)
+}
+
+// echoed clears pw out of what the server said in err's chain (see
+// clearServerText) and reports whether err's text still holds it
+// elsewhere than in pgx's own "user=... database=..." (a password that is
+// also the user's name stands there), as in a text made from the
+// server's before it was cleared.
+func echoed(err error, cfg *pgconn.Config, pw string) bool {
+	clearServerText(err, pw, 0)
+	text := strings.Replace(err.Error(), "`user="+cfg.User+" database="+cfg.Database+"`", "", 1)
+	return clearEcho(text, pw) != text
+}
+
+// clearResult takes pw out of the names and addresses a check read from
+// the server (they reach NodeStatus, logs and metrics): a server that
+// received it could name itself or its walsenders with it.
+func clearResult(r *checker.Result, pw string) {
+	if pw == "" {
+		return
+	}
+	r.Name, r.UpstreamHost = clearEcho(r.Name, pw), clearEcho(r.UpstreamHost, pw)
+	for i := range r.Replicas {
+		x := &r.Replicas[i]
+		x.ApplicationName, x.ClientAddr = clearEcho(x.ApplicationName, pw), clearEcho(x.ClientAddr, pw)
+		x.State, x.SyncState = clearEcho(x.State, pw), clearEcho(x.SyncState, pw)
+	}
 }
 
 // clearEchoed returns err without pw anywhere in its text or in what a
