@@ -523,7 +523,14 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 	case <-m.closed:
 		return nil, nil, ErrClosed
 	}
-	w.pause = min(2*w.pause, 50*time.Millisecond)
+	limit := 50 * time.Millisecond
+	if !master && !time.Now().Before(w.deadline) {
+		// Asking on while there is no master: the replicas are asked by
+		// every read that waits, so less often (a round wakes at once
+		// when the view changes).
+		limit = 500 * time.Millisecond
+	}
+	w.pause = min(2*w.pause, limit)
 	return nil, nil, nil
 }
 
