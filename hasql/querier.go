@@ -190,8 +190,8 @@ func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 // right after sql ran: it names the server that ran the write, even when
 // the master changes meanwhile (a failover that loses the write then
 // makes a read after the token fail with ErrWriteLost). Run sql in
-// autocommit: the token is read after it returns, so a transaction that
-// sql leaves open has not committed yet. If sql ran but the token could
+// autocommit: a statement that leaves a transaction open (BEGIN; INSERT
+// ...) gets an error and no token, and its writes are rolled back. If sql ran but the token could
 // not be read, the error unwraps to ErrTokenUnread; sql's write stands.
 func (q *Querier) ExecToken(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, Token, error) {
 	if q.t != targetMaster {
@@ -205,6 +205,10 @@ func (q *Querier) ExecToken(ctx context.Context, sql string, args ...any) (pgcon
 		}
 		sb := onStandby(conn, n)
 		tag, err := conn.Exec(ctx, sql, args...)
+		if err == nil && conn.Conn().PgConn().TxStatus() != 'I' {
+			conn.Release() // the pool closes a connection in a transaction: it rolls back
+			return tag, Token{}, errExecTokenOpenTx
+		}
 		if err == nil {
 			tok, err := tokenOf(ctx, conn)
 			conn.Release()
@@ -220,6 +224,10 @@ func (q *Querier) ExecToken(ctx context.Context, sql string, args ...any) (pgcon
 		}
 	}
 }
+
+// errExecTokenOpenTx is ExecToken's error for a statement that left a
+// transaction open.
+var errExecTokenOpenTx = errors.New("hasql: ExecToken: the statement left a transaction open: nothing it wrote is committed (its connection is closed, which rolls it back); run it in autocommit, or use Begin and CommitToken")
 
 // Query runs sql on a connection of the target; the connection goes back to
 // its pool when the rows are closed or read to the end.

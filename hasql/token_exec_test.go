@@ -118,3 +118,27 @@ func TestAfterWithoutMasterKeepsAskingReplicas(t *testing.T) {
 	require.NoError(t, r.err, "n2 has the write and serves reads")
 	assert.Equal(t, 1, r.found)
 }
+
+// ExecToken of a statement that leaves a transaction open gives an error
+// and no token, and nothing it wrote is committed.
+func TestExecTokenRefusesAnOpenTransaction(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	m := newManager(t, ctx, c.DSN())
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	_, err := m.Master().Exec(ctx, "CREATE TABLE notes (id int PRIMARY KEY)")
+	require.NoError(t, err)
+
+	_, tok, err := m.Master().ExecToken(ctx, "BEGIN; INSERT INTO notes VALUES (1)")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "transaction open")
+	assert.True(t, tok.IsZero())
+	var k int
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM notes").Scan(&k))
+	assert.Zero(t, k, "the open transaction's write is rolled back")
+
+	_, tok, err = m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (2)")
+	require.NoError(t, err)
+	assert.False(t, tok.IsZero())
+}
