@@ -75,17 +75,33 @@ func (q *queryPG) session(c net.Conn, answer sqlAnswer) {
 		default:
 			return // a cancel request
 		}
-		be.Send(&pgproto3.AuthenticationOk{})
-		for k, v := range map[string]string{"server_version": "16.4", "standard_conforming_strings": "on", "client_encoding": "UTF8",
-			"DateStyle": "ISO, MDY", "integer_datetimes": "on", "TimeZone": "UTC"} {
-			be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
-		}
-		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-		if be.Flush() != nil {
+		if welcome(be) != nil {
 			return
 		}
 		break
 	}
+	serveSimple(be, func(be *pgproto3.Backend, sql string) bool {
+		q.queries.Add(1)
+		return answer(be, sql)
+	})
+}
+
+// welcome ends a fake server's startup: authenticated, the parameters pgx
+// reads, ready for a query.
+func welcome(be *pgproto3.Backend) error {
+	be.Send(&pgproto3.AuthenticationOk{})
+	for k, v := range map[string]string{"server_version": "16.4", "standard_conforming_strings": "on", "client_encoding": "UTF8",
+		"DateStyle": "ISO, MDY", "integer_datetimes": "on", "TimeZone": "UTC"} {
+		be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
+	}
+	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	return be.Flush()
+}
+
+// serveSimple serves a session after welcome until the client leaves:
+// prepared statements are refused (26000, as a pooler in transaction mode
+// refuses them), each simple query is answered by answer.
+func serveSimple(be *pgproto3.Backend, answer sqlAnswer) {
 	failed := false
 	for {
 		m, err := be.Receive()
@@ -105,7 +121,6 @@ func (q *queryPG) session(c net.Conn, answer sqlAnswer) {
 				return
 			}
 		case *pgproto3.Query:
-			q.queries.Add(1)
 			if !answer(be, m.String) {
 				return
 			}

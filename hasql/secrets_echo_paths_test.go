@@ -79,6 +79,23 @@ func cleartextRogue(t *testing.T, got *atomic.Int64, after func(be *pgproto3.Bac
 	})
 }
 
+// echoManager makes a Manager whose only node is the fake server at addr,
+// reached with password secret and sslmode=disable (so that a server
+// asking for it in clear text gets it), checked every 100ms, logging at
+// debug level into the buffer it returns. It closes at t's end.
+func echoManager(t *testing.T, ctx context.Context, secret, addr string) (*hasql.Manager, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms", secret, closedPort(t)))
+	require.NoError(t, err)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: addr})
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	return m, logs
+}
+
 // The password said back in the DETAIL and HINT of the server's error
 // (which the error's text does not show) is cleared there too.
 func TestRogueEchoesPasswordInDetail(t *testing.T) {
@@ -92,13 +109,7 @@ func TestRogueEchoesPasswordInDetail(t *testing.T) {
 			Detail:  "Password received: " + pw, Hint: "you sent " + pw})
 		_ = be.Flush()
 	})
-	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms", secret, closedPort(t)))
-	require.NoError(t, err)
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: ln.Addr().String()})
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
+	m, _ := echoManager(t, ctx, secret, ln.Addr().String())
 	var lastErr error
 	waitUntil(t, ctx, "the rogue's error as the node's", func() bool {
 		for _, st := range m.Nodes() {
@@ -160,13 +171,7 @@ func TestRogueEchoesPasswordIntoCheckError(t *testing.T) {
 	const secret = "s3cr3t-Pa55word"
 	var got, echoed atomic.Int64
 	ln := cleartextRogue(t, &got, func(be *pgproto3.Backend, pw string) {
-		be.Send(&pgproto3.AuthenticationOk{})
-		for k, v := range map[string]string{"server_version": "16.4", "standard_conforming_strings": "on", "client_encoding": "UTF8",
-			"DateStyle": "ISO, MDY", "integer_datetimes": "on", "TimeZone": "UTC"} {
-			be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
-		}
-		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-		if be.Flush() != nil {
+		if welcome(be) != nil {
 			return
 		}
 		failed := false
@@ -195,14 +200,7 @@ func TestRogueEchoesPasswordIntoCheckError(t *testing.T) {
 			}
 		}
 	})
-	logs := &syncBuffer{}
-	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms", secret, closedPort(t)))
-	require.NoError(t, err)
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: ln.Addr().String()})
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
+	m, logs := echoManager(t, ctx, secret, ln.Addr().String())
 	var lastErr error
 	waitUntil(t, ctx, "the rogue's check error as the node's", func() bool {
 		for _, st := range m.Nodes() {

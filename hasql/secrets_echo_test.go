@@ -30,35 +30,12 @@ func TestRogueEchoesPasswordIntoErrors(t *testing.T) {
 	defer cancel()
 	const secret = "s3cr3t-Pa55word"
 	var got atomic.Int64
-	ln := fakePG(t, func(c net.Conn, be *pgproto3.Backend, _ *pgproto3.StartupMessage) {
-		be.Send(&pgproto3.AuthenticationCleartextPassword{})
-		if be.Flush() != nil {
-			return
-		}
-		if err := be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
-			return
-		}
-		m, err := be.Receive()
-		if err != nil {
-			return
-		}
-		pm, ok := m.(*pgproto3.PasswordMessage)
-		if !ok {
-			return
-		}
-		got.Add(1)
+	ln := cleartextRogue(t, &got, func(be *pgproto3.Backend, pw string) {
 		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01",
-			Message: "password authentication failed: you sent " + pm.Password + ", that is sent" + pm.Password + "ok"})
+			Message: "password authentication failed: you sent " + pw + ", that is sent" + pw + "ok"})
 		_ = be.Flush()
 	})
-	logs := &syncBuffer{}
-	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms", secret, closedPort(t)))
-	require.NoError(t, err)
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: ln.Addr().String()})
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
+	m, logs := echoManager(t, ctx, secret, ln.Addr().String())
 	var lastErr error
 	waitUntil(t, ctx, "the rogue's error as the node's", func() bool {
 		for _, st := range m.Nodes() {

@@ -3,7 +3,6 @@ package hasql_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,9 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgxha/pgxha/discovery"
-	"github.com/pgxha/pgxha/hasql"
 )
 
 // A rogue that got the password in clear text (sslmode=disable) and
@@ -26,62 +22,25 @@ func TestRogueEchoesPasswordAsClusterName(t *testing.T) {
 	const secret = "s3cr3t-Pa55word"
 	var got, checked atomic.Int64
 	ln := cleartextRogue(t, &got, func(be *pgproto3.Backend, pw string) {
-		be.Send(&pgproto3.AuthenticationOk{})
-		for k, v := range map[string]string{"server_version": "16.4", "standard_conforming_strings": "on", "client_encoding": "UTF8",
-			"DateStyle": "ISO, MDY", "integer_datetimes": "on", "TimeZone": "UTC"} {
-			be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
-		}
-		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-		if be.Flush() != nil {
+		if welcome(be) != nil {
 			return
 		}
-		failed := false
-		for {
-			m, err := be.Receive()
-			if err != nil {
-				return
+		serveSimple(be, func(be *pgproto3.Backend, sql string) bool {
+			switch {
+			case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
+				sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText}, []any{uint64(7000000000000000001), rogueStart, pw})
+			case strings.Contains(sql, "string_agg"), strings.Contains(sql, "synchronous_standby_names"):
+				checked.Add(1)
+				sendRow(be,
+					[]uint32{oidBool, oidBool, oidText, oidText, oidTimestamptz, oidBool, oidTimestamptz, oidInt8, oidTimestamptz, oidText, oidInt4, oidText, oidText},
+					[]any{"f", "f", "0/3000000", nil, nil, "f", nil, 1, rogueStart, nil, nil, nil, ""})
+			default:
+				sendRow(be, []uint32{oidInt4}, []any{1})
 			}
-			switch m := m.(type) {
-			case *pgproto3.Parse:
-				failed = true
-			case *pgproto3.Sync:
-				if failed {
-					be.Send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "26000", Message: "prepared statement does not exist"})
-					failed = false
-				}
-				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-				if be.Flush() != nil {
-					return
-				}
-			case *pgproto3.Query:
-				switch {
-				case strings.Contains(m.String, "pg_control_system()), pg_postmaster_start_time()"):
-					sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText}, []any{uint64(7000000000000000001), rogueStart, pw})
-				case strings.Contains(m.String, "string_agg"), strings.Contains(m.String, "synchronous_standby_names"):
-					checked.Add(1)
-					sendRow(be,
-						[]uint32{oidBool, oidBool, oidText, oidText, oidTimestamptz, oidBool, oidTimestamptz, oidInt8, oidTimestamptz, oidText, oidInt4, oidText, oidText},
-						[]any{"f", "f", "0/3000000", nil, nil, "f", nil, 1, rogueStart, nil, nil, nil, ""})
-				default:
-					sendRow(be, []uint32{oidInt4}, []any{1})
-				}
-				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-				if be.Flush() != nil {
-					return
-				}
-			case *pgproto3.Terminate:
-				return
-			}
-		}
+			return true
+		})
 	})
-	logs := &syncBuffer{}
-	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms", secret, closedPort(t)))
-	require.NoError(t, err)
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: ln.Addr().String()})
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
+	m, logs := echoManager(t, ctx, secret, ln.Addr().String())
 	waitUntil(t, ctx, "the rogue checked", func() bool {
 		for _, st := range m.Nodes() {
 			if st.Addr == ln.Addr().String() && checked.Load() > 2 && !st.LastCheck.IsZero() {
@@ -106,13 +65,7 @@ func TestRogueEchoesPasswordAsStartTime(t *testing.T) {
 	const secret = "s3cr3t-Pa55word"
 	var got, checked atomic.Int64
 	ln := cleartextRogue(t, &got, func(be *pgproto3.Backend, pw string) {
-		be.Send(&pgproto3.AuthenticationOk{})
-		for k, v := range map[string]string{"server_version": "16.4", "standard_conforming_strings": "on", "client_encoding": "UTF8",
-			"DateStyle": "ISO, MDY", "integer_datetimes": "on", "TimeZone": "UTC"} {
-			be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
-		}
-		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-		if be.Flush() != nil {
+		if welcome(be) != nil {
 			return
 		}
 		failed, ext := false, false
@@ -173,14 +126,7 @@ func TestRogueEchoesPasswordAsStartTime(t *testing.T) {
 			}
 		}
 	})
-	logs := &syncBuffer{}
-	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms", secret, closedPort(t)))
-	require.NoError(t, err)
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: ln.Addr().String()})
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
+	m, logs := echoManager(t, ctx, secret, ln.Addr().String())
 	waitUntil(t, ctx, "the rogue checked", func() bool {
 		for _, st := range m.Nodes() {
 			if st.Addr == ln.Addr().String() && checked.Load() > 2 && !st.LastCheck.IsZero() {
