@@ -22,22 +22,6 @@ func readAfter(ctx context.Context, m *hasql.Manager, tok hasql.Token, table str
 	return found, onReplica, err
 }
 
-// stopReceiving makes replica n stop receiving WAL (no primary_conninfo)
-// and waits until its walreceiver is gone.
-func stopReceiving(t *testing.T, ctx context.Context, n *testcluster.Node) {
-	t.Helper()
-	execOn(t, ctx, n, "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
-	require.Eventually(t, func() bool {
-		conn, err := n.Conn(ctx)
-		if err != nil {
-			return false
-		}
-		defer conn.Close(ctx)
-		var receivers int
-		return conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&receivers) == nil && receivers == 0
-	}, 30*time.Second, 10*time.Millisecond, "%s's walreceiver never stopped", n.Name())
-}
-
 // replayedTo waits until every replica in m's view replayed lsn.
 func replayedTo(t *testing.T, m *hasql.Manager, lsn hasql.LSN) {
 	t.Helper()
@@ -165,7 +149,7 @@ func TestTokenAcrossFailover(t *testing.T) {
 	require.NoError(t, err)
 	replayedTo(t, m, kept.LSN)
 
-	stopReceiving(t, ctx, n2) // what n1 commits now, n2 will never have
+	stopReceiver(t, ctx, n2) // what n1 commits now, n2 will never have
 	_, err = m.Master().Exec(ctx, "INSERT INTO notes VALUES (2)")
 	require.NoError(t, err, "acknowledged by n1 alone")
 	lost, err := m.Token(ctx)

@@ -35,7 +35,7 @@ func TestExecTokenReportsAWriteLostInAFailover(t *testing.T) {
 	_, _, err = m.Replica().ExecToken(ctx, "INSERT INTO notes VALUES (0)")
 	require.Error(t, err, "a token names a write: replicas have none")
 
-	stopReceiving(t, ctx, n2) // what n1 commits now, n2 never has
+	stopReceiver(t, ctx, n2) // what n1 commits now, n2 never has
 
 	tag, tok, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (7)")
 	require.NoError(t, err, "acknowledged by n1")

@@ -46,7 +46,7 @@ func wrongBranch(t *testing.T, restricted bool) {
 		t.Logf("restricted view: %v", rm.Nodes())
 	}
 
-	stopReceiving(t, ctx, n2)
+	stopReceiver(t, ctx, n2)
 	_, ahead, err := m.Master().ExecToken(ctx, "INSERT INTO notes SELECT g FROM generate_series(100, 3000) g")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
