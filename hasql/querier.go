@@ -169,20 +169,8 @@ type standby struct {
 
 // Exec runs sql on a connection of the target.
 func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	for run := 0; ; run++ {
-		s := q.m.snap.Load()
-		conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
-		if err != nil {
-			return pgconn.CommandTag{}, err
-		}
-		sb := onStandby(conn, n)
-		tag, err := conn.Exec(ctx, sql, args...)
-		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
-		conn.Release()
-		if !q.retry(ctx, run, err, lost, sb) {
-			return tag, q.m.nodeLost(ctx, s, n, tc, err, lost)
-		}
-	}
+	tag, _, err := q.exec(ctx, sql, args, false)
+	return tag, err
 }
 
 // ExecToken runs sql as Exec does, on the master's Querier (m.Master()),
@@ -191,12 +179,19 @@ func (q *Querier) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 // the master changes meanwhile (a failover that loses the write then
 // makes a read after the token fail with ErrWriteLost). Run sql in
 // autocommit: a statement that leaves a transaction open (BEGIN; INSERT
-// ...) gets an error and no token, and its writes are rolled back. If sql ran but the token could
-// not be read, the error unwraps to ErrTokenUnread; sql's write stands.
+// ...) gets an error and no token, and its writes are rolled back. If sql
+// ran but the token could not be read, the error unwraps to
+// ErrTokenUnread; sql's write stands.
 func (q *Querier) ExecToken(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, Token, error) {
 	if q.t != targetMaster {
 		return pgconn.CommandTag{}, Token{}, errors.New("hasql: ExecToken: only on the master's Querier (m.Master()): a token names a write")
 	}
+	return q.exec(ctx, sql, args, true)
+}
+
+// exec is Exec, and with token ExecToken: once sql ran, the token is read
+// on its connection (see execToken).
+func (q *Querier) exec(ctx context.Context, sql string, args []any, token bool) (pgconn.CommandTag, Token, error) {
 	for run := 0; ; run++ {
 		s := q.m.snap.Load()
 		conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
@@ -205,17 +200,10 @@ func (q *Querier) ExecToken(ctx context.Context, sql string, args ...any) (pgcon
 		}
 		sb := onStandby(conn, n)
 		tag, err := conn.Exec(ctx, sql, args...)
-		if err == nil && conn.Conn().PgConn().TxStatus() != 'I' {
-			conn.Release() // the pool closes a connection in a transaction: it rolls back
-			return tag, Token{}, errExecTokenOpenTx
-		}
-		if err == nil {
-			tok, err := tokenOf(ctx, conn)
-			conn.Release()
-			if err != nil {
-				return tag, Token{}, fmt.Errorf("%w: ExecToken: %w", ErrTokenUnread, err)
-			}
-			return tag, tok, nil
+		if err == nil && token {
+			tok, err := execToken(ctx, conn)
+			conn.Release() // in a transaction, the pool closes it: it rolls back
+			return tag, tok, err
 		}
 		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
@@ -223,6 +211,18 @@ func (q *Querier) ExecToken(ctx context.Context, sql string, args ...any) (pgcon
 			return tag, Token{}, q.m.nodeLost(ctx, s, n, tc, err, lost)
 		}
 	}
+}
+
+// execToken reads the token of the statement that just ran on conn.
+func execToken(ctx context.Context, conn *pgxpool.Conn) (Token, error) {
+	if conn.Conn().PgConn().TxStatus() != 'I' {
+		return Token{}, errExecTokenOpenTx
+	}
+	tok, err := tokenOf(ctx, conn)
+	if err != nil {
+		return Token{}, fmt.Errorf("%w: ExecToken: %w", ErrTokenUnread, err)
+	}
+	return tok, nil
 }
 
 // errExecTokenOpenTx is ExecToken's error for a statement that left a
