@@ -104,31 +104,29 @@ func clearEchoed(err error, pw string) error {
 // clearServerText takes pw out of every text field of the *pgconn.PgError
 // values in err's chain, in place (the error was made for this connect or
 // statement: nobody else holds it, and a field is written only when it
-// changes, so that clearing it again writes nothing), and reports whether
-// any held it. At most 16 links deep.
-func clearServerText(err error, pw string, depth int) bool {
+// changes, so that clearing it again writes nothing). At most 16 links
+// deep.
+func clearServerText(err error, pw string, depth int) {
 	if err == nil || depth > 16 {
-		return false
+		return
 	}
-	held := false
 	if pe, ok := err.(*pgconn.PgError); ok {
 		for _, f := range []*string{&pe.Severity, &pe.SeverityUnlocalized, &pe.Code, &pe.Message, &pe.Detail,
 			&pe.Hint, &pe.InternalQuery, &pe.Where, &pe.SchemaName, &pe.TableName, &pe.ColumnName,
 			&pe.DataTypeName, &pe.ConstraintName, &pe.File, &pe.Routine} {
 			if c := clearEcho(*f, pw); c != *f {
-				*f, held = c, true
+				*f = c
 			}
 		}
 	}
 	switch u := err.(type) {
 	case interface{ Unwrap() error }:
-		held = clearServerText(u.Unwrap(), pw, depth+1) || held
+		clearServerText(u.Unwrap(), pw, depth+1)
 	case interface{ Unwrap() []error }:
 		for _, e := range u.Unwrap() {
-			held = clearServerText(e, pw, depth+1) || held
+			clearServerText(e, pw, depth+1)
 		}
 	}
-	return held
 }
 
 // clearChain returns err's chain with pw taken out of every text (the
