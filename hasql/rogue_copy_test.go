@@ -100,11 +100,14 @@ func TestRogueRestartCopyLeavesTheMaster(t *testing.T) {
 		hasql.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
 		hasql.WithDiscoverer(newSetDiscoverer(discoveryNodes(c, rogue.Addr())...)))
 	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	deadline := time.Now().Add(6 * time.Second)
-	waitUntil(t, ctx, "six seconds of the rogue", func() bool { return !time.Now().Before(deadline) })
-	mu.Lock()
-	rounds := k
-	mu.Unlock()
+	// Rounds of copy, stall and "restart": each could take the role away.
+	var rounds int
+	waitUntil(t, ctx, "eight rounds of the rogue", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		rounds = k
+		return rounds >= 8
+	})
 	flaps := strings.Count(logs.String(), `msg="pgxha: new master"`)
 	for _, st := range m.Nodes() {
 		t.Logf("%s role %v", st.Addr, st.Role)
