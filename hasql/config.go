@@ -160,8 +160,9 @@ type Config struct {
 
 	// ConfigureNode, when set, is called once per node with a copy of
 	// PoolConfig already pointing at that node, before its pool is made. An
-	// error stops NewWithConfig. Nodes a Discoverer adds later get it too;
-	// an error then leaves that node out (and is logged).
+	// error for a node of the connection string stops NewWithConfig. Nodes
+	// a Discoverer reports (its first set included) get it too; an error
+	// then leaves that node out (and is logged).
 	ConfigureNode func(node NodeConfig, cfg *pgxpool.Config) error
 
 	// Discoverer, when set, is where the node set comes from while the

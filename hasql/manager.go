@@ -115,34 +115,26 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 	m.tel = tel
 	m.snap.Store(&snapshot{changed: make(chan struct{})})
 	m.warnUnprotectedDiscovery()
-	configs := cfg.Nodes
-	if members := m.startDiscovery(ctx); len(members) > 0 {
-		configs = configs[:0:0]
-		for _, mb := range members {
-			nc, err := m.nodeConfigFor(mb)
+	// The first set is the discoverer's first answer, as reconcile takes
+	// the later ones (an address once, a member that cannot be a node left
+	// out, the tags with it), or, when it has none that can be, the
+	// connection string's nodes, any of which that cannot be a node stops
+	// New.
+	nodes := m.firstDiscovered(ctx, m.startDiscovery(ctx))
+	if len(nodes) == 0 {
+		for _, nc := range cfg.Nodes {
+			n, err := m.makeNode(ctx, nc)
 			if err != nil {
-				m.log.Warn("pgxha: discovered node left out", "addr", mb.addr, "err", err)
-				continue
+				m.cancel()
+				for _, made := range nodes {
+					made.closePool()
+				}
+				m.wg.Wait()
+				m.tel.close()
+				return nil, err
 			}
-			configs = append(configs, nc)
+			nodes = append(nodes, n)
 		}
-		if len(configs) == 0 {
-			configs = cfg.Nodes
-		}
-	}
-	var nodes []*node
-	for _, nc := range configs {
-		n, err := m.makeNode(ctx, nc)
-		if err != nil {
-			m.cancel()
-			for _, made := range nodes {
-				made.closePool()
-			}
-			m.wg.Wait()
-			m.tel.close()
-			return nil, err
-		}
-		nodes = append(nodes, n)
 	}
 	m.mu.Lock()
 	m.setNodesLocked(nodes)

@@ -60,6 +60,32 @@ func (m *Manager) makeNode(ctx context.Context, nc NodeConfig) (*node, error) {
 	return newNode(ctx, m, i, nc)
 }
 
+// firstDiscovered makes the nodes of the discoverer's first set: each
+// address once, with its tags; a member that cannot be a node (a bad
+// address, refused by ConfigureNode) is logged and left out, as reconcile
+// leaves it out of a later set.
+func (m *Manager) firstDiscovered(ctx context.Context, members []member) []*node {
+	var nodes []*node
+	seen := make(map[string]bool, len(members))
+	for _, mb := range members {
+		if seen[mb.addr] {
+			continue
+		}
+		seen[mb.addr] = true
+		nc, err := m.nodeConfigFor(mb)
+		if err == nil {
+			var n *node
+			if n, err = m.makeNode(ctx, nc); err == nil {
+				n.setTags(mb.tags)
+				nodes = append(nodes, n)
+				continue
+			}
+		}
+		m.log.Warn("pgxha: discovered node left out", "addr", mb.addr, "err", err)
+	}
+	return nodes
+}
+
 // member is a node a discoverer reports.
 type member struct {
 	addr string
@@ -159,16 +185,20 @@ func (m *Manager) reconcile(members []member) (int, error) {
 	// Tags change under m.mu with the view they route: Nodes never shows
 	// a tag the snapshot does not route by yet.
 	setTags := func() (changed bool) {
+		tagged := make(map[string]bool, len(members))
 		for _, mb := range members {
-			if n := byAddr[mb.addr]; n != nil {
+			if n := byAddr[mb.addr]; n != nil && !tagged[mb.addr] { // an address's first member, as above
+				tagged[mb.addr] = true
 				changed = n.setTags(mb.tags) || changed
 			}
 		}
 		return changed
 	}
+	// Removed: every old node not in next (by node, not address, so that
+	// no node is left running outside the set).
 	var removed []*node
 	for _, n := range old {
-		if !seen[n.cfg.Addr] {
+		if !slices.Contains(next, n) {
 			removed = append(removed, n)
 		}
 	}
