@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Discoverer finds the nodes of a cluster and follows them as they change.
@@ -189,13 +190,13 @@ func clone(nodes []Node) []Node {
 func checkAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("address %q: want host:port", addr)
+		return fmt.Errorf("address %q: want host:port", clip(addr))
 	}
 	if host == "" {
-		return fmt.Errorf("address %q: no host", addr)
+		return fmt.Errorf("address %q: no host", clip(addr))
 	}
 	if _, err := parsePort(port); err != nil {
-		return fmt.Errorf("address %q: %w", addr, err)
+		return fmt.Errorf("address %q: %w", clip(addr), err)
 	}
 	return nil
 }
@@ -204,9 +205,25 @@ func checkAddr(addr string) error {
 func parsePort(s string) (uint16, error) {
 	p, err := strconv.ParseUint(s, 10, 16)
 	if err != nil || p == 0 {
-		return 0, fmt.Errorf("port %q: want a number from 1 to 65535", s)
+		return 0, fmt.Errorf("port %q: want a number from 1 to 65535", clip(s))
 	}
 	return uint16(p), nil
+}
+
+// maxShown bounds what an error quotes of a text a server or an API gave.
+const maxShown = 128
+
+// clip returns s as an error may quote it: at most maxShown bytes (cut at
+// a character's start), followed by how long it was.
+func clip(s string) string {
+	if len(s) <= maxShown {
+		return s
+	}
+	cut := maxShown
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
 }
 
 // checkSet validates a node set: addresses, no duplicates.
@@ -217,7 +234,7 @@ func checkSet(nodes []Node) error {
 			return err
 		}
 		if seen[n.Addr] {
-			return fmt.Errorf("address %q: listed twice", n.Addr)
+			return fmt.Errorf("address %q: listed twice", clip(n.Addr))
 		}
 		seen[n.Addr] = true
 	}

@@ -315,7 +315,7 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 		return nil, nil, fmt.Errorf("%s: reading /cluster: %w", where, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("%s: GET /cluster: %s", where, resp.Status)
+		return nil, nil, fmt.Errorf("%s: GET /cluster: %q", where, clip(resp.Status)) // the API's text: bounded, escaped
 	}
 	if len(body) > maxClusterBody {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: response over %d bytes", where, maxClusterBody)
@@ -353,13 +353,13 @@ func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
 		// directory: a member's host must name a machine on the network,
 		// never a socket of the client's, where any local user can listen.
 		if strings.ContainsAny(m.Host, "/\\") || strings.HasPrefix(m.Host, "@") {
-			return nil, nil, fmt.Errorf("member %q: host %q is a path, not a host name or address", m.Name, m.Host)
+			return nil, nil, fmt.Errorf("member %q: host %q is a path, not a host name or address", clip(m.Name), clip(m.Host))
 		}
 		port := "5432"
 		if m.Port != "" {
 			p, err := parsePort(m.Port.String())
 			if err != nil {
-				return nil, nil, fmt.Errorf("member %q: %w", m.Name, err)
+				return nil, nil, fmt.Errorf("member %q: %w", clip(m.Name), err)
 			}
 			port = strconv.Itoa(int(p))
 		}
@@ -370,7 +370,7 @@ func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
 		seen[addr] = true
 		n := Node{Addr: addr, Name: m.Name, Role: m.Role, State: m.State, Lag: parseLag(m.Lag)}
 		if n.Tags, err = parseTags(m.Tags); err != nil {
-			return nil, nil, fmt.Errorf("member %q: %w", m.Name, err)
+			return nil, nil, fmt.Errorf("member %q: %w", clip(m.Name), err)
 		}
 		nodes = append(nodes, n)
 	}

@@ -134,9 +134,9 @@ func FromSettings(settings map[string]string, hosts []string) (Discoverer, error
 	case "patroni":
 		var urls []string
 		if v, ok := settings[SettingURLs]; ok {
-			for _, u := range strings.Split(v, ",") {
+			for _, u := range splitURLs(v) {
 				u = strings.TrimSpace(u)
-				if u == "" {
+				if u == "" || strings.HasSuffix(u, ",") { // see splitURLs
 					return nil, fmt.Errorf("discovery: %s %q: an empty URL in the list", SettingURLs, shown(SettingURLs, v))
 				}
 				if _, err := apiBase(u); err != nil {
@@ -204,13 +204,48 @@ func nameAndPort(settings map[string]string, hosts []string, mode string) (strin
 	return host, port, nil
 }
 
+// splitURLs splits a list of URLs at its commas, except at a comma that
+// does not begin a URL (one not followed by a scheme and "://", such as
+// "http://"): that one is part of the URL before it, as a
+// comma in its password is, so that the password is never cut in two and
+// shown half in an error. An empty entry ("a,,http://b", "a,") leaves a URL
+// that ends in a comma.
+func splitURLs(v string) []string {
+	var out []string
+	for i, p := range strings.Split(v, ",") {
+		if i > 0 && !hasScheme(strings.TrimSpace(p)) {
+			out[len(out)-1] += "," + p
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// hasScheme reports whether s begins with a URL scheme and "://".
+func hasScheme(s string) bool {
+	scheme, _, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" {
+		return false
+	}
+	for i, r := range scheme {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z':
+		case i > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // shown returns a setting's value as an error may show it: URLs without
 // their passwords.
 func shown(key, v string) string {
 	if key != SettingURLs {
 		return v
 	}
-	parts := strings.Split(v, ",")
+	parts := splitURLs(v)
 	for i, p := range parts {
 		if u, err := apiBase(strings.TrimSpace(p)); err == nil {
 			parts[i] = u.Redacted()

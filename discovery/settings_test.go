@@ -71,6 +71,21 @@ func TestFromSettings(t *testing.T) {
 		assert.Equal(t, []string{"https://u:secret@p1:8008/patroni", "http://p2:8008"}, p.Config().URLs)
 		assert.Equal(t, "patroni https://u:xxxxx@p1:8008,http://p2:8008", p.String())
 	})
+	t.Run("patroni URL with a comma in its password", func(t *testing.T) {
+		// The list is split only at commas that begin a URL: the password
+		// stays whole, and never half of it in an error.
+		d, err := discovery.FromSettings(map[string]string{"hasql_discovery": "patroni",
+			"hasql_discovery_urls": "http://u:Sec,ret1@p1:8008,HTTPS://p2:8008, http://v:a,,b@p3:8008"}, one)
+		require.NoError(t, err)
+		p := d.(*discovery.Patroni)
+		assert.Equal(t, []string{"http://u:Sec,ret1@p1:8008", "HTTPS://p2:8008", "http://v:a,,b@p3:8008"}, p.Config().URLs)
+		assert.NotContains(t, p.String(), "Sec")
+		_, err = discovery.FromSettings(map[string]string{"hasql_discovery": "patroni",
+			"hasql_discovery_urls": "http://u:Sec,ret1@p1:8008,ftp://p2"}, one)
+		require.Error(t, err)
+		assert.NotContains(t, err.Error(), "Sec")
+		assert.NotContains(t, err.Error(), "ret1")
+	})
 }
 
 func TestFromSettingsErrors(t *testing.T) {
