@@ -62,7 +62,9 @@ const (
 // leaves the outcome unknown: RunInTx never runs fn again then and returns an
 // *Error that matches ErrCommitUnknown. An error of fn that is not about the cluster (its own
 // errors, constraint violations, ...) is returned as it is, after a
-// rollback; other failures are returned as an *Error with their class and
+// rollback: a network error or an EOF while the transaction's connection
+// is still open (a call to another service) is fn's own, and so is 25006
+// in a transaction TxOptions made READ ONLY. Other failures are returned as an *Error with their class and
 // the number of attempts.
 func RunInTx(ctx context.Context, m *hasql.Manager, opts Options, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if opts.MaxAttempts <= 0 {
@@ -134,7 +136,7 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	defer conn.Release()
 	tx, err := conn.BeginTx(ctx, txOpts)
 	if err != nil {
-		c := classifyInTx(ctx, conn, err)
+		c := classifyInTx(ctx, conn, txOpts, err)
 		if c == Permanent && ctx.Err() == nil && hasql.SessionEnded(err) {
 			// The session ended under BEGIN (a shutdown, a termination,
 			// an idle timeout, a lost connection): no transaction began.
@@ -150,7 +152,7 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	}
 	if err := fn(ctx, tx); err != nil {
 		rollback(tx)
-		c := classifyInTx(ctx, conn, err)
+		c := classifyInTx(ctx, conn, txOpts, err)
 		return hasql.NodeLost(conn, err), c
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -160,16 +162,30 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	return nil, None
 }
 
-// classifyInTx classifies an error before COMMIT. An error Classify calls
-// permanent that came with the connection closed, and no answer from the
-// server, is the connection's failure (pgx v5.13 reports a connection closed
-// under an operation in flight as a plain "conn closed"): nothing committed,
-// the transaction may run again.
-func classifyInTx(ctx context.Context, conn *pgxpool.Conn, err error) Class {
+// classifyInTx classifies an error before COMMIT, knowing the connection
+// and the transaction's options:
+//   - an error Classify calls permanent that came with the connection
+//     closed, and no answer from the server, is the connection's failure
+//     (pgx v5.13 reports a connection closed under an operation in flight as
+//     a plain "conn closed"): nothing committed, the transaction may run
+//     again;
+//   - a network error (a refused dial, an unexpected EOF) with the
+//     connection still open is not the connection's (pgx closes it on any
+//     failure of its own): it is fn's own, such as a call to another
+//     service, and is returned as it is;
+//   - 25006 in a transaction the caller made READ ONLY is the caller's
+//     write refused by that mode, not a master that lost its role.
+func classifyInTx(ctx context.Context, conn *pgxpool.Conn, txOpts pgx.TxOptions, err error) Class {
 	c := Classify(err)
 	var pgErr *pgconn.PgError
-	if c == Permanent && ctx.Err() == nil && conn.Conn().IsClosed() && !errors.As(err, &pgErr) {
+	isPg := errors.As(err, &pgErr)
+	switch {
+	case c == Permanent && ctx.Err() == nil && conn.Conn().IsClosed() && !isPg:
 		return NodeDown
+	case c == NodeDown && !isPg && !conn.Conn().IsClosed() && !errors.Is(err, hasql.ErrNodeLost):
+		return Permanent
+	case c == RoleChanged && isPg && pgErr.Code == "25006" && txOpts.AccessMode == pgx.ReadOnly:
+		return Permanent
 	}
 	return c
 }
