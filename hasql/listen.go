@@ -136,6 +136,12 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	defer release()
 	cfg := n.pool.Config().ConnConfig
 	cfg.Tracer = nil
+	// A listening session is idle by nature: the pool's
+	// idle_session_timeout (a way to reap idle pooled sessions) would end
+	// it on a healthy server, and lose what is sent until it is back.
+	if _, ok := cfg.RuntimeParams["idle_session_timeout"]; ok {
+		cfg.RuntimeParams["idle_session_timeout"] = "0"
+	}
 	err = n.beforeConnect(ctx, cfg)
 	var conn *pgx.Conn
 	if err == nil {

@@ -1,0 +1,46 @@
+//go:build linux
+
+package hasql_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// The connection string's idle_session_timeout reaps idle pooled sessions
+// (see TestDeadPooledSessions); a Listener's session, idle by nature, is
+// not one of them: on a healthy master it stays, and loses nothing.
+func TestListenerOutlivesIdleSessionTimeout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	master := c.Nodes()[0]
+	m := newManager(t, ctx, withParams(c.DSN(), "idle_session_timeout", "500", "application_name", "pgxha-listen-idle"))
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	l, err := m.Listen(ctx, "ev")
+	require.NoError(t, err)
+	defer l.Close()
+	listening := backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle' AND query LIKE 'LISTEN%'`)
+	require.Len(t, listening, 1)
+
+	// A pooled session idle since after the Listener's last statement: once
+	// the server has reaped it, the Listener's would have gone before.
+	_, err = m.Master().Exec(ctx, "SELECT 1")
+	require.NoError(t, err)
+	pooled := backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle' AND query = 'SELECT 1'`)
+	require.NotEmpty(t, pooled)
+	waitGone(t, ctx, master, pooled)
+
+	assert.Equal(t, listening, backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle' AND query LIKE 'LISTEN%'`),
+		"the Listener's session was reaped")
+	execOn(t, ctx, master, "NOTIFY ev, 'after'")
+	n, err := l.Receive(ctx)
+	require.NoError(t, err, "nothing was missed")
+	assert.Equal(t, "after", n.Payload)
+}
