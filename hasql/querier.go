@@ -199,7 +199,7 @@ func (q *Querier) exec(ctx context.Context, sql string, args []any, token bool) 
 			return pgconn.CommandTag{}, Token{}, err
 		}
 		sb := onStandby(conn, n)
-		tag, err := conn.Exec(ctx, sql, args...)
+		tag, err := guarded(conn, func() (pgconn.CommandTag, error) { return conn.Exec(ctx, sql, args...) })
 		if err == nil && token {
 			tok, err := execToken(ctx, conn)
 			conn.Release() // in a transaction, the pool closes it: it rolls back
@@ -211,6 +211,22 @@ func (q *Querier) exec(ctx context.Context, sql string, args []any, token bool) 
 			return tag, Token{}, q.m.nodeLost(ctx, s, n, tc, err, lost)
 		}
 	}
+}
+
+// guarded calls f, which uses conn, and releases conn when a panic (a
+// caller's driver.Valuer or sql.Scanner) unwinds through it, as pgxpool's
+// own Exec and Row do: the pool never keeps a connection nobody holds
+// (which also kept Close waiting for ever).
+func guarded[T any](conn *pgxpool.Conn, f func() (T, error)) (T, error) {
+	done := false
+	defer func() {
+		if !done {
+			conn.Release()
+		}
+	}()
+	v, err := f()
+	done = true
+	return v, err
 }
 
 // execToken reads the token of the statement that just ran on conn.
@@ -239,7 +255,7 @@ func (q *Querier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 			return nil, err
 		}
 		sb := onStandby(conn, n)
-		rows, err := conn.Query(ctx, sql, args...)
+		rows, err := guarded(conn, func() (pgx.Rows, error) { return conn.Query(ctx, sql, args...) })
 		if err == nil {
 			return &routedRows{Rows: rows, conn: conn, m: q.m, ctx: ctx, s: s, n: n}, nil
 		}
@@ -264,7 +280,8 @@ func (q *Querier) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 	if err != nil {
 		return errBatchResults{err: err}
 	}
-	rb := &routedBatch{BatchResults: conn.SendBatch(ctx, b), conn: conn}
+	br, _ := guarded(conn, func() (pgx.BatchResults, error) { return conn.SendBatch(ctx, b), nil })
+	rb := &routedBatch{BatchResults: br, conn: conn}
 	if tx := txOf(rb.BatchResults); tx != nil {
 		rb.tx = &routedTx{Tx: tx, conn: conn, once: &rb.once}
 	}
@@ -383,7 +400,7 @@ func (r *routedRow) Scan(dest ...any) error {
 			return err
 		}
 		sb := onStandby(conn, n)
-		err = conn.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...)
+		_, err = guarded(conn, func() (struct{}, error) { return struct{}{}, conn.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...) })
 		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
 		if errors.Is(err, pgx.ErrNoRows) || !r.q.retry(r.ctx, run, err, lost, sb) {
