@@ -123,3 +123,35 @@ func TestPreferMasterThroughFailover(t *testing.T) {
 	t.Logf("reads: master n1 %d; no master: sync n2 %d; new master n2 %d",
 		byPhase[0].onN1Master.Load(), byPhase[2].onN2Replica.Load(), byPhase[4].onN2Master.Load())
 }
+
+// SyncOnly with PreferMaster while there is no master takes a sync
+// replica or none: the prepared sets handed out the async one (the same
+// options through the general path, with a MaxLag that changes nothing,
+// refused as SyncOnly says).
+func TestPreferMasterSyncOnlyWithoutMasterTakesNoAsync(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1 := c.Nodes()[0]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	waitRole(t, m, "n2", hasql.RoleAsyncReplica)
+	require.NoError(t, n1.Kill())
+	require.Eventually(t, func() bool { return roles(m)["n1"] != hasql.RoleMaster }, 30*time.Second, time.Millisecond)
+	require.Equal(t, hasql.RoleAsyncReplica, roles(m)["n2"])
+
+	for _, opts := range [][]hasql.ReplicaOption{
+		{hasql.PreferMaster(), hasql.SyncOnly()},
+		{hasql.PreferMaster(), hasql.SyncOnly(), hasql.MaxLag(0, 0)},
+	} {
+		actx, acancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		conn, err := m.AcquireReplica(actx, opts...)
+		acancel()
+		served := ""
+		if conn != nil {
+			served = nodeOf(c, conn)
+			conn.Release()
+		}
+		require.ErrorIs(t, err, hasql.ErrNoReplica, "%d options: served %q", len(opts), served)
+	}
+}

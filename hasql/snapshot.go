@@ -104,7 +104,10 @@ func (m *Manager) candidates(s *snapshot, t target, o *replicaOptions, excluded 
 // with PreferSync while there are any, otherwise the replicas.
 func (s *snapshot) replicaSet(o *replicaOptions) int {
 	if o != nil && o.preferMaster {
-		return s.preferMasterSet()
+		if i := s.preferMasterSet(); i != setReplicas || !o.syncOnly {
+			return i
+		}
+		return setSync // with SyncOnly: never an async replica
 	}
 	if o != nil && (o.syncOnly || o.preferSync && len(s.sets[setSync].nodes) > 0) {
 		return setSync
