@@ -207,6 +207,7 @@ type routingEntry struct {
 	up        bool
 	suspect   bool
 	latencyMS int64              // bucketed, for latency-aware balancers
+	lag       int64              // bucketed, for lag-aware balancers (see lagBucket)
 	tags      *map[string]string // replaced, never changed, when the node's tags change
 }
 

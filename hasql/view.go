@@ -216,9 +216,15 @@ func (n *node) publishLocked() {
 	v := n.cv
 	role := Role(v.Role)
 	n.replayLSN.Store(uint64(v.Res.LSN))
-	n.lagBytes.Store(v.LagBytes)
-	n.lagNanos.Store(int64(v.Lag))
-	n.lagKnown.Store(v.LagKnown && role.IsReplica())
+	// A master's lag is 0 and known (balancer.Node): least_lag weighs it
+	// with the replicas when it takes reads (MasterReadWeight).
+	lagBytes, lag, known := v.LagBytes, v.Lag, v.LagKnown && role.IsReplica()
+	if role == RoleMaster {
+		lagBytes, lag, known = 0, 0, true
+	}
+	n.lagBytes.Store(lagBytes)
+	n.lagNanos.Store(int64(lag))
+	n.lagKnown.Store(known)
 	n.sync.Store(role == RoleSyncReplica)
 	n.mayWrite.Store(v.Writable)
 	n.replica.Store(role.IsReplica())
@@ -286,6 +292,7 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 			suspect:   v.Suspect,
 			eligible:  role.IsReplica() && x.withinLag(m.cfg.MaxLagBytes, m.cfg.MaxLag) && !x.noLoadBalance() && !v.Damped,
 			latencyMS: latencyBucket(v.EWMA),
+			lag:       lagBucket(v.LagBytes, v.Lag, v.LagKnown && role.IsReplica()),
 			tags:      x.tags.Load(),
 		}
 	}
@@ -365,6 +372,24 @@ func latencyBucket(d time.Duration) int64 {
 		b++
 	}
 	return b
+}
+
+// lagBucket buckets a replica's lag for lag-aware balancers, which read it
+// when their picker is built: it changes when the lag passes 1 MiB or
+// 100 ms, and each doubling beyond, so that a replica falling behind
+// rebuilds the pickers a few times, not at every check. -1: unknown.
+func lagBucket(bytes int64, d time.Duration, known bool) int64 {
+	if !known {
+		return -1
+	}
+	b, c := int64(0), int64(0)
+	for t := int64(1 << 20); bytes > t && b < 40; t *= 2 {
+		b++
+	}
+	for t := 100 * time.Millisecond; d > t && c < 40; t *= 2 {
+		c++
+	}
+	return b<<8 | c
 }
 
 // interval is the time until a node's next check.
