@@ -2,6 +2,7 @@ package checker_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +40,27 @@ func TestLSN(t *testing.T) {
 			assert.Equal(t, tc.in, got.String())
 		}
 	}
+}
+
+// pg_stat_wal_receiver.conninfo writes values as they are, unquoted: a
+// value runs to the next libpq keyword. The name is then matched as the
+// master shows it (cleaned to printable ASCII, cut to 63 bytes).
+func TestReceiverConnInfo(t *testing.T) {
+	ci := `user=postgres password=******** channel_binding=prefer dbname=replication host=127.0.0.1 port=5432 application_name=n2 east fallback_application_name=n2\east sslmode=disable`
+	assert.Equal(t, "n2 east", checker.ReceiverConnInfoValue(ci, "application_name"))
+	assert.Equal(t, `n2\east`, checker.ReceiverConnInfoValue(ci, "fallback_application_name"))
+	assert.Equal(t, "127.0.0.1", checker.ReceiverConnInfoValue(ci, "host"))
+	assert.Equal(t, "5432", checker.ReceiverConnInfoValue(ci, "port"))
+	assert.Equal(t, "postgres", checker.ReceiverConnInfoValue(ci, "user"))
+	assert.Equal(t, "disable", checker.ReceiverConnInfoValue(ci, "sslmode"))
+	assert.Equal(t, "", checker.ReceiverConnInfoValue(ci, "name"))
+	assert.Equal(t, "a=b c", checker.ReceiverConnInfoValue("application_name=a=b c port=1", "application_name"))
+
+	long := strings.Repeat("x", 70)
+	assert.Equal(t, long[:63], checker.WalsenderName(long, "15.4"))
+	assert.Equal(t, "caf??", checker.WalsenderName("café", "15.4 (Debian 15.4-1)"))
+	assert.Equal(t, `caf\xc3\xa9`, checker.WalsenderName("café", "16.1"))
+	assert.Equal(t, "n2 east", checker.WalsenderName("n2 east", ""))
 }
 
 func TestConnInfoValue(t *testing.T) {

@@ -7,3 +7,8 @@ const (
 	MasterQuietSQL  = masterQuietSQL
 	ReplicaCheckSQL = replicaCheckSQL
 )
+
+var (
+	ReceiverConnInfoValue = receiverConnInfoValue
+	WalsenderName         = walsenderName
+)

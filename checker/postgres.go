@@ -259,10 +259,11 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 	}
 	res.SystemID, res.StartTime, res.Name = id.systemID, id.startTime, id.clusterName
 	if c.receiverConn != nil {
-		if app := ConnInfoValue(*c.receiverConn, "application_name"); app != "" {
+		if app := receiverConnInfoValue(*c.receiverConn, "application_name"); app != "" {
 			res.Name = app
 		}
 	}
+	res.Name = walsenderName(res.Name, conn.PgConn().ParameterStatus("server_version"))
 	switch {
 	case !res.InRecovery:
 		data[kindKey] = kindMaster
@@ -494,8 +495,8 @@ func (c *checkRow) result() (Result, error) {
 		}
 	}
 	if c.receiverConn != nil {
-		res.UpstreamHost = ConnInfoValue(*c.receiverConn, "host")
-		if port, err := strconv.ParseUint(ConnInfoValue(*c.receiverConn, "port"), 10, 16); err == nil {
+		res.UpstreamHost = receiverConnInfoValue(*c.receiverConn, "host")
+		if port, err := strconv.ParseUint(receiverConnInfoValue(*c.receiverConn, "port"), 10, 16); err == nil {
 			res.UpstreamPort = uint16(port)
 		}
 	}
@@ -625,10 +626,84 @@ func str(s *string) string {
 	return *s
 }
 
+// receiverConnInfoValue returns the value of key in
+// pg_stat_wal_receiver.conninfo, "" when absent. The server writes it as
+// "keyword=value" pairs in libpq's order, one space between them, values
+// neither quoted nor escaped: a value runs to the next " keyword=" of a
+// libpq keyword, or to the end, spaces and backslashes included.
+func receiverConnInfoValue(conninfo, key string) string {
+	at := -1
+	if strings.HasPrefix(conninfo, key+"=") {
+		at = 0
+	} else if i := strings.Index(conninfo, " "+key+"="); i >= 0 {
+		at = i + 1
+	}
+	if at < 0 {
+		return ""
+	}
+	v := conninfo[at+len(key)+1:]
+	end := len(v)
+	for i := 0; i < len(v); i++ {
+		if v[i] != ' ' {
+			continue
+		}
+		if k, _, ok := strings.Cut(v[i+1:], "="); ok && libpqKeywords[k] {
+			end = i
+			break
+		}
+	}
+	return v[:end]
+}
+
+// libpqKeywords are libpq's connection keywords (PostgreSQL 17's), which
+// pg_stat_wal_receiver.conninfo may show.
+var libpqKeywords = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range strings.Fields(`service user password passfile channel_binding connect_timeout dbname host
+		hostaddr port client_encoding options application_name fallback_application_name keepalives
+		keepalives_idle keepalives_interval keepalives_count tcp_user_timeout sslmode sslnegotiation
+		sslcompression sslcert sslkey sslcertmode sslpassword sslrootcert sslcrl sslcrldir sslsni
+		requirepeer require_auth ssl_min_protocol_version ssl_max_protocol_version gssencmode krbsrvname
+		gsslib gssdelegation replication target_session_attrs load_balance_hosts scram_client_key
+		scram_server_key max_protocol_version min_protocol_version`) {
+		m[k] = true
+	}
+	return m
+}()
+
+// walsenderName returns name as a master of the given server_version
+// shows it in pg_stat_replication.application_name: each byte outside
+// printable ASCII made '?' (15 and before) or \xNN (16 on), and the whole
+// cut to 63 bytes (NAMEDATALEN - 1). The name a replica's walreceiver uses
+// is matched against what the master shows.
+func walsenderName(name, serverVersion string) string {
+	escape := false
+	if major, err := strconv.Atoi(strings.SplitN(serverVersion, ".", 2)[0]); err == nil && major >= 16 {
+		escape = true
+	}
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c >= 32 && c <= 126:
+			b.WriteByte(c)
+		case escape:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		default:
+			b.WriteByte('?')
+		}
+	}
+	s := b.String()
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return s
+}
+
 // ConnInfoValue returns the value of key in a libpq keyword/value conninfo
-// string such as pg_stat_wal_receiver.conninfo, or "" when absent. Values may
-// be single-quoted; a backslash takes the next character as it is, quoted
-// or not (libpq's reading).
+// string, such as primary_conninfo, or "" when absent. Values may be
+// single-quoted; a backslash takes the next character as it is, quoted or
+// not (libpq's reading). pg_stat_wal_receiver.conninfo is not written so
+// (see receiverConnInfoValue).
 func ConnInfoValue(conninfo, key string) string {
 	s := conninfo
 	for {
