@@ -60,7 +60,9 @@ const (
 //
 // A connection lost, or ctx cancelled or expired, while COMMIT was in flight
 // leaves the outcome unknown: RunInTx never runs fn again then and returns an
-// *Error that matches ErrCommitUnknown. An error of fn that is not about the cluster (its own
+// *Error that matches ErrCommitUnknown. So does a COMMIT that succeeded
+// after a cancel request ended its wait for synchronous standbys
+// (hasql.SyncRepCancelled; the error also matches hasql.ErrSyncRepCancelled). An error of fn that is not about the cluster (its own
 // errors, constraint violations, ...) is returned as it is, after a
 // rollback: a network error or an EOF while the transaction's connection
 // is still open (a call to another service) is fn's own, and so is 25006
@@ -158,6 +160,11 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	if err := tx.Commit(ctx); err != nil {
 		c := ClassifyCommit(err)
 		return hasql.NodeLost(conn, err), c
+	}
+	if hasql.SyncRepCancelled(conn.Conn()) {
+		// Committed on the master alone: a failover to a synchronous
+		// standby may lose it, and running it again may write it twice.
+		return hasql.ErrSyncRepCancelled, CommitUnknown
 	}
 	return nil, None
 }

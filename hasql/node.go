@@ -181,6 +181,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	}
 	userTracer := pc.ConnConfig.Tracer
 	pc.ConnConfig.Tracer = newNodeTracer(n, userTracer)
+	pc.ConnConfig.OnNotice = noteSyncRepCancel(pc.ConnConfig.OnNotice)
 	dial := pc.ConnConfig.DialFunc
 	pc.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		// A node being closed makes no connection, and one being made
@@ -752,6 +753,10 @@ type trackedConn struct {
 	// netErr is the first error of the network under a statement: pgx may
 	// report only "conn closed" (see NodeLost).
 	netErr atomic.Pointer[error]
+	// syncRepCancelled: the server answered the statement under way, or
+	// the last one, with the warning that its wait for synchronous
+	// standbys was cancelled (see SyncRepCancelled).
+	syncRepCancelled atomic.Bool
 	// start is the start time of the server the connection reached (see
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64

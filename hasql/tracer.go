@@ -83,6 +83,9 @@ func (t *nodeTracer) began(conn *pgx.Conn) {
 		if master := t.n.m.snap.Load().master == t.n; tc.master.Load() != master {
 			tc.master.Store(master)
 		}
+		if tc.syncRepCancelled.Load() {
+			tc.syncRepCancelled.Store(false) // of the statement before
+		}
 	}
 }
 

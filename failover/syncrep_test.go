@@ -1,0 +1,97 @@
+package failover_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/failover"
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// A cancel request that ends a COMMIT's wait for the synchronous standby
+// (pg_cancel_backend here; a pooler's or pgx's cancel-request handler
+// alike) makes the server answer COMMIT with a warning, committed on the
+// master alone: a failover to the standby loses it. RunInTx reported
+// success; it reports the outcome as unknown (not to run again, not to
+// count on).
+func TestRunInTxSyncWaitCancelledIsCommitUnknown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1, SyncReplicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	_, err = m.Master().Exec(ctx, "CREATE TABLE payments (id int PRIMARY KEY)")
+	require.NoError(t, err)
+
+	// The synchronous standby stops receiving WAL.
+	direct, err := n2.Conn(ctx)
+	require.NoError(t, err)
+	defer direct.Close(ctx)
+	var conninfo string
+	require.NoError(t, direct.QueryRow(ctx, "SHOW primary_conninfo").Scan(&conninfo))
+	_, err = direct.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = ''")
+	require.NoError(t, err)
+	_, err = direct.Exec(ctx, "SELECT pg_reload_conf()")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		var k int
+		return direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&k) == nil && k == 0
+	}, 30*time.Second, 10*time.Millisecond)
+
+	// An operator cancels the statement waiting for the standby.
+	cancelled := make(chan error, 1)
+	go func() {
+		conn, err := n1.Conn(ctx)
+		if err != nil {
+			cancelled <- err
+			return
+		}
+		defer conn.Close(context.Background())
+		for ctx.Err() == nil {
+			var k int
+			if err := conn.QueryRow(ctx, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&k); err != nil {
+				cancelled <- err
+				return
+			}
+			if k > 0 {
+				cancelled <- nil
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancelled <- ctx.Err()
+	}()
+	runs := 0
+	err = failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
+		runs++
+		_, err := tx.Exec(ctx, "INSERT INTO payments VALUES (1)")
+		return err
+	})
+	require.NoError(t, <-cancelled, "the COMMIT's wait was cancelled")
+	assert.Equal(t, 1, runs)
+	require.ErrorIs(t, err, failover.ErrCommitUnknown)
+	require.ErrorIs(t, err, hasql.ErrSyncRepCancelled)
+
+	// The next transaction on the same connections is not taken for it.
+	_, err = direct.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = "+pgQuote(conninfo))
+	require.NoError(t, err)
+	_, err = direct.Exec(ctx, "SELECT pg_reload_conf()")
+	require.NoError(t, err)
+	require.NoError(t, failover.RunInTx(ctx, m, failover.Options{}, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO payments VALUES (2)")
+		return err
+	}))
+}
+
+// pgQuote quotes s as an SQL string literal.
+func pgQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
