@@ -93,7 +93,7 @@ func (m *Manager) Listen(ctx context.Context, channels ...string) (*Listener, er
 	}
 	m.wg.Add(1)
 	m.mu.Unlock()
-	go l.run(lctx, conn, n)
+	go l.run(lctx, conn, n, time.Now())
 	return l, nil
 }
 
@@ -166,7 +166,8 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 }
 
 // run is the Listener's goroutine, owned by the Listener and the Manager.
-func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node) {
+// since is when conn began listening.
+func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node, since time.Time) {
 	defer l.m.wg.Done()
 	defer close(l.done)
 	defer close(l.events)
@@ -182,7 +183,10 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node) {
 		if ctx.Err() != nil {
 			return
 		}
-		lost, from := time.Now(), n.cfg.Addr
+		if errors.Is(err, errNoLongerMaster) && !l.drain(ctx, conn, n) {
+			return // ctx ended
+		}
+		lost, from := l.lostSince(n, since), n.cfg.Addr
 		closeCtx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		conn.Close(closeCtx)
 		cancel()
@@ -200,7 +204,8 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node) {
 		if conn == nil {
 			return // ctx ended
 		}
-		miss := &MissedError{From: from, To: n.cfg.Addr, Lost: lost, Resumed: time.Now(), Err: err}
+		since = time.Now()
+		miss := &MissedError{From: from, To: n.cfg.Addr, Lost: lost, Resumed: since, Err: err}
 		select {
 		case l.events <- listenEvent{err: miss}:
 		case <-ctx.Done():
@@ -209,13 +214,64 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node) {
 	}
 }
 
+// errNoLongerMaster is why listen leaves a connection that still works.
+var errNoLongerMaster = errors.New("no longer master")
+
+// lostSince is when notifications sent on n may have begun to be missed:
+// the start of n's last check that found it (before that, n was up and
+// what it sent reached the connection: drain delivered it), but not
+// before the connection began listening (what came before is the last
+// MissedError's). A master that hangs or is cut off is noticed a check
+// timeout or more after that; what the next master took meanwhile is in
+// the window.
+func (l *Listener) lostSince(n *node, since time.Time) time.Time {
+	l.m.mu.Lock()
+	good := n.cv.CheckBegan
+	l.m.mu.Unlock()
+	if good.Before(since) {
+		good = since
+	}
+	if now := time.Now(); now.Before(good) {
+		good = now
+	}
+	return good
+}
+
+// drainMax bounds the notifications drain delivers, and drainWait how
+// long it waits for each.
+const (
+	drainMax  = 10000
+	drainWait = 20 * time.Millisecond
+)
+
+// drain delivers the notifications already on conn, a connection to n that
+// works but that the Listener leaves (n is no longer master): the server
+// sent them before. It reports false when ctx ended.
+func (l *Listener) drain(ctx context.Context, conn *pgx.Conn, n *node) bool {
+	for range drainMax {
+		wctx, cancel := context.WithTimeout(ctx, drainWait)
+		notification, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			return ctx.Err() == nil
+		}
+		ev := listenEvent{n: &Notification{Channel: notification.Channel, Payload: notification.Payload, PID: notification.PID, Node: n.cfg.Addr}}
+		select {
+		case l.events <- ev:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return ctx.Err() == nil
+}
+
 // listen delivers notifications from conn until it fails, the master
 // changes, or ctx ends. It returns why it stopped.
 func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 	for {
 		s := l.m.snap.Load()
 		if s.master != n {
-			return fmt.Errorf("%s is no longer master", n.cfg.Addr)
+			return fmt.Errorf("%s is %w", n.cfg.Addr, errNoLongerMaster)
 		}
 		waitCtx, cancel := context.WithCancel(ctx)
 		watchDone := make(chan struct{})
@@ -236,7 +292,7 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 				return ctx.Err()
 			}
 			if l.m.snap.Load().master != n {
-				return fmt.Errorf("%s is no longer master", n.cfg.Addr)
+				return fmt.Errorf("%s is %w", n.cfg.Addr, errNoLongerMaster)
 			}
 			if errors.Is(err, context.Canceled) {
 				continue // the view changed but n is still master

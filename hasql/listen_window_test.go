@@ -1,0 +1,70 @@
+//go:build linux
+
+package hasql_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// The master is cut off and a replica promoted: a notification sent on the
+// new master before the Listener moves there is never received, so it lies
+// in the MissedError's window. The window began when the Listener noticed,
+// a check timeout later, and left it out.
+func TestListenMissedWindowCoversTheFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_timeout", "3s"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	l, err := m.Listen(ctx, "ev")
+	require.NoError(t, err)
+	defer l.Close()
+	receive := func() (*hasql.Notification, error) {
+		rctx, rcancel := context.WithTimeout(ctx, time.Minute)
+		defer rcancel()
+		return l.Receive(rctx)
+	}
+	_, err = m.Master().Exec(ctx, "SELECT pg_notify('ev', 'before')")
+	require.NoError(t, err)
+	got, err := receive()
+	require.NoError(t, err)
+	require.Equal(t, "before", got.Payload)
+
+	require.NoError(t, n1.Partition())
+	require.NoError(t, n2.Promote(ctx))
+	execOn(t, ctx, n2, "SELECT pg_notify('ev', 'early')")
+	sent := time.Now()
+
+	var missed *hasql.MissedError
+	sawEarly := false
+	for missed == nil {
+		got, err := receive()
+		if err != nil {
+			require.True(t, errors.As(err, &missed), "want a MissedError, got %v", err)
+			break
+		}
+		sawEarly = sawEarly || got.Payload == "early"
+	}
+	_, err = m.Master().Exec(ctx, "SELECT pg_notify('ev', 'after')")
+	require.NoError(t, err)
+	for {
+		got, err := receive()
+		require.NoError(t, err)
+		sawEarly = sawEarly || got.Payload == "early"
+		if got.Payload == "after" {
+			break
+		}
+	}
+	require.False(t, sawEarly, "a notification sent before the Listener listened on n2")
+	require.True(t, missed.Lost.Before(sent), "'early' (sent before %s) was missed outside the window: %v", sent.Format(time.RFC3339Nano), missed)
+	require.False(t, missed.Resumed.Before(missed.Lost), "%v", missed)
+}
