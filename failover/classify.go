@@ -13,6 +13,7 @@ package failover
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"io"
 	"net"
@@ -171,6 +172,11 @@ func Classify(err error) Class {
 		// ClassifyCommit), the transaction did not commit.
 		return NodeDown
 	}
+	if errors.Is(err, driver.ErrBadConn) {
+		// database/sql's: the driver sent nothing (its contract), the
+		// connection is gone, and a transaction on it with it.
+		return NodeDown
+	}
 	if errors.Is(err, hasql.ErrClosed) || errors.Is(err, hasql.ErrNoReplica) {
 		// A closed manager, or a replica acquire that waited until its
 		// context ended: nothing to retry within this context.
@@ -216,6 +222,9 @@ func ClassifyCommit(err error) Class {
 	}
 	if hasql.NeverRan(err) {
 		return SafeToRetry // the COMMIT never left
+	}
+	if errors.Is(err, driver.ErrBadConn) {
+		return NodeDown // never sent, and the transaction is gone with its connection
 	}
 	if errors.Is(err, pgx.ErrTxCommitRollback) {
 		return Permanent // the transaction had failed: it rolled back

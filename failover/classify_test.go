@@ -2,6 +2,7 @@ package failover_test
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,9 @@ func TestClassify(t *testing.T) {
 		{"eof", fmt.Errorf("receive: %w", io.ErrUnexpectedEOF), failover.NodeDown, failover.CommitUnknown},
 		{"closed", fmt.Errorf("read: %w", net.ErrClosed), failover.NodeDown, failover.CommitUnknown},
 		{"refused", syscall.ECONNREFUSED, failover.NodeDown, failover.CommitUnknown},
+		// database/sql's bad connection: by its contract nothing was sent,
+		// and the connection (with any transaction on it) is gone.
+		{"bad connection", fmt.Errorf("exec: %w", driver.ErrBadConn), failover.NodeDown, failover.NodeDown},
 		// A context that ends while COMMIT is in flight leaves its outcome
 		// open, cancelled or expired alike (pgconn reports a cancel as
 		// context.Canceled, a deadline as a timeout wrapping
