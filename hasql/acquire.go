@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgxha/pgxha/discovery"
 )
 
 // The acquire pipeline. Every way to get a connection (AcquireMaster,
@@ -412,6 +414,19 @@ func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions) string {
 	var why []string
 	if st.Suspect {
 		why = append(why, "suspect: "+errString(st.LastError))
+	}
+	if st.Damped {
+		why = append(why, "flapping: no reads until "+st.DampedUntil.Format(time.RFC3339))
+	}
+	if discovery.IsTrue(st.Tags[discovery.TagNoLoadBalance]) {
+		why = append(why, "tagged "+discovery.TagNoLoadBalance)
+	}
+	if o != nil {
+		for _, kv := range o.tags {
+			if v, ok := st.Tags[kv[0]]; !ok || v != kv[1] {
+				why = append(why, "no tag "+kv[0]+"="+kv[1])
+			}
+		}
 	}
 	syncOnly := o != nil && o.syncOnly
 	if syncOnly && st.Role != RoleSyncReplica {
