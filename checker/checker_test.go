@@ -60,6 +60,9 @@ func TestReceiverConnInfo(t *testing.T) {
 	assert.Equal(t, long[:63], checker.WalsenderName(long, "15.4"))
 	assert.Equal(t, "caf??", checker.WalsenderName("café", "15.4 (Debian 15.4-1)"))
 	assert.Equal(t, `caf\xc3\xa9`, checker.WalsenderName("café", "16.1"))
+	for _, v := range []string{"18beta1", "18rc1", "19devel"} {
+		assert.Equal(t, `caf\xc3\xa9`, checker.WalsenderName("café", v), v)
+	}
 	assert.Equal(t, "n2 east", checker.WalsenderName("n2 east", ""))
 }
 

@@ -678,7 +678,14 @@ var libpqKeywords = func() map[string]bool {
 // is matched against what the master shows.
 func walsenderName(name, serverVersion string) string {
 	escape := false
-	if major, err := strconv.Atoi(strings.SplitN(serverVersion, ".", 2)[0]); err == nil && major >= 16 {
+	digits := serverVersion // "15.4 (Debian ...)", "18beta1", "19devel": the major is the leading digits
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			digits = digits[:i]
+			break
+		}
+	}
+	if major, err := strconv.Atoi(digits); err == nil && major >= 16 {
 		escape = true
 	}
 	var b strings.Builder

@@ -226,6 +226,18 @@ func clip(s string) string {
 	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
 }
 
+// printable returns s clipped, as it is when it is printable ASCII, else
+// quoted with its other bytes escaped.
+func printable(s string) string {
+	s = clip(s)
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
 // checkSet validates a node set: addresses, no duplicates.
 func checkSet(nodes []Node) error {
 	seen := make(map[string]bool, len(nodes))

@@ -160,9 +160,29 @@ func redactURL(raw string) string {
 	}
 	at := strings.LastIndex(rest, "@")
 	if at < 0 {
+		auth := rest
+		if i := strings.IndexAny(auth, "/?#"); i >= 0 {
+			auth = auth[:i]
+		}
+		if c := strings.IndexByte(auth, ':'); c >= 0 && !strings.HasPrefix(auth, "[") && !allDigits(strings.TrimRight(auth[c+1:], ",")) { // "h:8008," of an empty entry: a port
+			// "user:secret" with no "@host" after it (a password cut
+			// from the rest of its URL): what follows ':' is no port, and
+			// may be a password.
+			return scheme + "://" + auth[:c] + ":xxxxx"
+		}
 		return raw
 	}
 	return scheme + "://xxxxx@" + rest[at+1:]
+}
+
+// allDigits reports whether s is made of ASCII digits only ("" too).
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Config returns the configuration with its defaults filled in.
@@ -315,7 +335,7 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 		return nil, nil, fmt.Errorf("%s: reading /cluster: %w", where, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("%s: GET /cluster: %q", where, clip(resp.Status)) // the API's text: bounded, escaped
+		return nil, nil, fmt.Errorf("%s: GET /cluster: %s", where, printable(resp.Status)) // the API's text: bounded, escaped
 	}
 	if len(body) > maxClusterBody {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: response over %d bytes", where, maxClusterBody)
@@ -409,7 +429,7 @@ func decodeMembers(body []byte, maxNodes int) ([]clusterMember, error) {
 		} else if t == nil {
 			continue // "members": null
 		} else if t != json.Delim('[') {
-			return nil, bad(fmt.Errorf("members: %v, not an array", t))
+			return nil, bad(fmt.Errorf("members: %s, not an array", shownToken(t)))
 		}
 		count := 0
 		for ; dec.More(); count++ {
@@ -446,9 +466,18 @@ func expectDelim(dec *json.Decoder, d json.Delim) error {
 		return err
 	}
 	if t != d {
-		return fmt.Errorf("%v where %v was expected", t, d)
+		return fmt.Errorf("%s where %v was expected", shownToken(t), d)
 	}
 	return nil
+}
+
+// shownToken is a JSON token of the API's answer as an error quotes it:
+// escaped, and cut (see clip).
+func shownToken(t json.Token) string {
+	if d, ok := t.(json.Delim); ok {
+		return d.String()
+	}
+	return fmt.Sprintf("%q", clip(fmt.Sprint(t)))
 }
 
 // parseTags reads a member's tags, at most maxTags of them (nil: none).
