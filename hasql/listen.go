@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -139,7 +140,9 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	// A listening session is idle by nature: the pool's
 	// idle_session_timeout (a way to reap idle pooled sessions) would end
 	// it on a healthy server, and lose what is sent until it is back.
-	if _, ok := cfg.RuntimeParams["idle_session_timeout"]; ok {
+	// A setting of the connection string, given as itself or in options
+	// (-c, PGOPTIONS): a startup parameter is applied after options.
+	if _, ok := cfg.RuntimeParams["idle_session_timeout"]; ok || strings.Contains(cfg.RuntimeParams["options"], "idle_session_timeout") {
 		cfg.RuntimeParams["idle_session_timeout"] = "0"
 	}
 	err = n.beforeConnect(ctx, cfg)
@@ -204,6 +207,17 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node, since time.
 		if conn == nil {
 			return // ctx ended
 		}
+		if n.cfg.Addr != from {
+			// The new master may have taken notifications since it left
+			// recovery, while the old one still passed its checks: the
+			// window begins no later than its last check in recovery (or,
+			// never seen in recovery, when the old connection began).
+			if r := n.lastInRecovery(); r.IsZero() {
+				lost = since
+			} else if r.Before(lost) {
+				lost = r
+			}
+		}
 		since = time.Now()
 		miss := &MissedError{From: from, To: n.cfg.Addr, Lost: lost, Resumed: since, Err: err}
 		select {
@@ -235,6 +249,15 @@ func (l *Listener) lostSince(n *node, since time.Time) time.Time {
 		good = now
 	}
 	return good
+}
+
+// lastInRecovery is when the last check that found n in recovery began;
+// zero when none did.
+func (n *node) lastInRecovery() time.Time {
+	if ns := n.inRecoveryBegan.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // drainMax bounds the notifications drain delivers, and drainWait how

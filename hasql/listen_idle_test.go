@@ -44,3 +44,35 @@ func TestListenerOutlivesIdleSessionTimeout(t *testing.T) {
 	require.NoError(t, err, "nothing was missed")
 	assert.Equal(t, "after", n.Payload)
 }
+
+// idle_session_timeout given in the connection string through options
+// (-c idle_session_timeout=...) is still the connection string's: the
+// Listener's session must outlive it as it does the plain keyword.
+func TestListenerOutlivesIdleSessionTimeoutInOptions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	master := c.Nodes()[0]
+	m := newManager(t, ctx, withParams(c.DSN(), "application_name", "pgxha-listen-idle2")+"&options=-c%20idle_session_timeout%3D500")
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	l, err := m.Listen(ctx, "ev")
+	require.NoError(t, err)
+	defer l.Close()
+	listening := backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle2' AND query LIKE 'LISTEN%'`)
+	require.Len(t, listening, 1)
+
+	_, err = m.Master().Exec(ctx, "SELECT 1")
+	require.NoError(t, err)
+	pooled := backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle2' AND query = 'SELECT 1'`)
+	require.NotEmpty(t, pooled)
+	waitGone(t, ctx, master, pooled)
+
+	assert.Equal(t, listening, backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle2' AND query LIKE 'LISTEN%'`),
+		"the Listener's session was reaped")
+	execOn(t, ctx, master, "NOTIFY ev, 'after'")
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	n, err := l.Receive(rctx)
+	require.NoError(t, err, "nothing was missed")
+	assert.Equal(t, "after", n.Payload)
+}

@@ -68,3 +68,65 @@ func TestListenMissedWindowCoversTheFailover(t *testing.T) {
 	require.True(t, missed.Lost.Before(sent), "'early' (sent before %s) was missed outside the window: %v", sent.Format(time.RFC3339Nano), missed)
 	require.False(t, missed.Resumed.Before(missed.Lost), "%v", missed)
 }
+
+// A replica is promoted while the old master stays up (the Manager cannot
+// reach the new one yet); the new master takes a NOTIFY; the old master
+// keeps passing its checks; then the old master is stopped. The MissedError's
+// window must contain the NOTIFY sent on the new master (never received).
+func TestListenMissedWindowNewMasterWhileOldUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m := newManager(t, ctx, c.DSN())
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	l, err := m.Listen(ctx, "ev")
+	require.NoError(t, err)
+	defer l.Close()
+	receive := func() (*hasql.Notification, error) {
+		rctx, rcancel := context.WithTimeout(ctx, time.Minute)
+		defer rcancel()
+		return l.Receive(rctx)
+	}
+	_, err = m.Master().Exec(ctx, "SELECT pg_notify('ev', 'before')")
+	require.NoError(t, err)
+	got, err := receive()
+	require.NoError(t, err)
+	require.Equal(t, "before", got.Payload)
+
+	require.NoError(t, n2.Partition())
+	require.NoError(t, n2.Promote(ctx))
+	execOn(t, ctx, n2, "SELECT pg_notify('ev', 'early')")
+	sent := time.Now()
+
+	// n1 passes two more checks: the second began after 'early'.
+	var last time.Time
+	for seen := 0; seen < 2; {
+		st := statusAt(m, n1)
+		if st.Up && st.LastCheck.After(sent) && st.LastCheck != last {
+			last = st.LastCheck
+			seen++
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	require.NoError(t, n2.Heal())
+	require.NoError(t, n1.Stop())
+
+	var missed *hasql.MissedError
+	sawEarly := false
+	for missed == nil {
+		got, err := receive()
+		if err != nil {
+			require.True(t, errors.As(err, &missed), "want a MissedError, got %v", err)
+			break
+		}
+		sawEarly = sawEarly || got.Payload == "early"
+	}
+	t.Logf("missed: %v", missed)
+	require.False(t, sawEarly)
+	require.True(t, missed.Lost.Before(sent), "'early' (sent on %s at %s, never received) is outside the window: %v", n2.Addr(), sent.Format(time.RFC3339Nano), missed)
+}

@@ -64,18 +64,21 @@ type node struct {
 	lagBytes      atomic.Int64
 	lagNanos      atomic.Int64
 	lagKnown      atomic.Bool
-	sync          atomic.Bool
-	mayWrite      atomic.Bool   // writable at its last check: a statement may have written
-	replica       atomic.Bool   // a replica that follows the master (a role that serves reads)
-	serverStart   atomic.Int64  // the postmaster's start time at the last check, unix microseconds
-	serverTL      atomic.Uint32 // the timeline at the last check
-	serverSys     atomic.Uint64 // the system identifier at the last check
-	suspect       atomic.Bool
-	damped        atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
-	watchable     atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
-	slow          atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
-	poisoned      sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
-	nPoisoned     atomic.Int64
+	// inRecoveryBegan is when the last check that found the node in
+	// recovery began (Unix nanoseconds; 0: none did): see lastInRecovery.
+	inRecoveryBegan atomic.Int64
+	sync            atomic.Bool
+	mayWrite        atomic.Bool   // writable at its last check: a statement may have written
+	replica         atomic.Bool   // a replica that follows the master (a role that serves reads)
+	serverStart     atomic.Int64  // the postmaster's start time at the last check, unix microseconds
+	serverTL        atomic.Uint32 // the timeline at the last check
+	serverSys       atomic.Uint64 // the system identifier at the last check
+	suspect         atomic.Bool
+	damped          atomic.Bool // flapping: no reads for a while (see Config.FlapCount)
+	watchable       atomic.Bool // the last check found a replica: probe it for a promotion while checks are fast
+	slow            atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
+	poisoned        sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
+	nPoisoned       atomic.Int64
 
 	// tlHidden: the last check found it in recovery with no walreceiver
 	// timeline to see (a check user without pg_monitor, or none running):

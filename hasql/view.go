@@ -225,6 +225,9 @@ func (n *node) publishLocked() {
 	n.lagBytes.Store(lagBytes)
 	n.lagNanos.Store(int64(lag))
 	n.lagKnown.Store(known)
+	if v.Checked && !v.Partial && v.Res.InRecovery && !v.CheckBegan.IsZero() {
+		n.inRecoveryBegan.Store(v.CheckBegan.UnixNano())
+	}
 	n.sync.Store(role == RoleSyncReplica)
 	n.mayWrite.Store(v.Writable)
 	n.replica.Store(role.IsReplica())
