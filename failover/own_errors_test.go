@@ -82,3 +82,58 @@ func TestRunInTxReturnsFnOwnErrors(t *testing.T) {
 	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM side_effects").Scan(&rows))
 	assert.Zero(t, rows, "every transaction rolled back")
 }
+
+// The master is partitioned and another promoted while fn runs: fn's next
+// statement on the old master's connection fails (pgxha cuts it); RunInTx
+// must take that for the cluster's (run fn again on the new master), not
+// for fn's own error (the rule above: pgx closes a connection it lost).
+func TestRunInTxReRunsWhenTheMasterIsLostMidFn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	_, err = m.Master().Exec(ctx, "CREATE TABLE mid (id int PRIMARY KEY)")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		conn, err := n2.Conn(ctx)
+		if err != nil {
+			return false
+		}
+		defer conn.Close(ctx)
+		var ok bool
+		return conn.QueryRow(ctx, "SELECT to_regclass('mid') IS NOT NULL").Scan(&ok) == nil && ok
+	}, 30*time.Second, 10*time.Millisecond)
+
+	runs := 0
+	var errs []error
+	err = failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 5}, func(ctx context.Context, tx pgx.Tx) error {
+		runs++
+		if _, err := tx.Exec(ctx, "INSERT INTO mid VALUES (1)"); err != nil {
+			errs = append(errs, err)
+			return err
+		}
+		if runs == 1 {
+			require.NoError(t, n1.Partition())
+			require.NoError(t, c.Failover(ctx, n2))
+		}
+		_, err := tx.Exec(ctx, "INSERT INTO mid VALUES (2)")
+		if err != nil {
+			errs = append(errs, err)
+			t.Logf("fn error (class %v, closed %v): %v", failover.Classify(err), tx.Conn().IsClosed(), err)
+		}
+		return err
+	})
+	t.Logf("runs %d errs %v", runs, errs)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, runs, 2)
+	conn, err := n2.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var k int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM mid").Scan(&k))
+	assert.Equal(t, 2, k)
+}
