@@ -2,12 +2,15 @@ package hasql_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -154,4 +157,49 @@ func TestPreferMasterSyncOnlyWithoutMasterTakesNoAsync(t *testing.T) {
 		}
 		require.ErrorIs(t, err, hasql.ErrNoReplica, "%d options: served %q", len(opts), served)
 	}
+}
+
+// PreferMaster reads go to the replicas (the sync ones while any) when the
+// master's pool fails to connect while the view still names it master:
+// the read waited for the view to change and failed, replicas unused.
+func TestPreferMasterTakesReplicasWhenTheMastersPoolFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	master := c.Nodes()[0].Addr()
+	var refuse atomic.Bool
+	hook := func(nc hasql.NodeConfig, pc *pgxpool.Config) error {
+		if nc.Addr == master {
+			pc.BeforeConnect = func(context.Context, *pgx.ConnConfig) error {
+				if refuse.Load() {
+					return errors.New("the master's pool may not connect")
+				}
+				return nil
+			}
+		}
+		return nil
+	}
+	// No idle connection kept ready: the master's pool has to connect.
+	m := newManager(t, ctx, withParams(c.DSN(), "pool_min_idle_conns", "0"), hasql.WithConfigureNode(hook))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	refuse.Store(true) // the check connections are made: only the pool's fail
+	for _, opts := range [][]hasql.ReplicaOption{{hasql.PreferMaster()}, {hasql.PreferMaster(), hasql.SyncOnly()}} {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		conn, err := m.AcquireReplica(actx, opts...)
+		acancel()
+		if len(opts) == 2 {
+			// n2 is async: SyncOnly takes none.
+			if conn != nil {
+				served := nodeOf(c, conn)
+				conn.Release()
+				t.Fatalf("PreferMaster with SyncOnly took %s (%v)", served, m.Nodes())
+			}
+			require.Error(t, err)
+			continue
+		}
+		require.NoError(t, err)
+		assert.Equal(t, "n2", nodeOf(c, conn))
+		conn.Release()
+	}
+	assert.Equal(t, hasql.RoleMaster, roles(m)["n1"], "the view still names n1 master")
 }

@@ -87,9 +87,12 @@ func (m *Manager) candidates(s *snapshot, t target, o *replicaOptions, excluded 
 	if o != nil && o.preferMaster && s.master != nil && s.masterErr == nil && !slices.Contains(excluded, s.master) {
 		return s.set(setMaster), nil
 	}
-	if o != nil && o.custom() {
+	switch {
+	case o != nil && o.custom():
 		set = m.customSet(s, o)
-	} else {
+	case o != nil && o.preferMaster:
+		set = s.set(s.preferMasterReplicas(o)) // the master, if any, failed: see above
+	default:
 		set = s.set(s.replicaSet(o))
 	}
 	set = without(m, set, excluded)
@@ -104,10 +107,10 @@ func (m *Manager) candidates(s *snapshot, t target, o *replicaOptions, excluded 
 // with PreferSync while there are any, otherwise the replicas.
 func (s *snapshot) replicaSet(o *replicaOptions) int {
 	if o != nil && o.preferMaster {
-		if i := s.preferMasterSet(); i != setReplicas || !o.syncOnly {
-			return i
+		if s.master != nil && s.masterErr == nil && len(s.sets[setMaster].nodes) > 0 {
+			return setMaster
 		}
-		return setSync // with SyncOnly: never an async replica
+		return s.preferMasterReplicas(o)
 	}
 	if o != nil && (o.syncOnly || o.preferSync && len(s.sets[setSync].nodes) > 0) {
 		return setSync
@@ -115,13 +118,11 @@ func (s *snapshot) replicaSet(o *replicaOptions) int {
 	return setReplicas
 }
 
-// preferMasterSet is PreferMaster's prepared set: the master, else the sync
-// replicas while any, else the replicas.
-func (s *snapshot) preferMasterSet() int {
-	switch {
-	case s.master != nil && s.masterErr == nil && len(s.sets[setMaster].nodes) > 0:
-		return setMaster
-	case len(s.sets[setSync].nodes) > 0:
+// preferMasterReplicas is PreferMaster's prepared set when the master
+// cannot be had (there is none, or its pool just failed): the sync
+// replicas while any (with SyncOnly, only they), else the replicas.
+func (s *snapshot) preferMasterReplicas(o *replicaOptions) int {
+	if o.syncOnly || len(s.sets[setSync].nodes) > 0 {
 		return setSync
 	}
 	return setReplicas
