@@ -56,6 +56,8 @@ type node struct {
 	// the pool at the last check, handedOut the pool's acquires then (the
 	// check goroutine's own).
 	unreleased, handedOut int64
+	// quietSince is when the pool's current lull began (zero: not in one).
+	quietSince time.Time
 	// keepAliveWarn logs once that the kernel's watch could not be set.
 	keepAliveWarn sync.Once
 	acquireErrs   atomic.Int64 // failed acquires from this node's pool, ever
@@ -296,6 +298,13 @@ func (n *node) run(checked chan<- struct{}) {
 	}
 }
 
+// inUseLull is how long the pool must have handed out nothing before
+// reconcileInUse takes anything out of the count: an acquire between the
+// count and the pool (a goroutine the scheduler left there on a busy
+// machine) is not taken for a hijacked connection, whatever the check
+// interval.
+const inUseLull = time.Second
+
 // reconcileInUse takes out of the in-use count the connections that left
 // the pool without a release: Conn.Hijack hands a connection to its user
 // and tells nobody, so the count (the balancers' input, and the gate that
@@ -309,10 +318,10 @@ func (n *node) run(checked chan<- struct{}) {
 // acquires come and go some are always on their way, so the difference
 // is only read at a check before which the pool handed out nothing since
 // the check before, between two of the pool's statistics that agree, and
-// only what two such checks in a row found is taken out: an acquire that
-// sat between the count and the pool through two whole check intervals
-// is the one way to take out too much. A busy pool keeps hijacked
-// connections in its count until it has such a lull.
+// only what two such checks in a row found, in a lull of inUseLull or
+// more, is taken out: an acquire that sat between the count and the pool
+// through all of it is the one way to take out too much. A busy pool
+// keeps hijacked connections in its count until it has such a lull.
 func (n *node) reconcileInUse() {
 	before := n.pool.Stat()
 	inUse := n.inUse.Load() - n.waiting.Load()
@@ -323,11 +332,15 @@ func (n *node) reconcileInUse() {
 		before.AcquiredConns() == after.AcquiredConns() && before.ConstructingConns() == after.ConstructingConns()
 	n.handedOut = handedOut
 	if !quiet {
-		n.unreleased = 0
+		n.unreleased, n.quietSince = 0, time.Time{}
 		return
 	}
+	now := time.Now()
+	if n.quietSince.IsZero() {
+		n.quietSince = now
+	}
 	d := max(inUse-int64(after.AcquiredConns())-int64(after.ConstructingConns()), 0)
-	if k := min(d, n.unreleased); k > 0 {
+	if k := min(d, n.unreleased); k > 0 && now.Sub(n.quietSince) >= inUseLull {
 		n.inUse.Add(-k)
 		d -= k
 	}
