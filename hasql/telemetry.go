@@ -329,7 +329,15 @@ func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time
 	if start.IsZero() {
 		if err != nil {
 			t.acquireErrors.Add(ctx, 1, metric.WithAttributes(attribute.String(attrDBSystemName, dbSystemPostgreSQL),
-				attribute.String(AttrTarget, tg.String()), attribute.String(attrErrorType, errorType(err))))
+				attribute.String(AttrTarget, tg.String()), attribute.String(attrErrorType, errorType(ctx, err))))
+		}
+		if span != nil {
+			// Started by a tracer provider set since the last check, before
+			// the acquire was timed: ended all the same.
+			if err != nil && span.IsRecording() {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
 		}
 		return // nothing records durations
 	}
@@ -337,7 +345,7 @@ func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time
 	if err == nil {
 		t.acquireDuration.Record(ctx, d, n.tel.acquireOK[tg]...)
 	} else {
-		errType := errorType(err)
+		errType := errorType(ctx, err)
 		attrs := metric.WithAttributes(attribute.String(attrDBSystemName, dbSystemPostgreSQL),
 			attribute.String(AttrTarget, tg.String()), attribute.String(attrErrorType, errType))
 		t.acquireDuration.Record(ctx, d, attrs)
@@ -354,14 +362,20 @@ func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
-			span.SetAttributes(attribute.String(attrErrorType, errorType(err)))
+			span.SetAttributes(attribute.String(attrErrorType, errorType(ctx, err)))
 		}
 	}
 	span.End()
 }
 
-func errorType(err error) string {
+// errorType is an acquire error's error.type: a few fixed values, or a
+// SQLSTATE (five digits or capitals; anything else a server sends is
+// "pool", so that no server sets the metrics' series). "context" is the
+// caller's context (or the acquire's own bound) ending, not a connect that
+// timed out (connect_timeout), which is "pool".
+func errorType(ctx context.Context, err error) string {
 	var sb *SplitBrainError
+	var ce *pgconn.ConnectError
 	switch {
 	case errors.As(err, &sb):
 		return errorTypeSplitBrain
@@ -371,15 +385,30 @@ func errorType(err error) string {
 		return errorTypeClosed
 	case errors.Is(err, ErrNoMaster), errors.Is(err, ErrNoReplica):
 		return errorTypeNoNode
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) &&
+		(ctx.Err() != nil || !errors.As(err, &ce)):
 		return errorTypeContext
 	default:
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
+		if errors.As(err, &pgErr) && isSQLState(pgErr.Code) {
 			return pgErr.Code
 		}
 		return errorTypePool
 	}
+}
+
+// isSQLState reports whether code is shaped as a SQLSTATE: five digits or
+// capital letters.
+func isSQLState(code string) bool {
+	if len(code) != 5 {
+		return false
+	}
+	for i := 0; i < len(code); i++ {
+		if c := code[i]; (c < '0' || c > '9') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // checked records a check's duration and outcome.

@@ -1,0 +1,277 @@
+//go:build linux
+
+package hasql_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/pgxha/pgxha/hasql"
+)
+
+// poolRefusingServer answers check connections (application_name pgxha-check) as
+// a master and refuses every other connection at startup with an
+// ErrorResponse whose SQLSTATE is code(i) for the i-th refusal.
+func poolRefusingServer(t *testing.T, code func(i int64) string) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	answer := masterAnswersNoSenders(7000000000000000099)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(time.Minute))
+				be := pgproto3.NewBackend(c, c)
+				for range 3 {
+					m, err := be.ReceiveStartupMessage()
+					if err != nil {
+						return
+					}
+					switch m := m.(type) {
+					case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+						if _, err := c.Write([]byte{'N'}); err != nil {
+							return
+						}
+						continue
+					case *pgproto3.StartupMessage:
+						if m.Parameters["application_name"] != "pgxha-check" && code != nil {
+							i := refused.Add(1)
+							if code(i) == "" { // hang: never answer
+								_, _ = c.Read(make([]byte, 1))
+								return
+							}
+							be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: code(i), Message: "go away"})
+							_ = be.Flush()
+							return
+						}
+						if welcome(be) != nil {
+							return
+						}
+						if m.Parameters["application_name"] != "pgxha-check" {
+							serveExtended(be)
+							return
+						}
+						serveSimple(be, answer)
+						return
+					default:
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String(), &refused
+}
+
+// error.type of hasql.acquire.errors and hasql.acquire.duration is a
+// SQLSTATE only when shaped as one: a server choosing a new code of any
+// length per connect made a new time series per failed acquire.
+func TestAcquireErrorTypeIsBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	long := strings.Repeat("Z", 2000)
+	addr, refused := poolRefusingServer(t, func(i int64) string { return fmt.Sprintf("Q%05d%s", i, long) })
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@%s/app?sslmode=disable", addr))
+	require.NoError(t, err)
+	cfg.MeterProvider = mp
+	cfg.TracerProvider = tp
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	for range 20 {
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		c, err := m.AcquireMaster(actx)
+		acancel()
+		if err == nil {
+			c.Release()
+		}
+	}
+	t.Logf("refused connects: %d", refused.Load())
+	types := map[string]bool{}
+	errs, ok := metrics(t, ctx, reader)[hasql.MetricAcquireErrors].Data.(metricdata.Sum[int64])
+	require.True(t, ok)
+	for _, dp := range errs.DataPoints {
+		types[attr(dp.Attributes, "error.type")] = true
+	}
+	maxLen := 0
+	for ty := range types {
+		maxLen = max(maxLen, len(ty))
+	}
+	t.Logf("%d error.type values, longest %d bytes", len(types), maxLen)
+	assert.LessOrEqual(t, len(types), 8, "error.type takes a value per server-chosen SQLSTATE: unbounded cardinality")
+	assert.LessOrEqual(t, maxLen, 64, "error.type holds a server-chosen string of any length")
+}
+
+// masterAnswersNoSenders is masterAnswers with no walsenders (NULL list).
+func masterAnswersNoSenders(sysid uint64) sqlAnswer {
+	return func(be *pgproto3.Backend, sql string) bool {
+		switch {
+		case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
+			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText}, []any{sysid, rogueStart, "rogue"})
+		case strings.Contains(sql, "pg_stat_get_activity"):
+			sendRow(be, []uint32{oidInt4, oidText, oidText}, []any{1, "x", "127.0.0.1"})
+		case strings.Contains(sql, "extract(epoch FROM pg_postmaster_start_time())"):
+			sendRow(be, []uint32{oidInt8}, []any{int64(1767225600000000)})
+		case strings.Contains(sql, "string_agg"), strings.Contains(sql, "synchronous_standby_names"):
+			sendRow(be,
+				[]uint32{oidBool, oidBool, oidText, oidText, oidTimestamptz, oidBool, oidTimestamptz, oidInt8, oidTimestamptz, oidText, oidInt4, oidText, oidText},
+				[]any{"f", "f", "0/3000000", nil, nil, "f", nil, 1, rogueStart, nil, nil, nil, ""})
+		default:
+			sendRow(be, []uint32{oidInt4}, []any{1})
+		}
+		return true
+	}
+}
+
+// countingProcessor counts spans started and ended.
+type countingProcessor struct{ started, ended atomic.Int64 }
+
+func (p *countingProcessor) OnStart(context.Context, sdktrace.ReadWriteSpan) { p.started.Add(1) }
+func (p *countingProcessor) OnEnd(sdktrace.ReadOnlySpan)                     { p.ended.Add(1) }
+func (p *countingProcessor) Shutdown(context.Context) error                  { return nil }
+func (p *countingProcessor) ForceFlush(context.Context) error                { return nil }
+
+// A global tracer provider set after New (acquires are timed from the next
+// check on): the spans acquires start meanwhile are ended.
+func TestSpansEndWhenATracerIsSetAfterNew(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, _ := poolRefusingServer(t, nil)
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@%s/app?sslmode=disable&hasql_check_interval=10m", addr))
+	require.NoError(t, err)
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	c, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	c.Release()
+
+	p := &countingProcessor{}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(p))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	defer otel.SetTracerProvider(prev)
+	for range 10 {
+		c, err := m.AcquireMaster(ctx)
+		require.NoError(t, err)
+		c.Release()
+	}
+	// No replica: the slow path, which starts a span.
+	for range 3 {
+		rctx, rcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_, err := m.AcquireReplica(rctx)
+		rcancel()
+		require.Error(t, err)
+	}
+	t.Logf("spans started %d, ended %d", p.started.Load(), p.ended.Load())
+	assert.Equal(t, p.started.Load(), p.ended.Load(), "acquire spans started and never ended")
+}
+
+// serveExtended answers the extended protocol of a pool connection: the
+// start-time query with the rogue's start time, anything else with 1.
+func serveExtended(be *pgproto3.Backend) {
+	var sql string
+	for {
+		m, err := be.Receive()
+		if err != nil {
+			return
+		}
+		switch m := m.(type) {
+		case *pgproto3.Parse:
+			sql = m.Query
+			be.Send(&pgproto3.ParseComplete{})
+		case *pgproto3.Bind:
+			be.Send(&pgproto3.BindComplete{})
+		case *pgproto3.Describe:
+			if m.ObjectType == 'S' {
+				be.Send(&pgproto3.ParameterDescription{})
+			}
+			be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("c"), DataTypeOID: oidInt8, DataTypeSize: 8, TypeModifier: -1}}})
+		case *pgproto3.Execute:
+			v := "1"
+			if strings.Contains(sql, "pg_postmaster_start_time") {
+				v = "1767225600000000"
+			}
+			be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte(v)}})
+			be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+		case *pgproto3.Sync:
+			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			if be.Flush() != nil {
+				return
+			}
+		case *pgproto3.Query:
+			sendRow(be, []uint32{oidInt4}, []any{1})
+			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			if be.Flush() != nil {
+				return
+			}
+		case *pgproto3.Terminate:
+			return
+		}
+	}
+}
+
+// The node's checks pass, its pool's connects time out (connect_timeout):
+// the acquire gives up while the caller's context is fine; error.type says
+// "pool", not "context" (the caller's).
+func TestPoolConnectTimeoutIsNotContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, refused := poolRefusingServer(t, func(i int64) string { return "" })
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@%s/app?sslmode=disable&connect_timeout=1", addr))
+	require.NoError(t, err)
+	cfg.MeterProvider = mp
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err = m.AcquireMaster(actx)
+	acancel()
+	require.Error(t, err)
+	t.Logf("refused %d; caller ctx err %v; acquire error: %v", refused.Load(), actx.Err(), err)
+	errs := metrics(t, ctx, reader)[hasql.MetricAcquireErrors].Data.(metricdata.Sum[int64])
+	for _, dp := range errs.DataPoints {
+		t.Logf("error.type=%s: %d", attr(dp.Attributes, "error.type"), dp.Value)
+		assert.NotEqual(t, "context", attr(dp.Attributes, "error.type"), "the caller's context did not end: the node's pool could not connect")
+	}
+}
