@@ -58,6 +58,9 @@ type node struct {
 	unreleased, handedOut int64
 	// quietSince is when the pool's current lull began (zero: not in one).
 	quietSince time.Time
+	// checkLatency is how long the last check took, failed or not.
+	// Guarded by m.mu.
+	checkLatency time.Duration
 	// keepAliveWarn logs once that the kernel's watch could not be set.
 	keepAliveWarn sync.Once
 	acquireErrs   atomic.Int64 // failed acquires from this node's pool, ever
@@ -703,7 +706,7 @@ func (n *node) statusLocked() NodeStatus {
 		StaleMaster:  v.Stale,
 		SystemID:     v.Res.SystemID,
 		LastCheck:    v.ResAt,
-		CheckLatency: v.Latency,
+		CheckLatency: n.checkLatency,
 		LastError:    v.LastErr,
 		LastErrorAt:  v.LastErrAt,
 	}

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
 )
 
 // poolRefusingServer answers check connections (application_name pgxha-check) as
@@ -274,4 +275,23 @@ func TestPoolConnectTimeoutIsNotContext(t *testing.T) {
 		t.Logf("error.type=%s: %d", attr(dp.Attributes, "error.type"), dp.Value)
 		assert.NotEqual(t, "context", attr(dp.Attributes, "error.type"), "the caller's context did not end: the node's pool could not connect")
 	}
+}
+
+// NodeStatus.CheckLatency is how long the last check took, failed or not:
+// it kept the last successful one's while the node's checks timed out.
+func TestCheckLatencyOfAFailedCheck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n2 := c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_check_timeout", "800ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	require.NoError(t, n2.Partition())
+	defer n2.Heal()
+	var st hasql.NodeStatus
+	require.Eventually(t, func() bool {
+		st = statusAt(m, n2)
+		return st.LastError != nil && !st.Up && strings.Contains(st.LastError.Error(), "timed out")
+	}, time.Minute, 10*time.Millisecond)
+	assert.GreaterOrEqual(t, st.CheckLatency, 400*time.Millisecond, "the last check ran out of time (%v)", st.LastError)
 }

@@ -43,6 +43,7 @@ func (m *Manager) report(n *node, res checker.Result, began time.Time, latency t
 	m.tel.checked(n, latency, err)
 	early := 0 // connections to another server, closed
 	m.mu.Lock()
+	n.checkLatency = latency // the last check's, failed or not (NodeStatus.CheckLatency)
 	if err == nil {
 		// A checker that does not read the start time leaves the pool's
 		// connections nothing to be compared with (see sameServer).
