@@ -2,7 +2,9 @@ package hasql
 
 import (
 	"errors"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -27,6 +29,12 @@ import (
 // error is replaced by a chain of the same texts without it (see
 // clearChain).
 func scrubConnect(err error) error {
+	boundServerText(err, 0)
+	return boundText(scrubPassword(err))
+}
+
+// scrubPassword is scrubConnect but for the bound on texts.
+func scrubPassword(err error) error {
 	var ce *pgconn.ConnectError
 	if !errors.As(err, &ce) || ce.Config == nil || ce.Config.Password == "" {
 		return err
@@ -57,7 +65,7 @@ func (e *scrubbedError) Unwrap() error {
 	if inner == nil {
 		return nil
 	}
-	return scrubConnect(inner)
+	return scrubPassword(inner)
 }
 
 // echoed clears pw out of what the server said in err's chain (see
@@ -91,14 +99,15 @@ func clearResult(r *checker.Result, pw string) {
 // that authenticated with pw (a check), where a server could echo it in
 // its error or in a value that an error quotes.
 func clearEchoed(err error, pw string) error {
+	boundServerText(err, 0)
 	if err == nil || pw == "" {
-		return err
+		return boundText(err)
 	}
 	clearServerText(err, pw, 0)
 	if clearEcho(err.Error(), pw) != err.Error() {
-		return clearChain(err, pw, 0)
+		return boundText(clearChain(err, pw, 0))
 	}
-	return err
+	return boundText(err)
 }
 
 // clearServerText takes pw out of every text field of the *pgconn.PgError
@@ -139,21 +148,26 @@ func clearServerText(err error, pw string, depth int) {
 // *pgconn.PgError values are kept, so that errors.As still finds the
 // server's SQLSTATE. At most 16 links deep.
 func clearChain(err error, pw string, depth int) error {
+	return rebuildChain(err, func(text string) string { return clearEcho(text, pw) }, depth)
+}
+
+// rebuildChain is clearChain with fix made of each link's text.
+func rebuildChain(err error, fix func(string) string, depth int) error {
 	if err == nil || depth > 16 {
 		return nil
 	}
 	if _, ok := err.(*pgconn.PgError); ok {
 		return err
 	}
-	c := &clearedError{msg: clearEcho(err.Error(), pw)}
+	c := &clearedError{msg: fix(err.Error())}
 	switch u := err.(type) {
 	case interface{ Unwrap() error }:
-		if next := clearChain(u.Unwrap(), pw, depth+1); next != nil {
+		if next := rebuildChain(u.Unwrap(), fix, depth+1); next != nil {
 			c.next = []error{next}
 		}
 	case interface{ Unwrap() []error }:
 		for _, e := range u.Unwrap() {
-			if next := clearChain(e, pw, depth+1); next != nil {
+			if next := rebuildChain(e, fix, depth+1); next != nil {
 				c.next = append(c.next, next)
 			}
 		}
@@ -163,6 +177,34 @@ func clearChain(err error, pw string, depth int) error {
 		}
 	}
 	return c
+}
+
+// maxErrorText bounds the text of an error pgxha keeps and logs that holds
+// a server's (see boundText).
+const maxErrorText = 8 << 10
+
+// boundText returns err, or, when its text is longer than maxErrorText
+// (pgx made it of the server's before boundServerText cut them), its
+// chain rebuilt with each link's text cut (see rebuildChain): the
+// *pgconn.PgError values stay, cut in place.
+func boundText(err error) error {
+	if err == nil || len(err.Error()) <= maxErrorText {
+		return err
+	}
+	return rebuildChain(err, func(text string) string { return clipText(text, maxErrorText) }, 0)
+}
+
+// clipText returns text cut to at most max bytes (at a character's start),
+// followed by how long it was.
+func clipText(text string, max int) string {
+	if len(text) <= max {
+		return text
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return text[:cut] + "... (" + strconv.Itoa(len(text)) + " bytes)"
 }
 
 // clearedError is a link of clearChain's chain.
@@ -184,4 +226,36 @@ func clearEcho(text, pw string) string {
 		return strings.ReplaceAll(text, pw, "xxxxx")
 	}
 	return secrets.ReplaceWhole(text, pw, "xxxxx")
+}
+
+// maxServerText bounds each text of a server's error that pgxha keeps and
+// logs (NodeStatus.LastError, acquire errors, log lines): a server, a
+// rogue one say, could send megabytes, up to the read bound.
+const maxServerText = 2 << 10
+
+// boundServerText cuts every text field of the *pgconn.PgError values in
+// err's chain to maxServerText bytes (at a character's start, followed by
+// how long it was), in place, as clearServerText clears them. At most 16
+// links deep.
+func boundServerText(err error, depth int) {
+	if err == nil || depth > 16 {
+		return
+	}
+	if pe, ok := err.(*pgconn.PgError); ok {
+		for _, f := range []*string{&pe.Severity, &pe.SeverityUnlocalized, &pe.Code, &pe.Message, &pe.Detail,
+			&pe.Hint, &pe.InternalQuery, &pe.Where, &pe.SchemaName, &pe.TableName, &pe.ColumnName,
+			&pe.DataTypeName, &pe.ConstraintName, &pe.File, &pe.Routine} {
+			if len(*f) > maxServerText {
+				*f = clipText(*f, maxServerText)
+			}
+		}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		boundServerText(u.Unwrap(), depth+1)
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			boundServerText(e, depth+1)
+		}
+	}
 }

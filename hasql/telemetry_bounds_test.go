@@ -295,3 +295,42 @@ func TestCheckLatencyOfAFailedCheck(t *testing.T) {
 	}, time.Minute, 10*time.Millisecond)
 	assert.GreaterOrEqual(t, st.CheckLatency, 400*time.Millisecond, "the last check ran out of time (%v)", st.LastError)
 }
+
+// TestLargeMessageWithinTheReadBound: docs/security.md: "a server in the set ...
+// that answers a connection with an enormous error message costs the
+// Manager a few KiB, not the message in memory, in the node's error and in
+// its logs". A message of 3 MiB, under the 4 MiB read bound, is kept and
+// logged whole.
+func TestLargeMessageWithinTheReadBound(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, served := hugeErrorPG(t, 3<<20)
+	var logged, maxRecord atomic.Int64
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		logged.Add(int64(len(p)))
+		if int64(len(p)) > maxRecord.Load() {
+			maxRecord.Store(int64(len(p)))
+		}
+		return len(p), nil
+	}), nil))
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@%s/app?sslmode=disable&hasql_check_interval=100ms", addr))
+	require.NoError(t, err)
+	cfg.Logger = logger
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	waitUntil(t, ctx, "two answers sent", func() bool { return served.Load() >= 2 })
+	var lastErr string
+	waitUntil(t, ctx, "the node's error", func() bool {
+		for _, st := range m.Nodes() {
+			if st.Addr == addr && st.LastError != nil {
+				lastErr = st.LastError.Error()
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("node error %d bytes (%.120s...), %d KiB logged, largest log record %d KiB", len(lastErr), lastErr, logged.Load()>>10, maxRecord.Load()>>10)
+	assert.Less(t, len(lastErr), 64<<10, "the server's message is the node's error")
+	assert.Less(t, maxRecord.Load(), int64(64<<10), "the server's message is a log line")
+}
