@@ -206,12 +206,15 @@ func rollback(tx pgx.Tx) {
 }
 
 // OnMasterChange calls fn with the master's address ("" while there is
-// none) now and each time it changes, until ctx ends. It blocks; run it in
-// a goroutine of your own.
+// none) now and each time it changes, until ctx ends or the Manager
+// closes. It blocks; run it in a goroutine of your own.
 func OnMasterChange(ctx context.Context, m *hasql.Manager, fn func(addr string)) {
 	last := "\x00"
 	for {
 		changed := m.Changed()
+		if m.Closed() {
+			return // Changed is closed for good: nothing changes any more
+		}
 		if master := m.Stat().Master; master != last {
 			last = master
 			fn(master)

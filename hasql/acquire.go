@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 
@@ -564,6 +565,7 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 	}
 	var replay int64
 	if err := conn.QueryRow(pctx, replayLSNSQL).Scan(&replay); err != nil {
+		cutUnanswered(conn, err)
 		conn.Release() // a query cut short by pctx closed the connection
 		if ctx.Err() == nil {
 			n.trigger()
@@ -571,6 +573,21 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 		return nil, 0, err
 	}
 	return conn, LSN(replay), nil
+}
+
+// cutUnanswered cuts the network connection under conn when err is a
+// question of pgxha's own (a probe of a replica's position) that the
+// server left unanswered within its bound: pgx would otherwise wait up to
+// 15 s more for the server before it lets the connection go, and Close
+// with it.
+func cutUnanswered(conn *pgxpool.Conn, err error) {
+	if !pgconn.Timeout(err) && !errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	if tc := trackedOf(conn.Conn()); tc != nil {
+		tc.cut.Store(true)
+		tc.Close()
+	}
 }
 
 // errNodeLeft is what an acquire from a node's pool returns when the node

@@ -166,8 +166,11 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Manager, error) {
 
 // Close stops the checks, closes every pool and waits for every goroutine
 // the Manager started. Like pgxpool.Pool.Close it waits until connections
-// that were acquired have been released. Acquires waiting for a node return
-// ErrClosed. Close is safe to call more than once.
+// that were acquired have been released: a statement in flight on a node
+// that hangs is no longer cut by the checks once Close has stopped them,
+// and Close waits for it as long as the node hangs, so give statements a
+// context with a deadline. Acquires waiting for a node, and connects being
+// made, return ErrClosed. Close is safe to call more than once.
 func (m *Manager) Close() {
 	m.closeOnce.Do(func() {
 		m.closedFlag.Store(true)
@@ -204,6 +207,10 @@ func (m *Manager) Nodes() []NodeStatus {
 	}
 	return out
 }
+
+// Closed reports whether Close has begun: from then on Changed returns a
+// closed channel and every acquire ErrClosed.
+func (m *Manager) Closed() bool { return m.snap.Load().closed }
 
 // Changed returns a channel that is closed the next time the manager's
 // routing view changes: a node goes down or up, a role changes, a replica

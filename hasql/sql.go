@@ -154,6 +154,9 @@ func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 			lastErr = err // the node left the set while connecting: pick again
 			continue
 		}
+		if err != nil && ctx.Err() == nil && c.m.ctx.Err() != nil {
+			return nil, ErrClosed // the connect was cut by Close
+		}
 		if err != nil {
 			// The node may have failed or lost its role while the
 			// connection was made (its connections are cut then): once

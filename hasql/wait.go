@@ -89,6 +89,7 @@ func (m *Manager) replayedOnConn(ctx context.Context, n *node, lsn LSN) bool {
 	defer conn.Release()
 	var replay int64
 	if err := conn.QueryRow(ctx, replayLSNSQL).Scan(&replay); err != nil {
+		cutUnanswered(conn, err)
 		return false
 	}
 	for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
