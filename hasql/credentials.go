@@ -66,6 +66,9 @@ func (n *node) connectCheck(ctx context.Context) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	err = scrubConnect(err)
 	n.connected(err)
+	if err == nil {
+		conn.PgConn().Frontend().SetMaxBodyLen(maxStartupMessage) // see maxPreAuthMessage
+	}
 	return conn, err
 }
 

@@ -140,17 +140,17 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	// A listening session is idle by nature: the pool's
 	// idle_session_timeout (a way to reap idle pooled sessions) would end
 	// it on a healthy server, and lose what is sent until it is back.
-	// A setting of the connection string, given as itself or in options
-	// (-c, PGOPTIONS): a startup parameter is applied after options.
-	if _, ok := cfg.RuntimeParams["idle_session_timeout"]; ok || strings.Contains(cfg.RuntimeParams["options"], "idle_session_timeout") {
-		cfg.RuntimeParams["idle_session_timeout"] = "0"
-	}
+
 	err = n.beforeConnect(ctx, cfg)
+	noIdleTimeout(cfg.RuntimeParams)
 	var conn *pgx.Conn
 	if err == nil {
 		conn, err = pgx.ConnectConfig(ctx, cfg)
 		err = scrubConnect(err) // no password in what Listen returns
 		n.connected(err)
+		if err == nil && n.unboundAfterConnect {
+			conn.PgConn().Frontend().SetMaxBodyLen(maxStartupMessage) // see maxPreAuthMessage
+		}
 	}
 	if err != nil {
 		if l.m.ctx.Err() != nil {
@@ -225,6 +225,24 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node, since time.
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// noIdleTimeout makes a Listener's startup parameters end with
+// idle_session_timeout 0 when they set it, however spelt (any case, '-'
+// for '_', in options' -c or --): a startup parameter is applied after
+// options, and the Listener's session is idle by nature.
+func noIdleTimeout(params map[string]string) {
+	norm := func(s string) string { return strings.ReplaceAll(strings.ToLower(s), "-", "_") }
+	found := strings.Contains(norm(params["options"]), "idle_session_timeout")
+	for k := range params {
+		if norm(k) == "idle_session_timeout" {
+			delete(params, k)
+			found = true
+		}
+	}
+	if found {
+		params["idle_session_timeout"] = "0"
 	}
 }
 

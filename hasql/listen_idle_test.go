@@ -76,3 +76,43 @@ func TestListenerOutlivesIdleSessionTimeoutInOptions(t *testing.T) {
 	require.NoError(t, err, "nothing was missed")
 	assert.Equal(t, "after", n.Payload)
 }
+
+// idle_session_timeout spelled as the server accepts it (a dash for an
+// underscore in -c, --name=value, or another case: GUC names are
+// case-insensitive) is the connection string's all the same.
+func TestListenerOutlivesIdleSessionTimeoutSpeltOtherwise(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	master := c.Nodes()[0]
+	for _, tc := range []struct{ name, suffix string }{
+		{"dash", "&options=-c%20idle-session-timeout%3D500"},
+		{"long", "&options=--idle_session_timeout%3D500"},
+		{"upper-options", "&options=-c%20IDLE_SESSION_TIMEOUT%3D500"},
+		{"upper-keyword", "&IDLE_SESSION_TIMEOUT=500"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := "pgxha-idle-" + tc.name
+			m := newManager(t, ctx, withParams(c.DSN(), "application_name", app)+tc.suffix)
+			require.NoError(t, m.WaitReady(ctx, 1, 0))
+			l, err := m.Listen(ctx, "ev")
+			require.NoError(t, err)
+			defer l.Close()
+			listening := backendPids(t, ctx, master, `application_name = '`+app+`' AND query LIKE 'LISTEN%'`)
+			require.Len(t, listening, 1)
+			_, err = m.Master().Exec(ctx, "SELECT 1")
+			require.NoError(t, err)
+			pooled := backendPids(t, ctx, master, `application_name = '`+app+`' AND query = 'SELECT 1'`)
+			require.NotEmpty(t, pooled)
+			waitGone(t, ctx, master, pooled)
+			assert.Equal(t, listening, backendPids(t, ctx, master, `application_name = '`+app+`' AND query LIKE 'LISTEN%'`),
+				"the Listener's session was reaped")
+			execOn(t, ctx, master, "NOTIFY ev, 'after'")
+			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+			defer rcancel()
+			n, err := l.Receive(rctx)
+			require.NoError(t, err, "nothing was missed")
+			assert.Equal(t, "after", n.Payload)
+		})
+	}
+}

@@ -30,7 +30,7 @@ import (
 // clearChain).
 func scrubConnect(err error) error {
 	boundServerText(err, 0)
-	return boundText(scrubPassword(err))
+	return scrubPassword(err)
 }
 
 // scrubPassword is scrubConnect but for the bound on texts.
@@ -101,13 +101,13 @@ func clearResult(r *checker.Result, pw string) {
 func clearEchoed(err error, pw string) error {
 	boundServerText(err, 0)
 	if err == nil || pw == "" {
-		return boundText(err)
+		return err
 	}
 	clearServerText(err, pw, 0)
 	if clearEcho(err.Error(), pw) != err.Error() {
-		return boundText(clearChain(err, pw, 0))
+		return clearChain(err, pw, 0)
 	}
-	return boundText(err)
+	return err
 }
 
 // clearServerText takes pw out of every text field of the *pgconn.PgError
@@ -179,21 +179,6 @@ func rebuildChain(err error, fix func(string) string, depth int) error {
 	return c
 }
 
-// maxErrorText bounds the text of an error pgxha keeps and logs that holds
-// a server's (see boundText).
-const maxErrorText = 8 << 10
-
-// boundText returns err, or, when its text is longer than maxErrorText
-// (pgx made it of the server's before boundServerText cut them), its
-// chain rebuilt with each link's text cut (see rebuildChain): the
-// *pgconn.PgError values stay, cut in place.
-func boundText(err error) error {
-	if err == nil || len(err.Error()) <= maxErrorText {
-		return err
-	}
-	return rebuildChain(err, func(text string) string { return clipText(text, maxErrorText) }, 0)
-}
-
 // clipText returns text cut to at most max bytes (at a character's start),
 // followed by how long it was.
 func clipText(text string, max int) string {
@@ -245,7 +230,7 @@ func boundServerText(err error, depth int) {
 		for _, f := range []*string{&pe.Severity, &pe.SeverityUnlocalized, &pe.Code, &pe.Message, &pe.Detail,
 			&pe.Hint, &pe.InternalQuery, &pe.Where, &pe.SchemaName, &pe.TableName, &pe.ColumnName,
 			&pe.DataTypeName, &pe.ConstraintName, &pe.File, &pe.Routine} {
-			if len(*f) > maxServerText {
+			if len(*f) > maxServerText+64 { // not one cut already: it says the length it had
 				*f = clipText(*f, maxServerText)
 			}
 		}

@@ -4,6 +4,7 @@ package hasql_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -333,4 +335,104 @@ func TestLargeMessageWithinTheReadBound(t *testing.T) {
 	t.Logf("node error %d bytes (%.120s...), %d KiB logged, largest log record %d KiB", len(lastErr), lastErr, logged.Load()>>10, maxRecord.Load()>>10)
 	assert.Less(t, len(lastErr), 64<<10, "the server's message is the node's error")
 	assert.Less(t, maxRecord.Load(), int64(64<<10), "the server's message is a log line")
+}
+
+// refusingServerWithMessage is poolRefusingServer refusing with msg.
+func refusingServerWithMessage(t *testing.T, code func(i int64) string, msg string) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	answer := masterAnswersNoSenders(7000000000000000099)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(time.Minute))
+				be := pgproto3.NewBackend(c, c)
+				for range 3 {
+					m, err := be.ReceiveStartupMessage()
+					if err != nil {
+						return
+					}
+					switch m := m.(type) {
+					case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+						if _, err := c.Write([]byte{'N'}); err != nil {
+							return
+						}
+						continue
+					case *pgproto3.StartupMessage:
+						if m.Parameters["application_name"] != "pgxha-check" && code != nil {
+							i := refused.Add(1)
+							if code(i) == "" { // hang: never answer
+								_, _ = c.Read(make([]byte, 1))
+								return
+							}
+							be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: code(i), Message: msg})
+							_ = be.Flush()
+							return
+						}
+						if welcome(be) != nil {
+							return
+						}
+						if m.Parameters["application_name"] != "pgxha-check" {
+							serveExtended(be)
+							return
+						}
+						serveSimple(be, answer)
+						return
+					default:
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String(), &refused
+}
+
+// A server refusing pool connections with an error of megabytes (under
+// pgx's bound) is refused for its size before anything is made of it; one
+// of 100 KiB has its fields cut at 2 KiB, saying how long they were. Either
+// way the acquire error keeps pgx's types (a text bound rebuilt the chain
+// without them).
+func TestHugeRefusalKeepsTheErrorTypes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, size := range []int{3 << 20, 100 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			addr, _ := refusingServerWithMessage(t, func(i int64) string { return "53300" }, strings.Repeat("M", size))
+			cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@%s/app?sslmode=disable", addr))
+			require.NoError(t, err)
+			cfg.Logger = slog.New(slog.DiscardHandler)
+			m, err := hasql.NewWithConfig(ctx, cfg)
+			require.NoError(t, err)
+			defer m.Close()
+			require.NoError(t, m.WaitReady(ctx, 1, 0))
+			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err = m.AcquireMaster(actx)
+			acancel()
+			require.Error(t, err)
+			var ce *pgconn.ConnectError
+			assert.True(t, errors.As(err, &ce), "pgx's *pgconn.ConnectError: %.300s", err)
+			var pe *pgconn.PgError
+			if size > 1<<20 {
+				assert.Less(t, len(err.Error()), 16<<10, "%.300s", err)
+				return
+			}
+			require.True(t, errors.As(err, &pe), "%.300s", err)
+			assert.Less(t, len(pe.Message), 4<<10)
+			assert.Contains(t, pe.Message, fmt.Sprintf("(%d bytes)", size), "the cut message says how long it was")
+		})
+	}
 }
