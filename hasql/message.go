@@ -20,19 +20,20 @@ const maxStartupMessage = 4 << 20
 // connection once it is connected.
 const pgxMaxMessage = 0x3fffffff - 1
 
-// maxPreAuthMessage bounds a message read before the server has
-// authenticated the connection (an error, an authentication request, a
-// parameter): a server's refusal of megabytes fails the connect with pgx's
+// maxPreAuthMessage bounds a message read while the connection is made,
+// until it is ready (an error, an authentication request, a parameter, a
+// notice): a server's refusal of megabytes fails the connect with pgx's
 // short "invalid body length" instead, and what pgx makes of a refusal (a
 // text it keeps, beyond the fields of the server's error that
 // boundServerText cuts) stays this small. Authentication tokens (GSSAPI
-// with a large ticket) fit.
+// with a large ticket) fit; a notice of more at login (one quoting a
+// setting of hundreds of KiB) fails the connect.
 const maxPreAuthMessage = 256 << 10
 
 // boundedFrontend wraps build (nil: pgx's) so that the frontends it makes
 // read messages of at most maxPreAuthMessage; a connection raises its
-// bound once connected (maxStartupMessage for a check connection or a
-// Listener's, pgxMaxMessage for a pool's).
+// bound once ready (maxStartupMessage for a check connection or a
+// Listener's, pgxMaxMessage for a pool's, before its ValidateConnect).
 func boundedFrontend(build pgconn.BuildFrontendFunc) pgconn.BuildFrontendFunc {
 	if build == nil {
 		build = pgproto3.NewFrontend

@@ -38,6 +38,12 @@ const startSQL = `SELECT (extract(epoch FROM pg_postmaster_start_time()) * 10000
 // closes the connections whose server is another (see serverChanged).
 func (n *node) sameServer(user pgconn.ValidateConnectFunc) pgconn.ValidateConnectFunc {
 	return func(ctx context.Context, pc *pgconn.PgConn) error {
+		if n.unboundAfterConnect {
+			// Authenticated and ready: the pool's connection reads pgx's
+			// bound from here on, in the user's ValidateConnect and
+			// AfterConnect too (see maxPreAuthMessage).
+			pc.Frontend().SetMaxBodyLen(pgxMaxMessage)
+		}
 		var uerr error
 		if user != nil {
 			var np *pgconn.NotPreferredError

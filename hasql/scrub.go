@@ -101,13 +101,28 @@ func clearResult(r *checker.Result, pw string) {
 func clearEchoed(err error, pw string) error {
 	boundServerText(err, 0)
 	if err == nil || pw == "" {
-		return err
+		return boundText(err)
 	}
 	clearServerText(err, pw, 0)
 	if clearEcho(err.Error(), pw) != err.Error() {
-		return clearChain(err, pw, 0)
+		return boundText(clearChain(err, pw, 0))
 	}
-	return err
+	return boundText(err)
+}
+
+// maxErrorText bounds the text of a check's error (see boundText).
+const maxErrorText = 8 << 10
+
+// boundText returns a check's error err, or, when its text is longer than
+// maxErrorText (the checker's errors quote what the server answered, read
+// with a bound of maxStartupMessage), its chain rebuilt with each link's
+// text cut (see rebuildChain): the *pgconn.PgError values stay, cut in
+// place by boundServerText.
+func boundText(err error) error {
+	if err == nil || len(err.Error()) <= maxErrorText {
+		return err
+	}
+	return rebuildChain(err, func(text string) string { return clipText(text, maxErrorText) }, 0)
 }
 
 // clearServerText takes pw out of every text field of the *pgconn.PgError
