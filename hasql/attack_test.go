@@ -278,6 +278,11 @@ func TestAttackRestrictedUserMemberNames(t *testing.T) {
 		return lsnOn(t, ctx, n1, "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'member2' AND state = 'streaming'") == 1
 	}, 30*time.Second, 20*time.Millisecond, "n2 streams as member2")
 	execOn(t, ctx, n1, "CREATE ROLE watcher LOGIN PASSWORD 'w'")
+	// n2 has the role before the Manager logs in there (a login refused
+	// meanwhile is a check of n2 too).
+	require.Eventually(t, func() bool {
+		return lsnOn(t, ctx, n2, "SELECT count(*) FROM pg_roles WHERE rolname = 'watcher'") == 1
+	}, 30*time.Second, 10*time.Millisecond, "n2 replays the role")
 	dsn := strings.Replace(c.DSN(), "postgres:pgxha@", "watcher:w@", 1)
 
 	m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))

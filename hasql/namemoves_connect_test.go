@@ -188,7 +188,9 @@ func TestMasterConnValidatedBeforeTheNameMoved(t *testing.T) {
 	primary := "primary.db:" + port
 	dsn := strings.Replace(c.DSN(), "@"+n1.Addr()+","+n2.Addr()+"/", "@"+primary+"/", 1)
 	g := newGate("127.0.0.59:")
-	m := managerResolvingWith(t, ctx, withParams(dsn, "hasql_check_interval", "100ms", "pool_max_conns", "4"), "primary.db",
+	// No idle connection kept ready (pool_min_idle_conns): one made in the
+	// background before the gate is armed would serve the acquire below.
+	m := managerResolvingWith(t, ctx, withParams(dsn, "hasql_check_interval", "100ms", "pool_max_conns", "4", "pool_min_idle_conns", "0"), "primary.db",
 		func() string { return target.Load().(string) },
 		func(cfg *hasql.Config) { cfg.PoolConfig.ConnConfig.AfterConnect = g.hook })
 	_, err = m.Master().Exec(ctx, "CREATE TABLE w (who text)")
