@@ -33,65 +33,7 @@ import (
 // ErrorResponse whose SQLSTATE is code(i) for the i-th refusal.
 func poolRefusingServer(t *testing.T, code func(i int64) string) (string, *atomic.Int64) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var refused atomic.Int64
-	var wg sync.WaitGroup
-	answer := masterAnswersNoSenders(7000000000000000099)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(time.Minute))
-				be := pgproto3.NewBackend(c, c)
-				for range 3 {
-					m, err := be.ReceiveStartupMessage()
-					if err != nil {
-						return
-					}
-					switch m := m.(type) {
-					case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
-						if _, err := c.Write([]byte{'N'}); err != nil {
-							return
-						}
-						continue
-					case *pgproto3.StartupMessage:
-						if m.Parameters["application_name"] != "pgxha-check" && code != nil {
-							i := refused.Add(1)
-							if code(i) == "" { // hang: never answer
-								_, _ = c.Read(make([]byte, 1))
-								return
-							}
-							be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: code(i), Message: "go away"})
-							_ = be.Flush()
-							return
-						}
-						if welcome(be) != nil {
-							return
-						}
-						if m.Parameters["application_name"] != "pgxha-check" {
-							serveExtended(be)
-							return
-						}
-						serveSimple(be, answer)
-						return
-					default:
-						return
-					}
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String(), &refused
+	return refusingServerWithMessage(t, code, "go away")
 }
 
 // error.type of hasql.acquire.errors and hasql.acquire.duration is a
@@ -337,7 +279,10 @@ func TestLargeMessageWithinTheReadBound(t *testing.T) {
 	assert.Less(t, maxRecord.Load(), int64(64<<10), "the server's message is a log line")
 }
 
-// refusingServerWithMessage is poolRefusingServer refusing with msg.
+// refusingServerWithMessage answers check connections (application_name
+// pgxha-check) as a master and refuses every other connection at startup
+// with an ErrorResponse of msg whose SQLSTATE is code(i) for the i-th
+// refusal ("": never answers).
 func refusingServerWithMessage(t *testing.T, code func(i int64) string, msg string) (string, *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
