@@ -9,7 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/pgxha/pgxha/internal/safetext"
 )
 
 // Discoverer finds the nodes of a cluster and follows them as they change.
@@ -215,16 +216,7 @@ const maxShown = 128
 
 // clip returns s as an error may quote it: at most maxShown bytes (cut at
 // a character's start), followed by how long it was.
-func clip(s string) string {
-	if len(s) <= maxShown {
-		return s
-	}
-	cut := maxShown
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
-}
+func clip(s string) string { return safetext.Clip(s, maxShown) }
 
 // printable returns s clipped, as it is when it is printable ASCII, else
 // quoted with its other bytes escaped.

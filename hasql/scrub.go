@@ -2,13 +2,12 @@ package hasql
 
 import (
 	"errors"
-	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgxha/pgxha/checker"
+	"github.com/pgxha/pgxha/internal/safetext"
 	"github.com/pgxha/pgxha/internal/secrets"
 )
 
@@ -122,7 +121,7 @@ func boundText(err error) error {
 	if err == nil || len(err.Error()) <= maxErrorText {
 		return err
 	}
-	return rebuildChain(err, func(text string) string { return clipText(text, maxErrorText) }, 0)
+	return rebuildChain(err, func(text string) string { return safetext.Clip(text, maxErrorText) }, 0)
 }
 
 // clearServerText takes pw out of every text field of the *pgconn.PgError
@@ -194,19 +193,6 @@ func rebuildChain(err error, fix func(string) string, depth int) error {
 	return c
 }
 
-// clipText returns text cut to at most max bytes (at a character's start),
-// followed by how long it was.
-func clipText(text string, max int) string {
-	if len(text) <= max {
-		return text
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(text[cut]) {
-		cut--
-	}
-	return text[:cut] + "... (" + strconv.Itoa(len(text)) + " bytes)"
-}
-
 // clearedError is a link of clearChain's chain.
 type clearedError struct {
 	msg  string
@@ -246,7 +232,7 @@ func boundServerText(err error, depth int) {
 			&pe.Hint, &pe.InternalQuery, &pe.Where, &pe.SchemaName, &pe.TableName, &pe.ColumnName,
 			&pe.DataTypeName, &pe.ConstraintName, &pe.File, &pe.Routine} {
 			if len(*f) > maxServerText+64 { // not one cut already: it says the length it had
-				*f = clipText(*f, maxServerText)
+				*f = safetext.Clip(*f, maxServerText)
 			}
 		}
 	}

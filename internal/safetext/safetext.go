@@ -4,6 +4,7 @@ package safetext
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -64,9 +65,26 @@ func Label(s string, max int) string {
 	if len(s) <= max {
 		return s
 	}
-	cut := max - len("…")
+	return s[:runeCut(s, max-len("…"))] + "…"
+}
+
+// Clip returns s cut to at most max bytes (on a character boundary)
+// followed by "... (N bytes)", N being the length s had, or s itself when
+// it is no longer than max: for text a server or a discovery source
+// controls that goes into an error or a log line.
+func Clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	return s[:runeCut(s, max)] + "... (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// runeCut returns the largest index of s at most maxLen that starts a
+// character (0 when none does); maxLen < len(s).
+func runeCut(s string, maxLen int) int {
+	cut := max(maxLen, 0)
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
-	return s[:cut] + "…"
+	return cut
 }

@@ -35,3 +35,20 @@ func TestLabel(t *testing.T) {
 	assert.True(t, strings.HasSuffix(l, "…"))
 	assert.Equal(t, "n1", safetext.Label("n1", 64))
 }
+
+func TestClip(t *testing.T) {
+	assert.Equal(t, "short", safetext.Clip("short", 5))
+	assert.Equal(t, "abc... (6 bytes)", safetext.Clip("abcdef", 3))
+	// Cut on a character boundary: "é" is two bytes.
+	assert.Equal(t, "a... (5 bytes)", safetext.Clip("aééx"[:5], 2))
+	assert.Equal(t, "... (3 bytes)", safetext.Clip("abc", 0))
+	long := strings.Repeat("é", 5000)
+	got := safetext.Clip(long, 2048)
+	assert.True(t, utf8.ValidString(got), "cut inside a character")
+	assert.Less(t, len(got), 2100)
+	assert.Contains(t, got, "(10000 bytes)")
+}
+
+func TestLabelTinyMax(t *testing.T) {
+	assert.NotPanics(t, func() { safetext.Label("abcdef", 1) })
+}
