@@ -10,6 +10,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
 )
 
 // addrOf is "host:port" of a connection, as testcluster names nodes.
@@ -65,3 +69,19 @@ func (h *tlogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 func (h *tlogHandler) WithGroup(string) slog.Handler { return h }
+
+// readyManager returns a Manager of c (logging to the test's log, closed
+// when the test ends) once it sees a master and replicas replicas, after
+// it ran each of setup on the master.
+func readyManager(t *testing.T, ctx context.Context, c *testcluster.Cluster, replicas int, setup ...string) *hasql.Manager {
+	t.Helper()
+	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, replicas))
+	for _, sql := range setup {
+		_, err := m.Master().Exec(ctx, sql)
+		require.NoError(t, err, sql)
+	}
+	return m
+}

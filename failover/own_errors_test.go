@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxha/pgxha/failover"
-	"github.com/pgxha/pgxha/hasql"
 	"github.com/pgxha/pgxha/testcluster"
 )
 
@@ -29,12 +28,7 @@ func TestRunInTxReturnsFnOwnErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1})
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE side_effects (id serial PRIMARY KEY, note text)")
-	require.NoError(t, err)
+	m := readyManager(t, ctx, c, 1, "CREATE TABLE side_effects (id serial PRIMARY KEY, note text)")
 
 	// A real refused dial, as a client of another service gets it.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -92,12 +86,7 @@ func TestRunInTxReRunsWhenTheMasterIsLostMidFn(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE mid (id int PRIMARY KEY)")
-	require.NoError(t, err)
+	m := readyManager(t, ctx, c, 1, "CREATE TABLE mid (id int PRIMARY KEY)")
 	require.Eventually(t, func() bool {
 		conn, err := n2.Conn(ctx)
 		if err != nil {
@@ -110,7 +99,7 @@ func TestRunInTxReRunsWhenTheMasterIsLostMidFn(t *testing.T) {
 
 	runs := 0
 	var errs []error
-	err = failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 5}, func(ctx context.Context, tx pgx.Tx) error {
+	err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 5}, func(ctx context.Context, tx pgx.Tx) error {
 		runs++
 		if _, err := tx.Exec(ctx, "INSERT INTO mid VALUES (1)"); err != nil {
 			errs = append(errs, err)

@@ -22,14 +22,7 @@ func TestRunInTx(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 2))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)")
-	require.NoError(t, err)
-	_, err = m.Master().Exec(ctx, "INSERT INTO accounts VALUES (1, 100), (2, 0)")
-	require.NoError(t, err)
+	m := readyManager(t, ctx, c, 2, "CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)", "INSERT INTO accounts VALUES (1, 100), (2, 0)")
 	count := func(sql string) int {
 		var n int
 		require.NoError(t, m.Master().QueryRow(ctx, sql).Scan(&n))
@@ -162,15 +155,10 @@ func TestRunInTxCommitOutcomeUnknown(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 2))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)")
-	require.NoError(t, err)
+	m := readyManager(t, ctx, c, 2, "CREATE TABLE t (id int PRIMARY KEY)")
 
 	runs := 0
-	err = failover.RunInTx(ctx, m, failover.Options{}, func(ctx context.Context, tx pgx.Tx) error {
+	err := failover.RunInTx(ctx, m, failover.Options{}, func(ctx context.Context, tx pgx.Tx) error {
 		runs++
 		if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
 			return err
@@ -193,10 +181,7 @@ func TestOnMasterChange(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1})
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	m := readyManager(t, ctx, c, 1)
 	seen := make(chan string, 10)
 	watchCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -223,12 +208,7 @@ func TestRunInTxContextEndsDuringCommit(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1, SyncReplicas: 1})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)")
-	require.NoError(t, err)
+	m := readyManager(t, ctx, c, 1, "CREATE TABLE t (id int PRIMARY KEY)")
 	admin, err := n1.Conn(ctx)
 	require.NoError(t, err)
 	defer admin.Close(context.Background())
@@ -336,12 +316,7 @@ func TestRunInTxNoMaster(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: -1})
 	n1 := c.Nodes()[0]
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)")
-	require.NoError(t, err)
+	m := readyManager(t, ctx, c, 0, "CREATE TABLE t (id int PRIMARY KEY)")
 	insert := func(ctx context.Context, id int, runs *atomic.Int32) error {
 		return failover.RunInTx(ctx, m, failover.Options{}, func(ctx context.Context, tx pgx.Tx) error {
 			runs.Add(1)

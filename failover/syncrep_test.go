@@ -26,12 +26,7 @@ func TestRunInTxSyncWaitCancelledIsCommitUnknown(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1, SyncReplicas: 1})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE payments (id int PRIMARY KEY)")
-	require.NoError(t, err)
+	m := readyManager(t, ctx, c, 1, "CREATE TABLE payments (id int PRIMARY KEY)")
 
 	// The synchronous standby stops receiving WAL.
 	direct, err := n2.Conn(ctx)

@@ -15,77 +15,18 @@ import (
 
 // The connection string's idle_session_timeout reaps idle pooled sessions
 // (see TestDeadPooledSessions); a Listener's session, idle by nature, is
-// not one of them: on a healthy master it stays, and loses nothing.
+// not one of them: on a healthy master it stays, and loses nothing. That
+// holds however the connection string spells the setting: as a keyword,
+// in options (-c, --name=value), with a dash for an underscore, in
+// another case (GUC names are case-insensitive).
 func TestListenerOutlivesIdleSessionTimeout(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: -1})
-	master := c.Nodes()[0]
-	m := newManager(t, ctx, withParams(c.DSN(), "idle_session_timeout", "500", "application_name", "pgxha-listen-idle"))
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	l, err := m.Listen(ctx, "ev")
-	require.NoError(t, err)
-	defer l.Close()
-	listening := backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle' AND query LIKE 'LISTEN%'`)
-	require.Len(t, listening, 1)
-
-	// A pooled session idle since after the Listener's last statement: once
-	// the server has reaped it, the Listener's would have gone before.
-	_, err = m.Master().Exec(ctx, "SELECT 1")
-	require.NoError(t, err)
-	pooled := backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle' AND query = 'SELECT 1'`)
-	require.NotEmpty(t, pooled)
-	waitGone(t, ctx, master, pooled)
-
-	assert.Equal(t, listening, backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle' AND query LIKE 'LISTEN%'`),
-		"the Listener's session was reaped")
-	execOn(t, ctx, master, "NOTIFY ev, 'after'")
-	n, err := l.Receive(ctx)
-	require.NoError(t, err, "nothing was missed")
-	assert.Equal(t, "after", n.Payload)
-}
-
-// idle_session_timeout given in the connection string through options
-// (-c idle_session_timeout=...) is still the connection string's: the
-// Listener's session must outlive it as it does the plain keyword.
-func TestListenerOutlivesIdleSessionTimeoutInOptions(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: -1})
-	master := c.Nodes()[0]
-	m := newManager(t, ctx, withParams(c.DSN(), "application_name", "pgxha-listen-idle2")+"&options=-c%20idle_session_timeout%3D500")
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	l, err := m.Listen(ctx, "ev")
-	require.NoError(t, err)
-	defer l.Close()
-	listening := backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle2' AND query LIKE 'LISTEN%'`)
-	require.Len(t, listening, 1)
-
-	_, err = m.Master().Exec(ctx, "SELECT 1")
-	require.NoError(t, err)
-	pooled := backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle2' AND query = 'SELECT 1'`)
-	require.NotEmpty(t, pooled)
-	waitGone(t, ctx, master, pooled)
-
-	assert.Equal(t, listening, backendPids(t, ctx, master, `application_name = 'pgxha-listen-idle2' AND query LIKE 'LISTEN%'`),
-		"the Listener's session was reaped")
-	execOn(t, ctx, master, "NOTIFY ev, 'after'")
-	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer rcancel()
-	n, err := l.Receive(rctx)
-	require.NoError(t, err, "nothing was missed")
-	assert.Equal(t, "after", n.Payload)
-}
-
-// idle_session_timeout spelled as the server accepts it (a dash for an
-// underscore in -c, --name=value, or another case: GUC names are
-// case-insensitive) is the connection string's all the same.
-func TestListenerOutlivesIdleSessionTimeoutSpeltOtherwise(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: -1})
 	master := c.Nodes()[0]
 	for _, tc := range []struct{ name, suffix string }{
+		{"keyword", "&idle_session_timeout=500"},
+		{"options", "&options=-c%20idle_session_timeout%3D500"},
 		{"dash", "&options=-c%20idle-session-timeout%3D500"},
 		{"long", "&options=--idle_session_timeout%3D500"},
 		{"upper-options", "&options=-c%20IDLE_SESSION_TIMEOUT%3D500"},
@@ -98,15 +39,20 @@ func TestListenerOutlivesIdleSessionTimeoutSpeltOtherwise(t *testing.T) {
 			l, err := m.Listen(ctx, "ev")
 			require.NoError(t, err)
 			defer l.Close()
-			listening := backendPids(t, ctx, master, `application_name = '`+app+`' AND query LIKE 'LISTEN%'`)
+			listenQuery := `application_name = '` + app + `' AND query LIKE 'LISTEN%'`
+			listening := backendPids(t, ctx, master, listenQuery)
 			require.Len(t, listening, 1)
+
+			// A pooled session idle since after the Listener's last
+			// statement: once the server has reaped it, the Listener's
+			// would have gone before.
 			_, err = m.Master().Exec(ctx, "SELECT 1")
 			require.NoError(t, err)
 			pooled := backendPids(t, ctx, master, `application_name = '`+app+`' AND query = 'SELECT 1'`)
 			require.NotEmpty(t, pooled)
 			waitGone(t, ctx, master, pooled)
-			assert.Equal(t, listening, backendPids(t, ctx, master, `application_name = '`+app+`' AND query LIKE 'LISTEN%'`),
-				"the Listener's session was reaped")
+
+			assert.Equal(t, listening, backendPids(t, ctx, master, listenQuery), "the Listener's session was reaped")
 			execOn(t, ctx, master, "NOTIFY ev, 'after'")
 			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 			defer rcancel()

@@ -25,36 +25,15 @@ func TestListenMissedWindowCoversTheFailover(t *testing.T) {
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_timeout", "3s"))
 	require.NoError(t, m.WaitReady(ctx, 1, 2))
-	l, err := m.Listen(ctx, "ev")
-	require.NoError(t, err)
-	defer l.Close()
-	receive := func() (*hasql.Notification, error) {
-		rctx, rcancel := context.WithTimeout(ctx, time.Minute)
-		defer rcancel()
-		return l.Receive(rctx)
-	}
-	_, err = m.Master().Exec(ctx, "SELECT pg_notify('ev', 'before')")
-	require.NoError(t, err)
-	got, err := receive()
-	require.NoError(t, err)
-	require.Equal(t, "before", got.Payload)
+	receive := listenAfterFirst(t, ctx, m)
 
 	require.NoError(t, n1.Partition())
 	require.NoError(t, n2.Promote(ctx))
 	execOn(t, ctx, n2, "SELECT pg_notify('ev', 'early')")
 	sent := time.Now()
 
-	var missed *hasql.MissedError
-	sawEarly := false
-	for missed == nil {
-		got, err := receive()
-		if err != nil {
-			require.True(t, errors.As(err, &missed), "want a MissedError, got %v", err)
-			break
-		}
-		sawEarly = sawEarly || got.Payload == "early"
-	}
-	_, err = m.Master().Exec(ctx, "SELECT pg_notify('ev', 'after')")
+	missed, sawEarly := untilMissed(t, receive, "early")
+	_, err := m.Master().Exec(ctx, "SELECT pg_notify('ev', 'after')")
 	require.NoError(t, err)
 	for {
 		got, err := receive()
@@ -80,19 +59,7 @@ func TestListenMissedWindowNewMasterWhileOldUp(t *testing.T) {
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	m := newManager(t, ctx, c.DSN())
 	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	l, err := m.Listen(ctx, "ev")
-	require.NoError(t, err)
-	defer l.Close()
-	receive := func() (*hasql.Notification, error) {
-		rctx, rcancel := context.WithTimeout(ctx, time.Minute)
-		defer rcancel()
-		return l.Receive(rctx)
-	}
-	_, err = m.Master().Exec(ctx, "SELECT pg_notify('ev', 'before')")
-	require.NoError(t, err)
-	got, err := receive()
-	require.NoError(t, err)
-	require.Equal(t, "before", got.Payload)
+	receive := listenAfterFirst(t, ctx, m)
 
 	require.NoError(t, n2.Partition())
 	require.NoError(t, n2.Promote(ctx))
@@ -116,17 +83,45 @@ func TestListenMissedWindowNewMasterWhileOldUp(t *testing.T) {
 	require.NoError(t, n2.Heal())
 	require.NoError(t, n1.Stop())
 
-	var missed *hasql.MissedError
-	sawEarly := false
-	for missed == nil {
-		got, err := receive()
-		if err != nil {
-			require.True(t, errors.As(err, &missed), "want a MissedError, got %v", err)
-			break
-		}
-		sawEarly = sawEarly || got.Payload == "early"
-	}
+	missed, sawEarly := untilMissed(t, receive, "early")
 	t.Logf("missed: %v", missed)
 	require.False(t, sawEarly)
 	require.True(t, missed.Lost.Before(sent), "'early' (sent on %s at %s, never received) is outside the window: %v", n2.Addr(), sent.Format(time.RFC3339Nano), missed)
+}
+
+// listenAfterFirst starts a Listener on "ev" (closed with the test), has it
+// receive a first notification sent on the master, and returns a receive
+// that waits a minute at most.
+func listenAfterFirst(t *testing.T, ctx context.Context, m *hasql.Manager) func() (*hasql.Notification, error) {
+	t.Helper()
+	l, err := m.Listen(ctx, "ev")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	receive := func() (*hasql.Notification, error) {
+		rctx, rcancel := context.WithTimeout(ctx, time.Minute)
+		defer rcancel()
+		return l.Receive(rctx)
+	}
+	_, err = m.Master().Exec(ctx, "SELECT pg_notify('ev', 'before')")
+	require.NoError(t, err)
+	got, err := receive()
+	require.NoError(t, err)
+	require.Equal(t, "before", got.Payload)
+	return receive
+}
+
+// untilMissed receives until the Listener reports a MissedError, which it
+// returns, with whether a notification of payload came before it.
+func untilMissed(t *testing.T, receive func() (*hasql.Notification, error), payload string) (*hasql.MissedError, bool) {
+	t.Helper()
+	saw := false
+	for {
+		got, err := receive()
+		if err != nil {
+			var missed *hasql.MissedError
+			require.True(t, errors.As(err, &missed), "want a MissedError, got %v", err)
+			return missed, saw
+		}
+		saw = saw || got.Payload == payload
+	}
 }
