@@ -365,9 +365,21 @@ func (m *Manager) waitChange(ctx context.Context, s *snapshot, d time.Duration) 
 
 func (m *Manager) noNode(t target, o *replicaOptions, cause error) error {
 	nodes := m.Nodes()
+	var behind map[string]bool // replicas kept from reads after a position (see behindTimeline)
+	if o != nil && o.minLSN != 0 {
+		s := m.snap.Load()
+		for _, n := range m.nodesNow() {
+			if n.behindTimeline(s) {
+				if behind == nil {
+					behind = make(map[string]bool)
+				}
+				behind[n.cfg.Addr] = true
+			}
+		}
+	}
 	why := make([]string, len(nodes))
 	for i, st := range nodes {
-		why[i] = m.whyNot(st, t, o)
+		why[i] = m.whyNot(st, t, o, behind[st.Addr])
 	}
 	ne := &NoNodeError{Target: t.err(), Cause: cause, Nodes: nodes, Why: why}
 	if s := m.snap.Load(); s.staleErr != nil && (t == targetMaster || o != nil && o.fallback) {
@@ -378,7 +390,7 @@ func (m *Manager) noNode(t target, o *replicaOptions, cause error) error {
 
 // whyNot says in a few words why a node did not serve an acquire for t
 // with options o.
-func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions) string {
+func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions, behindTimeline bool) string {
 	switch {
 	case st.LastError == ErrClosed:
 		return "closed"
@@ -457,10 +469,17 @@ func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions) string {
 	if o != nil && o.minLSN != 0 && st.LSN < o.minLSN {
 		why = append(why, "replayed to "+st.LSN.String()+", behind MinLSN "+o.minLSN.String())
 	}
-	if len(why) == 0 {
-		return st.Role.String() + " replica, qualified"
+	if behindTimeline {
+		why = append(why, "shows timeline "+uitoa(st.Timeline)+", older than the cluster's, and no walreceiver to say what it replays: no read after a position")
 	}
-	return st.Role.String() + " replica: " + strings.Join(why, "; ")
+	kind := st.Role.String() + " replica" // "sync replica", "replica" (its sync state unknown)
+	if st.Role == RoleReplica {
+		kind = "replica"
+	}
+	if len(why) == 0 {
+		return kind + ", qualified"
+	}
+	return kind + ": " + strings.Join(why, "; ")
 }
 
 // minLSNWait is the state of a MinLSN acquire across rounds of probes.

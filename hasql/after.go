@@ -205,12 +205,22 @@ func forkPosition(lsn LSN) LSN {
 }
 
 // clusterLine returns the cluster's system identifier and timeline as the
-// Manager sees them now: the master's; without a master, the newest timeline
-// of the replicas that serve reads. Zeros when neither is known. It reads
+// Manager sees them now: the master's; without a master, the newest of the
+// timelines the replicas that serve reads show and the newest a vouched
+// node of the cluster has shown (a replica that followed a master now gone
+// may show its restartpoint's older timeline: the write of a token of
+// that older timeline may be lost). Zeros when neither is known. It reads
 // what NodeStatus shows, under m.mu, without building the statuses.
 func (m *Manager) clusterLine() (sys uint64, tl uint32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer func() {
+		if tl != 0 {
+			if c := m.core.Cluster(); c != 0 && (sys == 0 || sys == c) {
+				sys, tl = c, max(tl, m.core.Timeline())
+			}
+		}
+	}()
 	for _, n := range m.nodes {
 		v := n.cv
 		if v == nil || !v.Up && !v.Suspect {

@@ -19,6 +19,7 @@ type snapshot struct {
 	master    *node
 	masterErr error             // a *SplitBrainError when writes are refused
 	staleErr  *StaleMasterError // no master, but stale ones: said when an acquire gives up
+	timeline  uint32            // the newest timeline the cluster's vouched nodes have shown (Core.Timeline)
 	sets      [setCount]candidateSet
 }
 
@@ -213,14 +214,23 @@ type routingEntry struct {
 }
 
 // behindTimeline reports whether n, a replica, may be on a branch the
-// master does not have: the timeline it shows is older than the master's
-// and no walreceiver says what it streams. Such a replica serves plain reads
-// (it follows the master as far as the checks can tell: listed by its
-// walsenders), but no read after a position (MinLSN, After): one that
-// replayed past the point where the master's timeline began is past the
-// position by numbers while it lacks the write. It shows the master's
+// cluster does not have: the timeline it shows is older than the master's
+// (without a master, than the newest a vouched node of the cluster has
+// shown) and no walreceiver says what it streams. Such a replica serves
+// plain reads (it follows the master as far as the checks can tell: listed
+// by its walsenders), but no read after a position (MinLSN, After): one
+// that replayed past the point where the newer timeline began is past the
+// position by numbers while it lacks the write. It shows the newer
 // timeline at its next restartpoint; with pg_monitor the check sees its
-// walreceiver's at once.
+// walreceiver's at once, while it has one: once the master is gone, a
+// replica that followed it shows its restartpoint's timeline again.
 func (n *node) behindTimeline(s *snapshot) bool {
-	return n.tlHidden.Load() && s.master != nil && n.serverTL.Load() < s.master.serverTL.Load()
+	if !n.tlHidden.Load() {
+		return false
+	}
+	line := s.timeline
+	if s.master != nil {
+		line = max(line, s.master.serverTL.Load())
+	}
+	return n.serverTL.Load() < line
 }

@@ -304,12 +304,13 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 	if old.closed {
 		return
 	}
-	if slices.Equal(key, m.routingKey) && old.master == master && sameErr(old.masterErr, masterErr) && sameStale(old.staleErr, staleErr) {
+	tl := m.core.Timeline()
+	if slices.Equal(key, m.routingKey) && old.master == master && sameErr(old.masterErr, masterErr) && sameStale(old.staleErr, staleErr) && old.timeline == tl {
 		return
 	}
 	m.routingKey = key
 
-	s := &snapshot{changed: make(chan struct{}), master: master, masterErr: masterErr, staleErr: staleErr}
+	s := &snapshot{changed: make(chan struct{}), master: master, masterErr: masterErr, staleErr: staleErr, timeline: tl}
 	if master != nil {
 		s.sets[setMaster] = m.buildSet([]*node{master}, nil)
 	}
