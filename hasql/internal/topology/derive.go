@@ -185,8 +185,15 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 			}
 		case x.live() && x.Res.InRecovery:
 			role = c.replicaRole(x, master, masterKnown, prev, prevDetached, follows)
-			if masterKnown && role != RoleDetached {
+			switch {
+			case masterKnown && role != RoleDetached:
 				c.measureLag(x, master, historyOK, now)
+			case !masterKnown:
+				// No master to measure against: what it was behind
+				// before says nothing of what the master (gone, or out
+				// of the Manager's sight and writing on) has written
+				// since, so the lag is unknown, not the last one kept.
+				x.LagBytes, x.Lag, x.LagKnown, x.LagAt = 0, 0, false, now
 			}
 		}
 		// A replica is detached for a moment in every failover (its
