@@ -1039,6 +1039,11 @@ func (s *sim) check() error {
 			return fmt.Errorf("replica %s was not in recovery at its last check", x.Addr)
 		}
 		if !known {
+			// Unknown lag is never a number: with no master there is
+			// nothing to measure it against.
+			if x.LagKnown {
+				return fmt.Errorf("replica %s: lag %d bytes, %s, known with no master in the view", x.Addr, x.LagBytes, x.Lag)
+			}
 			continue
 		}
 		m := e.Master
