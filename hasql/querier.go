@@ -243,7 +243,7 @@ func execToken(ctx context.Context, conn *pgxpool.Conn) (Token, error) {
 
 // errExecTokenOpenTx is ExecToken's error for a statement that left a
 // transaction open.
-var errExecTokenOpenTx = errors.New("hasql: ExecToken: the statement left a transaction open: nothing it wrote is committed (its connection is closed, which rolls it back); run it in autocommit, or use Begin and CommitToken")
+var errExecTokenOpenTx = errors.New("hasql: ExecToken: the statement left a transaction open: that transaction is rolled back (its connection is closed) and has no token; statements the same string ran before its BEGIN committed on their own, also without a token; run it in autocommit, or use Begin and CommitToken")
 
 // Query runs sql on a connection of the target; the connection goes back to
 // its pool when the rows are closed or read to the end.

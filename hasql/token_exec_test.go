@@ -120,7 +120,7 @@ func TestAfterWithoutMasterKeepsAskingReplicas(t *testing.T) {
 }
 
 // ExecToken of a statement that leaves a transaction open gives an error
-// and no token, and nothing it wrote is committed.
+// and no token, and what it wrote in that transaction is rolled back.
 func TestExecTokenRefusesAnOpenTransaction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -141,4 +141,16 @@ func TestExecTokenRefusesAnOpenTransaction(t *testing.T) {
 	_, tok, err = m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (2)")
 	require.NoError(t, err)
 	assert.False(t, tok.IsZero())
+
+	// A string whose first statement runs in autocommit before its BEGIN
+	// (the simple protocol takes several statements): that one commits,
+	// and the error must not say that nothing did (a caller who believed
+	// it would write again).
+	_, tok, err = m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (3); COMMIT; BEGIN; INSERT INTO notes VALUES (4)")
+	require.Error(t, err)
+	assert.True(t, tok.IsZero())
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM notes WHERE id IN (3, 4)").Scan(&k))
+	require.Equal(t, 1, k, "row 3 committed in autocommit, row 4 rolled back")
+	assert.NotContains(t, err.Error(), "nothing it wrote is committed")
+	assert.Contains(t, err.Error(), "before its BEGIN")
 }
