@@ -87,4 +87,3 @@ func TestCascadeFromOutsiderLeavesItsRow(t *testing.T) {
 		require.NotEqual(t, "n3", got, "a SyncOnly read went to n3")
 	}
 }
-
