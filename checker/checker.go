@@ -82,6 +82,12 @@ type Result struct {
 	// no walreceiver runs or the check user may not see it. Timeline falls
 	// back to the last restartpoint's timeline then, which can be older.
 	ReceiveTimeline uint32
+	// HistoryTimeline is, on a replica with no walreceiver the check user
+	// may see, the newest timeline whose history file is in its pg_wal: a
+	// timeline that exists (a promotion made it), which Timeline, read
+	// from its control data then, may not show yet. 0 when unknown (no
+	// pg_monitor, a walreceiver runs, none).
+	HistoryTimeline uint32
 	// SystemID is pg_control_system().system_identifier: the same on every
 	// node of one cluster (replicas are copies of the master), different
 	// for a cluster made by another initdb.

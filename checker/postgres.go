@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // PostgreSQL returns the checker for PostgreSQL 12 and newer. It reads
@@ -108,6 +109,58 @@ const (
 // the WAL it replays.
 const fallbackTimelineSQL = `SELECT greatest((SELECT timeline_id::int8 FROM pg_control_checkpoint()),
 	(SELECT min_recovery_end_timeline::int8 FROM pg_control_recovery()))`
+
+// historySQL reads the newest timeline whose history file is in a
+// replica's pg_wal: a timeline of the cluster that exists (a promotion
+// wrote it, and the replica fetched it from its upstream or an archive),
+// although the replica's control data may show an older one until its
+// next restartpoint. pg_ls_waldir needs pg_monitor (or a superuser).
+const historySQL = `SELECT max(('x' || substr(name, 1, 8))::bit(32)::int8) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{8}\.history$'`
+
+// historyKey is the key, in a check connection's CustomData, of what
+// historySQL read on it (see historyEvery).
+const historyKey = "pgxha.history"
+
+// historyEvery is how many checks without a walreceiver read the history
+// files once: the first such check on a connection, then every
+// historyEvery-th (the listing of pg_wal costs the server a directory
+// read, and a newer timeline appears at a promotion only).
+const historyEvery = 10
+
+type historyState struct {
+	timeline uint32
+	denied   bool // the check user may not list pg_wal
+	since    int  // checks since the last read
+}
+
+// historyTimeline returns the newest timeline whose history file a
+// replica holds (0: none, or the check user may not list pg_wal), read on
+// conn at most once in historyEvery checks.
+func historyTimeline(ctx context.Context, conn *pgx.Conn) (uint32, error) {
+	data := conn.PgConn().CustomData()
+	h, ok := data[historyKey].(historyState)
+	if ok && (h.denied || h.since < historyEvery-1) {
+		h.since++
+		data[historyKey] = h
+		return h.timeline, nil
+	}
+	var tl *int64
+	err := conn.QueryRow(ctx, historySQL).Scan(&tl)
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && pe.Code == "42501":
+		data[historyKey] = historyState{denied: true}
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	h = historyState{}
+	if tl != nil && *tl > 0 && *tl <= math.MaxUint32 {
+		h.timeline = uint32(*tl)
+	}
+	data[historyKey] = h
+	return h.timeline, nil
+}
 
 // masterTimeline is the key, in a check connection's CustomData, of the
 // timeline of the server as a master, read on the connection's first check
@@ -298,6 +351,11 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 			if fallback != nil && *fallback > 0 && *fallback <= math.MaxUint32 {
 				res.Timeline = uint32(*fallback)
 			}
+			tl, err := historyTimeline(ctx, conn)
+			if err != nil {
+				return Result{}, err
+			}
+			res.HistoryTimeline = tl
 		}
 	}
 	if len(c.pids) != 0 || sql == checkSQL || sql == masterCheckSQL {

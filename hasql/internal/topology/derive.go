@@ -466,6 +466,13 @@ func (c *Core) elect() {
 			continue
 		}
 		x.seenTL = max(x.seenTL, bestTimeline(&x.Res))
+		if x.Res.InRecovery && x.Res.ReceiveTimeline == 0 {
+			// No walreceiver to say what it streams, and its control
+			// data may lag: a timeline whose history file it holds
+			// exists all the same (not while it streams: a replica
+			// rewound or repointed onto an older branch keeps the file).
+			x.seenTL = max(x.seenTL, x.Res.HistoryTimeline)
+		}
 	}
 	var top []*Node
 	var stale []string
@@ -762,8 +769,9 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		}
 		// First seen while no master is known: it serves reads, its lag
 		// and sync state unknown until a master says more, unless even
-		// its restartpoint's timeline is older than the cluster's.
-		if r := &x.Res; r.ReceiveTimeline == 0 && r.Timeline != 0 && r.Timeline < c.Timeline() {
+		// its restartpoint's timeline, and the newest whose history it
+		// holds, are older than the cluster's.
+		if r := &x.Res; r.ReceiveTimeline == 0 && r.Timeline != 0 && max(r.Timeline, r.HistoryTimeline) < c.Timeline() {
 			x.Detached = "on timeline " + uitoa(r.Timeline) + ", older than the cluster's " + uitoa(c.Timeline()) + ", and no master to say whether it follows"
 			return RoleDetached
 		}

@@ -290,6 +290,10 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 			if md.addrOf != nil {
 				r.UpstreamHost, r.UpstreamPort = md.addrOf(s.upstream)
 			}
+		} else if !md.restricted {
+			// No walreceiver: the history files in its pg_wal are those
+			// of its own timelines (pg_monitor lists them).
+			r.HistoryTimeline = s.tl()
 		}
 	} else {
 		r.LSN = s.lsn
