@@ -117,13 +117,13 @@ type NodeStatus struct {
 	ReplayPaused bool
 	// LagBytes and Lag are a replica's replication lag behind the master:
 	// bytes of WAL not yet replayed, and how old the oldest data it has not
-	// replayed is. LagKnown is false until both can be measured: a master
-	// has been seen and, while WAL is pending, the master's replay_lag,
+	// replayed is. LagKnown is false unless both can be measured: a master
+	// is known now and, while WAL is pending, the master's replay_lag,
 	// the Manager's record of the master's positions or the replica's last
 	// replay timestamp (which bounds it from above) tells the time; an
 	// unknown lag never qualifies under a lag limit. LagAt is when they
-	// were measured (they keep their last values while there is no master
-	// to measure against).
+	// were measured, or found unknown (both 0 then: while there is no
+	// master, what the replica was behind before says nothing of now).
 	LagBytes int64
 	Lag      time.Duration
 	LagKnown bool
