@@ -71,12 +71,6 @@ type Result struct {
 	// the check user may not see it.
 	UpstreamHost string
 	UpstreamPort uint16
-	// ServerPort is the port the server itself listens on, as the check
-	// connection reached it (inet_server_port(): behind a proxy or a
-	// forwarded port, the server's own, not the one dialled); 0 over a
-	// Unix socket. A replica that streams from this port of the node's
-	// host streams from this server.
-	ServerPort uint16
 	// ReceiveTimeline is, on a replica, the timeline of the WAL its
 	// walreceiver last received (pg_stat_wal_receiver.received_tli); 0 when
 	// no walreceiver runs or the check user may not see it. Timeline falls

@@ -310,7 +310,7 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 		senders.since++
 		res.Replicas, res.ReplicasCached = slices.Clone(senders.replicas), true
 	}
-	res.SystemID, res.StartTime, res.Name, res.ServerPort = id.systemID, id.startTime, id.clusterName, id.port
+	res.SystemID, res.StartTime, res.Name = id.systemID, id.startTime, id.clusterName
 	if c.receiverConn != nil {
 		if app := receiverConnInfoValue(*c.receiverConn, "application_name"); app != "" {
 			res.Name = app
@@ -388,9 +388,9 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 
 // serverSQL reads what does not change while a connection lives: the
 // cluster's system identifier (pg_control_system reads the control file),
-// when the postmaster started, its cluster_name (set at start) and the port
-// it listens on. It runs once per check connection.
-const serverSQL = `SELECT (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time(), current_setting('cluster_name'), inet_server_port()`
+// when the postmaster started and its cluster_name (set at start). It runs
+// once per check connection.
+const serverSQL = `SELECT (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time(), current_setting('cluster_name')`
 
 // serverIdentity is the key, in a check connection's CustomData, of what
 // serverSQL read on it.
@@ -400,7 +400,6 @@ type server struct {
 	systemID    uint64
 	startTime   time.Time
 	clusterName string
-	port        uint16
 }
 
 // serverOf returns the server's identity, read on conn's first check.
@@ -412,14 +411,10 @@ func serverOf(ctx context.Context, conn *pgx.Conn) (server, error) {
 	var id *int64
 	var start *time.Time
 	var name *string
-	var port *int32
-	if err := conn.QueryRow(ctx, serverSQL).Scan(&id, &start, &name, &port); err != nil {
+	if err := conn.QueryRow(ctx, serverSQL).Scan(&id, &start, &name); err != nil {
 		return server{}, err
 	}
 	s := server{clusterName: str(name)}
-	if port != nil && *port > 0 && *port <= 65535 {
-		s.port = uint16(*port)
-	}
 	if id != nil {
 		s.systemID = uint64(*id)
 	}

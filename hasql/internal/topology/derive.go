@@ -407,7 +407,7 @@ func (c *Core) vouch() {
 		for _, y := range c.nodes {
 			if y == w || !y.Vouched || !y.live() || !y.Res.InRecovery || y.Res.ReceiveTimeline == 0 ||
 				y.Res.SystemID == 0 || y.Res.SystemID != w.Res.SystemID || y.Res.ReceiveTimeline != w.Res.Timeline ||
-				!streamsFrom(y, w, false) {
+				!streamsFrom(y, w) {
 				continue
 			}
 			if _, m := matchReplica(y, w.Res.Replicas, c.nodes); m == matchOne {
@@ -420,26 +420,21 @@ func (c *Core) vouch() {
 
 // streamsFrom reports whether replica y's walreceiver connects to w's
 // address (its host as the set names it, or the address its checks
-// reached, and its port). With ownPort, the port w says it listens on
-// itself (behind a proxy or a forwarded port) counts too: only for a node
-// already trusted, since a server may say any port.
-func streamsFrom(y, w *Node, ownPort bool) bool {
+// reached, and its port).
+func streamsFrom(y, w *Node) bool {
 	h := y.Res.UpstreamHost
-	if h == "" || !sameHost(h, w) {
+	if h == "" {
+		return false
+	}
+	_, port, err := net.SplitHostPort(w.Addr)
+	if err != nil {
 		return false
 	}
 	p := y.Res.UpstreamPort
 	if p == 0 {
 		p = 5432
 	}
-	_, port, err := net.SplitHostPort(w.Addr)
-	return err == nil && strconv.Itoa(int(p)) == port || ownPort && w.Res.ServerPort != 0 && p == w.Res.ServerPort
-}
-
-// sameHost reports whether h names w's host: as the set names it, or the
-// address its checks reached.
-func sameHost(h string, w *Node) bool {
-	return h == w.Host || w.RemoteIP != "" && h == w.RemoteIP
+	return strconv.Itoa(int(p)) == port && (h == w.Host || w.RemoteIP != "" && h == w.RemoteIP)
 }
 
 // elect picks the master: the one writable, vouched server of the cluster
@@ -784,11 +779,6 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 	}
 	entry, match := matchReplica(x, master.Res.Replicas, c.nodes)
 	x.SyncState = ""
-	if match == matchOne && rowDoubtful(x, master, entry, c.nodes) {
-		x.SyncUnknown = "the master's walsender row named " + strconv.Quote(x.Name()) + " connects from " + entry.ClientAddr +
-			", and the replica streams from " + x.Res.UpstreamHost + ", not from the master: the row may be another standby's (one it cascades from); give each replica its own application_name"
-		return RoleReplica
-	}
 	switch match {
 	case matchNone:
 		// Listed by a replica it cascades from: never waited for.
@@ -913,7 +903,7 @@ func rowsFor(x, w *Node) []checker.Replica {
 func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 	mres := &master.Res
 	entry, match := matchReplica(x, mres.Replicas, c.nodes)
-	if match != matchOne || rowDoubtful(x, master, entry, c.nodes) {
+	if match != matchOne {
 		entry = checker.Replica{}
 	}
 	replay := max(x.Res.LSN, entry.ReplayLSN)
@@ -1050,40 +1040,6 @@ func couldBeRow(x *Node, r checker.Replica) bool {
 		}
 	}
 	return ip == "" || r.ClientAddr == ip
-}
-
-// rowDoubtful reports whether r, the one walsender row of master that bears
-// x's name, may be another standby's: x's own check shows its walreceiver
-// streaming from elsewhere than the master's address, and the row connects
-// from another address than x's. A standby outside the set that x cascades
-// from, and whose walreceiver goes by the same name (Debian's shared
-// cluster_name), has such a row; so may x itself behind a virtual address
-// and NAT. Either way the master's row says nothing sure of x: not whether
-// the master waits for it, not how far it replayed. So is a row when x
-// streams from another port of the master's host (another server there,
-// whose standbys' rows all show that host's address).
-func rowDoubtful(x, master *Node, r checker.Replica, nodes []*Node) bool {
-	if r.ClientAddr == "" || x.Res.UpstreamHost == "" || streamsFrom(x, master, true) {
-		return false
-	}
-	for _, a := range nodes {
-		if a.AliasOf == master && streamsFrom(x, a, true) {
-			return false
-		}
-	}
-	if sameHost(x.Res.UpstreamHost, master) && master.Res.ServerPort != 0 {
-		// The master's host, neither the port dialled nor the server's
-		// own: another server there (a standby beside it); the row's
-		// address, that host's, tells nothing apart.
-		return true
-	}
-	ip := x.RemoteIP
-	if ip == "" {
-		if a := net.ParseIP(x.Host); a != nil {
-			ip = a.String()
-		}
-	}
-	return ip != "" && r.ClientAddr != ip
 }
 
 // leftBehind reports whether y streams an older timeline than x does: it

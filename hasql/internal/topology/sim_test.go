@@ -1083,10 +1083,7 @@ func (s *sim) check() error {
 }
 
 // uniqueHonestName reports whether x's name is on one row of m's
-// walsenders, that row is x's by the model and by what the last checks of
-// x and m saw (addresses move in the model: a server re-added to the set
-// answers from its new member's address), and no other live replica of
-// the cluster goes by it.
+// walsenders and no other live replica of the cluster goes by it.
 func (s *sim) uniqueHonestName(x, m *Node) bool {
 	k := 0
 	for _, r := range m.Res.Replicas {
@@ -1096,30 +1093,6 @@ func (s *sim) uniqueHonestName(x, m *Node) bool {
 	}
 	if k != 1 {
 		return false
-	}
-	// The row is x's only if x's server streams from the master's: one
-	// that cascades (from a server outside the set too) leaves the row to
-	// another server of its name.
-	xs := s.md.servers[s.answerer(x.ID)]
-	if xs.upstream != s.answerer(m.ID) {
-		return false
-	}
-	// And only while what x's last check saw still holds: where it
-	// streams from and the address it answers from (a check from before
-	// a cascade ended, or before its name moved, leaves the row in doubt
-	// until the next one).
-	up, _ := s.md.addrOf(xs.upstream)
-	if x.Res.UpstreamHost != "" && x.Res.UpstreamHost != up || m.RemoteIP != "" && m.RemoteIP != up {
-		return false
-	}
-	a, _ := s.md.addrOf(xs.idx)
-	if x.RemoteIP != "" && x.RemoteIP != a {
-		return false
-	}
-	for _, r := range m.Res.Replicas {
-		if r.ApplicationName == x.Name() && r.ClientAddr != "" && r.ClientAddr != a {
-			return false
-		}
 	}
 	for _, y := range s.core.Nodes() {
 		ys := s.md.servers[s.member(y.ID).server]
