@@ -369,7 +369,7 @@ func (m *Manager) noNode(t target, o *replicaOptions, cause error) error {
 	if o != nil && o.minLSN != 0 {
 		s := m.snap.Load()
 		for _, n := range m.nodesNow() {
-			if n.behindTimeline(s) {
+			if !o.notBehind(n, s) {
 				if behind == nil {
 					behind = make(map[string]bool)
 				}
@@ -516,7 +516,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 	master := s.master != nil && s.masterErr == nil
 	for i := range set.nodes {
 		n := set.nodes[(set.pick()+i)%len(set.nodes)]
-		if n.behindTimeline(s) {
+		if !o.notBehind(n, s) {
 			continue
 		}
 		limit := m.cfg.CheckTimeout

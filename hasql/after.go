@@ -153,6 +153,10 @@ func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) (uint32, 
 					Detail: fmt.Sprintf("timeline %d ended at %s, before the token's position %s; the cluster is on timeline %d", tok.Timeline, fork, tok.LSN, tl)}
 			}
 			o.requireLSN(tok.LSN, m.cfg.TokenWait)
+			// The write lies before the token's timeline ended: a replica
+			// past its position on that timeline or a newer one has it,
+			// whichever branch it is on.
+			o.lineFrom = tok.Timeline
 			return tl, nil
 		default: // tok.Timeline > tl
 			if aheadUntil.IsZero() {

@@ -310,3 +310,72 @@ func TestAfterWithoutMasterLostWriteIsReported(t *testing.T) {
 		}
 	}
 }
+
+// A token of the old timeline, taken before a failover, of a write every
+// node had (long before the failover, so at or before the point where
+// timeline 1 ended): after the failover to n2 (timeline 2, n3 following
+// it) and a second failure (n2 dies), n3 is the only node up and surely
+// has the write: whatever branch it is on, timeline 1 up to its end is in
+// its history and it replayed past the token. The cluster's timeline is 2
+// (remembered of n2) and n3 shows timeline 1 (control data, no
+// walreceiver): taken for "behind the timeline", it served no such read
+// and every user whose cookie held a token from before the failover was
+// refused reads the replica can serve. A replica on the cut-off branch has
+// a write from before the fork too.
+func TestAfterOldTokenWithoutMasterServedByAReplicaThatHasIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 0,
+		Settings: map[string]string{"bgwriter_lru_maxpages": "0", "checkpoint_timeout": "1h"}})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY)")
+	_, old, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (1)")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, old.Timeline)
+	replayedOn(t, ctx, n2, old.LSN)
+	replayedOn(t, ctx, n3, old.LSN)
+
+	conn, err := n3.Conn(ctx)
+	require.NoError(t, err)
+	var ci string
+	require.NoError(t, conn.QueryRow(ctx, "SHOW primary_conninfo").Scan(&ci))
+	conn.Close(ctx)
+
+	require.NoError(t, n1.Kill())
+	require.NoError(t, n2.Promote(ctx))
+	waitRole(t, m, "n2", hasql.RoleMaster)
+	_, n1port, _ := strings.Cut(n1.Addr(), ":")
+	_, n2port, _ := strings.Cut(n2.Addr(), ":")
+	ci2 := strings.Replace(ci, "port="+n1port, "port="+n2port, 1)
+	require.NotEqual(t, ci, ci2)
+	execOn(t, ctx, n3, "ALTER SYSTEM SET primary_conninfo = '"+strings.ReplaceAll(ci2, "'", "''")+"'", "SELECT pg_reload_conf()")
+	_, past, err := m.Master().ExecToken(ctx, "INSERT INTO notes SELECT g FROM generate_series(100, 3000) g")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, past.Timeline)
+	replayedOn(t, ctx, n3, past.LSN)
+	require.Eventually(t, func() bool { st := statusOf(m, "n3"); return st.Role.IsReplica() && st.Timeline == 2 },
+		30*time.Second, 5*time.Millisecond, "n3 follows n2 on timeline 2: %+v", statusOf(m, "n3"))
+
+	// Before n2 goes, the read after the old token is served by n3.
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	found, onReplica, err := readAfter(rctx, m, old, "notes", 1)
+	rcancel()
+	require.NoError(t, err)
+	t.Logf("with n2 master: found=%d onReplica=%v", found, onReplica)
+
+	require.NoError(t, n2.Kill())
+	require.Eventually(t, func() bool {
+		return m.Stat().Master == "" && statusOf(m, "n3").Timeline == 1 && statusOf(m, "n3").Role.IsReplica()
+	},
+		30*time.Second, 5*time.Millisecond, "no master; n3 shows its control data's timeline 1: %+v", statusOf(m, "n3"))
+	t.Logf("without a master: n3 %s tl %d lsn %s (token %s)", statusOf(m, "n3").Role, statusOf(m, "n3").Timeline, statusOf(m, "n3").LSN, old)
+
+	rctx, rcancel = context.WithTimeout(ctx, 5*time.Second)
+	found, onReplica, err = readAfter(rctx, m, old, "notes", 1)
+	rcancel()
+	t.Logf("read after the old token without a master: found=%d onReplica=%v err=%v", found, onReplica, err)
+	require.NoError(t, err, "n3, up and past the token on every branch it can be on, has the write")
+	require.Equal(t, 1, found)
+}

@@ -130,3 +130,32 @@ func TestLagUnknownWhileNoMasterKnown(t *testing.T) {
 		require.NotEqual(t, "n3", got, "a read under MaxLag(1s) went to n3, paused for seconds")
 	}
 }
+
+// PreferMaster is "for reads that want the freshest data and must stay
+// up: ... while there is none, a sync replica (it has every acknowledged
+// commit), then any replica within the lag limits" (read-your-writes.md).
+// With a Manager-wide lag limit (hasql_max_lag, a common setting), no
+// replica's lag is known while no master is, so no replica is within the
+// limit; the sync replica serves PreferMaster's reads all the same: it
+// has every acknowledged commit, and a lag limit is not its to meet.
+func TestPreferMasterThroughFailoverWithLagLimit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	n1 := c.Nodes()[0]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_max_lag", "30s"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	waitRole(t, m, "n2", hasql.RoleSyncReplica)
+	require.Eventually(t, func() bool { st := statusOf(m, "n2"); return st.LagKnown }, 30*time.Second, 5*time.Millisecond)
+
+	require.NoError(t, n1.Kill())
+	require.Eventually(t, func() bool { return m.Stat().Master == "" }, 30*time.Second, 5*time.Millisecond)
+	st := statusOf(m, "n2")
+	t.Logf("no master: n2 %s, lag known %v", st.Role, st.LagKnown)
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	var onReplica bool
+	err := m.Replica(hasql.PreferMaster()).QueryRow(short, "SELECT pg_is_in_recovery()").Scan(&onReplica)
+	require.NoError(t, err, "a PreferMaster read while no master is known (n2, the sync replica, is up)")
+	require.True(t, onReplica)
+}

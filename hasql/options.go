@@ -291,6 +291,19 @@ type replicaOptions struct {
 	hasAfter      bool
 	minLSNWaitSet bool
 	preferMaster  bool // PreferMaster
+	// lineFrom, when not 0, is the timeline of After's token, older than
+	// the cluster's, whose position lies before that timeline ended: a
+	// replica that shows lineFrom or a newer one, though older than the
+	// cluster's, has the write once past the position (see notBehind).
+	lineFrom uint32
+}
+
+// notBehind reports whether n may serve a read after o's position for
+// what its timeline shows: not behind the cluster's timeline (see
+// behindTimeline), or, for a token of an older timeline whose position
+// lies before that timeline ended, on that timeline or a newer one.
+func (o *replicaOptions) notBehind(n *node, s *snapshot) bool {
+	return !n.behindTimeline(s) || o.lineFrom != 0 && n.serverTL.Load() >= o.lineFrom
 }
 
 // applyOptions sets in o what opts ask for. It fills o in place rather

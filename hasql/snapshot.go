@@ -29,6 +29,7 @@ const (
 	setReplicas           // replicas for a plain read: up, not suspect (unless all are), within the default lag limits; plus the master with MasterReadWeight
 	setSync               // the sync replicas of setReplicas
 	setAllReplicas        // every replica that is up, for custom options and WaitReady
+	setSyncAnyLag         // the sync replicas, not suspect, whatever their lag: PreferMaster's without the master (they have every acknowledged commit)
 	setCount
 )
 
@@ -121,10 +122,13 @@ func (s *snapshot) replicaSet(o *replicaOptions) int {
 
 // preferMasterReplicas is PreferMaster's prepared set when the master
 // cannot be had (there is none, or its pool just failed): the sync
-// replicas while any (with SyncOnly, only they), else the replicas.
+// replicas while any (with SyncOnly, only they), whatever their lag (a lag
+// limit is not theirs to meet: they have every acknowledged commit, and
+// without a master no lag is known), else the replicas within the lag
+// limits.
 func (s *snapshot) preferMasterReplicas(o *replicaOptions) int {
-	if o.syncOnly || len(s.sets[setSync].nodes) > 0 {
-		return setSync
+	if o.syncOnly || len(s.sets[setSyncAnyLag].nodes) > 0 {
+		return setSyncAnyLag
 	}
 	return setReplicas
 }
@@ -168,10 +172,10 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 		if !n.hasTags(o.tags) || n.damped.Load() {
 			continue
 		}
-		if !n.withinLag(maxBytes, maxLag) {
-			continue
+		if !n.withinLag(maxBytes, maxLag) && !(o.preferMaster && n.sync.Load()) {
+			continue // PreferMaster's sync replicas need not be: see preferMasterReplicas
 		}
-		if o.minLSN != 0 && (LSN(n.replayLSN.Load()) < o.minLSN || n.behindTimeline(s)) {
+		if o.minLSN != 0 && (LSN(n.replayLSN.Load()) < o.minLSN || !o.notBehind(n, s)) {
 			continue
 		}
 		if n.suspect.Load() {
@@ -208,6 +212,7 @@ type routingEntry struct {
 	eligible  bool // in setReplicas
 	up        bool
 	suspect   bool
+	damped    bool
 	latencyMS int64              // bucketed, for latency-aware balancers
 	lag       int64              // bucketed, for lag-aware balancers (see lagBucket)
 	tags      *map[string]string // replaced, never changed, when the node's tags change

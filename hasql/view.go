@@ -294,6 +294,7 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 			role:      role,
 			up:        v.Up,
 			suspect:   v.Suspect,
+			damped:    v.Damped,
 			eligible:  role.IsReplica() && x.withinLag(m.cfg.MaxLagBytes, m.cfg.MaxLag) && !x.noLoadBalance() && !v.Damped,
 			latencyMS: latencyBucket(v.EWMA),
 			lag:       lagBucket(v.LagBytes, v.Lag, v.LagKnown && role.IsReplica()),
@@ -314,12 +315,15 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 	if master != nil {
 		s.sets[setMaster] = m.buildSet([]*node{master}, nil)
 	}
-	var all, plain, suspects, syncs []*node
+	var all, plain, suspects, syncs, syncsAnyLag []*node
 	for i, x := range m.nodes {
 		if !key[i].role.IsReplica() || x.noLoadBalance() {
 			continue
 		}
 		all = append(all, x)
+		if key[i].role == RoleSyncReplica && !key[i].suspect && !key[i].damped {
+			syncsAnyLag = append(syncsAnyLag, x)
+		}
 		if !key[i].eligible {
 			continue
 		}
@@ -336,10 +340,11 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 		plain = suspects // a suspect replica beats none
 	}
 	if z := m.cfg.Zone; z != "" {
-		plain, syncs = inZone(plain, z), inZone(syncs, z)
+		plain, syncs, syncsAnyLag = inZone(plain, z), inZone(syncs, z), inZone(syncsAnyLag, z)
 	}
 	s.sets[setAllReplicas] = m.buildSet(all, nil)
 	s.sets[setSync] = m.buildSet(syncs, nil)
+	s.sets[setSyncAnyLag] = m.buildSet(syncsAnyLag, nil)
 	if master != nil && m.cfg.MasterReadWeight > 0 {
 		mixed := append(slices.Clone(plain), master)
 		s.sets[setReplicas] = m.buildSet(mixed, func(x *node) float64 {
