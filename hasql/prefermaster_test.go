@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -136,11 +137,15 @@ func TestPreferMasterSyncOnlyWithoutMasterTakesNoAsync(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1})
 	n1 := c.Nodes()[0]
-	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
+	// The Manager loses n1 while n2 streams on from it: were n1 killed,
+	// n2's check might see its walreceiver gone before n1's failed, and
+	// n2 would be detached (not streaming from the master), not async.
+	p := newCutProxy(t, n1.DirectAddr())
+	m := newManager(t, ctx, withParams(strings.Replace(c.DSN(), n1.Addr(), p.addr(), 1), "hasql_check_interval", "100ms"))
 	require.NoError(t, m.WaitReady(ctx, 1, 1))
 	waitRole(t, m, "n2", hasql.RoleAsyncReplica)
-	require.NoError(t, n1.Kill())
-	require.Eventually(t, func() bool { return roles(m)["n1"] != hasql.RoleMaster }, 30*time.Second, time.Millisecond)
+	p.cut()
+	require.Eventually(t, func() bool { return m.Stat().Master == "" }, 30*time.Second, time.Millisecond)
 	require.Equal(t, hasql.RoleAsyncReplica, roles(m)["n2"])
 
 	for _, opts := range [][]hasql.ReplicaOption{
