@@ -183,6 +183,11 @@ type sim struct {
 	// core would elect without them (or none: while a rogue stays, it
 	// may hold writes up, see checkShadow).
 	shadow *Core
+	// unvouchedByNamesake holds the nodes the shadow vouched for while
+	// the core did not, at some check so far (a rogue namesake made their
+	// walsender rows ambiguous): what they proved then (a newer
+	// timeline) counts in the shadow only, and may outlive the namesake.
+	unvouchedByNamesake map[ID]bool
 	// answered is the server whose answer each member's last check
 	// delivered: a name may have moved since.
 	answered map[ID]int
@@ -920,14 +925,28 @@ func (s *sim) repair() {
 // rogue's), that node's claims (a newer timeline, being writable) count
 // for nothing, as a rogue's would not, so the core may keep a master that,
 // without the rogue, it would find stale or in a split brain: no
-// comparison then.
+// comparison then, nor later while the shadow remembers a timeline such
+// a node showed then.
 func (s *sim) checkShadow(e Election) error {
+	for _, y := range s.shadow.Nodes() {
+		if x := s.core.Node(y.ID); y.Vouched && x != nil && !x.Vouched {
+			if s.unvouchedByNamesake == nil {
+				s.unvouchedByNamesake = make(map[ID]bool)
+			}
+			s.unvouchedByNamesake[y.ID] = true
+		}
+	}
 	if e.Master == nil {
 		return nil
 	}
 	for _, y := range s.shadow.Nodes() {
 		if x := s.core.Node(y.ID); y.Vouched && x != nil && !x.Vouched {
 			return nil // one of ours unvouched by a namesake: the core must treat it as a rogue
+		}
+		if x := s.core.Node(y.ID); x != nil && s.unvouchedByNamesake[y.ID] && y.seenTL > x.seenTL {
+			// The timeline the shadow remembers of it was shown while
+			// the core had it unvouched: no comparison (as above).
+			return nil
 		}
 	}
 	se := s.shadow.Elected()
