@@ -2,6 +2,7 @@ package hasql_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,4 +108,45 @@ func TestAfterAcrossFailover(t *testing.T) {
 	r := <-done
 	t.Logf("read after %s begun between masters: found=%d err=%v", tok, r.found, r.err)
 	require.ErrorIs(t, r.err, hasql.ErrWriteLost, "the read that waited through the failover (found %d)", r.found)
+}
+
+// conninfoOf returns n's primary_conninfo.
+func conninfoOf(t *testing.T, ctx context.Context, n *testcluster.Node) string {
+	t.Helper()
+	conn, err := n.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var ci string
+	require.NoError(t, conn.QueryRow(ctx, "SHOW primary_conninfo").Scan(&ci))
+	return ci
+}
+
+// streamFrom points n's walreceiver at to with a reload, as Patroni
+// repoints a replica: ci is a primary_conninfo that named from.
+func streamFrom(t *testing.T, ctx context.Context, n *testcluster.Node, ci string, from, to *testcluster.Node) {
+	t.Helper()
+	ci2 := strings.Replace(ci, "port="+portStr(from.Addr()), "port="+portStr(to.Addr()), 1)
+	require.NotEqual(t, ci, ci2, "%s's primary_conninfo names %s", n, from)
+	execOn(t, ctx, n, "ALTER SYSTEM SET primary_conninfo = '"+strings.ReplaceAll(ci2, "'", "''")+"'", "SELECT pg_reload_conf()")
+}
+
+// createNotes makes the notes table, and a role reader that may read it
+// (without pg_monitor), on master, and waits until m's replicas replayed
+// both.
+func createNotes(t *testing.T, ctx context.Context, m *hasql.Manager, master *testcluster.Node) {
+	t.Helper()
+	execOn(t, ctx, master, "CREATE TABLE notes (id int PRIMARY KEY)",
+		"CREATE ROLE reader LOGIN PASSWORD 'r'", "GRANT SELECT ON notes TO reader")
+	tok, err := m.Token(ctx)
+	require.NoError(t, err)
+	replayedTo(t, m, tok.LSN)
+}
+
+// readerManager returns a Manager of c that checks and reads as reader
+// (see createNotes), once it sees a master and replicas replicas.
+func readerManager(t *testing.T, ctx context.Context, c *testcluster.Cluster, replicas int) *hasql.Manager {
+	t.Helper()
+	rm := newManager(t, ctx, withParams(strings.Replace(c.DSN(), "postgres:pgxha@", "reader:r@", 1), "hasql_check_interval", "100ms"))
+	require.NoError(t, rm.WaitReady(ctx, 1, replicas))
+	return rm
 }

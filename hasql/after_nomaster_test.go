@@ -112,19 +112,9 @@ func TestAfterWithoutMasterSkipsWrongBranchReplica(t *testing.T) {
 	n1, n2, n3, n4 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2], c.Nodes()[3]
 	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
 	require.NoError(t, m.WaitReady(ctx, 1, 3))
-	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY)",
-		"CREATE ROLE reader LOGIN PASSWORD 'r'", "GRANT SELECT ON notes TO reader")
-	first, err := m.Token(ctx)
-	require.NoError(t, err)
-	replayedTo(t, m, first.LSN)
-	rm := newManager(t, ctx, withParams(strings.Replace(c.DSN(), "postgres:pgxha@", "reader:r@", 1), "hasql_check_interval", "100ms"))
-	require.NoError(t, rm.WaitReady(ctx, 1, 3))
-
-	conn, err := n3.Conn(ctx)
-	require.NoError(t, err)
-	var ci string
-	require.NoError(t, conn.QueryRow(ctx, "SHOW primary_conninfo").Scan(&ci))
-	conn.Close(ctx)
+	createNotes(t, ctx, m, n1)
+	rm := readerManager(t, ctx, c, 3)
+	ci := conninfoOf(t, ctx, n3)
 
 	stopReceiver(t, ctx, n4)
 	_, mid, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (1)")
@@ -139,17 +129,9 @@ func TestAfterWithoutMasterSkipsWrongBranchReplica(t *testing.T) {
 	require.NoError(t, n2.Promote(ctx))
 	waitRole(t, m, "n2", hasql.RoleMaster)
 	waitRole(t, rm, "n2", hasql.RoleMaster)
-	_, n1port, _ := strings.Cut(n1.Addr(), ":")
-	_, n2port, _ := strings.Cut(n2.Addr(), ":")
-	ci2 := strings.Replace(ci, "port="+n1port, "port="+n2port, 1)
-	require.NotEqual(t, ci, ci2)
 	for _, n := range []*testcluster.Node{n3, n4} {
-		app := "application_name=" + n.Name()
-		ciN := ci2
-		if !strings.Contains(ciN, app) {
-			ciN = strings.Replace(ciN, "application_name=n3", app, 1)
-		}
-		execOn(t, ctx, n, "ALTER SYSTEM SET primary_conninfo = '"+strings.ReplaceAll(ciN, "'", "''")+"'", "SELECT pg_reload_conf()")
+		// n4's own was emptied: n3's, under n4's name.
+		streamFrom(t, ctx, n, strings.Replace(ci, "application_name=n3", "application_name="+n.Name(), 1), n1, n2)
 	}
 
 	_, tok, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (7)")
@@ -228,19 +210,9 @@ func TestAfterWithoutMasterLostWriteIsReported(t *testing.T) {
 	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
 	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
 	require.NoError(t, m.WaitReady(ctx, 1, 2))
-	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY)",
-		"CREATE ROLE reader LOGIN PASSWORD 'r'", "GRANT SELECT ON notes TO reader")
-	first, err := m.Token(ctx)
-	require.NoError(t, err)
-	replayedTo(t, m, first.LSN)
-	rm := newManager(t, ctx, withParams(strings.Replace(c.DSN(), "postgres:pgxha@", "reader:r@", 1), "hasql_check_interval", "100ms"))
-	require.NoError(t, rm.WaitReady(ctx, 1, 2))
-
-	conn, err := n3.Conn(ctx)
-	require.NoError(t, err)
-	var ci string
-	require.NoError(t, conn.QueryRow(ctx, "SHOW primary_conninfo").Scan(&ci))
-	conn.Close(ctx)
+	createNotes(t, ctx, m, n1)
+	rm := readerManager(t, ctx, c, 2)
+	ci := conninfoOf(t, ctx, n3)
 
 	stopReceiver(t, ctx, n3)
 	_, mid, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (1)")
@@ -254,11 +226,7 @@ func TestAfterWithoutMasterLostWriteIsReported(t *testing.T) {
 	require.NoError(t, n2.Promote(ctx))
 	waitRole(t, m, "n2", hasql.RoleMaster)
 	waitRole(t, rm, "n2", hasql.RoleMaster)
-	_, n1port, _ := strings.Cut(n1.Addr(), ":")
-	_, n2port, _ := strings.Cut(n2.Addr(), ":")
-	ci2 := strings.Replace(ci, "port="+n1port, "port="+n2port, 1)
-	require.NotEqual(t, ci, ci2)
-	execOn(t, ctx, n3, "ALTER SYSTEM SET primary_conninfo = '"+strings.ReplaceAll(ci2, "'", "''")+"'", "SELECT pg_reload_conf()")
+	streamFrom(t, ctx, n3, ci, n1, n2)
 	_, past, err := m.Master().ExecToken(ctx, "INSERT INTO notes SELECT g FROM generate_series(100, 3000) g")
 	require.NoError(t, err)
 	require.EqualValues(t, 2, past.Timeline)
@@ -337,20 +305,12 @@ func TestAfterOldTokenWithoutMasterServedByAReplicaThatHasIt(t *testing.T) {
 	replayedOn(t, ctx, n2, old.LSN)
 	replayedOn(t, ctx, n3, old.LSN)
 
-	conn, err := n3.Conn(ctx)
-	require.NoError(t, err)
-	var ci string
-	require.NoError(t, conn.QueryRow(ctx, "SHOW primary_conninfo").Scan(&ci))
-	conn.Close(ctx)
+	ci := conninfoOf(t, ctx, n3)
 
 	require.NoError(t, n1.Kill())
 	require.NoError(t, n2.Promote(ctx))
 	waitRole(t, m, "n2", hasql.RoleMaster)
-	_, n1port, _ := strings.Cut(n1.Addr(), ":")
-	_, n2port, _ := strings.Cut(n2.Addr(), ":")
-	ci2 := strings.Replace(ci, "port="+n1port, "port="+n2port, 1)
-	require.NotEqual(t, ci, ci2)
-	execOn(t, ctx, n3, "ALTER SYSTEM SET primary_conninfo = '"+strings.ReplaceAll(ci2, "'", "''")+"'", "SELECT pg_reload_conf()")
+	streamFrom(t, ctx, n3, ci, n1, n2)
 	_, past, err := m.Master().ExecToken(ctx, "INSERT INTO notes SELECT g FROM generate_series(100, 3000) g")
 	require.NoError(t, err)
 	require.EqualValues(t, 2, past.Timeline)

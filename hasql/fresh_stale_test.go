@@ -4,7 +4,6 @@ package hasql_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,17 +34,8 @@ func TestFreshManagerSeesTheTimelineAReplicaFollowed(t *testing.T) {
 	replayedOn(t, ctx, n2, first.LSN)
 	replayedOn(t, ctx, n3, first.LSN)
 
-	conn, err := n3.Conn(ctx)
-	require.NoError(t, err)
-	var ci string
-	require.NoError(t, conn.QueryRow(ctx, "SHOW primary_conninfo").Scan(&ci))
-	conn.Close(ctx)
 	require.NoError(t, n2.Promote(ctx)) // n1 runs on
-	_, n1port, _ := strings.Cut(n1.Addr(), ":")
-	_, n2port, _ := strings.Cut(n2.Addr(), ":")
-	ci2 := strings.Replace(ci, "port="+n1port, "port="+n2port, 1)
-	require.NotEqual(t, ci, ci2)
-	execOn(t, ctx, n3, "ALTER SYSTEM SET primary_conninfo = '"+strings.ReplaceAll(ci2, "'", "''")+"'", "SELECT pg_reload_conf()")
+	streamFrom(t, ctx, n3, conninfoOf(t, ctx, n3), n1, n2)
 
 	conn2, err := n2.Conn(ctx)
 	require.NoError(t, err)

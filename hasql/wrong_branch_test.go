@@ -34,30 +34,17 @@ func wrongBranch(t *testing.T, restricted bool) {
 	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
 	require.NoError(t, m.WaitReady(ctx, 1, 2))
 
-	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY)",
-		"CREATE ROLE reader LOGIN PASSWORD 'r'", "GRANT SELECT ON notes TO reader")
-	first, err := m.Token(ctx)
-	require.NoError(t, err)
-	replayedTo(t, m, first.LSN)
+	createNotes(t, ctx, m, n1)
 	rm := m
 	if restricted {
-		rm = newManager(t, ctx, withParams(strings.Replace(c.DSN(), "postgres:pgxha@", "reader:r@", 1), "hasql_check_interval", "100ms"))
-		require.NoError(t, rm.WaitReady(ctx, 1, 0))
+		rm = readerManager(t, ctx, c, 0)
 		t.Logf("restricted view: %v", rm.Nodes())
 	}
 
 	stopReceiver(t, ctx, n2)
 	_, ahead, err := m.Master().ExecToken(ctx, "INSERT INTO notes SELECT g FROM generate_series(100, 3000) g")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		conn, err := n3.Conn(ctx)
-		if err != nil {
-			return false
-		}
-		defer conn.Close(ctx)
-		var ok bool
-		return conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", ahead.LSN.String()).Scan(&ok) == nil && ok
-	}, 30*time.Second, 10*time.Millisecond)
+	replayedOn(t, ctx, n3, ahead.LSN)
 
 	require.NoError(t, n1.Kill())
 	require.NoError(t, n2.Promote(ctx))
@@ -135,20 +122,14 @@ func TestRestrictedReplicaBackAfterFailover(t *testing.T) {
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
 	require.NoError(t, m.WaitReady(ctx, 1, 2))
-	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY)",
-		"CREATE ROLE reader LOGIN PASSWORD 'r'", "GRANT SELECT ON notes TO reader")
-	tok, err := m.Token(ctx)
-	require.NoError(t, err)
-	replayedTo(t, m, tok.LSN)
-
-	rm := newManager(t, ctx, withParams(strings.Replace(c.DSN(), "postgres:pgxha@", "reader:r@", 1), "hasql_check_interval", "100ms"))
-	require.NoError(t, rm.WaitReady(ctx, 1, 2))
+	createNotes(t, ctx, m, n1)
+	rm := readerManager(t, ctx, c, 2)
 
 	require.NoError(t, n1.Kill())
 	require.NoError(t, c.Failover(ctx, n2))
 	waitRole(t, m, "n2", hasql.RoleMaster)
 	waitRole(t, rm, "n2", hasql.RoleMaster)
-	_, _, err = m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (1)")
+	_, _, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (1)")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return roles(m)["n3"].IsReplica() }, 30*time.Second, 10*time.Millisecond,
 		"n3 follows n2 (pg_monitor's view): %v", m.Nodes())
