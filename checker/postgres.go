@@ -129,7 +129,7 @@ const historyEvery = 10
 
 type historyState struct {
 	timeline uint32
-	denied   bool // the check user may not list pg_wal
+	denied   bool // the check user may not list pg_wal: not asked again on this connection
 	since    int  // checks since the last read
 }
 
@@ -139,7 +139,10 @@ type historyState struct {
 func historyTimeline(ctx context.Context, conn *pgx.Conn) (uint32, error) {
 	data := conn.PgConn().CustomData()
 	h, ok := data[historyKey].(historyState)
-	if ok && (h.denied || h.since < historyEvery-1) {
+	switch {
+	case ok && h.denied:
+		return 0, nil
+	case ok && h.since < historyEvery-1:
 		h.since++
 		data[historyKey] = h
 		return h.timeline, nil

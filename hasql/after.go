@@ -218,13 +218,7 @@ func forkPosition(lsn LSN) LSN {
 func (m *Manager) clusterLine() (sys uint64, tl uint32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	defer func() {
-		if tl != 0 {
-			if c := m.core.Cluster(); c != 0 && (sys == 0 || sys == c) {
-				sys, tl = c, max(tl, m.core.Timeline())
-			}
-		}
-	}()
+nodes:
 	for _, n := range m.nodes {
 		v := n.cv
 		if v == nil || !v.Up && !v.Suspect {
@@ -232,10 +226,14 @@ func (m *Manager) clusterLine() (sys uint64, tl uint32) {
 		}
 		switch r := Role(v.Role); {
 		case r == RoleMaster:
-			return v.Res.SystemID, v.Res.Timeline
+			sys, tl = v.Res.SystemID, v.Res.Timeline
+			break nodes
 		case r.IsReplica() && v.Res.Timeline > tl:
 			sys, tl = v.Res.SystemID, v.Res.Timeline
 		}
+	}
+	if c := m.core.Cluster(); tl != 0 && c != 0 && (sys == 0 || sys == c) {
+		sys, tl = c, max(tl, m.core.Timeline())
 	}
 	return sys, tl
 }
