@@ -84,7 +84,11 @@ type builtFrom struct {
 //     master) takes no writes, raises no timeline, makes no node stale, and
 //     defines no cluster.
 func (c *Core) rebuild(now time.Time, only *Node) {
-	c.dedup()
+	if c.dedup() {
+		// A node became or stopped being another's alias: its role and
+		// lag are its own now, or its representative's.
+		only = nil
+	}
 	c.vouch()
 	prevMaster := c.elected.Master
 	c.elect()
@@ -278,7 +282,7 @@ func (c *Core) writableCount() int {
 // IP or a DNS name beside the server's own address): the first such node in
 // the set's order that is up, not suspect, stands for the server; the
 // others are its aliases.
-func (c *Core) dedup() {
+func (c *Core) dedup() (changed bool) {
 	// Vouched nodes first: a node nothing vouches for may claim another
 	// server's identity (both are plain SQL to read), and must never stand
 	// for it.
@@ -347,6 +351,10 @@ func (c *Core) dedup() {
 			x.AliasOf, y.AliasOf = nil, x
 		}
 	}
+	for i, x := range order {
+		changed = changed || x.AliasOf != prev[i]
+	}
+	return changed
 }
 
 // server is the identity of the server the node's last check reached; zero
