@@ -168,6 +168,7 @@ type Node struct {
 	loggedSync     string
 	severPending   bool   // lost master: cut in-flight work once another is master
 	seenTL         uint32 // the newest timeline it proved while in the set
+	histTL         uint32 // the newest timeline whose history file it showed with no walreceiver, until it streams an older one
 	// ahead lists the writable nodes its WAL was found ahead of, with
 	// the timeline each was on then (see elect): each stays stale while it
 	// is on that timeline, until this server restarts (a rewind and a fresh
@@ -297,7 +298,7 @@ func (c *Core) Cluster() uint64 { return c.cluster }
 func (c *Core) Timeline() uint32 {
 	var tl uint32
 	for _, x := range c.nodes {
-		tl = max(tl, x.seenTL)
+		tl = max(tl, x.seenTL, x.histTL)
 	}
 	return tl
 }
@@ -613,7 +614,7 @@ func (c *Core) ForgetTimeline(at time.Time) {
 	c.log(slog.LevelWarn, "pgxha: highest timeline forgotten", "was", c.Timeline())
 	c.cluster = c.cfg.SystemID
 	for _, x := range c.nodes {
-		x.seenTL, x.ahead = 0, nil
+		x.seenTL, x.histTL, x.ahead = 0, 0, nil
 		if x.mayWrite() && x.Vouched && (c.cluster == 0 || x.Res.SystemID == c.cluster) {
 			c.ignoreAhead = max(c.ignoreAhead, x.Res.Timeline)
 		}

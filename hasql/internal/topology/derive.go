@@ -469,12 +469,18 @@ func (c *Core) elect() {
 			continue
 		}
 		x.seenTL = max(x.seenTL, bestTimeline(&x.Res))
-		if x.Res.InRecovery && x.Res.ReceiveTimeline == 0 {
+		switch r := &x.Res; {
+		case r.InRecovery && r.ReceiveTimeline == 0:
 			// No walreceiver to say what it streams, and its control
 			// data may lag: a timeline whose history file it holds
-			// exists all the same (not while it streams: a replica
-			// rewound or repointed onto an older branch keeps the file).
-			x.seenTL = max(x.seenTL, x.Res.HistoryTimeline)
+			// exists all the same.
+			x.histTL = max(x.histTL, r.HistoryTimeline)
+		case r.InRecovery && r.ReceiveTimeline < x.histTL:
+			// It streams an older timeline: the file is left over from
+			// a branch it could not follow or was rewound off (a
+			// walreceiver fetches the history files of its upstream's
+			// timelines whether or not it can follow them).
+			x.histTL = 0
 		}
 	}
 	var top []*Node
@@ -772,9 +778,10 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		}
 		// First seen while no master is known: it serves reads, its lag
 		// and sync state unknown until a master says more, unless even
-		// its restartpoint's timeline, and the newest whose history it
-		// holds, are older than the cluster's.
-		if r := &x.Res; r.ReceiveTimeline == 0 && r.Timeline != 0 && max(r.Timeline, r.HistoryTimeline) < c.Timeline() {
+		// its restartpoint's timeline is older than the cluster's. A
+		// history file of the cluster's timeline does not save it: a
+		// replica left behind on the older branch holds it too.
+		if r := &x.Res; r.ReceiveTimeline == 0 && r.Timeline != 0 && r.Timeline < c.Timeline() {
 			x.Detached = "on timeline " + uitoa(r.Timeline) + ", older than the cluster's " + uitoa(c.Timeline()) + ", and no master to say whether it follows"
 			return RoleDetached
 		}
