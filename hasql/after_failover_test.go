@@ -127,7 +127,13 @@ func streamFrom(t *testing.T, ctx context.Context, n *testcluster.Node, ci strin
 	t.Helper()
 	ci2 := strings.Replace(ci, "port="+portStr(from.Addr()), "port="+portStr(to.Addr()), 1)
 	require.NotEqual(t, ci, ci2, "%s's primary_conninfo names %s", n, from)
-	execOn(t, ctx, n, "ALTER SYSTEM SET primary_conninfo = '"+strings.ReplaceAll(ci2, "'", "''")+"'", "SELECT pg_reload_conf()")
+	setConninfo(t, ctx, n, ci2)
+}
+
+// setConninfo sets n's primary_conninfo to ci and reloads.
+func setConninfo(t *testing.T, ctx context.Context, n *testcluster.Node, ci string) {
+	t.Helper()
+	execOn(t, ctx, n, "ALTER SYSTEM SET primary_conninfo = '"+strings.ReplaceAll(ci, "'", "''")+"'", "SELECT pg_reload_conf()")
 }
 
 // createNotes makes the notes table, and a role reader that may read it
