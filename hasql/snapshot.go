@@ -21,6 +21,9 @@ type snapshot struct {
 	staleErr  *StaleMasterError // no master, but stale ones: said when an acquire gives up
 	timeline  uint32            // the newest timeline the cluster's vouched nodes have shown (Core.Timeline)
 	sets      [setCount]candidateSet
+	// holdAll are setSyncAnyLag's nodes in every zone: PreferMaster's
+	// sync replicas exempt from lag limits (see holdsAll).
+	holdAll []*node
 }
 
 // The candidate sets every snapshot prepares.
@@ -29,7 +32,7 @@ const (
 	setReplicas           // replicas for a plain read: up, not suspect (unless all are), within the default lag limits; plus the master with MasterReadWeight
 	setSync               // the sync replicas of setReplicas
 	setAllReplicas        // every replica that is up, for custom options and WaitReady
-	setSyncAnyLag         // the sync replicas, not suspect, whatever their lag: PreferMaster's without the master (they have every acknowledged commit)
+	setSyncAnyLag         // while no master is known, the sync replicas, not suspect, that hold every acknowledged commit whatever their lag (see holdsAll): PreferMaster's
 	setCount
 )
 
@@ -121,14 +124,17 @@ func (s *snapshot) replicaSet(o *replicaOptions) int {
 }
 
 // preferMasterReplicas is PreferMaster's prepared set when the master
-// cannot be had (there is none, or its pool just failed): the sync
-// replicas while any (with SyncOnly, only they), whatever their lag (a lag
-// limit is not theirs to meet: they have every acknowledged commit, and
-// without a master no lag is known), else the replicas within the lag
-// limits.
+// cannot be had (there is none, or its pool just failed): while no master
+// is known, the sync replicas that hold every acknowledged commit, whatever
+// their lag (without a master no lag is known; see holdsAll); else the
+// sync replicas within the lag limits (with SyncOnly, only they), else the
+// replicas within them.
 func (s *snapshot) preferMasterReplicas(o *replicaOptions) int {
-	if o.syncOnly || len(s.sets[setSyncAnyLag].nodes) > 0 {
+	switch {
+	case s.master == nil && len(s.sets[setSyncAnyLag].nodes) > 0:
 		return setSyncAnyLag
+	case o.syncOnly || len(s.sets[setSync].nodes) > 0:
+		return setSync
 	}
 	return setReplicas
 }
@@ -172,8 +178,8 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 		if !n.hasTags(o.tags) || n.damped.Load() {
 			continue
 		}
-		if !n.withinLag(maxBytes, maxLag) && !(o.preferMaster && n.sync.Load()) {
-			continue // PreferMaster's sync replicas need not be: see preferMasterReplicas
+		if !n.withinLag(maxBytes, maxLag) && !(o.preferMaster && slices.Contains(s.holdAll, n)) {
+			continue // PreferMaster's sync replicas that hold every acknowledged commit need not be: see holdsAll
 		}
 		if o.minLSN != 0 && (LSN(n.replayLSN.Load()) < o.minLSN || !o.notBehind(n, s)) {
 			continue
@@ -213,6 +219,7 @@ type routingEntry struct {
 	up        bool
 	suspect   bool
 	damped    bool
+	holdsAll  bool               // see holdsAll
 	latencyMS int64              // bucketed, for latency-aware balancers
 	lag       int64              // bucketed, for lag-aware balancers (see lagBucket)
 	tags      *map[string]string // replaced, never changed, when the node's tags change
