@@ -243,12 +243,24 @@ nodes:
 const historySQL = `SELECT pg_read_file('pg_wal/' || $1::text || '.history')`
 
 // historyCache keeps the timeline histories read, by cluster and timeline:
-// a history file never changes once its timeline exists. A refusal to read
-// one is kept for historyDeniedFor, so that reads with old tokens do not
-// each pay a failing statement. Safe for concurrent use.
+// a history file never changes once its timeline exists. But two
+// promotions can pick one timeline number (a replica that never received
+// the first one's history file), so what was read is forgotten whenever
+// the master changes. A refusal to read one is kept for historyDeniedFor,
+// so that reads with old tokens do not each pay a failing statement. Safe
+// for concurrent use.
 type historyCache struct {
 	mu     sync.Mutex // no I/O while held
 	byLine map[historyKey]historyEntry
+	gen    uint64 // counts forget calls: a read begun before one is not kept
+}
+
+// forget drops every history read so far.
+func (h *historyCache) forget() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.byLine = nil
+	h.gen++
 }
 
 type historyKey struct {
@@ -271,6 +283,7 @@ func (m *Manager) forkPoint(ctx context.Context, sys uint64, tl, old uint32) (LS
 	key := historyKey{sys, tl}
 	h.mu.Lock()
 	e, ok := h.byLine[key]
+	gen := h.gen
 	h.mu.Unlock()
 	if ok && e.denied != nil && time.Since(e.at) < historyDeniedFor {
 		return 0, false, forkUnknown(tl, old, e.denied)
@@ -281,10 +294,12 @@ func (m *Manager) forkPoint(ctx context.Context, sys uint64, tl, old uint32) (LS
 			return 0, false, err
 		}
 		h.mu.Lock()
-		if h.byLine == nil {
-			h.byLine = make(map[historyKey]historyEntry)
+		if h.gen == gen {
+			if h.byLine == nil {
+				h.byLine = make(map[historyKey]historyEntry)
+			}
+			h.byLine[key] = e
 		}
-		h.byLine[key] = e
 		h.mu.Unlock()
 		if e.denied != nil {
 			return 0, false, forkUnknown(tl, old, e.denied)

@@ -312,6 +312,9 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 		return
 	}
 	m.routingKey = key
+	if old.master != master {
+		m.histories.forget() // a new master may be on another timeline of the same number
+	}
 
 	s := &snapshot{changed: make(chan struct{}), master: master, masterErr: masterErr, staleErr: staleErr, timeline: tl}
 	if master != nil {
