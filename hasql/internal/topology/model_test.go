@@ -44,7 +44,11 @@ type server struct {
 	lsn      checker.LSN // master: insert; replica: replayed
 	recv     checker.LSN // replica: received (flushed)
 	upstream int         // the server it streams from, -1 none
-	paused   bool        // replay paused
+	// files is the newest timeline whose history file is in its pg_wal:
+	// its own, and those its walreceiver fetched from an upstream on
+	// connecting, whether or not it could follow them.
+	files  uint32
+	paused bool // replay paused
 	// Sync: the names its synchronous_standby_names lists, and how many
 	// must confirm (FIRST k when first, else ANY k).
 	syncNames []string
@@ -216,6 +220,12 @@ func (md *model) replicate() {
 			continue
 		}
 		u := md.servers[s.upstream]
+		if u.sysid == s.sysid && !u.down && !u.hung && !s.down && !s.hung && !u.rogue {
+			// The walreceiver fetches the upstream's history files
+			// before it asks for WAL, even of a timeline it cannot
+			// follow (it forked off before this replica's position).
+			s.files = max(s.files, u.tl(), u.files)
+		}
 		if !canStream(s, u) {
 			continue
 		}
@@ -245,12 +255,15 @@ func histUpTo(h []branch, pos checker.LSN) []branch {
 	return slices.Clone(h[:k])
 }
 
-// promote makes s a master on a new timeline (the newest its history
-// knows, plus one: two servers promoted apart may pick the same number).
+// promote makes s a master on a new timeline (the newest whose history
+// file is in its pg_wal, plus one: two servers promoted apart may pick the
+// same number).
 func (md *model) promote(s *server) {
 	s.lsn = max(s.lsn, s.recv)
 	s.recv = 0
-	s.hist = append(slices.Clone(s.hist), branch{id: md.nextBr, tl: s.tl() + 1, start: s.lsn})
+	tl := max(s.tl(), s.files) + 1
+	s.files = tl
+	s.hist = append(slices.Clone(s.hist), branch{id: md.nextBr, tl: tl, start: s.lsn})
 	md.nextBr++
 	s.recovery, s.readOnly, s.upstream, s.paused = false, false, -1, false
 }
@@ -267,6 +280,7 @@ func (md *model) demote(s, u *server) {
 			s.lsn = min(s.lsn, u.recv)
 		}
 		s.hist = histUpTo(u.hist, s.lsn)
+		s.files = u.files // pg_rewind takes the source's pg_wal, a copy has it
 		s.start = md.startTime()
 	}
 	s.recv = s.lsn
@@ -291,9 +305,10 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 				r.UpstreamHost, r.UpstreamPort = md.addrOf(s.upstream)
 			}
 		} else if !md.restricted {
-			// No walreceiver: the history files in its pg_wal are those
-			// of its own timelines (pg_monitor lists them).
-			r.HistoryTimeline = s.tl()
+			// No walreceiver: the newest history file in its pg_wal,
+			// its own timeline's or one fetched from an upstream it
+			// could not follow (pg_monitor lists them).
+			r.HistoryTimeline = max(s.tl(), s.files)
 		}
 	} else {
 		r.LSN = s.lsn
