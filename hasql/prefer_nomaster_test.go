@@ -16,16 +16,14 @@ import (
 	"github.com/pgxha/pgxha/testcluster"
 )
 
-// PreferMaster, while there is no master, reads a sync replica whatever
-// the lag limits only while it holds every acknowledged commit. A sync replica (synchronous_commit = on, testcluster's
-// and PostgreSQL's default) has every acknowledged commit flushed, not
-// replayed: with its replay stopped (pg_wal_replay_pause, a recovery
-// conflict, max_standby_streaming_delay) it shows none of them. The
-// Manager loses sight of the master (a partition between them only): a
-// PreferMaster read under MaxLag(1s) goes to the sync replica, paused for
-// seconds, and misses a commit the master acknowledged before the Manager
-// lost it (f53aa9d's "a replica whose replay stopped then would have read
-// as in step", back for sync replicas).
+// A sync replica (synchronous_commit = on, testcluster's and PostgreSQL's
+// default) has every acknowledged commit flushed, not replayed: with its
+// replay stopped (pg_wal_replay_pause, a recovery conflict,
+// max_standby_streaming_delay) it shows none of them. The Manager loses
+// sight of the master (a partition between them only): a PreferMaster
+// read under MaxLag(1s) that went to the sync replica, whatever the lag
+// limit, missed a commit the master acknowledged before the Manager lost
+// it. Without a master no lag is known, and none qualifies.
 func TestPreferMasterSkipsAPausedSyncReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -67,9 +65,9 @@ func TestPreferMasterSkipsAPausedSyncReplica(t *testing.T) {
 // Manager had no sight of the master: the master (Patroni, an operator)
 // made another replica the sync one and acknowledged commits the former
 // sync replica never received. The Manager still calls it sync (the role it
-// had when a master was last known) and PreferMaster reads it under
+// had when a master was last known): PreferMaster must not read it under
 // MaxLag(1s).
-func TestPreferMasterSkipsASyncReplicaOthersAreAheadOf(t *testing.T) {
+func TestPreferMasterSkipsAFormerSyncReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
@@ -103,14 +101,11 @@ func TestPreferMasterSkipsASyncReplicaOthersAreAheadOf(t *testing.T) {
 		"a PreferMaster read under MaxLag(1s) was served by n2, no longer streaming nor sync, without an acknowledged commit")
 }
 
-// With a master known, the commit's rule ("PreferMaster reads a sync
-// replica while there is no master whatever the lag limit") applies too
-// when the master's pool fails once (here: the application role's
-// CONNECTION LIMIT is reached on the master): the sync replica, whose lag
-// the Manager knows (the master is checked) to be far over the limit, serves
-// a PreferMaster read under MaxLag(1s), without a commit the master
-// acknowledged. The docs' reason ("without a master no lag is known") does
-// not hold: the lag is known and over the limit.
+// With a master known whose pool fails once (here: the application role's
+// CONNECTION LIMIT is reached on the master), the sync replica, whose lag
+// the Manager knows to be far over the limit, served a PreferMaster read
+// under MaxLag(1s) without a commit the master acknowledged: the lag
+// limits hold for every replica.
 func TestPreferMasterPoolFailureKeepsTheLagLimit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -181,4 +176,54 @@ func checkedSince(t *testing.T, m *hasql.Manager, since time.Time, names ...stri
 			since = statusOf(m, name).LastCheck
 		}
 	}
+}
+
+// The master, out of the Manager's sight, makes n3 its sync standby while
+// n2 stops streaming, and acknowledges a commit n3 flushed; then n3 dies. A
+// rule that exempted a sync replica from the lag limits unless another
+// replica up showed WAL past it read n2 then, without the commit: under a
+// lag limit no replica qualifies while no master is known.
+func TestPreferMasterAfterTheReplicaAheadIsLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	p := newCutProxy(t, n1.DirectAddr())
+	dsn := strings.Replace(c.DSN(), n1.Addr(), p.addr(), 1)
+	m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	waitRole(t, m, "n2", hasql.RoleSyncReplica)
+	_, tok, err := m.Master().ExecToken(ctx, "CREATE TABLE notes (id int PRIMARY KEY)")
+	require.NoError(t, err)
+	replayedTo(t, m, tok.LSN)
+
+	p.cut() // the Manager no longer reaches n1
+	require.Eventually(t, func() bool { return m.Stat().Master == "" }, 30*time.Second, 5*time.Millisecond)
+	stopReceiver(t, ctx, n2)
+	execOn(t, ctx, n1, "ALTER SYSTEM SET synchronous_standby_names = 'n3'", "SELECT pg_reload_conf()")
+	execOn(t, ctx, n1, "INSERT INTO notes VALUES (1)") // acknowledged once n3 flushed it
+	checkedSince(t, m, time.Now(), "n2", "n3")
+
+	read := func(what string) (int, bool, error) {
+		short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+		defer cancelShort()
+		var found int
+		var onReplica bool
+		var port string
+		err := m.Replica(hasql.PreferMaster(), hasql.MaxLag(0, time.Second)).QueryRow(short,
+			"SELECT count(*), pg_is_in_recovery(), current_setting('port') FROM notes WHERE id = 1").Scan(&found, &onReplica, &port)
+		t.Logf("%s: PreferMaster+MaxLag(1s) read: found=%d onReplica=%v served by n2: %v err=%v", what, found, onReplica, port == portStr(n2.DirectAddr()), err)
+		return found, onReplica, err
+	}
+	t.Logf("n3 checked: LSN %s received %s; n2: LSN %s received %s", statusOf(m, "n3").LSN, statusOf(m, "n3").ReceiveLSN, statusOf(m, "n2").LSN, statusOf(m, "n2").ReceiveLSN)
+	found, _, err := read("n3 up, past n2")
+	require.False(t, err == nil && found == 0, "n3 is past n2")
+
+	require.NoError(t, n3.Kill())
+	require.Eventually(t, func() bool { return !statusOf(m, "n3").Up }, 30*time.Second, 5*time.Millisecond)
+	checkedSince(t, m, time.Now(), "n2")
+	t.Logf("n3 down; n2 %s LSN %s received %s", statusOf(m, "n2").Role, statusOf(m, "n2").LSN, statusOf(m, "n2").ReceiveLSN)
+	found, _, err = read("n3 down")
+	require.False(t, err == nil && found == 0,
+		"a PreferMaster read under MaxLag(1s) was served by n2 without a commit the master acknowledged (the replica that had it is only down)")
 }

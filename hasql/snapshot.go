@@ -21,9 +21,6 @@ type snapshot struct {
 	staleErr  *StaleMasterError // no master, but stale ones: said when an acquire gives up
 	timeline  uint32            // the newest timeline the cluster's vouched nodes have shown (Core.Timeline)
 	sets      [setCount]candidateSet
-	// holdAll are setSyncAnyLag's nodes in every zone: PreferMaster's
-	// sync replicas exempt from lag limits (see holdsAll).
-	holdAll []*node
 }
 
 // The candidate sets every snapshot prepares.
@@ -32,7 +29,6 @@ const (
 	setReplicas           // replicas for a plain read: up, not suspect (unless all are), within the default lag limits; plus the master with MasterReadWeight
 	setSync               // the sync replicas of setReplicas
 	setAllReplicas        // every replica that is up, for custom options and WaitReady
-	setSyncAnyLag         // while no master is known, the sync replicas, not suspect, that hold every acknowledged commit whatever their lag (see holdsAll): PreferMaster's
 	setCount
 )
 
@@ -124,16 +120,13 @@ func (s *snapshot) replicaSet(o *replicaOptions) int {
 }
 
 // preferMasterReplicas is PreferMaster's prepared set when the master
-// cannot be had (there is none, or its pool just failed): while no master
-// is known, the sync replicas that hold every acknowledged commit, whatever
-// their lag (without a master no lag is known; see holdsAll); else the
-// sync replicas within the lag limits (with SyncOnly, only they), else the
-// replicas within them.
+// cannot be had (there is none, or its pool just failed): the sync
+// replicas within the lag limits (with SyncOnly, only they), else the
+// replicas within them. While no master is known no replica's lag is
+// known, so under a lag limit there is none: the acquire waits for a
+// master as AcquireMaster does.
 func (s *snapshot) preferMasterReplicas(o *replicaOptions) int {
-	switch {
-	case s.master == nil && len(s.sets[setSyncAnyLag].nodes) > 0:
-		return setSyncAnyLag
-	case o.syncOnly || len(s.sets[setSync].nodes) > 0:
+	if o.syncOnly || len(s.sets[setSync].nodes) > 0 {
 		return setSync
 	}
 	return setReplicas
@@ -178,8 +171,8 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 		if !n.hasTags(o.tags) || n.damped.Load() {
 			continue
 		}
-		if !n.withinLag(maxBytes, maxLag) && !(o.preferMaster && slices.Contains(s.holdAll, n)) {
-			continue // PreferMaster's sync replicas that hold every acknowledged commit need not be: see holdsAll
+		if !n.withinLag(maxBytes, maxLag) {
+			continue
 		}
 		if o.minLSN != 0 && (LSN(n.replayLSN.Load()) < o.minLSN || !o.notBehind(n, s)) {
 			continue
@@ -219,7 +212,6 @@ type routingEntry struct {
 	up        bool
 	suspect   bool
 	damped    bool
-	holdsAll  bool               // see holdsAll
 	latencyMS int64              // bucketed, for latency-aware balancers
 	lag       int64              // bucketed, for lag-aware balancers (see lagBucket)
 	tags      *map[string]string // replaced, never changed, when the node's tags change

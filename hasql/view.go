@@ -286,7 +286,6 @@ func (m *Manager) finish(n *node, after *afterReport) {
 // Caller must hold m.mu.
 func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *StaleMasterError) {
 	key := make([]routingEntry, len(m.nodes))
-	top := replicasTop(m.nodes, master)
 	for i, x := range m.nodes {
 		v := x.cv
 		role := Role(v.Role)
@@ -296,7 +295,6 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 			up:        v.Up,
 			suspect:   v.Suspect,
 			damped:    v.Damped,
-			holdsAll:  master == nil && role == RoleSyncReplica && holdsAll(x, top),
 			eligible:  role.IsReplica() && x.withinLag(m.cfg.MaxLagBytes, m.cfg.MaxLag) && !x.noLoadBalance() && !v.Damped,
 			latencyMS: latencyBucket(v.EWMA),
 			lag:       lagBucket(v.LagBytes, v.Lag, v.LagKnown && role.IsReplica()),
@@ -312,23 +310,17 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 		return
 	}
 	m.routingKey = key
-	if old.master != master {
-		m.histories.forget() // a new master may be on another timeline of the same number
-	}
 
 	s := &snapshot{changed: make(chan struct{}), master: master, masterErr: masterErr, staleErr: staleErr, timeline: tl}
 	if master != nil {
 		s.sets[setMaster] = m.buildSet([]*node{master}, nil)
 	}
-	var all, plain, suspects, syncs, syncsAnyLag []*node
+	var all, plain, suspects, syncs []*node
 	for i, x := range m.nodes {
 		if !key[i].role.IsReplica() || x.noLoadBalance() {
 			continue
 		}
 		all = append(all, x)
-		if key[i].holdsAll && !key[i].suspect && !key[i].damped {
-			syncsAnyLag = append(syncsAnyLag, x)
-		}
 		if !key[i].eligible {
 			continue
 		}
@@ -344,13 +336,11 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 	if len(plain) == 0 {
 		plain = suspects // a suspect replica beats none
 	}
-	s.holdAll = syncsAnyLag
 	if z := m.cfg.Zone; z != "" {
-		plain, syncs, syncsAnyLag = inZone(plain, z), inZone(syncs, z), inZone(syncsAnyLag, z)
+		plain, syncs = inZone(plain, z), inZone(syncs, z)
 	}
 	s.sets[setAllReplicas] = m.buildSet(all, nil)
 	s.sets[setSync] = m.buildSet(syncs, nil)
-	s.sets[setSyncAnyLag] = m.buildSet(syncsAnyLag, nil)
 	if master != nil && m.cfg.MasterReadWeight > 0 {
 		mixed := append(slices.Clone(plain), master)
 		s.sets[setReplicas] = m.buildSet(mixed, func(x *node) float64 {
@@ -363,35 +353,13 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 		s.sets[setReplicas] = m.buildSet(plain, nil)
 	}
 	m.snap.Store(s)
+	if old.master != master {
+		// A new master may be on another timeline of the same number.
+		// After the store: a history read through the old snapshot began
+		// before this and is not kept.
+		m.histories.forget()
+	}
 	close(old.changed)
-}
-
-// replicasTop is the furthest WAL position, received or replayed, that
-// the replicas up in nodes showed at their last checks (0 with a master).
-func replicasTop(nodes []*node, master *node) LSN {
-	if master != nil {
-		return 0
-	}
-	var top checker.LSN
-	for _, x := range nodes {
-		if v := x.cv; v.Up && v.Res.InRecovery && Role(v.Role).IsReplica() {
-			top = max(top, v.Res.LSN, v.Res.ReceiveLSN)
-		}
-	}
-	return LSN(top)
-}
-
-// holdsAll reports whether x, a sync replica while no master is known,
-// holds every commit the master acknowledged before x's last check, as far
-// as the checks can tell: it had replayed all the WAL it had received
-// (synchronous_commit = on waits for its flush, not its replay), its replay
-// was not paused, and no replica showed WAL past it (a master out of the
-// Manager's sight that made another replica the sync one and wrote on).
-// PreferMaster takes such a replica whatever the lag limits: without a
-// master no lag is known.
-func holdsAll(x *node, top LSN) bool {
-	r := &x.cv.Res
-	return x.cv.Up && !r.ReplayPaused && r.LSN >= r.ReceiveLSN && LSN(r.LSN) >= top
 }
 
 func sameStale(a, b *StaleMasterError) bool {
