@@ -168,7 +168,11 @@ type Node struct {
 	loggedSync     string
 	severPending   bool   // lost master: cut in-flight work once another is master
 	seenTL         uint32 // the newest timeline it proved while in the set
-	histTL         uint32 // the newest timeline whose history file it showed with no walreceiver, until it streams an older one
+	// histTL is the newest timeline whose history file it showed with no
+	// walreceiver (at histAt), until it streams an older one while every
+	// node answers (see allAnsweredSince).
+	histTL uint32
+	histAt time.Time
 	// ahead lists the writable nodes its WAL was found ahead of, with
 	// the timeline each was on then (see elect): each stays stale while it
 	// is on that timeline, until this server restarts (a rewind and a fresh
@@ -614,7 +618,7 @@ func (c *Core) ForgetTimeline(at time.Time) {
 	c.log(slog.LevelWarn, "pgxha: highest timeline forgotten", "was", c.Timeline())
 	c.cluster = c.cfg.SystemID
 	for _, x := range c.nodes {
-		x.seenTL, x.histTL, x.ahead = 0, 0, nil
+		x.seenTL, x.histTL, x.histAt, x.ahead = 0, 0, time.Time{}, nil
 		if x.mayWrite() && x.Vouched && (c.cluster == 0 || x.Res.SystemID == c.cluster) {
 			c.ignoreAhead = max(c.ignoreAhead, x.Res.Timeline)
 		}

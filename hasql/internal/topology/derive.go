@@ -357,6 +357,18 @@ func (c *Core) dedup() (changed bool) {
 	return changed
 }
 
+// allAnsweredSince reports whether every vouched node's last check
+// succeeded and ended after t: none that may be on a newer timeline is
+// out of sight.
+func (c *Core) allAnsweredSince(t time.Time) bool {
+	for _, y := range c.nodes {
+		if y.Vouched && (!y.Up || y.Suspect || !y.ResAt.After(t)) {
+			return false
+		}
+	}
+	return true
+}
+
 // server is the identity of the server the node's last check reached; zero
 // when it is not up or the checker does not tell.
 func (x *Node) server() checker.ServerID {
@@ -474,12 +486,18 @@ func (c *Core) elect() {
 			// No walreceiver to say what it streams, and its control
 			// data may lag: a timeline whose history file it holds
 			// exists all the same.
-			x.histTL = max(x.histTL, r.HistoryTimeline)
-		case r.InRecovery && r.ReceiveTimeline < x.histTL:
-			// It streams an older timeline: the file is left over from
-			// a branch it could not follow or was rewound off (a
-			// walreceiver fetches the history files of its upstream's
-			// timelines whether or not it can follow them).
+			if r.HistoryTimeline != 0 && r.HistoryTimeline >= x.histTL {
+				x.histTL, x.histAt = r.HistoryTimeline, x.ResAt
+			}
+		case r.InRecovery && r.ReceiveTimeline < x.histTL && c.allAnsweredSince(x.histAt):
+			// It streams an older timeline, and every node of ours
+			// answered since it showed the file: none is on that
+			// timeline, so the file is left over (a walreceiver fetches
+			// the history files of its upstream's timelines whether or
+			// not it can follow them; a promotion abandoned). Streaming
+			// alone says nothing: a replica left behind on the older
+			// branch streams it from the old master, and one behind the
+			// fork point shows the older timeline until it gets there.
 			x.histTL = 0
 		}
 	}

@@ -220,11 +220,13 @@ func (md *model) replicate() {
 			continue
 		}
 		u := md.servers[s.upstream]
-		if u.sysid == s.sysid && !u.down && !u.hung && !s.down && !s.hung && !u.rogue {
-			// The walreceiver fetches the upstream's history files
-			// before it asks for WAL, even of a timeline it cannot
-			// follow (it forked off before this replica's position).
-			s.files = max(s.files, u.tl(), u.files)
+		if u.sysid == s.sysid && !u.down && !u.hung && !s.down && !s.hung && !u.rogue && u.tl() >= s.tl() {
+			// The walreceiver fetches the history files of the
+			// timelines up to the upstream's own before it asks for
+			// WAL, even of one it cannot follow (it forked off before
+			// this replica's position); none of an upstream on an older
+			// timeline (walreceiver.c, WalRcvFetchTimeLineHistoryFiles).
+			s.files = max(s.files, u.tl())
 		}
 		if !canStream(s, u) {
 			continue
