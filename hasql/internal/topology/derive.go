@@ -510,6 +510,13 @@ func (c *Core) elect() {
 		}
 		c.contenders = append(c.contenders, x)
 		tl := c.Timeline()
+		if c.cluster == 0 {
+			// Until the cluster is known no node's timeline counts in
+			// Timeline (a trusted node's first check may be under way):
+			// a vouched node of x's system identifier on a newer one
+			// still shows x stale.
+			tl = max(tl, c.newestOf(x.Res.SystemID))
+		}
 		if x.Res.Timeline < tl {
 			x.Stale = true
 			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+")")
@@ -561,6 +568,29 @@ func (c *Core) elect() {
 	}
 }
 
+// newestOf is the newest timeline a live vouched node of system
+// identifier sys shows.
+func (c *Core) newestOf(sys uint64) uint32 {
+	var tl uint32
+	for _, x := range c.nodes {
+		if x.live() && x.Vouched && sys != 0 && x.Res.SystemID == sys {
+			tl = max(tl, bestTimeline(&x.Res))
+		}
+	}
+	return tl
+}
+
+// trustedUnchecked reports whether a trusted node has not been checked
+// yet.
+func (c *Core) trustedUnchecked() bool {
+	for _, x := range c.nodes {
+		if x.Trusted && !x.Checked {
+			return true
+		}
+	}
+	return false
+}
+
 // learnCluster returns the system identifier of the cluster, 0 while it
 // cannot tell yet. Not whoever answers first: that of the vouched writable
 // servers that a replica confirms (their walsenders list a vouched replica
@@ -584,10 +614,8 @@ func (c *Core) learnCluster(writable []*Node) uint64 {
 	if any && agree {
 		return id
 	}
-	for _, x := range c.nodes {
-		if x.Trusted && !x.Checked {
-			return 0
-		}
+	if c.trustedUnchecked() {
+		return 0
 	}
 	var ids []uint64
 	var counts []int
