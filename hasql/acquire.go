@@ -218,7 +218,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 					}
 				}
 				excluded = excluded[:0]
-				if err := m.acquireDone(ctx, t, o); err != nil {
+				if err := m.acquireDone(ctx, t, o, lastErr); err != nil {
 					return nil, nil, err
 				}
 				continue
@@ -232,7 +232,9 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			case <-m.closed:
 				return nil, nil, ErrClosed
 			case <-ctx.Done():
-				return nil, nil, m.noNode(t, o, ctxErr(ctx))
+				ne := m.noNode(t, o, ctxErr(ctx))
+				ne.Last = lastErr
+				return nil, nil, ne
 			}
 		}
 		n := set.nodes[set.pick()]
@@ -337,12 +339,17 @@ func (m *Manager) stillRoutes(n *node, t target, o *replicaOptions) bool {
 	return err == nil && slices.Contains(set.nodes, n)
 }
 
-func (m *Manager) acquireDone(ctx context.Context, t target, o *replicaOptions) error {
+// acquireDone returns the error that ends an acquire whose context or
+// Manager is done (last: the last error met on a node's pool), nil while
+// neither is.
+func (m *Manager) acquireDone(ctx context.Context, t target, o *replicaOptions, last error) error {
 	select {
 	case <-m.closed:
 		return ErrClosed
 	case <-ctx.Done():
-		return m.noNode(t, o, ctxErr(ctx))
+		ne := m.noNode(t, o, ctxErr(ctx))
+		ne.Last = last
+		return ne
 	default:
 		return nil
 	}
@@ -363,7 +370,7 @@ func (m *Manager) waitChange(ctx context.Context, s *snapshot, d time.Duration) 
 	return false
 }
 
-func (m *Manager) noNode(t target, o *replicaOptions, cause error) error {
+func (m *Manager) noNode(t target, o *replicaOptions, cause error) *NoNodeError {
 	nodes := m.Nodes()
 	var behind map[string]bool // replicas kept from reads after a position (see behindTimeline)
 	if o != nil && o.minLSN != 0 {

@@ -38,6 +38,10 @@ type NoNodeError struct {
 	// Stale is set when the only writable nodes were stale masters: writes
 	// were refused, not merely unrouted. NoNodeError unwraps to it.
 	Stale *StaleMasterError
+	// Last is the last error the acquire met on a node's pool while it
+	// waited (a connection the server refused, say), nil when none; the
+	// node may have passed its checks since. NoNodeError unwraps to it.
+	Last error
 }
 
 func (e *NoNodeError) Error() string {
@@ -51,6 +55,11 @@ func (e *NoNodeError) Error() string {
 	if e.Stale != nil {
 		b.WriteString(": ")
 		b.WriteString(e.Stale.Error())
+	}
+	if e.Last != nil {
+		b.WriteString(" (last acquire error: ")
+		b.WriteString(e.Last.Error())
+		b.WriteString(")")
 	}
 	for i, n := range e.Nodes {
 		if i == 0 {
@@ -110,6 +119,9 @@ func (e *NoNodeError) Unwrap() []error {
 	}
 	if e.Stale != nil {
 		errs = append(errs, e.Stale)
+	}
+	if e.Last != nil {
+		errs = append(errs, e.Last)
 	}
 	for _, n := range e.Nodes {
 		if n.LastError != nil && !errors.Is(n.LastError, context.DeadlineExceeded) && !errors.Is(n.LastError, context.Canceled) {
