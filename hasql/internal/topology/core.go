@@ -169,10 +169,18 @@ type Node struct {
 	severPending   bool   // lost master: cut in-flight work once another is master
 	seenTL         uint32 // the newest timeline it proved while in the set
 	// histTL is the newest timeline whose history file it showed with no
-	// walreceiver (at histAt), until it streams an older one while every
-	// node answers (see allAnsweredSince).
-	histTL uint32
-	histAt time.Time
+	// walreceiver (at histAt), until the file is shown to be left over
+	// (see histLeftOver).
+	histTL     uint32
+	histAt     time.Time
+	histServer checker.ServerID // the server that showed it
+	// What it showed while the cluster's system identifier was not
+	// learned, as a server of system identifier preSys: its newest
+	// timeline and history file (at preHistAt); taken into seenTL and
+	// histTL once the cluster is learned to be preSys.
+	preSys         uint64
+	preTL, preHist uint32
+	preHistAt      time.Time
 	// ahead lists the writable nodes its WAL was found ahead of, with
 	// the timeline each was on then (see elect): each stays stale while it
 	// is on that timeline, until this server restarts (a rewind and a fresh

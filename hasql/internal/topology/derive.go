@@ -358,15 +358,52 @@ func (c *Core) dedup() (changed bool) {
 }
 
 // allAnsweredSince reports whether every vouched node's last check
-// succeeded and ended after t: none that may be on a newer timeline is
-// out of sight.
+// succeeded and began after t (one begun before may have missed a
+// promotion): none that may be on a newer timeline is out of sight.
 func (c *Core) allAnsweredSince(t time.Time) bool {
 	for _, y := range c.nodes {
-		if y.Vouched && (!y.Up || y.Suspect || !y.ResAt.After(t)) {
+		if y.Vouched && (!y.Up || y.Suspect || !y.CheckBegan.After(t)) {
 			return false
 		}
 	}
 	return true
+}
+
+// histLeftOver reports whether the history file that made x.histTL is
+// left over: every vouched node answered checks begun since it was shown,
+// no node of x's system identifier, vouched or not, shows that timeline,
+// and either another server answers at x now (a name that moved: the
+// server that holds the file shows it again wherever it is checked), or x
+// streams an older timeline from a vouched writable node of the set on an
+// older timeline, or is listed by one. Streaming an older timeline alone
+// says nothing: a replica left behind on the older branch streams it from
+// the old master, and one behind the fork point shows the older timeline
+// until it gets there, while the newer timeline's master may be out of
+// sight.
+func (c *Core) histLeftOver(x *Node) bool {
+	if !c.allAnsweredSince(x.histAt) {
+		return false
+	}
+	for _, y := range c.nodes {
+		if y.live() && y.Res.SystemID == x.Res.SystemID && bestTimeline(&y.Res) >= x.histTL {
+			return false
+		}
+	}
+	if x.Res.Server() != x.histServer {
+		return true
+	}
+	if !x.Res.InRecovery || x.Res.ReceiveTimeline == 0 || x.Res.ReceiveTimeline >= x.histTL {
+		return false
+	}
+	for _, w := range c.nodes {
+		if w == x || !w.Vouched || !w.live() || !w.mayWrite() || w.Res.Timeline >= x.histTL {
+			continue
+		}
+		if _, m := matchReplica(x, w.Res.Replicas, c.nodes); m == matchOne || streamsFrom(x, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // server is the identity of the server the node's last check reached; zero
@@ -474,7 +511,33 @@ func (c *Core) elect() {
 		}
 	}
 	if c.cluster == 0 {
+		// Until the cluster is learned, what vouched nodes show is kept
+		// by system identifier (see newestOf), and taken as proved once
+		// it is learned.
+		for _, x := range c.nodes {
+			if !x.live() || !x.Vouched || x.Res.SystemID == 0 {
+				continue
+			}
+			if x.preSys != x.Res.SystemID {
+				x.preSys, x.preTL, x.preHist, x.preHistAt = x.Res.SystemID, 0, 0, time.Time{}
+			}
+			x.preTL = max(x.preTL, bestTimeline(&x.Res))
+			if r := &x.Res; r.InRecovery && r.ReceiveTimeline == 0 && r.HistoryTimeline >= x.preHist && r.HistoryTimeline != 0 {
+				x.preHist, x.preHistAt = r.HistoryTimeline, x.ResAt
+			}
+		}
 		c.cluster = c.learnCluster(writable)
+		if c.cluster != 0 {
+			for _, x := range c.nodes {
+				if x.preSys == c.cluster {
+					x.seenTL = max(x.seenTL, x.preTL)
+					if x.preHist > x.histTL {
+						x.histTL, x.histAt, x.histServer = x.preHist, x.preHistAt, x.Res.Server()
+					}
+				}
+				x.preSys, x.preTL, x.preHist = 0, 0, 0
+			}
+		}
 	}
 	for _, x := range c.nodes {
 		if !x.live() || !x.Vouched || x.Res.SystemID == 0 || x.Res.SystemID != c.cluster {
@@ -487,17 +550,11 @@ func (c *Core) elect() {
 			// data may lag: a timeline whose history file it holds
 			// exists all the same.
 			if r.HistoryTimeline != 0 && r.HistoryTimeline >= x.histTL {
-				x.histTL, x.histAt = r.HistoryTimeline, x.ResAt
+				x.histTL, x.histAt, x.histServer = r.HistoryTimeline, x.ResAt, r.Server()
 			}
-		case r.InRecovery && r.ReceiveTimeline < x.histTL && c.allAnsweredSince(x.histAt):
-			// It streams an older timeline, and every node of ours
-			// answered since it showed the file: none is on that
-			// timeline, so the file is left over (a walreceiver fetches
-			// the history files of its upstream's timelines whether or
-			// not it can follow them; a promotion abandoned). Streaming
-			// alone says nothing: a replica left behind on the older
-			// branch streams it from the old master, and one behind the
-			// fork point shows the older timeline until it gets there.
+		case x.histTL != 0 && c.histLeftOver(x):
+			// Fetched by a walreceiver from an upstream it could not
+			// follow, or left by a promotion abandoned.
 			x.histTL = 0
 		}
 	}
@@ -568,13 +625,14 @@ func (c *Core) elect() {
 	}
 }
 
-// newestOf is the newest timeline a live vouched node of system
-// identifier sys shows.
+// newestOf is the newest timeline vouched nodes showed as servers of
+// system identifier sys while the cluster was not learned (their
+// timelines and history files).
 func (c *Core) newestOf(sys uint64) uint32 {
 	var tl uint32
 	for _, x := range c.nodes {
-		if x.live() && x.Vouched && sys != 0 && x.Res.SystemID == sys {
-			tl = max(tl, bestTimeline(&x.Res))
+		if x.Vouched && sys != 0 && x.preSys == sys {
+			tl = max(tl, x.preTL, x.preHist)
 		}
 	}
 	return tl
