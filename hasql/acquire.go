@@ -495,6 +495,7 @@ type minLSNWait struct {
 	others   replicaOptions
 	pause    time.Duration
 	timer    *time.Timer
+	last     error // the last error a probe met on a replica (see NoNodeError.Last)
 }
 
 func newMinLSNWait(o *replicaOptions) *minLSNWait {
@@ -533,11 +534,14 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 		conn, replay, err := m.probeReplay(ctx, n, limit)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, nil, m.noNode(targetReplica, o, ctxErr(ctx))
+				ne := m.noNode(targetReplica, o, ctxErr(ctx))
+				ne.Last = w.last
+				return nil, nil, ne
 			}
 			if m.ctx.Err() != nil {
 				return nil, nil, ErrClosed
 			}
+			w.last = fmt.Errorf("%s: %w", n.cfg.Addr, err)
 			continue
 		}
 		if replay >= o.minLSN {
@@ -561,7 +565,9 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 	case <-w.timer.C:
 	case <-s.changed:
 	case <-ctx.Done():
-		return nil, nil, m.noNode(targetReplica, o, ctxErr(ctx))
+		ne := m.noNode(targetReplica, o, ctxErr(ctx))
+		ne.Last = w.last
+		return nil, nil, ne
 	case <-m.closed:
 		return nil, nil, ErrClosed
 	}
