@@ -627,6 +627,7 @@ func (c *Core) ForgetTimeline(at time.Time) {
 	c.cluster = c.cfg.SystemID
 	for _, x := range c.nodes {
 		x.seenTL, x.histTL, x.histAt, x.ahead = 0, 0, time.Time{}, nil
+		x.preSys, x.preTL, x.preHist = 0, 0, 0
 		if x.mayWrite() && x.Vouched && (c.cluster == 0 || x.Res.SystemID == c.cluster) {
 			c.ignoreAhead = max(c.ignoreAhead, x.Res.Timeline)
 		}

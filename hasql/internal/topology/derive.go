@@ -390,7 +390,13 @@ func (c *Core) histLeftOver(x *Node) bool {
 		}
 	}
 	if x.Res.Server() != x.histServer {
-		return true
+		// A name that moved: the server that showed the file must be
+		// checked at another node of the set, whose own proof governs.
+		for _, y := range c.nodes {
+			if y != x && y.Vouched && y.live() && y.Res.Server() == x.histServer {
+				return true
+			}
+		}
 	}
 	if !x.Res.InRecovery || x.Res.ReceiveTimeline == 0 || x.Res.ReceiveTimeline >= x.histTL {
 		return false
@@ -399,7 +405,27 @@ func (c *Core) histLeftOver(x *Node) bool {
 		if w == x || !w.Vouched || !w.live() || !w.mayWrite() || w.Res.Timeline >= x.histTL {
 			continue
 		}
-		if _, m := matchReplica(x, w.Res.Replicas, c.nodes); m == matchOne || streamsFrom(x, w) {
+		if c.followsWritable(x, w, x.histTL, 4) {
+			return true
+		}
+	}
+	return false
+}
+
+// followsWritable: x streams from w or is listed by w, or (cascading) does
+// so with a vouched replica on an older timeline that follows w.
+func (c *Core) followsWritable(x, w *Node, tl uint32, depth int) bool {
+	if _, m := matchReplica(x, w.Res.Replicas, c.nodes); m == matchOne || streamsFrom(x, w) {
+		return true
+	}
+	if depth == 0 {
+		return false
+	}
+	for _, y := range c.nodes {
+		if y == x || y == w || !y.Vouched || !y.live() || !y.Res.InRecovery || y.Res.ReceiveTimeline == 0 || y.Res.ReceiveTimeline >= tl {
+			continue
+		}
+		if _, m := matchReplica(x, y.Res.Replicas, c.nodes); (m == matchOne || streamsFrom(x, y)) && c.followsWritable(y, w, tl, depth-1) {
 			return true
 		}
 	}
