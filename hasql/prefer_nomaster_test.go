@@ -27,21 +27,13 @@ import (
 func TestPreferMasterSkipsAPausedSyncReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
-	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
-	p := newCutProxy(t, n1.DirectAddr())
-	dsn := strings.Replace(c.DSN(), n1.Addr(), p.addr(), 1)
-	m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))
-	require.NoError(t, m.WaitReady(ctx, 1, 2))
-	waitRole(t, m, "n2", hasql.RoleSyncReplica)
-	_, tok, err := m.Master().ExecToken(ctx, "CREATE TABLE notes (id int PRIMARY KEY)")
-	require.NoError(t, err)
-	replayedTo(t, m, tok.LSN)
+	c, m, p := syncClusterBehindACut(t, ctx)
+	n2, n3 := c.Nodes()[1], c.Nodes()[2]
 
 	for _, n := range []*testcluster.Node{n2, n3} {
 		require.NoError(t, n.PauseReplay(ctx))
 	}
-	_, err = m.Master().Exec(ctx, "INSERT INTO notes VALUES (1)")
+	_, err := m.Master().Exec(ctx, "INSERT INTO notes VALUES (1)")
 	require.NoError(t, err, "acknowledged: the sync replica n2 flushed it")
 	inserted := time.Now()
 
@@ -49,16 +41,9 @@ func TestPreferMasterSkipsAPausedSyncReplica(t *testing.T) {
 	require.Eventually(t, func() bool { return m.Stat().Master == "" }, 30*time.Second, 5*time.Millisecond)
 	checkedSince(t, m, inserted, "n2", "n3")
 	t.Logf("no master: n2 %+v", statusOf(m, "n2"))
-	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
-	defer cancelShort()
-	var found int
-	var onReplica bool
-	var port string
-	err = m.Replica(hasql.PreferMaster(), hasql.MaxLag(0, time.Second)).QueryRow(short,
-		"SELECT count(*), pg_is_in_recovery(), current_setting('port') FROM notes WHERE id = 1").Scan(&found, &onReplica, &port)
-	t.Logf("PreferMaster+MaxLag(1s) read: found=%d onReplica=%v served by n2: %v err=%v", found, onReplica, port == portStr(n2.DirectAddr()), err)
+	found, err := preferMaxLagRead(t, ctx, m, n2, "no master")
 	require.False(t, err == nil && found == 0,
-		"a PreferMaster read under MaxLag(1s) was served by a replica (the sync n2, replay stopped for 3 s) without a commit the master acknowledged")
+		"a PreferMaster read under MaxLag(1s) was served by a replica (the sync n2, its replay paused) without a commit the master acknowledged")
 }
 
 // The same with a sync replica that stopped streaming altogether while the
@@ -70,16 +55,8 @@ func TestPreferMasterSkipsAPausedSyncReplica(t *testing.T) {
 func TestPreferMasterSkipsAFormerSyncReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	c, m, p := syncClusterBehindACut(t, ctx)
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
-	p := newCutProxy(t, n1.DirectAddr())
-	dsn := strings.Replace(c.DSN(), n1.Addr(), p.addr(), 1)
-	m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))
-	require.NoError(t, m.WaitReady(ctx, 1, 2))
-	waitRole(t, m, "n2", hasql.RoleSyncReplica)
-	_, tok, err := m.Master().ExecToken(ctx, "CREATE TABLE notes (id int PRIMARY KEY)")
-	require.NoError(t, err)
-	replayedTo(t, m, tok.LSN)
 
 	p.cut() // the Manager no longer reaches n1
 	require.Eventually(t, func() bool { return m.Stat().Master == "" }, 30*time.Second, 5*time.Millisecond)
@@ -89,14 +66,7 @@ func TestPreferMasterSkipsAFormerSyncReplica(t *testing.T) {
 	checkedSince(t, m, time.Now(), "n2", "n3")
 	t.Logf("no master: n2 %s (detached %q)", statusOf(m, "n2").Role, statusOf(m, "n2").Detached)
 
-	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
-	defer cancelShort()
-	var found int
-	var onReplica bool
-	var port string
-	err = m.Replica(hasql.PreferMaster(), hasql.MaxLag(0, time.Second)).QueryRow(short,
-		"SELECT count(*), pg_is_in_recovery(), current_setting('port') FROM notes WHERE id = 1").Scan(&found, &onReplica, &port)
-	t.Logf("PreferMaster+MaxLag(1s) read: found=%d onReplica=%v served by n2: %v err=%v", found, onReplica, port == portStr(n2.DirectAddr()), err)
+	found, err := preferMaxLagRead(t, ctx, m, n2, "no master")
 	require.False(t, err == nil && found == 0,
 		"a PreferMaster read under MaxLag(1s) was served by n2, no longer streaming nor sync, without an acknowledged commit")
 }
@@ -153,16 +123,41 @@ func TestPreferMasterPoolFailureKeepsTheLagLimit(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond, "n2's lag known, over 2 s: %+v", statusOf(m, "n2"))
 	t.Logf("n2: role %s lag %s known %v; master %s", statusOf(m, "n2").Role, statusOf(m, "n2").Lag, statusOf(m, "n2").LagKnown, m.Stat().Master)
 
-	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
-	defer cancelShort()
-	var found int
+	found, err := preferMaxLagRead(t, ctx, m, n2, "with the master known")
+	require.False(t, err == nil && found == 0,
+		"a PreferMaster read under MaxLag(1s) went to n2, whose lag the Manager knew to be over 2 s, without an acknowledged commit")
+}
+
+// syncClusterBehindACut starts a master with a sync and an async replica
+// and a Manager that reaches the master through p (p.cut() takes the
+// master out of its sight while the replicas stream on), with the notes
+// table made and replayed everywhere.
+func syncClusterBehindACut(t *testing.T, ctx context.Context) (*testcluster.Cluster, *hasql.Manager, *cutProxy) {
+	t.Helper()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	n1 := c.Nodes()[0]
+	p := newCutProxy(t, n1.DirectAddr())
+	m := newManager(t, ctx, withParams(strings.Replace(c.DSN(), n1.Addr(), p.addr(), 1), "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+	waitRole(t, m, "n2", hasql.RoleSyncReplica)
+	_, tok, err := m.Master().ExecToken(ctx, "CREATE TABLE notes (id int PRIMARY KEY)")
+	require.NoError(t, err)
+	replayedTo(t, m, tok.LSN)
+	return c, m, p
+}
+
+// preferMaxLagRead reads row 1 of notes with PreferMaster and MaxLag(1s)
+// within 2 s, logging where it was served (what says when).
+func preferMaxLagRead(t *testing.T, ctx context.Context, m *hasql.Manager, n2 *testcluster.Node, what string) (found int, err error) {
+	t.Helper()
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	var onReplica bool
 	var port string
 	err = m.Replica(hasql.PreferMaster(), hasql.MaxLag(0, time.Second)).QueryRow(short,
 		"SELECT count(*), pg_is_in_recovery(), current_setting('port') FROM notes WHERE id = 1").Scan(&found, &onReplica, &port)
-	t.Logf("PreferMaster+MaxLag(1s) read with the master known: found=%d onReplica=%v served by n2: %v err=%v", found, onReplica, port == portStr(n2.DirectAddr()), err)
-	require.False(t, err == nil && found == 0,
-		"a PreferMaster read under MaxLag(1s) went to n2, whose lag the Manager knew to be over 2 s, without an acknowledged commit")
+	t.Logf("%s: PreferMaster+MaxLag(1s) read: found=%d onReplica=%v served by n2: %v err=%v", what, found, onReplica, port == portStr(n2.DirectAddr()), err)
+	return found, err
 }
 
 // checkedSince waits until a check of each named node began after since:
@@ -186,16 +181,8 @@ func checkedSince(t *testing.T, m *hasql.Manager, since time.Time, names ...stri
 func TestPreferMasterAfterTheReplicaAheadIsLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 2, SyncReplicas: 1})
+	c, m, p := syncClusterBehindACut(t, ctx)
 	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
-	p := newCutProxy(t, n1.DirectAddr())
-	dsn := strings.Replace(c.DSN(), n1.Addr(), p.addr(), 1)
-	m := newManager(t, ctx, withParams(dsn, "hasql_check_interval", "100ms"))
-	require.NoError(t, m.WaitReady(ctx, 1, 2))
-	waitRole(t, m, "n2", hasql.RoleSyncReplica)
-	_, tok, err := m.Master().ExecToken(ctx, "CREATE TABLE notes (id int PRIMARY KEY)")
-	require.NoError(t, err)
-	replayedTo(t, m, tok.LSN)
 
 	p.cut() // the Manager no longer reaches n1
 	require.Eventually(t, func() bool { return m.Stat().Master == "" }, 30*time.Second, 5*time.Millisecond)
@@ -204,26 +191,15 @@ func TestPreferMasterAfterTheReplicaAheadIsLost(t *testing.T) {
 	execOn(t, ctx, n1, "INSERT INTO notes VALUES (1)") // acknowledged once n3 flushed it
 	checkedSince(t, m, time.Now(), "n2", "n3")
 
-	read := func(what string) (int, bool, error) {
-		short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
-		defer cancelShort()
-		var found int
-		var onReplica bool
-		var port string
-		err := m.Replica(hasql.PreferMaster(), hasql.MaxLag(0, time.Second)).QueryRow(short,
-			"SELECT count(*), pg_is_in_recovery(), current_setting('port') FROM notes WHERE id = 1").Scan(&found, &onReplica, &port)
-		t.Logf("%s: PreferMaster+MaxLag(1s) read: found=%d onReplica=%v served by n2: %v err=%v", what, found, onReplica, port == portStr(n2.DirectAddr()), err)
-		return found, onReplica, err
-	}
 	t.Logf("n3 checked: LSN %s received %s; n2: LSN %s received %s", statusOf(m, "n3").LSN, statusOf(m, "n3").ReceiveLSN, statusOf(m, "n2").LSN, statusOf(m, "n2").ReceiveLSN)
-	found, _, err := read("n3 up, past n2")
+	found, err := preferMaxLagRead(t, ctx, m, n2, "n3 up, past n2")
 	require.False(t, err == nil && found == 0, "n3 is past n2")
 
 	require.NoError(t, n3.Kill())
 	require.Eventually(t, func() bool { return !statusOf(m, "n3").Up }, 30*time.Second, 5*time.Millisecond)
 	checkedSince(t, m, time.Now(), "n2")
 	t.Logf("n3 down; n2 %s LSN %s received %s", statusOf(m, "n2").Role, statusOf(m, "n2").LSN, statusOf(m, "n2").ReceiveLSN)
-	found, _, err = read("n3 down")
+	found, err = preferMaxLagRead(t, ctx, m, n2, "n3 down")
 	require.False(t, err == nil && found == 0,
 		"a PreferMaster read under MaxLag(1s) was served by n2 without a commit the master acknowledged (the replica that had it is only down)")
 }
