@@ -561,8 +561,10 @@ func TestDBDeadPooledSessions(t *testing.T) {
 				require.NotEmpty(t, pids)
 				if tc.end != nil {
 					tc.end(t, pids)
+					waitGone(t, ctx, master, pids)
+				} else {
+					waitAppGone(t, ctx, master)
 				}
-				waitGone(t, ctx, master, pids)
 				_, err = db.ExecContext(ctx, "SELECT 1")
 				if err != nil {
 					failures = append(failures, fmt.Sprintf("round %d: %v", i, err))
