@@ -174,13 +174,11 @@ type Node struct {
 	histTL     uint32
 	histAt     time.Time
 	histServer checker.ServerID // the server that showed it
-	// What it showed while the cluster's system identifier was not
-	// learned, as a server of system identifier preSys: its newest
-	// timeline and history file (at preHistAt); taken into seenTL and
-	// histTL once the cluster is learned to be preSys.
-	preSys         uint64
-	preTL, preHist uint32
-	preHistAt      time.Time
+	// pre is what it showed while the cluster's system identifier was
+	// not learned, one record per system identifier of the servers that
+	// answered at it (at most maxPre); the record of the cluster's is
+	// taken into seenTL and histTL once the cluster is learned.
+	pre []preRecord
 	// ahead lists the writable nodes its WAL was found ahead of, with
 	// the timeline each was on then (see elect): each stays stale while it
 	// is on that timeline, until this server restarts (a rewind and a fresh
@@ -627,7 +625,7 @@ func (c *Core) ForgetTimeline(at time.Time) {
 	c.cluster = c.cfg.SystemID
 	for _, x := range c.nodes {
 		x.seenTL, x.histTL, x.histAt, x.ahead = 0, 0, time.Time{}, nil
-		x.preSys, x.preTL, x.preHist = 0, 0, 0
+		x.pre = nil
 		if x.mayWrite() && x.Vouched && (c.cluster == 0 || x.Res.SystemID == c.cluster) {
 			c.ignoreAhead = max(c.ignoreAhead, x.Res.Timeline)
 		}

@@ -389,14 +389,12 @@ func (c *Core) histLeftOver(x *Node) bool {
 			return false
 		}
 	}
-	if x.Res.Server() != x.histServer {
-		// A name that moved: the server that showed the file must be
-		// checked at another node of the set, whose own proof governs.
-		for _, y := range c.nodes {
-			if y != x && y.Vouched && y.live() && y.Res.Server() == x.histServer {
-				return true
-			}
-		}
+	if x.Res.Server() != x.histServer && x.Res.HistoryTimeline < x.histTL {
+		// Another server answers at x, one that does not hold the file
+		// (a name that moved; a restart shows the file again): what it
+		// streams says nothing of the file, and the server that showed
+		// it is checked nowhere in the set (moveHistory).
+		return false
 	}
 	if !x.Res.InRecovery || x.Res.ReceiveTimeline == 0 || x.Res.ReceiveTimeline >= x.histTL {
 		return false
@@ -410,6 +408,63 @@ func (c *Core) histLeftOver(x *Node) bool {
 		}
 	}
 	return false
+}
+
+// moveHistory hands a node's history-file proof to the node of the set
+// where the server that showed the file answers now (a name that moved):
+// the proof goes with the server, and ends by that node's rules. While
+// that server is checked nowhere the proof stays where it is.
+func (c *Core) moveHistory() {
+	for _, x := range c.nodes {
+		if x.histTL == 0 || x.histServer == (checker.ServerID{}) || (x.live() && x.Res.Server() == x.histServer) {
+			continue
+		}
+		for _, y := range c.nodes {
+			if y == x || !y.Vouched || !y.live() || y.Res.Server() != x.histServer {
+				continue
+			}
+			if x.histTL > y.histTL {
+				y.histTL, y.histAt, y.histServer = x.histTL, x.histAt, x.histServer
+			}
+			x.histTL, x.histAt = 0, time.Time{}
+			break
+		}
+	}
+}
+
+// maxPre bounds the records a node keeps before the cluster is learned:
+// one per system identifier answering at it. Beyond it the first recorded
+// goes (the cluster is learned at the first check of every trusted node,
+// so only servers that changed at a name that often before it are lost).
+const maxPre = 8
+
+// preRecord is what the servers of one system identifier showed at a node
+// before the cluster was learned: the newest timeline, and the newest
+// history file shown with no walreceiver (at histAt, by histServer).
+type preRecord struct {
+	sys        uint64
+	tl, hist   uint32
+	histAt     time.Time
+	histServer checker.ServerID
+}
+
+// keepPre records x's last check, taken at at, in its pre-cluster
+// records.
+func (x *Node) keepPre(at time.Time) {
+	r := &x.Res
+	i := slices.IndexFunc(x.pre, func(p preRecord) bool { return p.sys == r.SystemID })
+	if i < 0 {
+		if len(x.pre) == maxPre {
+			x.pre = slices.Delete(x.pre, 0, 1) // the first learned, of the fewest answers
+		}
+		x.pre = append(x.pre, preRecord{sys: r.SystemID})
+		i = len(x.pre) - 1
+	}
+	p := &x.pre[i]
+	p.tl = max(p.tl, bestTimeline(r))
+	if r.InRecovery && r.ReceiveTimeline == 0 && r.HistoryTimeline != 0 && r.HistoryTimeline >= p.hist {
+		p.hist, p.histAt, p.histServer = r.HistoryTimeline, at, r.Server()
+	}
 }
 
 // followsWritable: x streams from w or is listed by w, or (cascading) does
@@ -541,30 +596,27 @@ func (c *Core) elect() {
 		// by system identifier (see newestOf), and taken as proved once
 		// it is learned.
 		for _, x := range c.nodes {
-			if !x.live() || !x.Vouched || x.Res.SystemID == 0 {
-				continue
-			}
-			if x.preSys != x.Res.SystemID {
-				x.preSys, x.preTL, x.preHist, x.preHistAt = x.Res.SystemID, 0, 0, time.Time{}
-			}
-			x.preTL = max(x.preTL, bestTimeline(&x.Res))
-			if r := &x.Res; r.InRecovery && r.ReceiveTimeline == 0 && r.HistoryTimeline >= x.preHist && r.HistoryTimeline != 0 {
-				x.preHist, x.preHistAt = r.HistoryTimeline, x.ResAt
+			if x.live() && x.Vouched && x.Res.SystemID != 0 {
+				x.keepPre(x.ResAt)
 			}
 		}
 		c.cluster = c.learnCluster(writable)
 		if c.cluster != 0 {
 			for _, x := range c.nodes {
-				if x.preSys == c.cluster {
-					x.seenTL = max(x.seenTL, x.preTL)
-					if x.preHist > x.histTL {
-						x.histTL, x.histAt, x.histServer = x.preHist, x.preHistAt, x.Res.Server()
+				for _, p := range x.pre {
+					if p.sys != c.cluster {
+						continue
+					}
+					x.seenTL = max(x.seenTL, p.tl)
+					if p.hist > x.histTL {
+						x.histTL, x.histAt, x.histServer = p.hist, p.histAt, p.histServer
 					}
 				}
-				x.preSys, x.preTL, x.preHist = 0, 0, 0
+				x.pre = nil
 			}
 		}
 	}
+	c.moveHistory()
 	for _, x := range c.nodes {
 		if !x.live() || !x.Vouched || x.Res.SystemID == 0 || x.Res.SystemID != c.cluster {
 			continue
@@ -657,8 +709,13 @@ func (c *Core) elect() {
 func (c *Core) newestOf(sys uint64) uint32 {
 	var tl uint32
 	for _, x := range c.nodes {
-		if x.Vouched && sys != 0 && x.preSys == sys {
-			tl = max(tl, x.preTL, x.preHist)
+		if !x.Vouched || sys == 0 {
+			continue
+		}
+		for _, p := range x.pre {
+			if p.sys == sys {
+				tl = max(tl, p.tl, p.hist)
+			}
 		}
 	}
 	return tl
