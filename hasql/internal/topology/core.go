@@ -174,6 +174,7 @@ type Node struct {
 	histTL     uint32
 	histAt     time.Time
 	histServer checker.ServerID // the server that showed it
+	histName   string           // and its name (checker.Result.Name)
 	// pre is what it showed while the cluster's system identifier was
 	// not learned, one record per system identifier of the servers that
 	// answered at it (at most maxPre); the record of the cluster's is
@@ -364,6 +365,16 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 	for _, x := range c.nodes {
 		if _, gone := old[x.ID]; !gone {
 			continue
+		}
+		// Another address of the server that showed a history file
+		// keeps its proof (see moveHistory).
+		if x.histTL != 0 && x.histServer != (checker.ServerID{}) {
+			for _, y := range next {
+				if y.Vouched && y.live() && y.Res.Server() == x.histServer {
+					y.takeHistory(x.histTL, x.histAt, x.histServer, x.histName)
+					break
+				}
+			}
 		}
 		if x.Role == RoleMaster || x.Role == RoleStaleMaster || x.Writable || x.severPending {
 			c.cut(x)

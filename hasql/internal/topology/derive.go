@@ -389,11 +389,12 @@ func (c *Core) histLeftOver(x *Node) bool {
 			return false
 		}
 	}
-	if x.Res.Server() != x.histServer && x.Res.HistoryTimeline < x.histTL {
-		// Another server answers at x, one that does not hold the file
-		// (a name that moved; a restart shows the file again): what it
-		// streams says nothing of the file, and the server that showed
-		// it is checked nowhere in the set (moveHistory).
+	if x.Res.Server() != x.histServer && (x.histName == "" || x.Res.Name != x.histName) {
+		// Another server answers at x, under another name than the one
+		// that showed the file (a name that moved; a restart of the
+		// holder keeps its name): what it streams says nothing of the
+		// file, and the server that showed it is checked nowhere in the
+		// set (moveHistory).
 		return false
 	}
 	if !x.Res.InRecovery || x.Res.ReceiveTimeline == 0 || x.Res.ReceiveTimeline >= x.histTL {
@@ -414,28 +415,48 @@ func (c *Core) histLeftOver(x *Node) bool {
 // where the server that showed the file answers now (a name that moved):
 // the proof goes with the server, and ends by that node's rules. While
 // that server is checked nowhere the proof stays where it is.
+// All proofs move at once: names swapped between two holders swap their
+// proofs. A node that gets two keeps the newer timeline's.
 func (c *Core) moveHistory() {
+	type proof struct {
+		tl     uint32
+		at     time.Time
+		server checker.ServerID
+		name   string
+		to     *Node
+	}
+	var moving []proof
 	for _, x := range c.nodes {
 		if x.histTL == 0 || x.histServer == (checker.ServerID{}) || (x.live() && x.Res.Server() == x.histServer) {
 			continue
 		}
 		for _, y := range c.nodes {
-			if y == x || !y.Vouched || !y.live() || y.Res.Server() != x.histServer {
-				continue
+			if y != x && y.Vouched && y.live() && y.Res.Server() == x.histServer {
+				moving = append(moving, proof{x.histTL, x.histAt, x.histServer, x.histName, y})
+				x.histTL, x.histAt, x.histServer, x.histName = 0, time.Time{}, checker.ServerID{}, ""
+				break
 			}
-			if x.histTL > y.histTL {
-				y.histTL, y.histAt, y.histServer = x.histTL, x.histAt, x.histServer
-			}
-			x.histTL, x.histAt = 0, time.Time{}
-			break
 		}
+	}
+	for _, p := range moving {
+		p.to.takeHistory(p.tl, p.at, p.server, p.name)
+	}
+}
+
+// takeHistory gives x the proof of timeline tl shown by server (named
+// name) at at, unless it holds one of that timeline or a newer one.
+func (x *Node) takeHistory(tl uint32, at time.Time, server checker.ServerID, name string) {
+	if tl > x.histTL {
+		x.histTL, x.histAt, x.histServer, x.histName = tl, at, server, name
 	}
 }
 
 // maxPre bounds the records a node keeps before the cluster is learned:
-// one per system identifier answering at it. Beyond it the first recorded
-// goes (the cluster is learned at the first check of every trusted node,
-// so only servers that changed at a name that often before it are lost).
+// one per system identifier answering at it. Beyond it nothing new is
+// recorded: a server that answers at the node under ever new system
+// identifiers cannot push out what an earlier one showed (the cluster is
+// learned at the first check of every trusted node, and what the node
+// shows then counts from there on).
 const maxPre = 8
 
 // preRecord is what the servers of one system identifier showed at a node
@@ -446,6 +467,7 @@ type preRecord struct {
 	tl, hist   uint32
 	histAt     time.Time
 	histServer checker.ServerID
+	histName   string
 }
 
 // keepPre records x's last check, taken at at, in its pre-cluster
@@ -455,7 +477,7 @@ func (x *Node) keepPre(at time.Time) {
 	i := slices.IndexFunc(x.pre, func(p preRecord) bool { return p.sys == r.SystemID })
 	if i < 0 {
 		if len(x.pre) == maxPre {
-			x.pre = slices.Delete(x.pre, 0, 1) // the first learned, of the fewest answers
+			return
 		}
 		x.pre = append(x.pre, preRecord{sys: r.SystemID})
 		i = len(x.pre) - 1
@@ -463,7 +485,7 @@ func (x *Node) keepPre(at time.Time) {
 	p := &x.pre[i]
 	p.tl = max(p.tl, bestTimeline(r))
 	if r.InRecovery && r.ReceiveTimeline == 0 && r.HistoryTimeline != 0 && r.HistoryTimeline >= p.hist {
-		p.hist, p.histAt, p.histServer = r.HistoryTimeline, at, r.Server()
+		p.hist, p.histAt, p.histServer, p.histName = r.HistoryTimeline, at, r.Server(), r.Name
 	}
 }
 
@@ -609,7 +631,7 @@ func (c *Core) elect() {
 					}
 					x.seenTL = max(x.seenTL, p.tl)
 					if p.hist > x.histTL {
-						x.histTL, x.histAt, x.histServer = p.hist, p.histAt, p.histServer
+						x.histTL, x.histAt, x.histServer, x.histName = p.hist, p.histAt, p.histServer, p.histName
 					}
 				}
 				x.pre = nil
@@ -627,8 +649,12 @@ func (c *Core) elect() {
 			// No walreceiver to say what it streams, and its control
 			// data may lag: a timeline whose history file it holds
 			// exists all the same.
-			if r.HistoryTimeline != 0 && r.HistoryTimeline >= x.histTL {
-				x.histTL, x.histAt, x.histServer = r.HistoryTimeline, x.ResAt, r.Server()
+			// Another server showing a file of the same timeline does not
+			// take over the proof of the one that showed it first, unless
+			// it answers under its name (a restart of the holder).
+			if r.HistoryTimeline != 0 && (r.HistoryTimeline > x.histTL ||
+				r.HistoryTimeline == x.histTL && (r.Server() == x.histServer || x.histName != "" && r.Name == x.histName)) {
+				x.histTL, x.histAt, x.histServer, x.histName = r.HistoryTimeline, x.ResAt, r.Server(), r.Name
 			}
 		case x.histTL != 0 && c.histLeftOver(x):
 			// Fetched by a walreceiver from an upstream it could not
