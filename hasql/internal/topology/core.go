@@ -168,13 +168,10 @@ type Node struct {
 	loggedSync     string
 	severPending   bool   // lost master: cut in-flight work once another is master
 	seenTL         uint32 // the newest timeline it proved while in the set
-	// histTL is the newest timeline whose history file it showed with no
-	// walreceiver (at histAt), until the file is shown to be left over
-	// (see histLeftOver).
-	histTL     uint32
-	histAt     time.Time
-	histServer checker.ServerID // the server that showed it
-	histName   string           // and its name (checker.Result.Name)
+	// proofs are the history files it showed with no walreceiver, one per
+	// server that showed one (at most maxProofs), each until shown left
+	// over (see histLeftOver) or moved with its server (moveHistory).
+	proofs []histProof
 	// pre is what it showed while the cluster's system identifier was
 	// not learned, one record per system identifier of the servers that
 	// answered at it (at most maxPre); the record of the cluster's is
@@ -309,7 +306,7 @@ func (c *Core) Cluster() uint64 { return c.cluster }
 func (c *Core) Timeline() uint32 {
 	var tl uint32
 	for _, x := range c.nodes {
-		tl = max(tl, x.seenTL, x.histTL)
+		tl = max(tl, x.seenTL, x.histTL())
 	}
 	return tl
 }
@@ -349,6 +346,7 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 	for _, x := range c.nodes {
 		old[x.ID] = x
 	}
+	c.handOverProofs(members)
 	next := make([]*Node, 0, len(members))
 	for _, mb := range members {
 		if x := old[mb.ID]; x != nil {
@@ -366,16 +364,6 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 		if _, gone := old[x.ID]; !gone {
 			continue
 		}
-		// Another address of the server that showed a history file
-		// keeps its proof (see moveHistory).
-		if x.histTL != 0 && x.histServer != (checker.ServerID{}) {
-			for _, y := range next {
-				if y.Vouched && y.live() && y.Res.Server() == x.histServer {
-					y.takeHistory(x.histTL, x.histAt, x.histServer, x.histName)
-					break
-				}
-			}
-		}
 		if x.Role == RoleMaster || x.Role == RoleStaleMaster || x.Writable || x.severPending {
 			c.cut(x)
 			c.log(slog.LevelWarn, "pgxha: node that may have taken writes left the set: its connections are cut",
@@ -386,6 +374,31 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 	c.replicasChanged = now
 	c.rebuild(now, nil)
 	c.record(Entry{Kind: "members", At: now, Members: slices.Clone(members)}, false)
+}
+
+// handOverProofs gives the history-file proofs of the nodes that leave
+// the set for members to another node that stays, where the server that
+// showed the file answers (another address of it), as vouched before the
+// set changes.
+func (c *Core) handOverProofs(members []Member) {
+	stays := make(map[ID]bool, len(members))
+	for _, mb := range members {
+		stays[mb.ID] = true
+	}
+	for _, x := range c.nodes {
+		if stays[x.ID] {
+			continue
+		}
+		for _, p := range x.proofs {
+			for _, y := range c.nodes {
+				if stays[y.ID] && y.Vouched && y.live() && p.server != (checker.ServerID{}) && y.Res.Server() == p.server {
+					y.addProof(p)
+					break
+				}
+			}
+		}
+		x.proofs = nil
+	}
 }
 
 // ReplicasMaxAge is how old a writable node's walsenders may be when the
@@ -635,7 +648,7 @@ func (c *Core) ForgetTimeline(at time.Time) {
 	c.log(slog.LevelWarn, "pgxha: highest timeline forgotten", "was", c.Timeline())
 	c.cluster = c.cfg.SystemID
 	for _, x := range c.nodes {
-		x.seenTL, x.histTL, x.histAt, x.ahead = 0, 0, time.Time{}, nil
+		x.seenTL, x.proofs, x.ahead = 0, nil, nil
 		x.pre = nil
 		if x.mayWrite() && x.Vouched && (c.cluster == 0 || x.Res.SystemID == c.cluster) {
 			c.ignoreAhead = max(c.ignoreAhead, x.Res.Timeline)

@@ -369,27 +369,80 @@ func (c *Core) allAnsweredSince(t time.Time) bool {
 	return true
 }
 
-// histLeftOver reports whether the history file that made x.histTL is
-// left over: every vouched node answered checks begun since it was shown,
-// no node of x's system identifier, vouched or not, shows that timeline,
-// and either another server answers at x now (a name that moved: the
-// server that holds the file shows it again wherever it is checked), or x
-// streams an older timeline from a vouched writable node of the set on an
-// older timeline, or is listed by one. Streaming an older timeline alone
-// says nothing: a replica left behind on the older branch streams it from
-// the old master, and one behind the fork point shows the older timeline
-// until it gets there, while the newer timeline's master may be out of
-// sight.
-func (c *Core) histLeftOver(x *Node) bool {
-	if !c.allAnsweredSince(x.histAt) {
+// histProof is a history file of timeline tl that server (named name)
+// showed with no walreceiver, at at.
+type histProof struct {
+	tl     uint32
+	at     time.Time
+	server checker.ServerID
+	name   string
+}
+
+// maxProofs bounds the proofs a node holds: one per server that showed a
+// history file at it. Beyond it a proof of a newer timeline takes the place
+// of the oldest timeline's; one of no newer timeline is not kept.
+const maxProofs = 8
+
+// histTL is the newest timeline x's proofs show, 0 with none.
+func (x *Node) histTL() uint32 {
+	var tl uint32
+	for _, p := range x.proofs {
+		tl = max(tl, p.tl)
+	}
+	return tl
+}
+
+// addProof adds p to x's proofs, merged with one of the same server, or
+// of a server under the same name (taken for that server restarted).
+func (x *Node) addProof(p histProof) {
+	x.proofs = addProof(x.proofs, p)
+}
+
+func addProof(proofs []histProof, p histProof) []histProof {
+	for i := range proofs {
+		q := &proofs[i]
+		if q.server == p.server || (q.name != "" && q.name == p.name && q.server.SystemID == p.server.SystemID) {
+			if p.tl >= q.tl {
+				*q = p
+			}
+			return proofs
+		}
+	}
+	if len(proofs) < maxProofs {
+		return append(proofs, p)
+	}
+	i := 0
+	for j := range proofs {
+		if proofs[j].tl < proofs[i].tl {
+			i = j
+		}
+	}
+	if p.tl > proofs[i].tl {
+		proofs[i] = p
+	}
+	return proofs
+}
+
+// histLeftOver reports whether the history file of proof p, held at x,
+// is left over: every vouched node answered checks begun since it was
+// shown, no node of x's system identifier, vouched or not, shows that
+// timeline, and x, where the server that showed it answers (or one under
+// its name: the holder restarted), streams an older timeline from a
+// vouched writable node of the set on an older timeline, or is listed by
+// one. Streaming an older timeline alone says nothing: a replica left
+// behind on the older branch streams it from the old master, and one
+// behind the fork point shows the older timeline until it gets there,
+// while the newer timeline's master may be out of sight.
+func (c *Core) histLeftOver(x *Node, p histProof) bool {
+	if !c.allAnsweredSince(p.at) {
 		return false
 	}
 	for _, y := range c.nodes {
-		if y.live() && y.Res.SystemID == x.Res.SystemID && bestTimeline(&y.Res) >= x.histTL {
+		if y.live() && y.Res.SystemID == x.Res.SystemID && bestTimeline(&y.Res) >= p.tl {
 			return false
 		}
 	}
-	if x.Res.Server() != x.histServer && (x.histName == "" || x.Res.Name != x.histName) {
+	if x.Res.Server() != p.server && (p.name == "" || x.Res.Name != p.name) {
 		// Another server answers at x, under another name than the one
 		// that showed the file (a name that moved; a restart of the
 		// holder keeps its name): what it streams says nothing of the
@@ -397,77 +450,71 @@ func (c *Core) histLeftOver(x *Node) bool {
 		// set (moveHistory).
 		return false
 	}
-	if !x.Res.InRecovery || x.Res.ReceiveTimeline == 0 || x.Res.ReceiveTimeline >= x.histTL {
+	if !x.Res.InRecovery || x.Res.ReceiveTimeline == 0 || x.Res.ReceiveTimeline >= p.tl {
 		return false
 	}
 	for _, w := range c.nodes {
-		if w == x || !w.Vouched || !w.live() || !w.mayWrite() || w.Res.Timeline >= x.histTL {
+		if w == x || !w.Vouched || !w.live() || !w.mayWrite() || w.Res.Timeline >= p.tl {
 			continue
 		}
-		if c.followsWritable(x, w, x.histTL, 4) {
+		if c.followsWritable(x, w, p.tl, 4) {
 			return true
 		}
 	}
 	return false
 }
 
-// moveHistory hands a node's history-file proof to the node of the set
-// where the server that showed the file answers now (a name that moved):
-// the proof goes with the server, and ends by that node's rules. While
-// that server is checked nowhere the proof stays where it is.
-// All proofs move at once: names swapped between two holders swap their
-// proofs. A node that gets two keeps the newer timeline's.
+// moveHistory hands each history-file proof to the node of the set where
+// the server that showed the file answers now (a name that moved): the
+// proof goes with the server, and ends by that node's rules. While that
+// server is checked nowhere the proof stays where it is. All proofs move
+// at once, and a node holds one per server.
 func (c *Core) moveHistory() {
-	type proof struct {
-		tl     uint32
-		at     time.Time
-		server checker.ServerID
-		name   string
-		to     *Node
+	type move struct {
+		p  histProof
+		to *Node
 	}
-	var moving []proof
+	var moving []move
 	for _, x := range c.nodes {
-		if x.histTL == 0 || x.histServer == (checker.ServerID{}) || (x.live() && x.Res.Server() == x.histServer) {
-			continue
-		}
-		for _, y := range c.nodes {
-			if y != x && y.Vouched && y.live() && y.Res.Server() == x.histServer {
-				moving = append(moving, proof{x.histTL, x.histAt, x.histServer, x.histName, y})
-				x.histTL, x.histAt, x.histServer, x.histName = 0, time.Time{}, checker.ServerID{}, ""
-				break
+		kept := x.proofs[:0]
+		for _, p := range x.proofs {
+			var to *Node
+			if p.server != (checker.ServerID{}) && !(x.live() && x.Res.Server() == p.server) {
+				for _, y := range c.nodes {
+					if y != x && y.Vouched && y.live() && y.Res.Server() == p.server {
+						to = y
+						break
+					}
+				}
+			}
+			if to != nil {
+				moving = append(moving, move{p, to})
+			} else {
+				kept = append(kept, p)
 			}
 		}
+		clear(x.proofs[len(kept):])
+		x.proofs = kept
 	}
-	for _, p := range moving {
-		p.to.takeHistory(p.tl, p.at, p.server, p.name)
-	}
-}
-
-// takeHistory gives x the proof of timeline tl shown by server (named
-// name) at at, unless it holds one of that timeline or a newer one.
-func (x *Node) takeHistory(tl uint32, at time.Time, server checker.ServerID, name string) {
-	if tl > x.histTL {
-		x.histTL, x.histAt, x.histServer, x.histName = tl, at, server, name
+	for _, m := range moving {
+		m.to.addProof(m.p)
 	}
 }
 
 // maxPre bounds the records a node keeps before the cluster is learned:
-// one per system identifier answering at it. Beyond it nothing new is
-// recorded: a server that answers at the node under ever new system
-// identifiers cannot push out what an earlier one showed (the cluster is
-// learned at the first check of every trusted node, and what the node
-// shows then counts from there on).
-const maxPre = 8
+// one per system identifier answering at it. Beyond it a record with no
+// history file gives its place to a new one; otherwise nothing new is
+// recorded (the cluster is learned at the first check of every trusted
+// node, and what the node shows then counts from there on).
+const maxPre = 16
 
 // preRecord is what the servers of one system identifier showed at a node
-// before the cluster was learned: the newest timeline, and the newest
-// history file shown with no walreceiver (at histAt, by histServer).
+// before the cluster was learned: the newest timeline, and the history
+// files shown with no walreceiver.
 type preRecord struct {
-	sys        uint64
-	tl, hist   uint32
-	histAt     time.Time
-	histServer checker.ServerID
-	histName   string
+	sys    uint64
+	tl     uint32
+	proofs []histProof
 }
 
 // keepPre records x's last check, taken at at, in its pre-cluster
@@ -477,15 +524,19 @@ func (x *Node) keepPre(at time.Time) {
 	i := slices.IndexFunc(x.pre, func(p preRecord) bool { return p.sys == r.SystemID })
 	if i < 0 {
 		if len(x.pre) == maxPre {
-			return
+			j := slices.IndexFunc(x.pre, func(p preRecord) bool { return len(p.proofs) == 0 })
+			if j < 0 {
+				return
+			}
+			x.pre = slices.Delete(x.pre, j, j+1)
 		}
 		x.pre = append(x.pre, preRecord{sys: r.SystemID})
 		i = len(x.pre) - 1
 	}
 	p := &x.pre[i]
 	p.tl = max(p.tl, bestTimeline(r))
-	if r.InRecovery && r.ReceiveTimeline == 0 && r.HistoryTimeline != 0 && r.HistoryTimeline >= p.hist {
-		p.hist, p.histAt, p.histServer, p.histName = r.HistoryTimeline, at, r.Server(), r.Name
+	if r.InRecovery && r.ReceiveTimeline == 0 && r.HistoryTimeline != 0 {
+		p.proofs = addProof(p.proofs, histProof{r.HistoryTimeline, at, r.Server(), r.Name})
 	}
 }
 
@@ -630,8 +681,8 @@ func (c *Core) elect() {
 						continue
 					}
 					x.seenTL = max(x.seenTL, p.tl)
-					if p.hist > x.histTL {
-						x.histTL, x.histAt, x.histServer, x.histName = p.hist, p.histAt, p.histServer, p.histName
+					for _, h := range p.proofs {
+						x.addProof(h)
 					}
 				}
 				x.pre = nil
@@ -649,17 +700,14 @@ func (c *Core) elect() {
 			// No walreceiver to say what it streams, and its control
 			// data may lag: a timeline whose history file it holds
 			// exists all the same.
-			// Another server showing a file of the same timeline does not
-			// take over the proof of the one that showed it first, unless
-			// it answers under its name (a restart of the holder).
-			if r.HistoryTimeline != 0 && (r.HistoryTimeline > x.histTL ||
-				r.HistoryTimeline == x.histTL && (r.Server() == x.histServer || x.histName != "" && r.Name == x.histName)) {
-				x.histTL, x.histAt, x.histServer, x.histName = r.HistoryTimeline, x.ResAt, r.Server(), r.Name
+			// Each server that shows one keeps a proof of its own.
+			if r.HistoryTimeline != 0 {
+				x.addProof(histProof{r.HistoryTimeline, x.ResAt, r.Server(), r.Name})
 			}
-		case x.histTL != 0 && c.histLeftOver(x):
+		case len(x.proofs) > 0:
 			// Fetched by a walreceiver from an upstream it could not
 			// follow, or left by a promotion abandoned.
-			x.histTL = 0
+			x.proofs = slices.DeleteFunc(x.proofs, func(p histProof) bool { return c.histLeftOver(x, p) })
 		}
 	}
 	var top []*Node
@@ -740,7 +788,10 @@ func (c *Core) newestOf(sys uint64) uint32 {
 		}
 		for _, p := range x.pre {
 			if p.sys == sys {
-				tl = max(tl, p.tl, p.hist)
+				tl = max(tl, p.tl)
+				for _, h := range p.proofs {
+					tl = max(tl, h.tl)
+				}
 			}
 		}
 	}

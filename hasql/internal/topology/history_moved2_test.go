@@ -31,8 +31,8 @@ func TestSwappedNamesKeepBothProofs(t *testing.T) {
 	tr.HistoryTimeline = 2
 	c.CheckOK(3, tr, at(5), at(6), "10.0.0.3")
 	c.CheckOK(1, old, at(7), at(8), "10.0.0.1")
-	if e := c.Elected(); e.Master != nil || c.Node(2).histTL != 2 || c.Node(3).histTL != 2 {
-		t.Fatalf("setup: %+v histTL n2 %d n3 %d", e, c.Node(2).histTL, c.Node(3).histTL)
+	if e := c.Elected(); e.Master != nil || c.Node(2).histTL() != 2 || c.Node(3).histTL() != 2 {
+		t.Fatalf("setup: %+v histTL n2 %d n3 %d", e, c.Node(2).histTL(), c.Node(3).histTL())
 	}
 
 	// The names swap. S streams timeline 1 from n5 (outside the set); T
@@ -51,7 +51,7 @@ func TestSwappedNamesKeepBothProofs(t *testing.T) {
 	}
 	if e := c.Elected(); e.Master != nil {
 		t.Fatalf("%s elected on timeline 1 (core timeline %d, histTL n2 %d n3 %d): S, which showed timeline 2's history file, streams from outside the set at n3; its proof was cleared because n3 held T's, and T's then followed T to n2 and ended there",
-			e.Master.Addr, c.Timeline(), c.Node(2).histTL, c.Node(3).histTL)
+			e.Master.Addr, c.Timeline(), c.Node(2).histTL(), c.Node(3).histTL())
 	}
 }
 
@@ -93,7 +93,7 @@ func TestRestartedHolderStreamingFromTheMasterEndsALeftoverProof(t *testing.T) {
 	}
 	if e := c.Elected(); e.Master == nil || e.Master.ID != 1 {
 		t.Fatalf("after n1's and n2's restarts, 25 s of n2 streaming timeline 1 from n1, listed by it, every node answering: %+v (core timeline %d, histTL n2 %d)",
-			e, c.Timeline(), c.Node(2).histTL)
+			e, c.Timeline(), c.Node(2).histTL())
 	}
 }
 
@@ -114,8 +114,8 @@ func TestAnotherHolderOfTheFileDoesNotTakeOverTheProof(t *testing.T) {
 	s.HistoryTimeline = 2
 	c.CheckOK(2, s, at(3), at(4), "10.0.0.2")
 	c.CheckOK(1, old, at(5), at(6), "10.0.0.1")
-	if e := c.Elected(); e.Master != nil || c.Node(2).histTL != 2 {
-		t.Fatalf("setup: %+v histTL n2 %d", e, c.Node(2).histTL)
+	if e := c.Elected(); e.Master != nil || c.Node(2).histTL() != 2 {
+		t.Fatalf("setup: %+v histTL n2 %d", e, c.Node(2).histTL())
 	}
 
 	// The name n2 moves to U: once with its walreceiver down (leftover
@@ -135,7 +135,7 @@ func TestAnotherHolderOfTheFileDoesNotTakeOverTheProof(t *testing.T) {
 	}
 	if e := c.Elected(); e.Master != nil {
 		t.Fatalf("%s elected on timeline 1 (core timeline %d, histTL n2 %d): S, which showed timeline 2's history file, is checked nowhere; U, another server with a leftover file of that timeline, took the proof over and ended it",
-			e.Master.Addr, c.Timeline(), c.Node(2).histTL)
+			e.Master.Addr, c.Timeline(), c.Node(2).histTL())
 	}
 }
 
@@ -160,8 +160,8 @@ func TestProofStaysWithTheServerWhenAnAddressOfItLeaves(t *testing.T) {
 	c.CheckOK(3, h, at(5), at(6), "10.0.0.2")
 	c.CheckOK(1, old, at(7), at(8), "10.0.0.1")
 	c.CheckOK(2, s, at(9), at(10), "10.0.0.2")
-	if e := c.Elected(); e.Master != nil || c.Node(3).histTL != 2 {
-		t.Fatalf("setup: %+v histTL n3 %d", e, c.Node(3).histTL)
+	if e := c.Elected(); e.Master != nil || c.Node(3).histTL() != 2 {
+		t.Fatalf("setup: %+v histTL n3 %d", e, c.Node(3).histTL())
 	}
 
 	c.SetMembers(at(20), mb[:2]) // the VIP n3 is dropped
@@ -172,7 +172,7 @@ func TestProofStaysWithTheServerWhenAnAddressOfItLeaves(t *testing.T) {
 	}
 	if e := c.Elected(); e.Master != nil {
 		t.Fatalf("%s elected on timeline 1 (core timeline %d, histTL n2 %d): S, which showed timeline 2's history file, still answers at n2 and streams from outside the set; only its second address n3 left the set",
-			e.Master.Addr, c.Timeline(), c.Node(2).histTL)
+			e.Master.Addr, c.Timeline(), c.Node(2).histTL())
 	}
 }
 
@@ -223,7 +223,7 @@ func TestRogueCannotEvictAPreClusterRecord(t *testing.T) {
 			}
 			if e := c.Elected(); e.Master != nil {
 				t.Fatalf("%s elected on timeline 1 (core timeline %d, histTL n2 %d): S showed timeline 2's history file at n2 before the cluster was learned; a rogue answering at n2 under %d other system identifiers evicted that record",
-					e.Master.Addr, c.Timeline(), c.Node(2).histTL, maxPre)
+					e.Master.Addr, c.Timeline(), c.Node(2).histTL(), maxPre)
 			}
 		})
 	}

@@ -45,8 +45,8 @@ func TestMovedNameToAStreamingHolderKeepsTheProof(t *testing.T) {
 	h.ReceiveTimeline, h.UpstreamHost, h.UpstreamPort = 0, "", 0
 	c.CheckOK(2, h, at(5), at(6), "10.0.0.3")
 	c.CheckOK(1, old, at(7), at(8), "10.0.0.1")
-	if e := c.Elected(); e.Master != nil || c.Node(2).histTL != 2 {
-		t.Fatalf("setup: %+v histTL n2 %d", e, c.Node(2).histTL)
+	if e := c.Elected(); e.Master != nil || c.Node(2).histTL() != 2 {
+		t.Fatalf("setup: %+v histTL n2 %d", e, c.Node(2).histTL())
 	}
 
 	// S streams again (timeline 1, toward the switch point, from n4).
@@ -63,7 +63,7 @@ func TestMovedNameToAStreamingHolderKeepsTheProof(t *testing.T) {
 	}
 	if e := c.Elected(); e.Master != nil {
 		t.Fatalf("%s elected on timeline 1 (core timeline %d, histTL n2 %d n3 %d): the server that showed timeline 2's history file (n3 now) streams timeline 1 from 10.0.0.9, outside the set, and only the name n2 moved",
-			e.Master.Addr, c.Timeline(), c.Node(2).histTL, c.Node(3).histTL)
+			e.Master.Addr, c.Timeline(), c.Node(2).histTL(), c.Node(3).histTL())
 	}
 }
 
@@ -104,8 +104,8 @@ func TestNameMovedOffTheHolderOntoAReplicaOfTheOldMasterKeepsTheProof(t *testing
 	st.ReceiveTimeline, st.UpstreamHost, st.UpstreamPort = 1, "10.0.0.9", 5432
 	c.CheckOK(2, st, at(10), at(11), "10.0.0.2")
 	c.CheckOK(1, old, at(12), at(13), "10.0.0.1")
-	if e := c.Elected(); e.Master != nil || c.Node(2).histTL != 2 {
-		t.Fatalf("setup (the proof is kept while S1 streams from outside the set): %+v histTL n2 %d", e, c.Node(2).histTL)
+	if e := c.Elected(); e.Master != nil || c.Node(2).histTL() != 2 {
+		t.Fatalf("setup (the proof is kept while S1 streams from outside the set): %+v histTL n2 %d", e, c.Node(2).histTL())
 	}
 
 	// The name n2 moves to S2, a replica of n1 on timeline 1.
@@ -119,7 +119,7 @@ func TestNameMovedOffTheHolderOntoAReplicaOfTheOldMasterKeepsTheProof(t *testing
 	}
 	if e := c.Elected(); e.Master != nil {
 		t.Fatalf("%s elected on timeline 1 (core timeline %d, histTL n2 %d): the server that showed timeline 2's history file is checked nowhere any more, and the replica of n1 the name n2 moved onto says nothing about that file",
-			e.Master.Addr, c.Timeline(), c.Node(2).histTL)
+			e.Master.Addr, c.Timeline(), c.Node(2).histTL())
 	}
 }
 
@@ -227,8 +227,8 @@ func TestPreClusterHistoryServerIsTheOneThatShowedIt(t *testing.T) {
 	r4.UpstreamHost, r4.UpstreamPort = "10.0.0.1", 5432
 	c.CheckOK(4, r4, at(14), at(15), "10.0.0.4")
 	c.CheckOK(1, old, at(16), at(17), "10.0.0.1")
-	if e := c.Elected(); e.Master != nil || c.Cluster() != sys || c.Node(2).histTL != 2 {
-		t.Fatalf("setup, cluster learned: %+v cluster %d histTL n2 %d", e, c.Cluster(), c.Node(2).histTL)
+	if e := c.Elected(); e.Master != nil || c.Cluster() != sys || c.Node(2).histTL() != 2 {
+		t.Fatalf("setup, cluster learned: %+v cluster %d histTL n2 %d", e, c.Cluster(), c.Node(2).histTL())
 	}
 
 	// The name n2 moves back to S1, which streams timeline 1 toward the
@@ -244,6 +244,6 @@ func TestPreClusterHistoryServerIsTheOneThatShowedIt(t *testing.T) {
 	}
 	if e := c.Elected(); e.Master != nil {
 		t.Fatalf("%s elected on timeline 1 (core timeline %d, histTL n2 %d): n2 reaches S1 again, the server that showed timeline 2's history file, which streams from outside the set; the proof ended because S2, taken for the file's holder when the cluster was learned, answers at n3",
-			e.Master.Addr, c.Timeline(), c.Node(2).histTL)
+			e.Master.Addr, c.Timeline(), c.Node(2).histTL())
 	}
 }

@@ -137,7 +137,7 @@ func TestCascadedReplicaEndsALeftoverProof(t *testing.T) {
 	}
 	if e := c.Elected(); e.Master == nil || e.Master.ID != 1 {
 		t.Fatalf("25 s after n2 streams timeline 1 again (from n3, which follows n1), every node answering, nothing on timeline 2: %+v (histTL n2 %d, core timeline %d)",
-			e, c.Node(2).histTL, c.Timeline())
+			e, c.Node(2).histTL(), c.Timeline())
 	}
 }
 

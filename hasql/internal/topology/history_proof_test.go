@@ -66,7 +66,7 @@ func TestMovedNameDropsALeftoverHistoryProof(t *testing.T) {
 	c.TakeReady()
 	if e := c.Elected(); e.Master == nil || e.Master.ID != 1 {
 		t.Fatalf("25 s after the faults ended, every node answering, n2 streaming timeline 1 from n1 and listed, nothing on timeline 2: %+v (histTL: n1 %d, n2 %d, node 3 %d)",
-			e, c.Node(1).histTL, c.Node(2).histTL, c.Node(3).histTL)
+			e, c.Node(1).histTL(), c.Node(2).histTL(), c.Node(3).histTL())
 	}
 }
 
