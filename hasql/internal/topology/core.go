@@ -175,7 +175,7 @@ type Node struct {
 	// pre is what it showed while the cluster's system identifier was
 	// not learned, one record per system identifier of the servers that
 	// answered at it (at most maxPre); the record of the cluster's is
-	// taken into seenTL and histTL once the cluster is learned.
+	// taken into seenTL and proofs once the cluster is learned.
 	pre []preRecord
 	// ahead lists the writable nodes its WAL was found ahead of, with
 	// the timeline each was on then (see elect): each stays stale while it
@@ -390,11 +390,8 @@ func (c *Core) handOverProofs(members []Member) {
 			continue
 		}
 		for _, p := range x.proofs {
-			for _, y := range c.nodes {
-				if stays[y.ID] && y.Vouched && y.live() && p.server != (checker.ServerID{}) && y.Res.Server() == p.server {
-					y.addProof(p)
-					break
-				}
+			if y := c.answering(p.server, func(y *Node) bool { return stays[y.ID] }); y != nil {
+				y.addProof(p)
 			}
 		}
 		x.proofs = nil

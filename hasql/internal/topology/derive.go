@@ -384,12 +384,30 @@ type histProof struct {
 const maxProofs = 8
 
 // histTL is the newest timeline x's proofs show, 0 with none.
-func (x *Node) histTL() uint32 {
+func (x *Node) histTL() uint32 { return newestProof(x.proofs) }
+
+// newestProof is the newest timeline proofs show, 0 with none.
+func newestProof(proofs []histProof) uint32 {
 	var tl uint32
-	for _, p := range x.proofs {
+	for _, p := range proofs {
 		tl = max(tl, p.tl)
 	}
 	return tl
+}
+
+// answering returns the vouched node of the set where server s answers
+// now and that ok accepts (nil: any), nil when there is none or s is not
+// known.
+func (c *Core) answering(s checker.ServerID, ok func(*Node) bool) *Node {
+	if s == (checker.ServerID{}) {
+		return nil
+	}
+	for _, y := range c.nodes {
+		if y.Vouched && y.server() == s && (ok == nil || ok(y)) {
+			return y
+		}
+	}
+	return nil
 }
 
 // addProof adds p to x's proofs, merged with one of the same server, or
@@ -479,13 +497,8 @@ func (c *Core) moveHistory() {
 		kept := x.proofs[:0]
 		for _, p := range x.proofs {
 			var to *Node
-			if p.server != (checker.ServerID{}) && !(x.live() && x.Res.Server() == p.server) {
-				for _, y := range c.nodes {
-					if y != x && y.Vouched && y.live() && y.Res.Server() == p.server {
-						to = y
-						break
-					}
-				}
+			if x.server() != p.server {
+				to = c.answering(p.server, nil) // not x: its server is another
 			}
 			if to != nil {
 				moving = append(moving, move{p, to})
@@ -788,10 +801,7 @@ func (c *Core) newestOf(sys uint64) uint32 {
 		}
 		for _, p := range x.pre {
 			if p.sys == sys {
-				tl = max(tl, p.tl)
-				for _, h := range p.proofs {
-					tl = max(tl, h.tl)
-				}
+				tl = max(tl, p.tl, newestProof(p.proofs))
 			}
 		}
 	}
