@@ -156,9 +156,12 @@ func (n *node) connected(err error) {
 // connection report: a connection that connected is live (its failures
 // from now on are the node's, see trackedConn), and the outcome is
 // recorded.
-func (n *node) connectTraced(conn *pgx.Conn, err error) {
+func (n *node) connectTraced(conn *pgx.Conn, err error, pooled bool) {
 	if err == nil && conn != nil {
 		if tc := trackedOf(conn); tc != nil {
+			if pooled {
+				n.setEnd(tc) // a *sql.DB's connections have database/sql's lifetime
+			}
 			tc.live.Store(true)
 		}
 	}

@@ -24,8 +24,12 @@ type benchEnv struct {
 	// master2 is a second plain pgxpool on the master, made like master
 	// (BenchmarkAcquireVersus/PlainVsPlain).
 	master2 *pgxpool.Pool
-	sync    *pgxpool.Pool // plain pgxpool on the sync replica
-	async   *pgxpool.Pool // plain pgxpool on the async replica
+	// unaged is a plain pgxpool on the master without MaxConnLifetime,
+	// whose test pgxha's pools leave to the node (see
+	// BenchmarkAcquireVersus/AcquireMaster-Unaged).
+	unaged *pgxpool.Pool
+	sync   *pgxpool.Pool // plain pgxpool on the sync replica
+	async  *pgxpool.Pool // plain pgxpool on the async replica
 }
 
 var (
@@ -62,6 +66,17 @@ func env(b *testing.B) *benchEnv {
 			benchErr = err
 			return
 		}
+		pc, err := pgxpool.ParseConfig(withParams(c.Nodes()[0].DSN(), "pool_max_conns", "8"))
+		if err != nil {
+			benchErr = err
+			return
+		}
+		pc.MaxConnLifetime = 0
+		unaged, err := pgxpool.NewWithConfig(ctx, pc)
+		if err != nil {
+			benchErr = err
+			return
+		}
 		syncPool, err := pgxpool.New(ctx, withParams(c.Nodes()[1].DSN(), "pool_max_conns", "8"))
 		if err != nil {
 			benchErr = err
@@ -72,7 +87,7 @@ func env(b *testing.B) *benchEnv {
 			benchErr = err
 			return
 		}
-		bench = &benchEnv{c: c, m: m, master: master, master2: master2, sync: syncPool, async: asyncPool}
+		bench = &benchEnv{c: c, m: m, master: master, master2: master2, unaged: unaged, sync: syncPool, async: asyncPool}
 	})
 	if benchErr != nil {
 		b.Fatal(benchErr)
@@ -232,6 +247,10 @@ func BenchmarkAcquireVersus(b *testing.B) {
 		// Both sides plain pools on the master, made alike: what the method
 		// reads when there is no difference (its bias and scatter).
 		{"PlainVsPlain", e.master.Acquire, e.master2.Acquire},
+		// Against a plain pool that does not test MaxConnLifetime either
+		// (pgxha's pools leave it to the node, see expireConns): pgxha's
+		// own work on the acquire path, without the clock reads it saves.
+		{"AcquireMaster-Unaged", e.unaged.Acquire, e.m.AcquireMaster},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			warm(b, tc.plain, 8)

@@ -56,6 +56,14 @@ type Config struct {
 	// pool_min_conns, MinIdleConns is 1: every node keeps a connection
 	// ready, and a replica's stays valid when it is promoted, so the first
 	// write after a failover does not wait to connect.
+	//
+	// MaxConnLifetime and MaxConnLifetimeJitter are kept by the node
+	// rather than by pgxpool, which would read the clock for them on every
+	// acquire and release: a connection past its lifetime is closed when
+	// it is released, or while idle at the first check after its end (up
+	// to one check interval late); an acquire never takes one the node
+	// knows is past its end, and one in use is never cut for its lifetime.
+	// A ConnConfig with AfterNetConnect leaves the lifetime to pgxpool.
 	PoolConfig *pgxpool.Config
 
 	// Nodes lists the hosts of the connection string, in order.

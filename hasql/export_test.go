@@ -31,3 +31,24 @@ func (a *AuthGate) Failed(err error, now time.Time) (bool, string, time.Time) {
 	return a.g.failed(err, now)
 }
 func (a *AuthGate) Succeeded() bool { return a.g.succeeded() }
+
+// ExpiredConns is how many connections of every node are past their
+// lifetime and not yet closed (see expireConns).
+func ExpiredConns(m *Manager) int64 {
+	var k int64
+	for _, n := range m.nodesNow() {
+		k += n.nExpired.Load()
+	}
+	return k
+}
+
+// EndAllConns marks every connection of every node's pool past its
+// lifetime, as the check after its end does, without taking the idle ones
+// from the pool (see expireConns).
+func EndAllConns(m *Manager) int {
+	k := 0
+	for _, n := range m.nodesNow() {
+		k += n.conns.flagExpired(1 << 62)
+	}
+	return k
+}

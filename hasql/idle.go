@@ -25,8 +25,11 @@ const idleCheckAfter = time.Millisecond
 // and hands out another: the caller never sees the dead session. Otherwise
 // the pool's own rule applies (user, the hook set on PoolConfig or by
 // ConfigureNode; pgxpool's default when nil: a ping after a second idle).
-func shouldPingHook(user func(context.Context, pgxpool.ShouldPingParams) bool) func(context.Context, pgxpool.ShouldPingParams) bool {
+func (n *node) shouldPingHook(user func(context.Context, pgxpool.ShouldPingParams) bool) func(context.Context, pgxpool.ShouldPingParams) bool {
 	return func(ctx context.Context, p pgxpool.ShouldPingParams) bool {
+		if n.nExpired.Load() > 0 && closeIfExpired(p.Conn) {
+			return true // closed at its end of life: the ping fails, the pool takes the next
+		}
 		if p.IdleDuration >= idleCheckAfter && sessionEndedWhileIdle(p.Conn) {
 			return true
 		}

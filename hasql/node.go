@@ -84,6 +84,11 @@ type node struct {
 	slow            atomic.Bool // a check of the node as master has taken longer than slowThreshold, and runs still
 	poisoned        sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
 	nPoisoned       atomic.Int64
+	// lifetime and lifetimeJitter are the pool's MaxConnLifetime and
+	// MaxConnLifetimeJitter, kept by the node (see expireConns); nExpired
+	// counts the connections past their end not yet closed.
+	lifetime, lifetimeJitter time.Duration
+	nExpired                 atomic.Int64
 
 	// tlHidden: the last check found it in recovery with no walreceiver
 	// timeline to see (a check user without pg_monitor, or none running):
@@ -178,7 +183,15 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 
 	n.beforeConnect = n.withCredentials(pc.BeforeConnect)
 	pc.BeforeConnect = n.beforeConnect
-	pc.ShouldPing = shouldPingHook(pc.ShouldPing)
+	pc.ShouldPing = n.shouldPingHook(pc.ShouldPing)
+	// The node keeps the connections' lifetime (see expireConns): pgxpool
+	// would read the clock for it on every acquire and release. Not under
+	// a wrapper of the user's (AfterNetConnect), which hides the tracked
+	// connection that holds a connection's end.
+	if pc.ConnConfig.AfterNetConnect == nil {
+		n.lifetime, n.lifetimeJitter = pc.MaxConnLifetime, pc.MaxConnLifetimeJitter
+		pc.MaxConnLifetime, pc.MaxConnLifetimeJitter = 0, 0
+	}
 
 	pc.ConnConfig.ValidateConnect = n.sameServer(pc.ConnConfig.ValidateConnect)
 	if isPgxFrontend(pc.ConnConfig.BuildFrontend) {
@@ -284,6 +297,7 @@ func (n *node) run(checked chan<- struct{}) {
 		}
 		again := m.report(n, res, began, latency, err)
 		n.reconcileInUse()
+		n.expireConns()
 		if first {
 			first = false
 			select {
@@ -779,6 +793,10 @@ type trackedConn struct {
 	// start is the start time of the server the connection reached (see
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64
+	// ends is when the connection's lifetime ends (monoNow; 0: never),
+	// expired that it has, guarded by reg.mu once set (see flagExpired).
+	ends    atomic.Int64
+	expired atomic.Bool
 }
 
 // Read and Write report a failure of the connection of a pool (not a
@@ -827,6 +845,9 @@ func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.reg.mu.Lock()
 		delete(c.reg.conns, c)
+		if c.expired.Load() {
+			c.reg.n.nExpired.Add(-1) // counted by flagExpired
+		}
 		c.reg.mu.Unlock()
 	})
 	return c.Conn.Close()

@@ -166,7 +166,7 @@ func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectE
 	if data.Err == nil && data.Conn != nil && t.n.unboundAfterConnect {
 		data.Conn.PgConn().Frontend().SetMaxBodyLen(pgxMaxMessage) // see maxStartupMessage
 	}
-	t.n.connectTraced(data.Conn, data.Err)
+	t.n.connectTraced(data.Conn, data.Err, !t.unpooled)
 	if u, ok := t.user.(pgx.ConnectTracer); ok {
 		u.TraceConnectEnd(ctx, data)
 	}
@@ -183,6 +183,9 @@ func (t *nodeTracer) TraceRelease(pool *pgxpool.Pool, data pgxpool.TraceReleaseD
 			data.Conn.Close(ctx)
 			cancel()
 		}
+	}
+	if t.n.nExpired.Load() > 0 {
+		closeIfExpired(data.Conn) // the pool destroys it (see expireConns)
 	}
 	if t.userRelease != nil {
 		t.userRelease.TraceRelease(pool, data)
