@@ -61,7 +61,9 @@ type Config struct {
 	// rather than by pgxpool, which would read the clock for them on every
 	// acquire and release: a connection past its lifetime is closed when
 	// it is released, or while idle at the first check after its end (up
-	// to one check interval late); an acquire never takes one the node
+	// to one check interval late; the check takes the idle connections
+	// from the pool and gives them back, which runs PrepareConn or
+	// BeforeAcquire on each); an acquire never takes one the node
 	// knows is past its end, and one in use is never cut for its lifetime.
 	// A ConnConfig with AfterNetConnect leaves the lifetime to pgxpool.
 	PoolConfig *pgxpool.Config
