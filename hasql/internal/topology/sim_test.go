@@ -188,6 +188,13 @@ type sim struct {
 	// walsender rows ambiguous): what they proved then (a newer
 	// timeline) counts in the shadow only, and may outlive the namesake.
 	unvouchedByNamesake map[ID]bool
+	// shadowDiverged: the shadow took a timeline from such a node (see
+	// checkShadow).
+	shadowDiverged bool
+	// inShadow: whether each member is in the shadow's set now (it reaches
+	// no rogue); rejoined: the members back in it after reaching a rogue,
+	// new nodes to the shadow (see checkShadow).
+	inShadow, rejoined map[ID]bool
 	// answered is the server whose answer each member's last check
 	// delivered: a name may have moved since.
 	answered map[ID]int
@@ -299,10 +306,18 @@ func (s *sim) rogue(id ID) bool {
 // shadowMembers gives the shadow the members that reach no rogue.
 func (s *sim) shadowMembers() {
 	var set []Member
+	if s.inShadow == nil {
+		s.inShadow, s.rejoined = make(map[ID]bool), make(map[ID]bool)
+	}
 	for _, mb := range s.members {
-		if !mb.gone && !s.md.servers[mb.server].rogue {
+		in := !mb.gone && !s.md.servers[mb.server].rogue
+		if in {
 			set = append(set, mb.Member)
+			if seen, ok := s.inShadow[mb.ID]; ok && !seen {
+				s.rejoined[mb.ID] = true
+			}
 		}
+		s.inShadow[mb.ID] = in
 	}
 	s.shadow.SetMembers(s.now, set)
 }
@@ -408,12 +423,18 @@ func (s *sim) tick() error {
 	// While checks are fast, replicas are probed for a promotion between
 	// checks (hasql's WatchPromotion): a probe that finds one out of
 	// recovery reports it at once. The application meets errors too.
+	// The probe runs on the check connection: it asks the server the last
+	// check reached, also when the member's name has moved since.
 	for _, mb := range s.members {
 		if mb.gone || !s.fast || s.rng.Intn(4) != 0 {
 			continue
 		}
 		x := s.core.Node(mb.ID)
-		srv := s.md.servers[mb.server]
+		at, ok := s.answered[mb.ID]
+		if !ok {
+			continue
+		}
+		srv := s.md.servers[at]
 		if x == nil || !x.Up || !x.Res.InRecovery || srv.down || srv.hung {
 			continue
 		}
@@ -925,31 +946,44 @@ func (s *sim) repair() {
 // rogue's), that node's claims (a newer timeline, being writable) count
 // for nothing, as a rogue's would not, so the core may keep a master that,
 // without the rogue, it would find stale or in a split brain: no
-// comparison then, nor later while the shadow remembers a timeline such
-// a node showed then.
+// comparison then, nor, once the shadow took a newer timeline from such a
+// node, for the rest of the schedule.
 func (s *sim) checkShadow(e Election) error {
 	for _, y := range s.shadow.Nodes() {
-		if x := s.core.Node(y.ID); y.Vouched && x != nil && !x.Vouched {
+		x := s.core.Node(y.ID)
+		if y.Vouched && x != nil && !x.Vouched {
 			if s.unvouchedByNamesake == nil {
 				s.unvouchedByNamesake = make(map[ID]bool)
 			}
 			s.unvouchedByNamesake[y.ID] = true
 		}
+		if x != nil && s.unvouchedByNamesake[y.ID] && y.seenTL > x.seenTL {
+			// The shadow took a newer timeline from a node the core had
+			// unvouched: from then on the two may follow different
+			// timelines for good (a name moved off that server and a
+			// replica promoted on another branch is master to the core,
+			// and behind to the shadow), so they are not compared again.
+			s.shadowDiverged = true
+		}
 	}
-	if e.Master == nil {
+	if e.Master == nil || s.shadowDiverged {
 		return nil
 	}
 	for _, y := range s.shadow.Nodes() {
 		if x := s.core.Node(y.ID); y.Vouched && x != nil && !x.Vouched {
 			return nil // one of ours unvouched by a namesake: the core must treat it as a rogue
 		}
-		if x := s.core.Node(y.ID); x != nil && s.unvouchedByNamesake[y.ID] && y.seenTL > x.seenTL {
-			// The timeline the shadow remembers of it was shown while
-			// the core had it unvouched: no comparison (as above).
-			return nil
-		}
 	}
 	se := s.shadow.Elected()
+	if y := s.shadow.Node(e.Master.ID); se.Master == nil && s.rejoined[e.Master.ID] && y != nil && !y.Vouched &&
+		!s.md.servers[s.member(e.Master.ID).server].rogue {
+		// A member whose address reached a rogue that showed the
+		// identity of the honest server there now: the core saw one
+		// server all along and kept what vouched for it; the shadow,
+		// which left the member out while it reached the rogue, has a
+		// new node to vouch for. The master is an honest server.
+		return nil
+	}
 	if se.Master == nil && e.Master.Suspect {
 		// A master whose check timed out keeps the writes until the
 		// next check confirms; the two cores may disagree on who stands
