@@ -976,12 +976,13 @@ func (s *sim) checkShadow(e Election) error {
 	}
 	se := s.shadow.Elected()
 	if y := s.shadow.Node(e.Master.ID); se.Master == nil && s.rejoined[e.Master.ID] && y != nil && !y.Vouched &&
-		!s.md.servers[s.member(e.Master.ID).server].rogue {
+		!s.md.servers[s.member(e.Master.ID).server].rogue && !s.md.servers[s.answered[e.Master.ID]].rogue {
 		// A member whose address reached a rogue that showed the
 		// identity of the honest server there now: the core saw one
 		// server all along and kept what vouched for it; the shadow,
 		// which left the member out while it reached the rogue, has a
-		// new node to vouch for. The master is an honest server.
+		// new node to vouch for. The master is an honest server, and
+		// so is the one whose answer made it master.
 		return nil
 	}
 	if se.Master == nil && e.Master.Suspect {
