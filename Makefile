@@ -75,8 +75,9 @@ unit:
 PGX_OLDEST_MODFILE := .ci/pgx-oldest/go.mod
 # In hasql, the tests of what touches pgx's API (parsing, acquiring, routed
 # statements, batches, transactions, LSNs, database/sql, LISTEN, check
-# connections, credentials); the rest of the suite runs once, on the newest.
-PGX_OLDEST_HASQL_TESTS = ^(TestParseConfig|TestConnLifetime|TestOptions|TestNewWithConfig|TestConfigCopy|TestRedact|TestManager|TestDatabaseSQL|TestListenFollowsTheMaster|TestCheckConnection|TestCredentials|TestClientCertificate|TestReadYourWritesAsyncCommit|TestNoRerunOfMasterStatement|TestAcquireWaitingInDemotedPool|TestDBConnectRevalidates|TestWaitReplayed|TestDeadPooledSessions|TestNodeLost)
+# connections, credentials, the pool's lifetime left to pgxpool); the rest
+# of the suite runs once, on the newest.
+PGX_OLDEST_HASQL_TESTS = ^(TestParseConfig|TestConnLifetimeReusesConnections|TestOptions|TestNewWithConfig|TestConfigCopy|TestRedact|TestManager|TestDatabaseSQL|TestListenFollowsTheMaster|TestCheckConnection|TestCredentials|TestClientCertificate|TestReadYourWritesAsyncCommit|TestNoRerunOfMasterStatement|TestAcquireWaitingInDemotedPool|TestDBConnectRevalidates|TestWaitReplayed|TestDeadPooledSessions|TestNodeLost)
 # It runs on the oldest Go the module supports too (go.mod's go line), a
 # toolchain the go command fetches through the module proxy once.
 GO_OLDEST ?= go1.25.0

@@ -248,7 +248,7 @@ func BenchmarkAcquireVersus(b *testing.B) {
 		// reads when there is no difference (its bias and scatter).
 		{"PlainVsPlain", e.master.Acquire, e.master2.Acquire},
 		// Against a plain pool that does not test MaxConnLifetime either
-		// (pgxha's pools leave it to the node, see expireConns): pgxha's
+		// (pgxha's pools leave it to the node, see markExpired): pgxha's
 		// own work on the acquire path, without the clock reads it saves.
 		{"AcquireMaster-Unaged", e.unaged.Acquire, e.m.AcquireMaster},
 	} {

@@ -59,13 +59,16 @@ type Config struct {
 	//
 	// MaxConnLifetime and MaxConnLifetimeJitter are kept by the node
 	// rather than by pgxpool, which would read the clock for them on every
-	// acquire and release: a connection past its lifetime is closed when
-	// it is released, or while idle at the first check after its end (up
-	// to one check interval late; the check takes the idle connections
-	// from the pool and gives them back, which runs PrepareConn or
-	// BeforeAcquire on each); an acquire never takes one the node
-	// knows is past its end, and one in use is never cut for its lifetime.
-	// A ConnConfig with AfterNetConnect leaves the lifetime to pgxpool.
+	// acquire and release: after each check the node marks the
+	// connections past their end; a marked connection is closed when it is
+	// released, and an acquire that comes to a marked idle one closes it
+	// instead of handing it out (up to one check interval late). One in
+	// use is never cut for its lifetime; an idle one past its end stays
+	// open until an acquire comes to it or MaxConnIdleTime closes it.
+	// BeforeClose sees such a connection open, in the Release or acquire
+	// that closes it. With a pgx older than v5.13.0 (or a build that does
+	// not record its dependencies' versions), or a ConnConfig with
+	// AfterNetConnect, pgxpool keeps the lifetime.
 	PoolConfig *pgxpool.Config
 
 	// Nodes lists the hosts of the connection string, in order.

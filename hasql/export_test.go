@@ -33,7 +33,7 @@ func (a *AuthGate) Failed(err error, now time.Time) (bool, string, time.Time) {
 func (a *AuthGate) Succeeded() bool { return a.g.succeeded() }
 
 // ExpiredConns is how many connections of every node are past their
-// lifetime and not yet closed (see expireConns).
+// lifetime and not yet closed (see markExpired).
 func ExpiredConns(m *Manager) int64 {
 	var k int64
 	for _, n := range m.nodesNow() {
@@ -43,12 +43,20 @@ func ExpiredConns(m *Manager) int64 {
 }
 
 // EndAllConns marks every connection of every node's pool past its
-// lifetime, as the check after its end does, without taking the idle ones
-// from the pool (see expireConns).
+// lifetime, as the check after its end does (see markExpired).
 func EndAllConns(m *Manager) int {
 	k := 0
 	for _, n := range m.nodesNow() {
 		k += n.conns.flagExpired(1 << 62)
 	}
 	return k
+}
+
+// LifetimeByNode reports whether the nodes keep their pools' connection
+// lifetime (the pgx built with takes a MaxConnLifetime of 0 for none).
+func LifetimeByNode() bool { return pgxKeepsNoLifetime() }
+
+// VersionAtLeast is versionAtLeast, for its test.
+func VersionAtLeast(v string, major, minor, patch int) bool {
+	return versionAtLeast(v, major, minor, patch)
 }

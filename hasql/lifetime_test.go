@@ -2,10 +2,14 @@ package hasql_test
 
 import (
 	"context"
-	"slices"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -13,66 +17,59 @@ import (
 	"github.com/pgxha/pgxha/testcluster"
 )
 
-// TestConnLifetime: pool_max_conn_lifetime, which the node keeps instead of
-// pgxpool, closes an idle connection past its end, closes one in use when
-// it is released and not before (a transaction across the end commits),
-// and an acquire never takes a connection past its end.
+// waitEnded waits until a connection made no later than made, of a pool whose
+// lifetime is d, is past its end as its keeper knows it: marked by the
+// node's check where the node keeps the lifetime, the time passed where
+// pgxpool does (the pgx built with takes a lifetime of 0 for "at once").
+func waitEnded(t *testing.T, ctx context.Context, m *hasql.Manager, made time.Time, d time.Duration, k int64) {
+	t.Helper()
+	if hasql.LifetimeByNode() {
+		waitUntil(t, ctx, "connections marked past their end", func() bool { return hasql.ExpiredConns(m) >= k })
+		return
+	}
+	waitFor(t, ctx, made, d)
+}
+
+// TestConnLifetime: pool_max_conn_lifetime never cuts a connection in use
+// (a transaction across the end commits) and closes it at its release; an
+// acquire never hands out an idle connection past its end, and closes it.
 func TestConnLifetime(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: -1})
 	n1 := c.Nodes()[0]
+	const lifetime = time.Second
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"pool_max_conn_lifetime", lifetime.String(), "pool_max_conns", "4", "pool_min_idle_conns", "0"))
+	_, err := m.Master().Exec(ctx, "CREATE TABLE lifetime (v int)")
+	require.NoError(t, err)
 
-	t.Run("idle and in use", func(t *testing.T) {
-		m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
-			"pool_max_conn_lifetime", "1s", "pool_max_conns", "4"))
-		_, err := m.Master().Exec(ctx, "CREATE TABLE lifetime (v int)")
-		require.NoError(t, err)
-
+	t.Run("in use", func(t *testing.T) {
 		held, err := m.AcquireMaster(ctx)
 		require.NoError(t, err)
+		made := time.Now()
 		heldPID := int(held.Conn().PgConn().PID())
 		tx, err := held.Begin(ctx)
 		require.NoError(t, err)
 		_, err = tx.Exec(ctx, "INSERT INTO lifetime VALUES (1)")
 		require.NoError(t, err)
-
-		idle, err := m.AcquireMaster(ctx)
-		require.NoError(t, err)
-		idlePID := int(idle.Conn().PgConn().PID())
-		require.NotEqual(t, heldPID, idlePID)
-		idle.Release()
-
-		// The idle one is closed by the node once its end has come; the
-		// one in use is past its end by then (made first) and stays open.
-		waitGone(t, ctx, n1, []int{idlePID})
-		waitUntil(t, ctx, "the connection in use marked past its end", func() bool { return hasql.ExpiredConns(m) >= 1 })
-		assert.Contains(t, backendPids(t, ctx, n1, "true"), heldPID)
+		waitEnded(t, ctx, m, made, lifetime, 1)
+		assert.Contains(t, backendPids(t, ctx, n1, "true"), heldPID, "cut while in use")
 		_, err = tx.Exec(ctx, "INSERT INTO lifetime VALUES (2)")
 		require.NoError(t, err)
 		require.NoError(t, tx.Commit(ctx))
 		held.Release()
-
 		waitGone(t, ctx, n1, []int{heldPID})
-		waitUntil(t, ctx, "no connection left past its end", func() bool { return hasql.ExpiredConns(m) == 0 })
 		assert.EqualValues(t, 2, rowsOn(t, ctx, n1, "SELECT count(*) FROM lifetime"))
-		conn, err := m.AcquireMaster(ctx)
-		require.NoError(t, err)
-		pid := int(conn.Conn().PgConn().PID())
-		conn.Release()
-		assert.False(t, slices.Contains([]int{heldPID, idlePID}, pid), "handed out %d, closed for its lifetime", pid)
-		assert.Zero(t, hasql.InUse(m)[n1.Addr()], "in-use count after the sweep")
 	})
 
-	t.Run("an acquire skips a connection past its end", func(t *testing.T) {
-		m := newManager(t, ctx, withParams(c.DSN(), "pool_max_conns", "4"))
+	t.Run("idle", func(t *testing.T) {
 		conn, err := m.AcquireMaster(ctx)
 		require.NoError(t, err)
+		made := time.Now() // no earlier than the connection was made
 		old := int(conn.Conn().PgConn().PID())
 		conn.Release()
-		// Marked but still idle in the pool, as between a check that
-		// found its end and the sweep that closes it.
-		require.Equal(t, 1, hasql.EndAllConns(m))
+		waitEnded(t, ctx, m, made, lifetime, 1)
 		conn, err = m.AcquireMaster(ctx)
 		require.NoError(t, err)
 		pid := int(conn.Conn().PgConn().PID())
@@ -81,7 +78,345 @@ func TestConnLifetime(t *testing.T) {
 		conn.Release()
 		assert.NotEqual(t, old, pid, "the connection past its end was handed out")
 		waitGone(t, ctx, n1, []int{old})
-		waitUntil(t, ctx, "no connection left past its end", func() bool { return hasql.ExpiredConns(m) == 0 })
-		assert.Zero(t, hasql.InUse(m)[n1.Addr()], "in-use count")
 	})
+	waitUntil(t, ctx, "no connection left marked", func() bool { return hasql.ExpiredConns(m) == 0 })
+	assert.Zero(t, hasql.InUse(m)[n1.Addr()], "in-use count")
+}
+
+func TestConnLifetimeReusesConnections(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	m := newManager(t, ctx, withParams(c.DSN(), "pool_max_conns", "4", "pool_min_idle_conns", "0"))
+
+	var pids []uint32
+	for range 3 {
+		conn, err := m.AcquireMaster(ctx)
+		require.NoError(t, err)
+		pids = append(pids, conn.Conn().PgConn().PID())
+		conn.Release()
+	}
+	assert.Equal(t, []uint32{pids[0], pids[0], pids[0]}, pids, "each acquire got a new connection")
+}
+
+// TestConnLifetimeBeforeClose: pgxpool's BeforeClose is "called right
+// before a connection is closed": a user's cleanup on the session runs on
+// the open connection, once, for a connection closed for its lifetime at
+// its release or by the acquire that came to it idle.
+func TestConnLifetimeBeforeClose(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	n1 := c.Nodes()[0]
+
+	var mu sync.Mutex
+	cleanup := map[uint32][]error{} // pid → the cleanup statement's error, per call
+	const lifetime = time.Second
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"pool_max_conn_lifetime", lifetime.String(), "pool_max_conns", "4", "pool_min_idle_conns", "0"),
+		hasql.WithConfigureNode(func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+			pc.BeforeClose = func(conn *pgx.Conn) {
+				cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_, err := conn.Exec(cctx, "SELECT pg_advisory_unlock_all()")
+				mu.Lock()
+				cleanup[conn.PgConn().PID()] = append(cleanup[conn.PgConn().PID()], err)
+				mu.Unlock()
+			}
+			return nil
+		}))
+
+	held, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	heldPID := held.Conn().PgConn().PID()
+	idle, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	idlePID := idle.Conn().PgConn().PID()
+	made := time.Now()
+	idle.Release()
+	waitEnded(t, ctx, m, made, lifetime, 2)
+	held.Release()                    // closed at its release
+	conn, err := m.AcquireMaster(ctx) // comes to the idle one and closes it
+	require.NoError(t, err)
+	assert.NotContains(t, []uint32{heldPID, idlePID}, conn.Conn().PgConn().PID())
+	conn.Release()
+	waitGone(t, ctx, n1, []int{int(heldPID), int(idlePID)})
+
+	for _, pid := range []uint32{idlePID, heldPID} {
+		waitUntil(t, ctx, "BeforeClose called", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(cleanup[pid]) > 0
+		})
+		mu.Lock()
+		errs := cleanup[pid]
+		mu.Unlock()
+		require.Len(t, errs, 1, "BeforeClose calls for connection %d", pid)
+		assert.NoError(t, errs[0], "BeforeClose's cleanup on connection %d, closed for its lifetime", pid)
+	}
+}
+
+func waitFor(t *testing.T, ctx context.Context, from time.Time, d time.Duration) {
+	t.Helper()
+	waitUntil(t, ctx, "time to pass", func() bool { return time.Since(from) >= d })
+}
+
+type tenantKey struct{}
+
+// The tests below guard the ways of closing idle connections past their
+// end that the node does not take: taking every idle connection from the
+// pool and giving it back (pgxpool's AcquireAllIdle) runs the user's
+// PrepareConn outside an acquire, under a context without the acquire's
+// values or deadline, and restarts every idle connection's idle time.
+
+// TestConnLifetimeKeepsIdleTime: a connection reaching its end leaves the
+// idle ones' idle time alone: pgxpool's ShouldPing (its default pings a
+// connection idle for more than a second) and MaxConnIdleTime read it.
+func TestConnLifetimeKeepsIdleTime(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+
+	var mu sync.Mutex
+	seen := map[uint32]time.Duration{} // pid → IdleDuration ShouldPing was given
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"pool_max_conn_lifetime", "6s", "pool_max_conns", "4", "pool_min_idle_conns", "0"),
+		hasql.WithConfigureNode(func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+			pc.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool {
+				mu.Lock()
+				seen[p.Conn.PgConn().PID()] = p.IdleDuration
+				mu.Unlock()
+				return false
+			}
+			return nil
+		}))
+
+	t0 := time.Now()
+	held, err := m.AcquireMaster(ctx) // ends at t0+6s, in use then: the check marks it
+	require.NoError(t, err)
+	defer held.Release()
+	waitFor(t, ctx, t0, 4*time.Second)
+	a, err := m.AcquireMaster(ctx) // a new connection: ends about t0+10s
+	require.NoError(t, err)
+	pidA := a.Conn().PgConn().PID()
+	a.Release()
+	released := time.Now()
+
+	// The held one is marked past its end.
+	waitUntil(t, ctx, "the held connection marked", func() bool { return hasql.ExpiredConns(m) >= 1 })
+	require.Less(t, time.Since(t0), 9500*time.Millisecond, "the check after the first end came too late")
+
+	idleAtLeast := time.Since(released)
+	a2, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	defer a2.Release()
+	require.Equal(t, pidA, a2.Conn().PgConn().PID(), "the idle connection handed out")
+	mu.Lock()
+	got := seen[pidA]
+	mu.Unlock()
+	assert.GreaterOrEqual(t, got, idleAtLeast-50*time.Millisecond,
+		"ShouldPing was told the connection was idle %v; it had been idle at least %v", got, idleAtLeast)
+}
+
+// TestConnLifetimeKeepsMaxConnIdleTime: pool_max_conn_idle_time closes a
+// surplus idle connection after that long idle, also while other
+// connections reach their ends one after another.
+func TestConnLifetimeKeepsMaxConnIdleTime(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	n1 := c.Nodes()[0]
+	const lifetime, idleTime, step = 6 * time.Second, time.Second, 600 * time.Millisecond
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"pool_max_conn_lifetime", lifetime.String(), "pool_max_conn_idle_time", idleTime.String(),
+		"pool_health_check_period", "100ms", "pool_max_conns", "20", "pool_min_idle_conns", "0"))
+
+	// Connections made one step apart and held: their ends come one step
+	// apart too.
+	t0 := time.Now()
+	var held []*pgxpool.Conn
+	defer func() {
+		for _, h := range held {
+			h.Release()
+		}
+	}()
+	for i := 0; time.Since(t0) < lifetime-step; i++ {
+		waitFor(t, ctx, t0, time.Duration(i)*step)
+		h, err := m.AcquireMaster(ctx)
+		require.NoError(t, err)
+		held = append(held, h)
+	}
+	a, err := m.AcquireMaster(ctx) // a new connection, made last
+	require.NoError(t, err)
+	pidA := int(a.Conn().PgConn().PID())
+	a.Release()
+	released := time.Now()
+
+	waitGone(t, ctx, n1, []int{pidA})
+	idle := time.Since(released)
+	assert.Less(t, idle, idleTime+3*time.Second,
+		"an idle connection with pool_max_conn_idle_time %v was closed after %v idle (its lifetime is %v)", idleTime, idle, lifetime)
+}
+
+// waitNextCheck waits until the node's check loop has begun a check after
+// now: what it did after its previous check is done.
+func waitNextCheck(t *testing.T, ctx context.Context, n *testcluster.Node) {
+	t.Helper()
+	conn, err := n.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var since time.Time
+	require.NoError(t, conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&since))
+	waitUntil(t, ctx, "a check after now", func() bool {
+		var later bool
+		require.NoError(t, conn.QueryRow(ctx, `SELECT coalesce(max(query_start) > $1, false)
+			FROM pg_stat_activity WHERE application_name = 'pgxha-check'`, since).Scan(&later))
+		return later
+	})
+}
+
+// TestConnLifetimeRunsNoAcquireHook: pgxpool's PrepareConn runs for an
+// acquire, with the acquire's context; a hook that needs what the
+// application put there refuses a connection without it. A connection
+// reaching its end runs it for no other connection, and closes none of
+// those within their lifetime.
+func TestConnLifetimeRunsNoAcquireHook(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	n1 := c.Nodes()[0]
+
+	var keyless atomic.Int64
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"pool_max_conn_lifetime", "6s", "pool_max_conns", "4", "pool_min_idle_conns", "0"),
+		hasql.WithConfigureNode(func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+			pc.PrepareConn = func(ctx context.Context, conn *pgx.Conn) (bool, error) {
+				if ctx.Value(tenantKey{}) == nil {
+					keyless.Add(1)
+					return false, errors.New("no tenant in the acquire's context")
+				}
+				return true, nil
+			}
+			return nil
+		}))
+	actx := context.WithValue(ctx, tenantKey{}, "t1")
+
+	t0 := time.Now()
+	held, err := m.AcquireMaster(actx) // ends at t0+6s, in use: the check marks it
+	require.NoError(t, err)
+	defer held.Release()
+	waitFor(t, ctx, t0, 4*time.Second)
+	a, err := m.AcquireMaster(actx) // ends at about t0+10s
+	require.NoError(t, err)
+	pidA := a.Conn().PgConn().PID()
+	a.Release()
+
+	waitUntil(t, ctx, "the held connection marked", func() bool { return hasql.ExpiredConns(m) >= 1 })
+	waitNextCheck(t, ctx, n1)
+	require.Less(t, time.Since(t0), 9500*time.Millisecond, "the check after the first end came too late")
+	assert.Zero(t, keyless.Load(), "PrepareConn called without an acquire's context")
+	a2, err := m.AcquireMaster(actx)
+	require.NoError(t, err)
+	defer a2.Release()
+	assert.Equal(t, pidA, a2.Conn().PgConn().PID(), "the idle connection, within its lifetime, was closed")
+}
+
+// TestConnLifetimeHoldsNoCheck: a PrepareConn that validates a connection
+// with a ping (pgx's documented use of the hook) runs only in acquires: a
+// master that hangs as its connections reach their ends is marked down by
+// its checks, which run no user hook.
+func TestConnLifetimeHoldsNoCheck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	n1 := c.Nodes()[0]
+
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_check_timeout", "2s",
+		"pool_max_conn_lifetime", "3s", "pool_max_conns", "4", "pool_min_idle_conns", "0"),
+		hasql.WithConfigureNode(func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+			pc.PrepareConn = func(ctx context.Context, conn *pgx.Conn) (bool, error) {
+				return conn.Ping(ctx) == nil, nil
+			}
+			return nil
+		}))
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+
+	t0 := time.Now()
+	held, err := m.AcquireMaster(ctx) // ends at about t0+3s
+	require.NoError(t, err)
+	defer held.Release()
+	idle, err := m.AcquireMaster(ctx) // idle from now on, ends at about t0+3s
+	require.NoError(t, err)
+	idle.Release()
+
+	waitFor(t, ctx, t0, 2600*time.Millisecond)
+	require.NoError(t, n1.Pause()) // before the ends; the first timed-out check comes after them
+	t.Cleanup(func() { _ = n1.Resume() })
+	paused := time.Now()
+
+	// Two timed-out checks (2s each) mark the node down: give it five times that.
+	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer dcancel()
+	waitUntil(t, dctx, "the paused master marked down", func() bool { return !statusOf(m, "n1").Up })
+	t.Logf("down %v after the pause", time.Since(paused))
+}
+
+// TestConnLifetimeMarkedWhileReleasing: a connection found past its end
+// while its release is still under way (the release hook ran before the
+// mark; pgxpool runs AfterRelease, a reset statement of the user's, say,
+// before it goes back idle) is never handed out: the next acquire that
+// comes to it closes it.
+func TestConnLifetimeMarkedWhileReleasing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	n1 := c.Nodes()[0]
+
+	var hold atomic.Bool
+	unblock := make(chan struct{})
+	const lifetime = 2 * time.Second
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"pool_max_conn_lifetime", lifetime.String(), "pool_max_conns", "4", "pool_min_idle_conns", "0"),
+		hasql.WithConfigureNode(func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+			pc.AfterRelease = func(conn *pgx.Conn) bool {
+				if hold.Load() {
+					<-unblock // a slow reset of the session
+				}
+				return true
+			}
+			return nil
+		}))
+
+	x, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	made := time.Now()
+	pid := int(x.Conn().PgConn().PID())
+	hold.Store(true)
+	x.Release() // its AfterRelease runs until unblocked
+	waitEnded(t, ctx, m, made, lifetime, 1)
+	hold.Store(false)
+	close(unblock) // x goes back idle
+	waitUntil(t, ctx, "the connection back idle", func() bool {
+		return m.Stat().Nodes[0].InUse == 0 // the pool's count: after AfterRelease
+	})
+
+	conn, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	assert.NotEqual(t, pid, int(conn.Conn().PgConn().PID()), "the connection past its end was handed out")
+	conn.Release()
+	waitGone(t, ctx, n1, []int{pid})
+}
+
+// TestVersionAtLeast: the pgx version test that decides who keeps the
+// lifetime reads releases, pre-releases and pseudo-versions, and takes
+// what it cannot read for too old.
+func TestVersionAtLeast(t *testing.T) {
+	for v, want := range map[string]bool{
+		"v5.13.0": true, "v5.13.1": true, "v5.14.0": true, "v6.0.0": true,
+		"v5.12.9": false, "v5.8.0": false, "v4.18.3": false,
+		"v5.13.1-0.20260901120000-abcdef123456": true, "v5.12.1-0.20260601120000-abcdef123456": false,
+		"v5.13.0-rc.1": false, "v5.13.0-0.20260901120000-abcdef123456": false, "v5.13.0+incompatible": true, "": false, "devel": false, "v5.13": false, "v5.x.0": false,
+	} {
+		assert.Equal(t, want, hasql.VersionAtLeast(v, 5, 13, 0), v)
+	}
 }

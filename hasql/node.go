@@ -85,10 +85,12 @@ type node struct {
 	poisoned        sync.Map    // *pgx.Conn → struct{}: met 25006, closed on release
 	nPoisoned       atomic.Int64
 	// lifetime and lifetimeJitter are the pool's MaxConnLifetime and
-	// MaxConnLifetimeJitter, kept by the node (see expireConns); nExpired
-	// counts the connections past their end not yet closed.
+	// MaxConnLifetimeJitter when the node keeps them (see markExpired);
+	// nExpired counts the connections past their end not yet closed;
+	// beforeClose is the pool's BeforeClose (see closeNow).
 	lifetime, lifetimeJitter time.Duration
 	nExpired                 atomic.Int64
+	beforeClose              func(*pgx.Conn)
 
 	// tlHidden: the last check found it in recovery with no walreceiver
 	// timeline to see (a check user without pg_monitor, or none running):
@@ -184,11 +186,10 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	n.beforeConnect = n.withCredentials(pc.BeforeConnect)
 	pc.BeforeConnect = n.beforeConnect
 	pc.ShouldPing = n.shouldPingHook(pc.ShouldPing)
-	// The node keeps the connections' lifetime (see expireConns): pgxpool
-	// would read the clock for it on every acquire and release. Not under
-	// a wrapper of the user's (AfterNetConnect), which hides the tracked
-	// connection that holds a connection's end.
-	if pc.ConnConfig.AfterNetConnect == nil {
+	// The node keeps the connections' lifetime (see markExpired): pgxpool
+	// would read the clock for it on every acquire and release.
+	pc.BeforeClose = n.beforeCloseHook(pc.BeforeClose)
+	if pc.ConnConfig.AfterNetConnect == nil && pgxKeepsNoLifetime() {
 		n.lifetime, n.lifetimeJitter = pc.MaxConnLifetime, pc.MaxConnLifetimeJitter
 		pc.MaxConnLifetime, pc.MaxConnLifetimeJitter = 0, 0
 	}
@@ -297,7 +298,7 @@ func (n *node) run(checked chan<- struct{}) {
 		}
 		again := m.report(n, res, began, latency, err)
 		n.reconcileInUse()
-		n.expireConns()
+		n.markExpired()
 		if first {
 			first = false
 			select {
@@ -794,9 +795,11 @@ type trackedConn struct {
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64
 	// ends is when the connection's lifetime ends (monoNow; 0: never),
-	// expired that it has, guarded by reg.mu once set (see flagExpired).
-	ends    atomic.Int64
-	expired atomic.Bool
+	// expired that it has, guarded by reg.mu once set (see flagExpired);
+	// beforeClosed that the pool's BeforeClose ran for it (see closeNow).
+	ends         atomic.Int64
+	expired      atomic.Bool
+	beforeClosed atomic.Bool
 }
 
 // Read and Write report a failure of the connection of a pool (not a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -179,13 +178,11 @@ func (t *nodeTracer) TraceRelease(pool *pgxpool.Pool, data pgxpool.TraceReleaseD
 		if _, ok := t.n.poisoned.LoadAndDelete(data.Conn); ok {
 			t.n.nPoisoned.Add(-1)
 			// Closed now, the pool destroys it instead of keeping it.
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			data.Conn.Close(ctx)
-			cancel()
+			t.n.closeNow(data.Conn)
 		}
 	}
 	if t.n.nExpired.Load() > 0 {
-		closeIfExpired(data.Conn) // the pool destroys it (see expireConns)
+		t.n.closeIfExpired(data.Conn) // past its end: the pool destroys it
 	}
 	if t.userRelease != nil {
 		t.userRelease.TraceRelease(pool, data)
