@@ -60,15 +60,17 @@ type Config struct {
 	// MaxConnLifetime and MaxConnLifetimeJitter are kept by the node
 	// rather than by pgxpool, which would read the clock for them on every
 	// acquire and release: after each check the node marks the
-	// connections past their end; a marked connection is closed when it is
-	// released, and an acquire that comes to a marked idle one closes it
-	// instead of handing it out (up to one check interval late). One in
-	// use is never cut for its lifetime; an idle one past its end stays
-	// open until an acquire comes to it or MaxConnIdleTime closes it.
-	// BeforeClose sees such a connection open, in the Release or acquire
-	// that closes it. With a pgx older than v5.13.0 (or a build that does
-	// not record its dependencies' versions), or a ConnConfig with
-	// AfterNetConnect, pgxpool keeps the lifetime.
+	// connections past their end, and an acquire that comes to a marked
+	// connection has pgxpool destroy it (BeforeClose runs on it, open, in
+	// the pool's goroutine) and takes the next (up to one check interval
+	// late). One in use is never cut for its lifetime; one released past
+	// its end goes back idle, marked. An idle connection past its end stays
+	// open until an acquire comes to it or MaxConnIdleTime closes it (never
+	// while the pool is at MinConns). PrepareConn (or the deprecated
+	// BeforeAcquire) is wrapped to refuse marked connections. With a pgx
+	// older than v5.13.0 (or a build that does not record its
+	// dependencies' versions), or a ConnConfig with AfterNetConnect,
+	// pgxpool keeps the lifetime.
 	PoolConfig *pgxpool.Config
 
 	// Nodes lists the hosts of the connection string, in order.

@@ -27,9 +27,6 @@ const idleCheckAfter = time.Millisecond
 // ConfigureNode; pgxpool's default when nil: a ping after a second idle).
 func (n *node) shouldPingHook(user func(context.Context, pgxpool.ShouldPingParams) bool) func(context.Context, pgxpool.ShouldPingParams) bool {
 	return func(ctx context.Context, p pgxpool.ShouldPingParams) bool {
-		if n.nExpired.Load() > 0 && n.closeIfExpired(p.Conn) {
-			return true // closed at its end of life: the ping fails, the pool takes the next
-		}
 		if p.IdleDuration >= idleCheckAfter && sessionEndedWhileIdle(p.Conn) {
 			return true
 		}

@@ -16,24 +16,21 @@ import (
 // MaxConnLifetimeJitter) is kept by the node, not by pgxpool, which would
 // read the clock for it on every acquire and every release. A connection
 // gets its end when it connects; after each check the node marks the
-// connections past their end (markExpired), and
-//
-//   - a marked connection is closed when it is released (the release hook,
-//     nodeTracer.TraceRelease), and pgxpool destroys it;
-//   - an acquire that comes to a marked idle connection closes it instead
-//     of handing it out (the ShouldPing hook: the ping fails, and pgxpool
-//     takes the next connection or makes one);
-//   - a connection in use is never cut for its lifetime.
-//
-// Both run the pool's BeforeClose on the connection while it is still open
-// (closeNow), once. An idle connection past its end is not closed until an
-// acquire comes to it or pool_max_conn_idle_time closes it: taking the idle
-// connections out of the pool to close them (pgxpool.AcquireAllIdle) would
-// run the user's PrepareConn outside an acquire and restart every idle
-// connection's idle time. What is kept per acquire and release is one
-// atomic load (nExpired), which is zero but while a marked connection is
-// open. The end is found at the first check after it: a connection may be
-// handed out up to a check interval past it.
+// connections past their end (markExpired); an acquire that comes to a
+// marked connection has pgxpool destroy it instead of handing it out (the
+// PrepareConn hook refuses it: pgxpool's destroy runs BeforeClose on it,
+// open, in its own goroutine, and the acquire takes the next connection
+// or makes one). A connection in use is never cut for its lifetime; one
+// released past its end goes back idle, marked. An idle connection past
+// its end stays open until an acquire comes to it or
+// pool_max_conn_idle_time closes it (never while the pool is at
+// pool_min_conns): taking the idle connections out of the pool to close
+// them (pgxpool.AcquireAllIdle) would restart every idle connection's
+// idle time. What is kept per acquire is one atomic load (nExpired),
+// which is zero but while a marked connection is open. The end is found
+// at the first check after it: a connection may be handed out up to a
+// check interval past it (longer while a check waits on a server that
+// does not answer).
 //
 // pgx before v5.13 takes a MaxConnLifetime of 0 for "expired at once", not
 // "never": under it (or a version the build does not say) pgxpool keeps
@@ -140,42 +137,23 @@ func (n *node) markExpired() {
 	}
 }
 
-// closeIfExpired closes conn if its end has come, and reports whether it
-// did. Only called while n.nExpired > 0.
-func (n *node) closeIfExpired(conn *pgx.Conn) bool {
-	tc := trackedOf(conn)
-	if tc == nil || !tc.expired.Load() {
-		return false
-	}
-	n.closeNow(conn)
-	return true
-}
-
-// closeNow closes a connection of n's pool that the pool is about to
-// destroy (released or being acquired), after the pool's BeforeClose,
-// which sees it open as when pgxpool closes it itself.
-func (n *node) closeNow(conn *pgx.Conn) {
-	if n.beforeClose != nil {
-		if tc := trackedOf(conn); tc == nil || tc.beforeClosed.CompareAndSwap(false, true) {
-			n.beforeClose(conn)
+// prepareHook returns the PrepareConn of a pool whose lifetime the node
+// keeps: it refuses a connection past its end (pgxpool destroys it), and
+// runs the user's PrepareConn, or the deprecated BeforeAcquire, which
+// pgxpool would run in its place, on the others.
+func (n *node) prepareHook(user func(context.Context, *pgx.Conn) (bool, error), before func(context.Context, *pgx.Conn) bool) func(context.Context, *pgx.Conn) (bool, error) {
+	return func(ctx context.Context, conn *pgx.Conn) (bool, error) {
+		if n.nExpired.Load() > 0 {
+			if tc := trackedOf(conn); tc != nil && tc.expired.Load() {
+				return false, nil
+			}
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	conn.Close(ctx)
-	cancel()
-}
-
-// beforeCloseHook wraps the pool's BeforeClose so that it runs once for a
-// connection closeNow already ran it for.
-func (n *node) beforeCloseHook(user func(*pgx.Conn)) func(*pgx.Conn) {
-	if user == nil {
-		return nil
-	}
-	n.beforeClose = user
-	return func(conn *pgx.Conn) {
-		if tc := trackedOf(conn); tc != nil && !tc.beforeClosed.CompareAndSwap(false, true) {
-			return
+		switch {
+		case user != nil:
+			return user(ctx, conn)
+		case before != nil:
+			return before(ctx, conn), nil
 		}
-		user(conn)
+		return true, nil
 	}
 }

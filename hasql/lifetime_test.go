@@ -31,8 +31,8 @@ func waitEnded(t *testing.T, ctx context.Context, m *hasql.Manager, made time.Ti
 }
 
 // TestConnLifetime: pool_max_conn_lifetime never cuts a connection in use
-// (a transaction across the end commits) and closes it at its release; an
-// acquire never hands out an idle connection past its end, and closes it.
+// (a transaction across the end commits); an acquire never hands out a
+// connection past its end, released or idle, and the pool closes it.
 func TestConnLifetime(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -59,6 +59,10 @@ func TestConnLifetime(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, tx.Commit(ctx))
 		held.Release()
+		conn, err := m.AcquireMaster(ctx)
+		require.NoError(t, err)
+		assert.NotEqual(t, heldPID, int(conn.Conn().PgConn().PID()), "the connection past its end was handed out again")
+		conn.Release()
 		waitGone(t, ctx, n1, []int{heldPID})
 		assert.EqualValues(t, 2, rowsOn(t, ctx, n1, "SELECT count(*) FROM lifetime"))
 	})
@@ -101,8 +105,8 @@ func TestConnLifetimeReusesConnections(t *testing.T) {
 
 // TestConnLifetimeBeforeClose: pgxpool's BeforeClose is "called right
 // before a connection is closed": a user's cleanup on the session runs on
-// the open connection, once, for a connection closed for its lifetime at
-// its release or by the acquire that came to it idle.
+// the open connection, once, for connections closed for their lifetime
+// (one released past its end, one idle past it).
 func TestConnLifetimeBeforeClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -135,8 +139,8 @@ func TestConnLifetimeBeforeClose(t *testing.T) {
 	made := time.Now()
 	idle.Release()
 	waitEnded(t, ctx, m, made, lifetime, 2)
-	held.Release()                    // closed at its release
-	conn, err := m.AcquireMaster(ctx) // comes to the idle one and closes it
+	held.Release()
+	conn, err := m.AcquireMaster(ctx) // comes to both and has them closed
 	require.NoError(t, err)
 	assert.NotContains(t, []uint32{heldPID, idlePID}, conn.Conn().PgConn().PID())
 	conn.Release()
@@ -419,4 +423,93 @@ func TestVersionAtLeast(t *testing.T) {
 	} {
 		assert.Equal(t, want, hasql.VersionAtLeast(v, 5, 13, 0), v)
 	}
+}
+
+// TestConnLifetimeBeforeCloseBlocksNothing: a BeforeClose that blocks (a
+// cleanup statement to a server that hangs) holds up neither an acquire
+// that comes to a connection past its end nor the release of one: it runs
+// where pgxpool runs it, in the pool's own goroutine.
+func TestConnLifetimeBeforeCloseBlocksNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	unblock := make(chan struct{})
+	var blocking atomic.Bool
+	const lifetime = time.Second
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"pool_max_conn_lifetime", lifetime.String(), "pool_max_conns", "4", "pool_min_idle_conns", "0"),
+		hasql.WithConfigureNode(func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+			pc.BeforeClose = func(conn *pgx.Conn) {
+				if blocking.Load() {
+					<-unblock
+				}
+			}
+			return nil
+		}))
+	t.Cleanup(func() { close(unblock) }) // before the Manager closes
+
+	idle, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	held, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	made := time.Now()
+	idle.Release()
+	waitEnded(t, ctx, m, made, lifetime, 2)
+	blocking.Store(true)
+
+	returned := make(chan struct{})
+	go func() { held.Release(); close(returned) }()
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	select {
+	case <-returned:
+	case <-rctx.Done():
+		t.Fatal("Release of a connection past its end blocked in BeforeClose")
+	}
+	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+	defer acancel()
+	conn, err := m.AcquireMaster(actx) // comes to both, past their ends
+	require.NoError(t, err, "an acquire that came to connections past their end")
+	conn.Release()
+}
+
+// releaseSeer is a tracer that records whether the connections it is
+// handed at their release are open.
+type releaseSeer struct {
+	closedAtRelease atomic.Int64
+	releases        atomic.Int64
+}
+
+func (r *releaseSeer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+func (r *releaseSeer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *releaseSeer) TraceRelease(_ *pgxpool.Pool, d pgxpool.TraceReleaseData) {
+	r.releases.Add(1)
+	if d.Conn.IsClosed() {
+		r.closedAtRelease.Add(1)
+	}
+}
+
+// TestConnLifetimeReleaseTracerSeesOpenConn: a user's pgxpool.ReleaseTracer
+// is handed the connection as the caller left it, also one past its end.
+func TestConnLifetimeReleaseTracerSeesOpenConn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	seer := &releaseSeer{}
+	const lifetime = time.Second
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"pool_max_conn_lifetime", lifetime.String(), "pool_max_conns", "4", "pool_min_idle_conns", "0"),
+		hasql.WithConfigureNode(func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+			pc.ConnConfig.Tracer = seer
+			return nil
+		}))
+	conn, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	made := time.Now()
+	waitEnded(t, ctx, m, made, lifetime, 1)
+	conn.Release()
+	require.EqualValues(t, 1, seer.releases.Load())
+	assert.Zero(t, seer.closedAtRelease.Load(), "the ReleaseTracer was handed a closed connection")
 }

@@ -86,11 +86,9 @@ type node struct {
 	nPoisoned       atomic.Int64
 	// lifetime and lifetimeJitter are the pool's MaxConnLifetime and
 	// MaxConnLifetimeJitter when the node keeps them (see markExpired);
-	// nExpired counts the connections past their end not yet closed;
-	// beforeClose is the pool's BeforeClose (see closeNow).
+	// nExpired counts the connections past their end not yet closed.
 	lifetime, lifetimeJitter time.Duration
 	nExpired                 atomic.Int64
-	beforeClose              func(*pgx.Conn)
 
 	// tlHidden: the last check found it in recovery with no walreceiver
 	// timeline to see (a check user without pg_monitor, or none running):
@@ -188,10 +186,10 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	pc.ShouldPing = n.shouldPingHook(pc.ShouldPing)
 	// The node keeps the connections' lifetime (see markExpired): pgxpool
 	// would read the clock for it on every acquire and release.
-	pc.BeforeClose = n.beforeCloseHook(pc.BeforeClose)
 	if pc.ConnConfig.AfterNetConnect == nil && pgxKeepsNoLifetime() {
 		n.lifetime, n.lifetimeJitter = pc.MaxConnLifetime, pc.MaxConnLifetimeJitter
 		pc.MaxConnLifetime, pc.MaxConnLifetimeJitter = 0, 0
+		pc.PrepareConn, pc.BeforeAcquire = n.prepareHook(pc.PrepareConn, pc.BeforeAcquire), nil
 	}
 
 	pc.ConnConfig.ValidateConnect = n.sameServer(pc.ConnConfig.ValidateConnect)
@@ -795,11 +793,9 @@ type trackedConn struct {
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64
 	// ends is when the connection's lifetime ends (monoNow; 0: never),
-	// expired that it has, guarded by reg.mu once set (see flagExpired);
-	// beforeClosed that the pool's BeforeClose ran for it (see closeNow).
-	ends         atomic.Int64
-	expired      atomic.Bool
-	beforeClosed atomic.Bool
+	// expired that it has, guarded by reg.mu once set (see flagExpired).
+	ends    atomic.Int64
+	expired atomic.Bool
 }
 
 // Read and Write report a failure of the connection of a pool (not a

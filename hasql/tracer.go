@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -174,18 +175,17 @@ func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectE
 // TraceRelease runs at the start of every Release.
 func (t *nodeTracer) TraceRelease(pool *pgxpool.Pool, data pgxpool.TraceReleaseData) {
 	t.n.inUse.Add(-1) // counted by node.acquire
+	if t.userRelease != nil {
+		t.userRelease.TraceRelease(pool, data) // on the connection as the caller left it
+	}
 	if t.n.nPoisoned.Load() > 0 {
 		if _, ok := t.n.poisoned.LoadAndDelete(data.Conn); ok {
 			t.n.nPoisoned.Add(-1)
 			// Closed now, the pool destroys it instead of keeping it.
-			t.n.closeNow(data.Conn)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			data.Conn.Close(ctx)
+			cancel()
 		}
-	}
-	if t.n.nExpired.Load() > 0 {
-		t.n.closeIfExpired(data.Conn) // past its end: the pool destroys it
-	}
-	if t.userRelease != nil {
-		t.userRelease.TraceRelease(pool, data)
 	}
 }
 
