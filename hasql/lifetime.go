@@ -17,8 +17,9 @@ import (
 // read the clock for it on every acquire and every release. A connection
 // gets its end when it connects; after each check the node marks the
 // connections past their end (markExpired); an acquire that comes to a
-// marked connection has pgxpool destroy it instead of handing it out (the
-// PrepareConn hook refuses it: pgxpool's destroy runs BeforeClose on it,
+// marked connection has pgxpool destroy it instead of handing it out,
+// without a ping (the ShouldPing hook passes it, the PrepareConn hook
+// refuses it: pgxpool's destroy runs BeforeClose on it,
 // open, in its own goroutine, and the acquire takes the next connection
 // or makes one). A connection in use is never cut for its lifetime; one
 // released past its end goes back idle, marked. An idle connection past

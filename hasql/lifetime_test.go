@@ -513,3 +513,53 @@ func TestConnLifetimeReleaseTracerSeesOpenConn(t *testing.T) {
 	require.EqualValues(t, 1, seer.releases.Load())
 	assert.Zero(t, seer.closedAtRelease.Load(), "the ReleaseTracer was handed a closed connection")
 }
+
+// TestConnLifetimeNoPingOfExpired: an acquire that comes to idle
+// connections past their end refuses them without a ping (nor a look by
+// the pool's ShouldPing): after a quiet spell one acquire would otherwise
+// ping each of them in turn, to a server that may not answer.
+func TestConnLifetimeNoPingOfExpired(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
+	const lifetime = time.Second
+	var mu sync.Mutex
+	var seen []uint32
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms",
+		"pool_max_conn_lifetime", lifetime.String(), "pool_max_conns", "4", "pool_min_idle_conns", "0"),
+		hasql.WithConfigureNode(func(_ hasql.NodeConfig, pc *pgxpool.Config) error {
+			pc.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool {
+				mu.Lock()
+				seen = append(seen, p.Conn.PgConn().PID())
+				mu.Unlock()
+				return p.IdleDuration > time.Second // pgxpool's default
+			}
+			return nil
+		}))
+	old := map[uint32]bool{}
+	var held []*pgxpool.Conn
+	for range 3 {
+		conn, err := m.AcquireMaster(ctx)
+		require.NoError(t, err)
+		old[conn.Conn().PgConn().PID()] = true
+		held = append(held, conn)
+	}
+	made := time.Now()
+	for _, conn := range held {
+		conn.Release()
+	}
+	waitEnded(t, ctx, m, made, lifetime, 3)
+	mu.Lock()
+	seen = nil
+	mu.Unlock()
+	waitFor(t, ctx, made, lifetime+1100*time.Millisecond) // idle for more than a second
+	conn, err := m.AcquireMaster(ctx)
+	require.NoError(t, err)
+	assert.False(t, old[conn.Conn().PgConn().PID()], "a connection past its end handed out")
+	conn.Release()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, pid := range seen {
+		assert.False(t, old[pid], "ShouldPing consulted on connection %d, past its end", pid)
+	}
+}
