@@ -27,10 +27,8 @@ const idleCheckAfter = time.Millisecond
 // ConfigureNode; pgxpool's default when nil: a ping after a second idle).
 func (n *node) shouldPingHook(user func(context.Context, pgxpool.ShouldPingParams) bool) func(context.Context, pgxpool.ShouldPingParams) bool {
 	return func(ctx context.Context, p pgxpool.ShouldPingParams) bool {
-		if n.nExpired.Load() > 0 {
-			if tc := trackedOf(p.Conn); tc != nil && tc.expired.Load() {
-				return false // past its end: PrepareConn refuses it, no ping first
-			}
+		if n.pastEnd(p.Conn) {
+			return false // PrepareConn refuses it, no ping first
 		}
 		if p.IdleDuration >= idleCheckAfter && sessionEndedWhileIdle(p.Conn) {
 			return true

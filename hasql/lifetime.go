@@ -138,16 +138,24 @@ func (n *node) markExpired() {
 	}
 }
 
+// pastEnd reports whether conn, of n's pool, is marked past its end: one
+// atomic load while none is.
+func (n *node) pastEnd(conn *pgx.Conn) bool {
+	if n.nExpired.Load() == 0 {
+		return false
+	}
+	tc := trackedOf(conn)
+	return tc != nil && tc.expired.Load()
+}
+
 // prepareHook returns the PrepareConn of a pool whose lifetime the node
 // keeps: it refuses a connection past its end (pgxpool destroys it), and
 // runs the user's PrepareConn, or the deprecated BeforeAcquire, which
 // pgxpool would run in its place, on the others.
 func (n *node) prepareHook(user func(context.Context, *pgx.Conn) (bool, error), before func(context.Context, *pgx.Conn) bool) func(context.Context, *pgx.Conn) (bool, error) {
 	return func(ctx context.Context, conn *pgx.Conn) (bool, error) {
-		if n.nExpired.Load() > 0 {
-			if tc := trackedOf(conn); tc != nil && tc.expired.Load() {
-				return false, nil
-			}
+		if n.pastEnd(conn) {
+			return false, nil
 		}
 		switch {
 		case user != nil:
