@@ -1,6 +1,10 @@
 package hasql
 
-import "time"
+import (
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
 
 // PoisonedConns is how many connections of every node are marked to be
 // closed on release (see node.poison).
@@ -50,6 +54,18 @@ func EndAllConns(m *Manager) int {
 		k += n.conns.flagExpired(1 << 62)
 	}
 	return k
+}
+
+// EndConn brings the end of conn's lifetime to now: the node's next check
+// marks it past its end, as it does a connection whose end came on its
+// own. False when conn is none of a node's pool.
+func EndConn(conn *pgx.Conn) bool {
+	tc := trackedOf(conn)
+	if tc == nil || tc.ends.Load() == 0 {
+		return false
+	}
+	tc.ends.Store(monoNow())
+	return true
 }
 
 // LifetimeByNode reports whether the nodes keep their pools' connection
