@@ -290,3 +290,52 @@ func TestMovedVIPDoesNotHideASplitBrain(t *testing.T) {
 		}
 	}
 }
+
+// With a check user without pg_monitor (no walsender addresses, no
+// walreceiver to see), nothing shows whom replica y streams from: a name
+// moved off a server R promoted apart onto the true master T, of the same
+// timeline number, cannot be told from R's restart by what y shows. T's
+// start time can: a restart of R starts after R did, by R's own clock,
+// and T started before R. T is elected; R itself, back at that name or
+// restarted, is still stale.
+func TestMovedNameOntoAnEarlierServerRestricted(t *testing.T) {
+	for _, then := range []string{"true master", "R back", "R restarted"} {
+		c := New(Config{})
+		c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true)})
+		sR, sT, sY := t0.Add(-time.Hour), t0.Add(-2*time.Hour), t0.Add(-3*time.Hour)
+		// Restricted: y shows no walreceiver, walsender rows no address.
+		y := func(lsn checker.LSN) checker.Result {
+			r := rcReplica("y", 2, lsn, sY, "")
+			r.ReceiveTimeline, r.UpstreamPort = 0, 0
+			return r
+		}
+		row := checker.Replica{ApplicationName: "y"}
+		c.CheckOK(1, rcWritable("r", 2, 1000, sR), at(1), at(2), "10.0.0.1")
+		c.CheckOK(2, y(1500), at(3), at(4), "10.0.0.2")
+		c.CheckOK(1, rcWritable("r", 2, 1000, sR), at(5), at(6), "10.0.0.1")
+		if x := c.Node(1); !x.Stale || c.Elected().Master != nil {
+			t.Fatalf("%s: setup: R must be stale behind y: stale %v, master %v", then, x.Stale, c.Elected().Master)
+		}
+		for i := range 5 {
+			ms := 500 + 500*i
+			lsn := checker.LSN(3000 + 100*i)
+			switch then {
+			case "true master":
+				c.CheckOK(1, rcWritable("t", 2, lsn, sT, row), at(ms), at(ms+1), "10.0.0.1")
+			case "R back":
+				c.CheckOK(1, rcWritable("r", 2, lsn, sR, row), at(ms), at(ms+1), "10.0.0.1")
+			case "R restarted":
+				c.CheckOK(1, rcWritable("r", 2, lsn, t0.Add(time.Minute), row), at(ms), at(ms+1), "10.0.0.1")
+			}
+			c.CheckOK(2, y(lsn), at(ms+2), at(ms+3), "10.0.0.2")
+		}
+		e, x := c.Elected(), c.Node(1)
+		t.Logf("%s: master %v, n1 role %s stale %v, stale list %v", then, e.Master != nil, x.Role, x.Stale, e.Stale)
+		switch elected := e.Master != nil && e.Master.ID == 1; {
+		case then == "true master" && !elected:
+			t.Errorf("the true master T, started before R, is %s: writes refused for good (%v)", x.Role, e.Stale)
+		case then != "true master" && elected:
+			t.Errorf("%s: R, proven behind y on timeline 2, is elected master", then)
+		}
+	}
+}
