@@ -936,18 +936,12 @@ func (c *Core) aheadReplica(w *Node) *Node {
 // server has its WAL (w's name moved onto the master the replica follows,
 // or the replica was rewound onto w's branch). Nothing else drops it: not
 // w writing on past the replica's position, nor a restart, nor another
-// server answering at w for a while. It holds against a server answering
-// at w's name that could be a restart of the one proved behind, not one
-// that started before it did (a name moved onto the master the replica
-// follows, which a check user without pg_monitor cannot see it do).
+// server answering at w for a while.
 func (c *Core) provenBehind(w *Node) *Node {
 	for _, y := range c.nodes {
 		for i, b := range y.ahead {
 			sameServer := b.server != (checker.ServerID{}) && b.server == w.Res.Server()
 			if b.id != w.ID && !sameServer || b.tl != w.Res.Timeline || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
-				continue
-			}
-			if !sameServer && notRestartOf(w.Res.Server(), b.server) {
 				continue
 			}
 			if c.followsNow(y, w) {
@@ -958,14 +952,6 @@ func (c *Core) provenBehind(w *Node) *Node {
 		}
 	}
 	return nil
-}
-
-// notRestartOf reports whether server s cannot be a restart of server b:
-// both are known, of one cluster, and s started no later than b did. A
-// restart of b starts after it by b's own clock, which s's start time is
-// read from then.
-func notRestartOf(s, b checker.ServerID) bool {
-	return s != (checker.ServerID{}) && b != (checker.ServerID{}) && s.SystemID == b.SystemID && s.StartTime <= b.StartTime
 }
 
 // followsNow reports whether y, a vouched replica, streams from w now on
