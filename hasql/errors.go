@@ -3,6 +3,7 @@ package hasql
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 )
 
@@ -153,16 +154,49 @@ func (e *SplitBrainError) Unwrap() error { return ErrSplitBrain }
 // ErrStaleMaster and ErrNoMaster. See Manager.ForgetTimeline for the way
 // out.
 type StaleMasterError struct {
-	// Nodes are the stale masters, "host:port (timeline N)".
+	// Nodes are the stale masters, "host:port (timeline N)", or
+	// "host:port (timeline N, behind replica host:port)".
 	Nodes []string
 	// Timeline is the newest timeline seen.
 	Timeline uint32
+	// Behind is, for each of Nodes, the address of the replica of the
+	// cluster that holds WAL of the node's own timeline the node never
+	// wrote (another branch of that timeline: a second promotion to the
+	// same timeline number; or WAL a newer timeline's master sent before
+	// it died): "" for a node on an older timeline than Timeline. Such a
+	// node stays stale until that replica streams from it, listed by its
+	// walsenders (which takes a check user with pg_monitor to see), leaves
+	// the set or restarts, or until ForgetTimeline.
+	Behind []string
 }
 
 func (e *StaleMasterError) Error() string {
-	return "hasql: stale master: " + strings.Join(e.Nodes, " and ") + " writable on an older timeline than the cluster's " +
-		uitoa(e.Timeline) + "; refusing writes (rewind it to rejoin as a replica, promote a replica on timeline " +
-		uitoa(e.Timeline) + ", or call ForgetTimeline to give up what was written there)"
+	var behind []string
+	older := len(e.Behind) < len(e.Nodes)
+	for _, b := range e.Behind {
+		switch {
+		case b == "":
+			older = true
+		case !slices.Contains(behind, b):
+			behind = append(behind, b)
+		}
+	}
+	nodes, tl := strings.Join(e.Nodes, " and "), uitoa(e.Timeline)
+	switch {
+	case len(behind) == 0:
+		return "hasql: stale master: " + nodes + " writable on an older timeline than the cluster's " + tl +
+			"; refusing writes (rewind it to rejoin as a replica, promote a replica on timeline " + tl +
+			", or call ForgetTimeline to give up what was written there)"
+	case older:
+		return "hasql: stale master: " + nodes + " writable on an older timeline than the cluster's " + tl +
+			", or behind a replica that holds WAL of its timeline it never wrote; refusing writes (rewind them to rejoin as replicas, promote a replica on timeline " +
+			tl + ", or call ForgetTimeline to give up what was written there)"
+	}
+	replicas := strings.Join(behind, " and ")
+	return "hasql: stale master: " + nodes + " writable, but replica " + replicas +
+		" holds WAL of its timeline it never wrote (another branch of it, or a newer timeline's); refusing writes (rewind it to rejoin as a replica, promote " +
+		replicas + ", or call ForgetTimeline to give up what " + replicas + " holds; if " + replicas +
+		" streams from it, a check user with pg_monitor lets pgxha see that)"
 }
 
 // Unwrap returns ErrStaleMaster and ErrNoMaster: no node qualifies as

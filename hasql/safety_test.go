@@ -140,6 +140,8 @@ func TestNoReturnToOlderTimeline(t *testing.T) {
 	var se *hasql.StaleMasterError
 	require.ErrorAs(t, err, &se)
 	assert.EqualValues(t, 2, se.Timeline)
+	assert.Equal(t, []string{""}, se.Behind, "n1 is stale for its older timeline, behind no replica: %v", se)
+	assert.Contains(t, se.Error(), "writable on an older timeline than the cluster's 2")
 
 	// The operator gives up timeline 2.
 	m.ForgetTimeline()

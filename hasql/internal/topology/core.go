@@ -271,8 +271,13 @@ type Election struct {
 	SplitBrain []string
 	// Stale lists the writable nodes on an older timeline (no master but
 	// these).
-	Stale    []string
-	Timeline uint32 // the cluster's newest timeline
+	Stale []string
+	// StaleBehind is, for each of Stale, the address of the replica that
+	// holds WAL of its timeline it never wrote (another branch of that
+	// timeline, or WAL a newer one's dead master sent); "" for a node on
+	// an older timeline than Timeline.
+	StaleBehind []string
+	Timeline    uint32 // the cluster's newest timeline
 }
 
 // TakeReady returns the actions accumulated since the last call.

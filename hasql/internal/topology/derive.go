@@ -724,7 +724,7 @@ func (c *Core) elect() {
 		}
 	}
 	var top []*Node
-	var stale []string
+	var stale, staleBehind []string
 	c.contenders = c.contenders[:0]
 	for _, x := range writable {
 		if c.unelectable(x) != "" {
@@ -742,6 +742,7 @@ func (c *Core) elect() {
 		if x.Res.Timeline < tl {
 			x.Stale = true
 			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+")")
+			staleBehind = append(staleBehind, "")
 			continue
 		}
 		if y := c.aheadReplica(x); y != nil {
@@ -759,6 +760,7 @@ func (c *Core) elect() {
 		if y := c.provenBehind(x); y != nil {
 			x.Stale = true
 			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+", behind replica "+y.Addr+")")
+			staleBehind = append(staleBehind, y.Addr)
 			continue
 		}
 		top = append(top, x)
@@ -766,7 +768,7 @@ func (c *Core) elect() {
 	staleDesc := strings.Join(stale, ", ")
 	if staleDesc != c.staleReported {
 		if staleDesc != "" {
-			c.log(slog.LevelError, "pgxha: stale master: writable on an older timeline than the cluster's; no writes go to it",
+			c.log(slog.LevelError, "pgxha: stale master: writable on an older timeline than the cluster's, or behind a replica on its own; no writes go to it",
 				"nodes", staleDesc, "cluster_timeline", c.Timeline())
 		}
 		c.staleReported = staleDesc
@@ -786,7 +788,7 @@ func (c *Core) elect() {
 		}
 		c.elected.Timeline = top[0].Res.Timeline
 	case len(stale) > 0:
-		c.elected.Stale = stale
+		c.elected.Stale, c.elected.StaleBehind = stale, staleBehind
 	}
 }
 

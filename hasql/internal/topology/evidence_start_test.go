@@ -141,3 +141,23 @@ func TestStaleProofHoldsAtAnUntrustedAddressTakenOver(t *testing.T) {
 type errConnRefused struct{}
 
 func (errConnRefused) Error() string { return "connection refused" }
+
+// The election says why each stale node is stale: the replica that holds
+// WAL of its timeline it never wrote, or nothing for an older timeline.
+func TestElectionSaysWhyStale(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true)})
+	proveRBehind(t, c, t0.Add(-time.Hour), noRecvReplica(1500, t0.Add(-3*time.Hour)))
+	if e := c.Elected(); len(e.Stale) != 1 || len(e.StaleBehind) != 1 || e.StaleBehind[0] != "10.0.0.2:5432" {
+		t.Errorf("behind a replica: stale %q, behind %q; want the replica 10.0.0.2:5432", e.Stale, e.StaleBehind)
+	}
+
+	c = New(Config{})
+	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true)})
+	c.CheckOK(1, rcWritable("old", 1, 1000, t0.Add(-time.Hour)), at(1), at(2), "10.0.0.1")
+	c.CheckOK(2, rcReplica("y", 2, 900, t0.Add(-2*time.Hour), "10.0.0.9"), at(3), at(4), "10.0.0.2")
+	c.CheckOK(1, rcWritable("old", 1, 1000, t0.Add(-time.Hour)), at(5), at(6), "10.0.0.1")
+	if e := c.Elected(); len(e.Stale) != 1 || len(e.StaleBehind) != 1 || e.StaleBehind[0] != "" {
+		t.Errorf("older timeline: stale %q, behind %q; want one stale node with no replica named", e.Stale, e.StaleBehind)
+	}
+}
