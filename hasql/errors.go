@@ -91,6 +91,8 @@ func describe(n NodeStatus) string {
 		return "writable, not used (split brain)"
 	case n.Role == RoleDetached:
 		return "detached: " + n.Detached
+	case n.Role == RoleStaleMaster && n.StaleBehind != "":
+		return "stale master (writable, behind replica " + n.StaleBehind + ", which holds WAL of its timeline it never wrote)"
 	case n.Role == RoleStaleMaster:
 		return "stale master (writable on an older timeline)"
 	case n.LastCheck.IsZero():

@@ -717,6 +717,7 @@ func (n *node) statusLocked() NodeStatus {
 		Damped:       v.Damped,
 		DampedUntil:  v.DampedUntil,
 		StaleMaster:  v.Stale,
+		StaleBehind:  v.StaleBehind,
 		SystemID:     v.Res.SystemID,
 		LastCheck:    v.ResAt,
 		CheckLatency: n.checkLatency,

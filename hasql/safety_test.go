@@ -130,6 +130,7 @@ func TestNoReturnToOlderTimeline(t *testing.T) {
 	waitRole(t, m, "n2", hasql.RoleUnknown)
 	st := statusOf(m, "n1")
 	assert.True(t, st.StaleMaster && st.Writable, "n1 is writable but stale: %+v", st)
+	assert.Empty(t, st.StaleBehind, "n1 is stale for its older timeline")
 	assert.Equal(t, hasql.RoleStaleMaster, st.Role)
 
 	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)

@@ -96,8 +96,13 @@ type NodeStatus struct {
 	Damped      bool
 	DampedUntil time.Time
 	// StaleMaster reports a writable node on an older timeline than the
-	// newest the Manager has seen in the cluster (role RoleStaleMaster).
+	// newest the Manager has seen in the cluster, or behind a replica
+	// (role RoleStaleMaster).
 	StaleMaster bool
+	// StaleBehind is, for a stale master, the address of the replica that
+	// holds WAL of the node's own timeline it never wrote (see
+	// StaleMasterError.Behind); "" for one on an older timeline.
+	StaleBehind string
 	// SameAs is the address of the node this one reaches the same server
 	// as (a virtual IP and the server's own address, say); "" otherwise. It
 	// has that node's role and gets no connections of its own.

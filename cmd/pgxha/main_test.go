@@ -558,11 +558,17 @@ func TestTableShowsWhatIsNotKnown(t *testing.T) {
 		{Addr: "h2:5432", Name: "n2", Role: hasql.RoleReplica, Up: true, LastCheck: now, SyncUnknown: "the check user may not read sync_state; grant it pg_monitor",
 			LagBytes: 4096, LagAt: now},
 		{Addr: "h3:5432", Name: "n3", Role: hasql.RoleDetached, Up: true, LastCheck: now, Detached: "left behind on timeline 1; the cluster is on timeline 2"},
+		{Addr: "h4:5432", Name: "n4", Role: hasql.RoleStaleMaster, Up: true, Writable: true, LastCheck: now, StaleMaster: true, StaleBehind: "h2:5432"},
 	}
 	rep := makeReport(now, nodes, redactor{})
 	var b strings.Builder
 	require.NoError(t, writeTable(&b, rep, ""))
 	out := b.String()
+	assert.Contains(t, out, "h4:5432: stale master behind replica: h2:5432")
+	var js bytes.Buffer
+	require.NoError(t, writeJSON(&js, rep, false))
+	assert.Contains(t, js.String(), `"stale_behind":"h2:5432"`)
+	assert.Contains(t, js.String(), `"stale_behind":null`)
 	assert.Contains(t, out, "1 master, 0 sync, 0 async, 1 replica (sync unknown), 1 detached")
 	assert.Regexp(t, `h2:5432\s+n2\s+replica\s+-\s+-\s+-\s+4.0 KiB\s+unknown`, out, "a lag not measured yet is unknown, never 0s")
 	assert.Contains(t, out, "h3:5432: detached: left behind on timeline 1")

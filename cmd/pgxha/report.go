@@ -61,11 +61,12 @@ type nodeReport struct {
 	ErrorAt             *time.Time `json:"error_at"`
 	// Detached says why a replica does not follow the master; SyncUnknown
 	// why its sync state is unknown; StaleMaster marks a writable node on an
-	// older timeline; SameAs the address of the node it is the same server
-	// as.
+	// older timeline or behind a replica, StaleBehind names that replica;
+	// SameAs the address of the node it is the same server as.
 	Detached    *string `json:"detached"`
 	SyncUnknown *string `json:"sync_unknown"`
 	StaleMaster bool    `json:"stale_master"`
+	StaleBehind *string `json:"stale_behind"`
 	SameAs      *string `json:"same_as"`
 	LagKnown    bool    `json:"lag_known"`
 
@@ -134,6 +135,7 @@ func makeNodeReport(n hasql.NodeStatus, r redactor) nodeReport {
 		Detached:     nonEmpty(p(n.Detached)),
 		SyncUnknown:  nonEmpty(p(n.SyncUnknown)),
 		StaleMaster:  n.StaleMaster,
+		StaleBehind:  nonEmpty(p(n.StaleBehind)),
 		SameAs:       nonEmpty(p(n.SameAs)),
 		LagKnown:     n.LagKnown,
 	}

@@ -146,6 +146,7 @@ type Node struct {
 	Writable    bool
 	SplitBrain  bool
 	Stale       bool
+	StaleBehind string // the replica that proves a stale node behind; "" for an older timeline
 	Detached    string // why a replica does not follow the master
 	SyncUnknown string // why its sync state is unknown
 	AliasOf     *Node  // the node that reaches the same server

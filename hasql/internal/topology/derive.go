@@ -672,7 +672,7 @@ func (c *Core) elect() {
 	var writable []*Node
 	for _, x := range c.nodes {
 		x.Writable = x.mayWrite()
-		x.Stale = false
+		x.Stale, x.StaleBehind = false, ""
 		if x.Writable && x.AliasOf == nil {
 			writable = append(writable, x)
 		}
@@ -758,7 +758,7 @@ func (c *Core) elect() {
 			}
 		}
 		if y := c.provenBehind(x); y != nil {
-			x.Stale = true
+			x.Stale, x.StaleBehind = true, y.Addr
 			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+", behind replica "+y.Addr+")")
 			staleBehind = append(staleBehind, y.Addr)
 			continue

@@ -151,6 +151,9 @@ func TestElectionSaysWhyStale(t *testing.T) {
 	if e := c.Elected(); len(e.Stale) != 1 || len(e.StaleBehind) != 1 || e.StaleBehind[0] != "10.0.0.2:5432" {
 		t.Errorf("behind a replica: stale %q, behind %q; want the replica 10.0.0.2:5432", e.Stale, e.StaleBehind)
 	}
+	if x := c.Node(1); x.StaleBehind != "10.0.0.2:5432" {
+		t.Errorf("behind a replica: the node's StaleBehind is %q", x.StaleBehind)
+	}
 
 	c = New(Config{})
 	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true)})
@@ -159,5 +162,8 @@ func TestElectionSaysWhyStale(t *testing.T) {
 	c.CheckOK(1, rcWritable("old", 1, 1000, t0.Add(-time.Hour)), at(5), at(6), "10.0.0.1")
 	if e := c.Elected(); len(e.Stale) != 1 || len(e.StaleBehind) != 1 || e.StaleBehind[0] != "" {
 		t.Errorf("older timeline: stale %q, behind %q; want one stale node with no replica named", e.Stale, e.StaleBehind)
+	}
+	if x := c.Node(1); !x.Stale || x.StaleBehind != "" {
+		t.Errorf("older timeline: the node's Stale %v, StaleBehind %q", x.Stale, x.StaleBehind)
 	}
 }
