@@ -22,6 +22,10 @@
 //	notice         (pgxha) time from the fault to the Manager's view no
 //	               longer routing writes to the old master
 //
+// The fault comes at a random moment within -spread (one check interval by
+// default) after the writes began, so that a hang, noticed by the next
+// check, is measured over the interval rather than at one point of it.
+//
 //	go run ./examples/failover-bench -n 20
 //	go run ./examples/failover-bench -n 5 -settings hasql_profile=fleet -baseline=false
 //	PGXHA_TESTCLUSTER=compose go run ./examples/failover-bench -scenarios partition,deadhost
@@ -33,6 +37,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"runtime"
@@ -53,6 +58,7 @@ var (
 	verbose  bool
 	settings string // extra DSN settings for pgxha
 	baseline bool   // measure pgxpool too
+	spread   time.Duration
 )
 
 type scenario struct {
@@ -86,6 +92,8 @@ func main() {
 	together := flag.Bool("together", false, "run both clients against one cluster and one fault, instead of each alone in alternating runs")
 	flag.StringVar(&settings, "settings", "", "extra DSN settings for pgxha, e.g. `hasql_profile=fleet`")
 	flag.BoolVar(&baseline, "baseline", true, "measure plain pgxpool too")
+	flag.DurationVar(&spread, "spread", hasql.DefaultCheckInterval,
+		"make the fault at a random moment within this long after the writes began (0: at once): a hang is noticed by the next check, so a fixed moment measures one point of the check interval")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -134,7 +142,8 @@ func run(ctx context.Context, n, writers int, window time.Duration, only string,
 	if backend == "" {
 		backend = "local"
 	}
-	fmt.Printf("pgxha settings: %q; baseline measured: %v; testcluster backend: %s\n\n", settings, baseline, backend)
+	fmt.Printf("pgxha settings: %q; baseline measured: %v; testcluster backend: %s; fault within %s of the writes' start, at random\n\n",
+		settings, baseline, backend, spread)
 	for _, sc := range scenarios {
 		if only == "" && sc.name == "deadhost" || only != "" && !strings.Contains(","+only+",", ","+sc.name+",") {
 			continue
@@ -285,6 +294,13 @@ func runOnce(ctx context.Context, sc scenario, writers int, window time.Duration
 				time.Sleep(time.Millisecond)
 			}
 		}()
+	}
+	if spread > 0 {
+		select {
+		case <-time.After(rand.N(spread)):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	fault := time.Now()
 	if err := sc.fault(n1); err != nil {
