@@ -46,16 +46,6 @@ func ExpiredConns(m *Manager) int64 {
 	return k
 }
 
-// EndAllConns marks every connection of every node's pool past its
-// lifetime, as the check after its end does (see markExpired).
-func EndAllConns(m *Manager) int {
-	k := 0
-	for _, n := range m.nodesNow() {
-		k += n.conns.flagExpired(1 << 62)
-	}
-	return k
-}
-
 // EndConn brings the end of conn's lifetime to now: the node's next check
 // marks it past its end, as it does a connection whose end came on its
 // own. False when conn is none of a node's pool.

@@ -30,12 +30,6 @@ func proveRBehind(t *testing.T, c *Core, sR time.Time, y checker.Result) {
 	}
 }
 
-func noRecvReplica(lsn checker.LSN, start time.Time) checker.Result {
-	r := rcReplica("y", 2, lsn, start, "")
-	r.ReceiveTimeline, r.UpstreamPort = 0, 0
-	return r
-}
-
 // A second server S promoted apart (timeline 2 too: promoted from timeline
 // 1 like R), which started before R did and has written past y's
 // position on its own branch, takes the name n1 (a VIP or DNS name moved
@@ -85,7 +79,7 @@ func TestStaleProofHoldsAcrossARestartOnAnEarlierClock(t *testing.T) {
 		sR, sY := t0.Add(-2*time.Minute), t0.Add(-3*time.Hour)
 		y := noRecvReplica(1500, sY)
 		proveRBehind(t, c, sR, y)
-		c.CheckFailed(1, errConnRefused{}, false, at(100))
+		c.CheckFailed(1, errRefused, false, at(100))
 		// R restarts at 0.2 s past t0 by true time; its clock reads skew
 		// earlier.
 		restart := at(200).Add(-skew)
@@ -137,10 +131,6 @@ func TestStaleProofHoldsAtAnUntrustedAddressTakenOver(t *testing.T) {
 		t.Errorf("X at n3, where R was proven behind y, with an earlier start time, is elected master (y's WAL is not on it)")
 	}
 }
-
-type errConnRefused struct{}
-
-func (errConnRefused) Error() string { return "connection refused" }
 
 // The election says why each stale node is stale: the replica that holds
 // WAL of its timeline it never wrote, or nothing for an older timeline.

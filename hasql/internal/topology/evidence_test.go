@@ -22,6 +22,14 @@ func rcReplica(name string, tl uint32, lsn checker.LSN, start time.Time, upstrea
 		SystemID: sys, StartTime: start, Name: name, UpstreamHost: upstream, UpstreamPort: 5432}
 }
 
+// noRecvReplica is replica y on timeline 2 at lsn with no walreceiver to
+// see (its upstream gone, or a check user without pg_monitor).
+func noRecvReplica(lsn checker.LSN, start time.Time) checker.Result {
+	r := rcReplica("y", 2, lsn, start, "")
+	r.ReceiveTimeline, r.UpstreamPort = 0, 0
+	return r
+}
+
 func rcMember(id ID, host string, trusted bool) Member {
 	return Member{ID: id, Addr: host + ":5432", Host: host, Trusted: trusted}
 }
@@ -75,8 +83,7 @@ func TestStaleEvidenceSurvivesANameFlip(t *testing.T) {
 		c.CheckOK(1, rcWritable("main", 2, 1000, sS), at(1), at(2), "10.0.0.1")
 		// y: the dead true master's branch of timeline 2, up to 1500; its
 		// walreceiver is gone (upstream dead).
-		y := rcReplica("y", 2, 1500, sY, "")
-		y.ReceiveTimeline, y.UpstreamPort = 0, 0
+		y := noRecvReplica(1500, sY)
 		c.CheckOK(2, y, at(3), at(4), "10.0.0.2")
 		c.CheckOK(1, rcWritable("main", 2, 1000, sS), at(5), at(6), "10.0.0.1")
 		if !c.Node(1).Stale {
@@ -120,8 +127,7 @@ func TestStaleEvidenceSurvivesRediscovery(t *testing.T) {
 		c := New(Config{})
 		c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true)})
 		sS, sY := t0.Add(-time.Hour), t0.Add(-3*time.Hour)
-		y := rcReplica("y", 2, 1500, sY, "")
-		y.ReceiveTimeline, y.UpstreamPort = 0, 0
+		y := noRecvReplica(1500, sY)
 		c.CheckOK(1, rcWritable("main", 2, 1000, sS), at(1), at(2), "10.0.0.1")
 		c.CheckOK(2, y, at(3), at(4), "10.0.0.2")
 		c.CheckOK(1, rcWritable("main", 2, 1000, sS), at(5), at(6), "10.0.0.1")
@@ -158,8 +164,7 @@ func TestStaleEvidenceHoldsForAnAlias(t *testing.T) {
 		const vip ID = 5
 		c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true), rcMember(vip, "10.0.0.9", true)})
 		sS, sY := t0.Add(-time.Hour), t0.Add(-3*time.Hour)
-		y := rcReplica("y", 2, 1500, sY, "")
-		y.ReceiveTimeline, y.UpstreamPort = 0, 0
+		y := noRecvReplica(1500, sY)
 		c.CheckOK(1, rcWritable("main", 2, 1000, sS), at(1), at(2), "10.0.0.1")
 		c.CheckOK(vip, rcWritable("main", 2, 1000, sS), at(1), at(2), "10.0.0.9")
 		c.CheckOK(2, y, at(3), at(4), "10.0.0.2")
