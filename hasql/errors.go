@@ -3,7 +3,6 @@ package hasql
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 )
 
@@ -176,29 +175,34 @@ func (e *StaleMasterError) Error() string {
 	var behind []string
 	older := len(e.Behind) < len(e.Nodes)
 	for _, b := range e.Behind {
-		switch {
-		case b == "":
+		if b == "" {
 			older = true
-		case !slices.Contains(behind, b):
+		} else {
 			behind = append(behind, b)
 		}
 	}
 	nodes, tl := strings.Join(e.Nodes, " and "), uitoa(e.Timeline)
 	switch {
 	case len(behind) == 0:
+		it := "it to rejoin as a replica"
+		if len(e.Nodes) > 1 {
+			it = "them to rejoin as replicas"
+		}
 		return "hasql: stale master: " + nodes + " writable on an older timeline than the cluster's " + tl +
-			"; refusing writes (rewind it to rejoin as a replica, promote a replica on timeline " + tl +
+			"; refusing writes (rewind " + it + ", promote a replica on timeline " + tl +
 			", or call ForgetTimeline to give up what was written there)"
-	case older:
-		return "hasql: stale master: " + nodes + " writable on an older timeline than the cluster's " + tl +
-			", or behind a replica that holds WAL of its timeline it never wrote; refusing writes (rewind them to rejoin as replicas, promote a replica on timeline " +
-			tl + ", or call ForgetTimeline to give up what was written there)"
+	case len(e.Nodes) == 1 && !older:
+		r := behind[0]
+		return "hasql: stale master: " + nodes + " writable, but replica " + r +
+			" holds WAL of its timeline it never wrote (another branch of it, or a newer timeline's); refusing writes (rewind it to rejoin as a replica, promote " +
+			r + ", or call ForgetTimeline to give up what " + r + " holds; if " + r +
+			" streams from it, a check user with pg_monitor lets pgxha see that)"
 	}
-	replicas := strings.Join(behind, " and ")
-	return "hasql: stale master: " + nodes + " writable, but replica " + replicas +
-		" holds WAL of its timeline it never wrote (another branch of it, or a newer timeline's); refusing writes (rewind it to rejoin as a replica, promote " +
-		replicas + ", or call ForgetTimeline to give up what " + replicas + " holds; if " + replicas +
-		" streams from it, a check user with pg_monitor lets pgxha see that)"
+	// Several nodes, each with its own reason: one advice for them all,
+	// which never tells to promote more than one replica.
+	return "hasql: stale master: " + nodes + " writable, each on an older timeline than the cluster's " + tl +
+		" or behind the replica named, which holds WAL of the node's timeline it never wrote; refusing writes (rewind each to rejoin as a replica, promote one replica, the one furthest ahead on timeline " +
+		tl + ", or call ForgetTimeline to give up what the others hold; if a replica named streams from its node, a check user with pg_monitor lets pgxha see that)"
 }
 
 // Unwrap returns ErrStaleMaster and ErrNoMaster: no node qualifies as

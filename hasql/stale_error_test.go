@@ -40,8 +40,31 @@ func TestStaleMasterErrorSaysWhy(t *testing.T) {
 		name: "both",
 		err: &hasql.StaleMasterError{Nodes: []string{"a:5432 (timeline 1)", "c:5432 (timeline 2, behind replica b:5432)"},
 			Timeline: 2, Behind: []string{"", "b:5432"}},
-		want: []string{"a:5432 (timeline 1) and c:5432 (timeline 2, behind replica b:5432) writable on an older timeline than the cluster's 2, or behind a replica",
-			"ForgetTimeline"},
+		want: []string{"a:5432 (timeline 1) and c:5432 (timeline 2, behind replica b:5432) writable, each on an older timeline than the cluster's 2 or behind the replica named",
+			"rewind each", "promote one replica", "ForgetTimeline"},
+		not: []string{"promote b:5432", "rewind it "},
+	}, {
+		name: "older timeline, two nodes",
+		err:  &hasql.StaleMasterError{Nodes: []string{"a:5432 (timeline 1)", "c:5432 (timeline 1)"}, Timeline: 2, Behind: []string{"", ""}},
+		want: []string{"a:5432 (timeline 1) and c:5432 (timeline 1) writable on an older timeline than the cluster's 2", "rewind them to rejoin as replicas"},
+		not:  []string{"rewind it "},
+	}, {
+		// Two servers promoted apart on one timeline, each behind its own
+		// replica of the true branch (topology's
+		// TestTwoStaleMastersBehindTwoReplicas): promoting both replicas
+		// would make two masters.
+		name: "two behind two replicas",
+		err: &hasql.StaleMasterError{Nodes: []string{"a:5432 (timeline 2, behind replica b:5432)", "c:5432 (timeline 2, behind replica d:5432)"},
+			Timeline: 2, Behind: []string{"b:5432", "d:5432"}},
+		want: []string{"a:5432 (timeline 2, behind replica b:5432) and c:5432 (timeline 2, behind replica d:5432) writable",
+			"promote one replica", "rewind each", "pg_monitor"},
+		not: []string{"promote b:5432", "b:5432 and d:5432", "d:5432 holds", "rewind it "},
+	}, {
+		name: "two behind one replica",
+		err: &hasql.StaleMasterError{Nodes: []string{"a:5432 (timeline 2, behind replica b:5432)", "c:5432 (timeline 2, behind replica b:5432)"},
+			Timeline: 2, Behind: []string{"b:5432", "b:5432"}},
+		want: []string{"promote one replica", "rewind each"},
+		not:  []string{"b:5432 and b:5432", "rewind it "},
 	}} {
 		msg := tc.err.Error()
 		for _, w := range tc.want {

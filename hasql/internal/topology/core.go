@@ -278,7 +278,10 @@ type Election struct {
 	// timeline, or WAL a newer one's dead master sent); "" for a node on
 	// an older timeline than Timeline.
 	StaleBehind []string
-	Timeline    uint32 // the cluster's newest timeline
+	// Timeline is the cluster's newest timeline; with stale masters and
+	// the cluster not learned yet, the newest a vouched node of their
+	// system identifier showed, which they are older than.
+	Timeline uint32
 }
 
 // TakeReady returns the actions accumulated since the last call.

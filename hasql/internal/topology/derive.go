@@ -725,6 +725,7 @@ func (c *Core) elect() {
 	}
 	var top []*Node
 	var stale, staleBehind []string
+	newest := c.Timeline() // the newest timeline a stale node is measured against
 	c.contenders = c.contenders[:0]
 	for _, x := range writable {
 		if c.unelectable(x) != "" {
@@ -740,6 +741,7 @@ func (c *Core) elect() {
 			tl = max(tl, c.newestOf(x.Res.SystemID))
 		}
 		if x.Res.Timeline < tl {
+			newest = max(newest, tl)
 			x.Stale = true
 			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+")")
 			staleBehind = append(staleBehind, "")
@@ -769,7 +771,7 @@ func (c *Core) elect() {
 	if staleDesc != c.staleReported {
 		if staleDesc != "" {
 			c.log(slog.LevelError, "pgxha: stale master: writable on an older timeline than the cluster's, or behind a replica on its own; no writes go to it",
-				"nodes", staleDesc, "cluster_timeline", c.Timeline())
+				"nodes", staleDesc, "cluster_timeline", newest)
 		}
 		c.staleReported = staleDesc
 	}
@@ -788,7 +790,9 @@ func (c *Core) elect() {
 		}
 		c.elected.Timeline = top[0].Res.Timeline
 	case len(stale) > 0:
-		c.elected.Stale, c.elected.StaleBehind = stale, staleBehind
+		// Timeline says what the stale nodes are behind: before the
+		// cluster is learned, the newest its vouched nodes showed.
+		c.elected.Stale, c.elected.StaleBehind, c.elected.Timeline = stale, staleBehind, newest
 	}
 }
 

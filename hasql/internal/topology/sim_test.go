@@ -1026,6 +1026,9 @@ func (s *sim) check() error {
 	if err := s.checkShadow(e); err != nil {
 		return err
 	}
+	if err := s.checkStaleReasons(e); err != nil {
+		return err
+	}
 	if e.Master != nil {
 		m := e.Master
 		mb := s.member(m.ID)
@@ -1131,6 +1134,28 @@ func (s *sim) check() error {
 		}
 		if !s.cfg.restricted && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && s.uniqueHonestName(x, m) {
 			return fmt.Errorf("replica %s: sync unknown (%s) though only it goes by its name among the cluster's nodes", x.Addr, x.SyncUnknown)
+		}
+	}
+	return nil
+}
+
+// checkStaleReasons checks what the election says of stale masters, which
+// the shell's error, status and pgxha watch say to the operator: each
+// stale node behind a replica names another node of the set, and one
+// behind no replica is on an older timeline than the election's.
+func (s *sim) checkStaleReasons(e Election) error {
+	if len(e.Stale) != len(e.StaleBehind) {
+		return fmt.Errorf("stale %q, behind %q: not one reason per node", e.Stale, e.StaleBehind)
+	}
+	for _, x := range s.core.Nodes() {
+		if x.StaleBehind == "" {
+			if x.Stale && x.AliasOf == nil && len(e.Stale) > 0 && x.Res.Timeline >= e.Timeline {
+				return fmt.Errorf("%s stale on timeline %d, said older than the election's %d", x.Addr, x.Res.Timeline, e.Timeline)
+			}
+			continue
+		}
+		if !x.Stale || x.StaleBehind == x.Addr || !slices.ContainsFunc(s.core.Nodes(), func(y *Node) bool { return y.Addr == x.StaleBehind }) {
+			return fmt.Errorf("%s (stale %v) said behind %s: not a stale node behind another of the set", x.Addr, x.Stale, x.StaleBehind)
 		}
 	}
 	return nil
