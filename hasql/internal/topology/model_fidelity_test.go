@@ -19,7 +19,7 @@ import (
 // target, 1, plus one) although another server already took that number:
 // the same-number collisions the core has been wrong about before.
 func TestModelWalreceiverFetchesOnlyUpToTheUpstreamsTimeline(t *testing.T) {
-	md := newModel(rand.New(rand.NewSource(1)), 2, 0, false)
+	md := newModel(rand.New(rand.NewSource(1)), nil, 2, 0, false)
 	u, s := md.servers[1], md.servers[2]
 	u.files = 3 // left behind on timeline 1, fetched 2 and 3 from elsewhere
 	s.upstream = u.idx

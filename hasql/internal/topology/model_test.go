@@ -29,7 +29,8 @@ type branch struct {
 type server struct {
 	idx     int
 	sysid   uint64
-	start   int64 // postmaster start time, unix microseconds
+	start   int64 // postmaster start time, unix microseconds, by its host's clock
+	clock   int64 // how far its host's clock is off the model's, microseconds
 	name    string
 	down    bool // crashed or stopped: connections refused
 	hung    bool // frozen or partitioned: checks time out
@@ -99,10 +100,14 @@ type write struct {
 }
 
 type model struct {
-	rng        *rand.Rand
-	servers    []*server
-	nextBr     int
-	nextStart  int64
+	rng       *rand.Rand
+	servers   []*server
+	nextBr    int
+	nextStart int64
+	// skew draws the hosts' clocks (nil: every host keeps the model's
+	// clock); used holds the start times given out, which stay unique.
+	skew       *rand.Rand
+	used       map[int64]bool
 	writes     []*write
 	restricted bool // the check user lacks pg_monitor
 	// stranger: a standby outside the node set (pg_receivewal
@@ -119,12 +124,16 @@ type model struct {
 	addrOf func(server int) (string, uint16)
 }
 
-func newModel(rng *rand.Rand, replicas int, syncK int, any bool) *model {
-	md := &model{rng: rng, nextBr: 1, nextStart: 1_000_000}
+// newModel makes a cluster of a master and its replicas. skew, when not
+// nil, gives each host a clock of its own (see clockSkew); it is a source
+// apart from rng so that the schedules a seed draws do not depend on it.
+func newModel(rng *rand.Rand, skew *rand.Rand, replicas int, syncK int, any bool) *model {
+	md := &model{rng: rng, skew: skew, nextBr: 1, nextStart: 1_000_000, used: map[int64]bool{}}
 	sysid := uint64(7000000000000000001)
 	for i := 0; i <= replicas; i++ {
-		s := &server{idx: i, sysid: sysid, start: md.startTime(), name: fmt.Sprintf("n%d", i+1),
+		s := &server{idx: i, sysid: sysid, clock: md.hostClock(), name: fmt.Sprintf("n%d", i+1),
 			hist: []branch{{id: 1, tl: 1}}, lsn: 1000, upstream: 0, recovery: i > 0, readOnly: i > 0}
+		s.start = md.startTime(s.clock)
 		if i == 0 {
 			s.upstream = -1
 		} else {
@@ -137,9 +146,40 @@ func newModel(rng *rand.Rand, replicas int, syncK int, any bool) *model {
 	return md
 }
 
-func (md *model) startTime() int64 {
+// clockSkew bounds how far a host's clock is off the model's either way:
+// fifty times the model's time between two starts, so a server that
+// restarts on a host whose clock lags the last one's (shared storage, a
+// rescheduled volume) reads an earlier start time than its run before,
+// and a server that started later may read an earlier one.
+const clockSkew = 100_000
+
+// hostClock draws a host's clock: how far it is off the model's.
+func (md *model) hostClock() int64 {
+	if md.skew == nil {
+		return 0
+	}
+	return md.skew.Int63n(2*clockSkew+1) - clockSkew
+}
+
+// startTime is the postmaster start time a server starting now on a host
+// with the given clock reads: unique across the model.
+func (md *model) startTime(clock int64) int64 {
 	md.nextStart += 1000 + int64(md.rng.Intn(1000))
-	return md.nextStart
+	t := md.nextStart + clock
+	for md.used[t] {
+		t++
+	}
+	md.used[t] = true
+	return t
+}
+
+// restart gives s the start time of a postmaster starting now: now and
+// then on another host, with another clock.
+func (md *model) restart(s *server) {
+	if md.skew != nil && md.skew.Intn(3) == 0 {
+		s.clock = md.hostClock()
+	}
+	s.start = md.startTime(s.clock)
 }
 
 // setSync makes m's synchronous_standby_names list the replicas that
@@ -283,7 +323,7 @@ func (md *model) demote(s, u *server) {
 		}
 		s.hist = histUpTo(u.hist, s.lsn)
 		s.files = u.files // pg_rewind takes the source's pg_wal, a copy has it
-		s.start = md.startTime()
+		md.restart(s)
 	}
 	s.recv = s.lsn
 }
@@ -412,7 +452,7 @@ func (md *model) copyOf(s *server, now time.Time) checker.Result {
 	r := md.observe(o, now)
 	switch rng.Intn(6) {
 	case 1:
-		r.StartTime = time.UnixMicro(md.startTime())
+		r.StartTime = time.UnixMicro(md.startTime(md.hostClock()))
 	case 2:
 		r.SystemID = 0
 	case 3:

@@ -236,7 +236,7 @@ func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	rng := rand.New(rand.NewSource(seed ^ 0x5DEECE66D))
 	s := &sim{cfg: cfg, rng: rng, now: simEpoch,
 		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, answered: map[ID]int{}, faulting: true}
-	s.md = newModel(rng, cfg.replicas, cfg.syncK, cfg.any)
+	s.md = newModel(rng, rand.New(rand.NewSource(seed^0x6C0C6)), cfg.replicas, cfg.syncK, cfg.any)
 	s.md.restricted = cfg.restricted
 	if s.md.strangerListed = cfg.stranger; cfg.stranger {
 		s.md.setSync(s.md.servers[0], cfg.syncK, !cfg.any)
@@ -678,7 +678,8 @@ func (s *sim) do(o op) {
 		}
 	case opRestart:
 		if x := pick(func(x *server) bool { return x.down }); x != nil {
-			x.down, x.start = false, md.startTime()
+			x.down = false
+			md.restart(x)
 		}
 	case opHang:
 		if x := pick(func(x *server) bool { return !x.hung && !x.down }); x != nil {
@@ -751,8 +752,9 @@ func (s *sim) do(o op) {
 		if truth == nil || len(md.servers) > 8 {
 			return
 		}
-		x := &server{idx: len(md.servers), sysid: truth.sysid, start: md.startTime(), name: fmt.Sprintf("n%d", len(md.servers)+1),
+		x := &server{idx: len(md.servers), sysid: truth.sysid, clock: md.hostClock(), name: fmt.Sprintf("n%d", len(md.servers)+1),
 			hist: slices.Clone(truth.hist), lsn: truth.lsn, recv: truth.lsn, upstream: truth.idx, recovery: true, readOnly: true}
+		x.start = md.startTime(x.clock)
 		md.servers = append(md.servers, x)
 		s.addMember(x.idx, false)
 		s.setMembers()
@@ -760,8 +762,9 @@ func (s *sim) do(o op) {
 		if len(md.servers) > 8 {
 			return
 		}
-		x := &server{idx: len(md.servers), sysid: 9000000000000000000 + uint64(o.arg), start: md.startTime(),
+		x := &server{idx: len(md.servers), sysid: 9000000000000000000 + uint64(o.arg), clock: md.hostClock(),
 			hist: []branch{{id: md.nextBr, tl: uint32(1 + o.arg%4)}}, lsn: checker.LSN(o.arg * 100), upstream: -1}
+		x.start = md.startTime(x.clock)
 		md.nextBr++
 		// A namesake of one of ours: the unfriendly case.
 		x.name = honest[o.arg%len(honest)].name
@@ -881,7 +884,8 @@ func (s *sim) repair() {
 	for _, x := range md.servers {
 		x.hung = false
 		if x.down {
-			x.down, x.start = false, md.startTime()
+			x.down = false
+			md.restart(x)
 		}
 	}
 	// More than one writable: keep the one on the newest branch with the
