@@ -258,6 +258,12 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 			if errors.Is(err, ctx.Err()) {
 				err = ctxErr(ctx) // hasql_acquire_timeout's bound says so
 			}
+			if lastErr != nil {
+				// The context ended in a try after one that failed: the
+				// failure is what the caller acts on (a server refusing
+				// connections, a password rejected).
+				return nil, n, fmt.Errorf("hasql: acquire %s from %s: %w; the try before it: %w", t, n.cfg.Addr, err, lastErr)
+			}
 			return nil, n, fmt.Errorf("hasql: acquire %s from %s: %w", t, n.cfg.Addr, err)
 		}
 		if m.ctx.Err() != nil {

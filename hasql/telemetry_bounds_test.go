@@ -364,7 +364,9 @@ func TestHugeRefusalKeepsTheErrorTypes(t *testing.T) {
 			require.NoError(t, err)
 			defer m.Close()
 			require.NoError(t, m.WaitReady(ctx, 1, 0))
-			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+			// The acquire gives up by itself once its tries failed; the
+			// bound is for a machine too busy to let them end.
+			actx, acancel := context.WithTimeout(ctx, 10*time.Second)
 			_, err = m.AcquireMaster(actx)
 			acancel()
 			require.Error(t, err)
@@ -380,4 +382,51 @@ func TestHugeRefusalKeepsTheErrorTypes(t *testing.T) {
 			assert.Contains(t, pe.Message, fmt.Sprintf("(%d bytes)", size), "the cut message says how long it was")
 		})
 	}
+}
+
+// An acquire whose context ends in a try after one the server refused
+// (here the next connect hangs) says why the first failed: the refusal
+// is what the caller acts on, and the acquire lost it (busy machines ended
+// TestHugeRefusalKeepsTheErrorTypes that way).
+func TestAcquireTimeoutKeepsTheRefusalBefore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, refused := poolRefusingServer(t, func(i int64) string {
+		if i == 1 {
+			return "53300"
+		}
+		return "" // hang
+	})
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@%s/app?sslmode=disable&pool_min_idle_conns=0&hasql_check_interval=50ms", addr)) // no connect but the acquire's; checks that change the view
+	require.NoError(t, err)
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	actx, acancel := context.WithCancel(ctx)
+	defer acancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.AcquireMaster(actx)
+		done <- err
+	}()
+	// The second connect hangs: the acquire tried again after the refusal.
+	for refused.Load() < 2 {
+		select {
+		case err := <-done:
+			// It gave up on the refusal alone, without a second try.
+			var pe *pgconn.PgError
+			require.True(t, errors.As(err, &pe), "%v", err)
+			assert.Equal(t, "53300", pe.Code)
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	acancel()
+	err = <-done
+	require.ErrorIs(t, err, context.Canceled)
+	var pe *pgconn.PgError
+	require.True(t, errors.As(err, &pe), "the refusal before the try the context ended: %v", err)
+	assert.Equal(t, "53300", pe.Code)
 }
