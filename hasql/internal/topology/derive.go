@@ -256,6 +256,7 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 			continue
 		}
 		x.Role, x.SyncState, x.SyncUnknown = y.Role, y.SyncState, y.SyncUnknown
+		x.Stale, x.StaleBehind = y.Stale, y.StaleBehind
 		x.LagBytes, x.Lag, x.LagKnown, x.LagAt = y.LagBytes, y.Lag, y.LagKnown, y.LagAt
 	}
 

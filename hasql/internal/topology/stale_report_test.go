@@ -55,3 +55,26 @@ func TestTwoStaleMastersBehindTwoReplicas(t *testing.T) {
 		t.Errorf("stale %q behind %q: want 10.0.0.1 behind 10.0.0.2 and 10.0.0.3 behind 10.0.0.4", e.Stale, e.StaleBehind)
 	}
 }
+
+// TestAnAliasOfAStaleMasterSaysWhy: a second address of a stale master
+// (a VIP beside the host's own name) takes its role for reporting, and
+// with it why it is stale: it showed role "stale" with StaleMaster false
+// and no replica named.
+func TestAnAliasOfAStaleMasterSaysWhy(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true), rcMember(3, "10.0.0.3", true)})
+	sR := t0.Add(-time.Hour)
+	c.CheckOK(3, rcWritable("r", 2, 1000, sR), at(0), at(1), "10.0.0.1") // the VIP reaches R
+	proveRBehind(t, c, sR, noRecvReplica(1500, t0.Add(-3*time.Hour)))
+	c.CheckOK(3, rcWritable("r", 2, 1000, sR), at(7), at(8), "10.0.0.1")
+	r, vip := c.Node(1), c.Node(3)
+	if vip.AliasOf != r {
+		t.Fatalf("setup: node 3 must be an alias of node 1: %v", vip.AliasOf)
+	}
+	if vip.Role != RoleStaleMaster || !vip.Stale || vip.StaleBehind != r.StaleBehind || r.StaleBehind != "10.0.0.2:5432" {
+		t.Errorf("alias of R: role %s, stale %v behind %q; R behind %q", vip.Role, vip.Stale, vip.StaleBehind, r.StaleBehind)
+	}
+	if e := c.Elected(); len(e.Stale) != 1 || e.Master != nil {
+		t.Errorf("one server at two addresses: stale %q, master %v", e.Stale, e.Master != nil)
+	}
+}
