@@ -141,7 +141,12 @@ func itoa(n int) string {
 
 // Classify tells what err means for running a statement or transaction
 // again. It does not know whether err came from a COMMIT: see
-// ClassifyCommit.
+// ClassifyCommit. What it knows it says: a write whose token could not
+// be read (hasql.ErrTokenUnread) is done, never to run again (Permanent),
+// and a statement on the master lost outside a transaction
+// (hasql.NodeLostError with MayHaveRun and Autocommit: a routed
+// m.Master().Exec, say) may have committed, like a COMMIT whose answer was
+// lost (CommitUnknown).
 func Classify(err error) Class {
 	if err == nil {
 		return None
@@ -149,6 +154,13 @@ func Classify(err error) Class {
 	var fe *Error
 	if errors.As(err, &fe) {
 		return fe.Class
+	}
+	if errors.Is(err, hasql.ErrTokenUnread) {
+		return Permanent // the write committed: only its token is missing
+	}
+	var le *hasql.NodeLostError
+	if errors.As(err, &le) && le.MayHaveRun && le.Autocommit && !le.Role.IsReplica() {
+		return CommitUnknown
 	}
 	if errors.Is(err, hasql.ErrNoMaster) {
 		// An acquire that found no master before its context ended:

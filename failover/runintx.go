@@ -3,6 +3,7 @@ package failover
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -68,6 +69,15 @@ const (
 // is still open (a call to another service) is fn's own, and so is 25006
 // in a transaction TxOptions made READ ONLY. Other failures are returned as an *Error with their class and
 // the number of attempts.
+//
+// fn may end the transaction itself: tx.Commit, hasql.CommitToken (for a
+// token of the transaction), tx.Rollback, or a COMMIT, END, ROLLBACK,
+// ABORT or PREPARE TRANSACTION statement sent through tx. RunInTx then
+// commits nothing more and never runs fn again: fn's error is returned as
+// it is, or, when the connection was lost with such a statement in flight,
+// as an *Error that matches ErrCommitUnknown. A COMMIT sent through
+// tx.Conn() instead is seen only when its answer came back: lost in
+// flight, it reads as a node lost before COMMIT.
 func RunInTx(ctx context.Context, m *hasql.Manager, opts Options, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = defaultMaxAttempts
@@ -138,7 +148,7 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	defer conn.Release()
 	tx, err := conn.BeginTx(ctx, txOpts)
 	if err != nil {
-		c := classifyInTx(ctx, conn, txOpts, err)
+		c := classifyInTx(ctx, conn.Conn().IsClosed(), txOpts, err)
 		if c == Permanent && ctx.Err() == nil && hasql.SessionEnded(err) {
 			// The session ended under BEGIN (a shutdown, a termination,
 			// an idle timeout, a lost connection): no transaction began.
@@ -147,15 +157,25 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 		if err = hasql.NodeLost(conn, err); c != Permanent {
 			var le *hasql.NodeLostError
 			if errors.As(err, &le) {
-				le.MayHaveRun = false // BEGIN: nothing to have run
+				le.MayHaveRun, le.Autocommit = false, false // BEGIN: nothing to have run
 			}
 		}
 		return err, c
 	}
-	if err := fn(ctx, tx); err != nil {
+	ft := &fnTx{Tx: tx}
+	err = fn(ctx, ft)
+	pc := conn.Conn()
+	closed := pc.IsClosed() // before a rollback, which may close it
+	if !closed && pc.PgConn().TxStatus() == 'I' || closed && ft.ended.Load() {
+		// fn ended the transaction itself (through tx.Conn() too), or
+		// may have before the connection was lost: nothing to commit,
+		// and fn never runs again.
+		return fnEnded(ctx, conn, err)
+	}
+	if err != nil {
+		err = hasql.NodeLost(conn, err) // before the rollback: the statement's transaction status
 		rollback(tx)
-		c := classifyInTx(ctx, conn, txOpts, err)
-		return hasql.NodeLost(conn, err), c
+		return err, classifyInTx(ctx, closed, txOpts, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		c := ClassifyCommit(err)
@@ -182,19 +202,45 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 //     service, and is returned as it is;
 //   - 25006 in a transaction the caller made READ ONLY is the caller's
 //     write refused by that mode, not a master that lost its role.
-func classifyInTx(ctx context.Context, conn *pgxpool.Conn, txOpts pgx.TxOptions, err error) Class {
+func classifyInTx(ctx context.Context, closed bool, txOpts pgx.TxOptions, err error) Class {
 	c := Classify(err)
 	var pgErr *pgconn.PgError
 	isPg := errors.As(err, &pgErr)
 	switch {
-	case c == Permanent && ctx.Err() == nil && conn.Conn().IsClosed() && !isPg:
+	case c == Permanent && ctx.Err() == nil && closed && !isPg && !errors.Is(err, hasql.ErrTokenUnread):
 		return NodeDown
-	case c == NodeDown && !isPg && !conn.Conn().IsClosed() && !errors.Is(err, hasql.ErrNodeLost):
+	case (c == NodeDown || c == CommitUnknown) && !isPg && !closed:
+		return Permanent
+	case isPg && !closed && (strings.EqualFold(pgErr.Severity, "FATAL") || strings.EqualFold(pgErr.Severity, "PANIC")):
+		// A session ended, and not the transaction's: another
+		// connection of fn's.
 		return Permanent
 	case c == RoleChanged && isPg && pgErr.Code == "25006" && txOpts.AccessMode == pgx.ReadOnly:
 		return Permanent
 	}
 	return c
+}
+
+// fnEnded finishes an attempt whose fn ended the transaction itself, or
+// may have (see fnTx), with err its error; fn never runs again. With the
+// connection open the server answered: fn's error is returned as it is (a
+// COMMIT refused rolled back). With it lost (or ctx ended) whether fn's
+// COMMIT landed is unknown: CommitUnknown, unless fn's error says the
+// commit succeeded (hasql.ErrTokenUnread).
+func fnEnded(ctx context.Context, conn *pgxpool.Conn, err error) (error, Class) {
+	pc := conn.Conn()
+	switch {
+	case err == nil:
+		if !pc.IsClosed() && hasql.SyncRepCancelled(pc) {
+			return hasql.ErrSyncRepCancelled, CommitUnknown
+		}
+		return nil, None
+	case errors.Is(err, hasql.ErrTokenUnread):
+		return err, Permanent
+	case pc.IsClosed() || ctx.Err() != nil:
+		return hasql.NodeLost(conn, err), CommitUnknown
+	}
+	return err, Permanent
 }
 
 // rollback ends a failed transaction, bounded: on a dead connection there is

@@ -447,8 +447,19 @@ func TestNodeLost(t *testing.T) {
 		}
 		results <- outcome{"acquired", err}
 	}()
-	// Until both statements run on the master.
-	for len(backendPids(t, ctx, master, `query = 'SELECT pg_sleep(60)' AND state = 'active'`)) < 3 {
+	go func() {
+		conn, err := m.AcquireMaster(ctx)
+		if err == nil {
+			if _, err = conn.Exec(ctx, "BEGIN"); err == nil {
+				_, err = conn.Exec(ctx, "SELECT pg_sleep(60)")
+			}
+			err = hasql.NodeLost(conn, err)
+			conn.Release()
+		}
+		results <- outcome{"acquired, in a transaction", err}
+	}()
+	// Until the statements run on the master.
+	for len(backendPids(t, ctx, master, `query = 'SELECT pg_sleep(60)' AND state = 'active'`)) < 4 {
 		select {
 		case <-ctx.Done():
 			t.Fatal(ctx.Err())
@@ -456,7 +467,7 @@ func TestNodeLost(t *testing.T) {
 		}
 	}
 	require.NoError(t, master.Kill())
-	for range 3 {
+	for range 4 {
 		r := <-results
 		t.Run(r.name, func(t *testing.T) {
 			t.Logf("error: %v", r.err)
@@ -467,6 +478,9 @@ func TestNodeLost(t *testing.T) {
 			assert.Equal(t, master.Addr(), le.Addr)
 			assert.Equal(t, hasql.RoleMaster, le.Role)
 			assert.True(t, le.MayHaveRun, "a statement on the master may have run")
+			inTx := r.name == "acquired, in a transaction"
+			assert.Equal(t, !inTx, le.Autocommit, "ran outside a transaction")
+			assert.Equal(t, !inTx, strings.Contains(r.err.Error(), "may have run and committed"))
 			require.Error(t, le.Err)
 			assert.ErrorIs(t, r.err, le.Err, "unwraps to pgx's error")
 			assert.NotErrorIs(t, le.Err, hasql.ErrNodeLost)

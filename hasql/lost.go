@@ -39,6 +39,14 @@ type NodeLostError struct {
 	// master is in doubt, like a COMMIT whose answer was lost (see
 	// failover.ErrCommitUnknown); find out before doing it again.
 	MayHaveRun bool
+	// Autocommit is set when the statement ran outside a transaction (a
+	// routed Querier's statement, or one on a connection that was idle
+	// before it): one that may have run may have committed, as a COMMIT
+	// whose answer was lost (failover.Classify calls it CommitUnknown on a
+	// master). A statement that commits a transaction by its own text
+	// ("...; COMMIT") is not told apart: classify it with
+	// failover.ClassifyCommit.
+	Autocommit bool
 	// Cut is set when pgxha closed the connection itself: the node was
 	// demoted or removed, or another server answers at its address (a
 	// name that moved, a restart), and work in flight on it was cut off.
@@ -64,9 +72,12 @@ func (e *NodeLostError) Error() string {
 	if e.Cut {
 		b.WriteString(" (connection cut by pgxha: the node lost its role, or another server answers at its address)")
 	}
-	if e.MayHaveRun {
+	switch {
+	case e.MayHaveRun && e.Autocommit:
+		b.WriteString(", the statement may have run and committed")
+	case e.MayHaveRun:
 		b.WriteString(", the statement may have run")
-	} else {
+	default:
 		b.WriteString(", the statement did not run")
 	}
 	if e.Err != nil {
@@ -180,6 +191,7 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *tracke
 			c.MayHaveRun = false
 		}
 		c.fromConn(tc)
+		c.Autocommit = true // the Queriers' statements run outside a transaction
 		return &c
 	}
 	ended := lost && SessionEnded(err)
@@ -189,7 +201,7 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *tracke
 	if !ended {
 		return err
 	}
-	e := &NodeLostError{Addr: n.cfg.Addr, Role: m.roleSent(s, n, tc), MayHaveRun: !NeverRan(err), Err: err}
+	e := &NodeLostError{Addr: n.cfg.Addr, Role: m.roleSent(s, n, tc), MayHaveRun: !NeverRan(err), Autocommit: true, Err: err}
 	e.fromConn(tc)
 	return e
 }
@@ -273,10 +285,23 @@ func (c *trackedConn) role() Role {
 //
 // Routed statements (Querier) and failover.RunInTx do this themselves.
 func NodeLost(conn *pgxpool.Conn, err error) error {
-	if err == nil || conn == nil || errors.Is(err, ErrNodeLost) {
+	if err == nil || conn == nil {
 		return err
 	}
 	pc := conn.Conn()
+	// The transaction status the server gave before the statement (pgconn
+	// keeps it from the last ReadyForQuery): idle, the statement ran
+	// outside a transaction.
+	idle := pc.PgConn().TxStatus() == 'I'
+	var le *NodeLostError
+	if errors.As(err, &le) {
+		if !idle || le.Autocommit {
+			return err
+		}
+		c := *le // from the connection (see trackedConn): it knew no better
+		c.Autocommit = true
+		return &c
+	}
 	if !pc.IsClosed() || !SessionEnded(err) {
 		return err
 	}
@@ -284,7 +309,7 @@ func NodeLost(conn *pgxpool.Conn, err error) error {
 	if tc == nil || tc.reg.n == nil {
 		return err
 	}
-	e := &NodeLostError{Addr: tc.reg.n.cfg.Addr, Role: tc.role(), MayHaveRun: !NeverRan(err), Err: err}
+	e := &NodeLostError{Addr: tc.reg.n.cfg.Addr, Role: tc.role(), MayHaveRun: !NeverRan(err), Autocommit: idle, Err: err}
 	e.fromConn(tc)
 	return e
 }
