@@ -295,8 +295,8 @@ func NodeLost(conn *pgxpool.Conn, err error) error {
 	idle := pc.PgConn().TxStatus() == 'I'
 	var le *NodeLostError
 	if errors.As(err, &le) {
-		if !idle || le.Autocommit {
-			return err
+		if !idle || le.Autocommit || !pc.IsClosed() {
+			return err // not this connection's loss, or nothing to add
 		}
 		c := *le // from the connection (see trackedConn): it knew no better
 		c.Autocommit = true
