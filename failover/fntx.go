@@ -7,70 +7,231 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/internal/stmtwatch"
 )
 
-// fnTx is the transaction RunInTx hands fn. It notes when fn ends the
-// transaction itself, or may have: Commit or Rollback (hasql.CommitToken
-// calls Commit), or a statement sent through it that ends a transaction
-// (COMMIT, END, ROLLBACK, ABORT, PREPARE TRANSACTION), noted before it
-// is sent. RunInTx never runs fn again after that.
+// fnTx is the transaction RunInTx hands fn, and the savepoints fn begins
+// in it. What fn sends is noted before it is sent (see fnState): on a
+// connection of a Manager's pool, everything sent on it, through tx.Conn()
+// too (stmtwatch); elsewhere, what goes through tx. RunInTx never runs fn
+// again once something fn sent may have committed.
 type fnTx struct {
 	pgx.Tx
-	ended atomic.Bool
+	conn      *pgx.Conn
+	st        *fnState
+	savepoint bool
+}
+
+// fnState is what fn made of its transaction, as far as what it sent
+// tells.
+type fnState struct {
+	// watched: every statement sent on the connection is noted, through
+	// tx.Conn() too (stmtwatch); set before fn runs.
+	watched bool
+	// over: the transaction ended (fn committed or rolled it back).
+	over atomic.Bool
+	// committed: something fn sent may have committed: a COMMIT (Commit,
+	// hasql.CommitToken, a statement that ends a transaction, or one that
+	// may be a prepared statement's name), or a statement after the
+	// transaction was over (it ran on its own).
+	committed atomic.Bool
+	// unsure: the last commit fn sent did not say it succeeded.
+	unsure atomic.Bool
+	// syncCancelled: a commit of fn's ended its wait for synchronous
+	// standbys (hasql.SyncRepCancelled, read right after it).
+	syncCancelled atomic.Bool
+}
+
+// newFnTx wraps tx for fn; stop ends the watch of its connection.
+func newFnTx(tx pgx.Tx) (t *fnTx, stop func()) {
+	t = &fnTx{Tx: tx, conn: tx.Conn(), st: new(fnState)}
+	stop = func() {}
+	if stmtwatch.Watch != nil && t.conn != nil {
+		if s, ok := stmtwatch.Watch(t.conn, func(sql string) { t.st.note(sql) }); ok {
+			t.st.watched, stop = true, s
+		}
+	}
+	return t, stop
+}
+
+func (t *fnTx) Begin(ctx context.Context) (pgx.Tx, error) {
+	sp, err := t.Tx.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &fnTx{Tx: sp, conn: t.conn, st: t.st, savepoint: true}, nil
 }
 
 func (t *fnTx) Commit(ctx context.Context) error {
-	t.ended.Store(true)
-	return t.Tx.Commit(ctx)
+	if t.savepoint {
+		return t.Tx.Commit(ctx) // RELEASE SAVEPOINT: the transaction goes on
+	}
+	if !t.st.watched {
+		t.st.committing()
+	}
+	err := t.Tx.Commit(ctx)
+	t.st.over.Store(true)
+	t.st.commitDone(t.conn, err)
+	return err
 }
 
 func (t *fnTx) Rollback(ctx context.Context) error {
-	t.ended.Store(true)
-	return t.Tx.Rollback(ctx)
+	if t.savepoint {
+		return t.Tx.Rollback(ctx)
+	}
+	err := t.Tx.Rollback(ctx)
+	t.st.over.Store(true) // on a lost connection the server rolls it back
+	return err
 }
 
 func (t *fnTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	t.note(sql)
-	return t.Tx.Exec(ctx, sql, args...)
+	c := t.before(sql)
+	tag, err := t.Tx.Exec(ctx, sql, args...)
+	t.after(c, err)
+	return tag, err
 }
 
 func (t *fnTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	t.note(sql)
+	t.before(sql)
 	return t.Tx.Query(ctx, sql, args...)
 }
 
 func (t *fnTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	t.note(sql)
+	t.before(sql)
 	return t.Tx.QueryRow(ctx, sql, args...)
 }
 
 func (t *fnTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	if b != nil {
 		for _, q := range b.QueuedQueries {
-			t.note(q.SQL)
+			t.before(q.SQL)
 		}
 	}
 	return t.Tx.SendBatch(ctx, b)
 }
 
-func (t *fnTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
-	t.note(sql)
-	return t.Tx.Prepare(ctx, name, sql)
+func (t *fnTx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
+	t.before("COPY")
+	return t.Tx.CopyFrom(ctx, table, columns, src)
 }
 
-func (t *fnTx) note(sql string) {
-	if endsTx(sql) {
-		t.ended.Store(true)
+// before notes sql, unless the watch does; it reports whether sql may
+// commit.
+func (t *fnTx) before(sql string) bool {
+	if t.st.watched {
+		return txEffect(sql) == mayCommit
+	}
+	return t.st.note(sql)
+}
+
+// note notes what sql may do to the transaction, before it is sent; it
+// reports whether sql may commit.
+func (st *fnState) note(sql string) bool {
+	if st.over.Load() {
+		st.committed.Store(true) // outside the transaction: it commits on its own
+		return true
+	}
+	switch txEffect(sql) {
+	case mayCommit:
+		st.committing()
+		return true
+	case rollsBack:
+		st.over.Store(true)
+	}
+	return false
+}
+
+// after notes what the server said of the transaction after a statement
+// sent through Exec: a transaction over by means the text did not show
+// (a prepared statement's name) may have committed.
+func (t *fnTx) after(committing bool, err error) {
+	st := t.st
+	if committing {
+		st.commitDone(t.conn, err)
+	}
+	if !t.conn.IsClosed() && t.conn.PgConn().TxStatus() == 'I' && !st.over.Load() {
+		st.over.Store(true)
+		st.committed.Store(true)
 	}
 }
 
+func (st *fnState) committing() {
+	st.committed.Store(true)
+	st.unsure.Store(true)
+}
+
+func (st *fnState) commitDone(conn *pgx.Conn, err error) {
+	if err != nil {
+		return
+	}
+	st.unsure.Store(false)
+	if hasql.SyncRepCancelled(conn) {
+		st.syncCancelled.Store(true)
+	}
+}
+
+type effect int
+
+const (
+	keeps     effect = iota // the transaction goes on
+	rollsBack               // ROLLBACK or ABORT: it ends, nothing committed
+	mayCommit               // it may end with a commit
+)
+
+// txEffect tells what sql may do to the transaction it runs in. A single
+// word that is not a statement of its own may be the name of a prepared
+// statement (pgx runs one given its name), which may be a COMMIT.
+func txEffect(sql string) effect {
+	if w := strings.TrimRight(strings.TrimSpace(sql), "; \t\n\r"); w != "" && len(word(w)) == len(w) {
+		switch strings.ToUpper(w) {
+		case "COMMIT", "END":
+			return mayCommit
+		case "ROLLBACK", "ABORT":
+			return rollsBack
+		case "BEGIN", "CHECKPOINT", "VACUUM", "ANALYZE", "ANALYSE", "COPY":
+			return keeps
+		}
+		return mayCommit
+	}
+	if endsTx(sql) {
+		if rollbackOnly(sql) {
+			return rollsBack
+		}
+		return mayCommit
+	}
+	return keeps
+}
+
 // endsTx reports whether sql holds a statement that ends a transaction:
-// one whose first word is COMMIT, END, ABORT, ROLLBACK (not ROLLBACK TO
-// a savepoint) or PREPARE TRANSACTION. It reads string literals, quoted
-// identifiers, dollar quotes and comments as PostgreSQL's lexer does, and
-// says true when it cannot tell (an unterminated quote or comment).
+// one whose first word is COMMIT, END, ABORT, ROLLBACK (not ROLLBACK TO a
+// savepoint) or PREPARE TRANSACTION. It reads string literals, quoted
+// identifiers, dollar quotes and comments as PostgreSQL's lexer does, both
+// with standard_conforming_strings on and off (a backslash escaping in
+// every string), and says true when it cannot tell (an unterminated quote
+// or comment).
 func endsTx(sql string) bool {
+	c1, r1 := scanTx(sql, false)
+	c2, r2 := scanTx(sql, true)
+	return c1 || r1 || c2 || r2
+}
+
+// rollbackOnly reports whether every statement of sql that ends a
+// transaction, read either way, rolls it back.
+func rollbackOnly(sql string) bool {
+	c1, _ := scanTx(sql, false)
+	c2, _ := scanTx(sql, true)
+	return !c1 && !c2
+}
+
+// scanTx finds the statements of sql that end a transaction: commits
+// (or may: an unterminated quote or comment), and rollbacks. With
+// backslash, a backslash escapes the next byte in every string.
+func scanTx(sql string, backslash bool) (commits, rollbacks bool) {
 	first := true // at the start of a statement
+	atomic := 0   // inside a BEGIN ATOMIC body, whose END is not a statement's
+	prevBegin := false
 	for i := 0; i < len(sql); {
 		c := sql[i]
 		switch {
@@ -80,53 +241,75 @@ func endsTx(sql string) bool {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '(':
 			i++
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			j := strings.IndexByte(sql[i:], '\n')
+			j := strings.IndexAny(sql[i:], "\n\r")
 			if j < 0 {
-				return false // a comment to the end: nothing more
+				return commits, rollbacks // a comment to the end: nothing more
 			}
 			i += j + 1
 		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
 			j, ok := skipBlockComment(sql, i)
 			if !ok {
-				return true
+				return true, rollbacks
 			}
 			i = j
 		default:
-			if first && isWordStart(c) {
-				if w := word(sql[i:]); stmtEndsTx(w, sql[i+len(w):]) {
-					return true
+			if isWordStart(c) {
+				w := word(sql[i:])
+				switch {
+				case first && atomic > 0 && strings.EqualFold(w, "END"):
+					atomic-- // the body's end
+				case first:
+					switch stmtEndsTx(w, sql[i+len(w):]) {
+					case mayCommit:
+						commits = true
+					case rollsBack:
+						rollbacks = true
+					}
 				}
+				if prevBegin && strings.EqualFold(w, "ATOMIC") {
+					atomic++
+				}
+				prevBegin = strings.EqualFold(w, "BEGIN")
+			} else {
+				prevBegin = false
 			}
 			first = false
-			j, ok := skipToken(sql, i)
+			j, ok := skipToken(sql, i, backslash)
 			if !ok {
-				return true
+				return true, rollbacks
 			}
 			i = j
 		}
 	}
-	return false
+	return commits, rollbacks
 }
 
-// stmtEndsTx reports whether a statement whose first word is w, followed
-// by rest, ends a transaction.
-func stmtEndsTx(w, rest string) bool {
+// stmtEndsTx tells what a statement whose first word is w, followed by
+// rest, does to the transaction.
+func stmtEndsTx(w, rest string) effect {
 	switch strings.ToUpper(w) {
-	case "COMMIT", "END", "ABORT":
-		return true
+	case "COMMIT", "END":
+		return mayCommit
+	case "ABORT":
+		return rollsBack
 	case "ROLLBACK":
 		// ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name goes back
-		// within the transaction; any other ROLLBACK ends it.
+		// within the transaction; ROLLBACK PREPARED ends another one
+		// (refused inside a transaction block); any other ends it.
 		next, more := nextWord(rest)
 		if u := strings.ToUpper(next); u == "WORK" || u == "TRANSACTION" {
 			next, _ = nextWord(more)
 		}
-		return !strings.EqualFold(next, "TO")
+		if strings.EqualFold(next, "TO") {
+			return keeps
+		}
+		return rollsBack
 	case "PREPARE":
-		next, _ := nextWord(rest)
-		return strings.EqualFold(next, "TRANSACTION")
+		if next, _ := nextWord(rest); strings.EqualFold(next, "TRANSACTION") {
+			return mayCommit
+		}
 	}
-	return false
+	return keeps
 }
 
 // nextWord returns the next word of s after blanks and comments, and
@@ -138,7 +321,7 @@ func nextWord(s string) (string, string) {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
 			i++
 		case c == '-' && i+1 < len(s) && s[i+1] == '-':
-			j := strings.IndexByte(s[i:], '\n')
+			j := strings.IndexAny(s[i:], "\n\r")
 			if j < 0 {
 				return "", ""
 			}
@@ -200,8 +383,9 @@ func skipBlockComment(s string, i int) (int, bool) {
 
 // skipToken returns the index after the token at i: a word (with an E”
 // string it prefixes), a quoted string or identifier, a dollar-quoted
-// string, or one other byte. False when a quote does not end.
-func skipToken(s string, i int) (int, bool) {
+// string, or one other byte. False when a quote does not end. With
+// backslash, a backslash escapes in every string literal.
+func skipToken(s string, i int, backslash bool) (int, bool) {
 	c := s[i]
 	switch {
 	case (c == 'e' || c == 'E') && i+1 < len(s) && s[i+1] == '\'' && (i == 0 || !isWordByte(s[i-1])):
@@ -209,7 +393,7 @@ func skipToken(s string, i int) (int, bool) {
 	case isWordStart(c):
 		return i + len(word(s[i:])), true
 	case c == '\'':
-		return skipQuoted(s, i, '\'', false)
+		return skipQuoted(s, i, '\'', backslash)
 	case c == '"':
 		return skipQuoted(s, i, '"', false)
 	case c == '$':

@@ -75,9 +75,13 @@ const (
 // ABORT or PREPARE TRANSACTION statement sent through tx. RunInTx then
 // commits nothing more and never runs fn again: fn's error is returned as
 // it is, or, when the connection was lost with such a statement in flight,
-// as an *Error that matches ErrCommitUnknown. A COMMIT sent through
-// tx.Conn() instead is seen only when its answer came back: lost in
-// flight, it reads as a node lost before COMMIT.
+// as an *Error that matches ErrCommitUnknown. Statements are read before
+// they are sent, on the connection (through tx.Conn() too, and savepoints,
+// batches and prepared statements run by name, a name taken for a possible
+// COMMIT); a connection a ConnConfig.AfterNetConnect of yours wraps is
+// read through tx only. fn that rolls its transaction back and returns nil
+// (a deferred tx.Rollback runs before RunInTx commits) gets an error:
+// nothing committed.
 func RunInTx(ctx context.Context, m *hasql.Manager, opts Options, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = defaultMaxAttempts
@@ -148,7 +152,7 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	defer conn.Release()
 	tx, err := conn.BeginTx(ctx, txOpts)
 	if err != nil {
-		c := classifyInTx(ctx, conn.Conn().IsClosed(), txOpts, err)
+		c := classifyInTx(ctx, conn.Conn().IsClosed(), 0, txOpts, err)
 		if c == Permanent && ctx.Err() == nil && hasql.SessionEnded(err) {
 			// The session ended under BEGIN (a shutdown, a termination,
 			// an idle timeout, a lost connection): no transaction began.
@@ -162,20 +166,32 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 		}
 		return err, c
 	}
-	ft := &fnTx{Tx: tx}
+	ft, stop := newFnTx(tx)
 	err = fn(ctx, ft)
+	stop()
 	pc := conn.Conn()
 	closed := pc.IsClosed() // before a rollback, which may close it
-	if !closed && pc.PgConn().TxStatus() == 'I' || closed && ft.ended.Load() {
-		// fn ended the transaction itself (through tx.Conn() too), or
-		// may have before the connection was lost: nothing to commit,
-		// and fn never runs again.
-		return fnEnded(ctx, conn, err)
+	var status byte
+	if !closed {
+		status = pc.PgConn().TxStatus()
+		if status == 'I' && !ft.st.over.Load() {
+			// Ended through tx.Conn(): how, nothing tells.
+			ft.st.over.Store(true)
+			ft.st.committed.Store(true)
+		}
+	}
+	if ft.st.committed.Load() {
+		// Something fn sent may have committed: fn never runs again.
+		return fnCommitted(ctx, conn, tx, ft.st, err)
 	}
 	if err != nil {
 		err = hasql.NodeLost(conn, err) // before the rollback: the statement's transaction status
 		rollback(tx)
-		return err, classifyInTx(ctx, closed, txOpts, err)
+		return err, classifyInTx(ctx, closed, status, txOpts, err)
+	}
+	if ft.st.over.Load() {
+		// fn rolled its transaction back and returned nil.
+		return errFnRolledBack, Permanent
 	}
 	if err := tx.Commit(ctx); err != nil {
 		c := ClassifyCommit(err)
@@ -202,7 +218,7 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 //     service, and is returned as it is;
 //   - 25006 in a transaction the caller made READ ONLY is the caller's
 //     write refused by that mode, not a master that lost its role.
-func classifyInTx(ctx context.Context, closed bool, txOpts pgx.TxOptions, err error) Class {
+func classifyInTx(ctx context.Context, closed bool, status byte, txOpts pgx.TxOptions, err error) Class {
 	c := Classify(err)
 	var pgErr *pgconn.PgError
 	isPg := errors.As(err, &pgErr)
@@ -215,32 +231,61 @@ func classifyInTx(ctx context.Context, closed bool, txOpts pgx.TxOptions, err er
 		// A session ended, and not the transaction's: another
 		// connection of fn's.
 		return Permanent
+	case isPg && status == 'T' && c.Retryable():
+		// An error the server gave, while the transaction is not in a
+		// failed state: it came from another connection of fn's (one on
+		// the transaction's would have failed it).
+		return Permanent
 	case c == RoleChanged && isPg && pgErr.Code == "25006" && txOpts.AccessMode == pgx.ReadOnly:
 		return Permanent
 	}
 	return c
 }
 
-// fnEnded finishes an attempt whose fn ended the transaction itself, or
-// may have (see fnTx), with err its error; fn never runs again. With the
-// connection open the server answered: fn's error is returned as it is (a
-// COMMIT refused rolled back). With it lost (or ctx ended) whether fn's
-// COMMIT landed is unknown: CommitUnknown, unless fn's error says the
-// commit succeeded (hasql.ErrTokenUnread).
-func fnEnded(ctx context.Context, conn *pgxpool.Conn, err error) (error, Class) {
+// errFnRolledBack is RunInTx's error when fn rolled its transaction back
+// (tx.Rollback, a ROLLBACK statement; a deferred tx.Rollback runs before
+// RunInTx commits) and returned nil: nothing committed.
+var errFnRolledBack = errors.New("failover: fn rolled its transaction back and returned nil: nothing committed (a deferred tx.Rollback in fn runs before RunInTx commits)")
+
+// fnCommitted finishes an attempt in which something fn sent may have
+// committed (see fnState), with err fn's error; fn never runs again. With
+// the connection open the server answered: fn's error is returned as it
+// is, and a transaction fn left open (COMMIT AND CHAIN) is committed. With
+// it lost (or ctx ended) whether it committed is unknown: CommitUnknown,
+// unless fn's error says its commit succeeded (hasql.ErrTokenUnread).
+func fnCommitted(ctx context.Context, conn *pgxpool.Conn, tx pgx.Tx, st *fnState, err error) (error, Class) {
 	pc := conn.Conn()
 	switch {
-	case err == nil:
-		if !pc.IsClosed() && hasql.SyncRepCancelled(pc) {
-			return hasql.ErrSyncRepCancelled, CommitUnknown
+	case err == nil && pc.IsClosed():
+		if st.unsure.Load() {
+			return hasql.NodeLost(conn, pgx.ErrTxClosed), CommitUnknown
 		}
-		return nil, None
+	case err == nil:
+		if pc.PgConn().TxStatus() != 'I' {
+			// A transaction fn began again (COMMIT AND CHAIN): RunInTx's
+			// to commit, never to run again.
+			if err := tx.Commit(ctx); err != nil {
+				if c := ClassifyCommit(err); c != CommitUnknown {
+					return hasql.NodeLost(conn, err), Permanent
+				}
+				return hasql.NodeLost(conn, err), CommitUnknown
+			}
+			if hasql.SyncRepCancelled(pc) {
+				st.syncCancelled.Store(true)
+			}
+		}
 	case errors.Is(err, hasql.ErrTokenUnread):
 		return err, Permanent
 	case pc.IsClosed() || ctx.Err() != nil:
 		return hasql.NodeLost(conn, err), CommitUnknown
+	default:
+		rollback(tx) // what fn left open, if anything
+		return err, Permanent
 	}
-	return err, Permanent
+	if st.syncCancelled.Load() || !pc.IsClosed() && hasql.SyncRepCancelled(pc) {
+		return hasql.ErrSyncRepCancelled, CommitUnknown
+	}
+	return nil, None
 }
 
 // rollback ends a failed transaction, bounded: on a dead connection there is

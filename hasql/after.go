@@ -35,8 +35,9 @@ var (
 	// the cluster's.
 	ErrWriteLost = errors.New("hasql: the token's write is not in the cluster's history (lost in a failover)")
 	// ErrTokenUnread: the write is done (committed), but its token could
-	// not be read after it (CommitToken, Querier.ExecToken): do not run
-	// it again; a read after an older token may miss it for a moment.
+	// not be read after it (CommitToken, Querier.ExecToken; CommitLSN's
+	// position too): do not run it again; a read after an older token may
+	// miss it for a moment.
 	ErrTokenUnread = errors.New("hasql: the write is done, but its token could not be read")
 	// ErrForkUnknown: the token is from an older timeline than the
 	// cluster's, and the point where that timeline ended cannot be read

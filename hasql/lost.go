@@ -40,12 +40,13 @@ type NodeLostError struct {
 	// failover.ErrCommitUnknown); find out before doing it again.
 	MayHaveRun bool
 	// Autocommit is set when the statement ran outside a transaction (a
-	// routed Querier's statement, or one on a connection that was idle
+	// statement of m.Master(), or one on a connection that was idle
 	// before it): one that may have run may have committed, as a COMMIT
 	// whose answer was lost (failover.Classify calls it CommitUnknown on a
-	// master). A statement that commits a transaction by its own text
-	// ("...; COMMIT") is not told apart: classify it with
-	// failover.ClassifyCommit.
+	// master). A statement of m.Replica() is taken for a read, also when
+	// it fell back to the master: Autocommit stays false. A statement
+	// that commits a transaction by its own text ("...; COMMIT") is not
+	// told apart: classify it with failover.ClassifyCommit.
 	Autocommit bool
 	// Cut is set when pgxha closed the connection itself: the node was
 	// demoted or removed, or another server answers at its address (a
@@ -179,7 +180,7 @@ func connLost(err error) bool {
 // lost: down, suspect or no longer what it was picked as), err as it is
 // otherwise. s is the snapshot the statement was routed by. Called on the
 // error path only.
-func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *trackedConn, err error, lost bool) error {
+func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *trackedConn, err error, lost, write bool) error {
 	if err == nil || n == nil || errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -191,7 +192,7 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *tracke
 			c.MayHaveRun = false
 		}
 		c.fromConn(tc)
-		c.Autocommit = true // the Queriers' statements run outside a transaction
+		c.Autocommit = write // the Queriers' statements run outside a transaction
 		return &c
 	}
 	ended := lost && SessionEnded(err)
@@ -201,7 +202,7 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *tracke
 	if !ended {
 		return err
 	}
-	e := &NodeLostError{Addr: n.cfg.Addr, Role: m.roleSent(s, n, tc), MayHaveRun: !NeverRan(err), Autocommit: true, Err: err}
+	e := &NodeLostError{Addr: n.cfg.Addr, Role: m.roleSent(s, n, tc), MayHaveRun: !NeverRan(err), Autocommit: write, Err: err}
 	e.fromConn(tc)
 	return e
 }
@@ -293,10 +294,11 @@ func NodeLost(conn *pgxpool.Conn, err error) error {
 	// keeps it from the last ReadyForQuery): idle, the statement ran
 	// outside a transaction.
 	idle := pc.PgConn().TxStatus() == 'I'
-	var le *NodeLostError
-	if errors.As(err, &le) {
-		if !idle || le.Autocommit || !pc.IsClosed() {
-			return err // not this connection's loss, or nothing to add
+	if le, ok := err.(*NodeLostError); ok || errors.Is(err, ErrNodeLost) {
+		if !ok || !idle || le.Autocommit || !pc.IsClosed() {
+			// Wrapped (kept as the caller wrapped it), not this
+			// connection's loss, or nothing to add.
+			return err
 		}
 		c := *le // from the connection (see trackedConn): it knew no better
 		c.Autocommit = true

@@ -87,5 +87,5 @@ func committedErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("hasql: CommitLSN: committed, but the position could not be read: %w", err)
+	return fmt.Errorf("hasql: CommitLSN: committed, but the position could not be read: %w: %w", ErrTokenUnread, err)
 }

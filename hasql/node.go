@@ -790,6 +790,9 @@ type trackedConn struct {
 	// the last one, with the warning that its wait for synchronous
 	// standbys was cancelled (see SyncRepCancelled).
 	syncRepCancelled atomic.Bool
+	// watch, when set, is called with each statement's SQL before it is
+	// sent (see stmtwatch.Watch).
+	watch atomic.Pointer[func(sql string)]
 	// start is the start time of the server the connection reached (see
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64

@@ -208,7 +208,7 @@ func (q *Querier) exec(ctx context.Context, sql string, args []any, token bool) 
 		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
 		if !q.retry(ctx, run, err, lost, sb) {
-			return tag, Token{}, q.m.nodeLost(ctx, s, n, tc, err, lost)
+			return tag, Token{}, q.m.nodeLost(ctx, s, n, tc, err, lost, q.t == targetMaster)
 		}
 	}
 }
@@ -257,12 +257,12 @@ func (q *Querier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 		sb := onStandby(conn, n)
 		rows, err := guarded(conn, func() (pgx.Rows, error) { return conn.Query(ctx, sql, args...) })
 		if err == nil {
-			return &routedRows{Rows: rows, conn: conn, m: q.m, ctx: ctx, s: s, n: n}, nil
+			return &routedRows{Rows: rows, conn: conn, m: q.m, ctx: ctx, s: s, n: n, write: q.t == targetMaster}, nil
 		}
 		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
 		if !q.retry(ctx, run, err, lost, sb) {
-			return nil, q.m.nodeLost(ctx, s, n, tc, err, lost)
+			return nil, q.m.nodeLost(ctx, s, n, tc, err, lost, q.t == targetMaster)
 		}
 	}
 }
@@ -297,7 +297,7 @@ func (q *Querier) CopyFrom(ctx context.Context, table pgx.Identifier, columns []
 	s := q.m.snap.Load()
 	k, err := conn.CopyFrom(ctx, table, columns, src)
 	if err != nil {
-		err = q.m.nodeLost(ctx, s, q.m.nodeOf(conn.Conn()), lostConn(conn, err), err, conn.Conn().IsClosed())
+		err = q.m.nodeLost(ctx, s, q.m.nodeOf(conn.Conn()), lostConn(conn, err), err, conn.Conn().IsClosed(), q.t == targetMaster)
 	}
 	conn.Release()
 	return k, err
@@ -328,7 +328,7 @@ func (q *Querier) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, erro
 			continue // a BEGIN whose session ended began nothing
 		}
 		if !q.retry(ctx, run, err, lost, sb) {
-			err = q.m.nodeLost(ctx, s, n, tc, err, lost)
+			err = q.m.nodeLost(ctx, s, n, tc, err, lost, q.t == targetMaster)
 			if le, ok := err.(*NodeLostError); ok {
 				le.MayHaveRun = false // BEGIN: nothing to have run
 			}
@@ -344,12 +344,13 @@ type routedRows struct {
 	conn *pgxpool.Conn
 	once sync.Once
 
-	m    *Manager
-	ctx  context.Context
-	s    *snapshot
-	n    *node
-	lost bool         // the connection was closed when the rows ended
-	tc   *trackedConn // its network connection, when they ended with an error
+	m     *Manager
+	ctx   context.Context
+	s     *snapshot
+	n     *node
+	lost  bool         // the connection was closed when the rows ended
+	tc    *trackedConn // its network connection, when they ended with an error
+	write bool         // routed for writes (see NodeLostError.Autocommit)
 }
 
 func (r *routedRows) release() {
@@ -381,7 +382,7 @@ func (r *routedRows) Err() error {
 	if err == nil || !r.lost && r.tc == nil {
 		return err
 	}
-	return r.m.nodeLost(r.ctx, r.s, r.n, r.tc, err, r.lost)
+	return r.m.nodeLost(r.ctx, r.s, r.n, r.tc, err, r.lost, r.write)
 }
 
 // routedRow runs its query when scanned.
@@ -404,7 +405,7 @@ func (r *routedRow) Scan(dest ...any) error {
 		lost, tc := conn.Conn().IsClosed(), lostConn(conn, err)
 		conn.Release()
 		if errors.Is(err, pgx.ErrNoRows) || !r.q.retry(r.ctx, run, err, lost, sb) {
-			return r.q.m.nodeLost(r.ctx, s, n, tc, err, lost)
+			return r.q.m.nodeLost(r.ctx, s, n, tc, err, lost, r.q.t == targetMaster)
 		}
 	}
 }

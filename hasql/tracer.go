@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgxha/pgxha/internal/stmtwatch"
 )
 
 // nodeTracer sits in every pooled connection of a node. It watches the
@@ -75,11 +77,12 @@ func (t *nodeTracer) observe(conn *pgx.Conn, err error) {
 
 // began notes, on the connection, whether its node is the master as a
 // statement begins: what a *NodeLostError says if the statement loses it.
-func (t *nodeTracer) began(conn *pgx.Conn) {
+func (t *nodeTracer) began(conn *pgx.Conn) *trackedConn {
 	if conn.IsClosed() {
-		return // the statement will not run (a rollback after the loss): keep what the lost one said
+		return nil // the statement will not run (a rollback after the loss): keep what the lost one said
 	}
-	if tc := trackedOf(conn); tc != nil {
+	tc := trackedOf(conn)
+	if tc != nil {
 		if master := t.n.m.snap.Load().master == t.n; tc.master.Load() != master {
 			tc.master.Store(master)
 		}
@@ -87,10 +90,32 @@ func (t *nodeTracer) began(conn *pgx.Conn) {
 			tc.syncRepCancelled.Store(false) // of the statement before
 		}
 	}
+	return tc
+}
+
+// watched calls the connection's watch, if any, with sql.
+func (tc *trackedConn) watched(sql string) {
+	if tc == nil {
+		return
+	}
+	if w := tc.watch.Load(); w != nil {
+		(*w)(sql)
+	}
+}
+
+func init() {
+	stmtwatch.Watch = func(conn *pgx.Conn, f func(sql string)) (func(), bool) {
+		tc := trackedOf(conn)
+		if tc == nil {
+			return nil, false
+		}
+		tc.watch.Store(&f)
+		return func() { tc.watch.CompareAndSwap(&f, nil) }, true
+	}
 }
 
 func (t *nodeTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	t.began(conn)
+	t.began(conn).watched(data.SQL)
 	if t.user != nil {
 		return t.user.TraceQueryStart(ctx, conn, data)
 	}
@@ -105,7 +130,11 @@ func (t *nodeTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx
 }
 
 func (t *nodeTracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
-	t.began(conn)
+	if tc := t.began(conn); tc != nil && tc.watch.Load() != nil && data.Batch != nil {
+		for _, q := range data.Batch.QueuedQueries {
+			tc.watched(q.SQL)
+		}
+	}
 	if u, ok := t.user.(pgx.BatchTracer); ok {
 		return u.TraceBatchStart(ctx, conn, data)
 	}

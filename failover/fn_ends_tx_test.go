@@ -1,0 +1,364 @@
+package failover_test
+
+// Each subtest is an fn that ends RunInTx's transaction itself in a way
+// that takes more than a look at fn's calls to see (a savepoint's
+// statement, a prepared statement's name, quoting PostgreSQL reads its own
+// way, a commit and a chained transaction), on one cluster with a
+// synchronous standby. The loss of a
+// COMMIT's answer is made as in fn_commit_test.go: the standby stops
+// receiving WAL, the COMMIT writes its record and waits in SyncRep, and
+// pg_terminate_backend of the waiter commits it locally and closes the
+// connection without an answer.
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/failover"
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+func TestRunInTxFnEndsTheTransaction(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1, SyncReplicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	tr := &stmtEndTracer{}
+	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)), hasql.WithConfigureNode(func(_ hasql.NodeConfig, cfg *pgxpool.Config) error {
+		cfg.ConnConfig.Tracer = tr
+		// A statement the application prepares on every connection
+		// (a common pgx pattern): here, its COMMIT.
+		cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := conn.Prepare(ctx, "rev_commit", "COMMIT")
+			return err
+		}
+		return nil
+	}))
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	_, err = m.Master().Exec(ctx, "CREATE TABLE rev_t (n serial PRIMARY KEY, note text)")
+	require.NoError(t, err)
+
+	direct, err := n2.Conn(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { direct.Close(context.Background()) })
+	var conninfo string
+	require.NoError(t, direct.QueryRow(ctx, "SHOW primary_conninfo").Scan(&conninfo))
+	set := func(v string) error {
+		if _, err := direct.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = "+pgQuote(v)); err != nil {
+			return err
+		}
+		_, err := direct.Exec(ctx, "SELECT pg_reload_conf()")
+		return err
+	}
+	stop := func(t *testing.T) {
+		require.NoError(t, set(""))
+		require.Eventually(t, func() bool {
+			var k int
+			return direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&k) == nil && k == 0
+		}, 30*time.Second, 10*time.Millisecond)
+	}
+	restore := func() {
+		if err := set(conninfo); err != nil {
+			t.Errorf("restore the standby's stream: %v", err)
+		}
+	}
+	count := func(t *testing.T, note string) int {
+		var k int
+		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM rev_t WHERE note LIKE $1", note+"%").Scan(&k))
+		return k
+	}
+
+	// commitLost runs fn in RunInTx while the first COMMIT to wait in
+	// SyncRep is terminated (committed, answer lost).
+	commitLost := func(t *testing.T, note string, commit func(ctx context.Context, tx pgx.Tx) error) {
+		stop(t)
+		var killed atomic.Int32
+		done := terminateSyncWaiters(t, ctx, n1, 1, &killed, restore)
+		runs := 0
+		var classes []failover.Class
+		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3, OnRetry: func(_ int, _ error, c failover.Class, _ time.Duration) {
+			classes = append(classes, c)
+		}}, func(ctx context.Context, tx pgx.Tx) error {
+			runs++
+			if _, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ($1)", note); err != nil {
+				return err
+			}
+			return commit(ctx, tx)
+		})
+		<-done
+		k := count(t, note)
+		t.Logf("RunInTx: %v; runs %d; retried as %v; rows committed %d; terminated %d", err, runs, classes, k, killed.Load())
+		require.EqualValues(t, 1, killed.Load())
+		assert.Equal(t, 1, runs, "fn ran again after its own COMMIT committed (answer lost)")
+		assert.Equal(t, 1, k, "the write committed more than once")
+		assert.ErrorIs(t, err, failover.ErrCommitUnknown)
+	}
+
+	t.Run("savepoint Exec COMMIT lost", func(t *testing.T) {
+		commitLost(t, "savepoint", func(ctx context.Context, tx pgx.Tx) error {
+			sp, err := tx.Begin(ctx) // or pgx.BeginFunc(ctx, tx, ...)
+			if err != nil {
+				return err
+			}
+			_, err = sp.Exec(ctx, "COMMIT")
+			return err
+		})
+	})
+	t.Run("prepared COMMIT by name lost", func(t *testing.T) {
+		commitLost(t, "prepared", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "rev_commit")
+			return err
+		})
+	})
+	t.Run("pgx.BeginFunc savepoint Exec COMMIT lost", func(t *testing.T) {
+		commitLost(t, "beginfunc", func(ctx context.Context, tx pgx.Tx) error {
+			return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+				_, err := sp.Exec(ctx, "COMMIT")
+				return err
+			})
+		})
+	})
+	// A COMMIT sent through tx.Conn(), past the wrapper: seen on the
+	// connection itself (it ran fn again and wrote twice).
+	t.Run("tx.Conn() Exec COMMIT lost", func(t *testing.T) {
+		commitLost(t, "txconn", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Conn().Exec(ctx, "COMMIT")
+			return err
+		})
+	})
+	// Controls (fnTx sees these): expected to pass.
+	t.Run("control: SendBatch COMMIT lost", func(t *testing.T) {
+		commitLost(t, "batch", func(ctx context.Context, tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue("SELECT 1")
+			b.Queue("COMMIT")
+			return tx.SendBatch(ctx, b).Close()
+		})
+	})
+	t.Run("control: Prepare in fn, Exec by name, lost", func(t *testing.T) {
+		commitLost(t, "fnprep", func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := tx.Prepare(ctx, "rev_commit2", "COMMIT"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "rev_commit2")
+			return err
+		})
+	})
+	t.Run("COMMIT after a CR-ended comment lost", func(t *testing.T) {
+		commitLost(t, "crcomment", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT 1; -- done\rCOMMIT")
+			return err
+		})
+	})
+	t.Run("COMMIT after a continued E string lost", func(t *testing.T) {
+		commitLost(t, "econt", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT E'a'\n'\\''; COMMIT; --'")
+			return err
+		})
+	})
+
+	// fn commits part of its work and goes on in a new transaction
+	// (COMMIT AND CHAIN, or COMMIT then BEGIN, through tx: both seen by
+	// fnTx), then meets a serialization failure. The connection is open
+	// and not idle, so runOnce takes the ordinary path and retries
+	// 40001: fn runs again and the committed part is written twice.
+	for _, tc := range []struct {
+		name, note string
+		end        []string
+	}{
+		{"COMMIT AND CHAIN then 40001", "chain", []string{"COMMIT AND CHAIN"}},
+		{"COMMIT, BEGIN then 40001", "commitbegin", []string{"COMMIT", "BEGIN"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runs := 0
+			var classes []failover.Class
+			err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3, OnRetry: func(_ int, _ error, c failover.Class, _ time.Duration) {
+				classes = append(classes, c)
+			}}, func(ctx context.Context, tx pgx.Tx) error {
+				runs++
+				if _, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ($1)", tc.note); err != nil {
+					return err
+				}
+				for _, s := range tc.end {
+					if _, err := tx.Exec(ctx, s); err != nil {
+						return err
+					}
+				}
+				if runs == 1 {
+					_, err := tx.Exec(ctx, "DO $$BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END$$")
+					return err
+				}
+				return nil
+			})
+			k := count(t, tc.note)
+			t.Logf("RunInTx: %v; runs %d; retried as %v; rows committed %d", err, runs, classes, k)
+			assert.Equal(t, 1, runs, "fn ran again after its own COMMIT succeeded")
+			assert.Equal(t, 1, k, "the committed part was written twice")
+		})
+	}
+
+	// fn commits with hasql.CommitToken; the COMMIT's wait for the
+	// synchronous standby is cancelled (the warning the control test
+	// TestRunInTxSyncWaitCancelledIsCommitUnknown reports as
+	// ErrSyncRepCancelled). CommitToken then reads the token on the same
+	// connection, which clears the flag: RunInTx reports success for a
+	// commit on the master alone.
+	t.Run("CommitToken after a cancelled sync wait", func(t *testing.T) {
+		stop(t)
+		cancelled := make(chan error, 1)
+		go func() {
+			conn, err := n1.Conn(ctx)
+			if err != nil {
+				cancelled <- err
+				return
+			}
+			defer conn.Close(context.Background())
+			for ctx.Err() == nil {
+				var k int
+				if err := conn.QueryRow(ctx, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&k); err != nil {
+					cancelled <- err
+					return
+				}
+				if k > 0 {
+					restore()
+					cancelled <- nil
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancelled <- ctx.Err()
+		}()
+		runs := 0
+		var sawCancelled bool
+		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
+			runs++
+			if _, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ('token')"); err != nil {
+				return err
+			}
+			conn := tx.Conn()
+			if err := tx.Commit(ctx); err != nil {
+				return err
+			}
+			sawCancelled = hasql.SyncRepCancelled(conn)
+			// What hasql.CommitToken does after its Commit.
+			_, err := m.Token(ctx)
+			_ = err
+			var lsn string
+			return conn.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn)
+		})
+		require.NoError(t, <-cancelled)
+		t.Logf("RunInTx: %v; runs %d; SyncRepCancelled right after the commit: %v; rows %d", err, runs, sawCancelled, count(t, "token"))
+		require.True(t, sawCancelled, "the sync wait was cancelled")
+		assert.ErrorIs(t, err, failover.ErrCommitUnknown, "a commit on the master alone reported as success")
+		assert.ErrorIs(t, err, hasql.ErrSyncRepCancelled)
+	})
+	t.Run("hasql.CommitToken after a cancelled sync wait", func(t *testing.T) {
+		stop(t)
+		cancelled := make(chan error, 1)
+		go func() {
+			conn, err := n1.Conn(ctx)
+			if err != nil {
+				cancelled <- err
+				return
+			}
+			defer conn.Close(context.Background())
+			for ctx.Err() == nil {
+				var k int
+				if err := conn.QueryRow(ctx, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&k); err != nil {
+					cancelled <- err
+					return
+				}
+				if k > 0 {
+					restore()
+					cancelled <- nil
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancelled <- ctx.Err()
+		}()
+		runs := 0
+		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
+			runs++
+			if _, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ('ctoken')"); err != nil {
+				return err
+			}
+			tok, err := hasql.CommitToken(ctx, tx)
+			t.Logf("CommitToken: %v %v", tok, err)
+			return err
+		})
+		require.NoError(t, <-cancelled)
+		t.Logf("RunInTx: %v; runs %d; rows %d", err, runs, count(t, "ctoken"))
+		assert.ErrorIs(t, err, failover.ErrCommitUnknown, "a commit on the master alone reported as success")
+		assert.ErrorIs(t, err, hasql.ErrSyncRepCancelled)
+	})
+
+	// A statement fnTx misreads as ending the transaction (a function
+	// with a SQL-standard body: "...; END"), then the session is lost
+	// before COMMIT: nothing committed, the retry RunInTx owes never
+	// happens (CommitUnknown).
+	t.Run("BEGIN ATOMIC body then loss before COMMIT", func(t *testing.T) {
+		var fired atomic.Bool
+		hook := func(conn *pgx.Conn, sql string, err error) {
+			if err == nil && strings.HasPrefix(sql, "CREATE OR REPLACE FUNCTION rev_f") && fired.CompareAndSwap(false, true) {
+				terminateAndWait(t, ctx, n1, conn.PgConn().PID())
+			}
+		}
+		tr.hook.Store(&hook)
+		runs := 0
+		var classes []failover.Class
+		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3, OnRetry: func(_ int, _ error, c failover.Class, _ time.Duration) {
+			classes = append(classes, c)
+		}}, func(ctx context.Context, tx pgx.Tx) error {
+			runs++
+			if _, err := tx.Exec(ctx, "CREATE OR REPLACE FUNCTION rev_f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ('atomic')")
+			return err
+		})
+		tr.hook.Store(nil)
+		require.True(t, fired.Load())
+		t.Logf("RunInTx: %v; runs %d; retried as %v; rows %d", err, runs, classes, count(t, "atomic"))
+		assert.NoError(t, err, "nothing committed before the loss: RunInTx should have run fn again")
+		assert.False(t, errors.Is(err, failover.ErrCommitUnknown), "in doubt, though the loss came before any COMMIT")
+	})
+
+	// Outside RunInTx: hasql.CommitLSN commits, then the session ends
+	// before the position is read. The write is done, but the error does
+	// not unwrap to ErrTokenUnread (unlike CommitToken's): Classify calls
+	// it retryable.
+	t.Run("CommitLSN position unread: Classify", func(t *testing.T) {
+		var fired atomic.Bool
+		hook := func(conn *pgx.Conn, sql string, err error) {
+			if err == nil && sql == "commit" && fired.CompareAndSwap(false, true) {
+				terminateAndWait(t, ctx, n1, conn.PgConn().PID())
+			}
+		}
+		tx, err := m.Master().Begin(ctx)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ('lsn')")
+		require.NoError(t, err)
+		tr.hook.Store(&hook)
+		_, err = hasql.CommitLSN(ctx, tx)
+		tr.hook.Store(nil)
+		require.True(t, fired.Load())
+		require.Error(t, err)
+		require.Equal(t, 1, count(t, "lsn"), "the write committed")
+		cl := failover.Classify(err)
+		t.Logf("CommitLSN: %v; Classify %v (retryable %v)", err, cl, cl.Retryable())
+		assert.False(t, cl.Retryable(), "Classify calls a committed write %v", cl)
+	})
+}
