@@ -40,6 +40,11 @@ func TestEndsTx(t *testing.T) {
 		{"(COMMIT)", true},
 		{"", false},
 		{"SELECT 1; -- then\n commit", true},
+		{"SELECT 1; -- then\r commit", true},
+		{"SELECT E'a'\n'\\''; COMMIT; --'", true},
+		{"SELECT '\\'' ; COMMIT; --'", true},
+		{"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END", false},
+		{"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; COMMIT", true},
 	} {
 		if got := endsTx(tc.sql); got != tc.want {
 			t.Errorf("endsTx(%q) = %v, want %v", tc.sql, got, tc.want)
