@@ -167,6 +167,7 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 		return err, c
 	}
 	ft, stop := newFnTx(tx)
+	defer stop() // should fn panic
 	err = fn(ctx, ft)
 	stop()
 	pc := conn.Conn()
