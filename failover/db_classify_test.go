@@ -21,18 +21,18 @@ import (
 func TestClassifyDBAutocommitWriteLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	_, m, n1, stop, restore := syncStoppableCluster(t, ctx, "CREATE TABLE rev_db (n serial PRIMARY KEY)")
+	_, m, n1, stop, restore := syncStoppableCluster(t, ctx, "CREATE TABLE db_t (n serial PRIMARY KEY)")
 	db := m.DB(hasql.TargetMaster)
 	defer db.Close()
 	require.NoError(t, db.PingContext(ctx))
 	stop()
 	var killed atomic.Int32
 	done := terminateSyncWaiters(t, ctx, n1, 1, &killed, restore)
-	_, err := db.ExecContext(ctx, "INSERT INTO rev_db DEFAULT VALUES")
+	_, err := db.ExecContext(ctx, "INSERT INTO db_t DEFAULT VALUES")
 	<-done
 	require.Error(t, err)
 	var k int
-	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM rev_db").Scan(&k))
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM db_t").Scan(&k))
 	require.Equal(t, 1, k, "the insert committed")
 	c := failover.Classify(err)
 	t.Logf("db.ExecContext: %v; Classify %v (retryable %v)", err, c, c.Retryable())

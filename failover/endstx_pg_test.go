@@ -30,9 +30,9 @@ var lexCases = []lexCase{
 	{name: "standard_conforming_strings off", setup: []string{"SET LOCAL standard_conforming_strings = off"}, sql: "SELECT '\\'' ; COMMIT; --'"},
 	{name: "vertical tab before COMMIT", sql: "SELECT 1;\vCOMMIT"},
 	{name: "U& string", sql: "SELECT U&'\\0027'; COMMIT"},
-	{name: "BEGIN ATOMIC function body (false positive)", sql: "CREATE FUNCTION rev_f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END"},
+	{name: "BEGIN ATOMIC function body (false positive)", sql: "CREATE FUNCTION app_f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END"},
 	{name: "DO block COMMIT (in a tx block)", sql: "DO $$BEGIN COMMIT; END$$"},
-	{name: "CALL procedure that COMMITs (in a tx block)", setup: []string{"CREATE PROCEDURE rev_p() LANGUAGE plpgsql AS $$BEGIN COMMIT; END$$"}, sql: "CALL rev_p()"},
+	{name: "CALL procedure that COMMITs (in a tx block)", setup: []string{"CREATE PROCEDURE app_p() LANGUAGE plpgsql AS $$BEGIN COMMIT; END$$"}, sql: "CALL app_p()"},
 	{name: "ROLLBACK AND CHAIN", sql: "ROLLBACK AND CHAIN"},
 	{name: "COMMIT AND CHAIN", sql: "COMMIT AND CHAIN"},
 }

@@ -35,12 +35,12 @@ func TestClassifyReadFallenBackToTheMasterLost(t *testing.T) {
 
 	var fired atomic.Bool
 	hook := func(conn *pgx.Conn, sql string, err error) {
-		if err == nil && sql == "SELECT 'rev-fallback'" && fired.CompareAndSwap(false, true) {
+		if err == nil && sql == "SELECT 'app-fallback'" && fired.CompareAndSwap(false, true) {
 			terminateAndWait(t, ctx, n1, conn.PgConn().PID())
 		}
 	}
 	tr.hook.Store(&hook)
-	rows, err := m.Replica(hasql.FallbackToMaster()).Query(ctx, "SELECT 'rev-fallback'")
+	rows, err := m.Replica(hasql.FallbackToMaster()).Query(ctx, "SELECT 'app-fallback'")
 	if err == nil {
 		for rows.Next() {
 		}
@@ -49,7 +49,7 @@ func TestClassifyReadFallenBackToTheMasterLost(t *testing.T) {
 	}
 	if err == nil {
 		var s string
-		err = m.Replica(hasql.FallbackToMaster()).QueryRow(ctx, "SELECT 'rev-fallback'").Scan(&s)
+		err = m.Replica(hasql.FallbackToMaster()).QueryRow(ctx, "SELECT 'app-fallback'").Scan(&s)
 	}
 	tr.hook.Store(nil)
 	t.Logf("fired %v; read: %v; Classify %v", fired.Load(), err, failover.Classify(err))

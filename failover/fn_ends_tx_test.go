@@ -39,7 +39,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 		// A statement the application prepares on every connection
 		// (a common pgx pattern): here, its COMMIT.
 		cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
-			_, err := conn.Prepare(ctx, "rev_commit", "COMMIT")
+			_, err := conn.Prepare(ctx, "app_commit", "COMMIT")
 			return err
 		}
 		return nil
@@ -47,7 +47,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(m.Close)
 	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE rev_t (n serial PRIMARY KEY, note text)")
+	_, err = m.Master().Exec(ctx, "CREATE TABLE ends_t (n serial PRIMARY KEY, note text)")
 	require.NoError(t, err)
 
 	direct, err := n2.Conn(ctx)
@@ -76,7 +76,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	}
 	count := func(t *testing.T, note string) int {
 		var k int
-		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM rev_t WHERE note LIKE $1", note+"%").Scan(&k))
+		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM ends_t WHERE note LIKE $1", note+"%").Scan(&k))
 		return k
 	}
 
@@ -92,7 +92,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 			classes = append(classes, c)
 		}}, func(ctx context.Context, tx pgx.Tx) error {
 			runs++
-			if _, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ($1)", note); err != nil {
+			if _, err := tx.Exec(ctx, "INSERT INTO ends_t (note) VALUES ($1)", note); err != nil {
 				return err
 			}
 			return commit(ctx, tx)
@@ -118,7 +118,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	})
 	t.Run("prepared COMMIT by name lost", func(t *testing.T) {
 		commitLost(t, "prepared", func(ctx context.Context, tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, "rev_commit")
+			_, err := tx.Exec(ctx, "app_commit")
 			return err
 		})
 	})
@@ -149,10 +149,10 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	})
 	t.Run("control: Prepare in fn, Exec by name, lost", func(t *testing.T) {
 		commitLost(t, "fnprep", func(ctx context.Context, tx pgx.Tx) error {
-			if _, err := tx.Prepare(ctx, "rev_commit2", "COMMIT"); err != nil {
+			if _, err := tx.Prepare(ctx, "app_commit2", "COMMIT"); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "rev_commit2")
+			_, err := tx.Exec(ctx, "app_commit2")
 			return err
 		})
 	})
@@ -188,7 +188,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 				classes = append(classes, c)
 			}}, func(ctx context.Context, tx pgx.Tx) error {
 				runs++
-				if _, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ($1)", tc.note); err != nil {
+				if _, err := tx.Exec(ctx, "INSERT INTO ends_t (note) VALUES ($1)", tc.note); err != nil {
 					return err
 				}
 				for _, s := range tc.end {
@@ -244,7 +244,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 		var sawCancelled bool
 		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
 			runs++
-			if _, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ('token')"); err != nil {
+			if _, err := tx.Exec(ctx, "INSERT INTO ends_t (note) VALUES ('token')"); err != nil {
 				return err
 			}
 			conn := tx.Conn()
@@ -292,7 +292,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 		runs := 0
 		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
 			runs++
-			if _, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ('ctoken')"); err != nil {
+			if _, err := tx.Exec(ctx, "INSERT INTO ends_t (note) VALUES ('ctoken')"); err != nil {
 				return err
 			}
 			tok, err := hasql.CommitToken(ctx, tx)
@@ -312,7 +312,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	t.Run("BEGIN ATOMIC body then loss before COMMIT", func(t *testing.T) {
 		var fired atomic.Bool
 		hook := func(conn *pgx.Conn, sql string, err error) {
-			if err == nil && strings.HasPrefix(sql, "CREATE OR REPLACE FUNCTION rev_f") && fired.CompareAndSwap(false, true) {
+			if err == nil && strings.HasPrefix(sql, "CREATE OR REPLACE FUNCTION app_f") && fired.CompareAndSwap(false, true) {
 				terminateAndWait(t, ctx, n1, conn.PgConn().PID())
 			}
 		}
@@ -323,10 +323,10 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 			classes = append(classes, c)
 		}}, func(ctx context.Context, tx pgx.Tx) error {
 			runs++
-			if _, err := tx.Exec(ctx, "CREATE OR REPLACE FUNCTION rev_f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END"); err != nil {
+			if _, err := tx.Exec(ctx, "CREATE OR REPLACE FUNCTION app_f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END"); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ('atomic')")
+			_, err := tx.Exec(ctx, "INSERT INTO ends_t (note) VALUES ('atomic')")
 			return err
 		})
 		tr.hook.Store(nil)
@@ -349,7 +349,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 		}
 		tx, err := m.Master().Begin(ctx)
 		require.NoError(t, err)
-		_, err = tx.Exec(ctx, "INSERT INTO rev_t (note) VALUES ('lsn')")
+		_, err = tx.Exec(ctx, "INSERT INTO ends_t (note) VALUES ('lsn')")
 		require.NoError(t, err)
 		tr.hook.Store(&hook)
 		_, err = hasql.CommitLSN(ctx, tx)

@@ -26,10 +26,10 @@ func TestRunInTxFnRollsBack(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Replicas: 1})
 	n1 := c.Nodes()[0]
 	tr := &stmtEndTracer{}
-	m := tracedManager(t, ctx, c, tr, "CREATE TABLE rev_rb (n serial PRIMARY KEY, note text)")
+	m := tracedManager(t, ctx, c, tr, "CREATE TABLE rollback_t (n serial PRIMARY KEY, note text)")
 	count := func(t *testing.T, note string) int {
 		var k int
-		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM rev_rb WHERE note = $1", note).Scan(&k))
+		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM rollback_t WHERE note = $1", note).Scan(&k))
 		return k
 	}
 
@@ -39,7 +39,7 @@ func TestRunInTxFnRollsBack(t *testing.T) {
 	t.Run("deferred Rollback: nothing committed, and said", func(t *testing.T) {
 		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
 			defer tx.Rollback(ctx)
-			_, err := tx.Exec(ctx, "INSERT INTO rev_rb (note) VALUES ('deferred')")
+			_, err := tx.Exec(ctx, "INSERT INTO rollback_t (note) VALUES ('deferred')")
 			return err
 		})
 		k := count(t, "deferred")
@@ -74,10 +74,10 @@ func TestRunInTxFnRollsBack(t *testing.T) {
 				if style == "deferred" {
 					defer tx.Rollback(ctx)
 				}
-				if _, err := tx.Exec(ctx, "INSERT INTO rev_rb (note) VALUES ('"+note+"')"); err != nil {
+				if _, err := tx.Exec(ctx, "INSERT INTO rollback_t (note) VALUES ('"+note+"')"); err != nil {
 					return err
 				}
-				if _, err := tx.Exec(ctx, "UPDATE rev_rb SET note = note WHERE note = '"+note+"'"); err != nil {
+				if _, err := tx.Exec(ctx, "UPDATE rollback_t SET note = note WHERE note = '"+note+"'"); err != nil {
 					if style == "error path" {
 						_ = tx.Rollback(ctx)
 					}
@@ -107,10 +107,10 @@ func TestRunInTxFnRollsBack(t *testing.T) {
 		runs := 0
 		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
 			runs++
-			if _, err := tx.Exec(ctx, "INSERT INTO rev_rb (note) VALUES ('"+note+"')"); err != nil {
+			if _, err := tx.Exec(ctx, "INSERT INTO rollback_t (note) VALUES ('"+note+"')"); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "UPDATE rev_rb SET note = note WHERE note = '"+note+"'")
+			_, err := tx.Exec(ctx, "UPDATE rollback_t SET note = note WHERE note = '"+note+"'")
 			return err
 		})
 		tr.hook.Store(nil)

@@ -42,11 +42,19 @@ type fnState struct {
 	// syncCancelled: a commit of fn's ended its wait for synchronous
 	// standbys (hasql.SyncRepCancelled, read right after it).
 	syncCancelled atomic.Bool
+	// lastCommit: the statement noted last may have committed (its
+	// SyncRepCancelled is read when the next one is noted).
+	lastCommit atomic.Bool
+	// rolledBack: fn rolled back and went on in a new transaction (AND
+	// CHAIN); savepoints: fn set a savepoint, and may have rolled a
+	// failed statement back to it.
+	rolledBack, savepoints atomic.Bool
+	conn                   *pgx.Conn
 }
 
 // newFnTx wraps tx for fn; stop ends the watch of its connection.
 func newFnTx(tx pgx.Tx) (t *fnTx, stop func()) {
-	t = &fnTx{Tx: tx, conn: tx.Conn(), st: new(fnState)}
+	t = &fnTx{Tx: tx, conn: tx.Conn(), st: &fnState{conn: tx.Conn()}}
 	stop = func() {}
 	if stmtwatch.Watch != nil && t.conn != nil {
 		if s, ok := stmtwatch.Watch(t.conn, func(sql string) { t.st.note(sql) }); ok {
@@ -57,6 +65,7 @@ func newFnTx(tx pgx.Tx) (t *fnTx, stop func()) {
 }
 
 func (t *fnTx) Begin(ctx context.Context) (pgx.Tx, error) {
+	t.st.savepoints.Store(true)
 	sp, err := t.Tx.Begin(ctx)
 	if err != nil {
 		return nil, err
@@ -129,6 +138,12 @@ func (t *fnTx) before(sql string) bool {
 // note notes what sql may do to the transaction, before it is sent; it
 // reports whether sql may commit.
 func (st *fnState) note(sql string) bool {
+	if st.lastCommit.Swap(false) && st.conn != nil && hasql.SyncRepCancelled(st.conn) {
+		st.syncCancelled.Store(true) // of the commit noted before
+	}
+	if hasSavepoint(sql) {
+		st.savepoints.Store(true)
+	}
 	if st.over.Load() {
 		st.committed.Store(true) // outside the transaction: it commits on its own
 		return true
@@ -136,9 +151,12 @@ func (st *fnState) note(sql string) bool {
 	switch txEffect(sql) {
 	case mayCommit:
 		st.committing()
+		st.lastCommit.Store(true)
 		return true
 	case rollsBack:
 		st.over.Store(true)
+	case rollsBackChain:
+		st.rolledBack.Store(true)
 	}
 	return false
 }
@@ -175,14 +193,16 @@ func (st *fnState) commitDone(conn *pgx.Conn, err error) {
 type effect int
 
 const (
-	keeps     effect = iota // the transaction goes on
-	rollsBack               // ROLLBACK or ABORT: it ends, nothing committed
-	mayCommit               // it may end with a commit
+	keeps          effect = iota // the transaction goes on
+	rollsBack                    // ROLLBACK or ABORT: it ends, nothing committed
+	rollsBackChain               // ROLLBACK AND CHAIN: nothing committed, a new one begins
+	mayCommit                    // it may end with a commit
 )
 
 // txEffect tells what sql may do to the transaction it runs in. A single
 // word that is not a statement of its own may be the name of a prepared
-// statement (pgx runs one given its name), which may be a COMMIT.
+// statement pgxha did not see prepared (pgx runs one given its name),
+// which may be a COMMIT.
 func txEffect(sql string) effect {
 	if w := strings.TrimRight(strings.TrimSpace(sql), "; \t\n\r"); w != "" && len(word(w)) == len(w) {
 		switch strings.ToUpper(w) {
@@ -195,11 +215,14 @@ func txEffect(sql string) effect {
 		}
 		return mayCommit
 	}
-	if endsTx(sql) {
-		if rollbackOnly(sql) {
-			return rollsBack
-		}
+	a, b := scanTx(sql, false), scanTx(sql, true)
+	switch {
+	case a.commits || b.commits:
 		return mayCommit
+	case a.rollbacks || b.rollbacks:
+		return rollsBack
+	case a.chains || b.chains:
+		return rollsBackChain
 	}
 	return keeps
 }
@@ -212,25 +235,32 @@ func txEffect(sql string) effect {
 // every string), and says true when it cannot tell (an unterminated quote
 // or comment).
 func endsTx(sql string) bool {
-	c1, r1 := scanTx(sql, false)
-	c2, r2 := scanTx(sql, true)
-	return c1 || r1 || c2 || r2
+	a, b := scanTx(sql, false), scanTx(sql, true)
+	return a.commits || a.rollbacks || a.chains || b.commits || b.rollbacks || b.chains
 }
 
-// rollbackOnly reports whether every statement of sql that ends a
-// transaction, read either way, rolls it back.
-func rollbackOnly(sql string) bool {
-	c1, _ := scanTx(sql, false)
-	c2, _ := scanTx(sql, true)
-	return !c1 && !c2
+// hasSavepoint reports whether sql holds a SAVEPOINT statement, read
+// either way.
+func hasSavepoint(sql string) bool {
+	return scanTx(sql, false).savepoints || scanTx(sql, true).savepoints
 }
 
-// scanTx finds the statements of sql that end a transaction: commits
-// (or may: an unterminated quote or comment), and rollbacks. With
-// backslash, a backslash escapes the next byte in every string.
-func scanTx(sql string, backslash bool) (commits, rollbacks bool) {
+// scanned is what scanTx found in a string of statements.
+type scanned struct {
+	commits    bool // a statement may commit (or the text could not be read to its end)
+	rollbacks  bool // one rolls the transaction back
+	chains     bool // one rolls it back and begins another (AND CHAIN)
+	savepoints bool // one sets a savepoint
+}
+
+// scanTx finds the statements of sql that end a transaction. With
+// backslash, a backslash escapes the next byte in every string. A
+// statement after one that ended the transaction runs on its own: it may
+// commit.
+func scanTx(sql string, backslash bool) (r scanned) {
 	first := true // at the start of a statement
-	atomic := 0   // inside a BEGIN ATOMIC body, whose END is not a statement's
+	var head string
+	atomic := 0 // inside the BEGIN ATOMIC body of a CREATE FUNCTION or PROCEDURE
 	prevBegin := false
 	for i := 0; i < len(sql); {
 		c := sql[i]
@@ -243,13 +273,14 @@ func scanTx(sql string, backslash bool) (commits, rollbacks bool) {
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
 			j := strings.IndexAny(sql[i:], "\n\r")
 			if j < 0 {
-				return commits, rollbacks // a comment to the end: nothing more
+				return r // a comment to the end: nothing more
 			}
 			i += j + 1
 		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
 			j, ok := skipBlockComment(sql, i)
 			if !ok {
-				return true, rollbacks
+				r.commits = true
+				return r
 			}
 			i = j
 		default:
@@ -258,15 +289,26 @@ func scanTx(sql string, backslash bool) (commits, rollbacks bool) {
 				switch {
 				case first && atomic > 0 && strings.EqualFold(w, "END"):
 					atomic-- // the body's end
+				case first && atomic > 0:
+					// A statement of the body.
 				case first:
+					head = strings.ToUpper(w)
+					if r.rollbacks {
+						r.commits = true // after a ROLLBACK: on its own
+					}
 					switch stmtEndsTx(w, sql[i+len(w):]) {
 					case mayCommit:
-						commits = true
+						r.commits = true
 					case rollsBack:
-						rollbacks = true
+						r.rollbacks = true
+					case rollsBackChain:
+						r.chains = true
+					}
+					if head == "SAVEPOINT" {
+						r.savepoints = true
 					}
 				}
-				if prevBegin && strings.EqualFold(w, "ATOMIC") {
+				if prevBegin && head == "CREATE" && strings.EqualFold(w, "ATOMIC") {
 					atomic++
 				}
 				prevBegin = strings.EqualFold(w, "BEGIN")
@@ -276,32 +318,38 @@ func scanTx(sql string, backslash bool) (commits, rollbacks bool) {
 			first = false
 			j, ok := skipToken(sql, i, backslash)
 			if !ok {
-				return true, rollbacks
+				r.commits = true
+				return r
 			}
 			i = j
 		}
 	}
-	return commits, rollbacks
+	return r
 }
 
 // stmtEndsTx tells what a statement whose first word is w, followed by
 // rest, does to the transaction.
 func stmtEndsTx(w, rest string) effect {
-	switch strings.ToUpper(w) {
+	switch u := strings.ToUpper(w); u {
 	case "COMMIT", "END":
 		return mayCommit
-	case "ABORT":
-		return rollsBack
-	case "ROLLBACK":
+	case "ROLLBACK", "ABORT":
 		// ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name goes back
-		// within the transaction; ROLLBACK PREPARED ends another one
-		// (refused inside a transaction block); any other ends it.
+		// within the transaction; [AND CHAIN] begins another; ROLLBACK
+		// PREPARED ends another one (refused inside a transaction block).
 		next, more := nextWord(rest)
-		if u := strings.ToUpper(next); u == "WORK" || u == "TRANSACTION" {
-			next, _ = nextWord(more)
+		if n := strings.ToUpper(next); n == "WORK" || n == "TRANSACTION" {
+			next, more = nextWord(more)
 		}
-		if strings.EqualFold(next, "TO") {
-			return keeps
+		switch strings.ToUpper(next) {
+		case "TO":
+			if u == "ROLLBACK" {
+				return keeps
+			}
+		case "AND":
+			if n, _ := nextWord(more); strings.EqualFold(n, "CHAIN") {
+				return rollsBackChain
+			}
 		}
 		return rollsBack
 	case "PREPARE":

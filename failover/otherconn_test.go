@@ -21,16 +21,16 @@ func TestRunInTxRetryableErrorOfAnotherConnectionIsFnsOwn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1})
-	m := readyManager(t, ctx, c, 1, "CREATE TABLE rev_audit (n serial PRIMARY KEY, note text)")
+	m := readyManager(t, ctx, c, 1, "CREATE TABLE app_audit (n serial PRIMARY KEY, note text)")
 	for _, tc := range []struct{ name, other string }{
 		{"40001 on another connection", "DO $$BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END$$"},
-		{"25006 from a replica", "CREATE TEMP TABLE rev_x (n int)"},
+		{"25006 from a replica", "CREATE TEMP TABLE app_x (n int)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			runs := 0
 			err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
 				runs++
-				if _, err := m.Master().Exec(ctx, "INSERT INTO rev_audit (note) VALUES ($1)", tc.name); err != nil {
+				if _, err := m.Master().Exec(ctx, "INSERT INTO app_audit (note) VALUES ($1)", tc.name); err != nil {
 					return err
 				}
 				q := m.Master()
@@ -41,7 +41,7 @@ func TestRunInTxRetryableErrorOfAnotherConnectionIsFnsOwn(t *testing.T) {
 				return err
 			})
 			var k int
-			require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM rev_audit WHERE note = $1", tc.name).Scan(&k))
+			require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM app_audit WHERE note = $1", tc.name).Scan(&k))
 			t.Logf("RunInTx: %v; runs %d; audit rows %d", err, runs, k)
 			assert.Equal(t, 1, runs, "fn ran again for another connection's error")
 		})

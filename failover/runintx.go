@@ -76,12 +76,16 @@ const (
 // commits nothing more and never runs fn again: fn's error is returned as
 // it is, or, when the connection was lost with such a statement in flight,
 // as an *Error that matches ErrCommitUnknown. Statements are read before
-// they are sent, on the connection (through tx.Conn() too, and savepoints,
-// batches and prepared statements run by name, a name taken for a possible
-// COMMIT); a connection a ConnConfig.AfterNetConnect of yours wraps is
-// read through tx only. fn that rolls its transaction back and returns nil
-// (a deferred tx.Rollback runs before RunInTx commits) gets an error:
-// nothing committed.
+// pgx sends them on the connection: through tx, tx.Conn(), savepoints and
+// batches, a prepared statement run by its name as the SQL it was prepared
+// with (a name pgx did not see prepared is taken for a possible COMMIT);
+// a connection a ConnConfig.AfterNetConnect of yours wraps is read
+// through tx only. What pgx does not trace is not read: statements sent
+// through tx.Conn().PgConn() (pgconn's Exec, ExecParams, ExecPrepared) and
+// the SQL a QueryRewriter of yours writes; a COMMIT among those is seen
+// only by the transaction status after fn, not at all with AND CHAIN. fn
+// that rolls its transaction back and returns nil (a deferred tx.Rollback
+// runs before RunInTx commits) gets an error: nothing committed.
 func RunInTx(ctx context.Context, m *hasql.Manager, opts Options, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = defaultMaxAttempts
@@ -188,9 +192,12 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	if err != nil {
 		err = hasql.NodeLost(conn, err) // before the rollback: the statement's transaction status
 		rollback(tx)
+		if ft.st.savepoints.Load() {
+			status = 0 // a failed statement may have been rolled back to a savepoint
+		}
 		return err, classifyInTx(ctx, closed, status, txOpts, err)
 	}
-	if ft.st.over.Load() {
+	if ft.st.over.Load() || ft.st.rolledBack.Load() {
 		// fn rolled its transaction back and returned nil.
 		return errFnRolledBack, Permanent
 	}

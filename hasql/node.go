@@ -793,6 +793,10 @@ type trackedConn struct {
 	// watch, when set, is called with each statement's SQL before it is
 	// sent (see stmtwatch.Watch).
 	watch atomic.Pointer[func(sql string)]
+	// prepared maps the names of statements the application prepared
+	// on the connection to their SQL, for the watch (see resolve).
+	prepMu   sync.Mutex
+	prepared map[string]string
 	// start is the start time of the server the connection reached (see
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64

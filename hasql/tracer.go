@@ -77,30 +77,62 @@ func (t *nodeTracer) observe(conn *pgx.Conn, err error) {
 
 // began notes, on the connection, whether its node is the master as a
 // statement begins: what a *NodeLostError says if the statement loses it.
-func (t *nodeTracer) began(conn *pgx.Conn) *trackedConn {
+func (t *nodeTracer) began(conn *pgx.Conn, sql string, b *pgx.Batch) {
 	if conn.IsClosed() {
-		return nil // the statement will not run (a rollback after the loss): keep what the lost one said
+		return // the statement will not run (a rollback after the loss): keep what the lost one said
 	}
 	tc := trackedOf(conn)
-	if tc != nil {
-		if master := t.n.m.snap.Load().master == t.n; tc.master.Load() != master {
-			tc.master.Store(master)
-		}
-		if tc.syncRepCancelled.Load() {
-			tc.syncRepCancelled.Store(false) // of the statement before
-		}
-	}
-	return tc
-}
-
-// watched calls the connection's watch, if any, with sql.
-func (tc *trackedConn) watched(sql string) {
 	if tc == nil {
 		return
 	}
-	if w := tc.watch.Load(); w != nil {
-		(*w)(sql)
+	if master := t.n.m.snap.Load().master == t.n; tc.master.Load() != master {
+		tc.master.Store(master)
 	}
+	if w := tc.watch.Load(); w != nil {
+		// Before the flag of the statement before is cleared: the watch
+		// may read it.
+		if b != nil {
+			for _, q := range b.QueuedQueries {
+				(*w)(tc.resolve(q.SQL))
+			}
+		} else {
+			(*w)(tc.resolve(sql))
+		}
+	}
+	if tc.syncRepCancelled.Load() {
+		tc.syncRepCancelled.Store(false) // of the statement before
+	}
+}
+
+// maxPrepared bounds the prepared statements a connection keeps the SQL
+// of (see resolve).
+const maxPrepared = 256
+
+// prepare notes the SQL of a statement prepared on the connection under
+// a name of the application's (not pgx's statement cache's).
+func (tc *trackedConn) prepare(name, sql string) {
+	if name == "" || strings.HasPrefix(name, "stmtcache_") {
+		return
+	}
+	tc.prepMu.Lock()
+	defer tc.prepMu.Unlock()
+	if tc.prepared == nil {
+		tc.prepared = make(map[string]string)
+	}
+	if _, ok := tc.prepared[name]; ok || len(tc.prepared) < maxPrepared {
+		tc.prepared[name] = sql
+	}
+}
+
+// resolve returns the SQL of the statement prepared as sql, if sql names
+// one (pgx runs a prepared statement given its name), else sql.
+func (tc *trackedConn) resolve(sql string) string {
+	tc.prepMu.Lock()
+	defer tc.prepMu.Unlock()
+	if p, ok := tc.prepared[sql]; ok {
+		return p
+	}
+	return sql
 }
 
 func init() {
@@ -115,7 +147,7 @@ func init() {
 }
 
 func (t *nodeTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	t.began(conn).watched(data.SQL)
+	t.began(conn, data.SQL, nil)
 	if t.user != nil {
 		return t.user.TraceQueryStart(ctx, conn, data)
 	}
@@ -130,11 +162,7 @@ func (t *nodeTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx
 }
 
 func (t *nodeTracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
-	if tc := t.began(conn); tc != nil && tc.watch.Load() != nil && data.Batch != nil {
-		for _, q := range data.Batch.QueuedQueries {
-			tc.watched(q.SQL)
-		}
-	}
+	t.began(conn, "", data.Batch)
 	if u, ok := t.user.(pgx.BatchTracer); ok {
 		return u.TraceBatchStart(ctx, conn, data)
 	}
@@ -156,7 +184,7 @@ func (t *nodeTracer) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, data pgx
 }
 
 func (t *nodeTracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
-	t.began(conn)
+	t.began(conn, "COPY", nil)
 	if u, ok := t.user.(pgx.CopyFromTracer); ok {
 		return u.TraceCopyFromStart(ctx, conn, data)
 	}
@@ -171,6 +199,9 @@ func (t *nodeTracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data 
 }
 
 func (t *nodeTracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
+	if tc := trackedOf(conn); tc != nil {
+		tc.prepare(data.Name, data.SQL)
+	}
 	if u, ok := t.user.(pgx.PrepareTracer); ok {
 		return u.TracePrepareStart(ctx, conn, data)
 	}
