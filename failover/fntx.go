@@ -45,9 +45,9 @@ type fnState struct {
 	// lastCommit: the statement noted last may have committed (its
 	// SyncRepCancelled is read when the next one is noted).
 	lastCommit atomic.Bool
-	// rolledBack: fn rolled back and went on in a new transaction (AND
-	// CHAIN); savepoints: fn set a savepoint, and may have rolled a
-	// failed statement back to it.
+	// rolledBack: fn rolled the transaction back (and may have gone on
+	// in a new one, AND CHAIN, or outside one); savepoints: fn set a
+	// savepoint, and may have rolled a failed statement back to it.
 	rolledBack, savepoints atomic.Bool
 	conn                   *pgx.Conn
 }
@@ -89,6 +89,9 @@ func (t *fnTx) Commit(ctx context.Context) error {
 func (t *fnTx) Rollback(ctx context.Context) error {
 	if t.savepoint {
 		return t.Tx.Rollback(ctx)
+	}
+	if !t.st.over.Load() {
+		t.st.rolledBack.Store(true)
 	}
 	err := t.Tx.Rollback(ctx)
 	t.st.over.Store(true) // on a lost connection the server rolls it back
@@ -154,6 +157,7 @@ func (st *fnState) note(sql string) bool {
 		st.lastCommit.Store(true)
 		return true
 	case rollsBack:
+		st.rolledBack.Store(true)
 		st.over.Store(true)
 	case rollsBackChain:
 		st.rolledBack.Store(true)
@@ -256,12 +260,11 @@ type scanned struct {
 // scanTx finds the statements of sql that end a transaction. With
 // backslash, a backslash escapes the next byte in every string. A
 // statement after one that ended the transaction runs on its own: it may
-// commit.
+// commit. The END of a BEGIN ATOMIC body (CREATE FUNCTION, CREATE
+// PROCEDURE) reads as one that may commit: telling it apart takes
+// PostgreSQL's grammar, and reading it so costs a retry at worst.
 func scanTx(sql string, backslash bool) (r scanned) {
 	first := true // at the start of a statement
-	var head string
-	atomic := 0 // inside the BEGIN ATOMIC body of a CREATE FUNCTION or PROCEDURE
-	prevBegin := false
 	for i := 0; i < len(sql); {
 		c := sql[i]
 		switch {
@@ -284,36 +287,22 @@ func scanTx(sql string, backslash bool) (r scanned) {
 			}
 			i = j
 		default:
-			if isWordStart(c) {
+			if first && isWordStart(c) {
 				w := word(sql[i:])
-				switch {
-				case first && atomic > 0 && strings.EqualFold(w, "END"):
-					atomic-- // the body's end
-				case first && atomic > 0:
-					// A statement of the body.
-				case first:
-					head = strings.ToUpper(w)
-					if r.rollbacks {
-						r.commits = true // after a ROLLBACK: on its own
-					}
-					switch stmtEndsTx(w, sql[i+len(w):]) {
-					case mayCommit:
-						r.commits = true
-					case rollsBack:
-						r.rollbacks = true
-					case rollsBackChain:
-						r.chains = true
-					}
-					if head == "SAVEPOINT" {
-						r.savepoints = true
-					}
+				if r.rollbacks {
+					r.commits = true // after a ROLLBACK: on its own
 				}
-				if prevBegin && head == "CREATE" && strings.EqualFold(w, "ATOMIC") {
-					atomic++
+				switch stmtEndsTx(w, sql[i+len(w):]) {
+				case mayCommit:
+					r.commits = true
+				case rollsBack:
+					r.rollbacks = true
+				case rollsBackChain:
+					r.chains = true
 				}
-				prevBegin = strings.EqualFold(w, "BEGIN")
-			} else {
-				prevBegin = false
+				if strings.EqualFold(w, "SAVEPOINT") {
+					r.savepoints = true
+				}
 			}
 			first = false
 			j, ok := skipToken(sql, i, backslash)

@@ -78,7 +78,8 @@ const (
 // as an *Error that matches ErrCommitUnknown. Statements are read before
 // pgx sends them on the connection: through tx, tx.Conn(), savepoints and
 // batches, a prepared statement run by its name as the SQL it was prepared
-// with (a name pgx did not see prepared is taken for a possible COMMIT);
+// with (a name pgx did not see prepared is taken for a possible COMMIT, and
+// so is the END of a BEGIN ATOMIC body: a retry lost at worst);
 // a connection a ConnConfig.AfterNetConnect of yours wraps is read
 // through tx only. What pgx does not trace is not read: statements sent
 // through tx.Conn().PgConn() (pgconn's Exec, ExecParams, ExecPrepared) and
@@ -185,6 +186,11 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 			ft.st.committed.Store(true)
 		}
 	}
+	if err == nil && ft.st.rolledBack.Load() {
+		// fn rolled its transaction back and returned nil: what it wrote
+		// there did not commit (whatever it sent after, on its own).
+		return errFnRolledBack, Permanent
+	}
 	if ft.st.committed.Load() {
 		// Something fn sent may have committed: fn never runs again.
 		return fnCommitted(ctx, conn, tx, ft.st, err)
@@ -192,13 +198,13 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 	if err != nil {
 		err = hasql.NodeLost(conn, err) // before the rollback: the statement's transaction status
 		rollback(tx)
-		if ft.st.savepoints.Load() {
-			status = 0 // a failed statement may have been rolled back to a savepoint
+		if ft.st.savepoints.Load() || ft.st.rolledBack.Load() {
+			status = 0 // a failed statement may have been rolled back (to a savepoint, AND CHAIN)
 		}
 		return err, classifyInTx(ctx, closed, status, txOpts, err)
 	}
-	if ft.st.over.Load() || ft.st.rolledBack.Load() {
-		// fn rolled its transaction back and returned nil.
+	if ft.st.over.Load() {
+		// The transaction ended, and nothing says it committed.
 		return errFnRolledBack, Permanent
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -253,7 +259,7 @@ func classifyInTx(ctx context.Context, closed bool, status byte, txOpts pgx.TxOp
 // errFnRolledBack is RunInTx's error when fn rolled its transaction back
 // (tx.Rollback, a ROLLBACK statement; a deferred tx.Rollback runs before
 // RunInTx commits) and returned nil: nothing committed.
-var errFnRolledBack = errors.New("failover: fn rolled its transaction back and returned nil: nothing committed (a deferred tx.Rollback in fn runs before RunInTx commits)")
+var errFnRolledBack = errors.New("failover: fn rolled its transaction back and returned nil: what it wrote in it did not commit (a deferred tx.Rollback in fn runs before RunInTx commits)")
 
 // fnCommitted finishes an attempt in which something fn sent may have
 // committed (see fnState), with err fn's error; fn never runs again. With

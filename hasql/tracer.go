@@ -92,9 +92,15 @@ func (t *nodeTracer) began(conn *pgx.Conn, sql string, b *pgx.Batch) {
 		// Before the flag of the statement before is cleared: the watch
 		// may read it.
 		if b != nil {
+			// One string for the batch: the queries go out together,
+			// and the flag of the statement before is the batch's
+			// first to read.
+			var sb strings.Builder
 			for _, q := range b.QueuedQueries {
-				(*w)(tc.resolve(q.SQL))
+				sb.WriteString(tc.resolve(q.SQL))
+				sb.WriteString("\n;\n")
 			}
+			(*w)(sb.String())
 		} else {
 			(*w)(tc.resolve(sql))
 		}
@@ -105,8 +111,9 @@ func (t *nodeTracer) began(conn *pgx.Conn, sql string, b *pgx.Batch) {
 }
 
 // maxPrepared bounds the prepared statements a connection keeps the SQL
-// of (see resolve).
-const maxPrepared = 256
+// of (see resolve): the names an application prepares on each connection,
+// pgx's statement cache apart.
+const maxPrepared = 4096
 
 // prepare notes the SQL of a statement prepared on the connection under
 // a name of the application's (not pgx's statement cache's).
