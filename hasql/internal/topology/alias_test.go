@@ -102,3 +102,26 @@ func TestAliasLagUnknownWithNoMaster(t *testing.T) {
 		}
 	}
 }
+
+// Two replicas cloned from one base backup whose postmasters started in the
+// same microsecond show one identity (system identifier and start time):
+// under different names they are two servers, not one under two
+// addresses. Seen in a test cluster whose replicas start together: the
+// second was an alias of the first, with its role, and a Manager that
+// wanted a replica beside the master never had one.
+func TestOneIdentityTwoNamesIsTwoServers(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), members(3))
+	m := master(1, 1000, "n2", "n3")
+	c.CheckOK(1, m, at(1), at(2), "10.0.0.1")
+	n2 := replica("n2", 1, 1, 1000)
+	n3 := replica("n3", 1, 1, 1000)
+	n3.StartTime = n2.StartTime // the same microsecond
+	c.CheckOK(2, n2, at(3), at(4), "10.0.0.2")
+	c.CheckOK(3, n3, at(5), at(6), "10.0.0.3")
+	for id := ID(2); id <= 3; id++ {
+		if x := c.Node(id); x.AliasOf != nil || !x.Role.IsReplica() {
+			t.Errorf("node %d: alias of %v, role %s: want a replica of its own", id, x.AliasOf, x.Role)
+		}
+	}
+}

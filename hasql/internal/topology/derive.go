@@ -314,7 +314,12 @@ func (c *Core) dedup() (changed bool) {
 			continue
 		}
 		for _, y := range order[:i] {
-			if y.AliasOf == nil && y.server() == id {
+			// One server answers under one name: two servers of one
+			// base backup started in the same microsecond show one
+			// identity, not one name (a replica whose walreceiver
+			// starts meanwhile may show two for a check: two nodes
+			// until its next).
+			if y.AliasOf == nil && y.server() == id && (y.Res.Name == x.Res.Name || y.Res.Name == "" || x.Res.Name == "") {
 				x.AliasOf = y
 				break
 			}
