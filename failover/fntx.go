@@ -49,8 +49,18 @@ type fnState struct {
 	// in a new one, AND CHAIN, or outside one); savepoints: fn set a
 	// savepoint, and may have rolled a failed statement back to it.
 	rolledBack, savepoints atomic.Bool
-	conn                   *pgx.Conn
+	// last is how the transaction fn sent last ended (lastEnd), 0 none.
+	last atomic.Int32
+	conn *pgx.Conn
 }
+
+// How the transaction fn sent last ended.
+const (
+	endUnsure       = iota + 1 // a COMMIT went out, its answer unread here
+	endCommit                  // committed
+	endCommitFailed            // the COMMIT failed or rolled back
+	endRollback                // rolled back
+)
 
 // newFnTx wraps tx for fn; stop ends the watch of its connection.
 func newFnTx(tx pgx.Tx) (t *fnTx, stop func()) {
@@ -82,7 +92,7 @@ func (t *fnTx) Commit(ctx context.Context) error {
 	}
 	err := t.Tx.Commit(ctx)
 	t.st.over.Store(true)
-	t.st.commitDone(t.conn, err)
+	t.st.commitDone(t.conn, err, "")
 	return err
 }
 
@@ -92,6 +102,7 @@ func (t *fnTx) Rollback(ctx context.Context) error {
 	}
 	if !t.st.over.Load() {
 		t.st.rolledBack.Store(true)
+		t.st.last.Store(endRollback)
 	}
 	err := t.Tx.Rollback(ctx)
 	t.st.over.Store(true) // on a lost connection the server rolls it back
@@ -101,7 +112,7 @@ func (t *fnTx) Rollback(ctx context.Context) error {
 func (t *fnTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	c := t.before(sql)
 	tag, err := t.Tx.Exec(ctx, sql, args...)
-	t.after(c, err)
+	t.after(c, tag, err)
 	return tag, err
 }
 
@@ -148,7 +159,10 @@ func (st *fnState) note(sql string) bool {
 		st.savepoints.Store(true)
 	}
 	if st.over.Load() {
-		st.committed.Store(true) // outside the transaction: it commits on its own
+		// Outside the transaction: it commits on its own (a write may
+		// wait for synchronous standbys).
+		st.committed.Store(true)
+		st.lastCommit.Store(true)
 		return true
 	}
 	switch txEffect(sql) {
@@ -158,20 +172,23 @@ func (st *fnState) note(sql string) bool {
 		return true
 	case rollsBack:
 		st.rolledBack.Store(true)
+		st.last.Store(endRollback)
 		st.over.Store(true)
 	case rollsBackChain:
 		st.rolledBack.Store(true)
+		st.last.Store(endRollback)
 	}
 	return false
 }
 
 // after notes what the server said of the transaction after a statement
-// sent through Exec: a transaction over by means the text did not show
-// (a prepared statement's name) may have committed.
-func (t *fnTx) after(committing bool, err error) {
+// sent through Exec: a COMMIT answered ROLLBACK (the transaction had
+// failed) did not commit, and a transaction over by means the text did
+// not show (a prepared statement's name) may have committed.
+func (t *fnTx) after(committing bool, tag pgconn.CommandTag, err error) {
 	st := t.st
 	if committing {
-		st.commitDone(t.conn, err)
+		st.commitDone(t.conn, err, tag.String())
 	}
 	if !t.conn.IsClosed() && t.conn.PgConn().TxStatus() == 'I' && !st.over.Load() {
 		st.over.Store(true)
@@ -182,13 +199,22 @@ func (t *fnTx) after(committing bool, err error) {
 func (st *fnState) committing() {
 	st.committed.Store(true)
 	st.unsure.Store(true)
+	st.last.Store(endUnsure)
 }
 
-func (st *fnState) commitDone(conn *pgx.Conn, err error) {
-	if err != nil {
+// commitDone notes how a COMMIT of fn's ended: err, or the command tag the
+// server answered with ("ROLLBACK" for a transaction that had failed).
+func (st *fnState) commitDone(conn *pgx.Conn, err error, tag string) {
+	switch {
+	case err != nil && conn.IsClosed():
+		return // unknown: still unsure
+	case err != nil || strings.HasPrefix(tag, "ROLLBACK"):
+		st.unsure.Store(false)
+		st.last.Store(endCommitFailed)
 		return
 	}
 	st.unsure.Store(false)
+	st.last.Store(endCommit)
 	if hasql.SyncRepCancelled(conn) {
 		st.syncCancelled.Store(true)
 	}
@@ -271,7 +297,7 @@ func scanTx(sql string, backslash bool) (r scanned) {
 		case c == ';':
 			first = true
 			i++
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '(':
+		case isBlank(c) || c == '(':
 			i++
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
 			j := strings.IndexAny(sql[i:], "\n\r")
@@ -355,7 +381,7 @@ func nextWord(s string) (string, string) {
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
+		case isBlank(c):
 			i++
 		case c == '-' && i+1 < len(s) && s[i+1] == '-':
 			j := strings.IndexAny(s[i:], "\n\r")
@@ -426,11 +452,11 @@ func skipToken(s string, i int, backslash bool) (int, bool) {
 	c := s[i]
 	switch {
 	case (c == 'e' || c == 'E') && i+1 < len(s) && s[i+1] == '\'' && (i == 0 || !isWordByte(s[i-1])):
-		return skipQuoted(s, i+1, '\'', true)
+		return skipString(s, i+1, true)
 	case isWordStart(c):
 		return i + len(word(s[i:])), true
 	case c == '\'':
-		return skipQuoted(s, i, '\'', backslash)
+		return skipString(s, i, backslash)
 	case c == '"':
 		return skipQuoted(s, i, '"', false)
 	case c == '$':
@@ -450,6 +476,54 @@ func skipToken(s string, i int, backslash bool) (int, bool) {
 		return j, true
 	}
 	return i + 1, true
+}
+
+// isBlank reports whether c is white space to PostgreSQL's lexer (a
+// vertical tab is, from PostgreSQL 16).
+func isBlank(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
+
+// skipString returns the index after the string literal that opens at i,
+// continued, as PostgreSQL continues one, by another quote after white
+// space that holds a newline (comments too): the continuation reads
+// backslashes as the string it continues does.
+func skipString(s string, i int, backslash bool) (int, bool) {
+	for {
+		j, ok := skipQuoted(s, i, '\'', backslash)
+		if !ok {
+			return j, false
+		}
+		k, more := continued(s, j)
+		if !more {
+			return j, true
+		}
+		i = k
+	}
+}
+
+// continued reports whether a string literal that ended at j goes on: white
+// space holding a newline (and comments after it), then a quote at k.
+func continued(s string, j int) (k int, ok bool) {
+	newline := false
+	for k = j; k < len(s); {
+		switch {
+		case s[k] == '\n' || s[k] == '\r':
+			newline = true
+			k++
+		case isBlank(s[k]):
+			k++
+		case newline && strings.HasPrefix(s[k:], "--"):
+			e := strings.IndexAny(s[k:], "\n\r")
+			if e < 0 {
+				return k, false
+			}
+			k += e
+		default:
+			return k, newline && s[k] == '\''
+		}
+	}
+	return k, false
 }
 
 // skipQuoted returns the index after the string quoted by q that opens at

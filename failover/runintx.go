@@ -86,7 +86,8 @@ const (
 // the SQL a QueryRewriter of yours writes; a COMMIT among those is seen
 // only by the transaction status after fn, not at all with AND CHAIN. fn
 // that rolls its transaction back and returns nil (a deferred tx.Rollback
-// runs before RunInTx commits) gets an error: nothing committed.
+// runs before RunInTx commits), or whose own COMMIT failed, gets an error:
+// what it wrote since its last commit did not commit.
 func RunInTx(ctx context.Context, m *hasql.Manager, opts Options, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = defaultMaxAttempts
@@ -186,12 +187,7 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 			ft.st.committed.Store(true)
 		}
 	}
-	if err == nil && ft.st.rolledBack.Load() {
-		// fn rolled its transaction back and returned nil: what it wrote
-		// there did not commit (whatever it sent after, on its own).
-		return errFnRolledBack, Permanent
-	}
-	if ft.st.committed.Load() {
+	if ft.st.committed.Load() || err == nil && ft.st.last.Load() != 0 {
 		// Something fn sent may have committed: fn never runs again.
 		return fnCommitted(ctx, conn, tx, ft.st, err)
 	}
@@ -258,46 +254,67 @@ func classifyInTx(ctx context.Context, closed bool, status byte, txOpts pgx.TxOp
 
 // errFnRolledBack is RunInTx's error when fn rolled its transaction back
 // (tx.Rollback, a ROLLBACK statement; a deferred tx.Rollback runs before
-// RunInTx commits) and returned nil: nothing committed.
-var errFnRolledBack = errors.New("failover: fn rolled its transaction back and returned nil: what it wrote in it did not commit (a deferred tx.Rollback in fn runs before RunInTx commits)")
+// RunInTx commits) and returned nil.
+var errFnRolledBack = errors.New("failover: fn rolled its transaction back and returned nil: what it wrote since its last commit did not commit (a deferred tx.Rollback in fn runs before RunInTx commits)")
 
-// fnCommitted finishes an attempt in which something fn sent may have
-// committed (see fnState), with err fn's error; fn never runs again. With
-// the connection open the server answered: fn's error is returned as it
-// is, and a transaction fn left open (COMMIT AND CHAIN) is committed. With
-// it lost (or ctx ended) whether it committed is unknown: CommitUnknown,
-// unless fn's error says its commit succeeded (hasql.ErrTokenUnread).
+// errFnCommitFailed is RunInTx's error when fn's own COMMIT failed, or
+// rolled back a failed transaction, and fn returned nil.
+var errFnCommitFailed = errors.New("failover: fn's own COMMIT failed or rolled back, and fn returned nil: what it wrote since its last commit did not commit")
+
+// fnCommitted finishes an attempt in which fn ended its transaction or
+// something it sent may have committed, with err fn's error; fn never runs
+// again. A commit on the master alone (a cancelled wait for synchronous
+// standbys) is said first. With fn's error and the connection open the
+// server answered: the error is returned as it is; with it lost (or ctx
+// ended) whether it committed is unknown: CommitUnknown, unless the error
+// says the commit succeeded (hasql.ErrTokenUnread). With nil, the last way
+// fn ended its transaction decides: a rollback or a failed COMMIT is an
+// error, and a transaction fn left open (AND CHAIN) is committed.
 func fnCommitted(ctx context.Context, conn *pgxpool.Conn, tx pgx.Tx, st *fnState, err error) (error, Class) {
 	pc := conn.Conn()
+	closed := pc.IsClosed()
+	if st.syncCancelled.Load() || !closed && hasql.SyncRepCancelled(pc) {
+		if err == nil || !errors.Is(err, hasql.ErrTokenUnread) {
+			rollback(tx) // what fn left open, if anything
+		}
+		return hasql.ErrSyncRepCancelled, CommitUnknown
+	}
 	switch {
-	case err == nil && pc.IsClosed():
-		if st.unsure.Load() {
-			return hasql.NodeLost(conn, pgx.ErrTxClosed), CommitUnknown
-		}
 	case err == nil:
-		if pc.PgConn().TxStatus() != 'I' {
-			// A transaction fn began again (COMMIT AND CHAIN): RunInTx's
-			// to commit, never to run again.
-			if err := tx.Commit(ctx); err != nil {
-				if c := ClassifyCommit(err); c != CommitUnknown {
-					return hasql.NodeLost(conn, err), Permanent
-				}
-				return hasql.NodeLost(conn, err), CommitUnknown
-			}
-			if hasql.SyncRepCancelled(pc) {
-				st.syncCancelled.Store(true)
-			}
-		}
 	case errors.Is(err, hasql.ErrTokenUnread):
 		return err, Permanent
-	case pc.IsClosed() || ctx.Err() != nil:
+	case closed || ctx.Err() != nil:
 		return hasql.NodeLost(conn, err), CommitUnknown
 	default:
 		rollback(tx) // what fn left open, if anything
 		return err, Permanent
 	}
-	if st.syncCancelled.Load() || !pc.IsClosed() && hasql.SyncRepCancelled(pc) {
-		return hasql.ErrSyncRepCancelled, CommitUnknown
+	switch st.last.Load() {
+	case endRollback:
+		rollback(tx)
+		return errFnRolledBack, Permanent
+	case endCommitFailed:
+		rollback(tx)
+		return errFnCommitFailed, Permanent
+	}
+	if closed {
+		if st.unsure.Load() {
+			return hasql.NodeLost(conn, pgx.ErrTxClosed), CommitUnknown
+		}
+		return nil, None
+	}
+	if pc.PgConn().TxStatus() != 'I' {
+		// A transaction fn began again (COMMIT AND CHAIN): RunInTx's to
+		// commit, never to run again.
+		if err := tx.Commit(ctx); err != nil {
+			if c := ClassifyCommit(err); c != CommitUnknown {
+				return hasql.NodeLost(conn, err), Permanent
+			}
+			return hasql.NodeLost(conn, err), CommitUnknown
+		}
+		if hasql.SyncRepCancelled(pc) {
+			return hasql.ErrSyncRepCancelled, CommitUnknown
+		}
 	}
 	return nil, None
 }

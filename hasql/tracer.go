@@ -205,9 +205,13 @@ func (t *nodeTracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data 
 	}
 }
 
+// preparing is the context key of the statement a prepare traced by
+// TracePrepareStart is for: its name is kept when the server accepts it.
+type preparing struct{}
+
 func (t *nodeTracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
-	if tc := trackedOf(conn); tc != nil {
-		tc.prepare(data.Name, data.SQL)
+	if data.Name != "" && !strings.HasPrefix(data.Name, "stmtcache_") {
+		ctx = context.WithValue(ctx, preparing{}, data)
 	}
 	if u, ok := t.user.(pgx.PrepareTracer); ok {
 		return u.TracePrepareStart(ctx, conn, data)
@@ -217,6 +221,11 @@ func (t *nodeTracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data
 
 func (t *nodeTracer) TracePrepareEnd(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareEndData) {
 	t.observe(conn, data.Err)
+	if p, ok := ctx.Value(preparing{}).(pgx.TracePrepareStartData); ok && data.Err == nil {
+		if tc := trackedOf(conn); tc != nil {
+			tc.prepare(p.Name, p.SQL)
+		}
+	}
 	if u, ok := t.user.(pgx.PrepareTracer); ok {
 		u.TracePrepareEnd(ctx, conn, data)
 	}
