@@ -24,29 +24,7 @@ func TestRunInTxSyncCancelInABatch(t *testing.T) {
 	defer cancel()
 	_, m, n1, stop, restore := syncStoppableCluster(t, ctx, "CREATE TABLE rvsync_t (n serial PRIMARY KEY, note text)")
 	stop()
-	cancelled := make(chan error, 1)
-	go func() {
-		conn, err := n1.Conn(ctx)
-		if err != nil {
-			cancelled <- err
-			return
-		}
-		defer conn.Close(context.Background())
-		for ctx.Err() == nil {
-			var k int
-			if err := conn.QueryRow(ctx, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&k); err != nil {
-				cancelled <- err
-				return
-			}
-			if k > 0 {
-				restore()
-				cancelled <- nil
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		cancelled <- ctx.Err()
-	}()
+	cancelled := cancelSyncWaiter(ctx, n1, restore)
 	var sawCancelled bool
 	runs := 0
 	err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {

@@ -216,29 +216,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	// commit on the master alone.
 	t.Run("CommitToken after a cancelled sync wait", func(t *testing.T) {
 		stop(t)
-		cancelled := make(chan error, 1)
-		go func() {
-			conn, err := n1.Conn(ctx)
-			if err != nil {
-				cancelled <- err
-				return
-			}
-			defer conn.Close(context.Background())
-			for ctx.Err() == nil {
-				var k int
-				if err := conn.QueryRow(ctx, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&k); err != nil {
-					cancelled <- err
-					return
-				}
-				if k > 0 {
-					restore()
-					cancelled <- nil
-					return
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			cancelled <- ctx.Err()
-		}()
+		cancelled := cancelSyncWaiter(ctx, n1, restore)
 		runs := 0
 		var sawCancelled bool
 		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
@@ -265,29 +243,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	})
 	t.Run("hasql.CommitToken after a cancelled sync wait", func(t *testing.T) {
 		stop(t)
-		cancelled := make(chan error, 1)
-		go func() {
-			conn, err := n1.Conn(ctx)
-			if err != nil {
-				cancelled <- err
-				return
-			}
-			defer conn.Close(context.Background())
-			for ctx.Err() == nil {
-				var k int
-				if err := conn.QueryRow(ctx, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&k); err != nil {
-					cancelled <- err
-					return
-				}
-				if k > 0 {
-					restore()
-					cancelled <- nil
-					return
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			cancelled <- ctx.Err()
-		}()
+		cancelled := cancelSyncWaiter(ctx, n1, restore)
 		runs := 0
 		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
 			runs++

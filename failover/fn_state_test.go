@@ -21,7 +21,8 @@ import (
 )
 
 // cancelSyncWaiter cancels (pg_cancel_backend) the first backend seen
-// waiting in SyncRep on master, then restores the standby's stream.
+// waiting in SyncRep on master, then restores the standby's stream
+// (restore, when not nil).
 func cancelSyncWaiter(ctx context.Context, master *testcluster.Node, restore func()) chan error {
 	cancelled := make(chan error, 1)
 	go func() {
@@ -38,7 +39,9 @@ func cancelSyncWaiter(ctx context.Context, master *testcluster.Node, restore fun
 				return
 			}
 			if k > 0 {
-				restore()
+				if restore != nil {
+					restore()
+				}
 				cancelled <- nil
 				return
 			}
