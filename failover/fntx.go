@@ -155,7 +155,8 @@ func (st *fnState) note(sql string) bool {
 	if st.lastCommit.Swap(false) && st.conn != nil && hasql.SyncRepCancelled(st.conn) {
 		st.syncCancelled.Store(true) // of the commit noted before
 	}
-	if hasSavepoint(sql) {
+	r := readTx(sql)
+	if r.savepoint {
 		st.savepoints.Store(true)
 	}
 	if st.over.Load() {
@@ -165,7 +166,7 @@ func (st *fnState) note(sql string) bool {
 		st.lastCommit.Store(true)
 		return true
 	}
-	switch txEffect(sql) {
+	switch r.effect {
 	case mayCommit:
 		st.committing()
 		st.lastCommit.Store(true)
@@ -229,32 +230,43 @@ const (
 	mayCommit                    // it may end with a commit
 )
 
-// txEffect tells what sql may do to the transaction it runs in. A single
-// word that is not a statement of its own may be the name of a prepared
-// statement pgxha did not see prepared (pgx runs one given its name),
-// which may be a COMMIT.
-func txEffect(sql string) effect {
+// txRead is what one statement string may do to the transaction it runs
+// in, read with standard_conforming_strings both on and off.
+type txRead struct {
+	effect    effect
+	savepoint bool // it may set a savepoint
+}
+
+// txEffect tells what sql may do to the transaction it runs in.
+func txEffect(sql string) effect { return readTx(sql).effect }
+
+// readTx reads sql both ways (scanTx) and tells what it may do to the
+// transaction. A single word that is not a statement of its own may be
+// the name of a prepared statement pgxha did not see prepared (pgx runs
+// one given its name), which may be a COMMIT.
+func readTx(sql string) txRead {
 	if w := strings.TrimRight(strings.TrimSpace(sql), "; \t\n\r"); w != "" && len(word(w)) == len(w) {
 		switch strings.ToUpper(w) {
 		case "COMMIT", "END":
-			return mayCommit
+			return txRead{effect: mayCommit}
 		case "ROLLBACK", "ABORT":
-			return rollsBack
+			return txRead{effect: rollsBack}
 		case "BEGIN", "CHECKPOINT", "VACUUM", "ANALYZE", "ANALYSE", "COPY":
-			return keeps
+			return txRead{effect: keeps}
 		}
-		return mayCommit
+		return txRead{effect: mayCommit}
 	}
 	a, b := scanTx(sql, false), scanTx(sql, true)
+	r := txRead{savepoint: a.savepoints || b.savepoints}
 	switch {
 	case a.commits || b.commits:
-		return mayCommit
+		r.effect = mayCommit
 	case a.rollbacks || b.rollbacks:
-		return rollsBack
+		r.effect = rollsBack
 	case a.chains || b.chains:
-		return rollsBackChain
+		r.effect = rollsBackChain
 	}
-	return keeps
+	return r
 }
 
 // endsTx reports whether sql holds a statement that ends a transaction:
@@ -267,12 +279,6 @@ func txEffect(sql string) effect {
 func endsTx(sql string) bool {
 	a, b := scanTx(sql, false), scanTx(sql, true)
 	return a.commits || a.rollbacks || a.chains || b.commits || b.rollbacks || b.chains
-}
-
-// hasSavepoint reports whether sql holds a SAVEPOINT statement, read
-// either way.
-func hasSavepoint(sql string) bool {
-	return scanTx(sql, false).savepoints || scanTx(sql, true).savepoints
 }
 
 // scanned is what scanTx found in a string of statements.
