@@ -12,6 +12,7 @@ package failover_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -136,6 +137,86 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 			_, err := tx.Conn().Exec(ctx, "COMMIT")
 			return err
 		})
+	})
+	// Past pgx: statements fn sends through tx.Conn().PgConn() are read
+	// from the wire (a prepared statement pgx did not prepare reads as a
+	// possible COMMIT).
+	t.Run("PgConn Exec COMMIT lost", func(t *testing.T) {
+		commitLost(t, "pgexec", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Conn().PgConn().Exec(ctx, "SELECT 1; COMMIT").ReadAll()
+			return err
+		})
+	})
+	t.Run("PgConn ExecParams COMMIT lost", func(t *testing.T) {
+		commitLost(t, "pgparams", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Conn().PgConn().ExecParams(ctx, "COMMIT", nil, nil, nil, nil).Close()
+			return err
+		})
+	})
+	t.Run("PgConn Prepare and ExecPrepared COMMIT lost", func(t *testing.T) {
+		commitLost(t, "pgprep", func(ctx context.Context, tx pgx.Tx) error {
+			pg := tx.Conn().PgConn()
+			if _, err := pg.Prepare(ctx, "fn pg commit", "COMMIT", nil); err != nil {
+				return err
+			}
+			_, err := pg.ExecPrepared(ctx, "fn pg commit", nil, nil, nil).Close()
+			return err
+		})
+	})
+	t.Run("PgConn COMMIT after a traced statement that was never sent", func(t *testing.T) {
+		commitLost(t, "pgafter", func(ctx context.Context, tx pgx.Tx) error {
+			done, cancel := context.WithCancel(ctx)
+			cancel()
+			if _, err := tx.Exec(done, "SELECT 1"); err == nil {
+				return errors.New("a statement under a cancelled context ran")
+			}
+			_, err := tx.Conn().PgConn().Exec(ctx, "COMMIT").ReadAll()
+			return err
+		})
+	})
+	t.Run("PgConn COMMIT after a cancelled sync wait", func(t *testing.T) {
+		stop(t)
+		cancelled := cancelSyncWaiter(ctx, n1, restore)
+		runs := 0
+		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
+			runs++
+			if _, err := tx.Exec(ctx, "INSERT INTO ends_t (note) VALUES ('pgsync')"); err != nil {
+				return err
+			}
+			_, err := tx.Conn().PgConn().Exec(ctx, "COMMIT").ReadAll()
+			return err
+		})
+		require.NoError(t, <-cancelled)
+		t.Logf("RunInTx: %v; runs %d; rows %d", err, runs, count(t, "pgsync"))
+		assert.Equal(t, 1, runs)
+		assert.ErrorIs(t, err, failover.ErrCommitUnknown, "a commit on the master alone reported as success")
+		assert.ErrorIs(t, err, hasql.ErrSyncRepCancelled)
+	})
+	// A read through PgConn keeps the transaction: a serialization
+	// failure after it is retried.
+	t.Run("PgConn read then 40001 is retried", func(t *testing.T) {
+		runs := 0
+		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
+			runs++
+			if _, err := tx.Exec(ctx, "INSERT INTO ends_t (note) VALUES ('pgread')"); err != nil {
+				return err
+			}
+			pg := tx.Conn().PgConn()
+			if _, err := pg.Exec(ctx, "SELECT 'COMMIT'").ReadAll(); err != nil {
+				return err
+			}
+			if _, err := pg.ExecParams(ctx, "SELECT $1::text", [][]byte{[]byte("x")}, nil, nil, nil).Close(); err != nil {
+				return err
+			}
+			if runs == 1 {
+				_, err := tx.Exec(ctx, "DO $$BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END$$")
+				return err
+			}
+			return nil
+		})
+		require.NoError(t, err)
+		assert.Equal(t, 2, runs, "a read through PgConn stopped the retry")
+		assert.Equal(t, 1, count(t, "pgread"))
 	})
 	// Controls (fnTx sees these): expected to pass.
 	t.Run("control: SendBatch COMMIT lost", func(t *testing.T) {

@@ -80,11 +80,14 @@ const (
 // batches, a prepared statement run by its name as the SQL it was prepared
 // with (a name pgx did not see prepared is taken for a possible COMMIT, and
 // so is the END of a BEGIN ATOMIC body: a retry lost at worst);
-// a connection a ConnConfig.AfterNetConnect of yours wraps is read
-// through tx only. What pgx does not trace is not read: statements sent
-// through tx.Conn().PgConn() (pgconn's Exec, ExecParams, ExecPrepared) and
-// the SQL a QueryRewriter of yours writes; a COMMIT among those is seen
-// only by the transaction status after fn, not at all with AND CHAIN. fn
+// statements sent through tx.Conn().PgConn() (pgconn's Exec, ExecParams,
+// Prepare, ExecPrepared, pipelines) are read from the messages sent on
+// the connection, a statement prepared there as a possible COMMIT; a
+// connection a ConnConfig.AfterNetConnect of yours wraps is read through
+// tx only. Not read: pgconn's ExecBatch called by fn, and the SQL a
+// QueryRewriter of yours writes (pgx traces the SQL before it); a COMMIT
+// among those is seen only by the transaction status after fn, not at all
+// with AND CHAIN. fn
 // that rolls its transaction back and returns nil (a deferred tx.Rollback
 // runs before RunInTx commits), or whose own COMMIT failed, gets an error:
 // what it wrote since its last commit did not commit.

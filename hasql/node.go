@@ -199,6 +199,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		pc.ConnConfig.BuildFrontend = boundedFrontend(pc.ConnConfig.BuildFrontend)
 		n.unboundAfterConnect = true
 	}
+	pc.ConnConfig.BuildFrontend = wireFrontend(pc.ConnConfig.BuildFrontend)
 	userTracer := pc.ConnConfig.Tracer
 	pc.ConnConfig.Tracer = newNodeTracer(n, userTracer)
 	pc.ConnConfig.OnNotice = noteSyncRepCancel(pc.ConnConfig.OnNotice)
@@ -793,6 +794,10 @@ type trackedConn struct {
 	// watch, when set, is called with each statement's SQL before it is
 	// sent (see stmtwatch.Watch).
 	watch atomic.Pointer[func(sql string)]
+	// sent is what the tracer said of the messages the connection sends
+	// next, while watched (sentUntraced, sentTraced, sentBatch; see
+	// wireWriter).
+	sent atomic.Int32
 	// prepared maps the names of statements the application prepared
 	// on the connection to their SQL, for the watch (see resolve).
 	prepMu   sync.Mutex

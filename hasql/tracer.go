@@ -101,8 +101,10 @@ func (t *nodeTracer) began(conn *pgx.Conn, sql string, b *pgx.Batch) {
 				sb.WriteString("\n;\n")
 			}
 			(*w)(sb.String())
+			tc.sent.Store(sentBatch)
 		} else {
 			(*w)(tc.resolve(sql))
+			tc.sent.Store(sentTraced)
 		}
 	}
 	if tc.syncRepCancelled.Load() {
@@ -134,12 +136,29 @@ func (tc *trackedConn) prepare(name, sql string) {
 // resolve returns the SQL of the statement prepared as sql, if sql names
 // one (pgx runs a prepared statement given its name), else sql.
 func (tc *trackedConn) resolve(sql string) string {
-	tc.prepMu.Lock()
-	defer tc.prepMu.Unlock()
-	if p, ok := tc.prepared[sql]; ok {
+	if p, ok := tc.preparedSQL(sql); ok {
 		return p
 	}
 	return sql
+}
+
+// preparedSQL returns the SQL of the statement prepared under name.
+func (tc *trackedConn) preparedSQL(name string) (string, bool) {
+	tc.prepMu.Lock()
+	defer tc.prepMu.Unlock()
+	p, ok := tc.prepared[name]
+	return p, ok
+}
+
+// ended notes that a traced statement or batch is over: the messages
+// sent after it are not its own.
+func ended(conn *pgx.Conn) {
+	if conn == nil {
+		return
+	}
+	if tc := trackedOf(conn); tc != nil && tc.sent.Load() != sentUntraced {
+		tc.sent.Store(sentUntraced)
+	}
 }
 
 func init() {
@@ -148,8 +167,13 @@ func init() {
 		if tc == nil {
 			return nil, false
 		}
+		tc.sent.Store(sentUntraced)
 		tc.watch.Store(&f)
-		return func() { tc.watch.CompareAndSwap(&f, nil) }, true
+		return func() {
+			if tc.watch.CompareAndSwap(&f, nil) {
+				tc.sent.Store(sentUntraced)
+			}
+		}, true
 	}
 }
 
@@ -162,6 +186,7 @@ func (t *nodeTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data p
 }
 
 func (t *nodeTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryEndData) {
+	ended(conn)
 	t.observe(conn, data.Err)
 	if t.user != nil {
 		t.user.TraceQueryEnd(ctx, conn, data)
@@ -184,6 +209,7 @@ func (t *nodeTracer) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, data p
 }
 
 func (t *nodeTracer) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchEndData) {
+	ended(conn)
 	t.observe(conn, data.Err)
 	if u, ok := t.user.(pgx.BatchTracer); ok {
 		u.TraceBatchEnd(ctx, conn, data)
@@ -199,6 +225,7 @@ func (t *nodeTracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, dat
 }
 
 func (t *nodeTracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromEndData) {
+	ended(conn)
 	t.observe(conn, data.Err)
 	if u, ok := t.user.(pgx.CopyFromTracer); ok {
 		u.TraceCopyFromEnd(ctx, conn, data)

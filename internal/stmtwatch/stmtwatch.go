@@ -6,7 +6,11 @@ package stmtwatch
 import "github.com/jackc/pgx/v5"
 
 // Watch, set by hasql, has f called with the SQL of each statement sent on
-// conn (each query of a batch; a prepared statement's name when run by
-// it), before it is sent, until stop is called. ok is false, and f never
+// conn, before it is sent, until stop is called: a statement sent through
+// pgx as pgx traces it (a batch's queries joined in one string, a
+// statement prepared under a name as its SQL), one sent through
+// conn.PgConn() as read from the wire (the SQL of a statement the wire
+// does not show, a prepared one pgx did not prepare, is given as
+// "COMMIT"; pgconn's ExecBatch is not read). ok is false, and f never
 // called, when conn is not of a Manager's pool.
 var Watch func(conn *pgx.Conn, f func(sql string)) (stop func(), ok bool)

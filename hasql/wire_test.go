@@ -1,0 +1,89 @@
+package hasql
+
+import (
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func encodeMessages(t *testing.T, msgs ...pgproto3.FrontendMessage) []byte {
+	t.Helper()
+	var b []byte
+	for _, m := range msgs {
+		var err error
+		b, err = m.Encode(b)
+		require.NoError(t, err)
+	}
+	return b
+}
+
+// readSent reads what a watched connection sends past pgx's tracer.
+func TestReadSent(t *testing.T) {
+	tc := &trackedConn{}
+	tc.prepare("app commit", "COMMIT AND CHAIN")
+	var got []string
+	read := func(p []byte) []string {
+		got = nil
+		tc.readSent(p, func(sql string) { got = append(got, sql) })
+		return got
+	}
+
+	assert.Equal(t, []string{"SELECT 1; COMMIT"}, read(encodeMessages(t, &pgproto3.Query{String: "SELECT 1; COMMIT"})))
+	// ExecParams: the unnamed statement parsed before the Bind.
+	assert.Equal(t, []string{"INSERT INTO t VALUES ($1)"}, read(encodeMessages(t,
+		&pgproto3.Parse{Query: "INSERT INTO t VALUES ($1)"},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte("1")}},
+		&pgproto3.Describe{ObjectType: 'P'},
+		&pgproto3.Execute{},
+		&pgproto3.Sync{})))
+	// ExecPrepared: a name pgx prepared, and one it did not.
+	assert.Equal(t, []string{"COMMIT AND CHAIN"}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "app commit"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "fn stmt"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	// The unnamed statement of an earlier write: not shown here.
+	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	// A Parse alone (Prepare) runs nothing; a named Parse does not name
+	// the statement for a later Bind (the server may refuse it).
+	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Name: "fn stmt", Query: "SELECT 1"}, &pgproto3.Describe{ObjectType: 'S', Name: "fn stmt"}, &pgproto3.Sync{})))
+	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "fn stmt"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	// Two queries in one write; copy data is skipped.
+	assert.Equal(t, []string{"COPY t FROM STDIN", "SELECT 2"}, read(encodeMessages(t,
+		&pgproto3.Query{String: "COPY t FROM STDIN"}, &pgproto3.CopyData{Data: []byte("Q\x00\x00\x00\x05x")}, &pgproto3.CopyDone{},
+		&pgproto3.Query{String: "SELECT 2"})))
+
+	// Cut short, or malformed: read as a possible COMMIT, never a panic.
+	whole := encodeMessages(t, &pgproto3.Query{String: "SELECT 1"})
+	for i := 1; i < len(whole); i++ {
+		assert.Equal(t, []string{unknownStatement}, read(whole[:i]), "cut at %d", i)
+	}
+	assert.Equal(t, []string{unknownStatement}, read([]byte{'Q', 0, 0, 0, 6, 'x', 'y'}), "no NUL")
+	assert.Equal(t, []string{unknownStatement}, read([]byte{'B', 0, 0, 0, 5, 0}), "no statement name")
+	assert.Equal(t, []string{unknownStatement}, read([]byte{'Q', 0, 0, 0, 2}), "length below 4")
+	assert.Empty(t, read(encodeMessages(t, &pgproto3.Sync{}, &pgproto3.Flush{})))
+
+	// A statement the tracer read is not read again; a batch's messages
+	// are not read while it is under way.
+	tc.sent.Store(sentTraced)
+	assert.Equal(t, []string{"SELECT 3"}, read(encodeMessages(t, &pgproto3.Query{String: "COMMIT"}, &pgproto3.Query{String: "SELECT 3"})))
+	assert.EqualValues(t, sentUntraced, tc.sent.Load())
+	tc.sent.Store(sentBatch)
+	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Query: "COMMIT"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Bind{PreparedStatement: "x"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	assert.EqualValues(t, sentBatch, tc.sent.Load())
+}
+
+func FuzzReadSent(f *testing.F) {
+	f.Add([]byte{'Q', 0, 0, 0, 9, 'S', 'E', 'L', 0})
+	f.Add([]byte{'B', 0, 0, 0, 6, 0, 0, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0})
+	f.Add([]byte{'P', 0, 0, 0, 8, 0, 'X', 0, 0, 0, 'B', 0, 0, 0, 4})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		// Each statement read is a message's, or the one cut short that
+		// ends p: never more than the messages p can hold, plus one.
+		tc := &trackedConn{}
+		calls := 0
+		tc.readSent(p, func(string) { calls++ })
+		if calls > len(p)/5+1 {
+			t.Fatalf("%d statements read from %d bytes", calls, len(p))
+		}
+	})
+}
