@@ -263,7 +263,7 @@ func TestRunInTxFnState(t *testing.T) {
 	})
 
 	// PostgreSQL runs the COMMIT of the mixed-escape statement of
-	// fn_state_lexer_test.go (standard_conforming_strings on, the default).
+	// txlex_test.go (standard_conforming_strings on, the default).
 	t.Run("PostgreSQL commits on the mixed-escape statement", func(t *testing.T) {
 		conn, err := n1.Conn(ctx)
 		require.NoError(t, err)
@@ -287,7 +287,7 @@ func TestRunInTxFnState(t *testing.T) {
 		}
 	})
 
-	// The mixed-escape statement of fn_state_lexer_test.go, with its COMMIT's
+	// The mixed-escape statement of txlex_test.go, with its COMMIT's
 	// answer lost (the standby stopped, the waiter terminated: committed
 	// locally, connection closed). endsTx misses the COMMIT: RunInTx takes
 	// the loss for one before COMMIT and runs fn again: two rows.
