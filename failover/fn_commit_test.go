@@ -29,14 +29,22 @@ import (
 )
 
 // syncStoppableCluster starts a master with one synchronous standby and
-// returns the cluster, the master, a direct connection to the standby, and
-// functions that stop and restore the standby's WAL stream.
+// returns the cluster, a ready Manager (setup run on the master), the
+// master, and functions that stop and restore the standby's WAL stream.
 func syncStoppableCluster(t *testing.T, ctx context.Context, setup ...string) (*testcluster.Cluster, *hasql.Manager, *testcluster.Node, func(), func()) {
 	t.Helper()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1, SyncReplicas: 1})
-	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	m := readyManager(t, ctx, c, 1, setup...)
-	direct, err := n2.Conn(ctx)
+	stop, restore := streamStopper(t, ctx, c.Nodes()[1])
+	return c, m, c.Nodes()[0], func() { stop(t) }, restore
+}
+
+// streamStopper returns functions that stop standby's WAL stream (its
+// primary_conninfo emptied; stop returns once no walreceiver runs) and
+// restore it, on a direct connection to standby.
+func streamStopper(t *testing.T, ctx context.Context, standby *testcluster.Node) (stop func(t *testing.T), restore func()) {
+	t.Helper()
+	direct, err := standby.Conn(ctx)
 	require.NoError(t, err)
 	t.Cleanup(func() { direct.Close(context.Background()) })
 	var conninfo string
@@ -48,19 +56,19 @@ func syncStoppableCluster(t *testing.T, ctx context.Context, setup ...string) (*
 		_, err := direct.Exec(ctx, "SELECT pg_reload_conf()")
 		return err
 	}
-	stop := func() {
+	stop = func(t *testing.T) {
 		require.NoError(t, set(""))
 		require.Eventually(t, func() bool {
 			var k int
 			return direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&k) == nil && k == 0
 		}, 30*time.Second, 10*time.Millisecond)
 	}
-	restore := func() {
+	restore = func() {
 		if err := set(conninfo); err != nil {
 			t.Errorf("restore the standby's stream: %v", err)
 		}
 	}
-	return c, m, n1, stop, restore
+	return stop, restore
 }
 
 // terminateSyncWaiters terminates, from a connection of its own to master,

@@ -50,30 +50,7 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	_, err = m.Master().Exec(ctx, "CREATE TABLE ends_t (n serial PRIMARY KEY, note text)")
 	require.NoError(t, err)
 
-	direct, err := n2.Conn(ctx)
-	require.NoError(t, err)
-	t.Cleanup(func() { direct.Close(context.Background()) })
-	var conninfo string
-	require.NoError(t, direct.QueryRow(ctx, "SHOW primary_conninfo").Scan(&conninfo))
-	set := func(v string) error {
-		if _, err := direct.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = "+pgQuote(v)); err != nil {
-			return err
-		}
-		_, err := direct.Exec(ctx, "SELECT pg_reload_conf()")
-		return err
-	}
-	stop := func(t *testing.T) {
-		require.NoError(t, set(""))
-		require.Eventually(t, func() bool {
-			var k int
-			return direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&k) == nil && k == 0
-		}, 30*time.Second, 10*time.Millisecond)
-	}
-	restore := func() {
-		if err := set(conninfo); err != nil {
-			t.Errorf("restore the standby's stream: %v", err)
-		}
-	}
+	stop, restore := streamStopper(t, ctx, n2)
 	count := func(t *testing.T, note string) int {
 		var k int
 		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM ends_t WHERE note LIKE $1", note+"%").Scan(&k))
