@@ -151,6 +151,151 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 			return err
 		})
 	})
+	// pgx began a statement it never sent nor ended (CopyFrom whose
+	// description failed; pgx v5.8's Exec when dropping invalidated cached
+	// statements failed): the next statement on the wire is still read.
+	doneCtx := func(ctx context.Context) context.Context {
+		d, cancel := context.WithCancel(ctx)
+		cancel()
+		return d
+	}
+	t.Run("PgConn COMMIT after a CopyFrom that was never sent", func(t *testing.T) {
+		commitLost(t, "copydone", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.CopyFrom(doneCtx(ctx), pgx.Identifier{"ends_t"}, []string{"note"}, pgx.CopyFromRows([][]any{{"x"}}))
+			if err == nil {
+				return errors.New("CopyFrom under a done context ran")
+			}
+			_, err = tx.Conn().PgConn().Exec(ctx, "COMMIT").ReadAll()
+			return err
+		})
+	})
+	t.Run("PgConn COMMIT after an Exec with an invalidated cached statement", func(t *testing.T) {
+		commitLost(t, "dealloc", func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT $1::int", 1); err != nil { // cached
+				return err
+			}
+			if _, err := tx.Exec(doneCtx(ctx), "SELECT $1::int", 1); err == nil { // fails: invalidated
+				return errors.New("Exec under a done context ran")
+			}
+			if _, err := tx.Exec(doneCtx(ctx), "SELECT 2"); err == nil { // the deallocation fails
+				return errors.New("Exec under a done context ran")
+			}
+			_, err := tx.Conn().PgConn().Exec(ctx, "COMMIT").ReadAll()
+			return err
+		})
+	})
+	// A name pgx prepared, dropped (pgx's Deallocate, or DEALLOCATE) and
+	// prepared again through PgConn: read as what was sent last too.
+	for _, tc := range []struct{ name, note, drop string }{
+		{"Deallocate", "reprep", ""},
+		{"DEALLOCATE", "sqldealloc", "DEALLOCATE"},
+	} {
+		t.Run("PgConn COMMIT prepared under a name pgx prepared, after "+tc.name, func(t *testing.T) {
+			commitLost(t, tc.note, func(ctx context.Context, tx pgx.Tx) error {
+				stmt := "fn_stmt_" + tc.note
+				if _, err := tx.Prepare(ctx, stmt, "SELECT 1"); err != nil {
+					return err
+				}
+				if tc.drop == "" {
+					if err := tx.Conn().Deallocate(ctx, stmt); err != nil {
+						return err
+					}
+				} else if _, err := tx.Exec(ctx, tc.drop+" "+stmt); err != nil {
+					return err
+				}
+				pg := tx.Conn().PgConn()
+				if _, err := pg.Prepare(ctx, stmt, "COMMIT", nil); err != nil {
+					return err
+				}
+				_, err := pg.ExecPrepared(ctx, stmt, nil, nil, nil).Close()
+				return err
+			})
+		})
+	}
+	t.Run("PgConn pipeline COMMIT lost", func(t *testing.T) {
+		commitLost(t, "pipe", func(ctx context.Context, tx pgx.Tx) error {
+			p := tx.Conn().PgConn().StartPipeline(ctx)
+			p.SendQueryParams("SELECT 1", nil, nil, nil, nil)
+			p.SendQueryParams("COMMIT", nil, nil, nil, nil)
+			if err := p.Sync(); err != nil {
+				p.Close()
+				return err
+			}
+			return p.Close()
+		})
+	})
+	t.Run("PgConn CopyFrom then COMMIT lost", func(t *testing.T) {
+		commitLost(t, "pgcopy", func(ctx context.Context, tx pgx.Tx) error {
+			pg := tx.Conn().PgConn()
+			if _, err := pg.CopyFrom(ctx, strings.NewReader("pgrows\n"), "COPY ends_t (note) FROM STDIN"); err != nil {
+				return err
+			}
+			_, err := pg.Exec(ctx, "COMMIT").ReadAll()
+			return err
+		})
+	})
+	// A statement of each of pgx's ways of sending one, then a PgConn
+	// COMMIT lost: the traced statement's own message is not taken for
+	// the COMMIT's, nor the COMMIT for it.
+	for i, md := range []struct {
+		name string
+		pre  func(ctx context.Context, tx pgx.Tx) error
+	}{
+		{"describe exec", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT $1::int", pgx.QueryExecModeDescribeExec, 1)
+			return err
+		}},
+		{"cache describe", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT $1::int + 1", pgx.QueryExecModeCacheDescribe, 1)
+			return err
+		}},
+		{"exec", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT $1::int + 2", pgx.QueryExecModeExec, 1)
+			return err
+		}},
+		{"simple protocol with arguments", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT $1::text", pgx.QueryExecModeSimpleProtocol, "x'; COMMIT; --")
+			return err
+		}},
+		{"query rows", func(ctx context.Context, tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, "SELECT generate_series(1, $1::int)", 3)
+			if err != nil {
+				return err
+			}
+			rows.Close()
+			return rows.Err()
+		}},
+		{"batch", func(ctx context.Context, tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue("SELECT $1::int", 1)
+			b.Queue("SELECT 2")
+			return tx.SendBatch(ctx, b).Close()
+		}},
+		{"copy", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.CopyFrom(ctx, pgx.Identifier{"ends_t"}, []string{"note"}, pgx.CopyFromRows([][]any{{"copied"}}))
+			return err
+		}},
+		{"savepoint", func(ctx context.Context, tx pgx.Tx) error {
+			return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+				_, err := sp.Exec(ctx, "SELECT $1::int", 5)
+				return err
+			})
+		}},
+		{"statement cache", func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT $1::int + 7", 1)
+			return err
+		}},
+	} {
+		t.Run("PgConn COMMIT lost after a statement sent by "+md.name, func(t *testing.T) {
+			commitLost(t, "mode"+string(rune('a'+i)), func(ctx context.Context, tx pgx.Tx) error {
+				if err := md.pre(ctx, tx); err != nil {
+					return err
+				}
+				_, err := tx.Conn().PgConn().Exec(ctx, "COMMIT").ReadAll()
+				return err
+			})
+		})
+	}
 	t.Run("PgConn COMMIT after a cancelled sync wait", func(t *testing.T) {
 		stop(t)
 		cancelled := cancelSyncWaiter(ctx, n1, restore)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -118,4 +119,37 @@ func TestRunInTxFnRollsBack(t *testing.T) {
 		assert.NoError(t, err)
 		assert.Equal(t, 2, runs)
 	})
+
+	// A ROLLBACK fn sends through tx is read twice (pgx's tracer, and the
+	// wire): read again after the transaction ended, it still commits
+	// nothing, and a serialization failure after it runs fn again.
+	for _, how := range []string{"Exec", "PgConn"} {
+		t.Run("ROLLBACK by "+how+" then 40001 runs fn again", func(t *testing.T) {
+			note := "rb40001-" + how
+			runs := 0
+			err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
+				runs++
+				if _, err := tx.Exec(ctx, "INSERT INTO rollback_t (note) VALUES ($1)", note); err != nil {
+					return err
+				}
+				if runs > 1 {
+					return nil
+				}
+				var err error
+				if how == "Exec" {
+					_, err = tx.Exec(ctx, "ROLLBACK")
+				} else {
+					_, err = tx.Conn().PgConn().Exec(ctx, "ROLLBACK").ReadAll()
+				}
+				if err != nil {
+					return err
+				}
+				return &pgconn.PgError{Code: "40001", Message: "could not serialize access"}
+			})
+			t.Logf("RunInTx: %v; runs %d; rows committed %d", err, runs, count(t, note))
+			assert.NoError(t, err)
+			assert.Equal(t, 2, runs, "a rollback read twice was taken for a commit")
+			assert.Equal(t, 1, count(t, note))
+		})
+	}
 }

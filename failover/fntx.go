@@ -160,6 +160,12 @@ func (st *fnState) note(sql string) bool {
 		st.savepoints.Store(true)
 	}
 	if st.over.Load() {
+		if r.effect == rollsBack || r.effect == rollsBackChain {
+			// Outside a transaction a rollback does nothing (and the
+			// same statement may be noted twice: by pgx's tracer and
+			// from the wire, see stmtwatch).
+			return false
+		}
 		// Outside the transaction: it commits on its own (a write may
 		// wait for synchronous standbys).
 		st.committed.Store(true)

@@ -82,9 +82,10 @@ const (
 // so is the END of a BEGIN ATOMIC body: a retry lost at worst);
 // statements sent through tx.Conn().PgConn() (pgconn's Exec, ExecParams,
 // Prepare, ExecPrepared, pipelines) are read from the messages sent on
-// the connection, a statement prepared there as a possible COMMIT; a
+// the connection (one whose SQL they do not show as a possible COMMIT); a
 // connection a ConnConfig.AfterNetConnect of yours wraps is read through
-// tx only. Not read: pgconn's ExecBatch called by fn, and the SQL a
+// tx only, and one whose ConnConfig.BuildFrontend is yours through pgx's
+// tracer only. Not read: pgconn's ExecBatch called by fn, and the SQL a
 // QueryRewriter of yours writes (pgx traces the SQL before it); a COMMIT
 // among those is seen only by the transaction status after fn, not at all
 // with AND CHAIN. fn

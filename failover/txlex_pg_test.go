@@ -44,7 +44,7 @@ var lexCases = []lexCase{
 func TestEndsTxAgreesWithPostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 0})
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
 	conn, err := c.Nodes()[0].Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
@@ -118,7 +118,7 @@ func TestEndsTxAtomicBodies(t *testing.T) {
 func TestEndsTxAtomicBodiesLive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 0})
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
 	conn, err := c.Nodes()[0].Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
@@ -305,7 +305,7 @@ func (g *lexGen) sql() string {
 func TestTxEffectAgreesWithPostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 0})
+	c := testcluster.New(t, testcluster.Options{Replicas: -1})
 	conn, err := c.Nodes()[0].Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close(context.Background())

@@ -2,7 +2,9 @@ package hasql
 
 import (
 	"io"
+	"os"
 	"reflect"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -46,7 +48,23 @@ func boundedFrontend(build pgconn.BuildFrontendFunc) pgconn.BuildFrontendFunc {
 }
 
 // isPgxFrontend reports whether build is pgx's own (or none): one the user
-// set bounds messages as the user chose, and is left as it is.
+// set bounds messages as the user chose, and is left as it is. pgx's own
+// is pgproto3.NewFrontend, or, before v5.9, a function of pgconn's that
+// calls it (the one ParseConfig sets).
 func isPgxFrontend(build pgconn.BuildFrontendFunc) bool {
-	return build == nil || reflect.ValueOf(build).Pointer() == reflect.ValueOf(pgconn.BuildFrontendFunc(pgproto3.NewFrontend)).Pointer()
+	if build == nil {
+		return true
+	}
+	p := reflect.ValueOf(build).Pointer()
+	return p == reflect.ValueOf(pgconn.BuildFrontendFunc(pgproto3.NewFrontend)).Pointer() || p == pgconnFrontend()
 }
+
+// pgconnFrontend is the code pointer of the BuildFrontend pgconn's
+// ParseConfig sets (0 when it cannot tell), read once.
+var pgconnFrontend = sync.OnceValue(func() uintptr {
+	cfg, err := pgconn.ParseConfig("host=localhost sslmode=disable passfile=" + os.DevNull)
+	if err != nil || cfg.BuildFrontend == nil {
+		return 0
+	}
+	return reflect.ValueOf(cfg.BuildFrontend).Pointer()
+})

@@ -195,11 +195,12 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	pc.ConnConfig.ValidateConnect = n.sameServer(pc.ConnConfig.ValidateConnect)
 	if isPgxFrontend(pc.ConnConfig.BuildFrontend) {
 		// Bounded until the server has authenticated (see
-		// nodeTracer.TraceConnectEnd), then pgx's own bound again.
-		pc.ConnConfig.BuildFrontend = boundedFrontend(pc.ConnConfig.BuildFrontend)
+		// nodeTracer.TraceConnectEnd), then pgx's own bound again; the
+		// messages sent are read (see wireFrontend). A frontend of the
+		// user's gets the connection as it is.
+		pc.ConnConfig.BuildFrontend = wireFrontend(boundedFrontend(pc.ConnConfig.BuildFrontend))
 		n.unboundAfterConnect = true
 	}
-	pc.ConnConfig.BuildFrontend = wireFrontend(pc.ConnConfig.BuildFrontend)
 	userTracer := pc.ConnConfig.Tracer
 	pc.ConnConfig.Tracer = newNodeTracer(n, userTracer)
 	pc.ConnConfig.OnNotice = noteSyncRepCancel(pc.ConnConfig.OnNotice)

@@ -11,25 +11,34 @@ import (
 )
 
 // What the tracer said of the messages a watched connection sends next
-// (trackedConn.sent): the watch reads the statements pgx traces from the
-// tracer, and the others (sent through conn.PgConn()) from the wire.
+// (trackedConn.sent): a message whose statement the wire does not show
+// (pgx's statement cache runs one by a name whose SQL only pgx keeps) is
+// skipped when the tracer read its statement.
 const (
-	sentUntraced = iota // nothing traced under way: the wire's statements are read there
-	sentTraced          // a traced statement began: its message is the next one run
-	sentBatch           // a traced batch is under way: its messages were read with it
+	sentUntraced = iota // nothing traced under way
+	sentTraced          // a traced statement began: the next statement run is its own
+	sentBatch           // a traced batch is under way: its statements were read with it
 )
 
 // unknownStatement is what the watch is given for a statement the wire
-// does not show the SQL of (a prepared statement pgxha did not see
-// prepared, a message cut short): it may commit.
+// does not show the SQL of (a name neither pgx nor the wire saw
+// prepared, a message cut short), when the tracer did not read it: it may
+// commit.
 const unknownStatement = "COMMIT"
 
-// wireFrontend wraps build so that a pool connection's frontend writes
-// through a wireWriter: what the connection sends through conn.PgConn(),
-// past pgx's tracer, is read too while a watch is set (stmtwatch). The
-// writer is the connection made after TLS, so it sees the messages as
-// sent; pgconn's ExecBatch writes past it, and is read through the
-// tracer (pgx's batches) only.
+// maxPreparedSQL bounds the SQL kept for one prepared name (see parsed):
+// a name prepared again and again with other SQL reads as
+// unknownStatement past it.
+const maxPreparedSQL = 64 << 10
+
+var stmtcachePrefix = []byte("stmtcache_")
+
+// wireFrontend wraps pgx's own frontend (not one of the user's) so that a
+// pool connection's frontend writes through a wireWriter: what the
+// connection sends through conn.PgConn(), past pgx's tracer, is read too
+// while a watch is set (stmtwatch). The writer is the connection made
+// after TLS, so it sees the messages as sent; pgconn's ExecBatch writes
+// past it, and is read through the tracer (pgx's batches) only.
 func wireFrontend(build pgconn.BuildFrontendFunc) pgconn.BuildFrontendFunc {
 	if build == nil {
 		build = pgproto3.NewFrontend
@@ -44,59 +53,75 @@ func wireFrontend(build pgconn.BuildFrontendFunc) pgconn.BuildFrontendFunc {
 	}
 }
 
-// wireWriter reads the statements a connection sends, while its watch is
-// set, before they go out.
+// wireWriter reads the messages a connection sends before they go out.
 type wireWriter struct {
 	io.Writer
 	tc *trackedConn
 }
 
 func (w *wireWriter) Write(p []byte) (int, error) {
-	if f := w.tc.watch.Load(); f != nil {
-		w.tc.readSent(p, *f)
-	}
+	w.tc.readSent(p)
 	return w.Writer.Write(p)
 }
 
-// readSent gives f the SQL of each statement p runs that the tracer did
-// not give it: a simple query's text, or the statement an extended
-// query's Bind runs (the unnamed one parsed before it in p, or one
-// prepared under a name through pgx). A statement whose SQL p does not
-// show is given as unknownStatement. p holds whole messages (pgproto3's
-// Frontend writes what it buffered, message by message); a message cut
-// short is read as unknownStatement too.
-func (tc *trackedConn) readSent(p []byte, f func(sql string)) {
+// readSent reads the messages in p. It keeps the SQL of the statements
+// prepared under a name (Parse), and, while a watch is set, gives it the
+// SQL of each statement p runs: a simple query's text, or the statement
+// an extended query's Bind runs (the unnamed one parsed before it in p,
+// or one prepared under a name on the connection). A statement the
+// tracer read is given again when the wire shows it (noting one twice
+// changes nothing); one whose SQL p does not show is given as
+// unknownStatement unless the tracer read it. p holds whole messages
+// (pgproto3's Frontend writes what it buffered, message by message); a
+// message cut short is read as unknownStatement.
+func (tc *trackedConn) readSent(p []byte) {
+	var f func(string)
+	if w := tc.watch.Load(); w != nil {
+		f = *w
+	}
 	var unnamed []byte
 	haveUnnamed := false
 	for len(p) > 0 {
 		if len(p) < 5 {
-			tc.sentStatement(f, unknownStatement)
+			if f != nil {
+				tc.sentStatement(f, "", false)
+			}
 			return
 		}
 		typ := p[0]
 		n := int(binary.BigEndian.Uint32(p[1:5]))
 		if n < 4 || n-4 > len(p)-5 {
-			if typ == 'Q' || typ == 'B' || typ == 'P' {
-				tc.sentStatement(f, unknownStatement)
+			if f != nil && typ != 'd' {
+				tc.sentStatement(f, "", false)
 			}
 			return
 		}
 		body := p[5 : 5+n-4]
 		p = p[5+n-4:]
 		switch typ {
-		case 'Q': // Query: the SQL
-			sql, _, ok := cstring(body)
-			if !ok {
-				tc.sentStatement(f, unknownStatement)
-				continue
-			}
-			tc.sentStatement(f, string(sql))
 		case 'P': // Parse: a name, the SQL
 			name, rest, ok := cstring(body)
-			if ok && len(name) == 0 {
-				unnamed, _, haveUnnamed = cstring(rest)
+			if !ok {
+				continue
+			}
+			sql, _, sqlOK := cstring(rest)
+			switch {
+			case len(name) == 0:
+				unnamed, haveUnnamed = sql, sqlOK
+			case sqlOK:
+				tc.parsed(name, sql)
+			default:
+				tc.parsed(name, []byte(unknownStatement))
+			}
+		case 'Q': // Query: the SQL
+			if f != nil {
+				sql, _, ok := cstring(body)
+				tc.sentStatement(f, string(sql), ok)
 			}
 		case 'B': // Bind: a portal, a statement name
+			if f == nil {
+				continue
+			}
 			_, rest, ok := cstring(body)
 			var name []byte
 			if ok {
@@ -104,33 +129,59 @@ func (tc *trackedConn) readSent(p []byte, f func(sql string)) {
 			}
 			switch {
 			case !ok:
-				tc.sentStatement(f, unknownStatement)
-			case len(name) == 0 && haveUnnamed:
-				tc.sentStatement(f, string(unnamed))
+				tc.sentStatement(f, "", false)
 			case len(name) == 0:
-				tc.sentStatement(f, unknownStatement)
+				tc.sentStatement(f, string(unnamed), haveUnnamed)
 			default:
-				if sql, ok := tc.preparedSQL(string(name)); ok {
-					tc.sentStatement(f, sql)
-				} else {
-					tc.sentStatement(f, unknownStatement)
-				}
+				sql, known := tc.preparedSQL(string(name))
+				tc.sentStatement(f, sql, known)
 			}
 		}
 	}
 }
 
-// sentStatement gives f the SQL of a statement about to be sent, unless
-// the tracer gave it already.
-func (tc *trackedConn) sentStatement(f func(sql string), sql string) {
-	switch tc.sent.Load() {
-	case sentTraced:
+// sentStatement gives f the SQL of a statement about to be sent, when
+// readable; an unreadable one is given as unknownStatement unless the
+// tracer read it.
+func (tc *trackedConn) sentStatement(f func(sql string), sql string, readable bool) {
+	traced := tc.sent.Load()
+	if traced == sentTraced {
 		tc.sent.Store(sentUntraced) // the traced statement's own message
-		return
-	case sentBatch:
+	}
+	switch {
+	case readable:
+		f(sql)
+	case traced == sentUntraced:
+		f(unknownStatement)
+	}
+}
+
+// parsed notes a statement prepared under name on the connection, as
+// sent: a name prepared again with other SQL reads as either (the server
+// may have refused the second; pgx's own Prepare, once the server
+// accepted it, keeps the one, see prepare). pgx's statement cache's
+// names are left to the tracer.
+func (tc *trackedConn) parsed(name, sql []byte) {
+	if bytes.HasPrefix(name, stmtcachePrefix) {
 		return
 	}
-	f(sql)
+	tc.prepMu.Lock()
+	defer tc.prepMu.Unlock()
+	old, ok := tc.prepared[string(name)]
+	switch {
+	case ok && old == string(sql):
+	case ok:
+		u := old + "\n;\n" + string(sql)
+		if len(u) > maxPreparedSQL {
+			u = unknownStatement
+		}
+		tc.prepared[string(name)] = u
+	case len(tc.prepared) < maxPrepared:
+		if tc.prepared == nil {
+			tc.prepared = make(map[string]string)
+		}
+		tc.prepared[string(name)] = string(sql)
+	}
 }
 
 // cstring splits b at its first NUL.

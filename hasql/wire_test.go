@@ -24,9 +24,11 @@ func TestReadSent(t *testing.T) {
 	tc := &trackedConn{}
 	tc.prepare("app commit", "COMMIT AND CHAIN")
 	var got []string
+	f := func(sql string) { got = append(got, sql) }
+	tc.watch.Store(&f)
 	read := func(p []byte) []string {
 		got = nil
-		tc.readSent(p, func(sql string) { got = append(got, sql) })
+		tc.readSent(p)
 		return got
 	}
 
@@ -38,15 +40,23 @@ func TestReadSent(t *testing.T) {
 		&pgproto3.Describe{ObjectType: 'P'},
 		&pgproto3.Execute{},
 		&pgproto3.Sync{})))
-	// ExecPrepared: a name pgx prepared, and one it did not.
+	// ExecPrepared: a name pgx prepared, and one nobody did.
 	assert.Equal(t, []string{"COMMIT AND CHAIN"}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "app commit"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
 	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "fn stmt"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
 	// The unnamed statement of an earlier write: not shown here.
 	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})))
-	// A Parse alone (Prepare) runs nothing; a named Parse does not name
-	// the statement for a later Bind (the server may refuse it).
+	// A Parse alone (Prepare) runs nothing, and names its statement for
+	// a later Bind; prepared again with other SQL (after a Close, or
+	// refused by the server), the name reads as either.
 	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Name: "fn stmt", Query: "SELECT 1"}, &pgproto3.Describe{ObjectType: 'S', Name: "fn stmt"}, &pgproto3.Sync{})))
-	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "fn stmt"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	assert.Equal(t, []string{"SELECT 1"}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "fn stmt"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	assert.Equal(t, []string{"SELECT 1\n;\nCOMMIT"}, read(encodeMessages(t,
+		&pgproto3.Close{ObjectType: 'S', Name: "fn stmt"},
+		&pgproto3.Parse{Name: "fn stmt", Query: "COMMIT"},
+		&pgproto3.Bind{PreparedStatement: "fn stmt"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	// pgx's Prepare, once the server accepted it, names one.
+	tc.prepare("fn stmt", "SELECT 2")
+	assert.Equal(t, []string{"SELECT 2"}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "fn stmt"}, &pgproto3.Execute{})))
 	// Two queries in one write; copy data is skipped.
 	assert.Equal(t, []string{"COPY t FROM STDIN", "SELECT 2"}, read(encodeMessages(t,
 		&pgproto3.Query{String: "COPY t FROM STDIN"}, &pgproto3.CopyData{Data: []byte("Q\x00\x00\x00\x05x")}, &pgproto3.CopyDone{},
@@ -62,14 +72,30 @@ func TestReadSent(t *testing.T) {
 	assert.Equal(t, []string{unknownStatement}, read([]byte{'Q', 0, 0, 0, 2}), "length below 4")
 	assert.Empty(t, read(encodeMessages(t, &pgproto3.Sync{}, &pgproto3.Flush{})))
 
-	// A statement the tracer read is not read again; a batch's messages
-	// are not read while it is under way.
+	// A statement the tracer read: given again when the wire shows it;
+	// skipped when not (pgx's statement cache), once.
 	tc.sent.Store(sentTraced)
-	assert.Equal(t, []string{"SELECT 3"}, read(encodeMessages(t, &pgproto3.Query{String: "COMMIT"}, &pgproto3.Query{String: "SELECT 3"})))
+	assert.Equal(t, []string{"COMMIT"}, read(encodeMessages(t, &pgproto3.Query{String: "COMMIT"})))
 	assert.EqualValues(t, sentUntraced, tc.sent.Load())
+	tc.sent.Store(sentTraced)
+	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t,
+		&pgproto3.Bind{PreparedStatement: "stmtcache_1"}, &pgproto3.Execute{}, &pgproto3.Sync{},
+		&pgproto3.Bind{PreparedStatement: "stmtcache_2"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	// A batch's: skipped while it is under way, unless shown.
 	tc.sent.Store(sentBatch)
-	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Query: "COMMIT"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Bind{PreparedStatement: "x"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	assert.Equal(t, []string{"COMMIT"}, read(encodeMessages(t, &pgproto3.Parse{Query: "COMMIT"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Bind{PreparedStatement: "stmtcache_3"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
 	assert.EqualValues(t, sentBatch, tc.sent.Load())
+
+	// Unwatched: nothing is given, names are kept (pgx's statement
+	// cache's are not).
+	tc.watch.Store(nil)
+	tc.sent.Store(sentUntraced)
+	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Name: "later", Query: "END"}, &pgproto3.Parse{Name: "stmtcache_4", Query: "END"}, &pgproto3.Query{String: "COMMIT"})))
+	sql, ok := tc.preparedSQL("later")
+	assert.True(t, ok)
+	assert.Equal(t, "END", sql)
+	_, ok = tc.preparedSQL("stmtcache_4")
+	assert.False(t, ok)
 }
 
 func FuzzReadSent(f *testing.F) {
@@ -81,7 +107,9 @@ func FuzzReadSent(f *testing.F) {
 		// ends p: never more than the messages p can hold, plus one.
 		tc := &trackedConn{}
 		calls := 0
-		tc.readSent(p, func(string) { calls++ })
+		f := func(string) { calls++ }
+		tc.watch.Store(&f)
+		tc.readSent(p)
 		if calls > len(p)/5+1 {
 			t.Fatalf("%d statements read from %d bytes", calls, len(p))
 		}
