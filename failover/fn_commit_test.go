@@ -330,13 +330,35 @@ func terminateAndWait(t *testing.T, ctx context.Context, master *testcluster.Nod
 
 func tracedManager(t *testing.T, ctx context.Context, c *testcluster.Cluster, tr *stmtEndTracer, setup ...string) *hasql.Manager {
 	t.Helper()
+	return preparedManager(t, ctx, c, 1, tr, nil, setup...)
+}
+
+// preparedManager starts a Manager on c whose pool connections have tr as
+// their tracer (nil: none) and the statements of prepare (name, SQL)
+// prepared as they connect, as an application's AfterConnect does; it
+// waits for the master and replicas replicas, and runs setup on the
+// master.
+func preparedManager(t *testing.T, ctx context.Context, c *testcluster.Cluster, replicas int, tr pgx.QueryTracer, prepare [][2]string, setup ...string) *hasql.Manager {
+	t.Helper()
 	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)), hasql.WithConfigureNode(func(_ hasql.NodeConfig, cfg *pgxpool.Config) error {
-		cfg.ConnConfig.Tracer = tr
+		if tr != nil {
+			cfg.ConnConfig.Tracer = tr
+		}
+		if len(prepare) > 0 {
+			cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+				for _, p := range prepare {
+					if _, err := conn.Prepare(ctx, p[0], p[1]); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
 		return nil
 	}))
 	require.NoError(t, err)
 	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	require.NoError(t, m.WaitReady(ctx, 1, replicas))
 	for _, sql := range setup {
 		_, err := m.Master().Exec(ctx, sql)
 		require.NoError(t, err, sql)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -30,26 +29,13 @@ func TestRunInTxFnEndsTheTransactionMore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 0})
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)), hasql.WithConfigureNode(func(_ hasql.NodeConfig, cfg *pgxpool.Config) error {
-		cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
-			// Prepared statements whose names are not one word.
-			if _, err := conn.Prepare(ctx, "app commit chain", "COMMIT AND CHAIN"); err != nil {
-				return err
-			}
-			if _, err := conn.Prepare(ctx, "app-rollback-chain", "ROLLBACK AND CHAIN"); err != nil {
-				return err
-			}
-			// A one-word name: taken for a possible COMMIT.
-			_, err := conn.Prepare(ctx, "appundo", "ROLLBACK AND CHAIN")
-			return err
-		}
-		return nil
-	}))
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE chain_t (n serial PRIMARY KEY, note text)")
-	require.NoError(t, err)
+	m := preparedManager(t, ctx, c, 0, nil, [][2]string{
+		// Prepared statements whose names are not one word.
+		{"app commit chain", "COMMIT AND CHAIN"},
+		{"app-rollback-chain", "ROLLBACK AND CHAIN"},
+		// A one-word name: taken for a possible COMMIT.
+		{"appundo", "ROLLBACK AND CHAIN"},
+	}, "CREATE TABLE chain_t (n serial PRIMARY KEY, note text)")
 	count := func(t *testing.T, note string) int {
 		var k int
 		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM chain_t WHERE note = $1", note).Scan(&k))
@@ -155,16 +141,7 @@ func TestRunInTxPreparedInsertByNameIsRetried(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 0})
 	readyManager(t, ctx, c, 0, "CREATE TABLE IF NOT EXISTS prepared_t (n serial PRIMARY KEY, note text)")
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)), hasql.WithConfigureNode(func(_ hasql.NodeConfig, cfg *pgxpool.Config) error {
-		cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
-			_, err := conn.Prepare(ctx, "insert_note", "INSERT INTO prepared_t (note) VALUES ($1)")
-			return err
-		}
-		return nil
-	}))
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	m := preparedManager(t, ctx, c, 0, nil, [][2]string{{"insert_note", "INSERT INTO prepared_t (note) VALUES ($1)"}})
 	count := func(t *testing.T, note string) int {
 		var k int
 		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM prepared_t WHERE note = $1", note).Scan(&k))
@@ -340,25 +317,14 @@ func TestRunInTxManyPreparedNames(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 0})
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)), hasql.WithConfigureNode(func(_ hasql.NodeConfig, cfg *pgxpool.Config) error {
-		cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
-			for i := 0; i < 256; i++ {
-				if _, err := conn.Prepare(ctx, fmt.Sprintf("app q%d", i), fmt.Sprintf("SELECT %d", i)); err != nil {
-					return err
-				}
-			}
-			_, err := conn.Prepare(ctx, "app commit chain", "COMMIT AND CHAIN")
-			return err
-		}
-		return nil
-	}))
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE rvp_t (n serial PRIMARY KEY, note text)")
-	require.NoError(t, err)
+	var prepare [][2]string
+	for i := 0; i < 256; i++ {
+		prepare = append(prepare, [2]string{fmt.Sprintf("app q%d", i), fmt.Sprintf("SELECT %d", i)})
+	}
+	m := preparedManager(t, ctx, c, 0, nil, append(prepare, [2]string{"app commit chain", "COMMIT AND CHAIN"}),
+		"CREATE TABLE rvp_t (n serial PRIMARY KEY, note text)")
 	runs := 0
-	err = failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
+	err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
 		runs++
 		if _, err := tx.Exec(ctx, "INSERT INTO rvp_t (note) VALUES ('x')"); err != nil {
 			return err

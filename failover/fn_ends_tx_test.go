@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -34,21 +33,10 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Replicas: 1, SyncReplicas: 1})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	tr := &stmtEndTracer{}
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)), hasql.WithConfigureNode(func(_ hasql.NodeConfig, cfg *pgxpool.Config) error {
-		cfg.ConnConfig.Tracer = tr
-		// A statement the application prepares on every connection
-		// (a common pgx pattern): here, its COMMIT.
-		cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
-			_, err := conn.Prepare(ctx, "app_commit", "COMMIT")
-			return err
-		}
-		return nil
-	}))
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE ends_t (n serial PRIMARY KEY, note text)")
-	require.NoError(t, err)
+	// A statement the application prepares on every connection (a
+	// common pgx pattern): here, its COMMIT.
+	m := preparedManager(t, ctx, c, 1, tr, [][2]string{{"app_commit", "COMMIT"}},
+		"CREATE TABLE ends_t (n serial PRIMARY KEY, note text)")
 
 	stop, restore := streamStopper(t, ctx, n2)
 	count := func(t *testing.T, note string) int {
