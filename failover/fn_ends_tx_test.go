@@ -177,6 +177,9 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	for _, tc := range []struct{ name, note, drop string }{
 		{"Deallocate", "reprep", ""},
 		{"DEALLOCATE", "sqldealloc", "DEALLOCATE"},
+		// pgx's Prepare of the name again finds it in pgx's own cache and
+		// sends nothing; pgx runs it by name as the server has it.
+		{"DEALLOCATE and pgx's Prepare again", "pgxagain", "DEALLOCATE"},
 	} {
 		t.Run("PgConn COMMIT prepared under a name pgx prepared, after "+tc.name, func(t *testing.T) {
 			commitLost(t, tc.note, func(ctx context.Context, tx pgx.Tx) error {
@@ -193,6 +196,13 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 				}
 				pg := tx.Conn().PgConn()
 				if _, err := pg.Prepare(ctx, stmt, "COMMIT", nil); err != nil {
+					return err
+				}
+				if tc.note == "pgxagain" {
+					if _, err := tx.Prepare(ctx, stmt, "SELECT 1"); err != nil {
+						return err
+					}
+					_, err := tx.Exec(ctx, stmt)
 					return err
 				}
 				_, err := pg.ExecPrepared(ctx, stmt, nil, nil, nil).Close()

@@ -801,8 +801,9 @@ type trackedConn struct {
 	sent atomic.Int32
 	// prepared maps the names of statements the application prepared
 	// on the connection to their SQL, for the watch (see resolve).
-	prepMu   sync.Mutex
-	prepared map[string]string
+	prepMu         sync.Mutex
+	prepared       map[string]prepared
+	preparedClosed int // how many of prepared are closed
 	// start is the start time of the server the connection reached (see
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64

@@ -117,20 +117,62 @@ func (t *nodeTracer) began(conn *pgx.Conn, sql string, b *pgx.Batch) {
 // pgx's statement cache apart.
 const maxPrepared = 4096
 
+// prepared is what a connection knows of a statement prepared under a
+// name.
+type prepared struct {
+	sql    string
+	closed bool // a Close of it was sent: first to go when the map is full
+}
+
 // prepare notes the SQL of a statement prepared on the connection under
-// a name of the application's (not pgx's statement cache's).
+// a name of the application's (not pgx's statement cache's), once the
+// server accepted it.
 func (tc *trackedConn) prepare(name, sql string) {
 	if name == "" || strings.HasPrefix(name, "stmtcache_") {
 		return
 	}
+	if len(sql) > maxPreparedSQL {
+		sql = unknownStatement
+	}
 	tc.prepMu.Lock()
 	defer tc.prepMu.Unlock()
+	if p, ok := tc.prepared[name]; ok || tc.roomForPrepared() {
+		tc.setPrepared(name, prepared{sql: sql}, p)
+	}
+}
+
+// roomForPrepared reports whether a name not kept yet can be, making room
+// by forgetting a closed one when the map is full. With tc.prepMu.
+func (tc *trackedConn) roomForPrepared() bool {
 	if tc.prepared == nil {
-		tc.prepared = make(map[string]string)
+		tc.prepared = make(map[string]prepared)
 	}
-	if _, ok := tc.prepared[name]; ok || len(tc.prepared) < maxPrepared {
-		tc.prepared[name] = sql
+	if len(tc.prepared) < maxPrepared {
+		return true
 	}
+	if tc.preparedClosed == 0 {
+		return false
+	}
+	for name, p := range tc.prepared {
+		if p.closed {
+			delete(tc.prepared, name)
+			tc.preparedClosed--
+			return true
+		}
+	}
+	return false
+}
+
+// setPrepared sets what is known of name (old: what was), keeping the
+// count of closed ones. With tc.prepMu.
+func (tc *trackedConn) setPrepared(name string, p, old prepared) {
+	if old.closed {
+		tc.preparedClosed--
+	}
+	if p.closed {
+		tc.preparedClosed++
+	}
+	tc.prepared[name] = p
 }
 
 // resolve returns the SQL of the statement prepared as sql, if sql names
@@ -147,7 +189,7 @@ func (tc *trackedConn) preparedSQL(name string) (string, bool) {
 	tc.prepMu.Lock()
 	defer tc.prepMu.Unlock()
 	p, ok := tc.prepared[name]
-	return p, ok
+	return p.sql, ok
 }
 
 // ended notes that a traced statement or batch is over: the messages
@@ -248,7 +290,9 @@ func (t *nodeTracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data
 
 func (t *nodeTracer) TracePrepareEnd(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareEndData) {
 	t.observe(conn, data.Err)
-	if p, ok := ctx.Value(preparing{}).(pgx.TracePrepareStartData); ok && data.Err == nil {
+	// A name pgx had prepared already sent nothing: what the connection
+	// knows of it stays (it may have been prepared again past pgx).
+	if p, ok := ctx.Value(preparing{}).(pgx.TracePrepareStartData); ok && data.Err == nil && !data.AlreadyPrepared {
 		if tc := trackedOf(conn); tc != nil {
 			tc.prepare(p.Name, p.SQL)
 		}

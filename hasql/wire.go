@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -65,36 +66,38 @@ func (w *wireWriter) Write(p []byte) (int, error) {
 }
 
 // readSent reads the messages in p. It keeps the SQL of the statements
-// prepared under a name (Parse), and, while a watch is set, gives it the
-// SQL of each statement p runs: a simple query's text, or the statement
-// an extended query's Bind runs (the unnamed one parsed before it in p,
-// or one prepared under a name on the connection). A statement the
-// tracer read is given again when the wire shows it (noting one twice
-// changes nothing); one whose SQL p does not show is given as
-// unknownStatement unless the tracer read it. p holds whole messages
-// (pgproto3's Frontend writes what it buffered, message by message); a
-// message cut short is read as unknownStatement.
+// prepared under a name (Parse, Close), and, while a watch is set, gives
+// it the statements p runs, as one string (they go out together, as a
+// batch does; see began): a simple query's text, or the statement an
+// extended query's Bind runs (the unnamed one parsed before it in p, or
+// one prepared under a name on the connection). A statement the tracer
+// read is given again when the wire shows it (noting one twice changes
+// nothing); one whose SQL p does not show is given as unknownStatement
+// unless the tracer read it. p holds whole messages (pgproto3's Frontend
+// writes what it buffered, message by message); a message cut short is
+// read as unknownStatement.
 func (tc *trackedConn) readSent(p []byte) {
 	var f func(string)
 	if w := tc.watch.Load(); w != nil {
 		f = *w
 	}
-	var unnamed []byte
-	haveUnnamed := false
+	var (
+		unnamed     []byte
+		haveUnnamed bool
+		sent        sentStatements
+	)
 	for len(p) > 0 {
 		if len(p) < 5 {
-			if f != nil {
-				tc.sentStatement(f, "", false)
-			}
-			return
+			sent.add(tc, f, "", false)
+			break
 		}
 		typ := p[0]
 		n := int(binary.BigEndian.Uint32(p[1:5]))
 		if n < 4 || n-4 > len(p)-5 {
-			if f != nil && typ != 'd' {
-				tc.sentStatement(f, "", false)
+			if typ != 'd' {
+				sent.add(tc, f, "", false)
 			}
-			return
+			break
 		}
 		body := p[5 : 5+n-4]
 		p = p[5+n-4:]
@@ -113,10 +116,16 @@ func (tc *trackedConn) readSent(p []byte) {
 			default:
 				tc.parsed(name, []byte(unknownStatement))
 			}
+		case 'C': // Close: 'S' and a statement's name, or 'P' and a portal's
+			if len(body) > 0 && body[0] == 'S' {
+				if name, _, ok := cstring(body[1:]); ok && len(name) > 0 {
+					tc.closedStatement(name)
+				}
+			}
 		case 'Q': // Query: the SQL
 			if f != nil {
 				sql, _, ok := cstring(body)
-				tc.sentStatement(f, string(sql), ok)
+				sent.add(tc, f, string(sql), ok)
 			}
 		case 'B': // Bind: a portal, a statement name
 			if f == nil {
@@ -129,31 +138,49 @@ func (tc *trackedConn) readSent(p []byte) {
 			}
 			switch {
 			case !ok:
-				tc.sentStatement(f, "", false)
+				sent.add(tc, f, "", false)
 			case len(name) == 0:
-				tc.sentStatement(f, string(unnamed), haveUnnamed)
+				sent.add(tc, f, string(unnamed), haveUnnamed)
 			default:
 				sql, known := tc.preparedSQL(string(name))
-				tc.sentStatement(f, sql, known)
+				sent.add(tc, f, sql, known)
 			}
 		}
 	}
+	if f != nil && sent.n > 0 {
+		f(sent.String())
+	}
 }
 
-// sentStatement gives f the SQL of a statement about to be sent, when
-// readable; an unreadable one is given as unknownStatement unless the
-// tracer read it.
-func (tc *trackedConn) sentStatement(f func(sql string), sql string, readable bool) {
+// sentStatements gathers the statements of one write for the watch.
+type sentStatements struct {
+	strings.Builder
+	n int
+}
+
+// add takes the SQL of a statement about to be sent, when readable; an
+// unreadable one is taken as unknownStatement unless the tracer read it.
+// f nil: no watch.
+func (s *sentStatements) add(tc *trackedConn, f func(string), sql string, readable bool) {
+	if f == nil {
+		return
+	}
 	traced := tc.sent.Load()
 	if traced == sentTraced {
 		tc.sent.Store(sentUntraced) // the traced statement's own message
 	}
 	switch {
 	case readable:
-		f(sql)
 	case traced == sentUntraced:
-		f(unknownStatement)
+		sql = unknownStatement
+	default:
+		return
 	}
+	if s.n > 0 {
+		s.WriteString("\n;\n")
+	}
+	s.WriteString(sql)
+	s.n++
 }
 
 // parsed notes a statement prepared under name on the connection, as
@@ -169,18 +196,33 @@ func (tc *trackedConn) parsed(name, sql []byte) {
 	defer tc.prepMu.Unlock()
 	old, ok := tc.prepared[string(name)]
 	switch {
-	case ok && old == string(sql):
+	case ok && old.sql == string(sql):
+		if old.closed {
+			tc.setPrepared(string(name), prepared{sql: old.sql}, old)
+		}
 	case ok:
-		u := old + "\n;\n" + string(sql)
+		u := old.sql + "\n;\n" + string(sql)
 		if len(u) > maxPreparedSQL {
 			u = unknownStatement
 		}
-		tc.prepared[string(name)] = u
-	case len(tc.prepared) < maxPrepared:
-		if tc.prepared == nil {
-			tc.prepared = make(map[string]string)
+		tc.setPrepared(string(name), prepared{sql: u}, old)
+	case tc.roomForPrepared():
+		p := prepared{sql: string(sql)}
+		if len(sql) > maxPreparedSQL {
+			p.sql = unknownStatement
 		}
-		tc.prepared[string(name)] = string(sql)
+		tc.setPrepared(string(name), p, old)
+	}
+}
+
+// closedStatement notes a Close of the statement prepared under name: it
+// is kept (the Close may not run: a pipeline's statements after an error
+// are skipped) until room is needed.
+func (tc *trackedConn) closedStatement(name []byte) {
+	tc.prepMu.Lock()
+	defer tc.prepMu.Unlock()
+	if old, ok := tc.prepared[string(name)]; ok && !old.closed {
+		tc.setPrepared(string(name), prepared{sql: old.sql, closed: true}, old)
 	}
 }
 

@@ -1,8 +1,12 @@
 package hasql
 
 import (
+	"io"
+	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -57,8 +61,9 @@ func TestReadSent(t *testing.T) {
 	// pgx's Prepare, once the server accepted it, names one.
 	tc.prepare("fn stmt", "SELECT 2")
 	assert.Equal(t, []string{"SELECT 2"}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "fn stmt"}, &pgproto3.Execute{})))
-	// Two queries in one write; copy data is skipped.
-	assert.Equal(t, []string{"COPY t FROM STDIN", "SELECT 2"}, read(encodeMessages(t,
+	// Two queries in one write: one string, as a batch (see began); copy
+	// data is skipped.
+	assert.Equal(t, []string{"COPY t FROM STDIN\n;\nSELECT 2"}, read(encodeMessages(t,
 		&pgproto3.Query{String: "COPY t FROM STDIN"}, &pgproto3.CopyData{Data: []byte("Q\x00\x00\x00\x05x")}, &pgproto3.CopyDone{},
 		&pgproto3.Query{String: "SELECT 2"})))
 
@@ -98,20 +103,66 @@ func TestReadSent(t *testing.T) {
 	assert.False(t, ok)
 }
 
+// A name closed makes room once the map is full; SQL past
+// maxPreparedSQL is kept as a possible COMMIT.
+func TestPreparedNamesBounded(t *testing.T) {
+	tc := &trackedConn{}
+	for i := 0; i < maxPrepared; i++ {
+		name := "q" + strconv.Itoa(i)
+		tc.readSent(encodeMessages(t, &pgproto3.Parse{Name: name, Query: "SELECT 1"}, &pgproto3.Describe{ObjectType: 'S', Name: name}, &pgproto3.Sync{}))
+		tc.readSent(encodeMessages(t, &pgproto3.Close{ObjectType: 'S', Name: name}, &pgproto3.Sync{}))
+	}
+	tc.readSent(encodeMessages(t, &pgproto3.Parse{Name: "fresh", Query: "SELECT 2"}))
+	sql, ok := tc.preparedSQL("fresh")
+	assert.True(t, ok, "a name prepared after %d closed ones is not kept", maxPrepared)
+	assert.Equal(t, "SELECT 2", sql)
+	assert.Len(t, tc.prepared, maxPrepared)
+
+	// Full of names not closed: a new one is not kept (and reads as a
+	// possible COMMIT when run).
+	tc = &trackedConn{}
+	for i := 0; i < maxPrepared; i++ {
+		tc.prepare("q"+strconv.Itoa(i), "SELECT 1")
+	}
+	tc.readSent(encodeMessages(t, &pgproto3.Parse{Name: "fresh", Query: "SELECT 2"}))
+	_, ok = tc.preparedSQL("fresh")
+	assert.False(t, ok)
+
+	big := "SELECT '" + strings.Repeat("x", maxPreparedSQL) + "'"
+	tc = &trackedConn{}
+	tc.readSent(encodeMessages(t, &pgproto3.Parse{Name: "big", Query: big}))
+	tc.prepare("big2", big)
+	for _, name := range []string{"big", "big2"} {
+		sql, _ := tc.preparedSQL(name)
+		assert.Equal(t, unknownStatement, sql, name)
+	}
+}
+
+// pgx's own BuildFrontend, as ParseConfig sets it (a function of pgconn's
+// before pgx v5.9, pgproto3.NewFrontend after), is recognized.
+func TestIsPgxFrontend(t *testing.T) {
+	cfg, err := pgconn.ParseConfig("postgres://u:p@localhost/db?sslmode=disable")
+	require.NoError(t, err)
+	assert.True(t, isPgxFrontend(cfg.BuildFrontend))
+	assert.True(t, isPgxFrontend(nil))
+	assert.False(t, isPgxFrontend(func(r io.Reader, w io.Writer) *pgproto3.Frontend { return pgproto3.NewFrontend(r, w) }))
+}
+
 func FuzzReadSent(f *testing.F) {
 	f.Add([]byte{'Q', 0, 0, 0, 9, 'S', 'E', 'L', 0})
 	f.Add([]byte{'B', 0, 0, 0, 6, 0, 0, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0})
 	f.Add([]byte{'P', 0, 0, 0, 8, 0, 'X', 0, 0, 0, 'B', 0, 0, 0, 4})
 	f.Fuzz(func(t *testing.T, p []byte) {
-		// Each statement read is a message's, or the one cut short that
-		// ends p: never more than the messages p can hold, plus one.
+		// The statements of one write are given once, as one string.
 		tc := &trackedConn{}
+		tc.readSent(p) // unwatched
 		calls := 0
 		f := func(string) { calls++ }
 		tc.watch.Store(&f)
+		tc.sent.Store(int32(len(p) % 3))
 		tc.readSent(p)
-		if calls > len(p)/5+1 {
-			t.Fatalf("%d statements read from %d bytes", calls, len(p))
+		if calls > 1 {
+			t.Fatalf("one write given %d times", calls)
 		}
 	})
 }
