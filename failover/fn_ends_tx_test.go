@@ -50,7 +50,9 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 	commitLost := func(t *testing.T, note string, commit func(ctx context.Context, tx pgx.Tx) error) {
 		stop(t)
 		var killed atomic.Int32
-		done := terminateSyncWaiters(t, ctx, n1, 1, &killed, restore)
+		tctx, tcancel := context.WithCancel(ctx)
+		defer tcancel()
+		done := terminateSyncWaiters(t, tctx, n1, 1, &killed, restore)
 		runs := 0
 		var classes []failover.Class
 		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3, OnRetry: func(_ int, _ error, c failover.Class, _ time.Duration) {
@@ -62,7 +64,15 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 			}
 			return commit(ctx, tx)
 		})
-		<-done
+		// The terminator ends once it caught the COMMIT; a COMMIT that
+		// never waited in SyncRep would leave it looking until ctx ends.
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			tcancel()
+			<-done
+			t.Errorf("RunInTx returned (%v, %d runs) and no backend waited in SyncRep within a minute", err, runs)
+		}
 		k := count(t, note)
 		t.Logf("RunInTx: %v; runs %d; retried as %v; rows committed %d; terminated %d", err, runs, classes, k, killed.Load())
 		require.EqualValues(t, 1, killed.Load())
