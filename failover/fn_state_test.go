@@ -289,8 +289,8 @@ func TestRunInTxFnState(t *testing.T) {
 
 	// The mixed-escape statement of txlex_test.go, with its COMMIT's
 	// answer lost (the standby stopped, the waiter terminated: committed
-	// locally, connection closed). endsTx misses the COMMIT: RunInTx takes
-	// the loss for one before COMMIT and runs fn again: two rows.
+	// locally, connection closed). A reader that missed the COMMIT would
+	// take the loss for one before COMMIT and run fn again: two rows.
 	t.Run("mixed-escape COMMIT lost", func(t *testing.T) {
 		const note = "mixed"
 		stop()

@@ -4,6 +4,18 @@ import (
 	"testing"
 )
 
+// endsTx reports whether sql holds a statement that ends a transaction:
+// one whose first word is COMMIT, END, ABORT, ROLLBACK (not ROLLBACK TO a
+// savepoint) or PREPARE TRANSACTION. It reads string literals, quoted
+// identifiers, dollar quotes and comments as PostgreSQL's lexer does, both
+// with standard_conforming_strings on and off (a backslash escaping in
+// every string), and says true when it cannot tell (an unterminated quote
+// or comment).
+func endsTx(sql string) bool {
+	a, b := scanTx(sql, false), scanTx(sql, true)
+	return a.commits || a.rollbacks || a.chains || b.commits || b.rollbacks || b.chains
+}
+
 // endsTx tells the statements that end a transaction by their first word,
 // past quotes, dollar quotes and comments; when it cannot tell it says
 // they may.
