@@ -138,6 +138,16 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 			return err
 		})
 	})
+	t.Run("PgConn Prepare and ExecPrepared of the unnamed statement COMMIT lost", func(t *testing.T) {
+		commitLost(t, "pgunnamed", func(ctx context.Context, tx pgx.Tx) error {
+			pg := tx.Conn().PgConn()
+			if _, err := pg.Prepare(ctx, "", "COMMIT", nil); err != nil {
+				return err
+			}
+			_, err := pg.ExecPrepared(ctx, "", nil, nil, nil).Close()
+			return err
+		})
+	})
 	t.Run("PgConn COMMIT after a traced statement that was never sent", func(t *testing.T) {
 		commitLost(t, "pgafter", func(ctx context.Context, tx pgx.Tx) error {
 			done, cancel := context.WithCancel(ctx)
@@ -336,6 +346,13 @@ func TestRunInTxFnEndsTheTransaction(t *testing.T) {
 				return err
 			}
 			if _, err := pg.ExecParams(ctx, "SELECT $1::text", [][]byte{[]byte("x")}, nil, nil, nil).Close(); err != nil {
+				return err
+			}
+			// The unnamed statement, prepared and run in two writes.
+			if _, err := pg.Prepare(ctx, "", "SELECT 'COMMIT'", nil); err != nil {
+				return err
+			}
+			if _, err := pg.ExecPrepared(ctx, "", nil, nil, nil).Close(); err != nil {
 				return err
 			}
 			if runs == 1 {

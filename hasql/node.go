@@ -804,6 +804,10 @@ type trackedConn struct {
 	prepMu         sync.Mutex
 	prepared       map[string]prepared
 	preparedClosed int // how many of prepared are closed
+	// unnamed is the SQL of the unnamed statement last parsed while
+	// watched; nil when unknown (parsed unwatched, or dropped by a simple
+	// query). See readSent.
+	unnamed atomic.Pointer[string]
 	// start is the start time of the server the connection reached (see
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64

@@ -69,8 +69,8 @@ func (w *wireWriter) Write(p []byte) (int, error) {
 // prepared under a name (Parse, Close), and, while a watch is set, gives
 // it the statements p runs, as one string (they go out together, as a
 // batch does; see began): a simple query's text, or the statement an
-// extended query's Bind runs (the unnamed one parsed before it in p, or
-// one prepared under a name on the connection). A statement the tracer
+// extended query's Bind runs (the unnamed one last parsed, see
+// parsedUnnamed, or one prepared under a name on the connection). A statement the tracer
 // read is given again when the wire shows it (noting one twice changes
 // nothing); one whose SQL p does not show is given as unknownStatement
 // unless the tracer read it. p holds whole messages (pgproto3's Frontend
@@ -81,11 +81,7 @@ func (tc *trackedConn) readSent(p []byte) {
 	if w := tc.watch.Load(); w != nil {
 		f = *w
 	}
-	var (
-		unnamed     []byte
-		haveUnnamed bool
-		sent        sentStatements
-	)
+	var sent sentStatements
 	for len(p) > 0 {
 		if len(p) < 5 {
 			sent.add(tc, f, "", false)
@@ -110,7 +106,7 @@ func (tc *trackedConn) readSent(p []byte) {
 			sql, _, sqlOK := cstring(rest)
 			switch {
 			case len(name) == 0:
-				unnamed, haveUnnamed = sql, sqlOK
+				tc.parsedUnnamed(f, sql, sqlOK)
 			case sqlOK:
 				tc.parsed(name, sql)
 			default:
@@ -122,7 +118,8 @@ func (tc *trackedConn) readSent(p []byte) {
 					tc.closedStatement(name)
 				}
 			}
-		case 'Q': // Query: the SQL
+		case 'Q': // Query: the SQL; it drops the unnamed statement
+			tc.parsedUnnamed(nil, nil, false)
 			if f != nil {
 				sql, _, ok := cstring(body)
 				sent.add(tc, f, string(sql), ok)
@@ -140,7 +137,11 @@ func (tc *trackedConn) readSent(p []byte) {
 			case !ok:
 				sent.add(tc, f, "", false)
 			case len(name) == 0:
-				sent.add(tc, f, string(unnamed), haveUnnamed)
+				if u := tc.unnamed.Load(); u != nil {
+					sent.add(tc, f, *u, true)
+				} else {
+					sent.add(tc, f, "", false)
+				}
 			default:
 				sql, known := tc.preparedSQL(string(name))
 				sent.add(tc, f, sql, known)
@@ -150,6 +151,25 @@ func (tc *trackedConn) readSent(p []byte) {
 	if f != nil && sent.n > 0 {
 		f(sent.String())
 	}
+}
+
+// parsedUnnamed notes the unnamed statement parsed (or, sql not ok,
+// dropped) on the connection. Its SQL is kept while watched only (f
+// set), so that an unwatched connection allocates nothing: a Bind of one
+// parsed unwatched reads as unknownStatement, unless the tracer read it.
+// The unnamed statement lasts until the next Parse of it or simple
+// query; pgx parses it and runs it in one write or two (see
+// pgx.QueryExecModeDescribeExec), pgconn's Prepare("") and
+// ExecPrepared("") in two.
+func (tc *trackedConn) parsedUnnamed(f func(string), sql []byte, ok bool) {
+	if f == nil || !ok {
+		if tc.unnamed.Load() != nil {
+			tc.unnamed.Store(nil)
+		}
+		return
+	}
+	s := string(sql)
+	tc.unnamed.Store(&s)
 }
 
 // sentStatements gathers the statements of one write for the watch.

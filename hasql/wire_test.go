@@ -47,8 +47,18 @@ func TestReadSent(t *testing.T) {
 	// ExecPrepared: a name pgx prepared, and one nobody did.
 	assert.Equal(t, []string{"COMMIT AND CHAIN"}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "app commit"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
 	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t, &pgproto3.Bind{PreparedStatement: "fn stmt"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
-	// The unnamed statement of an earlier write: not shown here.
-	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	// The unnamed statement of an earlier write (pgconn's Prepare("")
+	// then ExecPrepared(""), pgx's describe_exec mode): the one last
+	// parsed while watched.
+	bindUnnamed := encodeMessages(t, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	assert.Equal(t, []string{"INSERT INTO t VALUES ($1)"}, read(bindUnnamed))
+	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Query: "COMMIT"}, &pgproto3.Describe{ObjectType: 'S'}, &pgproto3.Sync{})))
+	assert.Equal(t, []string{"COMMIT"}, read(bindUnnamed))
+	// A simple query drops it: unknown until parsed again.
+	assert.Equal(t, []string{"SELECT 0"}, read(encodeMessages(t, &pgproto3.Query{String: "SELECT 0"})))
+	assert.Equal(t, []string{unknownStatement}, read(bindUnnamed))
+	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Query: "SELECT 3"}, &pgproto3.Sync{})))
+	assert.Equal(t, []string{"SELECT 3"}, read(bindUnnamed))
 	// A Parse alone (Prepare) runs nothing, and names its statement for
 	// a later Bind; prepared again with other SQL (after a Close, or
 	// refused by the server), the name reads as either.
@@ -101,6 +111,12 @@ func TestReadSent(t *testing.T) {
 	assert.Equal(t, "END", sql)
 	_, ok = tc.preparedSQL("stmtcache_4")
 	assert.False(t, ok)
+	// The unnamed statement parsed unwatched is not kept (nothing is
+	// allocated for it): watched again, a Bind of it is unknown.
+	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Query: "SELECT 4"})))
+	assert.Nil(t, tc.unnamed.Load())
+	tc.watch.Store(&f)
+	assert.Equal(t, []string{unknownStatement}, read(bindUnnamed))
 }
 
 // A name closed makes room once the map is full; SQL past
