@@ -340,7 +340,13 @@ func tracedManager(t *testing.T, ctx context.Context, c *testcluster.Cluster, tr
 // master.
 func preparedManager(t *testing.T, ctx context.Context, c *testcluster.Cluster, replicas int, tr pgx.QueryTracer, prepare [][2]string, setup ...string) *hasql.Manager {
 	t.Helper()
-	m, err := hasql.New(ctx, c.DSN(), hasql.WithLogger(testLogger(t)), hasql.WithConfigureNode(func(_ hasql.NodeConfig, cfg *pgxpool.Config) error {
+	return preparedManagerAt(t, ctx, c.DSN(), replicas, tr, prepare, setup...)
+}
+
+// preparedManagerAt is preparedManager on the connection string dsn.
+func preparedManagerAt(t *testing.T, ctx context.Context, dsn string, replicas int, tr pgx.QueryTracer, prepare [][2]string, setup ...string) *hasql.Manager {
+	t.Helper()
+	m, err := hasql.New(ctx, dsn, hasql.WithLogger(testLogger(t)), hasql.WithConfigureNode(func(_ hasql.NodeConfig, cfg *pgxpool.Config) error {
 		if tr != nil {
 			cfg.ConnConfig.Tracer = tr
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -71,6 +72,44 @@ func TestRunInTxFnEndsTheTransactionMore(t *testing.T) {
 			_, err := tx.Exec(ctx, "app commit chain")
 			return err
 		})
+	})
+	// pgconn's ExecBatch writes past the frontend, to the connection.
+	t.Run("PgConn ExecBatch COMMIT AND CHAIN", func(t *testing.T) {
+		commitThenRetryable(t, "pgbatch-chain", func(ctx context.Context, tx pgx.Tx) error {
+			b := &pgconn.Batch{}
+			b.ExecParams("SELECT 1", nil, nil, nil, nil)
+			b.ExecParams("COMMIT AND CHAIN", nil, nil, nil, nil)
+			_, err := tx.Conn().PgConn().ExecBatch(ctx, b).ReadAll()
+			return err
+		})
+	})
+	// Read, they keep the transaction: a serialization failure after
+	// them is retried.
+	t.Run("PgConn ExecBatch read then 40001 is retried", func(t *testing.T) {
+		note := "pgbatch-read"
+		runs := 0
+		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
+			runs++
+			if _, err := tx.Exec(ctx, "INSERT INTO chain_t (note) VALUES ($1)", note); err != nil {
+				return err
+			}
+			b := &pgconn.Batch{}
+			b.ExecParams("SELECT 'COMMIT'", nil, nil, nil, nil)
+			b.ExecParams("SELECT 2", nil, nil, nil, nil)
+			if _, err := tx.Conn().PgConn().ExecBatch(ctx, b).ReadAll(); err != nil {
+				return err
+			}
+			if runs == 1 {
+				_, err := tx.Exec(ctx, raise40001)
+				return err
+			}
+			return nil
+		})
+		k := count(t, note)
+		t.Logf("RunInTx: %v; runs %d; rows committed %d", err, runs, k)
+		require.NoError(t, err)
+		assert.Equal(t, 2, runs, "a read through ExecBatch stopped the retry")
+		assert.Equal(t, 1, k)
 	})
 	t.Run("BEGIN ATOMIC look-alike hides END AND CHAIN", func(t *testing.T) {
 		commitThenRetryable(t, "atomic-lookalike", func(ctx context.Context, tx pgx.Tx) error {

@@ -25,11 +25,7 @@ import (
 func modeManagers(t *testing.T, ctx context.Context, c *testcluster.Cluster) map[string]*hasql.Manager {
 	out := map[string]*hasql.Manager{}
 	for _, mode := range []string{"cache_statement", "cache_describe"} {
-		m, err := hasql.New(ctx, c.DSN()+"&default_query_exec_mode="+mode, hasql.WithLogger(testLogger(t)))
-		require.NoError(t, err)
-		t.Cleanup(m.Close)
-		require.NoError(t, m.WaitReady(ctx, 1, 1))
-		out[mode] = m
+		out[mode] = preparedManagerAt(t, ctx, c.DSN()+"&default_query_exec_mode="+mode, 1, nil, nil)
 	}
 	return out
 }

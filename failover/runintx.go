@@ -81,14 +81,14 @@ const (
 // with (a name pgx did not see prepared is taken for a possible COMMIT, and
 // so is the END of a BEGIN ATOMIC body: a retry lost at worst);
 // statements sent through tx.Conn().PgConn() (pgconn's Exec, ExecParams,
-// Prepare, ExecPrepared, pipelines) are read from the messages sent on
-// the connection (one whose SQL they do not show as a possible COMMIT); a
-// connection a ConnConfig.AfterNetConnect of yours wraps is read through
-// tx only, and one whose ConnConfig.BuildFrontend is yours through pgx's
-// tracer only. Not read: pgconn's ExecBatch called by fn, and the SQL a
-// QueryRewriter of yours writes (pgx traces the SQL before it); a COMMIT
-// among those is seen only by the transaction status after fn, not at all
-// with AND CHAIN. fn
+// Prepare, ExecPrepared, pipelines, ExecBatch) are read from the messages
+// sent on the connection (one whose SQL they do not show as a possible
+// COMMIT; under TLS, so is any ExecBatch of fn's); a connection a
+// ConnConfig.AfterNetConnect of yours wraps is read through tx only, and
+// one whose ConnConfig.BuildFrontend is yours through pgx's tracer only.
+// Not read: the SQL a QueryRewriter of yours writes (pgx traces the SQL
+// before it); a COMMIT in it is seen only by the transaction status after
+// fn, not at all with AND CHAIN. fn
 // that rolls its transaction back and returns nil (a deferred tx.Rollback
 // runs before RunInTx commits), or whose own COMMIT failed, gets an error:
 // what it wrote since its last commit did not commit.

@@ -199,6 +199,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		// messages sent are read (see wireFrontend). A frontend of the
 		// user's gets the connection as it is.
 		pc.ConnConfig.BuildFrontend = wireFrontend(boundedFrontend(pc.ConnConfig.BuildFrontend))
+		pc.ConnConfig.OnPgError = noteClosing(pc.ConnConfig.OnPgError)
 		n.unboundAfterConnect = true
 	}
 	userTracer := pc.ConnConfig.Tracer
@@ -808,6 +809,11 @@ type trackedConn struct {
 	// watched; nil when unknown (parsed unwatched, or dropped by a simple
 	// query). See readSent.
 	unnamed atomic.Pointer[string]
+	// wired: the connection's frontend writes through a wireWriter;
+	// framed: one of its writes is under way; tlsAbove: TLS runs over
+	// the connection; terminated: the frontend sent Terminate. See
+	// unframed.
+	wired, framed, tlsAbove, terminated atomic.Bool
 	// start is the start time of the server the connection reached (see
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64
@@ -829,6 +835,9 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(b []byte) (int, error) {
+	if c.wired.Load() && !c.framed.Load() {
+		c.unframed(b)
+	}
 	k, err := c.Conn.Write(b)
 	if err != nil && c.reg.n != nil && c.live.Load() {
 		err = c.lost(err)

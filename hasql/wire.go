@@ -2,6 +2,7 @@ package hasql
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -38,8 +39,8 @@ var stmtcachePrefix = []byte("stmtcache_")
 // pool connection's frontend writes through a wireWriter: what the
 // connection sends through conn.PgConn(), past pgx's tracer, is read too
 // while a watch is set (stmtwatch). The writer is the connection made
-// after TLS, so it sees the messages as sent; pgconn's ExecBatch writes
-// past it, and is read through the tracer (pgx's batches) only.
+// after TLS, so it sees the messages as sent. pgconn's ExecBatch writes
+// past it, to the connection: see unframed.
 func wireFrontend(build pgconn.BuildFrontendFunc) pgconn.BuildFrontendFunc {
 	if build == nil {
 		build = pgproto3.NewFrontend
@@ -47,6 +48,9 @@ func wireFrontend(build pgconn.BuildFrontendFunc) pgconn.BuildFrontendFunc {
 	return func(r io.Reader, w io.Writer) *pgproto3.Frontend {
 		if nc, ok := w.(net.Conn); ok {
 			if tc := trackedNet(nc); tc != nil {
+				_, isTLS := nc.(*tls.Conn)
+				tc.tlsAbove.Store(isTLS)
+				tc.wired.Store(true)
 				w = &wireWriter{Writer: w, tc: tc}
 			}
 		}
@@ -62,7 +66,55 @@ type wireWriter struct {
 
 func (w *wireWriter) Write(p []byte) (int, error) {
 	w.tc.readSent(p)
+	w.tc.framed.Store(true)
+	defer w.tc.framed.Store(false)
 	return w.Writer.Write(p)
+}
+
+// noteClosing wraps a connection's OnPgError: when it closes the
+// connection (pgx's own does on a FATAL error, such as a backend
+// terminated), pgconn closes it without a Terminate, and TLS's close
+// alert is written past the frontend (see unframed).
+func noteClosing(h pgconn.PgErrorHandler) pgconn.PgErrorHandler {
+	if h == nil {
+		return nil
+	}
+	return func(pc *pgconn.PgConn, err *pgconn.PgError) bool {
+		if h(pc, err) {
+			return true
+		}
+		if tc := trackedNet(pc.Conn()); tc != nil {
+			tc.terminated.Store(true)
+		}
+		return false
+	}
+}
+
+// unframed reads a write to the connection that did not come through its
+// frontend (see wireFrontend): pgconn's ExecBatch writes its messages
+// past the frontend (pgx's batches in the exec and simple protocol modes,
+// or fn's own call). Without TLS they are read as the frontend's are;
+// under TLS the bytes are records that cannot be read: the unnamed
+// statement is forgotten, and while watched the write is taken for a
+// possible COMMIT unless the tracer read it (pgx's own batches). TLS's
+// close alert, written after the frontend's Terminate or when a FATAL
+// error closed the connection (see noteClosing), is not a statement.
+func (tc *trackedConn) unframed(p []byte) {
+	if tc.terminated.Load() {
+		return
+	}
+	if !tc.tlsAbove.Load() {
+		tc.readSent(p)
+		return
+	}
+	tc.parsedUnnamed(nil, nil, false)
+	if w := tc.watch.Load(); w != nil {
+		var sent sentStatements
+		sent.add(tc, *w, "", false)
+		if sent.n > 0 {
+			(*w)(sent.String())
+		}
+	}
 }
 
 // readSent reads the messages in p. It keeps the SQL of the statements
@@ -98,6 +150,8 @@ func (tc *trackedConn) readSent(p []byte) {
 		body := p[5 : 5+n-4]
 		p = p[5+n-4:]
 		switch typ {
+		case 'X': // Terminate
+			tc.terminated.Store(true)
 		case 'P': // Parse: a name, the SQL
 			name, rest, ok := cstring(body)
 			if !ok {

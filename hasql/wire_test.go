@@ -182,3 +182,35 @@ func FuzzReadSent(f *testing.F) {
 		}
 	})
 }
+
+// What pgconn's ExecBatch writes past the frontend: read as the
+// frontend's without TLS; under TLS a possible COMMIT unless the tracer
+// read it, the unnamed statement forgotten; nothing after a Terminate.
+func TestUnframed(t *testing.T) {
+	tc := &trackedConn{}
+	var got []string
+	f := func(sql string) { got = append(got, sql) }
+	tc.watch.Store(&f)
+	write := func(p []byte) []string {
+		got = nil
+		tc.unframed(p)
+		return got
+	}
+	batch := encodeMessages(t, &pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	assert.Equal(t, []string{"SELECT 1"}, write(batch))
+	require.NotNil(t, tc.unnamed.Load())
+
+	tc.tlsAbove.Store(true)
+	assert.Equal(t, []string{unknownStatement}, write([]byte("\x17\x03\x03 records")))
+	assert.Nil(t, tc.unnamed.Load(), "the unnamed statement is kept past a write that could not be read")
+	tc.sent.Store(sentBatch)
+	assert.Empty(t, write([]byte("\x17\x03\x03 records")), "pgx's own batch, read by the tracer")
+	tc.sent.Store(sentUntraced)
+
+	// The frontend's Terminate: TLS's close alert follows.
+	tc.tlsAbove.Store(false)
+	assert.Empty(t, write(encodeMessages(t, &pgproto3.Terminate{})))
+	assert.True(t, tc.terminated.Load())
+	tc.tlsAbove.Store(true)
+	assert.Empty(t, write([]byte("\x17\x03\x03 alert")))
+}

@@ -11,6 +11,6 @@ import "github.com/jackc/pgx/v5"
 // statement prepared under a name as its SQL), one sent through
 // conn.PgConn() as read from the wire (the SQL of a statement the wire
 // does not show, a prepared one pgx did not prepare, is given as
-// "COMMIT"; pgconn's ExecBatch is not read). ok is false, and f never
-// called, when conn is not of a Manager's pool.
+// "COMMIT"; so is pgconn's ExecBatch under TLS, unless pgx traced it).
+// ok is false, and f never called, when conn is not of a Manager's pool.
 var Watch func(conn *pgx.Conn, f func(sql string)) (stop func(), ok bool)
