@@ -183,13 +183,15 @@ type Node struct {
 	// is on that timeline, until this server restarts (a rewind and a fresh
 	// copy both do, and either takes that WAL away) or leaves the set.
 	ahead []behind
+	// parked is the ahead of the server that answered here before
+	// another one did (a name that reaches another replica for a while):
+	// it is the server's again when that server answers here again.
+	parked       []behind
+	parkedServer checker.ServerID
 
-	// The WAL position at the last two checks, with the timeline it had
-	// then and when each check ended; when the last began.
-	pos, prevPos     checker.LSN
-	posTL, prevPosTL uint32
-	posAt, prevPosAt time.Time
-	CheckBegan       time.Time
+	// The WAL position at the last two checks; when the last began.
+	pos, prevPos walPos
+	CheckBegan   time.Time
 	// replicasBegan is when the check that read Res.Replicas began: the
 	// last check, or an earlier one when the last reused its list
 	// (checker.Result.ReplicasCached).
@@ -225,6 +227,14 @@ func (x *Node) Name() string {
 		return x.Member.Name
 	}
 	return x.Res.Name
+}
+
+// walPos is a node's WAL position at a check.
+type walPos struct {
+	lsn      checker.LSN // what it has: written, or received
+	replayed checker.LSN // a replica's replayed (whole records); a master's written
+	tl       uint32      // the timeline it had then (see bestTimeline)
+	at       time.Time   // when the check ended
 }
 
 // Ready is what the shell must do after an event, in this order: cut the
@@ -482,7 +492,14 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	before := routedAs(x)
 	latency := ended.Sub(began)
 	if x.Res.Server() != res.Server() || x.serverSince.IsZero() {
-		x.ahead = nil
+		switch now := res.Server(); {
+		case now != (checker.ServerID{}) && now == x.parkedServer:
+			x.ahead, x.parked, x.parkedServer = x.parked, nil, checker.ServerID{}
+		case len(x.ahead) > 0 && x.Res.Server() != (checker.ServerID{}):
+			x.parked, x.parkedServer, x.ahead = x.ahead, x.Res.Server(), nil
+		default:
+			x.ahead = nil
+		}
 		x.serverSince = began
 		x.replaced = x.Res.Server() != (checker.ServerID{})
 		if x.Checked {
@@ -505,13 +522,14 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	x.Checked, x.Latency, x.RemoteIP = true, latency, remoteIP
 	x.okChecks++
 	x.Up, x.Suspect, x.Timeouts = true, false, 0
-	x.prevPos, x.prevPosTL, x.prevPosAt = x.pos, x.posTL, x.posAt
+	x.prevPos = x.pos
 	if x.Res.Server() != res.Server() {
 		// Another server, or this one restarted (rewound, copied
 		// afresh): what it had before proves nothing of what it has.
-		x.prevPos, x.prevPosTL, x.prevPosAt = 0, 0, time.Time{}
+		x.prevPos = walPos{}
 	}
-	x.pos, x.posTL, x.posAt, x.CheckBegan = max(res.LSN, res.ReceiveLSN), bestTimeline(&res), ended, began
+	x.pos = walPos{lsn: max(res.LSN, res.ReceiveLSN), replayed: res.LSN, tl: bestTimeline(&res), at: ended}
+	x.CheckBegan = began
 	if !wasChecked || !wasUp || walsendersMayChange(&x.Res, &res) {
 		c.replicasChanged = ended
 	}
@@ -654,7 +672,7 @@ func (c *Core) ForgetTimeline(at time.Time) {
 	c.log(slog.LevelWarn, "pgxha: highest timeline forgotten", "was", c.Timeline())
 	c.cluster = c.cfg.SystemID
 	for _, x := range c.nodes {
-		x.seenTL, x.proofs, x.ahead = 0, nil, nil
+		x.seenTL, x.proofs, x.ahead, x.parked = 0, nil, nil, nil
 		x.pre = nil
 		if x.mayWrite() && x.Vouched && (c.cluster == 0 || x.Res.SystemID == c.cluster) {
 			c.ignoreAhead = max(c.ignoreAhead, x.Res.Timeline)

@@ -333,7 +333,12 @@ func (c *Core) dedup() (changed bool) {
 		// whose name is its cluster_name until it has (known only where
 		// the check user sees walreceivers: without pg_monitor no name
 		// comes from one, and the name does not change).
+		// Not a writable x for a y that is not: a writable server whose
+		// address stood for it while a name of y's moved onto a replica
+		// would be hidden (a split brain missed); a master demoted by a
+		// restart shows writable for one more check of its own.
 		if y := prev[i]; x.AliasOf == nil && x.Vouched && y != nil && y.AliasOf == nil && slices.Contains(order[:i], y) &&
+			!(x.mayWrite() && !y.mayWrite()) &&
 			y.server() != (checker.ServerID{}) && y.Res.SystemID == x.Res.SystemID && y.Res.Timeline == x.Res.Timeline &&
 			(y.Res.Name == x.Res.Name || x.Res.InRecovery && !streams(x) && privileged) &&
 			(x.ResAt.Before(y.serverSince) || y.ResAt.Before(x.serverSince)) {
@@ -771,6 +776,9 @@ func (c *Core) elect() {
 			staleBehind = append(staleBehind, y.Addr)
 			continue
 		}
+		if c.aheadUnordered(x) {
+			continue // not elected until a later check compares in order
+		}
 		top = append(top, x)
 	}
 	staleDesc := strings.Join(stale, ", ")
@@ -785,6 +793,12 @@ func (c *Core) elect() {
 	switch {
 	case len(top) == 1 && top[0].unconfirmed:
 		// No master for a moment (see Node.unconfirmed).
+	case len(top) == 1 && !c.everHadMaster && c.trustedUnchecked() && !c.confirmedByReplica(top[0]):
+		// The first master waits until every node the user named has
+		// answered a check or failed one, unless its walsenders list a
+		// replica of the cluster: a server promoted apart, writable beside
+		// replicas that hold WAL it never wrote, would take writes until
+		// they are checked (see aheadUnordered).
 	case len(top) == 1:
 		if top[0].Res.Timeline > c.ignoreAhead {
 			c.ignoreAhead = 0
@@ -942,13 +956,53 @@ func (c *Core) aheadReplica(w *Node) *Node {
 	return nil
 }
 
+// aheadUnordered reports whether, at the first check of w's server, a
+// vouched replica of the cluster that w's walsenders do not list showed,
+// at a check that ran while w's did (or any time after, while w is not
+// master), WAL it replayed on w's timeline or a newer one past w's
+// position. Which was read first is not known: the replica's WAL may be w's, written after w's position was
+// read, or WAL of a branch w never had (w was promoted apart, and the
+// master the replica followed died). w is not elected until a check of
+// it that begins later compares them in order (see aheadReplica): taking
+// writes meanwhile, w could write past that position and hide the proof.
+func (c *Core) aheadUnordered(w *Node) bool {
+	if !w.CheckBegan.Equal(w.serverSince) || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
+		return false
+	}
+	for _, y := range c.nodes {
+		if y == w || y.AliasOf != nil || !y.live() || !y.Vouched || !y.Res.InRecovery ||
+			y.Res.SystemID == 0 || y.Res.SystemID != w.Res.SystemID {
+			continue
+		}
+		p := y.pos
+		// Read after w's check ended, it is unordered too, but w, master
+		// already, wrote on since (see aheadReplica at its next check).
+		overlap := y.CheckBegan.Before(w.ResAt) || w.derived != RoleMaster
+		if !p.at.After(w.CheckBegan) || !overlap ||
+			p.tl < w.Res.Timeline || p.replayed <= w.Res.LSN || c.followsOtherWritable(y, w) {
+			continue
+		}
+		if _, mt := matchReplica(y, w.Res.Replicas, c.nodes); mt == matchOne || mt == matchAmbiguous {
+			continue // streams from w
+		}
+		return true
+	}
+	return false
+}
+
 // provenBehind returns a replica in the set that was found ahead of w on
 // w's present timeline, or nil. The proof is dropped once the replica
 // streams from w on that timeline and is not ahead of it: w's present
 // server has its WAL (w's name moved onto the master the replica follows,
 // or the replica was rewound onto w's branch). Nothing else drops it: not
 // w writing on past the replica's position, nor a restart, nor another
-// server answering at w for a while.
+// server answering at w for a while. A check user without pg_monitor
+// cannot see whom the replica streams from: the proof then holds until
+// the replica restarts or leaves the set, or ForgetTimeline, also when the
+// server it was made against has left w's address (a name moved off a
+// server promoted apart, back onto the true master): which of the two a
+// server of another identity at the address is, a restart or another
+// server, nothing it shows tells.
 func (c *Core) provenBehind(w *Node) *Node {
 	for _, y := range c.nodes {
 		for i, b := range y.ahead {
@@ -1204,7 +1258,10 @@ func rowsFor(x, w *Node) []checker.Replica {
 func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 	mres := &master.Res
 	entry, match := matchReplica(x, mres.Replicas, c.nodes)
-	if match != matchOne {
+	if match != matchOne || x.replaced && master.replicasBegan.Before(x.serverSince) {
+		// A row read before x's server replaced another is the one
+		// before's: its replay position and lag are not x's (a standby
+		// restarted after a crash opens behind what it had replayed).
 		entry = checker.Replica{}
 	}
 	replay := max(x.Res.LSN, entry.ReplayLSN)
@@ -1236,33 +1293,40 @@ func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 }
 
 // posBefore returns the node's WAL position as of its latest check that
-// ended no later than t, with the timeline it had then and when that check
-// ended.
-func (x *Node) posBefore(t time.Time) (checker.LSN, uint32, time.Time, bool) {
+// ended no later than t.
+func (x *Node) posBefore(t time.Time) (walPos, bool) {
 	switch {
-	case !x.posAt.IsZero() && !x.posAt.After(t):
-		return x.pos, x.posTL, x.posAt, true
-	case !x.prevPosAt.IsZero() && !x.prevPosAt.After(t):
-		return x.prevPos, x.prevPosTL, x.prevPosAt, true
+	case !x.pos.at.IsZero() && !x.pos.at.After(t):
+		return x.pos, true
+	case !x.prevPos.at.IsZero() && !x.prevPos.at.After(t):
+		return x.prevPos, true
 	}
-	return 0, 0, time.Time{}, false
+	return walPos{}, false
 }
 
 // aheadOf reports whether x, a replica, had WAL that w, a writable node, had
 // not written when w's last check began, at a check of x that ended before
 // that: x has WAL from another timeline (or another server).
 func (x *Node) aheadOf(w *Node) bool {
-	pos, _, _, ok := x.posBefore(w.CheckBegan)
-	return ok && pos > w.Res.LSN
+	p, ok := x.posBefore(w.CheckBegan)
+	return ok && p.lsn > w.Res.LSN
 }
 
 // aheadOnTimelineOf is aheadOf with the position taken on w's timeline or
-// a newer one.
+// a newer one. A position read before w's server was first seen counts
+// what x had replayed only: w may be a server that restarted since, after
+// a crash that tore a record whose start x had received (the server
+// writes over it), while every whole record x replayed, the server, which
+// keeps all it flushed, still has.
 func (x *Node) aheadOnTimelineOf(w *Node) bool {
-	pos, tl, at, ok := x.posBefore(w.CheckBegan)
-	// Taken before w's server started (as far as checks saw), the
-	// position proves nothing: w may have been rewound since.
-	return ok && tl >= w.Res.Timeline && pos > w.Res.LSN && !at.Before(w.serverSince)
+	p, ok := x.posBefore(w.CheckBegan)
+	if !ok || p.tl < w.Res.Timeline {
+		return false
+	}
+	if p.at.Before(w.serverSince) {
+		return p.replayed > w.Res.LSN
+	}
+	return p.lsn > w.Res.LSN
 }
 
 func containsNode(nodes []*Node, x *Node) bool {

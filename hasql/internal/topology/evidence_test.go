@@ -256,11 +256,17 @@ func TestRogueRowsDoNotCarryAnAlias(t *testing.T) {
 // name (Patroni's scope; a server promoted apart): the alias carried over a
 // restart would keep M's address hidden, and W would be elected alone
 // while M, the master until now, takes writes too. Until M's address is
-// checked again there is no master; then the split brain shows. A real
-// restart of M, seen first at the VIP, gives no master for that moment too,
-// and then M again, with no split brain.
+// checked again there is no master; then the split brain shows, or, when
+// W is behind the WAL M's replica y replayed before W was seen, M is
+// master and W a stale master. A real restart of M, seen first at the
+// VIP, gives no master for that moment too, and then M again, with no
+// split brain.
 func TestMovedVIPDoesNotHideASplitBrain(t *testing.T) {
-	for _, moved := range []bool{true, false} {
+	for _, tc := range []struct {
+		name  string
+		moved bool
+		wLSN  checker.LSN
+	}{{"moved, W ahead of y", true, 1200}, {"moved, W behind y", true, 900}, {"M restarted", false, 0}} {
 		c := New(Config{})
 		const vip ID = 5
 		c.SetMembers(at(0), []Member{rcMember(vip, "10.0.0.9", true), rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true)})
@@ -271,27 +277,29 @@ func TestMovedVIPDoesNotHideASplitBrain(t *testing.T) {
 		c.CheckOK(1, m, at(1), at(3), "10.0.0.1")
 		c.CheckOK(2, rcReplica("y", 2, 1000, t0.Add(-3*time.Hour), "10.0.0.1"), at(4), at(5), "10.0.0.2")
 		if e := c.Elected(); e.Master == nil || e.Master.ID != vip || c.Node(1).AliasOf != c.Node(vip) {
-			t.Fatalf("moved %v: setup: master %v, M's address alias of %v", moved, e.Master, c.Node(1).AliasOf)
+			t.Fatalf("%s: setup: master %v, M's address alias of %v", tc.name, e.Master, c.Node(1).AliasOf)
 		}
 		next := rcWritable("main", 2, 1100, sM.Add(2*time.Hour), row) // M restarted
-		if moved {
-			next = rcWritable("main", 2, 900, sM.Add(2*time.Hour)) // W: another server
+		if tc.moved {
+			next = rcWritable("main", 2, tc.wLSN, sM.Add(2*time.Hour)) // W: another server
 		}
 		c.CheckOK(vip, next, at(500), at(501), "10.0.0.9")
 		if e := c.Elected(); e.Master != nil {
-			t.Errorf("moved %v: %s elected while M's address, not checked since the VIP changed server, is hidden as its alias", moved, e.Master.Addr)
+			t.Errorf("%s: %s elected while M's address, not checked since the VIP changed server, is hidden as its alias", tc.name, e.Master.Addr)
 		}
 		again := m
-		if !moved {
+		if !tc.moved {
 			again = next
 		}
 		c.CheckOK(1, again, at(520), at(521), "10.0.0.1")
 		e := c.Elected()
 		switch {
-		case moved && len(e.SplitBrain) != 2:
-			t.Errorf("W at the VIP and M at its own address, both writable on timeline 2: split brain %v, master %v", e.SplitBrain, e.Master)
-		case !moved && (e.Master == nil || len(e.SplitBrain) > 0):
-			t.Errorf("M restarted, seen at both addresses: master %v, split brain %v", e.Master, e.SplitBrain)
+		case tc.moved && tc.wLSN > 1000 && len(e.SplitBrain) != 2:
+			t.Errorf("%s: W at the VIP and M at its own address, both writable on timeline 2: split brain %v, master %v", tc.name, e.SplitBrain, e.Master)
+		case tc.moved && tc.wLSN < 1000 && (e.Master == nil || e.Master.ID != 1 || c.Node(vip).Role != RoleStaleMaster):
+			t.Errorf("%s: master %v, W %s (stale behind %q), split brain %v", tc.name, e.Master, c.Node(vip).Role, c.Node(vip).StaleBehind, e.SplitBrain)
+		case !tc.moved && (e.Master == nil || len(e.SplitBrain) > 0):
+			t.Errorf("%s, seen at both addresses: master %v, split brain %v", tc.name, e.Master, e.SplitBrain)
 		}
 	}
 }

@@ -1205,6 +1205,16 @@ func (s *sim) converged() error {
 		// is the safe outcome (README: what is trusted).
 		return s.noLoss(nil)
 	}
+	if e.Master == nil && s.cfg.restricted && s.provenAgainstAnother(truth) {
+		// A check user without pg_monitor cannot see whom the replica
+		// follows: a proof made against a server that has left the
+		// master's address holds against the master there now, until the
+		// operator lifts it (docs/decision-core.md). Lifted, the master
+		// is the model's.
+		s.tracef("operator: ForgetTimeline (a proof against a server that left %s)", truth.name)
+		s.core.ForgetTimeline(s.now)
+		e = s.core.Elected()
+	}
 	if e.Master == nil {
 		return fmt.Errorf("no master in the view after the faults ended; the model's is %s (elected: %+v)", truth.name, e)
 	}
@@ -1225,6 +1235,24 @@ func (s *sim) converged() error {
 
 // noLoss checks that every acknowledged write not lost by PostgreSQL itself
 // is in the history of the model's master.
+// provenAgainstAnother reports whether a node where truth answers is
+// stale by a replica's proof made against another server at that node.
+func (s *sim) provenAgainstAnother(truth *server) bool {
+	for _, x := range s.core.Nodes() {
+		if !x.Stale || x.StaleBehind == "" || s.member(x.ID).server != truth.idx {
+			continue
+		}
+		for _, y := range s.core.Nodes() {
+			for _, b := range y.ahead {
+				if b.id == x.ID && b.server != x.Res.Server() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 func (s *sim) noLoss(truth *server) error {
 	if truth == nil {
 		truth = s.md.master()

@@ -1,0 +1,113 @@
+package topology
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/pgxha/pgxha/checker"
+)
+
+// T, master on timeline 2, died (n1 refuses); Q (n2), its sync standby,
+// replayed T's acknowledged writes up to 0/5DC and, its upstream dead,
+// shows no walreceiver. S (n3), a replica left behind, was promoted apart
+// to timeline 2 (the same number) at 0/3E8. A Manager starts now and
+// checks the three: S must not take writes. Elected at its first check
+// (a replica's position read before a server was first seen counted for
+// nothing, and one read while its check ran could be S's own WAL), S
+// wrote past 0/5DC within a check interval, and Q was never found ahead
+// of it again: T's writes were lost for good. The checks run one after
+// the other, in either order, or at once (a Manager starts every first
+// check together).
+func TestSupersededServerNotElectedAtItsFirstCheck(t *testing.T) {
+	for _, order := range []string{"Q checked before S", "checks overlap", "S checked before Q"} {
+		c := New(Config{})
+		c.SetMembers(at(0), members(3))
+		refused := errors.New("connection refused")
+		q := replica("n2", 2, 0, 1500)
+		s := master(2, 1000)
+		s.Name, s.StartTime = "n3", t0.Add(-time.Hour)
+		c.CheckFailed(1, refused, false, at(1))
+		switch order {
+		case "Q checked before S":
+			c.CheckOK(2, q, at(2), at(4), "10.0.0.2")
+			c.CheckOK(3, s, at(5), at(7), "10.0.0.3")
+		case "checks overlap":
+			c.CheckOK(2, q, at(2), at(6), "10.0.0.2")
+			c.CheckOK(3, s, at(3), at(7), "10.0.0.3")
+		default:
+			c.CheckOK(3, s, at(2), at(3), "10.0.0.3")
+			if m := c.Elected().Master; m != nil {
+				t.Fatalf("%s: S elected before Q, a node the user named, answered a check", order)
+			}
+			c.CheckOK(2, q, at(4), at(6), "10.0.0.2")
+		}
+		for round := range 5 {
+			if m := c.Elected().Master; m != nil {
+				t.Fatalf("%s, round %d: %s elected (timeline 2 at %s) while replica Q replayed timeline-2 WAL up to %s it never wrote",
+					order, round, m.Addr, checker.LSN(s.LSN), checker.LSN(1500))
+				s.LSN += 1000 // a check interval of writes
+			}
+			ms := 1000 + 1000*round
+			c.CheckFailed(1, refused, false, at(ms))
+			c.CheckOK(2, q, at(ms+1), at(ms+2), "10.0.0.2")
+			c.CheckOK(3, s, at(ms+3), at(ms+4), "10.0.0.3")
+		}
+		if x := c.Node(3); x.Role != RoleStaleMaster || x.StaleBehind != "10.0.0.2:5432" {
+			t.Errorf("%s: S is %s (stale behind %q), want a stale master behind Q", order, x.Role, x.StaleBehind)
+		}
+	}
+}
+
+// A replica following S, the master, through another replica (not listed
+// by S's walsenders) may show S's WAL written after S's position was read:
+// at S's first check that keeps S from writes for one check, no more.
+func TestFirstCheckOverlapWaitsOneCheck(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), members(3))
+	s := master(2, 1000, "n2")
+	r := replica("n2", 2, 2, 1000)
+	r.UpstreamHost, r.UpstreamPort = "10.0.0.1", 5432
+	y := replica("n3", 2, 2, 1200) // cascades from n2
+	y.UpstreamHost, y.UpstreamPort = "10.0.0.2", 5432
+	c.CheckOK(2, r, at(1), at(3), "10.0.0.2")
+	c.CheckOK(3, y, at(2), at(6), "10.0.0.3")
+	c.CheckOK(1, s, at(2), at(7), "10.0.0.1")
+	if m := c.Elected().Master; m != nil {
+		t.Fatalf("S elected at its first check while n3 showed WAL past S's position at a check that ran with it")
+	}
+	s.LSN = 1300
+	c.CheckOK(1, s, at(100), at(101), "10.0.0.1")
+	if m := c.Elected().Master; m == nil || m.ID != 1 {
+		t.Fatalf("S not elected at its second check, n3's position read before it: %v", c.Node(1).Role)
+	}
+}
+
+// The master crashes after its sync standby received the start of a
+// record it had not finished (sent as flushed: the rest was never
+// written); it restarts, its crash recovery ends before that record and
+// it writes over it. Its standby's receive position, read before the
+// crash, is past the restarted server's position, but what the standby
+// replayed is not: the restarted master is master, not stale.
+func TestRestartedMasterBehindATornRecordIsMaster(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), members(2))
+	m := master(1, 1100, "n2")
+	m.Replicas[0].SyncState = "sync"
+	y := replica("n2", 1, 1, 1000)
+	y.ReceiveLSN = 1100 // received; replayed 0/3E8
+	y.UpstreamHost, y.UpstreamPort = "10.0.0.1", 5432
+	c.CheckOK(1, m, at(1), at(2), "10.0.0.1")
+	c.CheckOK(2, y, at(3), at(4), "10.0.0.2")
+	if e := c.Elected(); e.Master == nil || e.Master.ID != 1 {
+		t.Fatalf("setup: master %v", e.Master)
+	}
+	c.CheckFailed(1, errors.New("connection refused"), false, at(100))
+	restarted := master(1, 1050, "n2") // the torn record's start, written over
+	restarted.StartTime = t0.Add(time.Hour)
+	c.CheckOK(1, restarted, at(200), at(201), "10.0.0.1")
+	if e := c.Elected(); e.Master == nil || e.Master.ID != 1 {
+		t.Fatalf("the restarted master is %s (stale behind %q): the standby's received tail, a record torn by the crash, taken for WAL it never wrote",
+			c.Node(1).Role, c.Node(1).StaleBehind)
+	}
+}
