@@ -814,6 +814,11 @@ type trackedConn struct {
 	// the connection; terminated: the frontend sent Terminate. See
 	// unframed.
 	wired, framed, tlsAbove, terminated atomic.Bool
+	// syncPending: messages were sent since the last Sync (an error
+	// among them has the server skip the rest, up to the Sync);
+	// unframedPending: a write past the frontend under TLS, not yet
+	// followed by a read or a close (see unframed).
+	syncPending, unframedPending atomic.Bool
 	// start is the start time of the server the connection reached (see
 	// sameServer); 0 for a check connection, or until it is read.
 	start atomic.Int64
@@ -827,6 +832,9 @@ type trackedConn struct {
 // timeout, which pgconn makes of a context's end) as a *NodeLostError,
 // which still unwraps to the network's error.
 func (c *trackedConn) Read(b []byte) (int, error) {
+	if c.unframedPending.Load() && c.unframedPending.CompareAndSwap(true, false) {
+		c.readUnframed()
+	}
 	k, err := c.Conn.Read(b)
 	if err != nil && c.reg.n != nil && c.live.Load() {
 		err = c.lost(err)
@@ -869,6 +877,7 @@ func (r *connRegistry) track(c net.Conn) net.Conn {
 }
 
 func (c *trackedConn) Close() error {
+	c.unframedPending.Store(false) // TLS's close alert
 	c.once.Do(func() {
 		c.reg.mu.Lock()
 		delete(c.reg.conns, c)

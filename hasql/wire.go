@@ -92,13 +92,14 @@ func noteClosing(h pgconn.PgErrorHandler) pgconn.PgErrorHandler {
 
 // unframed reads a write to the connection that did not come through its
 // frontend (see wireFrontend): pgconn's ExecBatch writes its messages
-// past the frontend (pgx's batches in the exec and simple protocol modes,
-// or fn's own call). Without TLS they are read as the frontend's are;
-// under TLS the bytes are records that cannot be read: the unnamed
-// statement is forgotten, and while watched the write is taken for a
-// possible COMMIT unless the tracer read it (pgx's own batches). TLS's
-// close alert, written after the frontend's Terminate or when a FATAL
-// error closed the connection (see noteClosing), is not a statement.
+// past the frontend (pgx's batches in the exec mode, or fn's own call).
+// Without TLS they are read as the frontend's are. Under TLS the bytes are
+// records that cannot be read: the unnamed statement is forgotten, and,
+// while watched, the write is taken for a possible COMMIT (see
+// readUnframed) once the connection reads next, unless pgx's tracer read
+// it as a batch under way: TLS's close alert, written past the frontend
+// too (after a Terminate, or when pgconn closes the connection itself),
+// is followed by a close, never a read.
 func (tc *trackedConn) unframed(p []byte) {
 	if tc.terminated.Load() {
 		return
@@ -107,13 +108,17 @@ func (tc *trackedConn) unframed(p []byte) {
 		tc.readSent(p)
 		return
 	}
-	tc.parsedUnnamed(nil, nil, false)
-	if w := tc.watch.Load(); w != nil {
-		var sent sentStatements
-		sent.add(tc, *w, "", false)
-		if sent.n > 0 {
-			(*w)(sent.String())
-		}
+	tc.parsedUnnamed(nil, nil, false, false)
+	if tc.watch.Load() != nil && tc.sent.Load() != sentBatch {
+		tc.unframedPending.Store(true)
+	}
+}
+
+// readUnframed gives the watch a write past the frontend that could not
+// be read (see unframed): the connection reads its answer.
+func (tc *trackedConn) readUnframed() {
+	if w := tc.watch.Load(); w != nil && !tc.terminated.Load() {
+		(*w)(unknownStatement)
 	}
 }
 
@@ -134,6 +139,12 @@ func (tc *trackedConn) readSent(p []byte) {
 		f = *w
 	}
 	var sent sentStatements
+	syncPending := tc.syncPending.Load()
+	defer func() {
+		if syncPending != tc.syncPending.Load() {
+			tc.syncPending.Store(syncPending)
+		}
+	}()
 	for len(p) > 0 {
 		if len(p) < 5 {
 			sent.add(tc, f, "", false)
@@ -149,6 +160,14 @@ func (tc *trackedConn) readSent(p []byte) {
 		}
 		body := p[5 : 5+n-4]
 		p = p[5+n-4:]
+		pending := syncPending
+		switch typ {
+		case 'S', 'Q': // Sync; a simple query ends with its own
+			syncPending = false
+		case 'H', 'd', 'c', 'f', 'X': // Flush, copy data, copy done or fail, Terminate
+		default:
+			syncPending = true
+		}
 		switch typ {
 		case 'X': // Terminate
 			tc.terminated.Store(true)
@@ -160,7 +179,7 @@ func (tc *trackedConn) readSent(p []byte) {
 			sql, _, sqlOK := cstring(rest)
 			switch {
 			case len(name) == 0:
-				tc.parsedUnnamed(f, sql, sqlOK)
+				tc.parsedUnnamed(f, sql, sqlOK, pending)
 			case sqlOK:
 				tc.parsed(name, sql)
 			default:
@@ -173,7 +192,7 @@ func (tc *trackedConn) readSent(p []byte) {
 				}
 			}
 		case 'Q': // Query: the SQL; it drops the unnamed statement
-			tc.parsedUnnamed(nil, nil, false)
+			tc.parsedUnnamed(nil, nil, false, false)
 			if f != nil {
 				sql, _, ok := cstring(body)
 				sent.add(tc, f, string(sql), ok)
@@ -214,8 +233,10 @@ func (tc *trackedConn) readSent(p []byte) {
 // The unnamed statement lasts until the next Parse of it or simple
 // query; pgx parses it and runs it in one write or two (see
 // pgx.QueryExecModeDescribeExec), pgconn's Prepare("") and
-// ExecPrepared("") in two.
-func (tc *trackedConn) parsedUnnamed(f func(string), sql []byte, ok bool) {
+// ExecPrepared("") in two. A Parse after other messages not yet ended by
+// a Sync (pending) may be skipped by the server (an error among them
+// skips the rest up to the Sync): the statement then reads as either.
+func (tc *trackedConn) parsedUnnamed(f func(string), sql []byte, ok, pending bool) {
 	if f == nil || !ok {
 		if tc.unnamed.Load() != nil {
 			tc.unnamed.Store(nil)
@@ -223,6 +244,17 @@ func (tc *trackedConn) parsedUnnamed(f func(string), sql []byte, ok bool) {
 		return
 	}
 	s := string(sql)
+	if pending {
+		switch old := tc.unnamed.Load(); {
+		case old == nil:
+			s = unknownStatement // what it was is not known
+		case *old != s:
+			s = *old + "\n;\n" + s
+		}
+	}
+	if len(s) > maxPreparedSQL {
+		s = unknownStatement
+	}
 	tc.unnamed.Store(&s)
 }
 

@@ -2,6 +2,7 @@ package hasql
 
 import (
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -183,11 +184,19 @@ func FuzzReadSent(f *testing.F) {
 	})
 }
 
+// eofConn is a connection whose reads end at once.
+type eofConn struct{ net.Conn }
+
+func (eofConn) Read([]byte) (int, error) { return 0, io.EOF }
+func (eofConn) Close() error             { return nil }
+
 // What pgconn's ExecBatch writes past the frontend: read as the
-// frontend's without TLS; under TLS a possible COMMIT unless the tracer
-// read it, the unnamed statement forgotten; nothing after a Terminate.
+// frontend's without TLS; under TLS a possible COMMIT once the connection
+// reads next (TLS's close alert is followed by a close), unless the
+// tracer read it as a batch, the unnamed statement forgotten; nothing
+// after a Terminate.
 func TestUnframed(t *testing.T) {
-	tc := &trackedConn{}
+	tc := &trackedConn{Conn: eofConn{}, reg: &connRegistry{}}
 	var got []string
 	f := func(sql string) { got = append(got, sql) }
 	tc.watch.Store(&f)
@@ -196,21 +205,69 @@ func TestUnframed(t *testing.T) {
 		tc.unframed(p)
 		return got
 	}
+	read := func() []string {
+		got = nil
+		_, _ = tc.Read(make([]byte, 1))
+		return got
+	}
 	batch := encodeMessages(t, &pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	assert.Equal(t, []string{"SELECT 1"}, write(batch))
 	require.NotNil(t, tc.unnamed.Load())
 
 	tc.tlsAbove.Store(true)
-	assert.Equal(t, []string{unknownStatement}, write([]byte("\x17\x03\x03 records")))
+	assert.Empty(t, write([]byte("\x17\x03\x03 records")))
 	assert.Nil(t, tc.unnamed.Load(), "the unnamed statement is kept past a write that could not be read")
+	assert.Equal(t, []string{unknownStatement}, read(), "its answer read")
+	assert.Empty(t, read(), "given once")
+	// A traced statement pgx began and never sent does not hide it.
+	tc.sent.Store(sentTraced)
+	write([]byte("\x17\x03\x03 records"))
+	assert.Equal(t, []string{unknownStatement}, read())
 	tc.sent.Store(sentBatch)
-	assert.Empty(t, write([]byte("\x17\x03\x03 records")), "pgx's own batch, read by the tracer")
+	write([]byte("\x17\x03\x03 records"))
+	assert.Empty(t, read(), "pgx's own batch, read by the tracer")
 	tc.sent.Store(sentUntraced)
+
+	// TLS's close alert when pgconn closes the connection itself.
+	write([]byte("\x17\x03\x03 alert"))
+	require.NoError(t, tc.Close())
+	assert.Empty(t, read())
 
 	// The frontend's Terminate: TLS's close alert follows.
 	tc.tlsAbove.Store(false)
 	assert.Empty(t, write(encodeMessages(t, &pgproto3.Terminate{})))
 	assert.True(t, tc.terminated.Load())
 	tc.tlsAbove.Store(true)
-	assert.Empty(t, write([]byte("\x17\x03\x03 alert")))
+	write([]byte("\x17\x03\x03 alert"))
+	assert.Empty(t, read())
+}
+
+// A Parse of the unnamed statement after other messages of the same Sync
+// may be skipped by the server (an error among them): the statement
+// reads as either; first after a Sync (or a simple query), as its own.
+func TestUnnamedParseAfterAnError(t *testing.T) {
+	tc := &trackedConn{}
+	var got []string
+	f := func(sql string) { got = append(got, sql) }
+	tc.watch.Store(&f)
+	read := func(p []byte) []string {
+		got = nil
+		tc.readSent(p)
+		return got
+	}
+	bind := encodeMessages(t, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	read(encodeMessages(t, &pgproto3.Parse{Query: "COMMIT AND CHAIN"}, &pgproto3.Describe{ObjectType: 'S'}, &pgproto3.Sync{}))
+	read(encodeMessages(t, &pgproto3.Parse{Name: "bad", Query: "SELEC 1"}, &pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Sync{}))
+	assert.Equal(t, []string{"COMMIT AND CHAIN\n;\nSELECT 1"}, read(bind))
+	// A pipeline's Parse in a write of its own, its Sync later.
+	read(encodeMessages(t, &pgproto3.Parse{Name: "bad2", Query: "SELEC 1"}))
+	read(encodeMessages(t, &pgproto3.Parse{Query: "SELECT 2"}))
+	read(encodeMessages(t, &pgproto3.Sync{}))
+	assert.Equal(t, []string{"COMMIT AND CHAIN\n;\nSELECT 1\n;\nSELECT 2"}, read(bind))
+	// First of its Sync: its own.
+	read(encodeMessages(t, &pgproto3.Parse{Query: "SELECT 3"}, &pgproto3.Sync{}))
+	assert.Equal(t, []string{"SELECT 3"}, read(bind))
+	read(encodeMessages(t, &pgproto3.Query{String: "SELECT 4"}))
+	read(encodeMessages(t, &pgproto3.Parse{Query: "SELECT 5"}, &pgproto3.Sync{}))
+	assert.Equal(t, []string{"SELECT 5"}, read(bind))
 }
