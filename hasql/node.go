@@ -843,6 +843,9 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(b []byte) (int, error) {
+	if c.unframedPending.Load() && c.unframedPending.CompareAndSwap(true, false) {
+		c.readUnframed() // followed by another write: it was no close alert
+	}
 	if c.wired.Load() && !c.framed.Load() {
 		c.unframed(b)
 	}

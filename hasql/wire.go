@@ -96,10 +96,10 @@ func noteClosing(h pgconn.PgErrorHandler) pgconn.PgErrorHandler {
 // Without TLS they are read as the frontend's are. Under TLS the bytes are
 // records that cannot be read: the unnamed statement is forgotten, and,
 // while watched, the write is taken for a possible COMMIT (see
-// readUnframed) once the connection reads next, unless pgx's tracer read
-// it as a batch under way: TLS's close alert, written past the frontend
-// too (after a Terminate, or when pgconn closes the connection itself),
-// is followed by a close, never a read.
+// readUnframed) once the connection reads or writes next, or the watch
+// ends, unless pgx's tracer read it as a batch under way: TLS's close
+// alert, written past the frontend too (after a Terminate, or when pgconn
+// closes the connection itself), is followed by a close, never a read.
 func (tc *trackedConn) unframed(p []byte) {
 	if tc.terminated.Load() {
 		return

@@ -187,8 +187,9 @@ func FuzzReadSent(f *testing.F) {
 // eofConn is a connection whose reads end at once.
 type eofConn struct{ net.Conn }
 
-func (eofConn) Read([]byte) (int, error) { return 0, io.EOF }
-func (eofConn) Close() error             { return nil }
+func (eofConn) Read([]byte) (int, error)    { return 0, io.EOF }
+func (eofConn) Write(b []byte) (int, error) { return len(b), nil }
+func (eofConn) Close() error                { return nil }
 
 // What pgconn's ExecBatch writes past the frontend: read as the
 // frontend's without TLS; under TLS a possible COMMIT once the connection
@@ -227,6 +228,13 @@ func TestUnframed(t *testing.T) {
 	write([]byte("\x17\x03\x03 records"))
 	assert.Empty(t, read(), "pgx's own batch, read by the tracer")
 	tc.sent.Store(sentUntraced)
+
+	// Followed by a write, or by the watch's end, with no read: given
+	// then.
+	write([]byte("\x17\x03\x03 records"))
+	got = nil
+	_, _ = tc.Write(nil)
+	assert.Equal(t, []string{unknownStatement}, got)
 
 	// TLS's close alert when pgconn closes the connection itself.
 	write([]byte("\x17\x03\x03 alert"))
