@@ -956,18 +956,18 @@ func (c *Core) aheadReplica(w *Node) *Node {
 	return nil
 }
 
-// aheadUnordered reports whether, at the first check of w's server, a
-// vouched replica of the cluster that w's walsenders do not list showed,
-// at a check that ran while w's did (or any time after, while w is not
-// master), WAL it replayed on w's timeline or a newer one past w's
-// position. Which was read first is not known: the replica's WAL may be w's, written after w's position was
+// aheadUnordered reports whether, at the first check of w's server, not
+// elected yet, a vouched replica of the cluster that w's walsenders do not
+// list showed, at a check that had not ended when w's began, WAL it
+// replayed on w's timeline or a newer one past w's position. Which was
+// read first is not known: the replica's WAL may be w's, written after w's position was
 // read, or WAL of a branch w never had (w was promoted apart, and the
 // master the replica followed died). w is not elected until a check of
 // it that begins later compares them in order (see aheadReplica): taking
 // writes meanwhile, w could write past that position and hide the proof.
 func (c *Core) aheadUnordered(w *Node) bool {
-	if !w.CheckBegan.Equal(w.serverSince) || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
-		return false
+	if w.derived == RoleMaster || !w.CheckBegan.Equal(w.serverSince) || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
+		return false // elected already: see aheadReplica at its next check
 	}
 	for _, y := range c.nodes {
 		if y == w || y.AliasOf != nil || !y.live() || !y.Vouched || !y.Res.InRecovery ||
@@ -975,11 +975,7 @@ func (c *Core) aheadUnordered(w *Node) bool {
 			continue
 		}
 		p := y.pos
-		// Read after w's check ended, it is unordered too, but w, master
-		// already, wrote on since (see aheadReplica at its next check).
-		overlap := y.CheckBegan.Before(w.ResAt) || w.derived != RoleMaster
-		if !p.at.After(w.CheckBegan) || !overlap ||
-			p.tl < w.Res.Timeline || p.replayed <= w.Res.LSN || c.followsOtherWritable(y, w) {
+		if !p.at.After(w.CheckBegan) || p.tl < w.Res.Timeline || p.replayed <= w.Res.LSN || c.followsOtherWritable(y, w) {
 			continue
 		}
 		if _, mt := matchReplica(y, w.Res.Replicas, c.nodes); mt == matchOne || mt == matchAmbiguous {

@@ -111,3 +111,41 @@ func TestRestartedMasterBehindATornRecordIsMaster(t *testing.T) {
 			c.Node(1).Role, c.Node(1).StaleBehind)
 	}
 }
+
+// A Manager starts on a healthy cluster under writes: S (n1) master, r (n2)
+// a replica S lists, y (n3) a replica cascading from r. The three first
+// checks run together. S's and r's end first: S, confirmed by r, is
+// elected. y's check, begun before S's ended, ends a moment later showing
+// WAL S wrote after its position was read (y replays close behind). The
+// master, elected and healthy, must not lose its role for that.
+func TestElectedMasterKeptWhenACascadeCheckEndsLater(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), members(3))
+	s := master(2, 1000, "n2")
+	r := replica("n2", 2, 2, 1000)
+	r.StartTime = t0.Add(-2 * time.Hour)
+	r.UpstreamHost, r.UpstreamPort = "10.0.0.1", 5432
+	y := replica("n3", 2, 2, 1200) // cascades from n2
+	y.StartTime = t0.Add(-3 * time.Hour)
+	y.UpstreamHost, y.UpstreamPort = "10.0.0.2", 5432
+	s.StartTime = t0.Add(-time.Hour)
+	c.CheckOK(1, s, at(1), at(3), "10.0.0.1")
+	c.CheckOK(2, r, at(1), at(4), "10.0.0.2")
+	if m := c.Elected().Master; m == nil || m.ID != 1 {
+		t.Fatalf("setup: S not elected once r confirmed it: %v", c.Node(1).Role)
+	}
+	c.TakeReady()
+	c.CheckOK(3, y, at(2), at(6), "10.0.0.3")
+	rd := c.TakeReady()
+	if m := c.Elected().Master; m == nil || m.ID != 1 {
+		t.Errorf("the elected, healthy master lost its role when a cascading replica's check, begun during S's, ended: role %v, roles changed %+v, cut %v, reset %v", c.Node(1).Role, rd.RoleChanges, rd.Cut, rd.Reset)
+	}
+	s.LSN = 1300
+	c.CheckOK(1, s, at(500), at(501), "10.0.0.1")
+	rd = c.TakeReady()
+	for _, rc := range rd.RoleChanges {
+		if rc.Failover {
+			t.Errorf("a failover reported on a healthy cluster at start: %+v", rc)
+		}
+	}
+}
