@@ -199,7 +199,6 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		// messages sent are read (see wireFrontend). A frontend of the
 		// user's gets the connection as it is.
 		pc.ConnConfig.BuildFrontend = wireFrontend(boundedFrontend(pc.ConnConfig.BuildFrontend))
-		pc.ConnConfig.OnPgError = noteClosing(pc.ConnConfig.OnPgError)
 		n.unboundAfterConnect = true
 	}
 	userTracer := pc.ConnConfig.Tracer
@@ -832,9 +831,7 @@ type trackedConn struct {
 // timeout, which pgconn makes of a context's end) as a *NodeLostError,
 // which still unwraps to the network's error.
 func (c *trackedConn) Read(b []byte) (int, error) {
-	if c.unframedPending.Load() && c.unframedPending.CompareAndSwap(true, false) {
-		c.readUnframed()
-	}
+	c.takeUnframed()
 	k, err := c.Conn.Read(b)
 	if err != nil && c.reg.n != nil && c.live.Load() {
 		err = c.lost(err)
@@ -843,9 +840,7 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(b []byte) (int, error) {
-	if c.unframedPending.Load() && c.unframedPending.CompareAndSwap(true, false) {
-		c.readUnframed() // followed by another write: it was no close alert
-	}
+	c.takeUnframed() // followed by another write: it was no close alert
 	if c.wired.Load() && !c.framed.Load() {
 		c.unframed(b)
 	}

@@ -212,9 +212,7 @@ func init() {
 		tc.sent.Store(sentUntraced)
 		tc.watch.Store(&f)
 		return func() {
-			if tc.unframedPending.CompareAndSwap(true, false) {
-				tc.readUnframed() // sent, its answer never read
-			}
+			tc.takeUnframed() // sent, its answer never read
 			if tc.watch.CompareAndSwap(&f, nil) {
 				tc.sent.Store(sentUntraced)
 			}

@@ -71,35 +71,17 @@ func (w *wireWriter) Write(p []byte) (int, error) {
 	return w.Writer.Write(p)
 }
 
-// noteClosing wraps a connection's OnPgError: when it closes the
-// connection (pgx's own does on a FATAL error, such as a backend
-// terminated), pgconn closes it without a Terminate, and TLS's close
-// alert is written past the frontend (see unframed).
-func noteClosing(h pgconn.PgErrorHandler) pgconn.PgErrorHandler {
-	if h == nil {
-		return nil
-	}
-	return func(pc *pgconn.PgConn, err *pgconn.PgError) bool {
-		if h(pc, err) {
-			return true
-		}
-		if tc := trackedNet(pc.Conn()); tc != nil {
-			tc.terminated.Store(true)
-		}
-		return false
-	}
-}
-
 // unframed reads a write to the connection that did not come through its
 // frontend (see wireFrontend): pgconn's ExecBatch writes its messages
 // past the frontend (pgx's batches in the exec mode, or fn's own call).
 // Without TLS they are read as the frontend's are. Under TLS the bytes are
 // records that cannot be read: the unnamed statement is forgotten, and,
 // while watched, the write is taken for a possible COMMIT (see
-// readUnframed) once the connection reads or writes next, or the watch
+// takeUnframed) once the connection reads or writes next, or the watch
 // ends, unless pgx's tracer read it as a batch under way: TLS's close
 // alert, written past the frontend too (after a Terminate, or when pgconn
-// closes the connection itself), is followed by a close, never a read.
+// closes the connection itself, as on a FATAL error), is followed by a
+// close, never a read.
 func (tc *trackedConn) unframed(p []byte) {
 	if tc.terminated.Load() {
 		return
@@ -114,9 +96,13 @@ func (tc *trackedConn) unframed(p []byte) {
 	}
 }
 
-// readUnframed gives the watch a write past the frontend that could not
-// be read (see unframed): the connection reads its answer.
-func (tc *trackedConn) readUnframed() {
+// takeUnframed gives the watch a write past the frontend that could not
+// be read (see unframed), if one is pending: the connection reads or
+// writes next, or the watch ends.
+func (tc *trackedConn) takeUnframed() {
+	if !tc.unframedPending.Load() || !tc.unframedPending.CompareAndSwap(true, false) {
+		return
+	}
 	if w := tc.watch.Load(); w != nil && !tc.terminated.Load() {
 		(*w)(unknownStatement)
 	}
@@ -140,11 +126,6 @@ func (tc *trackedConn) readSent(p []byte) {
 	}
 	var sent sentStatements
 	syncPending := tc.syncPending.Load()
-	defer func() {
-		if syncPending != tc.syncPending.Load() {
-			tc.syncPending.Store(syncPending)
-		}
-	}()
 	for len(p) > 0 {
 		if len(p) < 5 {
 			sent.add(tc, f, "", false)
@@ -220,6 +201,9 @@ func (tc *trackedConn) readSent(p []byte) {
 				sent.add(tc, f, sql, known)
 			}
 		}
+	}
+	if syncPending != tc.syncPending.Load() {
+		tc.syncPending.Store(syncPending)
 	}
 	if f != nil && sent.n > 0 {
 		f(sent.String())
