@@ -942,8 +942,7 @@ func (c *Core) aheadReplica(w *Node) *Node {
 		return nil
 	}
 	for _, y := range c.nodes {
-		if y == w || y.AliasOf != nil || !y.live() || !y.Vouched || !y.Res.InRecovery ||
-			y.Res.SystemID == 0 || y.Res.SystemID != w.Res.SystemID {
+		if !vouchedReplicaOf(y, w) {
 			continue
 		}
 		// Only WAL of the writable node's timeline or a newer one says
@@ -956,12 +955,20 @@ func (c *Core) aheadReplica(w *Node) *Node {
 	return nil
 }
 
+// vouchedReplicaOf reports whether y is a live, vouched replica of w's
+// system identifier, not another's alias: one whose WAL proves something
+// of w (see aheadReplica, aheadUnordered).
+func vouchedReplicaOf(y, w *Node) bool {
+	return y != w && y.AliasOf == nil && y.live() && y.Vouched && y.Res.InRecovery &&
+		y.Res.SystemID != 0 && y.Res.SystemID == w.Res.SystemID
+}
+
 // aheadUnordered reports whether, at the first check of w's server, not
 // elected yet, a vouched replica of the cluster that w's walsenders do not
 // list showed, at a check that had not ended when w's began, WAL it
 // replayed on w's timeline or a newer one past w's position. Which was
-// read first is not known: the replica's WAL may be w's, written after w's position was
-// read, or WAL of a branch w never had (w was promoted apart, and the
+// read first is not known: the replica's WAL may be w's, written after
+// w's position was read, or WAL of a branch w never had (w was promoted apart, and the
 // master the replica followed died). w is not elected until a check of
 // it that begins later compares them in order (see aheadReplica): taking
 // writes meanwhile, w could write past that position and hide the proof.
@@ -970,8 +977,7 @@ func (c *Core) aheadUnordered(w *Node) bool {
 		return false // elected already: see aheadReplica at its next check
 	}
 	for _, y := range c.nodes {
-		if y == w || y.AliasOf != nil || !y.live() || !y.Vouched || !y.Res.InRecovery ||
-			y.Res.SystemID == 0 || y.Res.SystemID != w.Res.SystemID {
+		if !vouchedReplicaOf(y, w) {
 			continue
 		}
 		p := y.pos
