@@ -421,6 +421,8 @@ func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions, behindTimel
 		return "writable, not used (split brain)"
 	case st.Role == RoleDetached:
 		return "detached: " + st.Detached
+	case st.Role == RoleUnknown && st.Waiting != "":
+		return "writable, not master yet: " + st.Waiting
 	case st.Role == RoleUnknown:
 		return "role unknown"
 	}

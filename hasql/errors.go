@@ -88,6 +88,8 @@ func describe(n NodeStatus) string {
 		return "down: " + n.LastError.Error()
 	case n.SplitBrain && n.Role == RoleUnknown:
 		return "writable, not used (split brain)"
+	case n.Role == RoleUnknown && n.Waiting != "":
+		return "writable, not master yet: " + n.Waiting
 	case n.Role == RoleDetached:
 		return "detached: " + n.Detached
 	case n.Role == RoleStaleMaster && n.StaleBehind != "":

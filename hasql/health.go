@@ -70,6 +70,7 @@ type HealthNode struct {
 	SyncState    string            `json:"sync_state,omitempty"`
 	SyncUnknown  string            `json:"sync_unknown,omitempty"`
 	Detached     string            `json:"detached,omitempty"`
+	Waiting      string            `json:"waiting,omitempty"`
 	SplitBrain   bool              `json:"split_brain,omitempty"`
 	SameAs       string            `json:"same_as,omitempty"`
 	Timeline     uint32            `json:"timeline,omitempty"`
@@ -128,7 +129,7 @@ func (h *healthHandler) health() Health {
 	for _, st := range h.m.Nodes() {
 		n := HealthNode{
 			Addr: st.Addr, Name: st.Name, Role: st.Role.String(), Up: st.Up, Suspect: st.Suspect,
-			SyncState: st.SyncState, SyncUnknown: st.SyncUnknown, Detached: h.clean(st.Detached),
+			SyncState: st.SyncState, SyncUnknown: st.SyncUnknown, Detached: h.clean(st.Detached), Waiting: st.Waiting,
 			SplitBrain: st.SplitBrain, SameAs: st.SameAs, Timeline: st.Timeline,
 			ReplayPaused: st.ReplayPaused, Tags: st.Tags,
 			CheckMS: float64(st.CheckLatency.Microseconds()) / 1000,

@@ -716,6 +716,7 @@ func (n *node) statusLocked() NodeStatus {
 		SyncState:    v.SyncState,
 		SyncUnknown:  v.SyncUnknown,
 		Detached:     v.Detached,
+		Waiting:      v.Waiting,
 		Damped:       v.Damped,
 		DampedUntil:  v.DampedUntil,
 		StaleMaster:  v.Stale,

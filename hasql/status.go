@@ -90,6 +90,13 @@ type NodeStatus struct {
 	// Detached says why a replica does not follow the current master (and
 	// serves no reads); "" when it does. Its role is RoleDetached.
 	Detached string
+	// Waiting says why a writable node the Manager may elect is not master
+	// yet (its role is RoleUnknown for that while): the decision waits for
+	// a check that settles it, such as the first check of every node of
+	// the connection string at the start, or a later check of this node
+	// when a replica showed WAL past its position at a check that may have
+	// read it later. "" when the node waits for nothing.
+	Waiting string
 	// Damped reports a node that flapped (came back up Config.FlapCount
 	// times within FlapWindow): it serves no reads until DampedUntil. It
 	// stays eligible as master.

@@ -148,6 +148,10 @@ type Node struct {
 	Stale       bool
 	StaleBehind string // the replica that proves a stale node behind; "" for an older timeline
 	Detached    string // why a replica does not follow the master
+	// Waiting says why a writable node that may be elected is not master
+	// yet: the core waits for a check that decides (see elect); "" when
+	// it does not wait for one.
+	Waiting     string
 	SyncUnknown string // why its sync state is unknown
 	AliasOf     *Node  // the node that reaches the same server
 	LagBytes    int64
@@ -208,7 +212,8 @@ type Node struct {
 	// which has not been checked since it changed server (an alias carried
 	// over a restart, see dedup): it is not elected until that one is
 	// checked again, for the change may be another server's, not a restart.
-	unconfirmed bool
+	unconfirmed   bool
+	unconfirmedBy string // the address of that node
 }
 
 // behind is a writable node a replica was found ahead of, on timeline tl,

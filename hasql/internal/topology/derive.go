@@ -257,6 +257,7 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 		}
 		x.Role, x.SyncState, x.SyncUnknown = y.Role, y.SyncState, y.SyncUnknown
 		x.Stale, x.StaleBehind = y.Stale, y.StaleBehind
+		x.Waiting = y.Waiting
 		x.LagBytes, x.Lag, x.LagKnown, x.LagAt = y.LagBytes, y.Lag, y.LagKnown, y.LagAt
 	}
 
@@ -347,7 +348,9 @@ func (c *Core) dedup() (changed bool) {
 			// writable server under the same name at y's address (a
 			// split brain x would hide). No master until x is checked
 			// again (soon: no master has the checks run fast).
-			y.unconfirmed = y.unconfirmed || x.mayWrite() && y.mayWrite()
+			if x.mayWrite() && y.mayWrite() && !y.unconfirmed {
+				y.unconfirmed, y.unconfirmedBy = true, x.Addr
+			}
 		}
 	}
 	// Prefer a healthy representative: swap with a suspect one.
@@ -738,6 +741,9 @@ func (c *Core) elect() {
 	var stale, staleBehind []string
 	newest := c.Timeline() // the newest timeline a stale node is measured against
 	c.contenders = c.contenders[:0]
+	for _, x := range c.nodes {
+		x.Waiting = ""
+	}
 	for _, x := range writable {
 		if c.unelectable(x) != "" {
 			continue
@@ -776,8 +782,10 @@ func (c *Core) elect() {
 			staleBehind = append(staleBehind, y.Addr)
 			continue
 		}
-		if c.aheadUnordered(x) {
-			continue // not elected until a later check compares in order
+		if y := c.aheadUnordered(x); y != nil {
+			// Not elected until a later check compares in order.
+			x.Waiting = "replica " + y.Addr + " showed WAL past this node's position at a check that may have read it later; elected once a later check of this node compares them"
+			continue
 		}
 		top = append(top, x)
 	}
@@ -793,12 +801,14 @@ func (c *Core) elect() {
 	switch {
 	case len(top) == 1 && top[0].unconfirmed:
 		// No master for a moment (see Node.unconfirmed).
+		top[0].Waiting = "the same server as " + top[0].unconfirmedBy + " by what it shows, which has not been checked since its server changed (a restart, or another writable server); elected once that is checked again"
 	case len(top) == 1 && !c.everHadMaster && c.trustedUnchecked() && !c.confirmedByReplica(top[0]):
 		// The first master waits until every node the user named has
 		// answered a check or failed one, unless its walsenders list a
 		// replica of the cluster: a server promoted apart, writable beside
 		// replicas that hold WAL it never wrote, would take writes until
 		// they are checked (see aheadUnordered).
+		top[0].Waiting = "the first master waits until every node of the connection string has answered a check or failed one, unless a replica streams from it"
 	case len(top) == 1:
 		if top[0].Res.Timeline > c.ignoreAhead {
 			c.ignoreAhead = 0
@@ -963,18 +973,18 @@ func vouchedReplicaOf(y, w *Node) bool {
 		y.Res.SystemID != 0 && y.Res.SystemID == w.Res.SystemID
 }
 
-// aheadUnordered reports whether, at the first check of w's server, not
-// elected yet, a vouched replica of the cluster that w's walsenders do not
-// list showed, at a check that had not ended when w's began, WAL it
-// replayed on w's timeline or a newer one past w's position. Which was
-// read first is not known: the replica's WAL may be w's, written after
-// w's position was read, or WAL of a branch w never had (w was promoted apart, and the
-// master the replica followed died). w is not elected until a check of
+// aheadUnordered returns, at the first check of w's server (not elected
+// yet), a vouched replica of the cluster that w's walsenders do not list
+// and that showed, at a check that had not ended when w's began, WAL it
+// replayed on w's timeline or a newer one past w's position; nil when none
+// did. Which was read first is not known: the replica's WAL may be w's,
+// written after w's position was read, or WAL of a branch w never had (w
+// was promoted apart, and the master the replica followed died). w is not elected until a check of
 // it that begins later compares them in order (see aheadReplica): taking
 // writes meanwhile, w could write past that position and hide the proof.
-func (c *Core) aheadUnordered(w *Node) bool {
+func (c *Core) aheadUnordered(w *Node) *Node {
 	if w.derived == RoleMaster || !w.CheckBegan.Equal(w.serverSince) || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
-		return false // elected already: see aheadReplica at its next check
+		return nil // elected already: see aheadReplica at its next check
 	}
 	for _, y := range c.nodes {
 		if !vouchedReplicaOf(y, w) {
@@ -987,9 +997,9 @@ func (c *Core) aheadUnordered(w *Node) bool {
 		if _, mt := matchReplica(y, w.Res.Replicas, c.nodes); mt == matchOne || mt == matchAmbiguous {
 			continue // streams from w
 		}
-		return true
+		return y
 	}
-	return false
+	return nil
 }
 
 // provenBehind returns a replica in the set that was found ahead of w on

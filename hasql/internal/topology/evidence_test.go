@@ -7,6 +7,7 @@ package topology
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -286,6 +287,10 @@ func TestMovedVIPDoesNotHideASplitBrain(t *testing.T) {
 		c.CheckOK(vip, next, at(500), at(501), "10.0.0.9")
 		if e := c.Elected(); e.Master != nil {
 			t.Errorf("%s: %s elected while M's address, not checked since the VIP changed server, is hidden as its alias", tc.name, e.Master.Addr)
+		}
+		// W behind y is a stale master at once; else the VIP waits for M's.
+		if x := c.Node(vip); x.Role != RoleStaleMaster && (x.Role != RoleUnknown || !strings.Contains(x.Waiting, "the same server as 10.0.0.1:5432")) {
+			t.Errorf("%s: the VIP, not master until M's address is checked again, is %s and says it waits for %q", tc.name, x.Role, x.Waiting)
 		}
 		again := m
 		if !tc.moved {

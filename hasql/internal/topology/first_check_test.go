@@ -2,6 +2,7 @@ package topology
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +41,9 @@ func TestSupersededServerNotElectedAtItsFirstCheck(t *testing.T) {
 			if m := c.Elected().Master; m != nil {
 				t.Fatalf("%s: S elected before Q, a node the user named, answered a check", order)
 			}
+			if x := c.Node(3); x.Role != RoleUnknown || !strings.Contains(x.Waiting, "every node of the connection string") {
+				t.Errorf("%s: S waiting for Q's first check is %s, waiting %q", order, x.Role, x.Waiting)
+			}
 			c.CheckOK(2, q, at(4), at(6), "10.0.0.2")
 		}
 		for round := range 5 {
@@ -76,10 +80,16 @@ func TestFirstCheckOverlapWaitsOneCheck(t *testing.T) {
 	if m := c.Elected().Master; m != nil {
 		t.Fatalf("S elected at its first check while n3 showed WAL past S's position at a check that ran with it")
 	}
+	if x := c.Node(1); x.Role != RoleUnknown || !strings.Contains(x.Waiting, "replica 10.0.0.3:5432 showed WAL past") {
+		t.Errorf("S, kept from election for a check, is %s, waiting %q", x.Role, x.Waiting)
+	}
 	s.LSN = 1300
 	c.CheckOK(1, s, at(100), at(101), "10.0.0.1")
 	if m := c.Elected().Master; m == nil || m.ID != 1 {
 		t.Fatalf("S not elected at its second check, n3's position read before it: %v", c.Node(1).Role)
+	}
+	if w := c.Node(1).Waiting; w != "" {
+		t.Errorf("the elected master still says it waits: %q", w)
 	}
 }
 
