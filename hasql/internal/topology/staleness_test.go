@@ -66,6 +66,18 @@ func (st *staleTrack) observe(s *sim) {
 		mmb := s.member(e.Master.ID)
 		mt := s.md.servers[mmb.server]
 		if mt == s.md.master() && !mt.hung && !mt.down {
+			// A suspect replica (its last check timed out) gets no reads
+			// while one that is not suspect qualifies (for SyncOnly, a
+			// sync one): it is wrong only while it may serve them. Else
+			// the view's being wrong about it lasts until a second timeout
+			// puts it down, which is how long a hang takes to tell, not
+			// staleness.
+			healthy, healthySync := false, false
+			for _, x := range s.core.Nodes() {
+				if x.AliasOf == nil && x.Role.IsReplica() && !x.Suspect {
+					healthy, healthySync = true, healthySync || x.Role == RoleSyncReplica
+				}
+			}
 			for _, x := range s.core.Nodes() {
 				mb := s.member(x.ID)
 				if mb == nil || mb.gone || x.AliasOf != nil || !x.Role.IsReplica() {
@@ -75,10 +87,10 @@ func (st *staleTrack) observe(s *sim) {
 				if srv.rogue || srv.foreign {
 					continue
 				}
-				if !modelFollows(s.md, srv, mt) {
+				if !modelFollows(s.md, srv, mt) && !(x.Suspect && healthy) {
 					wrong[fmt.Sprintf("follow/%d", x.ID)] = true
 				}
-				if x.Role == RoleSyncReplica && !(srv.upstream == mt.idx && canStream(srv, mt) && s.md.syncState(mt, srv) == "sync") {
+				if x.Role == RoleSyncReplica && !(x.Suspect && healthySync) && !(srv.upstream == mt.idx && canStream(srv, mt) && s.md.syncState(mt, srv) == "sync") {
 					wrong[fmt.Sprintf("sync/%d", x.ID)] = true
 				}
 			}
