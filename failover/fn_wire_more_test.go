@@ -3,7 +3,7 @@ package failover_test
 import (
 	"context"
 	"errors"
-	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxha/pgxha/failover"
+	"github.com/pgxha/pgxha/hasql"
 	"github.com/pgxha/pgxha/testcluster"
 )
 
@@ -108,9 +109,11 @@ func TestRunInTxUnnamedParseSkippedByTheServer(t *testing.T) {
 }
 
 // killingSource yields one row, then SIGKILLs the backend (no FATAL is
-// sent: the connection just ends, as on a crash or a reset) and, after a
-// while, ends.
+// sent: the connection just ends, as on a crash or a reset) and ends once
+// the backend has exited: CopyDone then meets a closed connection.
 type killingSource struct {
+	t    *testing.T
+	ctx  context.Context
 	pid  uint32
 	n    int
 	kill func()
@@ -120,13 +123,52 @@ func (s *killingSource) Next() bool {
 	s.n++
 	if s.n == 2 {
 		s.kill()
-		time.Sleep(1500 * time.Millisecond)
+		waitExited(s.t, s.ctx, s.pid)
 		return false
 	}
 	return s.n == 1
 }
 func (s *killingSource) Values() ([]any, error) { return []any{"copied"}, nil }
 func (s *killingSource) Err() error             { return nil }
+
+// waitExited waits until process pid no longer exists (the postmaster
+// reaps a killed backend at once).
+func waitExited(t *testing.T, ctx context.Context, pid uint32) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for syscall.Kill(int(pid), 0) == nil {
+		select {
+		case <-ctx.Done():
+			t.Errorf("backend %d still runs: %v", pid, ctx.Err())
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// waitRunning waits until backend pid runs a statement that contains what.
+func waitRunning(t *testing.T, ctx context.Context, m *hasql.Manager, pid uint32, what string) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var n int
+		err := m.Master().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND strpos(query, $2) > 0", pid, what).Scan(&n)
+		if err != nil || n > 0 {
+			if err != nil {
+				t.Errorf("waiting for backend %d to run %q: %v", pid, what, err)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("backend %d never ran %q: %v", pid, what, ctx.Err())
+			return
+		case <-tick.C:
+		}
+	}
+}
 
 // Under TLS, a connection closed by pgconn without a Terminate and without
 // a FATAL error (CopyFrom whose connection ends mid-copy: pgconn closes the
@@ -146,32 +188,14 @@ func TestRunInTxCopyLostUnderTLSIsRetried(t *testing.T) {
 		{"TLS, CopyFrom", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := testcluster.Options{Replicas: 0}
-			if tc.tls {
-				opts.ServerTLS = selfSignedTLS(t)
-			}
-			c := testcluster.New(t, opts)
-			dsn := c.DSN()
-			if tc.tls {
-				dsn = strings.Replace(dsn, "sslmode=disable", "sslmode=require", 1)
-				require.NotEqual(t, c.DSN(), dsn)
-			}
-			m := preparedManagerAt(t, ctx, dsn, 0, nil, nil, "CREATE TABLE killed_t (n serial PRIMARY KEY, note text)")
-			runs := 0
+			m, _ := oneNodeManager(t, ctx, tc.tls, "CREATE TABLE killed_t (n serial PRIMARY KEY, note text)")
 			var classes []failover.Class
-			err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 10, OnRetry: func(_ int, err error, c failover.Class, _ time.Duration) {
+			opts := failover.Options{MaxAttempts: 10, OnRetry: func(_ int, err error, c failover.Class, _ time.Duration) {
 				t.Logf("retry after %v (%v)", err, c)
 				classes = append(classes, c)
-			}}, func(ctx context.Context, tx pgx.Tx) error {
-				runs++
-				var ssl bool
-				if err := tx.QueryRow(ctx, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil {
-					return err
-				}
-				require.Equal(t, tc.tls, ssl)
-				if _, err := tx.Exec(ctx, "INSERT INTO killed_t (note) VALUES ('row')"); err != nil {
-					return err
-				}
+			}}
+			var killer sync.WaitGroup
+			runs, err := insertThen(t, ctx, m, opts, tc.tls, "killed_t", "row", func(ctx context.Context, tx pgx.Tx, runs int) error {
 				if runs > 1 {
 					return nil
 				}
@@ -182,21 +206,25 @@ func TestRunInTxCopyLostUnderTLSIsRetried(t *testing.T) {
 					}
 				}
 				if tc.copy {
-					_, err := tx.CopyFrom(ctx, pgx.Identifier{"killed_t"}, []string{"note"}, &killingSource{pid: pid, kill: kill})
+					_, err := tx.CopyFrom(ctx, pgx.Identifier{"killed_t"}, []string{"note"}, &killingSource{t: t, ctx: ctx, pid: pid, kill: kill})
 					t.Logf("CopyFrom: %v", err)
 					return err
 				}
-				go func() { time.Sleep(300 * time.Millisecond); kill() }()
-				_, err := tx.Exec(ctx, "SELECT pg_sleep(5)")
+				killer.Add(1)
+				go func() {
+					defer killer.Done()
+					waitRunning(t, ctx, m, pid, "pg_sleep")
+					kill()
+				}()
+				_, err := tx.Exec(ctx, "SELECT pg_sleep(60)")
 				t.Logf("pg_sleep: %v", err)
 				return err
 			})
-			var k int
-			require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM killed_t").Scan(&k))
-			t.Logf("RunInTx: %v; runs %d; classes %v; rows %d", err, runs, classes, k)
+			killer.Wait()
+			t.Logf("classes %v", classes)
 			assert.NoError(t, err, "nothing committed before the loss: fn should run again")
 			assert.Equal(t, 2, runs, "a loss before any COMMIT was not retried")
-			assert.Equal(t, 1, k)
+			assert.Equal(t, 1, countNote(t, ctx, m, "killed_t", "row"))
 		})
 	}
 }
@@ -221,27 +249,8 @@ func TestRunInTxExecBatchUnderTLSAfterAnUnsentCopyFrom(t *testing.T) {
 		{"TLS, after a CopyFrom never sent", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := testcluster.Options{Replicas: 0}
-			if tc.tls {
-				opts.ServerTLS = selfSignedTLS(t)
-			}
-			c := testcluster.New(t, opts)
-			dsn := c.DSN()
-			if tc.tls {
-				dsn = strings.Replace(dsn, "sslmode=disable", "sslmode=require", 1)
-			}
-			m := preparedManagerAt(t, ctx, dsn, 0, nil, nil, "CREATE TABLE eb_t (n serial PRIMARY KEY, note text)")
-			runs := 0
-			err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
-				runs++
-				var ssl bool
-				if err := tx.QueryRow(ctx, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil {
-					return err
-				}
-				require.Equal(t, tc.tls, ssl)
-				if _, err := tx.Exec(ctx, "INSERT INTO eb_t (note) VALUES ('row')"); err != nil {
-					return err
-				}
+			m, _ := oneNodeManager(t, ctx, tc.tls, "CREATE TABLE eb_t (n serial PRIMARY KEY, note text)")
+			runs, _ := insertThen(t, ctx, m, failover.Options{MaxAttempts: 3}, tc.tls, "eb_t", "row", func(ctx context.Context, tx pgx.Tx, runs int) error {
 				if runs > 1 {
 					return nil
 				}
@@ -262,11 +271,8 @@ func TestRunInTxExecBatchUnderTLSAfterAnUnsentCopyFrom(t *testing.T) {
 				_, err := tx.Exec(ctx, raise40001)
 				return err
 			})
-			var k int
-			require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM eb_t").Scan(&k))
-			t.Logf("RunInTx: %v; runs %d; rows %d", err, runs, k)
 			assert.Equal(t, 1, runs, "fn ran again after its work committed")
-			assert.Equal(t, 1, k, "fn's write committed twice")
+			assert.Equal(t, 1, countNote(t, ctx, m, "eb_t", "row"), "fn's write committed twice")
 		})
 	}
 }

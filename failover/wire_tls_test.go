@@ -50,6 +50,55 @@ func selfSignedTLS(t *testing.T) *testcluster.ServerTLS {
 	}
 }
 
+// oneNodeManager starts a cluster of one node, serving TLS when tls is set,
+// and a Manager whose connections then require it (plain otherwise),
+// after running setup on the master. It returns the DSN too.
+func oneNodeManager(t *testing.T, ctx context.Context, tls bool, setup ...string) (*hasql.Manager, string) {
+	t.Helper()
+	opts := testcluster.Options{Replicas: 0}
+	if tls {
+		opts.ServerTLS = selfSignedTLS(t)
+	}
+	c := testcluster.New(t, opts)
+	dsn := c.DSN()
+	if tls {
+		dsn = strings.Replace(dsn, "sslmode=disable", "sslmode=require", 1)
+		require.NotEqual(t, c.DSN(), dsn)
+	}
+	return preparedManagerAt(t, ctx, dsn, 0, nil, nil, setup...), dsn
+}
+
+// insertThen runs fn in RunInTx with opts: fn checks that its connection
+// is TLS exactly when tls is set, inserts note into table's note column,
+// then runs body, which is told which run of fn it is. It returns how many
+// times fn ran and RunInTx's error.
+func insertThen(t *testing.T, ctx context.Context, m *hasql.Manager, opts failover.Options, tls bool, table, note string,
+	body func(ctx context.Context, tx pgx.Tx, runs int) error) (runs int, err error) {
+	t.Helper()
+	err = failover.RunInTx(ctx, m, opts, func(ctx context.Context, tx pgx.Tx) error {
+		runs++
+		var ssl bool
+		if err := tx.QueryRow(ctx, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil {
+			return err
+		}
+		require.Equal(t, tls, ssl, "TLS on fn's connection")
+		if _, err := tx.Exec(ctx, "INSERT INTO "+table+" (note) VALUES ($1)", note); err != nil {
+			return err
+		}
+		return body(ctx, tx, runs)
+	})
+	t.Logf("RunInTx: %v; runs %d; rows committed %d", err, runs, countNote(t, ctx, m, table, note))
+	return runs, err
+}
+
+// countNote counts the rows of table with note.
+func countNote(t *testing.T, ctx context.Context, m *hasql.Manager, table, note string) int {
+	t.Helper()
+	var k int
+	require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE note = $1", note).Scan(&k))
+	return k
+}
+
 // Under TLS the messages pgconn's ExecBatch writes past the frontend are
 // records that cannot be read: RunInTx takes such a write for a possible
 // COMMIT, unless pgx's tracer read it (pgx's own batches); TLS's close
@@ -57,33 +106,12 @@ func selfSignedTLS(t *testing.T) *testcluster.ServerTLS {
 func TestRunInTxReadsWhatIsSentUnderTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := testcluster.New(t, testcluster.Options{Replicas: 0, ServerTLS: selfSignedTLS(t)})
-	dsn := strings.Replace(c.DSN(), "sslmode=disable", "sslmode=require", 1)
-	require.NotEqual(t, c.DSN(), dsn)
-	m := preparedManagerAt(t, ctx, dsn, 0, nil, nil, "CREATE TABLE tls_t (n serial PRIMARY KEY, note text)")
+	m, dsn := oneNodeManager(t, ctx, true, "CREATE TABLE tls_t (n serial PRIMARY KEY, note text)")
 	exec := preparedManagerAt(t, ctx, dsn+"&default_query_exec_mode=exec", 0, nil, nil)
-	count := func(t *testing.T, note string) int {
-		var k int
-		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM tls_t WHERE note = $1", note).Scan(&k))
-		return k
-	}
-	// run runs fn's insert then body in RunInTx: body ends with a
-	// serialization failure on the first run.
+	count := func(t *testing.T, note string) int { return countNote(t, ctx, m, "tls_t", note) }
+	// run runs fn's insert then body in RunInTx.
 	run := func(t *testing.T, mm *hasql.Manager, note string, body func(ctx context.Context, tx pgx.Tx, runs int) error) (runs int, err error) {
-		err = failover.RunInTx(ctx, mm, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
-			runs++
-			var ssl bool
-			if err := tx.QueryRow(ctx, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil {
-				return err
-			}
-			require.True(t, ssl, "the connection is not TLS")
-			if _, err := tx.Exec(ctx, "INSERT INTO tls_t (note) VALUES ($1)", note); err != nil {
-				return err
-			}
-			return body(ctx, tx, runs)
-		})
-		t.Logf("RunInTx: %v; runs %d; rows committed %d", err, runs, count(t, note))
-		return runs, err
+		return insertThen(t, ctx, mm, failover.Options{MaxAttempts: 3}, true, "tls_t", note, body)
 	}
 
 	t.Run("PgConn ExecBatch COMMIT AND CHAIN then 40001", func(t *testing.T) {
