@@ -129,7 +129,7 @@ func (h *healthHandler) health() Health {
 	for _, st := range h.m.Nodes() {
 		n := HealthNode{
 			Addr: st.Addr, Name: st.Name, Role: st.Role.String(), Up: st.Up, Suspect: st.Suspect,
-			SyncState: st.SyncState, SyncUnknown: st.SyncUnknown, Detached: h.clean(st.Detached), Waiting: st.Waiting,
+			SyncState: st.SyncState, SyncUnknown: st.SyncUnknown, Detached: h.clean(st.Detached), Waiting: h.clean(st.Waiting),
 			SplitBrain: st.SplitBrain, SameAs: st.SameAs, Timeline: st.Timeline,
 			ReplayPaused: st.ReplayPaused, Tags: st.Tags,
 			CheckMS: float64(st.CheckLatency.Microseconds()) / 1000,
