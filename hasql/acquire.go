@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -316,7 +317,7 @@ func (m *Manager) acquireAfter(ctx context.Context, t target, o *replicaOptions,
 		}
 		conn.Release()
 	}
-	return nil, nil, fmt.Errorf("hasql: After: the cluster's timeline kept changing while the token %s was resolved", base.after)
+	return nil, nil, fmt.Errorf("hasql: After: the cluster's timeline kept changing while the token %s was resolved", base.tokens())
 }
 
 // stillRoutes re-validates a node after an acquire from its pool: whether
@@ -541,7 +542,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 		if o.fallback && master {
 			limit = min(limit, max(time.Until(w.deadline), time.Millisecond))
 		}
-		conn, replay, err := m.probeReplay(ctx, n, limit)
+		conn, replay, tl, err := m.probeReplay(ctx, n, limit)
 		if err != nil {
 			if ctx.Err() != nil {
 				ne := m.noNode(targetReplica, o, ctxErr(ctx))
@@ -552,6 +553,15 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 				return nil, nil, ErrClosed
 			}
 			w.last = fmt.Errorf("%s: %w", n.cfg.Addr, err)
+			continue
+		}
+		if replay >= o.minLSN && o.line != 0 && !o.onLine(tl) {
+			// After's position, read on another timeline than the one
+			// the tokens were resolved against (a replica repointed to a
+			// master the view has not seen yet, which may have forked
+			// before the write): not the write. Its check tells the rest.
+			n.trigger()
+			conn.Release()
 			continue
 		}
 		if replay >= o.minLSN {
@@ -593,9 +603,10 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 }
 
 // probeReplay acquires a connection from n's pool and reads how far n
-// replayed, all within limit. A probe that runs out of time has the node
-// checked at once.
-func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration) (*pgxpool.Conn, LSN, error) {
+// replayed, and the timeline it replays (0 when it cannot tell), all
+// within limit. A probe that runs out of time has the node checked at
+// once.
+func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration) (*pgxpool.Conn, LSN, uint32, error) {
 	pctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	conn, err := n.acquire(pctx)
@@ -603,18 +614,23 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 		if ctx.Err() == nil && err != errNodeLeft {
 			n.acquireFailed(err)
 		}
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	var replay int64
-	if err := conn.QueryRow(pctx, replayLSNSQL).Scan(&replay); err != nil {
+	var tl *int64
+	if err := conn.QueryRow(pctx, replayTimelineSQL).Scan(&replay, &tl); err != nil {
 		cutUnanswered(conn, err)
 		conn.Release() // a query cut short by pctx closed the connection
 		if ctx.Err() == nil {
 			n.trigger()
 		}
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
-	return conn, LSN(replay), nil
+	var line uint32
+	if tl != nil && *tl > 0 && *tl <= math.MaxUint32 {
+		line = uint32(*tl)
+	}
+	return conn, LSN(replay), line, nil
 }
 
 // cutUnanswered cuts the network connection under conn when err is a

@@ -91,7 +91,15 @@ func (e *TokenError) Unwrap() []error {
 // write lost in a failover (ErrWriteLost), a fork point that cannot be read
 // (ErrForkUnknown). The zero Token asks nothing.
 //
-// With other options, After narrows them as MinLSN does; with PreferMaster
+// A replica that a probe finds past the position (its last check was
+// behind it) serves only when it shows the timeline the token was resolved
+// against, or one the write is in: one repointed to a master the Manager
+// has not seen yet may be past the position on a timeline that forked
+// before the write.
+//
+// Several After options ask for every token's write, each resolved on its
+// own (a token of another cluster or a lost write among them fails the
+// read). With other options, After narrows them as MinLSN does; with PreferMaster
 // the master serves whenever there is one, and replicas that have the write
 // while there is none.
 func After(tok Token) ReplicaOption {
@@ -108,15 +116,14 @@ func PreferMaster() ReplicaOption { return ReplicaOption{kind: optPreferMaster} 
 // DefaultTokenWait is the default of Config.TokenWait.
 const DefaultTokenWait = 100 * time.Millisecond
 
-// resolveAfter turns o's token into a MinLSN with FallbackToMaster after
+// resolveAfter turns o's tokens into a MinLSN with FallbackToMaster after
 // TokenWait, or an error. It returns the cluster's timeline it resolved the
-// token against (0 for the zero token). It runs at the start of an acquire,
+// tokens against (0 for the zero token). It runs at the start of an acquire,
 // and again when the cluster's timeline changed before the acquire ended
 // (see acquireAfter), on the acquire's own copy of the options.
 func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) (uint32, error) {
-	tok := o.after
 	o.hasAfter = false
-	if tok.IsZero() {
+	if o.after.IsZero() {
 		return 0, nil
 	}
 	var aheadUntil time.Time
@@ -126,50 +133,67 @@ func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) (uint32, 
 			return 0, ErrClosed
 		}
 		sys, tl := m.clusterLine()
-		if tok.SystemID != 0 && sys != 0 && tok.SystemID != sys {
-			return 0, &TokenError{Token: tok, Err: ErrTokenForeign,
-				Detail: fmt.Sprintf("the token's system identifier is %d, the cluster's %d", tok.SystemID, sys)}
+		ahead, done := false, tl != 0 // tl 0: nothing checked yet, wait for the first view
+		var lsn LSN
+		var lineFrom uint32
+		onTL := false
+		for i := 0; done && i <= len(o.afterMore); i++ {
+			tok := o.after
+			if i > 0 {
+				tok = o.afterMore[i-1]
+			}
+			if tok.SystemID != 0 && sys != 0 && tok.SystemID != sys {
+				return 0, &TokenError{Token: tok, Err: ErrTokenForeign,
+					Detail: fmt.Sprintf("the token's system identifier is %d, the cluster's %d", tok.SystemID, sys)}
+			}
+			switch {
+			case tok.Timeline == tl:
+				lsn, onTL = max(lsn, tok.LSN), true
+			case tok.Timeline < tl:
+				fork, found, err := m.forkPoint(ctx, sys, tl, tok.Timeline)
+				if err != nil {
+					var te *TokenError
+					if errors.As(err, &te) {
+						te.Token = tok
+					}
+					return 0, err
+				}
+				if !found {
+					return 0, &TokenError{Token: tok, Err: ErrWriteLost,
+						Detail: fmt.Sprintf("timeline %d is not in the history of the cluster's timeline %d", tok.Timeline, tl)}
+				}
+				if forkPosition(tok.LSN) > fork {
+					return 0, &TokenError{Token: tok, Err: ErrWriteLost,
+						Detail: fmt.Sprintf("timeline %d ended at %s, before the token's position %s; the cluster is on timeline %d", tok.Timeline, fork, tok.LSN, tl)}
+				}
+				// The write lies before the token's timeline ended: a
+				// replica past its position on that timeline or a newer
+				// one has it, whichever branch it is on.
+				lsn, lineFrom = max(lsn, tok.LSN), max(lineFrom, tok.Timeline)
+			default: // tok.Timeline > tl
+				if aheadUntil.IsZero() {
+					aheadUntil = time.Now().Add(2*m.cfg.CheckInterval + m.cfg.CheckTimeout)
+					for _, n := range m.nodesNow() {
+						n.trigger()
+					}
+				}
+				if !time.Now().Before(aheadUntil) {
+					return 0, &TokenError{Token: tok, Err: ErrTokenAhead,
+						Detail: fmt.Sprintf("the token is on timeline %d, the newest the Manager has seen is %d", tok.Timeline, tl)}
+				}
+				ahead = true
+			}
 		}
-		switch {
-		case tl == 0:
-			// Nothing checked yet: wait for the first view.
-		case tok.Timeline == tl:
-			o.requireLSN(tok.LSN, m.cfg.TokenWait)
+		if done && !ahead {
+			o.requireLSN(lsn, m.cfg.TokenWait)
+			if !onTL {
+				// Every token's write lies before its timeline ended: a
+				// replica on the newest of their timelines or a newer one
+				// has them all.
+				o.lineFrom = lineFrom
+			}
+			o.line = tl
 			return tl, nil
-		case tok.Timeline < tl:
-			fork, found, err := m.forkPoint(ctx, sys, tl, tok.Timeline)
-			if err != nil {
-				var te *TokenError
-				if errors.As(err, &te) {
-					te.Token = tok
-				}
-				return 0, err
-			}
-			if !found {
-				return 0, &TokenError{Token: tok, Err: ErrWriteLost,
-					Detail: fmt.Sprintf("timeline %d is not in the history of the cluster's timeline %d", tok.Timeline, tl)}
-			}
-			if forkPosition(tok.LSN) > fork {
-				return 0, &TokenError{Token: tok, Err: ErrWriteLost,
-					Detail: fmt.Sprintf("timeline %d ended at %s, before the token's position %s; the cluster is on timeline %d", tok.Timeline, fork, tok.LSN, tl)}
-			}
-			o.requireLSN(tok.LSN, m.cfg.TokenWait)
-			// The write lies before the token's timeline ended: a replica
-			// past its position on that timeline or a newer one has it,
-			// whichever branch it is on.
-			o.lineFrom = tok.Timeline
-			return tl, nil
-		default: // tok.Timeline > tl
-			if aheadUntil.IsZero() {
-				aheadUntil = time.Now().Add(2*m.cfg.CheckInterval + m.cfg.CheckTimeout)
-				for _, n := range m.nodesNow() {
-					n.trigger()
-				}
-			}
-			if !time.Now().Before(aheadUntil) {
-				return 0, &TokenError{Token: tok, Err: ErrTokenAhead,
-					Detail: fmt.Sprintf("the token is on timeline %d, the newest the Manager has seen is %d", tok.Timeline, tl)}
-			}
 		}
 		d := time.Until(aheadUntil)
 		if aheadUntil.IsZero() {
@@ -184,7 +208,7 @@ func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) (uint32, 
 			}
 		}
 	}
-	return 0, fmt.Errorf("hasql: After: the view kept changing while the token %s was resolved", tok)
+	return 0, fmt.Errorf("hasql: After: the view kept changing while the token %s was resolved", o.tokens())
 }
 
 // requireLSN makes o ask for lsn, with the master after wait unless o sets

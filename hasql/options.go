@@ -268,7 +268,17 @@ func (r ReplicaOption) apply(o *replicaOptions) {
 	case optZone:
 		o.zone = r.v
 	case optAfter:
-		o.after, o.hasAfter = o.after.Merge(Token{LSN: LSN(r.n), Timeline: r.tl, SystemID: r.sys}), true
+		// Each token is resolved on its own (see resolveAfter): merged,
+		// the later one would stand for both, and a write of the other
+		// lost in a failover, or its other cluster, would go unreported.
+		switch tok := (Token{LSN: LSN(r.n), Timeline: r.tl, SystemID: r.sys}); {
+		case tok.IsZero():
+		case o.after.IsZero():
+			o.after = tok
+		default:
+			o.afterMore = append(o.afterMore, tok)
+		}
+		o.hasAfter = true
 	case optPreferMaster:
 		o.preferMaster = true
 	}
@@ -285,9 +295,11 @@ type replicaOptions struct {
 	minLSNWait  time.Duration
 	tags        [][2]string // WithTag: key and value every replica must have
 	zone        string      // PreferZone
-	// After's token, resolved into minLSN (and fallback) when an acquire
-	// begins (see resolveAfter); MinLSNWait given explicitly.
+	// After's tokens (the first, then any other), resolved into minLSN
+	// (and fallback) when an acquire begins (see resolveAfter); MinLSNWait
+	// given explicitly.
 	after         Token
+	afterMore     []Token
 	hasAfter      bool
 	minLSNWaitSet bool
 	preferMaster  bool // PreferMaster
@@ -296,6 +308,29 @@ type replicaOptions struct {
 	// replica that shows lineFrom or a newer one, though older than the
 	// cluster's, has the write once past the position (see notBehind).
 	lineFrom uint32
+	// line is the cluster's timeline After's tokens were resolved against
+	// (0 without After): a replica asked how far it replayed must show
+	// it, or one from lineFrom on (see onLine).
+	line uint32
+}
+
+// onLine reports whether a replica that shows timeline tl (0: unknown)
+// replays the line o's tokens were resolved against.
+func (o *replicaOptions) onLine(tl uint32) bool {
+	lo := o.line
+	if o.lineFrom != 0 {
+		lo = o.lineFrom
+	}
+	return tl != 0 && tl >= lo && tl <= o.line
+}
+
+// tokens returns After's tokens, "" joined for an error.
+func (o *replicaOptions) tokens() string {
+	s := o.after.String()
+	for _, t := range o.afterMore {
+		s += ", " + t.String()
+	}
+	return s
 }
 
 // notBehind reports whether n may serve a read after o's position for

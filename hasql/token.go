@@ -133,7 +133,8 @@ func parseHex(s string) (uint64, error) {
 // per request of a user, say) gives one that stands for all of them. Across
 // a failover it stands for the newer timeline's: a write of the older one
 // that the failover lost is no longer reported (see
-// docs/read-your-writes.md).
+// docs/read-your-writes.md); pass both to After instead, which resolves
+// each.
 func (t Token) Merge(u Token) Token {
 	switch {
 	case t.IsZero():

@@ -1,0 +1,160 @@
+package hasql_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/hasql"
+	"github.com/pgxha/pgxha/testcluster"
+)
+
+// Two After options on one read: the read must have both writes. Merged
+// into one token (the later), a write of the older timeline lost in the
+// failover read as present (0 rows, no error), and a token of another
+// cluster was refused or not by the options' order.
+func TestAfterTokensEachResolved(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms"))
+	require.NoError(t, m.WaitReady(ctx, 1, 2))
+
+	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY)")
+	first, err := m.Token(ctx)
+	require.NoError(t, err)
+	replayedTo(t, m, first.LSN)
+
+	stopReceiver(t, ctx, n2)
+	_, lost, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (7)")
+	require.NoError(t, err)
+
+	require.NoError(t, n1.Kill())
+	require.NoError(t, c.Failover(ctx, n2))
+	waitRole(t, m, "n2", hasql.RoleMaster)
+
+	_, later, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (8)")
+	require.NoError(t, err)
+	require.Greater(t, later.Timeline, lost.Timeline)
+
+	// Each alone.
+	_, _, err = readAfter(ctx, m, lost, "notes", 7)
+	require.ErrorIs(t, err, hasql.ErrWriteLost, "the lost token alone")
+	foreign := later
+	foreign.SystemID ^= 1
+	_, _, err = readAfter(ctx, m, foreign, "notes", 8)
+	require.ErrorIs(t, err, hasql.ErrTokenForeign, "the foreign token alone")
+
+	for _, order := range [][2]hasql.Token{{foreign, later}, {later, foreign}} {
+		var found int
+		err = m.Replica(hasql.After(order[0]), hasql.After(order[1])).QueryRow(ctx, "SELECT count(*) FROM notes WHERE id = 8").Scan(&found)
+		t.Logf("After(%s), After(%s): found %d, %v", order[0], order[1], found, err)
+		assert.ErrorIs(t, err, hasql.ErrTokenForeign, "a token of another cluster among the options was accepted")
+	}
+	for _, order := range [][2]hasql.Token{{lost, later}, {later, lost}} {
+		var found int
+		err = m.Replica(hasql.After(order[0]), hasql.After(order[1])).QueryRow(ctx, "SELECT count(*) FROM notes WHERE id = 7").Scan(&found)
+		t.Logf("After(%s), After(%s): found %d, %v", order[0], order[1], found, err)
+		assert.ErrorIs(t, err, hasql.ErrWriteLost, "a write lost in the failover read as present (%d rows)", found)
+	}
+	// Two tokens of the cluster's history: the read has both writes.
+	_, third, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (9)")
+	require.NoError(t, err)
+	var found int
+	require.NoError(t, m.Replica(hasql.After(third), hasql.After(later)).QueryRow(ctx, "SELECT count(*) FROM notes WHERE id IN (8, 9)").Scan(&found))
+	assert.Equal(t, 2, found)
+}
+
+// The Manager's view still shows the old master, cut off, and its next
+// check is not due. A replica repointed to the new master (promoted
+// without the token's write) replays the new timeline past the token's
+// position. A read after the token, resolved on the old timeline, finds
+// no replica whose last check is past the position and asks the replicas
+// how far they replayed: a position of the new timeline is not the
+// token's. The read must not be served by that replica without the write
+// (it was, with no error: the probe compared positions across timelines).
+func TestAfterProbeComparesTimelines(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kv   []string
+	}{
+		{"checks every 2m", []string{"hasql_check_interval", "2m"}},
+		{"fleet profile", []string{"hasql_profile", "fleet"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { afterProbeOnAnotherTimeline(t, tc.kv...) })
+	}
+}
+
+func afterProbeOnAnotherTimeline(t *testing.T, kv ...string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 2})
+	n1, n2, n3 := c.Nodes()[0], c.Nodes()[1], c.Nodes()[2]
+	// The connection string names n1 and n3: n2, to be promoted, stays
+	// out of the probe.
+	m := newManager(t, ctx, withParams(c.DSNFor(n1.Addr(), n3.Addr()), append([]string{"hasql_token_wait", "5s"}, kv...)...))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+
+	replayed := func(n *testcluster.Node, lsn string) func() bool {
+		return func() bool {
+			conn, err := n.Conn(ctx)
+			if err != nil {
+				return false
+			}
+			defer conn.Close(ctx)
+			var ok bool
+			return conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn).Scan(&ok) == nil && ok
+		}
+	}
+	execOn(t, ctx, n1, "CREATE TABLE notes (id int PRIMARY KEY, pad text)")
+	first, err := m.Token(ctx)
+	require.NoError(t, err)
+	for _, n := range []*testcluster.Node{n2, n3} {
+		require.Eventually(t, replayed(n, first.LSN.String()), 30*time.Second, 10*time.Millisecond)
+	}
+
+	// Neither replica receives what n1 commits now.
+	stopReceiver(t, ctx, n2)
+	stopReceiver(t, ctx, n3)
+	_, tok, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (7, 'lost')")
+	require.NoError(t, err, "acknowledged by n1")
+
+	// n1 is cut off; n2 is promoted, n3 follows it.
+	require.NoError(t, n1.Partition())
+	require.NoError(t, c.Failover(ctx, n2))
+	// n2 writes on past the token's position; n3 replays it.
+	var n2lsn string
+	for i := 0; ; i++ {
+		from := strconv.Itoa(1000 + 1000*i)
+		execOn(t, ctx, n2, "INSERT INTO notes SELECT g, repeat('x', 100) FROM generate_series("+from+", "+from+" + 999) g")
+		conn, err := n2.Conn(ctx)
+		require.NoError(t, err)
+		var past bool
+		require.NoError(t, conn.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn() > $1::pg_lsn, pg_current_wal_insert_lsn()::text", tok.LSN.String()).Scan(&past, &n2lsn))
+		conn.Close(ctx)
+		if past {
+			break
+		}
+	}
+	require.Eventually(t, replayed(n3, n2lsn), 30*time.Second, 10*time.Millisecond, "n3 never replayed n2's WAL")
+
+	var found, port int
+	var tl int64
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	err = m.Replica(hasql.After(tok)).QueryRow(rctx,
+		"SELECT (SELECT count(*) FROM notes WHERE id = 7), coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0), current_setting('port')::int").Scan(&found, &tl, &port)
+	t.Logf("read after %s: %d rows on the server at port %d (n3 is %s), streaming timeline %d; %v", tok, found, port, n3.DirectAddr(), tl, err)
+	if err == nil {
+		require.Equal(t, 1, found, "a read after the token was served without the token's write, and without an error")
+	}
+	// n3's check, which the probe asks for, shows timeline 2: the write
+	// is reported lost.
+	require.ErrorIs(t, err, hasql.ErrWriteLost)
+	require.NoError(t, n1.Heal())
+}
