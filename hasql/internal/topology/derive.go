@@ -1032,12 +1032,18 @@ func (c *Core) provenBehind(w *Node) *Node {
 	return nil
 }
 
-// followsNow reports whether y, a vouched replica, streams from w now on
-// w's timeline, not ahead of it: its own check finds a walreceiver on that
-// timeline, and w's walsenders (read since y's server started) list it, by
-// its name, from its own address.
+// followsNow reports whether y, the replica that made a proof against w,
+// streams from w now on w's timeline, not ahead of it: its own check finds
+// a walreceiver on that timeline, and w's walsenders (read since y's
+// server started) list it, by its name, from its own address. That listing
+// by w, a vouched node, is what vouches for a replica: y need not be
+// vouched for still. Its vouching lapses when another server answers at
+// its address, and when its own server answers there again (its proofs
+// given back) only a master's listing earns it again: a proof that keeps
+// the one writable node stale would then keep every node from the role
+// that could list it, for good.
 func (c *Core) followsNow(y, w *Node) bool {
-	if !y.live() || !y.Vouched || !y.Res.InRecovery || y.Res.ReceiveTimeline != w.Res.Timeline || y.aheadOnTimelineOf(w) {
+	if !y.live() || !y.Res.InRecovery || y.Res.ReceiveTimeline != w.Res.Timeline || y.aheadOnTimelineOf(w) {
 		return false
 	}
 	return listedFrom(y, rowsFor(y, w), c.nodes)
