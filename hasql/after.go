@@ -92,10 +92,11 @@ func (e *TokenError) Unwrap() []error {
 // (ErrForkUnknown). The zero Token asks nothing.
 //
 // A replica that a probe finds past the position (its last check was
-// behind it) serves only when it shows the timeline the token was resolved
-// against, or one the write is in: one repointed to a master the Manager
-// has not seen yet may be past the position on a timeline that forked
-// before the write.
+// behind it) serves only when its walreceiver shows the timeline the token
+// was resolved against, or one the write is in: one repointed to a master
+// the Manager has not seen yet may be past the position on a timeline that
+// forked before the write. One with no walreceiver to show (or a check user
+// without pg_monitor) serves once its checks show the position.
 //
 // Several After options ask for every token's write, each resolved on its
 // own (a token of another cluster or a lost write among them fails the

@@ -19,14 +19,14 @@ const (
 )
 
 // replayTimelineSQL reads a replica's replayed position, then the timeline
-// it replays as its checks read it: its walreceiver's, else (none runs, or
-// the user may not see it) the newest of its control data's. Read after
-// the position, the walreceiver's timeline is at least the one of the WAL
-// replayed up to it (WAL is received and flushed before it is replayed).
+// its walreceiver streams: NULL when none runs or the user may not see it
+// (no pg_monitor). Read after the position, the walreceiver's timeline is
+// at least the one of the WAL replayed up to it (WAL is received and
+// flushed before it is replayed). Not the control data's: it shows a
+// timeline only from the next restartpoint, and a replica repointed to a
+// new master that then lost its walreceiver shows the old one there.
 const replayTimelineSQL = `SELECT (coalesce(pg_last_wal_replay_lsn(), '0/0'::pg_lsn) - '0/0'::pg_lsn)::int8,
-	coalesce((SELECT received_tli::int8 FROM pg_stat_wal_receiver),
-		greatest((SELECT timeline_id::int8 FROM pg_control_checkpoint()),
-			(SELECT min_recovery_end_timeline::int8 FROM pg_control_recovery())))`
+	(SELECT received_tli::int8 FROM pg_stat_wal_receiver)`
 
 // RowQuerier is anything that runs a one-row query: a *pgx.Conn, a
 // *pgxpool.Conn, a *pgxpool.Pool or a *Querier.
