@@ -1004,9 +1004,12 @@ func (c *Core) aheadUnordered(w *Node) *Node {
 
 // provenBehind returns a replica in the set that was found ahead of w on
 // w's present timeline, or nil. The proof is dropped once the replica
-// streams from w on that timeline and is not ahead of it: w's present
-// server has its WAL (w's name moved onto the master the replica follows,
-// or the replica was rewound onto w's branch). Nothing else drops it: not
+// streams from w on that timeline and is not ahead of it, w's server not
+// the one proven behind: w's present server has its WAL (w's name moved
+// onto the master the replica follows). Streaming from the very server it
+// proved behind tells nothing: on two branches of one timeline number
+// PostgreSQL streams from whatever position the replica asks for, and the
+// server still lacks the WAL the replica held past it. Nothing else drops it: not
 // w writing on past the replica's position, nor a restart, nor another
 // server answering at w for a while. A check user without pg_monitor
 // cannot see whom the replica streams from: the proof then holds until
@@ -1022,7 +1025,7 @@ func (c *Core) provenBehind(w *Node) *Node {
 			if b.id != w.ID && !sameServer || b.tl != w.Res.Timeline || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
 				continue
 			}
-			if c.followsNow(y, w) {
+			if !sameServer && c.followsNow(y, w) {
 				y.ahead = slices.Delete(y.ahead, i, i+1)
 				break
 			}
