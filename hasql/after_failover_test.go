@@ -18,6 +18,12 @@ import (
 func stopReceiver(t *testing.T, ctx context.Context, n *testcluster.Node) {
 	t.Helper()
 	execOn(t, ctx, n, "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
+	waitNoReceiver(t, ctx, n)
+}
+
+// waitNoReceiver waits until n runs no walreceiver.
+func waitNoReceiver(t *testing.T, ctx context.Context, n *testcluster.Node) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		conn, err := n.Conn(ctx)
 		if err != nil {

@@ -324,7 +324,7 @@ func (o *replicaOptions) onLine(tl uint32) bool {
 	return tl != 0 && tl >= lo && tl <= o.line
 }
 
-// tokens returns After's tokens, "" joined for an error.
+// tokens returns After's tokens as text, for an error.
 func (o *replicaOptions) tokens() string {
 	s := o.after.String()
 	for _, t := range o.afterMore {

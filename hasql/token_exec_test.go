@@ -18,7 +18,7 @@ import (
 // failover that lost the write (a replica that never received it is
 // promoted), a read after the token fails with ErrWriteLost, where a token
 // read afterwards with m.Token names the new master and reads nothing of
-// the loss.
+// the loss. Both tokens on one read ask for both writes.
 func TestExecTokenReportsAWriteLostInAFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -58,6 +58,38 @@ func TestExecTokenReportsAWriteLostInAFailover(t *testing.T) {
 	later, err := m.Token(ctx)
 	require.NoError(t, err)
 	assert.Greater(t, later.Timeline, tok.Timeline, "m.Token names the master of now")
+
+	// Both tokens on one read ask for both writes. Merged into the later
+	// one, the lost write read as present (0 rows, no error), and a
+	// token of another cluster was refused or not by the options' order.
+	t.Run("several After options", func(t *testing.T) {
+		_, after, err := m.Master().ExecToken(ctx, "INSERT INTO notes VALUES (8)")
+		require.NoError(t, err)
+		foreign := after
+		foreign.SystemID ^= 1
+		for _, tc := range []struct {
+			a, b  hasql.Token
+			id    int
+			want  error
+			found int
+		}{
+			{tok, after, 7, hasql.ErrWriteLost, 0},
+			{after, tok, 7, hasql.ErrWriteLost, 0},
+			{foreign, after, 8, hasql.ErrTokenForeign, 0},
+			{after, foreign, 8, hasql.ErrTokenForeign, 0},
+			{later, after, 8, nil, 1},
+		} {
+			var found int
+			err := m.Replica(hasql.After(tc.a), hasql.After(tc.b)).QueryRow(ctx, "SELECT count(*) FROM notes WHERE id = $1", tc.id).Scan(&found)
+			t.Logf("After(%s), After(%s): %d rows, %v", tc.a, tc.b, found, err)
+			if tc.want == nil {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorIs(t, err, tc.want)
+			}
+			assert.Equal(t, tc.found, found)
+		}
+	})
 }
 
 // With no master, a read after a token goes on asking the replicas past
