@@ -47,7 +47,7 @@ func writeTable(w io.Writer, rep report, note string) error {
 		for _, why := range []struct {
 			what string
 			text *string
-		}{{"detached", n.Detached}, {"sync unknown", n.SyncUnknown}, {"stale master behind replica", n.StaleBehind}} {
+		}{{"detached", n.Detached}, {"sync unknown", n.SyncUnknown}, {"stale master behind replica", n.StaleBehind}, {"not master yet", n.Waiting}} {
 			if why.text != nil {
 				details = append(details, "  "+n.Addr+": "+why.what+": "+*why.text)
 			}

@@ -355,15 +355,15 @@ func watch(ctx context.Context, o options, red redactor, stdout, stderr io.Write
 // changeKey is what a frame of rep says that a reader acts on: each node's
 // role (with its notes: suspect, replay paused, split brain, ...), whether
 // it is up, its sync state, timeline and the cause of its error, why it is
-// detached or its sync state unknown, and which replica a stale master is
-// behind. Positions, lag and check latency, which move all the time, are
+// detached or its sync state unknown, which replica a stale master is
+// behind, and which check a writable node waits for. Positions, lag and check latency, which move all the time, are
 // left out.
 func changeKey(rep report) string {
 	var b strings.Builder
 	for _, n := range rep.Nodes {
 		fmt.Fprintf(&b, "%s|%s|%t|%s|%s|", n.Addr, roleText(n), n.Up, orDash(n.SyncState),
 			optional(n.Timeline, func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }))
-		for _, p := range []*string{n.Error, n.Detached, n.SyncUnknown, n.StaleBehind} {
+		for _, p := range []*string{n.Error, n.Detached, n.SyncUnknown, n.StaleBehind, n.Waiting} {
 			if p != nil {
 				b.WriteString(shortError(*p))
 			}

@@ -549,8 +549,9 @@ func TestFormat(t *testing.T) {
 		summaryText(summary{Master: 1, Replica: 1, Detached: 1, Stale: 1}))
 }
 
-// A detached replica, one of unknown sync state and one whose lag is not
-// known yet are shown as such, with the reasons after the table.
+// A detached replica, one of unknown sync state, one whose lag is not
+// known yet and a writable node not master yet are shown as such, with the
+// reasons after the table.
 func TestTableShowsWhatIsNotKnown(t *testing.T) {
 	now := time.Now()
 	nodes := []hasql.NodeStatus{
@@ -559,6 +560,8 @@ func TestTableShowsWhatIsNotKnown(t *testing.T) {
 			LagBytes: 4096, LagAt: now},
 		{Addr: "h3:5432", Name: "n3", Role: hasql.RoleDetached, Up: true, LastCheck: now, Detached: "left behind on timeline 1; the cluster is on timeline 2"},
 		{Addr: "h4:5432", Name: "n4", Role: hasql.RoleStaleMaster, Up: true, Writable: true, LastCheck: now, StaleMaster: true, StaleBehind: "h2:5432"},
+		{Addr: "h5:5432", Name: "n5", Role: hasql.RoleUnknown, Up: true, Writable: true, LastCheck: now,
+			Waiting: "the first master waits until every node of the connection string has answered a check or failed one"},
 	}
 	rep := makeReport(now, nodes, redactor{})
 	var b strings.Builder
@@ -573,7 +576,13 @@ func TestTableShowsWhatIsNotKnown(t *testing.T) {
 	assert.Regexp(t, `h2:5432\s+n2\s+replica\s+-\s+-\s+-\s+4.0 KiB\s+unknown`, out, "a lag not measured yet is unknown, never 0s")
 	assert.Contains(t, out, "h3:5432: detached: left behind on timeline 1")
 	assert.Contains(t, out, "h2:5432: sync unknown: the check user may not read sync_state")
+	assert.Contains(t, out, "h5:5432: not master yet: the first master waits until every node")
+	assert.Contains(t, js.String(), `"waiting":"the first master waits`)
 	assert.Equal(t, 1, rep.Summary.Detached)
+	// What a watch acts on changes when the wait ends.
+	waited := changeKey(rep)
+	nodes[4].Waiting = ""
+	assert.NotEqual(t, waited, changeKey(makeReport(now, nodes, redactor{})))
 }
 
 // TestRedactKeepsWords checks that a password which is also a word of the

@@ -62,9 +62,11 @@ type nodeReport struct {
 	// Detached says why a replica does not follow the master; SyncUnknown
 	// why its sync state is unknown; StaleMaster marks a writable node on an
 	// older timeline or behind a replica, StaleBehind names that replica;
-	// SameAs the address of the node it is the same server as.
+	// SameAs the address of the node it is the same server as; Waiting
+	// which check a writable node waits for before it may be master.
 	Detached    *string `json:"detached"`
 	SyncUnknown *string `json:"sync_unknown"`
+	Waiting     *string `json:"waiting"`
 	StaleMaster bool    `json:"stale_master"`
 	StaleBehind *string `json:"stale_behind"`
 	SameAs      *string `json:"same_as"`
@@ -134,6 +136,7 @@ func makeNodeReport(n hasql.NodeStatus, r redactor) nodeReport {
 		checked:      checked,
 		Detached:     nonEmpty(p(n.Detached)),
 		SyncUnknown:  nonEmpty(p(n.SyncUnknown)),
+		Waiting:      nonEmpty(p(n.Waiting)),
 		StaleMaster:  n.StaleMaster,
 		StaleBehind:  nonEmpty(p(n.StaleBehind)),
 		SameAs:       nonEmpty(p(n.SameAs)),
