@@ -212,8 +212,8 @@ type Node struct {
 	// which has not been checked since it changed server (an alias carried
 	// over a restart, see dedup): it is not elected until that one is
 	// checked again, for the change may be another server's, not a restart.
-	unconfirmed   bool
-	unconfirmedBy string // the address of that node
+	// It holds that node's address; "" when the node stands for none.
+	unconfirmed string
 }
 
 // behind is a writable node a replica was found ahead of, on timeline tl,

@@ -306,7 +306,7 @@ func (c *Core) dedup() (changed bool) {
 		privileged = privileged || x.live() && x.Vouched && !x.Res.InRecovery && shownAddrs(x.Res.Replicas)
 	}
 	for _, x := range order {
-		x.unconfirmed = false
+		x.unconfirmed = ""
 	}
 	for i, x := range order {
 		x.AliasOf = nil
@@ -348,8 +348,8 @@ func (c *Core) dedup() (changed bool) {
 			// writable server under the same name at y's address (a
 			// split brain x would hide). No master until x is checked
 			// again (soon: no master has the checks run fast).
-			if x.mayWrite() && y.mayWrite() && !y.unconfirmed {
-				y.unconfirmed, y.unconfirmedBy = true, x.Addr
+			if x.mayWrite() && y.mayWrite() && y.unconfirmed == "" {
+				y.unconfirmed = x.Addr
 			}
 		}
 	}
@@ -799,9 +799,9 @@ func (c *Core) elect() {
 	}
 	c.elected = Election{Timeline: c.Timeline()}
 	switch {
-	case len(top) == 1 && top[0].unconfirmed:
+	case len(top) == 1 && top[0].unconfirmed != "":
 		// No master for a moment (see Node.unconfirmed).
-		top[0].Waiting = "the same server as " + top[0].unconfirmedBy + " by what it shows, which has not been checked since its server changed (a restart, or another writable server); elected once that is checked again"
+		top[0].Waiting = "the same server as " + top[0].unconfirmed + " by what it shows, which has not been checked since its server changed (a restart, or another writable server); elected once that is checked again"
 	case len(top) == 1 && !c.everHadMaster && c.trustedUnchecked() && !c.confirmedByReplica(top[0]):
 		// The first master waits until every node the user named has
 		// answered a check or failed one, unless its walsenders list a
