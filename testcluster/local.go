@@ -160,7 +160,7 @@ func (l *localNode) startLocked(ctx context.Context) error {
 		return err
 	}
 	if l.bouncer != nil && l.bouncer.proc == nil {
-		if err := l.bouncer.start(ctx, l.c, int(l.port.Load())); err != nil {
+		if err := l.startBouncerLocked(ctx); err != nil {
 			return fmt.Errorf("%s: %w", l.name, err)
 		}
 	}
@@ -169,6 +169,27 @@ func (l *localNode) startLocked(ctx context.Context) error {
 		l.proxy.Refuse(false)
 	}
 	return nil
+}
+
+// startBouncerLocked starts the node's PgBouncer; when another program
+// holds its port, it moves to another and points the node's proxies there.
+// Caller must hold mu.
+func (l *localNode) startBouncerLocked(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		err := l.bouncer.start(ctx, l.c, int(l.port.Load()))
+		if err == nil || attempt == 2 || !errors.Is(err, errPortTaken) {
+			return err
+		}
+		port, perr := freePort()
+		if perr != nil {
+			return err
+		}
+		l.bouncer.port = port
+		l.proxy.SetUpstream(l.bouncer.addr())
+		for _, a := range l.aliases {
+			a.SetUpstream(l.bouncer.addr())
+		}
+	}
 }
 
 // waitAccepting returns once the server accepts an authenticated
@@ -395,10 +416,12 @@ func (l *localNode) close() error {
 func (l *localNode) alias() (string, error) { return l.aliasAt("127.0.0.1:0") }
 
 func (l *localNode) aliasAt(listen string) (string, error) {
+	l.mu.Lock()
 	upstream := l.directAddr()
 	if l.bouncer != nil {
 		upstream = l.bouncer.addr()
 	}
+	l.mu.Unlock()
 	p, err := faultproxy.New(listen, upstream)
 	if err != nil {
 		return "", err
@@ -704,15 +727,35 @@ func serverEnv(extra []string) []string {
 	return append(env, extra...)
 }
 
+// handedOut holds the ports freePort returned in this process: a port is
+// only bound once its server or PgBouncer starts, so until then a second
+// call could return it again (two nodes of one cluster set up before either
+// starts), and a PgBouncer that cannot bind it is not told apart from the
+// one that did by a dial alone.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
 func freePort() (int, error) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil || len(handedOut.ports) > 6000 {
+		// Half the range: the oldest clusters of a long run are gone.
+		handedOut.ports = make(map[int]bool)
+	}
 	// Below Linux's ephemeral range (32768 and up by default): a port the
 	// kernel handed out for listening is free now, but an outgoing
 	// connection (the suite makes thousands) can take it before the server
 	// that is to listen there starts.
 	for range 64 {
-		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(20000+rand.IntN(12000))); err == nil {
-			port := l.Addr().(*net.TCPAddr).Port
+		port := 20000 + rand.IntN(12000)
+		if handedOut.ports[port] {
+			continue
+		}
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
 			l.Close()
+			handedOut.ports[port] = true
 			return port, nil
 		}
 	}

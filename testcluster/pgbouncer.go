@@ -9,8 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // PgBouncerMode is the pool mode of the PgBouncer that Options.PgBouncer puts
@@ -151,24 +154,59 @@ func (b *bouncer) start(ctx context.Context, c *Cluster, serverPort int) error {
 		close(exited)
 	}()
 	b.proc, b.exited = cmd, exited
-	// Ready once it accepts TCP connections.
+	// Ready once a query through it reaches the server on serverPort: a
+	// dial alone is answered by whatever listens on the port, which is
+	// another program's when this PgBouncer could not bind it (it then
+	// exits, a moment later).
 	ticker := time.NewTicker(5 * time.Millisecond)
 	defer ticker.Stop()
 	for {
-		nc, err := net.DialTimeout("tcp", b.addr(), time.Second)
+		port, err := b.serverPort(ctx, c)
 		if err == nil {
-			nc.Close()
-			return nil
+			select {
+			case <-exited:
+			default:
+				if port == serverPort {
+					return nil
+				}
+				b.stop()
+				return fmt.Errorf("%w: %s reaches the server on port %d, not %d", errPortTaken, b.addr(), port, serverPort)
+			}
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("pgbouncer exited during start-up: %s", tailFile(filepath.Join(b.dir, "stderr.log"), 10)+tailFile(b.logPath, 10))
+			b.proc = nil
+			logs := tailFile(filepath.Join(b.dir, "stderr.log"), 10) + tailFile(b.logPath, 10)
+			if strings.Contains(logs, "Address already in use") {
+				return fmt.Errorf("%w: %s: %s", errPortTaken, b.addr(), logs)
+			}
+			return fmt.Errorf("pgbouncer exited during start-up: %s", logs)
 		case <-ctx.Done():
 			b.stop()
 			return fmt.Errorf("waiting for pgbouncer: %w", ctx.Err())
 		case <-ticker.C:
 		}
 	}
+}
+
+// errPortTaken: another program listens on the port picked for a
+// PgBouncer; the caller picks another.
+var errPortTaken = errors.New("port taken")
+
+// serverPort asks, through the bouncer, which port the server it forwards
+// to listens on (simple protocol: transaction pooling keeps no prepared
+// statement).
+func (b *bouncer) serverPort(ctx context.Context, c *Cluster) (int, error) {
+	attemptCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := c.connect(attemptCtx, b.addr())
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var port int
+	err = conn.QueryRow(attemptCtx, "SELECT inet_server_port()", pgx.QueryExecModeSimpleProtocol).Scan(&port)
+	return port, err
 }
 
 // retarget points the bouncer at a server that moved to serverPort
