@@ -414,16 +414,8 @@ func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions, behindTimel
 		return "down: " + errString(st.LastError)
 	case st.SameAs != "":
 		return "the same server as " + st.SameAs
-	case st.Role == RoleStaleMaster && st.StaleBehind != "":
-		return "stale master: writable on timeline " + uitoa(st.Timeline) + ", behind replica " + st.StaleBehind + ", which holds WAL of it this node never wrote"
-	case st.Role == RoleStaleMaster:
-		return "stale master: writable on timeline " + uitoa(st.Timeline) + ", older than the cluster's newest"
-	case st.SplitBrain && st.Role != RoleMaster:
-		return "writable, not used (split brain)"
-	case st.Role == RoleDetached:
-		return "detached: " + st.Detached
-	case st.Role == RoleUnknown && st.Waiting != "":
-		return "writable, not master yet: " + st.Waiting
+	case roleReason(st) != "":
+		return roleReason(st)
 	case st.Role == RoleUnknown:
 		return "role unknown"
 	}

@@ -83,19 +83,13 @@ func (e *NoNodeError) Error() string {
 
 // describe says in a few words what a node is.
 func describe(n NodeStatus) string {
-	switch {
-	case n.LastError != nil && n.Role == RoleUnknown:
+	if n.LastError != nil && n.Role == RoleUnknown {
 		return "down: " + n.LastError.Error()
-	case n.SplitBrain && n.Role == RoleUnknown:
-		return "writable, not used (split brain)"
-	case n.Role == RoleUnknown && n.Waiting != "":
-		return "writable, not master yet: " + n.Waiting
-	case n.Role == RoleDetached:
-		return "detached: " + n.Detached
-	case n.Role == RoleStaleMaster && n.StaleBehind != "":
-		return "stale master (writable, behind replica " + n.StaleBehind + ", which holds WAL of its timeline it never wrote)"
-	case n.Role == RoleStaleMaster:
-		return "stale master (writable on an older timeline)"
+	}
+	if r := roleReason(n); r != "" {
+		return r
+	}
+	switch {
 	case n.LastCheck.IsZero():
 		return "not checked yet"
 	case n.Suspect:
@@ -103,6 +97,27 @@ func describe(n NodeStatus) string {
 	default:
 		return n.Role.String()
 	}
+}
+
+// roleReason says why a node that answers its checks serves no acquire at
+// all, for the states that have a reason of their own (a stale master, a
+// split brain, a detached node, a writable node not master yet), or ""; the
+// per-node text of NoNodeError (whyNot) and of WaitReady's error (describe)
+// share it.
+func roleReason(n NodeStatus) string {
+	switch {
+	case n.Role == RoleStaleMaster && n.StaleBehind != "":
+		return "stale master: writable on timeline " + uitoa(n.Timeline) + ", behind replica " + n.StaleBehind + ", which holds WAL of it this node never wrote"
+	case n.Role == RoleStaleMaster:
+		return "stale master: writable on timeline " + uitoa(n.Timeline) + ", older than the cluster's newest"
+	case n.SplitBrain && n.Role != RoleMaster:
+		return "writable, not used (split brain)"
+	case n.Role == RoleDetached:
+		return "detached: " + n.Detached
+	case n.Role == RoleUnknown && n.Waiting != "":
+		return "writable, not master yet: " + n.Waiting
+	}
+	return ""
 }
 
 func errString(err error) string {

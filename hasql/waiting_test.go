@@ -26,3 +26,23 @@ func TestWaitingWritableSaysWhy(t *testing.T) {
 		t.Errorf("whyNot of a node that waits for nothing: %q", got)
 	}
 }
+
+// A node that serves no acquire for a reason of its own state is named with
+// the same words in WaitReady's error and in a NoNodeError.
+func TestNodeReasonsAgree(t *testing.T) {
+	now := time.Now()
+	for _, st := range []NodeStatus{
+		{Addr: "a:1", Role: RoleStaleMaster, Up: true, Writable: true, LastCheck: now, Timeline: 3, StaleBehind: "b:1"},
+		{Addr: "a:1", Role: RoleStaleMaster, Up: true, Writable: true, LastCheck: now, Timeline: 2},
+		{Addr: "a:1", Role: RoleUnknown, Up: true, Writable: true, LastCheck: now, SplitBrain: true},
+		{Addr: "a:1", Role: RoleDetached, Up: true, LastCheck: now, Detached: "system identifier 7 is not the cluster's 6"},
+		{Addr: "a:1", Role: RoleUnknown, Up: true, Writable: true, LastCheck: now, Waiting: "a check of b:1"},
+	} {
+		want := describe(st)
+		for _, tg := range []target{targetMaster, targetReplica} {
+			if got := (&Manager{}).whyNot(st, tg, nil, false); got != want {
+				t.Errorf("%s: whyNot %q, describe %q", st.Role, got, want)
+			}
+		}
+	}
+}
