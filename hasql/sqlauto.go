@@ -66,6 +66,10 @@ type autoConn struct {
 	master, replica driver.Conn // opened on first use
 	tx              driver.Conn // the side of the transaction in progress
 	closed          bool
+	// resetMaster, resetReplica: the side was handed out again by
+	// database/sql (ResetSession) and is re-validated before its next use
+	// (see side).
+	resetMaster, resetReplica bool
 }
 
 // errAfterInDB refuses After in DB: a token is one request's, a *sql.DB
@@ -84,9 +88,16 @@ func (a *autoConn) side(ctx context.Context, read bool) (driver.Conn, error) {
 	if a.tx != nil {
 		return a.tx, nil
 	}
-	p, c := &a.master, a.c.master
+	p, c, reset := &a.master, a.c.master, &a.resetMaster
 	if read {
-		p, c = &a.replica, a.c.replica
+		p, c, reset = &a.replica, a.c.replica, &a.resetReplica
+	}
+	if *p != nil && *reset {
+		*reset = false
+		if err := (*p).(driver.SessionResetter).ResetSession(ctx); err != nil {
+			(*p).Close()
+			*p = nil
+		}
 	}
 	if *p == nil {
 		conn, err := c.Connect(ctx)
@@ -263,22 +274,17 @@ func (a *autoConn) Ping(ctx context.Context) error {
 // driver does.
 func (a *autoConn) CheckNamedValue(*driver.NamedValue) error { return nil }
 
-// ResetSession re-validates each side as DB does: a side whose node lost
-// its role (or whose connection broke) is closed, and opened again on its
-// next statement; the other side stays.
+// ResetSession marks each open side to be re-validated as DB does before
+// its next statement (see side): a side whose node lost its role (or whose
+// connection broke) is closed there and opened again; the other side
+// stays. Not here, on both: a side that hangs (its server paused, its
+// host gone) would hold a statement meant for the other until the
+// caller's deadline, and close the healthy side with it.
 func (a *autoConn) ResetSession(ctx context.Context) error {
 	if a.closed || a.tx != nil {
 		return driver.ErrBadConn
 	}
-	for _, p := range []*driver.Conn{&a.master, &a.replica} {
-		if *p == nil {
-			continue
-		}
-		if err := (*p).(driver.SessionResetter).ResetSession(ctx); err != nil {
-			(*p).Close()
-			*p = nil
-		}
-	}
+	a.resetMaster, a.resetReplica = a.master != nil, a.replica != nil
 	return nil
 }
 

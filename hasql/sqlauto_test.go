@@ -108,3 +108,45 @@ func TestTargetAutoSqlx(t *testing.T) {
 	require.NoError(t, db.GetContext(ctx, &port, "SELECT inet_server_port()"))
 	assert.Equal(t, portStr(n2.DirectAddr()), strconv.Itoa(port), "the write went to n2")
 }
+
+// A side of a TargetAuto connection whose server hangs holds no statement
+// meant for the other side: a write goes out while the replica the
+// connection read from is paused, a read while the master it wrote to is.
+// (Both sides were validated when database/sql handed the connection out,
+// a ping on each: the write waited for the paused replica until its
+// deadline, and the healthy side was closed with it.)
+func TestTargetAutoSideNotHeldByTheOther(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "100ms", "hasql_check_timeout", "5s"))
+	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	db := m.DB(hasql.TargetAuto)
+	defer db.Close()
+	db.SetMaxOpenConns(1) // one connection, both sides open on it
+
+	_, err := db.ExecContext(ctx, "CREATE TABLE t (id int)")
+	require.NoError(t, err)
+	var inRecovery bool
+	require.NoError(t, db.QueryRowContext(hasql.ReadOnly(ctx), "SELECT pg_is_in_recovery()").Scan(&inRecovery))
+	require.True(t, inRecovery)
+
+	require.NoError(t, n2.Pause())
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+	_, err = db.ExecContext(wctx, "INSERT INTO t VALUES (1)")
+	wcancel()
+	require.NoError(t, err, "a write while the replica side hangs")
+	require.NoError(t, n2.Resume())
+	waitRole(t, m, "n2", hasql.RoleAsyncReplica)
+
+	require.NoError(t, n1.Pause())
+	defer func() { require.NoError(t, n1.Resume()) }()
+	rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer rcancel()
+	require.NoError(t, db.QueryRowContext(hasql.ReadOnly(rctx), "SELECT pg_is_in_recovery()").Scan(&inRecovery), "a read while the master side hangs")
+	require.True(t, inRecovery)
+	tx, err := db.BeginTx(rctx, &sql.TxOptions{ReadOnly: true})
+	require.NoError(t, err, "a read-only transaction while the master side hangs")
+	require.NoError(t, tx.Rollback())
+}
