@@ -205,6 +205,45 @@ func (c *sleepyChecker) Check(ctx context.Context, conn *pgx.Conn) (checker.Resu
 	return checker.PostgreSQL().Check(ctx, conn)
 }
 
+// A statement of the application's that its context interrupted just
+// before Close (through the pool, and through DB) is cancelled on the
+// server: pgconn's cancel request, dialed as it closes the connection, went
+// out through the node's dialer, which Close had shut, and the server ran
+// the statement to its end, the session and pgconn's cleanup outliving
+// Close.
+func TestCloseLetsCancelsOfStatementsOut(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	conn, err := c.Nodes()[0].Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	for _, via := range []string{"pool", "DB"} {
+		app := "closecancel" + via
+		m, err := hasql.New(ctx, withParams(c.DSN(), "application_name", app, "hasql_check_interval", "50ms"), hasql.WithLogger(quiet))
+		require.NoError(t, err)
+		require.NoError(t, m.WaitReady(ctx, 1, 1))
+		short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+		if via == "pool" {
+			_, err = m.Master().Exec(short, "SELECT pg_sleep(120)")
+			cancelShort()
+			require.Error(t, err)
+		} else {
+			db := m.DB(hasql.TargetAuto)
+			_, err = db.ExecContext(short, "SELECT pg_sleep(120)")
+			cancelShort()
+			require.Error(t, err)
+			require.NoError(t, db.Close())
+		}
+		m.Close()
+		assert.Eventually(t, func() bool {
+			var k int
+			require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&k))
+			return k == 0
+		}, 30*time.Second, 10*time.Millisecond, "%s: a session of the closed Manager left on the server, pg_sleep running on", via)
+	}
+}
+
 // TestCloseFinishesCancels: Close interrupts checks in flight, which sends
 // the servers cancel requests; it returns only once they are done and the
 // check sessions ended.

@@ -145,7 +145,9 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	noIdleTimeout(cfg.RuntimeParams)
 	var conn *pgx.Conn
 	if err == nil {
-		conn, err = pgx.ConnectConfig(ctx, cfg)
+		// No tracer to mark the connect (see nodeTracer.TraceConnectStart):
+		// the node's dialer takes an unmarked dial for a cancel request's.
+		conn, err = pgx.ConnectConfig(context.WithValue(ctx, connectingKey{}, struct{}{}), cfg)
 		err = scrubConnect(err) // no password in what Listen returns
 		n.connected(err)
 		if err == nil && n.unboundAfterConnect {

@@ -2,6 +2,7 @@ package hasql
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -127,6 +128,13 @@ type node struct {
 	checkConns connRegistry
 	abort      context.Context
 	abortDials context.CancelFunc
+	// The cancel requests of the pool's and DB's connections (see
+	// dialCancel), and a context that ends their dials once closePool
+	// has waited for them.
+	cancels     connRegistry
+	cancelDials atomic.Int32 // cancel requests being dialed
+	cancelsOver context.Context
+	endCancels  context.CancelFunc
 
 	// Owned by the node's check goroutine.
 	checkCfg *pgx.ConnConfig
@@ -165,6 +173,7 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	n.reported = make(chan struct{})
 	n.ctx, n.cancel = context.WithCancel(m.ctx)
 	n.abort, n.abortDials = context.WithCancel(context.Background())
+	n.cancelsOver, n.endCancels = context.WithCancel(context.Background())
 	n.checkCfg = n.checkConnConfig(pc.ConnConfig)
 
 	// An acquire whose context has no deadline must not wait without
@@ -206,6 +215,9 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	pc.ConnConfig.OnNotice = noteSyncRepCancel(pc.ConnConfig.OnNotice)
 	dial := pc.ConnConfig.DialFunc
 	pc.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if ctx.Value(connectingKey{}) == nil {
+			return n.dialCancel(ctx, dial, network, addr)
+		}
 		// A node being closed makes no connection, and one being made
 		// when it closes is cut (see closePool).
 		if n.abort.Err() != nil {
@@ -559,12 +571,106 @@ var errNodeClosed = errors.New("hasql: the node is closed")
 // closePool closes n's pool once n is out of use (its check loop stopped,
 // or never started). Connections still being made (pool_min_conns', or a
 // refill's, to a server that hangs) are cut first, and no other is made:
-// pgxpool's Close waits for them, up to their connect_timeout. Then it
-// waits until the connections acquired from the pool are released.
+// pgxpool's Close waits for them, up to their connect_timeout. Then the
+// connections a context interrupted are let close, their cancel requests
+// sent (see settleCancels), and it waits until the connections acquired
+// from the pool are released.
 func (n *node) closePool() {
 	n.abortDials()
 	n.conns.closeIf(func(c *trackedConn) bool { return !c.live.Load() })
+	n.settleCancels()
 	n.pool.Close()
+}
+
+// connectingKey marks the context of a connection being made (see
+// nodeTracer.TraceConnectStart): a dial without it is a cancel request's.
+type connectingKey struct{}
+
+// dialCancel dials for a cancel request, which pgconn sends through the
+// connection's DialFunc as it closes a connection whose statement was
+// interrupted (its context ended): the server stops the statement, and
+// pgconn's cleanup, which reads the connection until the server ends it,
+// is over. It goes out while the node closes too (closePool waits for it a
+// while): refused, the server ran the statement to its end, its session
+// outliving Close, and pgconn's cleanup with it.
+func (n *node) dialCancel(ctx context.Context, dial pgconn.DialFunc, network, addr string) (net.Conn, error) {
+	if n.cancelsOver.Err() != nil {
+		return nil, errNodeClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(n.cancelsOver, cancel)
+	defer stop()
+	n.cancelDials.Add(1)
+	defer n.cancelDials.Add(-1)
+	c, err := dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := n.cancels.track(c)
+	if n.cancelsOver.Err() != nil {
+		tc.Close()
+		return nil, errNodeClosed
+	}
+	return &cancelOnly{Conn: tc}, nil
+}
+
+// cancelOnly is a connection dialed for a cancel request: its first write
+// must be one, or the SSLRequest (or, with direct TLS, the handshake) that
+// goes before it. Anything else (a startup message: a connection made
+// without its connect context, which would escape the node's registry and
+// its cuts) is refused, and the connection closed.
+type cancelOnly struct {
+	net.Conn
+	written bool
+}
+
+func (c *cancelOnly) Write(b []byte) (int, error) {
+	if !c.written {
+		c.written = true
+		if !cancelOrTLS(b) {
+			c.Conn.Close()
+			return 0, errors.New("hasql: a connection dialed as a cancel request's sent something else")
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+// cancelOrTLS reports whether b, a connection's first write, begins a
+// cancel request (80877102), an SSLRequest (80877103) or a TLS handshake
+// record (direct TLS).
+func cancelOrTLS(b []byte) bool {
+	if len(b) > 0 && b[0] == 0x16 {
+		return true
+	}
+	if len(b) < 8 {
+		return false
+	}
+	code := binary.BigEndian.Uint32(b[4:8])
+	return code == 80877102 || code == 80877103
+}
+
+// settleCancels waits up to CheckTimeout for the connections a context
+// interrupted to be closed by pgconn, their cancel requests sent, then
+// cuts what is left of both and lets no other cancel request out: nothing
+// of the node's reads or reaches the server once it returns.
+func (n *node) settleCancels() {
+	interrupted := func(c *trackedConn) bool { return c.interrupted.Load() }
+	timer := time.NewTimer(n.m.cfg.CheckTimeout)
+	defer timer.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for n.cancelDials.Load() > 0 || n.cancels.len() > 0 || n.conns.count(interrupted) > 0 {
+		select {
+		case <-timer.C:
+			break wait
+		case <-tick.C:
+		}
+	}
+	n.endCancels()
+	n.cancels.closeAll()
+	n.conns.closeIf(interrupted)
 }
 
 // closeCheckConns closes the check connection and waits until every check
@@ -783,6 +889,10 @@ type trackedConn struct {
 	raw  syscall.RawConn // the socket, for idle checks (see deadSocket); nil when not one
 	cut  atomic.Bool     // closed by sever: pgxha cut it
 	live atomic.Bool     // connected and authenticated (see nodeTracer.TraceConnectEnd)
+	// interrupted: a read or write under a statement ended on its
+	// context's deadline; pgconn closes the connection, sending a cancel
+	// request first.
+	interrupted atomic.Bool
 	// master: the node was the master when the connection's last
 	// statement began (see nodeTracer.began).
 	master atomic.Bool
@@ -855,7 +965,11 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 func (c *trackedConn) lost(err error) error {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return err // pgconn tells a context's end by this error's type
+		// A context's end, which pgconn tells by this error's type: it
+		// closes the connection, after a cancel request (see
+		// settleCancels).
+		c.interrupted.Store(true)
+		return err
 	}
 	c.netErr.CompareAndSwap(nil, &err)
 	return &NodeLostError{Addr: c.reg.n.cfg.Addr, Role: c.role(), MayHaveRun: true, Cut: c.cut.Load(), Err: err}
@@ -908,6 +1022,19 @@ func (r *connRegistry) closeIf(cut func(*trackedConn) bool) int {
 		c.Close()
 	}
 	return len(conns)
+}
+
+// count returns how many of the connections f holds true for.
+func (r *connRegistry) count(f func(*trackedConn) bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := 0
+	for c := range r.conns {
+		if f(c) {
+			k++
+		}
+	}
+	return k
 }
 
 func (r *connRegistry) len() int {

@@ -304,6 +304,7 @@ func (t *nodeTracer) TracePrepareEnd(ctx context.Context, conn *pgx.Conn, data p
 }
 
 func (t *nodeTracer) TraceConnectStart(ctx context.Context, data pgx.TraceConnectStartData) context.Context {
+	ctx = context.WithValue(ctx, connectingKey{}, struct{}{})
 	if u, ok := t.user.(pgx.ConnectTracer); ok {
 		return u.TraceConnectStart(ctx, data)
 	}
