@@ -303,12 +303,14 @@ func (t *nodeTracer) TracePrepareEnd(ctx context.Context, conn *pgx.Conn, data p
 	}
 }
 
+// TraceConnectStart marks the connect's context, after the user's tracer
+// (which may return a context of its own): the node's dialer takes a dial
+// without the mark for a cancel request's (see node.dialCancel).
 func (t *nodeTracer) TraceConnectStart(ctx context.Context, data pgx.TraceConnectStartData) context.Context {
-	ctx = context.WithValue(ctx, connectingKey{}, struct{}{})
 	if u, ok := t.user.(pgx.ConnectTracer); ok {
-		return u.TraceConnectStart(ctx, data)
+		ctx = u.TraceConnectStart(ctx, data)
 	}
-	return ctx
+	return context.WithValue(ctx, connectingKey{}, struct{}{})
 }
 
 func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
