@@ -206,11 +206,11 @@ func (c *sleepyChecker) Check(ctx context.Context, conn *pgx.Conn) (checker.Resu
 }
 
 // A statement of the application's that its context interrupted just
-// before Close (through the pool, and through DB) is cancelled on the
-// server: pgconn's cancel request, dialed as it closes the connection, went
-// out through the node's dialer, which Close had shut, and the server ran
-// the statement to its end, the session and pgconn's cleanup outliving
-// Close.
+// before Close (through the pool, and through DB), or while Close waits for
+// the connection it runs on to be released, is cancelled on the server:
+// pgconn's cancel request, dialed as it closes the connection, went out
+// through the node's dialer, which Close had shut, and the server ran the
+// statement to its end, the session and pgconn's cleanup outliving Close.
 func TestCloseLetsCancelsOfStatementsOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -218,24 +218,53 @@ func TestCloseLetsCancelsOfStatementsOut(t *testing.T) {
 	conn, err := c.Nodes()[0].Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
-	for _, via := range []string{"pool", "DB"} {
+	for _, via := range []string{"pool", "DB", "held"} {
 		app := "closecancel" + via
-		m, err := hasql.New(ctx, withParams(c.DSN(), "application_name", app, "hasql_check_interval", "50ms"), hasql.WithLogger(quiet))
+		m, err := hasql.New(ctx, withParams(c.DSN(), "application_name", app, "hasql_check_interval", "50ms", "hasql_check_timeout", "10s"), hasql.WithLogger(quiet))
 		require.NoError(t, err)
 		require.NoError(t, m.WaitReady(ctx, 1, 1))
 		short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
-		if via == "pool" {
+		switch via {
+		case "held":
+			// Close waits in pgxpool's Close for the connection, which
+			// the statement's context, ended then, releases.
+			cancelShort()
+			stmt, interrupt := context.WithCancel(ctx)
+			pc, err := m.AcquireMaster(ctx)
+			require.NoError(t, err)
+			done := make(chan error, 1)
+			go func() {
+				_, err := pc.Exec(stmt, "SELECT pg_sleep(120)")
+				pc.Release()
+				done <- err
+			}()
+			require.Eventually(t, func() bool {
+				var k int
+				require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_sleep(120)%' AND state = 'active'", app).Scan(&k))
+				return k == 1
+			}, 30*time.Second, 5*time.Millisecond)
+			closed := make(chan struct{})
+			go func() {
+				m.Close()
+				close(closed)
+			}()
+			waitStack(t, 30*time.Second, "pgxpool.(*Pool).Close")
+			interrupt()
+			require.Error(t, <-done)
+			<-closed
+		case "pool":
 			_, err = m.Master().Exec(short, "SELECT pg_sleep(120)")
 			cancelShort()
 			require.Error(t, err)
-		} else {
+			m.Close()
+		default:
 			db := m.DB(hasql.TargetAuto)
 			_, err = db.ExecContext(short, "SELECT pg_sleep(120)")
 			cancelShort()
 			require.Error(t, err)
 			require.NoError(t, db.Close())
+			m.Close()
 		}
-		m.Close()
 		assert.Eventually(t, func() bool {
 			var k int
 			require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&k))

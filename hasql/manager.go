@@ -186,9 +186,17 @@ func (m *Manager) Close() {
 		close(m.closed)
 		m.cancel()
 		m.wg.Wait()
+		// The nodes close together: each gives the cancel requests of its
+		// interrupted statements up to CheckTimeout (see closePool).
+		var closing sync.WaitGroup
 		for _, n := range m.nodesNow() {
-			n.closePool()
+			closing.Add(1)
+			go func() {
+				defer closing.Done()
+				n.closePool()
+			}()
 		}
+		closing.Wait()
 		m.tel.close()
 	})
 }

@@ -2,7 +2,6 @@ package hasql
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -128,11 +127,8 @@ type node struct {
 	checkConns connRegistry
 	abort      context.Context
 	abortDials context.CancelFunc
-	// The cancel requests of the pool's and DB's connections (see
-	// dialCancel), and a context that ends their dials once closePool
-	// has waited for them.
-	cancels     connRegistry
-	cancelDials atomic.Int32 // cancel requests being dialed
+	// A context that ends the dials of cancel requests (see dialCancel)
+	// once closePool has given them their time.
 	cancelsOver context.Context
 	endCancels  context.CancelFunc
 
@@ -215,6 +211,9 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 	pc.ConnConfig.OnNotice = noteSyncRepCancel(pc.ConnConfig.OnNotice)
 	dial := pc.ConnConfig.DialFunc
 	pc.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		// A dial whose context the tracer did not mark as a connect's is
+		// a cancel request's (see dialCancel). Either is tracked, and cut
+		// with the node's connections.
 		if ctx.Value(connectingKey{}) == nil {
 			return n.dialCancel(ctx, dial, network, addr)
 		}
@@ -571,15 +570,18 @@ var errNodeClosed = errors.New("hasql: the node is closed")
 // closePool closes n's pool once n is out of use (its check loop stopped,
 // or never started). Connections still being made (pool_min_conns', or a
 // refill's, to a server that hangs) are cut first, and no other is made:
-// pgxpool's Close waits for them, up to their connect_timeout. Then the
-// connections a context interrupted are let close, their cancel requests
-// sent (see settleCancels), and it waits until the connections acquired
-// from the pool are released.
+// pgxpool's Close waits for them, up to their connect_timeout. Then it
+// waits until the connections acquired from the pool are released. The
+// cancel requests of statements their contexts interrupt go out meanwhile,
+// for up to CheckTimeout (see dialCancel and settleCancels).
 func (n *node) closePool() {
 	n.abortDials()
-	n.conns.closeIf(func(c *trackedConn) bool { return !c.live.Load() })
-	n.settleCancels()
+	n.conns.closeIf(func(c *trackedConn) bool { return !c.live.Load() && !c.cancelReq })
+	over := time.AfterFunc(n.m.cfg.CheckTimeout, n.stopCancels)
 	n.pool.Close()
+	n.settleCancels()
+	over.Stop()
+	n.stopCancels()
 }
 
 // connectingKey marks the context of a connection being made (see
@@ -590,9 +592,9 @@ type connectingKey struct{}
 // connection's DialFunc as it closes a connection whose statement was
 // interrupted (its context ended): the server stops the statement, and
 // pgconn's cleanup, which reads the connection until the server ends it,
-// is over. It goes out while the node closes too (closePool waits for it a
-// while): refused, the server ran the statement to its end, its session
-// outliving Close, and pgconn's cleanup with it.
+// is over. It goes out while the node closes too, for up to CheckTimeout:
+// refused, the server ran the statement to its end, its session outliving
+// Close, and pgconn's cleanup with it.
 func (n *node) dialCancel(ctx context.Context, dial pgconn.DialFunc, network, addr string) (net.Conn, error) {
 	if n.cancelsOver.Err() != nil {
 		return nil, errNodeClosed
@@ -601,76 +603,39 @@ func (n *node) dialCancel(ctx context.Context, dial pgconn.DialFunc, network, ad
 	defer cancel()
 	stop := context.AfterFunc(n.cancelsOver, cancel)
 	defer stop()
-	n.cancelDials.Add(1)
-	defer n.cancelDials.Add(-1)
 	c, err := dial(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	tc := n.cancels.track(c)
+	tc := n.conns.trackCancel(c)
 	if n.cancelsOver.Err() != nil {
 		tc.Close()
 		return nil, errNodeClosed
 	}
-	return &cancelOnly{Conn: tc}, nil
+	return tc, nil
 }
 
-// cancelOnly is a connection dialed for a cancel request: its first write
-// must be one, or the SSLRequest (or, with direct TLS, the handshake) that
-// goes before it. Anything else (a startup message: a connection made
-// without its connect context, which would escape the node's registry and
-// its cuts) is refused, and the connection closed.
-type cancelOnly struct {
-	net.Conn
-	written bool
-}
-
-func (c *cancelOnly) Write(b []byte) (int, error) {
-	if !c.written {
-		c.written = true
-		if !cancelOrTLS(b) {
-			c.Conn.Close()
-			return 0, errors.New("hasql: a connection dialed as a cancel request's sent something else")
-		}
-	}
-	return c.Conn.Write(b)
-}
-
-// cancelOrTLS reports whether b, a connection's first write, begins a
-// cancel request (80877102), an SSLRequest (80877103) or a TLS handshake
-// record (direct TLS).
-func cancelOrTLS(b []byte) bool {
-	if len(b) > 0 && b[0] == 0x16 {
-		return true
-	}
-	if len(b) < 8 {
-		return false
-	}
-	code := binary.BigEndian.Uint32(b[4:8])
-	return code == 80877102 || code == 80877103
-}
-
-// settleCancels waits up to CheckTimeout for the connections a context
-// interrupted to be closed by pgconn, their cancel requests sent, then
-// cuts what is left of both and lets no other cancel request out: nothing
-// of the node's reads or reaches the server once it returns.
+// settleCancels waits, until stopCancels ends their time, for the
+// connections a context interrupted to be closed by pgconn, their cancel
+// requests sent (pgconn sends one before it closes the connection).
 func (n *node) settleCancels() {
-	interrupted := func(c *trackedConn) bool { return c.interrupted.Load() }
-	timer := time.NewTimer(n.m.cfg.CheckTimeout)
-	defer timer.Stop()
+	interrupted := func(c *trackedConn) bool { return c.interrupted.Load() && !c.cancelReq }
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-wait:
-	for n.cancelDials.Load() > 0 || n.cancels.len() > 0 || n.conns.count(interrupted) > 0 {
+	for n.conns.count(interrupted) > 0 {
 		select {
-		case <-timer.C:
-			break wait
+		case <-n.cancelsOver.Done():
+			return
 		case <-tick.C:
 		}
 	}
+}
+
+// stopCancels lets no other cancel request out and cuts those under way
+// (to a server that does not answer).
+func (n *node) stopCancels() {
 	n.endCancels()
-	n.cancels.closeAll()
-	n.conns.closeIf(interrupted)
+	n.conns.closeIf(func(c *trackedConn) bool { return c.cancelReq })
 }
 
 // closeCheckConns closes the check connection and waits until every check
@@ -890,9 +855,11 @@ type trackedConn struct {
 	cut  atomic.Bool     // closed by sever: pgxha cut it
 	live atomic.Bool     // connected and authenticated (see nodeTracer.TraceConnectEnd)
 	// interrupted: a read or write under a statement ended on its
-	// context's deadline; pgconn closes the connection, sending a cancel
-	// request first.
+	// context's deadline, and no read succeeded since; pgconn closes the
+	// connection then, sending a cancel request first (WaitForNotification
+	// leaves it open: its next read that succeeds clears this).
 	interrupted atomic.Bool
+	cancelReq   bool // dialed for a cancel request (see dialCancel)
 	// master: the node was the master when the connection's last
 	// statement began (see nodeTracer.began).
 	master atomic.Bool
@@ -944,6 +911,9 @@ type trackedConn struct {
 func (c *trackedConn) Read(b []byte) (int, error) {
 	c.takeUnframed()
 	k, err := c.Conn.Read(b)
+	if k > 0 && c.interrupted.Load() {
+		c.interrupted.Store(false)
+	}
 	if err != nil && c.reg.n != nil && c.live.Load() {
 		err = c.lost(err)
 	}
@@ -975,8 +945,13 @@ func (c *trackedConn) lost(err error) error {
 	return &NodeLostError{Addr: c.reg.n.cfg.Addr, Role: c.role(), MayHaveRun: true, Cut: c.cut.Load(), Err: err}
 }
 
-func (r *connRegistry) track(c net.Conn) net.Conn {
-	tc := &trackedConn{Conn: c, reg: r}
+func (r *connRegistry) track(c net.Conn) net.Conn { return r.add(c, false) }
+
+// trackCancel tracks a connection dialed for a cancel request.
+func (r *connRegistry) trackCancel(c net.Conn) net.Conn { return r.add(c, true) }
+
+func (r *connRegistry) add(c net.Conn, cancelReq bool) net.Conn {
+	tc := &trackedConn{Conn: c, reg: r, cancelReq: cancelReq}
 	if sc, ok := c.(syscall.Conn); ok {
 		tc.raw, _ = sc.SyscallConn()
 	}
