@@ -204,6 +204,14 @@ type Node struct {
 	// behind the node began: its WAL position only grows since (a rewind
 	// needs a restart).
 	serverSince time.Time
+	// writableSince is when the first check that found the server now
+	// behind the node writable began (zero while it is not): its first
+	// writable check is the one aheadUnordered holds back. Not serverSince:
+	// an answer with the server's identity in recovery (a replica
+	// promoted since, or a copy of the server's identity a rogue showed
+	// here before the name reached the server) tells nothing of its WAL
+	// as a writable server.
+	writableSince time.Time
 	// replaced: the server now behind the node replaced another one the
 	// checks saw (a restart, a new server at the address): a walsender row
 	// read before serverSince is the old one's.
@@ -535,6 +543,12 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	}
 	x.pos = walPos{lsn: max(res.LSN, res.ReceiveLSN), replayed: res.LSN, tl: bestTimeline(&res), at: ended}
 	x.CheckBegan = began
+	switch {
+	case res.InRecovery || res.ReadOnly:
+		x.writableSince = time.Time{}
+	case x.writableSince.IsZero() || x.Res.Server() != res.Server():
+		x.writableSince = began
+	}
 	if !wasChecked || !wasUp || walsendersMayChange(&x.Res, &res) {
 		c.replicasChanged = ended
 	}

@@ -973,17 +973,18 @@ func vouchedReplicaOf(y, w *Node) bool {
 		y.Res.SystemID != 0 && y.Res.SystemID == w.Res.SystemID
 }
 
-// aheadUnordered returns, at the first check of w's server (not elected
-// yet), a vouched replica of the cluster that w's walsenders do not list
-// and that showed, at a check that had not ended when w's began, WAL it
-// replayed on w's timeline or a newer one past w's position; nil when none
-// did. Which was read first is not known: the replica's WAL may be w's,
-// written after w's position was read, or WAL of a branch w never had (w
-// was promoted apart, and the master the replica followed died). w is not elected until a check of
-// it that begins later compares them in order (see aheadReplica): taking
-// writes meanwhile, w could write past that position and hide the proof.
+// aheadUnordered returns, at the first check that found w's server
+// writable (not elected yet), a vouched replica of the cluster that w's
+// walsenders do not list and that showed, at a check that had not ended
+// when w's began, WAL it replayed on w's timeline or a newer one past w's
+// position; nil when none did. Which was read first is not known: the
+// replica's WAL may be w's, written after w's position was read, or WAL of
+// a branch w never had (w was promoted apart, and the master the replica
+// followed died). w is not elected until a check of it that begins later
+// compares them in order (see aheadReplica): taking writes meanwhile, w
+// could write past that position and hide the proof.
 func (c *Core) aheadUnordered(w *Node) *Node {
-	if w.derived == RoleMaster || !w.CheckBegan.Equal(w.serverSince) || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
+	if w.derived == RoleMaster || !w.CheckBegan.Equal(w.writableSince) || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
 		return nil // elected already: see aheadReplica at its next check
 	}
 	for _, y := range c.nodes {

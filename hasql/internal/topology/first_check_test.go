@@ -93,6 +93,35 @@ func TestFirstCheckOverlapWaitsOneCheck(t *testing.T) {
 	}
 }
 
+// The same overlap when n1's address answered once before with S's
+// identity in recovery (a rogue's copy of it, before the name reached S;
+// or S a replica then, for all the core can tell): S's first writable
+// check there is held back as its first check would be. Counted from the
+// first answer with S's identity, it was elected at once.
+func TestFirstWritableCheckWaitsAfterARecoveryAnswer(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), members(3))
+	s := master(2, 1000, "n2")
+	before := s
+	before.InRecovery, before.ReadOnly, before.Replicas = true, true, nil
+	r := replica("n2", 2, 2, 1000)
+	r.UpstreamHost, r.UpstreamPort = "10.0.0.1", 5432
+	y := replica("n3", 2, 2, 1200) // cascades from n2
+	y.UpstreamHost, y.UpstreamPort = "10.0.0.2", 5432
+	c.CheckOK(1, before, at(0), at(1), "10.0.0.1")
+	c.CheckOK(2, r, at(1), at(3), "10.0.0.2")
+	c.CheckOK(3, y, at(2), at(6), "10.0.0.3")
+	c.CheckOK(1, s, at(2), at(7), "10.0.0.1")
+	if m := c.Elected().Master; m != nil {
+		t.Fatalf("S elected at its first writable check while n3 showed WAL past S's position at a check that ran with it")
+	}
+	s.LSN = 1300
+	c.CheckOK(1, s, at(100), at(101), "10.0.0.1")
+	if m := c.Elected().Master; m == nil || m.ID != 1 {
+		t.Fatalf("S not elected at its second writable check: %v", c.Node(1).Role)
+	}
+}
+
 // The master crashes after its sync standby received the start of a
 // record it had not finished (sent as flushed: the rest was never
 // written); it restarts, its crash recovery ends before that record and
