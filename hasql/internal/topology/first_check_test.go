@@ -65,60 +65,43 @@ func TestSupersededServerNotElectedAtItsFirstCheck(t *testing.T) {
 
 // A replica following S, the master, through another replica (not listed
 // by S's walsenders) may show S's WAL written after S's position was read:
-// at S's first check that keeps S from writes for one check, no more.
+// at S's first check that keeps S from writes for one check, no more. The
+// same when S's address answered once before with S's identity in recovery
+// (a rogue's copy of it, before the name reached S; or S a replica then,
+// for all the core can tell): the wait counts from the first check that
+// found S writable there, not from the first answer with its identity
+// (from there, S was elected at once).
 func TestFirstCheckOverlapWaitsOneCheck(t *testing.T) {
-	c := New(Config{})
-	c.SetMembers(at(0), members(3))
-	s := master(2, 1000, "n2")
-	r := replica("n2", 2, 2, 1000)
-	r.UpstreamHost, r.UpstreamPort = "10.0.0.1", 5432
-	y := replica("n3", 2, 2, 1200) // cascades from n2
-	y.UpstreamHost, y.UpstreamPort = "10.0.0.2", 5432
-	c.CheckOK(2, r, at(1), at(3), "10.0.0.2")
-	c.CheckOK(3, y, at(2), at(6), "10.0.0.3")
-	c.CheckOK(1, s, at(2), at(7), "10.0.0.1")
-	if m := c.Elected().Master; m != nil {
-		t.Fatalf("S elected at its first check while n3 showed WAL past S's position at a check that ran with it")
-	}
-	if x := c.Node(1); x.Role != RoleUnknown || !strings.Contains(x.Waiting, "replica 10.0.0.3:5432 showed WAL past") {
-		t.Errorf("S, kept from election for a check, is %s, waiting %q", x.Role, x.Waiting)
-	}
-	s.LSN = 1300
-	c.CheckOK(1, s, at(100), at(101), "10.0.0.1")
-	if m := c.Elected().Master; m == nil || m.ID != 1 {
-		t.Fatalf("S not elected at its second check, n3's position read before it: %v", c.Node(1).Role)
-	}
-	if w := c.Node(1).Waiting; w != "" {
-		t.Errorf("the elected master still says it waits: %q", w)
-	}
-}
-
-// The same overlap when n1's address answered once before with S's
-// identity in recovery (a rogue's copy of it, before the name reached S;
-// or S a replica then, for all the core can tell): S's first writable
-// check there is held back as its first check would be. Counted from the
-// first answer with S's identity, it was elected at once.
-func TestFirstWritableCheckWaitsAfterARecoveryAnswer(t *testing.T) {
-	c := New(Config{})
-	c.SetMembers(at(0), members(3))
-	s := master(2, 1000, "n2")
-	before := s
-	before.InRecovery, before.ReadOnly, before.Replicas = true, true, nil
-	r := replica("n2", 2, 2, 1000)
-	r.UpstreamHost, r.UpstreamPort = "10.0.0.1", 5432
-	y := replica("n3", 2, 2, 1200) // cascades from n2
-	y.UpstreamHost, y.UpstreamPort = "10.0.0.2", 5432
-	c.CheckOK(1, before, at(0), at(1), "10.0.0.1")
-	c.CheckOK(2, r, at(1), at(3), "10.0.0.2")
-	c.CheckOK(3, y, at(2), at(6), "10.0.0.3")
-	c.CheckOK(1, s, at(2), at(7), "10.0.0.1")
-	if m := c.Elected().Master; m != nil {
-		t.Fatalf("S elected at its first writable check while n3 showed WAL past S's position at a check that ran with it")
-	}
-	s.LSN = 1300
-	c.CheckOK(1, s, at(100), at(101), "10.0.0.1")
-	if m := c.Elected().Master; m == nil || m.ID != 1 {
-		t.Fatalf("S not elected at its second writable check: %v", c.Node(1).Role)
+	for _, answeredBefore := range []bool{false, true} {
+		c := New(Config{})
+		c.SetMembers(at(0), members(3))
+		s := master(2, 1000, "n2")
+		r := replica("n2", 2, 2, 1000)
+		r.UpstreamHost, r.UpstreamPort = "10.0.0.1", 5432
+		y := replica("n3", 2, 2, 1200) // cascades from n2
+		y.UpstreamHost, y.UpstreamPort = "10.0.0.2", 5432
+		if answeredBefore {
+			before := s
+			before.InRecovery, before.ReadOnly, before.Replicas = true, true, nil
+			c.CheckOK(1, before, at(0), at(1), "10.0.0.1")
+		}
+		c.CheckOK(2, r, at(1), at(3), "10.0.0.2")
+		c.CheckOK(3, y, at(2), at(6), "10.0.0.3")
+		c.CheckOK(1, s, at(2), at(7), "10.0.0.1")
+		if m := c.Elected().Master; m != nil {
+			t.Fatalf("answered before %v: S elected at its first writable check while n3 showed WAL past S's position at a check that ran with it", answeredBefore)
+		}
+		if x := c.Node(1); x.Role != RoleUnknown || !strings.Contains(x.Waiting, "replica 10.0.0.3:5432 showed WAL past") {
+			t.Errorf("answered before %v: S, kept from election for a check, is %s, waiting %q", answeredBefore, x.Role, x.Waiting)
+		}
+		s.LSN = 1300
+		c.CheckOK(1, s, at(100), at(101), "10.0.0.1")
+		if m := c.Elected().Master; m == nil || m.ID != 1 {
+			t.Fatalf("answered before %v: S not elected at its second check, n3's position read before it: %v", answeredBefore, c.Node(1).Role)
+		}
+		if w := c.Node(1).Waiting; w != "" {
+			t.Errorf("answered before %v: the elected master still says it waits: %q", answeredBefore, w)
+		}
 	}
 }
 
