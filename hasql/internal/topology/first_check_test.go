@@ -63,6 +63,40 @@ func TestSupersededServerNotElectedAtItsFirstCheck(t *testing.T) {
 	}
 }
 
+// The same as TestSupersededServerNotElectedAtItsFirstCheck with S seen
+// first as a replica (of T, the master that died), then promoted apart:
+// its first writable check overlaps Q's. The wait counted from S's first
+// answer, as a replica, so S's first writable check was taken for a later
+// one, and S was elected, T's writes past 0/3E8 lost.
+func TestReplicaPromotedApartWaitsAtItsFirstWritableCheck(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), members(3))
+	refused := errors.New("connection refused")
+	q := replica("n2", 2, 0, 1500)
+	s := master(2, 1000)
+	s.Name, s.StartTime = "n3", t0.Add(-time.Hour)
+	asReplica := replica("n3", 2, 2, 1000)
+	asReplica.StartTime = s.StartTime
+	asReplica.UpstreamHost, asReplica.UpstreamPort = "10.0.0.1", 5432
+	c.CheckFailed(1, refused, false, at(1))
+	c.CheckOK(3, asReplica, at(1), at(2), "10.0.0.3")
+	c.CheckOK(2, q, at(3), at(6), "10.0.0.2")
+	c.CheckOK(3, s, at(4), at(7), "10.0.0.3")
+	for round := range 5 {
+		if m := c.Elected().Master; m != nil {
+			t.Fatalf("round %d: %s elected (timeline 2 at %s) while replica Q replayed timeline-2 WAL up to %s it never wrote",
+				round, m.Addr, checker.LSN(s.LSN), checker.LSN(1500))
+		}
+		ms := 1000 + 1000*round
+		c.CheckFailed(1, refused, false, at(ms))
+		c.CheckOK(2, q, at(ms+1), at(ms+2), "10.0.0.2")
+		c.CheckOK(3, s, at(ms+3), at(ms+4), "10.0.0.3")
+	}
+	if x := c.Node(3); x.Role != RoleStaleMaster || x.StaleBehind != "10.0.0.2:5432" {
+		t.Errorf("S is %s (stale behind %q), want a stale master behind Q", x.Role, x.StaleBehind)
+	}
+}
+
 // A replica following S, the master, through another replica (not listed
 // by S's walsenders) may show S's WAL written after S's position was read:
 // at S's first check that keeps S from writes for one check, no more. The
