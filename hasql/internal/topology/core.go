@@ -212,6 +212,13 @@ type Node struct {
 	// here before the name reached the server) tells nothing of its WAL
 	// as a writable server.
 	writableSince time.Time
+	// electedWritable: the node was elected since writableSince. Its
+	// first writable check served an election once; what later checks of
+	// replicas show past it is compared at its next check (aheadReplica),
+	// also after it lost the role for a while (a split brain): not an
+	// unordered position that keeps it from election (aheadUnordered),
+	// which would break the tie the moment its role was derived again.
+	electedWritable bool
 	// replaced: the server now behind the node replaced another one the
 	// checks saw (a restart, a new server at the address): a walsender row
 	// read before serverSince is the old one's.
@@ -545,9 +552,13 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	x.CheckBegan = began
 	switch {
 	case res.InRecovery || res.ReadOnly:
-		x.writableSince = time.Time{}
-	case x.writableSince.IsZero() || x.Res.Server() != res.Server():
-		x.writableSince = began
+		x.writableSince, x.electedWritable = time.Time{}, false
+	case x.Res.Server() != res.Server():
+		x.writableSince, x.electedWritable = began, false
+	case x.writableSince.IsZero():
+		// Elected already when its promotion was seen (PromotionSeen), as
+		// this server.
+		x.writableSince, x.electedWritable = began, x.derived == RoleMaster
 	}
 	if !wasChecked || !wasUp || walsendersMayChange(&x.Res, &res) {
 		c.replicasChanged = ended

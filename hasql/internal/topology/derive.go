@@ -814,6 +814,7 @@ func (c *Core) elect() {
 			c.ignoreAhead = 0
 		}
 		c.elected.Master = top[0]
+		top[0].electedWritable = true
 	case len(top) > 1:
 		for _, x := range top {
 			c.elected.SplitBrain = append(c.elected.SplitBrain, x.Addr)
@@ -984,7 +985,7 @@ func vouchedReplicaOf(y, w *Node) bool {
 // compares them in order (see aheadReplica): taking writes meanwhile, w
 // could write past that position and hide the proof.
 func (c *Core) aheadUnordered(w *Node) *Node {
-	if w.derived == RoleMaster || !w.CheckBegan.Equal(w.writableSince) || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
+	if w.derived == RoleMaster || w.electedWritable || !w.CheckBegan.Equal(w.writableSince) || c.ignoreAhead > 0 && w.Res.Timeline <= c.ignoreAhead {
 		return nil // elected already: see aheadReplica at its next check
 	}
 	for _, y := range c.nodes {

@@ -205,3 +205,44 @@ func TestElectedMasterKeptWhenACascadeCheckEndsLater(t *testing.T) {
 		}
 	}
 }
+
+// S (n1), elected at its first writable check, and T (n4), a server
+// promoted apart on the same timeline number, make a split brain; S is
+// not checked again (it hangs), and a replica that says it follows T
+// (which lists no walsender yet) showed WAL past S's position. Deriving the
+// roles again, with nothing new, must leave the split brain as it is: S's
+// first check was unordered with that replica's only while S was not
+// elected, and it was; the replica's position is compared at S's next
+// check. (S lost the role in the split brain, its first check was then
+// taken for an unordered one, and T was elected on the next event,
+// whatever it was: a rogue's answer in the simulation, seed 61049151.)
+func TestSplitBrainHeldWhenNothingChanged(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), members(4))
+	s := master(2, 1000, "n2")
+	r := replica("n2", 2, 2, 1000)
+	r.UpstreamHost, r.UpstreamPort = "10.0.0.1", 5432
+	c.CheckOK(2, r, at(1), at(2), "10.0.0.2")
+	c.CheckOK(3, replica("n3", 2, 2, 900), at(1), at(2), "10.0.0.3")
+	c.CheckOK(4, replica("n4", 2, 2, 900), at(1), at(2), "10.0.0.4")
+	c.CheckOK(1, s, at(3), at(4), "10.0.0.1")
+	if m := c.Elected().Master; m == nil || m.ID != 1 {
+		t.Fatalf("setup: S not elected: %v", c.Node(1).Role)
+	}
+	y := replica("n3", 2, 2, 1150)
+	y.UpstreamHost, y.UpstreamPort = "10.0.0.4", 5432
+	c.CheckOK(3, y, at(90), at(95), "10.0.0.3")
+	tt := master(2, 1150)
+	tt.Name, tt.StartTime = "n4", t0.Add(-time.Hour)
+	c.CheckOK(4, tt, at(100), at(101), "10.0.0.4")
+	for round := range 3 {
+		e := c.Elected()
+		if e.Master != nil {
+			t.Fatalf("round %d: %s elected, the split brain broken with nothing new", round, e.Master.Addr)
+		}
+		if len(e.SplitBrain) != 2 {
+			t.Fatalf("round %d: split brain %v, want S and T", round, e.SplitBrain)
+		}
+		c.Reconsider(at(200 + round))
+	}
+}
