@@ -303,7 +303,14 @@ func (n *node) run(checked chan<- struct{}) {
 	for n.ctx.Err() == nil {
 		n.pending.Store(false)
 		began := time.Now() // no later than the check's own start
-		res, latency, err := n.check()
+		res, _, err := n.check()
+		// From began, not from the check's own start: began + latency is
+		// when the check ended, which must be no earlier than its answer
+		// came (the core orders one node's position before another's
+		// check by it; measured from a later start, a position read after
+		// another node's was taken for one read before it, on a busy
+		// machine, and proved a healthy master behind its own replica).
+		latency := time.Since(began)
 		if n.ctx.Err() != nil {
 			return
 		}
