@@ -303,7 +303,7 @@ func (n *node) run(checked chan<- struct{}) {
 	for n.ctx.Err() == nil {
 		n.pending.Store(false)
 		began := time.Now() // no later than the check's own start
-		res, _, err := n.check()
+		res, err := n.check()
 		// From began, not from the check's own start: began + latency is
 		// when the check ended, which must be no earlier than its answer
 		// came (the core orders one node's position before another's
@@ -384,11 +384,10 @@ func (n *node) reconcileInUse() {
 }
 
 // check runs one check, connecting first if needed, within CheckTimeout.
-func (n *node) check() (checker.Result, time.Duration, error) {
+func (n *node) check() (checker.Result, error) {
 	m := n.m
 	ctx, cancel := context.WithTimeout(n.ctx, m.cfg.CheckTimeout)
 	defer cancel()
-	begin := time.Now()
 	if m.snap.Load().master == n {
 		// A master whose check is slow may be hanging: check the others
 		// fast meanwhile (and probe the replicas for a promotion), for as
@@ -415,7 +414,7 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 			if ctx.Err() != nil && n.ctx.Err() == nil {
 				err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
 			}
-			return checker.Result{}, time.Since(begin), err
+			return checker.Result{}, err
 		}
 		m.mu.Lock()
 		readAll := m.core.WantReplicas(n.id(), time.Now(), m.cfg.CheckInterval) // the next check comes within it
@@ -461,7 +460,7 @@ func (n *node) check() (checker.Result, time.Duration, error) {
 				err = fmt.Errorf("check timed out after %s: %w", m.cfg.CheckTimeout, err)
 			}
 		}
-		return res, time.Since(begin), err
+		return res, err
 	}
 }
 
