@@ -414,9 +414,11 @@ func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions, behindTimel
 		return "down: " + errString(st.LastError)
 	case st.SameAs != "":
 		return "the same server as " + st.SameAs
-	case roleReason(st) != "":
-		return roleReason(st)
-	case st.Role == RoleUnknown:
+	}
+	if r := roleReason(st); r != "" {
+		return r
+	}
+	if st.Role == RoleUnknown {
 		return "role unknown"
 	}
 	if t == targetMaster {

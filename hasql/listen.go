@@ -147,7 +147,7 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	if err == nil {
 		// No tracer to mark the connect (see nodeTracer.TraceConnectStart):
 		// the node's dialer takes an unmarked dial for a cancel request's.
-		conn, err = pgx.ConnectConfig(context.WithValue(ctx, connectingKey{}, struct{}{}), cfg)
+		conn, err = pgx.ConnectConfig(connecting(ctx), cfg)
 		err = scrubConnect(err) // no password in what Listen returns
 		n.connected(err)
 		if err == nil && n.unboundAfterConnect {

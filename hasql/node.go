@@ -594,6 +594,11 @@ func (n *node) closePool() {
 // nodeTracer.TraceConnectStart): a dial without it is a cancel request's.
 type connectingKey struct{}
 
+// connecting marks ctx as a connect's (see connectingKey).
+func connecting(ctx context.Context) context.Context {
+	return context.WithValue(ctx, connectingKey{}, struct{}{})
+}
+
 // dialCancel dials for a cancel request, which pgconn sends through the
 // connection's DialFunc as it closes a connection whose statement was
 // interrupted (its context ended): the server stops the statement, and

@@ -310,7 +310,7 @@ func (t *nodeTracer) TraceConnectStart(ctx context.Context, data pgx.TraceConnec
 	if u, ok := t.user.(pgx.ConnectTracer); ok {
 		ctx = u.TraceConnectStart(ctx, data)
 	}
-	return context.WithValue(ctx, connectingKey{}, struct{}{})
+	return connecting(ctx)
 }
 
 func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
