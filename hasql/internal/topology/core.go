@@ -584,10 +584,19 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		// cascades from it): derive x's alone.
 		only = x
 	}
+	// The master's positions, for replicas' lag: the elected master's
+	// only, so that a stale master does not reset the record. Recorded
+	// before the roles are derived when x is master already, so that the
+	// replicas' lag is measured against the position this check read, not
+	// the one before (a replica whose replay stands still would be taken
+	// for one within a check of the master for a check longer).
+	writes := !res.InRecovery && !res.ReadOnly
+	wasMaster := c.elected.Master == x
+	if wasMaster && writes {
+		c.history.add(x.ID, res.Timeline, began.Add(latency/2), res.LSN)
+	}
 	c.rebuild(ended, only)
-	if m := c.elected.Master; m == x && !res.InRecovery && !res.ReadOnly {
-		// The master's positions, for replicas' lag: the elected master's
-		// only, so that a stale master does not reset the record.
+	if m := c.elected.Master; m == x && writes && !wasMaster {
 		c.history.add(x.ID, res.Timeline, began.Add(latency/2), res.LSN)
 	}
 	c.record(Entry{Kind: "ok", At: ended, Began: began, ID: id, Result: &res, RemoteIP: remoteIP}, false)

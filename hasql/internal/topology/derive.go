@@ -1288,6 +1288,15 @@ func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 		entry = checker.Replica{}
 	}
 	replay := max(x.Res.LSN, entry.ReplayLSN)
+	// When replay was read: at x's check, or at the master's check that
+	// read its walsenders (the rows may be an earlier check's).
+	readAt := x.ResAt
+	if entry.ReplayLSN > x.Res.LSN {
+		readAt = master.ResAt
+		if mres.ReplicasCached {
+			readAt = master.replicasBegan
+		}
+	}
 	x.LagBytes = 0
 	if mres.LSN > replay {
 		x.LagBytes = int64(mres.LSN - replay)
@@ -1303,7 +1312,7 @@ func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 	}
 	covered := false
 	if historyOK {
-		h, cv := c.history.lagFor(replay, now)
+		h, cv := c.history.lagFor(replay, now, readAt)
 		lag, covered = max(lag, h), cv
 		known = known || cv
 	}

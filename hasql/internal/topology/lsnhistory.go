@@ -41,12 +41,15 @@ func (h *lsnHistory) at(i int) lsnSample {
 }
 
 // lagFor is how long ago the master had WAL beyond replay: the time since
-// the oldest sample past replay. When only the newest sample is past it, the
-// replica is within one check of the master and 0 is returned (the master's
-// replay_lag is the finer measure then). covered is false when every sample
-// is past replay (or there is none): the history began after the replica's
-// position, and the time returned is only a lower bound.
-func (h *lsnHistory) lagFor(replay checker.LSN, now time.Time) (lag time.Duration, covered bool) {
+// the oldest sample past replay. When only the newest sample is past it,
+// the replica lacked, when its position was read (at readAt), WAL the
+// master had at that sample: the time from the sample to readAt, 0 when
+// the sample came later (the master's replay_lag is the finer measure
+// then; a replica whose replay stands still is not in step for it).
+// covered is false when every sample is past replay (or there is none):
+// the history began after the replica's position, and the time returned is
+// only a lower bound.
+func (h *lsnHistory) lagFor(replay checker.LSN, now, readAt time.Time) (lag time.Duration, covered bool) {
 	if h.count == 0 {
 		return 0, false
 	}
@@ -62,8 +65,13 @@ func (h *lsnHistory) lagFor(replay checker.LSN, now time.Time) (lag time.Duratio
 	switch {
 	case lo == 0:
 		return max(now.Sub(h.at(0).at), 0), false
-	case lo >= h.count-1:
+	case lo == h.count:
 		return 0, true
+	case lo == h.count-1:
+		if readAt.After(now) {
+			readAt = now
+		}
+		return max(readAt.Sub(h.at(lo).at), 0), true
 	}
 	return max(now.Sub(h.at(lo).at), 0), true
 }
