@@ -28,6 +28,7 @@ const (
 	setMaster      = iota // the master
 	setReplicas           // replicas for a plain read: up, not suspect (unless all are), within the default lag limits; plus the master with MasterReadWeight
 	setSync               // the sync replicas of setReplicas
+	setLastSync           // with no master known, the replicas of setReplicas its last master listed as sync (PreferMaster's choice then)
 	setAllReplicas        // every replica that is up, for custom options and WaitReady
 	setCount
 )
@@ -121,13 +122,18 @@ func (s *snapshot) replicaSet(o *replicaOptions) int {
 
 // preferMasterReplicas is PreferMaster's prepared set when the master
 // cannot be had (there is none, or its pool just failed): the sync
-// replicas within the lag limits (with SyncOnly, only they), else the
-// replicas within them. While no master is known no replica's lag is
-// known, so under a lag limit there is none: the acquire waits for a
-// master as AcquireMaster does.
+// replicas within the lag limits (with SyncOnly, only they), else, while
+// no master is known (and none is sync then), those the last master
+// listed as sync, which had every commit it acknowledged when it was last
+// seen, else the replicas within them. While no master is known no
+// replica's lag is known, so under a lag limit there is none: the acquire
+// waits for a master as AcquireMaster does.
 func (s *snapshot) preferMasterReplicas(o *replicaOptions) int {
-	if o.syncOnly || len(s.sets[setSync].nodes) > 0 {
+	switch {
+	case o.syncOnly || len(s.sets[setSync].nodes) > 0:
 		return setSync
+	case len(s.sets[setLastSync].nodes) > 0:
+		return setLastSync
 	}
 	return setReplicas
 }
@@ -208,6 +214,7 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 type routingEntry struct {
 	node      *node // the set itself changes when nodes join or leave
 	role      Role
+	lastSync  bool // no master known, and the last one listed it as sync (setLastSync)
 	eligible  bool // in setReplicas
 	up        bool
 	suspect   bool

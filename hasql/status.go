@@ -81,7 +81,9 @@ type NodeStatus struct {
 	SplitBrain bool
 	// SyncState is the node's sync_state in the master's
 	// pg_stat_replication (sync, quorum, potential, async), or "" when the
-	// master does not list it or does not show it.
+	// master does not list it or does not show it. While no master is
+	// known it is what the last one said, and a replica it called sync
+	// or quorum has RoleReplica (SyncUnknown says so).
 	SyncState string
 	// SyncUnknown says why a replica's sync state cannot be known (its
 	// name is on two walsender rows, the check user lacks pg_monitor, ...);

@@ -292,6 +292,7 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 		key[i] = routingEntry{
 			node:      x,
 			role:      role,
+			lastSync:  master == nil && role == RoleReplica && v.SyncState == "sync",
 			up:        v.Up,
 			suspect:   v.Suspect,
 			damped:    v.Damped,
@@ -315,7 +316,7 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 	if master != nil {
 		s.sets[setMaster] = m.buildSet([]*node{master}, nil)
 	}
-	var all, plain, suspects, syncs []*node
+	var all, plain, suspects, syncs, lastSyncs []*node
 	for i, x := range m.nodes {
 		if !key[i].role.IsReplica() || x.noLoadBalance() {
 			continue
@@ -329,18 +330,22 @@ func (m *Manager) swapSnapshotLocked(master *node, masterErr error, staleErr *St
 			continue
 		}
 		plain = append(plain, x)
-		if key[i].role == RoleSyncReplica {
+		switch {
+		case key[i].role == RoleSyncReplica:
 			syncs = append(syncs, x)
+		case key[i].lastSync:
+			lastSyncs = append(lastSyncs, x)
 		}
 	}
 	if len(plain) == 0 {
 		plain = suspects // a suspect replica beats none
 	}
 	if z := m.cfg.Zone; z != "" {
-		plain, syncs = inZone(plain, z), inZone(syncs, z)
+		plain, syncs, lastSyncs = inZone(plain, z), inZone(syncs, z), inZone(lastSyncs, z)
 	}
 	s.sets[setAllReplicas] = m.buildSet(all, nil)
 	s.sets[setSync] = m.buildSet(syncs, nil)
+	s.sets[setLastSync] = m.buildSet(lastSyncs, nil)
 	if master != nil && m.cfg.MasterReadWeight > 0 {
 		mixed := append(slices.Clone(plain), master)
 		s.sets[setReplicas] = m.buildSet(mixed, func(x *node) float64 {

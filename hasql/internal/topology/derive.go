@@ -1122,8 +1122,9 @@ func (c *Core) roleChanged(x *Node, from, to Role, prevMaster *Node) {
 func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDetached string, follows []*Node) Role {
 	if !masterKnown {
 		// No master to ask: what proves it does not follow the cluster's
-		// newest timeline still counts; otherwise it keeps what it was:
-		// a replica that was detached stays so until a master lists it.
+		// newest timeline still counts; otherwise it keeps what it was
+		// (a replica that was detached stays so until a master lists it),
+		// but for a claim that the master waits for it.
 		if why := c.foreign(x); why != "" {
 			x.Detached = why
 			return RoleDetached
@@ -1131,6 +1132,14 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		if prev == RoleDetached {
 			x.Detached = prevDetached
 			return RoleDetached
+		}
+		if prev == RoleSyncReplica || prev == RoleQuorumReplica {
+			// Whether the master waits for it is not known: a master out
+			// of sight may have stopped (its walreceiver stopped, another
+			// standby named synchronous) and acknowledge commits it lacks.
+			// SyncState stays what the last master said.
+			x.SyncUnknown = syncUnknownNoMaster
+			return RoleReplica
 		}
 		if prev.IsReplica() {
 			return prev

@@ -1099,6 +1099,10 @@ func (s *sim) check() error {
 		if !x.live() || !x.Res.InRecovery {
 			return fmt.Errorf("replica %s was not in recovery at its last check", x.Addr)
 		}
+		if e.Master == nil && (x.Role == RoleSyncReplica || x.Role == RoleQuorumReplica) {
+			// No master to say it waits for this replica.
+			return fmt.Errorf("replica %s is %s with no master in the view", x.Addr, x.Role)
+		}
 		if !known {
 			// Unknown lag is never a number: with no master there is
 			// nothing to measure it against.
