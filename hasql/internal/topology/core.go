@@ -508,6 +508,8 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	if x == nil {
 		return
 	}
+	found := res
+	res.LSN = replayedContent(&res)
 	wasChecked, wasUp := x.Checked, x.Up
 	before := routedAs(x)
 	latency := ended.Sub(began)
@@ -599,7 +601,32 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	if m := c.elected.Master; m == x && writes && !wasMaster {
 		c.history.add(x.ID, res.Timeline, began.Add(latency/2), res.LSN)
 	}
-	c.record(Entry{Kind: "ok", At: ended, Began: began, ID: id, Result: &res, RemoteIP: remoteIP}, false)
+	c.record(Entry{Kind: "ok", At: ended, Began: began, ID: id, Result: &found, RemoteIP: remoteIP}, false)
+}
+
+// walSegmentAlign is the smallest WAL segment size PostgreSQL allows
+// (initdb --wal-segsize, 1 MiB to 1 GiB, a power of 2): every segment
+// boundary is a multiple of it.
+const walSegmentAlign = 1 << 20
+
+// replayedContent is how far a replica's replay reaches into WAL the
+// master wrote. A replica that replayed a WAL switch record (pg_switch_wal,
+// the end of a base backup, archive_timeout) reports the end of the
+// segment as its replay position (the reader takes the record to extend
+// to it), while the master may still be writing the segment's padding:
+// for milliseconds its write position is below that end, megabytes below
+// it, and a replica read before the master is past it (PostgreSQL 15 under
+// writes and repeated base backups: 10 of 352,244 ordered samples). What
+// the replica holds of the master's WAL ends where it received it: a
+// replay position on a segment boundary beyond the received one counts
+// as the received one. A replica that does not stream (no received
+// position) replays what it has from its own WAL, long after the master
+// that wrote it finished the segment.
+func replayedContent(r *checker.Result) checker.LSN {
+	if r.InRecovery && r.ReceiveLSN != 0 && r.LSN > r.ReceiveLSN && r.LSN%walSegmentAlign == 0 {
+		return r.ReceiveLSN
+	}
+	return r.LSN
 }
 
 // CheckFailed records a check of id that failed at at with err; timeout
