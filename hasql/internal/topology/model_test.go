@@ -41,10 +41,16 @@ type server struct {
 	readOnly bool
 	// hist is the server's WAL history: hist[i] runs from hist[i].start to
 	// hist[i+1].start; the last is the current one.
-	hist     []branch
-	lsn      checker.LSN // master: insert; replica: replayed
-	recv     checker.LSN // replica: received (flushed)
-	upstream int         // the server it streams from, -1 none
+	hist []branch
+	lsn  checker.LSN // master: insert; replica: replayed
+	recv checker.LSN // replica: received (flushed)
+	// padFrom, padTo: a master's WAL switch whose padding is not written
+	// yet (padTo 0: none): its write position is padFrom, the switch
+	// record's end, its insert position padTo, the segment's end, for
+	// padSteps more steps or until a commit flushes.
+	padFrom, padTo checker.LSN
+	padSteps       int
+	upstream       int // the server it streams from, -1 none
 	// files is the newest timeline whose history file is in its pg_wal:
 	// its own, and those its walreceiver fetched from an upstream on
 	// connecting, whether or not it could follow them.
@@ -102,6 +108,7 @@ type write struct {
 type model struct {
 	rng       *rand.Rand
 	servers   []*server
+	switches  []walSwitch // every WAL switch of every branch (see switchWAL)
 	nextBr    int
 	nextStart int64
 	// skew draws the hosts' clocks (nil: every host keeps the model's
@@ -175,7 +182,54 @@ func (md *model) startTime(clock int64) int64 {
 
 // restart gives s the start time of a postmaster starting now: now and
 // then on another host, with another clock.
+// walSegment is the model's WAL segment size (PostgreSQL's default).
+const walSegment = 16 << 20
+
+// switchWAL makes m, a master, switch to a new WAL segment: a switch
+// record, then padding to the segment's end, which m writes a little
+// later. A replica that replays the record reports the segment's end as
+// its replay position at once (PostgreSQL's WAL reader takes a switch
+// record to extend to it), past m's write position until the padding is
+// written.
+func (md *model) switchWAL(m *server) {
+	from := m.lsn + 24
+	to := (from + walSegment - 1) / walSegment * walSegment
+	if from == to {
+		return
+	}
+	m.lsn, m.padFrom, m.padTo, m.padSteps = to, from, to, 1+md.rng.Intn(12)
+	md.switches = append(md.switches, walSwitch{branch: m.hist[len(m.hist)-1].id, from: from, to: to})
+}
+
+// written is how far s has written its WAL: what a walsender sends, what
+// pg_current_wal_lsn() reports on a master.
+func (s *server) written() checker.LSN {
+	if s.padTo != 0 {
+		return s.padFrom
+	}
+	return s.lsn
+}
+
+// walSwitch is a switch record of branch: from its end to the segment's.
+type walSwitch struct {
+	branch   int
+	from, to checker.LSN
+}
+
+// replayedSwitch is where s's replay stands once it replayed WAL up to
+// lsn: the segment's end when lsn is a switch record's end on a branch of
+// its history.
+func (md *model) replayedSwitch(s *server, lsn checker.LSN) checker.LSN {
+	for _, w := range md.switches {
+		if lsn >= w.from && lsn < w.to && s.has(w.branch, w.from) {
+			return w.to
+		}
+	}
+	return lsn
+}
+
 func (md *model) restart(s *server) {
+	s.padTo = 0 // recovery ends at the segment's end: the padding is not WAL to write
 	if md.skew != nil && md.skew.Intn(3) == 0 {
 		s.clock = md.hostClock()
 	}
@@ -271,18 +325,34 @@ func (md *model) replicate() {
 		if !canStream(s, u) {
 			continue
 		}
-		top := u.lsn
+		top := u.written()
 		if u.recovery {
 			top = u.recv
 		}
 		if s.recv < top {
-			s.recv += checker.LSN(md.rng.Int63n(int64(top-s.recv) + 1))
+			if u.padTo != 0 && md.rng.Intn(2) == 0 {
+				s.recv = top // the switch record, as the walsender sends whole records
+			} else {
+				s.recv += checker.LSN(md.rng.Int63n(int64(top-s.recv) + 1))
+			}
 		}
 		// Take the upstream's history up to what was received: a
 		// timeline switch is learned at its switch point.
 		s.hist = histUpTo(u.hist, s.recv)
 		if !s.paused && s.lsn < s.recv {
-			s.lsn += checker.LSN(md.rng.Int63n(int64(s.recv-s.lsn) + 1))
+			if to := md.replayedSwitch(s, s.recv); to != s.recv && md.rng.Intn(2) == 0 {
+				s.lsn = to // replayed all it received, a switch record last
+			} else {
+				s.lsn += checker.LSN(md.rng.Int63n(int64(s.recv-s.lsn) + 1))
+				s.lsn = md.replayedSwitch(s, s.lsn)
+			}
+		}
+	}
+	for _, s := range md.servers {
+		if s.padTo != 0 {
+			if s.padSteps--; s.padSteps <= 0 {
+				s.padTo = 0
+			}
 		}
 	}
 }
@@ -301,7 +371,7 @@ func histUpTo(h []branch, pos checker.LSN) []branch {
 // file is in its pg_wal, plus one: two servers promoted apart may pick the
 // same number).
 func (md *model) promote(s *server) {
-	s.lsn = max(s.lsn, s.recv)
+	s.lsn = md.replayedSwitch(s, max(s.lsn, s.recv))
 	s.recv = 0
 	tl := max(s.tl(), s.files) + 1
 	s.files = tl
@@ -313,11 +383,12 @@ func (md *model) promote(s *server) {
 // demote makes s a replica of u (rewound and restarted if it has WAL u
 // lacks: its history becomes u's up to u's position).
 func (md *model) demote(s, u *server) {
+	s.padTo = 0
 	s.recovery, s.readOnly, s.upstream = true, true, u.idx
 	s.syncNames, s.syncK = nil, 0
 	if !canStream(s, u) {
 		// pg_rewind, or a fresh copy: back to where u's history has it.
-		s.lsn = min(s.lsn, u.lsn)
+		s.lsn = min(s.lsn, u.written())
 		if u.recovery {
 			s.lsn = min(s.lsn, u.recv)
 		}
@@ -325,7 +396,20 @@ func (md *model) demote(s, u *server) {
 		s.files = u.files // pg_rewind takes the source's pg_wal, a copy has it
 		md.restart(s)
 	}
-	s.recv = s.lsn
+	s.recv = md.received(s)
+}
+
+// received is how far s, about to stream, has WAL: its replay position,
+// or, when that is the end of a segment it reached by replaying a switch
+// record, the record's end (what it received; the padding is not WAL it
+// holds).
+func (md *model) received(s *server) checker.LSN {
+	for _, w := range md.switches {
+		if s.lsn == w.to && s.recv < w.to && s.has(w.branch, w.from) {
+			return max(s.recv, w.from)
+		}
+	}
+	return s.lsn
 }
 
 // observe is what a check of s returns, as the PostgreSQL checker would
@@ -353,7 +437,7 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 			r.HistoryTimeline = max(s.tl(), s.files)
 		}
 	} else {
-		r.LSN = s.lsn
+		r.LSN = s.written()
 	}
 	for _, x := range md.servers {
 		if x == s || x.upstream != s.idx || !x.recovery || !canStream(x, s) || x.rogue {

@@ -40,6 +40,7 @@ const (
 	opAddForeign                 // a server of another cluster joins the discovered set
 	opSlowChecks                 // checks of a member take long (answers delayed)
 	opMoveName                   // a member's address (a DNS name, a virtual IP) moves to another server
+	opSwitchWAL                  // the master switches to a new WAL segment (pg_switch_wal, a base backup's end)
 	opKinds
 
 	// opStranger: a standby outside the node set comes or goes (see
@@ -48,7 +49,7 @@ const (
 )
 
 var opNames = [...]string{"crash", "restart", "hang", "resume", "failover", "rogue-promote", "rejoin",
-	"pause-replay", "resume-replay", "cascade", "remove", "readd", "add-replica", "add-rogue", "add-foreign", "slow-checks", "move-name"}
+	"pause-replay", "resume-replay", "cascade", "remove", "readd", "add-replica", "add-rogue", "add-foreign", "slow-checks", "move-name", "switch-wal"}
 
 func (k opKind) String() string {
 	if k == opStranger {
@@ -533,8 +534,8 @@ func (s *sim) deliver(c *inflight) error {
 		if !s.rogue(c.id) {
 			s.shadow.CheckOK(c.id, c.res, c.began, c.ended, c.remote)
 		}
-		s.tracef("check %s: recovery=%v ro=%v tl=%d/%d lsn=%s sys=%d rows=%d", mb.Addr, c.res.InRecovery, c.res.ReadOnly,
-			c.res.Timeline, c.res.ReceiveTimeline, c.res.LSN, c.res.SystemID%1000, len(c.res.Replicas))
+		s.tracef("check %s: recovery=%v ro=%v tl=%d/%d lsn=%s recv=%s sys=%d rows=%d", mb.Addr, c.res.InRecovery, c.res.ReadOnly,
+			c.res.Timeline, c.res.ReceiveTimeline, c.res.LSN, c.res.ReceiveLSN, c.res.SystemID%1000, len(c.res.Replicas))
 	}
 	s.applied("check")
 	interval := s.interval()
@@ -602,6 +603,7 @@ func (s *sim) client() {
 	if t.cut || !t.alive(s.md) || srv.down || srv.hung || srv.recovery || srv.readOnly {
 		return // the commit fails: nothing acknowledged
 	}
+	srv.padTo = 0 // the commit's flush writes the padding before it
 	srv.lsn += checker.LSN(8 + s.rng.Intn(200))
 	w := &write{id: t.seq, server: t.server, branch: srv.hist[len(srv.hist)-1].id, lsn: srv.lsn}
 	if m := s.core.Elected().Master; m == nil || m.ID == t.member {
@@ -753,7 +755,7 @@ func (s *sim) do(o op) {
 			return
 		}
 		x := &server{idx: len(md.servers), sysid: truth.sysid, clock: md.hostClock(), name: fmt.Sprintf("n%d", len(md.servers)+1),
-			hist: slices.Clone(truth.hist), lsn: truth.lsn, recv: truth.lsn, upstream: truth.idx, recovery: true, readOnly: true}
+			hist: slices.Clone(truth.hist), lsn: truth.written(), recv: truth.written(), upstream: truth.idx, recovery: true, readOnly: true}
 		x.start = md.startTime(x.clock)
 		md.servers = append(md.servers, x)
 		s.addMember(x.idx, false)
@@ -780,6 +782,10 @@ func (s *sim) do(o op) {
 		s.setMembers()
 	case opStranger:
 		md.stranger = !md.stranger
+	case opSwitchWAL:
+		if truth != nil && !truth.down && !truth.hung {
+			md.switchWAL(truth)
+		}
 	case opMoveName:
 		// Mostly to the master, as a failover script moves a name; now
 		// and then to another server of the cluster (a stale record).
