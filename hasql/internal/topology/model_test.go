@@ -50,7 +50,10 @@ type server struct {
 	// padSteps more steps or until a commit flushes.
 	padFrom, padTo checker.LSN
 	padSteps       int
-	upstream       int // the server it streams from, -1 none
+	// jumpFrom, jumpTo: the switch record whose replay took a replica's
+	// replay position to the segment's end (see holds).
+	jumpFrom, jumpTo checker.LSN
+	upstream         int // the server it streams from, -1 none
 	// files is the newest timeline whose history file is in its pg_wal:
 	// its own, and those its walreceiver fetched from an upstream on
 	// connecting, whether or not it could follow them.
@@ -64,6 +67,16 @@ type server struct {
 }
 
 func (s *server) tl() uint32 { return s.hist[len(s.hist)-1].tl }
+
+// holds is how far s holds WAL: what it replayed or received, where a
+// replay position at the end of a segment reached by replaying a switch
+// record counts as the record's end (the padding is not WAL it holds).
+func (s *server) holds() checker.LSN {
+	if s.jumpTo != 0 && s.lsn == s.jumpTo && s.recv < s.jumpTo {
+		return max(s.recv, s.jumpFrom)
+	}
+	return max(s.lsn, s.recv)
+}
 
 // has reports whether the server's history holds WAL position at of
 // branch b.
@@ -90,7 +103,7 @@ func canStream(r, u *server) bool {
 	if r.sysid != u.sysid || u.down || u.hung || r.down || r.hung {
 		return false
 	}
-	pos := max(r.lsn, r.recv)
+	pos := r.holds()
 	cur := r.hist[len(r.hist)-1]
 	return u.has(cur.id, pos)
 }
@@ -222,6 +235,7 @@ type walSwitch struct {
 func (md *model) replayedSwitch(s *server, lsn checker.LSN) checker.LSN {
 	for _, w := range md.switches {
 		if lsn >= w.from && lsn < w.to && s.has(w.branch, w.from) {
+			s.jumpFrom, s.jumpTo = w.from, w.to
 			return w.to
 		}
 	}
@@ -396,20 +410,13 @@ func (md *model) demote(s, u *server) {
 		s.files = u.files // pg_rewind takes the source's pg_wal, a copy has it
 		md.restart(s)
 	}
-	s.recv = md.received(s)
-}
-
-// received is how far s, about to stream, has WAL: its replay position,
-// or, when that is the end of a segment it reached by replaying a switch
-// record, the record's end (what it received; the padding is not WAL it
-// holds).
-func (md *model) received(s *server) checker.LSN {
-	for _, w := range md.switches {
-		if s.lsn == w.to && s.recv < w.to && s.has(w.branch, w.from) {
-			return max(s.recv, w.from)
-		}
+	// It streams from where it replayed (what it received past that is
+	// dropped); at the end of a segment reached by replaying a switch
+	// record, from the record's end.
+	s.recv = s.lsn
+	if s.jumpTo != 0 && s.lsn == s.jumpTo {
+		s.recv = s.jumpFrom
 	}
-	return s.lsn
 }
 
 // observe is what a check of s returns, as the PostgreSQL checker would
