@@ -23,6 +23,15 @@ func staleBound(interval time.Duration) time.Duration {
 	return max(ReplicasMaxAge+interval/8, interval) + 500*time.Millisecond
 }
 
+// hangBound is how long the view may show a hung replica (in the model's
+// truth) as one that serves reads when no other replica can: until the
+// check after the hang times out, and the one at once after it too (the
+// model's checks time out after 800 ms). 500 ms more for the checks' own
+// time.
+func hangBound(interval time.Duration) time.Duration {
+	return interval + 2*800*time.Millisecond + 500*time.Millisecond
+}
+
 // staleIntervals are the check intervals TestTruthStaleness runs at, one
 // schedule each in turn: the default, and intervals at which a list the
 // next check would find too old used to be reused once more.
@@ -88,7 +97,14 @@ func (st *staleTrack) observe(s *sim) {
 					continue
 				}
 				if !modelFollows(s.md, srv, mt) && !(x.Suspect && healthy) {
-					wrong[fmt.Sprintf("follow/%d", x.ID)] = true
+					if srv.hung {
+						// Its checks must time out twice to tell (see
+						// hangBound): a suspect replica still serves
+						// reads when no other can.
+						wrong[fmt.Sprintf("hung/%d", x.ID)] = true
+					} else {
+						wrong[fmt.Sprintf("follow/%d", x.ID)] = true
+					}
 				}
 				if x.Role == RoleSyncReplica && !(x.Suspect && healthySync) && !(srv.upstream == mt.idx && canStream(srv, mt) && s.md.syncState(mt, srv) == "sync") {
 					wrong[fmt.Sprintf("sync/%d", x.ID)] = true
@@ -169,6 +185,9 @@ func TestTruthStaleness(t *testing.T) {
 		for kind, d := range st.max {
 			k := fmt.Sprintf("%s at %s", kind, cfg.interval)
 			bound[k] = staleBound(cfg.interval)
+			if kind == "hung" {
+				bound[k] = hangBound(cfg.interval)
+			}
 			all[k] = append(all[k], d)
 			if d > worstD[k] {
 				worstD[k], worst[k] = d, st.maxAt[kind]
