@@ -229,17 +229,25 @@ type walSwitch struct {
 	from, to checker.LSN
 }
 
-// replayedSwitch is where s's replay stands once it replayed WAL up to
-// lsn: the segment's end when lsn is a switch record's end on a branch of
-// its history.
-func (md *model) replayedSwitch(s *server, lsn checker.LSN) checker.LSN {
+// switchPast returns the switch record of a branch of s's history that
+// WAL up to lsn ends with: the segment's padding is still to come.
+func (md *model) switchPast(s *server, lsn checker.LSN) (walSwitch, bool) {
 	for _, w := range md.switches {
 		if lsn >= w.from && lsn < w.to && s.has(w.branch, w.from) {
-			s.jumpFrom, s.jumpTo = w.from, w.to
-			return w.to
+			return w, true
 		}
 	}
-	return lsn
+	return walSwitch{}, false
+}
+
+// replayTo sets s's replay position to lsn, or, when that ends with a
+// switch record, to the segment's end, as PostgreSQL's WAL reader does.
+func (md *model) replayTo(s *server, lsn checker.LSN) {
+	if w, ok := md.switchPast(s, lsn); ok {
+		s.lsn, s.jumpFrom, s.jumpTo = w.to, w.from, w.to
+		return
+	}
+	s.lsn = lsn
 }
 
 func (md *model) restart(s *server) {
@@ -354,11 +362,10 @@ func (md *model) replicate() {
 		// timeline switch is learned at its switch point.
 		s.hist = histUpTo(u.hist, s.recv)
 		if !s.paused && s.lsn < s.recv {
-			if to := md.replayedSwitch(s, s.recv); to != s.recv && md.rng.Intn(2) == 0 {
-				s.lsn = to // replayed all it received, a switch record last
+			if _, ok := md.switchPast(s, s.recv); ok && md.rng.Intn(2) == 0 {
+				md.replayTo(s, s.recv) // replayed all it received, a switch record last
 			} else {
-				s.lsn += checker.LSN(md.rng.Int63n(int64(s.recv-s.lsn) + 1))
-				s.lsn = md.replayedSwitch(s, s.lsn)
+				md.replayTo(s, s.lsn+checker.LSN(md.rng.Int63n(int64(s.recv-s.lsn)+1)))
 			}
 		}
 	}
@@ -385,7 +392,7 @@ func histUpTo(h []branch, pos checker.LSN) []branch {
 // file is in its pg_wal, plus one: two servers promoted apart may pick the
 // same number).
 func (md *model) promote(s *server) {
-	s.lsn = md.replayedSwitch(s, max(s.lsn, s.recv))
+	md.replayTo(s, max(s.lsn, s.recv))
 	s.recv = 0
 	tl := max(s.tl(), s.files) + 1
 	s.files = tl
