@@ -619,15 +619,23 @@ const walSegmentAlign = 1 << 20
 // writes and repeated base backups: 10 of 352,244 ordered samples). What
 // the replica holds of the master's WAL ends where it received it: a
 // replay position on a segment boundary beyond the received one counts
-// as the received one. A replica that does not stream (no received
-// position) replays what it has from its own WAL, long after the master
-// that wrote it finished the segment.
+// as the received one, within a segment of the default size (16 MiB) of
+// it. A replica that does not stream replays what it has from its own WAL
+// or an archive, long after the master that wrote it finished the segment
+// (archived segments end with switch records under archive_timeout), and
+// the received position it reports is where streaming stopped: no
+// received position, one more than a segment behind, or a history file
+// shown with no walreceiver (pg_monitor) keep the replay position.
 func replayedContent(r *checker.Result) checker.LSN {
-	if r.InRecovery && r.ReceiveLSN != 0 && r.LSN > r.ReceiveLSN && r.LSN%walSegmentAlign == 0 {
+	if r.InRecovery && r.HistoryTimeline == 0 && r.ReceiveLSN != 0 && r.LSN > r.ReceiveLSN &&
+		r.LSN-r.ReceiveLSN < walSegmentDefault && r.LSN%walSegmentAlign == 0 {
 		return r.ReceiveLSN
 	}
 	return r.LSN
 }
+
+// walSegmentDefault is PostgreSQL's default WAL segment size.
+const walSegmentDefault = 16 << 20
 
 // CheckFailed records a check of id that failed at at with err; timeout
 // tells a check that ran out of time from one refused or failed. It
