@@ -83,7 +83,8 @@ type NodeStatus struct {
 	// pg_stat_replication (sync, quorum, potential, async), or "" when the
 	// master does not list it or does not show it. While no master is
 	// known it is what the last one said, and a replica it called sync
-	// or quorum has RoleReplica (SyncUnknown says so).
+	// or quorum has RoleReplica (SyncUnknown says so); "" when the node
+	// went down or another server (a restart) answered since.
 	SyncState string
 	// SyncUnknown says why a replica's sync state cannot be known (its
 	// name is on two walsender rows, the check user lacks pg_monitor, ...);

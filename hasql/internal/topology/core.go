@@ -524,6 +524,8 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		}
 		x.serverSince = began
 		x.replaced = x.Res.Server() != (checker.ServerID{})
+		// What a master said of the server before is not said of this one.
+		x.SyncState = ""
 		if x.Checked {
 			// Another server, or a restart: trust is earned again.
 			x.Vouched = x.Trusted
@@ -675,6 +677,11 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 			}
 		}
 		x.Up, x.Suspect, x.Timeouts = false, false, 0
+		// Whether the master waits for it was said while it was up: a
+		// master may name another standby synchronous and acknowledge
+		// commits it never receives while it is down, and be out of
+		// sight when it comes back.
+		x.SyncState = ""
 	}
 	x.Partial = false
 	c.rebuild(at, nil)

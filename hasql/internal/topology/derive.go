@@ -1141,6 +1141,9 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 			x.SyncUnknown = syncUnknownNoMaster
 			return RoleReplica
 		}
+		if prev == RoleReplica {
+			x.SyncUnknown = syncUnknownNoMaster
+		}
 		if prev.IsReplica() {
 			return prev
 		}
