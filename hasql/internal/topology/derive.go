@@ -1301,10 +1301,13 @@ func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 	}
 	replay := max(x.Res.LSN, entry.ReplayLSN)
 	// When replay was read: at x's check, or at the master's check that
-	// read its walsenders (the rows may be an earlier check's).
-	readAt := x.ResAt
+	// read its walsenders (the rows may be an earlier check's). A check
+	// reads in its middle, as the master's samples are taken: counting to
+	// when the answer came would add the way back to the lag (a replica
+	// 150ms away read 150ms behind by that alone).
+	readAt := x.CheckBegan.Add(x.Latency / 2)
 	if entry.ReplayLSN > x.Res.LSN {
-		readAt = master.ResAt
+		readAt = master.CheckBegan.Add(master.Latency / 2)
 		if mres.ReplicasCached {
 			readAt = master.replicasBegan
 		}

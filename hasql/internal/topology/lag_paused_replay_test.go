@@ -11,9 +11,10 @@ import (
 // clears it while idle and measures nothing while replay stands still)
 // misses WAL the master wrote. The master is checked every 500ms and has
 // shown the WAL since its check at 1.5s. Every later measure of the
-// replica's lag must be at least the time since the master was seen with
-// WAL the replica lacks: anything less is below what the Manager itself
-// has proven, and 0 claims the replica is in step.
+// replica's lag must be at least the time from when the master was seen
+// with WAL the replica lacks to when the replica's position was read (the
+// middle of each check, as the core takes both): anything less is below
+// what the Manager itself has seen, and 0 claims the replica is in step.
 func TestPausedReplicaLagNotZeroWhileMasterShowsPendingWAL(t *testing.T) {
 	c := New(Config{})
 	c.SetMembers(at(0), members(2))
@@ -36,7 +37,7 @@ func TestPausedReplicaLagNotZeroWhileMasterShowsPendingWAL(t *testing.T) {
 		}
 		c.CheckOK(2, replica("n2", 1, 1, paused), at(ms+10), at(ms+400), "10.0.0.2")
 		x := c.Node(2)
-		proven := at(ms + 400).Sub(firstSeen)
+		proven := at(ms + 205).Sub(firstSeen) // read in the middle of its check, 10ms to 400ms
 		t.Logf("t=%dms: n2 %s lag %d bytes, %v known %v (the master has had WAL n2 lacks for at least %v)",
 			ms+400, x.Role, x.LagBytes, x.Lag, x.LagKnown, proven)
 		if x.Role.IsReplica() && x.LagKnown && x.LagBytes > 0 && proven > 10*time.Millisecond && x.Lag < proven {
