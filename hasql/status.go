@@ -84,11 +84,14 @@ type NodeStatus struct {
 	// master does not list it or does not show it. While no master is
 	// known it is what the last one said, and a replica it called sync
 	// or quorum has RoleReplica (SyncUnknown says so); "" when the node
-	// went down or another server (a restart) answered since.
+	// went down, another server (a restart) answered, or it followed a
+	// newer timeline since.
 	SyncState string
 	// SyncUnknown says why a replica's sync state cannot be known (its
-	// name is on two walsender rows, the check user lacks pg_monitor, ...);
-	// "" when it is known. Such a replica has RoleReplica.
+	// name is on two walsender rows, the check user lacks pg_monitor, no
+	// master is known, the master's walsenders were last read before it
+	// came back up, ...); "" when it is known. Such a replica has
+	// RoleReplica.
 	SyncUnknown string
 	// Detached says why a replica does not follow the current master (and
 	// serves no reads); "" when it does. Its role is RoleDetached.

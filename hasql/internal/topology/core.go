@@ -223,6 +223,19 @@ type Node struct {
 	// checks saw (a restart, a new server at the address): a walsender row
 	// read before serverSince is the old one's.
 	replaced bool
+	// backSince is when the check that found the node up again began,
+	// after it was down or another server answered at its address (zero
+	// before either): walsender rows read before it speak of the run
+	// before, not of whether the master waits for this one.
+	backSince time.Time
+	// syncTL is the timeline of the master that gave SyncState.
+	syncTL uint32
+	// readAt is when the last check read the node's positions, as late as
+	// it can have been: its answer, less the usual way back (half its
+	// latency, or of the latency of its checks so far when this one took
+	// longer: a check that opened a connection, or retried, read near its
+	// end).
+	readAt time.Time
 	// unconfirmed: a writable node that stands for another writable node
 	// which has not been checked since it changed server (an alias carried
 	// over a restart, see dedup): it is not elected until that one is
@@ -513,6 +526,15 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	wasChecked, wasUp := x.Checked, x.Up
 	before := routedAs(x)
 	latency := ended.Sub(began)
+	if wasChecked && (!wasUp || x.Res.Server() != res.Server()) {
+		x.backSince = began
+	}
+	if old := x.Res.Server(); old != res.Server() {
+		// What a master said of the server before is not said of this
+		// one, at any of its addresses.
+		c.forgetSync(old)
+		x.SyncState = ""
+	}
 	if x.Res.Server() != res.Server() || x.serverSince.IsZero() {
 		switch now := res.Server(); {
 		case now != (checker.ServerID{}) && now == x.parkedServer:
@@ -524,8 +546,6 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		}
 		x.serverSince = began
 		x.replaced = x.Res.Server() != (checker.ServerID{})
-		// What a master said of the server before is not said of this one.
-		x.SyncState = ""
 		if x.Checked {
 			// Another server, or a restart: trust is earned again.
 			x.Vouched = x.Trusted
@@ -544,6 +564,11 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 			"addr", x.Addr, "name", x.Name())
 	}
 	x.Checked, x.Latency, x.RemoteIP = true, latency, remoteIP
+	wayBack := latency / 2
+	if x.EWMA > 0 && x.EWMA < latency {
+		wayBack = x.EWMA / 2
+	}
+	x.readAt = ended.Add(-wayBack)
 	x.okChecks++
 	x.Up, x.Suspect, x.Timeouts = true, false, 0
 	x.prevPos = x.pos
@@ -680,13 +705,27 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 		// Whether the master waits for it was said while it was up: a
 		// master may name another standby synchronous and acknowledge
 		// commits it never receives while it is down, and be out of
-		// sight when it comes back.
+		// sight when it comes back. Its other addresses reach the same
+		// server.
+		c.forgetSync(x.Res.Server())
 		x.SyncState = ""
 	}
 	x.Partial = false
 	c.rebuild(at, nil)
 	c.record(Entry{Kind: "failed", At: at, ID: id, Err: errText(err), Timeout: timeout}, again)
 	return again
+}
+
+// forgetSync clears the sync state of every node that last reached server.
+func (c *Core) forgetSync(server checker.ServerID) {
+	if server == (checker.ServerID{}) {
+		return
+	}
+	for _, y := range c.nodes {
+		if y.Res.Server() == server {
+			y.SyncState = ""
+		}
+	}
 }
 
 func errText(err error) string {

@@ -213,7 +213,7 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 			c.log(slog.LevelWarn, "pgxha: node detached: no reads, no writes", "addr", x.Addr, "name", x.Name(), "why", x.Detached)
 			x.loggedDetached = x.Detached
 		}
-		if x.SyncUnknown != "" && x.SyncUnknown != syncUnknownNoMaster && x.SyncUnknown != x.loggedSync {
+		if x.SyncUnknown != "" && x.SyncUnknown != syncUnknownNoMaster && x.SyncUnknown != syncUnknownOldRows && x.SyncUnknown != x.loggedSync {
 			c.log(slog.LevelWarn, "pgxha: replica's sync state unknown", "addr", x.Addr, "name", x.Name(), "why", x.SyncUnknown)
 		}
 		x.loggedSync = x.SyncUnknown
@@ -1129,6 +1129,11 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 			x.Detached = why
 			return RoleDetached
 		}
+		if x.SyncState != "" && bestTimeline(&x.Res) != x.syncTL {
+			// Said by a master of another timeline than the one it is on
+			// now: the last master (promoted since) never said it.
+			x.SyncState = ""
+		}
 		if prev == RoleDetached {
 			x.Detached = prevDetached
 			return RoleDetached
@@ -1181,7 +1186,15 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		x.SyncUnknown = "the replica's application_name is unknown and the master's walsenders show no addresses; set cluster_name, or grant pg_monitor to the check user"
 		return RoleReplica
 	}
-	x.SyncState = entry.SyncState
+	if !x.backSince.IsZero() && master.replicasBegan.Before(x.backSince) && (entry.SyncState == "sync" || entry.SyncState == "quorum") {
+		// The row is the walsender that served it before it went down or
+		// restarted: the master may have named another standby since and
+		// acknowledged commits it lacks. Known at the master's next read
+		// (asked for: see WantReplicas).
+		x.SyncUnknown = syncUnknownOldRows
+		return RoleReplica
+	}
+	x.SyncState, x.syncTL = entry.SyncState, master.Res.Timeline
 	switch entry.SyncState {
 	case "sync":
 		return RoleSyncReplica
@@ -1197,6 +1210,10 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 // syncUnknownNoMaster is why a replica's sync state is unknown while no
 // master is known: not worth a warning.
 const syncUnknownNoMaster = "no master known to tell"
+
+// syncUnknownOldRows is why a replica back up (or restarted) is not sync
+// until the master's walsenders are read again: not worth a warning.
+const syncUnknownOldRows = "the master's walsenders were last read before it came back"
 
 // foreign says why x cannot follow the cluster's newest timeline whatever
 // the master: another system identifier, or a timeline below the newest
@@ -1301,13 +1318,15 @@ func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 	}
 	replay := max(x.Res.LSN, entry.ReplayLSN)
 	// When replay was read: at x's check, or at the master's check that
-	// read its walsenders (the rows may be an earlier check's). A check
-	// reads in its middle, as the master's samples are taken: counting to
-	// when the answer came would add the way back to the lag (a replica
-	// 150ms away read 150ms behind by that alone).
-	readAt := x.CheckBegan.Add(x.Latency / 2)
+	// read its walsenders (the rows may be an earlier check's): as late
+	// as it can have been, the answer less the usual way back. Counting
+	// to the answer would add the way back to the lag (a replica 150ms
+	// away read 150ms behind by that alone); to the middle of a check that
+	// took long (it opened a connection first) would take the read for
+	// earlier than it can have been, and the lag for less.
+	readAt := x.readAt
 	if entry.ReplayLSN > x.Res.LSN {
-		readAt = master.CheckBegan.Add(master.Latency / 2)
+		readAt = master.readAt
 		if mres.ReplicasCached {
 			readAt = master.replicasBegan
 		}

@@ -12,9 +12,10 @@ import (
 // misses WAL the master wrote. The master is checked every 500ms and has
 // shown the WAL since its check at 1.5s. Every later measure of the
 // replica's lag must be at least the time from when the master was seen
-// with WAL the replica lacks to when the replica's position was read (the
-// middle of each check, as the core takes both): anything less is below
-// what the Manager itself has seen, and 0 claims the replica is in step.
+// with WAL the replica lacks (the middle of the master's check) to when the
+// replica's position was read (no earlier than the middle of its check):
+// anything less is below what the Manager itself has seen, and 0 claims
+// the replica is in step.
 func TestPausedReplicaLagNotZeroWhileMasterShowsPendingWAL(t *testing.T) {
 	c := New(Config{})
 	c.SetMembers(at(0), members(2))

@@ -1146,7 +1146,7 @@ func (s *sim) check() error {
 				return fmt.Errorf("replica %s claimed %s with %d walsender rows of its name", x.Addr, x.Role, k)
 			}
 		}
-		if !s.cfg.restricted && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && s.uniqueHonestName(x, m) {
+		if !s.cfg.restricted && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && x.SyncUnknown != syncUnknownOldRows && s.uniqueHonestName(x, m) {
 			return fmt.Errorf("replica %s: sync unknown (%s) though only it goes by its name among the cluster's nodes", x.Addr, x.SyncUnknown)
 		}
 	}
@@ -1238,6 +1238,9 @@ func (s *sim) converged() error {
 		}
 		if !x.Role.IsReplica() {
 			return fmt.Errorf("%s (%s) streams from the master but is %s (%s)", x.Addr, srv.name, x.Role, x.Detached)
+		}
+		if x.SyncUnknown == syncUnknownOldRows {
+			return fmt.Errorf("%s (%s): sync unknown (%s) after the master's walsenders were read again", x.Addr, srv.name, x.SyncUnknown)
 		}
 	}
 	return s.noLoss(truth)
