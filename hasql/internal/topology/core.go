@@ -231,11 +231,14 @@ type Node struct {
 	// syncTL is the timeline of the master that gave SyncState.
 	syncTL uint32
 	// readAt is when the last check read the node's positions, as late as
-	// it can have been: its answer, less the usual way back (half its
-	// latency, or of the latency of its checks so far when this one took
-	// longer: a check that opened a connection, or retried, read near its
-	// end).
+	// it can have been: its answer, less the way back (half the shortest
+	// check of the server: a check that opened a connection, or retried,
+	// read near its end); the answer itself at the server's first check,
+	// whose way back is not known yet.
 	readAt time.Time
+	// minLatency is the shortest check of the server now at the address
+	// (0 before its first).
+	minLatency time.Duration
 	// unconfirmed: a writable node that stands for another writable node
 	// which has not been checked since it changed server (an alias carried
 	// over a restart, see dedup): it is not elected until that one is
@@ -526,14 +529,21 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	wasChecked, wasUp := x.Checked, x.Up
 	before := routedAs(x)
 	latency := ended.Sub(began)
-	if wasChecked && (!wasUp || x.Res.Server() != res.Server()) {
+	if wasChecked && !wasUp {
 		x.backSince = began
 	}
 	if old := x.Res.Server(); old != res.Server() {
 		// What a master said of the server before is not said of this
-		// one, at any of its addresses.
-		c.forgetSync(old)
-		x.SyncState = ""
+		// one; nor of the server before at its other addresses when this
+		// may be it restarted (a restart keeps the system identifier and
+		// the name; a name that moved to another server does not).
+		x.SyncState, x.minLatency = "", 0
+		if wasChecked {
+			x.backSince = began
+		}
+		if old.SystemID == res.SystemID && (x.Res.Name == "" || res.Name == "" || x.Res.Name == res.Name) {
+			c.serverLeft(old, began)
+		}
 	}
 	if x.Res.Server() != res.Server() || x.serverSince.IsZero() {
 		switch now := res.Server(); {
@@ -564,11 +574,14 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 			"addr", x.Addr, "name", x.Name())
 	}
 	x.Checked, x.Latency, x.RemoteIP = true, latency, remoteIP
-	wayBack := latency / 2
-	if x.EWMA > 0 && x.EWMA < latency {
-		wayBack = x.EWMA / 2
+	var wayBack time.Duration
+	if x.minLatency > 0 {
+		wayBack = min(latency, x.minLatency) / 2
 	}
 	x.readAt = ended.Add(-wayBack)
+	if x.minLatency == 0 || latency < x.minLatency {
+		x.minLatency = latency
+	}
 	x.okChecks++
 	x.Up, x.Suspect, x.Timeouts = true, false, 0
 	x.prevPos = x.pos
@@ -700,15 +713,15 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 			if timeout && x.Role != RoleMaster {
 				c.cut(x)
 			}
+			// Whether the master waits for it was said while it was up:
+			// a master may name another standby synchronous and
+			// acknowledge commits it never receives while it is down,
+			// and be out of sight when it comes back. Its other
+			// addresses reach the same server.
+			c.serverLeft(x.Res.Server(), at)
+			x.SyncState = ""
 		}
 		x.Up, x.Suspect, x.Timeouts = false, false, 0
-		// Whether the master waits for it was said while it was up: a
-		// master may name another standby synchronous and acknowledge
-		// commits it never receives while it is down, and be out of
-		// sight when it comes back. Its other addresses reach the same
-		// server.
-		c.forgetSync(x.Res.Server())
-		x.SyncState = ""
 	}
 	x.Partial = false
 	c.rebuild(at, nil)
@@ -716,14 +729,19 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 	return again
 }
 
-// forgetSync clears the sync state of every node that last reached server.
-func (c *Core) forgetSync(server checker.ServerID) {
+// serverLeft records that server went down, or restarted, at at: every
+// node that last reached it forgets the sync state the last master gave
+// it, and takes walsender rows read before at for the run before.
+func (c *Core) serverLeft(server checker.ServerID, at time.Time) {
 	if server == (checker.ServerID{}) {
 		return
 	}
 	for _, y := range c.nodes {
 		if y.Res.Server() == server {
 			y.SyncState = ""
+			if y.backSince.Before(at) {
+				y.backSince = at
+			}
 		}
 	}
 }

@@ -1129,9 +1129,11 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 			x.Detached = why
 			return RoleDetached
 		}
-		if x.SyncState != "" && bestTimeline(&x.Res) != x.syncTL {
-			// Said by a master of another timeline than the one it is on
-			// now: the last master (promoted since) never said it.
+		if x.SyncState != "" && max(bestTimeline(&x.Res), x.Res.HistoryTimeline) > x.syncTL {
+			// Said by a master of an older timeline than the one it
+			// follows now: the last master (promoted since) never said it.
+			// Not an older one: with no walreceiver a replica's timeline
+			// is its last restartpoint's, which may be older.
 			x.SyncState = ""
 		}
 		if prev == RoleDetached {
