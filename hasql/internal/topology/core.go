@@ -535,14 +535,17 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	if old := x.Res.Server(); old != res.Server() {
 		// What a master said of the server before is not said of this
 		// one; nor of the server before at its other addresses when this
-		// may be it restarted (a restart keeps the system identifier and
-		// the name; a name that moved to another server does not).
+		// may be it restarted: a restart keeps the system identifier and
+		// the name, but for a name read with no walreceiver running
+		// (cluster_name, not the walreceiver's application_name); a name
+		// that moved to a streaming server of another name is not it.
 		x.SyncState, x.minLatency = "", 0
 		if wasChecked {
 			x.backSince = began
 		}
-		if old.SystemID == res.SystemID && (x.Res.Name == "" || res.Name == "" || x.Res.Name == res.Name) {
-			c.serverLeft(old, began)
+		if old != (checker.ServerID{}) && old.SystemID == res.SystemID && (x.Res.Name == "" || res.Name == "" || x.Res.Name == res.Name ||
+			x.Res.ReceiveTimeline == 0 || res.ReceiveTimeline == 0) {
+			c.serverLeft(x, began)
 		}
 	}
 	if x.Res.Server() != res.Server() || x.serverSince.IsZero() {
@@ -718,8 +721,7 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 			// acknowledge commits it never receives while it is down,
 			// and be out of sight when it comes back. Its other
 			// addresses reach the same server.
-			c.serverLeft(x.Res.Server(), at)
-			x.SyncState = ""
+			c.serverLeft(x, at)
 		}
 		x.Up, x.Suspect, x.Timeouts = false, false, 0
 	}
@@ -729,19 +731,22 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 	return again
 }
 
-// serverLeft records that server went down, or restarted, at at: every
-// node that last reached it forgets the sync state the last master gave
-// it, and takes walsender rows read before at for the run before.
-func (c *Core) serverLeft(server checker.ServerID, at time.Time) {
-	if server == (checker.ServerID{}) {
-		return
-	}
+// serverLeft records that the server x last reached went down, or
+// restarted, at at: x, and the addresses the last rebuild took for the
+// same server as x's when x is vouched for (what a node nothing vouches
+// for shows changes nothing of the others), forget the sync state the
+// last master gave them and take walsender rows read before at for the
+// run before. Not every node of the same identity: two servers may show
+// one (see dedup).
+func (c *Core) serverLeft(x *Node, at time.Time) {
 	for _, y := range c.nodes {
-		if y.Res.Server() == server {
-			y.SyncState = ""
-			if y.backSince.Before(at) {
-				y.backSince = at
-			}
+		same := y == x || x.Vouched && (y.AliasOf == x || x.AliasOf == y || x.AliasOf != nil && y.AliasOf == x.AliasOf)
+		if !same {
+			continue
+		}
+		y.SyncState = ""
+		if y.backSince.Before(at) {
+			y.backSince = at
 		}
 	}
 }

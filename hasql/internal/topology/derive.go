@@ -1320,15 +1320,17 @@ func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 	}
 	replay := max(x.Res.LSN, entry.ReplayLSN)
 	// When replay was read: at x's check, or at the master's check that
-	// read its walsenders (the rows may be an earlier check's): as late
-	// as it can have been, the answer less the usual way back. Counting
-	// to the answer would add the way back to the lag (a replica 150ms
-	// away read 150ms behind by that alone); to the middle of a check that
-	// took long (it opened a connection first) would take the read for
-	// earlier than it can have been, and the lag for less.
+	// read its walsenders (the rows may be an earlier check's). x's own:
+	// as late as it can have been, the answer less the usual way back.
+	// Counting to the answer would add the way back to the lag (a replica
+	// 150ms away read 150ms behind by that alone); to the middle of a
+	// check that took long (it opened a connection first) would take the
+	// read for earlier than it can have been, and the lag for less.
 	readAt := x.readAt
 	if entry.ReplayLSN > x.Res.LSN {
-		readAt = master.readAt
+		// Read by the statement that read the master's position: at the
+		// same time as its sample.
+		readAt = master.CheckBegan.Add(master.Latency / 2)
 		if mres.ReplicasCached {
 			readAt = master.replicasBegan
 		}
