@@ -228,8 +228,11 @@ type Node struct {
 	// before either): walsender rows read before it speak of the run
 	// before, not of whether the master waits for this one.
 	backSince time.Time
-	// syncTL is the timeline of the master that gave SyncState.
-	syncTL uint32
+	// syncTL is the timeline of the master that gave SyncState, and
+	// syncRead when the read of its walsenders that gave it began: a
+	// SyncState read before backSince is of the run before.
+	syncTL   uint32
+	syncRead time.Time
 	// readAt is when the last check read the node's positions, as late as
 	// it can have been: its answer, less the way back (half the shortest
 	// check of the server: a check that opened a connection, or retried,
@@ -530,7 +533,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	before := routedAs(x)
 	latency := ended.Sub(began)
 	if wasChecked && !wasUp {
-		x.backSince = began
+		x.back(began)
 	}
 	if old := x.Res.Server(); old != res.Server() {
 		// What a master said of the server before is not said of this
@@ -538,14 +541,19 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		// may be it restarted: a restart keeps the system identifier and
 		// the name, but for a name read with no walreceiver running
 		// (cluster_name, not the walreceiver's application_name); a name
-		// that moved to a streaming server of another name is not it.
+		// that moved to a streaming server of another name is not it. A
+		// server another address shows already was seen arriving there:
+		// its run began no later (see shareBack).
 		x.SyncState, x.minLatency = "", 0
-		if wasChecked {
-			x.backSince = began
-		}
-		if old != (checker.ServerID{}) && old.SystemID == res.SystemID && (x.Res.Name == "" || res.Name == "" || x.Res.Name == res.Name ||
-			x.Res.ReceiveTimeline == 0 || res.ReceiveTimeline == 0) {
-			c.serverLeft(x, began)
+		c.sighted(x, &res, began)
+		if seen := c.shownElsewhere(x, res.Server()); !seen {
+			if wasChecked {
+				x.back(began)
+			}
+			if old != (checker.ServerID{}) && old.SystemID == res.SystemID && (x.Res.Name == "" || res.Name == "" || x.Res.Name == res.Name ||
+				x.Res.ReceiveTimeline == 0 || res.ReceiveTimeline == 0) {
+				c.serverLeft(x, began)
+			}
 		}
 	}
 	if x.Res.Server() != res.Server() || x.serverSince.IsZero() {
@@ -667,10 +675,15 @@ const walSegmentAlign = 1 << 20
 // or an archive, long after the master that wrote it finished the segment
 // (archived segments end with switch records under archive_timeout), and
 // the received position it reports is where streaming stopped: no
-// received position, one more than a segment behind, or a history file
-// shown with no walreceiver (pg_monitor) keep the replay position.
+// received position, or one more than a segment behind, keep the replay
+// position. Not a history file shown with no walreceiver: every replica
+// that once followed a promotion holds one, and one whose walreceiver
+// timed out while the master stalled in a switch's padding made a proof
+// against that master that nothing ends (a limit: an archive replay that
+// ends less than a segment past where streaming stopped is taken for
+// padding too).
 func replayedContent(r *checker.Result) checker.LSN {
-	if r.InRecovery && r.HistoryTimeline == 0 && r.ReceiveLSN != 0 && r.LSN > r.ReceiveLSN &&
+	if r.InRecovery && r.ReceiveLSN != 0 && r.LSN > r.ReceiveLSN &&
 		r.LSN-r.ReceiveLSN < walSegmentDefault && r.LSN%walSegmentAlign == 0 {
 		return r.ReceiveLSN
 	}
@@ -733,21 +746,104 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 
 // serverLeft records that the server x last reached went down, or
 // restarted, at at: x, and the addresses the last rebuild took for the
-// same server as x's when x is vouched for (what a node nothing vouches
-// for shows changes nothing of the others), forget the sync state the
-// last master gave them and take walsender rows read before at for the
-// run before. Not every node of the same identity: two servers may show
-// one (see dedup).
+// same server as x's or that show its identity under its name, when x is
+// vouched for (what a node nothing vouches for shows changes nothing of
+// the others), forget the sync state the last master gave them and take
+// walsender rows read before at for the run before. Not every node of the
+// same identity: two servers may show one under two names (see dedup).
 func (c *Core) serverLeft(x *Node, at time.Time) {
+	server := x.Res.Server()
 	for _, y := range c.nodes {
-		same := y == x || x.Vouched && (y.AliasOf == x || x.AliasOf == y || x.AliasOf != nil && y.AliasOf == x.AliasOf)
+		same := y == x || x.Vouched && (y.AliasOf == x || x.AliasOf == y || x.AliasOf != nil && y.AliasOf == x.AliasOf ||
+			// Not grouped at the last rebuild (x was down, or y): the same
+			// server by identity and name.
+			server != (checker.ServerID{}) && y.Res.Server() == server && (x.Res.Name == y.Res.Name || x.Res.Name == "" || y.Res.Name == ""))
 		if !same {
 			continue
 		}
 		y.SyncState = ""
-		if y.backSince.Before(at) {
-			y.backSince = at
+		y.back(at)
+	}
+}
+
+// back records that walsender rows read before at speak of a run before
+// the server's now behind x: it never moves back.
+func (x *Node) back(at time.Time) {
+	if x.backSince.Before(at) {
+		x.backSince = at
+	}
+}
+
+// sighted records what x's check, which began at began, tells of other
+// nodes, and they of it, when it finds a server x did not show before
+// (also x's first): an address that shows the server under the same name
+// passes on what it saw leave (a down, a restart: see serverLeft), since
+// a new address of a server that went down elsewhere has not seen it go;
+// and, when x is vouched for and the server is seen nowhere else, a
+// replica of the same system, name and an earlier start is taken for
+// this one before it restarted (an address added by discovery, or back
+// from down, seeing the new run first).
+func (c *Core) sighted(x *Node, res *checker.Result, began time.Time) {
+	now := res.Server()
+	if now == (checker.ServerID{}) || !res.InRecovery {
+		return
+	}
+	first := !c.shownElsewhere(x, now)
+	for _, y := range c.nodes {
+		if y == x || y.Res.SystemID != res.SystemID {
+			continue
 		}
+		switch {
+		case y.Res.Server() == now && (y.Res.Name == res.Name || y.Res.Name == "" || res.Name == ""):
+			x.back(y.backSince)
+		case x.Vouched && first && y.Res.InRecovery && res.Name != "" && y.Res.Name == res.Name &&
+			y.Res.StartTime.Before(res.StartTime):
+			y.SyncState = ""
+			y.back(began)
+		}
+	}
+}
+
+// shownElsewhere reports whether a node other than x, up, shows server.
+func (c *Core) shownElsewhere(x *Node, server checker.ServerID) bool {
+	if server == (checker.ServerID{}) {
+		return false
+	}
+	for _, y := range c.nodes {
+		if y != x && y.live() && y.Res.Server() == server {
+			return true
+		}
+	}
+	return false
+}
+
+// shareBack gives the addresses the last dedup took for one server (a
+// vouched alias and its representative) the latest backSince either
+// recorded: a down, a return or a restart seen at one address is the
+// server's, whichever address stands for it next. An alias carried over a
+// restart (the identities differ) is a restart seen when the newer server
+// was first checked at its address.
+func (c *Core) shareBack() {
+	for _, x := range c.nodes {
+		y := x.AliasOf
+		if y == nil || !x.Vouched {
+			continue
+		}
+		at := x.backSince
+		if y.backSince.After(at) {
+			at = y.backSince
+		}
+		if x.Res.Server() != y.Res.Server() {
+			newer := x
+			if y.Res.StartTime.After(x.Res.StartTime) {
+				newer = y
+			}
+			if newer.serverSince.After(at) {
+				at = newer.serverSince
+			}
+		}
+		x.back(at)
+		y.back(at)
 	}
 }
 

@@ -90,6 +90,7 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 		only = nil
 	}
 	c.vouch()
+	c.shareBack()
 	prevMaster := c.elected.Master
 	c.elect()
 	master := c.elected.Master
@@ -256,6 +257,7 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 			continue
 		}
 		x.Role, x.SyncState, x.SyncUnknown = y.Role, y.SyncState, y.SyncUnknown
+		x.syncTL, x.syncRead = y.syncTL, y.syncRead
 		x.Stale, x.StaleBehind = y.Stale, y.StaleBehind
 		x.Waiting = y.Waiting
 		x.LagBytes, x.Lag, x.LagKnown, x.LagAt = y.LagBytes, y.Lag, y.LagKnown, y.LagAt
@@ -1129,11 +1131,13 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 			x.Detached = why
 			return RoleDetached
 		}
-		if x.SyncState != "" && max(bestTimeline(&x.Res), x.Res.HistoryTimeline) > x.syncTL {
+		if x.SyncState != "" && (max(bestTimeline(&x.Res), x.Res.HistoryTimeline) > x.syncTL || x.syncRead.Before(x.backSince)) {
 			// Said by a master of an older timeline than the one it
 			// follows now: the last master (promoted since) never said it.
 			// Not an older one: with no walreceiver a replica's timeline
-			// is its last restartpoint's, which may be older.
+			// is its last restartpoint's, which may be older. Or said of
+			// the server's run before (a down or restart seen since, at
+			// any of its addresses).
 			x.SyncState = ""
 		}
 		if prev == RoleDetached {
@@ -1196,7 +1200,7 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		x.SyncUnknown = syncUnknownOldRows
 		return RoleReplica
 	}
-	x.SyncState, x.syncTL = entry.SyncState, master.Res.Timeline
+	x.SyncState, x.syncTL, x.syncRead = entry.SyncState, master.Res.Timeline, master.replicasBegan
 	switch entry.SyncState {
 	case "sync":
 		return RoleSyncReplica
