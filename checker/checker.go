@@ -93,6 +93,11 @@ type Result struct {
 	// reach another server than the checks. A checker that leaves it zero
 	// leaves the pool's connections uncompared.
 	StartTime time.Time
+	// WalSegmentSize is the server's wal_segment_size in bytes (set at
+	// initdb: 1 MiB to 1 GiB, 16 MiB by default); 0 when unknown. A replica
+	// that replayed a WAL switch record reports the end of its segment as
+	// its replay position.
+	WalSegmentSize int64
 	// Replicas lists pg_stat_replication: the replicas that stream from
 	// this node (from a master, or from a replica that cascades).
 	Replicas []Replica

@@ -96,6 +96,7 @@ func TestPostgreSQLChecker(t *testing.T) {
 	assert.Equal(t, uint32(1), m.Timeline)
 	assert.NotZero(t, m.LSN)
 	assert.Equal(t, "n1", m.Name)
+	assert.Equal(t, int64(16<<20), m.WalSegmentSize, "initdb's default wal_segment_size")
 	require.Len(t, m.Replicas, 2)
 	states := map[string]string{}
 	for _, r := range m.Replicas {

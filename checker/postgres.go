@@ -313,7 +313,7 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 		senders.since++
 		res.Replicas, res.ReplicasCached = slices.Clone(senders.replicas), true
 	}
-	res.SystemID, res.StartTime, res.Name = id.systemID, id.startTime, id.clusterName
+	res.SystemID, res.StartTime, res.Name, res.WalSegmentSize = id.systemID, id.startTime, id.clusterName, id.walSegment
 	if c.receiverConn != nil {
 		if app := receiverConnInfoValue(*c.receiverConn, "application_name"); app != "" {
 			res.Name = app
@@ -391,9 +391,10 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 
 // serverSQL reads what does not change while a connection lives: the
 // cluster's system identifier (pg_control_system reads the control file),
-// when the postmaster started and its cluster_name (set at start). It runs
-// once per check connection.
-const serverSQL = `SELECT (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time(), current_setting('cluster_name')`
+// when the postmaster started, its cluster_name (set at start) and its WAL
+// segment size (set at initdb). It runs once per check connection.
+const serverSQL = `SELECT (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time(), current_setting('cluster_name'),
+	pg_size_bytes(current_setting('wal_segment_size'))`
 
 // serverIdentity is the key, in a check connection's CustomData, of what
 // serverSQL read on it.
@@ -403,6 +404,7 @@ type server struct {
 	systemID    uint64
 	startTime   time.Time
 	clusterName string
+	walSegment  int64
 }
 
 // serverOf returns the server's identity, read on conn's first check.
@@ -414,10 +416,14 @@ func serverOf(ctx context.Context, conn *pgx.Conn) (server, error) {
 	var id *int64
 	var start *time.Time
 	var name *string
-	if err := conn.QueryRow(ctx, serverSQL).Scan(&id, &start, &name); err != nil {
+	var seg *int64
+	if err := conn.QueryRow(ctx, serverSQL).Scan(&id, &start, &name, &seg); err != nil {
 		return server{}, err
 	}
 	s := server{clusterName: str(name)}
+	if seg != nil && *seg > 0 {
+		s.walSegment = *seg
+	}
 	if id != nil {
 		s.systemID = uint64(*id)
 	}

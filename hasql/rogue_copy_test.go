@@ -67,7 +67,7 @@ func TestRogueRestartCopyLeavesTheMaster(t *testing.T) {
 				cur = start
 			}
 			lastIdentity = cur
-			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText}, []any{sysid, cur, name})
+			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{sysid, cur, name, 16 << 20})
 		case strings.Contains(sql, "pg_stat_get_activity"):
 			noNames(be)
 		case strings.Contains(sql, "string_agg"), strings.Contains(sql, "synchronous_standby_names"):

@@ -42,7 +42,7 @@ func TestPinnedSystemIDHiddenByRogue(t *testing.T) {
 	}
 	rogue := newQueryPG(t, func(be *pgproto3.Backend, sql string) bool {
 		if strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()") {
-			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText}, []any{nil, rogueStart, "rogue"})
+			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{nil, rogueStart, "rogue", 16 << 20})
 			return true
 		}
 		switch {

@@ -170,7 +170,7 @@ func masterAnswers(sysid uint64, repls func() string, names func(be *pgproto3.Ba
 	return func(be *pgproto3.Backend, sql string) bool {
 		switch {
 		case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
-			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText}, []any{sysid, rogueStart, "rogue"})
+			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{sysid, rogueStart, "rogue", 16 << 20})
 		case strings.Contains(sql, "pg_stat_get_activity"):
 			names(be)
 		case strings.Contains(sql, "string_agg"), strings.Contains(sql, "synchronous_standby_names"):

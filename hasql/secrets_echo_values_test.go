@@ -28,7 +28,7 @@ func TestRogueEchoesPasswordAsClusterName(t *testing.T) {
 		serveSimple(be, func(be *pgproto3.Backend, sql string) bool {
 			switch {
 			case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
-				sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText}, []any{uint64(7000000000000000001), rogueStart, pw})
+				sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{uint64(7000000000000000001), rogueStart, pw, 16 << 20})
 			case strings.Contains(sql, "string_agg"), strings.Contains(sql, "synchronous_standby_names"):
 				checked.Add(1)
 				sendRow(be,
@@ -108,7 +108,7 @@ func TestRogueEchoesPasswordAsStartTime(t *testing.T) {
 			case *pgproto3.Query:
 				switch {
 				case strings.Contains(m.String, "pg_control_system()), pg_postmaster_start_time()"):
-					sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText}, []any{uint64(7000000000000000001), rogueStart, "rogue"})
+					sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{uint64(7000000000000000001), rogueStart, "rogue", 16 << 20})
 				case strings.Contains(m.String, "string_agg"), strings.Contains(m.String, "synchronous_standby_names"):
 					checked.Add(1)
 					sendRow(be,

@@ -86,7 +86,7 @@ func masterAnswersNoSenders(sysid uint64) sqlAnswer {
 	return func(be *pgproto3.Backend, sql string) bool {
 		switch {
 		case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
-			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText}, []any{sysid, rogueStart, "rogue"})
+			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{sysid, rogueStart, "rogue", 16 << 20})
 		case strings.Contains(sql, "pg_stat_get_activity"):
 			sendRow(be, []uint32{oidInt4, oidText, oidText}, []any{1, "x", "127.0.0.1"})
 		case strings.Contains(sql, "extract(epoch FROM pg_postmaster_start_time())"):

@@ -542,11 +542,10 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		// the name, but for a name read with no walreceiver running
 		// (cluster_name, not the walreceiver's application_name); a name
 		// that moved to a streaming server of another name is not it. A
-		// server another address shows already was seen arriving there:
-		// its run began no later (see shareBack).
+		// restart another address recorded already is not counted again.
 		x.SyncState, x.minLatency = "", 0
-		c.sighted(x, &res, began)
-		if seen := c.shownElsewhere(x, res.Server()); !seen {
+		c.sighted(x, &res)
+		if seen := c.restartRecorded(x, res.Server()); !seen {
 			if wasChecked {
 				x.back(began)
 			}
@@ -676,15 +675,28 @@ const walSegmentAlign = 1 << 20
 // (archived segments end with switch records under archive_timeout), and
 // the received position it reports is where streaming stopped: no
 // received position, or one more than a segment behind, keep the replay
-// position. Not a history file shown with no walreceiver: every replica
-// that once followed a promotion holds one, and one whose walreceiver
-// timed out while the master stalled in a switch's padding made a proof
-// against that master that nothing ends (a limit: an archive replay that
-// ends less than a segment past where streaming stopped is taken for
-// padding too).
+// position. With the server's segment size known (checker.Result.
+// WalSegmentSize), only the end of the segment the received position is
+// in counts so; unknown, a boundary of the smallest segment within the
+// default size. Not a history file shown with no walreceiver: every
+// replica that once followed a promotion holds one, and one whose
+// walreceiver timed out while the master stalled in a switch's padding
+// made a proof against that master that nothing ends (a limit: an archive
+// replay that ends at the end of the segment where streaming stopped is
+// taken for padding too).
 func replayedContent(r *checker.Result) checker.LSN {
-	if r.InRecovery && r.ReceiveLSN != 0 && r.LSN > r.ReceiveLSN &&
-		r.LSN-r.ReceiveLSN < walSegmentDefault && r.LSN%walSegmentAlign == 0 {
+	if !r.InRecovery || r.ReceiveLSN == 0 || r.LSN <= r.ReceiveLSN {
+		return r.LSN
+	}
+	if seg := checker.LSN(r.WalSegmentSize); seg > 0 && seg&(seg-1) == 0 {
+		// The server's segment size known: only the end of the segment
+		// the received position is in.
+		if r.LSN%seg == 0 && r.LSN-seg <= r.ReceiveLSN {
+			return r.ReceiveLSN
+		}
+		return r.LSN
+	}
+	if r.LSN-r.ReceiveLSN < walSegmentDefault && r.LSN%walSegmentAlign == 0 {
 		return r.ReceiveLSN
 	}
 	return r.LSN
@@ -774,43 +786,35 @@ func (x *Node) back(at time.Time) {
 	}
 }
 
-// sighted records what x's check, which began at began, tells of other
-// nodes, and they of it, when it finds a server x did not show before
-// (also x's first): an address that shows the server under the same name
-// passes on what it saw leave (a down, a restart: see serverLeft), since
-// a new address of a server that went down elsewhere has not seen it go;
-// and, when x is vouched for and the server is seen nowhere else, a
-// replica of the same system, name and an earlier start is taken for
-// this one before it restarted (an address added by discovery, or back
-// from down, seeing the new run first).
-func (c *Core) sighted(x *Node, res *checker.Result, began time.Time) {
+// sighted gives x, whose check finds a server x did not show before (also
+// x's first), what an address that shows the server under the same name
+// saw leave (a down, a restart: see serverLeft): a new address of a server
+// that went down elsewhere has not seen it go. A new address that sees a
+// server's new run first tells nothing of the old run shown elsewhere:
+// replicas of one system may share a name (Patroni's scope as
+// cluster_name, the fallback application_name "walreceiver"), and taking
+// one's restart for another's took sync from replicas that never left.
+func (c *Core) sighted(x *Node, res *checker.Result) {
 	now := res.Server()
 	if now == (checker.ServerID{}) || !res.InRecovery {
 		return
 	}
-	first := !c.shownElsewhere(x, now)
 	for _, y := range c.nodes {
-		if y == x || y.Res.SystemID != res.SystemID {
-			continue
-		}
-		switch {
-		case y.Res.Server() == now && (y.Res.Name == res.Name || y.Res.Name == "" || res.Name == ""):
+		if y != x && y.Res.Server() == now && (y.Res.Name == res.Name || y.Res.Name == "" || res.Name == "") {
 			x.back(y.backSince)
-		case x.Vouched && first && y.Res.InRecovery && res.Name != "" && y.Res.Name == res.Name &&
-			y.Res.StartTime.Before(res.StartTime):
-			y.SyncState = ""
-			y.back(began)
 		}
 	}
 }
 
-// shownElsewhere reports whether a node other than x, up, shows server.
-func (c *Core) shownElsewhere(x *Node, server checker.ServerID) bool {
+// restartRecorded reports whether a vouched node other than x, up, shows
+// server and recorded its arrival (a restart seen there first): x seeing
+// it now is the same restart, not another.
+func (c *Core) restartRecorded(x *Node, server checker.ServerID) bool {
 	if server == (checker.ServerID{}) {
 		return false
 	}
 	for _, y := range c.nodes {
-		if y != x && y.live() && y.Res.Server() == server {
+		if y != x && y.live() && y.Vouched && y.Res.Server() == server && !y.backSince.IsZero() {
 			return true
 		}
 	}

@@ -438,6 +438,11 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 	}
 	if s.recovery {
 		r.LSN, r.ReceiveLSN = s.lsn, s.recv
+		if s.start%2 == 0 {
+			// The checker reads the segment size; half the servers leave
+			// it unknown, as a checker of another kind may.
+			r.WalSegmentSize = walSegment
+		}
 		r.ReplayTime = now.Add(-time.Duration(md.rng.Intn(2000)) * time.Millisecond)
 		if s.upstream >= 0 && canStream(s, md.servers[s.upstream]) && !md.restricted {
 			r.ReceiveTimeline = s.tl()
