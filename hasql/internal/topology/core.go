@@ -545,7 +545,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		// restart another address recorded already is not counted again.
 		x.SyncState, x.minLatency = "", 0
 		c.sighted(x, &res)
-		if seen := c.restartRecorded(x, res.Server()); !seen {
+		if seen := c.restartRecorded(x, &res); !seen {
 			if wasChecked {
 				x.back(began)
 			}
@@ -691,7 +691,9 @@ func replayedContent(r *checker.Result) checker.LSN {
 	if seg := checker.LSN(r.WalSegmentSize); seg > 0 && seg&(seg-1) == 0 {
 		// The server's segment size known: only the end of the segment
 		// the received position is in.
-		if r.LSN%seg == 0 && r.LSN-seg <= r.ReceiveLSN {
+		// A received position on a boundary is in the segment that ends
+		// there: a switch record in the next one was not received.
+		if r.LSN%seg == 0 && r.LSN-seg < r.ReceiveLSN {
 			return r.ReceiveLSN
 		}
 		return r.LSN
@@ -807,14 +809,17 @@ func (c *Core) sighted(x *Node, res *checker.Result) {
 }
 
 // restartRecorded reports whether a vouched node other than x, up, shows
-// server and recorded its arrival (a restart seen there first): x seeing
-// it now is the same restart, not another.
-func (c *Core) restartRecorded(x *Node, server checker.ServerID) bool {
+// the server of res under its name and recorded its arrival (a restart
+// seen there first), which x has from it (see sighted): x seeing it now
+// is the same restart, not another.
+func (c *Core) restartRecorded(x *Node, res *checker.Result) bool {
+	server := res.Server()
 	if server == (checker.ServerID{}) {
 		return false
 	}
 	for _, y := range c.nodes {
-		if y != x && y.live() && y.Vouched && y.Res.Server() == server && !y.backSince.IsZero() {
+		if y != x && y.live() && y.Vouched && y.Res.Server() == server && !y.backSince.IsZero() &&
+			(y.Res.Name == res.Name || y.Res.Name == "" || res.Name == "") {
 			return true
 		}
 	}
