@@ -549,7 +549,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 			if wasChecked {
 				x.back(began)
 			}
-			if old != (checker.ServerID{}) && old.SystemID == res.SystemID && (x.Res.Name == "" || res.Name == "" || x.Res.Name == res.Name ||
+			if old != (checker.ServerID{}) && old.SystemID == res.SystemID && (sameName(x.Res.Name, res.Name) ||
 				x.Res.ReceiveTimeline == 0 || res.ReceiveTimeline == 0) {
 				c.serverLeft(x, began)
 			}
@@ -771,7 +771,7 @@ func (c *Core) serverLeft(x *Node, at time.Time) {
 		same := y == x || x.Vouched && (y.AliasOf == x || x.AliasOf == y || x.AliasOf != nil && y.AliasOf == x.AliasOf ||
 			// Not grouped at the last rebuild (x was down, or y): the same
 			// server by identity and name.
-			server != (checker.ServerID{}) && y.Res.Server() == server && (x.Res.Name == y.Res.Name || x.Res.Name == "" || y.Res.Name == ""))
+			server != (checker.ServerID{}) && y.Res.Server() == server && sameName(x.Res.Name, y.Res.Name))
 		if !same {
 			continue
 		}
@@ -779,6 +779,10 @@ func (c *Core) serverLeft(x *Node, at time.Time) {
 		y.back(at)
 	}
 }
+
+// sameName reports whether two names a server was read under may be one
+// server's: equal, or one unknown.
+func sameName(a, b string) bool { return a == b || a == "" || b == "" }
 
 // back records that walsender rows read before at speak of a run before
 // the server's now behind x: it never moves back.
@@ -802,7 +806,7 @@ func (c *Core) sighted(x *Node, res *checker.Result) {
 		return
 	}
 	for _, y := range c.nodes {
-		if y != x && y.Res.Server() == now && (y.Res.Name == res.Name || y.Res.Name == "" || res.Name == "") {
+		if y != x && y.Res.Server() == now && sameName(y.Res.Name, res.Name) {
 			x.back(y.backSince)
 		}
 	}
@@ -819,7 +823,7 @@ func (c *Core) restartRecorded(x *Node, res *checker.Result) bool {
 	}
 	for _, y := range c.nodes {
 		if y != x && y.live() && y.Vouched && y.Res.Server() == server && !y.backSince.IsZero() &&
-			(y.Res.Name == res.Name || y.Res.Name == "" || res.Name == "") {
+			sameName(y.Res.Name, res.Name) {
 			return true
 		}
 	}
