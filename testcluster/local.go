@@ -575,6 +575,9 @@ func (c *Cluster) startLocal(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	if err := c.distinctStarts(ctx); err != nil {
+		return err
+	}
 	c.master = c.nodes[0]
 	var replicas []string
 	for _, n := range c.nodes[1:] {
@@ -791,4 +794,51 @@ func tailFile(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// startGap is how far apart the servers of a cluster start, at least
+// (see distinctStarts).
+const startGap = time.Millisecond
+
+// distinctStarts restarts a replica that started within startGap of
+// another server of the cluster: the replicas start together, and two
+// servers whose postmasters started in the same microsecond look like one
+// to a client that tells servers apart by their start time (pgxha's pools
+// do, when a node's host name moves). On hosts of their own that is as
+// good as never; here it would happen now and then.
+func (c *Cluster) distinctStarts(ctx context.Context) error {
+	for range 3 {
+		starts := make([]int64, len(c.nodes))
+		for i, n := range c.nodes {
+			conn, err := c.connect(ctx, n.drv.directAddr())
+			if err != nil {
+				return fmt.Errorf("%s: %w", n.name, err)
+			}
+			err = conn.QueryRow(ctx, "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8").Scan(&starts[i])
+			conn.Close(ctx)
+			if err != nil {
+				return fmt.Errorf("%s: start time: %w", n.name, err)
+			}
+		}
+		again := -1
+		for i := 1; i < len(starts) && again < 0; i++ {
+			for j := range i {
+				if d := starts[i] - starts[j]; d > -int64(startGap/time.Microsecond) && d < int64(startGap/time.Microsecond) {
+					again = i // never the master: i > j >= 0
+					break
+				}
+			}
+		}
+		if again < 0 {
+			return nil
+		}
+		n := c.nodes[again]
+		if err := n.drv.stop(); err != nil {
+			return fmt.Errorf("restart %s, started within %s of another server: %w", n.name, startGap, err)
+		}
+		if err := n.drv.start(ctx); err != nil {
+			return fmt.Errorf("restart %s, started within %s of another server: %w", n.name, startGap, err)
+		}
+	}
+	return fmt.Errorf("the servers kept starting within %s of one another", startGap)
 }
