@@ -211,6 +211,15 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 				continue
 			}
 			if len(excluded) > 0 {
+				if all, err := m.candidates(s, t, o, nil); err == nil && len(all.nodes) == 0 {
+					// The nodes that failed are candidates no more: the
+					// view moved on (the master whose connection was
+					// refused is down, and none is elected yet). Wait for
+					// one as an acquire that found none does: the failures
+					// belong to a view that is gone.
+					excluded = excluded[:0]
+					continue
+				}
 				// Every candidate failed: give the checks a moment to
 				// change the view, then try them all again.
 				if !m.waitChange(ctx, s, m.cfg.CheckTimeout) {
