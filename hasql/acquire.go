@@ -110,7 +110,7 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 					if ctx.Err() == nil && !n.removed.Load() && m.ctx.Err() == nil {
 						err = scrubConnect(err) // as node.acquire's
 						n.acquireFailed(err)
-						return m.acquireSlow(ctx, t, copyOptions(o), n, err)
+						return m.acquireSlow(ctx, t, copyOptions(o), n, err, s)
 					}
 				}
 			} else {
@@ -118,7 +118,7 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 			}
 		}
 	}
-	return m.acquireSlow(ctx, t, copyOptions(o), nil, nil)
+	return m.acquireSlow(ctx, t, copyOptions(o), nil, nil, nil)
 }
 
 // prepared returns the snapshot's prepared set for t and options that need
@@ -156,8 +156,9 @@ func copyOptions(o *replicaOptions) *replicaOptions {
 }
 
 // acquireSlow is the pipeline's general loop, with telemetry: failed, if
-// not nil, is a node whose pool just failed with failErr.
-func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, failed *node, failErr error) (*pgxpool.Conn, *node, error) {
+// not nil, is a node whose pool just failed with failErr, picked from the
+// snapshot from.
+func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, failed *node, failErr error, from *snapshot) (*pgxpool.Conn, *node, error) {
 	var start time.Time
 	if m.tel.timed() {
 		start = time.Now()
@@ -170,7 +171,7 @@ func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, 
 		excluded = []*node{failed}
 		failErr = fmt.Errorf("%s: %w", failed.cfg.Addr, failErr)
 	}
-	conn, n, err := m.acquireLoop(ctx, t, o, span, excluded, failErr)
+	conn, n, err := m.acquireLoop(ctx, t, o, span, excluded, failErr, from)
 	m.tel.acquired(ctx, t, n, start, span, err)
 	return conn, n, err
 }
@@ -181,10 +182,11 @@ func (m *Manager) acquireSlow(ctx context.Context, t target, o *replicaOptions, 
 // per node before giving up; a node that lost its role while the acquire
 // waited in its pool is just picked again from the new view, at most as
 // often. With MinLSN, replicas whose last check is behind are asked on a
-// connection (see probeMinLSN).
-func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error) (*pgxpool.Conn, *node, error) {
+// connection (see probeMinLSN). The nodes in excluded failed when picked
+// from the snapshot from.
+func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error, from *snapshot) (*pgxpool.Conn, *node, error) {
 	if o != nil && o.hasAfter {
-		return m.acquireAfter(ctx, t, o, span, excluded, lastErr)
+		return m.acquireAfter(ctx, t, o, span, excluded, lastErr, from)
 	}
 	maxFailures := 2 * len(m.nodesNow())
 	var lsnWait *minLSNWait
@@ -211,13 +213,14 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 				continue
 			}
 			if len(excluded) > 0 {
-				if all, err := m.candidates(s, t, o, nil); err == nil && len(all.nodes) == 0 {
-					// The nodes that failed are candidates no more: the
-					// view moved on (the master whose connection was
-					// refused is down, and none is elected yet). Wait for
-					// one as an acquire that found none does: the failures
-					// belong to a view that is gone.
-					excluded = excluded[:0]
+				if s != from {
+					// The view changed since the failed pick, before the
+					// wait below began: the failures belong to a view that
+					// is gone (the master whose connection was refused is
+					// down, and none is elected yet; or it is back). Pick
+					// again from this one, waiting for a candidate as an
+					// acquire that found none does.
+					excluded, from = excluded[:0], nil
 					continue
 				}
 				// Every candidate failed: give the checks a moment to
@@ -295,6 +298,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 		n.acquireFailed(err)
 		lastErr = fmt.Errorf("%s: %w", n.cfg.Addr, err)
 		excluded = append(excluded, n)
+		from = s
 		failures++
 	}
 	if lastErr == nil {
@@ -309,7 +313,7 @@ func (m *Manager) acquireLoop(ctx context.Context, t target, o *replicaOptions, 
 // that waited through a failover for a replica, or for a master) is given
 // back and the token resolved again: the new timeline may have forked
 // before the token's write.
-func (m *Manager) acquireAfter(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error) (*pgxpool.Conn, *node, error) {
+func (m *Manager) acquireAfter(ctx context.Context, t target, o *replicaOptions, span trace.Span, excluded []*node, lastErr error, from *snapshot) (*pgxpool.Conn, *node, error) {
 	base := *o
 	for range 100 { // each round follows a change of the cluster's timeline
 		r := base
@@ -317,7 +321,7 @@ func (m *Manager) acquireAfter(ctx context.Context, t target, o *replicaOptions,
 		if err != nil {
 			return nil, nil, err
 		}
-		conn, n, err := m.acquireLoop(ctx, t, &r, span, excluded, lastErr)
+		conn, n, err := m.acquireLoop(ctx, t, &r, span, excluded, lastErr, from)
 		if err != nil || tl == 0 {
 			return conn, n, err
 		}
@@ -503,6 +507,45 @@ func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions, behindTimel
 	return kind + ": " + strings.Join(why, "; ")
 }
 
+// fallBackToMaster is a MinLSN acquire's fallback to the master, past its
+// MinLSNWait: an acquire of the master for as long as there is one. When
+// the view has none (its pool refused, and its checks found it down) it
+// returns nothing, and the replicas are asked on (see probeMinLSN): one that
+// replays the position serves before a master is back.
+func (m *Manager) fallBackToMaster(ctx context.Context, w *minLSNWait) (*pgxpool.Conn, *node, error) {
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watched := make(chan struct{})
+	// Owned by this acquire: it ends when the acquire does.
+	go func() {
+		defer close(watched)
+		for {
+			s := m.snap.Load()
+			if !s.closed && (s.master == nil || s.masterErr != nil) {
+				cancel()
+				return
+			}
+			select {
+			case <-s.changed:
+			case <-mctx.Done():
+				return
+			}
+		}
+	}()
+	conn, n, err := m.acquireLoop(mctx, targetMaster, nil, nil, nil, nil, nil)
+	cancel()
+	<-watched
+	if err != nil && ctx.Err() == nil && mctx.Err() != nil && m.ctx.Err() == nil {
+		// The master is gone: see above. What its pool met, if anything,
+		// is what a NoNodeError says last.
+		if ne := (*NoNodeError)(nil); errors.As(err, &ne) && ne.Last != nil {
+			w.last = ne.Last
+		}
+		return nil, nil, nil
+	}
+	return conn, n, err
+}
+
 // minLSNWait is the state of a MinLSN acquire across rounds of probes.
 type minLSNWait struct {
 	deadline time.Time // when FallbackToMaster takes the master
@@ -577,7 +620,11 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 		conn.Release()
 	}
 	if o.fallback && master && !time.Now().Before(w.deadline) {
-		return m.acquireLoop(ctx, targetMaster, nil, nil, nil, nil)
+		conn, n, err := m.fallBackToMaster(ctx, w)
+		if conn != nil || err != nil {
+			return conn, n, err
+		}
+		// No master any more: the replicas are asked on.
 	}
 	if w.timer == nil {
 		w.timer = time.NewTimer(w.pause)

@@ -77,7 +77,24 @@ func (m *Manager) Listen(ctx context.Context, channels ...string) (*Listener, er
 	}
 	lctx, cancel := context.WithCancel(m.ctx)
 	l := &Listener{m: m, channels: channels, events: make(chan listenEvent, 256), cancel: cancel, done: make(chan struct{})}
-	conn, n, err := l.connect(ctx)
+	var conn *pgx.Conn
+	var n *node
+	var err error
+	for range 2*len(m.nodesNow()) + 1 {
+		s := m.snap.Load()
+		conn, n, err = l.connect(ctx)
+		if err == nil || n == nil || ctx.Err() != nil || m.ctx.Err() != nil {
+			break // listening, or no master (the pick's error), or done
+		}
+		// The master may have failed or lost its role while the connection
+		// was made (a switchover's old leader refuses connections while it
+		// shuts down): once the view changes, pick again. A node that
+		// fails while the view stays as it is for a check timeout is
+		// what Listen returns.
+		if !m.waitChange(ctx, s, m.cfg.CheckTimeout) {
+			break
+		}
+	}
 	if err != nil {
 		cancel()
 		return nil, err
