@@ -583,6 +583,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		c.log(slog.LevelWarn, "pgxha: another server answers at the address of a node that may have taken writes: its connections are cut",
 			"addr", x.Addr, "name", x.Name())
 	}
+	prevIP := x.RemoteIP
 	x.Checked, x.Latency, x.RemoteIP = true, latency, remoteIP
 	var wayBack time.Duration
 	if x.minLatency > 0 {
@@ -606,6 +607,12 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	case res.InRecovery || res.ReadOnly:
 		x.writableSince, x.electedWritable = time.Time{}, false
 	case x.Res.Server() != res.Server():
+		x.writableSince, x.electedWritable = began, false
+	case prevIP != "" && remoteIP != "" && prevIP != remoteIP:
+		// The check reached another machine (a name that moved): what
+		// answered writable with this identity before was another
+		// server, whatever it showed (a rogue may copy the master's
+		// identity at an address whose name then moves onto the master).
 		x.writableSince, x.electedWritable = began, false
 	case x.writableSince.IsZero():
 		// Elected already when its promotion was seen (PromotionSeen), as
