@@ -106,6 +106,8 @@ func describe(n NodeStatus) string {
 // share it.
 func roleReason(n NodeStatus) string {
 	switch {
+	case n.Role == RoleStaleMaster && n.StaleBehind != "" && (n.StaleBehind == n.Addr || n.StaleBehind == n.SameAs):
+		return "stale master: writable on timeline " + uitoa(n.Timeline) + ", behind the replica that answered at " + n.StaleBehind + " before this server did, which held WAL of it this server never wrote"
 	case n.Role == RoleStaleMaster && n.StaleBehind != "":
 		return "stale master: writable on timeline " + uitoa(n.Timeline) + ", behind replica " + n.StaleBehind + ", which holds WAL of it this node never wrote"
 	case n.Role == RoleStaleMaster:

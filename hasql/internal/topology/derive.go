@@ -780,7 +780,14 @@ func (c *Core) elect() {
 		}
 		if y := c.provenBehind(x); y != nil {
 			x.Stale, x.StaleBehind = true, y.Addr
-			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+", behind replica "+y.Addr+")")
+			behind := "behind replica " + y.Addr
+			if y == x || y.AliasOf == x || x.AliasOf == y || y.AliasOf != nil && y.AliasOf == x.AliasOf {
+				// The replica that proved it answered at an address
+				// that reaches this very server now: a name moved onto
+				// it since.
+				behind = "behind the replica that answered at " + y.Addr + " before this server did"
+			}
+			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+", "+behind+")")
 			staleBehind = append(staleBehind, y.Addr)
 			continue
 		}

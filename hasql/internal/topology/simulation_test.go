@@ -45,6 +45,22 @@ func TestSimulation(t *testing.T) {
 		*simSchedules, steps, events, cached, el.Round(time.Millisecond), float64(steps)/el.Seconds())
 }
 
+// TestSimulationSeedsThatFoundDefects replays, one schedule each, the
+// seeds of long runs that stopped on a defect since fixed (see
+// docs/decision-core.md): a WAL switch that left a healthy master stale
+// for good (191050569); a writable copy of the master's identity at an
+// address whose name then moved onto the master letting a server skip its
+// first-writable-check wait (211035734, 7771905, 241016028); a stale
+// server said behind the address that now reaches it (221099754).
+func TestSimulationSeedsThatFoundDefects(t *testing.T) {
+	for _, seed := range []int64{191050569, 211035734, 7771905, 241016028, 221099754} {
+		cfg, ops := randomConfig(seed, 300)
+		if _, err := play(seed, cfg, ops); err != nil {
+			t.Errorf("seed %d: %v\nrerun: go test ./hasql/internal/topology -run TestSimulation -sim.seed %d -sim.schedules 1", seed, err, seed)
+		}
+	}
+}
+
 // TestReplaySimulated records simulated runs and replays them: the same
 // events give the same decisions, byte for byte.
 func TestReplaySimulated(t *testing.T) {
