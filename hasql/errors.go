@@ -210,6 +210,13 @@ func (e *StaleMasterError) Error() string {
 		return "hasql: stale master: " + nodes + " writable on an older timeline than the cluster's " + tl +
 			"; refusing writes (rewind " + it + ", promote a replica on timeline " + tl +
 			", or call ForgetTimeline to give up what was written there)"
+	case len(e.Nodes) == 1 && !older && strings.Contains(e.Nodes[0], "before this server did"):
+		// The replica that proved it answered at an address a name has
+		// moved from it onto this server since: there is nothing to
+		// promote there now.
+		r := behind[0]
+		return "hasql: stale master: " + nodes + " writable, but the replica that answered at " + r +
+			" before a name moved onto this server held WAL of its timeline it never wrote (another branch of it, or a newer timeline's); refusing writes (rewind it to rejoin as a replica, promote that replica wherever it answers now, or call ForgetTimeline to give up what it held)"
 	case len(e.Nodes) == 1 && !older:
 		r := behind[0]
 		return "hasql: stale master: " + nodes + " writable, but replica " + r +

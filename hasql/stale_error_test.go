@@ -37,6 +37,12 @@ func TestStaleMasterErrorSaysWhy(t *testing.T) {
 			"ForgetTimeline to give up what b:5432 holds", "pg_monitor"},
 		not: []string{"older timeline than"},
 	}, {
+		name: "behind the replica that answered at an address reaching it now",
+		err: &hasql.StaleMasterError{Nodes: []string{"a:5432 (timeline 2, behind the replica that answered at b:5432 before this server did)"}, Timeline: 2,
+			Behind: []string{"b:5432"}},
+		want: []string{"the replica that answered at b:5432 before a name moved onto this server held WAL", "ForgetTimeline"},
+		not:  []string{"promote b:5432", "older timeline than"},
+	}, {
 		name: "both",
 		err: &hasql.StaleMasterError{Nodes: []string{"a:5432 (timeline 1)", "c:5432 (timeline 2, behind replica b:5432)"},
 			Timeline: 2, Behind: []string{"", "b:5432"}},
