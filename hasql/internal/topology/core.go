@@ -219,6 +219,11 @@ type Node struct {
 	// unordered position that keeps it from election (aheadUnordered),
 	// which would break the tie the moment its role was derived again.
 	electedWritable bool
+	// writableAt: the remote addresses at which checks found the server
+	// now behind the node writable since writableSince (the latest
+	// maxWritableAt). A check that reaches another one starts the first
+	// writable check's count again.
+	writableAt []string
 	// replaced: the server now behind the node replaced another one the
 	// checks saw (a restart, a new server at the address): a walsender row
 	// read before serverSince is the old one's.
@@ -463,6 +468,10 @@ func (c *Core) handOverProofs(members []Member) {
 // have changed; with an interval over about a second, every check does.
 const ReplicasMaxAge = 2 * time.Second
 
+// maxWritableAt bounds Node.writableAt: the addresses of one host a check
+// may reach in turn.
+const maxWritableAt = 8
+
 // WantReplicas reports whether id's check beginning at now must read its
 // walsenders (checker.ReadAll): it is writable, and by its next check
 // (next from now at the latest, the check interval) they would be more than
@@ -583,7 +592,6 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		c.log(slog.LevelWarn, "pgxha: another server answers at the address of a node that may have taken writes: its connections are cut",
 			"addr", x.Addr, "name", x.Name())
 	}
-	prevIP := x.RemoteIP
 	x.Checked, x.Latency, x.RemoteIP = true, latency, remoteIP
 	var wayBack time.Duration
 	if x.minLatency > 0 {
@@ -606,18 +614,30 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	switch {
 	case res.InRecovery || res.ReadOnly:
 		x.writableSince, x.electedWritable = time.Time{}, false
+		x.writableAt = x.writableAt[:0]
 	case x.Res.Server() != res.Server():
 		x.writableSince, x.electedWritable = began, false
-	case prevIP != "" && remoteIP != "" && prevIP != remoteIP:
-		// The check reached another machine (a name that moved): what
-		// answered writable with this identity before was another
-		// server, whatever it showed (a rogue may copy the master's
-		// identity at an address whose name then moves onto the master).
-		x.writableSince, x.electedWritable = began, false
+		x.writableAt = x.writableAt[:0]
+	case remoteIP != "" && len(x.writableAt) > 0 && !slices.Contains(x.writableAt, remoteIP):
+		// The check reached a machine that never answered writable with
+		// this identity here (a name that moved): what did before was
+		// another server, whatever it showed (a rogue may copy the
+		// master's identity at an address whose name then moves onto the
+		// master). Counted once per address: the addresses of one host
+		// (dual-stack, a pooler's instances) are seen in turn. An
+		// election since the count began stays (a split brain's tie is
+		// not broken by the address a check reached).
+		x.writableSince = began
 	case x.writableSince.IsZero():
 		// Elected already when its promotion was seen (PromotionSeen), as
 		// this server.
 		x.writableSince, x.electedWritable = began, x.derived == RoleMaster
+	}
+	if !res.InRecovery && !res.ReadOnly && remoteIP != "" && !slices.Contains(x.writableAt, remoteIP) {
+		if len(x.writableAt) == maxWritableAt {
+			x.writableAt = append(x.writableAt[:0], x.writableAt[1:]...)
+		}
+		x.writableAt = append(x.writableAt, remoteIP)
 	}
 	if !wasChecked || !wasUp || walsendersMayChange(&x.Res, &res) {
 		c.replicasChanged = ended
