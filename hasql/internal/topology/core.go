@@ -611,14 +611,15 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 	}
 	x.pos = walPos{lsn: max(res.LSN, res.ReceiveLSN), replayed: res.LSN, tl: bestTimeline(&res), at: ended}
 	x.CheckBegan = began
+	newAddr := remoteIP != "" && !slices.Contains(x.writableAt, remoteIP)
 	switch {
 	case res.InRecovery || res.ReadOnly:
 		x.writableSince, x.electedWritable = time.Time{}, false
-		x.writableAt = x.writableAt[:0]
+		x.writableAt, newAddr = x.writableAt[:0], false
 	case x.Res.Server() != res.Server():
 		x.writableSince, x.electedWritable = began, false
-		x.writableAt = x.writableAt[:0]
-	case remoteIP != "" && len(x.writableAt) > 0 && !slices.Contains(x.writableAt, remoteIP):
+		x.writableAt, newAddr = x.writableAt[:0], remoteIP != ""
+	case newAddr && len(x.writableAt) > 0:
 		// The check reached a machine that never answered writable with
 		// this identity here (a name that moved): what did before was
 		// another server, whatever it showed (a rogue may copy the
@@ -633,7 +634,7 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		// this server.
 		x.writableSince, x.electedWritable = began, x.derived == RoleMaster
 	}
-	if !res.InRecovery && !res.ReadOnly && remoteIP != "" && !slices.Contains(x.writableAt, remoteIP) {
+	if newAddr {
 		if len(x.writableAt) == maxWritableAt {
 			x.writableAt = append(x.writableAt[:0], x.writableAt[1:]...)
 		}
@@ -795,7 +796,7 @@ func (c *Core) CheckFailed(id ID, err error, timeout bool, at time.Time) (again 
 func (c *Core) serverLeft(x *Node, at time.Time) {
 	server := x.Res.Server()
 	for _, y := range c.nodes {
-		same := y == x || x.Vouched && (y.AliasOf == x || x.AliasOf == y || x.AliasOf != nil && y.AliasOf == x.AliasOf ||
+		same := y == x || x.Vouched && (grouped(x, y) ||
 			// Not grouped at the last rebuild (x was down, or y): the same
 			// server by identity and name.
 			server != (checker.ServerID{}) && y.Res.Server() == server && sameName(x.Res.Name, y.Res.Name))
@@ -855,6 +856,12 @@ func (c *Core) restartRecorded(x *Node, res *checker.Result) bool {
 		}
 	}
 	return false
+}
+
+// grouped reports whether the last dedup took x and y for one server: one
+// is the other, or its alias, or both are aliases of one representative.
+func grouped(x, y *Node) bool {
+	return x == y || y.AliasOf == x || x.AliasOf == y || x.AliasOf != nil && y.AliasOf == x.AliasOf
 }
 
 // shareBack gives the addresses the last dedup took for one server (a

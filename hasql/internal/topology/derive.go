@@ -781,7 +781,7 @@ func (c *Core) elect() {
 		if y := c.provenBehind(x); y != nil {
 			x.Stale, x.StaleBehind = true, y.Addr
 			behind := "behind replica " + y.Addr
-			if y == x || y.AliasOf == x || x.AliasOf == y || y.AliasOf != nil && y.AliasOf == x.AliasOf {
+			if grouped(x, y) {
 				// The replica that proved it answered at an address
 				// that reaches this very server now: a name moved onto
 				// it since.
