@@ -188,6 +188,11 @@ type StaleMasterError struct {
 	// walsenders (which takes a check user with pg_monitor to see), leaves
 	// the set or restarts, or until ForgetTimeline.
 	Behind []string
+	// BehindMoved is, for each of Behind, whether that replica answered at
+	// an address a name has moved from onto the node since (the address
+	// reaches the stale node itself now): there is no replica to promote
+	// there; it may answer elsewhere. Nil or false: it answers at Behind.
+	BehindMoved []bool
 }
 
 func (e *StaleMasterError) Error() string {
@@ -210,7 +215,7 @@ func (e *StaleMasterError) Error() string {
 		return "hasql: stale master: " + nodes + " writable on an older timeline than the cluster's " + tl +
 			"; refusing writes (rewind " + it + ", promote a replica on timeline " + tl +
 			", or call ForgetTimeline to give up what was written there)"
-	case len(e.Nodes) == 1 && !older && strings.Contains(e.Nodes[0], "before this server did"):
+	case len(e.Nodes) == 1 && !older && len(e.BehindMoved) == 1 && e.BehindMoved[0]:
 		// The replica that proved it answered at an address a name has
 		// moved from it onto this server since: there is nothing to
 		// promote there now.

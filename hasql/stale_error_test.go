@@ -39,7 +39,7 @@ func TestStaleMasterErrorSaysWhy(t *testing.T) {
 	}, {
 		name: "behind the replica that answered at an address reaching it now",
 		err: &hasql.StaleMasterError{Nodes: []string{"a:5432 (timeline 2, behind the replica that answered at b:5432 before this server did)"}, Timeline: 2,
-			Behind: []string{"b:5432"}},
+			Behind: []string{"b:5432"}, BehindMoved: []bool{true}},
 		want: []string{"the replica that answered at b:5432 before a name moved onto this server held WAL", "ForgetTimeline"},
 		not:  []string{"promote b:5432", "older timeline than"},
 	}, {

@@ -189,7 +189,7 @@ func (m *Manager) applyLocked(gone []*node) afterReport {
 		// No master but stale ones: acquires wait for one, as with no
 		// master at all (a promotion under way is about to end it), and
 		// their error says why when they give up.
-		staleErr = &StaleMasterError{Nodes: e.Stale, Timeline: e.Timeline, Behind: e.StaleBehind}
+		staleErr = &StaleMasterError{Nodes: e.Stale, Timeline: e.Timeline, Behind: e.StaleBehind, BehindMoved: e.StaleMoved}
 	}
 	m.swapSnapshotLocked(master, masterErr, staleErr)
 

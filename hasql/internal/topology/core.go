@@ -332,6 +332,10 @@ type Election struct {
 	// timeline, or WAL a newer one's dead master sent); "" for a node on
 	// an older timeline than Timeline.
 	StaleBehind []string
+	// StaleMoved is, for each of Stale, whether the replica of StaleBehind
+	// answered at an address that reaches the stale node itself now (a
+	// name moved onto it since): there is nothing to promote there.
+	StaleMoved []bool
 	// Timeline is the cluster's newest timeline; with stale masters and
 	// the cluster not learned yet, the newest a vouched node of their
 	// system identifier showed, which they are older than.

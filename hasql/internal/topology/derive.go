@@ -741,6 +741,7 @@ func (c *Core) elect() {
 	}
 	var top []*Node
 	var stale, staleBehind []string
+	var staleMoved []bool
 	newest := c.Timeline() // the newest timeline a stale node is measured against
 	c.contenders = c.contenders[:0]
 	for _, x := range c.nodes {
@@ -764,6 +765,7 @@ func (c *Core) elect() {
 			x.Stale = true
 			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+")")
 			staleBehind = append(staleBehind, "")
+			staleMoved = append(staleMoved, false)
 			continue
 		}
 		if y := c.aheadReplica(x); y != nil {
@@ -780,8 +782,8 @@ func (c *Core) elect() {
 		}
 		if y := c.provenBehind(x); y != nil {
 			x.Stale, x.StaleBehind = true, y.Addr
-			behind := "behind replica " + y.Addr
-			if grouped(x, y) {
+			behind, moved := "behind replica "+y.Addr, grouped(x, y)
+			if moved {
 				// The replica that proved it answered at an address
 				// that reaches this very server now: a name moved onto
 				// it since.
@@ -789,6 +791,7 @@ func (c *Core) elect() {
 			}
 			stale = append(stale, x.Addr+" (timeline "+uitoa(x.Res.Timeline)+", "+behind+")")
 			staleBehind = append(staleBehind, y.Addr)
+			staleMoved = append(staleMoved, moved)
 			continue
 		}
 		if y := c.aheadUnordered(x); y != nil {
@@ -832,7 +835,7 @@ func (c *Core) elect() {
 	case len(stale) > 0:
 		// Timeline says what the stale nodes are behind: before the
 		// cluster is learned, the newest its vouched nodes showed.
-		c.elected.Stale, c.elected.StaleBehind, c.elected.Timeline = stale, staleBehind, newest
+		c.elected.Stale, c.elected.StaleBehind, c.elected.StaleMoved, c.elected.Timeline = stale, staleBehind, staleMoved, newest
 	}
 }
 

@@ -1161,6 +1161,25 @@ func (s *sim) checkStaleReasons(e Election) error {
 	if len(e.Stale) != len(e.StaleBehind) {
 		return fmt.Errorf("stale %q, behind %q: not one reason per node", e.Stale, e.StaleBehind)
 	}
+	if len(e.StaleMoved) != len(e.Stale) {
+		return fmt.Errorf("stale %q, moved %v: not one per node", e.Stale, e.StaleMoved)
+	}
+	for i, b := range e.StaleBehind {
+		// Moved says the replica answered at an address reaching the
+		// stale server itself now, and only that.
+		var x, y *Node
+		for _, n := range s.core.Nodes() {
+			if strings.HasPrefix(e.Stale[i], n.Addr+" (") {
+				x = n
+			}
+			if b != "" && n.Addr == b {
+				y = n
+			}
+		}
+		if x == nil || b != "" && y == nil || e.StaleMoved[i] != (y != nil && grouped(x, y)) {
+			return fmt.Errorf("stale %q behind %q, moved %v: moved must say whether the replica's address reaches the stale server", e.Stale[i], b, e.StaleMoved[i])
+		}
+	}
 	for _, x := range s.core.Nodes() {
 		if x.StaleBehind == "" {
 			if x.Stale && x.AliasOf == nil && len(e.Stale) > 0 && x.Res.Timeline >= e.Timeline {
