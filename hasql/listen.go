@@ -175,7 +175,9 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 		if l.m.ctx.Err() != nil {
 			return nil, n, ErrClosed // the connect was cut by Close
 		}
-		n.trigger()
+		if ctx.Err() == nil {
+			n.connectFailed("listen", err)
+		}
 		return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
 	}
 	for _, ch := range l.channels {

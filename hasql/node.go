@@ -759,6 +759,18 @@ func (n *node) acquireFailed(err error) {
 	n.trigger()
 }
 
+// connectFailed records a failed connect of DB's connector or of a
+// Listener (what says which, "DB connect" or "listen") and has the node
+// checked at once, as a failed acquire from its pool does: the check may
+// find the server down before the caller's wait for a change of the view
+// ends. err comes scrubbed of the password.
+func (n *node) connectFailed(what string, err error) {
+	n.m.mu.Lock()
+	n.m.core.AppError(n.id(), fmt.Errorf("%s: %w", what, err), time.Now())
+	n.m.mu.Unlock()
+	n.trigger()
+}
+
 // servedAsReplica reports whether a statement run on n could not have
 // written: n is a replica that follows the master now and was not writable
 // at its last check.

@@ -162,6 +162,9 @@ func (c *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 			// connection was made (its connections are cut then): once
 			// the view changes, pick again.
 			lastErr = err
+			if ctx.Err() == nil {
+				n.connectFailed("DB connect", err)
+			}
 			if ctx.Err() != nil || c.m.ctx.Err() != nil || !c.m.waitChange(ctx, s, c.m.cfg.CheckTimeout) {
 				return nil, err
 			}

@@ -151,8 +151,9 @@ type NodeStatus struct {
 	LastCheck    time.Time
 	CheckLatency time.Duration
 	// LastError is the error of the last check, or of the last failed
-	// acquire of a connection from the node's pool; nil when the last check
-	// succeeded. LastErrorAt is when it happened.
+	// acquire of a connection from the node's pool, connect of DB or of a
+	// Listener; nil when the last check succeeded. LastErrorAt is when it
+	// happened.
 	LastError   error
 	LastErrorAt time.Time
 	// AuthError is set while the node refuses the credentials: its last
