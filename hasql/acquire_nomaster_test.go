@@ -16,6 +16,51 @@ import (
 	"github.com/pgxha/pgxha/testcluster"
 )
 
+// connectGate holds the first pool connection made once armed (to addr
+// only, when addr is set) at BeforeConnect, before it dials, until
+// release is closed; then lets it on, or fails it with err.
+type connectGate struct {
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+	addr    string
+	err     error
+}
+
+func newConnectGate(addr string, err error) *connectGate {
+	return &connectGate{entered: make(chan struct{}), release: make(chan struct{}), addr: addr, err: err}
+}
+
+func (g *connectGate) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
+	if g.addr != "" && net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))) != g.addr || !g.armed.CompareAndSwap(true, false) {
+		return nil
+	}
+	close(g.entered)
+	select {
+	case <-g.release:
+		return g.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// gatedManager makes a Manager of c whose pools' connections pass g, with
+// the check interval and timeout given, and waits for it to be ready with
+// replicas replicas.
+func gatedManager(ctx context.Context, t *testing.T, c *testcluster.Cluster, g *connectGate, interval, timeout time.Duration, replicas int) *hasql.Manager {
+	t.Helper()
+	cfg, err := hasql.ParseConfig(withParams(c.DSN(), "hasql_check_interval", interval.String(),
+		"hasql_check_timeout", timeout.String(), "pool_min_conns", "0", "pool_max_conns", "4"))
+	require.NoError(t, err)
+	cfg.Logger = quiet
+	cfg.PoolConfig.BeforeConnect = g.beforeConnect
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, replicas))
+	return m
+}
+
 // TestAcquireWaitsForTheNextMasterAfterTheMastersPoolFailed: an acquire
 // picks the master, whose server then stops (a switchover's shutdown:
 // Patroni's old leader refuses connections while it writes its shutdown
@@ -36,28 +81,8 @@ func TestAcquireWaitsForTheNextMasterAfterTheMastersPoolFailed(t *testing.T) {
 
 	// The first pool connection made once armed waits at the gate, before
 	// it dials: the acquire has picked the master by then.
-	var armed atomic.Bool
-	entered, release := make(chan struct{}), make(chan struct{})
-	cfg, err := hasql.ParseConfig(withParams(c.DSN(), "hasql_check_interval", "5s",
-		"hasql_check_timeout", checkTimeout.String(), "pool_min_conns", "0", "pool_max_conns", "4"))
-	require.NoError(t, err)
-	cfg.Logger = quiet
-	cfg.PoolConfig.BeforeConnect = func(ctx context.Context, _ *pgx.ConnConfig) error {
-		if !armed.CompareAndSwap(true, false) {
-			return nil
-		}
-		close(entered)
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	g := newConnectGate("", nil)
+	m := gatedManager(ctx, t, c, g, 5*time.Second, checkTimeout, 0)
 	require.Equal(t, n1.Addr(), m.Stat().Master)
 
 	// Hold the pool's connection: the next acquire makes one.
@@ -65,7 +90,7 @@ func TestAcquireWaitsForTheNextMasterAfterTheMastersPoolFailed(t *testing.T) {
 	require.NoError(t, err)
 	defer held.Release()
 
-	armed.Store(true)
+	g.armed.Store(true)
 	type result struct {
 		who string
 		err error
@@ -83,14 +108,14 @@ func TestAcquireWaitsForTheNextMasterAfterTheMastersPoolFailed(t *testing.T) {
 		done <- r
 	}()
 	select {
-	case <-entered:
+	case <-g.entered:
 	case r := <-done:
 		t.Fatalf("the acquire ended before it made a connection: who=%q err=%v", r.who, r.err)
 	}
 	require.NoError(t, n1.Stop())
 	require.Eventually(t, func() bool { return m.Stat().Master == "" }, time.Minute, 5*time.Millisecond,
 		"the checks find the master down: %v", m.Nodes())
-	close(release) // the connection is refused
+	close(g.release) // the connection is refused
 
 	// A master back later than the check timeout.
 	select {
@@ -125,33 +150,11 @@ func TestMinLSNFallbackAsksTheReplicasWhenTheMasterIsGone(t *testing.T) {
 
 	// The first connection to n1 made once armed waits at the gate, before
 	// it dials: the read has fallen back to the master by then.
-	var armed atomic.Bool
-	entered, release := make(chan struct{}), make(chan struct{})
-	host, port, err := net.SplitHostPort(n1.Addr())
-	require.NoError(t, err)
-	cfg, err := hasql.ParseConfig(withParams(c.DSN(), "hasql_check_interval", "5s",
-		"hasql_check_timeout", checkTimeout.String(), "pool_min_conns", "0", "pool_max_conns", "4"))
-	require.NoError(t, err)
-	cfg.Logger = quiet
-	cfg.PoolConfig.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
-		if cc.Host != host || strconv.Itoa(int(cc.Port)) != port || !armed.CompareAndSwap(true, false) {
-			return nil
-		}
-		close(entered)
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 1))
+	g := newConnectGate(n1.Addr(), nil)
+	m := gatedManager(ctx, t, c, g, 5*time.Second, checkTimeout, 1)
 
 	require.NoError(t, n2.PauseReplay(ctx))
-	_, err = m.Master().Exec(ctx, "CREATE TABLE fallback (id int)")
+	_, err := m.Master().Exec(ctx, "CREATE TABLE fallback (id int)")
 	require.NoError(t, err)
 	lsn, err := m.CurrentLSN(ctx)
 	require.NoError(t, err)
@@ -160,7 +163,7 @@ func TestMinLSNFallbackAsksTheReplicasWhenTheMasterIsGone(t *testing.T) {
 	require.NoError(t, err)
 	defer held.Release()
 
-	armed.Store(true)
+	g.armed.Store(true)
 	type result struct {
 		who string
 		err error
@@ -178,14 +181,14 @@ func TestMinLSNFallbackAsksTheReplicasWhenTheMasterIsGone(t *testing.T) {
 		done <- r
 	}()
 	select {
-	case <-entered:
+	case <-g.entered:
 	case r := <-done:
 		t.Fatalf("the read ended before it fell back to the master: who=%q err=%v", r.who, r.err)
 	}
 	require.NoError(t, n1.Stop())
 	require.Eventually(t, func() bool { return m.Stat().Master == "" }, time.Minute, 5*time.Millisecond,
 		"the checks find the master down: %v", m.Nodes())
-	close(release) // the connection is refused
+	close(g.release) // the connection is refused
 	// Later than the check timeout, the replica replays the position.
 	select {
 	case r := <-done:
@@ -216,33 +219,12 @@ func TestAcquirePicksAgainWhenTheViewChangedUnderAFailedConnect(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Replicas: -1})
 	n1 := c.Nodes()[0]
 
-	var armed atomic.Bool
-	entered, release := make(chan struct{}), make(chan struct{})
-	errDown := errors.New("connect failed while the server was down")
-	cfg, err := hasql.ParseConfig(withParams(c.DSN(), "hasql_check_interval", "100ms",
-		"hasql_check_timeout", "300ms", "pool_min_conns", "0", "pool_max_conns", "4"))
-	require.NoError(t, err)
-	cfg.Logger = quiet
-	cfg.PoolConfig.BeforeConnect = func(ctx context.Context, _ *pgx.ConnConfig) error {
-		if !armed.CompareAndSwap(true, false) {
-			return nil
-		}
-		close(entered)
-		select {
-		case <-release:
-			return errDown
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	g := newConnectGate("", errors.New("connect failed while the server was down"))
+	m := gatedManager(ctx, t, c, g, 100*time.Millisecond, 300*time.Millisecond, 0)
 	held, err := m.AcquireMaster(ctx)
 	require.NoError(t, err)
 
-	armed.Store(true)
+	g.armed.Store(true)
 	done := make(chan error, 1)
 	go func() {
 		conn, err := m.AcquireMaster(ctx)
@@ -253,7 +235,7 @@ func TestAcquirePicksAgainWhenTheViewChangedUnderAFailedConnect(t *testing.T) {
 		done <- err
 	}()
 	select {
-	case <-entered:
+	case <-g.entered:
 	case err := <-done:
 		t.Fatalf("the acquire ended before it made a connection: %v", err)
 	}
@@ -264,7 +246,7 @@ func TestAcquirePicksAgainWhenTheViewChangedUnderAFailedConnect(t *testing.T) {
 	require.NoError(t, n1.Start())
 	require.Eventually(t, func() bool { return m.Stat().Master == n1.Addr() }, time.Minute, 5*time.Millisecond,
 		"the checks find the master back: %v", m.Nodes())
-	close(release) // the connection made across the change fails
+	close(g.release) // the connection made across the change fails
 	select {
 	case err := <-done:
 		require.NoError(t, err, "the acquire picks again from the new view: %v", m.Nodes())
@@ -285,30 +267,10 @@ func TestListenWaitsForTheNextMasterAfterItsConnectFailed(t *testing.T) {
 	n1 := c.Nodes()[0]
 	const checkTimeout = 300 * time.Millisecond
 
-	var armed atomic.Bool
-	entered, release := make(chan struct{}), make(chan struct{})
-	cfg, err := hasql.ParseConfig(withParams(c.DSN(), "hasql_check_interval", "5s",
-		"hasql_check_timeout", checkTimeout.String(), "pool_min_conns", "0"))
-	require.NoError(t, err)
-	cfg.Logger = quiet
-	cfg.PoolConfig.BeforeConnect = func(ctx context.Context, _ *pgx.ConnConfig) error {
-		if !armed.CompareAndSwap(true, false) {
-			return nil
-		}
-		close(entered)
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
+	g := newConnectGate("", nil)
+	m := gatedManager(ctx, t, c, g, 5*time.Second, checkTimeout, 0)
 
-	armed.Store(true)
+	g.armed.Store(true)
 	type result struct {
 		l   *hasql.Listener
 		err error
@@ -319,14 +281,14 @@ func TestListenWaitsForTheNextMasterAfterItsConnectFailed(t *testing.T) {
 		done <- result{l, err}
 	}()
 	select {
-	case <-entered:
+	case <-g.entered:
 	case r := <-done:
 		t.Fatalf("Listen ended before it connected: %v", r.err)
 	}
 	require.NoError(t, n1.Stop())
 	require.Eventually(t, func() bool { return m.Stat().Master == "" }, time.Minute, 5*time.Millisecond,
 		"the checks find the master down: %v", m.Nodes())
-	close(release) // the connection is refused
+	close(g.release) // the connection is refused
 	select {
 	case r := <-done:
 		t.Fatalf("Listen ended while no node was master: %v", r.err)
@@ -341,7 +303,7 @@ func TestListenWaitsForTheNextMasterAfterItsConnectFailed(t *testing.T) {
 	}
 	require.NoError(t, r.err, "Listen waits for the next master: %v", m.Nodes())
 	defer r.l.Close()
-	_, err = m.Master().Exec(ctx, "NOTIFY events, 'hello'")
+	_, err := m.Master().Exec(ctx, "NOTIFY events, 'hello'")
 	require.NoError(t, err)
 	rctx, rcancel := context.WithTimeout(ctx, time.Minute)
 	defer rcancel()
