@@ -98,14 +98,20 @@ type Core struct {
 	staleReported string
 	everHadMaster bool
 	ignoreAhead   uint32 // after ForgetTimeline, see aheadReplica
-	anchorLogged  bool
-	anchor        bool // a trusted node was in the set once
-	built         builtFrom
-	follows       []*Node // scratch
-	contenders    []*Node // writable nodes of the cluster that may be master, stale ones included
-	elected       Election
-	ready         Ready
-	fast          bool
+	// masterTL is the newest timeline of a master the core elected in the
+	// cluster: kept when that node leaves the set (a discoverer dropped
+	// the new master's record for a while), so that a server left writable
+	// on an older timeline stays stale. Only ForgetTimeline, which also
+	// forgets the cluster unless pinned, clears it.
+	masterTL     uint32
+	anchorLogged bool
+	anchor       bool // a trusted node was in the set once
+	built        builtFrom
+	follows      []*Node // scratch
+	contenders   []*Node // writable nodes of the cluster that may be master, stale ones included
+	elected      Election
+	ready        Ready
+	fast         bool
 	// replicasChanged is when a check last showed something that may
 	// change a master's walsenders (see WantReplicas).
 	replicasChanged time.Time
@@ -369,9 +375,9 @@ func (c *Core) Elected() Election { return c.elected }
 func (c *Core) Cluster() uint64 { return c.cluster }
 
 // Timeline is the newest timeline the cluster's vouched nodes in the set
-// have shown.
+// have shown, or of a master the core elected, in the set or not.
 func (c *Core) Timeline() uint32 {
-	var tl uint32
+	tl := c.masterTL
 	for _, x := range c.nodes {
 		tl = max(tl, x.seenTL, x.histTL())
 	}
@@ -960,7 +966,7 @@ func (c *Core) PromotionSeen(id ID, p checker.Promotion, at time.Time) {
 // elected on a newer timeline.
 func (c *Core) ForgetTimeline(at time.Time) {
 	c.log(slog.LevelWarn, "pgxha: highest timeline forgotten", "was", c.Timeline())
-	c.cluster = c.cfg.SystemID
+	c.cluster, c.masterTL = c.cfg.SystemID, 0
 	for _, x := range c.nodes {
 		x.seenTL, x.proofs, x.ahead, x.parked = 0, nil, nil, nil
 		x.pre = nil

@@ -827,6 +827,9 @@ func (c *Core) elect() {
 		}
 		c.elected.Master = top[0]
 		top[0].electedWritable = true
+		if c.cluster != 0 && top[0].Res.SystemID == c.cluster {
+			c.masterTL = max(c.masterTL, top[0].Res.Timeline)
+		}
 	case len(top) > 1:
 		for _, x := range top {
 			c.elected.SplitBrain = append(c.elected.SplitBrain, x.Addr)

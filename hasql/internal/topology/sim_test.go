@@ -199,11 +199,16 @@ type sim struct {
 	// answered is the server whose answer each member's last check
 	// delivered: a name may have moved since.
 	answered map[ID]int
-	now      time.Time
-	members  []*simMember
-	nextID   ID
-	checks   map[ID]*inflight
-	senders  map[ID]*simSenders // per check connection
+	// electedTL is, per system identifier, the newest timeline of a
+	// master the core elected: no master on an older one is elected
+	// after it (DESIGN: the Manager remembers the highest timeline it
+	// has seen on a master), until the operator's ForgetTimeline.
+	electedTL map[uint64]uint32
+	now       time.Time
+	members   []*simMember
+	nextID    ID
+	checks    map[ID]*inflight
+	senders   map[ID]*simSenders // per check connection
 	// cachedChecks counts the checks that reused a master's walsenders.
 	cachedChecks int
 	// observe, if set, is called after every step of run.
@@ -236,7 +241,7 @@ var errCheckTimeout = errors.New("check timed out")
 func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	rng := rand.New(rand.NewSource(seed ^ 0x5DEECE66D))
 	s := &sim{cfg: cfg, rng: rng, now: simEpoch,
-		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, answered: map[ID]int{}, faulting: true}
+		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, answered: map[ID]int{}, electedTL: map[uint64]uint32{}, faulting: true}
 	s.md = newModel(rng, rand.New(rand.NewSource(seed^0x6C0C6)), cfg.replicas, cfg.syncK, cfg.any)
 	s.md.restricted = cfg.restricted
 	if s.md.strangerListed = cfg.stranger; cfg.stranger {
@@ -1058,6 +1063,10 @@ func (s *sim) check() error {
 		if s.pinned != 0 && m.Res.SystemID != s.pinned {
 			return fmt.Errorf("master %s has system identifier %d, pinned %d", m.Addr, m.Res.SystemID, s.pinned)
 		}
+		if tl := s.electedTL[m.Res.SystemID]; m.Res.Timeline < tl {
+			return fmt.Errorf("master %s elected on timeline %d after a master on timeline %d (which may have left the set)", m.Addr, m.Res.Timeline, tl)
+		}
+		s.electedTL[m.Res.SystemID] = m.Res.Timeline
 		for _, x := range c.Nodes() {
 			xs := s.md.servers[s.member(x.ID).server]
 			if xs.rogue || xs.foreign || !x.live() || !x.Vouched || x.Res.SystemID != m.Res.SystemID {
@@ -1245,6 +1254,7 @@ func (s *sim) converged() error {
 		// is the model's.
 		s.tracef("operator: ForgetTimeline (a proof against a server that left %s)", truth.name)
 		s.core.ForgetTimeline(s.now)
+		clear(s.electedTL)
 		e = s.core.Elected()
 	}
 	if e.Master == nil {
