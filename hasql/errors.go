@@ -81,9 +81,11 @@ func (e *NoNodeError) Error() string {
 	return b.String()
 }
 
-// describe says in a few words what a node is.
+// describe says in a few words what a node is. A node that is up keeps
+// the error an application met on it (a failed acquire or connect) in
+// LastError without being down.
 func describe(n NodeStatus) string {
-	if n.LastError != nil && n.Role == RoleUnknown {
+	if n.LastError != nil && n.Role == RoleUnknown && !n.Up {
 		return "down: " + n.LastError.Error()
 	}
 	if r := roleReason(n); r != "" {

@@ -2,6 +2,7 @@ package hasql
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -44,5 +45,19 @@ func TestNodeReasonsAgree(t *testing.T) {
 				t.Errorf("%s: whyNot %q, describe %q", st.Role, got, want)
 			}
 		}
+	}
+}
+
+// A node that is up, with the error of a failed connect the application
+// met on it as LastError (its role not decided yet), is not said to be
+// down in WaitReady's error or a NoNodeError.
+func TestAnUpNodeWithAConnectErrorIsNotDown(t *testing.T) {
+	st := NodeStatus{Addr: "a:1", Role: RoleUnknown, Up: true, LastCheck: time.Now(), LastError: errors.New("DB connect: refused")}
+	if got := describe(st); strings.HasPrefix(got, "down") {
+		t.Errorf("describe of an up node: %q", got)
+	}
+	st.Up = false
+	if got := describe(st); got != "down: DB connect: refused" {
+		t.Errorf("describe of a down node: %q", got)
 	}
 }
