@@ -322,6 +322,9 @@ func (m *Manager) acquireAfter(ctx context.Context, t target, o *replicaOptions,
 			return nil, nil, err
 		}
 		conn, n, err := m.acquireLoop(ctx, t, &r, span, excluded, lastErr, from)
+		// The failed pick the acquire came with belongs to the first
+		// round's view (and acquireLoop reuses the slice's array).
+		excluded, from = nil, nil
 		if err != nil || tl == 0 {
 			return conn, n, err
 		}
