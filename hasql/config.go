@@ -270,6 +270,9 @@ type NodeConfig struct {
 	// trusted: the user named this node (a host of the connection string,
 	// or an address of a DNS name they gave); see Config.SystemIdentifier.
 	trusted bool
+	// discovered: made for a member of a discoverer's set (nodeConfigFor),
+	// not for a host of the connection string.
+	discovered bool
 }
 
 // settingKeys are the hasql_* keys a connection string may carry.

@@ -114,7 +114,7 @@ func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 	if err := m.cfg.checkDiscoveredHost(host); err != nil {
 		return NodeConfig{}, err
 	}
-	nc := NodeConfig{Addr: mb.addr, Host: host, Port: uint16(port), Name: mb.name, Weight: 1, trusted: mb.trusted}
+	nc := NodeConfig{Addr: mb.addr, Host: host, Port: uint16(port), Name: mb.name, Weight: 1, trusted: mb.trusted, discovered: true}
 	if i := slices.IndexFunc(m.cfg.Nodes, func(c NodeConfig) bool { return c.Addr == mb.addr }); i >= 0 {
 		nc.trusted = true // the connection string names it
 		nc.Weight = m.cfg.Nodes[i].Weight
@@ -127,6 +127,17 @@ func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 	}
 	nc.tls = m.cfg.discoveredTLS(host, uint16(port))
 	return nc, nil
+}
+
+// describes reports whether n is still the node for mb: a node of the
+// connection string stays as the user described it; a discovered one, as
+// long as the name and the trust mb gives the address are its own.
+func (m *Manager) describes(n *node, mb member) bool {
+	if !n.cfg.discovered {
+		return true
+	}
+	nc, err := m.nodeConfigFor(mb)
+	return err != nil || nc.Name == n.cfg.Name && nc.trusted == n.cfg.trusted
 }
 
 // reconcile makes the node set match members: nodes are added for new
@@ -157,10 +168,16 @@ func (m *Manager) reconcile(members []member) (int, error) {
 			continue
 		}
 		seen[mb.addr] = true
-		if n := byAddr[mb.addr]; n != nil {
+		if n := byAddr[mb.addr]; n != nil && m.describes(n, mb) {
 			next = append(next, n)
 			continue
 		}
+		// A new address, or one the source now describes otherwise (under
+		// another name: the servers behind two addresses swapped, a source
+		// that was behind caught up): a node of its own, the old one
+		// leaves. A node keeps the name it was made with, and the name is
+		// what its master's walsender rows are matched by: kept, it would
+		// take the sync state of the server that went by it.
 		if m.ctx.Err() != nil {
 			discard() // Close has begun
 			return len(old), ErrClosed
