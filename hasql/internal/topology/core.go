@@ -99,10 +99,11 @@ type Core struct {
 	everHadMaster bool
 	ignoreAhead   uint32 // after ForgetTimeline, see aheadReplica
 	// masterTL is the newest timeline of a master the core elected in the
-	// cluster: kept when that node leaves the set (a discoverer dropped
-	// the new master's record for a while), so that a server left writable
-	// on an older timeline stays stale. Only ForgetTimeline, which also
-	// forgets the cluster unless pinned, clears it.
+	// cluster while anchored: kept when that node leaves the set (a
+	// discoverer dropped the new master's record for a while), so that a
+	// server left writable on an older timeline stays stale. Only
+	// ForgetTimeline, which also forgets the cluster unless pinned, clears
+	// it.
 	masterTL     uint32
 	anchorLogged bool
 	anchor       bool // a trusted node was in the set once

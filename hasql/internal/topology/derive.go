@@ -827,7 +827,10 @@ func (c *Core) elect() {
 		}
 		c.elected.Master = top[0]
 		top[0].electedWritable = true
-		if c.cluster != 0 && top[0].Res.SystemID == c.cluster {
+		if c.cluster != 0 && top[0].Res.SystemID == c.cluster && c.anchored() {
+			// With no anchor every node is believed, a rogue too: what it
+			// showed must not outlive it (it would block the writes for
+			// good once it left).
 			c.masterTL = max(c.masterTL, top[0].Res.Timeline)
 		}
 	case len(top) > 1:

@@ -200,9 +200,10 @@ type sim struct {
 	// delivered: a name may have moved since.
 	answered map[ID]int
 	// electedTL is, per system identifier, the newest timeline of a
-	// master the core elected: no master on an older one is elected
-	// after it (DESIGN: the Manager remembers the highest timeline it
-	// has seen on a master), until the operator's ForgetTimeline.
+	// master the core elected while anchored: no master on an older one
+	// is elected after it (DESIGN: the Manager remembers the highest
+	// timeline it has seen on a master), until the operator's
+	// ForgetTimeline.
 	electedTL map[uint64]uint32
 	now       time.Time
 	members   []*simMember
@@ -1066,7 +1067,11 @@ func (s *sim) check() error {
 		if tl := s.electedTL[m.Res.SystemID]; m.Res.Timeline < tl {
 			return fmt.Errorf("master %s elected on timeline %d after a master on timeline %d (which may have left the set)", m.Addr, m.Res.Timeline, tl)
 		}
-		s.electedTL[m.Res.SystemID] = m.Res.Timeline
+		if c.anchored() {
+			// Without an anchor every node is believed: what a master
+			// showed goes with it (TestUnanchoredRogueTimelineDoesNotOutliveIt).
+			s.electedTL[m.Res.SystemID] = m.Res.Timeline
+		}
 		for _, x := range c.Nodes() {
 			xs := s.md.servers[s.member(x.ID).server]
 			if xs.rogue || xs.foreign || !x.live() || !x.Vouched || x.Res.SystemID != m.Res.SystemID {
