@@ -99,8 +99,9 @@ type Core struct {
 	everHadMaster bool
 	ignoreAhead   uint32 // after ForgetTimeline, see aheadReplica
 	// masterTL is the newest timeline of a master the core elected in the
-	// cluster while anchored: kept when that node leaves the set (a
-	// discoverer dropped the new master's record for a while), so that a
+	// cluster while anchored, or that a node the user named showed before
+	// it left the set: kept when that node leaves (a discoverer dropped
+	// the new master's record, or a replica's, for a while), so that a
 	// server left writable on an older timeline stays stale. Only
 	// ForgetTimeline, which also forgets the cluster unless pinned, clears
 	// it.
@@ -437,6 +438,13 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 	for _, x := range c.nodes {
 		if _, gone := old[x.ID]; !gone {
 			continue
+		}
+		if x.Trusted && c.anchored() {
+			// The newest timeline a node the user named showed stays: a
+			// replica that streamed a newer timeline proved it exists,
+			// whether or not its source is checked (see masterTL). What
+			// an untrusted node showed goes with it.
+			c.masterTL = max(c.masterTL, x.seenTL)
 		}
 		if x.Role == RoleMaster || x.Role == RoleStaleMaster || x.Writable || x.severPending {
 			c.cut(x)

@@ -1081,6 +1081,16 @@ func (s *sim) check() error {
 				return fmt.Errorf("master %s on timeline %d while %s shows timeline %d", m.Addr, m.Res.Timeline, x.Addr, tl)
 			}
 		}
+	}
+	// What a node the user named showed (vouched, while anchored) counts
+	// after it left the set too: the next master is checked against it.
+	for _, x := range c.Nodes() {
+		if x.Trusted && x.live() && x.Vouched && x.Res.SystemID != 0 && x.Res.SystemID == c.Cluster() && c.anchored() &&
+			!(x.Res.InRecovery && x.Res.ReceiveTimeline == 0) {
+			s.electedTL[x.Res.SystemID] = max(s.electedTL[x.Res.SystemID], bestTimeline(&x.Res))
+		}
+	}
+	if m := e.Master; m != nil {
 		// Cut before publish: no connection that took writes is open to
 		// another server, through another member or through the
 		// master's own address before it moved.

@@ -51,9 +51,11 @@ func TestSimulation(t *testing.T) {
 // for good (191050569); a writable copy of the master's identity at an
 // address whose name then moved onto the master letting a server skip its
 // first-writable-check wait (211035734, 7771905, 241016028); a stale
-// server said behind the address that now reaches it (221099754).
+// server said behind the address that now reaches it (221099754); a
+// server on the older timeline elected once discovery dropped the trusted
+// replica that showed the newer one (404836).
 func TestSimulationSeedsThatFoundDefects(t *testing.T) {
-	for _, seed := range []int64{191050569, 211035734, 7771905, 241016028, 221099754} {
+	for _, seed := range []int64{191050569, 211035734, 7771905, 241016028, 221099754, 404836} {
 		cfg, ops := randomConfig(seed, 300)
 		if _, err := play(seed, cfg, ops); err != nil {
 			t.Errorf("seed %d: %v\nrerun: go test ./hasql/internal/topology -run TestSimulation -sim.seed %d -sim.schedules 1", seed, err, seed)
