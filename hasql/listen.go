@@ -96,7 +96,7 @@ func (m *Manager) Listen(ctx context.Context, channels ...string) (*Listener, er
 		}
 	}
 	if err != nil && ctx.Err() == nil && m.ctx.Err() != nil {
-		err = ErrClosed // whatever Close cut on the way
+		err = ErrClosed // whatever Close cut on the way (a connect, a LISTEN)
 	}
 	if err != nil {
 		cancel()
@@ -186,9 +186,6 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	for _, ch := range l.channels {
 		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
 			conn.Close(context.Background())
-			if l.m.ctx.Err() != nil {
-				return nil, n, ErrClosed // the LISTEN was cut by Close
-			}
 			return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
 		}
 	}

@@ -752,18 +752,14 @@ func (n *node) hurry() { n.trigger() }
 // acquireFast).
 func (n *node) acquireFailed(err error) {
 	n.acquireErrs.Add(1)
-	n.m.mu.Lock()
-	// A node already down keeps the error that put it down.
-	n.m.core.AppError(n.id(), fmt.Errorf("acquire: %w", err), time.Now())
-	n.m.mu.Unlock()
-	n.trigger()
+	n.connectFailed("acquire", err)
 }
 
-// connectFailed records a failed connect of DB's connector or of a
-// Listener (what says which, "DB connect" or "listen") and has the node
-// checked at once, as a failed acquire from its pool does: the check may
-// find the server down before the caller's wait for a change of the view
-// ends. err comes scrubbed of the password.
+// connectFailed records a failed connect to the node (what says whose:
+// "acquire" from its pool, "DB connect" or "listen") and has the node
+// checked at once: the check may find the server down before the caller's
+// wait for a change of the view ends. A node already down keeps the error
+// that put it down. err comes scrubbed of the password.
 func (n *node) connectFailed(what string, err error) {
 	n.m.mu.Lock()
 	n.m.core.AppError(n.id(), fmt.Errorf("%s: %w", what, err), time.Now())
