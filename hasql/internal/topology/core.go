@@ -98,14 +98,14 @@ type Core struct {
 	staleReported string
 	everHadMaster bool
 	ignoreAhead   uint32 // after ForgetTimeline, see aheadReplica
-	// masterTL is the newest timeline of a master the core elected in the
+	// keptTL is the newest timeline of a master the core elected in the
 	// cluster while anchored, or that a node the user named showed before
 	// it left the set: kept when that node leaves (a discoverer dropped
 	// the new master's record, or a replica's, for a while), so that a
 	// server left writable on an older timeline stays stale. Only
 	// ForgetTimeline, which also forgets the cluster unless pinned, clears
 	// it.
-	masterTL     uint32
+	keptTL       uint32
 	anchorLogged bool
 	anchor       bool // a trusted node was in the set once
 	built        builtFrom
@@ -377,9 +377,10 @@ func (c *Core) Elected() Election { return c.elected }
 func (c *Core) Cluster() uint64 { return c.cluster }
 
 // Timeline is the newest timeline the cluster's vouched nodes in the set
-// have shown, or of a master the core elected, in the set or not.
+// have shown, or that keptTL holds (of an elected master, or shown by a
+// node the user named, that left the set since).
 func (c *Core) Timeline() uint32 {
-	tl := c.masterTL
+	tl := c.keptTL
 	for _, x := range c.nodes {
 		tl = max(tl, x.seenTL, x.histTL())
 	}
@@ -442,9 +443,9 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 		if x.Trusted && c.anchored() {
 			// The newest timeline a node the user named showed stays: a
 			// replica that streamed a newer timeline proved it exists,
-			// whether or not its source is checked (see masterTL). What
+			// whether or not its source is checked (see keptTL). What
 			// an untrusted node showed goes with it.
-			c.masterTL = max(c.masterTL, x.seenTL)
+			c.keptTL = max(c.keptTL, x.seenTL)
 		}
 		if x.Role == RoleMaster || x.Role == RoleStaleMaster || x.Writable || x.severPending {
 			c.cut(x)
@@ -975,7 +976,7 @@ func (c *Core) PromotionSeen(id ID, p checker.Promotion, at time.Time) {
 // elected on a newer timeline.
 func (c *Core) ForgetTimeline(at time.Time) {
 	c.log(slog.LevelWarn, "pgxha: highest timeline forgotten", "was", c.Timeline())
-	c.cluster, c.masterTL = c.cfg.SystemID, 0
+	c.cluster, c.keptTL = c.cfg.SystemID, 0
 	for _, x := range c.nodes {
 		x.seenTL, x.proofs, x.ahead, x.parked = 0, nil, nil, nil
 		x.pre = nil

@@ -831,7 +831,7 @@ func (c *Core) elect() {
 			// With no anchor every node is believed, a rogue too: what it
 			// showed must not outlive it (it would block the writes for
 			// good once it left).
-			c.masterTL = max(c.masterTL, top[0].Res.Timeline)
+			c.keptTL = max(c.keptTL, top[0].Res.Timeline)
 		}
 	case len(top) > 1:
 		for _, x := range top {

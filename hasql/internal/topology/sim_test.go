@@ -199,17 +199,17 @@ type sim struct {
 	// answered is the server whose answer each member's last check
 	// delivered: a name may have moved since.
 	answered map[ID]int
-	// electedTL is, per system identifier, the newest timeline of a
-	// master the core elected while anchored: no master on an older one
-	// is elected after it (DESIGN: the Manager remembers the highest
-	// timeline it has seen on a master), until the operator's
-	// ForgetTimeline.
-	electedTL map[uint64]uint32
-	now       time.Time
-	members   []*simMember
-	nextID    ID
-	checks    map[ID]*inflight
-	senders   map[ID]*simSenders // per check connection
+	// keptTL is, per system identifier, the newest timeline of a
+	// master the core elected, or a node the user named showed, while
+	// anchored: no master on an older one is elected after it (DESIGN:
+	// the Manager remembers the highest timeline it has seen on a
+	// master), until the operator's ForgetTimeline.
+	keptTL  map[uint64]uint32
+	now     time.Time
+	members []*simMember
+	nextID  ID
+	checks  map[ID]*inflight
+	senders map[ID]*simSenders // per check connection
 	// cachedChecks counts the checks that reused a master's walsenders.
 	cachedChecks int
 	// observe, if set, is called after every step of run.
@@ -242,7 +242,7 @@ var errCheckTimeout = errors.New("check timed out")
 func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	rng := rand.New(rand.NewSource(seed ^ 0x5DEECE66D))
 	s := &sim{cfg: cfg, rng: rng, now: simEpoch,
-		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, answered: map[ID]int{}, electedTL: map[uint64]uint32{}, faulting: true}
+		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, answered: map[ID]int{}, keptTL: map[uint64]uint32{}, faulting: true}
 	s.md = newModel(rng, rand.New(rand.NewSource(seed^0x6C0C6)), cfg.replicas, cfg.syncK, cfg.any)
 	s.md.restricted = cfg.restricted
 	if s.md.strangerListed = cfg.stranger; cfg.stranger {
@@ -1064,13 +1064,13 @@ func (s *sim) check() error {
 		if s.pinned != 0 && m.Res.SystemID != s.pinned {
 			return fmt.Errorf("master %s has system identifier %d, pinned %d", m.Addr, m.Res.SystemID, s.pinned)
 		}
-		if tl := s.electedTL[m.Res.SystemID]; m.Res.Timeline < tl {
-			return fmt.Errorf("master %s elected on timeline %d after a master on timeline %d (which may have left the set)", m.Addr, m.Res.Timeline, tl)
+		if tl := s.keptTL[m.Res.SystemID]; m.Res.Timeline < tl {
+			return fmt.Errorf("master %s elected on timeline %d after timeline %d was seen on an elected master or a node the user named (which may have left the set)", m.Addr, m.Res.Timeline, tl)
 		}
 		if c.anchored() {
 			// Without an anchor every node is believed: what a master
 			// showed goes with it (TestUnanchoredRogueTimelineDoesNotOutliveIt).
-			s.electedTL[m.Res.SystemID] = m.Res.Timeline
+			s.keptTL[m.Res.SystemID] = m.Res.Timeline
 		}
 		for _, x := range c.Nodes() {
 			xs := s.md.servers[s.member(x.ID).server]
@@ -1087,7 +1087,7 @@ func (s *sim) check() error {
 	for _, x := range c.Nodes() {
 		if x.Trusted && x.live() && x.Vouched && x.Res.SystemID != 0 && x.Res.SystemID == c.Cluster() && c.anchored() &&
 			!(x.Res.InRecovery && x.Res.ReceiveTimeline == 0) {
-			s.electedTL[x.Res.SystemID] = max(s.electedTL[x.Res.SystemID], bestTimeline(&x.Res))
+			s.keptTL[x.Res.SystemID] = max(s.keptTL[x.Res.SystemID], bestTimeline(&x.Res))
 		}
 	}
 	if m := e.Master; m != nil {
@@ -1269,7 +1269,7 @@ func (s *sim) converged() error {
 		// is the model's.
 		s.tracef("operator: ForgetTimeline (a proof against a server that left %s)", truth.name)
 		s.core.ForgetTimeline(s.now)
-		clear(s.electedTL)
+		clear(s.keptTL)
 		e = s.core.Elected()
 	}
 	if e.Master == nil {
