@@ -17,15 +17,7 @@ func TestElectedMastersTimelineOutlivesItsNode(t *testing.T) {
 	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true), rcMember(3, "10.0.0.3", true)})
 	s1, s2, s3 := t0.Add(-time.Hour), t0.Add(-2*time.Hour), t0.Add(-3*time.Hour)
 	ms := 0
-	// round checks the nodes given three times, in order.
-	round := func(checks ...func()) {
-		for range 3 {
-			for _, check := range checks {
-				check()
-			}
-			ms += 10
-		}
-	}
+	round := rounds(&ms)
 	n1 := func() {
 		c.CheckOK(1, rcWritable("n1", 1, 1000, s1), at(ms+1), at(ms+2), "10.0.0.1")
 	}
@@ -56,5 +48,19 @@ func TestElectedMastersTimelineOutlivesItsNode(t *testing.T) {
 	round(n1, n3)
 	if m := c.Elected().Master; m == nil || m.ID != 1 {
 		t.Errorf("after ForgetTimeline n1 is not master: %+v", c.Elected())
+	}
+}
+
+// rounds returns a function that runs the checks given three times, in
+// order, moving *ms on by 10 ms a round (the checks read it for their
+// times).
+func rounds(ms *int) func(checks ...func()) {
+	return func(checks ...func()) {
+		for range 3 {
+			for _, check := range checks {
+				check()
+			}
+			*ms += 10
+		}
 	}
 }

@@ -16,14 +16,7 @@ func TestReplicasTimelineOutlivesItsNode(t *testing.T) {
 	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true), rcMember(3, "10.0.0.3", true)})
 	s1, s2, s3 := t0.Add(-time.Hour), t0.Add(-2*time.Hour), t0.Add(-3*time.Hour)
 	ms := 0
-	round := func(checks ...func()) {
-		for range 3 {
-			for _, check := range checks {
-				check()
-			}
-			ms += 10
-		}
-	}
+	round := rounds(&ms)
 	n1 := func() { c.CheckOK(1, rcWritable("n1", 1, 1000, s1), at(ms+1), at(ms+2), "10.0.0.1") }
 	round(n1, func() {
 		c.CheckOK(2, rcReplica("n2", 1, 1000, s2, "10.0.0.1"), at(ms+3), at(ms+4), "10.0.0.2")

@@ -17,14 +17,7 @@ func TestUnanchoredRogueTimelineDoesNotOutliveIt(t *testing.T) {
 	s1, s2, s9 := t0.Add(-time.Hour), t0.Add(-2*time.Hour), t0.Add(-9*time.Hour)
 	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", false), rcMember(2, "10.0.0.2", false)})
 	ms := 0
-	round := func(checks ...func()) {
-		for range 3 {
-			for _, check := range checks {
-				check()
-			}
-			ms += 10
-		}
-	}
+	round := rounds(&ms)
 	n1 := func() { c.CheckOK(1, rcWritable("n1", 1, 1000, s1), at(ms+1), at(ms+2), "10.0.0.1") }
 	n2 := func() { c.CheckOK(2, rcReplica("n2", 1, 1000, s2, "10.0.0.1"), at(ms+3), at(ms+4), "10.0.0.2") }
 	round(n1, n2)
@@ -49,14 +42,7 @@ func TestUnvouchedWritableLeavesNoTimeline(t *testing.T) {
 	s1, s2, s9 := t0.Add(-time.Hour), t0.Add(-2*time.Hour), t0.Add(-9*time.Hour)
 	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true)})
 	ms := 0
-	round := func(checks ...func()) {
-		for range 3 {
-			for _, check := range checks {
-				check()
-			}
-			ms += 10
-		}
-	}
+	round := rounds(&ms)
 	n1 := func() { c.CheckOK(1, rcWritable("n1", 1, 1000, s1), at(ms+1), at(ms+2), "10.0.0.1") }
 	n2 := func() { c.CheckOK(2, rcReplica("n2", 1, 1000, s2, "10.0.0.1"), at(ms+3), at(ms+4), "10.0.0.2") }
 	round(n1, n2)
