@@ -1528,7 +1528,8 @@ const (
 )
 
 // matchReplica finds x in rows, a node's pg_stat_replication: by name, else
-// by address when only one row has it and no other node shares the address.
+// by address when only one row has it, under a name that could be x's, and
+// no other node shares the address.
 func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Replica, replicaMatch) {
 	name := x.Name()
 	if name != "" {
@@ -1572,7 +1573,10 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 	var found checker.Replica
 	count := 0
 	for _, r := range rows {
-		if r.ClientAddr == ip {
+		// A row under a name of its own (pg_receivewal, barman, another
+		// server on the host) is another client's, not x's.
+		if r.ClientAddr == ip && (r.ApplicationName == "" || r.ApplicationName == "walreceiver" ||
+			r.ApplicationName == name || r.ApplicationName == x.Res.Name) {
 			found = r
 			count++
 		}
