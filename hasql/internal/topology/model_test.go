@@ -139,6 +139,10 @@ type model struct {
 	// strangerListed: synchronous_standby_names lists the stranger first
 	// (the schedules of TestTruthStaleness).
 	strangerListed bool
+	// strangerHost, when > 0, is the server on whose machine the stranger
+	// runs (a backup's pg_receivewal beside a standby): its row shows that
+	// server's address. 0: a machine of its own.
+	strangerHost int
 	// addrOf is the address a replica's primary_conninfo names for a
 	// server: the host and port of its first member.
 	addrOf func(server int) (string, uint16)
@@ -479,6 +483,9 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 	if md.stranger && !s.recovery && md.master() == s {
 		row := checker.Replica{ApplicationName: strangerName, ClientAddr: "192.0.2.99", State: "streaming",
 			SentLSN: s.lsn, FlushLSN: s.lsn, ReplayLSN: s.lsn, SyncState: "async"}
+		if md.strangerHost > 0 && md.addrOf != nil {
+			row.ClientAddr, _ = md.addrOf(md.strangerHost)
+		}
 		if slices.Contains(s.syncNames, strangerName) && s.syncK > 0 {
 			row.SyncState = "quorum"
 			if s.first {

@@ -77,7 +77,10 @@ type simConfig struct {
 	restricted bool // the check user lacks pg_monitor
 	alias      bool // server 0 is reachable under a second address too
 	stranger   bool // synchronous_standby_names lists a standby outside the set first (see model.stranger)
-	steps      int
+	// strangerHost: the stranger runs on that server's machine (see
+	// model.strangerHost); 0: on a machine of its own.
+	strangerHost int
+	steps        int
 	// interval is the steady check interval (0: 500 ms).
 	interval time.Duration
 }
@@ -244,7 +247,7 @@ func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	s := &sim{cfg: cfg, rng: rng, now: simEpoch,
 		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, answered: map[ID]int{}, keptTL: map[uint64]uint32{}, faulting: true}
 	s.md = newModel(rng, rand.New(rand.NewSource(seed^0x6C0C6)), cfg.replicas, cfg.syncK, cfg.any)
-	s.md.restricted = cfg.restricted
+	s.md.restricted, s.md.strangerHost = cfg.restricted, cfg.strangerHost
 	if s.md.strangerListed = cfg.stranger; cfg.stranger {
 		s.md.setSync(s.md.servers[0], cfg.syncK, !cfg.any)
 	}

@@ -164,6 +164,13 @@ func TestTruthStaleness(t *testing.T) {
 			// synchronous_standby_names lists first: no check of a node
 			// of the set shows it.
 			cfg.stranger = true
+			if (i/(4*len(staleIntervals)))%2 == 1 {
+				// On the machine of a replica of the set (a backup's
+				// pg_receivewal beside a standby): the master's row from
+				// that replica's address is the stranger's, under its own
+				// name, whether or not the replica streams.
+				cfg.strangerHost = 1 + (i/(8*len(staleIntervals)))%cfg.replicas
+			}
 			if (i/(2*len(staleIntervals)))%2 == 1 {
 				// No other fault (nothing but age has the walsenders read),
 				// and FIRST k, under which the stranger takes a sync place.
