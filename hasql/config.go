@@ -57,6 +57,12 @@ type Config struct {
 	// ready, and a replica's stays valid when it is promoted, so the first
 	// write after a failover does not wait to connect.
 	//
+	// Whether a host is reached with TLS is the connection string's
+	// (sslmode, sslrootcert, sslcert, sslkey): a TLSConfig may be replaced
+	// or changed where it gives one, but NewWithConfig refuses a host
+	// given TLS that the connection string gives none, or the other way
+	// round (set TLS per node with ConfigureNode).
+	//
 	// MaxConnLifetime and MaxConnLifetimeJitter are kept by the node
 	// rather than by pgxpool, which would read the clock for them on every
 	// acquire and release: after each check the node marks the
@@ -798,6 +804,12 @@ func (cfg *Config) validate() error {
 		if !(n.Weight > 0) || math.IsInf(n.Weight, 0) {
 			return fmt.Errorf("hasql: node %s: weight %v: want a number > 0", n.Addr, n.Weight)
 		}
+		if len(n.tls) == 0 {
+			return fmt.Errorf("hasql: node %s: not made by ParseConfig: name hosts in the connection string, or find them with a Discoverer", n.Addr)
+		}
+	}
+	if err := cfg.checkTLSUnchanged(); err != nil {
+		return err
 	}
 	if err := cfg.checkPatroniTLS(); err != nil {
 		return err
@@ -816,7 +828,7 @@ func (cfg *Config) validate() error {
 func (cfg *Config) nodePoolConfig(n NodeConfig) (*pgxpool.Config, error) {
 	pc := cfg.PoolConfig.Copy()
 	cc := &pc.ConnConfig.Config
-	variants := nodeTLS(pc, n, cfg.Nodes[0])
+	variants := nodeTLS(pc, n, cfg.templateNode())
 	cc.Host, cc.Port, cc.TLSConfig = variants[0].Host, variants[0].Port, variants[0].TLSConfig
 	cc.Fallbacks = variants[1:]
 	cc.ValidateConnect = nil

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -60,12 +61,71 @@ func nodeTLS(pc *pgxpool.Config, n NodeConfig, first NodeConfig) []*pgconn.Fallb
 // socket no TLS, whatever sslmode says: its variants say nothing of what
 // the user asked of the network).
 func (cfg *Config) tlsTemplate() []*pgconn.FallbackConfig {
+	if n := cfg.templateNode(); !strings.HasPrefix(n.Host, "/") {
+		return n.tls
+	}
+	return nil
+}
+
+// templateNode returns the connection string's first network host, whose
+// TLS settings discovered nodes take (see nodeTLS), else its first host.
+func (cfg *Config) templateNode() NodeConfig {
 	for _, n := range cfg.Nodes {
 		if !strings.HasPrefix(n.Host, "/") {
-			return n.tls
+			return n
+		}
+	}
+	return cfg.Nodes[0]
+}
+
+// checkTLSUnchanged refuses a PoolConfig whose TLS settings were changed
+// after ParseConfig in a way nodeTLS cannot carry to the nodes: a host
+// given TLS where the connection string gave it none (or the other way
+// round). Each node's pool takes its TLS variants from the connection
+// string's (a TLSConfig replaced by another one is used, as is one
+// changed in place), so such a change would be lost, and with it the
+// protection of the password the user asked for.
+func (cfg *Config) checkTLSUnchanged() error {
+	cc := &cfg.PoolConfig.ConnConfig.Config
+	all := append([]*pgconn.FallbackConfig{{Host: cc.Host, Port: cc.Port, TLSConfig: cc.TLSConfig}}, cc.Fallbacks...)
+	has := func(host string, port uint16, withTLS bool) bool {
+		for _, e := range all {
+			if e.Host == host && e.Port == port && (e.TLSConfig != nil) == withTLS {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range cfg.Nodes {
+		for _, v := range n.tls {
+			if !has(v.Host, v.Port, v.TLSConfig != nil) {
+				return fmt.Errorf("hasql: PoolConfig.ConnConfig: host %s: the connection string gives it %s, TLSConfig and Fallbacks no longer do: "+
+					"TLS is set by the connection string (sslmode, sslrootcert, sslcert, sslkey), or per node by ConfigureNode",
+					n.Addr, tlsWord(v.TLSConfig != nil))
+			}
+		}
+	}
+	for _, e := range all {
+		for _, n := range cfg.Nodes {
+			if n.Host != e.Host || n.Port != e.Port {
+				continue
+			}
+			if !slices.ContainsFunc(n.tls, func(v *pgconn.FallbackConfig) bool { return (v.TLSConfig != nil) == (e.TLSConfig != nil) }) {
+				return fmt.Errorf("hasql: PoolConfig.ConnConfig: host %s: TLSConfig or Fallbacks give it %s, the connection string does not: "+
+					"TLS is set by the connection string (sslmode, sslrootcert, sslcert, sslkey), or per node by ConfigureNode",
+					n.Addr, tlsWord(e.TLSConfig != nil))
+			}
 		}
 	}
 	return nil
+}
+
+// tlsWord names a TLS variant in checkTLSUnchanged's errors.
+func tlsWord(withTLS bool) string {
+	if withTLS {
+		return "a TLS connection"
+	}
+	return "a connection without TLS"
 }
 
 // checkDiscoveryHosts refuses discovery when the connection string has no
