@@ -28,6 +28,12 @@ import (
 // error is replaced by a chain of the same texts without it (see
 // clearChain).
 func scrubConnect(err error) error {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) && ce.Config != nil && ce.Config.Password != "" {
+		// Cleared before it is cut: a cut through an echo would leave
+		// all of the password but its last bytes.
+		clearServerText(err, ce.Config.Password, 0)
+	}
 	boundServerText(err, 0)
 	return scrubPassword(err)
 }
@@ -98,11 +104,14 @@ func clearResult(r *checker.Result, pw string) {
 // that authenticated with pw (a check), where a server could echo it in
 // its error or in a value that an error quotes.
 func clearEchoed(err error, pw string) error {
-	boundServerText(err, 0)
 	if err == nil || pw == "" {
+		boundServerText(err, 0)
 		return boundText(err)
 	}
+	// Cleared before it is cut: a cut through an echo would leave all of
+	// the password but its last bytes.
 	clearServerText(err, pw, 0)
+	boundServerText(err, 0)
 	if clearEcho(err.Error(), pw) != err.Error() {
 		return boundText(clearChain(err, pw, 0))
 	}
@@ -207,9 +216,16 @@ func (e *clearedError) Unwrap() []error { return e.next }
 // enough not to be part of ordinary words (a server may glue it to
 // others), else where it stands as a whole value (see
 // secrets.ReplaceWhole), so that the password "p" leaves "password" be.
+//
+// The forms in which quoting writes pw (a check's error quotes a value the
+// server sent with %q, say) are replaced alike (see secrets.Escaped).
 func clearEcho(text, pw string) string {
 	if len(pw) >= 6 {
-		return strings.ReplaceAll(text, pw, "xxxxx")
+		text = strings.ReplaceAll(text, pw, "xxxxx")
+		for _, f := range secrets.Escaped(pw) {
+			text = strings.ReplaceAll(text, f, "xxxxx")
+		}
+		return text
 	}
 	return secrets.ReplaceWhole(text, pw, "xxxxx")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -86,8 +87,9 @@ func cleartextRogue(t *testing.T, got *atomic.Int64, after func(be *pgproto3.Bac
 func echoManager(t *testing.T, ctx context.Context, secret, addr string) (*hasql.Manager, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms", secret, closedPort(t)))
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms", url.PathEscape(secret), closedPort(t)))
 	require.NoError(t, err)
+	require.Equal(t, secret, cfg.PoolConfig.ConnConfig.Password)
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: addr})
 	m, err := hasql.NewWithConfig(ctx, cfg)

@@ -3,9 +3,14 @@
 package secrets
 
 import (
+	"encoding/json"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/pgxha/pgxha/internal/safetext"
 )
 
 // ReplaceWhole returns text with each occurrence of secret that stands as a whole
@@ -13,7 +18,49 @@ import (
 // when a letter, digit or '_' touches it on a side where secret itself
 // begins or ends with one: the password "p" is redacted in "u:p@h" and
 // "password=p", not in "invalid port".
+//
+// The forms in which quoting writes secret (see Escaped) are replaced alike.
 func ReplaceWhole(text, secret, with string) string {
+	text = replaceWhole(text, secret, with)
+	for _, f := range Escaped(secret) {
+		text = replaceWhole(text, f, with)
+	}
+	return text
+}
+
+// Escaped returns the forms other than secret itself in which a text that
+// quotes or escapes it shows it: Go's %q and %+q (strconv.Quote and
+// QuoteToASCII), once and twice (an error that quotes another's text), a
+// JSON string's, and a terminal-safe text's (see safetext.Printable). It
+// returns nil, allocating nothing, for a secret of printable ASCII that
+// none of them escapes.
+func Escaped(secret string) []string {
+	plain := true
+	for i := 0; i < len(secret); i++ {
+		switch c := secret[i]; {
+		case c < 0x20 || c >= 0x7f, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			plain = false
+		}
+	}
+	if plain {
+		return nil
+	}
+	inner := func(q string) string { return q[1 : len(q)-1] }
+	q, a := inner(strconv.Quote(secret)), inner(strconv.QuoteToASCII(secret))
+	forms := []string{q, a, inner(strconv.Quote(q)), inner(strconv.QuoteToASCII(a)), safetext.Printable(secret)}
+	if j, err := json.Marshal(secret); err == nil {
+		forms = append(forms, inner(string(j)))
+	}
+	var out []string
+	for _, f := range forms {
+		if f != secret && f != "" && !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func replaceWhole(text, secret, with string) string {
 	if secret == "" || !strings.Contains(text, secret) {
 		return text
 	}

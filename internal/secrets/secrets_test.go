@@ -1,11 +1,14 @@
 package secrets_test
 
 import (
+	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 
+	"github.com/pgxha/pgxha/internal/safetext"
 	"github.com/pgxha/pgxha/internal/secrets"
 )
 
@@ -47,4 +50,29 @@ func FuzzReplaceWhole(f *testing.F) {
 			t.Fatalf("no secret, text changed: %q -> %q", text, out)
 		}
 	})
+}
+
+// TestReplaceWholeReplacesEscapedForms: a secret that quoting escapes
+// (a '"', a '\', a control byte, a byte past ASCII) is replaced in the
+// forms Go's %q and %+q (once and twice), JSON and a terminal-safe text
+// write it in; a secret none of them escapes costs no allocation.
+func TestReplaceWholeReplacesEscapedForms(t *testing.T) {
+	for _, secret := range []string{`s3"cr\et`, "pa\x1bss", "pässwörd", "a<b>&c"} {
+		q := strconv.Quote(secret)
+		j, _ := json.Marshal(secret)
+		for _, text := range []string{
+			"invalid LSN " + q,
+			"wrapped: " + strconv.Quote("invalid LSN "+q),
+			"ascii " + strconv.QuoteToASCII(secret),
+			"json " + string(j),
+			"shown " + safetext.Printable(secret),
+		} {
+			if got := secrets.ReplaceWhole(text, secret, "xxxxx"); !strings.Contains(got, "xxxxx") {
+				t.Errorf("secret %q in %q: not replaced: %q", secret, text, got)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = secrets.Escaped("plain-Secret_123") }); n != 0 {
+		t.Errorf("Escaped of a plain secret: %v allocations", n)
+	}
 }
