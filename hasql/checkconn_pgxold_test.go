@@ -4,9 +4,9 @@ package hasql_test
 
 import (
 	"context"
-	"net"
-	"slices"
-	"sync"
+	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,76 +17,45 @@ import (
 	"github.com/pgxha/pgxha/hasql"
 )
 
-// TestCheckConnectionKeepsRequireAuth: with the oldest pgx supported,
-// require_auth and channel_binding travel as run-time parameters, which
-// PostgreSQL refuses. The check connection, which sets run-time
-// parameters of its own, keeps them: a server that asks for the password
-// in clear gets it from no connection.
-func TestCheckConnectionKeepsRequireAuth(t *testing.T) {
+// TestParseConfigRefusesAuthSettingsOldPgxCannotEnforce: the oldest pgx
+// supported knows neither require_auth nor channel_binding and would send
+// them as run-time parameters, which PostgreSQL reads only after
+// authentication and a rogue server not at all: the password would go to
+// a server that asks for it in clear text. ParseConfig refuses them, and
+// NewWithConfig refuses them set in code; channel_binding=prefer or
+// disable asks for no protection and is not sent.
+func TestParseConfigRefusesAuthSettingsOldPgxCannotEnforce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	h := newHonestPG(t)
-	cfg, err := hasql.ParseConfig("postgres://app:s3cret@" + h.ln.Addr().String() + "/app?sslmode=disable&require_auth=scram-sha-256&hasql_check_interval=50ms")
-	require.NoError(t, err)
-	require.Contains(t, cfg.PoolConfig.ConnConfig.RuntimeParams, "require_auth", "this pgx knows require_auth")
-	cfg.Logger = quiet
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
-	waitUntil(t, ctx, "the check connection's startup", func() bool {
-		pw, ref := h.counts()
-		return slices.Contains(ref, "pgxha-check") || slices.Contains(pw, "pgxha-check")
-	})
-	pw, ref := h.counts()
-	t.Logf("startups refused for require_auth (by application_name): %q; clear-text passwords sent by: %q", ref, pw)
-	assert.Empty(t, pw, "a connection with require_auth=scram-sha-256 sent the password in clear")
-}
-
-// honestPG plays a PostgreSQL server whose pg_hba.conf asks for the
-// password in clear ("password" method) and which, like PostgreSQL,
-// refuses a startup that sets a parameter it does not know (require_auth,
-// channel_binding sent by a pgx that does not know them). It records the
-// passwords it got and the startups it refused.
-type honestPG struct {
-	ln                  net.Listener
-	mu                  sync.Mutex
-	passwords, refusals []string // the startup's application_name, per event
-}
-
-func newHonestPG(t *testing.T) *honestPG {
-	t.Helper()
-	h := &honestPG{}
-	h.ln = fakePG(t, func(_ net.Conn, be *pgproto3.Backend, sm *pgproto3.StartupMessage) {
-		app := sm.Parameters["application_name"]
-		for _, k := range []string{"require_auth", "channel_binding"} {
-			if _, ok := sm.Parameters[k]; ok {
-				h.mu.Lock()
-				h.refusals = append(h.refusals, app)
-				h.mu.Unlock()
-				be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "42704", Message: "unrecognized configuration parameter \"" + k + "\""})
-				_ = be.Flush()
-				return
-			}
-		}
-		be.Send(&pgproto3.AuthenticationCleartextPassword{})
-		if be.Flush() != nil || be.SetAuthType(pgproto3.AuthTypeCleartextPassword) != nil {
-			return
-		}
-		if pm, err := be.Receive(); err == nil {
-			if _, ok := pm.(*pgproto3.PasswordMessage); ok {
-				h.mu.Lock()
-				h.passwords = append(h.passwords, app)
-				h.mu.Unlock()
-			}
-		}
+	var got atomic.Int64
+	ln := cleartextRogue(t, &got, func(be *pgproto3.Backend, _ string) {
 		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"})
 		_ = be.Flush()
 	})
-	return h
-}
+	dsn := fmt.Sprintf("postgres://app:s3cret-pw@%s/app?sslmode=disable&hasql_check_interval=50ms", ln.Addr())
+	for _, q := range []string{"require_auth=scram-sha-256", "require_auth=!password", "channel_binding=require"} {
+		_, err := hasql.ParseConfig(dsn + "&" + q)
+		require.Error(t, err, q)
+		assert.Contains(t, err.Error(), strings.SplitN(q, "=", 2)[0], q)
+		assert.Contains(t, err.Error(), "v5.13", q)
+		assert.NotContains(t, err.Error(), "s3cret-pw", q)
+	}
 
-func (h *honestPG) counts() (passwords, refusals []string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return slices.Clone(h.passwords), slices.Clone(h.refusals)
+	cfg, err := hasql.ParseConfig(dsn)
+	require.NoError(t, err)
+	cfg.Logger = quiet
+	cfg.PoolConfig.ConnConfig.RuntimeParams["require_auth"] = "scram-sha-256"
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	if m != nil {
+		m.Close()
+	}
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "require_auth")
+
+	for _, v := range []string{"prefer", "disable"} {
+		cfg, err := hasql.ParseConfig(dsn + "&channel_binding=" + v)
+		require.NoError(t, err, v)
+		assert.NotContains(t, cfg.PoolConfig.ConnConfig.RuntimeParams, "channel_binding", v)
+	}
+	assert.Zero(t, got.Load(), "a password reached the server")
 }

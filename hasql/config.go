@@ -371,6 +371,9 @@ func parseConfig(connString string) (*Config, error) {
 	if err := cfg.applySettings(params); err != nil {
 		return nil, err
 	}
+	if err := authSettings(params); err != nil {
+		return nil, err
+	}
 	discoverySettings := map[string]string{}
 	for _, k := range discovery.SettingKeys() {
 		if v, ok := params[k]; ok {
@@ -809,6 +812,9 @@ func (cfg *Config) validate() error {
 		}
 	}
 	if err := cfg.checkTLSUnchanged(); err != nil {
+		return err
+	}
+	if err := authSettings(cfg.PoolConfig.ConnConfig.RuntimeParams); err != nil {
 		return err
 	}
 	if err := cfg.checkPatroniTLS(); err != nil {

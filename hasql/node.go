@@ -255,15 +255,6 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 func (n *node) checkConnConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
 	cfg := pool.Copy()
 	cfg.RuntimeParams = map[string]string{"application_name": "pgxha-check"}
-	for _, k := range []string{"require_auth", "channel_binding"} {
-		// A pgx that does not know these settings (v5.8) sends them as
-		// run-time parameters, which the server refuses: they stay, so that
-		// the check connection fails as the pool's do rather than send the
-		// password unprotected.
-		if v, ok := pool.RuntimeParams[k]; ok {
-			cfg.RuntimeParams[k] = v
-		}
-	}
 	cfg.Tracer = nil
 	cfg.ConnectTimeout = 0
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement
