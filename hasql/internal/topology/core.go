@@ -241,6 +241,11 @@ type Node struct {
 	// before either): walsender rows read before it speak of the run
 	// before, not of whether the master waits for this one.
 	backSince time.Time
+	// streamSince is when the check began that found the same server's
+	// walreceiver stopped, or streaming from another upstream (zero
+	// before): a master's walsender row of it read before is of the
+	// walsender that served it then, gone since.
+	streamSince time.Time
 	// syncTL is the timeline of the master that gave SyncState, and
 	// syncRead when the read of its walsenders that gave it began: a
 	// SyncState read before backSince is of the run before.
@@ -583,6 +588,18 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 				c.serverLeft(x, began)
 			}
 		}
+	}
+	if wasChecked && wasUp && res.InRecovery && x.Res.InRecovery && x.Res.Server() == res.Server() &&
+		(x.Res.UpstreamHost != res.UpstreamHost || x.Res.UpstreamPort != res.UpstreamPort ||
+			x.Res.ReceiveTimeline != 0 && res.ReceiveTimeline == 0) {
+		// The same server's walreceiver stopped, or streams from another
+		// upstream (primary_conninfo reloaded, a cascade): the
+		// walsender a master's row of it was read from has gone, and the
+		// master may have named another standby synchronous since and
+		// acknowledged commits it lacks. Known at the master's next read.
+		// (What the last master said stays for when no master is known:
+		// a walreceiver stops when its master does.)
+		x.streamSince = began
 	}
 	if x.Res.Server() != res.Server() || x.serverSince.IsZero() {
 		switch now := res.Server(); {

@@ -1208,7 +1208,9 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		x.SyncUnknown = "the replica's application_name is unknown and the master's walsenders show no addresses; set cluster_name, or grant pg_monitor to the check user"
 		return RoleReplica
 	}
-	if !x.backSince.IsZero() && master.replicasBegan.Before(x.backSince) && (entry.SyncState == "sync" || entry.SyncState == "quorum") {
+	if (!x.backSince.IsZero() && master.replicasBegan.Before(x.backSince) || !x.streamSince.IsZero() && master.replicasBegan.Before(x.streamSince) ||
+		master.replicasBegan.Before(x.CheckBegan) && c.cascades(x, master)) &&
+		(entry.SyncState == "sync" || entry.SyncState == "quorum") {
 		// The row is the walsender that served it before it went down or
 		// restarted: the master may have named another standby since and
 		// acknowledged commits it lacks. Known at the master's next read
@@ -1227,6 +1229,18 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		return RoleReplica
 	}
 	return RoleAsyncReplica
+}
+
+// cascades reports whether x's walreceiver, at its last check, connects
+// to a node of the set that is a replica, not master's server: a row of
+// x the master's walsenders showed before is of a stream x left.
+func (c *Core) cascades(x, master *Node) bool {
+	for _, y := range c.nodes {
+		if y != x && y != master && y.live() && y.Res.InRecovery && y.Res.Server() != master.Res.Server() && streamsFrom(x, y) {
+			return true
+		}
+	}
+	return false
 }
 
 // syncUnknownNoMaster is why a replica's sync state is unknown while no

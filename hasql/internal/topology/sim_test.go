@@ -1172,6 +1172,22 @@ func (s *sim) check() error {
 			if k != 1 {
 				return fmt.Errorf("replica %s claimed %s with %d walsender rows of its name", x.Addr, x.Role, k)
 			}
+			// Its own last check, after the master's walsenders were
+			// read, shows it streaming from another server of the set,
+			// and it still does: the row that says the master waits for it is the
+			// walsender that served it before.
+			ms := s.md.servers[s.answerer(m.ID)]
+			up := -1
+			for _, mb := range s.members {
+				if mb.Host == x.Res.UpstreamHost && !mb.gone {
+					up = mb.home
+				}
+			}
+			if up >= 0 && up != ms.idx && !ms.rogue && !s.md.servers[up].rogue && s.md.servers[up].recovery && s.md.master() == ms &&
+				xs.upstream == up && m.replicasBegan.Before(x.CheckBegan) {
+				return fmt.Errorf("replica %s claimed %s while its check (began %s) shows it streaming from %s:%d, not the master %s (walsenders read at %s)",
+					x.Addr, x.Role, x.CheckBegan.Format("15:04:05.000"), x.Res.UpstreamHost, x.Res.UpstreamPort, ms.name, m.replicasBegan.Format("15:04:05.000"))
+			}
 		}
 		if !s.cfg.restricted && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && x.SyncUnknown != syncUnknownOldRows && s.uniqueHonestName(x, m) {
 			return fmt.Errorf("replica %s: sync unknown (%s) though only it goes by its name among the cluster's nodes", x.Addr, x.SyncUnknown)
