@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pgxha/pgxha/internal/secrets"
 )
 
 // PatroniConfig configures a [Patroni] Discoverer.
@@ -222,14 +224,50 @@ func (p *Patroni) look(ctx context.Context) ([]Node, error) {
 			p.mu.Lock()
 			p.last, p.members = u, apis
 			p.mu.Unlock()
-			return nodes, nil
+			return p.clearNodes(nodes), nil
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, fmt.Errorf("discovery: patroni: no member's REST API answered: %w", errors.Join(errs...))
+	return nil, p.clearErr(fmt.Errorf("discovery: patroni: no member's REST API answered: %w", errors.Join(errs...)))
+}
+
+// clear replaces the passwords of the configured URLs in text, an API's
+// (a member's name, an error quoting what it answered): an API given
+// user:password could say it back, and what it says reaches the
+// Manager's status, logs and metric labels.
+func (p *Patroni) clear(text string) string {
+	for _, u := range p.bases {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			text = secrets.ReplaceWhole(text, pw, "xxxxx")
+		}
+	}
+	return text
+}
+
+// clearErr is err, or, when its text holds a configured URL's password, an
+// error of the same text without it (and nothing of err's chain).
+func (p *Patroni) clearErr(err error) error {
+	if c := p.clear(err.Error()); c != err.Error() {
+		return errors.New(c)
+	}
+	return err
+}
+
+// clearNodes clears the members' names and tags (see clear).
+func (p *Patroni) clearNodes(nodes []Node) []Node {
+	for i := range nodes {
+		n := &nodes[i]
+		n.Name, n.Role, n.State = p.clear(n.Name), p.clear(n.Role), p.clear(n.State)
+		for k, v := range n.Tags {
+			if c := p.clear(v); c != v {
+				n.Tags[k] = c
+			}
+		}
+	}
+	return nodes
 }
 
 // maxMemberAPIs is the most members' APIs one look asks, after the

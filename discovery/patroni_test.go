@@ -254,3 +254,29 @@ func TestPatroniURLPasswordNotShown(t *testing.T) {
 		}
 	}
 }
+
+// TestPatroniAPIsEchoOfItsPasswordNotShown: an API given user:password in
+// its URL that says the password back (a member named with it, in a
+// member refused for its host, in a member's role) gets it into no look's
+// error and no node's name or role.
+func TestPatroniAPIsEchoOfItsPasswordNotShown(t *testing.T) {
+	const secret = "api-s3cr3t-Pa55"
+	f := newFakePatroni(t, `{"members": [
+ {"name": "n1", "role": "leader", "state": "running", "host": "10.0.0.1", "port": 5432},
+ {"name": "`+secret+`", "role": "replica", "state": "streaming", "host": "/tmp", "port": 5432}]}`)
+	p := newPatroni(t, strings.Replace(f.URL, "http://", "http://pgxha:"+secret+"@", 1))
+	w := watch(t, p)
+	st := w.waitFor("an error", func(s discovery.State) bool { return s.Err != nil })
+	assert.ErrorContains(t, st.Err, "is a path")
+	assert.NotContains(t, st.Err.Error(), secret)
+
+	f.set(http.StatusOK, `{"members": [
+ {"name": "n1", "role": "leader", "state": "running", "host": "10.0.0.1", "port": 5432},
+ {"name": "`+secret+`", "role": "`+secret+`", "state": "streaming", "host": "10.0.0.2", "port": 5432}]}`)
+	p.Refresh()
+	st = w.waitFor("the set", func(s discovery.State) bool { return s.Err == nil && len(s.Nodes) == 2 })
+	for _, n := range st.Nodes {
+		assert.NotContains(t, n.Name, secret)
+		assert.NotContains(t, n.Role, secret)
+	}
+}
