@@ -238,7 +238,14 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 		if x.severPending && (role == RoleMaster || !x.Checked) {
 			x.severPending = false
 		}
-		if x.severPending && (master != nil && master != x || role == RoleStaleMaster) {
+		// An address of the master's server that stands for it no more
+		// (another address of the server came first in the set's order)
+		// reaches the master still, and answers: its writes in flight go on, and are
+		// cut when another server is master, or the one it reaches is
+		// stale (severPending stays).
+		sameAsMaster := master != nil && x.AliasOf == master && x.Up && !x.Suspect && x.server() != (checker.ServerID{}) && x.server() == master.server()
+		if x.severPending && (master != nil && master != x && !sameAsMaster || role == RoleStaleMaster ||
+			x.AliasOf != nil && x.AliasOf.Stale) {
 			x.severPending = false
 			c.cut(x)
 		}

@@ -225,6 +225,13 @@ type sim struct {
 	trace    []string
 	pinned   uint64
 	faulting bool
+	// The master after the last event and the server each node reached
+	// then (see applied), and a cut that reached the still-elected
+	// master's server, reported by the next check.
+	lastMaster  ID
+	lastServer  checker.ServerID
+	lastServers map[ID]checker.ServerID
+	needlessCut error
 }
 
 // interval is the steady check interval.
@@ -563,6 +570,32 @@ func (s *sim) deliver(c *inflight) error {
 func (s *sim) applied(what string) {
 	r := s.core.TakeReady()
 	s.shadow.TakeReady()
+	if m := s.core.Elected().Master; m != nil && s.needlessCut == nil && s.lastMaster != None && s.lastServer == m.Res.Server() {
+		// No cut reaches the master's server while it stays master:
+		// neither the node it is elected through nor another address of
+		// it that answers and reached it before the event too. Nothing
+		// another server could have taken happened; the writes in flight
+		// would fail for nothing.
+		for _, id := range r.Cut {
+			x := s.core.Node(id)
+			if id == m.ID && s.lastMaster == m.ID ||
+				x != nil && x != m && x.Up && !x.Suspect && x.Res.Server() == m.Res.Server() &&
+					s.lastServers[id] == m.Res.Server() && s.member(id).server == s.member(m.ID).server {
+				s.needlessCut = fmt.Errorf("%s cut node %d, which reaches the still-elected master %s's server, at %s", what, id, m.Addr, s.now.Format("15:04:05.000"))
+			}
+		}
+	}
+	if s.lastServers == nil {
+		s.lastServers = map[ID]checker.ServerID{}
+	}
+	clear(s.lastServers)
+	for _, x := range s.core.Nodes() {
+		s.lastServers[x.ID] = x.Res.Server()
+	}
+	s.lastMaster = None
+	if m := s.core.Elected().Master; m != nil {
+		s.lastMaster, s.lastServer = m.ID, m.Res.Server()
+	}
 	for _, id := range r.Cut {
 		for _, t := range s.txns {
 			if t.member == id {
@@ -1028,6 +1061,9 @@ func (s *sim) checkShadow(e Election) error {
 }
 
 func (s *sim) check() error {
+	if s.needlessCut != nil {
+		return s.needlessCut
+	}
 	c := s.core
 	e := c.Elected()
 	if len(c.Nodes()) == 0 {
@@ -1296,6 +1332,14 @@ func (s *sim) converged() error {
 	}
 	if srv := s.md.servers[s.member(e.Master.ID).server]; srv != truth {
 		return fmt.Errorf("the view's master is %s, the model's %s", srv.name, truth.name)
+	}
+	if s.core.fast || e.Master.Suspect {
+		return fmt.Errorf("checks still fast after the repair (master %s suspect %v)", e.Master.Addr, e.Master.Suspect)
+	}
+	for _, x := range s.core.Nodes() {
+		if x.Waiting != "" && x != e.Master && s.md.servers[s.member(x.ID).server] == truth {
+			return fmt.Errorf("%s, an address of the master's server, still waiting after the repair: %s", x.Addr, x.Waiting)
+		}
 	}
 	for _, x := range s.core.Nodes() {
 		srv := s.md.servers[s.member(x.ID).server]
