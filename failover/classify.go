@@ -168,8 +168,13 @@ func Classify(err error) Class {
 		return NoMaster
 	}
 	if contextEnded(err) {
-		// The caller's context ended: stop, whatever else happened.
-		if !pgconn.Timeout(err) || errors.Is(err, context.Canceled) {
+		// The caller's context ended: stop, whatever else happened. A
+		// statement its deadline cut may have run, and committed if it
+		// ran outside a transaction: never to be run again unasked. Only
+		// a connect that timed out (pgx's connect_timeout, a deadline of
+		// its own) says the node did not answer.
+		var ce *pgconn.ConnectError
+		if !pgconn.Timeout(err) || errors.Is(err, context.Canceled) || !errors.As(err, &ce) {
 			return Permanent
 		}
 	}
