@@ -128,7 +128,7 @@ type prepared struct {
 // a name of the application's (not pgx's statement cache's), once the
 // server accepted it.
 func (tc *trackedConn) prepare(name, sql string) {
-	if name == "" || strings.HasPrefix(name, "stmtcache_") {
+	if name == "" || isCacheName(name) {
 		return
 	}
 	if len(sql) > maxPreparedSQL {
@@ -280,7 +280,7 @@ func (t *nodeTracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data 
 type preparing struct{}
 
 func (t *nodeTracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
-	if data.Name != "" && !strings.HasPrefix(data.Name, "stmtcache_") {
+	if data.Name != "" && !isCacheName(data.Name) {
 		ctx = context.WithValue(ctx, preparing{}, data)
 	}
 	if u, ok := t.user.(pgx.PrepareTracer); ok {

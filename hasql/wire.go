@@ -33,7 +33,22 @@ const unknownStatement = "COMMIT"
 // unknownStatement past it.
 const maxPreparedSQL = 64 << 10
 
-var stmtcachePrefix = []byte("stmtcache_")
+// isCacheName reports whether name is one of pgx's statement cache's:
+// "stmtcache_" and 48 hex digits (a digest of the SQL, which the tracer
+// reads with every use). Any other name, one of the application's that
+// merely begins alike included, is the application's.
+func isCacheName[T string | []byte](name T) bool {
+	const prefix = "stmtcache_"
+	if len(name) != len(prefix)+48 || string(name[:len(prefix)]) != prefix {
+		return false
+	}
+	for i := len(prefix); i < len(name); i++ {
+		if c := name[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // wireFrontend wraps pgx's own frontend (not one of the user's) so that a
 // pool connection's frontend writes through a wireWriter: what the
@@ -198,6 +213,12 @@ func (tc *trackedConn) readSent(p []byte) {
 				}
 			default:
 				sql, known := tc.preparedSQL(string(name))
+				if !known && !isCacheName(name) {
+					// A name of the application's the connection did not
+					// keep (more than maxPrepared): the tracer read the
+					// name, not what it runs, which may commit.
+					sql, known = unknownStatement, true
+				}
 				sent.add(tc, f, sql, known)
 			}
 		}
@@ -279,7 +300,7 @@ func (s *sentStatements) add(tc *trackedConn, f func(string), sql string, readab
 // accepted it, keeps the one, see prepare). pgx's statement cache's
 // names are left to the tracer.
 func (tc *trackedConn) parsed(name, sql []byte) {
-	if bytes.HasPrefix(name, stmtcachePrefix) {
+	if isCacheName(name) {
 		return
 	}
 	tc.prepMu.Lock()
