@@ -1216,7 +1216,7 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		return RoleReplica
 	}
 	if (!x.backSince.IsZero() && master.replicasBegan.Before(x.backSince) || !x.streamSince.IsZero() && master.replicasBegan.Before(x.streamSince) ||
-		master.replicasBegan.Before(x.CheckBegan) && c.cascades(x, master)) &&
+		master.replicasBegan.Before(x.CheckBegan) && (c.cascades(x, master) || !streams(x))) &&
 		(entry.SyncState == "sync" || entry.SyncState == "quorum") {
 		// The row is the walsender that served it before it went down or
 		// restarted: the master may have named another standby since and
@@ -1524,6 +1524,22 @@ func leftBehind(y, x *Node) bool {
 	return y.Res.ReceiveTimeline != 0 && x.Res.ReceiveTimeline != 0 && bestTimeline(&y.Res) < bestTimeline(&x.Res)
 }
 
+// statesHidden reports walsender rows that show addresses but no sync
+// state: the check user is the walsenders' role, without
+// pg_read_all_stats (pg_stat_get_wal_senders hides all but the pid from
+// it, pg_stat_activity does not hide a role's own backends).
+func statesHidden(rows []checker.Replica) bool {
+	if !shownAddrs(rows) {
+		return false
+	}
+	for _, r := range rows {
+		if r.SyncState != "" {
+			return false
+		}
+	}
+	return true
+}
+
 // hiddenRows reports walsender rows the check user may not see the details
 // of (no pg_monitor): neither a sync state nor an address.
 func hiddenRows(rows []checker.Replica) bool {
@@ -1591,12 +1607,19 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 	if ip == "" {
 		return checker.Replica{}, matchNone
 	}
+	// A check user that is the replication role (without
+	// pg_read_all_stats) sees its walsenders' addresses (pg_stat_activity
+	// shows a role its own backends) but no sync state, and no detail of a
+	// replica's walreceiver: the replica's Name is then its cluster_name,
+	// not primary_conninfo's application_name its row goes by. A vouched
+	// replica takes the one row from its address under any name then.
+	unknownName := x.Vouched && x.Res.InRecovery && !streams(x) && statesHidden(rows)
 	var found checker.Replica
 	count := 0
 	for _, r := range rows {
 		// A row under a name of its own (pg_receivewal, barman, another
 		// server on the host) is another client's, not x's.
-		if r.ClientAddr == ip && (r.ApplicationName == "" || r.ApplicationName == "walreceiver" ||
+		if r.ClientAddr == ip && (unknownName || r.ApplicationName == "" || r.ApplicationName == "walreceiver" ||
 			r.ApplicationName == name || r.ApplicationName == x.Res.Name) {
 			found = r
 			count++
