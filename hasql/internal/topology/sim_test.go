@@ -1212,10 +1212,15 @@ func (s *sim) check() error {
 			// read, shows it streaming from another server of the set,
 			// and it still does: the row that says the master waits for it is the
 			// walsender that served it before.
+			// (Only where the address still reaches that server: one
+			// whose name has since moved onto the master's server, the
+			// stream still from the server it reached then, is taken for
+			// the master's, until the master's walsenders are read again;
+			// see "Limits" in docs/decision-core.md.)
 			ms := s.md.servers[s.answerer(m.ID)]
 			up := -1
 			for _, mb := range s.members {
-				if mb.Host == x.Res.UpstreamHost && !mb.gone {
+				if mb.Host == x.Res.UpstreamHost && !mb.gone && mb.server == mb.home {
 					up = mb.home
 				}
 			}
