@@ -1,6 +1,7 @@
 package hasql
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -90,27 +91,37 @@ func TestReadSent(t *testing.T) {
 
 	// A statement the tracer read: given again when the wire shows it;
 	// skipped when not (pgx's statement cache), once.
+	cacheName := func(i int) string { return fmt.Sprintf("stmtcache_%048x", i) } // pgx's form
 	tc.sent.Store(sentTraced)
 	assert.Equal(t, []string{"COMMIT"}, read(encodeMessages(t, &pgproto3.Query{String: "COMMIT"})))
 	assert.EqualValues(t, sentUntraced, tc.sent.Load())
 	tc.sent.Store(sentTraced)
 	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t,
-		&pgproto3.Bind{PreparedStatement: "stmtcache_1"}, &pgproto3.Execute{}, &pgproto3.Sync{},
-		&pgproto3.Bind{PreparedStatement: "stmtcache_2"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+		&pgproto3.Bind{PreparedStatement: cacheName(1)}, &pgproto3.Execute{}, &pgproto3.Sync{},
+		&pgproto3.Bind{PreparedStatement: cacheName(2)}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	// A name of the application's that only begins like pgx's, bound
+	// unknown (prepared past maxPrepared): a possible COMMIT, though the
+	// tracer read the name.
+	tc.sent.Store(sentTraced)
+	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t,
+		&pgproto3.Bind{PreparedStatement: "stmtcache_app commit"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	tc.sent.Store(sentTraced)
+	assert.Equal(t, []string{unknownStatement}, read(encodeMessages(t,
+		&pgproto3.Bind{PreparedStatement: "app commit past the bound"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
 	// A batch's: skipped while it is under way, unless shown.
 	tc.sent.Store(sentBatch)
-	assert.Equal(t, []string{"COMMIT"}, read(encodeMessages(t, &pgproto3.Parse{Query: "COMMIT"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Bind{PreparedStatement: "stmtcache_3"}, &pgproto3.Execute{}, &pgproto3.Sync{})))
+	assert.Equal(t, []string{"COMMIT"}, read(encodeMessages(t, &pgproto3.Parse{Query: "COMMIT"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Bind{PreparedStatement: cacheName(3)}, &pgproto3.Execute{}, &pgproto3.Sync{})))
 	assert.EqualValues(t, sentBatch, tc.sent.Load())
 
 	// Unwatched: nothing is given, names are kept (pgx's statement
 	// cache's are not).
 	tc.watch.Store(nil)
 	tc.sent.Store(sentUntraced)
-	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Name: "later", Query: "END"}, &pgproto3.Parse{Name: "stmtcache_4", Query: "END"}, &pgproto3.Query{String: "COMMIT"})))
+	assert.Empty(t, read(encodeMessages(t, &pgproto3.Parse{Name: "later", Query: "END"}, &pgproto3.Parse{Name: cacheName(4), Query: "END"}, &pgproto3.Query{String: "COMMIT"})))
 	sql, ok := tc.preparedSQL("later")
 	assert.True(t, ok)
 	assert.Equal(t, "END", sql)
-	_, ok = tc.preparedSQL("stmtcache_4")
+	_, ok = tc.preparedSQL(cacheName(4))
 	assert.False(t, ok)
 	// The unnamed statement parsed unwatched is not kept (nothing is
 	// allocated for it): watched again, a Bind of it is unknown.
