@@ -44,21 +44,13 @@ func TestMastersNewAliasDoesNotCutTheMaster(t *testing.T) {
 // it stands for the server once more, and the connections opened through
 // the VIP, the master's server all along, are cut with their writes.
 func TestMastersOwnAddressBackDoesNotCutTheOther(t *testing.T) {
-	c := New(Config{})
-	vip := Member{ID: 9, Addr: "10.0.0.9:5432", Host: "10.0.0.9", Trusted: true}
-	set := append(members(2), vip)
-	c.SetMembers(at(0), set)
-	c.CheckOK(1, master(1, 100, "n2"), at(1), at(2), "10.0.0.1")
-	c.CheckOK(2, replica("n2", 1, 1, 100), at(1), at(3), "10.0.0.2")
-	c.CheckOK(9, master(1, 100, "n2"), at(1), at(4), "10.0.0.1")
+	c := masterAndVIP()
 	c.TakeReady()
 	if m := c.Elected().Master; m == nil || m.ID != 1 || c.Node(9).AliasOf != c.Node(1) {
 		t.Fatalf("master %v, node 9 alias of %v", m, c.Node(9).AliasOf)
 	}
 	// The own address times out twice: down; the VIP stands for the server.
-	c.CheckFailed(1, errors.New("timeout"), true, at(100))
-	c.CheckFailed(1, errors.New("timeout"), true, at(110))
-	c.CheckOK(9, master(1, 120, "n2"), at(111), at(112), "10.0.0.1")
+	ownAddressDown(c)
 	c.TakeReady()
 	if m := c.Elected().Master; m == nil || m.ID != 9 {
 		t.Fatalf("master %v, want node 9 (the VIP)", m)
@@ -78,15 +70,8 @@ func TestMastersOwnAddressBackDoesNotCutTheOther(t *testing.T) {
 // The address kept uncut while it reaches
 // the master's server is cut once another server is master.
 func TestUncutAddressOfTheMasterIsCutAtFailover(t *testing.T) {
-	c := New(Config{})
-	vip := Member{ID: 9, Addr: "10.0.0.9:5432", Host: "10.0.0.9", Trusted: true}
-	c.SetMembers(at(0), append(members(2), vip))
-	c.CheckOK(1, master(1, 100, "n2"), at(1), at(2), "10.0.0.1")
-	c.CheckOK(2, replica("n2", 1, 1, 100), at(1), at(3), "10.0.0.2")
-	c.CheckOK(9, master(1, 100, "n2"), at(1), at(4), "10.0.0.1")
-	c.CheckFailed(1, errors.New("timeout"), true, at(100))
-	c.CheckFailed(1, errors.New("timeout"), true, at(110))
-	c.CheckOK(9, master(1, 120, "n2"), at(111), at(112), "10.0.0.1")
+	c := masterAndVIP()
+	ownAddressDown(c)
 	c.CheckOK(1, master(1, 140, "n2"), at(200), at(201), "10.0.0.1")
 	cut := c.TakeReady().Cut // node 9 took writes until here: cut now or later
 	// The server dies; n2 is promoted.
@@ -111,15 +96,8 @@ func TestUncutAddressOfTheMasterIsCutAtFailover(t *testing.T) {
 // the master's server is cut once that server is found stale (a trusted
 // replica shows a newer timeline: a promotion elsewhere).
 func TestUncutAddressOfTheMasterIsCutWhenStale(t *testing.T) {
-	c := New(Config{})
-	vip := Member{ID: 9, Addr: "10.0.0.9:5432", Host: "10.0.0.9", Trusted: true}
-	c.SetMembers(at(0), append(members(2), vip))
-	c.CheckOK(1, master(1, 100, "n2"), at(1), at(2), "10.0.0.1")
-	c.CheckOK(2, replica("n2", 1, 1, 100), at(1), at(3), "10.0.0.2")
-	c.CheckOK(9, master(1, 100, "n2"), at(1), at(4), "10.0.0.1")
-	c.CheckFailed(1, errors.New("timeout"), true, at(100))
-	c.CheckFailed(1, errors.New("timeout"), true, at(110))
-	c.CheckOK(9, master(1, 120, "n2"), at(111), at(112), "10.0.0.1")
+	c := masterAndVIP()
+	ownAddressDown(c)
 	c.CheckOK(1, master(1, 140, "n2"), at(200), at(201), "10.0.0.1")
 	cut := c.TakeReady().Cut // node 9 took writes until here: cut now or later
 	// n2 streams timeline 2 now: the server at nodes 1 and 9 is stale.
@@ -131,4 +109,24 @@ func TestUncutAddressOfTheMasterIsCutWhenStale(t *testing.T) {
 	if !slices.Contains(cut, 9) || !slices.Contains(cut, 1) {
 		t.Fatalf("the server at nodes 1 and 9 is stale: both must be cut by then; cut %v", cut)
 	}
+}
+
+// masterAndVIP is a master, n1, with a replica, n2, and a second address
+// of n1's server (node 9, a virtual IP) listed last, each checked once.
+func masterAndVIP() *Core {
+	c := New(Config{})
+	vip := Member{ID: 9, Addr: "10.0.0.9:5432", Host: "10.0.0.9", Trusted: true}
+	c.SetMembers(at(0), append(members(2), vip))
+	c.CheckOK(1, master(1, 100, "n2"), at(1), at(2), "10.0.0.1")
+	c.CheckOK(2, replica("n2", 1, 1, 100), at(1), at(3), "10.0.0.2")
+	c.CheckOK(9, master(1, 100, "n2"), at(1), at(4), "10.0.0.1")
+	return c
+}
+
+// ownAddressDown has the master's own address (node 1) time out twice,
+// down, and its second address (node 9) answer: it stands for the server.
+func ownAddressDown(c *Core) {
+	c.CheckFailed(1, errors.New("timeout"), true, at(100))
+	c.CheckFailed(1, errors.New("timeout"), true, at(110))
+	c.CheckOK(9, master(1, 120, "n2"), at(111), at(112), "10.0.0.1")
 }
