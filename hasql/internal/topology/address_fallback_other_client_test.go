@@ -93,45 +93,30 @@ func TestCascadingReplicaIsNotAnotherClientsRow(t *testing.T) {
 // for n3; its later claim of a promotion must not take the master's role
 // away nor take writes.
 func TestOtherClientsRowVouchesForNothing(t *testing.T) {
-	c := New(Config{})
-	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true), rcMember(3, "10.0.0.3", false)})
-	s1, s2, s3 := t0.Add(-time.Hour), t0.Add(-2*time.Hour), t0.Add(-3*time.Hour)
-	rows := []checker.Replica{
-		{ApplicationName: "n2", ClientAddr: "10.0.0.2", State: "streaming", SyncState: "async", ReplayLSN: 1000},
-		{ApplicationName: "pg_receivewal", ClientAddr: "10.0.0.3", State: "streaming", SyncState: "async"},
-	}
-	n3 := rcReplica("n3", 1, 1000, s3, "")
-	n3.ReceiveTimeline, n3.UpstreamPort = 0, 0
-	ms := 0
-	round := rounds(&ms)
-	n1 := func() { c.CheckOK(1, rcWritable("n1", 1, 1000, s1, rows...), at(ms+1), at(ms+2), "10.0.0.1") }
-	n2 := func() { c.CheckOK(2, rcReplica("n2", 1, 1000, s2, "10.0.0.1"), at(ms+3), at(ms+4), "10.0.0.2") }
-	round(n1, n2, func() { c.CheckOK(3, n3, at(ms+5), at(ms+6), "10.0.0.3") })
-	if m := c.Elected().Master; m == nil || m.ID != 1 {
-		t.Fatalf("setup: n1 must be master: %+v", c.Elected())
-	}
-	if x := c.Node(3); x.Vouched {
-		t.Errorf("n3 vouched for by pg_receivewal's row from its address (role %v)", x.Role)
-	}
-	// The server at n3 claims a promotion.
-	round(n1, n2, func() { c.CheckOK(3, rcWritable("n3", 2, 1000, s3), at(ms+5), at(ms+6), "10.0.0.3") })
-	if m := c.Elected().Master; m == nil || m.ID != 1 || c.Node(1).Stale {
-		t.Errorf("n3, vouched for by nothing but another client's row, claimed a promotion: master is node %v, n1 stale %v", idOf(m), c.Node(1).Stale)
-	}
+	otherClientsRowVouchesForNothing(t, "n3", "pg_receivewal")
 }
 
 // TestOtherClientsRowVouchesForNothingUnnamed: the same with the server at
 // n3 answering under no name at all (cluster_name empty, no walreceiver):
 // a name it does not give must not let another client's row be its.
 func TestOtherClientsRowVouchesForNothingUnnamed(t *testing.T) {
+	otherClientsRowVouchesForNothing(t, "", "barman_receive_wal")
+}
+
+// otherClientsRowVouchesForNothing: the server at n3 (not named by the
+// user) answers in recovery under name, with no walreceiver; the master's
+// row from n3's address is client's. n3 must not be vouched for, and its
+// later claim of a promotion must not take the master's role.
+func otherClientsRowVouchesForNothing(t *testing.T, name, client string) {
+	t.Helper()
 	c := New(Config{})
 	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.1", true), rcMember(2, "10.0.0.2", true), rcMember(3, "10.0.0.3", false)})
 	s1, s2, s3 := t0.Add(-time.Hour), t0.Add(-2*time.Hour), t0.Add(-3*time.Hour)
 	rows := []checker.Replica{
 		{ApplicationName: "n2", ClientAddr: "10.0.0.2", State: "streaming", SyncState: "async", ReplayLSN: 1000},
-		{ApplicationName: "barman_receive_wal", ClientAddr: "10.0.0.3", State: "streaming", SyncState: "async"},
+		{ApplicationName: client, ClientAddr: "10.0.0.3", State: "streaming", SyncState: "async"},
 	}
-	n3 := rcReplica("", 1, 1000, s3, "")
+	n3 := rcReplica(name, 1, 1000, s3, "")
 	n3.ReceiveTimeline, n3.UpstreamPort = 0, 0
 	ms := 0
 	round := rounds(&ms)
@@ -142,9 +127,10 @@ func TestOtherClientsRowVouchesForNothingUnnamed(t *testing.T) {
 		t.Fatalf("setup: n1 must be master: %+v", c.Elected())
 	}
 	if x := c.Node(3); x.Vouched {
-		t.Errorf("n3 vouched for by barman's row from its address (role %v)", x.Role)
+		t.Errorf("n3 vouched for by %s's row from its address (role %v)", client, x.Role)
 	}
-	round(n1, n2, func() { c.CheckOK(3, rcWritable("", 2, 1000, s3), at(ms+5), at(ms+6), "10.0.0.3") })
+	// The server at n3 claims a promotion.
+	round(n1, n2, func() { c.CheckOK(3, rcWritable(name, 2, 1000, s3), at(ms+5), at(ms+6), "10.0.0.3") })
 	if m := c.Elected().Master; m == nil || m.ID != 1 || c.Node(1).Stale {
 		t.Errorf("n3, vouched for by nothing but another client's row, claimed a promotion: master is node %v, n1 stale %v", idOf(m), c.Node(1).Stale)
 	}
