@@ -31,20 +31,10 @@ func TestRoutedWriteCutByItsDeadlineIsNotRetryable(t *testing.T) {
 
 	// The synchronous standby stops receiving WAL (as in
 	// TestRunInTxSyncWaitCancelledIsCommitUnknown).
-	direct, err := n2.Conn(ctx)
-	require.NoError(t, err)
-	defer direct.Close(ctx)
-	_, err = direct.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = ''")
-	require.NoError(t, err)
-	_, err = direct.Exec(ctx, "SELECT pg_reload_conf()")
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		var k int
-		return direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&k) == nil && k == 0
-	}, 30*time.Second, 10*time.Millisecond)
+	stopReceiving(t, ctx, n2)
 
 	sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	_, err = m.Master().Exec(sctx, "INSERT INTO routed_deadline VALUES (1)")
+	_, err := m.Master().Exec(sctx, "INSERT INTO routed_deadline VALUES (1)")
 	scancel()
 	require.Error(t, err)
 	var le *hasql.NodeLostError

@@ -29,24 +29,12 @@ func TestRunInTxSyncWaitCancelledIsCommitUnknown(t *testing.T) {
 	m := readyManager(t, ctx, c, 1, "CREATE TABLE payments (id int PRIMARY KEY)")
 
 	// The synchronous standby stops receiving WAL.
-	direct, err := n2.Conn(ctx)
-	require.NoError(t, err)
-	defer direct.Close(ctx)
-	var conninfo string
-	require.NoError(t, direct.QueryRow(ctx, "SHOW primary_conninfo").Scan(&conninfo))
-	_, err = direct.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = ''")
-	require.NoError(t, err)
-	_, err = direct.Exec(ctx, "SELECT pg_reload_conf()")
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		var k int
-		return direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&k) == nil && k == 0
-	}, 30*time.Second, 10*time.Millisecond)
+	direct, conninfo := stopReceiving(t, ctx, n2)
 
 	// An operator cancels the statement waiting for the standby.
 	cancelled := cancelSyncWaiter(ctx, n1, nil)
 	runs := 0
-	err = failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
+	err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
 		runs++
 		_, err := tx.Exec(ctx, "INSERT INTO payments VALUES (1)")
 		return err
@@ -68,4 +56,26 @@ func TestRunInTxSyncWaitCancelledIsCommitUnknown(t *testing.T) {
 }
 
 // pgQuote quotes s as an SQL string literal.
+// stopReceiving has replica n stop receiving WAL (its primary_conninfo
+// emptied and reloaded) and waits until its walreceiver is gone. It
+// returns a connection to n, closed with the test, and the
+// primary_conninfo it had.
+func stopReceiving(t *testing.T, ctx context.Context, n *testcluster.Node) (*pgx.Conn, string) {
+	t.Helper()
+	direct, err := n.Conn(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { direct.Close(context.Background()) })
+	var conninfo string
+	require.NoError(t, direct.QueryRow(ctx, "SHOW primary_conninfo").Scan(&conninfo))
+	_, err = direct.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = ''")
+	require.NoError(t, err)
+	_, err = direct.Exec(ctx, "SELECT pg_reload_conf()")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		var k int
+		return direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&k) == nil && k == 0
+	}, 30*time.Second, 10*time.Millisecond)
+	return direct, conninfo
+}
+
 func pgQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
