@@ -76,6 +76,11 @@ type Result struct {
 	// no walreceiver runs or the check user may not see it. Timeline falls
 	// back to the last restartpoint's timeline then, which can be older.
 	ReceiveTimeline uint32
+	// ReceiverHidden reports, on a replica, a walreceiver that runs but
+	// whose details the check user may not see (no pg_read_all_stats:
+	// pg_stat_wal_receiver shows such a user the pid alone). False when
+	// none runs, or when its details show.
+	ReceiverHidden bool
 	// HistoryTimeline is, on a replica with no walreceiver the check user
 	// may see, the newest timeline whose history file is in its pg_wal: a
 	// timeline that exists (a promotion made it), which Timeline, read

@@ -206,3 +206,66 @@ func TestProbePromotion(t *testing.T) {
 	assert.False(t, r.InRecovery)
 	assert.Equal(t, r.Timeline, p.Timeline, "the probe and the check agree")
 }
+
+// TestReceiverHiddenTellsAHiddenWalreceiverFromNone: a check user that is
+// the replication role itself, without pg_read_all_stats, sees only the
+// pid of a replica's walreceiver: ReceiverHidden says one runs. With the
+// walreceiver stopped (primary_conninfo emptied), it is false, as it is
+// for the superuser, who sees the walreceiver's details.
+func TestReceiverHiddenTellsAHiddenWalreceiverFromNone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Options{Replicas: 1})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	exec := func(n *testcluster.Node, sql string) {
+		t.Helper()
+		conn, err := n.Conn(ctx)
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, sql)
+		require.NoError(t, err)
+	}
+	exec(n1, "CREATE ROLE repl LOGIN REPLICATION PASSWORD 'repl-pw'")
+	check := func(dsn string) (checker.Result, error) {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return checker.Result{}, err
+		}
+		defer conn.Close(ctx)
+		return checker.PostgreSQL().Check(ctx, conn)
+	}
+	replDSN := strings.Replace(n2.DSN(), "postgres:pgxha@", "repl:repl-pw@", 1)
+	require.NotEqual(t, replDSN, n2.DSN())
+	var hidden checker.Result
+	require.Eventually(t, func() bool {
+		var err error
+		hidden, err = check(replDSN) // n2 replays the role first
+		return err == nil
+	}, 30*time.Second, 10*time.Millisecond, "the replication role logs in on n2")
+	assert.True(t, hidden.InRecovery)
+	assert.True(t, hidden.ReceiverHidden, "n2's walreceiver runs, its details hidden from the replication role: %+v", hidden)
+	assert.Zero(t, hidden.ReceiveTimeline, "hidden from the replication role")
+	assert.Empty(t, hidden.UpstreamHost, "hidden from the replication role")
+
+	full, err := check(n2.DSN())
+	require.NoError(t, err)
+	assert.False(t, full.ReceiverHidden, "the superuser sees the walreceiver: %+v", full)
+	assert.Equal(t, uint32(1), full.ReceiveTimeline)
+
+	m, err := check(strings.Replace(n1.DSN(), "postgres:pgxha@", "repl:repl-pw@", 1))
+	require.NoError(t, err)
+	assert.False(t, m.ReceiverHidden, "a master has no walreceiver")
+
+	exec(n2, "ALTER SYSTEM SET primary_conninfo = ''")
+	exec(n2, "SELECT pg_reload_conf()")
+	require.Eventually(t, func() bool {
+		res, err := check(n2.DSN())
+		return err == nil && res.ReceiveTimeline == 0
+	}, 30*time.Second, 10*time.Millisecond, "n2's walreceiver stops")
+	for _, dsn := range []string{replDSN, n2.DSN()} {
+		res, err := check(dsn)
+		require.NoError(t, err)
+		assert.True(t, res.InRecovery)
+		assert.False(t, res.ReceiverHidden, "no walreceiver runs on n2: %+v", res)
+	}
+}

@@ -55,9 +55,9 @@ func BenchmarkServerCost(b *testing.B) {
 		{"replica", c.Replicas()[0], []struct{ name, sql string }{
 			{"check", r},
 			{"first-check", checker.CheckSQL},
-			{"no-walreceiver", without(r, ", pg_stat_get_wal_receiver() AS w", "", "(r.w).conninfo", "NULL::text", "CASE WHEN r.rec THEN (r.w).received_tli END", "NULL::int4")},
+			{"no-walreceiver", without(r, ", pg_stat_get_wal_receiver() AS w", "", "(r.w).conninfo", "NULL::text", "CASE WHEN r.rec THEN coalesce((r.w).received_tli, CASE WHEN (r.w).pid IS NOT NULL AND (r.w).status IS NULL THEN 0 END) END", "NULL::int4")},
 			{"no-settings", without(r, "r.rec OR current_setting('default_transaction_read_only')::bool", "r.rec")},
-			{"walreceiver-scan", without(r, "(r.w).conninfo", "w.conninfo", "(r.w).received_tli", "w.received_tli",
+			{"walreceiver-scan", without(r, "(r.w).conninfo", "w.conninfo", "(r.w).received_tli", "w.received_tli", "(r.w).pid", "w.pid", "(r.w).status", "w.status",
 				", pg_stat_get_wal_receiver() AS w) r", ") r, pg_stat_get_wal_receiver() w")},
 			{"no-times", without(r, "pg_last_xact_replay_timestamp()", "NULL::timestamptz", "clock_timestamp()", "NULL::timestamptz")},
 		}},

@@ -75,9 +75,12 @@ const (
 	// The walreceiver is a column of r, a composite value whose fields
 	// the statement selects: one call of the function, without the cost of
 	// a function scan (which materializes its row).
+	// received_tli is 0 for a walreceiver whose details the check user
+	// may not see: the pid alone shows (status, never NULL otherwise, is
+	// hidden with the rest).
 	receiverColumns = `
 	(r.w).conninfo,
-	CASE WHEN r.rec THEN (r.w).received_tli END,`
+	CASE WHEN r.rec THEN coalesce((r.w).received_tli, CASE WHEN (r.w).pid IS NOT NULL AND (r.w).status IS NULL THEN 0 END) END,`
 	sendersColumn = `
 	(SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', pid, state, sync_state, sent_lsn, flush_lsn, replay_lsn,
 			(date_part('epoch', replay_lag) * 1000000)::int8), ';') FROM pg_stat_get_wal_senders())`
@@ -555,6 +558,7 @@ func (c *checkRow) result() (Result, error) {
 	if c.timeline != nil && *c.timeline > 0 && *c.timeline <= math.MaxUint32 {
 		res.Timeline = uint32(*c.timeline)
 	}
+	res.ReceiverHidden = c.receivedTLI != nil && *c.receivedTLI == 0 && res.InRecovery
 	if c.receivedTLI != nil && *c.receivedTLI > 0 && *c.receivedTLI <= math.MaxUint32 {
 		res.ReceiveTimeline = uint32(*c.receivedTLI)
 		if res.InRecovery {

@@ -1496,14 +1496,15 @@ func streams(x *Node) bool { return x.Res.ReceiveTimeline != 0 || x.Res.Upstream
 // couldBeRow reports whether walsender row r may be x's, beyond its name:
 // a row that shows its client's address (the check user has pg_monitor)
 // is not that of a replica whose own check, with the same rights, found no
-// walreceiver; and a node nothing vouches for must connect from the
+// walreceiver (one that runs hidden from the check user, the replication
+// role, may be it); and a node nothing vouches for must connect from the
 // row's address (a server that takes a replica's name is not listed from
 // its own).
 func couldBeRow(x *Node, r checker.Replica) bool {
 	if r.ClientAddr == "" {
 		return true
 	}
-	if x.Res.InRecovery && !streams(x) {
+	if x.Res.InRecovery && !streams(x) && !x.Res.ReceiverHidden {
 		return false
 	}
 	if x.Vouched {
@@ -1612,8 +1613,10 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 	// shows a role its own backends) but no sync state, and no detail of a
 	// replica's walreceiver: the replica's Name is then its cluster_name,
 	// not primary_conninfo's application_name its row goes by. A vouched
-	// replica takes the one row from its address under any name then.
-	unknownName := x.Vouched && x.Res.InRecovery && !streams(x) && statesHidden(rows)
+	// replica whose walreceiver runs hidden takes the one row from its
+	// address under any name then; one with none running streams from
+	// nobody, whatever another client of the role does from its host.
+	unknownName := x.Vouched && x.Res.InRecovery && x.Res.ReceiverHidden && !streams(x) && statesHidden(rows)
 	var found checker.Replica
 	count := 0
 	for _, r := range rows {

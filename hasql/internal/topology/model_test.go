@@ -130,6 +130,12 @@ type model struct {
 	used       map[int64]bool
 	writes     []*write
 	restricted bool // the check user lacks pg_monitor
+	// roleUser: the check user is the replication role itself, without
+	// pg_read_all_stats: the walsenders show their names and client
+	// addresses (pg_stat_activity shows a role its own backends) but no
+	// state, sync state or position; a replica's walreceiver shows its pid
+	// alone (ReceiverHidden), and pg_wal may not be listed.
+	roleUser bool
 	// stranger: a standby outside the node set (pg_receivewal
 	// --synchronous, say) streams from the master under the name
 	// synchronous_standby_names lists first: under FIRST k it takes one of
@@ -448,12 +454,15 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 			r.WalSegmentSize = walSegment
 		}
 		r.ReplayTime = now.Add(-time.Duration(md.rng.Intn(2000)) * time.Millisecond)
-		if s.upstream >= 0 && canStream(s, md.servers[s.upstream]) && !md.restricted {
+		streaming := s.upstream >= 0 && canStream(s, md.servers[s.upstream])
+		if streaming && !md.restricted && !md.roleUser {
 			r.ReceiveTimeline = s.tl()
 			if md.addrOf != nil {
 				r.UpstreamHost, r.UpstreamPort = md.addrOf(s.upstream)
 			}
-		} else if !md.restricted {
+		} else if streaming {
+			r.ReceiverHidden = true
+		} else if !md.restricted && !md.roleUser {
 			// No walreceiver: the newest history file in its pg_wal,
 			// its own timeline's or one fetched from an upstream it
 			// could not follow (pg_monitor lists them).
@@ -478,6 +487,9 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 		if md.restricted {
 			row = checker.Replica{ApplicationName: x.name}
 		}
+		if md.roleUser {
+			row = checker.Replica{ApplicationName: x.name, ClientAddr: row.ClientAddr}
+		}
 		r.Replicas = append(r.Replicas, row)
 	}
 	if md.stranger && !s.recovery && md.master() == s {
@@ -494,6 +506,9 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 		}
 		if md.restricted {
 			row = checker.Replica{ApplicationName: strangerName}
+		}
+		if md.roleUser {
+			row = checker.Replica{ApplicationName: strangerName, ClientAddr: row.ClientAddr}
 		}
 		r.Replicas = append(r.Replicas, row)
 	}

@@ -75,6 +75,7 @@ type simConfig struct {
 	any        bool // ANY k (quorum) rather than FIRST k
 	pin        bool // the system identifier is pinned
 	restricted bool // the check user lacks pg_monitor
+	roleUser   bool // the check user is the replication role (see model.roleUser)
 	alias      bool // server 0 is reachable under a second address too
 	stranger   bool // synchronous_standby_names lists a standby outside the set first (see model.stranger)
 	// strangerHost: the stranger runs on that server's machine (see
@@ -86,8 +87,8 @@ type simConfig struct {
 }
 
 func (c simConfig) String() string {
-	return fmt.Sprintf("replicas=%d sync=%d any=%v pin=%v restricted=%v alias=%v steps=%d",
-		c.replicas, c.syncK, c.any, c.pin, c.restricted, c.alias, c.steps)
+	return fmt.Sprintf("replicas=%d sync=%d any=%v pin=%v restricted=%v roleUser=%v alias=%v stranger=%v strangerHost=%d steps=%d",
+		c.replicas, c.syncK, c.any, c.pin, c.restricted, c.roleUser, c.alias, c.stranger, c.strangerHost, c.steps)
 }
 
 // randomConfig draws a cluster and a schedule from seed.
@@ -254,7 +255,7 @@ func newSim(cfg simConfig, seed int64, record func(Entry)) *sim {
 	s := &sim{cfg: cfg, rng: rng, now: simEpoch,
 		checks: map[ID]*inflight{}, senders: map[ID]*simSenders{}, next: map[ID]time.Time{}, slow: map[ID]bool{}, answered: map[ID]int{}, keptTL: map[uint64]uint32{}, faulting: true}
 	s.md = newModel(rng, rand.New(rand.NewSource(seed^0x6C0C6)), cfg.replicas, cfg.syncK, cfg.any)
-	s.md.restricted, s.md.strangerHost = cfg.restricted, cfg.strangerHost
+	s.md.restricted, s.md.roleUser, s.md.strangerHost = cfg.restricted, cfg.roleUser, cfg.strangerHost
 	if s.md.strangerListed = cfg.stranger; cfg.stranger {
 		s.md.setSync(s.md.servers[0], cfg.syncK, !cfg.any)
 	}
@@ -1230,7 +1231,7 @@ func (s *sim) check() error {
 					x.Addr, x.Role, x.CheckBegan.Format("15:04:05.000"), x.Res.UpstreamHost, x.Res.UpstreamPort, ms.name, m.replicasBegan.Format("15:04:05.000"))
 			}
 		}
-		if !s.cfg.restricted && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && x.SyncUnknown != syncUnknownOldRows && s.uniqueHonestName(x, m) {
+		if !s.cfg.restricted && !s.cfg.roleUser && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && x.SyncUnknown != syncUnknownOldRows && s.uniqueHonestName(x, m) {
 			return fmt.Errorf("replica %s: sync unknown (%s) though only it goes by its name among the cluster's nodes", x.Addr, x.SyncUnknown)
 		}
 	}
@@ -1315,13 +1316,14 @@ func (s *sim) converged() error {
 	for _, mb := range s.members {
 		trusted = trusted || mb.server == truth.idx && mb.Trusted && !mb.gone
 	}
-	if e.Master == nil && s.cfg.restricted && !trusted {
+	hidden := s.cfg.restricted || s.cfg.roleUser
+	if e.Master == nil && hidden && !trusted {
 		// Nothing can vouch for a master the user did not name when the
 		// check user may not see the replicas' walreceivers: no master
 		// is the safe outcome (README: what is trusted).
 		return s.noLoss(nil)
 	}
-	if e.Master == nil && s.cfg.restricted && s.provenAgainstAnother(truth) {
+	if e.Master == nil && hidden && s.provenAgainstAnother(truth) {
 		// A check user without pg_monitor cannot see whom the replica
 		// follows: a proof made against a server that has left the
 		// master's address holds against the master there now, until the

@@ -3,16 +3,19 @@ package topology
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
 
 var (
-	simSchedules = flag.Int("sim.schedules", 1500, "simulated fault schedules to run")
-	simSteps     = flag.Int("sim.steps", 300, "steps of faults per schedule (a repair and 400 quiet steps follow)")
-	simSeed      = flag.Int64("sim.seed", 1, "the first schedule's seed; schedule i uses seed+i")
+	simSchedules  = flag.Int("sim.schedules", 1500, "simulated fault schedules to run")
+	simSteps      = flag.Int("sim.steps", 300, "steps of faults per schedule (a repair and 400 quiet steps follow)")
+	simSeed       = flag.Int64("sim.seed", 1, "the first schedule's seed; schedule i uses seed+i")
+	roleSchedules = flag.Int("role.schedules", 300, "schedules for TestSimulationReplicationRoleCheckUser")
 )
 
 // TestSimulation drives the core through seeded random fault histories
@@ -43,6 +46,66 @@ func TestSimulation(t *testing.T) {
 	}
 	t.Logf("%d schedules, %d steps, %d core events (%d checks reused a master's walsenders) in %s: %.0f steps/s",
 		*simSchedules, steps, events, cached, el.Round(time.Millisecond), float64(steps)/el.Seconds())
+}
+
+// TestSimulationReplicationRoleCheckUser runs schedules whose check user
+// is the replication role itself (see model.roleUser): the walsenders'
+// names and addresses show, nothing else of them nor of the replicas'
+// walreceivers but whether one runs. In half of them a standby outside
+// the set (a backup's pg_receivewal) streams from the master as the same
+// role from a replica's machine, under a name of its own, coming and
+// going: its row is never a replica's. Besides the invariants, the view
+// is held to the model's truth as in TestTruthStaleness: a replica that
+// streams from nobody stops serving reads within staleBound.
+func TestSimulationReplicationRoleCheckUser(t *testing.T) {
+	steps := 0
+	worst := map[string]time.Duration{}
+	// Seed 14676 found a replica whose walreceiver had stopped taken for
+	// the stranger's row from its machine (followed for 2.7 s and on).
+	seeds := []int64{14676}
+	for i := 0; i < *roleSchedules; i++ {
+		seeds = append(seeds, *simSeed+int64(i))
+	}
+	for _, seed := range seeds {
+		cfg, ops := roleUserConfig(seed)
+		s := newSim(cfg, seed, nil)
+		st := &staleTrack{since: map[string]time.Time{}, max: map[string]time.Duration{}, maxAt: map[string]string{}, seed: seed}
+		err := runTracked(s, ops, st)
+		steps += cfg.steps + 400
+		rerun := fmt.Sprintf("rerun: go test ./hasql/internal/topology -run TestSimulationReplicationRoleCheckUser -sim.seed %d -role.schedules 1", seed)
+		if err != nil {
+			f := shrink(&failure{seed: seed, cfg: cfg, ops: ops, err: err, tail: tail(s.trace, 40)})
+			t.Fatalf("invariant broken: %s\n%s", f, rerun)
+		}
+		for kind, d := range st.max {
+			bound := staleBound(500 * time.Millisecond)
+			if kind == "hung" {
+				bound = hangBound(500 * time.Millisecond)
+			}
+			if d > bound {
+				t.Fatalf("%s (%s): the view was wrong for %s, more than %s: %s\n%s", kind, cfg, d, bound, st.maxAt[kind], rerun)
+			}
+			worst[kind] = max(worst[kind], d)
+		}
+	}
+	t.Logf("%d schedules, %d steps; the view behind the truth at most: %v", len(seeds), steps, worst)
+}
+
+// roleUserConfig is randomConfig's schedule for seed with the
+// replication role as the check user, and in even seeds the stranger on
+// a replica's machine.
+func roleUserConfig(seed int64) (simConfig, []op) {
+	cfg, ops := randomConfig(seed, *simSteps)
+	cfg.restricted, cfg.roleUser = false, true
+	if seed%2 == 0 {
+		cfg.stranger = true
+		cfg.strangerHost = 1 + int(seed/2)%cfg.replicas
+		for at := 20 + int(seed%100); at < cfg.steps; at += 200 + int(seed*37%150) {
+			ops = append(ops, op{at: at, kind: opStranger})
+		}
+		slices.SortStableFunc(ops, func(a, b op) int { return a.at - b.at })
+	}
+	return cfg, ops
 }
 
 // TestSimulationSeedsThatFoundDefects replays, one schedule each, the
