@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pgxha/pgxha/internal/secrets"
 )
@@ -102,7 +103,13 @@ func NewPatroni(cfg PatroniConfig) (*Patroni, error) {
 	}
 	p.client = cfg.Client
 	if p.client == nil {
-		p.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		p.client = &http.Client{
+			Transport: http.DefaultTransport.(*http.Transport).Clone(),
+			// The answer comes from an API the user listed (or a member
+			// advertised), never from wherever a redirect points: another
+			// host, or plain http after https.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 		p.ownClient = true
 	}
 	if cfg.MaxNodes, err = maxNodesOr("patroni", cfg.MaxNodes); err != nil {
@@ -134,6 +141,9 @@ func apiBase(raw string) (*url.URL, error) {
 	}
 	if u.Hostname() == "" {
 		return nil, fmt.Errorf("URL %q: no host", redactURL(raw))
+	}
+	if len(u.Hostname()) > maxHostLen {
+		return nil, fmt.Errorf("URL %q: a host of %d bytes, longer than a DNS name may be (%d)", clip(redactURL(raw)), len(u.Hostname()), maxHostLen)
 	}
 	// An '@' past the host is most likely a password's '/' written
 	// unencoded (http://user:pa/ss@host): the "host" would be the user and
@@ -237,15 +247,28 @@ func (p *Patroni) look(ctx context.Context) ([]Node, error) {
 // clear replaces the passwords of the configured URLs in text, an API's
 // (a member's name, an error quoting what it answered): an API given
 // user:password could say it back, and what it says reaches the
-// Manager's status, logs and metric labels.
+// Manager's status, logs and metric labels. A password of minGlued bytes
+// or more is replaced wherever it is, also glued to other letters (an API
+// that got it may hide it in a longer name); a shorter one where it stands
+// whole (see secrets.ReplaceWhole), so that the password "p" leaves
+// "replica" be. What is cleared is cleared before it is cut: a cut through
+// a password would leave its first bytes.
 func (p *Patroni) clear(text string) string {
 	for _, u := range p.bases {
 		if pw, ok := u.User.Password(); ok && pw != "" {
-			text = secrets.ReplaceWhole(text, pw, "xxxxx")
+			if len(pw) >= minGlued {
+				text = secrets.ReplaceAll(text, pw, "xxxxx")
+			} else {
+				text = secrets.ReplaceWhole(text, pw, "xxxxx")
+			}
 		}
 	}
 	return text
 }
+
+// minGlued is the shortest password cleared also where other letters touch
+// it (see Patroni.clear).
+const minGlued = 6
 
 // clearErr is err, or, when its text holds a configured URL's password, an
 // error of the same text without it (and nothing of err's chain).
@@ -256,7 +279,9 @@ func (p *Patroni) clearErr(err error) error {
 	return err
 }
 
-// clearNodes clears the members' names and tags (see clear).
+// clearNodes clears the members' names and tags (see clear): those
+// parseCluster already cleared, but a configured client may answer with
+// anything.
 func (p *Patroni) clearNodes(nodes []Node) []Node {
 	for i := range nodes {
 		n := &nodes[i]
@@ -353,7 +378,7 @@ const maxClusterBody = 4 << 20
 func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.URL, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	where := base.Redacted()
+	where := printable(p.clear(base.Redacted()))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base.JoinPath("cluster").String(), nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", where, err)
@@ -365,20 +390,25 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 		if errors.As(err, &uerr) {
 			err = uerr.Err // its URL may hold a password
 		}
-		return nil, nil, fmt.Errorf("%s: %w", where, err)
+		// The transport's text may quote what the API sent (a Location
+		// header) or a host it advertised: cleared, then cut and escaped.
+		return nil, nil, fmt.Errorf("%s: %s", where, printable(p.clear(err.Error())))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxClusterBody+1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: reading /cluster: %w", where, err)
 	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 && p.ownClient {
+		return nil, nil, fmt.Errorf("%s: GET /cluster: %s: a redirect, not followed (list the API that answers)", where, printable(p.clear(resp.Status)))
+	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("%s: GET /cluster: %s", where, printable(resp.Status)) // the API's text: bounded, escaped
+		return nil, nil, fmt.Errorf("%s: GET /cluster: %s", where, printable(p.clear(resp.Status))) // the API's text: cleared, bounded, escaped
 	}
 	if len(body) > maxClusterBody {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: response over %d bytes", where, maxClusterBody)
 	}
-	nodes, apis, err := parseCluster(body, p.cfg.MaxNodes)
+	nodes, apis, err := parseCluster(body, p.cfg.MaxNodes, p.clear)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: %w", where, err)
 	}
@@ -388,23 +418,30 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 // parseCluster reads a /cluster response. Members are decoded one at a
 // time and counted as they come: an answer with more than maxNodes is
 // refused without decoding the others (a few bytes each, they would
-// otherwise cost tens of times the answer's size).
-func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
-	members, err := decodeMembers(body, maxNodes)
+// otherwise cost tens of times the answer's size). clear clears the API's
+// text (see Patroni.clear) before anything is cut or quoted.
+//
+// A member that cannot be a node is left out, as Patroni lists members
+// that are starting or have no host yet: a port that is no TCP port, a
+// host longer than a DNS name may be. A member whose host is a path
+// refuses the whole answer (see below).
+func parseCluster(body []byte, maxNodes int, clear func(string) string) ([]Node, []*url.URL, error) {
+	members, err := decodeMembers(body, maxNodes, clear)
 	if err != nil {
 		return nil, nil, err
 	}
-	cr := struct{ Members []clusterMember }{members}
 	var nodes []Node
 	var apis []*url.URL
 	seen := map[string]bool{}
-	for _, m := range cr.Members {
+	for _, m := range members {
+		m.Name, m.Role, m.State, m.Host, m.APIURL = clear(m.Name), clear(m.Role), clear(m.State), clear(m.Host), clear(m.APIURL)
+		m.Name = cutName(m.Name)
 		if m.APIURL != "" {
 			if u, err := apiBase(m.APIURL); err == nil {
 				apis = append(apis, u)
 			}
 		}
-		if m.Host == "" {
+		if m.Host == "" || len(m.Host) > maxHostLen {
 			continue
 		}
 		// libpq and pgx read a host that starts with '/' as a Unix socket
@@ -417,7 +454,7 @@ func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
 		if m.Port != "" {
 			p, err := parsePort(m.Port.String())
 			if err != nil {
-				return nil, nil, fmt.Errorf("member %q: %w", clip(m.Name), err)
+				continue // not a node yet (port 0 while it starts, say)
 			}
 			port = strconv.Itoa(int(p))
 		}
@@ -427,7 +464,7 @@ func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
 		}
 		seen[addr] = true
 		n := Node{Addr: addr, Name: m.Name, Role: m.Role, State: m.State, Lag: parseLag(m.Lag)}
-		if n.Tags, err = parseTags(m.Tags); err != nil {
+		if n.Tags, err = parseTags(m.Tags, clear); err != nil {
 			return nil, nil, fmt.Errorf("member %q: %w", clip(m.Name), err)
 		}
 		nodes = append(nodes, n)
@@ -441,11 +478,13 @@ func parseCluster(body []byte, maxNodes int) ([]Node, []*url.URL, error) {
 
 // decodeMembers returns the members of a /cluster response, decoding
 // each only while there are no more than maxNodes.
-func decodeMembers(body []byte, maxNodes int) ([]clusterMember, error) {
-	bad := func(err error) error { return fmt.Errorf("not a Patroni cluster: %w", err) }
+func decodeMembers(body []byte, maxNodes int, clear func(string) string) ([]clusterMember, error) {
+	// The decoder's errors may quote the API's text (a literal that is
+	// no number, say): cleared, then cut.
+	bad := func(err error) error { return fmt.Errorf("not a Patroni cluster: %s", printable(clear(err.Error()))) }
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
-	if err := expectDelim(dec, '{'); err != nil {
+	if err := expectDelim(dec, '{', clear); err != nil {
 		return nil, bad(err)
 	}
 	var members []clusterMember
@@ -467,7 +506,7 @@ func decodeMembers(body []byte, maxNodes int) ([]clusterMember, error) {
 		} else if t == nil {
 			continue // "members": null
 		} else if t != json.Delim('[') {
-			return nil, bad(fmt.Errorf("members: %s, not an array", shownToken(t)))
+			return nil, fmt.Errorf("not a Patroni cluster: members: %s, not an array", shownToken(t, clear))
 		}
 		count := 0
 		for ; dec.More(); count++ {
@@ -487,56 +526,77 @@ func decodeMembers(body []byte, maxNodes int) ([]clusterMember, error) {
 		if count > maxNodes {
 			return nil, fmt.Errorf("%d members, over the limit of %d (MaxNodes, %s): %w", count, maxNodes, SettingMaxNodes, ErrTooManyNodes)
 		}
-		if err := expectDelim(dec, ']'); err != nil {
+		if err := expectDelim(dec, ']', clear); err != nil {
 			return nil, bad(err)
 		}
 	}
-	if err := expectDelim(dec, '}'); err != nil {
+	if err := expectDelim(dec, '}', clear); err != nil {
 		return nil, bad(err)
 	}
 	return members, nil
 }
 
 // expectDelim reads the next token, which must be d.
-func expectDelim(dec *json.Decoder, d json.Delim) error {
+func expectDelim(dec *json.Decoder, d json.Delim, clear func(string) string) error {
 	t, err := dec.Token()
 	if err != nil {
 		return err
 	}
 	if t != d {
-		return fmt.Errorf("%s where %v was expected", shownToken(t), d)
+		return fmt.Errorf("%s where %v was expected", shownToken(t, clear), d)
 	}
 	return nil
 }
 
 // shownToken is a JSON token of the API's answer as an error quotes it:
-// escaped, and cut (see clip).
-func shownToken(t json.Token) string {
+// cleared (see Patroni.clear), escaped, and cut (see clip).
+func shownToken(t json.Token, clear func(string) string) string {
 	if d, ok := t.(json.Delim); ok {
 		return d.String()
 	}
-	return fmt.Sprintf("%q", clip(fmt.Sprint(t)))
+	return fmt.Sprintf("%q", clip(clear(fmt.Sprint(t))))
 }
 
-// parseTags reads a member's tags, at most maxTags of them (nil: none).
-func parseTags(raw json.RawMessage) (map[string]string, error) {
+// maxHostLen is the longest host a member may have: a DNS name's longest.
+const maxHostLen = 253
+
+// maxNameLen is how much of a member's name is kept: far more than
+// PostgreSQL keeps of an application_name (63 bytes), and a bound on
+// what a node's name costs in logs and labels.
+const maxNameLen = 256
+
+// cutName returns name cut to maxNameLen bytes, at a character's start.
+func cutName(name string) string {
+	if len(name) <= maxNameLen {
+		return name
+	}
+	cut := maxNameLen
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	return name[:cut]
+}
+
+// parseTags reads a member's tags, at most maxTags of them (nil: none),
+// each key and value cleared (see Patroni.clear).
+func parseTags(raw json.RawMessage, clear func(string) string) (map[string]string, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
 		return nil, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	if err := expectDelim(dec, '{'); err != nil {
-		return nil, fmt.Errorf("tags: %w", err)
+	if err := expectDelim(dec, '{', clear); err != nil {
+		return nil, fmt.Errorf("tags: %s", printable(clear(err.Error())))
 	}
 	var tags map[string]string
 	for dec.More() {
 		k, err := dec.Token()
 		if err != nil {
-			return nil, fmt.Errorf("tags: %w", err)
+			return nil, fmt.Errorf("tags: %s", printable(clear(err.Error())))
 		}
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("tags: %w", err)
+			return nil, fmt.Errorf("tags: %s", printable(clear(err.Error())))
 		}
 		if tags == nil {
 			tags = make(map[string]string)
@@ -544,7 +604,7 @@ func parseTags(raw json.RawMessage) (map[string]string, error) {
 		if len(tags) == maxTags {
 			return nil, fmt.Errorf("more than %d tags", maxTags)
 		}
-		tags[k.(string)] = tagValue(v)
+		tags[clear(k.(string))] = clear(tagValue(v))
 	}
 	return tags, nil
 }

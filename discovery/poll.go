@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -174,9 +175,14 @@ func sameState(a, b State) bool {
 }
 
 // jitter returns d give or take 10%, so that many clients started together
-// do not all look at the same moments.
+// do not all look at the same moments; never more than the longest
+// Duration (an Interval near it would wrap to a negative wait).
 func jitter(d time.Duration) time.Duration {
-	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+	j := time.Duration((rand.Float64()*0.2 - 0.1) * float64(d))
+	if j > 0 && d > math.MaxInt64-j {
+		return math.MaxInt64
+	}
+	return d + j
 }
 
 // durationOr returns d, or def when d is 0.

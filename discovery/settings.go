@@ -3,6 +3,7 @@ package discovery
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -150,10 +151,15 @@ func FromSettings(settings map[string]string, hosts []string) (Discoverer, error
 				if err != nil || host == "" {
 					return nil, fmt.Errorf("discovery: %s=patroni: host %q: want host:port", SettingDiscovery, h)
 				}
-				urls = append(urls, "http://"+net.JoinHostPort(host, DefaultPatroniPort))
+				if strings.HasPrefix(host, "/") || strings.HasPrefix(host, "@") {
+					continue // a Unix socket's directory: no REST API there
+				}
+				// url.URL writes an IPv6 zone's '%' as "%25".
+				u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, DefaultPatroniPort)}
+				urls = append(urls, u.String())
 			}
 			if len(urls) == 0 {
-				return nil, fmt.Errorf("discovery: %s=patroni: give %s or hosts in the connection string", SettingDiscovery, SettingURLs)
+				return nil, fmt.Errorf("discovery: %s=patroni: give %s or network hosts in the connection string (a socket directory has no REST API)", SettingDiscovery, SettingURLs)
 			}
 		}
 		return discoverer(NewPatroni(PatroniConfig{URLs: urls, Interval: interval, Timeout: timeout, MaxNodes: maxNodes}))

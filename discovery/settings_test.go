@@ -143,7 +143,7 @@ func TestFromSettingsErrors(t *testing.T) {
 		{"unparsable url password hidden", map[string]string{"hasql_discovery": "patroni", "hasql_discovery_urls": "http://admin:hunter2@p:80%zz"}, one,
 			`URL "http://xxxxx@p:80%zz": not a URL`},
 		{"patroni, no hosts", map[string]string{"hasql_discovery": "patroni"}, nil,
-			`discovery: hasql_discovery=patroni: give hasql_discovery_urls or hosts in the connection string`},
+			`discovery: hasql_discovery=patroni: give hasql_discovery_urls or network hosts in the connection string`},
 		{"static, no hosts", nil, nil, "discovery: static: no node found"},
 	}
 	for _, tt := range tests {

@@ -892,6 +892,18 @@ func redactURLPasswords(text string) string {
 		if end < 0 {
 			end = len(rest)
 		}
+		if !strings.Contains(rest[:end], "@") {
+			// A password written with a space in it ("u:pa ss@h", which
+			// a parse error may quote): the URL goes on to its closing
+			// quote or the line's end, when an '@' comes before it.
+			q := strings.IndexAny(rest, "\r\n\"'`")
+			if q < 0 {
+				q = len(rest)
+			}
+			if strings.Contains(rest[end:q], "@") {
+				end = q
+			}
+		}
 		tok := rest[:end]
 		scope := tok
 		if q := strings.IndexByte(tok, '?'); q >= 0 && strings.Contains(tok[:q], "@") {

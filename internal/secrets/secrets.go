@@ -28,6 +28,22 @@ func ReplaceWhole(text, secret, with string) string {
 	return text
 }
 
+// ReplaceAll returns text with every occurrence of secret replaced by
+// with, also where other letters touch it, and the forms in which quoting
+// writes secret (see Escaped) alike. For text written by a party that may
+// have the secret and hide it in a longer word; a short secret would take
+// letters out of honest words: see ReplaceWhole.
+func ReplaceAll(text, secret, with string) string {
+	if secret == "" {
+		return text
+	}
+	text = strings.ReplaceAll(text, secret, with)
+	for _, f := range Escaped(secret) {
+		text = strings.ReplaceAll(text, f, with)
+	}
+	return text
+}
+
 // Escaped returns the forms other than secret itself in which a text that
 // quotes or escapes it shows it: Go's %q and %+q (strconv.Quote and
 // QuoteToASCII), once and twice (an error that quotes another's text), a

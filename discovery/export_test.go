@@ -1,0 +1,4 @@
+package discovery
+
+// Jitter is jitter, for the bounds test.
+var Jitter = jitter

@@ -1,0 +1,217 @@
+package discovery_test
+
+import (
+	"bufio"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxha/pgxha/discovery"
+)
+
+// A member whose port is a huge string that is not a number: the look's
+// error quotes a bounded part of it.
+func TestPatroniHugePortQuotedBounded(t *testing.T) {
+	big := strings.Repeat("9x", 1<<20)
+	f := newFakePatroni(t, `{"members": [{"name": "n1", "role": "leader", "host": "10.0.0.1", "port": "`+big+`"}]}`)
+	p := newPatroni(t, f.URL)
+	w := watch(t, p)
+	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
+	assert.Less(t, len(st.Err.Error()), 4<<10,
+		"the look's error holds %d bytes of the member's port", len(st.Err.Error()))
+}
+
+// The status line of an API given user:password that says the password
+// back near the 128th byte: no part of the password is in the error (a cut
+// through it would leave its first bytes).
+func TestPatroniStatusLineCutShowsNoPartOfPassword(t *testing.T) {
+	const secret = "Zq9xWvLm3Kp0Tr7"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				// resp.Status is "503 " + the text: the password starts at byte 118.
+				fmt.Fprintf(c, "HTTP/1.1 503 %s %s\r\nContent-Length: 0\r\n\r\n", strings.Repeat("A", 113), secret)
+			}()
+		}
+	}()
+	p := newPatroni(t, "http://pgxha:"+secret+"@"+l.Addr().String())
+	w := watch(t, p)
+	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
+	assert.NotContains(t, st.Err.Error(), secret[:6], "%v", st.Err)
+}
+
+// A member refused for its host whose name says the password back near
+// the 128th byte: no part of the password is in the error.
+func TestPatroniMemberNameCutShowsNoPartOfPassword(t *testing.T) {
+	const secret = "Zq9xWvLm3Kp0Tr7"
+	name := strings.Repeat("n", 120) + "-" + secret
+	f := newFakePatroni(t, `{"members": [
+ {"name": "n1", "role": "leader", "state": "running", "host": "10.0.0.1", "port": 5432},
+ {"name": "`+name+`", "role": "replica", "state": "streaming", "host": "/tmp", "port": 5432}]}`)
+	p := newPatroni(t, strings.Replace(f.URL, "http://", "http://pgxha:"+secret+"@", 1))
+	w := watch(t, p)
+	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
+	assert.ErrorContains(t, st.Err, "is a path")
+	assert.NotContains(t, st.Err.Error(), secret[:6], "%v", st.Err)
+}
+
+// A member that advertises an API URL of a huge host name: when the look
+// falls back to it, the error quotes a bounded part of it.
+func TestPatroniMemberAPIURLQuotedBounded(t *testing.T) {
+	huge := "http://" + strings.Repeat("a", 200<<10) + ":8008/patroni"
+	f := newFakePatroni(t, `{"members": [{"name": "n1", "role": "leader", "host": "10.0.0.1", "port": 5432, "api_url": "`+huge+`"}]}`)
+	p := newPatroni(t, f.URL)
+	w := watch(t, p)
+	w.waitFor("the set", addrsAre("10.0.0.1:5432"))
+	f.set(http.StatusServiceUnavailable, "")
+	p.Refresh()
+	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
+	assert.Less(t, len(st.Err.Error()), 4<<10,
+		"the look's error holds %d bytes of a member's api_url", len(st.Err.Error()))
+}
+
+// An API that redirects /cluster to another server: the error of a
+// redirect it cannot follow quotes a bounded part of its Location.
+func TestPatroniRedirectLocationQuotedBounded(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", "http://%zz"+strings.Repeat("B", 200<<10))
+		w.WriteHeader(http.StatusFound)
+	}))
+	defer srv.Close()
+	p := newPatroni(t, srv.URL)
+	w := watch(t, p)
+	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
+	assert.Less(t, len(st.Err.Error()), 4<<10,
+		"the look's error holds %d bytes of the API's Location header", len(st.Err.Error()))
+}
+
+// A configured API that redirects /cluster to a server of another host:
+// the nodes are not taken from an answer no configured API gave.
+func TestPatroniAnswerComesFromAConfiguredAPI(t *testing.T) {
+	var asked atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		fmt.Fprint(w, `{"members": [{"name": "x", "role": "leader", "host": "10.6.6.6", "port": 5432}]}`)
+	}))
+	defer other.Close()
+	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, otherURL+"/cluster", http.StatusFound)
+	}))
+	defer srv.Close()
+	p := newPatroni(t, srv.URL)
+	w := watch(t, p)
+	// The first state comes once the look has ended: a redirect it
+	// followed would have asked the other server by then.
+	st := w.waitFor("a state", func(discovery.State) bool { return true })
+	assert.Zero(t, asked.Load(), "the redirect was followed to %s", otherURL)
+	assert.ErrorContains(t, st.Err, "a redirect, not followed")
+	assert.NotEqual(t, []string{"10.6.6.6:5432"}, addrs(st.Nodes))
+}
+
+// A configured https API that redirects /cluster to a plain http URL: the
+// answer is not taken over plain http (nor is the API's password sent there).
+func TestPatroniHTTPSAnswerNeverComesOverHTTP(t *testing.T) {
+	var asked, withAuth atomic.Int64
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		if r.Header.Get("Authorization") != "" {
+			withAuth.Add(1)
+		}
+		fmt.Fprint(w, `{"members": [{"name": "x", "role": "leader", "host": "10.6.6.6", "port": 5432}]}`)
+	}))
+	defer plain.Close()
+	secure := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+"/cluster", http.StatusFound)
+	}))
+	defer secure.Close()
+	// The Discoverer's own client, which trusts the system pool: the
+	// test server's certificate is put there.
+	certFile := t.TempDir() + "/ca.pem"
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: secure.Certificate().Raw}), 0o600))
+	t.Setenv("SSL_CERT_FILE", certFile)
+	p := newPatroni(t, strings.Replace(secure.URL, "https://", "https://pgxha:s3cret@", 1))
+	w := watch(t, p)
+	st := w.waitFor("a state", func(discovery.State) bool { return true })
+	assert.Zero(t, asked.Load(), "the https API's redirect to %s was followed; state %v", plain.URL, describe([]discovery.State{st}))
+	assert.Zero(t, withAuth.Load(), "the API's password went to the plain http URL")
+	assert.NotEqual(t, []string{"10.6.6.6:5432"}, addrs(st.Nodes))
+}
+
+// An API given user:password that names a member with the password glued
+// to other letters: the node's name does not hold the password.
+func TestPatroniMemberNameHoldsNoPasswordGluedToLetters(t *testing.T) {
+	const secret = "api-s3cr3t-Pa55"
+	f := newFakePatroni(t, `{"members": [
+ {"name": "n1", "role": "leader", "state": "running", "host": "10.0.0.1", "port": 5432},
+ {"name": "node`+secret+`x", "role": "replica", "state": "streaming", "host": "10.0.0.2", "port": 5432}]}`)
+	p := newPatroni(t, strings.Replace(f.URL, "http://", "http://pgxha:"+secret+"@", 1))
+	w := watch(t, p)
+	st := w.waitFor("the set", func(s discovery.State) bool { return s.Err == nil && len(s.Nodes) == 2 })
+	for _, n := range st.Nodes {
+		assert.NotContains(t, n.Name, secret)
+	}
+}
+
+// A member's advertised API whose host holds a C1 control character
+// (CSI, U+009B): when the look falls back to it, the error holds no
+// control character.
+func TestPatroniMemberAPIURLEscapedInError(t *testing.T) {
+	f := newFakePatroni(t, `{"members": [{"name": "n1", "role": "leader", "host": "10.0.0.1", "port": 5432, "api_url": "http://a\u009b2Jb:8008/patroni"}]}`)
+	p := newPatroni(t, f.URL)
+	w := watch(t, p)
+	w.waitFor("the set", addrsAre("10.0.0.1:5432"))
+	f.set(http.StatusServiceUnavailable, "")
+	p.Refresh()
+	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
+	assert.NotContains(t, st.Err.Error(), "\u009b", "%q", st.Err.Error())
+}
+
+// A member that Patroni lists with a port that cannot be a node's (0, or
+// over 65535) is left out, as a member without a host is: the members
+// added beside it are still followed.
+func TestPatroniMemberWithBadPortLeftOut(t *testing.T) {
+	f := newFakePatroni(t, `{"members": [
+ {"name": "n1", "role": "leader", "state": "running", "host": "10.0.0.1", "port": 5432},
+ {"name": "n2", "role": "replica", "state": "streaming", "host": "10.0.0.2", "port": 5432}]}`)
+	p := newPatroni(t, f.URL)
+	w := watch(t, p)
+	w.waitFor("the first set", addrsAre("10.0.0.1:5432", "10.0.0.2:5432"))
+	for _, port := range []string{"0", "70000"} {
+		f.set(http.StatusOK, `{"members": [
+ {"name": "n1", "role": "leader", "state": "running", "host": "10.0.0.1", "port": 5432},
+ {"name": "n2", "role": "replica", "state": "streaming", "host": "10.0.0.2", "port": 5432},
+ {"name": "n3", "role": "replica", "state": "streaming", "host": "10.0.0.3", "port": 5432},
+ {"name": "n4", "role": "replica", "state": "starting", "host": "10.0.0.4", "port": `+port+`}]}`)
+		p.Refresh()
+		st := w.waitFor("the next look", func(s discovery.State) bool {
+			return s.Err != nil && strings.Contains(s.Err.Error(), `port "`+port+`"`) || len(s.Nodes) == 3
+		})
+		assert.NoError(t, st.Err, "port %s", port)
+		assert.Equal(t, []string{"10.0.0.1:5432", "10.0.0.2:5432", "10.0.0.3:5432"}, addrs(st.Nodes), "port %s", port)
+	}
+}
