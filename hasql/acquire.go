@@ -614,8 +614,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 			continue
 		}
 		if replay >= o.minLSN {
-			for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
-			}
+			n.probedReplay(replay, tl)
 			if m.stillRoutes(n, targetReplica, o) {
 				return conn, n, nil
 			}

@@ -174,9 +174,7 @@ func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) (uint32, 
 			default: // tok.Timeline > tl
 				if aheadUntil.IsZero() {
 					aheadUntil = time.Now().Add(2*m.cfg.CheckInterval + m.cfg.CheckTimeout)
-					for _, n := range m.nodesNow() {
-						n.trigger()
-					}
+					m.wakeForAhead()
 				}
 				if !time.Now().Before(aheadUntil) {
 					return 0, &TokenError{Token: tok, Err: ErrTokenAhead,
@@ -391,4 +389,20 @@ func parseHistory(text string) (map[uint32]LSN, error) {
 		ends[uint32(tli)] = end
 	}
 	return ends, nil
+}
+
+// wakeForAhead asks every node for a check now, for a token of a timeline
+// the Manager has not seen (another process may have seen a promotion
+// first): at most once per CheckInterval, however many reads bring
+// such tokens. A token is input (a cookie, a header): one forged with a
+// timeline the cluster never had must not drive the cluster's checks.
+func (m *Manager) wakeForAhead() {
+	now := time.Now().UnixNano()
+	last := m.aheadWoke.Load()
+	if now-last < int64(m.cfg.CheckInterval) || !m.aheadWoke.CompareAndSwap(last, now) {
+		return
+	}
+	for _, n := range m.nodesNow() {
+		n.trigger()
+	}
 }

@@ -13,10 +13,7 @@ import (
 // The master's position is its WAL insert position: after a commit returns,
 // it is past the commit record even with synchronous_commit off, when
 // pg_current_wal_lsn() (the write position) may still be short of it.
-const (
-	currentLSNSQL = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8"
-	replayLSNSQL  = "SELECT (coalesce(pg_last_wal_replay_lsn(), '0/0'::pg_lsn) - '0/0'::pg_lsn)::int8"
-)
+const currentLSNSQL = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8"
 
 // replayTimelineSQL reads a replica's replayed position, then the timeline
 // its walreceiver streams: NULL when none runs or the user may not see it

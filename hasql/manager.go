@@ -32,6 +32,11 @@ type Manager struct {
 	// checks run at CheckInterval.
 	fastSince atomic.Int64
 
+	// aheadWoke is when a token of a timeline the Manager has not seen
+	// last asked every node for a check (unix nanoseconds; see
+	// wakeForAhead).
+	aheadWoke atomic.Int64
+
 	// epoch is when the Manager started: checks fall due on multiples of
 	// the interval since then (see untilTick).
 	epoch time.Time

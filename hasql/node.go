@@ -727,6 +727,23 @@ func (n *node) watch(ctx context.Context) {
 	}
 }
 
+// probedReplay records a replay position n reported outside its checks (a
+// MinLSN probe, WaitReplayed), read with the timeline its walreceiver
+// streams (tl, 0 when none shows): kept only when it is of the timeline
+// n's last check showed, since routing reads the position with that
+// timeline (After's timeline checks among them). A position on another
+// timeline (a replica repointed to a master the view has not seen yet,
+// which may have forked before the positions asked for) is not n's for
+// routing: its check, asked for now, tells the rest.
+func (n *node) probedReplay(replay LSN, tl uint32) {
+	if tl == 0 && !n.tlHidden.Load() || tl != 0 && tl != n.serverTL.Load() {
+		n.trigger()
+		return
+	}
+	for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
+	}
+}
+
 // trigger requests a check now.
 func (n *node) trigger() {
 	n.pending.Store(true)

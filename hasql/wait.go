@@ -3,6 +3,7 @@ package hasql
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -88,11 +89,15 @@ func (m *Manager) replayedOnConn(ctx context.Context, n *node, lsn LSN) bool {
 	}
 	defer conn.Release()
 	var replay int64
-	if err := conn.QueryRow(ctx, replayLSNSQL).Scan(&replay); err != nil {
+	var tl *int64
+	if err := conn.QueryRow(ctx, replayTimelineSQL).Scan(&replay, &tl); err != nil {
 		cutUnanswered(conn, err)
 		return false
 	}
-	for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
+	var line uint32
+	if tl != nil && *tl > 0 && *tl <= math.MaxUint32 {
+		line = uint32(*tl)
 	}
+	n.probedReplay(LSN(replay), line)
 	return LSN(replay) >= lsn
 }

@@ -15,9 +15,10 @@ const TokenCookie = "pgxha_token"
 
 type tokenKey struct{}
 
+type wroteKey struct{}
+
 type tokenWriter struct {
 	http.ResponseWriter
-	r   *http.Request
-	m   *hasql.Manager
-	tok hasql.Token
+	tok   hasql.Token
+	wrote hasql.Token
 }
