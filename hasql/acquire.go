@@ -97,7 +97,12 @@ func (m *Manager) acquireFast(ctx context.Context, t target, o *replicaOptions) 
 		if cs := s.prepared(t, o); len(cs.nodes) > 0 {
 			n := cs.nodes[cs.pick()]
 			// n.acquire by hand (the hot path), except that a full pool
-			// goes the slow way, which bounds the wait (see boundAcquire).
+			// goes the slow way, which bounds the wait (see boundAcquire),
+			// as does a context without deadline when the pool's own waits
+			// may outlast AcquireTimeout (see node.poolWithin).
+			if !n.poolWithin && !hasDeadline(ctx) {
+				return m.acquireSlow(ctx, t, copyOptions(o), nil, nil, nil)
+			}
 			if n.inUse.Add(1) <= n.maxConns {
 				conn, err := n.pool.Acquire(ctx)
 				if err == nil {

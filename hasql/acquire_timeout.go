@@ -17,6 +17,12 @@ func (m *Manager) boundAcquire(ctx context.Context) (context.Context, context.Ca
 		fmt.Errorf("%w: the acquire's context has no deadline, and hasql_acquire_timeout (Config.AcquireTimeout) is %s", context.DeadlineExceeded, d))
 }
 
+// hasDeadline reports whether ctx has a deadline.
+func hasDeadline(ctx context.Context) bool {
+	_, ok := ctx.Deadline()
+	return ok
+}
+
 // ctxErr is why ctx ended: its cause when it has one (see boundAcquire),
 // its error otherwise.
 func ctxErr(ctx context.Context) error {

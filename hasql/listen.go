@@ -151,10 +151,14 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	// The connect and the LISTENs end when the node leaves the set or
-	// the Manager closes.
+	// The connect and the LISTENs end when the node leaves the set, when
+	// a view no longer names it master (a master that stops answering
+	// after the connect is found down by its checks), or when the
+	// Manager closes.
 	ctx, release := n.whileIn(ctx)
 	defer release()
+	ctx, unwatch := l.m.whileMaster(ctx, n)
+	defer unwatch()
 	cfg := n.pool.Config().ConnConfig
 	cfg.Tracer = nil
 	// A listening session is idle by nature: the pool's
@@ -268,6 +272,29 @@ func noIdleTimeout(params map[string]string) {
 	if found {
 		params["idle_session_timeout"] = "0"
 	}
+}
+
+// whileMaster returns ctx, ended also once a view no longer names n
+// master; release ends the watch (its goroutine, owned by the caller).
+func (m *Manager) whileMaster(ctx context.Context, n *node) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			s := m.snap.Load()
+			if s.master != n {
+				cancel()
+				return
+			}
+			select {
+			case <-s.changed:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, func() { cancel(); <-done }
 }
 
 // errNoLongerMaster is why listen leaves a connection that still works.

@@ -41,6 +41,11 @@ type node struct {
 	// maxConns is the pool's MaxConns: an acquire beyond it may wait for a
 	// connection to be released (see acquire).
 	maxConns int64
+	// poolWithin: what the pool may wait for on an acquire's behalf (a
+	// connection being made, the ping of one that sat idle) ends within
+	// Config.AcquireTimeout, or that bound is off. Else an acquire whose
+	// context has no deadline takes the slow path, which bounds it.
+	poolWithin bool
 
 	// Live values read lock-free by acquires and balancers. inUse, which
 	// every acquire and release writes, has a cache line of its own: the
@@ -239,6 +244,8 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 		return nil, fmt.Errorf("hasql: pool for %s: %w", nc.Addr, err)
 	}
 	n.maxConns = int64(pc.MaxConns)
+	at := m.cfg.AcquireTimeout
+	n.poolWithin = at <= 0 || pc.PingTimeout <= at && pc.ConnConfig.ConnectTimeout > 0 && pc.ConnConfig.ConnectTimeout <= at
 	return n, nil
 }
 

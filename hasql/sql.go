@@ -55,8 +55,14 @@ const customDataNode = "pgxha.node"
 // depend on the caller's own write (MinLSN, After) have no place in a
 // *sql.DB shared by every request: read those through m.Replica.
 func (m *Manager) DB(t Target, opts ...ReplicaOption) *sql.DB {
-	if t == TargetAuto {
+	switch t {
+	case TargetAuto:
 		return m.autoDB(opts)
+	case TargetDefault, TargetMaster, TargetReplica:
+	default:
+		// DB returns no error: every connection of the *sql.DB fails,
+		// naming the value, rather than go where no target said.
+		return sql.OpenDB(badTarget{t})
 	}
 	tg, o := m.resolveTarget(t, opts)
 	return sql.OpenDB(m.connector(tg, o))
@@ -269,3 +275,13 @@ func (m *Manager) nodeOf(conn *pgx.Conn) *node {
 	}
 	return nil
 }
+
+// badTarget is the connector of DB for a Target that is none of the
+// constants: every connect fails, naming it.
+type badTarget struct{ t Target }
+
+func (b badTarget) Connect(context.Context) (driver.Conn, error) {
+	return nil, fmt.Errorf("hasql: DB: unknown Target %d: want TargetDefault, TargetMaster, TargetReplica or TargetAuto", int(b.t))
+}
+
+func (badTarget) Driver() driver.Driver { return stdlib.GetDefaultDriver() }
