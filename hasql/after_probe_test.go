@@ -91,6 +91,19 @@ func afterProbeOnAnotherTimeline(t *testing.T, lose string, kv ...string) {
 	case "new master killed":
 		require.NoError(t, n2.Kill())
 		waitNoReceiver(t, ctx, n3)
+	case "MinLSN", "WaitReplayed":
+		// Another read path of the same Manager asks n3 how far it
+		// replayed, on the new timeline (see
+		// TestAfterIgnoresPositionsOfAnotherTimelineSeenByOtherReads).
+		octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
+		if lose == "MinLSN" {
+			var one int
+			err := m.Replica(hasql.MinLSN(n2lsn)).QueryRow(octx, "SELECT 1").Scan(&one)
+			t.Logf("read with MinLSN(%s): %v", n2lsn, err)
+		} else {
+			t.Logf("WaitReplayed(%s): %v", n2lsn, m.WaitReplayed(octx, n2lsn))
+		}
+		ocancel()
 	}
 
 	var found, port int
@@ -98,8 +111,9 @@ func afterProbeOnAnotherTimeline(t *testing.T, lose string, kv ...string) {
 	// Without a walreceiver n3 has nothing to show and no master is
 	// left to fall back on: the read waits for one until its context
 	// ends, which must come with an error, not the read without the write.
+	gone := lose == "receiver stopped" || lose == "new master killed"
 	wait := 30 * time.Second
-	if lose != "" {
+	if gone {
 		wait = 3 * time.Second
 	}
 	rctx, rcancel := context.WithTimeout(ctx, wait)
@@ -110,7 +124,7 @@ func afterProbeOnAnotherTimeline(t *testing.T, lose string, kv ...string) {
 	if err == nil {
 		require.Equal(t, 1, found, "a read after the token was served without the token's write, and without an error")
 	}
-	if lose == "" {
+	if !gone {
 		// n3's check, which the probe asks for, shows timeline 2: the
 		// write is reported lost.
 		require.ErrorIs(t, err, hasql.ErrWriteLost)
