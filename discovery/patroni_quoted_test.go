@@ -1,10 +1,8 @@
 package discovery_test
 
 import (
-	"bufio"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -35,30 +33,9 @@ func TestPatroniHugePortQuotedBounded(t *testing.T) {
 // through it would leave its first bytes).
 func TestPatroniStatusLineCutShowsNoPartOfPassword(t *testing.T) {
 	const secret = "Zq9xWvLm3Kp0Tr7"
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				// resp.Status is "503 " + the text: the password starts at byte 118.
-				fmt.Fprintf(c, "HTTP/1.1 503 %s %s\r\nContent-Length: 0\r\n\r\n", strings.Repeat("A", 113), secret)
-			}()
-		}
-	}()
-	p := newPatroni(t, "http://pgxha:"+secret+"@"+l.Addr().String())
+	// resp.Status is "503 " + the text: the password starts at byte 118.
+	addr := statusLineServer(t, "503 "+strings.Repeat("A", 113)+" "+secret)
+	p := newPatroni(t, "http://pgxha:"+secret+"@"+addr)
 	w := watch(t, p)
 	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
 	assert.NotContains(t, st.Err.Error(), secret[:6], "%v", st.Err)

@@ -170,7 +170,7 @@ func masterAnswers(sysid uint64, repls func() string, names func(be *pgproto3.Ba
 	return func(be *pgproto3.Backend, sql string) bool {
 		switch {
 		case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
-			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{sysid, rogueStart, "rogue", 16 << 20})
+			sendServer(be, sysid, "rogue")
 		case strings.Contains(sql, "pg_stat_get_activity"):
 			names(be)
 		case strings.Contains(sql, "string_agg"), strings.Contains(sql, "synchronous_standby_names"):
@@ -182,4 +182,19 @@ func masterAnswers(sysid uint64, repls func() string, names func(be *pgproto3.Ba
 		}
 		return true
 	}
+}
+
+// sendServer answers the checker's first statement on a connection (the
+// server's system identifier, start time, name and WAL segment size) as a
+// server started at rogueStart.
+func sendServer(be *pgproto3.Backend, sysid any, name string) {
+	sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{sysid, rogueStart, name, 16 << 20})
+}
+
+// sendMasterCheck answers a check as a master on timeline 1 at 0/3000000
+// with no walsender.
+func sendMasterCheck(be *pgproto3.Backend) {
+	sendRow(be,
+		[]uint32{oidBool, oidBool, oidText, oidText, oidTimestamptz, oidBool, oidTimestamptz, oidInt8, oidTimestamptz, oidText, oidInt4, oidText, oidText},
+		[]any{"f", "f", "0/3000000", nil, nil, "f", nil, 1, rogueStart, nil, nil, nil, ""})
 }

@@ -86,15 +86,13 @@ func masterAnswersNoSenders(sysid uint64) sqlAnswer {
 	return func(be *pgproto3.Backend, sql string) bool {
 		switch {
 		case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
-			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{sysid, rogueStart, "rogue", 16 << 20})
+			sendServer(be, sysid, "rogue")
 		case strings.Contains(sql, "pg_stat_get_activity"):
 			sendRow(be, []uint32{oidInt4, oidText, oidText}, []any{1, "x", "127.0.0.1"})
 		case strings.Contains(sql, "extract(epoch FROM pg_postmaster_start_time())"):
 			sendRow(be, []uint32{oidInt8}, []any{int64(1767225600000000)})
 		case strings.Contains(sql, "string_agg"), strings.Contains(sql, "synchronous_standby_names"):
-			sendRow(be,
-				[]uint32{oidBool, oidBool, oidText, oidText, oidTimestamptz, oidBool, oidTimestamptz, oidInt8, oidTimestamptz, oidText, oidInt4, oidText, oidText},
-				[]any{"f", "f", "0/3000000", nil, nil, "f", nil, 1, rogueStart, nil, nil, nil, ""})
+			sendMasterCheck(be)
 		default:
 			sendRow(be, []uint32{oidInt4}, []any{1})
 		}

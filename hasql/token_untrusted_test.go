@@ -24,12 +24,10 @@ func tokenTestMaster(t *testing.T, ctx context.Context, sysid uint64, params str
 	pg := newQueryPG(t, func(be *pgproto3.Backend, sql string) bool {
 		switch {
 		case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
-			sendRow(be, []uint32{oidInt8, oidTimestamptz, oidText, oidInt8}, []any{sysid, rogueStart, "fake", 16 << 20})
+			sendServer(be, sysid, "fake")
 		case strings.Contains(sql, "pg_is_in_recovery()"):
 			checks.Add(1)
-			sendRow(be,
-				[]uint32{oidBool, oidBool, oidText, oidText, oidTimestamptz, oidBool, oidTimestamptz, oidInt8, oidTimestamptz, oidText, oidInt4, oidText, oidText},
-				[]any{"f", "f", "0/3000000", nil, nil, "f", nil, 1, rogueStart, nil, nil, nil, ""})
+			sendMasterCheck(be)
 		default:
 			sendRow(be, []uint32{oidInt4}, []any{1})
 		}
