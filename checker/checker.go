@@ -81,11 +81,11 @@ type Result struct {
 	// pg_stat_wal_receiver shows such a user the pid alone). False when
 	// none runs, or when its details show.
 	ReceiverHidden bool
-	// HistoryTimeline is, on a replica with no walreceiver the check user
-	// may see, the newest timeline whose history file is in its pg_wal: a
-	// timeline that exists (a promotion made it), which Timeline, read
-	// from its control data then, may not show yet. 0 when unknown (no
-	// pg_monitor, a walreceiver runs, none).
+	// HistoryTimeline is, on a replica with no walreceiver, the newest
+	// timeline whose history file is in its pg_wal: a timeline that exists
+	// (a promotion made it), which Timeline, read from its control data
+	// then, may not show yet. 0 when unknown (no pg_monitor, a walreceiver
+	// runs, shown or hidden, none).
 	HistoryTimeline uint32
 	// SystemID is pg_control_system().system_identifier: the same on every
 	// node of one cluster (replicas are copies of the master), different

@@ -357,11 +357,15 @@ func check(ctx context.Context, conn *pgx.Conn) (Result, error) {
 			if fallback != nil && *fallback > 0 && *fallback <= math.MaxUint32 {
 				res.Timeline = uint32(*fallback)
 			}
-			tl, err := historyTimeline(ctx, conn)
-			if err != nil {
-				return Result{}, err
+			// Only without a walreceiver: one that runs hidden from
+			// the check user streams (see Result.HistoryTimeline).
+			if !res.ReceiverHidden {
+				tl, err := historyTimeline(ctx, conn)
+				if err != nil {
+					return Result{}, err
+				}
+				res.HistoryTimeline = tl
 			}
-			res.HistoryTimeline = tl
 		}
 	}
 	if len(c.pids) != 0 || sql == checkSQL || sql == masterCheckSQL {

@@ -491,18 +491,46 @@ func (c *Core) histLeftOver(x *Node, p histProof) bool {
 		// set (moveHistory).
 		return false
 	}
-	if !x.Res.InRecovery || x.Res.ReceiveTimeline == 0 || x.Res.ReceiveTimeline >= p.tl {
+	// A walreceiver the check user may not see (the replication role)
+	// tells nothing of the timeline it streams; a row by x's own name from
+	// its address on a writable node of an older timeline does.
+	hidden := x.Res.InRecovery && x.Res.ReceiveTimeline == 0 && x.Res.ReceiverHidden
+	if !x.Res.InRecovery || x.Res.ReceiveTimeline == 0 && !hidden || x.Res.ReceiveTimeline >= p.tl {
 		return false
 	}
 	for _, w := range c.nodes {
 		if w == x || !w.Vouched || !w.live() || !w.mayWrite() || w.Res.Timeline >= p.tl {
 			continue
 		}
-		if c.followsWritable(x, w, p.tl, 4) {
+		if hidden && listedByName(x, w) || !hidden && c.followsWritable(x, w, p.tl, 4) {
 			return true
 		}
 	}
 	return false
+}
+
+// listedByName reports whether w shows one walsender row by x's name from
+// x's address, and no other row by that name.
+func listedByName(x, w *Node) bool {
+	ip := x.RemoteIP
+	if ip == "" {
+		if a := net.ParseIP(x.Host); a != nil {
+			ip = a.String()
+		}
+	}
+	name, found := x.Name(), 0
+	if name == "" || ip == "" {
+		return false
+	}
+	for _, r := range w.Res.Replicas {
+		if r.ApplicationName == name {
+			if r.ClientAddr != ip {
+				return false
+			}
+			found++
+		}
+	}
+	return found == 1
 }
 
 // moveHistory hands each history-file proof to the node of the set where
@@ -732,10 +760,12 @@ func (c *Core) elect() {
 		}
 		x.seenTL = max(x.seenTL, bestTimeline(&x.Res))
 		switch r := &x.Res; {
-		case r.InRecovery && r.ReceiveTimeline == 0:
+		case r.InRecovery && r.ReceiveTimeline == 0 && !r.ReceiverHidden:
 			// No walreceiver to say what it streams, and its control
 			// data may lag: a timeline whose history file it holds
-			// exists all the same.
+			// exists all the same. (One that runs hidden from the check
+			// user streams: a history file it holds may be one it could
+			// not follow, as for a walreceiver that shows.)
 			// Each server that shows one keeps a proof of its own.
 			if r.HistoryTimeline != 0 {
 				x.addProof(histProof{r.HistoryTimeline, x.ResAt, r.Server(), r.Name})
@@ -1574,7 +1604,7 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 		var found checker.Replica
 		count := 0
 		for _, r := range rows {
-			if r.ApplicationName == name && couldBeRow(x, r) {
+			if r.ApplicationName == name && couldBeRow(x, r) && !upstreamsRow(x, r, nodes) {
 				found = r
 				count++
 			}
@@ -1616,7 +1646,11 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 	// replica whose walreceiver runs hidden takes the one row from its
 	// address under any name then; one with none running streams from
 	// nobody, whatever another client of the role does from its host.
-	unknownName := x.Vouched && x.Res.InRecovery && x.Res.ReceiverHidden && !streams(x) && statesHidden(rows)
+	// Not while another node of the set lists x by its own name from its
+	// address: the hidden walreceiver streams from there (a stale master
+	// x still follows, say), and the row here is another client's.
+	unknownName := x.Vouched && x.Res.InRecovery && x.Res.ReceiverHidden && !streams(x) && statesHidden(rows) &&
+		!listedByOther(x, ip, nodes)
 	var found checker.Replica
 	count := 0
 	for _, r := range rows {
@@ -1646,6 +1680,40 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 		}
 	}
 	return found, matchOne
+}
+
+// upstreamsRow reports whether walsender row r is that of the server x's
+// walreceiver streams from, outside the set: r comes from the address x
+// streams from, which is neither x's nor a node's of the set (a replica
+// cascading from a standby the set does not list, all of them going by
+// one cluster_name). Its sync state and positions are that standby's.
+func upstreamsRow(x *Node, r checker.Replica, nodes []*Node) bool {
+	h := x.Res.UpstreamHost
+	if h == "" || r.ClientAddr != h || h == x.RemoteIP || h == x.Host {
+		return false
+	}
+	for _, y := range nodes {
+		if y.Host == h || y.RemoteIP == h {
+			return false
+		}
+	}
+	return true
+}
+
+// listedByOther reports whether a live node of nodes other than x shows a
+// walsender row by x's name from ip.
+func listedByOther(x *Node, ip string, nodes []*Node) bool {
+	for _, y := range nodes {
+		if y == x || !y.live() {
+			continue
+		}
+		for _, r := range y.Res.Replicas {
+			if r.ClientAddr == ip && r.ApplicationName != "" && (r.ApplicationName == x.Name() || r.ApplicationName == x.Res.Name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func uitoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
