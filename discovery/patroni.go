@@ -244,15 +244,16 @@ func (p *Patroni) look(ctx context.Context) ([]Node, error) {
 	return nil, p.clearErr(fmt.Errorf("discovery: patroni: no member's REST API answered: %w", errors.Join(errs...)))
 }
 
-// clear replaces the passwords of the configured URLs in text, an API's
-// (a member's name, an error quoting what it answered): an API given
-// user:password could say it back, and what it says reaches the
-// Manager's status, logs and metric labels. A password of minGlued bytes
-// or more is replaced wherever it is, also glued to other letters (an API
-// that got it may hide it in a longer name); a shorter one where it stands
-// whole (see secrets.ReplaceWhole), so that the password "p" leaves
-// "replica" be. What is cleared is cleared before it is cut: a cut through
-// a password would leave its first bytes.
+// clear replaces the passwords of the configured URLs in an error's text
+// that quotes an API's (its status line, a member it refused): an API
+// given user:password could say it back, and errors reach the Manager's
+// status and logs. A password of minGlued bytes or more is replaced
+// wherever it is, also glued to other letters (an API that got it may hide
+// it in a longer word); a shorter one where it stands whole (see
+// secrets.ReplaceWhole), so that the password "p" leaves "replica" be.
+// What is cleared is cleared before it is cut: a cut through a password
+// would leave its first bytes. The members' names and tags, which route,
+// are cleared by clearField.
 func (p *Patroni) clear(text string) string {
 	for _, u := range p.bases {
 		if pw, ok := u.User.Password(); ok && pw != "" {
@@ -279,15 +280,29 @@ func (p *Patroni) clearErr(err error) error {
 	return err
 }
 
-// clearNodes clears the members' names and tags (see clear): those
-// parseCluster already cleared, but a configured client may answer with
-// anything.
+// clearField replaces the passwords of the configured URLs in a member's
+// name, role, state or tag where they stand as a whole value (see
+// secrets.ReplaceWhole): these route (a name is the application_name a
+// walsender row goes by, a tag what WithTag asks for), and an honest name
+// may hold a password that is a common word ("postgres1" beside the
+// password "postgres"). Hosts and ports are left as they are.
+func (p *Patroni) clearField(text string) string {
+	for _, u := range p.bases {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			text = secrets.ReplaceWhole(text, pw, "xxxxx")
+		}
+	}
+	return text
+}
+
+// clearNodes clears the members' names, roles, states and tags (see
+// clearField).
 func (p *Patroni) clearNodes(nodes []Node) []Node {
 	for i := range nodes {
 		n := &nodes[i]
-		n.Name, n.Role, n.State = p.clear(n.Name), p.clear(n.Role), p.clear(n.State)
+		n.Name, n.Role, n.State = p.clearField(n.Name), p.clearField(n.Role), p.clearField(n.State)
 		for k, v := range n.Tags {
-			if c := p.clear(v); c != v {
+			if c := p.clearField(v); c != v {
 				n.Tags[k] = c
 			}
 		}
@@ -408,7 +423,7 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 	if len(body) > maxClusterBody {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: response over %d bytes", where, maxClusterBody)
 	}
-	nodes, apis, err := parseCluster(body, p.cfg.MaxNodes, p.clear)
+	nodes, apis, err := parseCluster(body, p.cfg.MaxNodes, p.clear, p.clearField)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: %w", where, err)
 	}
@@ -419,13 +434,14 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 // time and counted as they come: an answer with more than maxNodes is
 // refused without decoding the others (a few bytes each, they would
 // otherwise cost tens of times the answer's size). clear clears the API's
-// text (see Patroni.clear) before anything is cut or quoted.
+// text an error quotes (see Patroni.clear), clearField a member's name,
+// role, state and tags (see Patroni.clearField), before anything is cut.
 //
 // A member that cannot be a node is left out, as Patroni lists members
 // that are starting or have no host yet: a port that is no TCP port, a
 // host longer than a DNS name may be. A member whose host is a path
 // refuses the whole answer (see below).
-func parseCluster(body []byte, maxNodes int, clear func(string) string) ([]Node, []*url.URL, error) {
+func parseCluster(body []byte, maxNodes int, clear, clearField func(string) string) ([]Node, []*url.URL, error) {
 	members, err := decodeMembers(body, maxNodes, clear)
 	if err != nil {
 		return nil, nil, err
@@ -434,8 +450,6 @@ func parseCluster(body []byte, maxNodes int, clear func(string) string) ([]Node,
 	var apis []*url.URL
 	seen := map[string]bool{}
 	for _, m := range members {
-		m.Name, m.Role, m.State, m.Host, m.APIURL = clear(m.Name), clear(m.Role), clear(m.State), clear(m.Host), clear(m.APIURL)
-		m.Name = cutName(m.Name)
 		if m.APIURL != "" {
 			if u, err := apiBase(m.APIURL); err == nil {
 				apis = append(apis, u)
@@ -448,7 +462,7 @@ func parseCluster(body []byte, maxNodes int, clear func(string) string) ([]Node,
 		// directory: a member's host must name a machine on the network,
 		// never a socket of the client's, where any local user can listen.
 		if strings.ContainsAny(m.Host, "/\\") || strings.HasPrefix(m.Host, "@") {
-			return nil, nil, fmt.Errorf("member %q: host %q is a path, not a host name or address", clip(m.Name), clip(m.Host))
+			return nil, nil, fmt.Errorf("member %q: host %q is a path, not a host name or address", clip(clear(m.Name)), clip(clear(m.Host)))
 		}
 		port := "5432"
 		if m.Port != "" {
@@ -463,9 +477,9 @@ func parseCluster(body []byte, maxNodes int, clear func(string) string) ([]Node,
 			continue
 		}
 		seen[addr] = true
-		n := Node{Addr: addr, Name: m.Name, Role: m.Role, State: m.State, Lag: parseLag(m.Lag)}
-		if n.Tags, err = parseTags(m.Tags, clear); err != nil {
-			return nil, nil, fmt.Errorf("member %q: %w", clip(m.Name), err)
+		n := Node{Addr: addr, Name: cutName(clearField(m.Name)), Role: clearField(m.Role), State: clearField(m.State), Lag: parseLag(m.Lag)}
+		if n.Tags, err = parseTags(m.Tags, clear, clearField); err != nil {
+			return nil, nil, fmt.Errorf("member %q: %w", clip(clear(m.Name)), err)
 		}
 		nodes = append(nodes, n)
 	}
@@ -578,8 +592,9 @@ func cutName(name string) string {
 }
 
 // parseTags reads a member's tags, at most maxTags of them (nil: none),
-// each key and value cleared (see Patroni.clear).
-func parseTags(raw json.RawMessage, clear func(string) string) (map[string]string, error) {
+// each key and value cleared (see Patroni.clearField; clear for the text
+// an error quotes).
+func parseTags(raw json.RawMessage, clear, clearField func(string) string) (map[string]string, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
 		return nil, nil
 	}
@@ -604,7 +619,7 @@ func parseTags(raw json.RawMessage, clear func(string) string) (map[string]strin
 		if len(tags) == maxTags {
 			return nil, fmt.Errorf("more than %d tags", maxTags)
 		}
-		tags[clear(k.(string))] = clear(tagValue(v))
+		tags[clearField(k.(string))] = clearField(tagValue(v))
 	}
 	return tags, nil
 }

@@ -140,18 +140,20 @@ func TestPatroniHTTPSAnswerNeverComesOverHTTP(t *testing.T) {
 }
 
 // An API given user:password that names a member with the password glued
-// to other letters: the node's name does not hold the password.
-func TestPatroniMemberNameHoldsNoPasswordGluedToLetters(t *testing.T) {
+// to other letters, a member refused for its host: the error that quotes
+// the name does not hold the password. (A member's name and tags, which
+// route, keep it where it does not stand whole: see
+// TestPatroniPasswordInsideHostNamesKeepsAddresses.)
+func TestPatroniErrorQuotesNoPasswordGluedToLetters(t *testing.T) {
 	const secret = "api-s3cr3t-Pa55"
 	f := newFakePatroni(t, `{"members": [
  {"name": "n1", "role": "leader", "state": "running", "host": "10.0.0.1", "port": 5432},
- {"name": "node`+secret+`x", "role": "replica", "state": "streaming", "host": "10.0.0.2", "port": 5432}]}`)
+ {"name": "node`+secret+`x", "role": "replica", "state": "streaming", "host": "/tmp/x`+secret+`y", "port": 5432}]}`)
 	p := newPatroni(t, strings.Replace(f.URL, "http://", "http://pgxha:"+secret+"@", 1))
 	w := watch(t, p)
-	st := w.waitFor("the set", func(s discovery.State) bool { return s.Err == nil && len(s.Nodes) == 2 })
-	for _, n := range st.Nodes {
-		assert.NotContains(t, n.Name, secret)
-	}
+	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
+	assert.ErrorContains(t, st.Err, "is a path")
+	assert.NotContains(t, st.Err.Error(), secret, "%v", st.Err)
 }
 
 // A member's advertised API whose host holds a C1 control character

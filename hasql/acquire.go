@@ -614,7 +614,7 @@ func (m *Manager) probeMinLSN(ctx context.Context, s *snapshot, o *replicaOption
 			// the tokens were resolved against (a replica repointed to a
 			// master the view has not seen yet, which may have forked
 			// before the write): not the write. Its check tells the rest.
-			n.trigger()
+			n.probeWake()
 			conn.Release()
 			continue
 		}

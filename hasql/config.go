@@ -892,16 +892,20 @@ func redactURLPasswords(text string) string {
 		if end < 0 {
 			end = len(rest)
 		}
-		if !strings.Contains(rest[:end], "@") {
+		if !strings.Contains(rest[:end], "@") && strings.Contains(rest[:end], ":") && !strings.Contains(rest[:end], "/") {
 			// A password written with a space in it ("u:pa ss@h", which
-			// a parse error may quote): the URL goes on to its closing
-			// quote or the line's end, when an '@' comes before it.
+			// a parse error may quote): the URL's user information goes
+			// on to the first '@' before its closing quote or the line's
+			// end, when what comes before it can be one: no other URL,
+			// no '/' (a path's, or a message's).
 			q := strings.IndexAny(rest, "\r\n\"'`")
 			if q < 0 {
 				q = len(rest)
 			}
-			if strings.Contains(rest[end:q], "@") {
-				end = q
+			if at := strings.IndexByte(rest[end:q], '@'); at >= 0 {
+				if user := rest[:end+at]; !strings.Contains(user, "://") && !strings.Contains(user, "/") {
+					end = q
+				}
 			}
 		}
 		tok := rest[:end]

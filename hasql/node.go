@@ -71,9 +71,14 @@ type node struct {
 	acquireErrs   atomic.Int64 // failed acquires from this node's pool, ever
 	latencyEWMA   atomic.Int64 // smoothed check latency, nanoseconds
 	replayLSN     atomic.Uint64
-	lagBytes      atomic.Int64
-	lagNanos      atomic.Int64
-	lagKnown      atomic.Bool
+	// probedLSN is a replay position a probe read with the timeline not
+	// shown to the pool's session (see probedReplay), until the next
+	// check; probeWoke is when a probe last asked for a check (unix
+	// nanoseconds).
+	probedLSN, probeWoke atomic.Int64
+	lagBytes             atomic.Int64
+	lagNanos             atomic.Int64
+	lagKnown             atomic.Bool
 	// inRecoveryBegan is when the last check that found the node in
 	// recovery began (Unix nanoseconds; 0: none did): see lastInRecovery.
 	inRecoveryBegan atomic.Int64
@@ -736,19 +741,42 @@ func (n *node) watch(ctx context.Context) {
 
 // probedReplay records a replay position n reported outside its checks (a
 // MinLSN probe, WaitReplayed), read with the timeline its walreceiver
-// streams (tl, 0 when none shows): kept only when it is of the timeline
-// n's last check showed, since routing reads the position with that
-// timeline (After's timeline checks among them). A position on another
-// timeline (a replica repointed to a master the view has not seen yet,
-// which may have forked before the positions asked for) is not n's for
-// routing: its check, asked for now, tells the rest.
+// streams (tl, 0 when the pool's session may not see it). Of the timeline
+// n's last check showed, it is n's position for routing. Of another (a
+// replica repointed to a master the view has not seen yet, which may have
+// forked before the positions asked for) it is not: its check, asked for
+// now, tells the rest. With the timeline not shown, it counts for reads
+// that name no timeline (MinLSN, WaitReplayed), not for After's, until the
+// next check.
 func (n *node) probedReplay(replay LSN, tl uint32) {
-	if tl == 0 && !n.tlHidden.Load() || tl != 0 && tl != n.serverTL.Load() {
-		n.trigger()
+	switch {
+	case tl == 0:
+		for cur := n.probedLSN.Load(); cur < int64(replay) && !n.probedLSN.CompareAndSwap(cur, int64(replay)); cur = n.probedLSN.Load() {
+		}
+	case tl != n.serverTL.Load():
+		n.probeWake()
+	default:
+		for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
+		}
+	}
+}
+
+// replayedAny is n's replay position for a read that names no timeline:
+// its checked one, or one a probe read since (see probedReplay).
+func (n *node) replayedAny() LSN {
+	return LSN(max(n.replayLSN.Load(), uint64(max(n.probedLSN.Load(), 0))))
+}
+
+// probeWake asks for a check of n for what a probe of its position saw,
+// at most once per CheckInterval: probes come at the rate of reads, and
+// must not drive the checks.
+func (n *node) probeWake() {
+	now := time.Now().UnixNano()
+	last := n.probeWoke.Load()
+	if now-last < int64(n.m.cfg.CheckInterval) || !n.probeWoke.CompareAndSwap(last, now) {
 		return
 	}
-	for cur := n.replayLSN.Load(); cur < uint64(replay) && !n.replayLSN.CompareAndSwap(cur, uint64(replay)); cur = n.replayLSN.Load() {
-	}
+	n.trigger()
 }
 
 // trigger requests a check now.

@@ -333,6 +333,16 @@ func (o *replicaOptions) tokens() string {
 	return s
 }
 
+// replayed is n's replay position as o may count it: a position a probe
+// read with the timeline not shown counts for a plain MinLSN, not for
+// After's tokens, whose timeline it could not tell (see probedReplay).
+func (o *replicaOptions) replayed(n *node) LSN {
+	if o.hasAfter || o.line != 0 {
+		return LSN(n.replayLSN.Load())
+	}
+	return n.replayedAny()
+}
+
 // notBehind reports whether n may serve a read after o's position for
 // what its timeline shows: not behind the cluster's timeline (see
 // behindTimeline), or, for a token of an older timeline whose position

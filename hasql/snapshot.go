@@ -180,7 +180,7 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 		if !n.withinLag(maxBytes, maxLag) {
 			continue
 		}
-		if o.minLSN != 0 && (LSN(n.replayLSN.Load()) < o.minLSN || !o.notBehind(n, s)) {
+		if o.minLSN != 0 && (o.replayed(n) < o.minLSN || !o.notBehind(n, s)) {
 			continue
 		}
 		if n.suspect.Load() {

@@ -217,6 +217,7 @@ func (n *node) publishLocked() {
 	v := n.cv
 	role := Role(v.Role)
 	n.replayLSN.Store(uint64(v.Res.LSN))
+	n.probedLSN.Store(0)
 	// A master's lag is 0 and known (balancer.Node): least_lag weighs it
 	// with the replicas when it takes reads (MasterReadWeight).
 	lagBytes, lag, known := v.LagBytes, v.Lag, v.LagKnown && role.IsReplica()

@@ -39,7 +39,7 @@ func (m *Manager) WaitReplayed(ctx context.Context, lsn LSN) error {
 		}
 		var behind []*node
 		for _, n := range s.set(setAllReplicas).nodes {
-			if LSN(n.replayLSN.Load()) < lsn && !m.replayedOnConn(ctx, n, lsn) {
+			if n.replayedAny() < lsn && !m.replayedOnConn(ctx, n, lsn) {
 				behind = append(behind, n)
 			}
 		}
@@ -60,7 +60,7 @@ func (m *Manager) WaitReplayed(ctx context.Context, lsn LSN) error {
 		case <-ctx.Done():
 			parts := make([]string, len(behind))
 			for i, n := range behind {
-				parts[i] = fmt.Sprintf("%s at %s", n.cfg.Addr, LSN(n.replayLSN.Load()))
+				parts[i] = fmt.Sprintf("%s at %s", n.cfg.Addr, n.replayedAny())
 			}
 			return fmt.Errorf("hasql: WaitReplayed %s: replicas behind: %s: %w", lsn, strings.Join(parts, ", "), ctx.Err())
 		}
