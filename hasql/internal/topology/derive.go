@@ -1240,6 +1240,10 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 	case matchAmbiguous:
 		x.SyncUnknown = "more than one walsender on the master reports application_name " + strconv.Quote(x.Name()) +
 			"; give each replica its own (cluster_name or primary_conninfo's application_name) or name it with WithReplicaName"
+		if upstreamsOnlyRow(x, master.Res.Replicas, c.nodes) {
+			x.SyncUnknown = "the master's one walsender row by application_name " + strconv.Quote(x.Name()) +
+				" comes from " + x.Res.UpstreamHost + ", the server the replica streams from, not listed in the node set: it may be that server's; give each replica its own application_name, or list that server"
+		}
 		return RoleReplica
 	case matchUnnamed:
 		x.SyncUnknown = "the replica's application_name is unknown and the master's walsenders show no addresses; set cluster_name, or grant pg_monitor to the check user"
@@ -1604,12 +1608,17 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 		var found checker.Replica
 		count := 0
 		for _, r := range rows {
-			if r.ApplicationName == name && couldBeRow(x, r) && !upstreamsRow(x, r, nodes) {
+			if r.ApplicationName == name && couldBeRow(x, r) {
 				found = r
 				count++
 			}
 		}
 		switch {
+		case count == 1 && upstreamsRow(x, found, nodes):
+			// It may be the row of the standby x cascades from, under
+			// the same name: x follows, its sync state and lag are not
+			// the row's.
+			return checker.Replica{}, matchAmbiguous
 		case count == 1 && !nameShared(x, name, nodes, shownAddrs(rows)):
 			return found, matchOne
 		case count >= 1:
@@ -1682,11 +1691,13 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 	return found, matchOne
 }
 
-// upstreamsRow reports whether walsender row r is that of the server x's
-// walreceiver streams from, outside the set: r comes from the address x
-// streams from, which is neither x's nor a node's of the set (a replica
+// upstreamsRow reports whether walsender row r may be that of the server
+// x's walreceiver streams from, outside the set: r comes from the address
+// x streams from, which is neither x's nor a node's of the set (a replica
 // cascading from a standby the set does not list, all of them going by
-// one cluster_name). Its sync state and positions are that standby's.
+// one cluster_name; or x on the machine of a master it reaches at an
+// address the set does not list, where its row comes from that address
+// too). Its sync state and positions may be that standby's.
 func upstreamsRow(x *Node, r checker.Replica, nodes []*Node) bool {
 	h := x.Res.UpstreamHost
 	if h == "" || r.ClientAddr != h || h == x.RemoteIP || h == x.Host {
@@ -1698,6 +1709,20 @@ func upstreamsRow(x *Node, r checker.Replica, nodes []*Node) bool {
 		}
 	}
 	return true
+}
+
+// upstreamsOnlyRow reports whether the one row of rows by x's name may be
+// its upstream's (see upstreamsRow).
+func upstreamsOnlyRow(x *Node, rows []checker.Replica, nodes []*Node) bool {
+	var found checker.Replica
+	count := 0
+	for _, r := range rows {
+		if r.ApplicationName == x.Name() && couldBeRow(x, r) {
+			found = r
+			count++
+		}
+	}
+	return count == 1 && upstreamsRow(x, found, nodes)
 }
 
 // listedByOther reports whether a live node of nodes other than x shows a
