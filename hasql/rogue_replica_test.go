@@ -29,8 +29,8 @@ CREATE FUNCTION rogue.pg_last_wal_receive_lsn() RETURNS pg_lsn LANGUAGE sql VOLA
 CREATE FUNCTION rogue.pg_last_xact_replay_timestamp() RETURNS timestamptz LANGUAGE sql VOLATILE AS $$SELECT CASE WHEN rec THEN clock_timestamp() END FROM rogue.state$$;
 CREATE FUNCTION rogue.pg_is_wal_replay_paused() RETURNS bool LANGUAGE sql VOLATILE AS $$SELECT false$$;
 CREATE FUNCTION rogue.pg_walfile_name(pg_lsn) RETURNS text LANGUAGE sql VOLATILE AS $$SELECT lpad(to_hex(tli), 8, '0') || '0000000000000001' FROM rogue.state$$;
-CREATE TYPE rogue.wr AS (conninfo text, received_tli int4);
-CREATE FUNCTION rogue.pg_stat_get_wal_receiver() RETURNS rogue.wr LANGUAGE sql VOLATILE AS $$SELECT CASE WHEN rec THEN ROW(conninfo, tli)::rogue.wr END FROM rogue.state$$;
+CREATE TYPE rogue.wr AS (pid int4, status text, conninfo text, received_tli int4);
+CREATE FUNCTION rogue.pg_stat_get_wal_receiver() RETURNS rogue.wr LANGUAGE sql VOLATILE AS $$SELECT CASE WHEN rec THEN ROW(4242, 'streaming', conninfo, tli)::rogue.wr END FROM rogue.state$$;
 `
 
 // TestRestrictedUserRogueNamesake: the check user lacks pg_monitor, so the

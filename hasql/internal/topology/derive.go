@@ -1703,12 +1703,19 @@ func upstreamsRow(x *Node, r checker.Replica, nodes []*Node) bool {
 	if h == "" || r.ClientAddr != h || h == x.RemoteIP || h == x.Host {
 		return false
 	}
+	shared := false
 	for _, y := range nodes {
 		if y.Host == h || y.RemoteIP == h {
 			return false
 		}
+		// Only a name other servers go by too (a cluster_name left at
+		// its default) can be the upstream's: a replica's own name on
+		// a row from the address it streams from is its own (a
+		// replica on the master's machine that reaches it at an
+		// address the set does not list).
+		shared = shared || y != x && y.AliasOf != x && x.AliasOf != y && y.Name() == x.Name()
 	}
-	return true
+	return shared
 }
 
 // upstreamsOnlyRow reports whether the one row of rows by x's name may be

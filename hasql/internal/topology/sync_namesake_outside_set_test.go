@@ -48,32 +48,34 @@ func TestCascadingReplicaIsNotSyncByAnUpstreamNamesakeOutsideTheSet(t *testing.T
 	}
 }
 
-// TestReplicaOnTheMastersMachineReachedAtAnotherAddressFollows: the set
-// reaches the master at 10.0.0.11 and the replica at 10.0.0.12, addresses
-// of one machine (a second interface, loopback aliases); the replica's
+// TestReplicaOnTheMastersMachineUnderASharedNameFollows: the set reaches
+// the master at 10.0.0.11 and the replica at 10.0.0.12, addresses of one
+// machine (a second interface, loopback aliases); the replica's
 // walreceiver streams from the master at 10.0.0.1, an address the set
 // does not list, and its walsender row on the master comes from 10.0.0.1
-// too. The row may be the replica's or, as far as addresses tell, an
-// upstream's outside the set: the replica follows the master, its sync
-// state unknown, never detached.
-func TestReplicaOnTheMastersMachineReachedAtAnotherAddressFollows(t *testing.T) {
+// too. Every server goes by one cluster_name: as far as names and
+// addresses tell, the row may be the replica's or that of a standby at
+// 10.0.0.1 it cascades from. The replica follows the master, its sync
+// state unknown, never detached. (Under a name of its own the row is its
+// own: TestReplicaSharingTheMastersHostFollowsItThroughAnotherAddress.)
+func TestReplicaOnTheMastersMachineUnderASharedNameFollows(t *testing.T) {
 	c := New(Config{})
 	c.SetMembers(at(0), []Member{rcMember(1, "10.0.0.11", true), rcMember(2, "10.0.0.12", true)})
 	s1, s2 := t0.Add(-time.Hour), t0.Add(-2*time.Hour)
-	rows := []checker.Replica{{ApplicationName: "n2", ClientAddr: "10.0.0.1", State: "streaming", SyncState: "sync", ReplayLSN: 1000}}
+	rows := []checker.Replica{{ApplicationName: "16/main", ClientAddr: "10.0.0.1", State: "streaming", SyncState: "sync", ReplayLSN: 1000}}
 	ms := 0
 	round := rounds(&ms)
 	round(func() {
-		c.CheckOK(1, rcWritable("n1", 1, 1000, s1, rows...), at(ms+1), at(ms+2), "10.0.0.11")
+		c.CheckOK(1, rcWritable("16/main", 1, 1000, s1, rows...), at(ms+1), at(ms+2), "10.0.0.11")
 	}, func() {
-		c.CheckOK(2, rcReplica("n2", 1, 1000, s2, "10.0.0.1"), at(ms+3), at(ms+4), "10.0.0.12")
+		c.CheckOK(2, rcReplica("16/main", 1, 1000, s2, "10.0.0.1"), at(ms+3), at(ms+4), "10.0.0.12")
 	})
 	if m := c.Elected().Master; m == nil || m.ID != 1 {
 		t.Fatalf("setup: n1 must be master: %+v", c.Elected())
 	}
 	x := c.Node(2)
 	if x.Role != RoleReplica || x.SyncUnknown == "" {
-		t.Errorf("n2 streams from the master at an address the set does not list: it is %v (sync unknown %q, detached %q), want a replica of unknown sync state",
+		t.Errorf("n2 streams from the master at an address the set does not list, under the master's name: it is %v (sync unknown %q, detached %q), want a replica of unknown sync state",
 			x.Role, x.SyncUnknown, x.Detached)
 	}
 }
