@@ -280,19 +280,28 @@ func (p *Patroni) clearErr(err error) error {
 	return err
 }
 
-// clearField replaces the passwords of the configured URLs in a member's
-// name, role, state or tag where they stand as a whole value (see
-// secrets.ReplaceWhole): these route (a name is the application_name a
-// walsender row goes by, a tag what WithTag asks for), and an honest name
-// may hold a password that is a common word ("postgres1" beside the
-// password "postgres"). Hosts and ports are left as they are.
+// clearField replaces a member's name, role, state or tag that is, whole,
+// the password of a configured URL (as written or in a quoted form): these
+// route (a name is the application_name a walsender row goes by, a tag
+// what WithTag asks for), and an honest name may hold a password that is a
+// common word ("postgres-0" beside the password "postgres"). A member
+// whose host is the password is left out (see isPassword).
 func (p *Patroni) clearField(text string) string {
-	for _, u := range p.bases {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			text = secrets.ReplaceWhole(text, pw, "xxxxx")
-		}
+	if p.isPassword(text) {
+		return "xxxxx"
 	}
 	return text
+}
+
+// isPassword reports whether text is, whole, the password of a configured
+// URL, as written or in a form quoting gives it.
+func (p *Patroni) isPassword(text string) bool {
+	for _, u := range p.bases {
+		if pw, ok := u.User.Password(); ok && pw != "" && (text == pw || slices.Contains(secrets.Escaped(pw), text)) {
+			return true
+		}
+	}
+	return false
 }
 
 // clearNodes clears the members' names, roles, states and tags (see
@@ -423,7 +432,7 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 	if len(body) > maxClusterBody {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: response over %d bytes", where, maxClusterBody)
 	}
-	nodes, apis, err := parseCluster(body, p.cfg.MaxNodes, p.clear, p.clearField)
+	nodes, apis, err := parseCluster(body, p.cfg.MaxNodes, p.clear, p.clearField, p.isPassword)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: GET /cluster: %w", where, err)
 	}
@@ -441,7 +450,7 @@ func (p *Patroni) cluster(ctx context.Context, base *url.URL) ([]Node, []*url.UR
 // that are starting or have no host yet: a port that is no TCP port, a
 // host longer than a DNS name may be. A member whose host is a path
 // refuses the whole answer (see below).
-func parseCluster(body []byte, maxNodes int, clear, clearField func(string) string) ([]Node, []*url.URL, error) {
+func parseCluster(body []byte, maxNodes int, clear, clearField func(string) string, isPassword func(string) bool) ([]Node, []*url.URL, error) {
 	members, err := decodeMembers(body, maxNodes, clear)
 	if err != nil {
 		return nil, nil, err
@@ -455,7 +464,9 @@ func parseCluster(body []byte, maxNodes int, clear, clearField func(string) stri
 				apis = append(apis, u)
 			}
 		}
-		if m.Host == "" || len(m.Host) > maxHostLen {
+		if m.Host == "" || len(m.Host) > maxHostLen || isPassword(m.Host) {
+			// A host that is the API's password is no honest host: left
+			// out, so that the address never shows it.
 			continue
 		}
 		// libpq and pgx read a host that starts with '/' as a Unix socket

@@ -668,7 +668,14 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 	defer cancel()
 	conn, err := n.acquire(pctx)
 	if err != nil {
-		if ctx.Err() == nil && err != errNodeLeft {
+		switch {
+		case ctx.Err() != nil || err == errNodeLeft:
+		case pctx.Err() != nil && n.inUse.Load() >= n.maxConns:
+			// The probe's own bound ran out while every connection of
+			// the pool was held: busy, not failing. A check may tell,
+			// no more often than once an interval (see probeWake).
+			n.probeWake()
+		default:
 			n.acquireFailed(err)
 		}
 		return nil, 0, 0, err
@@ -679,7 +686,7 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 		cutUnanswered(conn, err)
 		conn.Release() // a query cut short by pctx closed the connection
 		if ctx.Err() == nil {
-			n.trigger()
+			n.probeWake()
 		}
 		return nil, 0, 0, err
 	}

@@ -892,21 +892,8 @@ func redactURLPasswords(text string) string {
 		if end < 0 {
 			end = len(rest)
 		}
-		if !strings.Contains(rest[:end], "@") && strings.Contains(rest[:end], ":") && !strings.Contains(rest[:end], "/") {
-			// A password written with a space in it ("u:pa ss@h", which
-			// a parse error may quote): the URL's user information goes
-			// on to the first '@' before its closing quote or the line's
-			// end, when what comes before it can be one: no other URL,
-			// no '/' (a path's, or a message's).
-			q := strings.IndexAny(rest, "\r\n\"'`")
-			if q < 0 {
-				q = len(rest)
-			}
-			if at := strings.IndexByte(rest[end:q], '@'); at >= 0 {
-				if user := rest[:end+at]; !strings.Contains(user, "://") && !strings.Contains(user, "/") {
-					end = q
-				}
-			}
+		if e := spacedUserEnd(rest, end); e > end {
+			end = e
 		}
 		tok := rest[:end]
 		scope := tok
@@ -922,6 +909,41 @@ func redactURLPasswords(text string) string {
 		b.WriteString("xxxxx")
 		rest = rest[at:]
 	}
+}
+
+// hostPort matches a URL's host and port with nothing after them
+// ("h2:5432", "[::1]:5432"): a first word that is one is no user:password.
+var hostPort = regexp.MustCompile(`^(\[[^\]]*\]|[^:/@\[\]]*):[0-9]+$`)
+
+// hostAfterAt matches what may follow a URL's user information: a host,
+// then a port, a path, a query, a quote, a space or the end.
+var hostAfterAt = regexp.MustCompile(`^@[A-Za-z0-9.\-_\[\]:%]+($|[/?#"'` + "`" + ` \t\r\n])`)
+
+// spacedUserEnd returns where a URL's text ends when its password holds a
+// space ("u:pa ss@h", which a parse error may quote): rest follows "://",
+// its first word (rest[:end]) has a ':' and no '@'. The user information
+// then runs to an '@' before the line's end or a closing quote, when what
+// comes before that '@' can be one (no other URL in it, no "word: " of a
+// message, a first word that is not host:port) and a host follows it. It
+// returns end when there is no such '@'.
+func spacedUserEnd(rest string, end int) int {
+	first := rest[:end]
+	if strings.Contains(first, "@") || !strings.Contains(first, ":") || hostPort.MatchString(first) {
+		return end
+	}
+	q := strings.IndexAny(rest, "\r\n\"'`")
+	if q < 0 {
+		q = len(rest)
+	}
+	at := strings.IndexByte(rest[end:q], '@')
+	if at < 0 {
+		return end
+	}
+	user := rest[:end+at]
+	if strings.Contains(user, "://") || strings.Contains(user[strings.IndexByte(user, ':')+1:], ": ") || !hostAfterAt.MatchString(rest[end+at:]) {
+		return end
+	}
+	return q
 }
 
 // redactedError is an error whose text, and the text of every error it
