@@ -1732,11 +1732,13 @@ func upstreamsOnlyRow(x *Node, rows []checker.Replica, nodes []*Node) bool {
 	return count == 1 && upstreamsRow(x, found, nodes)
 }
 
-// listedByOther reports whether a live node of nodes other than x shows a
-// walsender row by x's name from ip.
+// listedByOther reports whether a live, vouched node of nodes other than x
+// shows a walsender row by x's name from ip (what a server nothing vouches
+// for lists proves nothing: a rogue could list any replica to take its
+// rows away).
 func listedByOther(x *Node, ip string, nodes []*Node) bool {
 	for _, y := range nodes {
-		if y == x || !y.live() {
+		if y == x || !y.live() || !y.Vouched {
 			continue
 		}
 		for _, r := range y.Res.Replicas {

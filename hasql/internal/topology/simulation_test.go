@@ -61,8 +61,11 @@ func TestSimulationReplicationRoleCheckUser(t *testing.T) {
 	steps := 0
 	worst := map[string]time.Duration{}
 	// Seed 14676 found a replica whose walreceiver had stopped taken for
-	// the stranger's row from its machine (followed for 2.7 s and on).
-	seeds := []int64{14676}
+	// the stranger's row from its machine (followed for 2.7 s and on);
+	// seed 411013616 a rogue that listed a replica by its name, which took
+	// the replica's rows at the master away and with them its proof
+	// against a stale server (elected with the rogues' answers only).
+	seeds := []int64{14676, 411013616}
 	for i := 0; i < *roleSchedules; i++ {
 		seeds = append(seeds, *simSeed+int64(i))
 	}
