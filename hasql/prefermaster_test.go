@@ -74,6 +74,12 @@ func TestPreferMasterThroughFailover(t *testing.T) {
 					}
 					continue
 				}
+				if phase.Load() != began {
+					// Begun in one phase, routed in a later one (a
+					// goroutine held off the CPU on a busy machine): it
+					// says nothing of either.
+					continue
+				}
 				now := &byPhase[began]
 				switch {
 				case at == p1 && !inRecovery:
