@@ -680,21 +680,33 @@ func (m *Manager) probeReplay(ctx context.Context, n *node, limit time.Duration)
 		}
 		return nil, 0, 0, err
 	}
-	var replay int64
-	var tl *int64
-	if err := conn.QueryRow(pctx, replayTimelineSQL).Scan(&replay, &tl); err != nil {
-		cutUnanswered(conn, err)
+	replay, line, err := readReplay(pctx, conn)
+	if err != nil {
 		conn.Release() // a query cut short by pctx closed the connection
 		if ctx.Err() == nil {
 			n.probeWake()
 		}
 		return nil, 0, 0, err
 	}
+	return conn, replay, line, nil
+}
+
+// readReplay asks a replica on conn for its replayed position and the
+// timeline its walreceiver streams (0: none shows; see replayTimelineSQL).
+// A question left unanswered within ctx cuts the connection (see
+// cutUnanswered).
+func readReplay(ctx context.Context, conn *pgxpool.Conn) (LSN, uint32, error) {
+	var replay int64
+	var tl *int64
+	if err := conn.QueryRow(ctx, replayTimelineSQL).Scan(&replay, &tl); err != nil {
+		cutUnanswered(conn, err)
+		return 0, 0, err
+	}
 	var line uint32
 	if tl != nil && *tl > 0 && *tl <= math.MaxUint32 {
 		line = uint32(*tl)
 	}
-	return conn, LSN(replay), line, nil
+	return LSN(replay), line, nil
 }
 
 // cutUnanswered cuts the network connection under conn when err is a

@@ -397,9 +397,7 @@ func parseHistory(text string) (map[uint32]LSN, error) {
 // such tokens. A token is input (a cookie, a header): one forged with a
 // timeline the cluster never had must not drive the cluster's checks.
 func (m *Manager) wakeForAhead() {
-	now := time.Now().UnixNano()
-	last := m.aheadWoke.Load()
-	if now-last < int64(m.cfg.CheckInterval) || !m.aheadWoke.CompareAndSwap(last, now) {
+	if !onceEvery(&m.aheadWoke, m.cfg.CheckInterval) {
 		return
 	}
 	for _, n := range m.nodesNow() {

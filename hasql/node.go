@@ -771,12 +771,18 @@ func (n *node) replayedAny() LSN {
 // at most once per CheckInterval: probes come at the rate of reads, and
 // must not drive the checks.
 func (n *node) probeWake() {
-	now := time.Now().UnixNano()
-	last := n.probeWoke.Load()
-	if now-last < int64(n.m.cfg.CheckInterval) || !n.probeWoke.CompareAndSwap(last, now) {
-		return
+	if onceEvery(&n.probeWoke, n.m.cfg.CheckInterval) {
+		n.trigger()
 	}
-	n.trigger()
+}
+
+// onceEvery reports whether d has passed since the time in last (unix
+// nanoseconds) and, for one caller among those that race, stores now
+// there.
+func onceEvery(last *atomic.Int64, d time.Duration) bool {
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	return now-prev >= int64(d) && last.CompareAndSwap(prev, now)
 }
 
 // trigger requests a check now.

@@ -3,7 +3,6 @@ package hasql
 import (
 	"context"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -88,16 +87,10 @@ func (m *Manager) replayedOnConn(ctx context.Context, n *node, lsn LSN) bool {
 		return false
 	}
 	defer conn.Release()
-	var replay int64
-	var tl *int64
-	if err := conn.QueryRow(ctx, replayTimelineSQL).Scan(&replay, &tl); err != nil {
-		cutUnanswered(conn, err)
+	replay, line, err := readReplay(ctx, conn)
+	if err != nil {
 		return false
 	}
-	var line uint32
-	if tl != nil && *tl > 0 && *tl <= math.MaxUint32 {
-		line = uint32(*tl)
-	}
-	n.probedReplay(LSN(replay), line)
-	return LSN(replay) >= lsn
+	n.probedReplay(replay, line)
+	return replay >= lsn
 }

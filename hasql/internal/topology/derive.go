@@ -512,12 +512,7 @@ func (c *Core) histLeftOver(x *Node, p histProof) bool {
 // listedByName reports whether w shows one walsender row by x's name from
 // x's address, and no other row by that name.
 func listedByName(x, w *Node) bool {
-	ip := x.RemoteIP
-	if ip == "" {
-		if a := net.ParseIP(x.Host); a != nil {
-			ip = a.String()
-		}
-	}
+	ip := x.clientIP()
 	name, found := x.Name(), 0
 	if name == "" || ip == "" {
 		return false
@@ -1544,12 +1539,7 @@ func couldBeRow(x *Node, r checker.Replica) bool {
 	if x.Vouched {
 		return true
 	}
-	ip := x.RemoteIP
-	if ip == "" {
-		if a := net.ParseIP(x.Host); a != nil {
-			ip = a.String()
-		}
-	}
+	ip := x.clientIP()
 	return ip == "" || r.ClientAddr == ip
 }
 
@@ -1628,12 +1618,7 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 			return checker.Replica{}, matchAmbiguous
 		}
 	}
-	ip := x.RemoteIP
-	if ip == "" {
-		if a := net.ParseIP(x.Host); a != nil {
-			ip = a.String()
-		}
-	}
+	ip := x.clientIP()
 	addressesShown := false
 	for _, r := range rows {
 		if r.ClientAddr != "" {
@@ -1748,6 +1733,19 @@ func listedByOther(x *Node, ip string, nodes []*Node) bool {
 		}
 	}
 	return false
+}
+
+// clientIP is the address x's walsender rows show as their client: the
+// address its checks reached, else its host when that is an IP ("" when
+// neither is known).
+func (x *Node) clientIP() string {
+	if x.RemoteIP != "" {
+		return x.RemoteIP
+	}
+	if a := net.ParseIP(x.Host); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 func uitoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
