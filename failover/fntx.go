@@ -51,7 +51,11 @@ type fnState struct {
 	rolledBack, savepoints atomic.Bool
 	// last is how the transaction fn sent last ended (lastEnd), 0 none.
 	last atomic.Int32
-	conn *pgx.Conn
+	// answerDue: the statement noted last is a lone COMMIT (or a name
+	// that may be one): the next answer the end watch gives is its (see
+	// answered).
+	answerDue atomic.Bool
+	conn      *pgx.Conn
 }
 
 // How the transaction fn sent last ended.
@@ -69,6 +73,11 @@ func newFnTx(tx pgx.Tx) (t *fnTx, stop func()) {
 	if stmtwatch.Watch != nil && t.conn != nil {
 		if s, ok := stmtwatch.Watch(t.conn, func(sql string) { t.st.note(sql) }); ok {
 			t.st.watched, stop = true, s
+			if stmtwatch.Ended != nil {
+				if e, ok := stmtwatch.Ended(t.conn, t.st.answered); ok {
+					stop = func() { s(); e() }
+				}
+			}
 		}
 	}
 	return t, stop
@@ -159,6 +168,14 @@ func (st *fnState) note(sql string) bool {
 	if r.savepoint {
 		st.savepoints.Store(true)
 	}
+	st.answerDue.Store(r.effect == mayCommit && loneWord(sql))
+	if !st.over.Load() && st.conn != nil && !st.conn.IsClosed() && st.conn.PgConn().TxStatus() == 'I' {
+		// The transaction ended by means the text before did not show
+		// (the status is the last the server gave: one it gave later
+		// cannot be of the transaction again).
+		st.over.Store(true)
+		st.committed.Store(true)
+	}
 	if st.over.Load() {
 		if r.effect == rollsBack || r.effect == rollsBackChain {
 			// Outside a transaction a rollback does nothing (and the
@@ -201,6 +218,23 @@ func (t *fnTx) after(committing bool, tag pgconn.CommandTag, err error) {
 		st.over.Store(true)
 		st.committed.Store(true)
 	}
+}
+
+// answered notes what the server answered a statement pgx traced (see
+// stmtwatch.Ended): the answer to a lone COMMIT noted last says whether it
+// committed, whichever way fn sent it (Exec, Query, QueryRow, a batch of
+// it alone, through tx or tx.Conn()).
+func (st *fnState) answered(tag string, err error) {
+	if st.answerDue.Swap(false) {
+		st.commitDone(st.conn, err, tag)
+	}
+}
+
+// loneWord reports whether sql is one word alone (a trailing semicolon
+// apart): COMMIT, END, or a name that may be a prepared statement's.
+func loneWord(sql string) bool {
+	w := strings.TrimRight(strings.TrimSpace(sql), "; \t\n\r")
+	return w != "" && len(word(w)) == len(w)
 }
 
 func (st *fnState) committing() {

@@ -90,8 +90,12 @@ const (
 // before it); a COMMIT in it is seen only by the transaction status after
 // fn, not at all with AND CHAIN. fn
 // that rolls its transaction back and returns nil (a deferred tx.Rollback
-// runs before RunInTx commits), or whose own COMMIT failed, gets an error:
-// what it wrote since its last commit did not commit.
+// runs before RunInTx commits), or whose own COMMIT failed or was answered
+// ROLLBACK (a failed transaction), gets an error: what it wrote since its
+// last commit did not commit. The answer is read for a COMMIT sent through
+// pgx (Exec, Query, QueryRow, a batch of it alone; through tx or
+// tx.Conn()), not through tx.Conn().PgConn(), whose answer fn reads
+// itself.
 func RunInTx(ctx context.Context, m *hasql.Manager, opts Options, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = defaultMaxAttempts
@@ -139,7 +143,8 @@ func RunInTx(ctx context.Context, m *hasql.Manager, opts Options, fn func(ctx co
 		// The context ended before the first attempt.
 		return &Error{Class: Permanent, Attempts: attempts, Err: err}
 	}
-	if lastClass == Permanent && !errors.Is(lastErr, context.Canceled) && !errors.Is(lastErr, context.DeadlineExceeded) {
+	if lastClass == Permanent && (ctx.Err() == nil || !contextEnded(lastErr)) {
+		// An error of fn's own, its own contexts' included: as it is.
 		var fe *Error
 		if !errors.As(lastErr, &fe) {
 			return lastErr // the caller's own error, or one from the server about the work itself
@@ -226,10 +231,14 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 //     (pgx v5.13 reports a connection closed under an operation in flight as
 //     a plain "conn closed"): nothing committed, the transaction may run
 //     again;
-//   - a network error (a refused dial, an unexpected EOF) with the
-//     connection still open is not the connection's (pgx closes it on any
-//     failure of its own): it is fn's own, such as a call to another
-//     service, and is returned as it is;
+//     A statement cut by a context of fn's own (a per-statement timeout;
+//     RunInTx's ctx is fine) is not: it stays permanent, as Classify says
+//     of a caller's context;
+//   - a network error (a refused dial, an unexpected EOF) or one that says
+//     nothing was sent (pgconn's SafeToRetry) with the connection still
+//     open is not the connection's (pgx closes it on any failure of its
+//     own): it is fn's own, such as a call to another service or a
+//     statement on another connection, and is returned as it is;
 //   - 25006 in a transaction the caller made READ ONLY is the caller's
 //     write refused by that mode, not a master that lost its role.
 func classifyInTx(ctx context.Context, closed bool, status byte, txOpts pgx.TxOptions, err error) Class {
@@ -237,9 +246,13 @@ func classifyInTx(ctx context.Context, closed bool, status byte, txOpts pgx.TxOp
 	var pgErr *pgconn.PgError
 	isPg := errors.As(err, &pgErr)
 	switch {
-	case c == Permanent && ctx.Err() == nil && closed && !isPg && !errors.Is(err, hasql.ErrTokenUnread):
+	case c == Permanent && ctx.Err() == nil && closed && !isPg && !errors.Is(err, hasql.ErrTokenUnread) && !contextEnded(err):
 		return NodeDown
-	case (c == NodeDown || c == CommitUnknown) && !isPg && !closed:
+	case (c == NodeDown || c == CommitUnknown || c == SafeToRetry) && !isPg && !closed:
+		// With the transaction's connection open, the error is not its
+		// (pgx closes a connection on any failure of its own): nothing
+		// of another connection of fn's, even one that says nothing was
+		// sent on it, tells that fn may run again.
 		return Permanent
 	case isPg && !closed && (strings.EqualFold(pgErr.Severity, "FATAL") || strings.EqualFold(pgErr.Severity, "PANIC")):
 		// A session ended, and not the transaction's: another

@@ -941,6 +941,9 @@ type trackedConn struct {
 	// watch, when set, is called with each statement's SQL before it is
 	// sent (see stmtwatch.Watch).
 	watch atomic.Pointer[func(sql string)]
+	// endWatch, when set, is called with each traced statement's command
+	// tag and error as it ends (see stmtwatch.Ended).
+	endWatch atomic.Pointer[func(tag string, err error)]
 	// sent is what the tracer said of the messages the connection sends
 	// next, while watched (sentUntraced, sentTraced, sentBatch; see
 	// wireWriter).

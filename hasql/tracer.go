@@ -203,6 +203,19 @@ func ended(conn *pgx.Conn) {
 	}
 }
 
+// answered gives the end watch (stmtwatch.Ended), if one is set, what the
+// server answered a traced statement.
+func answered(conn *pgx.Conn, tag pgconn.CommandTag, err error) {
+	if conn == nil {
+		return
+	}
+	if tc := trackedOf(conn); tc != nil {
+		if f := tc.endWatch.Load(); f != nil {
+			(*f)(tag.String(), err)
+		}
+	}
+}
+
 func init() {
 	stmtwatch.Watch = func(conn *pgx.Conn, f func(sql string)) (func(), bool) {
 		tc := trackedOf(conn)
@@ -218,6 +231,14 @@ func init() {
 			}
 		}, true
 	}
+	stmtwatch.Ended = func(conn *pgx.Conn, f func(tag string, err error)) (func(), bool) {
+		tc := trackedOf(conn)
+		if tc == nil {
+			return nil, false
+		}
+		tc.endWatch.Store(&f)
+		return func() { tc.endWatch.CompareAndSwap(&f, nil) }, true
+	}
 }
 
 func (t *nodeTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
@@ -229,6 +250,7 @@ func (t *nodeTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data p
 }
 
 func (t *nodeTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryEndData) {
+	answered(conn, data.CommandTag, data.Err)
 	ended(conn)
 	t.observe(conn, data.Err)
 	if t.user != nil {
@@ -245,6 +267,7 @@ func (t *nodeTracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data p
 }
 
 func (t *nodeTracer) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchQueryData) {
+	answered(conn, data.CommandTag, data.Err)
 	t.observe(conn, data.Err)
 	if u, ok := t.user.(pgx.BatchTracer); ok {
 		u.TraceBatchQuery(ctx, conn, data)

@@ -14,3 +14,11 @@ import "github.com/jackc/pgx/v5"
 // "COMMIT"; so is pgconn's ExecBatch under TLS, unless pgx traced it).
 // ok is false, and f never called, when conn is not of a Manager's pool.
 var Watch func(conn *pgx.Conn, f func(sql string)) (stop func(), ok bool)
+
+// Ended, set by hasql, has f called with the command tag and error of each
+// statement pgx traced on conn as it ends (one sent through pgx, not
+// through conn.PgConn(); a batch's queries one by one), until stop is
+// called: what the server answered a COMMIT (ROLLBACK for a transaction
+// that had failed). ok is false, and f never called, when conn is not of
+// a Manager's pool.
+var Ended func(conn *pgx.Conn, f func(tag string, err error)) (stop func(), ok bool)
