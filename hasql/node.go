@@ -76,9 +76,12 @@ type node struct {
 	// check; probeWoke is when a probe last asked for a check (unix
 	// nanoseconds).
 	probedLSN, probeWoke atomic.Int64
-	lagBytes             atomic.Int64
-	lagNanos             atomic.Int64
-	lagKnown             atomic.Bool
+	// errorWoke is when an error the application met last asked for a
+	// check (unix nanoseconds; see errorWake).
+	errorWoke atomic.Int64
+	lagBytes  atomic.Int64
+	lagNanos  atomic.Int64
+	lagKnown  atomic.Bool
 	// inRecoveryBegan is when the last check that found the node in
 	// recovery began (Unix nanoseconds; 0: none did): see lastInRecovery.
 	inRecoveryBegan atomic.Int64
@@ -776,6 +779,23 @@ func (n *node) probeWake() {
 	}
 }
 
+// maxErrorWake is the most often an error the application meets on a
+// node's connections asks for a check of it (see errorWake), with a
+// check interval above it.
+const maxErrorWake = time.Second
+
+// errorWake asks for a check of n for an error the application met on its
+// connections (a lost connection, 25006, 57P01, ...), at most once per
+// CheckInterval or maxErrorWake, whichever is shorter: the first error
+// after a quiet time has n checked at once, and errors come at the rate
+// of the application's statements (its own timeouts, a stray write on a
+// replica, an overloaded server), which must not drive the checks.
+func (n *node) errorWake() {
+	if onceEvery(&n.errorWoke, min(n.m.cfg.CheckInterval, maxErrorWake)) {
+		n.trigger()
+	}
+}
+
 // onceEvery reports whether d has passed since the time in last (unix
 // nanoseconds) and, for one caller among those that race, stores now
 // there.
@@ -806,14 +826,14 @@ func (n *node) acquireFailed(err error) {
 
 // connectFailed records a failed connect to the node (what says whose:
 // "acquire" from its pool, "DB connect" or "listen") and has the node
-// checked at once: the check may find the server down before the caller's
-// wait for a change of the view ends. A node already down keeps the error
+// checked at once (see errorWake): the check may find the server down
+// before the caller's wait for a change of the view ends. A node already down keeps the error
 // that put it down. err comes scrubbed of the password.
 func (n *node) connectFailed(what string, err error) {
 	n.m.mu.Lock()
 	n.m.core.AppError(n.id(), fmt.Errorf("%s: %w", what, err), time.Now())
 	n.m.mu.Unlock()
-	n.trigger()
+	n.errorWake()
 }
 
 // servedAsReplica reports whether a statement run on n could not have

@@ -55,24 +55,34 @@ func (t *nodeTracer) observe(conn *pgx.Conn, err error) {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
-		case pgErr.Code == "25006": // read_only_sql_transaction: the node is no longer master
-			if !t.unpooled {
+		case pgErr.Code == "25006": // read_only_sql_transaction: the node may be master no longer
+			if !t.unpooled && beganOnMaster(conn) {
+				// A write on a replica, or in a READ ONLY transaction,
+				// meets 25006 too: only a connection its statement took
+				// for the master's is closed on release.
 				t.n.poison(conn)
 			}
-			t.n.trigger()
+			t.n.errorWake()
 		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03": // admin shutdown, crash shutdown, cannot connect now
-			t.n.trigger()
+			t.n.errorWake()
 		case strings.HasPrefix(pgErr.Code, "08"):
 			// A connection exception from a pooler in between: PgBouncer's
 			// "server login has been failing" or "server conn crashed?"
 			// (08P01) when the server behind it is gone.
-			t.n.trigger()
+			t.n.errorWake()
 		}
 		return
 	}
 	if conn != nil && conn.IsClosed() {
-		t.n.trigger() // the connection was lost
+		t.n.errorWake() // the connection was lost
 	}
+}
+
+// beganOnMaster reports whether conn's node was the master when its last
+// statement began (see began).
+func beganOnMaster(conn *pgx.Conn) bool {
+	tc := trackedOf(conn)
+	return tc == nil || tc.master.Load()
 }
 
 // began notes, on the connection, whether its node is the master as a
