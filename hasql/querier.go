@@ -290,14 +290,14 @@ func (q *Querier) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 
 // CopyFrom copies rows into a table on a connection of the target.
 func (q *Querier) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
-	conn, err := q.Acquire(ctx)
+	s := q.m.snap.Load()
+	conn, n, err := q.m.acquireFast(ctx, q.t, q.o)
 	if err != nil {
 		return 0, err
 	}
-	s := q.m.snap.Load()
 	k, err := conn.CopyFrom(ctx, table, columns, src)
 	if err != nil {
-		err = q.m.nodeLost(ctx, s, q.m.nodeOf(conn.Conn()), lostConn(conn, err), err, conn.Conn().IsClosed(), q.t == targetMaster)
+		err = q.m.nodeLost(ctx, s, n, lostConn(conn, err), err, conn.Conn().IsClosed(), q.t == targetMaster)
 	}
 	conn.Release()
 	return k, err

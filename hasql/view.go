@@ -117,6 +117,21 @@ func (m *Manager) ForgetTimeline() {
 // swapped; logs and telemetry follow. gone are nodes that left the set in
 // this event (their cuts are the core's too). The rest is returned for
 // finish. Caller must hold m.mu.
+// masterless returns old without its master, for the snapshot stored while
+// the master's connections are cut (see applyLocked): the master leaves
+// every set, the read sets too (MasterReadWeight), so that a read does not
+// pick it there either.
+func (m *Manager) masterless(old *snapshot) *snapshot {
+	interim := *old
+	interim.changed = make(chan struct{})
+	interim.master = nil
+	gone := []*node{old.master}
+	for i := range interim.sets {
+		interim.sets[i] = without(m, interim.sets[i], gone)
+	}
+	return &interim
+}
+
 func (m *Manager) applyLocked(gone []*node) afterReport {
 	r := m.core.TakeReady()
 	var after afterReport
@@ -136,10 +151,7 @@ func (m *Manager) applyLocked(gone []*node) afterReport {
 		// master, so that an acquire that loaded the old one and dials a
 		// connection after the cut fails its re-validation (the snapshot
 		// changed) instead of passing it before the next one is stored.
-		interim := *old
-		interim.changed = make(chan struct{})
-		interim.master, interim.sets[setMaster] = nil, candidateSet{}
-		m.snap.Store(&interim)
+		m.snap.Store(m.masterless(old))
 		close(old.changed)
 		m.routingKey = nil // the next snapshot is built afresh
 	}
