@@ -23,9 +23,7 @@ func TestPatroniHugePortQuotedBounded(t *testing.T) {
 	f := newFakePatroni(t, `{"members": [{"name": "n1", "role": "leader", "host": "10.0.0.1", "port": "`+big+`"}]}`)
 	p := newPatroni(t, f.URL)
 	w := watch(t, p)
-	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
-	assert.Less(t, len(st.Err.Error()), 4<<10,
-		"the look's error holds %d bytes of the member's port", len(st.Err.Error()))
+	errQuotesBoundedPart(t, w, "the member's port")
 }
 
 // The status line of an API given user:password that says the password
@@ -66,9 +64,7 @@ func TestPatroniMemberAPIURLQuotedBounded(t *testing.T) {
 	w.waitFor("the set", addrsAre("10.0.0.1:5432"))
 	f.set(http.StatusServiceUnavailable, "")
 	p.Refresh()
-	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
-	assert.Less(t, len(st.Err.Error()), 4<<10,
-		"the look's error holds %d bytes of a member's api_url", len(st.Err.Error()))
+	errQuotesBoundedPart(t, w, "a member's api_url")
 }
 
 // An API that redirects /cluster to another server: the error of a
@@ -81,9 +77,7 @@ func TestPatroniRedirectLocationQuotedBounded(t *testing.T) {
 	defer srv.Close()
 	p := newPatroni(t, srv.URL)
 	w := watch(t, p)
-	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
-	assert.Less(t, len(st.Err.Error()), 4<<10,
-		"the look's error holds %d bytes of the API's Location header", len(st.Err.Error()))
+	errQuotesBoundedPart(t, w, "the API's Location header")
 }
 
 // A configured API that redirects /cluster to a server of another host:
@@ -193,4 +187,12 @@ func TestPatroniMemberWithBadPortLeftOut(t *testing.T) {
 		assert.NoError(t, st.Err, "port %s", port)
 		assert.Equal(t, []string{"10.0.0.1:5432", "10.0.0.2:5432", "10.0.0.3:5432"}, addrs(st.Nodes), "port %s", port)
 	}
+}
+
+// errQuotesBoundedPart waits for the watched discoverer's error and checks
+// that it quotes a bounded part of what (a huge field of the API's answer).
+func errQuotesBoundedPart(t *testing.T, w *watcher, what string) {
+	t.Helper()
+	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
+	assert.Less(t, len(st.Err.Error()), 4<<10, "the look's error holds %d bytes of %s", len(st.Err.Error()), what)
 }

@@ -25,30 +25,18 @@ func TestMinLSNReadsOnABusyReplicaPoolDoNotDriveChecks(t *testing.T) {
 	execOn(t, ctx, n1, "CREATE TABLE notes (id int)")
 	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "10m", "pool_max_conns", "1"))
 	require.NoError(t, m.WaitReady(ctx, 1, 1))
-	waitUntil(t, ctx, "n2 serves reads with a known lag", func() bool {
-		st := statusAt(m, n2)
-		return (st.Role == hasql.RoleAsyncReplica || st.Role == hasql.RoleSyncReplica || st.Role == hasql.RoleReplica) && st.LagKnown
-	})
+	waitServesWithKnownLag(t, ctx, m, n2)
 	held, err := m.AcquireReplica(ctx)
 	require.NoError(t, err)
 	defer held.Release()
 	const reads = 30
-	last, checks := statusAt(m, n2).LastCheck, 0
-	for i := range reads {
-		_, err := m.Master().Exec(ctx, "INSERT INTO notes VALUES ($1)", i)
-		require.NoError(t, err)
-		lsn, err := m.CurrentLSN(ctx)
-		require.NoError(t, err)
+	checks := checksDuringWrites(t, ctx, m, n2, reads, func(i int, lsn hasql.LSN) {
 		var n int
 		require.NoError(t, m.Replica(hasql.MinLSN(lsn), hasql.MinLSNWait(20*time.Millisecond), hasql.FallbackToMaster()).
 			QueryRow(ctx, "SELECT count(*) FROM notes").Scan(&n))
 		require.Equal(t, i+1, n)
 		time.Sleep(20 * time.Millisecond) // a check asked for has time to run
-		if st := statusAt(m, n2); !st.LastCheck.Equal(last) {
-			last = st.LastCheck
-			checks++
-		}
-	}
+	})
 	if checks > reads/3 {
 		t.Fatalf("n2 was checked again after %d of %d MinLSN reads, with a check interval of ten minutes: reads drive its checks (failed acquires from its pool: %d)",
 			checks, reads, nodeAcquireErrors(m, n2))

@@ -37,17 +37,9 @@ func replayQuestionsDoNotDriveChecks(t *testing.T, how string) {
 	var role string
 	require.NoError(t, m.Replica().QueryRow(ctx, "SELECT current_user").Scan(&role))
 	require.Equal(t, "app_reader", role, "the pool's sessions run as app_reader")
-	waitUntil(t, ctx, "n2 serves reads with a known lag", func() bool {
-		st := statusAt(m, n2)
-		return (st.Role == hasql.RoleAsyncReplica || st.Role == hasql.RoleSyncReplica || st.Role == hasql.RoleReplica) && st.LagKnown
-	})
+	waitServesWithKnownLag(t, ctx, m, n2)
 	const reads = 30
-	last, checks := statusAt(m, n2).LastCheck, 0
-	for i := range reads {
-		_, err := m.Master().Exec(ctx, "INSERT INTO notes VALUES ($1)", i)
-		require.NoError(t, err)
-		lsn, err := m.CurrentLSN(ctx)
-		require.NoError(t, err)
+	checks := checksDuringWrites(t, ctx, m, n2, reads, func(i int, lsn hasql.LSN) {
 		switch how {
 		case "WaitReplayed":
 			require.NoError(t, m.WaitReplayed(ctx, lsn))
@@ -57,15 +49,41 @@ func replayQuestionsDoNotDriveChecks(t *testing.T, how string) {
 			require.NoError(t, m.Replica(hasql.MinLSN(lsn)).QueryRow(ctx, "SELECT count(*) FROM notes").Scan(&n))
 			require.Equal(t, i+1, n)
 		}
-		if st := statusAt(m, n2); !st.LastCheck.Equal(last) {
-			last = st.LastCheck
-			checks++
-		}
-	}
+	})
 	// The first checks after the start may still come (a node's check
 	// asks for the others' when it changed): a few, not one per read.
 	if checks > reads/3 {
 		t.Fatalf("n2 was checked again after %d of %d %s calls, with a check interval of ten minutes: reads drive its checks", checks, reads, how)
 	}
 	t.Logf("n2 checked again after %d of %d %s calls", checks, reads, how)
+}
+
+// waitServesWithKnownLag waits until n serves reads as a replica whose lag
+// is known.
+func waitServesWithKnownLag(t *testing.T, ctx context.Context, m *hasql.Manager, n *testcluster.Node) {
+	t.Helper()
+	waitUntil(t, ctx, n.Name()+" serves reads with a known lag", func() bool {
+		st := statusAt(m, n)
+		return (st.Role == hasql.RoleAsyncReplica || st.Role == hasql.RoleSyncReplica || st.Role == hasql.RoleReplica) && st.LagKnown
+	})
+}
+
+// checksDuringWrites inserts row i into notes on the master reads times,
+// calls read with i and the master's position after the insert, and
+// returns after how many of the reads n had been checked again.
+func checksDuringWrites(t *testing.T, ctx context.Context, m *hasql.Manager, n *testcluster.Node, reads int, read func(i int, lsn hasql.LSN)) int {
+	t.Helper()
+	last, checks := statusAt(m, n).LastCheck, 0
+	for i := range reads {
+		_, err := m.Master().Exec(ctx, "INSERT INTO notes VALUES ($1)", i)
+		require.NoError(t, err)
+		lsn, err := m.CurrentLSN(ctx)
+		require.NoError(t, err)
+		read(i, lsn)
+		if st := statusAt(m, n); !st.LastCheck.Equal(last) {
+			last = st.LastCheck
+			checks++
+		}
+	}
+	return checks
 }
