@@ -79,9 +79,12 @@ type node struct {
 	// errorWoke is when an error the application met last asked for a
 	// check (unix nanoseconds; see errorWake).
 	errorWoke atomic.Int64
-	lagBytes  atomic.Int64
-	lagNanos  atomic.Int64
-	lagKnown  atomic.Bool
+	// errorWakeDue: a wake deferred to the end of errorWake's window is
+	// pending.
+	errorWakeDue atomic.Bool
+	lagBytes     atomic.Int64
+	lagNanos     atomic.Int64
+	lagKnown     atomic.Bool
 	// inRecoveryBegan is when the last check that found the node in
 	// recovery began (Unix nanoseconds; 0: none did): see lastInRecovery.
 	inRecoveryBegan atomic.Int64
@@ -791,8 +794,22 @@ const maxErrorWake = time.Second
 // of the application's statements (its own timeouts, a stray write on a
 // replica, an overloaded server), which must not drive the checks.
 func (n *node) errorWake() {
-	if onceEvery(&n.errorWoke, min(n.m.cfg.CheckInterval, maxErrorWake)) {
+	d := min(n.m.cfg.CheckInterval, maxErrorWake)
+	if onceEvery(&n.errorWoke, d) {
 		n.trigger()
+		return
+	}
+	// Within the window: the wake is deferred to its end, not dropped, so
+	// that every error is followed by a check begun after it (one timer
+	// per node at a time; a wake at its end counts as the window's).
+	if n.errorWakeDue.CompareAndSwap(false, true) {
+		wait := time.Duration(n.errorWoke.Load() + int64(d) - time.Now().UnixNano())
+		time.AfterFunc(max(wait, 0), func() {
+			n.errorWakeDue.Store(false)
+			if n.m.ctx.Err() == nil && onceEvery(&n.errorWoke, 0) {
+				n.trigger()
+			}
+		})
 	}
 }
 
