@@ -175,7 +175,7 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 		err = scrubConnect(err) // no password in what Listen returns
 		n.connected(err)
 		if err == nil && n.unboundAfterConnect {
-			conn.PgConn().Frontend().SetMaxBodyLen(maxStartupMessage) // see maxPreAuthMessage
+			conn.PgConn().Frontend().SetMaxBodyLen(maxListenMessage)
 		}
 	}
 	if err != nil {

@@ -32,7 +32,8 @@ type node struct {
 	pool  *pgxpool.Pool
 	conns connRegistry
 	// unboundAfterConnect: the pool's connections read messages of at most
-	// maxStartupMessage until connected, pgx's own bound after.
+	// maxPreAuthMessage until connected (pgxha's start-time query
+	// included), pgx's own bound after.
 	unboundAfterConnect bool
 	// beforeConnect sets the credentials of every connection to the node
 	// (see withCredentials).
@@ -215,10 +216,11 @@ func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, 
 
 	pc.ConnConfig.ValidateConnect = n.sameServer(pc.ConnConfig.ValidateConnect)
 	if isPgxFrontend(pc.ConnConfig.BuildFrontend) {
-		// Bounded until the server has authenticated (see
-		// nodeTracer.TraceConnectEnd), then pgx's own bound again; the
-		// messages sent are read (see wireFrontend). A frontend of the
-		// user's gets the connection as it is.
+		// Bounded until connected, pgxha's start-time query included
+		// (see sameServer), then pgx's own bound again; what the server
+		// sends is read through a serverReader (see boundedFrontend), the
+		// messages sent are read too (see wireFrontend). A frontend of
+		// the user's gets the connection as it is.
 		pc.ConnConfig.BuildFrontend = wireFrontend(boundedFrontend(pc.ConnConfig.BuildFrontend))
 		n.unboundAfterConnect = true
 	}
@@ -282,7 +284,10 @@ func (n *node) checkConnConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
 	cfg.AfterConnect = nil
 	cfg.ValidateConnect = nil
 	cfg.OnNotice = nil
-	cfg.OnNotification = nil
+	// A notification is read and dropped: the check connection listens to
+	// none, and with none set pgx keeps every one a server sends, for the
+	// connection's life.
+	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) {}
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := n.dialUntilAbort(ctx, dial, network, addr)
@@ -705,8 +710,13 @@ func (n *node) wait(d time.Duration) {
 		// Reads the socket until ctx ends: an error other than ctx's means
 		// the server went away. Cut short by ctx, the read leaves the
 		// connection usable (pgconn sets a deadline, no cancel request).
+		// A notification (dropped, see checkConnConfig) does not end the
+		// wait: a server does not choose when its next check runs.
 		err := n.conn.PgConn().WaitForNotification(ctx)
-		if err != nil && ctx.Err() == nil {
+		for err == nil {
+			err = n.conn.PgConn().WaitForNotification(ctx)
+		}
+		if ctx.Err() == nil {
 			n.closeCheckConn()
 		}
 	default:
@@ -1011,6 +1021,10 @@ type trackedConn struct {
 	// expired that it has, guarded by reg.mu once set (see flagExpired).
 	ends    atomic.Int64
 	expired atomic.Bool
+	// reader is what the connection's frontend reads the server through,
+	// set when the frontend is made (see boundedFrontend); nil under a
+	// frontend of the user's.
+	reader *serverReader
 }
 
 // Read and Write report a failure of the connection of a pool (not a

@@ -38,23 +38,25 @@ const startSQL = `SELECT (extract(epoch FROM pg_postmaster_start_time()) * 10000
 // closes the connections whose server is another (see serverChanged).
 func (n *node) sameServer(user pgconn.ValidateConnectFunc) pgconn.ValidateConnectFunc {
 	return func(ctx context.Context, pc *pgconn.PgConn) error {
-		if n.unboundAfterConnect {
-			// Authenticated and ready: the pool's connection reads pgx's
-			// bound from here on, in the user's ValidateConnect and
-			// AfterConnect too (see maxPreAuthMessage).
-			pc.Frontend().SetMaxBodyLen(pgxMaxMessage)
-		}
 		var uerr error
 		if user != nil {
+			// Authenticated and ready: the user's ValidateConnect reads
+			// pgx's bound (see maxPreAuthMessage); pgxha's own query, the
+			// connect's.
+			n.setReadBound(pc, pgxMaxMessage)
 			var np *pgconn.NotPreferredError
 			if uerr = user(ctx, pc); uerr != nil && !errors.As(uerr, &np) {
 				return uerr
 			}
+			n.setReadBound(pc, maxPreAuthMessage)
 		}
 		got, err := n.serverStartOf(ctx, pc)
 		if err != nil {
 			return err
 		}
+		// The pool's connection reads pgx's bound from here on, in
+		// AfterConnect too.
+		n.setReadBound(pc, pgxMaxMessage)
 		// Kept before the node's server is read: a check that finds
 		// another server after this read closes the connection (see
 		// serverChanged); one that found it before is what this one
@@ -94,20 +96,43 @@ func (n *node) reaches(pc *pgconn.PgConn) bool {
 	return !ok || want == 0 || sameStart(got, want)
 }
 
+// setReadBound sets the largest message pc, a connection of n's pool,
+// reads, when n bounds them (see boundedFrontend).
+func (n *node) setReadBound(pc *pgconn.PgConn, size int) {
+	if n.unboundAfterConnect {
+		pc.Frontend().SetMaxBodyLen(size)
+	}
+}
+
 // serverStartOf reads the start time of the server pc reached, in
-// microseconds since the Unix epoch.
+// microseconds since the Unix epoch. The answer is one row: at a second,
+// pc is closed, the rest of what the server sends unread.
 func (n *node) serverStartOf(ctx context.Context, pc *pgconn.PgConn) (int64, error) {
-	rr := pc.ExecParams(ctx, startSQL, nil, nil, nil, nil).Read()
-	if rr.Err != nil {
-		return 0, rr.Err
+	rr := pc.ExecParams(ctx, startSQL, nil, nil, nil, nil)
+	rows, cols, size := 0, 0, 0
+	var got int64
+	var perr error
+	for rr.NextRow() {
+		if rows++; rows > 1 {
+			pc.Conn().Close() // pgconn's next read fails, and it closes pc
+			rr.Close()
+			return 0, fmt.Errorf("hasql: %s: the server's start time: more than one row", n.cfg.Addr)
+		}
+		v := rr.Values()
+		if cols = len(v); cols == 1 {
+			got, perr = strconv.ParseInt(string(v[0]), 10, 64)
+			size = len(v[0])
+		}
 	}
-	if len(rr.Rows) != 1 || len(rr.Rows[0]) != 1 {
-		return 0, fmt.Errorf("hasql: %s: the server's start time: %d rows", n.cfg.Addr, len(rr.Rows))
+	if _, err := rr.Close(); err != nil {
+		return 0, err
 	}
-	got, err := strconv.ParseInt(string(rr.Rows[0][0]), 10, 64)
-	if err != nil {
+	if rows != 1 || cols != 1 {
+		return 0, fmt.Errorf("hasql: %s: the server's start time: %d rows", n.cfg.Addr, rows)
+	}
+	if perr != nil {
 		// Not quoted: what a server sends goes into no error (see scrubConnect).
-		return 0, fmt.Errorf("hasql: %s: the server's start time is not a number (%d bytes)", n.cfg.Addr, len(rr.Rows[0][0]))
+		return 0, fmt.Errorf("hasql: %s: the server's start time is not a number (%d bytes)", n.cfg.Addr, size)
 	}
 	return got, nil
 }

@@ -349,6 +349,9 @@ func (t *nodeTracer) TraceConnectStart(ctx context.Context, data pgx.TraceConnec
 func (t *nodeTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	if data.Err == nil && data.Conn != nil && t.n.unboundAfterConnect {
 		data.Conn.PgConn().Frontend().SetMaxBodyLen(pgxMaxMessage) // see maxStartupMessage
+		if tc := trackedOf(data.Conn); tc != nil && tc.reader != nil {
+			tc.reader.stop()
+		}
 	}
 	t.n.connectTraced(data.Conn, data.Err, !t.unpooled)
 	if u, ok := t.user.(pgx.ConnectTracer); ok {
