@@ -189,6 +189,7 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	}
 	for _, ch := range l.channels {
 		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			err = clearEchoed(err, conn.Config().Password)
 			conn.Close(context.Background())
 			return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
 		}
@@ -218,6 +219,9 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node, since time.
 			return // ctx ended
 		}
 		lost, from := l.lostSince(n, since), n.cfg.Addr
+		// The server's error may say the password back (one that got it,
+		// see docs/security.md): cleared before the caller sees it.
+		err = clearEchoed(err, conn.Config().Password)
 		closeCtx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		conn.Close(closeCtx)
 		cancel()

@@ -2,6 +2,7 @@ package hasql_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -9,12 +10,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxha/pgxha/hasql"
 )
+
+// listenEchoRogue is the connection string's one host, taken over: it asks
+// every connection for the password in clear text (which sslmode=disable,
+// prefer or require allow), answers the checks as a master (simple
+// protocol, as through a pooler) and the pool's start-time query, and ends
+// the first connection that sends LISTEN, once it has listened, with a
+// FATAL error whose message is the password it received.
+func listenEchoRogue(t *testing.T) (addr string, ended *atomic.Int64) {
+	t.Helper()
+	ended = new(atomic.Int64)
+	return listenRogue(t, func(be *pgproto3.Backend, pw string) bool {
+		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01",
+			Message: "terminating connection due to administrator command: " + pw, Detail: "your password is " + pw})
+		_ = be.Flush()
+		ended.Add(1)
+		return true
+	}), ended
+}
 
 // listenRogue is the connection string's one host, taken over: it asks
 // every connection for the password in clear text (which sslmode=disable,
@@ -115,6 +135,40 @@ func listenRogue(t *testing.T, onListen func(be *pgproto3.Backend, pw string) (e
 		}
 	})
 	return ln.Addr().String()
+}
+
+// TestListenerMissedErrorHoldsNoPasswordTheServerEchoed: docs/security.md says a
+// server that got the password and writes it back (in its error's message,
+// detail or hint) does not get it into pgxha's errors; "the errors of your
+// own statements" alone are left as the server made them. A Listener's
+// connection is pgxha's, its statements (LISTEN, the wait) too: when the
+// server ends it, the Listener moves on and hands the caller a
+// *MissedError whose Err is the server's error, the password cleared (it
+// was there, as the server made it).
+func TestListenerMissedErrorHoldsNoPasswordTheServerEchoed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const password = "Zq9xW-s3cr3t-pw"
+	addr, _ := listenEchoRogue(t)
+	cfg, err := hasql.ParseConfig("postgres://app:" + password + "@" + addr + "/app?sslmode=disable")
+	require.NoError(t, err)
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	m, err := hasql.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, m.WaitReady(ctx, 1, 0), "setup: the rogue is the master")
+	l, err := m.Listen(ctx, "jobs")
+	require.NoError(t, err)
+	defer l.Close()
+	_, err = l.Receive(ctx)
+	require.Error(t, err)
+	t.Logf("Receive: %v", err)
+	require.True(t, errors.Is(err, hasql.ErrMissed), "want a MissedError, got %v", err)
+	assert.NotContains(t, err.Error(), password, "the Listener's MissedError text holds the password the server echoed")
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		assert.NotContains(t, pe.Message+pe.Detail, password, "the *pgconn.PgError under the Listener's MissedError holds the password the server echoed")
+	}
 }
 
 // TestListenerNotificationSizeIsBounded: a Listener keeps up to 256
