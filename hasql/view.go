@@ -111,12 +111,6 @@ func (m *Manager) ForgetTimeline() {
 	m.finish(nil, &after)
 }
 
-// applyLocked carries out what the core decided that must happen under
-// m.mu, in its order: the connections in flight on the nodes it cuts are
-// closed, the nodes' live values are published, the routing snapshot is
-// swapped; logs and telemetry follow. gone are nodes that left the set in
-// this event (their cuts are the core's too). The rest is returned for
-// finish. Caller must hold m.mu.
 // masterless returns old without its master, for the snapshot stored while
 // the master's connections are cut (see applyLocked): the master leaves
 // every set, the read sets too (MasterReadWeight), so that a read does not
@@ -132,6 +126,12 @@ func (m *Manager) masterless(old *snapshot) *snapshot {
 	return &interim
 }
 
+// applyLocked carries out what the core decided that must happen under
+// m.mu, in its order: the connections in flight on the nodes it cuts are
+// closed, the nodes' live values are published, the routing snapshot is
+// swapped; logs and telemetry follow. gone are nodes that left the set in
+// this event (their cuts are the core's too). The rest is returned for
+// finish. Caller must hold m.mu.
 func (m *Manager) applyLocked(gone []*node) afterReport {
 	r := m.core.TakeReady()
 	var after afterReport
