@@ -7,7 +7,6 @@ import (
 	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -122,64 +121,28 @@ func TestCheckConnectionParametersAreBounded(t *testing.T) {
 func startRowsPG(t *testing.T, rows int) (addr string, asked *atomic.Int64) {
 	t.Helper()
 	asked = new(atomic.Int64)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(time.Minute))
-				be := pgproto3.NewBackend(c, c)
-				for range 3 {
-					m, err := be.ReceiveStartupMessage()
-					if err != nil {
-						return
-					}
-					switch m := m.(type) {
-					case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
-						if _, err := c.Write([]byte{'N'}); err != nil {
-							return
-						}
-						continue
-					case *pgproto3.StartupMessage:
-						if welcome(be) != nil {
-							return
-						}
-						if m.Parameters["application_name"] == "pgxha-check" {
-							serveSimple(be, func(be *pgproto3.Backend, sql string) bool {
-								switch {
-								case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
-									sendServer(be, 7000000000000000004, "rogue")
-								case strings.Contains(sql, "string_agg"), strings.Contains(sql, "synchronous_standby_names"):
-									sendMasterCheck(be)
-								default:
-									sendRow(be, []uint32{oidInt4}, []any{1})
-								}
-								return true
-							})
-							return
-						}
-						if serveStartRows(be, rows, asked) {
-							asked.Add(1) // the client read the rows and left
-						}
-						return
-					default:
-						return
-					}
-				}
-			}()
+	ln := fakePGFor(t, time.Minute, func(_ net.Conn, be *pgproto3.Backend, m *pgproto3.StartupMessage) {
+		if welcome(be) != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+		if m.Parameters["application_name"] == "pgxha-check" {
+			serveSimple(be, func(be *pgproto3.Backend, sql string) bool {
+				switch {
+				case strings.Contains(sql, "pg_control_system()), pg_postmaster_start_time()"):
+					sendServer(be, 7000000000000000004, "rogue")
+				case strings.Contains(sql, "string_agg"), strings.Contains(sql, "synchronous_standby_names"):
+					sendMasterCheck(be)
+				default:
+					sendRow(be, []uint32{oidInt4}, []any{1})
+				}
+				return true
+			})
+			return
+		}
+		if serveStartRows(be, rows, asked) {
+			asked.Add(1) // the client read the rows and left
+		}
+	})
 	return ln.Addr().String(), asked
 }
 

@@ -28,8 +28,15 @@ import (
 // fakePG listens on loopback and plays the start of PostgreSQL's protocol
 // on each connection: it refuses TLS and GSS encryption, then hands the
 // startup message to answer (which ends the session by returning). t's
-// cleanup stops it and waits for its sessions.
+// cleanup stops it and waits for its sessions, each of which lasts ten
+// seconds at most.
 func fakePG(t *testing.T, answer func(c net.Conn, be *pgproto3.Backend, sm *pgproto3.StartupMessage)) net.Listener {
+	t.Helper()
+	return fakePGFor(t, 10*time.Second, answer)
+}
+
+// fakePGFor is fakePG with sessions of up to d.
+func fakePGFor(t *testing.T, d time.Duration, answer func(c net.Conn, be *pgproto3.Backend, sm *pgproto3.StartupMessage)) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -47,7 +54,7 @@ func fakePG(t *testing.T, answer func(c net.Conn, be *pgproto3.Backend, sm *pgpr
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_ = c.SetDeadline(time.Now().Add(d))
 				be := pgproto3.NewBackend(c, c)
 				for range 3 {
 					m, err := be.ReceiveStartupMessage()

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,70 +26,34 @@ import (
 func scramRogue(t *testing.T, iterations int) (addr string, begun, proved *atomic.Int64) {
 	t.Helper()
 	begun, proved = new(atomic.Int64), new(atomic.Int64)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
-				be := pgproto3.NewBackend(c, c)
-				for range 3 {
-					m, err := be.ReceiveStartupMessage()
-					if err != nil {
-						return
-					}
-					switch m.(type) {
-					case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
-						if _, err := c.Write([]byte{'N'}); err != nil {
-							return
-						}
-						continue
-					case *pgproto3.StartupMessage:
-					default:
-						return
-					}
-					be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}})
-					if be.Flush() != nil || be.SetAuthType(pgproto3.AuthTypeSASL) != nil {
-						return
-					}
-					msg, err := be.Receive()
-					if err != nil {
-						return
-					}
-					first, ok := msg.(*pgproto3.SASLInitialResponse)
-					if !ok {
-						return
-					}
-					i := strings.Index(string(first.Data), "r=")
-					if i < 0 {
-						return
-					}
-					nonce := string(first.Data[i+2:])
-					begun.Add(1)
-					be.Send(&pgproto3.AuthenticationSASLContinue{Data: []byte(fmt.Sprintf("r=%sROGUE,s=%s,i=%d",
-						nonce, base64.StdEncoding.EncodeToString([]byte("salt-of-the-rogue")), iterations))})
-					if be.Flush() != nil || be.SetAuthType(pgproto3.AuthTypeSASLContinue) != nil {
-						return
-					}
-					if _, err := be.Receive(); err == nil {
-						proved.Add(1)
-					}
-					return
-				}
-			}()
+	ln := fakePGFor(t, 2*time.Minute, func(_ net.Conn, be *pgproto3.Backend, _ *pgproto3.StartupMessage) {
+		be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}})
+		if be.Flush() != nil || be.SetAuthType(pgproto3.AuthTypeSASL) != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+		msg, err := be.Receive()
+		if err != nil {
+			return
+		}
+		first, ok := msg.(*pgproto3.SASLInitialResponse)
+		if !ok {
+			return
+		}
+		i := strings.Index(string(first.Data), "r=")
+		if i < 0 {
+			return
+		}
+		nonce := string(first.Data[i+2:])
+		begun.Add(1)
+		be.Send(&pgproto3.AuthenticationSASLContinue{Data: []byte(fmt.Sprintf("r=%sROGUE,s=%s,i=%d",
+			nonce, base64.StdEncoding.EncodeToString([]byte("salt-of-the-rogue")), iterations))})
+		if be.Flush() != nil || be.SetAuthType(pgproto3.AuthTypeSASLContinue) != nil {
+			return
+		}
+		if _, err := be.Receive(); err == nil {
+			proved.Add(1)
+		}
+	})
 	return ln.Addr().String(), begun, proved
 }
 
