@@ -83,6 +83,7 @@ type node struct {
 	// errorWakeDue: a wake deferred to the end of errorWake's window is
 	// pending.
 	errorWakeDue atomic.Bool
+	errorTimer   atomic.Pointer[time.Timer] // the deferred wake's, stopped by closePool
 	lagBytes     atomic.Int64
 	lagNanos     atomic.Int64
 	lagKnown     atomic.Bool
@@ -450,6 +451,12 @@ func (n *node) check() (checker.Result, error) {
 			// scrubConnect): nothing of it goes on to NodeStatus or a log.
 			err = clearEchoed(err, n.conn.Config().Password)
 			lost := reused && n.conn.IsClosed()
+			if tc := trackedNet(n.conn.PgConn().Conn()); tc != nil && tc.reader != nil && tc.reader.err != nil {
+				// The connection was ended by a bound on what the server
+				// sends (see serverReader): say which, and do not retry
+				// on a new connection, which would begin the count again.
+				err, lost = fmt.Errorf("%w (%v)", tc.reader.err, err), false
+			}
 			n.closeCheckConn()
 			if !retried && lost && ctx.Err() == nil {
 				// The server closed a connection that had served checks:
@@ -602,6 +609,9 @@ func (n *node) closePool() {
 	n.settleCancels()
 	over.Stop()
 	n.stopCancels()
+	if t := n.errorTimer.Load(); t != nil {
+		t.Stop() // a deferred check of a node closed
+	}
 }
 
 // connectingKey marks the context of a connection being made (see
@@ -814,12 +824,16 @@ func (n *node) errorWake() {
 	// per node at a time; a wake at its end counts as the window's).
 	if n.errorWakeDue.CompareAndSwap(false, true) {
 		wait := time.Duration(n.errorWoke.Load() + int64(d) - time.Now().UnixNano())
-		time.AfterFunc(max(wait, 0), func() {
+		t := time.AfterFunc(min(max(wait, 0), d), func() {
 			n.errorWakeDue.Store(false)
 			if n.m.ctx.Err() == nil && onceEvery(&n.errorWoke, 0) {
 				n.trigger()
 			}
 		})
+		n.errorTimer.Store(t)
+		if n.m.ctx.Err() != nil || n.removed.Load() {
+			t.Stop() // closePool may have run before the store
+		}
 	}
 }
 
@@ -829,7 +843,9 @@ func (n *node) errorWake() {
 func onceEvery(last *atomic.Int64, d time.Duration) bool {
 	now := time.Now().UnixNano()
 	prev := last.Load()
-	return now-prev >= int64(d) && last.CompareAndSwap(prev, now)
+	// A clock set back (prev ahead of now) ends the wait too: else it
+	// would last as long as the step.
+	return (now-prev >= int64(d) || now < prev) && last.CompareAndSwap(prev, now)
 }
 
 // trigger requests a check now.
