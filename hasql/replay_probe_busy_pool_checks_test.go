@@ -16,7 +16,9 @@ import (
 // position its last check does not show, falling back to the master
 // after a short wait. Each read's probe finds no connection free in time:
 // the replica is asked for a check at most once per check interval, not
-// once per read.
+// once per read. The replica's replay is paused, so that no check it is
+// asked for can show it at a read's position: a read routed straight to
+// its pool would wait there for the held connection.
 func TestMinLSNReadsOnABusyReplicaPoolDoNotDriveChecks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -26,6 +28,7 @@ func TestMinLSNReadsOnABusyReplicaPoolDoNotDriveChecks(t *testing.T) {
 	m := newManager(t, ctx, withParams(c.DSN(), "hasql_check_interval", "10m", "pool_max_conns", "1"))
 	require.NoError(t, m.WaitReady(ctx, 1, 1))
 	waitServesWithKnownLag(t, ctx, m, n2)
+	require.NoError(t, n2.PauseReplay(ctx))
 	held, err := m.AcquireReplica(ctx)
 	require.NoError(t, err)
 	defer held.Release()
@@ -36,6 +39,7 @@ func TestMinLSNReadsOnABusyReplicaPoolDoNotDriveChecks(t *testing.T) {
 			QueryRow(ctx, "SELECT count(*) FROM notes").Scan(&n))
 		require.Equal(t, i+1, n)
 		time.Sleep(20 * time.Millisecond) // a check asked for has time to run
+		require.Less(t, statusAt(m, n2).LSN, lsn, "n2 replayed with its replay paused")
 	})
 	if checks > reads/3 {
 		t.Fatalf("n2 was checked again after %d of %d MinLSN reads, with a check interval of ten minutes: reads drive its checks (failed acquires from its pool: %d)",
