@@ -60,7 +60,7 @@ func floodCheckConn(t *testing.T, rounds int64, extra func(be *pgproto3.Backend,
 		}
 		return inner(be, sql)
 	})
-	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=100ms&hasql_check_timeout=5s", closedPort(t)))
+	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@127.0.0.1:%d/app?sslmode=disable&hasql_check_interval=30ms&hasql_check_timeout=5s", closedPort(t)))
 	require.NoError(t, err)
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.Discoverer = newSetDiscoverer(discovery.Node{Addr: rogue.Addr()})
@@ -80,20 +80,20 @@ func floodCheckConn(t *testing.T, rounds int64, extra func(be *pgproto3.Backend,
 
 // TestCheckConnectionKeepsNoNotifications: a server in the set, vouched
 // for by nothing, sends NOTIFY messages (NotificationResponse, allowed at
-// any time) on pgxha's check connection: 4 of 1 MiB with each of 64
-// checks, 256 MiB in all, each message far under the 4 MiB bound. A
+// any time) on pgxha's check connection: 4 of 1 MiB with each of 32
+// checks, 128 MiB in all, each message far under the 4 MiB bound. A
 // *pgx.Conn made with no OnNotification keeps every one in a buffer of
 // its own (Conn.bufferNotifications) that only pgx.Conn's
 // WaitForNotification drains, which pgxha never calls: the check
 // connection drops them, and the heap does not grow at the rogue's pace.
 func TestCheckConnectionKeepsNoNotifications(t *testing.T) {
 	payload := strings.Repeat("n", 1<<20)
-	grown := floodCheckConn(t, 64, func(be *pgproto3.Backend, _ int64) {
+	grown := floodCheckConn(t, 32, func(be *pgproto3.Backend, _ int64) {
 		for range 4 {
 			be.Send(&pgproto3.NotificationResponse{PID: 1, Channel: "c", Payload: payload})
 		}
 	})
-	assert.Less(t, grown, uint64(64<<20),
+	assert.Less(t, grown, uint64(48<<20),
 		"notifications a server nothing vouches for sent on the check connection are held: the heap grew by %d MiB and stays", grown>>20)
 }
 
@@ -104,12 +104,12 @@ func TestCheckConnectionKeepsNoNotifications(t *testing.T) {
 // ended.
 func TestCheckConnectionParametersAreBounded(t *testing.T) {
 	value := strings.Repeat("v", 1<<20)
-	grown := floodCheckConn(t, 64, func(be *pgproto3.Backend, round int64) {
+	grown := floodCheckConn(t, 32, func(be *pgproto3.Backend, round int64) {
 		for i := range 4 {
 			be.Send(&pgproto3.ParameterStatus{Name: fmt.Sprintf("p%d_%d", round, i), Value: value})
 		}
 	})
-	assert.Less(t, grown, uint64(64<<20),
+	assert.Less(t, grown, uint64(48<<20),
 		"parameters a server nothing vouches for reported on the check connection are held: the heap grew by %d MiB and stays", grown>>20)
 }
 
