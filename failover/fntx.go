@@ -120,8 +120,7 @@ func (t *fnTx) Rollback(ctx context.Context) error {
 
 func (t *fnTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	// A COMMIT outside a transaction commits nothing of fn's (see note).
-	inTx := t.conn == nil || t.conn.IsClosed() || t.conn.PgConn().TxStatus() != 'I'
-	c := t.before(sql) && inTx
+	c := t.before(sql) && txStatus(t.conn) != 'I'
 	tag, err := t.Tx.Exec(ctx, sql, args...)
 	t.after(c, tag, err)
 	return tag, err
@@ -173,9 +172,9 @@ func (st *fnState) note(sql string) bool {
 	// A COMMIT sent with no transaction open (after fn's ROLLBACK or
 	// COMMIT) commits nothing: its answer ("COMMIT", with the warning
 	// "there is no transaction in progress") says nothing of fn's.
-	inTx := st.conn != nil && !st.conn.IsClosed() && st.conn.PgConn().TxStatus() != 'I'
-	st.answerDue.Store(r.effect == mayCommit && loneWord(sql) && inTx)
-	if !st.over.Load() && st.conn != nil && !st.conn.IsClosed() && st.conn.PgConn().TxStatus() == 'I' {
+	status := txStatus(st.conn)
+	st.answerDue.Store(r.effect == mayCommit && loneWord(sql) && status != 'I' && status != 0)
+	if !st.over.Load() && status == 'I' {
 		// The transaction ended by means the text before did not show
 		// (the status is the last the server gave: one it gave later
 		// cannot be of the transaction again).
@@ -220,10 +219,20 @@ func (t *fnTx) after(committing bool, tag pgconn.CommandTag, err error) {
 	if committing {
 		st.commitDone(t.conn, err, tag.String())
 	}
-	if !t.conn.IsClosed() && t.conn.PgConn().TxStatus() == 'I' && !st.over.Load() {
+	if txStatus(t.conn) == 'I' && !st.over.Load() {
 		st.over.Store(true)
 		st.committed.Store(true)
 	}
+}
+
+// txStatus is the transaction status the server last gave on conn ('I'
+// idle, 'T' in a transaction, 'E' in a failed one), 0 when conn is nil
+// or closed.
+func txStatus(conn *pgx.Conn) byte {
+	if conn == nil || conn.IsClosed() {
+		return 0
+	}
+	return conn.PgConn().TxStatus()
 }
 
 // answered notes what the server answered a statement pgx traced (see

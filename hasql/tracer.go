@@ -202,27 +202,31 @@ func (tc *trackedConn) preparedSQL(name string) (string, bool) {
 	return p.sql, ok
 }
 
+// trackedOfTraced is trackedOf for the connection a trace hook is given,
+// which may be nil.
+func trackedOfTraced(conn *pgx.Conn) *trackedConn {
+	if conn == nil {
+		return nil
+	}
+	return trackedOf(conn)
+}
+
 // ended notes that a traced statement or batch is over: the messages
 // sent after it are not its own.
-func ended(conn *pgx.Conn) {
-	if conn == nil {
-		return
-	}
-	if tc := trackedOf(conn); tc != nil && tc.sent.Load() != sentUntraced {
+func (tc *trackedConn) ended() {
+	if tc != nil && tc.sent.Load() != sentUntraced {
 		tc.sent.Store(sentUntraced)
 	}
 }
 
 // answered gives the end watch (stmtwatch.Ended), if one is set, what the
 // server answered a traced statement.
-func answered(conn *pgx.Conn, tag pgconn.CommandTag, err error) {
-	if conn == nil {
+func (tc *trackedConn) answered(tag pgconn.CommandTag, err error) {
+	if tc == nil {
 		return
 	}
-	if tc := trackedOf(conn); tc != nil {
-		if f := tc.endWatch.Load(); f != nil {
-			(*f)(tag.String(), err)
-		}
+	if f := tc.endWatch.Load(); f != nil {
+		(*f)(tag.String(), err)
 	}
 }
 
@@ -260,8 +264,9 @@ func (t *nodeTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data p
 }
 
 func (t *nodeTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryEndData) {
-	answered(conn, data.CommandTag, data.Err)
-	ended(conn)
+	tc := trackedOfTraced(conn)
+	tc.answered(data.CommandTag, data.Err)
+	tc.ended()
 	t.observe(conn, data.Err)
 	if t.user != nil {
 		t.user.TraceQueryEnd(ctx, conn, data)
@@ -277,7 +282,7 @@ func (t *nodeTracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data p
 }
 
 func (t *nodeTracer) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchQueryData) {
-	answered(conn, data.CommandTag, data.Err)
+	trackedOfTraced(conn).answered(data.CommandTag, data.Err)
 	t.observe(conn, data.Err)
 	if u, ok := t.user.(pgx.BatchTracer); ok {
 		u.TraceBatchQuery(ctx, conn, data)
@@ -285,7 +290,7 @@ func (t *nodeTracer) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, data p
 }
 
 func (t *nodeTracer) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchEndData) {
-	ended(conn)
+	trackedOfTraced(conn).ended()
 	t.observe(conn, data.Err)
 	if u, ok := t.user.(pgx.BatchTracer); ok {
 		u.TraceBatchEnd(ctx, conn, data)
@@ -301,7 +306,7 @@ func (t *nodeTracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, dat
 }
 
 func (t *nodeTracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromEndData) {
-	ended(conn)
+	trackedOfTraced(conn).ended()
 	t.observe(conn, data.Err)
 	if u, ok := t.user.(pgx.CopyFromTracer); ok {
 		u.TraceCopyFromEnd(ctx, conn, data)
