@@ -27,11 +27,7 @@ func TestRunInTxFnsCommitAnsweredRollbackIsAnErrorOnEveryPath(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1})
 	m := readyManager(t, ctx, c, 1, "CREATE TABLE rollback_tag (n serial PRIMARY KEY, note text)")
-	count := func(note string) int {
-		var k int
-		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM rollback_tag WHERE note = $1", note).Scan(&k))
-		return k
-	}
+	count := noteCounter(t, ctx, m, "rollback_tag")
 	for _, tc := range []struct {
 		name   string
 		commit func(ctx context.Context, tx pgx.Tx) (string, error)

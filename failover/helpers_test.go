@@ -70,6 +70,16 @@ func (h *tlogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h *tlogHandler) WithGroup(string) slog.Handler { return h }
 
+// noteCounter returns a count, on the master, of table's rows whose note
+// column holds a given note.
+func noteCounter(t *testing.T, ctx context.Context, m *hasql.Manager, table string) func(note string) int {
+	return func(note string) int {
+		var k int
+		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE note = $1", note).Scan(&k))
+		return k
+	}
+}
+
 // readyManager returns a Manager of c (logging to the test's log, closed
 // when the test ends) once it sees a master and replicas replicas, after
 // it ran each of setup on the master.

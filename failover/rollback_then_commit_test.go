@@ -23,11 +23,7 @@ func TestRunInTxRollbackThenLoneCommitIsNotSuccess(t *testing.T) {
 	defer cancel()
 	c := testcluster.New(t, testcluster.Options{Replicas: 1})
 	m := readyManager(t, ctx, c, 1, "CREATE TABLE rb_then_commit (note text)")
-	count := func(note string) int {
-		var k int
-		require.NoError(t, m.Master().QueryRow(ctx, "SELECT count(*) FROM rb_then_commit WHERE note = $1", note).Scan(&k))
-		return k
-	}
+	count := noteCounter(t, ctx, m, "rb_then_commit")
 	for _, tc := range []struct {
 		name     string
 		rollback bool // a ROLLBACK statement through tx.Exec, not tx.Rollback (after which pgx refuses tx's own calls)

@@ -146,9 +146,10 @@ func startRowsPG(t *testing.T, rows int) (addr string, asked *atomic.Int64) {
 	return ln.Addr().String(), asked
 }
 
-// serveStartRows answers the extended protocol: the start-time query with
-// rows rows, anything else with 1. It reports whether it sent the rows (and
-// the client then left).
+// serveStartRows answers the extended protocol of a pool connection: the
+// start-time query with rows rows of the rogue's start time (counted in
+// asked, if not nil), anything else with 1. It reports, once the client
+// left, whether it had sent the start-time rows.
 func serveStartRows(be *pgproto3.Backend, rows int, asked *atomic.Int64) (served bool) {
 	var sql string
 	for {
@@ -168,13 +169,15 @@ func serveStartRows(be *pgproto3.Backend, rows int, asked *atomic.Int64) (served
 			}
 			be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("c"), DataTypeOID: oidInt8, DataTypeSize: 8, TypeModifier: -1}}})
 		case *pgproto3.Execute:
-			n := 1
+			n, v := 1, "1"
 			if strings.Contains(sql, "pg_postmaster_start_time") {
-				asked.Add(1)
+				if asked != nil {
+					asked.Add(1)
+				}
 				served = true
-				n = rows
+				n, v = rows, "1767225600000000"
 			}
-			row := &pgproto3.DataRow{Values: [][]byte{[]byte("1767225600000000")}}
+			row := &pgproto3.DataRow{Values: [][]byte{[]byte(v)}}
 			for i := range n {
 				be.Send(row)
 				if i%4096 == 4095 && be.Flush() != nil {

@@ -146,50 +146,6 @@ func TestSpansEndWhenATracerIsSetAfterNew(t *testing.T) {
 	assert.Equal(t, p.started.Load(), p.ended.Load(), "acquire spans started and never ended")
 }
 
-// serveExtended answers the extended protocol of a pool connection: the
-// start-time query with the rogue's start time, anything else with 1.
-func serveExtended(be *pgproto3.Backend) {
-	var sql string
-	for {
-		m, err := be.Receive()
-		if err != nil {
-			return
-		}
-		switch m := m.(type) {
-		case *pgproto3.Parse:
-			sql = m.Query
-			be.Send(&pgproto3.ParseComplete{})
-		case *pgproto3.Bind:
-			be.Send(&pgproto3.BindComplete{})
-		case *pgproto3.Describe:
-			if m.ObjectType == 'S' {
-				be.Send(&pgproto3.ParameterDescription{})
-			}
-			be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("c"), DataTypeOID: oidInt8, DataTypeSize: 8, TypeModifier: -1}}})
-		case *pgproto3.Execute:
-			v := "1"
-			if strings.Contains(sql, "pg_postmaster_start_time") {
-				v = "1767225600000000"
-			}
-			be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte(v)}})
-			be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
-		case *pgproto3.Sync:
-			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-			if be.Flush() != nil {
-				return
-			}
-		case *pgproto3.Query:
-			sendRow(be, []uint32{oidInt4}, []any{1})
-			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-			if be.Flush() != nil {
-				return
-			}
-		case *pgproto3.Terminate:
-			return
-		}
-	}
-}
-
 // The node's checks pass, its pool's connects time out (connect_timeout):
 // the acquire gives up while the caller's context is fine; error.type says
 // "pool", not "context" (the caller's).
@@ -328,7 +284,7 @@ func refusingServerWithMessage(t *testing.T, code func(i int64) string, msg stri
 							return
 						}
 						if m.Parameters["application_name"] != "pgxha-check" {
-							serveExtended(be)
+							serveStartRows(be, 1, nil)
 							return
 						}
 						serveSimple(be, answer)
