@@ -77,7 +77,7 @@ func TestReadmeCompiles(t *testing.T) {
 	ovPath := filepath.Join(dir, "overlay.json")
 	require.NoError(t, os.WriteFile(ovPath, ov, 0o644))
 
-	out, _ := exec.Command("go", "build", "-gcflags=-e", "-overlay", ovPath, "-o", os.DevNull, "./internal/readmesnippets").CombinedOutput()
+	out, _ := exec.Command("go", "build", "-v=false", "-gcflags=-e", "-overlay", ovPath, "-o", os.DevNull, "./internal/readmesnippets").CombinedOutput()
 	var errs []string
 	for _, line := range strings.Split(string(out), "\n") {
 		if line == "" || strings.HasPrefix(line, "#") || strings.Contains(line, "declared and not used") {
