@@ -58,10 +58,7 @@ func streamStopper(t *testing.T, ctx context.Context, standby *testcluster.Node)
 	}
 	stop = func(t *testing.T) {
 		require.NoError(t, set(""))
-		require.Eventually(t, func() bool {
-			var k int
-			return direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&k) == nil && k == 0
-		}, 30*time.Second, 10*time.Millisecond)
+		waitNotStreaming(t, ctx, direct)
 	}
 	restore = func() {
 		if err := set(conninfo); err != nil {

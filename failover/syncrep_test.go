@@ -71,11 +71,27 @@ func stopReceiving(t *testing.T, ctx context.Context, n *testcluster.Node) (*pgx
 	require.NoError(t, err)
 	_, err = direct.Exec(ctx, "SELECT pg_reload_conf()")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		var k int
-		return direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&k) == nil && k == 0
-	}, 30*time.Second, 10*time.Millisecond)
+	waitNotStreaming(t, ctx, direct)
 	return direct, conninfo
+}
+
+// notStreamingSQL is true on a standby that runs no walreceiver and whose
+// startup process waits out wal_retrieve_retry_interval: it read a
+// primary_conninfo that starts none. A walreceiver still connecting is not
+// in pg_stat_wal_receiver, and one the startup process asked for before it
+// read the emptied setting may connect after that view was empty: a
+// COMMIT on the master would not wait for this standby then.
+const notStreamingSQL = `SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'walreceiver')
+	AND EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'startup' AND wait_event = 'RecoveryRetrieveRetryInterval')`
+
+// waitNotStreaming waits, on a connection to a standby whose
+// primary_conninfo was emptied, until it streams no more.
+func waitNotStreaming(t *testing.T, ctx context.Context, direct *pgx.Conn) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var ok bool
+		return direct.QueryRow(ctx, notStreamingSQL).Scan(&ok) == nil && ok
+	}, 30*time.Second, 10*time.Millisecond, "the standby still streams")
 }
 
 func pgQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -21,7 +21,11 @@ func stopReceiver(t *testing.T, ctx context.Context, n *testcluster.Node) {
 	waitNoReceiver(t, ctx, n)
 }
 
-// waitNoReceiver waits until n runs no walreceiver.
+// waitNoReceiver waits until n runs no walreceiver and its startup
+// process waits out wal_retrieve_retry_interval (its primary_conninfo
+// emptied, or its upstream gone). A walreceiver still connecting is not in
+// pg_stat_wal_receiver, and one the startup process asked for before it
+// read an emptied setting may connect after that view was empty.
 func waitNoReceiver(t *testing.T, ctx context.Context, n *testcluster.Node) {
 	t.Helper()
 	require.Eventually(t, func() bool {
@@ -30,8 +34,9 @@ func waitNoReceiver(t *testing.T, ctx context.Context, n *testcluster.Node) {
 			return false
 		}
 		defer conn.Close(ctx)
-		var receivers int
-		return conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&receivers) == nil && receivers == 0
+		var ok bool
+		return conn.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'walreceiver')
+			AND EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'startup' AND wait_event = 'RecoveryRetrieveRetryInterval')`).Scan(&ok) == nil && ok
 	}, 30*time.Second, 10*time.Millisecond, "%s's walreceiver never stopped", n)
 }
 
