@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgxha/pgxha/internal/safetext"
 )
 
 // Reads after a token. After(tok) resolves, once per acquire, against the
@@ -365,26 +367,37 @@ func (m *Manager) readHistory(ctx context.Context, tl uint32) (historyEntry, err
 	return historyEntry{ends: ends, at: time.Now()}, nil
 }
 
+// maxHistory bounds a timeline history file as read: one line per
+// ancestor timeline, a real one a few KiB. A server chooses what it
+// answers, and what is read is kept (see historyCache) and quoted.
+const maxHistory = 1 << 20
+
 // parseHistory reads a timeline history file: one line per ancestor
-// timeline, "<timeline>\t<where it ended>\t<reason>", and comments.
+// timeline, "<timeline>\t<where it ended>\t<reason>", and comments. A line
+// it cannot read is quoted cut to 128 bytes.
 func parseHistory(text string) (map[uint32]LSN, error) {
+	if len(text) > maxHistory {
+		return nil, fmt.Errorf("%d bytes, more than the %d KiB of a timeline history pgxha reads", len(text), maxHistory>>10)
+	}
 	ends := make(map[uint32]LSN)
 	for line := range strings.SplitSeq(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || line[0] == '#' {
 			continue
 		}
+		quoted := safetext.Clip(line, 128)
 		f := strings.Fields(line)
 		if len(f) < 2 {
-			return nil, fmt.Errorf("line %q: want <timeline> <lsn> <reason>", line)
+			return nil, fmt.Errorf("line %q: want <timeline> <lsn> <reason>", quoted)
 		}
+		// Neither error is wrapped: each quotes the field whole.
 		tli, err := strconv.ParseUint(f[0], 10, 32)
 		if err != nil {
-			return nil, fmt.Errorf("line %q: timeline: %w", line, err)
+			return nil, fmt.Errorf("line %q: the timeline is not a number", quoted)
 		}
 		end, err := ParseLSN(f[1])
 		if err != nil {
-			return nil, fmt.Errorf("line %q: %w", line, err)
+			return nil, fmt.Errorf("line %q: not a WAL position", quoted)
 		}
 		ends[uint32(tli)] = end
 	}

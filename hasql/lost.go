@@ -138,8 +138,19 @@ func NeverRan(err error) bool {
 	if pgconn.SafeToRetry(err) {
 		return true
 	}
+	// idle_session_timeout's FATAL, sent while the session was idle: the
+	// statement was never read. An ERROR with the code (a procedure's
+	// RAISE, postgres_fdw passing on a remote's) came from a statement
+	// that ran, and may have committed (a procedure's COMMIT).
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "57P05"
+	if !errors.As(err, &pgErr) || pgErr.Code != "57P05" {
+		return false
+	}
+	sev := pgErr.SeverityUnlocalized
+	if sev == "" {
+		sev = pgErr.Severity
+	}
+	return sev == "FATAL"
 }
 
 // SessionEnded reports whether err ended the session it came from: the

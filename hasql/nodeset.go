@@ -377,11 +377,18 @@ func (m *Manager) discovered(st discovery.State) {
 		m.discoveryLooked(st.Err, -1) // no good set: keep what there is
 		return
 	}
+	// A member's name and tags are what an API says, a member's own
+	// among them (api_url), whose server may have got the password in
+	// clear text: a name or tag that is, whole, the password is replaced,
+	// as the Patroni APIs' own passwords are (a name that holds it beside
+	// other words, postgres-0 beside the password postgres, is kept: it
+	// routes reads).
+	pw := m.cfg.PoolConfig.ConnConfig.Password
 	members := make([]member, len(st.Nodes))
 	for i, n := range st.Nodes {
-		members[i] = member{addr: n.Addr, tags: n.Tags, trusted: ds.trusted}
+		members[i] = member{addr: n.Addr, tags: clearTags(n.Tags, pw), trusted: ds.trusted}
 		if ds.patroni {
-			members[i].name = n.Name
+			members[i].name = clearWhole(n.Name, pw)
 		}
 	}
 	select {
@@ -477,4 +484,35 @@ func (n *node) hasTags(want [][2]string) bool {
 		}
 	}
 	return true
+}
+
+// clearWhole returns "xxxxx" for a text that is pw whole, else text.
+func clearWhole(text, pw string) string {
+	if pw != "" && text == pw {
+		return "xxxxx"
+	}
+	return text
+}
+
+// clearTags returns tags with every key and value that is pw whole
+// replaced (see clearWhole), a copy when that changed any.
+func clearTags(tags map[string]string, pw string) map[string]string {
+	if pw == "" {
+		return tags
+	}
+	changed := false
+	for k, v := range tags {
+		if k == pw || v == pw {
+			changed = true
+			break
+		}
+	}
+	if !changed {
+		return tags
+	}
+	out := make(map[string]string, len(tags))
+	for k, v := range tags {
+		out[clearWhole(k, pw)] = clearWhole(v, pw)
+	}
+	return out
 }

@@ -2,6 +2,8 @@ package hasql
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -29,22 +31,28 @@ import (
 // clearChain).
 func scrubConnect(err error) error {
 	var ce *pgconn.ConnectError
+	said := false
 	if errors.As(err, &ce) && ce.Config != nil && ce.Config.Password != "" {
 		// Cleared before it is cut: a cut through an echo would leave
 		// all of the password but its last bytes.
-		clearServerText(err, ce.Config.Password, 0)
+		said = clearServerText(err, ce.Config.Password, 0)
 	}
 	boundServerText(err, 0)
-	return scrubPassword(err)
+	return scrubPassword(err, said)
 }
 
-// scrubPassword is scrubConnect but for the bound on texts.
-func scrubPassword(err error) error {
+// scrubPassword is scrubConnect but for the bound on texts; said tells
+// that the server's text held the password (a text made of it before it
+// was cleared may hold it still). When it did not, a short password that
+// pgx's own text shows as a word ("1" in "127.0.0.1") is no echo, and the
+// chain, with its types, is kept; a longer one is taken for an echo
+// wherever it stands.
+func scrubPassword(err error, said bool) error {
 	var ce *pgconn.ConnectError
 	if !errors.As(err, &ce) || ce.Config == nil || ce.Config.Password == "" {
 		return err
 	}
-	if pw := ce.Config.Password; echoed(err, ce.Config, pw) {
+	if pw := ce.Config.Password; (said || len(pw) >= minEverywhere) && echoed(err, ce.Config, pw) {
 		return clearChain(err, pw, 0)
 	}
 	if head, ok := err.(*pgconn.ConnectError); ok {
@@ -70,7 +78,7 @@ func (e *scrubbedError) Unwrap() error {
 	if inner == nil {
 		return nil
 	}
-	return scrubPassword(inner)
+	return scrubPassword(inner, false)
 }
 
 // echoed clears pw out of what the server said in err's chain (see
@@ -91,12 +99,57 @@ func clearResult(r *checker.Result, pw string) {
 	if pw == "" {
 		return
 	}
-	r.Name, r.UpstreamHost = clearEcho(r.Name, pw), clearEcho(r.UpstreamHost, pw)
+	r.Name, r.UpstreamHost = clearName(r.Name, pw), clearEcho(r.UpstreamHost, pw)
 	for i := range r.Replicas {
 		x := &r.Replicas[i]
 		x.ApplicationName, x.ClientAddr = clearEcho(x.ApplicationName, pw), clearEcho(x.ClientAddr, pw)
 		x.State, x.SyncState = clearEcho(x.State, pw), clearEcho(x.SyncState, pw)
 	}
+}
+
+// maxWalsenderName is how long a name the checker reports may be: a
+// walsender's application_name as a master shows it (NAMEDATALEN - 1).
+const maxWalsenderName = 63
+
+// clearName takes pw out of a node's name as the checker reports it: a
+// server's cluster_name or the application_name of its walreceiver, each
+// byte outside printable ASCII written '?' (PostgreSQL 15 and before) or
+// \xNN (16 on), and cut to maxWalsenderName bytes, before pgxha sees it.
+// So pw is looked for in those forms too, and a cut name that ends with
+// the beginning of one (six bytes or more of it, or all but its last byte
+// of a shorter one) has that end cleared: the cut kept all of the password
+// but its last bytes.
+func clearName(name, pw string) string {
+	forms := []string{pw}
+	var q, x strings.Builder
+	for i := 0; i < len(pw); i++ {
+		if c := pw[i]; c >= 32 && c <= 126 {
+			q.WriteByte(c)
+			x.WriteByte(c)
+		} else {
+			q.WriteByte('?')
+			fmt.Fprintf(&x, `\x%02x`, c)
+		}
+	}
+	for _, f := range []string{q.String(), x.String()} {
+		if !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	if len(name) == maxWalsenderName {
+		for _, f := range forms {
+			for k := min(len(f)-1, len(name)); k >= min(6, len(f)-1) && k > 0; k-- {
+				if strings.HasSuffix(name, f[:k]) {
+					name = name[:len(name)-k] + "xxxxx"
+					break
+				}
+			}
+		}
+	}
+	for _, f := range forms {
+		name = clearEcho(name, f)
+	}
+	return name
 }
 
 // clearEchoed returns err without pw anywhere in its text or in what a
@@ -138,9 +191,9 @@ func boundText(err error) error {
 // statement: nobody else holds it, and a field is written only when it
 // changes, so that clearing it again writes nothing). At most 16 links
 // deep.
-func clearServerText(err error, pw string, depth int) {
+func clearServerText(err error, pw string, depth int) (changed bool) {
 	if err == nil || depth > 16 {
-		return
+		return false
 	}
 	if pe, ok := err.(*pgconn.PgError); ok {
 		for _, f := range []*string{&pe.Severity, &pe.SeverityUnlocalized, &pe.Code, &pe.Message, &pe.Detail,
@@ -148,17 +201,19 @@ func clearServerText(err error, pw string, depth int) {
 			&pe.DataTypeName, &pe.ConstraintName, &pe.File, &pe.Routine} {
 			if c := clearEcho(*f, pw); c != *f {
 				*f = c
+				changed = true
 			}
 		}
 	}
 	switch u := err.(type) {
 	case interface{ Unwrap() error }:
-		clearServerText(u.Unwrap(), pw, depth+1)
+		changed = clearServerText(u.Unwrap(), pw, depth+1) || changed
 	case interface{ Unwrap() []error }:
 		for _, e := range u.Unwrap() {
-			clearServerText(e, pw, depth+1)
+			changed = clearServerText(e, pw, depth+1) || changed
 		}
 	}
+	return changed
 }
 
 // clearChain returns err's chain with pw taken out of every text (the
@@ -212,6 +267,10 @@ func (e *clearedError) Error() string { return e.msg }
 
 func (e *clearedError) Unwrap() []error { return e.next }
 
+// minEverywhere is the length from which a password is replaced wherever
+// it stands in a text, not only where it stands whole (see clearEcho).
+const minEverywhere = 6
+
 // clearEcho replaces pw in text a server wrote: everywhere when it is long
 // enough not to be part of ordinary words (a server may glue it to
 // others), else where it stands as a whole value (see
@@ -220,7 +279,7 @@ func (e *clearedError) Unwrap() []error { return e.next }
 // The forms in which quoting writes pw (a check's error quotes a value the
 // server sent with %q, say) are replaced alike (see secrets.Escaped).
 func clearEcho(text, pw string) string {
-	if len(pw) >= 6 {
+	if len(pw) >= minEverywhere {
 		text = strings.ReplaceAll(text, pw, "xxxxx")
 		for _, f := range secrets.Escaped(pw) {
 			text = strings.ReplaceAll(text, f, "xxxxx")

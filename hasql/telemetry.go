@@ -108,6 +108,8 @@ type telemetry struct {
 
 	splitBrainNow bool // guarded by m.mu
 
+	codes sqlStates // the SQLSTATEs error.type has taken
+
 	db           string // the database name, for db.namespace
 	spanStart    []trace.SpanStartOption
 	cachedTracer atomic.Pointer[cachedTracer]
@@ -329,7 +331,7 @@ func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time
 	if start.IsZero() {
 		if err != nil {
 			t.acquireErrors.Add(ctx, 1, metric.WithAttributes(attribute.String(attrDBSystemName, dbSystemPostgreSQL),
-				attribute.String(AttrTarget, tg.String()), attribute.String(attrErrorType, errorType(ctx, err))))
+				attribute.String(AttrTarget, tg.String()), attribute.String(attrErrorType, t.errorType(ctx, err))))
 		}
 		if span != nil {
 			// Started by a tracer provider set since the last check, before
@@ -342,10 +344,11 @@ func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time
 		return // nothing records durations
 	}
 	d := time.Since(start).Seconds()
+	var errType string
 	if err == nil {
 		t.acquireDuration.Record(ctx, d, n.tel.acquireOK[tg]...)
 	} else {
-		errType := errorType(ctx, err)
+		errType = t.errorType(ctx, err)
 		attrs := metric.WithAttributes(attribute.String(attrDBSystemName, dbSystemPostgreSQL),
 			attribute.String(AttrTarget, tg.String()), attribute.String(attrErrorType, errType))
 		t.acquireDuration.Record(ctx, d, attrs)
@@ -362,10 +365,39 @@ func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
-			span.SetAttributes(attribute.String(attrErrorType, errorType(ctx, err)))
+			span.SetAttributes(attribute.String(attrErrorType, errType))
 		}
 	}
 	span.End()
+}
+
+// maxSQLStates bounds the SQLSTATEs error.type takes: a server chooses
+// them, and each is a time series.
+const maxSQLStates = 16
+
+// sqlStates are the SQLSTATEs error.type has taken, at most maxSQLStates.
+type sqlStates struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+// errorType is errorType with a SQLSTATE past the first maxSQLStates
+// distinct ones "pool".
+func (t *telemetry) errorType(ctx context.Context, err error) string {
+	ty := errorType(ctx, err)
+	if !isSQLState(ty) {
+		return ty
+	}
+	t.codes.mu.Lock()
+	defer t.codes.mu.Unlock()
+	if slices.Contains(t.codes.seen, ty) {
+		return ty
+	}
+	if len(t.codes.seen) < maxSQLStates {
+		t.codes.seen = append(t.codes.seen, ty)
+		return ty
+	}
+	return errorTypePool
 }
 
 // errorType is an acquire error's error.type: a few fixed values, or a

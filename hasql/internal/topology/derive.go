@@ -809,6 +809,15 @@ func (c *Core) elect() {
 			// writes on past the replica's position), the other branch's
 			// writes are still not here.
 			if b := (behind{id: x.ID, tl: x.Res.Timeline, server: x.Res.Server()}); !slices.Contains(y.ahead, b) {
+				// At most maxAheadPerNode records of one node: a server
+				// there that restarts (or says so) at every check would
+				// add one each time. The oldest goes; the node itself
+				// stays proven by the newer ones (provenBehind matches
+				// its ID whatever the server).
+				if k := countAhead(y.ahead, x.ID); k >= maxAheadPerNode {
+					i := slices.IndexFunc(y.ahead, func(a behind) bool { return a.id == x.ID })
+					y.ahead = slices.Delete(y.ahead, i, i+1)
+				}
 				y.ahead = append(y.ahead, b)
 			}
 		}
@@ -1749,3 +1758,18 @@ func (x *Node) clientIP() string {
 }
 
 func uitoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
+
+// maxAheadPerNode bounds the records a replica keeps of one node's servers
+// it holds WAL past (see aheadReplica).
+const maxAheadPerNode = 8
+
+// countAhead counts the records of node id in ahead.
+func countAhead(ahead []behind, id ID) int {
+	k := 0
+	for _, a := range ahead {
+		if a.id == id {
+			k++
+		}
+	}
+	return k
+}
