@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Notification is one NOTIFY received by a Listener.
@@ -27,7 +31,8 @@ type Notification struct {
 var ErrMissed = errors.New("hasql: notifications may have been missed")
 
 // MissedError reports that a Listener lost its connection and listens again,
-// now on To: notifications sent between Lost and Resumed were not received.
+// now on To: notifications committed between Lost and Resumed may not have
+// been received; every one committed before Lost was.
 type MissedError struct {
 	From, To      string // addresses of the masters before and after
 	Lost, Resumed time.Time
@@ -54,6 +59,16 @@ type Listener struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	once     sync.Once
+	// mark is the channel of the Listener's own markers (see sync); the
+	// fields below it are the run goroutine's alone.
+	mark string
+	// synced: every notification committed before it on the current
+	// connection has been received (a marker sent after it came back);
+	// markSeq and markAt: the marker in flight (0: none) and when it was
+	// sent.
+	synced  time.Time
+	markSeq uint64
+	markAt  time.Time
 }
 
 type listenEvent struct {
@@ -76,7 +91,8 @@ func (m *Manager) Listen(ctx context.Context, channels ...string) (*Listener, er
 		}
 	}
 	lctx, cancel := context.WithCancel(m.ctx)
-	l := &Listener{m: m, channels: channels, events: make(chan listenEvent, 256), cancel: cancel, done: make(chan struct{})}
+	l := &Listener{m: m, channels: channels, events: make(chan listenEvent, 256), cancel: cancel, done: make(chan struct{}),
+		mark: fmt.Sprintf("pgxha.listener.%016x", rand.Uint64())}
 	var conn *pgx.Conn
 	var n *node
 	var err error
@@ -187,12 +203,17 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 		}
 		return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
 	}
-	for _, ch := range l.channels {
-		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
-			err = clearEchoed(err, conn.Config().Password)
-			conn.Close(context.Background())
-			return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
-		}
+	// One statement (the simple protocol, as any statement without
+	// arguments): the caller's channels and the Listener's own (see
+	// sync), answered before any notification of them is sent.
+	var listen strings.Builder
+	for _, ch := range append(l.channels[:len(l.channels):len(l.channels)], l.mark) {
+		listen.WriteString("LISTEN " + pgx.Identifier{ch}.Sanitize() + ";")
+	}
+	if _, err := conn.Exec(ctx, listen.String()); err != nil {
+		err = clearEchoed(err, conn.Config().Password)
+		conn.Close(context.Background())
+		return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
 	}
 	return conn, n, nil
 }
@@ -210,6 +231,7 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node, since time.
 			cancel()
 		}
 	}()
+	l.synced, l.markSeq = since, 0
 	for ctx.Err() == nil {
 		err := l.listen(ctx, conn, n)
 		if ctx.Err() != nil {
@@ -251,6 +273,7 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node, since time.
 			}
 		}
 		since = time.Now()
+		l.synced, l.markSeq = since, 0
 		miss := &MissedError{From: from, To: n.cfg.Addr, Lost: lost, Resumed: since, Err: err}
 		select {
 		case l.events <- listenEvent{err: miss}:
@@ -305,16 +328,14 @@ func (m *Manager) whileMaster(ctx context.Context, n *node) (context.Context, fu
 var errNoLongerMaster = errors.New("no longer master")
 
 // lostSince is when notifications sent on n may have begun to be missed:
-// the start of n's last check that found it (before that, n was up and
-// what it sent reached the connection: drain delivered it), but not
-// before the connection began listening (what came before is the last
-// MissedError's). A master that hangs or is cut off is noticed a check
-// timeout or more after that; what the next master took meanwhile is in
-// the window.
+// when the last marker the Listener got back on its connection was sent
+// (see sync): every notification committed before it had been received,
+// those the server had yet to send (a burst the application reads slowly,
+// a backend slow to deliver) included; and not before the connection began
+// listening (what came before is the last MissedError's). What n took since
+// is in the window; what the next master took meanwhile is added by run.
 func (l *Listener) lostSince(n *node, since time.Time) time.Time {
-	l.m.mu.Lock()
-	good := n.cv.CheckBegan
-	l.m.mu.Unlock()
+	good := l.synced
 	if good.Before(since) {
 		good = since
 	}
@@ -322,6 +343,42 @@ func (l *Listener) lostSince(n *node, since time.Time) time.Time {
 		good = now
 	}
 	return good
+}
+
+// sync sends a marker on conn, to the Listener's own channel: when it
+// comes back, every notification committed before it was sent has been
+// received (the server sends them in commit order). listen sends one only
+// after a wait that found the connection idle, a check interval (a second
+// at least) after the last came back: never while a backlog is on its way
+// (pgx would read it all into memory to get the statement's answer).
+func (l *Listener) sync(ctx context.Context, conn *pgx.Conn) error {
+	seq := uint64(time.Now().UnixNano())
+	at := time.Now()
+	// Bounded as a check is: a master that hangs does not hold the
+	// Listener here.
+	ctx, cancel := context.WithTimeout(ctx, l.m.cfg.CheckTimeout)
+	defer cancel()
+	// Its commit waits for no standby: a synchronous standby that is
+	// down holds the master's commits, not the Listener.
+	// The channel and payload are the Listener's own (hex digits, a
+	// number): written in the statement, sent as one message.
+	if _, err := conn.Exec(ctx, "SELECT pg_notify('"+l.mark+"', '"+strconv.FormatUint(seq, 10)+"'), set_config('synchronous_commit', 'local', true)"); err != nil {
+		return err
+	}
+	l.markSeq, l.markAt = seq, at
+	return nil
+}
+
+// marker reports whether nt is one of the Listener's markers, and notes
+// the one in flight coming back.
+func (l *Listener) marker(conn *pgx.Conn, nt *pgconn.Notification) bool {
+	if nt.Channel != l.mark {
+		return false
+	}
+	if l.markSeq != 0 && nt.PID == conn.PgConn().PID() && nt.Payload == strconv.FormatUint(l.markSeq, 10) {
+		l.synced, l.markSeq = l.markAt, 0
+	}
+	return true
 }
 
 // lastInRecovery is when the last check that found n in recovery began;
@@ -332,6 +389,15 @@ func (n *node) lastInRecovery() time.Time {
 	}
 	return time.Time{}
 }
+
+// markIdle is how long a wait for a notification finds nothing before the
+// Listener sends a marker (see sync), and minMarkEvery the shortest time
+// between two markers (each is a transaction's commit on the master: once
+// per check interval, and at most once a second).
+const (
+	markIdle     = 20 * time.Millisecond
+	minMarkEvery = time.Second
+)
 
 // drainMax bounds the notifications drain delivers, and drainWait how
 // long it waits for each.
@@ -350,6 +416,9 @@ func (l *Listener) drain(ctx context.Context, conn *pgx.Conn, n *node) bool {
 		cancel()
 		if err != nil {
 			return ctx.Err() == nil
+		}
+		if l.marker(conn, notification) {
+			continue
 		}
 		ev := listenEvent{n: &Notification{Channel: notification.Channel, Payload: notification.Payload, PID: notification.PID, Node: n.cfg.Addr}}
 		select {
@@ -370,6 +439,16 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 			return fmt.Errorf("%s is %w", n.cfg.Addr, errNoLongerMaster)
 		}
 		waitCtx, cancel := context.WithCancel(ctx)
+		var wake *time.Timer
+		var due atomic.Bool
+		if l.markSeq == 0 {
+			// Woken when the next marker is due, after an idle wait of
+			// markIdle at least.
+			wake = time.AfterFunc(max(max(l.m.cfg.CheckInterval, minMarkEvery)-time.Since(l.synced), markIdle), func() {
+				due.Store(true)
+				cancel()
+			})
+		}
 		watchDone := make(chan struct{})
 		go func() {
 			// Owned by this wait: stops when it ends.
@@ -381,6 +460,9 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 			}
 		}()
 		notification, err := conn.WaitForNotification(waitCtx)
+		if wake != nil {
+			wake.Stop()
+		}
 		cancel()
 		<-watchDone
 		if err != nil {
@@ -391,10 +473,23 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 				return fmt.Errorf("%s is %w", n.cfg.Addr, errNoLongerMaster)
 			}
 			if errors.Is(err, context.Canceled) {
-				continue // the view changed but n is still master
+				if due.Load() {
+					// Nothing came for markIdle or more: a marker.
+					if err := l.sync(ctx, conn); err != nil {
+						if ctx.Err() != nil {
+							return ctx.Err()
+						}
+						n.trigger()
+						return err
+					}
+				}
+				continue // the view changed but n is still master, or a marker was due
 			}
 			n.trigger()
 			return err
+		}
+		if l.marker(conn, notification) {
+			continue
 		}
 		ev := listenEvent{n: &Notification{Channel: notification.Channel, Payload: notification.Payload, PID: notification.PID, Node: n.cfg.Addr}}
 		select {

@@ -39,7 +39,8 @@ func TestListenerOutlivesIdleSessionTimeout(t *testing.T) {
 			l, err := m.Listen(ctx, "ev")
 			require.NoError(t, err)
 			defer l.Close()
-			listenQuery := `application_name = '` + app + `' AND query LIKE 'LISTEN%'`
+			// Its last statement: a LISTEN, or the marker it sends (see sync).
+			listenQuery := `application_name = '` + app + `' AND (query LIKE 'LISTEN%' OR query LIKE 'SELECT pg_notify(%')`
 			listening := backendPids(t, ctx, master, listenQuery)
 			require.Len(t, listening, 1)
 
