@@ -129,7 +129,12 @@ func cancellable(r *net.Resolver) *net.Resolver {
 		var d net.Dialer
 		dial = d.DialContext
 	}
-	return &net.Resolver{PreferGo: r.PreferGo, StrictErrors: r.StrictErrors,
+	// StrictErrors: a temporary failure of one query of the look (the
+	// AAAA of an A+AAAA lookup, one name of the search list) fails the
+	// whole look, so that the last good set stays; without it Go's
+	// resolver answers with the other query's addresses alone, and the
+	// nodes of the failed one would leave the set.
+	return &net.Resolver{PreferGo: r.PreferGo, StrictErrors: true,
 		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 			c, err := dial(ctx, network, address)
 			if err != nil {
