@@ -604,7 +604,7 @@ func cutName(name string) string {
 
 // parseTags reads a member's tags, at most maxTags of them (nil: none),
 // each key and value cleared (see Patroni.clearField; clear for the text
-// an error quotes).
+// an error quotes), then cut as a name is (see cutName).
 func parseTags(raw json.RawMessage, clear, clearField func(string) string) (map[string]string, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
 		return nil, nil
@@ -630,7 +630,7 @@ func parseTags(raw json.RawMessage, clear, clearField func(string) string) (map[
 		if len(tags) == maxTags {
 			return nil, fmt.Errorf("more than %d tags", maxTags)
 		}
-		tags[clearField(k.(string))] = clearField(tagValue(v))
+		tags[cutName(clearField(k.(string)))] = cutName(clearField(tagValue(v)))
 	}
 	return tags, nil
 }

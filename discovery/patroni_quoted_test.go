@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -195,4 +196,22 @@ func errQuotesBoundedPart(t *testing.T, w *watcher, what string) {
 	t.Helper()
 	st := w.waitFor("err", func(s discovery.State) bool { return s.Err != nil })
 	assert.Less(t, len(st.Err.Error()), 4<<10, "the look's error holds %d bytes of %s", len(st.Err.Error()), what)
+}
+
+// A member whose tags have a key and a value of 1 MiB each: both are kept
+// cut (they show in NodeStatus.Tags and the health handler's JSON), at a
+// character's start.
+func TestPatroniTagsAreCut(t *testing.T) {
+	big := strings.Repeat("é", 512<<10)
+	f := newFakePatroni(t, `{"members": [{"name": "n1", "role": "leader", "state": "running", "host": "10.0.0.1", "port": 5432,
+ "tags": {"zone": "`+big+`", "`+big+`": "x"}}]}`)
+	p := newPatroni(t, f.URL)
+	w := watch(t, p)
+	st := w.waitFor("the set", addrsAre("10.0.0.1:5432"))
+	require.Len(t, st.Nodes[0].Tags, 2)
+	for k, v := range st.Nodes[0].Tags {
+		assert.LessOrEqual(t, len(k), 256, "a tag's key of %d bytes", len(k))
+		assert.LessOrEqual(t, len(v), 256, "a tag's value of %d bytes", len(v))
+		assert.True(t, utf8.ValidString(k) && utf8.ValidString(v), "a tag cut inside a character")
+	}
 }
