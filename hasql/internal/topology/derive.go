@@ -513,7 +513,7 @@ func (c *Core) histLeftOver(x *Node, p histProof) bool {
 // x's address, and no other row by that name.
 func listedByName(x, w *Node) bool {
 	ip := x.clientIP()
-	name, found := x.Name(), 0
+	name, found := x.rowName(), 0
 	if name == "" || ip == "" {
 		return false
 	}
@@ -1506,7 +1506,7 @@ func listedFrom(x *Node, rows []checker.Replica, nodes []*Node) bool {
 func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 	for _, y := range nodes {
 		if y != x && y.AliasOf != x && x.AliasOf != y && y.AliasOf == nil &&
-			y.live() && y.Res.InRecovery && y.Name() == name && (y.Vouched || !x.Vouched) &&
+			y.live() && y.Res.InRecovery && y.rowName() == name && (y.Vouched || !x.Vouched) &&
 			!(privileged && !streams(y)) &&
 			(y.Res.SystemID == 0 || x.Res.SystemID == 0 || y.Res.SystemID == x.Res.SystemID) &&
 			!leftBehind(y, x) {
@@ -1526,6 +1526,20 @@ func shownAddrs(rows []checker.Replica) bool {
 		}
 	}
 	return false
+}
+
+// rowName is the application_name x's walsender row goes by: that of its
+// own walreceiver when its check saw it (its primary_conninfo's, else its
+// cluster_name: what the upstream shows), else x's name (a member's name,
+// WithReplicaName's, its server's). A member's name a source gave is
+// not taken over what the server streams as: two servers that swapped
+// addresses while the source still lists the old names would take each
+// other's rows, the async one claimed sync.
+func (x *Node) rowName() string {
+	if r := &x.Res; r.InRecovery && r.UpstreamHost != "" && !r.ReceiverHidden && r.Name != "" {
+		return r.Name
+	}
+	return x.Name()
 }
 
 // streams reports whether the node's check found a walreceiver.
@@ -1602,7 +1616,7 @@ const (
 // by address when only one row has it, under a name that could be x's, and
 // no other node shares the address.
 func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Replica, replicaMatch) {
-	name := x.Name()
+	name := x.rowName()
 	if name != "" {
 		var found checker.Replica
 		count := 0
@@ -1707,7 +1721,7 @@ func upstreamsRow(x *Node, r checker.Replica, nodes []*Node) bool {
 		// a row from the address it streams from is its own (a
 		// replica on the master's machine that reaches it at an
 		// address the set does not list).
-		shared = shared || y != x && y.AliasOf != x && x.AliasOf != y && y.Name() == x.Name()
+		shared = shared || y != x && y.AliasOf != x && x.AliasOf != y && y.rowName() == x.rowName()
 	}
 	return shared
 }
@@ -1718,7 +1732,7 @@ func upstreamsOnlyRow(x *Node, rows []checker.Replica, nodes []*Node) bool {
 	var found checker.Replica
 	count := 0
 	for _, r := range rows {
-		if r.ApplicationName == x.Name() && couldBeRow(x, r) {
+		if r.ApplicationName == x.rowName() && couldBeRow(x, r) {
 			found = r
 			count++
 		}
