@@ -1531,12 +1531,15 @@ func shownAddrs(rows []checker.Replica) bool {
 // rowName is the application_name x's walsender row goes by: that of its
 // own walreceiver when its check saw it (its primary_conninfo's, else its
 // cluster_name: what the upstream shows), else x's name (a member's name,
-// WithReplicaName's, its server's). A member's name a source gave is
-// not taken over what the server streams as: two servers that swapped
-// addresses while the source still lists the old names would take each
-// other's rows, the async one claimed sync.
+// WithReplicaName's, its server's). For a member the user named (a host of
+// the connection string, trusted), a name a source gave is not taken over
+// what its server streams as: two servers that swapped addresses while
+// the source still lists the old names would take each other's rows, the
+// async one claimed sync. For a member nothing vouches for, its server's
+// word does not name its row: a server beside a replica whose checks fail
+// would take that replica's row by saying its name.
 func (x *Node) rowName() string {
-	if r := &x.Res; r.InRecovery && r.UpstreamHost != "" && !r.ReceiverHidden && r.Name != "" {
+	if r := &x.Res; x.Member.Trusted && r.InRecovery && r.UpstreamHost != "" && !r.ReceiverHidden && r.Name != "" {
 		return r.Name
 	}
 	return x.Name()
