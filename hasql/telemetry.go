@@ -375,6 +375,12 @@ func (t *telemetry) acquired(ctx context.Context, tg target, n *node, start time
 // them, and each is a time series.
 const maxSQLStates = 16
 
+// commonSQLStates are the SQLSTATEs an acquire meets from honest servers
+// (connection, authentication, resources, shutdown, read-only): always
+// told apart, whatever codes a rogue server sent first.
+var commonSQLStates = []string{"08000", "08001", "08003", "08004", "08006", "08P01", "25006", "28000", "28P01",
+	"3D000", "53000", "53100", "53200", "53300", "53400", "55P03", "57014", "57P01", "57P02", "57P03", "57P04", "57P05"}
+
 // sqlStates are the SQLSTATEs error.type has taken, at most maxSQLStates.
 type sqlStates struct {
 	mu   sync.Mutex
@@ -385,7 +391,7 @@ type sqlStates struct {
 // distinct ones "pool".
 func (t *telemetry) errorType(ctx context.Context, err error) string {
 	ty := errorType(ctx, err)
-	if !isSQLState(ty) {
+	if !isSQLState(ty) || slices.Contains(commonSQLStates, ty) {
 		return ty
 	}
 	t.codes.mu.Lock()
