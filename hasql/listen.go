@@ -69,6 +69,9 @@ type Listener struct {
 	synced  time.Time
 	markSeq uint64
 	markAt  time.Time
+	// markNext: no marker before it (one the server refused waits a
+	// marker period).
+	markNext time.Time
 }
 
 type listenEvent struct {
@@ -362,7 +365,23 @@ func (l *Listener) sync(ctx context.Context, conn *pgx.Conn) error {
 	// down holds the master's commits, not the Listener.
 	// The channel and payload are the Listener's own (hex digits, a
 	// number): written in the statement, sent as one message.
-	if _, err := conn.Exec(ctx, "SELECT pg_notify('"+l.mark+"', '"+strconv.FormatUint(seq, 10)+"'), set_config('synchronous_commit', 'local', true)"); err != nil {
+	// The NOTIFY statement, not pg_notify(): it needs no privilege (a
+	// server may revoke EXECUTE on the function from PUBLIC). Its commit
+	// takes the lock every notifying transaction holds until it ends, its
+	// wait for synchronous standbys included: with a standby down, an
+	// application's NOTIFY holds it for as long, and the marker gives up
+	// after lock_timeout, with an ERROR that leaves the connection be.
+	l.markNext = at.Add(max(l.m.cfg.CheckInterval, minMarkEvery))
+	_, err := conn.Exec(ctx, "SET LOCAL lock_timeout = 100; SET LOCAL synchronous_commit = local; NOTIFY "+
+		pgx.Identifier{l.mark}.Sanitize()+", '"+strconv.FormatUint(seq, 10)+"'")
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Severity != "FATAL" && pgErr.Severity != "PANIC" && !conn.IsClosed() {
+			// Refused by a server that goes on (a lock not had in time,
+			// a read-only transaction): no marker this time, the
+			// window stays where it was.
+			return nil
+		}
 		return err
 	}
 	l.markSeq, l.markAt = seq, at
@@ -375,7 +394,9 @@ func (l *Listener) marker(conn *pgx.Conn, nt *pgconn.Notification) bool {
 	if nt.Channel != l.mark {
 		return false
 	}
-	if l.markSeq != 0 && nt.PID == conn.PgConn().PID() && nt.Payload == strconv.FormatUint(l.markSeq, 10) {
+	// Not by PID: a pooler in between (PgBouncer) gives its clients a
+	// backend key of its own, not the server's.
+	if l.markSeq != 0 && nt.Payload == strconv.FormatUint(l.markSeq, 10) {
 		l.synced, l.markSeq = l.markAt, 0
 	}
 	return true
@@ -444,7 +465,7 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 		if l.markSeq == 0 {
 			// Woken when the next marker is due, after an idle wait of
 			// markIdle at least.
-			wake = time.AfterFunc(max(max(l.m.cfg.CheckInterval, minMarkEvery)-time.Since(l.synced), markIdle), func() {
+			wake = time.AfterFunc(max(max(l.m.cfg.CheckInterval, minMarkEvery)-time.Since(l.synced), time.Until(l.markNext), markIdle), func() {
 				due.Store(true)
 				cancel()
 			})
