@@ -1281,7 +1281,10 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 // x the master's walsenders showed before is of a stream x left.
 func (c *Core) cascades(x, master *Node) bool {
 	for _, y := range c.nodes {
-		if y != x && y != master && y.live() && y.Res.InRecovery && y.Res.Server() != master.Res.Server() && streamsFrom(x, y) {
+		// Live or not: x's check shows where its walreceiver connected
+		// then, and an upstream that has gone down since does not make
+		// the master's older row x's.
+		if y != x && y != master && y.Res.InRecovery && y.Res.Server() != master.Res.Server() && streamsFrom(x, y) {
 			return true
 		}
 	}
