@@ -1505,9 +1505,17 @@ func listedFrom(x *Node, rows []checker.Replica, nodes []*Node) bool {
 // nameShared reports whether another node of the cluster goes by name too:
 // not the same server, not foreign or left behind, and, when x is vouched
 // for, vouched for too (a namesake nothing vouches for changes nothing
-// about our nodes).
+// about our nodes); for an x nothing vouches for, a member named so whose
+// checks fail too.
 func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 	for _, y := range nodes {
+		// A member the source gave the name, whose checks fail, still
+		// goes by it: a server nothing vouches for that says it (one on
+		// the down replica's machine, a member of no name of its own)
+		// does not take its row.
+		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && !y.live() && y.Member.Name == name {
+			return true
+		}
 		if y != x && y.AliasOf != x && x.AliasOf != y && y.AliasOf == nil &&
 			y.live() && y.Res.InRecovery && y.rowName() == name && (y.Vouched || !x.Vouched) &&
 			!(privileged && !streams(y)) &&
