@@ -814,8 +814,7 @@ func (c *Core) elect() {
 				// add one each time. The oldest goes; the node itself
 				// stays proven by the newer ones (provenBehind matches
 				// its ID whatever the server).
-				if k := countAhead(y.ahead, x.ID); k >= maxAheadPerNode {
-					i := slices.IndexFunc(y.ahead, func(a behind) bool { return a.id == x.ID })
+				if i, k := oldestAhead(y.ahead, x.ID); k >= maxAheadPerNode {
 					y.ahead = slices.Delete(y.ahead, i, i+1)
 				}
 				y.ahead = append(y.ahead, b)
@@ -1791,13 +1790,17 @@ func uitoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
 // it holds WAL past (see aheadReplica).
 const maxAheadPerNode = 8
 
-// countAhead counts the records of node id in ahead.
-func countAhead(ahead []behind, id ID) int {
-	k := 0
-	for _, a := range ahead {
+// oldestAhead returns where node id's oldest record in ahead is (-1 when
+// none is) and how many records of it ahead holds.
+func oldestAhead(ahead []behind, id ID) (oldest, k int) {
+	oldest = -1
+	for i, a := range ahead {
 		if a.id == id {
+			if k == 0 {
+				oldest = i
+			}
 			k++
 		}
 	}
-	return k
+	return oldest, k
 }
