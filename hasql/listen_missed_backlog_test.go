@@ -37,53 +37,12 @@ func TestListenMissedWindowCoversTheServersBacklog(t *testing.T) {
 	// One transaction: every notification of the burst is committed at
 	// once, before sent.
 	const burst = 6000
-	_, err := m.Master().Exec(ctx,
-		"SELECT pg_notify('ev', i::text || ':' || repeat('x', 7000)) FROM generate_series(1, $1) i", burst)
-	require.NoError(t, err)
-	sent := time.Now()
-
-	// n1 and n2 each finish two checks after sent: the second began after
-	// the burst was committed.
-	for _, n := range []*testcluster.Node{n1, n2} {
-		var last time.Time
-		for seen := 0; seen < 2; {
-			st := statusAt(m, n)
-			if st.Up && st.LastCheck.After(sent) && st.LastCheck != last {
-				last = st.LastCheck
-				seen++
-			}
-			select {
-			case <-ctx.Done():
-				t.Fatal(ctx.Err())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}
+	sent := notifyBurst(t, ctx, m, burst, 7000, n1, n2)
 
 	require.NoError(t, n1.Kill())
 	require.NoError(t, c.Failover(ctx, n2))
 
-	got := 0
-	var missed *hasql.MissedError
-	for missed == nil {
-		n, err := receive()
-		if err != nil {
-			require.True(t, errors.As(err, &missed), "want a MissedError, got %v", err)
-			break
-		}
-		if i, _, ok := strings.Cut(n.Payload, ":"); ok {
-			_, err := strconv.Atoi(i)
-			require.NoError(t, err)
-			got++
-		}
-	}
-	t.Logf("received %d of the %d notifications committed before %s; %v", got, burst, sent.Format(time.RFC3339Nano), missed)
-	if got == burst {
-		t.Skip("every notification arrived before the crash: nothing to check")
-	}
-	require.True(t, missed.Lost.Before(sent),
-		"%d notifications committed before %s were never received, and the MissedError's window begins after it: %v",
-		burst-got, sent.Format(time.RFC3339Nano), missed)
+	checkMissedWindowCovers(t, receive, burst, sent)
 }
 
 // The same with a small burst (1,000 short notifications, a few hundred
@@ -102,11 +61,24 @@ func TestListenMissedWindowCoversWhatTheCutDropped(t *testing.T) {
 	receive := listenAfterFirst(t, ctx, m)
 
 	const burst = 1000
+	sent := notifyBurst(t, ctx, m, burst, 100, n1, n2)
+
+	require.NoError(t, n2.Promote(ctx)) // n1 runs on
+	waitRole(t, m, "n2", hasql.RoleMaster)
+	checkMissedWindowCovers(t, receive, burst, sent)
+}
+
+// notifyBurst commits burst notifications on channel ev in one
+// transaction, each "i:" and size bytes, and waits until each of nodes has
+// finished two checks after: the second began after the commit. It returns
+// a time after the commit.
+func notifyBurst(t *testing.T, ctx context.Context, m *hasql.Manager, burst, size int, nodes ...*testcluster.Node) time.Time {
+	t.Helper()
 	_, err := m.Master().Exec(ctx,
-		"SELECT pg_notify('ev', i::text || ':' || repeat('x', 100)) FROM generate_series(1, $1) i", burst)
+		"SELECT pg_notify('ev', i::text || ':' || repeat('x', $2)) FROM generate_series(1, $1) i", burst, size)
 	require.NoError(t, err)
 	sent := time.Now()
-	for _, n := range []*testcluster.Node{n1, n2} {
+	for _, n := range nodes {
 		var last time.Time
 		for seen := 0; seen < 2; {
 			st := statusAt(m, n)
@@ -121,19 +93,25 @@ func TestListenMissedWindowCoversWhatTheCutDropped(t *testing.T) {
 			}
 		}
 	}
+	return sent
+}
 
-	require.NoError(t, n2.Promote(ctx)) // n1 runs on
-	waitRole(t, m, "n2", hasql.RoleMaster)
-
+// checkMissedWindowCovers reads the burst notifications notifyBurst sent
+// until a MissedError, and checks that the window it gives began before
+// sent when any of them never arrived.
+func checkMissedWindowCovers(t *testing.T, receive func() (*hasql.Notification, error), burst int, sent time.Time) {
+	t.Helper()
 	got := 0
 	var missed *hasql.MissedError
-	for missed == nil {
+	for {
 		n, err := receive()
 		if err != nil {
 			require.True(t, errors.As(err, &missed), "want a MissedError, got %v", err)
 			break
 		}
-		if _, _, ok := strings.Cut(n.Payload, ":"); ok {
+		if i, _, ok := strings.Cut(n.Payload, ":"); ok {
+			_, err := strconv.Atoi(i)
+			require.NoError(t, err)
 			got++
 		}
 	}
