@@ -27,45 +27,59 @@ import (
 func fakeDNSResolver(n int) *net.Resolver {
 	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		client, server := net.Pipe()
-		go func() {
-			defer server.Close()
-			for {
-				var size [2]byte
-				if _, err := io.ReadFull(server, size[:]); err != nil {
-					return
-				}
-				q := make([]byte, binary.BigEndian.Uint16(size[:]))
-				if _, err := io.ReadFull(server, q); err != nil {
-					return
-				}
-				// The question ends with its type and class.
-				qEnd := 12
-				for qEnd < len(q) && q[qEnd] != 0 {
-					qEnd += int(q[qEnd]) + 1
-				}
-				qEnd += 5
-				qtype := binary.BigEndian.Uint16(q[qEnd-4:])
-				count := n
-				if qtype != 1 {
-					count = 0
-				}
-				resp := append([]byte{}, q[:qEnd]...)
-				resp[2] |= 0x84 // response, authoritative
-				resp[3] = 0x80  // recursion available, no error
-				binary.BigEndian.PutUint16(resp[6:], uint16(count))
-				binary.BigEndian.PutUint16(resp[8:], 0)
-				binary.BigEndian.PutUint16(resp[10:], 0)
-				for i := range count {
-					resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, byte(i>>8), byte(i))
-				}
-				out := binary.BigEndian.AppendUint16(nil, uint16(len(resp)))
-				if _, err := server.Write(append(out, resp...)); err != nil {
-					return
-				}
+		go serveDNSStream(server, func(q []byte) []byte {
+			// The question ends with its type and class.
+			qEnd := 12
+			for qEnd < len(q) && q[qEnd] != 0 {
+				qEnd += int(q[qEnd]) + 1
 			}
-		}()
+			qEnd += 5
+			if qEnd > len(q) {
+				return nil
+			}
+			qtype := binary.BigEndian.Uint16(q[qEnd-4:])
+			count := n
+			if qtype != 1 {
+				count = 0
+			}
+			resp := append([]byte{}, q[:qEnd]...)
+			resp[2] |= 0x84 // response, authoritative
+			resp[3] = 0x80  // recursion available, no error
+			binary.BigEndian.PutUint16(resp[6:], uint16(count))
+			binary.BigEndian.PutUint16(resp[8:], 0)
+			binary.BigEndian.PutUint16(resp[10:], 0)
+			for i := range count {
+				resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, byte(i>>8), byte(i))
+			}
+			return resp
+		})
 		return client, nil
 	}}
+}
+
+// serveDNSStream answers the DNS queries that come over the stream c (each
+// after its length, as over TCP) with answer's replies until c ends or
+// answer gives none, then closes c.
+func serveDNSStream(c net.Conn, answer func(q []byte) []byte) {
+	defer c.Close()
+	for {
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return
+		}
+		q := make([]byte, binary.BigEndian.Uint16(l[:]))
+		if _, err := io.ReadFull(c, q); err != nil {
+			return
+		}
+		out := answer(q)
+		if out == nil {
+			return
+		}
+		binary.BigEndian.PutUint16(l[:], uint16(len(out)))
+		if _, err := c.Write(append(l[:], out...)); err != nil {
+			return
+		}
+	}
 }
 
 // TestDNSMaxNodes: an answer of 4,000 A records is refused whole, not made

@@ -3,7 +3,6 @@ package discovery_test
 import (
 	"context"
 	"encoding/binary"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -59,23 +58,7 @@ func newHalfFailingDNS(t *testing.T, a4 [][4]byte, a6 [][16]byte) *halfFailingDN
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				defer c.Close()
-				for {
-					var l [2]byte
-					if _, err := io.ReadFull(c, l[:]); err != nil {
-						return
-					}
-					q := make([]byte, binary.BigEndian.Uint16(l[:]))
-					if _, err := io.ReadFull(c, q); err != nil {
-						return
-					}
-					out := s.answer(q)
-					if out == nil {
-						return
-					}
-					binary.BigEndian.PutUint16(l[:], uint16(len(out)))
-					c.Write(append(l[:], out...))
-				}
+				serveDNSStream(c, s.answer)
 			}()
 		}
 	}()
