@@ -39,32 +39,7 @@ import (
 func TestErrorTypeTakesBoundedSQLStates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	addr, refused := poolRefusingServer(t, func(i int64) string { return fmt.Sprintf("Q%04d", i) })
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@%s/app?sslmode=disable", addr))
-	require.NoError(t, err)
-	cfg.MeterProvider = mp
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	m, err := hasql.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	for range 22 {
-		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
-		c, err := m.AcquireMaster(actx)
-		acancel()
-		if err == nil {
-			c.Release()
-		}
-	}
-	t.Logf("refused connects: %d", refused.Load())
-	types := map[string]bool{}
-	errs, ok := metrics(t, ctx, reader)[hasql.MetricAcquireErrors].Data.(metricdata.Sum[int64])
-	require.True(t, ok)
-	for _, dp := range errs.DataPoints {
-		types[attr(dp.Attributes, "error.type")] = true
-	}
+	types := acquireErrorTypes(t, ctx, func(i int64) string { return fmt.Sprintf("Q%04d", i) }, 22)
 	t.Logf("%d error.type values", len(types))
 	assert.LessOrEqual(t, len(types), 18, "error.type takes a value per server-chosen SQLSTATE: the rogue sets the series count (22 failed acquires)")
 }

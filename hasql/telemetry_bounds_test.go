@@ -43,21 +43,33 @@ func TestAcquireErrorTypeIsBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	long := strings.Repeat("Z", 2000)
-	addr, refused := poolRefusingServer(t, func(i int64) string { return fmt.Sprintf("Q%05d%s", i, long) })
+	types := acquireErrorTypes(t, ctx, func(i int64) string { return fmt.Sprintf("Q%05d%s", i, long) }, 20)
+	maxLen := 0
+	for ty := range types {
+		maxLen = max(maxLen, len(ty))
+	}
+	t.Logf("%d error.type values, longest %d bytes", len(types), maxLen)
+	assert.LessOrEqual(t, len(types), 8, "error.type takes a value per server-chosen SQLSTATE: unbounded cardinality")
+	assert.LessOrEqual(t, maxLen, 64, "error.type holds a server-chosen string of any length")
+}
+
+// acquireErrorTypes makes a Manager whose only node is a
+// poolRefusingServer refusing with code(i), tries acquires acquires of its
+// master and returns the error.type values hasql.acquire.errors counted.
+func acquireErrorTypes(t *testing.T, ctx context.Context, code func(i int64) string, acquires int) map[string]bool {
+	t.Helper()
+	addr, refused := poolRefusingServer(t, code)
 	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	spans := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	cfg, err := hasql.ParseConfig(fmt.Sprintf("postgres://app:pw@%s/app?sslmode=disable", addr))
 	require.NoError(t, err)
-	cfg.MeterProvider = mp
-	cfg.TracerProvider = tp
+	cfg.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	cfg.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewInMemoryExporter()))
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	m, err := hasql.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	defer m.Close()
 	require.NoError(t, m.WaitReady(ctx, 1, 0))
-	for range 20 {
+	for range acquires {
 		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
 		c, err := m.AcquireMaster(actx)
 		acancel()
@@ -72,13 +84,7 @@ func TestAcquireErrorTypeIsBounded(t *testing.T) {
 	for _, dp := range errs.DataPoints {
 		types[attr(dp.Attributes, "error.type")] = true
 	}
-	maxLen := 0
-	for ty := range types {
-		maxLen = max(maxLen, len(ty))
-	}
-	t.Logf("%d error.type values, longest %d bytes", len(types), maxLen)
-	assert.LessOrEqual(t, len(types), 8, "error.type takes a value per server-chosen SQLSTATE: unbounded cardinality")
-	assert.LessOrEqual(t, maxLen, 64, "error.type holds a server-chosen string of any length")
+	return types
 }
 
 // masterAnswersNoSenders is masterAnswers with no walsenders (NULL list).
