@@ -213,58 +213,14 @@ func historyRogue(t *testing.T, history string) string {
 		}
 		return true
 	}
-	pool := func(be *pgproto3.Backend) {
-		var sql string
-		for {
-			m, err := be.Receive()
-			if err != nil {
-				return
-			}
-			switch m := m.(type) {
-			case *pgproto3.Parse:
-				sql = m.Query
-				be.Send(&pgproto3.ParseComplete{})
-			case *pgproto3.Bind:
-				be.Send(&pgproto3.BindComplete{})
-			case *pgproto3.Describe:
-				hist := strings.Contains(sql, "pg_read_file")
-				if m.ObjectType == 'S' {
-					pd := &pgproto3.ParameterDescription{}
-					if hist {
-						pd.ParameterOIDs = []uint32{oidText}
-					}
-					be.Send(pd)
-				}
-				oid := uint32(oidInt8)
-				if hist {
-					oid = oidText
-				}
-				be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("c"), DataTypeOID: oid, DataTypeSize: -1, TypeModifier: -1}}})
-			case *pgproto3.Execute:
-				v := "1"
-				switch {
-				case strings.Contains(sql, "pg_postmaster_start_time"):
-					v = "1767225600000000"
-				case strings.Contains(sql, "pg_read_file"):
-					v = history
-				}
-				be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte(v)}})
-				be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
-			case *pgproto3.Sync:
-				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-				if be.Flush() != nil {
-					return
-				}
-			case *pgproto3.Query:
-				sendRow(be, []uint32{oidInt4}, []any{1})
-				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-				if be.Flush() != nil {
-					return
-				}
-			case *pgproto3.Terminate:
-				return
-			}
+	pool := func(sql string) extendedAnswer {
+		switch {
+		case strings.Contains(sql, "pg_read_file"):
+			return extendedAnswer{params: []uint32{oidText}, oid: oidText, rows: 1, value: history}
+		case strings.Contains(sql, "pg_postmaster_start_time"):
+			return extendedAnswer{oid: oidInt8, rows: 1, value: "1767225600000000"}
 		}
+		return extendedAnswer{oid: oidInt8, rows: 1, value: "1"}
 	}
 	ln := fakePG(t, func(c net.Conn, be *pgproto3.Backend, sm *pgproto3.StartupMessage) {
 		if welcome(be) != nil {
@@ -274,7 +230,7 @@ func historyRogue(t *testing.T, history string) string {
 			serveSimple(be, check)
 			return
 		}
-		pool(be)
+		serveExtended(be, pool)
 	})
 	return ln.Addr().String()
 }

@@ -151,11 +151,39 @@ func startRowsPG(t *testing.T, rows int) (addr string, asked *atomic.Int64) {
 // asked, if not nil), anything else with 1. It reports, once the client
 // left, whether it had sent the start-time rows.
 func serveStartRows(be *pgproto3.Backend, rows int, asked *atomic.Int64) (served bool) {
+	serveExtended(be, func(sql string) extendedAnswer {
+		if !strings.Contains(sql, "pg_postmaster_start_time") {
+			return extendedAnswer{oid: oidInt8, rows: 1, value: "1"}
+		}
+		return extendedAnswer{oid: oidInt8, rows: rows, value: "1767225600000000", executed: func() {
+			if asked != nil {
+				asked.Add(1)
+			}
+			served = true
+		}}
+	})
+	return served
+}
+
+// extendedAnswer is what serveExtended answers a statement with: its
+// parameters' types, one column of type oid, and rows rows of the text
+// value; executed, if not nil, is called as it sends them.
+type extendedAnswer struct {
+	params   []uint32
+	oid      uint32
+	rows     int
+	value    string
+	executed func()
+}
+
+// serveExtended answers a pool connection's extended protocol with
+// answer's results (a simple Query with 1) until the client leaves.
+func serveExtended(be *pgproto3.Backend, answer func(sql string) extendedAnswer) {
 	var sql string
 	for {
 		m, err := be.Receive()
 		if err != nil {
-			return served
+			return
 		}
 		switch m := m.(type) {
 		case *pgproto3.Parse:
@@ -164,27 +192,28 @@ func serveStartRows(be *pgproto3.Backend, rows int, asked *atomic.Int64) (served
 		case *pgproto3.Bind:
 			be.Send(&pgproto3.BindComplete{})
 		case *pgproto3.Describe:
+			a := answer(sql)
 			if m.ObjectType == 'S' {
-				be.Send(&pgproto3.ParameterDescription{})
+				be.Send(&pgproto3.ParameterDescription{ParameterOIDs: a.params})
 			}
-			be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("c"), DataTypeOID: oidInt8, DataTypeSize: 8, TypeModifier: -1}}})
+			size := int16(-1)
+			if a.oid == oidInt8 {
+				size = 8
+			}
+			be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("c"), DataTypeOID: a.oid, DataTypeSize: size, TypeModifier: -1}}})
 		case *pgproto3.Execute:
-			n, v := 1, "1"
-			if strings.Contains(sql, "pg_postmaster_start_time") {
-				if asked != nil {
-					asked.Add(1)
-				}
-				served = true
-				n, v = rows, "1767225600000000"
+			a := answer(sql)
+			if a.executed != nil {
+				a.executed()
 			}
-			row := &pgproto3.DataRow{Values: [][]byte{[]byte(v)}}
-			for i := range n {
+			row := &pgproto3.DataRow{Values: [][]byte{[]byte(a.value)}}
+			for i := range a.rows {
 				be.Send(row)
 				if i%4096 == 4095 && be.Flush() != nil {
 					return
 				}
 			}
-			be.Send(&pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("SELECT %d", n))})
+			be.Send(&pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("SELECT %d", a.rows))})
 		case *pgproto3.Sync:
 			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 			if be.Flush() != nil {
