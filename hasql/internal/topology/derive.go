@@ -1345,8 +1345,12 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 		// only when something vouches for it: a server nothing vouches
 		// for that takes the name of one of our replicas (the check user
 		// lacking pg_monitor, rows show no address) is not listed by it.
-		if x.Vouched {
+		if x.Vouched && ambiguousListsIt(x, rowsFor(x, master), c.nodes) {
 			return ""
+		}
+		if x.Vouched {
+			return "the master lists fewer walsenders by its name " + strconv.Quote(x.rowName()) +
+				" than nodes go by it, none from its address: it may be the one that streams from nobody; give each replica its own application_name, or name it with WithReplicaName"
 		}
 		return "its name " + strconv.Quote(x.Name()) + " is another node's too, and nothing vouches for this one (not in the connection string, not listed from its own address)"
 	case matchUnnamed:
@@ -1358,7 +1362,7 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 		return "cannot tell whether it streams from the master: its application_name is unknown and its timeline hidden; set cluster_name, or grant pg_monitor to the check user"
 	}
 	for _, y := range follows {
-		if _, match := matchReplica(x, rowsFor(x, y), c.nodes); match == matchOne || match == matchAmbiguous && x.Vouched {
+		if _, match := matchReplica(x, rowsFor(x, y), c.nodes); match == matchOne || match == matchAmbiguous && x.Vouched && ambiguousListsIt(x, rowsFor(x, y), c.nodes) {
 			return ""
 		}
 	}
@@ -1515,15 +1519,47 @@ func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && !y.live() && y.Member.Name == name {
 			return true
 		}
-		if y != x && y.AliasOf != x && x.AliasOf != y && y.AliasOf == nil &&
-			y.live() && y.Res.InRecovery && y.rowName() == name && (y.Vouched || !x.Vouched) &&
-			!(privileged && !streams(y)) &&
-			(y.Res.SystemID == 0 || x.Res.SystemID == 0 || y.Res.SystemID == x.Res.SystemID) &&
-			!leftBehind(y, x) {
+		if sharesName(x, y, name, privileged) {
 			return true
 		}
 	}
 	return false
+}
+
+// sharesName reports whether y, another node of the cluster, goes by name
+// too (see nameShared).
+func sharesName(x, y *Node, name string, privileged bool) bool {
+	return y != x && y.AliasOf != x && x.AliasOf != y && y.AliasOf == nil &&
+		y.live() && y.Res.InRecovery && y.rowName() == name && (y.Vouched || !x.Vouched) &&
+		!(privileged && !streams(y)) &&
+		(y.Res.SystemID == 0 || x.Res.SystemID == 0 || y.Res.SystemID == x.Res.SystemID) &&
+		!leftBehind(y, x)
+}
+
+// ambiguousListsIt reports whether rows, on which x's name is ambiguous
+// (matchAmbiguous), still list x: there are at least as many rows by its
+// name as nodes that go by it (each may have its own), or, with fewer,
+// one of them comes from x's own address. With fewer rows than nodes of
+// the name and none from x's address, one of those nodes at least streams
+// from nobody here, and nothing tells that it is not x.
+func ambiguousListsIt(x *Node, rows []checker.Replica, nodes []*Node) bool {
+	name := x.rowName()
+	privileged := shownAddrs(rows)
+	count, own := 0, false
+	ip := x.clientIP()
+	for _, r := range rows {
+		if r.ApplicationName == name && couldBeRow(x, r) {
+			count++
+			own = own || r.ClientAddr != "" && (r.ClientAddr == ip || r.ClientAddr == x.Host)
+		}
+	}
+	claimants := 1
+	for _, y := range nodes {
+		if sharesName(x, y, name, privileged) {
+			claimants++
+		}
+	}
+	return count >= claimants || own || upstreamsOnlyRow(x, rows, nodes)
 }
 
 // shownAddrs reports walsender rows that show client addresses: the check
