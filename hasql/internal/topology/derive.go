@@ -1722,7 +1722,12 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 	for _, r := range rows {
 		// A row under a name of its own (pg_receivewal, barman, another
 		// server on the host) is another client's, not x's.
-		if r.ClientAddr == ip && (unknownName || r.ApplicationName == "" || r.ApplicationName == "walreceiver" ||
+		// While x's own check, with the same rights, found no walreceiver
+		// (see couldBeRow), only a row by x's own name may be its (a
+		// walreceiver reconnecting): one under the default name
+		// ("walreceiver", or none) is another client's on the host.
+		generic := r.ApplicationName == "" || r.ApplicationName == "walreceiver"
+		if r.ClientAddr == ip && (couldBeRow(x, r) || !generic && r.ApplicationName == name) && (unknownName || r.ApplicationName == "" || r.ApplicationName == "walreceiver" ||
 			r.ApplicationName == name || r.ApplicationName == x.Res.Name) {
 			found = r
 			count++
