@@ -1670,7 +1670,7 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 		var found checker.Replica
 		count := 0
 		for _, r := range rows {
-			if r.ApplicationName == name && couldBeRow(x, r) {
+			if r.ApplicationName == name && couldBeRow(x, r) && !fromOtherNode(x, r, nodes) {
 				found = r
 				count++
 			}
@@ -1751,6 +1751,24 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 		}
 	}
 	return found, matchOne
+}
+
+// fromOtherNode reports whether walsender row r comes from the address of
+// another replica of the set, up or down, that is not x's too: it is that
+// replica's (a namesake the checks cannot reach may stream still), not
+// x's, whatever x's name. (Not a master's address: a replica on the
+// master's machine may connect from it.)
+func fromOtherNode(x *Node, r checker.Replica, nodes []*Node) bool {
+	a := r.ClientAddr
+	if a == "" || a == x.clientIP() || a == x.Host || a == x.RemoteIP {
+		return false
+	}
+	for _, y := range nodes {
+		if y != x && y.AliasOf != x && x.AliasOf != y && y.Res.InRecovery && (y.RemoteIP == a || y.Host == a) {
+			return true
+		}
+	}
+	return false
 }
 
 // upstreamsRow reports whether walsender row r may be that of the server
