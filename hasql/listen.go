@@ -72,6 +72,8 @@ type Listener struct {
 	// markNext: no marker before it (one the server refused waits a
 	// marker period).
 	markNext time.Time
+	// heard: when the connection last delivered a notification.
+	heard time.Time
 }
 
 type listenEvent struct {
@@ -462,11 +464,26 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 		waitCtx, cancel := context.WithCancel(ctx)
 		var wake *time.Timer
 		var due atomic.Bool
+		var late atomic.Bool
 		if l.markSeq == 0 {
 			// Woken when the next marker is due, after an idle wait of
 			// markIdle at least.
 			wake = time.AfterFunc(max(max(l.m.cfg.CheckInterval, minMarkEvery)-time.Since(l.synced), time.Until(l.markNext), markIdle), func() {
 				due.Store(true)
+				cancel()
+			})
+		} else {
+			// A marker the server took that has not come back while
+			// nothing else came for markBack: the session does not
+			// receive what is committed (a pooler in transaction mode
+			// gave its LISTEN to a server connection it shares, or
+			// closed that one): lost, as a failed connection is.
+			last := l.markAt
+			if l.heard.After(last) {
+				last = l.heard
+			}
+			wake = time.AfterFunc(max(time.Until(last.Add(l.markBack())), 0), func() {
+				late.Store(true)
 				cancel()
 			})
 		}
@@ -494,6 +511,9 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 				return fmt.Errorf("%s is %w", n.cfg.Addr, errNoLongerMaster)
 			}
 			if errors.Is(err, context.Canceled) {
+				if late.Load() {
+					return errMarkerLost
+				}
 				if due.Load() {
 					// Nothing came for markIdle or more: a marker.
 					if err := l.sync(ctx, conn); err != nil {
@@ -509,14 +529,27 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 			n.trigger()
 			return err
 		}
+		l.heard = time.Now()
 		if l.marker(conn, notification) {
 			continue
 		}
 		ev := listenEvent{n: &Notification{Channel: notification.Channel, Payload: notification.Payload, PID: notification.PID, Node: n.cfg.Addr}}
 		select {
 		case l.events <- ev:
+			// A reader slower than markBack does not make the marker late.
+			l.heard = time.Now()
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// errMarkerLost is why listen leaves a connection whose marker did not
+// come back: it does not receive what the master commits.
+var errMarkerLost = errors.New("the Listener's own notification did not come back: the session does not receive notifications (a pooler in transaction mode?)")
+
+// markBack is how long a marker may take to come back on a connection
+// that delivers nothing else.
+func (l *Listener) markBack() time.Duration {
+	return 2 * max(l.m.cfg.CheckInterval, l.m.cfg.CheckTimeout, minMarkEvery)
 }
