@@ -1,6 +1,7 @@
 package hasql
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -167,14 +168,20 @@ type node struct {
 	// here), and a channel closed, and replaced, by each report of a check.
 	cv       *topology.Node
 	reported chan struct{}
+	// sourceName is, for a node of the connection string that the user
+	// gave no name, the member name its discoverer reports at its address
+	// now ("" for none): the node goes by it (see member). Written by
+	// reconcile alone.
+	sourceName string
 }
 
 // id is the node's name in the decision core.
 func (n *node) id() topology.ID { return topology.ID(n.index) }
 
-// member describes the node to the decision core.
+// member describes the node to the decision core: the name the user gave
+// it, else the one its source reports. Caller must hold m.mu.
 func (n *node) member() topology.Member {
-	return topology.Member{ID: n.id(), Addr: n.cfg.Addr, Host: n.cfg.Host, Name: n.cfg.Name, Trusted: n.cfg.trusted}
+	return topology.Member{ID: n.id(), Addr: n.cfg.Addr, Host: n.cfg.Host, Name: cmp.Or(n.cfg.Name, n.sourceName), Trusted: n.cfg.trusted}
 }
 
 func newNode(ctx context.Context, m *Manager, index int, nc NodeConfig) (*node, error) {

@@ -130,8 +130,10 @@ func (m *Manager) nodeConfigFor(mb member) (NodeConfig, error) {
 }
 
 // describes reports whether n is still the node for mb: a node of the
-// connection string stays as the user described it; a discovered one, as
-// long as the name and the trust mb gives the address are its own.
+// connection string stays (its pool is the application's, the master's
+// connections among them), the name the user gave it too, and takes the
+// one mb gives when the user gave none (see nameLocked); a discovered one,
+// as long as the name and the trust mb gives the address are its own.
 func (m *Manager) describes(n *node, mb member) bool {
 	if !n.cfg.discovered {
 		return true
@@ -175,9 +177,13 @@ func (m *Manager) reconcile(members []member) (int, error) {
 		// A new address, or one the source now describes otherwise (under
 		// another name: the servers behind two addresses swapped, a source
 		// that was behind caught up): a node of its own, the old one
-		// leaves. A node keeps the name it was made with, and the name is
-		// what its master's walsender rows are matched by: kept, it would
-		// take the sync state of the server that went by it.
+		// leaves. A discovered node keeps the name it was made with, and
+		// the name is what its master's walsender rows are matched by:
+		// kept, it would take the sync state of the server that went by
+		// it. (A node of the connection string is renamed in place
+		// instead, its pool kept: the decision core, told, claims no sync
+		// and takes no replay position from a row read before the rename;
+		// see nameLocked.)
 		if m.ctx.Err() != nil {
 			discard() // Close has begun
 			return len(old), ErrClosed
@@ -220,7 +226,7 @@ func (m *Manager) reconcile(members []member) (int, error) {
 		}
 	}
 	if len(added) == 0 && len(removed) == 0 && slices.Equal(next, old) {
-		m.retag(setTags)
+		m.restate(next, members, setTags)
 		return len(next), nil
 	}
 
@@ -234,10 +240,12 @@ func (m *Manager) reconcile(members []member) (int, error) {
 		n.removed.Store(true)
 	}
 	setTags()
+	renamed := m.nameLocked(next, members)
 	m.setNodesLocked(next)
 	after := m.applyLocked(removed)
 	m.mu.Unlock()
 	m.finish(nil, &after)
+	m.logNamed(renamed)
 
 	for _, n := range added {
 		m.log.Info("pgxha: node added", "addr", n.cfg.Addr, "name", n.cfg.Name)
@@ -253,17 +261,73 @@ func (m *Manager) reconcile(members []member) (int, error) {
 	return len(next), nil
 }
 
-// retag runs setTags and, when it changed tags, rebuilds the routing view.
-func (m *Manager) retag(setTags func() bool) {
+// restate, for a set of the same nodes, runs setTags and names the nodes
+// of the connection string as members do (see nameLocked); when either
+// changed, it rebuilds the routing view (told the new names, the decision
+// core derives their roles again).
+func (m *Manager) restate(nodes []*node, members []member, setTags func() bool) {
 	m.mu.Lock()
-	if !setTags() {
+	if m.snap.Load().closed {
 		m.mu.Unlock()
 		return
 	}
-	m.core.Reconsider(time.Now())
+	renamed := m.nameLocked(nodes, members)
+	retagged := setTags()
+	switch {
+	case len(renamed) > 0:
+		m.setNodesLocked(nodes)
+	case retagged:
+		m.core.Reconsider(time.Now())
+	default:
+		m.mu.Unlock()
+		return
+	}
 	after := m.applyLocked(nil)
 	m.mu.Unlock()
 	m.finish(nil, &after)
+	m.logNamed(renamed)
+}
+
+// sourceNamed is a node of the connection string and the name its source gave it.
+type sourceNamed struct {
+	addr, name string
+}
+
+// nameLocked gives each node of the connection string in nodes that the
+// user gave no name (no per-node name, no WithReplicaName) the member name
+// members report at its address, the address's first member's as for its
+// tags: the master's walsender rows go by that name (Patroni's member
+// name is its replicas' application_name), and a first set made of the
+// connection string's hosts (the discoverer's first answer came later than
+// New waited for it) has none. The node stays, with its pool and its
+// connections, the master's included; the decision core re-describes it
+// (see topology.Core.SetMembers). It returns the nodes whose name changed.
+// Caller must hold m.mu.
+func (m *Manager) nameLocked(nodes []*node, members []member) []sourceNamed {
+	byAddr := make(map[string]string, len(members))
+	for _, mb := range members {
+		if _, ok := byAddr[mb.addr]; !ok {
+			byAddr[mb.addr] = mb.name
+		}
+	}
+	var out []sourceNamed
+	for _, n := range nodes {
+		if n.cfg.discovered || n.cfg.Name != "" {
+			continue
+		}
+		if name, ok := byAddr[n.cfg.Addr]; ok && name != n.sourceName {
+			n.sourceName = name
+			out = append(out, sourceNamed{n.cfg.Addr, name})
+		}
+	}
+	return out
+}
+
+// logNamed logs the names nameLocked gave.
+func (m *Manager) logNamed(renamed []sourceNamed) {
+	for _, r := range renamed {
+		m.log.Info("pgxha: node named by the discoverer", "addr", r.addr, "name", r.name)
+	}
 }
 
 // drain closes a node that left the set, owned by the Manager: once its

@@ -251,6 +251,11 @@ type Node struct {
 	// SyncState read before backSince is of the run before.
 	syncTL   uint32
 	syncRead time.Time
+	// namedSince is when the member was last given another name (zero
+	// before): a walsender row read before it was found by the old name,
+	// and says nothing of whether the master waits for the node, nor how
+	// far it replayed.
+	namedSince time.Time
 	// readAt is when the last check read the node's positions, as late as
 	// it can have been: its answer, less the way back (half the shortest
 	// check of the server: a check that opened a connection, or retried,
@@ -414,7 +419,10 @@ func (c *Core) reset(x *Node) {
 // in-flight work was not cut yet) has its connections cut at once: nothing
 // routes to it any more, and a commit landing there after another node is
 // promoted would be lost. What a node that left proved (its timeline) is
-// forgotten with it.
+// forgotten with it. An ID that stays under another description keeps its
+// checks and connections (nothing is cut for it) and earns being vouched
+// for again; under another name, no walsender row read before makes it
+// sync nor says how far it replayed.
 func (c *Core) SetMembers(now time.Time, members []Member) {
 	if len(members) == 0 && len(c.nodes) > 0 {
 		// The set is never emptied: a source that reports nothing usable
@@ -432,6 +440,14 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 	for _, mb := range members {
 		if x := old[mb.ID]; x != nil {
 			if x.Member != mb {
+				if x.Member.Name != mb.Name {
+					// Walsender rows read so far were matched by the old
+					// name: what they said (sync, a replay position) is
+					// another walsender's under the new one. The
+					// master's next check reads them again (see
+					// WantReplicas: replicasChanged).
+					x.namedSince, x.SyncState = now, ""
+				}
 				x.Member = mb
 				x.Vouched = false // re-earned under its new description
 			}

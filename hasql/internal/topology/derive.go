@@ -1253,10 +1253,12 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		return RoleReplica
 	}
 	if (!x.backSince.IsZero() && master.replicasBegan.Before(x.backSince) || !x.streamSince.IsZero() && master.replicasBegan.Before(x.streamSince) ||
+		master.replicasBegan.Before(x.namedSince) ||
 		master.replicasBegan.Before(x.CheckBegan) && (c.cascades(x, master) || !streams(x))) &&
 		(entry.SyncState == "sync" || entry.SyncState == "quorum") {
 		// The row is the walsender that served it before it went down or
-		// restarted: the master may have named another standby since and
+		// restarted, or was found by a name the node no longer goes by:
+		// the master may have named another standby since and
 		// acknowledged commits it lacks. Known at the master's next read
 		// (asked for: see WantReplicas).
 		x.SyncUnknown = syncUnknownOldRows
@@ -1397,10 +1399,11 @@ func rowsFor(x, w *Node) []checker.Replica {
 func (c *Core) measureLag(x, master *Node, historyOK bool, now time.Time) {
 	mres := &master.Res
 	entry, match := matchReplica(x, mres.Replicas, c.nodes)
-	if match != matchOne || x.replaced && master.replicasBegan.Before(x.serverSince) {
+	if match != matchOne || x.replaced && master.replicasBegan.Before(x.serverSince) || master.replicasBegan.Before(x.namedSince) {
 		// A row read before x's server replaced another is the one
 		// before's: its replay position and lag are not x's (a standby
-		// restarted after a crash opens behind what it had replayed).
+		// restarted after a crash opens behind what it had replayed). So
+		// is one read before x went by the name that found it.
 		entry = checker.Replica{}
 	}
 	replay := max(x.Res.LSN, entry.ReplayLSN)
