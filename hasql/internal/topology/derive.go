@@ -1347,7 +1347,7 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 		// only when something vouches for it: a server nothing vouches
 		// for that takes the name of one of our replicas (the check user
 		// lacking pg_monitor, rows show no address) is not listed by it.
-		if x.Vouched && ambiguousListsIt(x, rowsFor(x, master), c.nodes) {
+		if x.Vouched && ambiguousListsIt(x, master, rowsFor(x, master), c.nodes) {
 			return ""
 		}
 		if x.Vouched {
@@ -1364,7 +1364,7 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 		return "cannot tell whether it streams from the master: its application_name is unknown and its timeline hidden; set cluster_name, or grant pg_monitor to the check user"
 	}
 	for _, y := range follows {
-		if _, match := matchReplica(x, rowsFor(x, y), c.nodes); match == matchOne || match == matchAmbiguous && x.Vouched && ambiguousListsIt(x, rowsFor(x, y), c.nodes) {
+		if _, match := matchReplica(x, rowsFor(x, y), c.nodes); match == matchOne || match == matchAmbiguous && x.Vouched && ambiguousListsIt(x, y, rowsFor(x, y), c.nodes) {
 			return ""
 		}
 	}
@@ -1539,13 +1539,15 @@ func sharesName(x, y *Node, name string, privileged bool) bool {
 		!leftBehind(y, x)
 }
 
-// ambiguousListsIt reports whether rows, on which x's name is ambiguous
-// (matchAmbiguous), still list x: there are at least as many rows by its
-// name as nodes that go by it (each may have its own), or, with fewer,
-// one of them comes from x's own address. With fewer rows than nodes of
-// the name and none from x's address, one of those nodes at least streams
-// from nobody here, and nothing tells that it is not x.
-func ambiguousListsIt(x *Node, rows []checker.Replica, nodes []*Node) bool {
+// ambiguousListsIt reports whether rows, w's walsenders, on which x's
+// name is ambiguous (matchAmbiguous), still list x: there are at least as
+// many rows by its name as nodes that go by it (each may have its own),
+// counting those other live, vouched nodes of the set list (a replica of
+// the name that cascades from one of them has its row there, not on w),
+// or, with fewer, one of w's comes from x's own address. With fewer rows
+// than nodes of the name and none from x's address, one of those nodes at
+// least streams from nobody here, and nothing tells that it is not x.
+func ambiguousListsIt(x, w *Node, rows []checker.Replica, nodes []*Node) bool {
 	name := x.rowName()
 	privileged := shownAddrs(rows)
 	count, own := 0, false
@@ -1554,6 +1556,17 @@ func ambiguousListsIt(x *Node, rows []checker.Replica, nodes []*Node) bool {
 		if r.ApplicationName == name && couldBeRow(x, r) {
 			count++
 			own = own || r.ClientAddr != "" && (r.ClientAddr == ip || r.ClientAddr == x.Host)
+		}
+	}
+	for _, y := range nodes {
+		if y == w || y.AliasOf != nil || w.AliasOf == y || !y.live() || !y.Vouched || !y.Res.InRecovery ||
+			y.Res.SystemID != 0 && x.Res.SystemID != 0 && y.Res.SystemID != x.Res.SystemID {
+			continue
+		}
+		for _, r := range y.Res.Replicas {
+			if r.ApplicationName == name && couldBeRow(x, r) {
+				count++
+			}
 		}
 	}
 	claimants := 1
