@@ -1519,7 +1519,7 @@ func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 		// goes by it: a server nothing vouches for that says it (one on
 		// the down replica's machine, a member of no name of its own)
 		// does not take its row.
-		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && !y.live() && y.Member.Name == name {
+		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && !y.live() && y.Member.Name == name && mayShareAddr(x, y) {
 			return true
 		}
 		if sharesName(x, y, name, privileged) {
@@ -1527,6 +1527,15 @@ func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 		}
 	}
 	return false
+}
+
+// mayShareAddr reports whether x and y may connect from one address: the
+// same host, or one of them with no known address (a host name never
+// reached). A row from x's own address that is not y's is not y's
+// walsender, whatever the name (see nameShared).
+func mayShareAddr(x, y *Node) bool {
+	a, b := x.clientIP(), y.clientIP()
+	return a == "" || b == "" || a == b || x.Host == y.Host
 }
 
 // sharesName reports whether y, another node of the cluster, goes by name
