@@ -1543,7 +1543,9 @@ func mayShareAddr(x, y *Node) bool {
 func sharesName(x, y *Node, name string, privileged bool) bool {
 	return y != x && y.AliasOf != x && x.AliasOf != y && y.AliasOf == nil &&
 		y.live() && y.Res.InRecovery && y.rowName() == name && (y.Vouched || !x.Vouched) &&
-		!(privileged && !streams(y)) &&
+		// One whose check found no walreceiver, hidden or not, streams
+		// from nobody: no walsender row is its.
+		!((privileged || !y.Res.ReceiverHidden) && !streams(y)) &&
 		(y.Res.SystemID == 0 || x.Res.SystemID == 0 || y.Res.SystemID == x.Res.SystemID) &&
 		!leftBehind(y, x)
 }
