@@ -567,7 +567,8 @@ func (c *Core) WantNames(id ID) bool {
 func walsendersMayChange(before, res *checker.Result) bool {
 	return before.InRecovery != res.InRecovery || before.Server() != res.Server() ||
 		before.UpstreamHost != res.UpstreamHost || before.UpstreamPort != res.UpstreamPort ||
-		before.ReceiveTimeline != res.ReceiveTimeline || before.Name != res.Name
+		before.ReceiveTimeline != res.ReceiveTimeline || before.Name != res.Name ||
+		before.ReceiverHidden != res.ReceiverHidden
 }
 
 // CheckOK records a check of id that succeeded: it began at began and its
