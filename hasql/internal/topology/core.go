@@ -449,7 +449,11 @@ func (c *Core) SetMembers(now time.Time, members []Member) {
 					x.namedSince, x.SyncState = now, ""
 				}
 				x.Member = mb
-				x.Vouched = false // re-earned under its new description
+				// Re-earned under its new description; a member the
+				// user named is vouched for whatever its name (as it
+				// stays before the rebuild: dedup orders by it, and the
+				// master's address would yield to another of its server).
+				x.Vouched = mb.Trusted
 			}
 			next = append(next, x)
 			delete(old, mb.ID)

@@ -1612,7 +1612,7 @@ func shownAddrs(rows []checker.Replica) bool {
 // word does not name its row: a server beside a replica whose checks fail
 // would take that replica's row by saying its name.
 func (x *Node) rowName() string {
-	if r := &x.Res; x.Member.Trusted && r.InRecovery && r.UpstreamHost != "" && !r.ReceiverHidden && r.Name != "" {
+	if r := &x.Res; (x.Member.Trusted || x.Vouched) && r.InRecovery && r.UpstreamHost != "" && !r.ReceiverHidden && r.Name != "" {
 		return r.Name
 	}
 	return x.Name()
