@@ -46,14 +46,22 @@ const (
 	// opStranger: a standby outside the node set comes or goes (see
 	// model.stranger); not drawn by randomConfig, TestTruthStaleness adds it.
 	opStranger opKind = 100
+	// opNameMember: the source names a member by the server its address
+	// reaches now (Patroni's member name is what that server streams
+	// as), or drops its name; a name moved since leaves the source
+	// behind. Not drawn by randomConfig: TestSimulationMemberNames adds it.
+	opNameMember opKind = 101
 )
 
 var opNames = [...]string{"crash", "restart", "hang", "resume", "failover", "rogue-promote", "rejoin",
 	"pause-replay", "resume-replay", "cascade", "remove", "readd", "add-replica", "add-rogue", "add-foreign", "slow-checks", "move-name", "switch-wal"}
 
 func (k opKind) String() string {
-	if k == opStranger {
+	switch k {
+	case opStranger:
 		return "stranger"
+	case opNameMember:
+		return "name-member"
 	}
 	return opNames[k]
 }
@@ -825,6 +833,24 @@ func (s *sim) do(o op) {
 		s.setMembers()
 	case opStranger:
 		md.stranger = !md.stranger
+	case opNameMember:
+		var live []*simMember
+		for _, mb := range s.members {
+			if !mb.gone {
+				live = append(live, mb)
+			}
+		}
+		mb := live[o.arg%len(live)]
+		name := md.servers[mb.server].name
+		if (o.arg/7)%4 == 0 {
+			name = ""
+		}
+		if mb.Name == name {
+			return
+		}
+		s.tracef("name %s: %q -> %q", mb.Addr, mb.Name, name)
+		mb.Name = name
+		s.setMembers()
 	case opSwitchWAL:
 		if truth != nil && !truth.down && !truth.hung {
 			md.switchWAL(truth)
@@ -986,6 +1012,13 @@ func (s *sim) repair() {
 		}
 	}
 	s.members = slices.DeleteFunc(s.members, func(mb *simMember) bool { return mb.server < 0 })
+	// A source that named members catches up: each goes by its server's
+	// name (see opNameMember).
+	for _, mb := range s.members {
+		if mb.Name != "" {
+			mb.Name = md.servers[mb.server].name
+		}
+	}
 	s.setMembers()
 	s.tracef("repair: master %s", keep.name)
 }
@@ -1190,7 +1223,7 @@ func (s *sim) check() error {
 		}
 		replay := x.Res.LSN
 		for _, r := range m.Res.Replicas {
-			if r.ApplicationName == x.Name() {
+			if ownRow(x, r) {
 				replay = max(replay, r.ReplayLSN)
 			}
 		}
@@ -1202,7 +1235,7 @@ func (s *sim) check() error {
 		if x.Role == RoleSyncReplica || x.Role == RoleQuorumReplica {
 			k := 0
 			for _, r := range m.Res.Replicas {
-				if r.ApplicationName == x.Name() {
+				if ownRow(x, r) {
 					k++
 				}
 			}
@@ -1282,12 +1315,19 @@ func (s *sim) checkStaleReasons(e Election) error {
 	return nil
 }
 
+// ownRow reports whether walsender row r may be x's: by the name x goes by,
+// or from x's address under its server's name (a name the source gave
+// that is behind; see opNameMember).
+func ownRow(x *Node, r checker.Replica) bool {
+	return r.ApplicationName == x.rowName() && couldBeRow(x, r) || r.ClientAddr != "" && r.ClientAddr == x.clientIP() && r.ApplicationName == x.Res.Name
+}
+
 // uniqueHonestName reports whether x's name is on one row of m's
 // walsenders and no other live replica of the cluster goes by it.
 func (s *sim) uniqueHonestName(x, m *Node) bool {
 	k := 0
 	for _, r := range m.Res.Replicas {
-		if r.ApplicationName == x.Name() {
+		if r.ApplicationName == x.rowName() {
 			k++
 		}
 	}
@@ -1296,7 +1336,7 @@ func (s *sim) uniqueHonestName(x, m *Node) bool {
 	}
 	for _, y := range s.core.Nodes() {
 		ys := s.md.servers[s.member(y.ID).server]
-		if y != x && y.AliasOf != x && x.AliasOf != y && !ys.foreign && !ys.rogue && y.live() && y.Res.InRecovery && y.Name() == x.Name() {
+		if y != x && y.AliasOf != x && x.AliasOf != y && !ys.foreign && !ys.rogue && y.live() && y.Res.InRecovery && y.rowName() == x.rowName() {
 			return false
 		}
 	}

@@ -16,6 +16,7 @@ var (
 	simSteps      = flag.Int("sim.steps", 300, "steps of faults per schedule (a repair and 400 quiet steps follow)")
 	simSeed       = flag.Int64("sim.seed", 1, "the first schedule's seed; schedule i uses seed+i")
 	roleSchedules = flag.Int("role.schedules", 300, "schedules for TestSimulationReplicationRoleCheckUser")
+	nameSchedules = flag.Int("names.schedules", 300, "schedules for TestSimulationMemberNames")
 )
 
 // TestSimulation drives the core through seeded random fault histories
@@ -92,6 +93,58 @@ func TestSimulationReplicationRoleCheckUser(t *testing.T) {
 		}
 	}
 	t.Logf("%d schedules, %d steps; the view behind the truth at most: %v", len(seeds), steps, worst)
+}
+
+// TestSimulationMemberNames runs schedules in which the source names
+// members (see opNameMember) now and then, as Patroni names its members:
+// a name given in place to a member the core has checked, a name that
+// moved with opMoveName (the source behind), a name dropped. Besides the
+// invariants, the view is held to the model's truth as in
+// TestTruthStaleness.
+func TestSimulationMemberNames(t *testing.T) {
+	steps := 0
+	worst := map[string]time.Duration{}
+	// Seed 91 found the master's address yielding to another of its
+	// server when the source named it; 621024383 a vouched member whose
+	// source name was behind taking the sync row of that name.
+	seeds := []int64{91, 621024383}
+	for i := 0; i < *nameSchedules; i++ {
+		seeds = append(seeds, *simSeed+int64(i))
+	}
+	for _, seed := range seeds {
+		cfg, ops := memberNamesConfig(seed)
+		s := newSim(cfg, seed, nil)
+		st := &staleTrack{since: map[string]time.Time{}, max: map[string]time.Duration{}, maxAt: map[string]string{}, seed: seed}
+		err := runTracked(s, ops, st)
+		steps += cfg.steps + 400
+		rerun := fmt.Sprintf("rerun: go test ./hasql/internal/topology -run TestSimulationMemberNames -sim.seed %d -names.schedules 1", seed)
+		if err != nil {
+			f := shrink(&failure{seed: seed, cfg: cfg, ops: ops, err: err, tail: tail(s.trace, 40)})
+			t.Fatalf("invariant broken: %s\n%s", f, rerun)
+		}
+		for kind, d := range st.max {
+			bound := staleBound(500 * time.Millisecond)
+			if kind == "hung" {
+				bound = hangBound(500 * time.Millisecond)
+			}
+			if d > bound {
+				t.Fatalf("%s (%s): the view was wrong for %s, more than %s: %s\n%s", kind, cfg, d, bound, st.maxAt[kind], rerun)
+			}
+			worst[kind] = max(worst[kind], d)
+		}
+	}
+	t.Logf("%d schedules, %d steps; the view behind the truth at most: %v", len(seeds), steps, worst)
+}
+
+// memberNamesConfig is randomConfig's schedule for seed with the source
+// naming members every 20 to 80 steps.
+func memberNamesConfig(seed int64) (simConfig, []op) {
+	cfg, ops := randomConfig(seed, *simSteps)
+	for at := 5 + int(seed%30); at < cfg.steps; at += 20 + int(seed*53%60) {
+		ops = append(ops, op{at: at, kind: opNameMember, arg: int(seed*int64(at)) & 0xffff})
+	}
+	slices.SortStableFunc(ops, func(a, b op) int { return a.at - b.at })
+	return cfg, ops
 }
 
 // roleUserConfig is randomConfig's schedule for seed with the
