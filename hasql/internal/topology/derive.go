@@ -1605,10 +1605,10 @@ func shownAddrs(rows []checker.Replica) bool {
 // own walreceiver when its check saw it (its primary_conninfo's, else its
 // cluster_name: what the upstream shows), else x's name (a member's name,
 // WithReplicaName's, its server's). For a member the user named (a host of
-// the connection string, trusted), a name a source gave is not taken over
-// what its server streams as: two servers that swapped addresses while
-// the source still lists the old names would take each other's rows, the
-// async one claimed sync. For a member nothing vouches for, its server's
+// the connection string, trusted) or one vouched for, a name a source gave
+// is not taken over what its server streams as: two servers that swapped
+// addresses while the source still lists the old names would take each
+// other's rows, the async one claimed sync. For a member nothing vouches for, its server's
 // word does not name its row: a server beside a replica whose checks fail
 // would take that replica's row by saying its name.
 func (x *Node) rowName() string {
@@ -1754,8 +1754,8 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 		// walreceiver reconnecting): one under the default name
 		// ("walreceiver", or none) is another client's on the host.
 		generic := r.ApplicationName == "" || r.ApplicationName == "walreceiver"
-		if r.ClientAddr == ip && (couldBeRow(x, r) || !generic && r.ApplicationName == name) && (unknownName || r.ApplicationName == "" || r.ApplicationName == "walreceiver" ||
-			r.ApplicationName == name || r.ApplicationName == x.Res.Name) {
+		if r.ClientAddr == ip && (couldBeRow(x, r) || !generic && r.ApplicationName == name) &&
+			(unknownName || generic || r.ApplicationName == name || r.ApplicationName == x.Res.Name) {
 			found = r
 			count++
 		}
