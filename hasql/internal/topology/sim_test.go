@@ -306,6 +306,17 @@ func (s *sim) addMember(server int, trusted bool) *simMember {
 	return mb
 }
 
+// liveMembers returns the members in the set (not dropped).
+func (s *sim) liveMembers() []*simMember {
+	var live []*simMember
+	for _, mb := range s.members {
+		if !mb.gone {
+			live = append(live, mb)
+		}
+	}
+	return live
+}
+
 func (s *sim) member(id ID) *simMember {
 	for _, mb := range s.members {
 		if mb.ID == id {
@@ -778,12 +789,7 @@ func (s *sim) do(o op) {
 			}
 		}
 	case opRemove:
-		var live []*simMember
-		for _, mb := range s.members {
-			if !mb.gone {
-				live = append(live, mb)
-			}
-		}
+		live := s.liveMembers()
 		if len(live) > 1 {
 			live[o.arg%len(live)].gone = true
 			s.setMembers()
@@ -834,12 +840,7 @@ func (s *sim) do(o op) {
 	case opStranger:
 		md.stranger = !md.stranger
 	case opNameMember:
-		var live []*simMember
-		for _, mb := range s.members {
-			if !mb.gone {
-				live = append(live, mb)
-			}
-		}
+		live := s.liveMembers()
 		mb := live[o.arg%len(live)]
 		name := md.servers[mb.server].name
 		if (o.arg/7)%4 == 0 {
@@ -859,12 +860,7 @@ func (s *sim) do(o op) {
 		// Mostly to the master, as a failover script moves a name; now
 		// and then to another server of the cluster (a stale record).
 		// Connections opened before stay with the server they reached.
-		var live []*simMember
-		for _, mb := range s.members {
-			if !mb.gone {
-				live = append(live, mb)
-			}
-		}
+		live := s.liveMembers()
 		mb := live[o.arg%len(live)]
 		var to []int
 		for i, x := range md.servers {
@@ -883,12 +879,7 @@ func (s *sim) do(o op) {
 		mb.server = dst
 		s.shadowMembers() // a rogue's name may reach one of ours now, or the reverse
 	case opSlowChecks:
-		var live []*simMember
-		for _, mb := range s.members {
-			if !mb.gone {
-				live = append(live, mb)
-			}
-		}
+		live := s.liveMembers()
 		mb := live[o.arg%len(live)]
 		s.slow[mb.ID] = !s.slow[mb.ID]
 	}
