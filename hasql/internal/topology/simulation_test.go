@@ -59,40 +59,13 @@ func TestSimulation(t *testing.T) {
 // is held to the model's truth as in TestTruthStaleness: a replica that
 // streams from nobody stops serving reads within staleBound.
 func TestSimulationReplicationRoleCheckUser(t *testing.T) {
-	steps := 0
-	worst := map[string]time.Duration{}
 	// Seed 14676 found a replica whose walreceiver had stopped taken for
 	// the stranger's row from its machine (followed for 2.7 s and on);
 	// seed 411013616 a rogue that listed a replica by its name, which took
 	// the replica's rows at the master away and with them its proof
 	// against a stale server (elected with the rogues' answers only).
 	seeds := []int64{14676, 411013616}
-	for i := 0; i < *roleSchedules; i++ {
-		seeds = append(seeds, *simSeed+int64(i))
-	}
-	for _, seed := range seeds {
-		cfg, ops := roleUserConfig(seed)
-		s := newSim(cfg, seed, nil)
-		st := &staleTrack{since: map[string]time.Time{}, max: map[string]time.Duration{}, maxAt: map[string]string{}, seed: seed}
-		err := runTracked(s, ops, st)
-		steps += cfg.steps + 400
-		rerun := fmt.Sprintf("rerun: go test ./hasql/internal/topology -run TestSimulationReplicationRoleCheckUser -sim.seed %d -role.schedules 1", seed)
-		if err != nil {
-			f := shrink(&failure{seed: seed, cfg: cfg, ops: ops, err: err, tail: tail(s.trace, 40)})
-			t.Fatalf("invariant broken: %s\n%s", f, rerun)
-		}
-		for kind, d := range st.max {
-			bound := staleBound(500 * time.Millisecond)
-			if kind == "hung" {
-				bound = hangBound(500 * time.Millisecond)
-			}
-			if d > bound {
-				t.Fatalf("%s (%s): the view was wrong for %s, more than %s: %s\n%s", kind, cfg, d, bound, st.maxAt[kind], rerun)
-			}
-			worst[kind] = max(worst[kind], d)
-		}
-	}
-	t.Logf("%d schedules, %d steps; the view behind the truth at most: %v", len(seeds), steps, worst)
+	runTrackedSeeds(t, "TestSimulationReplicationRoleCheckUser -sim.seed %d -role.schedules 1", seeds, *roleSchedules, roleUserConfig)
 }
 
 // TestSimulationMemberNames runs schedules in which the source names
@@ -102,25 +75,34 @@ func TestSimulationReplicationRoleCheckUser(t *testing.T) {
 // invariants, the view is held to the model's truth as in
 // TestTruthStaleness.
 func TestSimulationMemberNames(t *testing.T) {
-	steps := 0
-	worst := map[string]time.Duration{}
 	// Seed 91 found the master's address yielding to another of its
 	// server when the source named it; 621024383 a vouched member whose
 	// source name was behind taking the sync row of that name.
 	seeds := []int64{91, 621024383}
-	for i := 0; i < *nameSchedules; i++ {
+	runTrackedSeeds(t, "TestSimulationMemberNames -sim.seed %d -names.schedules 1", seeds, *nameSchedules, memberNamesConfig)
+}
+
+// runTrackedSeeds plays the schedule config gives for each of seeds and of
+// schedules more from -sim.seed, checking the invariants and holding the
+// view to the model's truth at 500 ms (see TestTruthStaleness); rerun,
+// with the seed, is what a failure says to run again.
+func runTrackedSeeds(t *testing.T, rerun string, seeds []int64, schedules int, config func(seed int64) (simConfig, []op)) {
+	t.Helper()
+	for i := 0; i < schedules; i++ {
 		seeds = append(seeds, *simSeed+int64(i))
 	}
+	steps := 0
+	worst := map[string]time.Duration{}
 	for _, seed := range seeds {
-		cfg, ops := memberNamesConfig(seed)
+		cfg, ops := config(seed)
 		s := newSim(cfg, seed, nil)
 		st := &staleTrack{since: map[string]time.Time{}, max: map[string]time.Duration{}, maxAt: map[string]string{}, seed: seed}
 		err := runTracked(s, ops, st)
 		steps += cfg.steps + 400
-		rerun := fmt.Sprintf("rerun: go test ./hasql/internal/topology -run TestSimulationMemberNames -sim.seed %d -names.schedules 1", seed)
+		again := "rerun: go test ./hasql/internal/topology -run " + fmt.Sprintf(rerun, seed)
 		if err != nil {
 			f := shrink(&failure{seed: seed, cfg: cfg, ops: ops, err: err, tail: tail(s.trace, 40)})
-			t.Fatalf("invariant broken: %s\n%s", f, rerun)
+			t.Fatalf("invariant broken: %s\n%s", f, again)
 		}
 		for kind, d := range st.max {
 			bound := staleBound(500 * time.Millisecond)
@@ -128,7 +110,7 @@ func TestSimulationMemberNames(t *testing.T) {
 				bound = hangBound(500 * time.Millisecond)
 			}
 			if d > bound {
-				t.Fatalf("%s (%s): the view was wrong for %s, more than %s: %s\n%s", kind, cfg, d, bound, st.maxAt[kind], rerun)
+				t.Fatalf("%s (%s): the view was wrong for %s, more than %s: %s\n%s", kind, cfg, d, bound, st.maxAt[kind], again)
 			}
 			worst[kind] = max(worst[kind], d)
 		}
