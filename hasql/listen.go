@@ -373,7 +373,7 @@ func (l *Listener) sync(ctx context.Context, conn *pgx.Conn) error {
 	// wait for synchronous standbys included: with a standby down, an
 	// application's NOTIFY holds it for as long, and the marker gives up
 	// after lock_timeout, with an ERROR that leaves the connection be.
-	l.markNext = at.Add(max(l.m.cfg.CheckInterval, minMarkEvery))
+	l.markNext = at.Add(l.markEvery())
 	_, err := conn.Exec(ctx, "SET LOCAL lock_timeout = 100; SET LOCAL synchronous_commit = local; NOTIFY "+
 		pgx.Identifier{l.mark}.Sanitize()+", '"+strconv.FormatUint(seq, 10)+"'")
 	if err != nil {
@@ -468,7 +468,7 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 		if l.markSeq == 0 {
 			// Woken when the next marker is due, after an idle wait of
 			// markIdle at least.
-			wake = time.AfterFunc(max(max(l.m.cfg.CheckInterval, minMarkEvery)-time.Since(l.synced), time.Until(l.markNext), markIdle), func() {
+			wake = time.AfterFunc(max(l.markEvery()-time.Since(l.synced), time.Until(l.markNext), markIdle), func() {
 				due.Store(true)
 				cancel()
 			})
@@ -548,8 +548,12 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 // come back: it does not receive what the master commits.
 var errMarkerLost = errors.New("the Listener's own notification did not come back: the session does not receive notifications (a pooler in transaction mode?)")
 
+// markEvery is how often the Listener sends a marker: once per check
+// interval, a second at least.
+func (l *Listener) markEvery() time.Duration { return max(l.m.cfg.CheckInterval, minMarkEvery) }
+
 // markBack is how long a marker may take to come back on a connection
 // that delivers nothing else.
 func (l *Listener) markBack() time.Duration {
-	return 2 * max(l.m.cfg.CheckInterval, l.m.cfg.CheckTimeout, minMarkEvery)
+	return 2 * max(l.markEvery(), l.m.cfg.CheckTimeout)
 }
