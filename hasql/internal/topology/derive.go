@@ -214,7 +214,7 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 			c.log(slog.LevelWarn, "pgxha: node detached: no reads, no writes", "addr", x.Addr, "name", x.Name(), "why", x.Detached)
 			x.loggedDetached = x.Detached
 		}
-		if x.SyncUnknown != "" && x.SyncUnknown != syncUnknownNoMaster && x.SyncUnknown != syncUnknownOldRows && x.SyncUnknown != x.loggedSync {
+		if x.SyncUnknown != "" && x.SyncUnknown != syncUnknownNoMaster && x.SyncUnknown != syncUnknownOldRows && x.SyncUnknown != syncUnknownRenamed && x.SyncUnknown != x.loggedSync {
 			c.log(slog.LevelWarn, "pgxha: replica's sync state unknown", "addr", x.Addr, "name", x.Name(), "why", x.SyncUnknown)
 		}
 		x.loggedSync = x.SyncUnknown
@@ -1252,17 +1252,21 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		x.SyncUnknown = "the replica's application_name is unknown and the master's walsenders show no addresses; set cluster_name, or grant pg_monitor to the check user"
 		return RoleReplica
 	}
-	if (!x.backSince.IsZero() && master.replicasBegan.Before(x.backSince) || !x.streamSince.IsZero() && master.replicasBegan.Before(x.streamSince) ||
-		master.replicasBegan.Before(x.namedSince) ||
-		master.replicasBegan.Before(x.CheckBegan) && (c.cascades(x, master) || !streams(x))) &&
-		(entry.SyncState == "sync" || entry.SyncState == "quorum") {
+	if entry.SyncState == "sync" || entry.SyncState == "quorum" {
 		// The row is the walsender that served it before it went down or
-		// restarted, or was found by a name the node no longer goes by:
+		// restarted, or was found by a name the node did not go by then:
 		// the master may have named another standby since and
 		// acknowledged commits it lacks. Known at the master's next read
 		// (asked for: see WantReplicas).
-		x.SyncUnknown = syncUnknownOldRows
-		return RoleReplica
+		switch {
+		case master.replicasBegan.Before(x.namedSince):
+			x.SyncUnknown = syncUnknownRenamed
+			return RoleReplica
+		case !x.backSince.IsZero() && master.replicasBegan.Before(x.backSince) || !x.streamSince.IsZero() && master.replicasBegan.Before(x.streamSince) ||
+			master.replicasBegan.Before(x.CheckBegan) && (c.cascades(x, master) || !streams(x)):
+			x.SyncUnknown = syncUnknownOldRows
+			return RoleReplica
+		}
 	}
 	x.SyncState, x.syncTL, x.syncRead = entry.SyncState, master.Res.Timeline, master.replicasBegan
 	switch entry.SyncState {
@@ -1299,6 +1303,10 @@ const syncUnknownNoMaster = "no master known to tell"
 // syncUnknownOldRows is why a replica back up (or restarted) is not sync
 // until the master's walsenders are read again: not worth a warning.
 const syncUnknownOldRows = "the master's walsenders were last read before it came back"
+
+// syncUnknownRenamed is why a replica its source named anew is not sync
+// until the master's walsenders are read again: not worth a warning.
+const syncUnknownRenamed = "the master's walsenders were last read before the replica took its name"
 
 // foreign says why x cannot follow the cluster's newest timeline whatever
 // the master: another system identifier, or a timeline below the newest

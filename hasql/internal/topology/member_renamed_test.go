@@ -2,6 +2,7 @@ package topology
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,5 +144,36 @@ func TestMemberRenamedEarnsVouchingAgain(t *testing.T) {
 	c.TakeReady()
 	if x := c.Node(2); !x.Vouched || x.Role != RoleAsyncReplica {
 		t.Fatalf("n2 listed as c: vouched %v, role %s (%s); want vouched, async", x.Vouched, x.Role, x.Detached)
+	}
+}
+
+// A host of the connection string the source names late (a Patroni first
+// look slower than the first checks) is not sync on rows read before, and
+// its sync state says why: the rows were read before it took its name, not
+// before it came back (it never went away). No warning is logged for it:
+// the master's next check reads the rows.
+func TestMemberNamedLateSaysWhyItsSyncStateIsUnknown(t *testing.T) {
+	c := New(Config{})
+	c.SetMembers(at(0), members(2))
+	c.CheckOK(2, rcReplica("a", 1, 1000, t0.Add(-time.Hour), "10.0.0.1"), at(1), at(2), "10.0.0.2")
+	c.CheckOK(1, rcWritable("n1", 1, 1000, t0.Add(-3*time.Hour),
+		checker.Replica{ApplicationName: "a", SyncState: "sync", ClientAddr: "10.0.0.2", State: "streaming", ReplayLSN: 1000}),
+		at(3), at(4), "10.0.0.1")
+	c.TakeReady()
+	if x := c.Node(2); x.Role != RoleSyncReplica {
+		t.Fatalf("setup: n2 role %s (%s %s), want sync", x.Role, x.Detached, x.SyncUnknown)
+	}
+	c.SetMembers(at(10), named(members(2), "pg-1", "a"))
+	r := c.TakeReady()
+	x := c.Node(2)
+	if x.Role != RoleReplica || x.SyncState != "" {
+		t.Fatalf("n2 named a, the master's walsenders read before: role %s (%s), sync state %q; want replica, sync state unknown",
+			x.Role, x.Detached, x.SyncState)
+	}
+	if !strings.Contains(x.SyncUnknown, "name") || strings.Contains(x.SyncUnknown, "came back") {
+		t.Fatalf("n2 named a: sync unknown %q; want it to say the rows were read before it took its name", x.SyncUnknown)
+	}
+	if logged(r, "sync state unknown") {
+		t.Fatalf("a rename logged a warning: %+v", r.Logs)
 	}
 }

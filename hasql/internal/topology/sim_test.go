@@ -1255,7 +1255,7 @@ func (s *sim) check() error {
 					x.Addr, x.Role, x.CheckBegan.Format("15:04:05.000"), x.Res.UpstreamHost, x.Res.UpstreamPort, ms.name, m.replicasBegan.Format("15:04:05.000"))
 			}
 		}
-		if !s.cfg.restricted && !s.cfg.roleUser && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && x.SyncUnknown != syncUnknownOldRows && s.uniqueHonestName(x, m) {
+		if !s.cfg.restricted && !s.cfg.roleUser && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && x.SyncUnknown != syncUnknownOldRows && x.SyncUnknown != syncUnknownRenamed && s.uniqueHonestName(x, m) {
 			return fmt.Errorf("replica %s: sync unknown (%s) though only it goes by its name among the cluster's nodes", x.Addr, x.SyncUnknown)
 		}
 	}
@@ -1387,7 +1387,7 @@ func (s *sim) converged() error {
 		if !x.Role.IsReplica() {
 			return fmt.Errorf("%s (%s) streams from the master but is %s (%s)", x.Addr, srv.name, x.Role, x.Detached)
 		}
-		if x.SyncUnknown == syncUnknownOldRows {
+		if x.SyncUnknown == syncUnknownOldRows || x.SyncUnknown == syncUnknownRenamed {
 			return fmt.Errorf("%s (%s): sync unknown (%s) after the master's walsenders were read again", x.Addr, srv.name, x.SyncUnknown)
 		}
 	}
