@@ -1513,7 +1513,7 @@ func listedFrom(x *Node, rows []checker.Replica, nodes []*Node) bool {
 	if mt != matchOne || entry.ClientAddr == "" {
 		return false
 	}
-	return entry.ClientAddr == x.RemoteIP || net.ParseIP(x.Host) != nil && entry.ClientAddr == net.ParseIP(x.Host).String()
+	return x.atAddr(entry.ClientAddr)
 }
 
 // nameShared reports whether another node of the cluster goes by name too:
@@ -1570,11 +1570,10 @@ func ambiguousListsIt(x, w *Node, rows []checker.Replica, nodes []*Node) bool {
 	name := x.rowName()
 	privileged := shownAddrs(rows)
 	count, own := 0, false
-	ip := x.clientIP()
 	for _, r := range rows {
 		if r.ApplicationName == name && couldBeRow(x, r) {
 			count++
-			own = own || r.ClientAddr != "" && (r.ClientAddr == ip || r.ClientAddr == x.Host)
+			own = own || x.atAddr(r.ClientAddr)
 		}
 	}
 	for _, y := range nodes {
@@ -1795,7 +1794,7 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 // master's machine may connect from it.)
 func fromOtherNode(x *Node, r checker.Replica, nodes []*Node) bool {
 	a := r.ClientAddr
-	if a == "" || a == x.clientIP() || a == x.Host || a == x.RemoteIP {
+	if a == "" || x.atAddr(a) {
 		return false
 	}
 	for _, y := range nodes {
@@ -1876,6 +1875,21 @@ func (x *Node) clientIP() string {
 		return a.String()
 	}
 	return ""
+}
+
+// atAddr reports whether a, a walsender row's client address, is x's:
+// the address x's check connection reached, or x's host as written or as
+// an IP in its canonical form. An empty address (hidden from the check
+// user) is nobody's.
+func (x *Node) atAddr(a string) bool {
+	if a == "" {
+		return false
+	}
+	if a == x.RemoteIP || a == x.Host {
+		return true
+	}
+	ip := net.ParseIP(x.Host)
+	return ip != nil && a == ip.String()
 }
 
 func uitoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
