@@ -27,13 +27,18 @@ type branch struct {
 }
 
 type server struct {
-	idx     int
-	sysid   uint64
-	start   int64 // postmaster start time, unix microseconds, by its host's clock
-	clock   int64 // how far its host's clock is off the model's, microseconds
-	name    string
-	down    bool // crashed or stopped: connections refused
-	hung    bool // frozen or partitioned: checks time out
+	idx   int
+	sysid uint64
+	start int64 // postmaster start time, unix microseconds, by its host's clock
+	clock int64 // how far its host's clock is off the model's, microseconds
+	name  string
+	down  bool // crashed or stopped: connections refused
+	hung  bool // frozen or partitioned: checks time out
+	// linger is how many more steps the replication connections of a hung
+	// server outlive its hang (wal_sender_timeout, wal_receiver_timeout):
+	// its upstream's walsender row for it, and its downstreams'
+	// walreceivers, still show it streaming, at the positions it had.
+	linger  int
 	rogue   bool // lies about everything
 	foreign bool // another cluster
 
@@ -106,6 +111,24 @@ func canStream(r, u *server) bool {
 	pos := r.holds()
 	cur := r.hist[len(r.hist)-1]
 	return u.has(cur.id, pos)
+}
+
+// connected reports whether r's walreceiver shows a connection to u and u's
+// walsender a row for r: r streams from u, or did when one of them hung
+// and the connection outlives the hang (see server.linger). A server that
+// hung receives and replays nothing meanwhile.
+func connected(r, u *server) bool {
+	if canStream(r, u) {
+		return true
+	}
+	if r.hung == u.hung || r.hung && r.linger == 0 || u.hung && u.linger == 0 {
+		return false
+	}
+	rh, uh := r.hung, u.hung
+	r.hung, u.hung = false, false
+	ok := canStream(r, u)
+	r.hung, u.hung = rh, uh
+	return ok
 }
 
 // write is one acknowledged or pending write.
@@ -307,7 +330,7 @@ func (md *model) syncState(m *server, r *server) string {
 			continue
 		}
 		for _, s := range md.servers {
-			if s.name == n && s.upstream == m.idx && canStream(s, m) {
+			if s.name == n && s.upstream == m.idx && connected(s, m) {
 				if s == r {
 					if k < m.syncK {
 						return "sync"
@@ -341,6 +364,11 @@ func (md *model) confirmed(m *server, lsn checker.LSN) bool {
 // upstream takes its history and part of what it lacks, and replays part
 // of what it received unless replay is paused.
 func (md *model) replicate() {
+	for _, s := range md.servers {
+		if s.hung && s.linger > 0 {
+			s.linger--
+		}
+	}
 	for _, s := range md.servers {
 		if !s.recovery || s.upstream < 0 || s.rogue {
 			continue
@@ -454,7 +482,7 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 			r.WalSegmentSize = walSegment
 		}
 		r.ReplayTime = now.Add(-time.Duration(md.rng.Intn(2000)) * time.Millisecond)
-		streaming := s.upstream >= 0 && canStream(s, md.servers[s.upstream])
+		streaming := s.upstream >= 0 && connected(s, md.servers[s.upstream])
 		if streaming && !md.restricted && !md.roleUser {
 			r.ReceiveTimeline = s.tl()
 			if md.addrOf != nil {
@@ -472,7 +500,7 @@ func (md *model) observe(s *server, now time.Time) checker.Result {
 		r.LSN = s.written()
 	}
 	for _, x := range md.servers {
-		if x == s || x.upstream != s.idx || !x.recovery || !canStream(x, s) || x.rogue {
+		if x == s || x.upstream != s.idx || !x.recovery || !connected(x, s) || x.rogue {
 			continue
 		}
 		row := checker.Replica{ApplicationName: x.name, State: "streaming", SentLSN: x.recv, FlushLSN: x.recv, ReplayLSN: x.lsn}

@@ -92,11 +92,14 @@ type simConfig struct {
 	steps        int
 	// interval is the steady check interval (0: 500 ms).
 	interval time.Duration
+	// linger is how many steps the replication connections of a server
+	// that hangs outlive it (see server.linger).
+	linger int
 }
 
 func (c simConfig) String() string {
-	return fmt.Sprintf("replicas=%d sync=%d any=%v pin=%v restricted=%v roleUser=%v alias=%v stranger=%v strangerHost=%d steps=%d",
-		c.replicas, c.syncK, c.any, c.pin, c.restricted, c.roleUser, c.alias, c.stranger, c.strangerHost, c.steps)
+	return fmt.Sprintf("replicas=%d sync=%d any=%v pin=%v restricted=%v roleUser=%v alias=%v stranger=%v strangerHost=%d steps=%d linger=%d",
+		c.replicas, c.syncK, c.any, c.pin, c.restricted, c.roleUser, c.alias, c.stranger, c.strangerHost, c.steps, c.linger)
 }
 
 // randomConfig draws a cluster and a schedule from seed.
@@ -111,6 +114,11 @@ func randomConfig(seed int64, steps int) (simConfig, []op) {
 		steps:      steps,
 	}
 	cfg.syncK = rng.Intn(min(cfg.replicas, 2) + 1)
+	// Drawn apart, so that the rest of a seed's schedule is what it was
+	// before lingering connections were modelled.
+	if lr := rand.New(rand.NewSource(seed ^ 0x6c696e676572)); lr.Intn(2) == 0 {
+		cfg.linger = 1 + lr.Intn(200)
+	}
 	var ops []op
 	for at := 10; at < steps; at += 1 + rng.Intn(40) {
 		ops = append(ops, op{at: at, kind: opKind(rng.Intn(int(opKinds))), arg: rng.Intn(1 << 16)})
@@ -747,7 +755,7 @@ func (s *sim) do(o op) {
 		}
 	case opHang:
 		if x := pick(func(x *server) bool { return !x.hung && !x.down }); x != nil {
-			x.hung = true
+			x.hung, x.linger = true, s.cfg.linger
 		}
 	case opResume:
 		if x := pick(func(x *server) bool { return x.hung }); x != nil {

@@ -88,13 +88,17 @@ func TestSimulationMemberNames(t *testing.T) {
 // with the seed, is what a failure says to run again.
 func runTrackedSeeds(t *testing.T, rerun string, seeds []int64, schedules int, config func(seed int64) (simConfig, []op)) {
 	t.Helper()
+	found := len(seeds)
 	for i := 0; i < schedules; i++ {
 		seeds = append(seeds, *simSeed+int64(i))
 	}
 	steps := 0
 	worst := map[string]time.Duration{}
-	for _, seed := range seeds {
+	for i, seed := range seeds {
 		cfg, ops := config(seed)
+		if i < found {
+			cfg.linger = 0 // as they were found
+		}
 		s := newSim(cfg, seed, nil)
 		st := &staleTrack{since: map[string]time.Time{}, max: map[string]time.Duration{}, maxAt: map[string]string{}, seed: seed}
 		err := runTracked(s, ops, st)
@@ -164,6 +168,7 @@ func TestSimulationSeedsThatFoundDefects(t *testing.T) {
 	}{{191050569, 300}, {211035734, 300}, {7771905, 300}, {241016028, 300}, {221099754, 300}, {404836, 300}, {501016854, 200}} {
 		seed := c.seed
 		cfg, ops := randomConfig(seed, c.steps)
+		cfg.linger = 0 // as they were found
 		if _, err := play(seed, cfg, ops); err != nil {
 			t.Errorf("seed %d: %v\nrerun: go test ./hasql/internal/topology -run TestSimulation -sim.seed %d -sim.schedules 1", seed, err, seed)
 		}
