@@ -78,6 +78,10 @@ type node struct {
 	// check; probeWoke is when a probe last asked for a check (unix
 	// nanoseconds).
 	probedLSN, probeWoke atomic.Int64
+	// waitMu guards waitAsk, the question WaitReplayed's callers have in
+	// flight to this node (nil: none; see Manager.replayedOnConn).
+	waitMu  sync.Mutex
+	waitAsk *replayAsk
 	// errorWoke is when an error the application met last asked for a
 	// check (unix nanoseconds; see errorWake).
 	errorWoke atomic.Int64

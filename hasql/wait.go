@@ -78,8 +78,32 @@ func (m *Manager) WaitCaughtUp(ctx context.Context) error {
 }
 
 // replayedOnConn asks n itself whether it replayed lsn, and records the
-// position it reports.
+// position it reports. Callers that wait at once share one question at a
+// time to n (one connection of its pool, not one each): a caller that
+// finds one in flight waits for its answer, a position n had replayed
+// when it answered, true of every waiter's lsn or not.
 func (m *Manager) replayedOnConn(ctx context.Context, n *node, lsn LSN) bool {
+	n.waitMu.Lock()
+	ask := n.waitAsk
+	if ask != nil {
+		n.waitMu.Unlock()
+		select {
+		case <-ask.done:
+			return ask.ok && ask.replay >= lsn
+		case <-ctx.Done():
+		case <-m.closed:
+		}
+		return false
+	}
+	ask = &replayAsk{done: make(chan struct{})}
+	n.waitAsk = ask
+	n.waitMu.Unlock()
+	defer func() {
+		n.waitMu.Lock()
+		n.waitAsk = nil
+		n.waitMu.Unlock()
+		close(ask.done)
+	}()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.CheckTimeout)
 	defer cancel()
 	conn, err := n.acquire(ctx)
@@ -92,5 +116,15 @@ func (m *Manager) replayedOnConn(ctx context.Context, n *node, lsn LSN) bool {
 		return false
 	}
 	n.probedReplay(replay, line)
+	ask.replay, ask.ok = replay, true
 	return replay >= lsn
+}
+
+// replayAsk is a question to a node about its replay position that
+// WaitReplayed's callers share (see replayedOnConn): replay and ok are
+// set before done is closed.
+type replayAsk struct {
+	done   chan struct{}
+	replay LSN
+	ok     bool
 }
