@@ -173,11 +173,10 @@ func runOnce(ctx context.Context, m *hasql.Manager, txOpts pgx.TxOptions, fn fun
 			// an idle timeout, a lost connection): no transaction began.
 			c = NodeDown
 		}
-		if err = hasql.NodeLost(conn, err); c != Permanent {
-			var le *hasql.NodeLostError
-			if errors.As(err, &le) {
-				le.MayHaveRun, le.Autocommit = false, false // BEGIN: nothing to have run
-			}
+		err = hasql.NodeLost(conn, err)
+		var le *hasql.NodeLostError
+		if errors.As(err, &le) {
+			le.MayHaveRun, le.Autocommit = false, false // BEGIN: nothing to have run
 		}
 		return err, c
 	}

@@ -207,7 +207,7 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *tracke
 		return &c
 	}
 	ended := lost && SessionEnded(err)
-	if !ended && ctx.Err() != nil && lost && m.gone(s, n) {
+	if !ended && ctx.Err() != nil && lost && m.gone(s, n, tc) {
 		ended = true // a hung or partitioned node, given up on by the caller's deadline
 	}
 	if !ended {
@@ -255,9 +255,11 @@ func (m *Manager) roleAt(s *snapshot, n *node) Role {
 	return RoleUnknown
 }
 
-// gone reports whether n is no longer what snapshot s made it: down,
-// suspect, removed, or no longer the master it was.
-func (m *Manager) gone(s *snapshot, n *node) bool {
+// gone reports whether n is no longer what the statement on tc was sent
+// to it as: down, suspect, removed, or no longer the master it was in
+// snapshot s (nil: not known) or when the statement began (see
+// trackedConn.master; tc nil: not known).
+func (m *Manager) gone(s *snapshot, n *node, tc *trackedConn) bool {
 	if n.removed.Load() || n.suspect.Load() {
 		return true
 	}
@@ -267,7 +269,8 @@ func (m *Manager) gone(s *snapshot, n *node) bool {
 	if !up {
 		return true
 	}
-	return s != nil && s.master == n && m.snap.Load().master != n
+	wasMaster := s != nil && s.master == n || tc != nil && tc.master.Load()
+	return wasMaster && m.snap.Load().master != n
 }
 
 // role is what a connection reports as its node's role when it fails
@@ -285,9 +288,12 @@ func (c *trackedConn) role() Role {
 
 // NodeLost returns err as a *NodeLostError when it comes from losing the
 // node of conn, a connection from AcquireMaster or AcquireReplica (or a
-// Querier's Acquire), under the statement that returned it: the session
-// ended (see SessionEnded) and conn is closed. Otherwise it returns err as
-// it is. pgx does not always keep the network's error in what a statement
+// Querier's Acquire), under the statement that returned it: conn is closed
+// and the session ended (see SessionEnded), or the caller's deadline ended
+// the statement on a node that is by then down, suspect, removed or no
+// longer the master it was when the statement began (a hung or partitioned
+// node; the error still matches context.DeadlineExceeded). Otherwise it
+// returns err as it is. pgx does not always keep the network's error in what a statement
 // returns (a read that fails under a statement comes out as "conn
 // closed"), so statements run on acquired connections are told apart
 // with it:
@@ -315,14 +321,23 @@ func NodeLost(conn *pgxpool.Conn, err error) error {
 		c.Autocommit = true
 		return &c
 	}
-	if !pc.IsClosed() || !SessionEnded(err) {
+	if !pc.IsClosed() {
 		return err
 	}
 	tc := trackedOf(pc)
 	if tc == nil || tc.reg.n == nil {
 		return err
 	}
+	if !SessionEnded(err) && !(deadlineEnded(err) && tc.reg.n.m.gone(nil, tc.reg.n, tc)) {
+		return err
+	}
 	e := &NodeLostError{Addr: tc.reg.n.cfg.Addr, Role: tc.role(), MayHaveRun: !NeverRan(err), Autocommit: idle, Err: err}
 	e.fromConn(tc)
 	return e
+}
+
+// deadlineEnded reports whether err is a statement's that a deadline
+// ended, not one the caller cancelled (which is never a lost node).
+func deadlineEnded(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
 }
