@@ -611,7 +611,8 @@ var errNodeClosed = errors.New("hasql: the node is closed")
 // pgxpool's Close waits for them, up to their connect_timeout. Then it
 // waits until the connections acquired from the pool are released. The
 // cancel requests of statements their contexts interrupt go out meanwhile,
-// for up to CheckTimeout (see dialCancel and settleCancels).
+// for up to CheckTimeout (see dialCancel and settleCancels); then those
+// connections are cut (see stopCancels).
 func (n *node) closePool() {
 	n.abortDials()
 	n.conns.closeIf(func(c *trackedConn) bool { return !c.live.Load() && !c.cancelReq })
@@ -678,10 +679,12 @@ func (n *node) settleCancels() {
 }
 
 // stopCancels lets no other cancel request out and cuts those under way
-// (to a server that does not answer).
+// (to a server that does not answer), and the connections a context
+// interrupted: pgconn, closing one, reads it until the server ends it, for
+// up to 15 s, and pgxpool's Close waits for that.
 func (n *node) stopCancels() {
 	n.endCancels()
-	n.conns.closeIf(func(c *trackedConn) bool { return c.cancelReq })
+	n.conns.closeIf(func(c *trackedConn) bool { return c.cancelReq || c.interrupted.Load() })
 }
 
 // closeCheckConns closes the check connection and waits until every check

@@ -267,3 +267,31 @@ func TestRunInTxBeginDeadlineOnAMasterFoundUnwell(t *testing.T) {
 	require.False(t, le.Autocommit, "BEGIN: nothing may have committed")
 	require.NotEqual(t, failover.CommitUnknown, failover.Classify(le))
 }
+
+// TestCloseAfterADeadlineOnAHungMaster: a statement on the master is ended
+// by its deadline while the master hangs, and its connection released. The
+// Manager's Close gives the statement's cancel request and pgx's goodbye
+// to the server up to the check timeout (200 ms here): pgx reads a closed
+// connection until the server ends it, for up to 15 s, and Close waited in
+// pgxpool's Close for that, though the statement had a deadline (as Close's
+// documentation asks) and was over.
+func TestCloseAfterADeadlineOnAHungMaster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr := hangingMaster(t)
+	m, err := hasql.New(ctx, "postgres://u@"+addr+"/db?sslmode=disable&default_query_exec_mode=simple_protocol"+
+		"&hasql_check_timeout=200ms&hasql_check_interval=50ms", hasql.WithLogger(quiet))
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, m.WaitReady(ctx, 1, 0), "setup: the fake is the master")
+
+	sctx, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = m.Master().Exec(sctx, "SELECT pgxha_test_hang()")
+	scancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	start := time.Now()
+	m.Close()
+	took := time.Since(start)
+	t.Logf("Close took %s", took)
+	require.Less(t, took, 5*time.Second, "Close waited for pgx's drain of a connection its statement's deadline ended, on the hung master")
+}
