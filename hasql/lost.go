@@ -58,6 +58,10 @@ type NodeLostError struct {
 	// network is the network's error under Err, when pgx kept only
 	// "conn closed": said in the text and unwrapped to.
 	network error
+	// unsent: a write to the connection failed (see trackedConn.Write)
+	// before any byte of the statement under way had left on it: pgx
+	// says above it whether any of that write left (see NeverRan).
+	unsent bool
 }
 
 func (e *NodeLostError) Error() string {
@@ -133,7 +137,12 @@ func NeverRan(err error) bool {
 	}
 	var le *NodeLostError
 	if errors.As(err, &le) {
-		return !le.MayHaveRun
+		// A failed write of the connection's (pgxha's cut included),
+		// the statement's first, that pgx's frontend says nothing of
+		// left (pgconn.SafeToRetry over it). A write after others of the
+		// statement (a pipeline's), or a failed read pgx may call safe
+		// too (PgConn's ReceiveMessage), is not taken at pgx's word.
+		return !le.MayHaveRun || le.unsent && pgconn.SafeToRetry(err)
 	}
 	if pgconn.SafeToRetry(err) {
 		return true
@@ -199,7 +208,7 @@ func (m *Manager) nodeLost(ctx context.Context, s *snapshot, n *node, tc *tracke
 	if errors.As(err, &le) {
 		c := *le // from the connection (see trackedConn): fill in what the router knows
 		c.Role = m.roleSent(s, n, tc)
-		if NeverRan(c.Err) {
+		if NeverRan(err) {
 			c.MayHaveRun = false
 		}
 		c.fromConn(tc)
@@ -312,6 +321,14 @@ func NodeLost(conn *pgxpool.Conn, err error) error {
 	// outside a transaction.
 	idle := pc.PgConn().TxStatus() == 'I'
 	if le, ok := err.(*NodeLostError); ok || errors.Is(err, ErrNodeLost) {
+		if inner := (*NodeLostError)(nil); !ok && pc.IsClosed() && errors.As(err, &inner) && errors.Unwrap(err) == error(inner) &&
+			inner.MayHaveRun && NeverRan(err) {
+			// The connection's own, right under pgx's word that nothing
+			// of the statement left (a write that failed at once): say so.
+			c := *inner
+			c.MayHaveRun, c.Autocommit = false, idle
+			return &c
+		}
 		if !ok || !idle || le.Autocommit || !pc.IsClosed() {
 			// Wrapped (kept as the caller wrapped it), not this
 			// connection's loss, or nothing to add.

@@ -1051,6 +1051,10 @@ type trackedConn struct {
 	// expired that it has, guarded by reg.mu once set (see flagExpired).
 	ends    atomic.Int64
 	expired atomic.Bool
+	// wrote counts the bytes written to the connection, wroteAtBegin as
+	// the last traced statement began (see nodeTracer.began): equal, none
+	// of that statement has left yet.
+	wrote, wroteAtBegin atomic.Int64
 	// reader is what the connection's frontend reads the server through,
 	// set when the frontend is made (see boundedFrontend); nil under a
 	// frontend of the user's.
@@ -1078,8 +1082,14 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 		c.unframed(b)
 	}
 	k, err := c.Conn.Write(b)
+	if k > 0 {
+		c.wrote.Add(int64(k))
+	}
 	if err != nil && c.reg.n != nil && c.live.Load() {
 		err = c.lost(err)
+		if le, ok := err.(*NodeLostError); ok {
+			le.unsent = c.wrote.Load() == c.wroteAtBegin.Load()
+		}
 	}
 	return k, err
 }

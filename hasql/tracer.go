@@ -98,6 +98,7 @@ func (t *nodeTracer) began(conn *pgx.Conn, sql string, b *pgx.Batch) {
 	if master := t.n.m.snap.Load().master == t.n; tc.master.Load() != master {
 		tc.master.Store(master)
 	}
+	tc.wroteAtBegin.Store(tc.wrote.Load())
 	if w := tc.watch.Load(); w != nil {
 		// Before the flag of the statement before is cleared: the watch
 		// may read it.
