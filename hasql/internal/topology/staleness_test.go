@@ -107,7 +107,14 @@ func (st *staleTrack) observe(s *sim) {
 					}
 				}
 				if x.Role == RoleSyncReplica && !(x.Suspect && healthySync) && !(srv.upstream == mt.idx && canStream(srv, mt) && s.md.syncState(mt, srv) == "sync") {
-					wrong[fmt.Sprintf("sync/%d", x.ID)] = true
+					if srv.hung {
+						// The master's walsender may outlive the hang
+						// (see server.linger) and keep its sync place:
+						// only the checks' timeouts tell, as above.
+						wrong[fmt.Sprintf("hung/%d", x.ID)] = true
+					} else {
+						wrong[fmt.Sprintf("sync/%d", x.ID)] = true
+					}
 				}
 			}
 		}
