@@ -204,6 +204,13 @@ type Node struct {
 	// The WAL position at the last two checks; when the last began.
 	pos, prevPos walPos
 	CheckBegan   time.Time
+	// followedBy is the master x was last found following, and
+	// followedAt that master's last good check then (its ResAt); unlisted
+	// whether x is detached because no walsender lists it (see
+	// lostWithMaster).
+	followedBy ID
+	followedAt time.Time
+	unlisted   bool
 	// replicasBegan is when the check that read Res.Replicas began: the
 	// last check, or an earlier one when the last reused its list
 	// (checker.Result.ReplicasCached).

@@ -151,6 +151,9 @@ func (c *Core) rebuild(now time.Time, only *Node) {
 		}
 	}
 	c.follows = follows
+	for _, x := range follows {
+		x.followedBy, x.followedAt = master.ID, master.ResAt
+	}
 
 	if only != nil {
 		c.ready.Derived = append(c.ready.Derived, only.ID)
@@ -1196,6 +1199,15 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 			// any of its addresses).
 			x.SyncState = ""
 		}
+		if prev == RoleDetached && c.lostWithMaster(x) {
+			// Detached in the master's last moments, as the master
+			// went down: its walreceiver stopped with the master, not
+			// before; it serves reads as the replicas that were
+			// still listed do.
+			x.unlisted, x.SyncState = false, ""
+			x.SyncUnknown = syncUnknownNoMaster
+			return RoleReplica
+		}
 		if prev == RoleDetached {
 			x.Detached = prevDetached
 			return RoleDetached
@@ -1230,8 +1242,10 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 		x.SyncUnknown = syncUnknownNoMaster
 		return RoleReplica
 	}
+	x.unlisted = false
 	if !containsNode(follows, x) {
 		x.Detached = c.attached(x, master, follows)
+		x.unlisted = strings.HasPrefix(x.Detached, detachedUnlisted)
 		return RoleDetached
 	}
 	entry, match := matchReplica(x, master.Res.Replicas, c.nodes)
@@ -1381,9 +1395,37 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 			"; the check user lacks pg_monitor, so the replica's own application_name (primary_conninfo) is hidden: grant pg_monitor, make cluster_name the same, or name it with WithReplicaName"
 	}
 	if r.ReceiveTimeline == 0 && r.Timeline < mr.Timeline {
-		return "not streaming from the master (not in its pg_stat_replication), last on timeline " + uitoa(r.Timeline)
+		return detachedUnlisted + ", last on timeline " + uitoa(r.Timeline)
 	}
-	return "not streaming from the master (not in its pg_stat_replication)"
+	return detachedUnlisted
+}
+
+// detachedUnlisted is why a replica no walsender of the master lists is
+// detached.
+const detachedUnlisted = "not streaming from the master (not in its pg_stat_replication)"
+
+// lostWithMaster reports whether x, detached because the master's
+// walsenders no longer listed it, stopped following only in the master's
+// last moments: the master it followed is down now, and its last good
+// check ended within twice ReplicasMaxAge of the one that last found x
+// following it (the master's crash ends its walsenders, and the
+// replica's walreceiver may see it first). Nothing else it shows may
+// set it apart: not another cluster's, not on an older timeline than the
+// cluster's, and streaming, if at all, on the timeline the master was on.
+func (c *Core) lostWithMaster(x *Node) bool {
+	m := c.Node(x.followedBy)
+	if !x.unlisted || m == nil || m == x || m.live() || x.followedAt.IsZero() ||
+		m.ResAt.Sub(x.followedAt) > 2*ReplicasMaxAge || c.foreign(x) != "" {
+		return false
+	}
+	r := &x.Res
+	if r.SystemID != 0 && m.Res.SystemID != 0 && r.SystemID != m.Res.SystemID {
+		return false
+	}
+	if r.ReceiveTimeline != 0 && r.ReceiveTimeline != m.Res.Timeline || r.Timeline != 0 && r.Timeline < c.Timeline() {
+		return false
+	}
+	return bestTimeline(r) <= m.Res.Timeline
 }
 
 // rowsFor returns w's walsender rows as evidence of x: none when they are
