@@ -502,6 +502,9 @@ func (m *Manager) whyNot(st NodeStatus, t target, o *replicaOptions, behindTimel
 	if o != nil && o.minLSN != 0 && st.LSN < o.minLSN {
 		why = append(why, "replayed to "+st.LSN.String()+", behind MinLSN "+o.minLSN.String())
 	}
+	if o != nil && o.system != 0 && st.SystemID != 0 && st.SystemID != o.system {
+		why = append(why, "of system identifier "+strconv.FormatUint(st.SystemID, 10)+", the token's is "+strconv.FormatUint(o.system, 10))
+	}
 	if behindTimeline {
 		why = append(why, "shows timeline "+uitoa(st.Timeline)+", older than the cluster's, and no walreceiver to say what it replays: no read after a position")
 	}

@@ -187,6 +187,17 @@ func (m *Manager) resolveAfter(ctx context.Context, o *replicaOptions) (uint32, 
 		}
 		if done && !ahead {
 			o.requireLSN(lsn, m.cfg.TokenWait)
+			// A server of another system has none of the writes (see
+			// ofSystem): the cluster's, or, when no check showed it, the
+			// tokens' own.
+			o.system = sys
+			for i := 0; o.system == 0 && i <= len(o.afterMore); i++ {
+				if i == 0 {
+					o.system = o.after.SystemID
+				} else {
+					o.system = o.afterMore[i-1].SystemID
+				}
+			}
 			if !onTL {
 				// Every token's write lies before its timeline ended: a
 				// replica on the newest of their timelines or a newer one

@@ -312,6 +312,22 @@ type replicaOptions struct {
 	// (0 without After): a replica asked how far it replayed must show
 	// it, or one from lineFrom on (see onLine).
 	line uint32
+	// system is the system identifier After's tokens were taken on (0:
+	// without After, or not known): a server of another has none of their
+	// writes, however far its WAL runs (see ofSystem).
+	system uint64
+}
+
+// ofSystem reports whether n may hold o's tokens' writes for its system
+// identifier: the tokens' own, or one its checks did not show. While the
+// cluster is not learned (no master seen yet, and the nodes disagree), a
+// server of another cluster serves plain reads; never one after a token.
+func (o *replicaOptions) ofSystem(n *node) bool {
+	if o.system == 0 {
+		return true
+	}
+	s := n.serverSys.Load()
+	return s == 0 || s == o.system
 }
 
 // onLine reports whether a replica that shows timeline tl (0: unknown)
@@ -364,7 +380,7 @@ func applyOptions(o *replicaOptions, opts []ReplicaOption) {
 // custom reports whether the options need a candidate set of their own,
 // beyond the sets every snapshot prepares.
 func (o *replicaOptions) custom() bool {
-	return o.lagSet || o.minLSN != 0 || len(o.tags) > 0 || o.zone != "" || o.hasAfter
+	return o.lagSet || o.minLSN != 0 || len(o.tags) > 0 || o.zone != "" || o.hasAfter || o.system != 0
 }
 
 // WithTokenWait sets how long a read with After waits for a replica that

@@ -174,7 +174,7 @@ func (m *Manager) customSet(s *snapshot, o *replicaOptions) candidateSet {
 		if o.syncOnly && !n.sync.Load() {
 			continue
 		}
-		if !n.hasTags(o.tags) || n.damped.Load() {
+		if !n.hasTags(o.tags) || n.damped.Load() || !o.ofSystem(n) {
 			continue
 		}
 		if !n.withinLag(maxBytes, maxLag) {
