@@ -75,6 +75,10 @@ func CommitLSN(ctx context.Context, tx pgx.Tx) (LSN, error) {
 			rt.once.Do(rt.conn.Release)
 			return 0, err
 		}
+		if err := stillInTx(rt.conn.Conn(), "CommitLSN"); err != nil {
+			rt.once.Do(rt.conn.Release)
+			return 0, err
+		}
 		lsn, err := CurrentLSN(ctx, rt.conn)
 		rt.once.Do(rt.conn.Release)
 		return lsn, committedErr(err)
@@ -86,8 +90,30 @@ func CommitLSN(ctx context.Context, tx pgx.Tx) (LSN, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err
 	}
+	if err := stillInTx(conn, "CommitLSN"); err != nil {
+		return 0, err
+	}
 	lsn, err := CurrentLSN(ctx, conn)
 	return lsn, committedErr(err)
+}
+
+// ErrNestedTx is returned by CommitLSN and CommitToken for a transaction
+// that committed nothing: one begun inside another (tx.Begin on a
+// transaction makes a savepoint), whose commit released its savepoint, or
+// one whose connection is in a transaction still after its commit. Its
+// writes commit with the outer transaction, at a position not known yet: a
+// position read now is before their commit record, and a replica that
+// replayed it does not have them. Commit the outermost transaction with
+// CommitLSN or CommitToken.
+var ErrNestedTx = errors.New("hasql: the transaction is nested in one still open (a savepoint): its writes commit with that one; take the position or token when committing the outermost transaction")
+
+// stillInTx returns ErrNestedTx, with what said it, when conn is in a
+// transaction after a commit.
+func stillInTx(conn *pgx.Conn, what string) error {
+	if conn.PgConn().TxStatus() != 'I' {
+		return fmt.Errorf("%w (%s)", ErrNestedTx, what)
+	}
+	return nil
 }
 
 func committedErr(err error) error {

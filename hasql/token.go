@@ -196,6 +196,10 @@ func CommitToken(ctx context.Context, tx pgx.Tx) (Token, error) {
 			rt.once.Do(rt.conn.Release)
 			return Token{}, err
 		}
+		if err := stillInTx(rt.conn.Conn(), "CommitToken"); err != nil {
+			rt.once.Do(rt.conn.Release)
+			return Token{}, err
+		}
 		tok, err := tokenOf(ctx, rt.conn)
 		rt.once.Do(rt.conn.Release)
 		return tok, committedTokenErr(err)
@@ -205,6 +209,9 @@ func CommitToken(ctx context.Context, tx pgx.Tx) (Token, error) {
 	}
 	conn := tx.Conn()
 	if err := tx.Commit(ctx); err != nil {
+		return Token{}, err
+	}
+	if err := stillInTx(conn, "CommitToken"); err != nil {
 		return Token{}, err
 	}
 	tok, err := tokenOf(ctx, conn)
