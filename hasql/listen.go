@@ -74,6 +74,12 @@ type Listener struct {
 	markNext time.Time
 	// heard: when the connection last delivered a notification.
 	heard time.Time
+	// backend is the server process the current connection's LISTEN ran
+	// in (pg_backend_pid(), 0 unknown), and proxied whether the
+	// connection's backend key names another (a pooler in between): see
+	// sync.
+	backend uint32
+	proxied bool
 }
 
 type listenEvent struct {
@@ -211,16 +217,42 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	// One statement (the simple protocol, as any statement without
 	// arguments): the caller's channels and the Listener's own (see
 	// sync), answered before any notification of them is sent.
+	// The server process that runs them is read in the same statement.
 	var listen strings.Builder
 	for _, ch := range append(l.channels[:len(l.channels):len(l.channels)], l.mark) {
 		listen.WriteString("LISTEN " + pgx.Identifier{ch}.Sanitize() + ";")
 	}
-	if _, err := conn.Exec(ctx, listen.String()); err != nil {
+	listen.WriteString("SELECT pg_backend_pid()")
+	backend, err := execBackend(ctx, conn, listen.String())
+	if err != nil {
 		err = clearEchoed(err, conn.Config().Password)
 		conn.Close(context.Background())
 		return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
 	}
+	l.backend, l.proxied = backend, backend != conn.PgConn().PID()
 	return conn, n, nil
+}
+
+// execBackend runs sql, statements that end with SELECT pg_backend_pid(),
+// on conn, and returns the pid that last one read (0 when it read none it
+// could parse).
+func execBackend(ctx context.Context, conn *pgx.Conn, sql string) (uint32, error) {
+	results, err := conn.PgConn().Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return 0, err
+	}
+	if len(results) == 0 {
+		return 0, nil
+	}
+	last := results[len(results)-1]
+	if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
+		return 0, nil
+	}
+	pid, err := strconv.ParseUint(string(last.Rows[0][0]), 10, 32)
+	if err != nil {
+		return 0, nil
+	}
+	return uint32(pid), nil
 }
 
 // run is the Listener's goroutine, owned by the Listener and the Manager.
@@ -373,9 +405,19 @@ func (l *Listener) sync(ctx context.Context, conn *pgx.Conn) error {
 	// wait for synchronous standbys included: with a standby down, an
 	// application's NOTIFY holds it for as long, and the marker gives up
 	// after lock_timeout, with an ERROR that leaves the connection be.
+	// The server process that runs it is read in the same statement: one
+	// other than the LISTEN's means the connection's statements run on
+	// more than one server session (a pooler in transaction mode), which
+	// receive each other's notifications: a marker that came back says
+	// nothing of what the session received, and what was sent since the
+	// LISTEN may have gone to another client.
 	l.markNext = at.Add(l.markEvery())
-	_, err := conn.Exec(ctx, "SET LOCAL lock_timeout = 100; SET LOCAL synchronous_commit = local; NOTIFY "+
-		pgx.Identifier{l.mark}.Sanitize()+", '"+strconv.FormatUint(seq, 10)+"'")
+	backend, err := execBackend(ctx, conn, "SET LOCAL lock_timeout = 100; SET LOCAL synchronous_commit = local; NOTIFY "+
+		pgx.Identifier{l.mark}.Sanitize()+", '"+strconv.FormatUint(seq, 10)+"'; SELECT pg_backend_pid()")
+	if err == nil && backend != 0 && l.backend != 0 && backend != l.backend {
+		l.synced = time.Time{}
+		return errPooledSession
+	}
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Severity != "FATAL" && pgErr.Severity != "PANIC" && !conn.IsClosed() {
@@ -512,6 +554,12 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 			}
 			if errors.Is(err, context.Canceled) {
 				if late.Load() {
+					if l.proxied {
+						// Through a pooler, markers that came back
+						// before say nothing of what this session
+						// received (see sync).
+						l.synced = time.Time{}
+					}
 					return errMarkerLost
 				}
 				if due.Load() {
@@ -520,7 +568,9 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 						if ctx.Err() != nil {
 							return ctx.Err()
 						}
-						n.trigger()
+						if err != errPooledSession {
+							n.trigger()
+						}
 						return err
 					}
 				}
@@ -547,6 +597,10 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, n *node) error {
 // errMarkerLost is why listen leaves a connection whose marker did not
 // come back: it does not receive what the master commits.
 var errMarkerLost = errors.New("the Listener's own notification did not come back: the session does not receive notifications (a pooler in transaction mode?)")
+
+// errPooledSession is why listen leaves a connection whose statements ran
+// on more than one server session (see sync).
+var errPooledSession = errors.New("the Listener's statements ran in more than one server session: notifications need a session of their own (a pooler in transaction mode gives them to other clients)")
 
 // markEvery is how often the Listener sends a marker: once per check
 // interval, a second at least.
