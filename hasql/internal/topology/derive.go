@@ -1568,8 +1568,12 @@ func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 		// A member the source gave the name, whose checks fail, still
 		// goes by it: a server nothing vouches for that says it (one on
 		// the down replica's machine, a member of no name of its own)
-		// does not take its row.
-		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && !y.live() && y.Member.Name == name && mayShareAddr(x, y) {
+		// does not take its row. So does a vouched replica by the name
+		// its last check showed it streaming as (a host of the
+		// connection string the source has not named, or named
+		// otherwise): it may stream on while its checks fail.
+		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && !y.live() && mayShareAddr(x, y) &&
+			(y.Member.Name == name || y.Vouched && y.Res.InRecovery && streams(y) && y.rowName() == name) {
 			return true
 		}
 		if sharesName(x, y, name, privileged) {
