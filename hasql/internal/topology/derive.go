@@ -1571,9 +1571,11 @@ func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 		// does not take its row. So does a vouched replica by the name
 		// its last check showed it streaming as (a host of the
 		// connection string the source has not named, or named
-		// otherwise): it may stream on while its checks fail.
-		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && !y.live() && mayShareAddr(x, y) &&
-			(y.Member.Name == name || y.Vouched && y.Res.InRecovery && streams(y) && y.rowName() == name) {
+		// otherwise): it may stream on while its checks fail. Rows
+		// that show addresses tell its machine's from another's; rows
+		// that hide them do not.
+		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && !y.live() && (!privileged || mayShareAddr(x, y)) &&
+			(y.Member.Name == name || y.Vouched && y.Res.InRecovery && (streams(y) || y.Res.ReceiverHidden) && y.rowName() == name) {
 			return true
 		}
 		if sharesName(x, y, name, privileged) {
