@@ -1257,6 +1257,10 @@ func (c *Core) replicaRole(x, master *Node, masterKnown bool, prev Role, prevDet
 	case matchAmbiguous:
 		x.SyncUnknown = "more than one walsender on the master reports application_name " + strconv.Quote(x.Name()) +
 			"; give each replica its own (cluster_name or primary_conninfo's application_name) or name it with WithReplicaName"
+		if a := doubtfulRow(x, master.Res.Replicas, c.nodes); a != "" {
+			x.SyncUnknown = "the master's walsender row by application_name " + strconv.Quote(x.rowName()) +
+				" comes from " + a + ", the address of a member nothing vouches for that may go by that name: it may be that member's"
+		}
 		if upstreamsOnlyRow(x, master.Res.Replicas, c.nodes) {
 			x.SyncUnknown = "the master's one walsender row by application_name " + strconv.Quote(x.Name()) +
 				" comes from " + x.Res.UpstreamHost + ", the server the replica streams from, not listed in the node set: it may be that server's; give each replica its own application_name, or list that server"
@@ -1750,14 +1754,25 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 	name := x.rowName()
 	if name != "" {
 		var found checker.Replica
-		count := 0
+		count, doubtful := 0, false
 		for _, r := range rows {
-			if r.ApplicationName == name && couldBeRow(x, r) && !fromOtherNode(x, r, nodes) {
-				found = r
-				count++
+			if r.ApplicationName != name || !couldBeRow(x, r) {
+				continue
 			}
+			if other, unvouched := fromOtherNode(x, r, nodes); other {
+				doubtful = doubtful || unvouched
+				continue
+			}
+			found = r
+			count++
 		}
 		switch {
+		case doubtful && (count == 0 || !ownAddr(x, found.ClientAddr)):
+			// A row by its name comes from the machine of a member
+			// nothing vouches for that may go by that name: the row may
+			// be that member's, or x's streaming from there (another
+			// network of its machine); x's is not known to be another.
+			return checker.Replica{}, matchAmbiguous
 		case count == 1 && upstreamsRow(x, found, nodes):
 			// It may be the row of the standby x cascades from, under
 			// the same name: x follows, its sync state and lag are not
@@ -1836,21 +1851,52 @@ func matchReplica(x *Node, rows []checker.Replica, nodes []*Node) (checker.Repli
 }
 
 // fromOtherNode reports whether walsender row r comes from the address of
-// another replica of the set, up or down, that is not x's too: it is that
-// replica's (a namesake the checks cannot reach may stream still), not
-// x's, whatever x's name. (Not a master's address: a replica on the
-// master's machine may connect from it.)
-func fromOtherNode(x *Node, r checker.Replica, nodes []*Node) bool {
+// another replica of the set, up or down, that is not x's too and may go
+// by the row's name: it is that replica's (a namesake the checks cannot
+// reach may stream still), not x's. (Not a master's address: a replica on
+// the master's machine may connect from it.) A replica of another cluster
+// streams from none of ours, and one whose walreceiver streams under
+// another name is not the row's. For an x something vouches for, a
+// replica nothing vouches for only may own the row (unvouched): a server
+// listed at the address x streams from does not take x's row away by
+// claiming it.
+func fromOtherNode(x *Node, r checker.Replica, nodes []*Node) (other, unvouched bool) {
 	a := r.ClientAddr
-	if a == "" || x.atAddr(a) {
-		return false
+	if ownAddr(x, a) {
+		return false, false
 	}
 	for _, y := range nodes {
-		if y != x && y.AliasOf != x && x.AliasOf != y && y.Res.InRecovery && (y.RemoteIP == a || y.Host == a) {
-			return true
+		if y == x || y.AliasOf == x || x.AliasOf == y || !y.Res.InRecovery || y.RemoteIP != a && y.Host != a ||
+			y.Res.SystemID != 0 && x.Res.SystemID != 0 && y.Res.SystemID != x.Res.SystemID ||
+			!y.Res.ReceiverHidden && y.rowName() != r.ApplicationName && y.Res.Name != r.ApplicationName {
+			continue
+		}
+		if y.Vouched || !x.Vouched {
+			return true, false
+		}
+		other, unvouched = true, true
+	}
+	return other, unvouched
+}
+
+// doubtfulRow returns the client address of a row of rows by x's name
+// that may be a member's nothing vouches for (see fromOtherNode), "" when
+// none is.
+func doubtfulRow(x *Node, rows []checker.Replica, nodes []*Node) string {
+	for _, r := range rows {
+		if r.ApplicationName == x.rowName() && couldBeRow(x, r) {
+			if _, unvouched := fromOtherNode(x, r, nodes); unvouched {
+				return r.ClientAddr
+			}
 		}
 	}
-	return false
+	return ""
+}
+
+// ownAddr reports whether a walsender row's client address a is x's own
+// (one not shown counts as its: nothing says it is another's).
+func ownAddr(x *Node, a string) bool {
+	return a == "" || x.atAddr(a)
 }
 
 // upstreamsRow reports whether walsender row r may be that of the server
