@@ -1578,8 +1578,13 @@ func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 		// otherwise): it may stream on while its checks fail. Rows
 		// that show addresses tell its machine's from another's; rows
 		// that hide them do not.
-		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && !y.live() && (!privileged || mayShareAddr(x, y)) &&
-			(y.Member.Name == name || y.Vouched && y.Res.InRecovery && (streams(y) || y.Res.ReceiverHidden) && y.rowName() == name) {
+		// And a vouched replica whose last check found no walreceiver
+		// still goes by its name: its check and the master's read are
+		// not at one instant, and a walreceiver that restarts (a
+		// network blip, a timeout) may be back in the row read since.
+		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && (!privileged || mayShareAddr(x, y)) &&
+			(!y.live() && (y.Member.Name == name || y.Vouched && y.Res.InRecovery && (streams(y) || y.Res.ReceiverHidden) && y.rowName() == name) ||
+				y.live() && y.Vouched && y.Res.InRecovery && !streams(y) && y.rowName() == name) {
 			return true
 		}
 		if sharesName(x, y, name, privileged) {
