@@ -1612,7 +1612,11 @@ func sharesName(x, y *Node, name string, privileged bool) bool {
 		// from nobody: no walsender row is its.
 		!((privileged || !y.Res.ReceiverHidden) && !streams(y)) &&
 		(y.Res.SystemID == 0 || x.Res.SystemID == 0 || y.Res.SystemID == x.Res.SystemID) &&
-		!leftBehind(y, x)
+		// A y on an older timeline than x is not the row's, by x's word:
+		// that of a node nothing vouches for does not count where the
+		// row may be y's (y's walreceiver may have switched to the new
+		// master since its check, in a failover).
+		(!leftBehind(y, x) || !x.Vouched && (!privileged || mayShareAddr(x, y)))
 }
 
 // ambiguousListsIt reports whether rows, w's walsenders, on which x's
