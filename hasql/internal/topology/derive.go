@@ -1910,7 +1910,8 @@ func ownAddr(x *Node, a string) bool {
 
 // upstreamsRow reports whether walsender row r may be that of the server
 // x's walreceiver streams from, outside the set: r comes from the address
-// x streams from, which is neither x's nor a node's of the set (a replica
+// x streams from, which is neither x's nor the address of a node of the
+// set x streams from (a replica
 // cascading from a standby the set does not list, all of them going by
 // one cluster_name; or x on the machine of a master it reaches at an
 // address the set does not list, where its row comes from that address
@@ -1922,7 +1923,10 @@ func upstreamsRow(x *Node, r checker.Replica, nodes []*Node) bool {
 	}
 	shared := false
 	for _, y := range nodes {
-		if y.Host == h || y.RemoteIP == h {
+		// The server x streams from is in the set (an address of it):
+		// its row is found by its own rules. Another server on that
+		// machine (another port) is not the one x streams from.
+		if streamsFrom(x, y) {
 			return false
 		}
 		// Only a name other servers go by too (a cluster_name left at
