@@ -1582,9 +1582,14 @@ func nameShared(x *Node, name string, nodes []*Node, privileged bool) bool {
 		// still goes by its name: its check and the master's read are
 		// not at one instant, and a walreceiver that restarts (a
 		// network blip, a timeout) may be back in the row read since.
+		// A master that was vouched for goes by its name too: demoted
+		// (a failover, pg_rewind), it may stream from the new master
+		// before a check of its own shows it. One that still answers
+		// writable counts only where rows show it is on x's machine:
+		// the rows may be its own, and it is no row of them.
 		if !x.Vouched && y != x && y.AliasOf == nil && x.AliasOf != y && (!privileged || mayShareAddr(x, y)) &&
-			(!y.live() && (y.Member.Name == name || y.Vouched && y.Res.InRecovery && (streams(y) || y.Res.ReceiverHidden) && y.rowName() == name) ||
-				y.live() && y.Vouched && y.Res.InRecovery && !streams(y) && y.rowName() == name) {
+			(!y.live() && (y.Member.Name == name || y.Vouched && y.rowName() == name) ||
+				y.live() && y.Vouched && y.rowName() == name && (y.Res.InRecovery && !streams(y) || !y.Res.InRecovery && privileged)) {
 			return true
 		}
 		if sharesName(x, y, name, privileged) {
