@@ -673,6 +673,17 @@ func (c *Core) vouch() {
 			x.Vouched = true
 		}
 	}
+	for _, x := range c.nodes {
+		if x.Vouched && !x.Trusted && namesakeOfTrusted(x, c.nodes) {
+			// Vouched for by a row of its name from its machine while
+			// no node the user named streamed there under that name (a
+			// replica out of the set, or unseen): one does now, and the
+			// row was as likely its. The vouch, which would carry a
+			// claim of a promotion, goes; listed alone by that name
+			// again, it is earned again.
+			x.Vouched = false
+		}
+	}
 	for _, w := range c.nodes {
 		if w.Vouched || !w.mayWrite() || w.AliasOf != nil {
 			continue
@@ -689,6 +700,26 @@ func (c *Core) vouch() {
 			}
 		}
 	}
+}
+
+// namesakeOfTrusted reports whether a node the user named streams, on x's
+// machine, under the name x goes by (its own walreceiver's, or what its
+// server or its source calls it): another server, which x is not.
+func namesakeOfTrusted(x *Node, nodes []*Node) bool {
+	if !x.live() {
+		return false
+	}
+	for _, y := range nodes {
+		if y == x || !y.Trusted || y.AliasOf == x || x.AliasOf == y || !y.live() || !y.Res.InRecovery || !streams(y) ||
+			y.Res.ReceiverHidden || y.Res.Name == "" || y.Res.SystemID != 0 && x.Res.SystemID != 0 && y.Res.SystemID != x.Res.SystemID ||
+			y.Res.Server() == x.Res.Server() || !mayShareAddr(x, y) || x.clientIP() == "" || x.clientIP() != y.clientIP() {
+			continue
+		}
+		if n := y.rowName(); n == x.rowName() || n == x.Name() || n == x.Res.Name {
+			return true
+		}
+	}
+	return false
 }
 
 // streamsFrom reports whether replica y's walreceiver connects to w's
