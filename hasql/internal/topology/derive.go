@@ -710,9 +710,12 @@ func namesakeOfTrusted(x *Node, nodes []*Node) bool {
 		return false
 	}
 	for _, y := range nodes {
-		if y == x || !y.Trusted || y.AliasOf == x || x.AliasOf == y || !y.live() || !y.Res.InRecovery || !streams(y) ||
+		// Another address of y's server too (it may have copied y's
+		// identity, which is plain SQL to read): what vouches for it is
+		// y's being trusted, not its own.
+		if y == x || !y.Trusted || !y.live() || !y.Res.InRecovery || !streams(y) ||
 			y.Res.ReceiverHidden || y.Res.Name == "" || y.Res.SystemID != 0 && x.Res.SystemID != 0 && y.Res.SystemID != x.Res.SystemID ||
-			y.Res.Server() == x.Res.Server() || !mayShareAddr(x, y) || x.clientIP() == "" || x.clientIP() != y.clientIP() {
+			x.clientIP() == "" || x.clientIP() != y.clientIP() {
 			continue
 		}
 		if n := y.rowName(); n == x.rowName() || n == x.Name() || n == x.Res.Name {
