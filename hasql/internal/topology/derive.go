@@ -702,23 +702,31 @@ func (c *Core) vouch() {
 	}
 }
 
-// namesakeOfTrusted reports whether a node the user named streams, on x's
-// machine, under the name x goes by (its own walreceiver's, or what its
-// server or its source calls it): another server, which x is not.
+// namesakeOfTrusted reports whether a node the user named goes, on x's
+// machine, by the name x goes by (its own walreceiver's, or what its
+// server or its source calls it): another server, which x is not. It
+// goes by the name its walreceiver streams as, and, while its checks
+// fail, by the name its source gives it and the one it last streamed as
+// (it may stream on).
 func namesakeOfTrusted(x *Node, nodes []*Node) bool {
-	if !x.live() {
+	if !x.live() || x.clientIP() == "" {
 		return false
 	}
+	names := []string{x.rowName(), x.Name(), x.Res.Name}
 	for _, y := range nodes {
 		// Another address of y's server too (it may have copied y's
 		// identity, which is plain SQL to read): what vouches for it is
 		// y's being trusted, not its own.
-		if y == x || !y.Trusted || !y.live() || !y.Res.InRecovery || !streams(y) ||
-			y.Res.ReceiverHidden || y.Res.Name == "" || y.Res.SystemID != 0 && x.Res.SystemID != 0 && y.Res.SystemID != x.Res.SystemID ||
-			x.clientIP() == "" || x.clientIP() != y.clientIP() {
+		if y == x || !y.Trusted || x.clientIP() != y.clientIP() ||
+			y.Res.SystemID != 0 && x.Res.SystemID != 0 && y.Res.SystemID != x.Res.SystemID {
 			continue
 		}
-		if n := y.rowName(); n == x.rowName() || n == x.Name() || n == x.Res.Name {
+		streamedAs := ""
+		if y.Res.InRecovery && streams(y) && !y.Res.ReceiverHidden {
+			streamedAs = y.Res.Name
+		}
+		if streamedAs != "" && slices.Contains(names, streamedAs) ||
+			!y.live() && y.Member.Name != "" && slices.Contains(names, y.Member.Name) {
 			return true
 		}
 	}
