@@ -1981,7 +1981,9 @@ func upstreamsRow(x *Node, r checker.Replica, nodes []*Node) bool {
 		// a row from the address it streams from is its own (a
 		// replica on the master's machine that reaches it at an
 		// address the set does not list).
-		shared = shared || y != x && y.AliasOf != x && x.AliasOf != y && y.rowName() == x.rowName()
+		// (A namesake nothing vouches for changes nothing of a node
+		// something vouches for.)
+		shared = shared || y != x && y.AliasOf != x && x.AliasOf != y && y.rowName() == x.rowName() && (y.Vouched || !x.Vouched)
 	}
 	return shared
 }
