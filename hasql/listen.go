@@ -80,6 +80,11 @@ type Listener struct {
 	// sync.
 	backend uint32
 	proxied bool
+	// server is the postmaster start time of the server the current
+	// connection's LISTEN ran on: another at the next connection, though
+	// at the same address (a name or virtual IP that moved), is a new
+	// master that may have taken notifications already (see run).
+	server string
 }
 
 type listenEvent struct {
@@ -222,37 +227,41 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, *node, error) {
 	for _, ch := range append(l.channels[:len(l.channels):len(l.channels)], l.mark) {
 		listen.WriteString("LISTEN " + pgx.Identifier{ch}.Sanitize() + ";")
 	}
-	listen.WriteString("SELECT pg_backend_pid()")
-	backend, err := execBackend(ctx, conn, listen.String())
+	listen.WriteString("SELECT pg_backend_pid(), pg_postmaster_start_time()")
+	backend, server, err := execBackend(ctx, conn, listen.String())
 	if err != nil {
 		err = clearEchoed(err, conn.Config().Password)
 		conn.Close(context.Background())
 		return nil, n, fmt.Errorf("hasql: listen on %s: %w", n.cfg.Addr, err)
 	}
-	l.backend, l.proxied = backend, backend != conn.PgConn().PID()
+	l.backend, l.proxied, l.server = backend, backend != conn.PgConn().PID(), server
 	return conn, n, nil
 }
 
-// execBackend runs sql, statements that end with SELECT pg_backend_pid(),
-// on conn, and returns the pid that last one read (0 when it read none it
-// could parse).
-func execBackend(ctx context.Context, conn *pgx.Conn, sql string) (uint32, error) {
+// execBackend runs sql, statements that end with SELECT pg_backend_pid()
+// and maybe another column, on conn, and returns the pid that last one
+// read (0 when it read none it could parse) and the other column's text.
+func execBackend(ctx context.Context, conn *pgx.Conn, sql string) (uint32, string, error) {
 	results, err := conn.PgConn().Exec(ctx, sql).ReadAll()
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	if len(results) == 0 {
-		return 0, nil
+		return 0, "", nil
 	}
 	last := results[len(results)-1]
-	if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
-		return 0, nil
+	if len(last.Rows) != 1 || len(last.Rows[0]) == 0 {
+		return 0, "", nil
+	}
+	var other string
+	if len(last.Rows[0]) > 1 {
+		other = string(last.Rows[0][1])
 	}
 	pid, err := strconv.ParseUint(string(last.Rows[0][0]), 10, 32)
 	if err != nil {
-		return 0, nil
+		return 0, other, nil
 	}
-	return uint32(pid), nil
+	return uint32(pid), other, nil
 }
 
 // run is the Listener's goroutine, owned by the Listener and the Manager.
@@ -277,7 +286,7 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node, since time.
 		if errors.Is(err, errNoLongerMaster) && !l.drain(ctx, conn, n) {
 			return // ctx ended
 		}
-		lost, from := l.lostSince(n, since), n.cfg.Addr
+		lost, from, server := l.lostSince(n, since), n.cfg.Addr, l.server
 		// The server's error may say the password back (one that got it,
 		// see docs/security.md): cleared before the caller sees it.
 		err = clearEchoed(err, conn.Config().Password)
@@ -298,11 +307,14 @@ func (l *Listener) run(ctx context.Context, conn *pgx.Conn, n *node, since time.
 		if conn == nil {
 			return // ctx ended
 		}
-		if n.cfg.Addr != from {
+		if n.cfg.Addr != from || l.server != server {
 			// The new master may have taken notifications since it left
 			// recovery, while the old one still passed its checks: the
 			// window begins no later than its last check in recovery (or,
 			// never seen in recovery, when the old connection began).
+			// So too at the same address when another server answers
+			// there (a name or virtual IP moved onto the new master), or
+			// the server restarted.
 			if r := n.lastInRecovery(); r.IsZero() {
 				lost = since
 			} else if r.Before(lost) {
@@ -412,7 +424,7 @@ func (l *Listener) sync(ctx context.Context, conn *pgx.Conn) error {
 	// nothing of what the session received, and what was sent since the
 	// LISTEN may have gone to another client.
 	l.markNext = at.Add(l.markEvery())
-	backend, err := execBackend(ctx, conn, "SET LOCAL lock_timeout = 100; SET LOCAL synchronous_commit = local; NOTIFY "+
+	backend, _, err := execBackend(ctx, conn, "SET LOCAL lock_timeout = 100; SET LOCAL synchronous_commit = local; NOTIFY "+
 		pgx.Identifier{l.mark}.Sanitize()+", '"+strconv.FormatUint(seq, 10)+"'; SELECT pg_backend_pid()")
 	if err == nil && backend != 0 && l.backend != 0 && backend != l.backend {
 		l.synced = time.Time{}
