@@ -1263,7 +1263,8 @@ func (s *sim) check() error {
 					x.Addr, x.Role, x.CheckBegan.Format("15:04:05.000"), x.Res.UpstreamHost, x.Res.UpstreamPort, ms.name, m.replicasBegan.Format("15:04:05.000"))
 			}
 		}
-		if !s.cfg.restricted && !s.cfg.roleUser && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && x.SyncUnknown != syncUnknownOldRows && x.SyncUnknown != syncUnknownRenamed && s.uniqueHonestName(x, m) {
+		if !s.cfg.restricted && !s.cfg.roleUser && x.Vouched && x.Role == RoleReplica && x.SyncUnknown != "" && x.SyncUnknown != syncUnknownOldRows && x.SyncUnknown != syncUnknownRenamed && s.uniqueHonestName(x, m) &&
+			!s.rowAtDownUnvouched(x, m) {
 			return fmt.Errorf("replica %s: sync unknown (%s) though only it goes by its name among the cluster's nodes", x.Addr, x.SyncUnknown)
 		}
 	}
@@ -1503,4 +1504,21 @@ func tail(l []string, n int) []string {
 		return l[len(l)-n:]
 	}
 	return l
+}
+
+// rowAtDownUnvouched reports whether the master's row by x's name comes
+// from the address of a member nothing vouches for whose checks fail: the
+// core cannot tell that member from x's server (see doubtfulRow), and x's
+// sync state is unknown until that member answers or leaves.
+func (s *sim) rowAtDownUnvouched(x, m *Node) bool {
+	a := doubtfulRow(x, m.Res.Replicas, s.core.nodes)
+	if a == "" {
+		return false
+	}
+	for _, y := range s.core.nodes {
+		if !y.Vouched && !y.live() && (y.Host == a || y.RemoteIP == a) {
+			return true
+		}
+	}
+	return false
 }
