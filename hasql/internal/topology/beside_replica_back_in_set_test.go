@@ -19,22 +19,10 @@ import (
 // its own. It is vouched for no more: it serves no reads, and its claim
 // of a promotion takes no writes.
 func TestServerBesideAReplicaBackInTheSetIsVouchedForNoMore(t *testing.T) {
-	c := New(Config{})
-	m1 := Member{ID: 1, Addr: "10.0.0.1:5432", Host: "10.0.0.1", Trusted: true}
-	beside := Member{ID: 3, Addr: "10.0.0.2:5433", Host: "10.0.0.2"}
-	c.SetMembers(at(0), []Member{m1, beside})
-	m := master(1, 100)
-	m.Replicas = []checker.Replica{{ApplicationName: "n2", ClientAddr: "10.0.0.2", State: "streaming", SyncState: "sync"}}
-	n2 := replica("n2", 1, 1, 100)
-	n2.StartTime = t0.Add(20 * time.Second)
-	n2.UpstreamHost, n2.UpstreamPort = "10.0.0.1", 5432
+	n2 := streamingN2()
 	other := n2
 	other.StartTime = t0.Add(40 * time.Second)
-	for k := 0; k < 2; k++ {
-		base := 1000 * k
-		c.CheckOK(3, other, at(base+1), at(base+2), "10.0.0.2")
-		c.CheckOK(1, m, at(base+3), at(base+4), "10.0.0.1")
-	}
+	c, m1, m, beside := besideWhileOut(other)
 	c.TakeReady()
 	if x := c.Node(3); !x.Vouched {
 		t.Logf("the newcomer was not vouched for while n2 was out of the set (%s)", x.Role)
@@ -59,11 +47,45 @@ func TestServerBesideAReplicaBackInTheSetIsVouchedForNoMore(t *testing.T) {
 		c.CheckOK(1, m, at(base+2), at(base+3), "10.0.0.1")
 	}
 	c.TakeReady()
-	if e := c.Elected().Master; e == nil || e.ID != 1 {
+	requireNewcomerTookNoWrites(t, c, 1, 3)
+}
+
+// streamingN2 is replica n2 streaming from n1 (10.0.0.1).
+func streamingN2() checker.Result {
+	n2 := replica("n2", 1, 1, 100)
+	n2.StartTime = t0.Add(20 * time.Second)
+	n2.UpstreamHost, n2.UpstreamPort = "10.0.0.1", 5432
+	return n2
+}
+
+// besideWhileOut is the set while n2 is out of it: master n1 (its member
+// m1 and its check m, whose row n2 comes from n2's machine, sync) and
+// beside, a member nothing vouches for at another port of n2's machine
+// (ID 3), checked twice with newcomer as its result.
+func besideWhileOut(newcomer checker.Result) (c *Core, m1 Member, m checker.Result, beside Member) {
+	c = New(Config{})
+	m1 = Member{ID: 1, Addr: "10.0.0.1:5432", Host: "10.0.0.1", Trusted: true}
+	beside = Member{ID: 3, Addr: "10.0.0.2:5433", Host: "10.0.0.2"}
+	c.SetMembers(at(0), []Member{m1, beside})
+	m = master(1, 100)
+	m.Replicas = []checker.Replica{{ApplicationName: "n2", ClientAddr: "10.0.0.2", State: "streaming", SyncState: "sync"}}
+	for k := 0; k < 2; k++ {
+		base := 1000 * k
+		c.CheckOK(3, newcomer, at(base+1), at(base+2), "10.0.0.2")
+		c.CheckOK(1, m, at(base+3), at(base+4), "10.0.0.1")
+	}
+	return c, m1, m, beside
+}
+
+// requireNewcomerTookNoWrites fails t unless node want is the elected
+// master, newcomer's claim of a promotion taking no writes.
+func requireNewcomerTookNoWrites(t *testing.T, c *Core, want, newcomer ID) {
+	t.Helper()
+	if e := c.Elected().Master; e == nil || e.ID != want {
 		master := "none"
 		if e != nil {
 			master = e.Addr
 		}
-		t.Errorf("the newcomer claimed a promotion: master %s, newcomer %s (vouched %v); want n1 the master", master, c.Node(3).Role, c.Node(3).Vouched)
+		t.Errorf("the newcomer claimed a promotion: master %s, newcomer %s (vouched %v); want n%d the master", master, c.Node(newcomer).Role, c.Node(newcomer).Vouched, want)
 	}
 }

@@ -68,11 +68,5 @@ func TestServerBesideAReplicaTakesNoRowInAFailover(t *testing.T) {
 		c.CheckOK(2, rep("n2", 2, "10.0.0.3", 20*time.Second), at(base+2), at(base+3), "10.0.0.2")
 	}
 	c.TakeReady()
-	if e := c.Elected().Master; e == nil || e.ID != 3 {
-		master := "none"
-		if e != nil {
-			master = e.Addr
-		}
-		t.Errorf("the newcomer claimed a promotion: master %s, newcomer %s (vouched %v); want n3 the master", master, c.Node(4).Role, c.Node(4).Vouched)
-	}
+	requireNewcomerTookNoWrites(t, c, 3, 4)
 }
