@@ -132,6 +132,20 @@ func hangingMaster(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// hangingManager is a Manager on hangingMaster's fake, checked every
+// 50 ms with a 200 ms timeout, closed with the test, once the fake is its
+// master; it returns the fake's address too.
+func hangingManager(t *testing.T, ctx context.Context) (*hasql.Manager, string) {
+	t.Helper()
+	addr := hangingMaster(t)
+	m, err := hasql.New(ctx, "postgres://u@"+addr+"/db?sslmode=disable&default_query_exec_mode=simple_protocol"+
+		"&hasql_check_timeout=200ms&hasql_check_interval=50ms", hasql.WithLogger(quiet))
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	require.NoError(t, m.WaitReady(ctx, 1, 0), "setup: the fake is the master")
+	return m, addr
+}
+
 // waitUnwell waits until the Manager has found its one node unwell: down
 // or suspect.
 func waitUnwell(t *testing.T, ctx context.Context, m *hasql.Manager) {
@@ -161,12 +175,7 @@ func waitUnwell(t *testing.T, ctx context.Context, m *hasql.Manager) {
 func TestNodeLostDeadlineOnAMasterFoundUnwell(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	addr := hangingMaster(t)
-	m, err := hasql.New(ctx, "postgres://u@"+addr+"/db?sslmode=disable&default_query_exec_mode=simple_protocol"+
-		"&hasql_check_timeout=200ms&hasql_check_interval=50ms", hasql.WithLogger(quiet))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 0), "setup: the fake is the master")
+	m, addr := hangingManager(t, ctx)
 
 	conn, err := m.AcquireMaster(ctx)
 	require.NoError(t, err)
@@ -200,12 +209,7 @@ func TestNodeLostDeadlineOnAMasterFoundUnwell(t *testing.T) {
 func TestRunInTxDeadlineOnAMasterFoundUnwell(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	addr := hangingMaster(t)
-	m, err := hasql.New(ctx, "postgres://u@"+addr+"/db?sslmode=disable&default_query_exec_mode=simple_protocol"+
-		"&hasql_check_timeout=200ms&hasql_check_interval=50ms", hasql.WithLogger(quiet))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 0), "setup: the fake is the master")
+	m, addr := hangingManager(t, ctx)
 
 	rctx := newFiredCtx()
 	runs := 0
@@ -219,7 +223,7 @@ func TestRunInTxDeadlineOnAMasterFoundUnwell(t *testing.T) {
 	}()
 	waitUnwell(t, ctx, m)
 	rctx.fire() // RunInTx's deadline, once the Manager found the master unwell
-	err = <-errc
+	err := <-errc
 	require.Error(t, err)
 	t.Logf("RunInTx: %v", err)
 	require.Equal(t, 1, runs)
@@ -237,12 +241,7 @@ func TestRunInTxDeadlineOnAMasterFoundUnwell(t *testing.T) {
 func TestRunInTxBeginDeadlineOnAMasterFoundUnwell(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	addr := hangingMaster(t)
-	m, err := hasql.New(ctx, "postgres://u@"+addr+"/db?sslmode=disable&default_query_exec_mode=simple_protocol"+
-		"&hasql_check_timeout=200ms&hasql_check_interval=50ms", hasql.WithLogger(quiet))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 0), "setup: the fake is the master")
+	m, addr := hangingManager(t, ctx)
 
 	rctx := newFiredCtx()
 	runs := 0
@@ -256,7 +255,7 @@ func TestRunInTxBeginDeadlineOnAMasterFoundUnwell(t *testing.T) {
 	}()
 	waitUnwell(t, ctx, m)
 	rctx.fire()
-	err = <-errc
+	err := <-errc
 	require.Error(t, err)
 	t.Logf("RunInTx: %v", err)
 	require.Zero(t, runs)
@@ -278,15 +277,10 @@ func TestRunInTxBeginDeadlineOnAMasterFoundUnwell(t *testing.T) {
 func TestCloseAfterADeadlineOnAHungMaster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	addr := hangingMaster(t)
-	m, err := hasql.New(ctx, "postgres://u@"+addr+"/db?sslmode=disable&default_query_exec_mode=simple_protocol"+
-		"&hasql_check_timeout=200ms&hasql_check_interval=50ms", hasql.WithLogger(quiet))
-	require.NoError(t, err)
-	defer m.Close()
-	require.NoError(t, m.WaitReady(ctx, 1, 0), "setup: the fake is the master")
+	m, _ := hangingManager(t, ctx)
 
 	sctx, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, err = m.Master().Exec(sctx, "SELECT pgxha_test_hang()")
+	_, err := m.Master().Exec(sctx, "SELECT pgxha_test_hang()")
 	scancel()
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	start := time.Now()
