@@ -718,7 +718,7 @@ func namesakeOfTrusted(x *Node, nodes []*Node) bool {
 		// identity, which is plain SQL to read): what vouches for it is
 		// y's being trusted, not its own.
 		if y == x || !y.Trusted || x.clientIP() != y.clientIP() ||
-			y.Res.SystemID != 0 && x.Res.SystemID != 0 && y.Res.SystemID != x.Res.SystemID {
+			otherSystem(&y.Res, &x.Res) {
 			continue
 		}
 		streamedAs := ""
@@ -1393,7 +1393,7 @@ func (c *Core) attached(x, master *Node, follows []*Node) string {
 	if why := c.foreign(x); why != "" {
 		return why
 	}
-	if r.SystemID != 0 && mr.SystemID != 0 && r.SystemID != mr.SystemID {
+	if otherSystem(r, mr) {
 		return "another cluster: system identifier " + strconv.FormatUint(r.SystemID, 10) + ", the master's is " + strconv.FormatUint(mr.SystemID, 10)
 	}
 	if tl := bestTimeline(r); r.ReceiveTimeline != 0 && tl != mr.Timeline {
@@ -1465,7 +1465,7 @@ func (c *Core) lostWithMaster(x *Node) bool {
 		return false
 	}
 	r := &x.Res
-	if r.SystemID != 0 && m.Res.SystemID != 0 && r.SystemID != m.Res.SystemID {
+	if otherSystem(r, &m.Res) {
 		return false
 	}
 	if r.ReceiveTimeline != 0 && r.ReceiveTimeline != m.Res.Timeline || r.Timeline != 0 && r.Timeline < c.Timeline() {
@@ -1658,7 +1658,7 @@ func sharesName(x, y *Node, name string, privileged bool) bool {
 		// One whose check found no walreceiver, hidden or not, streams
 		// from nobody: no walsender row is its.
 		!((privileged || !y.Res.ReceiverHidden) && !streams(y)) &&
-		(y.Res.SystemID == 0 || x.Res.SystemID == 0 || y.Res.SystemID == x.Res.SystemID) &&
+		!otherSystem(&y.Res, &x.Res) &&
 		// A y on an older timeline than x is not the row's, by x's word:
 		// that of a node nothing vouches for does not count where the
 		// row may be y's (y's walreceiver may have switched to the new
@@ -1686,7 +1686,7 @@ func ambiguousListsIt(x, w *Node, rows []checker.Replica, nodes []*Node) bool {
 	}
 	for _, y := range nodes {
 		if y == w || y.AliasOf != nil || w.AliasOf == y || !y.live() || !y.Vouched || !y.Res.InRecovery ||
-			y.Res.SystemID != 0 && x.Res.SystemID != 0 && y.Res.SystemID != x.Res.SystemID {
+			otherSystem(&y.Res, &x.Res) {
 			continue
 		}
 		for _, r := range y.Res.Replicas {
@@ -1923,7 +1923,7 @@ func fromOtherNode(x *Node, r checker.Replica, nodes []*Node) (other, unvouched 
 	}
 	for _, y := range nodes {
 		if y == x || y.AliasOf == x || x.AliasOf == y || !y.Res.InRecovery || y.RemoteIP != a && y.Host != a ||
-			y.Res.SystemID != 0 && x.Res.SystemID != 0 && y.Res.SystemID != x.Res.SystemID ||
+			otherSystem(&y.Res, &x.Res) ||
 			!y.Res.ReceiverHidden && y.rowName() != r.ApplicationName && y.Res.Name != r.ApplicationName {
 			continue
 		}
@@ -2046,6 +2046,12 @@ func (x *Node) atAddr(a string) bool {
 	}
 	ip := net.ParseIP(x.Host)
 	return ip != nil && a == ip.String()
+}
+
+// otherSystem reports whether a and b show two system identifiers: of two
+// clusters. One not shown (0) differs from none.
+func otherSystem(a, b *checker.Result) bool {
+	return a.SystemID != 0 && b.SystemID != 0 && a.SystemID != b.SystemID
 }
 
 func uitoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
