@@ -640,6 +640,9 @@ func (c *Core) CheckOK(id ID, res checker.Result, began, ended time.Time, remote
 		}
 		x.serverSince = began
 		x.replaced = x.Res.Server() != (checker.ServerID{})
+		// The master found the server before following it, not this one
+		// (see lostWithMaster).
+		x.followedAt = time.Time{}
 		if x.Checked {
 			// Another server, or a restart: trust is earned again.
 			x.Vouched = x.Trusted

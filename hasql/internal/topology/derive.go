@@ -1457,10 +1457,12 @@ const detachedUnlisted = "not streaming from the master (not in its pg_stat_repl
 // following it (the master's crash ends its walsenders, and the
 // replica's walreceiver may see it first). Nothing else it shows may
 // set it apart: not another cluster's, not on an older timeline than the
-// cluster's, and streaming, if at all, on the timeline the master was on.
+// cluster's, and streaming, if at all, on the timeline the master was on;
+// vouched for, and the server the master found following it (another at
+// its address since is not: see Core.CheckOK).
 func (c *Core) lostWithMaster(x *Node) bool {
 	m := c.Node(x.followedBy)
-	if !x.unlisted || m == nil || m == x || m.live() || x.followedAt.IsZero() ||
+	if !x.unlisted || !x.Vouched || m == nil || m == x || m.live() || x.followedAt.IsZero() ||
 		m.ResAt.Sub(x.followedAt) > 2*ReplicasMaxAge || c.foreign(x) != "" {
 		return false
 	}
